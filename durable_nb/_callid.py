@@ -1,0 +1,79 @@
+"""Which function a journal entry belongs to: call ids and ``@durable``.
+
+The default id is ``module.qualname``: readable in the journal and stable across
+restarts. Names that do not identify one function (``<lambda>``, anything under
+``<locals>``, a ``functools.partial``) get a fingerprint of the code and the
+captured values mixed into the argument digest, so two lambdas at the same
+journal position, or two closures from one factory, never replay each other's
+results; the visible call id stays ``module.qualname``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+from ._digest import _encoded, fingerprint_code
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_ATTR = "__durable_name__"
+
+
+@overload
+def durable(func: F, /) -> F: ...
+@overload
+def durable(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def durable(func: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Give a function a stable, explicit call id (``@durable(name="charge")``).
+
+    The function is returned unchanged (it is not wrapped): calling it directly
+    stays a plain call, and only ``ctx.durable_execute`` journals it. An explicit
+    name survives renames and moves of the function, and opts it out of the code
+    fingerprint, so editing its body does not invalidate journaled calls.
+    """
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError(f"durable(name=...) must be a non-empty string, got {name!r}")
+
+    def mark(f: F) -> F:
+        if not callable(f):
+            raise TypeError(f"@durable decorates a function, got {type(f).__name__}")
+        setattr(f, _ATTR, name or default_call_id(f))
+        return f
+
+    return mark(func) if func is not None else mark
+
+
+def default_call_id(func: Callable[..., Any]) -> str:
+    target: Any = func
+    while isinstance(target, functools.partial):
+        target = target.func
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if qualname is None:  # a callable instance
+        cls = type(target)
+        module, qualname = cls.__module__, f"{cls.__qualname__}.__call__"
+    return f"{module}.{qualname}"
+
+
+def call_identity(func: Callable[..., Any]) -> tuple[str, bytes]:
+    """``(call_id, salt)`` where ``salt`` goes into the argument digest (empty when not needed)."""
+    explicit = getattr(func, _ATTR, None)
+    if explicit is not None:
+        return explicit, b""
+    call_id = default_call_id(func)
+    if isinstance(func, functools.partial):
+        salt = _encoded((func.args, func.keywords), 0)
+        inner = func.func
+        while isinstance(inner, functools.partial):
+            salt += _encoded((inner.args, inner.keywords), 0)
+            inner = inner.func
+        if "<" in call_id:
+            salt += fingerprint_code(inner)
+        return call_id, salt
+    if "<" in call_id:  # <lambda>, <locals>, <genexpr>: not unique by name
+        return call_id, fingerprint_code(func)
+    return call_id, b""

@@ -1,0 +1,162 @@
+"""``RunnerContext`` (what an action receives) and opening a run.
+
+Internal API used by every runner and by the notebook layer:
+
+* :func:`open_run(store, run_id, steal=False)` - a context manager that takes the
+  run's lease, loads its journal, binds :func:`current_context` and yields a
+  :class:`RunnerContext`. On normal exit the run is COMPLETED, on an ``Exception``
+  FAILED; on any other ``BaseException`` (a crash, Ctrl-C) nothing is written and
+  the lease is simply dropped, as ``kill -9`` would leave it.
+* :func:`current_context()` - the innermost open context in this thread/task, or None.
+
+The rules themselves live in :mod:`durable_nb._replay`; this module only adapts
+them to the sync and async call styles of Flink Agents' ``RunnerContext``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from ._faults import fire
+from ._records import CallRecord, RunStatus
+from ._replay import Journal, StopRecovery, check_reconciler, identify, replay
+from ._store import Store, end_owner, new_owner
+
+T = TypeVar("T")
+
+_current: contextvars.ContextVar[RunnerContext | None] = contextvars.ContextVar(
+    "durable_nb_context", default=None
+)
+
+
+def current_context() -> RunnerContext | None:
+    """The context of the run executing in this thread or task (inside an action or a %%durable cell)."""
+    return _current.get()
+
+
+class RunnerContext:
+    """What an action receives: durable calls bound to one run.
+
+    Same call shape as Flink Agents' ``RunnerContext.durable_execute``; here the
+    journal is real on every runner.
+    """
+
+    def __init__(self, journal: Journal, *, key: Any = None) -> None:
+        self.journal = journal
+        self.key = key
+        """The record key, when the run came from ``map``."""
+
+    @property
+    def run_id(self) -> str:
+        return self.journal.run_id
+
+    @property
+    def store(self) -> Store:
+        return self.journal.store
+
+    def __repr__(self) -> str:
+        return f"<RunnerContext run_id={self.run_id!r} cursor={self.journal.cursor}>"
+
+    def durable_execute(
+        self, func: Callable[..., T], *args: Any, reconciler: Callable[[], T] | None = None, **kwargs: Any
+    ) -> T:
+        """Run ``func(*args, **kwargs)`` once across crashes and recoveries.
+
+        Journaled as PENDING before ``func`` runs and as SUCCEEDED/FAILED after;
+        on recovery a finished call is replayed from the journal, and a call left
+        PENDING is recovered by ``reconciler()`` (no arguments) if given, else run
+        again. ``reconciler`` is never passed to ``func``.
+        """
+        return self.journal.execute(func, args, kwargs, reconciler)  # type: ignore[no-any-return]
+
+    def durable_execute_async(
+        self, func: Callable[..., T], *args: Any, reconciler: Callable[[], T] | None = None, **kwargs: Any
+    ) -> Awaitable[T]:
+        """Awaitable ``durable_execute``: ``func`` runs off the event loop.
+
+        Arguments and the reconciler are checked now; nothing is written until the
+        result is awaited. A coroutine function is awaited on the loop instead.
+        """
+        check_reconciler(reconciler)
+        call_id, args_digest = identify(func, args, kwargs)
+        return self._execute_async(func, args, kwargs, reconciler, call_id, args_digest)
+
+    async def _execute_async(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        reconciler: Callable[[], Any] | None,
+        call_id: str,
+        args_digest: str,
+    ) -> Any:
+        journal = self.journal
+        outcome = journal.begin(call_id, args_digest, reconciler is not None)
+        if isinstance(outcome, CallRecord):
+            return replay(outcome)
+        bound: Callable[[], Any] = (
+            reconciler if reconciler is not None and outcome.origin.value == "RECONCILED"
+            else functools.partial(func, *args, **kwargs)
+        )
+        fire("before_call", call_id)
+        try:
+            if _is_async(bound):
+                value = await bound()
+            else:
+                loop = asyncio.get_running_loop()
+                value = await loop.run_in_executor(None, contextvars.copy_context().run, bound)
+                if inspect.isawaitable(value):
+                    value = await value
+        except Exception as exc:
+            fire("after_call", call_id)
+            journal.fail(outcome, exc)
+            raise
+        fire("after_call", call_id)
+        journal.succeed(outcome, value)
+        return value
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func)
+
+
+@contextmanager
+def open_run(store: Store, run_id: str, *, steal: bool = False, key: Any = None) -> Iterator[RunnerContext]:
+    """Open (or recover) a run; see the module docstring for what each exit writes."""
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+    owner = new_owner()
+    try:
+        recorded = store.open_run(run_id, owner, steal=steal)
+    except BaseException:
+        end_owner(owner)
+        raise
+    ctx = RunnerContext(Journal(store, run_id, recorded), key=key)
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    except StopRecovery:
+        end_owner(owner)
+        raise
+    except Exception:
+        ctx.journal.discard_unreached()
+        store.close_run(run_id, owner, RunStatus.FAILED)
+        end_owner(owner)
+        raise
+    except BaseException:
+        end_owner(owner)  # leave the journal exactly as a crash would
+        raise
+    else:
+        ctx.journal.discard_unreached()
+        store.close_run(run_id, owner, RunStatus.COMPLETED)
+        end_owner(owner)
+    finally:
+        _current.reset(token)

@@ -1,0 +1,75 @@
+"""Fault points inside the replay engine, and ``inject_crash`` built on them.
+
+The replay engine announces each instant at which a crash matters
+(:data:`POINTS`); a hook may raise there. ``inject_crash`` raises
+:class:`SimulatedCrash`, which writes nothing, so the journal it leaves is
+exactly what ``kill -9`` at that instant leaves. The SIGKILL tests register a
+hook that kills the process at the same points, which is how that equality is
+proven.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from .errors import SimulatedCrash
+
+#: Public points: PENDING is durable and the function has not run / the function
+#: ran and its outcome is not durable yet.
+PUBLIC_POINTS = ("before_call", "after_call")
+#: Every point the engine announces; ``before_pending_commit`` is for kill tests.
+POINTS = ("before_pending_commit", *PUBLIC_POINTS)
+
+Hook = Callable[[str, str], None]
+_hooks: list[Hook] = []
+_lock = threading.Lock()
+
+
+def fire(point: str, call_id: str) -> None:
+    """Called by the replay engine; a no-op unless a hook is installed."""
+    if _hooks:
+        for hook in list(_hooks):
+            hook(point, call_id)
+
+
+def add_hook(hook: Hook) -> None:
+    with _lock:
+        _hooks.append(hook)
+
+
+def remove_hook(hook: Hook) -> None:
+    with _lock:
+        if hook in _hooks:
+            _hooks.remove(hook)
+
+
+@contextmanager
+def inject_crash(call: str, point: str = "after_call", times: int = 1) -> Iterator[None]:
+    """Make the durable call with id ``call`` raise :class:`SimulatedCrash` at ``point``.
+
+    ``before_call``: PENDING is persisted and the function has not run.
+    ``after_call``: the function ran (its side effect happened) and its outcome is
+    not persisted: the case reconcilers exist for. The crash fires ``times`` times
+    (once by default) while the block is active, so a recovery inside the same
+    block can proceed.
+    """
+    if point not in PUBLIC_POINTS:
+        raise ValueError(f"inject_crash: point must be one of {PUBLIC_POINTS}, got {point!r}")
+    if not isinstance(call, str) or not call:
+        raise TypeError(
+            f"inject_crash: call must be a call id string such as 'mymodule.charge_card', got {call!r}"
+        )
+    remaining = [times]
+
+    def hook(at: str, call_id: str) -> None:
+        if at == point and call_id == call and remaining[0] > 0:
+            remaining[0] -= 1
+            raise SimulatedCrash(call_id, point)
+
+    add_hook(hook)
+    try:
+        yield
+    finally:
+        remove_hook(hook)

@@ -1,0 +1,41 @@
+"""pandas views of the journal and of ``map`` results (pandas is imported lazily)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._records import CallRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CALL_COLUMNS = [
+    "run_id", "index", "call_id", "args_digest", "status", "origin",
+    "result_preview", "error_preview", "started_at", "finished_at",
+]
+
+
+def calls_frame(records: Iterable[CallRecord]) -> pd.DataFrame:
+    """One row per call; times as UTC timestamps; payloads never included."""
+    import pandas as pd
+
+    rows = [
+        (r.run_id, r.index, r.call_id, r.args_digest, r.status.value, r.origin.value if r.origin else None,
+         r.result_preview, r.error_preview, r.started_at, r.finished_at)
+        for r in records
+    ]
+    frame = pd.DataFrame.from_records(rows, columns=CALL_COLUMNS)
+    for col in ("started_at", "finished_at"):
+        frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
+    return frame
+
+
+MAP_COLUMNS = ["run_id", "status", "result", "error"]
+
+
+def map_frame(key_name: str, rows: Sequence[tuple[Any, str, str, Any, str | None]]) -> pd.DataFrame:
+    """``map`` results: one row per input record, in input order."""
+    import pandas as pd
+
+    return pd.DataFrame.from_records(list(rows), columns=[key_name, *MAP_COLUMNS])

@@ -1,0 +1,122 @@
+"""``await ctx.durable_execute_async(...)``: the same rules, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import Origin, Status
+
+ran: collections.Counter[str] = collections.Counter()
+
+
+def slow_charge(order: str) -> dict:
+    ran["charge"] += 1
+    ran[f"thread:{threading.current_thread() is threading.main_thread()}"] += 1
+    return {"order": order}
+
+
+async def async_lookup() -> dict:
+    ran["lookup"] += 1
+    return {"order": "o1", "reconciled": True}
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    ran.clear()
+
+
+def test_async_call_runs_off_the_loop_and_replays(store):
+    runner = dnb.LocalRunner(store)
+
+    async def action(order, ctx):
+        return await ctx.durable_execute_async(slow_charge, order)
+
+    assert asyncio.run(runner.run_async(action, "o1", run_id="a")) == {"order": "o1"}
+    assert ran["thread:False"] == 1  # ran in an executor thread
+    assert asyncio.run(runner.run_async(action, "o1", run_id="a")) == {"order": "o1"}
+    assert ran["charge"] == 1
+    assert [(c.status, c.origin) for c in store.calls("a")] == [(Status.SUCCEEDED, Origin.EXECUTED)]
+
+
+def test_nothing_is_written_until_the_call_is_awaited(store):
+    async def main():
+        with dnb.LocalRunner(store).context("lazy") as ctx:
+            pending = ctx.durable_execute_async(slow_charge, "o1")
+            assert store.calls("lazy") == [] and ran["charge"] == 0
+            await pending
+            assert len(store.calls("lazy")) == 1
+
+    asyncio.run(main())
+
+
+def test_async_reconciler_recovers_a_pending_call(store):
+    runner = dnb.LocalRunner(store)
+
+    async def action(order, ctx):
+        return await ctx.durable_execute_async(slow_charge, order, reconciler=async_lookup)
+
+    with dnb.inject_crash(call=f"{__name__}.slow_charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        asyncio.run(runner.run_async(action, "o1", run_id="r"))
+    assert [c.status for c in store.calls("r")] == [Status.PENDING]
+    assert asyncio.run(runner.run_async(action, "o1", run_id="r"))["reconciled"] is True
+    assert asyncio.run(runner.run_async(action, "o1", run_id="r"))["reconciled"] is True
+    assert (ran["charge"], ran["lookup"]) == (1, 1)
+    assert store.calls("r")[0].origin is Origin.RECONCILED
+
+
+def test_async_failure_is_persisted_and_replayed(store):
+    def boom():
+        ran["boom"] += 1
+        raise RuntimeError("provider down")
+
+    async def action(_, ctx):
+        return await ctx.durable_execute_async(boom)
+
+    runner = dnb.LocalRunner(store)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="provider down"):
+            asyncio.run(runner.run_async(action, None, run_id="f"))
+    assert ran["boom"] == 1 and store.calls("f")[0].status is Status.FAILED
+
+
+def test_async_bad_reconciler_is_a_type_error_at_the_call(store):
+    with dnb.LocalRunner(store).context("t") as ctx, pytest.raises(TypeError, match="no arguments"):
+        ctx.durable_execute_async(slow_charge, "o", reconciler=lambda order: order)
+    assert store.calls("t") == []
+
+
+def test_gathered_async_calls_keep_the_order_they_were_started_in(store):
+    async def action(_, ctx):
+        return await asyncio.gather(*(ctx.durable_execute_async(slow_charge, f"o{i}") for i in range(5)))
+
+    runner = dnb.LocalRunner(store)
+    first = asyncio.run(runner.run_async(action, None, run_id="g"))
+    again = asyncio.run(runner.run_async(action, None, run_id="g"))
+    assert first == again == [{"order": f"o{i}"} for i in range(5)]
+    assert ran["charge"] == 5
+
+
+def test_current_context_holds_inside_the_executor_thread(store):
+    seen = []
+
+    def probe():
+        seen.append(dnb.current_context().run_id)
+        return 1
+
+    async def action(_, ctx):
+        return await ctx.durable_execute_async(probe)
+
+    asyncio.run(dnb.LocalRunner(store).run_async(action, None, run_id="cv"))
+    assert seen == ["cv"]
+
+
+def test_sync_run_of_an_async_action_outside_a_loop_works(store):
+    async def action(order, ctx):
+        return await ctx.durable_execute_async(slow_charge, order)
+
+    assert dnb.LocalRunner(store).run(action, "o5", run_id="s") == {"order": "o5"}

@@ -1,0 +1,100 @@
+"""Argument digests: equal arguments digest equal in every process, different ones differ."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
+
+from durable_nb._digest import digest, digest_value
+
+SAMPLE = textwrap.dedent(
+    """
+    import json, sys
+    import pandas as pd
+    from durable_nb._digest import digest
+    values = [
+        ((), {}),
+        ((1, 2.5, "s", b"b", None, True), {}),
+        (({"b": 1, "a": {"x", "y", "z"}},), {"k": frozenset({"p", "q"})}),
+        ((pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}),), {}),
+        (([("nested", [1, {"d": 2}])],), {"flag": False}),
+    ]
+    print(json.dumps([digest(a, k) for a, k in values]))
+    """
+)
+
+
+def run_in_fresh_process(seed: str) -> list[str]:
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    out = subprocess.run([sys.executable, "-c", SAMPLE], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_digests_are_stable_across_processes_with_different_hash_seeds():
+    assert run_in_fresh_process("1") == run_in_fresh_process("2") == run_in_fresh_process("random")
+
+
+def test_dict_order_and_set_order_do_not_matter():
+    assert digest(({"a": 1, "b": 2},), {}) == digest(({"b": 2, "a": 1},), {})
+    assert digest_value({3, 1, 2}) == digest_value({1, 2, 3})
+    assert digest((), {"x": 1, "y": 2}) == digest((), {"y": 2, "x": 1})
+
+
+def test_types_are_part_of_the_digest():
+    values = [1, 1.0, True, "1", b"1", (1,), [1], {1}, frozenset({1}), None]
+    assert len({digest_value(v) for v in values}) == len(values)
+
+
+def test_args_and_kwargs_are_distinguished():
+    assert digest((1,), {}) != digest((), {"x": 1})
+    assert digest((1, 2), {}) != digest((2, 1), {})
+
+
+def test_dataframes_digest_by_content():
+    a = pd.DataFrame({"x": [1, 2, 3]})
+    assert digest_value(a) == digest_value(a.copy())
+    assert digest_value(a) != digest_value(pd.DataFrame({"x": [1, 2, 4]}))
+    assert digest_value(a) != digest_value(pd.DataFrame({"y": [1, 2, 3]}))
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+@dataclasses.dataclass
+class Order:
+    id: str
+    tags: set
+
+
+def test_dataclasses_and_enums_digest_by_value():
+    assert digest_value(Order("a", {"x", "y"})) == digest_value(Order("a", {"y", "x"}))
+    assert digest_value(Order("a", set())) != digest_value(Order("b", set()))
+    assert digest_value(Color.RED) == digest_value(Color(1))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_a_deep_copy_digests_equal(value):
+    assert digest_value(value) == digest_value(json.loads(json.dumps(value)))
+
+
+@given(json_values, json_values)
+def test_different_json_values_digest_different(a, b):
+    if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+        assert digest_value(a) != digest_value(b)

@@ -1,0 +1,440 @@
+"""The replay rules of DESIGN.md, one test per rule, on MemoryStore and SqliteStore.
+
+Every test asserts the journal (status, origin, index, call id) and how many
+times the function and the reconciler ran (``Counter``s), because "it returned
+the right value" alone cannot tell a replay from a re-execution.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import _digest
+from durable_nb import Origin, RunStatus, Status
+
+
+class Ledger:
+    """Counts real executions per name, and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.ran: collections.Counter[str] = collections.Counter()
+
+    def charge(self, order: str, amount: int) -> dict:
+        self.ran["charge"] += 1
+        return {"order": order, "charged": amount}
+
+    def receipt(self, charge: dict) -> str:
+        self.ran["receipt"] += 1
+        return f"receipt for {charge['order']}"
+
+    def boom(self, x: int) -> int:
+        self.ran["boom"] += 1
+        raise ValueError(f"card declined {x}")
+
+    def lookup(self) -> dict:
+        self.ran["lookup"] += 1
+        return {"order": "o1", "charged": 10, "found": True}
+
+
+def charge_card(order: str, amount: int) -> dict:
+    return {"order": order, "charged": amount}
+
+
+def summary(store: dnb.Store, run_id: str) -> list[tuple]:
+    return [(c.index, c.call_id.rsplit(".", 1)[-1], c.status.value, c.origin and c.origin.value)
+            for c in store.calls(run_id)]
+
+
+def place_order(ledger: Ledger):
+    def action(order: str, ctx: dnb.RunnerContext) -> str:
+        ch = ctx.durable_execute(ledger.charge, order, 10, reconciler=ledger.lookup)
+        return ctx.durable_execute(ledger.receipt, ch)
+    return action
+
+
+def test_first_run_journals_each_call_as_succeeded_executed(store):
+    ledger = Ledger()
+    out = dnb.LocalRunner(store).run(place_order(ledger), "o1", run_id="r1")
+    assert out == "receipt for o1"
+    assert summary(store, "r1") == [(0, "charge", "SUCCEEDED", "EXECUTED"), (1, "receipt", "SUCCEEDED", "EXECUTED")]
+    assert store.run("r1").status is RunStatus.COMPLETED
+    assert store.calls("r1")[0].result() == {"order": "o1", "charged": 10}
+    assert store.calls("r1")[0].result_preview == "{'charged': 10, 'order': 'o1'}"
+    assert ledger.ran == {"charge": 1, "receipt": 1}
+
+
+def test_succeeded_calls_replay_without_running_the_function(store):
+    ledger = Ledger()
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order(ledger), "o1", run_id="r1")
+    assert runner.run(place_order(ledger), "o1", run_id="r1") == "receipt for o1"
+    assert ledger.ran == {"charge": 1, "receipt": 1}
+    assert store.run("r1").attempts == 2
+    assert [c.status for c in store.calls("r1")] == [Status.SUCCEEDED, Status.SUCCEEDED]
+
+
+def test_failed_call_replays_its_exception_without_running_again(store):
+    ledger = Ledger()
+    runner = dnb.LocalRunner(store)
+
+    def action(x, ctx):
+        return ctx.durable_execute(ledger.boom, x)
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="card declined 7"):
+            runner.run(action, 7, run_id="f")
+    assert ledger.ran["boom"] == 1
+    (rec,) = store.calls("f")
+    assert (rec.status, rec.origin) == (Status.FAILED, Origin.EXECUTED)
+    assert rec.error_preview == "ValueError: card declined 7"
+    assert isinstance(rec.error(), ValueError)
+    assert store.run("f").status is RunStatus.FAILED
+
+
+def test_action_that_catches_a_replayed_failure_continues_the_same_way(store):
+    ledger = Ledger()
+    runner = dnb.LocalRunner(store)
+
+    def action(x, ctx):
+        try:
+            ctx.durable_execute(ledger.boom, x)
+        except ValueError:
+            return ctx.durable_execute(ledger.charge, "fallback", 1)
+
+    assert runner.run(action, 1, run_id="c") == runner.run(action, 1, run_id="c")
+    assert ledger.ran == {"boom": 1, "charge": 1}
+
+
+@pytest.mark.parametrize("point", ["before_call", "after_call"])
+def test_pending_call_with_reconciler_is_reconciled_not_reexecuted(store, point):
+    ledger = Ledger()
+    runner = dnb.LocalRunner(store)
+    action = place_order(ledger)
+    call_id = f"{__name__}.Ledger.charge"
+    with dnb.inject_crash(call=call_id, point=point), pytest.raises(dnb.SimulatedCrash):
+        runner.run(action, "o1", run_id="r1")
+    assert summary(store, "r1") == [(0, "charge", "PENDING", None)]
+    assert store.run("r1").status is RunStatus.RUNNING
+    assert ledger.ran["charge"] == (1 if point == "after_call" else 0)
+
+    assert runner.run(action, "o1", run_id="r1") == "receipt for o1"
+    assert ledger.ran["lookup"] == 1
+    assert ledger.ran["charge"] == (1 if point == "after_call" else 0)  # never re-executed
+    assert summary(store, "r1") == [(0, "charge", "SUCCEEDED", "RECONCILED"), (1, "receipt", "SUCCEEDED", "EXECUTED")]
+    assert store.calls("r1")[0].result()["found"] is True
+
+    # A third run replays the reconciled outcome: the reconciler does not run again.
+    runner.run(action, "o1", run_id="r1")
+    assert ledger.ran["lookup"] == 1 and ledger.ran["receipt"] == 1
+
+
+def test_reconciler_exception_is_persisted_failed_reconciled_and_replayed(store):
+    runner = dnb.LocalRunner(store)
+    counts = collections.Counter()
+
+    def reconcile():
+        counts["reconcile"] += 1
+        raise LookupError("payment provider has no record")
+
+    def action(_, ctx):
+        return ctx.durable_execute(charge_card, "o1", 5, reconciler=reconcile)
+
+    with dnb.inject_crash(call=f"{__name__}.charge_card", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(action, None, run_id="r")
+    for _ in range(2):
+        with pytest.raises(LookupError, match="no record"):
+            runner.run(action, None, run_id="r")
+    assert counts["reconcile"] == 1
+    (rec,) = store.calls("r")
+    assert (rec.status, rec.origin) == (Status.FAILED, Origin.RECONCILED)
+
+
+def test_pending_call_without_reconciler_is_executed_again(store):
+    runner = dnb.LocalRunner(store)
+    ran = collections.Counter()
+
+    def send_email(to):
+        ran["send"] += 1
+        return f"sent to {to}"
+
+    def action(to, ctx):
+        return ctx.durable_execute(send_email, to)
+
+    with dnb.inject_crash(call=f"{__name__}.{action.__qualname__.rsplit('.', 1)[0]}.send_email",
+                          point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(action, "a@b", run_id="e")
+    assert ran["send"] == 1
+    assert runner.run(action, "a@b", run_id="e") == "sent to a@b"
+    assert ran["send"] == 2  # at-least-once
+    assert summary(store, "e") == [(0, "send_email", "SUCCEEDED", "EXECUTED")]
+
+
+def test_mismatch_discards_the_rest_records_it_and_warns_once(store):
+    runner = dnb.LocalRunner(store)
+    ledger = Ledger()
+
+    def v1(_, ctx):
+        ctx.durable_execute(ledger.charge, "o1", 10)
+        ctx.durable_execute(ledger.receipt, {"order": "o1"})
+        ctx.durable_execute(ledger.receipt, {"order": "o2"})
+
+    def v2(_, ctx):  # same first call, then different arguments, then a new call
+        ctx.durable_execute(ledger.charge, "o1", 10)
+        ctx.durable_execute(ledger.charge, "o1", 99)
+        ctx.durable_execute(ledger.receipt, {"order": "o3"})
+
+    runner.run(v1, None, run_id="m")
+    with pytest.warns(dnb.NonDeterminismWarning, match="not deterministic") as caught:
+        runner.run(v2, None, run_id="m")
+    assert len(caught) == 1
+    assert ledger.ran == {"charge": 2, "receipt": 3}
+    assert summary(store, "m") == [(0, "charge", "SUCCEEDED", "EXECUTED"), (1, "charge", "SUCCEEDED", "EXECUTED"),
+                                   (2, "receipt", "SUCCEEDED", "EXECUTED")]
+    dropped = store.discarded("m")
+    assert [(d.index, d.call_id.rsplit(".", 1)[-1]) for d in dropped] == [(1, "receipt"), (2, "receipt")]
+    assert "Ledger.receipt here, the action called" in dropped[0].reason
+    assert store.run("m").n_discarded == 2
+
+
+def test_calls_the_action_no_longer_reaches_are_discarded_at_the_end(store):
+    runner = dnb.LocalRunner(store)
+
+    def long(_, ctx):
+        return [ctx.durable_execute(charge_card, str(i), i) for i in range(3)]
+
+    def short(_, ctx):
+        return [ctx.durable_execute(charge_card, "0", 0)]
+
+    runner.run(long, None, run_id="s")
+    with pytest.warns(dnb.NonDeterminismWarning, match="finished before reaching"):
+        runner.run(short, None, run_id="s")
+    assert [c.index for c in store.calls("s")] == [0]
+    assert [d.index for d in store.discarded("s")] == [1, 2]
+
+
+def test_keyboard_interrupt_leaves_the_call_pending_and_is_not_persisted_failed(store):
+    runner = dnb.LocalRunner(store)
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    def action(_, ctx):
+        return ctx.durable_execute(interrupted)
+
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(action, None, run_id="k")
+    assert summary(store, "k") == [(0, "interrupted", "PENDING", None)]
+    assert store.run("k").status is RunStatus.RUNNING
+
+
+def test_pending_is_durable_before_the_function_runs(store):
+    seen = []
+
+    def look(_, ctx):
+        def probe():
+            seen.append([(c.index, c.status) for c in ctx.store.calls(ctx.run_id)])
+            return 1
+        return ctx.durable_execute(probe)
+
+    dnb.LocalRunner(store).run(look, None, run_id="p")
+    assert seen == [[(0, Status.PENDING)]]
+
+
+@pytest.mark.parametrize("bad", [lambda x: x, 42, lambda x, y=1: x])
+def test_reconciler_that_needs_arguments_is_a_type_error_before_anything_is_written(store, bad):
+    runner = dnb.LocalRunner(store)
+    ran = []
+    with runner.context("t") as ctx, pytest.raises(TypeError, match="no arguments|zero-argument"):
+        ctx.durable_execute(ran.append, 1, reconciler=bad)
+    assert ran == [] and store.calls("t") == []
+
+
+def test_reconciler_is_keyword_only_and_never_forwarded(store):
+    received = {}
+
+    def f(*args, **kwargs):
+        received.update(args=args, kwargs=kwargs)
+        return 1
+
+    with dnb.LocalRunner(store).context("kw") as ctx:
+        ctx.durable_execute(f, 1, 2, reconciler=lambda: 0, flag=True)
+    assert received == {"args": (1, 2), "kwargs": {"flag": True}}
+
+
+def test_two_lambdas_with_the_same_default_id_do_not_replay_each_other(store):
+    runner = dnb.LocalRunner(store)
+    with runner.context("l") as ctx:
+        assert ctx.durable_execute(lambda: "charge") == "charge"
+    with pytest.warns(dnb.NonDeterminismWarning), runner.context("l") as ctx:
+        assert ctx.durable_execute(lambda: "refund") == "refund"
+    (rec,) = store.calls("l")
+    assert rec.call_id.endswith("<lambda>") and rec.result() == "refund"
+
+
+def test_two_closures_from_one_factory_do_not_replay_each_other(store):
+    def sender(channel):
+        def send(msg):
+            return f"{channel}:{msg}"
+        return send
+
+    runner = dnb.LocalRunner(store)
+    with runner.context("c") as ctx:
+        ctx.durable_execute(sender("email"), "hi")
+    with pytest.warns(dnb.NonDeterminismWarning), runner.context("c") as ctx:
+        assert ctx.durable_execute(sender("sms"), "hi") == "sms:hi"
+    with runner.context("c") as ctx:  # the same closure again replays
+        assert ctx.durable_execute(sender("sms"), "hi") == "sms:hi"
+    assert len(store.discarded("c")) == 1
+
+
+def test_durable_decorator_gives_a_stable_explicit_id(store):
+    @dnb.durable(name="payments.charge")
+    def charge(x):
+        return x
+
+    with dnb.LocalRunner(store).context("d") as ctx:
+        ctx.durable_execute(charge, 1)
+    assert store.calls("d")[0].call_id == "payments.charge"
+    assert charge(5) == 5  # not wrapped
+
+
+def test_default_call_id_is_module_qualname(store):
+    with dnb.LocalRunner(store).context("q") as ctx:
+        ctx.durable_execute(charge_card, "x", 1)
+        ctx.durable_execute(Ledger().charge, "x", 1)
+    assert [c.call_id for c in store.calls("q")] == [f"{__name__}.charge_card", f"{__name__}.Ledger.charge"]
+
+
+def test_unserializable_result_names_the_call_and_type_and_leaves_pending(store):
+    import threading
+
+    runner = dnb.LocalRunner(store)
+
+    def open_lock():
+        return threading.Lock()
+
+    with pytest.raises(dnb.UnserializableResultError, match=r"open_lock.*index 1.*_thread.lock") as err, \
+            runner.context("u") as ctx:
+        ctx.durable_execute(charge_card, "a", 1)
+        ctx.durable_execute(open_lock)
+    assert (err.value.index, err.value.type_name) == (1, "_thread.lock")
+    assert [c.status for c in store.calls("u")] == [Status.SUCCEEDED, Status.PENDING]
+    assert store.calls("u")[0].result() == {"order": "a", "charged": 1}
+
+
+def test_unpicklable_argument_is_digested_by_type_and_warns_once(store, monkeypatch):
+    import threading
+
+    class Client:
+        def __init__(self):
+            self.lock = threading.Lock()
+
+    def use(client, n):
+        return n
+
+    monkeypatch.setattr(_digest, "_warned_types", set())  # "once" is per process
+    runner = dnb.LocalRunner(store)
+    with pytest.warns(dnb.UnpicklableArgumentWarning, match="Client") as caught, runner.context("a") as ctx:
+        ctx.durable_execute(use, Client(), 1)
+        ctx.durable_execute(use, Client(), 2)
+    assert len(caught) == 1
+    with runner.context("a") as ctx:  # new client objects after a "restart" replay
+        assert ctx.durable_execute(use, Client(), 1) == 1
+        assert ctx.durable_execute(use, Client(), 2) == 2
+    assert store.run("a").n_discarded == 0
+
+
+def test_an_exception_that_cannot_be_pickled_is_recorded_as_a_stand_in(store):
+    import threading
+
+    class Weird(Exception):
+        def __init__(self):
+            super().__init__("weird failure")
+            self.lock = threading.Lock()
+
+    def fail():
+        raise Weird
+
+    runner = dnb.LocalRunner(store)
+    with runner.context("w") as ctx, pytest.raises(Weird):
+        ctx.durable_execute(fail)
+    with runner.context("w") as ctx, pytest.raises(dnb.DurableError, match="Weird: weird failure"):
+        ctx.durable_execute(fail)
+
+
+def test_run_opened_twice_at_once_is_refused(store):
+    runner = dnb.LocalRunner(store)
+    with runner.context("busy") as ctx:
+        ctx.durable_execute(charge_card, "a", 1)
+        with pytest.raises(dnb.RunBusyError, match="busy"), runner.context("busy"):
+            pass
+    with runner.context("busy") as ctx:  # released after the first context closed
+        assert ctx.durable_execute(charge_card, "a", 1)["charged"] == 1
+
+
+def test_lease_left_by_a_crash_in_this_process_is_taken_over(store):
+    runner = dnb.LocalRunner(store)
+    with dnb.inject_crash(call=f"{__name__}.charge_card", point="before_call"), \
+            pytest.raises(dnb.SimulatedCrash), runner.context("x") as ctx:
+        ctx.durable_execute(charge_card, "a", 1)
+    assert store.run("x").owner is not None  # as a kill -9 would leave it
+    with runner.context("x") as ctx:
+        ctx.durable_execute(charge_card, "a", 1)
+    assert store.run("x").status is RunStatus.COMPLETED
+
+
+def test_current_context_is_the_open_run(store):
+    assert dnb.current_context() is None
+    with dnb.LocalRunner(store).context("cc") as ctx:
+        assert dnb.current_context() is ctx
+        assert ctx.run_id == "cc"
+    assert dnb.current_context() is None
+
+
+def test_map_runs_one_run_per_record_and_replays_on_the_second_map(store):
+    ledger = Ledger()
+    runner = dnb.LocalRunner(store)
+    orders = [{"id": "a"}, {"id": "b"}, {"id": "a"}]
+
+    def action(order, ctx):
+        return ctx.durable_execute(ledger.charge, order["id"], 3)["order"]
+
+    df = runner.map(action, orders, key="id")
+    assert list(df["id"]) == ["a", "b", "a"]
+    assert list(df["result"]) == ["a", "b", "a"]
+    assert list(df["status"]) == ["COMPLETED"] * 3
+    assert df["run_id"].is_unique
+    runner.map(action, orders, key="id")
+    assert ledger.ran["charge"] == 3
+
+
+def test_map_reports_a_failing_record_as_a_failed_row(store):
+    def action(x, ctx):
+        return ctx.durable_execute(lambda: 1 / x)
+
+    df = dnb.LocalRunner(store).map(action, [1, 0, 2])
+    assert list(df["status"]) == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert "ZeroDivisionError" in df["error"][1]
+
+
+def test_run_without_run_id_recovers_the_same_input(store):
+    ledger = Ledger()
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order(ledger), "o9")
+    runner.run(place_order(ledger), "o9")
+    runner.run(place_order(ledger), "o10")
+    assert ledger.ran["charge"] == 2 and len(store.runs()) == 2
+
+
+def test_to_pandas_has_one_row_per_call(store):
+    ledger = Ledger()
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order(ledger), "o1", run_id="r1")
+    runner.run(place_order(ledger), "o2", run_id="r2")
+    df = store.to_pandas()
+    assert list(df["run_id"]) == ["r1", "r1", "r2", "r2"]
+    assert list(store.to_pandas(run_id="r2")["index"]) == [0, 1]
+    assert str(df["started_at"].dtype).startswith("datetime64")

@@ -1,0 +1,169 @@
+"""Store behaviour users rely on: opening files safely, URLs, queries, pickling."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import Status
+
+
+def fill(store: dnb.Store, runs: int = 3, calls: int = 4) -> None:
+    runner = dnb.LocalRunner(store)
+    for r in range(runs):
+        with runner.context(f"r{r}") as ctx:
+            for i in range(calls):
+                ctx.durable_execute(pow, r, i)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("my precious notes\n" * 100)
+    before = file_digest(path)
+    with pytest.raises(dnb.JournalFormatError, match="not a durable_nb journal"):
+        dnb.SqliteStore(path)
+    assert file_digest(path) == before
+    assert not Path(str(path) + "-wal").exists()
+
+
+def test_another_sqlite_database_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = file_digest(path)
+    with pytest.raises(dnb.JournalFormatError, match="tables: users"):
+        dnb.SqliteStore(path)
+    assert file_digest(path) == before
+
+
+def test_a_journal_from_a_newer_version_is_refused_and_left_unchanged(tmp_path):
+    path = tmp_path / "j.db"
+    fill(dnb.SqliteStore(path))
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    before = file_digest(path)
+    with pytest.raises(dnb.JournalFormatError, match="version 99.*Upgrade"):
+        dnb.SqliteStore(path)
+    assert file_digest(path) == before
+
+
+def test_journal_survives_reopening_with_payloads(tmp_path):
+    path = tmp_path / "j.db"
+    fill(dnb.SqliteStore(path))
+    again = dnb.SqliteStore(path)
+    assert [r.run_id for r in again.runs()] == ["r0", "r1", "r2"]
+    assert [c.result() for c in again.calls("r2")] == [1, 2, 4, 8]
+    assert again.run("r1").n_calls == 4
+
+
+def test_sqlite_uses_wal_and_full_sync(sqlite_store):
+    conn = sqlite_store._conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_open_store_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert isinstance(dnb.open_store("memory://"), dnb.MemoryStore)
+    assert dnb.open_store("memory://shared") is dnb.open_store("memory://shared")
+    assert dnb.open_store("sqlite:///a.db").path == tmp_path / "a.db"
+    assert dnb.open_store(f"sqlite:///{tmp_path}/b.db").path == tmp_path / "b.db"
+    assert dnb.open_store(str(tmp_path / "c.db")).path == tmp_path / "c.db"
+    assert dnb.open_store().path == tmp_path / ".durable" / "journal.db"
+    with pytest.raises(ValueError, match="unsupported URL 'postgres://x'.*sqlite:///"):
+        dnb.open_store("postgres://x")
+
+
+def test_local_runner_defaults_to_the_embedded_journal_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = dnb.LocalRunner()
+    runner.run(lambda x, ctx: ctx.durable_execute(abs, x), -3, run_id="d")
+    assert (tmp_path / ".durable" / "journal.db").exists()
+    assert dnb.SqliteStore(tmp_path / ".durable" / "journal.db").calls("d")[0].result() == 3
+
+
+def test_sqlite_store_pickles_to_the_same_file_and_memory_store_refuses(sqlite_store):
+    fill(sqlite_store, runs=1)
+    clone = pickle.loads(pickle.dumps(sqlite_store))
+    assert clone.path == sqlite_store.path and len(clone.calls("r0")) == 4
+    with pytest.raises(TypeError, match="use SqliteStore"):
+        pickle.dumps(dnb.MemoryStore())
+
+
+def test_query_and_count_page_through_calls_in_journal_order(store):
+    fill(store, runs=3, calls=4)
+    page = store.query_calls(offset=5, limit=3)
+    assert [(c.run_id, c.index) for c in page] == [("r1", 1), ("r1", 2), ("r1", 3)]
+    assert all(c.payload is None for c in page)
+    assert store.count_calls() == 12
+    assert store.count_calls(run_id="r2", status="SUCCEEDED") == 4
+    assert store.count_calls(call_id="builtins.pow") == 12
+    assert store.count_calls(status=Status.PENDING) == 0
+    with pytest.raises(ValueError, match="status must be one of"):
+        store.count_calls(status="DONE")
+
+
+def test_pending_lists_in_flight_calls_across_runs(store):
+    runner = dnb.LocalRunner(store)
+    for rid in ("a", "b"):
+        with dnb.inject_crash(call="builtins.abs", point="after_call"), pytest.raises(dnb.SimulatedCrash), \
+                runner.context(rid) as ctx:
+            ctx.durable_execute(abs, -1)
+    assert [(c.run_id, c.status) for c in store.pending()] == [("a", Status.PENDING), ("b", Status.PENDING)]
+
+
+def test_complete_call_only_if_pending_does_not_overwrite_an_outcome(store):
+    fill(store, runs=1, calls=1)
+    changed = store.complete_call(
+        "r0", 0, status=Status.SUCCEEDED, origin=dnb.Origin.RESOLVED, payload=pickle.dumps(5),
+        result_preview="5", error_preview=None, finished_at=0.0, only_if_pending=True,
+    )
+    assert changed is False and store.calls("r0")[0].result() == 1
+
+
+def test_delete_run_forgets_it(store):
+    fill(store, runs=2, calls=2)
+    store.delete_run("r0")
+    assert [r.run_id for r in store.runs()] == ["r1"] and store.calls("r0") == []
+
+
+def test_record_result_on_the_wrong_status_says_what_to_check(store):
+    runner = dnb.LocalRunner(store)
+    with dnb.inject_crash(call="builtins.abs", point="before_call"), pytest.raises(dnb.SimulatedCrash), \
+            runner.context("p") as ctx:
+        ctx.durable_execute(abs, -1)
+    (rec,) = store.calls("p")
+    with pytest.raises(ValueError, match="PENDING, it has no result"):
+        rec.result()
+    with pytest.raises(ValueError, match="PENDING, it has no error"):
+        rec.error()
+
+
+def test_previews_are_bounded_text(store):
+    with dnb.LocalRunner(store).context("big") as ctx:
+        ctx.durable_execute(lambda: "x" * 100_000)
+        ctx.durable_execute(lambda: list(range(10_000)))
+    previews = [c.result_preview for c in store.calls("big")]
+    assert all(len(p) <= 200 for p in previews)
+    assert previews[1].startswith("[0, 1, 2")
+
+
+def test_an_empty_existing_file_becomes_a_journal(tmp_path):
+    path = tmp_path / "empty.db"
+    path.touch()
+    fill(dnb.SqliteStore(path), runs=1, calls=1)
+    assert os.path.getsize(path) > 0
