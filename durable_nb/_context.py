@@ -16,10 +16,11 @@ them to the sync and async call styles of Flink Agents' ``RunnerContext``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -109,8 +110,7 @@ class RunnerContext:
             if _is_async(bound):
                 value = await bound()
             else:
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(None, contextvars.copy_context().run, bound)
+                value = await _off_loop(bound)
                 if inspect.isawaitable(value):
                     value = await value
         except Exception as exc:
@@ -120,6 +120,38 @@ class RunnerContext:
         fire("after_call", call_id)
         journal.succeed(outcome, value)
         return value
+
+
+class _Polled:
+    """Awaits a thread-pool future by bare yields, for coroutines driven without asyncio.
+
+    Flink Agents drives async actions with ``coro.send(None)`` and no event loop;
+    code written for it awaits ``durable_execute_async`` this way.
+    """
+
+    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[None, None, Any]:
+        while not self.future.done():
+            yield
+        return self.future.result()
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _off_loop(func: Callable[[], Any]) -> Awaitable[Any]:
+    """Run ``func`` in a worker thread (with this context's variables) and await it."""
+    runner = contextvars.copy_context().run
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        global _pool
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="durable_nb")
+        return _Polled(_pool.submit(runner, func))
+    return loop.run_in_executor(None, runner, func)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:

@@ -189,7 +189,7 @@ _PLAIN = (str, int, float, bool, bytes, type(None), complex)
 
 def _is_plain_value(value: Any, depth: int = 0) -> bool:
     """Immutable scalars and tuples/frozensets of them: what configures a closure."""
-    if isinstance(value, _PLAIN) or isinstance(value, enum.Enum):
+    if isinstance(value, (*_PLAIN, enum.Enum)):
         return True
     if isinstance(value, (tuple, frozenset)) and depth < 4:
         return all(_is_plain_value(v, depth + 1) for v in value)

@@ -120,3 +120,24 @@ def test_sync_run_of_an_async_action_outside_a_loop_works(store):
         return await ctx.durable_execute_async(slow_charge, order)
 
     assert dnb.LocalRunner(store).run(action, "o5", run_id="s") == {"order": "o5"}
+
+
+def test_flink_agents_style_driving_without_an_event_loop_works(store):
+    """Flink Agents drives async actions with coro.send(None) and no asyncio loop; same code runs here."""
+
+    async def action(order, ctx):
+        first = await ctx.durable_execute_async(slow_charge, order)
+        second = await ctx.durable_execute_async(slow_charge, order + "-b")
+        return [first, second]
+
+    def drive(coro):
+        while True:
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                return done.value
+
+    for _ in range(2):
+        with dnb.LocalRunner(store).context("drive") as ctx:
+            assert drive(action("o7", ctx)) == [{"order": "o7"}, {"order": "o7-b"}]
+    assert ran["charge"] == 2
