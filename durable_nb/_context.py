@@ -179,7 +179,8 @@ def open_run(store: Store, run_id: str, *, steal: bool = False, key: Any = None)
         end_owner(owner)
         raise
     except Exception:
-        ctx.journal.discard_unreached()
+        # Not discard_unreached(): an action that fails early (a transient error before
+        # its first durable call) must not throw away calls a later recovery will reach.
         store.close_run(run_id, owner, RunStatus.FAILED)
         end_owner(owner)
         raise

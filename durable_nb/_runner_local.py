@@ -53,9 +53,19 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def check_action(action: Any) -> None:
+def check_action(action: Any, *, sync: bool = True) -> None:
+    """Refuse what cannot run before a run is opened, so a refusal never touches the journal."""
     if not callable(action):
         raise TypeError(f"an action must be a function action(input, ctx), got {type(action).__name__}")
+    if sync and inspect.iscoroutinefunction(action):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        raise RuntimeError(
+            "an async action was run from inside a running event loop (a notebook cell?); "
+            "use `await runner.run_async(action, value)` there."
+        )
 
 
 class LocalRunner:
@@ -84,7 +94,7 @@ class LocalRunner:
 
     async def run_async(self, action: Action, value: Any = None, *, run_id: str | None = None) -> Any:
         """``run`` for code already inside an event loop (notebook cells, async apps)."""
-        check_action(action)
+        check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
         with open_run(self.store, rid) as ctx:
             result = action(value, ctx)

@@ -438,3 +438,40 @@ def test_to_pandas_has_one_row_per_call(store):
     assert list(df["run_id"]) == ["r1", "r1", "r2", "r2"]
     assert list(store.to_pandas(run_id="r2")["index"]) == [0, 1]
     assert str(df["started_at"].dtype).startswith("datetime64")
+
+
+def test_an_action_failing_before_it_reaches_recorded_calls_keeps_them(store):
+    runner = dnb.LocalRunner(store)
+    ledger = Ledger()
+    flaky = {"fail": False}
+
+    def action(_, ctx):
+        if flaky["fail"]:
+            raise ConnectionError("config server down")
+        return ctx.durable_execute(ledger.charge, "o1", 10)
+
+    runner.run(action, None, run_id="t")
+    flaky["fail"] = True
+    with pytest.raises(ConnectionError):
+        runner.run(action, None, run_id="t")
+    assert store.run("t").status is RunStatus.FAILED
+    assert summary(store, "t") == [(0, "charge", "SUCCEEDED", "EXECUTED")]
+    flaky["fail"] = False
+    runner.run(action, None, run_id="t")
+    assert ledger.ran["charge"] == 1
+
+
+def test_async_action_from_a_running_loop_is_refused_before_the_run_is_touched(store):
+    import asyncio
+
+    runner = dnb.LocalRunner(store)
+
+    async def action(_, ctx):
+        return await ctx.durable_execute_async(abs, -1)
+
+    async def inside_a_notebook_cell():
+        with pytest.raises(RuntimeError, match="run_async"):
+            runner.run(action, None, run_id="nb")
+
+    asyncio.run(inside_a_notebook_cell())
+    assert store.run("nb") is None

@@ -1,0 +1,17 @@
+"""The notebook widgets: look at a journal, step through a recovery, reconcile by hand.
+
+Core ipywidgets 8 only (no front-end build), so they render in JupyterLab,
+Notebook 7 and VS Code alike. Importing ``durable_nb`` does not import this
+package; ``dnb.JournalView`` and friends load it on first use.
+
+Every widget reads previews, never payloads, and escapes every string it shows
+(:mod:`durable_nb.widgets._html`).
+"""
+
+from __future__ import annotations
+
+from .journal_view import JournalView
+from .reconcile_panel import ReconcilePanel
+from .replay_stepper import ReplayStepper
+
+__all__ = ["JournalView", "ReconcilePanel", "ReplayStepper"]

@@ -1,0 +1,298 @@
+"""``ReconcilePanel``: settle calls left in flight (PENDING) by hand.
+
+A crash between "the function ran" and "its outcome is durable" leaves a call
+PENDING. The next recovery settles it by the replay rules (reconcile if the
+action passes a reconciler, else execute again). This panel lets a person
+settle it *now*, one click per call, with the same vocabulary the replay engine
+uses: the outcome is written with ``store.complete_call(..., only_if_pending=True)``,
+so a call that something else settled in the meantime is never overwritten, and
+the next recovery simply replays it.
+
+Reconcilers are registered by call id. Each is either a callable taking the
+:class:`~durable_nb.CallRecord` (which names the run, so one reconciler serves
+every run of that call id: ``lambda rec: payments.lookup(rec.run_id)``), or a
+zero-argument callable as in ``durable_execute(..., reconciler=...)``. The
+panel passes the record when the callable accepts one positional argument.
+
+Stable hooks (for browser tests): buttons "Reconcile", "Re-execute later",
+"Resolve" (with a text box whose placeholder is "Python literal, e.g. {'ok': True}");
+each row's HTML is ``.dnb-pending-row`` with ``data-call="RUN#INDEX"``; its
+``.dnb-state`` text goes from ``PENDING`` to ``SUCCEEDED · RECONCILED``,
+``FAILED · RECONCILED``, ``SUCCEEDED · RESOLVED`` or
+``will re-execute on next recovery``; ``.dnb-outcome`` holds the escaped
+preview. The panel's last message is ``.dnb-message`` (``.dnb-ok`` / ``.dnb-error``).
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ipywidgets as W
+
+from .. import _codec
+from .._digest import type_name
+from .._records import CallRecord, Origin, Status
+from .._replay import RecordedError
+from .._store import Store, describe_owner, open_store, owner_is_alive
+from ._html import esc, fmt_time, message, page
+
+Reconciler = Callable[[CallRecord], Any] | Callable[[], Any]
+"""A reconciler for the panel: ``f(record)`` or ``f()``; see the module docstring."""
+
+LEFT_TEXT = "will re-execute on next recovery"
+
+
+def call_reconciler(reconciler: Reconciler, record: CallRecord) -> Any:
+    """Call ``reconciler(record)`` if it takes one positional argument, else ``reconciler()``."""
+    try:
+        sig = inspect.signature(reconciler)
+    except (TypeError, ValueError):  # builtins without a signature: zero arguments, as in durable_execute
+        return reconciler()  # type: ignore[call-arg]
+    try:
+        sig.bind(record)
+    except TypeError:
+        try:
+            sig.bind()
+        except TypeError:
+            raise TypeError(
+                f"reconciler for {record.call_id!r} must take the CallRecord or no arguments, "
+                f"its signature is {sig}"
+            ) from None
+        return reconciler()  # type: ignore[call-arg]
+    return reconciler(record)  # type: ignore[call-arg]
+
+
+class PendingRow(W.VBox):
+    """One PENDING call with its three ways to settle it."""
+
+    def __init__(self, record: CallRecord, has_reconciler: bool) -> None:
+        self.record = record
+        self.has_reconciler = has_reconciler
+        self.state = "PENDING"
+        """``PENDING``, ``SUCCEEDED · RECONCILED``, ... or :data:`LEFT_TEXT`; what ``.dnb-state`` shows."""
+        self.outcome: str | None = None
+        self.info = W.HTML()
+        self.reconcile_button = W.Button(
+            description="Reconcile", button_style="primary", disabled=not has_reconciler,
+            tooltip="run the reconciler registered for this call id and persist its outcome"
+            if has_reconciler else "no reconciler registered for this call id",
+        )
+        self.reexecute_button = W.Button(
+            description="Re-execute later", tooltip="leave it PENDING: the next recovery runs it again"
+        )
+        self.resolve_text = W.Text(placeholder="Python literal, e.g. {'ok': True}", layout=W.Layout(width="260px"))
+        self.resolve_button = W.Button(description="Resolve", tooltip="persist this value as the call's result")
+        super().__init__([
+            self.info,
+            W.HBox([self.reconcile_button, self.reexecute_button, self.resolve_text, self.resolve_button]),
+        ])
+        self.add_class("dnb-pending-widget")  # scope: .dnb-pending-widget:has([data-call="RUN#0"])
+        self.draw()
+
+    def __repr__(self) -> str:
+        return f"PendingRow({self.record.run_id!r}, {self.record.index})"
+
+    def draw(self) -> None:
+        r = self.record
+        settled = self.state != "PENDING" and self.state != LEFT_TEXT
+        outcome = (
+            f'<span class="dnb-outcome">{esc(self.outcome)}</span>' if self.outcome is not None else ""
+        )
+        self.info.value = page(
+            f'<div class="dnb-pending-row" data-call="{esc(r.run_id)}#{r.index}">'
+            f"<b>{esc(r.run_id)}</b> #{r.index} <code>{esc(r.call_id)}</code> "
+            f'<span class="dnb-note">args {esc(r.args_digest[:12])} · started {esc(fmt_time(r.started_at))} UTC · '
+            f'{"reconciler registered" if self.has_reconciler else "no reconciler registered"}</span> → '
+            f'<span class="dnb-state dnb-status-{esc(self.state.split(" ")[0])}">{esc(self.state)}</span> '
+            f"{outcome}</div>"
+        )
+        with self.hold_sync():
+            for b in (self.reconcile_button, self.reexecute_button, self.resolve_button, self.resolve_text):
+                b.disabled = settled or (b is self.reconcile_button and not self.has_reconciler)
+
+
+class ReconcilePanel(W.VBox):
+    """Every PENDING call across runs, with buttons to settle each one.
+
+    Args:
+        store: a :class:`~durable_nb.Store`, or anything :func:`~durable_nb.open_store` takes.
+        reconcilers: call id -> reconciler (``f(record)`` or ``f()``), used by "Reconcile".
+        page_size: rows per page (each row is a handful of widgets).
+
+    "Reconcile" persists the reconciler's value as SUCCEEDED (origin RECONCILED),
+    or its exception as FAILED (origin RECONCILED). "Re-execute later" writes
+    nothing: the next recovery runs the call again (or its in-action reconciler).
+    "Resolve" persists the typed Python literal (``ast.literal_eval``) as
+    SUCCEEDED with origin RESOLVED. A call whose run is open in a live context is
+    refused: that context's own recovery is deciding it.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str],
+        reconcilers: Mapping[str, Reconciler] | None = None,
+        *,
+        page_size: int = 20,
+    ) -> None:
+        self.store = open_store(store)
+        self.reconcilers: dict[str, Reconciler] = dict(reconcilers or {})
+        self.page_size = page_size
+        self.page_index = 0
+        self.total = 0
+        self.rows: list[PendingRow] = []
+        """The rows on the visible page; settled rows stay until the next :meth:`refresh`."""
+        self.header = W.HTML()
+        self.message = W.HTML()
+        self.refresh_button = W.Button(description="Refresh", icon="refresh")
+        self.prev_button = W.Button(description="Prev", layout=W.Layout(width="60px"))
+        self.next_button = W.Button(description="Next", layout=W.Layout(width="60px"))
+        self.rows_box = W.VBox()
+        super().__init__([
+            W.HBox([self.header, self.refresh_button, self.prev_button, self.next_button]),
+            self.message,
+            self.rows_box,
+        ])
+        self.add_class("dnb-reconcile-panel")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.prev_button.on_click(lambda _: self._go(self.page_index - 1))
+        self.next_button.on_click(lambda _: self._go(self.page_index + 1))
+        self.refresh()
+
+    def __repr__(self) -> str:
+        return f"ReconcilePanel({self.store!r}, reconcilers={sorted(self.reconcilers)!r})"
+
+    def _go(self, index: int) -> None:
+        self.page_index = max(0, index)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the PENDING calls (settled rows disappear)."""
+        self.total = self.store.count_calls(status=Status.PENDING)
+        pages = max(1, -(-self.total // self.page_size))
+        self.page_index = min(self.page_index, pages - 1)
+        records = self.store.query_calls(
+            status=Status.PENDING, offset=self.page_index * self.page_size, limit=self.page_size
+        )
+        old = self.rows
+        self.rows = [PendingRow(r, r.call_id in self.reconcilers) for r in records]
+        for row in self.rows:
+            row.reconcile_button.on_click(lambda _, row=row: self.reconcile(row))
+            row.reexecute_button.on_click(lambda _, row=row: self.leave(row))
+            row.resolve_button.on_click(lambda _, row=row: self.resolve(row, row.resolve_text.value))
+        with self.hold_sync():
+            self.rows_box.children = self.rows
+            self.header.value = page(
+                f'<span class="dnb-count">{self.total:,} PENDING call{"" if self.total == 1 else "s"}</span>'
+                + (f" · page {self.page_index + 1} of {pages}" if pages > 1 else "")
+                + ("" if self.total else ' <span class="dnb-note">nothing in flight</span>')
+            )
+            self.prev_button.disabled = self.page_index == 0
+            self.next_button.disabled = self.page_index >= pages - 1
+        for row in old:  # dropped rows: free their front-end models
+            for w in (row.info, row.reconcile_button, row.reexecute_button, row.resolve_text,
+                      row.resolve_button, *row.children):
+                w.close()
+            row.close()
+
+    def row(self, run_id: str, index: int) -> PendingRow:
+        """The visible row of call ``index`` of ``run_id`` (KeyError if it is not on this page)."""
+        for r in self.rows:
+            if r.record.run_id == run_id and r.record.index == index:
+                return r
+        raise KeyError(f"call {index} of run {run_id!r} is not a PENDING row on this page")
+
+    # -- the three ways to settle a call ---------------------------------------------
+
+    def reconcile(self, row: PendingRow) -> bool:
+        """Run the call's registered reconciler and persist its outcome (origin RECONCILED)."""
+        rec = row.record
+        reconciler = self.reconcilers.get(rec.call_id)
+        if reconciler is None:
+            return self._say(
+                f"no reconciler registered for {rec.call_id!r}; pass ReconcilePanel(store, "
+                f"reconcilers={{{rec.call_id!r}: lambda record: ...}}), or resolve the call by hand.", "error")
+        if not self._may_settle(rec):
+            return False
+        try:
+            value = call_reconciler(reconciler, rec)
+        except Exception as exc:
+            return self._persist(row, Status.FAILED, Origin.RECONCILED, exc)
+        return self._persist(row, Status.SUCCEEDED, Origin.RECONCILED, value)
+
+    def leave(self, row: PendingRow) -> bool:
+        """Write nothing: the call stays PENDING and the next recovery runs it again."""
+        row.state = LEFT_TEXT
+        row.outcome = None
+        row.draw()
+        return self._say(
+            f"{row.record.run_id} #{row.record.index} left PENDING: the next recovery of the run executes it "
+            f"again (or runs the reconciler its action passes).", "ok")
+
+    def resolve(self, row: PendingRow, text: str) -> bool:
+        """Persist the Python literal ``text`` as the call's result (origin RESOLVED)."""
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            return self._say(
+                f"could not read {text!r} as a Python literal ({type(exc).__name__}); type a number, a string "
+                f"in quotes, or a list/dict/tuple of those, e.g. {{'charge_id': 'ch_42'}}.", "error")
+        if not self._may_settle(row.record):
+            return False
+        return self._persist(row, Status.SUCCEEDED, Origin.RESOLVED, value)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _may_settle(self, rec: CallRecord) -> bool:
+        run = self.store.run(rec.run_id)
+        if run is not None and owner_is_alive(run.owner):
+            assert run.owner is not None
+            self._say(
+                f"run {rec.run_id!r} is open in a live context ({describe_owner(run.owner)}): its recovery "
+                f"is deciding call {rec.index} right now. Settle it after that context ends.", "error")
+            return False
+        return True
+
+    def _persist(self, row: PendingRow, status: Status, origin: Origin, outcome: Any) -> bool:
+        rec = row.record
+        if status is Status.SUCCEEDED:
+            try:
+                payload = _codec.dumps(outcome)
+            except Exception as exc:
+                return self._say(
+                    f"the value for {rec.run_id} #{rec.index} is a {type_name(outcome)} that cannot be pickled "
+                    f"({type(exc).__name__}); nothing was written, the call stays PENDING.", "error")
+            result_preview, error_preview = _codec.preview(outcome), None
+        else:
+            try:
+                payload = _codec.dumps(outcome)
+            except Exception:
+                payload = _codec.dumps(RecordedError(type_name(outcome), str(outcome)))
+            result_preview, error_preview = None, _codec.error_preview(outcome)
+        done = self.store.complete_call(
+            rec.run_id, rec.index, status=status, origin=origin, payload=payload,
+            result_preview=result_preview, error_preview=error_preview, finished_at=time.time(),
+            only_if_pending=True,
+        )
+        if not done:
+            now = self.store.call(rec.run_id, rec.index)
+            state = f"{now.status.value} · {now.origin.value}" if now and now.origin else "gone"
+            row.state, row.outcome = state, None
+            row.draw()
+            return self._say(
+                f"{rec.run_id} #{rec.index} was already settled ({state}) by something else; nothing written.",
+                "error")
+        row.state = f"{status.value} · {origin.value}"
+        row.outcome = result_preview if result_preview is not None else error_preview
+        row.draw()
+        self._say(f"{rec.run_id} #{rec.index} {row.state}: {row.outcome}",
+                  "ok" if status is Status.SUCCEEDED else "error")
+        return True
+
+    def _say(self, text: str, kind: str) -> bool:
+        self.message.value = message(text, kind)
+        return kind == "ok"

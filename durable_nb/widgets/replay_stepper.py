@@ -1,0 +1,368 @@
+"""``ReplayStepper``: walk through the recovery of a run one durable call at a time.
+
+A step is real. Stepping to position ``k`` opens the run with ``open_run``, sets
+``ctx.journal.stop_before = k`` and runs the action: calls before ``k`` are
+performed by the replay rules in :mod:`durable_nb._replay` (replayed,
+reconciled, re-executed or executed, for real), and the action is stopped with
+:class:`~durable_nb._replay.StopRecovery` when it reaches call ``k``, which
+writes nothing. Every step therefore runs the action again from the start; the
+calls it already performed are replays by then, which is cheap.
+
+Nothing here re-implements a rule. The plan shown before stepping is
+:func:`~durable_nb._replay.decide` applied to the recorded entries (a PENDING
+entry is "reconcile" or "re-execute" depending on whether the action passes a
+reconciler, which only the action knows). While stepping, the stepper asks the
+journal itself: it wraps the open journal's ``begin`` to record
+``journal.peek(...)`` for each call the action makes, so the decisions shown are
+the ones the engine made, including a mismatch, and the decision for the next
+call is known before it is performed.
+
+Back only moves the view. Side effects already performed are not undone, and
+Step after Back walks forward through the steps already performed (performing
+them again would only replay them). Say so in the UI: a person must never think
+Back reverted a payment.
+
+Stable hooks (for browser tests): buttons "Step", "Back", "Run to end"; the
+position text is ``.dnb-position`` ("position 1 of 3 recorded · next: call 1 ...");
+plan rows are ``tr.dnb-plan-row`` with ``data-index``; the row at the view
+position has class ``dnb-current``; ``.dnb-performed`` cells hold the decision
+performed in this session ("reconcile", "replay", ...); ``.dnb-message`` holds the
+last outcome; ``.dnb-back-note`` the warning about Back.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as W
+
+from .. import _codec
+from .._context import RunnerContext, open_run
+from .._records import CallRecord, Status
+from .._replay import Decision, Planned, Step, StopRecovery, decide
+from .._runner_local import Action, call_action, check_action
+from .._store import Store, open_store
+from ..errors import RunBusyError, SimulatedCrash
+from ._html import esc, message, page, status_cell, table, td
+from .journal_view import JournalView
+
+BACK_NOTE = (
+    "Back only moves the view: side effects already performed (calls executed or reconciled) are not "
+    "undone, and the journal keeps them."
+)
+
+
+@dataclass(frozen=True)
+class Performed:
+    """One decision the replay engine made during a step, as shown in the log."""
+
+    index: int
+    call_id: str
+    decision: Decision
+    outcome: str
+    """Status (and origin, preview) persisted for the call after the step."""
+
+
+def planned_decision(rec: CallRecord) -> str:
+    """The replay rules applied to a recorded entry, before knowing what the action calls.
+
+    A PENDING entry's fate depends on whether the action passes a reconciler, so both
+    outcomes of :func:`decide` are named when they differ.
+    """
+    with_r = decide(rec, rec.call_id, rec.args_digest, True)
+    without_r = decide(rec, rec.call_id, rec.args_digest, False)
+    if with_r is without_r:
+        return with_r.value
+    return f"{with_r.value} (if the action passes a reconciler) / {without_r.value}"
+
+
+def _describe(rec: CallRecord | None) -> str:
+    if rec is None:
+        return "not on record"
+    text = rec.status.value + (f" · {rec.origin.value}" if rec.origin else "")
+    preview = rec.result_preview if rec.result_preview is not None else rec.error_preview
+    return f"{text}: {preview}" if preview is not None else text
+
+
+class ReplayStepper(W.VBox):
+    """Step through the recovery of one run of ``action``, one durable call per click.
+
+    Args:
+        store: a :class:`~durable_nb.Store`, or anything :func:`~durable_nb.open_store` takes.
+        run_id: the run to recover (usually one a crash left RUNNING with a PENDING call).
+        action: the run's action, ``action(value, ctx)``, exactly as given to ``LocalRunner.run``.
+        value: the action's input (the same record the run was started with).
+        journal_view: show a :class:`JournalView` of the run under the stepper, refreshed
+            after every step.
+
+    Buttons: **Step** performs the next call of the recovery, **Back** moves the view
+    one call back (nothing is undone), **Run to end** runs the rest of the action to
+    completion, as ``LocalRunner.run`` would.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str],
+        run_id: str,
+        action: Action,
+        value: Any = None,
+        *,
+        journal_view: bool = True,
+    ) -> None:
+        check_action(action)
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        self.store = open_store(store)
+        self.run_id = run_id
+        self.action = action
+        self.value = value
+        self.position = 0
+        """View position: calls ``0..position-1`` are shown as performed."""
+        self.performed = 0
+        """How far the recovery really got in this session (the store reflects this)."""
+        self.done = False
+        """The action ran to its end (run COMPLETED or FAILED)."""
+        self.next_call: Planned | None = None
+        """What the engine will do with the next call, learned when the action stopped before it."""
+        self.next_call_id: str | None = None
+        self.history: list[Performed] = []
+        initial = self.store.query_calls(run_id=run_id)
+        self.plan: list[tuple[CallRecord, str]] = [(r, planned_decision(r)) for r in initial]
+        self.snapshots: list[list[CallRecord]] = [initial]
+        """Journal of the run (no payloads) as it stood at each position."""
+        self._discarded_before = len(self.store.discarded(run_id))
+
+        self.step_button = W.Button(description="Step", button_style="primary", tooltip="perform the next call")
+        self.back_button = W.Button(description="Back", tooltip="move the view one call back (nothing is undone)")
+        self.run_button = W.Button(description="Run to end", tooltip="perform the rest of the recovery")
+        self.position_label = W.HTML()
+        self.plan_table = W.HTML()
+        self.log_html = W.HTML()
+        self.message = W.HTML()
+        self.note = W.HTML(page(f'<div class="dnb-note dnb-back-note">{esc(BACK_NOTE)}</div>'))
+        self.journal_view = JournalView(self.store, run_id=run_id) if journal_view else None
+        children: list[W.Widget] = [
+            W.HBox([self.step_button, self.back_button, self.run_button, self.position_label]),
+            self.note, self.message, self.plan_table, self.log_html,
+        ]
+        if self.journal_view is not None:
+            children.append(self.journal_view)
+        super().__init__(children)
+        self.add_class("dnb-replay-stepper")
+        self.step_button.on_click(lambda _: self.step())
+        self.back_button.on_click(lambda _: self.back())
+        self.run_button.on_click(lambda _: self.run_to_end())
+        self._say("before stepping: the plan below is the replay rules applied to the recorded calls; "
+                  "Step performs them one by one.", "note")
+        self._draw()
+
+    def __repr__(self) -> str:
+        return f"ReplayStepper({self.store!r}, {self.run_id!r}, {getattr(self.action, '__qualname__', self.action)})"
+
+    def close(self) -> None:
+        """Close the stepper, its journal view (stopping its live mode) and their children."""
+        if self.journal_view is not None:
+            self.journal_view.close()
+        for child in (self.step_button, self.back_button, self.run_button, self.position_label, self.plan_table,
+                      self.log_html, self.message, self.note):
+            child.close()
+        super().close()
+
+    # -- buttons ---------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Perform the next call of the recovery (or walk forward through calls already performed)."""
+        if self.position < self.performed:
+            self.position += 1
+            self._say(f"moved the view to position {self.position}; these calls were already performed, "
+                      f"nothing ran.", "note")
+        elif self.done:
+            self._say("the action has finished; there is nothing left to step. Back looks at earlier positions.",
+                      "note")
+        else:
+            self._perform(self.performed + 1)
+        self._draw()
+
+    def back(self) -> None:
+        """Move the view one call back; the journal and the world keep what was performed."""
+        if self.position == 0:
+            self._say("already at the start.", "note")
+        else:
+            self.position -= 1
+            self._say(f"view moved back to position {self.position}. {BACK_NOTE}", "note")
+        self._draw()
+
+    def run_to_end(self) -> None:
+        """Run the rest of the action to completion (replaying what is already performed)."""
+        if self.done:
+            self.position = self.performed
+            self._say("the action has already finished; moved the view to the end.", "note")
+        else:
+            self._perform(None)
+        self._draw()
+
+    # -- performing ----------------------------------------------------------------------
+
+    def _perform(self, stop_before: int | None) -> None:
+        start = self.performed
+        seen: list[tuple[Planned, str]] = []
+        outcome: str
+        kind = "ok"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = self._run_in_thread(stop_before, seen)
+            except StopRecovery as stop:
+                reached = stop.index
+                outcome = f"Stopped before call {reached}."
+            except RunBusyError as exc:
+                self._say(str(exc), "error")
+                return
+            except (Exception, SimulatedCrash) as exc:
+                self.done = isinstance(exc, Exception)
+                reached = -1
+                outcome = (f"The action raised {_codec.error_preview(exc)}; "
+                           + ("the run is FAILED." if self.done else "the run stopped as after a crash."))
+                kind = "error"
+            else:
+                self.done = True
+                reached = -1
+                outcome = f"The action finished; the run is COMPLETED with result {_codec.preview(result)}."
+        journal = self.store.query_calls(run_id=self.run_id)
+        if reached < 0:
+            reached = len(journal)
+        self.next_call = None
+        self.next_call_id = None
+        done_now: list[str] = []
+        for planned, call_id in seen:
+            if planned.index >= reached:  # the call the action was stopped before
+                self.next_call, self.next_call_id = planned, call_id
+            elif planned.index >= start:
+                after = _describe(journal[planned.index] if planned.index < len(journal) else None)
+                self.history.append(Performed(planned.index, call_id, planned.decision, after))
+                done_now.append(f"call {planned.index} {call_id}: {planned.decision.value} → {after}.")
+        if self.next_call is not None:
+            outcome += f" Next: call {self.next_call.index} {self.next_call_id} → {self.next_call.decision.value}."
+        previous = self.snapshots[self.performed]
+        del self.snapshots[self.performed + 1:]
+        for p in range(self.performed + 1, reached + 1):  # in-between positions of a Run to end
+            self.snapshots.append([r for r in journal if r.index < p] + [r for r in previous if r.index >= p])
+        self.snapshots[reached] = journal
+        self.performed = self.position = reached
+        notes = [str(w.message) for w in caught]
+        self._say(" ".join([*done_now, outcome, *notes]), "error" if notes else kind)
+        if self.journal_view is not None:
+            self.journal_view.refresh()
+
+    def _run_in_thread(self, stop_before: int | None, seen: list[tuple[Planned, str]]) -> Any:
+        """Run the action to ``stop_before`` in a worker thread and return or re-raise its outcome.
+
+        A click handler runs on the kernel's event loop, where ``call_action`` refuses
+        async actions; a thread has no running loop, so sync and async actions both work.
+        """
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                with open_run(self.store, self.run_id) as ctx:
+                    self._watch(ctx, stop_before, seen)
+                    box["result"] = call_action(self.action, self.value, ctx)
+            except BaseException as exc:  # handed to the caller, which sorts them out
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name=f"durable_nb-stepper-{self.run_id}")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    def _watch(self, ctx: RunnerContext, stop_before: int | None, seen: list[tuple[Planned, str]]) -> None:
+        """Stop the recovery before ``stop_before`` and record each decision the engine makes."""
+        journal = ctx.journal
+        journal.stop_before = stop_before
+        begin = journal.begin
+
+        def watched_begin(call_id: str, args_digest: str, has_reconciler: bool) -> Step | CallRecord:
+            seen.append((journal.peek(call_id, args_digest, has_reconciler), call_id))
+            return begin(call_id, args_digest, has_reconciler)
+
+        journal.begin = watched_begin  # type: ignore[method-assign]
+
+    # -- drawing --------------------------------------------------------------------------
+
+    def _say(self, text: str, kind: str) -> None:
+        self.message.value = message(text, kind)
+
+    def _draw(self) -> None:
+        snapshot = self.snapshots[min(self.position, len(self.snapshots) - 1)]
+        now = {r.index: r for r in snapshot}
+        performed: dict[int, Decision] = {}
+        for event in self.history:
+            performed[event.index] = event.decision
+        n = max(len(self.plan), len(snapshot), 0 if self._at_end() else self.position + 1)
+        rows = []
+        for i in range(n):
+            rec, plan = self.plan[i] if i < len(self.plan) else (None, "execute (not on record yet)")
+            cls = "dnb-plan-row" + (" dnb-current" if i == self.position and not self._at_end() else "")
+            cls += " dnb-done" if i < self.position else ""
+            decision = performed.get(i) if i < self.position else None
+            if i == self.position and self.next_call is not None and self.position == self.performed:
+                next_text = f"next → {self.next_call.decision.value}"
+            else:
+                next_text = ""
+            current = now.get(i)
+            rows.append(
+                f'<tr class="{cls}" data-index="{i}">' + td(i)
+                + td(rec.call_id if rec else (current.call_id if current else ""))
+                + (status_cell(rec.status.value, rec.origin.value if rec.origin else None) if rec else td("—"))
+                + td(plan, "dnb-planned")
+                + td(decision.value if decision else next_text, "dnb-performed")
+                + (status_cell(current.status.value, current.origin.value if current.origin else None)
+                   if current else td("—")) + td(_preview(current), "dnb-preview") + "</tr>"
+            )
+        self.plan_table.value = page(
+            table(["#", "call id", "recorded before", "plan", "performed", "now", "result / error"], rows)
+            + '<div class="dnb-note">then: execute any further calls the action makes; a call that differs '
+            "from the recorded one at its position is a mismatch (the rest of the run is discarded).</div>"
+        )
+        self.position_label.value = page(f'<span class="dnb-position">{esc(self._position_text())}</span>')
+        log_rows = [
+            f'<tr class="dnb-log-row" data-index="{e.index}">' + td(e.index) + td(e.call_id)
+            + td(e.decision.value, "dnb-decision") + td(e.outcome, "dnb-preview") + "</tr>"
+            for e in self.history
+        ]
+        self.log_html.value = page(
+            "<b>performed in this session</b>"
+            + table(["#", "call id", "decision", "now on record"], log_rows, empty="nothing performed yet")
+        )
+        self.back_button.disabled = self.position == 0
+        self.step_button.disabled = self.run_button.disabled = self._at_end()  # click() still works in tests
+
+    def _at_end(self) -> bool:
+        return self.done and self.position == self.performed
+
+    def _position_text(self) -> str:
+        total = max(len(self.plan), len(self.snapshots[self.performed]))
+        text = f"position {self.position} of {total} calls"
+        if self._at_end():
+            return text + " · the action has finished"
+        if self.position < self.performed:
+            return text + f" · viewing the past (performed up to {self.performed})"
+        if self.next_call is not None:
+            return text + (f" · next: call {self.next_call.index} {self.next_call_id} → "
+                           f"{self.next_call.decision.value}")
+        return text + f" · next: call {self.position}"
+
+
+def _preview(rec: CallRecord | None) -> str:
+    if rec is None:
+        return ""
+    if rec.status is Status.PENDING:
+        return "no outcome on record"
+    return (rec.result_preview if rec.result_preview is not None else rec.error_preview) or ""
+

@@ -1,0 +1,259 @@
+"""JournalView on real stores: what it shows, how it pages, filters, goes live, and never unpickles."""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durable_nb as dnb
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+def text(value: str) -> str:
+    """What a person reads: the HTML without the style sheet and tags, entities decoded."""
+    value = re.sub(r"<style>.*?</style>", "", value, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", value)).split())
+
+
+@dnb.durable(name="charge_card")
+def charge_card(order: int) -> str:
+    return f"ch_{order}"
+
+
+@dnb.durable(name="send_receipt")
+def send_receipt(order: int, charge: str) -> str:
+    return f"receipt for {charge}"
+
+
+def place_order(order: int, ctx: dnb.RunnerContext) -> str:
+    charge = ctx.durable_execute(charge_card, order, reconciler=lambda: f"ch_{order}_found")
+    return ctx.durable_execute(send_receipt, order, charge)
+
+
+def crashed_journal(store: dnb.Store) -> None:
+    """order-1 completed; order-2 crashed after charge_card ran, leaving it PENDING."""
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, 1, run_id="order-1")
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
+        runner.run(place_order, 2, run_id="order-2")
+
+
+def many_calls(store: dnb.Store, n: int, run_id: str = "bulk") -> None:
+    @dnb.durable(name="step")
+    def step(i: int) -> int:
+        return i
+
+    with dnb.LocalRunner(store).context(run_id) as ctx:
+        for i in range(n):
+            ctx.durable_execute(step, i)
+
+
+def test_table_shows_each_call_with_status_origin_and_preview(store: dnb.Store) -> None:
+    crashed_journal(store)
+    view = dnb.JournalView(store)
+    shown = text(view.table.value)
+    assert "order-1" in shown and "order-2" in shown
+    assert shown.count("SUCCEEDED · EXECUTED") == 2
+    assert "PENDING" in shown
+    assert "'receipt for ch_1'" in shown
+    assert 'data-call="order-2#0"' in view.table.value
+    assert "dnb-status-PENDING" in view.table.value
+    assert "page 1 of 1 · calls 1–3 of 3" in text(view.page_label.value)
+    runs = text(view.runs_table.value)
+    assert "COMPLETED" in runs and "RUNNING" in runs
+
+
+def test_pages_fetch_only_the_visible_page(store: dnb.Store) -> None:
+    many_calls(store, 120)
+    asked: list[dict[str, Any]] = []
+    query = store.query_calls
+
+    def spy(**kwargs: Any) -> list[dnb.CallRecord]:
+        asked.append(kwargs)
+        return query(**kwargs)
+
+    store.query_calls = spy  # type: ignore[method-assign]
+    view = dnb.JournalView(store, page_size=50)
+    assert "page 1 of 3 · calls 1–50 of 120" in text(view.page_label.value)
+    assert view.prev_button.disabled and not view.next_button.disabled
+    view.next_button.click()
+    assert "page 2 of 3 · calls 51–100 of 120" in text(view.page_label.value)
+    assert [r.index for r in view.records] == list(range(50, 100))
+    view.last_button.click()
+    assert "page 3 of 3 · calls 101–120 of 120" in text(view.page_label.value)
+    assert view.next_button.disabled and view.last_button.disabled
+    view.prev_button.click()
+    view.first_button.click()
+    assert view.page_index == 0
+    assert asked and all(kw["limit"] == 50 for kw in asked)
+    assert [kw["offset"] for kw in asked] == [0, 50, 100, 50, 0]
+
+
+def test_filters_by_run_status_and_call_id(store: dnb.Store) -> None:
+    crashed_journal(store)
+    view = dnb.JournalView(store)
+    view.status_filter.value = "PENDING"
+    assert [(r.run_id, r.index) for r in view.records] == [("order-2", 0)]
+    assert "calls 1–1 of 1" in text(view.page_label.value)
+    view.status_filter.value = ""
+    view.call_filter.value = "send_receipt"
+    assert [r.call_id for r in view.records] == ["send_receipt"]
+    view.call_filter.value = ""
+    view.run_filter.value = "order-2"
+    assert {r.run_id for r in view.records} == {"order-2"}
+    assert "order-1" in view.run_filter.options and "order-2" in view.run_filter.options
+    assert len(view.to_pandas()) == 1
+    view.status_filter.value = "FAILED"
+    assert "no calls match the filters" in text(view.table.value)
+
+
+def test_run_id_argument_starts_filtered(store: dnb.Store) -> None:
+    crashed_journal(store)
+    view = dnb.JournalView(store, run_id="order-1")
+    assert {r.run_id for r in view.records} == {"order-1"}
+    assert repr(view) == f"JournalView({store!r}, run_id='order-1')"
+
+
+def test_detail_shows_the_selected_call(store: dnb.Store) -> None:
+    crashed_journal(store)
+    view = dnb.JournalView(store)
+    view.selector.value = 1
+    detail = text(view.detail.value)
+    rec = store.calls("order-1")[1]
+    assert rec.args_digest in detail
+    assert "send_receipt" in detail and "'receipt for ch_1'" in detail and "EXECUTED" in detail
+    view.selector.value = 2
+    assert "no outcome yet" in text(view.detail.value)
+
+
+def test_timeline_marks_status_reconciled_and_discarded_calls(store: dnb.Store) -> None:
+    crashed_journal(store)
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, 2, run_id="order-2")  # recovery: charge_card is reconciled
+
+    @dnb.durable(name="refund")
+    def refund(order: int) -> str:
+        return "refunded"
+
+    def changed(order: int, ctx: dnb.RunnerContext) -> str:
+        return ctx.durable_execute(refund, order)
+
+    with pytest.warns(dnb.NonDeterminismWarning):
+        runner.run(changed, 1, run_id="order-1")  # a different call at index 0: mismatch
+    view = dnb.JournalView(store)
+    timeline = view.timeline.value
+    assert "dnb-bar dnb-status-SUCCEEDED dnb-origin-RECONCILED" in timeline
+    assert timeline.count("dnb-bar dnb-status-DISCARDED") == 2
+    assert "discarded: expected charge_card here, the action called refund" in html.unescape(timeline)  # tooltip
+    discarded = text(view.discarded_table.value)
+    assert "charge_card" in discarded and "send_receipt" in discarded
+    runs = text(view.runs_table.value)
+    assert "order-1" in runs
+
+
+def test_hostile_preview_is_escaped_and_no_payload_is_unpickled(store: dnb.Store, tmp_path: Path) -> None:
+    flag = tmp_path / "unpickled"  # unpickling the result creates this file
+
+    class Bomb:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (flag.touch, ())
+
+        def __repr__(self) -> str:
+            return HOSTILE
+
+    @dnb.durable(name="hostile")
+    def hostile() -> Bomb:
+        return Bomb()
+
+    @dnb.durable(name="hostile_error")
+    def hostile_error() -> None:
+        raise ValueError(HOSTILE)
+
+    def action(_: Any, ctx: dnb.RunnerContext) -> None:
+        ctx.durable_execute(hostile)
+        with contextlib.suppress(ValueError):
+            ctx.durable_execute(hostile_error)
+        ctx.durable_execute(charge_card, 7)
+
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
+        dnb.LocalRunner(store).run(action, None, run_id=HOSTILE)
+    assert not flag.exists()
+
+    view = dnb.JournalView(store)
+    panel = dnb.ReconcilePanel(store)
+    stepper = dnb.ReplayStepper(store, HOSTILE, action, None)
+    for i in range(len(view.records)):
+        view.selector.value = i
+        assert "<img" not in view.detail.value
+    rendered = [view.table.value, view.timeline.value, view.runs_table.value, view.page_label.value,
+                panel.rows[0].info.value, stepper.plan_table.value, stepper.position_label.value]
+    assert not flag.exists(), "rendering unpickled a payload"
+    for value in rendered:
+        assert "<img" not in value
+    assert "&lt;img src=x onerror=alert(1)&gt;" in view.table.value
+    assert "ValueError: &lt;img src=x onerror=alert(1)&gt;" in view.table.value
+    assert "&lt;img src=x onerror=alert(1)&gt;" in panel.rows[0].info.value  # the run id
+    assert "<img" not in view.table.value and "<img" not in stepper.plan_table.value
+
+    store.calls(HOSTILE)[0].result()  # the explicit, trusted act does unpickle: the test can see it
+    assert flag.exists()
+
+
+def test_live_mode_follows_a_runner_in_a_background_thread(sqlite_store: dnb.SqliteStore) -> None:
+    view = dnb.JournalView(sqlite_store, page_size=10)
+    assert view.total == 0
+    gate = threading.Event()
+
+    @dnb.durable(name="slow")
+    def slow(i: int) -> int:
+        gate.wait(0.01)
+        return i
+
+    def work() -> None:
+        with dnb.LocalRunner(sqlite_store).context("live") as ctx:
+            for i in range(30):
+                ctx.durable_execute(slow, i)
+
+    view.start_live(0.02)
+    assert view.live and view.live_toggle.value
+    worker = threading.Thread(target=work)
+    worker.start()
+    seen = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (view.total == 30 and view.records[-1].status.value == "SUCCEEDED"):
+        seen.add(view.total)
+        time.sleep(0.01)
+    worker.join()
+    assert view.total == 30
+    assert len(seen) > 1, "the view should have shown intermediate states"
+    assert "· live" in view.status_line.value
+    view.live_toggle.value = False  # the toggle stops the poller, like stop_live()
+    assert not view.live
+    view.live_toggle.value = True
+    assert view.live
+    view.close()
+    assert not view.live
+
+
+def test_to_pandas_returns_every_matching_call_not_just_the_page(store: dnb.Store) -> None:
+    many_calls(store, 75)
+    view = dnb.JournalView(store, page_size=10)
+    frame = view.to_pandas()
+    assert len(frame) == 75 and list(frame["index"]) == list(range(75))
+    assert "payload" not in frame.columns
+
+
+def test_importing_durable_nb_does_not_import_ipywidgets() -> None:
+    code = "import sys, durable_nb; assert 'ipywidgets' not in sys.modules; durable_nb.JournalView; " \
+           "assert 'ipywidgets' in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

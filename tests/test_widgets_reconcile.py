@@ -1,0 +1,204 @@
+"""ReconcilePanel on real stores: each button's effect on the widget and on the journal."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb.widgets.reconcile_panel import LEFT_TEXT, call_reconciler
+
+calls: dict[str, int] = {}
+
+
+def text(value: str) -> str:
+    value = re.sub(r"<style>.*?</style>", "", value, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", value)).split())
+
+
+@dnb.durable(name="charge_card")
+def charge_card(order: int) -> str:
+    calls["charge_card"] = calls.get("charge_card", 0) + 1
+    return f"ch_{order}"
+
+
+def place_order(order: int, ctx: dnb.RunnerContext) -> str:
+    return ctx.durable_execute(charge_card, order)
+
+
+@pytest.fixture(autouse=True)
+def _reset_counters() -> None:
+    calls.clear()
+
+
+def crash(store: dnb.Store, *orders: int) -> dnb.LocalRunner:
+    runner = dnb.LocalRunner(store)
+    for order in orders:
+        with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
+            runner.run(place_order, order, run_id=f"order-{order}")
+    calls.clear()
+    return runner
+
+
+def test_lists_every_pending_call_across_runs(store: dnb.Store) -> None:
+    crash(store, 1, 2)
+    panel = dnb.ReconcilePanel(store)
+    assert [(r.record.run_id, r.record.index) for r in panel.rows] == [("order-1", 0), ("order-2", 0)]
+    assert "2 PENDING calls" in text(panel.header.value)
+    assert [text(r.info.value).count("PENDING") for r in panel.rows] == [1, 1]
+    assert 'data-call="order-1#0"' in panel.rows[0].info.value
+    assert all(r.reconcile_button.disabled for r in panel.rows)  # no reconciler registered
+
+
+def test_reconcile_persists_the_reconcilers_value_as_reconciled(store: dnb.Store) -> None:
+    runner = crash(store, 1, 2)
+    seen: list[dnb.CallRecord] = []
+
+    def lookup(record: dnb.CallRecord) -> dict[str, str]:
+        seen.append(record)
+        return {"charge": "found_" + record.run_id}
+
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lookup})
+    row = panel.row("order-2", 0)
+    assert not row.reconcile_button.disabled
+    row.reconcile_button.click()
+    assert [r.run_id for r in seen] == ["order-2"]
+    rec = store.call("order-2", 0)
+    assert rec is not None and (rec.status, rec.origin) == (dnb.Status.SUCCEEDED, dnb.Origin.RECONCILED)
+    assert rec.result() == {"charge": "found_order-2"}
+    assert row.state == "SUCCEEDED · RECONCILED"
+    assert "SUCCEEDED · RECONCILED" in text(row.info.value)
+    assert "{'charge': 'found_order-2'}" in text(row.info.value)
+    assert "SUCCEEDED · RECONCILED" in text(panel.message.value)
+    assert row.reconcile_button.disabled and row.resolve_button.disabled
+    # the recovery replays what the panel persisted; charge_card is not run again
+    assert runner.run(place_order, 2, run_id="order-2") == {"charge": "found_order-2"}
+    assert calls == {}
+    assert store.call("order-1", 0).status is dnb.Status.PENDING  # type: ignore[union-attr]
+    panel.refresh_button.click()
+    assert [r.record.run_id for r in panel.rows] == ["order-1"]
+
+
+def test_zero_argument_reconcilers_work_too(store: dnb.Store) -> None:
+    crash(store, 1)
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda: "ch_1_found"})
+    panel.rows[0].reconcile_button.click()
+    assert store.call("order-1", 0).result_preview == "'ch_1_found'"  # type: ignore[union-attr]
+
+
+def test_call_reconciler_rejects_a_reconciler_with_two_arguments() -> None:
+    record = dnb.CallRecord("r", 0, "f", "d", dnb.Status.PENDING, None, None, None, 0.0, None)
+    with pytest.raises(TypeError, match="must take the CallRecord or no arguments"):
+        call_reconciler(lambda a, b: None, record)  # type: ignore[arg-type,misc]
+
+
+def test_a_reconciler_exception_is_persisted_failed_and_shown(store: dnb.Store) -> None:
+    runner = crash(store, 1)
+
+    def broken(record: dnb.CallRecord) -> Any:
+        raise LookupError("<b>no such payment</b>")
+
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": broken})
+    row = panel.rows[0]
+    row.reconcile_button.click()
+    rec = store.call("order-1", 0)
+    assert rec is not None and (rec.status, rec.origin) == (dnb.Status.FAILED, dnb.Origin.RECONCILED)
+    assert isinstance(rec.error(), LookupError)
+    assert row.state == "FAILED · RECONCILED"
+    assert "LookupError: <b>no such payment</b>" in text(row.info.value)
+    assert "&lt;b&gt;no such payment" in row.info.value
+    assert "dnb-error" in panel.message.value
+    with pytest.raises(LookupError):  # the recovery replays the recorded failure
+        runner.run(place_order, 1, run_id="order-1")
+    assert calls == {}
+
+
+def test_reexecute_later_writes_nothing_and_the_recovery_runs_the_call_again(store: dnb.Store) -> None:
+    runner = crash(store, 1)
+    before = store.calls("order-1")
+    panel = dnb.ReconcilePanel(store)
+    row = panel.rows[0]
+    row.reexecute_button.click()
+    assert store.calls("order-1") == before
+    assert row.state == LEFT_TEXT
+    assert "will re-execute on next recovery" in text(row.info.value)
+    assert runner.run(place_order, 1, run_id="order-1") == "ch_1"
+    assert calls == {"charge_card": 1}
+    assert store.call("order-1", 0).origin is dnb.Origin.EXECUTED  # type: ignore[union-attr]
+
+
+def test_resolve_persists_a_literal_as_resolved(store: dnb.Store) -> None:
+    runner = crash(store, 1)
+    panel = dnb.ReconcilePanel(store)
+    row = panel.rows[0]
+    row.resolve_text.value = "{'charge': 'ch_manual', 'amount': 12.5}"
+    row.resolve_button.click()
+    rec = store.call("order-1", 0)
+    assert rec is not None and (rec.status, rec.origin) == (dnb.Status.SUCCEEDED, dnb.Origin.RESOLVED)
+    assert "SUCCEEDED · RESOLVED" in text(row.info.value)
+    assert runner.run(place_order, 1, run_id="order-1") == {"charge": "ch_manual", "amount": 12.5}
+    assert calls == {}
+
+
+def test_resolve_refuses_text_that_is_not_a_literal(store: dnb.Store) -> None:
+    crash(store, 1)
+    before = store.calls("order-1")
+    panel = dnb.ReconcilePanel(store)
+    row = panel.rows[0]
+    row.resolve_text.value = "__import__('os').system('true')"
+    row.resolve_button.click()
+    assert store.calls("order-1") == before
+    assert row.state == "PENDING"
+    assert "could not read" in text(panel.message.value) and "dnb-error" in panel.message.value
+
+
+def test_reconcile_without_a_registered_reconciler_says_how_to_register_one(store: dnb.Store) -> None:
+    crash(store, 1)
+    panel = dnb.ReconcilePanel(store)
+    panel.rows[0].reconcile_button.click()  # disabled in the browser; click() still fires
+    assert "no reconciler registered for 'charge_card'" in text(panel.message.value)
+    assert store.call("order-1", 0).status is dnb.Status.PENDING  # type: ignore[union-attr]
+
+
+def test_a_call_whose_run_is_open_in_a_live_context_is_refused(store: dnb.Store) -> None:
+    shown: list[str] = []
+    runner = dnb.LocalRunner(store)
+
+    @dnb.durable(name="slow_call")
+    def slow_call() -> str:
+        # while this runs, the call is PENDING and its run is open in this live context
+        panel = dnb.ReconcilePanel(store, reconcilers={"slow_call": lambda: "from panel"})
+        panel.rows[0].reconcile_button.click()
+        panel.rows[0].resolve_text.value = "1"
+        panel.rows[0].resolve_button.click()
+        shown.append(text(panel.message.value))
+        assert store.call("live", 0).status is dnb.Status.PENDING  # type: ignore[union-attr]
+        return "from the function"
+
+    with runner.context("live") as ctx:
+        assert ctx.durable_execute(slow_call) == "from the function"
+    assert "run 'live' is open in a live context" in shown[0]
+    assert store.call("live", 0).origin is dnb.Origin.EXECUTED  # type: ignore[union-attr]
+
+
+def test_a_call_settled_elsewhere_is_not_overwritten(store: dnb.Store) -> None:
+    runner = crash(store, 1)
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda: "late"})
+    runner.run(place_order, 1, run_id="order-1")  # a recovery re-executes it first
+    panel.rows[0].reconcile_button.click()
+    assert store.call("order-1", 0).result_preview == "'ch_1'"  # type: ignore[union-attr]
+    assert "already settled (SUCCEEDED · EXECUTED)" in text(panel.message.value)
+
+
+def test_pages_through_many_pending_calls(store: dnb.Store) -> None:
+    crash(store, *range(5))
+    panel = dnb.ReconcilePanel(store, page_size=2)
+    assert "5 PENDING calls · page 1 of 3" in text(panel.header.value)
+    panel.next_button.click()
+    panel.next_button.click()
+    assert [r.record.run_id for r in panel.rows] == ["order-4"]
+    assert panel.next_button.disabled
+    assert repr(panel) == f"ReconcilePanel({store!r}, reconcilers=[])"

@@ -1,0 +1,209 @@
+"""ReplayStepper on real stores: each step really performs one call of the recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb.widgets.replay_stepper import BACK_NOTE
+
+ran: dict[str, int] = {}
+
+
+def text(value: str) -> str:
+    value = re.sub(r"<style>.*?</style>", "", value, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", value)).split())
+
+
+def count(name: str) -> None:
+    ran[name] = ran.get(name, 0) + 1
+
+
+@dnb.durable(name="reserve")
+def reserve(order: int) -> str:
+    count("reserve")
+    return f"slot_{order}"
+
+
+@dnb.durable(name="charge_card")
+def charge_card(order: int) -> str:
+    count("charge_card")
+    return f"ch_{order}"
+
+
+@dnb.durable(name="send_receipt")
+def send_receipt(order: int, charge: str) -> str:
+    count("send_receipt")
+    return f"receipt {charge}"
+
+
+def place_order(order: int, ctx: dnb.RunnerContext) -> str:
+    ctx.durable_execute(reserve, order)
+    def find_charge() -> str:
+        count("reconciler")
+        return f"ch_{order}_found"
+
+    charge = ctx.durable_execute(charge_card, order, reconciler=find_charge)
+    return ctx.durable_execute(send_receipt, order, charge)
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    ran.clear()
+
+
+def crashed(store: dnb.Store) -> None:
+    """order-1: reserve SUCCEEDED, charge_card PENDING (it ran, the crash lost its outcome)."""
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
+        dnb.LocalRunner(store).run(place_order, 1, run_id="order-1")
+    ran.clear()
+
+
+def test_plan_comes_from_the_recorded_calls_and_constructing_writes_nothing(store: dnb.Store) -> None:
+    crashed(store)
+    attempts = store.run("order-1").attempts  # type: ignore[union-attr]
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1)
+    plan = text(stepper.plan_table.value)
+    assert "reserve SUCCEEDED · EXECUTED replay" in plan
+    assert "charge_card PENDING reconcile (if the action passes a reconciler) / re-execute" in plan
+    assert "position 0 of 2 calls · next: call 0" in text(stepper.position_label.value)
+    assert BACK_NOTE in text(stepper.note.value)
+    assert store.run("order-1").attempts == attempts and ran == {}  # type: ignore[union-attr]
+    assert stepper.back_button.disabled
+
+
+def test_each_step_performs_exactly_one_call(store: dnb.Store) -> None:
+    crashed(store)
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1)
+
+    stepper.step_button.click()  # call 0: replay
+    assert ran == {}
+    assert "call 0 reserve: replay" in text(stepper.message.value)
+    assert "next: call 1 charge_card → reconcile" in text(stepper.position_label.value)
+    assert store.call("order-1", 1).status is dnb.Status.PENDING  # type: ignore[union-attr]
+
+    stepper.step_button.click()  # call 1: the reconciler runs, the outcome is persisted
+    assert ran == {"reconciler": 1}
+    rec = store.call("order-1", 1)
+    assert rec is not None and (rec.status, rec.origin) == (dnb.Status.SUCCEEDED, dnb.Origin.RECONCILED)
+    assert "call 1 charge_card: reconcile → SUCCEEDED · RECONCILED: 'ch_1_found'" in text(stepper.message.value)
+    assert "next: call 2 send_receipt → execute" in text(stepper.position_label.value)
+    assert 'class="dnb-plan-row dnb-current" data-index="2"' in stepper.plan_table.value
+    assert store.count_calls(run_id="order-1") == 2  # send_receipt not performed yet
+    assert stepper.journal_view is not None
+    assert "SUCCEEDED · RECONCILED" in text(stepper.journal_view.table.value)  # the view beside it updated
+
+    stepper.step_button.click()  # call 2: executed, and the action finishes
+    assert ran == {"reconciler": 1, "send_receipt": 1}
+    assert store.run("order-1").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]
+    assert "COMPLETED with result 'receipt ch_1_found'" in text(stepper.message.value)
+    assert "the action has finished" in text(stepper.position_label.value)
+    assert [e.decision.value for e in stepper.history] == ["replay", "reconcile", "execute"]
+    assert text(stepper.log_html.value).count("SUCCEEDED") == 3
+    assert ran.get("charge_card") is None  # never re-executed
+
+
+def test_back_moves_the_view_and_undoes_nothing(store: dnb.Store) -> None:
+    crashed(store)
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1)
+    stepper.step_button.click()
+    stepper.step_button.click()
+    journal = store.calls("order-1")
+    stepper.back_button.click()
+    assert stepper.position == 1
+    assert "viewing the past (performed up to 2)" in text(stepper.position_label.value)
+    assert "not undone" in text(stepper.message.value)
+    assert "charge_card PENDING" in text(stepper.plan_table.value)  # as it stood at position 1
+    assert store.calls("order-1") == journal
+    stepper.step_button.click()  # walks forward through what was performed: nothing runs
+    assert stepper.position == 2 and ran == {"reconciler": 1}
+    assert "nothing ran" in text(stepper.message.value)
+
+
+def test_run_to_end_completes_the_recovery(store: dnb.Store) -> None:
+    crashed(store)
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1)
+    stepper.run_button.click()
+    assert ran == {"reconciler": 1, "send_receipt": 1}
+    assert store.run("order-1").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]
+    assert stepper.done and stepper.position == 3
+    assert [e.decision.value for e in stepper.history] == ["replay", "reconcile", "execute"]
+    stepper.back_button.click()
+    stepper.back_button.click()
+    assert stepper.position == 1  # the view as it stood after call 0: charge_card still PENDING
+    assert "re-execute PENDING no outcome on record" in text(stepper.plan_table.value)
+    stepper.run_button.click()
+    assert stepper.position == 3 and ran == {"reconciler": 1, "send_receipt": 1}
+
+
+def test_a_changed_action_shows_the_mismatch_and_the_discarded_calls(store: dnb.Store) -> None:
+    crashed(store)
+
+    @dnb.durable(name="refund")
+    def refund(order: int) -> str:
+        return "refunded"
+
+    def changed(order: int, ctx: dnb.RunnerContext) -> str:
+        ctx.durable_execute(reserve, order)
+        return ctx.durable_execute(refund, order)
+
+    stepper = dnb.ReplayStepper(store, "order-1", changed, 1)
+    stepper.step_button.click()
+    assert "next: call 1 refund → mismatch" in text(stepper.position_label.value)
+    stepper.step_button.click()
+    assert [e.decision.value for e in stepper.history] == ["replay", "mismatch"]
+    assert "not deterministic" in text(stepper.message.value)  # the warning, shown in the widget
+    assert [d.call_id for d in store.discarded("order-1")] == ["charge_card"]
+    assert stepper.journal_view is not None
+    assert "charge_card" in text(stepper.journal_view.discarded_table.value)
+
+
+def test_an_action_that_raises_leaves_the_run_failed_and_says_so(store: dnb.Store) -> None:
+    def broken(order: int, ctx: dnb.RunnerContext) -> None:
+        ctx.durable_execute(reserve, order)
+        raise RuntimeError("<script>x</script>")
+
+    stepper = dnb.ReplayStepper(store, "bad", broken, 1, journal_view=False)
+    stepper.run_button.click()
+    assert stepper.done and store.run("bad").status is dnb.RunStatus.FAILED  # type: ignore[union-attr]
+    assert "The action raised RuntimeError: <script>x</script>" in text(stepper.message.value)
+    assert "<script>" not in stepper.message.value
+
+
+def test_stepping_a_run_open_in_a_live_context_is_refused(store: dnb.Store) -> None:
+    stepper = dnb.ReplayStepper(store, "busy", place_order, 1, journal_view=False)
+    with dnb.LocalRunner(store).context("busy"):
+        stepper.step_button.click()
+    assert "already open" in text(stepper.message.value)
+    assert stepper.position == 0 and ran == {}
+
+
+def test_a_new_run_is_executed_step_by_step(store: dnb.Store) -> None:
+    stepper = dnb.ReplayStepper(store, "fresh", place_order, 5, journal_view=False)
+    stepper.step_button.click()
+    assert ran == {"reserve": 1}
+    assert "call 0 reserve: execute" in text(stepper.message.value)
+    stepper.run_button.click()
+    assert ran == {"reserve": 1, "charge_card": 1, "send_receipt": 1}
+    assert repr(stepper).startswith("ReplayStepper(")
+
+
+def test_async_actions_step_even_when_clicked_from_a_running_event_loop(store: dnb.Store) -> None:
+    async def place_async(order: int, ctx: dnb.RunnerContext) -> str:
+        charge = await ctx.durable_execute_async(charge_card, order)
+        return await ctx.durable_execute_async(send_receipt, order, charge)
+
+    stepper = dnb.ReplayStepper(store, "async", place_async, 4, journal_view=False)
+
+    async def click_like_a_kernel() -> None:  # ipykernel runs click handlers on its event loop
+        stepper.step_button.click()
+        stepper.run_button.click()
+
+    asyncio.run(click_like_a_kernel())
+    assert ran == {"charge_card": 1, "send_receipt": 1}
+    assert [e.decision.value for e in stepper.history] == ["execute", "execute"]
+    assert store.run("async").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]
