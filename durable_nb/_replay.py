@@ -236,6 +236,15 @@ class Journal:
                 stacklevel=4,
             )
 
+    def keep_rest(self) -> None:
+        """The outcome came from elsewhere (a record, a cell-level reconciler): keep the calls after the cursor.
+
+        Those calls were not reached, but the outcome accounts for them; without this,
+        closing the run would discard them as if the action had stopped making them.
+        """
+        with self._lock:
+            self.cursor = max(self.cursor, len(self._log))
+
     def discard_unreached(self) -> None:
         """Called when the action ends: recorded calls it never reached are not part of this run."""
         with self._lock:

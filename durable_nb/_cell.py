@@ -1,0 +1,603 @@
+"""What a ``%%durable`` cell reads, binds and shows: the analysis behind the magic.
+
+A cell is one durable call. Its *arguments* are the values of the names it reads
+from the notebook namespace before assigning them; its *result* is the names it
+binds at top level plus everything it printed and displayed, in order. This
+module finds both from the cell's syntax tree, digests the inputs, records the
+outputs while the cell runs (teeing them, so the user still sees them live) and
+shows recorded outputs again. It knows nothing about journals: ``_magics``
+passes what it computes here through :class:`durable_nb._replay.Journal`.
+
+Nothing here is IPython-specific except :class:`OutputRecorder`, which wraps
+the shell's display publisher.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import hashlib
+import inspect
+import sys
+import types
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _codec
+from ._context import RunnerContext
+from ._digest import digest_value, fingerprint_code, type_name
+
+WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
+
+# ---------------------------------------------------------------- syntax analysis
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+@dataclass(frozen=True)
+class CellAnalysis:
+    """Names a cell reads before binding them, and names it binds at top level."""
+
+    reads: tuple[str, ...]
+    """Free names in the order first read; builtins included (the caller filters by namespace)."""
+    binds: tuple[str, ...]
+    """Names bound at top level, in order: assignments, for/with targets, imports, def, class."""
+    deletes: tuple[str, ...] = ()
+    """Names the cell ``del``-etes at top level."""
+
+
+def _target_names(node: ast.AST) -> Iterator[str]:
+    """Names bound by an assignment target (tuples, starred; attributes/subscripts bind nothing)."""
+    if isinstance(node, ast.Name):
+        yield node.id
+    elif isinstance(node, (ast.Tuple, ast.List)):
+        for elt in node.elts:
+            yield from _target_names(elt)
+    elif isinstance(node, ast.Starred):
+        yield from _target_names(node.value)
+
+
+def _import_names(node: ast.Import | ast.ImportFrom) -> Iterator[str]:
+    for alias in node.names:
+        if alias.name == "*":
+            continue
+        yield alias.asname or alias.name.split(".")[0]
+
+
+def _scope_locals(node: ast.AST) -> set[str]:
+    """Names local to a function, lambda, class body or comprehension (not descending into nested scopes)."""
+    names: set[str] = set()
+    declared_outer: set[str] = set()
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        a = node.args
+        for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+            if arg is not None:
+                names.add(arg.arg)
+        body: list[ast.AST] = [node.body] if isinstance(node, ast.Lambda) else list(node.body)
+    elif isinstance(node, ast.ClassDef):
+        body = list(node.body)
+    elif isinstance(node, _COMPREHENSIONS):
+        for gen in node.generators:
+            names.update(_target_names(gen.target))
+        return names
+    else:  # pragma: no cover - only called on scopes
+        return names
+
+    stack = list(body)
+    while stack:
+        sub = stack.pop()
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(sub.name)
+            stack.extend(sub.decorator_list)
+            continue  # its body is its own scope
+        if isinstance(sub, (ast.Lambda, *_COMPREHENSIONS)):
+            continue
+        if isinstance(sub, (ast.Global, ast.Nonlocal)):
+            declared_outer.update(sub.names)
+        elif isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+            names.add(sub.id)
+        elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+            names.update(_import_names(sub))
+        elif isinstance(sub, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and sub.name:
+            names.add(sub.name)
+        elif isinstance(sub, ast.MatchMapping) and sub.rest:
+            names.add(sub.rest)
+        stack.extend(ast.iter_child_nodes(sub))
+    return names - declared_outer
+
+
+class _Analyzer(ast.NodeVisitor):
+    """Walks statements in evaluation order, so ``x = x + 1`` reads ``x`` and ``for x in ...: x`` does not."""
+
+    def __init__(self) -> None:
+        self.bound: set[str] = set()
+        self.reads: dict[str, None] = {}
+        self.binds: dict[str, None] = {}
+        self.deletes: dict[str, None] = {}
+        self.scopes: list[tuple[set[str], bool]] = []  # (locals, is_comprehension)
+
+    # -- names ----------------------------------------------------------------
+
+    def _load(self, name: str) -> None:
+        if any(name in local for local, _ in self.scopes):
+            return
+        if name not in self.bound:
+            self.reads.setdefault(name, None)
+
+    def _store(self, name: str) -> None:
+        if self.scopes:
+            return  # bound in a nested scope: not a cell output
+        self.bound.add(name)
+        self.binds.setdefault(name, None)
+        self.deletes.pop(name, None)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load):
+            self._load(node.id)
+        elif isinstance(node.ctx, ast.Store):
+            self._store(node.id)
+        elif not self.scopes:  # del x at top level
+            self._load(node.id)
+            self.bound.discard(node.id)
+            self.binds.pop(node.id, None)
+            self.deletes.setdefault(node.id, None)
+
+    # -- statements in evaluation order ----------------------------------------------
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        for target in node.targets:
+            self.visit(target)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+            self.visit(node.target)
+        elif not isinstance(node.target, ast.Name):
+            self.visit(node.target)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        if isinstance(node.target, ast.Name):
+            self._load(node.target.id)
+            self.visit(node.value)
+            self._store(node.target.id)
+        else:
+            self.visit(node.value)
+            self.visit(node.target)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        # := inside a comprehension binds in the enclosing (here: the cell's) scope
+        if all(is_comp for _, is_comp in self.scopes):
+            saved, self.scopes = self.scopes, []
+            self._store(node.target.id)
+            self.scopes = saved
+        else:
+            self.visit(node.target)
+
+    def _visit_for(self, node: ast.For | ast.AsyncFor) -> None:
+        self.visit(node.iter)
+        self.visit(node.target)
+        for stmt in [*node.body, *node.orelse]:
+            self.visit(stmt)
+
+    visit_For = visit_AsyncFor = _visit_for
+
+    def _visit_with(self, node: ast.With | ast.AsyncWith) -> None:
+        for item in node.items:
+            self.visit(item.context_expr)
+            if item.optional_vars is not None:
+                self.visit(item.optional_vars)
+        for stmt in node.body:
+            self.visit(stmt)
+
+    visit_With = visit_AsyncWith = _visit_with
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for name in _import_names(node):
+            self._store(name)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        for name in _import_names(node):
+            self._store(name)
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.type is not None:
+            self.visit(node.type)
+        # ``except E as e`` unbinds e at the end of the handler: not an output
+        temporary = bool(node.name) and not self.scopes and node.name not in self.bound
+        if temporary:
+            self.bound.add(node.name)  # type: ignore[arg-type]
+        for stmt in node.body:
+            self.visit(stmt)
+        if temporary:
+            self.bound.discard(node.name)  # type: ignore[arg-type]
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.pattern is not None:
+            self.visit(node.pattern)
+        if node.name:
+            self._store(node.name)
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name:
+            self._store(node.name)
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        self.generic_visit(node)
+        if node.rest:
+            self._store(node.rest)
+
+    # -- nested scopes ---------------------------------------------------------------
+
+    def _visit_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        for dec in node.decorator_list:
+            self.visit(dec)
+        self._visit_arguments(node.args)
+        if node.returns is not None:
+            self.visit(node.returns)
+        # Free names of the body are read when the function runs; counting them as
+        # reads of the cell is the safe side (a changed global invalidates the cell).
+        self.scopes.append((_scope_locals(node), False))
+        for stmt in node.body:
+            self.visit(stmt)
+        self.scopes.pop()
+        self._store(node.name)
+
+    visit_FunctionDef = visit_AsyncFunctionDef = _visit_function
+
+    def _visit_arguments(self, args: ast.arguments) -> None:
+        for default in [*args.defaults, *args.kw_defaults]:
+            if default is not None:
+                self.visit(default)
+        for arg in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+            if arg is not None and arg.annotation is not None:
+                self.visit(arg.annotation)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._visit_arguments(node.args)
+        self.scopes.append((_scope_locals(node), False))
+        self.visit(node.body)
+        self.scopes.pop()
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for expr in [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]:
+            self.visit(expr)
+        self.scopes.append((_scope_locals(node), False))
+        for stmt in node.body:
+            self.visit(stmt)
+        self.scopes.pop()
+        self._store(node.name)
+
+    def _visit_comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> None:
+        # The first iterable is evaluated in the enclosing scope.
+        first, *rest = node.generators
+        self.visit(first.iter)
+        self.scopes.append((_scope_locals(node), True))
+        for cond in first.ifs:
+            self.visit(cond)
+        for gen in rest:
+            self.visit(gen.iter)
+            for cond in gen.ifs:
+                self.visit(cond)
+        if isinstance(node, ast.DictComp):
+            self.visit(node.key)
+            self.visit(node.value)
+        else:
+            self.visit(node.elt)
+        self.scopes.pop()
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _visit_comprehension
+
+    def visit_Global(self, node: ast.Global) -> None:  # meaningless at top level
+        return
+
+
+def analyze(source: str | ast.Module) -> CellAnalysis:
+    """Read and bound names of a cell's (already IPython-transformed) Python source."""
+    tree = ast.parse(source) if isinstance(source, str) else source
+    walker = _Analyzer()
+    for stmt in tree.body:
+        walker.visit(stmt)
+    return CellAnalysis(tuple(walker.reads), tuple(walker.binds), tuple(walker.deletes))
+
+
+def split_last_expression(tree: ast.Module) -> tuple[ast.Module, ast.Expression | None]:
+    """The cell without its last statement if that is an expression, and that expression.
+
+    The expression's value is the cell's result, as IPython shows ``Out[n]``.
+    """
+    body = list(tree.body)
+    if body and isinstance(body[-1], ast.Expr):
+        last = body.pop()
+        assert isinstance(last, ast.Expr)
+        expr = ast.Expression(last.value)
+        ast.copy_location(expr, last)
+        return ast.Module(body=body, type_ignores=[]), expr
+    return ast.Module(body=body, type_ignores=[]), None
+
+
+def source_fingerprint(tree: ast.Module) -> str:
+    """Digest of the cell's code, blind to comments and formatting."""
+    return hashlib.blake2b(ast.dump(tree, include_attributes=False).encode(), digest_size=16).hexdigest()
+
+
+# ---------------------------------------------------------------- input digests
+
+_HIDDEN_HISTORY = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "In", "Out", "_ih", "_oh", "_dh"})
+
+
+def is_history_name(name: str) -> bool:
+    """IPython's ``_``, ``_5``, ``_i5`` ...: they change every cell, so they are not inputs."""
+    if name in _HIDDEN_HISTORY:
+        return True
+    rest = name[2:] if name.startswith("_i") else name[1:] if name.startswith("_") else None
+    return rest is not None and rest.isdigit()
+
+
+def _is_notebook_defined(obj: Any, user_module: str) -> bool:
+    module = getattr(obj, "__module__", None)
+    return module in (None, "__main__", user_module)
+
+
+def value_token(value: Any, user_module: str = "__main__") -> Any:
+    """What stands for one input value in the cell's digest.
+
+    Modules count by name, and so do functions and classes imported from
+    modules (their code is the library's business). Functions and classes
+    defined in the notebook count by their source, so editing a helper the cell
+    calls invalidates the cell. Everything else counts by value.
+    """
+    if isinstance(value, types.ModuleType):
+        return ("module", value.__name__)
+    if isinstance(value, (types.FunctionType, type)):
+        if not _is_notebook_defined(value, user_module):
+            return ("ref", f"{value.__module__}.{value.__qualname__}")
+        try:
+            return ("source", value.__qualname__, inspect.getsource(value))
+        except (OSError, TypeError):
+            if isinstance(value, types.FunctionType):
+                return ("code", value.__qualname__, fingerprint_code(value))
+            methods = sorted(
+                (k, fingerprint_code(v)) for k, v in vars(value).items() if isinstance(v, types.FunctionType)
+            )
+            return ("class", value.__qualname__, tuple(methods))
+    if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
+        return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
+    return ("value", digest_value(value))
+
+
+def input_digest(
+    code_fingerprint: str, inputs: Mapping[str, Any], user_module: str = "__main__"
+) -> str:
+    """One digest of the cell's code and input values: equal in any process for equal inputs."""
+    tokens = [(name, value_token(inputs[name], user_module)) for name in sorted(inputs)]
+    return digest_value((code_fingerprint, tokens))
+
+
+def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, Any]:
+    """The read names that resolve in the notebook namespace (builtins and IPython's own names left out)."""
+    inputs: dict[str, Any] = {}
+    for name in reads:
+        if name not in ns or is_history_name(name):
+            continue
+        value = ns[name]
+        if name in hidden and hidden[name] is value:
+            continue
+        if hasattr(builtins, name) and getattr(builtins, name) is value:
+            continue
+        inputs[name] = value
+    return inputs
+
+
+# ---------------------------------------------------------------- recording outputs
+
+#: One output: ``("stdout" | "stderr", text)`` or ``("display", data, metadata)``.
+Output = tuple[Any, ...]
+
+
+class _Tee:
+    """A stream that writes through to the real one and records what passes, in order."""
+
+    def __init__(self, recorder: OutputRecorder, name: str, stream: Any) -> None:
+        self._recorder = recorder
+        self._name = name
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        if text:
+            self._recorder.add_stream(self._name, text)
+        return self._stream.write(text)  # type: ignore[no-any-return]
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._stream, attr)
+
+
+@dataclass
+class OutputRecorder:
+    """Records stdout, stderr and rich display outputs as ONE ordered list while teeing them.
+
+    ``IPython.utils.capture.capture_output`` hides outputs while capturing and
+    loses their relative order; a durable cell must show its output live and
+    replay it in the order it appeared.
+    """
+
+    shell: Any
+    outputs: list[Output] = field(default_factory=list)
+    _publishing: bool = False
+
+    def add_stream(self, name: str, text: str) -> None:
+        if self._publishing:
+            return  # a terminal shell prints display data to stdout: it is already recorded as display
+        last = self.outputs[-1] if self.outputs else None
+        if last is not None and last[0] == name:
+            self.outputs[-1] = (name, last[1] + text)
+        else:
+            self.outputs.append((name, text))
+
+    def add_display(self, data: Mapping[str, Any], metadata: Mapping[str, Any] | None,
+                    transient: Mapping[str, Any] | None, update: bool) -> None:
+        display_id = (transient or {}).get("display_id")
+        item: Output = ("display", dict(data), dict(metadata or {}), display_id)
+        if update and display_id is not None:
+            # An update redraws an earlier output in place: keep the final state there.
+            for i, old in enumerate(self.outputs):
+                if old[0] == "display" and old[3] == display_id:
+                    self.outputs[i] = item
+            return
+        self.outputs.append(item)
+
+    def clear(self) -> None:
+        self.outputs.clear()
+
+    @contextmanager
+    def recording(self) -> Iterator[OutputRecorder]:
+        pub = self.shell.display_pub
+        saved_publish = vars(pub).get("publish")
+        saved_clear = vars(pub).get("clear_output")
+        orig_publish = pub.publish
+        orig_clear = pub.clear_output
+
+        def publish(data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> Any:
+            self.add_display(data, metadata, kwargs.get("transient"), bool(kwargs.get("update")))
+            self._publishing = True
+            try:
+                return orig_publish(data, metadata, *args, **kwargs)
+            finally:
+                self._publishing = False
+
+        def clear_output(*args: Any, **kwargs: Any) -> Any:
+            self.clear()
+            return orig_clear(*args, **kwargs)
+
+        pub.publish = publish
+        pub.clear_output = clear_output
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(self, "stdout", out), _Tee(self, "stderr", err)
+        try:
+            yield self
+            _flush_inline_figures()
+        finally:
+            sys.stdout, sys.stderr = out, err
+            for attr, saved in (("publish", saved_publish), ("clear_output", saved_clear)):
+                if saved is None:
+                    vars(pub).pop(attr, None)
+                else:
+                    setattr(pub, attr, saved)
+            # outputs hold their final display ids only while recording
+            self.outputs = [o if o[0] != "display" else o[:3] for o in self.outputs]
+
+
+def _flush_inline_figures() -> None:
+    """matplotlib-inline shows figures after the cell ends; show them inside the recording instead."""
+    inline = sys.modules.get("matplotlib_inline.backend_inline")
+    mpl = sys.modules.get("matplotlib")
+    if inline is None or mpl is None:
+        return
+    try:
+        if "inline" in str(mpl.get_backend()):
+            inline.flush_figures()
+    except Exception:  # a plotting failure must not fail the durable cell
+        return
+
+
+def replay_outputs(shell: Any, outputs: list[Output]) -> None:
+    """Show recorded outputs again, in order, with their MIME types.
+
+    Widget views are dropped: the widget model they point at lived in the kernel
+    that recorded them, and a view of a missing model renders "Loading widget..."
+    forever; their ``text/plain`` fallback is shown instead.
+    """
+    for item in outputs:
+        kind = item[0]
+        if kind == "stdout" or kind == "stderr":
+            stream = sys.stdout if kind == "stdout" else sys.stderr
+            stream.write(item[1])
+            stream.flush()  # keep stdout/stderr interleaving as recorded
+        elif kind == "display":
+            data = {k: v for k, v in item[1].items() if k != WIDGET_VIEW_MIME}
+            if data:
+                shell.display_pub.publish(data=data, metadata=item[2])
+
+
+# ---------------------------------------------------------------- namespace payloads
+
+
+@dataclass
+class PackedNamespace:
+    """Cell outputs ready for the journal: each name pickled on its own."""
+
+    values: dict[str, bytes]
+    modules: dict[str, str]
+    skipped: dict[str, str]
+    """name -> why it could not be journaled (``TypeName: reason``)."""
+
+
+def pack_value(value: Any) -> tuple[str, Any]:
+    """``("module", name)`` or ``("pickle", bytes)``; raises if the value cannot be pickled."""
+    if isinstance(value, types.ModuleType):
+        return "module", value.__name__
+    return "pickle", _codec.dumps(value)
+
+
+def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) -> PackedNamespace:
+    """Pickle each output name separately, so one unpicklable value does not lose the others."""
+    packed = PackedNamespace({}, {}, {})
+    for name in names:
+        if name not in ns:
+            continue
+        value = ns[name]
+        if isinstance(value, RunnerContext):
+            continue  # ``ctx = dnb.current_context()``: only meaningful while the cell runs
+        try:
+            kind, data = pack_value(value)
+        except Exception as exc:
+            packed.skipped[name] = f"{type_name(value)}: {type(exc).__name__}"
+            continue
+        if kind == "module":
+            packed.modules[name] = data
+        else:
+            packed.values[name] = data
+    return packed
+
+
+def unpack_namespace(
+    values: Mapping[str, bytes], modules: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Restore journaled names; returns ``(restored, failed name -> reason)``."""
+    import importlib
+
+    restored: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    for name, module in modules.items():
+        try:
+            restored[name] = importlib.import_module(module)
+        except Exception as exc:
+            failed[name] = f"import {module} failed: {type(exc).__name__}"
+    for name, data in values.items():
+        try:
+            restored[name] = _codec.loads(data)
+        except Exception as exc:
+            failed[name] = f"unpickling failed: {type(exc).__name__}: {exc}"
+    return restored, failed
+
+
+class RecordedResult:
+    """Stands in for a cell result that could not be journaled: shows its recorded output."""
+
+    def __init__(self, data: Mapping[str, Any], metadata: Mapping[str, Any] | None = None) -> None:
+        self._data = {k: v for k, v in data.items() if k != WIDGET_VIEW_MIME}
+        self._metadata = dict(metadata or {})
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        return dict(self._data), dict(self._metadata)
+
+    def __repr__(self) -> str:
+        return str(self._data.get("text/plain", "<recorded result>"))

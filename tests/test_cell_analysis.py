@@ -1,0 +1,222 @@
+"""What a cell reads and binds, how its inputs are digested, and how its outputs are recorded."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+import types
+from typing import Any, ClassVar
+
+import pytest
+
+from durable_nb._cell import (
+    OutputRecorder,
+    analyze,
+    input_digest,
+    is_history_name,
+    pack_namespace,
+    select_inputs,
+    source_fingerprint,
+    split_last_expression,
+    unpack_namespace,
+    value_token,
+)
+
+
+def reads(src: str) -> list[str]:
+    return list(analyze(textwrap.dedent(src)).reads)
+
+
+def binds(src: str) -> list[str]:
+    return list(analyze(textwrap.dedent(src)).binds)
+
+
+def test_a_name_assigned_from_itself_is_read_first() -> None:
+    assert reads("x = x + 1") == ["x"]
+    assert binds("x = x + 1") == ["x"]
+
+
+def test_augmented_assignment_reads_and_binds() -> None:
+    assert reads("total += price") == ["total", "price"]
+    assert binds("total += price") == ["total"]
+
+
+def test_names_read_after_assignment_are_not_inputs() -> None:
+    assert reads("a = 1\nb = a + c") == ["c"]
+
+
+def test_tuple_star_and_nested_targets_are_bound() -> None:
+    assert binds("(a, (b, *c)), d[0], e.f = t") == ["a", "b", "c"]
+    assert reads("(a, (b, *c)), d[0], e.f = t") == ["t", "d", "e"]
+
+
+def test_for_with_import_def_class_bind_names() -> None:
+    src = """
+    for i, row in enumerate(rows):
+        acc = row
+    with open(path) as fh, lock:
+        pass
+    import os.path, numpy as np
+    from json import dumps as js
+    def f(): pass
+    class K: pass
+    """
+    assert binds(src) == ["i", "row", "acc", "fh", "os", "np", "js", "f", "K"]
+    assert reads(src) == ["enumerate", "rows", "open", "path", "lock"]
+
+
+def test_function_bodies_read_globals_but_not_their_locals() -> None:
+    src = """
+    def total(items, rate=default_rate):
+        subtotal = sum(items)
+        return subtotal * rate + fee(tax)
+    """
+    assert reads(src) == ["default_rate", "sum", "fee", "tax"]
+    assert binds(src) == ["total"]
+
+
+def test_comprehension_variables_are_local_and_walrus_escapes() -> None:
+    src = "ys = [y for x in xs if (y := x * k)]"
+    assert reads(src) == ["xs", "k"]
+    assert binds(src) == ["y", "ys"]
+
+
+def test_lambda_parameters_are_not_reads() -> None:
+    assert reads("f = lambda order: lookup(order)") == ["lookup"]
+
+
+def test_except_name_is_neither_read_nor_output() -> None:
+    src = "try:\n    x = 1\nexcept ValueError as err:\n    print(err)\n"
+    assert reads(src) == ["ValueError", "print"]
+    assert binds(src) == ["x"]
+
+
+def test_match_captures_are_bound() -> None:
+    src = "match cmd:\n    case [first, *others]:\n        pass\n    case {'k': v, **more}:\n        pass\n"
+    assert binds(src) == ["first", "others", "v", "more"]
+
+
+def test_del_is_recorded_and_unbinds() -> None:
+    result = analyze("tmp = 1\nkeep = tmp\ndel tmp\n")
+    assert result.binds == ("keep",) and result.deletes == ("tmp",)
+
+
+def test_class_body_names_do_not_leak_to_the_cell() -> None:
+    assert reads("class A(Base):\n    x = 1\n    y = x + other\n") == ["Base", "other"]
+
+
+def test_split_last_expression() -> None:
+    body, last = split_last_expression(ast.parse("a = 1\na + 1"))
+    assert len(body.body) == 1 and last is not None
+    body, last = split_last_expression(ast.parse("a = 1"))
+    assert last is None
+
+
+def test_source_fingerprint_ignores_comments_and_formatting() -> None:
+    assert source_fingerprint(ast.parse("x=1 # hi\n\n")) == source_fingerprint(ast.parse("x = 1"))
+    assert source_fingerprint(ast.parse("x = 1")) != source_fingerprint(ast.parse("x = 2"))
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def test_history_names_are_not_inputs() -> None:
+    assert all(is_history_name(n) for n in ["_", "__", "_7", "_i7", "_ii", "Out", "In"])
+    assert not any(is_history_name(n) for n in ["_private", "x", "_ix"])
+
+
+def test_select_inputs_skips_builtins_hidden_and_missing_names() -> None:
+    ns = {"a": 1, "print": print, "get_ipython": object(), "len": 5}
+    hidden = {"get_ipython": ns["get_ipython"]}
+    assert select_inputs(("a", "print", "get_ipython", "missing", "len"), ns, hidden) == {"a": 1, "len": 5}
+
+
+def test_modules_and_library_functions_count_by_name() -> None:
+    assert value_token(json) == ("module", "json")
+    assert value_token(json.dumps) == ("ref", "json.dumps")
+    assert value_token(len) == ("ref", "builtins.len")
+
+
+def _notebook_function(src: str, name: str) -> Any:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(src, "<cell>", "exec"), ns)
+    return ns[name]
+
+
+def test_notebook_functions_count_by_code() -> None:
+    f1 = _notebook_function("def helper(x):\n    return x + 1\n", "helper")
+    f1_again = _notebook_function("def helper(x):\n    return x + 1\n", "helper")
+    f2 = _notebook_function("def helper(x):\n    return x + 2\n", "helper")
+    fp = "code"
+    assert input_digest(fp, {"helper": f1}) == input_digest(fp, {"helper": f1_again})
+    assert input_digest(fp, {"helper": f1}) != input_digest(fp, {"helper": f2})
+
+
+def test_input_digest_depends_on_values_and_code() -> None:
+    base = input_digest("code", {"n": 1, "rows": [1, 2]})
+    assert base == input_digest("code", {"rows": [1, 2], "n": 1})
+    assert base != input_digest("code", {"n": 2, "rows": [1, 2]})
+    assert base != input_digest("other code", {"n": 1, "rows": [1, 2]})
+
+
+def test_input_digest_is_stable_across_processes() -> None:
+    script = (
+        "import pandas as pd\nfrom durable_nb._cell import input_digest\n"
+        "print(input_digest('fp', {'s': {'b', 'a'}, 'df': pd.DataFrame({'x': [1, 2]}), 'd': {'k': 1.5}}))"
+    )
+    outs = {
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                       env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outs) == 1
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def test_pack_namespace_keeps_the_picklable_names() -> None:
+    import threading
+
+    packed = pack_namespace(["a", "lock", "mod", "absent"], {"a": [1], "lock": threading.Lock(), "mod": types})
+    assert set(packed.values) == {"a"} and packed.modules == {"mod": "types"}
+    assert packed.skipped["lock"].startswith("_thread.lock: TypeError")
+    restored, failed = unpack_namespace(packed.values, {**packed.modules, "gone": "no_such_module_xyz"})
+    assert restored["a"] == [1] and restored["mod"] is types
+    assert "gone" in failed
+
+
+class _Shell:
+    """Just enough of a shell for the recorder: a display publisher."""
+
+    def __init__(self) -> None:
+        from IPython.core.displaypub import DisplayPublisher
+
+        class Pub(DisplayPublisher):
+            shown: ClassVar[list[Any]] = []
+
+            def publish(self, data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> None:
+                self.shown.append(data)
+
+        self.display_pub = Pub()
+
+
+def test_recorder_keeps_one_ordered_list_and_tees(capsys: pytest.CaptureFixture[str]) -> None:
+    shell = _Shell()
+    recorder = OutputRecorder(shell)
+    with recorder.recording():
+        print("a")
+        print("b")
+        shell.display_pub.publish({"text/html": "<b>x</b>"}, {})
+        print("err", file=sys.stderr)
+        print("c")
+    assert recorder.outputs == [
+        ("stdout", "a\nb\n"), ("display", {"text/html": "<b>x</b>"}, {}), ("stderr", "err\n"), ("stdout", "c\n")
+    ]
+    captured = capsys.readouterr()
+    assert captured.out == "a\nb\nc\n" and captured.err == "err\n"  # shown live
+    assert shell.display_pub.shown == [{"text/html": "<b>x</b>"}]
+    assert "publish" not in vars(shell.display_pub)  # restored

@@ -1,0 +1,188 @@
+"""A real kernel is SIGKILLed inside a %%durable cell; a new kernel runs the notebook again.
+
+The cell makes two durable calls. The first appends to a ledger file; the second
+appends to the ledger, writes a marker file, then sleeps, and the test kills the
+kernel process while it sleeps. The new kernel re-executes the cell (its record
+is PENDING): the first call replays, the second is reconciled from the ledger
+(not run again), and every variable is back. A third kernel replays the whole
+cell without running it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.manager import KernelManager
+
+pytestmark = [pytest.mark.kill, pytest.mark.timeout(240)]
+
+SETUP = """\
+%load_ext durable_nb
+%durable_store sqlite:///{dir}/journal.db
+import time
+import durable_nb as dnb
+
+LEDGER = "{dir}/ledger.txt"
+MARKER = "{dir}/marker"
+
+def write(line):
+    with open(LEDGER, "a") as fh:
+        fh.write(line + "\\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+def charge(amount):
+    write(f"charge {{amount}}")
+    return f"ch-{{amount}}"
+
+def ship(charge_id):
+    write(f"ship {{charge_id}}")
+    open(MARKER, "w").close()
+    time.sleep(120)  # the test kills the kernel here
+    return f"parcel-for-{{charge_id}}"
+
+def find_shipment():
+    # the reconciler: what did ship() do before the crash? read the ledger
+    lines = [l.split()[1] for l in open(LEDGER).read().splitlines() if l.startswith("ship ")]
+    return f"parcel-for-{{lines[-1]}}"
+"""
+
+CELL = """\
+%%durable order
+ctx = dnb.current_context()
+charge_id = ctx.durable_execute(charge, 42)
+parcel = ctx.durable_execute(ship, charge_id, reconciler=find_shipment)
+print("shipped", parcel)
+"""
+
+CHECK = "print(repr((charge_id, parcel, ctx.run_id if 'ctx' in dir() else None)))"
+
+
+def make_notebook(directory: Path) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os\n" + SETUP.format(dir=directory)),
+        nbformat.v4.new_code_cell(CELL),
+    ]
+    nbformat.write(nb, directory / "order.ipynb")
+    return nb
+
+
+class Kernel:
+    """A real ipykernel in ``cwd``, driven through jupyter_client."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(cwd))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+
+    @property
+    def pid(self) -> int:
+        return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
+
+    def run(self, code: str, timeout: float = 60) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+        """Execute and return (stdout+stderr text, display outputs, reply content)."""
+        text: list[str] = []
+        rich: list[dict[str, Any]] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                text.append(content["text"])
+            elif kind in ("display_data", "execute_result"):
+                rich.append(content["data"])
+            elif kind == "error":
+                text.append("\n".join(content["traceback"]))
+
+        reply = self.kc.execute_interactive(code, output_hook=hook, timeout=timeout)
+        return "".join(text), rich, reply["content"]
+
+    def start(self, code: str) -> str:
+        return str(self.kc.execute(code))
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        self.close()
+
+    def close(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+
+def run_notebook(kernel: Kernel, nb: nbformat.NotebookNode) -> list[str]:
+    outs = []
+    for cell in nb.cells:
+        text, _, reply = kernel.run(cell.source)
+        assert reply["status"] == "ok", text
+        outs.append(text)
+    return outs
+
+
+def wait_for(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.05)
+
+
+def test_killed_kernel_recovers_the_cell_in_a_new_kernel(tmp_path: Path) -> None:
+    nb = make_notebook(tmp_path)
+    ledger, marker = tmp_path / "ledger.txt", tmp_path / "marker"
+
+    first = Kernel(tmp_path)
+    try:
+        text, _, reply = first.run(nb.cells[0].source)
+        assert reply["status"] == "ok", text
+        first.start(nb.cells[1].source)
+        wait_for(marker, timeout=60)
+    finally:
+        first.kill()
+    assert ledger.read_text().splitlines() == ["charge 42", "ship ch-42"]
+    with sqlite3.connect(tmp_path / "journal.db") as db:
+        tables = {name for (name,) in db.execute("select name from sqlite_master where type='table'")}
+    assert tables  # the journal survived the kill
+
+    second = Kernel(tmp_path)
+    try:
+        outs = run_notebook(second, nb)
+        assert outs[1] == (
+            "↻ durable: recovering cell 'order': its last attempt did not finish; "
+            "its durable calls replay or reconcile\nshipped parcel-for-ch-42\n"
+        )
+        text, _, _ = second.run(CHECK)
+        assert "('ch-42', 'parcel-for-ch-42'" in text
+        journal, _, _ = second.run(
+            "from durable_nb._magics import magics_of\n"
+            "s = magics_of(get_ipython()).store\n"
+            "[r] = [r for r in s.runs() if r.run_id.startswith('cell:order:')]\n"
+            "print([(c.call_id, c.status.value, c.origin.value) for c in s.calls(r.run_id)], r.attempts)"
+        )
+    finally:
+        second.close()
+    # the first call ran once in all, the second was reconciled, not run again
+    assert ledger.read_text().splitlines() == ["charge 42", "ship ch-42"]
+    assert journal.strip() == (
+        "[('cell:order', 'SUCCEEDED', 'EXECUTED'), ('__main__.charge', 'SUCCEEDED', 'EXECUTED'), "
+        "('__main__.ship', 'SUCCEEDED', 'RECONCILED')] 2"
+    )
+
+    third = Kernel(tmp_path)
+    try:
+        outs = run_notebook(third, nb)
+        assert outs[1].startswith("↺ durable: replayed cell 'order' recorded ")
+        assert outs[1].endswith("(use --rerun to execute)\nshipped parcel-for-ch-42\n")
+        text, _, _ = third.run("print(repr((charge_id, parcel)))")
+        assert text.strip() == "('ch-42', 'parcel-for-ch-42')"
+    finally:
+        third.close()
+    assert ledger.read_text().splitlines() == ["charge 42", "ship ch-42"]

@@ -1,0 +1,643 @@
+"""``%%durable`` driven through a real IPython shell.
+
+Counters defined in this module prove how often a cell body (and the durable
+calls inside it) really ran; they are functions of a real module, so they enter
+a cell's digest by name and do not change its inputs as they count.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pandas as pd
+import pytest
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
+from IPython.testing.globalipapp import get_ipython
+
+import durable_nb as dnb
+from durable_nb._magics import CellAction, DurableMagics, magics_of
+
+RAN: collections.Counter[str] = collections.Counter()
+LEDGER: list[str] = []
+
+
+def tick(name: str) -> None:
+    RAN[name] += 1
+
+
+def charge(order_id: int, amount: int) -> str:
+    RAN["charge"] += 1
+    LEDGER.append(f"charge {order_id}")
+    return f"ch_{order_id}_{amount}"
+
+
+def send_receipt(charge_id: str) -> str:
+    RAN["send_receipt"] += 1
+    return f"receipt for {charge_id}"
+
+
+def lookup_charge(order_id: int) -> str:
+    RAN["lookup"] += 1
+    return f"ch_{order_id}_found"
+
+
+# ---------------------------------------------------------------- harness
+
+
+class _Log:
+    """One ordered list of what a cell wrote: streams (merged when adjacent) and display bundles."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any]] = []
+
+    def stream(self, name: str, text: str) -> None:
+        if self.items and self.items[-1][0] == name:
+            self.items[-1] = (name, self.items[-1][1] + text)
+        else:
+            self.items.append((name, text))
+
+    def text(self, name: str = "stdout") -> str:
+        return "".join(t for k, t in self.items if k == name)
+
+    def kinds(self) -> list[str]:
+        return [k if k != "display" else "display:" + ",".join(sorted(v)) for k, v in self.items]
+
+
+class _Stream:
+    def __init__(self, log: _Log, name: str) -> None:
+        self.log, self.name = log, name
+
+    def write(self, text: str) -> int:
+        self.log.stream(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Publisher(DisplayPublisher):
+    log: _Log
+
+    def publish(self, data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> None:
+        self.log.items.append(("display", dict(data)))
+
+    def clear_output(self, wait: bool = False) -> None:
+        self.log.items.clear()
+
+
+@pytest.fixture(scope="session")
+def ip() -> Any:
+    shell = get_ipython()
+    # a terminal shell formats text/plain only; a kernel formats every MIME type
+    shell.display_formatter.active_types = shell.display_formatter.format_types
+    shell.extension_manager.load_extension("durable_nb")
+    return shell
+
+
+@pytest.fixture
+def magics(ip: Any, store: dnb.Store) -> Iterator[DurableMagics]:
+    """The loaded magics, on a fresh store per test; the user namespace is restored afterwards."""
+    m = magics_of(ip)
+    assert m is not None
+    saved_store, saved_ns = m._store, dict(ip.user_ns)
+    m.store = store
+    RAN.clear()
+    LEDGER.clear()
+    ip.user_ns.update(tick=tick, charge=charge, send_receipt=send_receipt, lookup_charge=lookup_charge, dnb=dnb)
+    yield m
+    m._store = saved_store
+    ip.user_ns.clear()
+    ip.user_ns.update(saved_ns)
+
+
+def run(ip: Any, line: str, cell: str) -> tuple[Any, _Log]:
+    """Run ``%%durable line`` with ``cell``, recording its outputs in one ordered log."""
+    log = _Log()
+    pub = _Publisher()
+    pub.log = log
+    saved_pub, out, err = ip.display_pub, sys.stdout, sys.stderr
+    ip.display_pub, sys.stdout, sys.stderr = pub, _Stream(log, "stdout"), _Stream(log, "stderr")
+    try:
+        result = ip.run_cell_magic("durable", line, cell)
+    finally:
+        ip.display_pub, sys.stdout, sys.stderr = saved_pub, out, err
+    return result, log
+
+
+def restart(ip: Any, *names: str) -> None:
+    """What a kernel restart does to the cell's variables."""
+    for name in names:
+        ip.user_ns.pop(name, None)
+
+
+def cell_runs(store: dnb.Store, name: str) -> list[dnb.RunRecord]:
+    return [r for r in store.runs() if r.run_id.startswith(f"cell:{name}:")]
+
+
+# ---------------------------------------------------------------- execute, then replay
+
+CALC = """\
+from IPython.display import HTML, display
+tick("calc")
+print("computing", n)
+display(HTML("<b>total</b>"))
+print("to stderr", file=sys.stderr)
+total = n * 10
+parts, (first, *rest) = [n, n], (1, 2, 3)
+for i in range(2):
+    pass
+total + 1
+"""
+
+
+def test_first_run_executes_binds_outputs_and_journals_the_cell(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns.update(n=4, sys=sys)
+    result, log = run(ip, "calc", CALC)
+    assert result == 41
+    assert RAN["calc"] == 1
+    assert (ip.user_ns["total"], ip.user_ns["parts"], ip.user_ns["first"], ip.user_ns["rest"], ip.user_ns["i"]) == (
+        40, [4, 4], 1, [2, 3], 1)
+    assert log.kinds() == ["stdout", "display:text/html,text/plain", "stderr"]
+    [run_rec] = cell_runs(magics.store, "calc")
+    assert run_rec.status is dnb.RunStatus.COMPLETED
+    [cell] = magics.store.calls(run_rec.run_id)
+    assert (cell.index, cell.call_id, cell.status, cell.origin) == (
+        0, "cell:calc", dnb.Status.SUCCEEDED, dnb.Origin.EXECUTED)
+
+
+def test_restart_replays_the_cell_without_running_its_body(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns.update(n=4, sys=sys)
+    _, first = run(ip, "calc", CALC)
+    restart(ip, "total", "parts", "first", "rest", "i", "HTML", "display")
+
+    result, replayed = run(ip, "calc", CALC)
+
+    assert RAN["calc"] == 1
+    assert result == 41
+    assert ip.user_ns["total"] == 40 and ip.user_ns["rest"] == [2, 3]
+    assert ip.user_ns["HTML"].__name__ == "HTML"
+    notice, *rest = replayed.items
+    assert notice[0] == "stdout"
+    assert notice[1].startswith("↺ durable: replayed cell 'calc' recorded ")
+    assert "UTC (use --rerun to execute)" in notice[1]
+    # same outputs, same order, same MIME types, as after the first run
+    replayed_body = [("stdout", notice[1].split("\n", 1)[1]), *rest]
+    assert replayed_body == first.items
+    assert len(cell_runs(magics.store, "calc")) == 1
+
+
+def test_changed_input_runs_the_cell_again_in_a_new_run(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns.update(n=4, sys=sys)
+    run(ip, "calc", CALC)
+    ip.user_ns["n"] = 5
+    result, _ = run(ip, "calc", CALC)
+    assert result == 51 and RAN["calc"] == 2
+    assert len(cell_runs(magics.store, "calc")) == 2  # the old record stays in history
+    ip.user_ns["n"] = 4
+    result, _ = run(ip, "calc", CALC)
+    assert result == 41 and RAN["calc"] == 2  # back to recorded inputs: replayed
+
+
+def test_editing_a_notebook_helper_invalidates_the_cell(ip: Any, magics: DurableMagics) -> None:
+    ip.run_cell("def helper(x):\n    return x + 1\n")
+    cell = 'tick("h")\ny = helper(1)\n'
+    run(ip, "uses_helper", cell)
+    run(ip, "uses_helper", cell)
+    assert RAN["h"] == 1 and ip.user_ns["y"] == 2
+    ip.run_cell("def helper(x):\n    return x + 100\n")
+    run(ip, "uses_helper", cell)
+    assert RAN["h"] == 2 and ip.user_ns["y"] == 101
+
+
+def test_comment_and_whitespace_edits_do_not_invalidate_the_cell(ip: Any, magics: DurableMagics) -> None:
+    run(ip, "c", 'tick("c")\nx = 1\n')
+    run(ip, "c", '# a comment\ntick( "c" )\n\nx = 1   # same code\n')
+    assert RAN["c"] == 1
+
+
+def test_rerun_executes_again_and_keeps_the_old_record(ip: Any, magics: DurableMagics) -> None:
+    cell = 'tick("r")\nx = 1\n'
+    run(ip, "r", cell)
+    run(ip, "r --rerun", cell)
+    assert RAN["r"] == 2
+    ids = sorted(r.run_id for r in cell_runs(magics.store, "r"))
+    assert len(ids) == 2 and ids[1] == ids[0] + "#2"
+    run(ip, "r", cell)  # replays the newest
+    assert RAN["r"] == 2
+
+
+def test_imports_functions_and_classes_are_restored(ip: Any, magics: DurableMagics) -> None:
+    cell = "import json as js\nfrom os import path\ndef double(v):\n    return 2 * v\nclass Box:\n    size = 3\n"
+    run(ip, "defs", cell)
+    restart(ip, "js", "path", "double", "Box")
+    run(ip, "defs", cell)
+    assert ip.user_ns["js"].dumps([1]) == "[1]"
+    assert ip.user_ns["double"](4) == 8 and ip.user_ns["Box"].size == 3
+    assert ip.user_ns["path"].join("a", "b") == "a/b"
+
+
+def test_trailing_semicolon_shows_no_result(ip: Any, magics: DurableMagics) -> None:
+    result, _ = run(ip, "quiet", "x = 5\nx + 1;\n")
+    assert result is None
+    result, _ = run(ip, "quiet", "x = 5\nx + 1;\n")
+    assert result is None
+
+
+def test_deleted_names_are_deleted_again_on_replay(ip: Any, magics: DurableMagics) -> None:
+    cell = "tmp = 1\nkeep = tmp + 1\ndel tmp\n"
+    run(ip, "d", cell)
+    ip.user_ns["tmp"] = "stale"
+    run(ip, "d", cell)
+    assert "tmp" not in ip.user_ns and ip.user_ns["keep"] == 2
+
+
+# ---------------------------------------------------------------- rich outputs
+
+
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15\xc4\x89"
+       b"\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def test_outputs_replay_in_recorded_order_with_their_mime_types(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns.update(PNG=PNG, sys=sys)
+    cell = (
+        "from IPython.display import HTML, Image, display\n"
+        "display(HTML('<i>first</i>'))\n"
+        "print('one')\n"
+        "print('err', file=sys.stderr)\n"
+        "display(Image(data=PNG, format='png'))\n"
+        "print('two')\n"
+    )
+    _, first = run(ip, "rich", cell)
+    assert first.kinds() == ["display:text/html,text/plain", "stdout", "stderr", "display:image/png,text/plain",
+                             "stdout"]
+    _, again = run(ip, "rich", cell)
+    assert again.kinds() == ["stdout", *first.kinds()]
+    assert again.items[1:] == first.items
+
+
+def test_widget_views_are_stripped_on_replay(ip: Any, magics: DurableMagics) -> None:
+    cell = (
+        "from IPython.display import display\n"
+        "display({'application/vnd.jupyter.widget-view+json': {'model_id': 'abc', 'version_major': 2,"
+        " 'version_minor': 0}, 'text/plain': 'Button()'}, raw=True)\n"
+    )
+    _, first = run(ip, "w", cell)
+    assert "application/vnd.jupyter.widget-view+json" in first.items[0][1]
+    _, again = run(ip, "w", cell)
+    assert again.items[1] == ("display", {"text/plain": "Button()"})
+
+
+def test_display_updates_and_clear_output_replay_their_final_state(ip: Any, magics: DurableMagics) -> None:
+    cell = (
+        "from IPython.display import display, clear_output\n"
+        "print('gone')\n"
+        "clear_output()\n"
+        "h = display('v1', display_id=True)\n"
+        "h.update('v2')\n"
+    )
+    run(ip, "upd", cell)
+    _, again = run(ip, "upd", cell)
+    assert [v["text/plain"] for k, v in again.items if k == "display"] == ["'v2'"]
+    assert "gone" not in again.text()
+
+
+# ---------------------------------------------------------------- failures and recovery
+
+
+def test_a_failing_cell_is_recorded_failed_and_replays_its_exception(ip: Any, magics: DurableMagics) -> None:
+    cell = 'tick("f")\nx = 1 / 0\n'
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "boom", cell)
+    [rec] = cell_runs(magics.store, "boom")
+    assert rec.status is dnb.RunStatus.FAILED
+    assert magics.store.calls(rec.run_id)[0].status is dnb.Status.FAILED
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "boom", cell)
+    assert RAN["f"] == 1
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "boom --rerun", cell)
+    assert RAN["f"] == 2
+
+
+def test_replayed_failure_says_it_was_replayed(ip: Any, magics: DurableMagics) -> None:
+    cell = "raise ValueError('bad input')\n"
+    with pytest.raises(ValueError):
+        run(ip, "bad", cell)
+    log = _Log()
+    saved = sys.stdout
+    sys.stdout = _Stream(log, "stdout")
+    try:
+        with pytest.raises(ValueError, match="bad input"):
+            ip.run_cell_magic("durable", "bad", cell)
+    finally:
+        sys.stdout = saved
+    assert "replayed the failure of cell 'bad'" in log.text()
+
+
+PAY = """\
+ctx = dnb.current_context()
+charge_id = ctx.durable_execute(charge, order_id, 30, reconciler=lambda: lookup_charge(order_id))
+receipt = ctx.durable_execute(send_receipt, charge_id)
+print(receipt)
+"""
+
+
+def test_cell_body_sees_its_own_run_as_current_context(ip: Any, magics: DurableMagics) -> None:
+    run(ip, "who", "rid = dnb.current_context().run_id\n")
+    assert ip.user_ns["rid"].startswith("cell:who:")
+    assert dnb.current_context() is None
+
+
+INTERRUPTS: list[int] = []
+
+
+def interrupt_once() -> None:
+    """Ctrl-C the first time it is called."""
+    if not INTERRUPTS:
+        INTERRUPTS.append(1)
+        raise KeyboardInterrupt
+
+
+def test_keyboard_interrupt_leaves_the_cell_pending_and_the_next_run_recovers(
+    ip: Any, magics: DurableMagics
+) -> None:
+    INTERRUPTS.clear()
+    ip.user_ns.update(order_id=7, interrupt_once=interrupt_once)
+    cell = PAY.replace("print(receipt)", "interrupt_once()\nprint(receipt)")
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, "pay", cell)
+    [rec] = cell_runs(magics.store, "pay")
+    calls = magics.store.calls(rec.run_id)
+    assert [(c.call_id, c.status) for c in calls] == [
+        ("cell:pay", dnb.Status.PENDING),
+        ("test_magics.charge", dnb.Status.SUCCEEDED),
+        ("test_magics.send_receipt", dnb.Status.SUCCEEDED),
+    ]
+    _, log = run(ip, "pay", cell)
+    assert RAN["charge"] == 1 and RAN["send_receipt"] == 1  # both replayed inside the re-executed body
+    recovering, printed = log.text().splitlines()
+    assert recovering.startswith("↻ durable: recovering cell 'pay': its last attempt did not finish")
+    assert printed == "receipt for ch_7_30"
+    assert magics.store.calls(rec.run_id)[0].status is dnb.Status.SUCCEEDED
+
+
+def test_a_cell_that_crashed_mid_way_recovers_through_its_inner_reconciler(
+    ip: Any, magics: DurableMagics
+) -> None:
+    ip.user_ns["order_id"] = 9
+    with dnb.inject_crash(call="test_magics.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        run(ip, "pay", PAY)
+    assert LEDGER == ["charge 9"] and "receipt" not in ip.user_ns
+
+    _, log = run(ip, "pay", PAY)
+
+    assert LEDGER == ["charge 9"]  # not charged twice
+    assert RAN["lookup"] == 1 and RAN["send_receipt"] == 1
+    assert ip.user_ns["charge_id"] == "ch_9_found"
+    assert log.text().endswith("replay or reconcile\nreceipt for ch_9_found\n")
+    [rec] = cell_runs(magics.store, "pay")
+    calls = magics.store.calls(rec.run_id)
+    assert [(c.call_id, c.origin) for c in calls] == [
+        ("cell:pay", dnb.Origin.EXECUTED),
+        ("test_magics.charge", dnb.Origin.RECONCILED),
+        ("test_magics.send_receipt", dnb.Origin.EXECUTED),
+    ]
+    restart(ip, "charge_id", "receipt", "ctx")
+    run(ip, "pay", PAY)
+    assert ip.user_ns["receipt"] == "receipt for ch_9_found" and RAN["send_receipt"] == 1
+
+
+def test_cell_reconciler_recovers_the_outputs_instead_of_running_the_body(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns["order_id"] = 3
+    with dnb.inject_crash(call="cell:pay", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        run(ip, "pay", PAY)
+    assert RAN["charge"] == 1
+    restart(ip, "charge_id", "receipt")
+    ip.user_ns["recover"] = lambda: {"charge_id": "ch_3_found", "receipt": "from ledger"}
+
+    _, log = run(ip, "pay --reconciler recover", PAY)
+
+    assert RAN["charge"] == 1 and RAN["send_receipt"] == 1  # the body did not run again
+    assert ip.user_ns["receipt"] == "from ledger"
+    assert "reconciled cell 'pay'" in log.text()
+    [rec] = cell_runs(magics.store, "pay")
+    calls = magics.store.calls(rec.run_id)
+    assert calls[0].origin is dnb.Origin.RECONCILED and len(calls) == 3  # inner history kept
+    assert magics.store.discarded() == []
+    restart(ip, "charge_id", "receipt")
+    run(ip, 'pay --reconciler "lambda: {}"', PAY)  # terminal now: replayed, reconciler unused
+    assert ip.user_ns["receipt"] == "from ledger"
+
+
+def test_reconciler_is_ignored_while_nothing_is_pending(ip: Any, magics: DurableMagics) -> None:
+    run(ip, "x --reconciler \"lambda: {'x': 0}\"", 'tick("x")\nx = 1\n')
+    assert RAN["x"] == 1 and ip.user_ns["x"] == 1
+
+
+def test_unpicklable_outputs_are_left_out_with_a_warning_and_named_on_replay(
+    ip: Any, magics: DurableMagics, tmp_path: Path
+) -> None:
+    ip.user_ns["path"] = str(tmp_path / "data.txt")
+    Path(ip.user_ns["path"]).write_text("hello")
+    cell = "with open(path) as fh:\n    data = fh.read()\nimport threading\nlock = threading.Lock()\n"
+    with pytest.warns(dnb.UnpicklableOutputWarning, match=r"fh \(_io.TextIOWrapper.*lock \(_thread.lock"):
+        run(ip, "files", cell)
+    restart(ip, "fh", "data", "lock", "threading")
+    _, log = run(ip, "files", cell)
+    assert ip.user_ns["data"] == "hello" and "threading" in ip.user_ns
+    assert "fh" not in ip.user_ns and "lock" not in ip.user_ns
+    assert "not restored: fh (_io.TextIOWrapper" in log.text() and "lock (_thread.lock" in log.text()
+
+
+def test_unpicklable_result_is_shown_again_from_its_recorded_output(ip: Any, magics: DurableMagics) -> None:
+    cell = "import threading\nthreading.Lock()\n"
+    with pytest.warns(dnb.UnpicklableOutputWarning, match="the cell's result"):
+        run(ip, "lockres", cell)
+    result, _ = run(ip, "lockres", cell)
+    assert "unlocked _thread.lock" in repr(result)
+
+
+# ---------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("calc --bogus", "unrecognized arguments: --bogus"),
+        ("'a b'", "NAME must be an identifier"),
+        ("{n}", "NAME must be an identifier, got '{n}'"),  # @no_var_expand: no substitution
+        ("calc --reconciler 42", "zero-argument callable"),
+        ('calc --reconciler "lambda order: order"', "no arguments"),
+        ("calc --reconciler nowhere", "could not be evaluated (NameError"),
+        ("calc --key id", "--key only makes sense with --map"),
+        ("calc --runner flink", "needs --map"),
+        ("calc --runner spark", "invalid choice"),
+        ("calc --map rows --rerun", "--rerun cannot be combined with --map"),
+        ("calc --map missing_var", "no variable 'missing_var'"),
+        ("calc --store ftp://x", "cannot open store"),
+    ],
+)
+def test_usage_errors_are_raised_before_anything_runs(
+    ip: Any, magics: DurableMagics, line: str, message: str
+) -> None:
+    ip.user_ns.update(n=1, rows=[1])
+    with pytest.raises(UsageError, match=_escape(message)):
+        run(ip, line, 'tick("usage")\n')
+    assert RAN["usage"] == 0 and magics.store.runs() == []
+
+
+def _escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_name_error_message_gives_an_example(ip: Any, magics: DurableMagics) -> None:
+    with pytest.raises(UsageError, match="Example: %%durable charge_card"):
+        run(ip, "1abc", "x = 1\n")
+
+
+# ---------------------------------------------------------------- line magics
+
+
+def test_durable_forget_makes_the_next_run_execute(ip: Any, magics: DurableMagics, capsys: Any) -> None:
+    cell = 'tick("g")\nx = 1\n'
+    run(ip, "g", cell)
+    run(ip, "g --rerun", cell)
+    ip.run_line_magic("durable_forget", "g")
+    assert "forgot cell 'g' (2 runs)" in capsys.readouterr().out
+    assert cell_runs(magics.store, "g") == []
+    run(ip, "g", cell)
+    assert RAN["g"] == 3
+    with pytest.raises(UsageError, match="Example: %durable_forget charge"):
+        ip.run_line_magic("durable_forget", "")
+
+
+def test_durable_store_switches_and_prints_the_store(
+    ip: Any, magics: DurableMagics, tmp_path: Path, capsys: Any
+) -> None:
+    url = f"sqlite:///{tmp_path}/nb.db"
+    ip.run_line_magic("durable_store", url)
+    assert isinstance(magics.store, dnb.SqliteStore)
+    run(ip, "s", "x = 1\n")
+    ip.run_line_magic("durable_store", "")
+    out = capsys.readouterr().out
+    assert "nb.db" in out.splitlines()[-1]
+    assert [r.run_id.split(":")[1] for r in dnb.SqliteStore(tmp_path / "nb.db").runs()] == ["s"]
+
+
+def test_durable_journal_shows_the_journal_view(ip: Any, magics: DurableMagics) -> None:
+    run(ip, "j", "x = 1\n")
+    view = ip.run_line_magic("durable_journal", "")
+    assert type(view).__name__ == "JournalView"
+    one = ip.run_line_magic("durable_journal", "j")
+    assert one.to_pandas()["call_id"].tolist() == ["cell:j"]
+
+
+def test_durable_journal_falls_back_to_a_dataframe_without_widgets(
+    ip: Any, magics: DurableMagics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(ip, "j", "x = 1\n")
+    monkeypatch.setitem(sys.modules, "durable_nb.widgets", None)
+    frame = ip.run_line_magic("durable_journal", "")
+    assert isinstance(frame, pd.DataFrame) and frame["call_id"].tolist() == ["cell:j"]
+
+
+def test_store_option_journals_one_cell_elsewhere(ip: Any, magics: DurableMagics, tmp_path: Path) -> None:
+    run(ip, f"elsewhere --store sqlite:///{tmp_path}/other.db", "x = 1\n")
+    assert magics.store.runs() == []
+    assert len(dnb.SqliteStore(tmp_path / "other.db").runs()) == 1
+
+
+# ---------------------------------------------------------------- --map
+
+MAP_CELL = """\
+tick("map")
+charge_id = ctx.durable_execute(charge, record["id"], record["amount"])
+{"id": record["id"], "charge": charge_id, "run": ctx.run_id}
+"""
+
+
+def test_map_runs_the_cell_once_per_record_and_replays_on_the_second_map(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns["orders"] = pd.DataFrame({"id": [1, 2, 3], "amount": [10, 20, 30]})
+    frame = run(ip, "enrich --map orders --key id", MAP_CELL)[0]
+    assert frame["status"].tolist() == ["COMPLETED"] * 3
+    assert [r["charge"] for r in frame["result"]] == ["ch_1_10", "ch_2_20", "ch_3_30"]
+    assert frame["run_id"].tolist() == ["cell:enrich/1#0", "cell:enrich/2#0", "cell:enrich/3#0"]
+    assert ip.user_ns["enrich"] is frame
+    again = run(ip, "enrich --map orders --key id", MAP_CELL)[0]
+    assert RAN["charge"] == 3 and RAN["map"] == 6  # actions ran again, charges replayed
+    assert again["result"].tolist() == frame["result"].tolist()
+
+
+def test_map_without_last_expression_returns_assigned_names(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns["items"] = [2, 3]
+    ip.user_ns["factor"] = 10
+    frame = run(ip, "scale --map items", "import math\nscaled = record * factor\nroot = math.isqrt(scaled)\n")[0]
+    assert frame["result"].tolist() == [{"scaled": 20, "root": 4}, {"scaled": 30, "root": 5}]
+
+
+def test_map_failure_is_a_failed_row(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns["items"] = [1, 0]
+    frame = run(ip, "inv --map items", "1 / record\n")[0]
+    assert frame["status"].tolist() == ["COMPLETED", "FAILED"]
+    assert "ZeroDivisionError" in frame["error"][1]
+
+
+def test_map_action_is_picklable_for_flink(ip: Any, magics: DurableMagics) -> None:
+    ip.run_cell("def bump(v):\n    return v + 1\n")
+    ip.user_ns["items"] = [1]
+    run(ip, "p --map items", "bump(record)\n")
+    action = CellAction("p", "import math\nbump(record) + math.floor(2.5)\n", {"bump": ip.user_ns["bump"]}, ())
+    copy = cloudpickle.loads(cloudpickle.dumps(action))
+    assert copy(1, None) == 4
+
+
+def test_map_on_flink_without_pyflink_names_the_extra(
+    ip: Any, magics: DurableMagics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyflink", None)
+    ip.user_ns["items"] = [1]
+    with pytest.raises(UsageError, match=r"pip install 'durable_nb\[flink\]'"):
+        run(ip, "f --map items --runner flink", "record\n")
+
+
+def test_unload_removes_the_magics(ip: Any) -> None:
+    ip.run_line_magic("unload_ext", "durable_nb")
+    try:
+        assert "durable" not in ip.magics_manager.magics["cell"]
+    finally:
+        ip.run_line_magic("load_ext", "durable_nb")
+    assert "durable" in ip.magics_manager.magics["cell"]
+
+
+@pytest.mark.flink
+@pytest.mark.timeout(180)
+def test_map_on_flink_runs_the_cell_as_a_job_and_replays_on_the_local_runner(
+    ip: Any, sqlite_store: dnb.SqliteStore
+) -> None:
+    pytest.importorskip("pyflink")
+    m = magics_of(ip)
+    assert m is not None
+    saved = m._store
+    m.store = sqlite_store
+    try:
+        ip.run_cell("def triple(v):\n    return 3 * v\n")
+        ip.user_ns["items"] = [{"id": "a", "v": 2}, {"id": "b", "v": 5}]
+        cell = "ctx.durable_execute(triple, record['v'])\n"
+        frame = run(ip, "tri --map items --key id --runner flink", cell)[0]
+        assert frame["result"].tolist() == [6, 15] and frame["run_id"].tolist() == ["cell:tri/a#0", "cell:tri/b#0"]
+        # same run ids on either runner: the local map replays what the Flink job journaled
+        journaled = [(c.run_id, c.finished_at) for c in sqlite_store.query_calls()]
+        local = run(ip, "tri --map items --key id", cell)[0]
+        assert local["result"].tolist() == [6, 15]
+        assert [(c.run_id, c.finished_at) for c in sqlite_store.query_calls()] == journaled  # replayed, not re-run
+    finally:
+        m._store = saved
