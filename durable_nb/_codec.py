@@ -46,6 +46,15 @@ def _clip(text: str) -> str:
 
 def preview(obj: Any) -> str:
     """A bounded one-line ``repr`` that never raises."""
+    t = type(obj)
+    # Fast path, same text as reprlib: these reprs are single-line and reprlib only
+    # shortens ints beyond 40 digits and strings beyond PREVIEW_LIMIT characters.
+    if t is bool or t is float or obj is None or (t is int and -(10**30) < obj < 10**30):
+        return repr(obj)
+    if t is str and len(obj) <= 64:
+        text = repr(obj)
+        if len(text) <= PREVIEW_LIMIT and text.isprintable() and " " not in text:
+            return text
     try:
         text = _repr.repr(obj)
     except Exception as exc:  # a broken __repr__ must not break the journal

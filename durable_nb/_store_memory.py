@@ -177,9 +177,10 @@ class MemoryStore(Store):
             old = run.calls[index]
             if only_if_pending and old.status is not Status.PENDING:
                 return False
-            run.calls[index] = dataclasses.replace(
-                old, status=Status(status), origin=Origin(origin), payload=payload,
-                result_preview=result_preview, error_preview=error_preview, finished_at=finished_at,
+            # Positional construction: dataclasses.replace was a third of this store's per-call cost.
+            run.calls[index] = CallRecord(
+                old.run_id, old.index, old.call_id, old.args_digest, Status(status), Origin(origin),
+                result_preview, error_preview, old.started_at, finished_at, payload,
             )
             return True
 

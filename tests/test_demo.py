@@ -16,6 +16,8 @@ def test_demo_kills_a_worker_and_recovers_every_side_effect_exactly_once(tmp_pat
     assert "killed with SIGKILL (exit -9)" in out.stdout
     assert "every payment and every e-mail happened exactly once" in out.stdout
     store = dnb.SqliteStore(tmp_path / ".durable" / "journal.db")
-    origins = {(c.run_id.rsplit("/", 1)[-1], c.index): c.origin.value for r in store.runs() for c in store.calls(r.run_id)}
+    origins = {
+        (c.run_id.rsplit("/", 1)[-1], c.index): c.origin.value for r in store.runs() for c in store.calls(r.run_id)
+    }
     assert origins[("o2#0", 0)] == "RECONCILED"
     assert origins[("o1#0", 0)] == origins[("o3#0", 0)] == "EXECUTED"

@@ -12,8 +12,7 @@ import collections
 import pytest
 
 import durable_nb as dnb
-from durable_nb import _digest
-from durable_nb import Origin, RunStatus, Status
+from durable_nb import Origin, RunStatus, Status, _digest
 
 
 class Ledger:
