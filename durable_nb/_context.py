@@ -5,8 +5,8 @@ Internal API used by every runner and by the notebook layer:
 * :func:`open_run(store, run_id, steal=False)` - a context manager that takes the
   run's lease, loads its journal, binds :func:`current_context` and yields a
   :class:`RunnerContext`. On normal exit the run is COMPLETED, on an ``Exception``
-  FAILED; on any other ``BaseException`` (a crash, Ctrl-C) nothing is written and
-  the lease is simply dropped, as ``kill -9`` would leave it.
+  FAILED; on any other ``BaseException`` (a crash, Ctrl-C) calls and status stay as
+  ``kill -9`` would leave them and only the lease is released.
 * :func:`current_context()` - the innermost open context in this thread/task, or None.
 
 The rules themselves live in :mod:`durable_nb._replay`; this module only adapts
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -185,7 +186,11 @@ def open_run(store: Store, run_id: str, *, steal: bool = False, key: Any = None)
         end_owner(owner)
         raise
     except BaseException:
-        end_owner(owner)  # leave the journal exactly as a crash would
+        # Calls and status stay exactly as a crash leaves them. The lease is released
+        # so that another process can recover now; after kill -9 it would be stale anyway.
+        end_owner(owner)
+        with contextlib.suppress(Exception):
+            store.close_run(run_id, owner, None)
         raise
     else:
         ctx.journal.discard_unreached()

@@ -163,8 +163,8 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def close_run(self, run_id: str, owner: str, status: RunStatus) -> None:
-        """Record the run's final status and release its lease."""
+    def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:
+        """Record the run's final status (None: keep it) and release its lease, if ``owner`` still holds it."""
 
     @abc.abstractmethod
     def append_pending(self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float) -> None:

@@ -141,11 +141,13 @@ class MemoryStore(Store):
             run.attempts += 1
             return list(run.calls)
 
-    def close_run(self, run_id: str, owner: str, status: RunStatus) -> None:
+    def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:
         with self._lock:
             run = self._runs[run_id]
             if run.owner == owner:
-                run.status, run.updated_at, run.owner = RunStatus(status), time.time(), None
+                if status is not None:
+                    run.status = RunStatus(status)
+                run.updated_at, run.owner = time.time(), None
 
     def append_pending(self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float) -> None:
         with self._lock:

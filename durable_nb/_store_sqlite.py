@@ -322,13 +322,14 @@ class SqliteStore(Store):
             ).fetchall()
         return [_call(r, r[10]) for r in rows]
 
-    def close_run(self, run_id: str, owner: str, status: RunStatus) -> None:
+    def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:
         import time
 
         with self._write() as conn:
             conn.execute(
-                "UPDATE runs SET status = ?, updated_at = ?, owner = NULL WHERE run_id = ? AND owner = ?",
-                (RunStatus(status).value, time.time(), run_id, owner),
+                "UPDATE runs SET status = coalesce(?, status), updated_at = ?, owner = NULL "
+                "WHERE run_id = ? AND owner = ?",
+                (None if status is None else RunStatus(status).value, time.time(), run_id, owner),
             )
 
     # append_pending and complete_call are one statement each: in autocommit mode that

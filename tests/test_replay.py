@@ -374,12 +374,12 @@ def test_run_opened_twice_at_once_is_refused(store):
         assert ctx.durable_execute(charge_card, "a", 1)["charged"] == 1
 
 
-def test_lease_left_by_a_crash_in_this_process_is_taken_over(store):
+def test_a_crash_leaves_the_run_running_but_releases_its_lease(store):
     runner = dnb.LocalRunner(store)
     with dnb.inject_crash(call=f"{__name__}.charge_card", point="before_call"), \
             pytest.raises(dnb.SimulatedCrash), runner.context("x") as ctx:
         ctx.durable_execute(charge_card, "a", 1)
-    assert store.run("x").owner is not None  # as a kill -9 would leave it
+    assert (store.run("x").status, store.run("x").owner) == (RunStatus.RUNNING, None)
     with runner.context("x") as ctx:
         ctx.durable_execute(charge_card, "a", 1)
     assert store.run("x").status is RunStatus.COMPLETED
@@ -474,3 +474,25 @@ def test_async_action_from_a_running_loop_is_refused_before_the_run_is_touched(s
 
     asyncio.run(inside_a_notebook_cell())
     assert store.run("nb") is None
+
+
+def test_another_process_can_recover_a_run_right_after_an_injected_crash(sqlite_store):
+    import subprocess
+    import sys
+    import textwrap
+
+    runner = dnb.LocalRunner(sqlite_store)
+    with dnb.inject_crash(call=f"{__name__}.charge_card", point="after_call"), \
+            pytest.raises(dnb.SimulatedCrash), runner.context("y") as ctx:
+        ctx.durable_execute(charge_card, "a", 1)
+    script = textwrap.dedent(f"""
+        import durable_nb as dnb
+        store = dnb.SqliteStore({str(sqlite_store.path)!r})
+        with dnb.LocalRunner(store).context("y") as ctx:
+            print(ctx.durable_execute(dnb.durable(name={__name__ + ".charge_card"!r})(lambda o, a: 0), "a", 1,
+                                      reconciler=lambda: "reconciled elsewhere"))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "reconciled elsewhere"
+    assert sqlite_store.calls("y")[0].origin is Origin.RECONCILED

@@ -1,0 +1,234 @@
+"""The durable core's costs against this machine's own floor, measured in one run.
+
+* **fsync floor**: append a small record to a file in the journal's directory and
+  ``fsync`` it. No durable store can commit faster than this disk allows.
+* **per-call overhead** of ``ctx.durable_execute(f, i)`` over a bare ``f(i)`` (a
+  trivial function), on ``SqliteStore`` (two durable transitions per call: PENDING,
+  then SUCCEEDED) and on ``MemoryStore`` (the engine's own cost).
+* **replay throughput**: a 10,000-call run reopened from ``SqliteStore`` by a fresh
+  store object; time from opening the store to the end of the action.
+
+The disk of a shared VM is noisy, so the floor and the SQLite calls are measured in
+interleaved rounds and each figure is the median over rounds. Targets: SQLite
+overhead at most 2.5x the fsync floor, MemoryStore overhead under 20 us, replay at
+least 100,000 calls/s.
+
+    python benchmarks/bench_core.py [--dir DIR] [--rounds 7] [--replay-calls 10000] [--profile]
+
+``--dir`` should be on the disk the journal would live on (default: a temporary
+folder under the current directory, not /tmp, which may be tmpfs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import durable_nb as dnb
+
+TARGET_SQLITE_RATIO = 2.5
+TARGET_MEMORY_US = 20.0
+TARGET_REPLAY_PER_S = 100_000.0
+
+
+def trivial(i: int) -> int:
+    return i + 1
+
+
+def paired_floor_and_sqlite(path: Path, store: dnb.Store, run_id: str, n: int) -> tuple[list[float], list[float]]:
+    """Per-operation seconds of a durable append and of a SqliteStore durable call, alternated.
+
+    Alternating one of each puts both under the same moment of a noisy disk, so their
+    ratio is meaningful even when the absolute numbers swing by 10x.
+    """
+    record = b"x" * 100 + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    floors, calls = [], []
+    clock = time.perf_counter
+    try:
+        with dnb.LocalRunner(store).context(run_id) as ctx:
+            de = ctx.durable_execute
+            for i in range(n):
+                t0 = clock()
+                os.write(fd, record)
+                os.fsync(fd)
+                t1 = clock()
+                de(trivial, i)
+                t2 = clock()
+                floors.append(t1 - t0)
+                calls.append(t2 - t1)
+    finally:
+        os.close(fd)
+    return floors, calls
+
+
+def bare(n: int) -> float:
+    f = trivial
+    t0 = time.perf_counter()
+    for i in range(n):
+        f(i)
+    return (time.perf_counter() - t0) / n
+
+
+def durable_calls(store: dnb.Store, run_id: str, n: int) -> float:
+    """Seconds per durable_execute of a new (executed, journaled) call."""
+    with dnb.LocalRunner(store).context(run_id) as ctx:
+        de = ctx.durable_execute
+        t0 = time.perf_counter()
+        for i in range(n):
+            de(trivial, i)
+        return (time.perf_counter() - t0) / n
+
+
+class _UnsyncedStore(dnb.SqliteStore):
+    """Writes the replay benchmark's journal through the real engine, without fsyncs.
+
+    The records are exactly the engine's; only the setup skips 20,000 fsyncs that
+    would measure the disk rather than replay. Reading uses a plain SqliteStore.
+    """
+
+    def _connect(self) -> Any:
+        conn = super()._connect()
+        conn.execute("PRAGMA synchronous = OFF")
+        return conn
+
+
+def replay_action(n: int, marks: dict[str, float]) -> Callable[[Any, dnb.RunnerContext], int]:
+    def action(_: Any, ctx: dnb.RunnerContext) -> int:
+        total = 0
+        for i in range(n):
+            total += ctx.durable_execute(trivial, i)
+        marks["end"] = time.perf_counter()
+        return total
+
+    return action
+
+
+def build_replay_journal(path: Path, n: int) -> None:
+    store = _UnsyncedStore(path)
+    try:
+        dnb.LocalRunner(store).run(replay_action(n, {}), None, run_id="replay")
+        assert store.count_calls(run_id="replay") == n
+    finally:
+        store.close()
+
+
+def replay_once(path: Path, n: int) -> float:
+    """Seconds from a fresh SqliteStore to the end of an action replaying n calls."""
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
+    store = dnb.SqliteStore(path)
+    try:
+        total = dnb.LocalRunner(store).run(replay_action(n, marks), None, run_id="replay")
+    finally:
+        store.close()
+    assert total == sum(trivial(i) for i in range(n))
+    return marks["end"] - t0
+
+
+def q(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
+
+
+def profile(what: str, func: Callable[[], Any], top: int = 18) -> None:
+    prof = cProfile.Profile()
+    prof.enable()
+    func()
+    prof.disable()
+    print(f"\n### cProfile: {what} (top {top} by own time)\n")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", default=None, help="where the journal and the floor file go")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sqlite-calls", type=int, default=200, help="SQLite calls (and fsyncs) per round")
+    parser.add_argument("--memory-calls", type=int, default=20_000, help="durable calls per MemoryStore round")
+    parser.add_argument("--replay-calls", type=int, default=10_000)
+    parser.add_argument("--replays", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="cProfile each measured path afterwards")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench_core-", dir=args.dir or ".") as tmp:
+        d = Path(tmp)
+        sqlite = dnb.SqliteStore(d / "journal.db")
+        memory = dnb.MemoryStore()
+        # Warm up: the journal file exists, the WAL is allocated, imports are done.
+        paired_floor_and_sqlite(d / "floor.log", sqlite, "warmup", 20)
+        durable_calls(memory, "warmup", 1000)
+
+        floors, sq, mem, bares = [], [], [], []
+        for r in range(args.rounds):
+            f, c = paired_floor_and_sqlite(d / "floor.log", sqlite, f"sqlite-{r}", args.sqlite_calls)
+            floors += f
+            sq += c
+            bares.append(bare(100_000))
+            mem.append(durable_calls(memory, f"memory-{r}", args.memory_calls))
+        sqlite.close()
+
+        replay_path = d / "replay.db"
+        build_replay_journal(replay_path, args.replay_calls)
+        replays = [replay_once(replay_path, args.replay_calls) for _ in range(args.replays)]
+
+        floor = statistics.median(floors)
+        bare_s = statistics.median(bares)
+        sqlite_over = statistics.median(sq) - bare_s
+        memory_over = statistics.median(mem) - bare_s
+        replay_rate = args.replay_calls / statistics.median(replays)
+
+        us = 1e6
+        ratio = sqlite_over / floor
+        rows = [
+            ("fsync floor (100 B append + fsync, same folder)", f"{floor * us:,.0f} µs", "—", "—"),
+            ("bare call `f(i)`", f"{bare_s * us:.3f} µs", "—", "—"),
+            (
+                "`durable_execute` overhead, SqliteStore",
+                f"{sqlite_over * us:,.0f} µs ({ratio:.2f}× floor)",
+                f"≤ {TARGET_SQLITE_RATIO}× floor",
+                "met" if ratio <= TARGET_SQLITE_RATIO else "MISSED",
+            ),
+            (
+                "`durable_execute` overhead, MemoryStore",
+                f"{memory_over * us:.1f} µs",
+                f"< {TARGET_MEMORY_US:.0f} µs",
+                "met" if memory_over * us < TARGET_MEMORY_US else "MISSED",
+            ),
+            (
+                f"replay of a {args.replay_calls:,}-call run from SqliteStore",
+                f"{replay_rate:,.0f} calls/s",
+                f"≥ {TARGET_REPLAY_PER_S:,.0f} calls/s",
+                "met" if replay_rate >= TARGET_REPLAY_PER_S else "MISSED",
+            ),
+        ]
+        print(f"durable_nb {dnb.__version__}, {os.cpu_count()} CPUs, journal in {d.resolve().parent}")
+        mean_ratio = (statistics.fmean(sq) - bare_s) / statistics.fmean(floors)
+        print(
+            f"{len(floors)} fsyncs alternated one by one with {len(sq)} SQLite calls, medians "
+            f"(floor p10-p90 {q(floors, 0.1) * us:,.0f}-{q(floors, 0.9) * us:,.0f} µs, SQLite call p10-p90 "
+            f"{q(sq, 0.1) * us:,.0f}-{q(sq, 0.9) * us:,.0f} µs, ratio of means {mean_ratio:.2f}×); "
+            f"MemoryStore median of {args.rounds} rounds of {args.memory_calls:,}; replay median of "
+            f"{args.replays}\n"
+        )
+        print("| measure | this machine | target | |")
+        print("| --- | --- | --- | --- |")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+
+        if args.profile:
+            profile("MemoryStore durable_execute", lambda: durable_calls(dnb.MemoryStore(), "p", args.memory_calls))
+            profile("replay from SqliteStore", lambda: replay_once(replay_path, args.replay_calls))
+            profile("SqliteStore durable_execute", lambda: durable_calls(dnb.SqliteStore(d / "p.db"), "p", 200))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""A child process for the SIGKILL suites: one run of durable calls with real side effects.
+
+The action makes ``--calls`` durable calls; each one appends ``"<i>\\n"`` to a
+*ledger* file and fsyncs it (the side effect), then returns ``result(i)``. The call
+at index ``--special`` goes through another function (call id ``kill.charge``) so
+that a fault can target exactly that call, by SIGKILL here or by
+``dnb.inject_crash(call="kill.charge")`` in the test process. Every call has a
+reconciler that reads the ledger: if the side effect happened it returns the result
+without doing it again, otherwise it does it (lookup-or-do), which is what makes
+recovery exactly-once.
+
+After each ``durable_execute`` returns, the child appends ``"<i> <result>\\n"`` to
+the ``--ack`` file and fsyncs it: an acknowledgment that the call was observed
+SUCCEEDED, which no later kill may take back.
+
+``--kill POINT`` kills the process with SIGKILL at ``kill.charge``:
+
+* ``before_pending_commit``: PENDING not written yet;
+* ``before_call``: PENDING durable, the function has not run;
+* ``in_call``: inside the function, after the ledger line is durable, before it returns;
+* ``after_call``: the function returned, its outcome is not durable yet.
+
+Without ``--kill`` the run goes to the end (a first attempt or a recovery) and the
+action's result is printed as JSON on the last line of stdout. ``ready`` is printed
+(and flushed) once the store is open, so a parent can time a random kill.
+
+    python child.py --db J.db --ledger L.txt --run R [--calls N] [--special K] [--kill P] [--ack A]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import durable_nb as dnb
+from durable_nb import _faults
+
+POINTS = ("before_pending_commit", "before_call", "in_call", "after_call")
+TARGET = "kill.charge"
+
+LEDGER: Path | None = None
+ACK: Path | None = None
+KILL_POINT: str | None = None
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def append_durably(path: Path, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ledger_lines(path: Path) -> list[str]:
+    """Complete lines of a ledger/ack file (a torn last line, if any, is ignored)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    return lines[:-1]  # the part after the last newline is empty or torn
+
+
+def result(i: int) -> str:
+    return f"r{i}-{i * i}"
+
+
+def _side_effect(i: int, *, may_die: bool) -> str:
+    assert LEDGER is not None
+    append_durably(LEDGER, f"{i}\n")
+    if may_die and KILL_POINT == "in_call":
+        die()
+    return result(i)
+
+
+@dnb.durable(name="kill.effect")
+def effect(i: int) -> str:
+    return _side_effect(i, may_die=False)
+
+
+@dnb.durable(name=TARGET)
+def charge(i: int) -> str:
+    return _side_effect(i, may_die=True)
+
+
+def reconcile(i: int) -> str:
+    """Lookup-or-do: the ledger says whether the side effect of call ``i`` happened."""
+    assert LEDGER is not None
+    if f"{i}" in ledger_lines(LEDGER):
+        return result(i)
+    return _side_effect(i, may_die=False)
+
+
+def make_action(calls: int, special: int) -> Any:
+    def action(_value: Any, ctx: dnb.RunnerContext) -> list[str]:
+        out = []
+        for i in range(calls):
+            func = charge if i == special else effect
+            r = ctx.durable_execute(func, i, reconciler=lambda i=i: reconcile(i))
+            if ACK is not None:
+                append_durably(ACK, f"{i} {r}\n")
+            out.append(r)
+        return out
+
+    return action
+
+
+def kill_hook(point: str, call_id: str) -> None:
+    if point == KILL_POINT and call_id == TARGET:
+        die()
+
+
+def main(argv: list[str] | None = None) -> int:
+    global LEDGER, ACK, KILL_POINT
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--ledger", required=True)
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--calls", type=int, default=6)
+    parser.add_argument("--special", type=int, default=3)
+    parser.add_argument("--kill", choices=POINTS)
+    parser.add_argument("--ack")
+    args = parser.parse_args(argv)
+    LEDGER = Path(args.ledger)
+    ACK = Path(args.ack) if args.ack else None
+    KILL_POINT = args.kill
+    if KILL_POINT is not None and KILL_POINT != "in_call":
+        _faults.add_hook(kill_hook)
+    store = dnb.SqliteStore(args.db)
+    print("ready", flush=True)
+    out = dnb.LocalRunner(store).run(make_action(args.calls, args.special), None, run_id=args.run)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""SIGKILL at each instant of a durable call, then recovery in another process.
+
+For every point the killed child leaves a journal that opens, passes
+``PRAGMA integrity_check``, holds exactly the state the replay rules promise at
+that instant, and that a recovery with a ledger-reading reconciler completes with
+every side effect done exactly once. The journal ``inject_crash`` leaves in this
+process is the one the SIGKILL leaves, which is what tutorials rely on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durable_nb as dnb
+
+pytestmark = pytest.mark.kill
+
+CHILD = Path(__file__).with_name("child.py")
+CALLS = 6
+SPECIAL = 3
+RUN = "order-7"
+
+
+def load_child() -> Any:
+    """child.py as a module of this process, for the in-process inject_crash side."""
+    spec = importlib.util.spec_from_file_location("durable_nb_kill_child", CHILD)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+child_mod = load_child()
+
+
+def spawn(db: Path, ledger: Path, *extra: str, run: str = RUN, calls: int = CALLS) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, str(CHILD), "--db", str(db), "--ledger", str(ledger), "--run", run,
+           "--calls", str(calls), "--special", str(SPECIAL), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def integrity(db: Path) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def snapshot(store: dnb.Store, run: str) -> tuple[Any, list[tuple[Any, ...]]]:
+    """What must be equal between a SIGKILL and inject_crash: run status and each call's state."""
+    rec = store.run(run)
+    calls = [
+        (c.index, c.call_id, c.args_digest, c.status, c.origin, c.result_preview) for c in store.calls(run)
+    ]
+    return (rec.status if rec else None), calls
+
+
+def ledger_counts(ledger: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in child_mod.ledger_lines(ledger):
+        counts[line] = counts.get(line, 0) + 1
+    return counts
+
+
+# What the ledger holds right after the kill, and how recovery gets call SPECIAL's outcome.
+EXPECTED = {
+    "before_pending_commit": (SPECIAL, None, dnb.Origin.EXECUTED),
+    "before_call": (SPECIAL, dnb.Status.PENDING, dnb.Origin.RECONCILED),
+    "in_call": (SPECIAL + 1, dnb.Status.PENDING, dnb.Origin.RECONCILED),
+    "after_call": (SPECIAL + 1, dnb.Status.PENDING, dnb.Origin.RECONCILED),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("point", list(EXPECTED))
+def test_sigkill_at_point_recovers_every_side_effect_exactly_once(tmp_path: Path, point: str) -> None:
+    db, ledger = tmp_path / "journal.db", tmp_path / "ledger.txt"
+    n_effects, special_status, recovered_origin = EXPECTED[point]
+
+    killed = spawn(db, ledger, "--kill", point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    # The journal the kill left: opens, is intact, and is in the promised state.
+    assert integrity(db) == "ok"
+    store = dnb.SqliteStore(db)
+    try:
+        status, calls = snapshot(store, RUN)
+        assert status is dnb.RunStatus.RUNNING
+        assert [c[3] for c in calls[:SPECIAL]] == [dnb.Status.SUCCEEDED] * SPECIAL
+        assert [c.result() for c in store.calls(RUN)[:SPECIAL]] == [child_mod.result(i) for i in range(SPECIAL)]
+        if special_status is None:
+            assert len(calls) == SPECIAL
+        else:
+            assert len(calls) == SPECIAL + 1
+            assert calls[SPECIAL][1:4:2] == ("kill.charge", special_status)
+        assert child_mod.ledger_lines(ledger) == [str(i) for i in range(n_effects)]
+    finally:
+        store.close()
+
+    # Recovery in another process: exactly-once, results right, run completed.
+    recovered = spawn(db, ledger)
+    assert recovered.returncode == 0, recovered.stderr
+    expected_results = [child_mod.result(i) for i in range(CALLS)]
+    assert json.loads(recovered.stdout.splitlines()[-1]) == expected_results
+    assert integrity(db) == "ok"
+    assert ledger_counts(ledger) == {str(i): 1 for i in range(CALLS)}
+    store = dnb.SqliteStore(db)
+    try:
+        calls = store.calls(RUN)
+        assert [c.status for c in calls] == [dnb.Status.SUCCEEDED] * CALLS
+        assert [c.result() for c in calls] == expected_results
+        assert calls[SPECIAL].origin is recovered_origin
+        assert all(c.origin is dnb.Origin.EXECUTED for i, c in enumerate(calls) if i != SPECIAL)
+        assert store.run(RUN).status is dnb.RunStatus.COMPLETED
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("point", ["before_call", "after_call"])
+def test_inject_crash_leaves_the_journal_a_sigkill_leaves(tmp_path: Path, point: str) -> None:
+    killed_db, killed_ledger = tmp_path / "killed.db", tmp_path / "killed.txt"
+    killed = spawn(killed_db, killed_ledger, "--kill", point)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    injected_db, injected_ledger = tmp_path / "injected.db", tmp_path / "injected.txt"
+    child_mod.LEDGER, child_mod.ACK, child_mod.KILL_POINT = injected_ledger, None, None
+    store = dnb.SqliteStore(injected_db)
+    try:
+        with dnb.inject_crash(call=child_mod.TARGET, point=point), pytest.raises(dnb.SimulatedCrash):
+            dnb.LocalRunner(store).run(child_mod.make_action(CALLS, SPECIAL), None, run_id=RUN)
+    finally:
+        store.close()
+
+    assert integrity(killed_db) == integrity(injected_db) == "ok"
+    a, b = dnb.SqliteStore(killed_db), dnb.SqliteStore(injected_db)
+    try:
+        assert snapshot(a, RUN) == snapshot(b, RUN)
+        status, calls = snapshot(a, RUN)
+        assert status is dnb.RunStatus.RUNNING and calls[-1][3] is dnb.Status.PENDING
+        # Only the lease differs: the dead process's is left behind (and stale), the crashed
+        # context released its own, so both runs are recoverable from any process right away.
+        assert a.run(RUN).owner is not None and b.run(RUN).owner is None
+    finally:
+        a.close()
+        b.close()
+    assert child_mod.ledger_lines(killed_ledger) == child_mod.ledger_lines(injected_ledger)
+
+    # And both recover the same way: the killed one from another process, the injected one here,
+    # in the process that "crashed" (as a notebook kernel would after inject_crash).
+    done = spawn(killed_db, killed_ledger)
+    assert done.returncode == 0, done.stderr
+    child_mod.LEDGER = injected_ledger
+    b = dnb.SqliteStore(injected_db)
+    try:
+        out = dnb.LocalRunner(b).run(child_mod.make_action(CALLS, SPECIAL), None, run_id=RUN)
+    finally:
+        b.close()
+    assert out == json.loads(done.stdout.splitlines()[-1]) == [child_mod.result(i) for i in range(CALLS)]
+    for ledger in (killed_ledger, injected_ledger):
+        assert ledger_counts(ledger) == {str(i): 1 for i in range(CALLS)}
+    a, b = dnb.SqliteStore(killed_db), dnb.SqliteStore(injected_db)
+    try:
+        assert snapshot(a, RUN) == snapshot(b, RUN)
+        assert snapshot(a, RUN)[0] is dnb.RunStatus.COMPLETED
+    finally:
+        a.close()
+        b.close()
