@@ -141,6 +141,8 @@ class Journal:
         self._warned = False
         self.stop_before: int | None = None
         """If set, stepping stops (with :class:`StopRecovery`) before this call index."""
+        self.observer: Callable[[Planned, str], None] | None = None
+        """Told each decision (with the call id) before it is carried out: the ReplayStepper's view."""
 
     @property
     def calls(self) -> list[CallRecord]:
@@ -165,10 +167,12 @@ class Journal:
         """
         with self._lock:
             index = self.cursor
-            if self.stop_before is not None and index >= self.stop_before:
-                raise StopRecovery(index)
             recorded = self._log[index] if index < len(self._log) else None
             decision = decide(recorded, call_id, args_digest, has_reconciler)
+            if self.observer is not None:
+                self.observer(Planned(index, decision, recorded), call_id)
+            if self.stop_before is not None and index >= self.stop_before:
+                raise StopRecovery(index)
             mismatch = decision is Decision.MISMATCH
             if mismatch:
                 assert recorded is not None
@@ -192,21 +196,11 @@ class Journal:
 
     def succeed(self, step: Step, value: Any) -> None:
         """Persist a value as SUCCEEDED; raises UnserializableResultError (call stays PENDING)."""
-        try:
-            payload = _codec.dumps(value)
-        except Exception as exc:
-            raise UnserializableResultError(
-                self.run_id, step.index, step.call_id, type_name(value), f"{type(exc).__name__}: {exc}"
-            ) from exc
-        self._complete(step, Status.SUCCEEDED, payload, _codec.preview(value), None)
+        self._complete(step, *encode_success(value, self.run_id, step.index, step.call_id))
 
     def fail(self, step: Step, exc: Exception) -> None:
         """Persist an exception as FAILED (a stand-in if the exception itself cannot be pickled)."""
-        try:
-            payload = _codec.dumps(exc)
-        except Exception:
-            payload = _codec.dumps(RecordedError(type_name(exc), str(exc)))
-        self._complete(step, Status.FAILED, payload, None, _codec.error_preview(exc))
+        self._complete(step, *encode_failure(exc))
 
     def _complete(self, step: Step, status: Status, payload: bytes, preview: str | None, error: str | None) -> None:
         now = time.time()
@@ -276,6 +270,44 @@ class Journal:
         _faults.fire("after_call", call_id)
         self.succeed(outcome, value)
         return value
+
+
+Encoded = tuple[Status, bytes, str | None, str | None]
+
+
+def encode_success(value: Any, run_id: str, index: int, call_id: str) -> Encoded:
+    """``(status, payload, result_preview, error_preview)`` of a result; previews are made now, once."""
+    try:
+        payload = _codec.dumps(value)
+    except Exception as exc:
+        raise UnserializableResultError(run_id, index, call_id, type_name(value), f"{type(exc).__name__}: {exc}") \
+            from exc
+    return Status.SUCCEEDED, payload, _codec.preview(value), None
+
+
+def encode_failure(exc: BaseException) -> Encoded:
+    try:
+        payload = _codec.dumps(exc)
+    except Exception:
+        payload = _codec.dumps(RecordedError(type_name(exc), str(exc)))
+    return Status.FAILED, payload, None, _codec.error_preview(exc)
+
+
+def settle_pending(store: Store, record: CallRecord, outcome: Any, *, failed: bool, origin: Origin) -> bool:
+    """Give a PENDING call its outcome from outside any run (the ReconcilePanel).
+
+    Written only if the call is still PENDING, so an outcome something else
+    recorded meanwhile is never overwritten; returns whether it was written. The
+    next recovery replays it like any terminal call. Raises UnserializableResultError
+    (nothing written) for a value that cannot be pickled.
+    """
+    status, payload, preview, error = (
+        encode_failure(outcome) if failed else encode_success(outcome, record.run_id, record.index, record.call_id)
+    )
+    return store.complete_call(
+        record.run_id, record.index, status=status, origin=origin, payload=payload,
+        result_preview=preview, error_preview=error, finished_at=time.time(), only_if_pending=True,
+    )
 
 
 class StopRecovery(BaseException):

@@ -35,6 +35,7 @@ import ipywidgets as W
 from .._records import CallRecord, DiscardedCall, RunRecord, Status
 from .._store import Store, open_store, owner_is_alive
 from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, status_cell, table, td
+from ._sync import watch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,6 +148,7 @@ class JournalView(W.VBox):
         self.next_button.on_click(lambda _: self.go_to_page(self.page_index + 1))
         self.last_button.on_click(lambda _: self.go_to_page(self.page_count - 1))
         self.refresh()
+        watch(self)
         if live:
             self.start_live(interval)
 

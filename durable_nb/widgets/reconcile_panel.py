@@ -28,18 +28,17 @@ from __future__ import annotations
 import ast
 import inspect
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import ipywidgets as W
 
-from .. import _codec
-from .._digest import type_name
 from .._records import CallRecord, Origin, Status
-from .._replay import RecordedError
+from .._replay import settle_pending
 from .._store import Store, describe_owner, open_store, owner_is_alive
+from ..errors import UnserializableResultError
 from ._html import esc, fmt_time, message, page
+from ._sync import changed, watch
 
 Reconciler = Callable[[CallRecord], Any] | Callable[[], Any]
 """A reconciler for the panel: ``f(record)`` or ``f()``; see the module docstring."""
@@ -162,6 +161,7 @@ class ReconcilePanel(W.VBox):
         self.prev_button.on_click(lambda _: self._go(self.page_index - 1))
         self.next_button.on_click(lambda _: self._go(self.page_index + 1))
         self.refresh()
+        watch(self)
 
     def __repr__(self) -> str:
         return f"ReconcilePanel({self.store!r}, reconcilers={sorted(self.reconcilers)!r})"
@@ -259,38 +259,27 @@ class ReconcilePanel(W.VBox):
 
     def _persist(self, row: PendingRow, status: Status, origin: Origin, outcome: Any) -> bool:
         rec = row.record
-        if status is Status.SUCCEEDED:
-            try:
-                payload = _codec.dumps(outcome)
-            except Exception as exc:
-                return self._say(
-                    f"the value for {rec.run_id} #{rec.index} is a {type_name(outcome)} that cannot be pickled "
-                    f"({type(exc).__name__}); nothing was written, the call stays PENDING.", "error")
-            result_preview, error_preview = _codec.preview(outcome), None
-        else:
-            try:
-                payload = _codec.dumps(outcome)
-            except Exception:
-                payload = _codec.dumps(RecordedError(type_name(outcome), str(outcome)))
-            result_preview, error_preview = None, _codec.error_preview(outcome)
-        done = self.store.complete_call(
-            rec.run_id, rec.index, status=status, origin=origin, payload=payload,
-            result_preview=result_preview, error_preview=error_preview, finished_at=time.time(),
-            only_if_pending=True,
-        )
+        try:
+            done = settle_pending(self.store, rec, outcome, failed=status is Status.FAILED, origin=origin)
+        except UnserializableResultError as exc:
+            return self._say(
+                f"the value for {rec.run_id} #{rec.index} is a {exc.type_name} that cannot be pickled; "
+                f"nothing was written, the call stays PENDING.", "error")
+        now = self.store.call(rec.run_id, rec.index)
         if not done:
-            now = self.store.call(rec.run_id, rec.index)
             state = f"{now.status.value} · {now.origin.value}" if now and now.origin else "gone"
             row.state, row.outcome = state, None
             row.draw()
             return self._say(
                 f"{rec.run_id} #{rec.index} was already settled ({state}) by something else; nothing written.",
                 "error")
+        assert now is not None
         row.state = f"{status.value} · {origin.value}"
-        row.outcome = result_preview if result_preview is not None else error_preview
+        row.outcome = now.result_preview if now.result_preview is not None else now.error_preview
         row.draw()
         self._say(f"{rec.run_id} #{rec.index} {row.state}: {row.outcome}",
                   "ok" if status is Status.SUCCEEDED else "error")
+        changed(self.store, source=self)
         return True
 
     def _say(self, text: str, kind: str) -> bool:

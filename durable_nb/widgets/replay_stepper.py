@@ -43,11 +43,12 @@ import ipywidgets as W
 from .. import _codec
 from .._context import RunnerContext, open_run
 from .._records import CallRecord, Status
-from .._replay import Decision, Planned, Step, StopRecovery, decide
+from .._replay import Decision, Planned, StopRecovery, decide
 from .._runner_local import Action, call_action, check_action
 from .._store import Store, open_store
 from ..errors import RunBusyError, SimulatedCrash
 from ._html import esc, message, page, status_cell, table, td
+from ._sync import changed
 from .journal_view import JournalView
 
 BACK_NOTE = (
@@ -257,6 +258,7 @@ class ReplayStepper(W.VBox):
         self._say(" ".join([*done_now, outcome, *notes]), "error" if notes else kind)
         if self.journal_view is not None:
             self.journal_view.refresh()
+        changed(self.store, source=self.journal_view)
 
     def _run_in_thread(self, stop_before: int | None, seen: list[tuple[Planned, str]]) -> Any:
         """Run the action to ``stop_before`` in a worker thread and return or re-raise its outcome.
@@ -283,15 +285,8 @@ class ReplayStepper(W.VBox):
 
     def _watch(self, ctx: RunnerContext, stop_before: int | None, seen: list[tuple[Planned, str]]) -> None:
         """Stop the recovery before ``stop_before`` and record each decision the engine makes."""
-        journal = ctx.journal
-        journal.stop_before = stop_before
-        begin = journal.begin
-
-        def watched_begin(call_id: str, args_digest: str, has_reconciler: bool) -> Step | CallRecord:
-            seen.append((journal.peek(call_id, args_digest, has_reconciler), call_id))
-            return begin(call_id, args_digest, has_reconciler)
-
-        journal.begin = watched_begin  # type: ignore[method-assign]
+        ctx.journal.stop_before = stop_before
+        ctx.journal.observer = lambda planned, call_id: seen.append((planned, call_id))
 
     # -- drawing --------------------------------------------------------------------------
 

@@ -140,6 +140,9 @@ def test_widgets_reconcile_step_and_hostile_preview(jupyter_server, open_noteboo
     after_step = _calls(journal)
     assert after_step["order-3#0"] == ("SUCCEEDED", "RECONCILED", "'ch_3'"), after_step
     assert after_step["order-2#0"][:2] == ("PENDING", None), after_step  # untouched so far
+    # The other widgets on the journal redrew by themselves: the panel no longer offers order-3.
+    expect(panel.locator('.dnb-pending-row[data-call="order-3#0"]')).to_have_count(0)
+    expect(view.locator('tr.dnb-call[data-call="order-3#0"] .dnb-status')).to_have_text("SUCCEEDED · RECONCILED")
 
     # --- Reconcile: the panel settles order-2's PENDING charge ---------------------------------
     widget2 = panel.locator('.dnb-pending-widget:has([data-call="order-2#0"])')
@@ -150,8 +153,7 @@ def test_widgets_reconcile_step_and_hostile_preview(jupyter_server, open_noteboo
     after_reconcile = _calls(journal)
     assert after_reconcile["order-2#0"] == ("SUCCEEDED", "RECONCILED", "'ch_2'"), after_reconcile
 
-    # The top JournalView, refreshed, shows both settled calls.
-    _button(view, "Refresh").click()
+    # The top JournalView redrew after the Reconcile too: both settled calls, no Refresh pressed.
     expect(view.locator('tr.dnb-call[data-call="order-2#0"] .dnb-status')).to_have_text("SUCCEEDED · RECONCILED")
     expect(view.locator('tr.dnb-call[data-call="order-3#0"] .dnb-status')).to_have_text("SUCCEEDED · RECONCILED")
     nb.wait_idle()

@@ -1,0 +1,40 @@
+"""Keep the widgets on one journal in step with each other.
+
+When a widget writes (a Step of the ReplayStepper, a Reconcile in the
+ReconcilePanel) every other live widget on the same journal redraws at once,
+so the screen never shows a call as PENDING that the journal already settled.
+Changes made outside the widgets show up through ``JournalView``'s live mode or
+a Refresh.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any, Protocol
+
+from .._store import Store
+
+
+class _Refreshable(Protocol):
+    store: Store
+
+    def refresh(self) -> None: ...
+
+
+_widgets: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _key(store: Store) -> object:
+    """SqliteStores opened separately on one file are the same journal."""
+    return getattr(store, "path", None) or id(store)
+
+
+def watch(widget: _Refreshable) -> None:
+    _widgets.add(widget)
+
+
+def changed(store: Store, source: object) -> None:
+    key = _key(store)
+    for widget in list(_widgets):
+        if widget is not source and _key(widget.store) == key:
+            widget.refresh()

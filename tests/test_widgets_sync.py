@@ -1,0 +1,46 @@
+"""Widgets on one journal stay in step: a write from one redraws the others."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+import durable_nb as dnb
+
+from test_widgets_stepper import crashed, place_order
+
+
+def text(value: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<style>.*?</style>", "", value, flags=re.S))).split())
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    import test_widgets_stepper
+
+    test_widgets_stepper.ran.clear()
+
+
+def test_a_step_that_settles_a_call_removes_it_from_the_reconcile_panel(store):
+    crashed(store)
+    panel = dnb.ReconcilePanel(store)
+    view = dnb.JournalView(store)
+    assert "1 PENDING call" in text(panel.header.value)
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1, journal_view=False)
+    stepper.step_button.click()
+    stepper.step_button.click()  # the reconciler settles charge_card
+    assert store.call("order-1", 1).origin is dnb.Origin.RECONCILED
+    assert panel.rows == [] and "0 PENDING calls" in text(panel.header.value)
+    assert "RECONCILED" in text(view.table.value)
+
+
+def test_a_reconcile_in_the_panel_redraws_a_journal_view_opened_on_the_same_file(tmp_path):
+    store = dnb.SqliteStore(tmp_path / "j.db")
+    crashed(store)
+    view = dnb.JournalView(dnb.SqliteStore(tmp_path / "j.db"))  # another store object, same file
+    assert "PENDING" in text(view.table.value)
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda: "ch_by_hand"})
+    panel.row("order-1", 1).reconcile_button.click()
+    assert "'ch_by_hand'" in text(view.table.value)
