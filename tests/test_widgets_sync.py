@@ -6,14 +6,14 @@ import html
 import re
 
 import pytest
+from test_widgets_stepper import crashed, place_order
 
 import durable_nb as dnb
 
-from test_widgets_stepper import crashed, place_order
-
 
 def text(value: str) -> str:
-    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", re.sub(r"<style>.*?</style>", "", value, flags=re.S))).split())
+    value = re.sub(r"<style>.*?</style>", "", value, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", value)).split())
 
 
 @pytest.fixture(autouse=True)
