@@ -61,8 +61,10 @@ CREATE TABLE calls (
     finished_at    REAL,
     UNIQUE (run_id, idx)
 );
-CREATE INDEX calls_by_status ON calls (status, seq);
-CREATE INDEX calls_by_call_id ON calls (call_id, seq);
+-- Only PENDING rows: what the ReconcilePanel lists. A partial index keeps each commit to
+-- one small index page (an index over every status or call id costs page writes on the
+-- hot path, and filtering 100,000 calls by those scans in milliseconds anyway).
+CREATE INDEX calls_pending ON calls (seq) WHERE status = 'PENDING';
 CREATE TABLE discarded (
     seq            INTEGER PRIMARY KEY,
     run_id         TEXT NOT NULL,
@@ -267,8 +269,9 @@ class SqliteStore(Store):
             params.append(run_id)
         st = check_status(status)
         if st is not None:
-            clauses.append("status = ?")
-            params.append(st)
+            # Inlined, not bound: the planner only uses the partial PENDING index for a
+            # literal. Safe: check_status admits only the three enum values.
+            clauses.append(f"status = '{st}'")
         if call_id is not None:
             clauses.append("call_id = ?")
             params.append(call_id)
