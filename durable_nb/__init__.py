@@ -98,6 +98,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext durable_nb``: remove the magics (journals are untouched)."""
     from ._magics import unload
 
     unload(ipython)
