@@ -166,11 +166,15 @@ class ReplayStepper(W.VBox):
 
     def close(self) -> None:
         """Close the stepper, its journal view (stopping its live mode) and their children."""
-        if self.journal_view is not None:
-            self.journal_view.close()
-        for child in (self.step_button, self.back_button, self.run_button, self.position_label, self.plan_table,
-                      self.log_html, self.message, self.note):
-            child.close()
+        # Also called by ipywidgets' __del__, possibly on an instance whose __init__ failed.
+        view = getattr(self, "journal_view", None)
+        if view is not None:
+            view.close()
+        for name in ("step_button", "back_button", "run_button", "position_label", "plan_table", "log_html",
+                     "message", "note"):
+            child = getattr(self, name, None)
+            if child is not None:
+                child.close()
         super().close()
 
     # -- buttons ---------------------------------------------------------------------

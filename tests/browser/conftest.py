@@ -316,9 +316,14 @@ def write_notebook(jupyter_server: JupyterServer) -> Callable[..., str]:
 # browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium through Playwright; never ``playwright install`` (no CDN here)."""
+    """Headless Debian Chromium through Playwright; never ``playwright install`` (no CDN here).
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop marked as
+    running in the main thread while it is started, which would make every later test
+    that calls ``asyncio.run`` fail.
+    """
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium, or set DNB_CHROMIUM")
     from playwright.sync_api import sync_playwright
