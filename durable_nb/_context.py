@@ -25,9 +25,8 @@ from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ._faults import fire
 from ._records import CallRecord, RunStatus
-from ._replay import Journal, StopRecovery, check_reconciler, identify, replay
+from ._replay import Decision, Journal, StopRecovery, check_reconciler, identify, replay
 from ._store import Store, end_owner, new_owner
 
 T = TypeVar("T")
@@ -103,24 +102,15 @@ class RunnerContext:
         if isinstance(outcome, CallRecord):
             return replay(outcome)
         bound: Callable[[], Any] = (
-            reconciler if reconciler is not None and outcome.origin.value == "RECONCILED"
+            reconciler if reconciler is not None and outcome.decision is Decision.RECONCILE
             else functools.partial(func, *args, **kwargs)
         )
-        fire("before_call", call_id)
-        try:
-            if _is_async(bound):
-                value = await bound()
-            else:
-                value = await _off_loop(bound)
-                if inspect.isawaitable(value):
-                    value = await value
-        except Exception as exc:
-            fire("after_call", call_id)
-            journal.fail(outcome, exc)
-            raise
-        fire("after_call", call_id)
-        journal.succeed(outcome, value)
-        return value
+
+        async def run() -> Any:
+            value = await bound() if _is_async(bound) else await _off_loop(bound)
+            return await value if inspect.isawaitable(value) else value
+
+        return await journal.perform_async(outcome, run)
 
 
 class _Polled:

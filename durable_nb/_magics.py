@@ -32,7 +32,6 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 
-from . import _faults
 from ._callid import durable as _durable_name
 from ._cell import (
     CellAnalysis,
@@ -282,21 +281,22 @@ class DurableMagics(Magics):
                 # said before the body runs, so it is not part of the cell's recorded output
                 print(f"↻ durable: recovering cell {name!r}: its last attempt did not finish; "
                       f"its durable calls replay or reconcile")
-            _faults.fire("before_call", call_id)
             quiet = False
-            try:
-                if step.decision is Decision.RECONCILE:
-                    assert reconciler is not None
-                    outcome, result = self._reconcile(name, reconciler), None
-                else:
-                    quiet = bool(shell.displayhook.semicolon_at_end_of_expression(source))
-                    outcome, result = self._execute(name, source, tree, analysis, quiet)
-            except Exception as exc:
-                _faults.fire("after_call", call_id)
-                journal.fail(step, exc)
-                raise
-            _faults.fire("after_call", call_id)
-            journal.succeed(step, outcome)
+            result = None
+            if step.decision is Decision.RECONCILE:
+                assert reconciler is not None
+                outcome = journal.perform(step, lambda: self._reconcile(name, reconciler))
+            else:
+                quiet = bool(shell.displayhook.semicolon_at_end_of_expression(source))
+                executed: list[Any] = []
+
+                def body() -> Any:
+                    cell_outcome, value = self._execute(name, source, tree, analysis, quiet)
+                    executed.append(value)
+                    return cell_outcome
+
+                outcome = journal.perform(step, body)
+                result = executed[0]
         if outcome["skipped"]:
             warnings.warn(
                 f"durable_nb: cell {name!r}: "

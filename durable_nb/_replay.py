@@ -25,7 +25,7 @@ import inspect
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,16 +259,39 @@ class Journal:
         outcome = self.begin(call_id, args_digest, reconciler is not None)
         if isinstance(outcome, CallRecord):
             return replay(outcome)
-        target = reconciler if outcome.decision is Decision.RECONCILE else func
-        _faults.fire("before_call", call_id)
+        if outcome.decision is Decision.RECONCILE:
+            assert reconciler is not None
+            return self.perform(outcome, reconciler)
+        return self.perform(outcome, lambda: func(*args, **kwargs))
+
+    def perform(self, step: Step, run: Callable[[], Any]) -> Any:
+        """Run what ``step`` says to run, between its fault points, and persist its outcome.
+
+        An ``Exception`` is persisted FAILED and re-raised; any other ``BaseException``
+        passes through with nothing written (the call stays PENDING).
+        """
+        _faults.fire("before_call", step.call_id)
         try:
-            value = target() if target is reconciler else target(*args, **kwargs)  # type: ignore[misc]
+            value = run()
         except Exception as exc:
-            _faults.fire("after_call", call_id)
-            self.fail(outcome, exc)
+            _faults.fire("after_call", step.call_id)
+            self.fail(step, exc)
             raise
-        _faults.fire("after_call", call_id)
-        self.succeed(outcome, value)
+        _faults.fire("after_call", step.call_id)
+        self.succeed(step, value)
+        return value
+
+    async def perform_async(self, step: Step, run: Callable[[], Awaitable[Any]]) -> Any:
+        """:meth:`perform` for a step whose work is awaited."""
+        _faults.fire("before_call", step.call_id)
+        try:
+            value = await run()
+        except Exception as exc:
+            _faults.fire("after_call", step.call_id)
+            self.fail(step, exc)
+            raise
+        _faults.fire("after_call", step.call_id)
+        self.succeed(step, value)
         return value
 
 

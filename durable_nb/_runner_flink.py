@@ -404,13 +404,15 @@ class FlinkRunner:
         self._store_spec = _store_spec(self.store)
         self.parallelism = parallelism
         self.checkpoint_interval_ms = checkpoint_interval_ms
-        self.jobmanager = _parse_jobmanager(jobmanager) if jobmanager else None
+        self.jobmanager = jobmanager
+        """``"host:port"`` of the cluster's REST endpoint, or None for a local mini-cluster."""
+        self._address = _parse_jobmanager(jobmanager) if jobmanager else None
         self.restart_attempts = restart_attempts
         self.restart_delay_ms = restart_delay_ms
         self.python_executable = python_executable or sys.executable
 
     def __repr__(self) -> str:
-        where = f"jobmanager={self.jobmanager[0]}:{self.jobmanager[1]}" if self.jobmanager else "mini-cluster"
+        where = f"jobmanager={self.jobmanager!r}" if self.jobmanager else "mini-cluster"
         return f"FlinkRunner({self.store!r}, parallelism={self.parallelism}, {where})"
 
     # -- public API -------------------------------------------------------------
@@ -470,13 +472,14 @@ class FlinkRunner:
         conf.set_string("execution.checkpointing.interval", f"{self.checkpoint_interval_ms} ms")
         conf.set_string("python.executable", self.python_executable)
         conf.set_string("python.client.executable", sys.executable)
-        if self.jobmanager is None:
+        if self._address is None:
             # Workers as processes even on the mini-cluster (PyFlink's default there is
             # "loopback": actions in threads of this very process). Read at construction.
             with _env_var("_python_worker_execution_mode", "process"):
                 env = StreamExecutionEnvironment.get_execution_environment(conf)
         else:
-            host, port = self.jobmanager
+            host, port = self._address
+            _probe_jobmanager(host, port)
             jars = gateway.new_array(gateway.jvm.String, 1)
             jars[0] = _flink_python_jar()  # TaskManagers of a plain cluster lack the Python runtime jar
             j_env_class = gateway.jvm.org.apache.flink.streaming.api.environment.StreamExecutionEnvironment
@@ -532,6 +535,22 @@ def _parse_jobmanager(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit():
         raise ValueError(f"jobmanager must be 'host:port' of the cluster's REST endpoint, got {text!r}")
     return host, int(port)
+
+
+def _probe_jobmanager(host: str, port: int) -> None:
+    """Fail in seconds with the address in the message, not after Flink's client retries for a minute."""
+    import json
+    import urllib.request
+
+    url = f"http://{host}:{port}/overview"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            json.load(resp)
+    except Exception as exc:
+        raise FlinkSetupError(
+            f"no Flink JobManager answers at {host}:{port} ({type(exc).__name__}: {exc}); jobmanager= "
+            f"takes the host and REST port of a running cluster (rest.port, 8081 by default)."
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -624,9 +643,17 @@ def _job_error(exc: Exception, job_name: str, attempts: int) -> Exception:
     setup = re.search(re.escape(_MARKER) + r"\s*(.+?)(?:\\n|\n|$)", text)
     if setup:
         return FlinkSetupError(setup.group(1).strip())
-    python_errors = re.findall(r"^(\w[\w.]*(?:Error|Exception|Crash)\b[^\n]*)$", text, re.MULTILINE)
-    cause = python_errors[-1] if python_errors else text.strip().splitlines()[0][:300] if text.strip() else ""
+    # The Python traceback of a failed worker is embedded in the Java one; its last
+    # "SomeError: message" line is the cause. Otherwise the innermost Java cause.
+    python_errors = re.findall(r"^(\w[\w.]*: [^\n]*)$", text, re.MULTILINE)
+    java_causes = re.findall(r"Caused by: ([^\n]+)", text)
+    if python_errors:
+        cause = python_errors[-1]
+    elif java_causes:
+        cause = java_causes[-1]
+    else:
+        cause = (text.strip().splitlines() or [type(exc).__name__])[0]
     return FlinkJobError(
-        f"Flink job {job_name!r} failed after up to {attempts} restart(s): {cause}. "
+        f"Flink job {job_name!r} failed (after up to {attempts} restart(s)): {cause[:500]}. "
         f"Flink's logs: {os.environ.get('FLINK_LOG_DIR', _log_dir())}"
     )
