@@ -1,0 +1,98 @@
+"""The order-placing action the Flink tests run, with a real side-effect ledger.
+
+``charge_card`` is the side effect: it appends one line to a ledger file and
+fsyncs it, so the file is the ground truth of what happened, whatever process
+died afterwards. ``reconcile_charge`` is its reconciler: it reads the ledger, as a
+payment provider's "find charge by order id" would, and charges only if nothing is there. ``render_receipt`` is the
+second durable call, without a reconciler (expensive but side-effect free); its
+executions are counted in a separate work log.
+
+Workers cannot import this test module: FlinkRunner ships it by value.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def charge_card(ledger: str, order_id: int, amount: float, crash_flag: str, crash_at: int | None,
+                delay: float) -> str:
+    if delay:
+        time.sleep(delay)
+    _append(ledger, f"charge {order_id} {amount}")
+    if order_id == crash_at and not os.path.exists(crash_flag):
+        # The side effect happened, its outcome is not journaled yet: die like kill -9.
+        _append(crash_flag, f"crashed in pid {os.getpid()}")
+        os._exit(17)
+    return f"ch_{order_id}"
+
+
+def reconcile_charge(ledger: str, order_id: int, amount: float) -> str:
+    """Reconciler: find the charge by order id, as a payment API would; make it if it never happened.
+
+    A call is PENDING whether the crash came before or after the side effect, so
+    both cases occur (a failover also cancels the other task mid-call).
+    """
+    for line in Path(ledger).read_text().splitlines():
+        kind, oid, _amount = line.split()
+        if kind == "charge" and int(oid) == order_id:
+            return f"ch_{order_id}"
+    _append(ledger, f"charge {order_id} {amount}")
+    return f"ch_{order_id}"
+
+
+def render_receipt(work_log: str, order_id: int, charge: str) -> str:
+    _append(work_log, f"receipt {order_id}")
+    return f"receipt for {order_id}: {charge}"
+
+
+def make_action(tmp: Path, crash_at: int | None = None, delay: float = 0.0) -> Callable[[Any, Any], Any]:
+    """``place_order(order, ctx)`` writing its ledger and logs under ``tmp``."""
+    ledger, work_log, flag = str(tmp / "ledger.txt"), str(tmp / "work.txt"), str(tmp / "crashed.flag")
+    for path in (ledger, work_log):
+        Path(path).touch()
+
+    def place_order(order: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        charge = ctx.durable_execute(
+            charge_card, ledger, order["id"], order["amount"], flag, crash_at, delay,
+            reconciler=functools.partial(reconcile_charge, ledger, order["id"], order["amount"]),
+        )
+        receipt = ctx.durable_execute(render_receipt, work_log, order["id"], charge)
+        return {"charge": charge, "receipt": receipt}
+
+    return place_order
+
+
+def orders(n: int) -> list[dict[str, Any]]:
+    """``n`` orders from 7 customers: keyed by customer, each run id carries a per-key sequence number."""
+    return [{"id": i, "customer": f"c{i % 7}", "amount": round(10 + i * 0.5, 2)} for i in range(n)]
+
+
+def ledger_counts(tmp: Path) -> Counter[str]:
+    return Counter((tmp / "ledger.txt").read_text().splitlines())
+
+
+def check_exactly_once(df: Any, tmp: Path, n: int) -> None:
+    """The result has one row per order, in input order, and the ledger one charge per order."""
+    assert len(df) == n
+    assert set(df["status"]) == {"COMPLETED"}, df[df["status"] != "COMPLETED"].head().to_dict("records")
+    assert list(df["result"]) == [
+        {"charge": f"ch_{i}", "receipt": f"receipt for {i}: ch_{i}"} for i in range(n)
+    ]
+    counts = ledger_counts(tmp)
+    assert len(counts) == n, f"{n - len(counts)} orders never charged"
+    twice = {line: c for line, c in counts.items() if c != 1}
+    assert not twice, f"charged more than once: {twice}"

@@ -1,0 +1,23 @@
+"""Fixtures for the Flink tests: one PyFlink JVM for the whole session.
+
+Every FlinkRunner job in this process goes through PyFlink's single gateway JVM;
+the ``flink`` fixture starts it once (and skips the suite cleanly when
+apache-flink or Java is missing) so that no test pays the JVM start twice.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def flink() -> None:
+    """The PyFlink gateway JVM, started once per test session."""
+    pytest.importorskip("pyflink", reason="apache-flink is not installed: pip install 'durable_nb[flink]'")
+    from durable_nb._runner_flink import FlinkSetupError, _gateway, check_java
+
+    try:
+        check_java()
+    except FlinkSetupError as exc:
+        pytest.skip(str(exc))
+    _gateway()

@@ -1,0 +1,161 @@
+"""FlinkRunner on the local mini-cluster: results, replay, failover, and clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import _orders
+import pytest
+
+import durable_nb as dnb
+from durable_nb._runner_flink import FlinkJobError, FlinkRunner, FlinkSetupError, check_java
+
+pytestmark = pytest.mark.flink
+
+
+@pytest.mark.timeout(180)
+def test_map_survives_a_worker_crash_after_a_side_effect_with_each_charge_exactly_once(
+    flink: None, tmp_path: Path
+) -> None:
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    action = _orders.make_action(tmp_path, crash_at=120)
+    runner = FlinkRunner(store, parallelism=2, checkpoint_interval_ms=200)
+
+    # Keyed by customer: 7 keys, so each run id carries a per-key sequence number that
+    # the restored job must give back to the same order (or charges would repeat).
+    df = runner.map(action, _orders.orders(200), key="customer")
+
+    assert (tmp_path / "crashed.flag").exists(), "the injected crash did not happen"
+    _orders.check_exactly_once(df, tmp_path, 200)
+    assert df["run_id"].iloc[120].endswith(f"/c{120 % 7}#{120 // 7}")
+    # The crashed charge was in flight (PENDING): its reconciler recovered it from the ledger.
+    crashed = store.calls(df["run_id"].iloc[120])
+    assert [(c.status.value, c.origin.value) for c in crashed] == [
+        ("SUCCEEDED", "RECONCILED"), ("SUCCEEDED", "EXECUTED")
+    ]
+    # The job was restored, not restarted from scratch: records after the checkpoint
+    # were reprocessed under the same run ids (a second attempt), and they replayed.
+    assert any(run.attempts > 1 for run in store.runs())
+    assert len(store.runs()) == 200
+    store.close()
+
+
+@pytest.mark.timeout(120)
+def test_map_again_replays_every_call_and_matches_local_runner_run_ids(flink: None, tmp_path: Path) -> None:
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    action = _orders.make_action(tmp_path)
+    runner = FlinkRunner(store, parallelism=2)
+    records = [*_orders.orders(10), {"id": 3, "amount": 99.0}]  # a repeated key: seq 1
+
+    first = runner.map(action, records, key="id")
+    work_after_first = (tmp_path / "work.txt").read_text()
+    again = runner.map(action, records, key="id")
+    local = dnb.LocalRunner(store).map(action, records, key="id")
+
+    assert list(first["run_id"]) == list(again["run_id"]) == list(local["run_id"])
+    assert first["run_id"].iloc[-1].endswith("/3#1")
+    assert list(first["result"]) == list(again["result"]) == list(local["result"])
+    assert (tmp_path / "work.txt").read_text() == work_after_first, "a replay re-ran a durable call"
+    assert sum(_orders.ledger_counts(tmp_path).values()) == 11
+    store.close()
+
+
+def _fails_on_odd(record: dict[str, int], ctx: dnb.RunnerContext) -> int:
+    if record["id"] % 2:
+        raise ValueError(f"odd order {record['id']}")
+    return record["id"]
+
+
+@pytest.mark.timeout(120)
+def test_an_action_exception_is_a_failed_row_and_run_reraises_it(flink: None, tmp_path: Path) -> None:
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = FlinkRunner(store, parallelism=1)
+
+    df = runner.map(_fails_on_odd, [{"id": i} for i in range(4)], key="id")
+
+    assert list(df["status"]) == ["COMPLETED", "FAILED", "COMPLETED", "FAILED"]
+    assert df["error"].iloc[1] == "ValueError: odd order 1"
+    assert runner.run(_fails_on_odd, {"id": 2}, run_id="two") == 2
+    with pytest.raises(ValueError, match="odd order 3"):
+        runner.run(_fails_on_odd, {"id": 3}, run_id="three")
+    assert store.run("three").status.value == "FAILED"
+    store.close()
+
+
+# ---------------------------------------------------------------- clear errors
+
+
+def _crashes_always(record: int, ctx: dnb.RunnerContext) -> int:
+    raise dnb.SimulatedCrash("always", "before_call")
+
+
+@pytest.mark.timeout(120)
+def test_a_crash_on_every_attempt_fails_the_job_naming_the_crash(flink: None, tmp_path: Path) -> None:
+    runner = FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), restart_attempts=1, restart_delay_ms=100)
+    with pytest.raises(FlinkJobError, match=r"restart\(s\)\): durable_nb\.errors\.SimulatedCrash: simulated crash"):
+        runner.map(_crashes_always, [1])
+
+
+def test_a_memory_store_is_refused_because_workers_cannot_reach_it(flink: None) -> None:
+    with pytest.raises(FlinkSetupError, match="MemoryStore"):
+        FlinkRunner(dnb.MemoryStore())
+
+
+def test_an_unpicklable_action_or_record_is_named_before_the_job_starts(flink: None, tmp_path: Path) -> None:
+    runner = FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"))
+    lock = threading.Lock()
+
+    def holds_a_lock(record: int, ctx: dnb.RunnerContext) -> int:
+        with lock:
+            return record
+
+    with pytest.raises(TypeError, match=r"action .*holds_a_lock.* cannot be pickled"):
+        runner.map(holds_a_lock, [1, 2])
+    with pytest.raises(TypeError, match=r"record 1 \(lock\) cannot be pickled"):
+        runner.map(_fails_on_odd, [{"id": 0}, threading.Lock()])
+
+
+@pytest.mark.timeout(120)
+def test_a_journal_the_workers_cannot_see_fails_the_job_with_a_clear_error(flink: None, tmp_path: Path) -> None:
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = FlinkRunner(store, restart_attempts=0)
+    store.close()
+    for suffix in ("", "-wal", "-shm"):  # the path as a worker on another machine sees it: nothing there
+        Path(f"{store.path}{suffix}").unlink(missing_ok=True)
+
+    with pytest.raises(FlinkSetupError, match="does not exist on Flink worker"):
+        runner.map(_fails_on_odd, [{"id": 0}])
+    assert not store.path.exists(), "a worker created an empty journal of its own"
+
+
+def test_missing_java_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FlinkSetupError, match=r"needs Java 11\+ \(no `java` on PATH"):
+        check_java()
+
+
+def test_a_java_too_old_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    old_java = tmp_path / "jdk8" / "bin" / "java"  # a real executable that answers like Java 8 does
+    old_java.parent.mkdir(parents=True)
+    old_java.write_text('#!/bin/sh\necho \'openjdk version "1.8.0_392"\' >&2\n')
+    old_java.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(old_java.parent.parent))
+    with pytest.raises(FlinkSetupError, match=r"needs Java 11\+, but .* is 'openjdk version \"1\.8\.0_392\"'"):
+        check_java()
+
+
+def test_import_is_cheap_and_a_missing_pyflink_names_the_extra() -> None:
+    code = (
+        "import sys; import durable_nb as dnb; assert 'pyflink' not in sys.modules, 'pyflink imported';"
+        "sys.modules['pyflink'] = None\n"
+        "try:\n    dnb.FlinkRunner()\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'durable_nb[flink]'" in out.stdout
