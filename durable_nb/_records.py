@@ -15,37 +15,35 @@ from typing import Any
 from . import _codec
 
 
-class Status(str, enum.Enum):
+class _Name(str, enum.Enum):
+    """A state stored as its name: ``str(x)`` and comparisons with plain strings read naturally."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Status(_Name):
     """State of one durable call."""
 
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Origin(str, enum.Enum):
+class Origin(_Name):
     """How the terminal outcome of a call was obtained."""
 
     EXECUTED = "EXECUTED"
     RECONCILED = "RECONCILED"
     RESOLVED = "RESOLVED"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class RunStatus(str, enum.Enum):
+class RunStatus(_Name):
     """State of one run (one action on one input, or one cell)."""
 
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)

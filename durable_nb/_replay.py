@@ -20,7 +20,6 @@ writes nothing: the call stays PENDING, as after ``kill -9``.
 
 from __future__ import annotations
 
-import enum
 import inspect
 import threading
 import time
@@ -32,12 +31,12 @@ from typing import Any
 from . import _codec, _faults
 from ._callid import call_identity
 from ._digest import digest, type_name
-from ._records import CallRecord, Origin, Status
+from ._records import CallRecord, Origin, Status, _Name
 from ._store import Store
 from .errors import DurableError, NonDeterminismWarning, UnserializableResultError
 
 
-class Decision(str, enum.Enum):
+class Decision(_Name):
     """What recovery does with one call; what the ReplayStepper shows."""
 
     REPLAY = "replay"
@@ -50,9 +49,6 @@ class Decision(str, enum.Enum):
     """Nothing on record: persist PENDING, run the function."""
     MISMATCH = "mismatch"
     """A different call is on record here: discard the rest of the run, then execute."""
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class RecordedError(DurableError):
