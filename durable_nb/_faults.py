@@ -46,14 +46,14 @@ def remove_hook(hook: Hook) -> None:
 
 
 @contextmanager
-def inject_crash(call: str, point: str = "after_call", times: int = 1) -> Iterator[None]:
+def inject_crash(call: str, point: str = "after_call", times: int | None = None) -> Iterator[None]:
     """Make the durable call with id ``call`` raise :class:`SimulatedCrash` at ``point``.
 
     ``before_call``: PENDING is persisted and the function has not run.
     ``after_call``: the function ran (its side effect happened) and its outcome is
-    not persisted: the case reconcilers exist for. The crash fires ``times`` times
-    (once by default) while the block is active, so a recovery inside the same
-    block can proceed.
+    not persisted: the case reconcilers exist for. Every matching call crashes
+    while the block is active (recover after it); ``times=N`` limits that to the
+    first N, so that a recovery inside the same block can proceed.
     """
     if point not in PUBLIC_POINTS:
         raise ValueError(f"inject_crash: point must be one of {PUBLIC_POINTS}, got {point!r}")
@@ -61,11 +61,14 @@ def inject_crash(call: str, point: str = "after_call", times: int = 1) -> Iterat
         raise TypeError(
             f"inject_crash: call must be a call id string such as 'mymodule.charge_card', got {call!r}"
         )
+    if times is not None and times < 1:
+        raise ValueError(f"inject_crash: times must be at least 1 (or None for every call), got {times!r}")
     remaining = [times]
 
     def hook(at: str, call_id: str) -> None:
-        if at == point and call_id == call and remaining[0] > 0:
-            remaining[0] -= 1
+        if at == point and call_id == call and (remaining[0] is None or remaining[0] > 0):
+            if remaining[0] is not None:
+                remaining[0] -= 1
             raise SimulatedCrash(call_id, point)
 
     add_hook(hook)

@@ -496,3 +496,28 @@ def test_another_process_can_recover_a_run_right_after_an_injected_crash(sqlite_
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "reconciled elsewhere"
     assert sqlite_store.calls("y")[0].origin is Origin.RECONCILED
+
+
+def test_inject_crash_hits_every_matching_call_in_its_block_unless_times_limits_it(store):
+    runner = dnb.LocalRunner(store)
+
+    def action(order, ctx):
+        return ctx.durable_execute(charge_card, order, 1)
+
+    crashes = 0
+    with dnb.inject_crash(call=f"{__name__}.charge_card", point="before_call"):
+        for order in ("a", "b"):
+            try:
+                runner.run(action, order, run_id=order)
+            except dnb.SimulatedCrash:
+                crashes += 1
+    assert crashes == 2 and [c.status for c in store.pending()] == [Status.PENDING] * 2
+
+    with dnb.inject_crash(call=f"{__name__}.charge_card", point="before_call", times=1):
+        with pytest.raises(dnb.SimulatedCrash):
+            runner.run(action, "c", run_id="c")
+        assert runner.run(action, "c", run_id="c") == {"order": "c", "charged": 1}  # recovered inside
+    with pytest.raises(ValueError, match="times must be at least 1"), dnb.inject_crash(call="x", times=0):
+        pass
+    with pytest.raises(ValueError, match="point must be one of"), dnb.inject_crash(call="x", point="during"):
+        pass
