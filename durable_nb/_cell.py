@@ -21,7 +21,7 @@ import inspect
 import sys
 import types
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -420,6 +420,35 @@ class _Tee:
         return getattr(self._stream, attr)
 
 
+class _Sink:
+    """A text stream that only records what is written (see :meth:`OutputRecorder.streams`)."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def __init__(self, recorder: OutputRecorder, name: str) -> None:
+        self._recorder = recorder
+        self._name = name
+
+    def write(self, text: str) -> int:
+        if text:
+            self._recorder.add_stream(self._name, text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        return None
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
 @dataclass
 class OutputRecorder:
     """Records stdout, stderr and rich display outputs as ONE ordered list while teeing them.
@@ -456,6 +485,18 @@ class OutputRecorder:
 
     def clear(self) -> None:
         self.outputs.clear()
+
+    @contextmanager
+    def streams(self) -> Iterator[OutputRecorder]:
+        """Record stdout and stderr only, without showing them: for a cell running where nobody watches.
+
+        A Flink worker has no display publisher; ``IPython.display.display`` there
+        prints its objects' ``repr`` to stdout, so rich outputs arrive as that text.
+        Output written to file descriptors 1/2 directly (C code, subprocesses) is not seen.
+        """
+        out, err = _Sink(self, "stdout"), _Sink(self, "stderr")
+        with redirect_stdout(out), redirect_stderr(err):  # type: ignore[type-var]
+            yield self
 
     @contextmanager
     def recording(self) -> Iterator[OutputRecorder]:

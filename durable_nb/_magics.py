@@ -15,6 +15,16 @@ no write, the body does not run.
 
 ``--rerun`` does not overwrite history: it opens ``cell:NAME:<digest16>#2``
 (then ``#3`` ...), and later replays use the newest of them.
+
+``--runner flink`` (without ``--map``) keeps all of the above and moves only the
+body: the kernel looks at the journal exactly as for a local cell (a terminal
+record replays without starting Flink), and otherwise ships the cell's source and
+the values it reads (:class:`CellRun`) to ``FlinkRunner.run`` under the same run
+id. The worker opens the run, journals call 0 through the same ``Journal``, runs
+the body with ``dnb.current_context()`` bound to the run and returns the outcome
+it journaled; the kernel restores names, shows outputs and the result from that
+outcome, the same code that replays a record. The kernel never opens the run
+itself, so it never competes with the worker for the run's lease.
 """
 
 from __future__ import annotations
@@ -22,7 +32,10 @@ from __future__ import annotations
 import argparse
 import ast
 import builtins
+import contextlib
 import datetime as _dt
+import linecache
+import traceback
 import types
 import warnings
 from collections.abc import Callable, Mapping
@@ -49,7 +62,7 @@ from ._cell import (
 )
 from ._context import open_run
 from ._records import CallRecord
-from ._replay import Decision, check_reconciler, decide, replay
+from ._replay import Decision, Step, check_reconciler, decide, replay
 from ._store import Store, default_store, open_store
 from .errors import UnpicklableOutputWarning
 
@@ -60,6 +73,8 @@ if TYPE_CHECKING:
 OUTCOME_FORMAT = 1
 FLINK_HINT = "pip install 'durable_nb[flink]'"
 _MAP_RESERVED = ("record", "ctx")
+#: Attribute of an exception raised by a cell in a Flink worker: what the cell printed before it.
+WORKER_OUTPUTS = "_durable_nb_outputs"
 
 
 def cell_call_id(name: str) -> str:
@@ -118,6 +133,136 @@ class CellAction:
         }
 
 
+class CellRun:
+    """A plain ``%%durable NAME --runner flink`` cell as the one-record action ``action(None, ctx)``.
+
+    Built in the kernel, cloudpickled with the cell's source and the notebook
+    values it reads, called in a Flink worker inside the cell's run (which
+    ``FlinkRunner.run`` opens there). It does in the worker what
+    ``DurableMagics._run_cell`` does in the kernel: call 0 (``cell:NAME``) goes
+    through ``Journal.begin`` and ``Journal.perform``, so the body's
+    ``durable_execute`` calls (1, 2, ...) replay or reconcile by the usual rules.
+    It returns ``(decision, outcome)``: the decision taken for call 0 (None if the
+    record was already terminal) and the outcome dict that was journaled.
+    Only stdout and stderr are recorded there: a worker has no display
+    publisher, so ``display(obj)`` prints ``repr(obj)`` and rich MIME output is lost.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        env: dict[str, Any],
+        analysis: CellAnalysis,
+        args_digest: str,
+        quiet: bool,
+        reconciler: Callable[[], Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.env = env
+        self.binds = analysis.binds
+        self.deletes = analysis.deletes
+        self.args_digest = args_digest
+        self.quiet = quiet
+        self.reconciler = reconciler
+
+    def __repr__(self) -> str:
+        return f"<CellRun cell:{self.name}>"
+
+    def __call__(self, _value: Any, ctx: Any) -> tuple[Decision | None, dict[str, Any] | None]:
+        journal = ctx.journal
+        step = journal.begin(cell_call_id(self.name), self.args_digest, self.reconciler is not None)
+        if not isinstance(step, Step):  # finished by another attempt since the kernel looked
+            journal.keep_rest()
+            return None, None
+        if step.decision is Decision.RECONCILE:
+            journal.keep_rest()
+            reconciler = self.reconciler
+            assert reconciler is not None
+            return step.decision, journal.perform(step, lambda: _reconciled(self.name, reconciler())[0])
+        return step.decision, journal.perform(step, self._execute)
+
+    def _execute(self) -> dict[str, Any]:
+        """Run the body in a fresh namespace, recording what it prints; the outcome ``_run_cell`` journals."""
+        filename = f"<durable cell {self.name}>"
+        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
+        body, last = split_last_expression(ast.parse(self.source))
+        ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__", **self.env}
+        recorder = OutputRecorder(None)
+        result = None
+        try:
+            with recorder.streams():
+                exec(compile(body, filename, "exec"), ns)
+                if last is not None:
+                    result = eval(compile(last, filename, "eval"), ns)
+        except Exception as exc:
+            _attach_worker_details(exc, recorder.outputs, filename)
+            raise
+        packed = pack_namespace(self.binds, ns)
+        return {
+            "format": OUTCOME_FORMAT,
+            "values": packed.values,
+            "modules": packed.modules,
+            "skipped": packed.skipped,
+            "deletes": [n for n in self.deletes if n not in ns],
+            "outputs": recorder.outputs,
+            "result": None if self.quiet else _pack_result(
+                last, result, packed.values, packed.skipped, lambda r: ({"text/plain": repr(r)}, {})
+            ),
+        }
+
+
+def _attach_worker_details(exc: Exception, outputs: list[Any], filename: str) -> None:
+    """Keep what a failing cell printed, and where in the cell it failed, on the exception itself.
+
+    Both travel with the pickled exception to the kernel (and into the FAILED
+    record): the kernel shows the outputs, and the traceback from the worker
+    (which pickling drops) is added as a note.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    lines = traceback.format_tb(tb) if tb is not None else []
+    with contextlib.suppress(Exception):
+        setattr(exc, WORKER_OUTPUTS, list(outputs))
+        exc.add_note("Raised in the Flink worker running the cell:\n" + "".join(lines).rstrip())
+
+
+def _pack_result(
+    last: ast.Expression | None,
+    result: Any,
+    values: Mapping[str, bytes],
+    skipped: dict[str, str],
+    fmt: Callable[[Any], tuple[dict[str, Any], dict[str, Any]]],
+) -> tuple[Any, ...] | None:
+    """How a cell's result is journaled; ``fmt`` renders one that cannot be pickled."""
+    if last is None or result is None:
+        return None
+    if isinstance(last.body, ast.Name) and last.body.id in values:
+        return ("name", last.body.id)  # do not journal a big value twice
+    try:
+        return pack_value(result)
+    except Exception as exc:
+        skipped["the cell's result"] = f"{type(result).__name__}: {type(exc).__name__}"
+        data, metadata = fmt(result)
+        return ("recorded", data, metadata)
+
+
+def _reconciled(name: str, values: Any) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """The outcome a ``--reconciler`` result is journaled as, and the values themselves."""
+    if not isinstance(values, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in values):
+        raise TypeError(
+            f"%%durable {name} --reconciler must return the cell's outputs as a dict "
+            f"{{variable name: value}}, got {type(values).__name__}"
+        )
+    packed = pack_namespace(list(values), values)
+    return {
+        "format": OUTCOME_FORMAT, "values": packed.values, "modules": packed.modules,
+        "skipped": packed.skipped, "deletes": [], "outputs": [], "result": None,
+    }, values
+
+
 @magics_class
 class DurableMagics(Magics):
     """``%%durable``, ``%durable_journal``, ``%durable_forget``, ``%durable_store``.
@@ -167,7 +312,9 @@ class DurableMagics(Magics):
     @magic_arguments.argument("--store", metavar="URL", help="journal for this cell (default: the notebook's store)")
     @magic_arguments.argument(
         "--runner", choices=("local", "flink"), default="local",
-        help="where --map runs the cell: in this kernel (local) or as a PyFlink job (flink)",
+        help="where the cell runs: in this kernel (local), or as a PyFlink job (flink: one run on one "
+        "worker, or with --map one run per record). flink needs a SQLite store the workers can reach; the "
+        "cell's names, printed output and result come back to the notebook when the job ends",
     )
     @magic_arguments.argument(
         "--rerun", action="store_true",
@@ -205,16 +352,14 @@ class DurableMagics(Magics):
         analysis = analyze(tree)
         if args.map_var:
             return self._run_map(name, args, source, analysis, store)
-        return self._run_cell(name, source, tree, analysis, store, reconciler, rerun=args.rerun)
+        return self._run_cell(name, source, tree, analysis, store, reconciler, rerun=args.rerun,
+                              runner=args.runner)
 
     def _check_combination(self, args: argparse.Namespace) -> None:
         if args.map_var is None:
             if args.key is not None:
                 raise UsageError("%%durable: --key only makes sense with --map VAR. Example: "
                                  "%%durable enrich --map orders --key id")
-            if args.runner == "flink":
-                raise UsageError("%%durable: --runner flink runs a cell per record and needs --map VAR. "
-                                 "Example: %%durable enrich --map orders --key id --runner flink")
             return
         if not args.map_var.isidentifier():
             raise UsageError(f"%%durable: --map takes a variable name, got {args.map_var!r}. "
@@ -251,6 +396,7 @@ class DurableMagics(Magics):
         reconciler: Callable[[], Any] | None,
         *,
         rerun: bool,
+        runner: str = "local",
     ) -> Any:
         __tracebackhide__ = True
         shell = self.shell
@@ -268,6 +414,8 @@ class DurableMagics(Magics):
                 assert recorded is not None
                 return self._replay(name, recorded)
         run_id = following if (rerun and latest is not None) or latest is None else latest
+        if runner == "flink":
+            return self._run_on_flink(name, source, analysis, store, reconciler, inputs, args_digest, run_id)
 
         with open_run(store, run_id) as ctx:
             journal = ctx.journal
@@ -297,20 +445,50 @@ class DurableMagics(Magics):
 
                 outcome = journal.perform(step, body)
                 result = executed[0]
-        if outcome["skipped"]:
-            warnings.warn(
-                f"durable_nb: cell {name!r}: "
-                + ", ".join(f"{n} ({why})" for n, why in outcome["skipped"].items())
-                + " cannot be pickled and were left out of the journal; the cell's other outputs are "
-                "journaled, and a replay will not restore these names. Keep live objects (open files, "
-                "connections) out of durable cells, or recreate them in a cell of their own.",
-                UnpicklableOutputWarning,
-                stacklevel=2,
-            )
+        _warn_skipped(name, outcome["skipped"])
         if step.decision is Decision.RECONCILE:
-            restored = sorted(outcome["values"]) + sorted(outcome["modules"])
-            print(f"↻ durable: reconciled cell {name!r} with --reconciler; restored: "
-                  f"{', '.join(restored) or 'nothing'}")
+            _say_reconciled(name, outcome)
+        return None if quiet else result
+
+    def _run_on_flink(
+        self,
+        name: str,
+        source: str,
+        analysis: CellAnalysis,
+        store: Store,
+        reconciler: Callable[[], Any] | None,
+        inputs: dict[str, Any],
+        args_digest: str,
+        run_id: str,
+    ) -> Any:
+        """Execute (or recover) the cell as a one-record job on FlinkRunner, then restore what it journaled.
+
+        The run is opened by the worker only; the kernel reads the journal and
+        restores the names, outputs and result from the outcome the worker returns.
+        """
+        __tracebackhide__ = True
+        shell = self.shell
+        assert shell is not None
+        _check_shippable(name, inputs)
+        quiet = bool(shell.displayhook.semicolon_at_end_of_expression(source))
+        action = _durable_name(name=cell_call_id(name))(
+            CellRun(name, source, inputs, analysis, args_digest, quiet, reconciler)
+        )
+        flink = _flink_runner(store, parallelism=1)
+        try:
+            decision, outcome = flink.run(action, None, run_id=run_id)
+        except Exception as exc:
+            replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])
+            raise
+        if decision is None or outcome is None:  # another kernel finished it meanwhile
+            return self._replay(name, store.calls(run_id)[0])
+        if decision is Decision.REEXECUTE:
+            print(f"↻ durable: recovered cell {name!r} on Flink: its last attempt did not finish; "
+                  f"its durable calls replayed or reconciled")
+        _warn_skipped(name, outcome["skipped"], flink=True)
+        result = self._restore(outcome, notice=None)
+        if decision is Decision.RECONCILE:
+            _say_reconciled(name, outcome)
         return None if quiet else result
 
     def _execute(
@@ -344,30 +522,12 @@ class DurableMagics(Magics):
     def _pack_result(
         self, last: ast.Expression | None, result: Any, values: Mapping[str, bytes], skipped: dict[str, str]
     ) -> tuple[Any, ...] | None:
-        if last is None or result is None:
-            return None
-        if isinstance(last.body, ast.Name) and last.body.id in values:
-            return ("name", last.body.id)  # do not journal a big value twice
-        try:
-            return pack_value(result)
-        except Exception as exc:
-            skipped["the cell's result"] = f"{type(result).__name__}: {type(exc).__name__}"
-            data, metadata = self.shell.display_formatter.format(result)  # type: ignore[union-attr]
-            return ("recorded", data, metadata)
+        return _pack_result(last, result, values, skipped, self.shell.display_formatter.format)  # type: ignore[union-attr]
 
     def _reconcile(self, name: str, reconciler: Callable[[], Any]) -> dict[str, Any]:
-        values = reconciler()
-        if not isinstance(values, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in values):
-            raise TypeError(
-                f"%%durable {name} --reconciler must return the cell's outputs as a dict "
-                f"{{variable name: value}}, got {type(values).__name__}"
-            )
-        packed = pack_namespace(list(values), values)
-        self.shell.user_ns.update({k: v for k, v in values.items() if k not in packed.skipped})  # type: ignore[union-attr]
-        return {
-            "format": OUTCOME_FORMAT, "values": packed.values, "modules": packed.modules,
-            "skipped": packed.skipped, "deletes": [], "outputs": [], "result": None,
-        }
+        outcome, values = _reconciled(name, reconciler())
+        self.shell.user_ns.update({k: v for k, v in values.items() if k not in outcome["skipped"]})  # type: ignore[union-attr]
+        return outcome
 
     def _replay(self, name: str, recorded: CallRecord) -> Any:
         """Restore a finished cell from its record: variables, outputs in order, result or exception."""
@@ -377,15 +537,27 @@ class DurableMagics(Magics):
         notice = f"↺ durable: replayed cell {name!r} recorded {_utc(recorded.finished_at)} (use --rerun to execute)"
         try:
             outcome = replay(recorded)
-        except Exception:
+        except Exception as exc:
             print(notice.replace("replayed cell", "replayed the failure of cell"))
+            replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])  # a failure recorded on Flink
             raise
+        return self._restore(outcome, notice=notice)
+
+    def _restore(self, outcome: dict[str, Any], *, notice: str | None) -> Any:
+        """Bring a journaled outcome into the notebook: names, deletions, outputs in order, the result.
+
+        ``notice`` is the replay line; None when the outcome was just produced by a
+        Flink worker (its unpicklable names were already warned about).
+        """
+        shell = self.shell
+        assert shell is not None
         restored, failed = unpack_namespace(outcome["values"], outcome["modules"])
         shell.user_ns.update(restored)
         for gone in outcome["deletes"]:
             shell.user_ns.pop(gone, None)
-        lost = {**outcome["skipped"], **failed}
-        print(notice)
+        lost = {**outcome["skipped"], **failed} if notice is not None else failed
+        if notice is not None:
+            print(notice)
         if lost:
             print("  not restored: " + ", ".join(f"{n} ({why})" for n, why in lost.items()))
         replay_outputs(shell, outcome["outputs"])
@@ -494,16 +666,63 @@ def _latest_run_of(store: Store, name: str) -> str | None:
     return max(runs, key=lambda r: r.updated_at).run_id if runs else None
 
 
-def _flink_runner(store: Store) -> Any:
+def _flink_runner(store: Store, **options: Any) -> Any:
+    """A FlinkRunner on the cell's store; what keeps it from running here is a UsageError, before any job."""
     try:
-        from ._runner_flink import FlinkRunner
+        from ._runner_flink import FlinkRunner, FlinkSetupError
 
-        return FlinkRunner(store)
+        try:
+            return FlinkRunner(store, **options)
+        except FlinkSetupError as exc:
+            raise UsageError(f"%%durable --runner flink: {exc}") from None
     except ImportError as exc:
         raise UsageError(
             f"%%durable --runner flink needs PyFlink, which is not installed here ({exc}). "
             f"Install it with: {FLINK_HINT}"
         ) from None
+
+
+def _check_shippable(name: str, inputs: Mapping[str, Any]) -> None:
+    """Name the notebook value that cannot travel to a Flink worker, before a job is built."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(dict(inputs))
+        return
+    except Exception:
+        pass
+    for var, value in inputs.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            raise UsageError(
+                f"%%durable {name} --runner flink: the cell reads {var!r} ({type(value).__name__}), which "
+                f"cannot be pickled to ship it to the Flink worker ({type(exc).__name__}: {exc}). Create it "
+                f"inside the cell, or run this cell with --runner local."
+            ) from None
+
+
+def _warn_skipped(name: str, skipped: Mapping[str, str], *, flink: bool = False) -> None:
+    if not skipped:
+        return
+    where = ("could not come back from the Flink worker and were left out of the journal; the cell's other "
+             "outputs are restored and journaled, and a replay will not restore these names either"
+             if flink else
+             "were left out of the journal; the cell's other outputs are journaled, and a replay will not "
+             "restore these names")
+    warnings.warn(
+        f"durable_nb: cell {name!r}: "
+        + ", ".join(f"{n} ({why})" for n, why in skipped.items())
+        + f" cannot be pickled and {where}. Keep live objects (open files, "
+        "connections) out of durable cells, or recreate them in a cell of their own.",
+        UnpicklableOutputWarning,
+        stacklevel=3,
+    )
+
+
+def _say_reconciled(name: str, outcome: Mapping[str, Any]) -> None:
+    restored = sorted(outcome["values"]) + sorted(outcome["modules"])
+    print(f"↻ durable: reconciled cell {name!r} with --reconciler; restored: {', '.join(restored) or 'nothing'}")
 
 
 _magics: dict[int, DurableMagics] = {}
@@ -530,4 +749,4 @@ def magics_of(ipython: Any) -> DurableMagics | None:
     return _magics.get(id(ipython))
 
 
-__all__ = ["CellAction", "DurableMagics", "load", "magics_of", "unload"]
+__all__ = ["CellAction", "CellRun", "DurableMagics", "load", "magics_of", "unload"]

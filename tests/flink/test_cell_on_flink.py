@@ -1,0 +1,231 @@
+"""A plain ``%%durable NAME --runner flink`` cell: the body runs as a one-record FlinkRunner job.
+
+Driven through a real IPython shell. ``charge`` and ``append`` write files, the
+ground truth of what ran in the worker: ``ledger.txt`` for the durable call,
+``body.txt`` for the cell body itself. FlinkRunner ships this module to the
+workers by value.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.error import UsageError
+from IPython.testing import globalipapp
+
+import durable_nb as dnb
+from durable_nb import _runner_flink
+from durable_nb._magics import DurableMagics, magics_of
+
+pytestmark = pytest.mark.flink
+
+
+def append(path: str, line: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(line + "\n")
+
+
+def charge(ledger: str, order_id: int) -> str:
+    append(ledger, f"charge {order_id}")
+    return f"ch_{order_id}"
+
+
+# ---------------------------------------------------------------- harness (as in tests/test_magics.py)
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any]] = []
+
+    def stream(self, name: str, text: str) -> None:
+        if self.items and self.items[-1][0] == name:
+            self.items[-1] = (name, self.items[-1][1] + text)
+        else:
+            self.items.append((name, text))
+
+    def text(self, name: str = "stdout") -> str:
+        return "".join(t for k, t in self.items if k == name)
+
+
+class _Stream:
+    def __init__(self, log: _Log, name: str) -> None:
+        self.log, self.name = log, name
+
+    def write(self, text: str) -> int:
+        self.log.stream(self.name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Publisher(DisplayPublisher):
+    log: _Log
+
+    def publish(self, data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> None:
+        self.log.items.append(("display", dict(data)))
+
+
+@pytest.fixture(scope="session")
+def ip() -> Any:
+    # the module attribute: after the first start it is the shell's own get_ipython, whichever test file started it
+    shell = globalipapp.get_ipython()
+    shell.extension_manager.load_extension("durable_nb")
+    return shell
+
+
+@pytest.fixture
+def magics(ip: Any, tmp_path: Path) -> Iterator[DurableMagics]:
+    """The loaded magics on a fresh SQLite journal; the user namespace is restored afterwards."""
+    m = magics_of(ip)
+    assert m is not None
+    saved_store, saved_ns = m._store, dict(ip.user_ns)
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    m.store = store
+    ip.user_ns.update(dnb=dnb, sys=sys, charge=charge, append=append,
+                      ledger=str(tmp_path / "ledger.txt"), body_log=str(tmp_path / "body.txt"))
+    yield m
+    m._store = saved_store
+    ip.user_ns.clear()
+    ip.user_ns.update(saved_ns)
+    store.close()
+
+
+def run(ip: Any, line: str, cell: str, log: _Log | None = None) -> tuple[Any, _Log]:
+    """Run ``%%durable line`` with ``cell``; what it writes goes to ``log`` (kept when the cell raises)."""
+    log = log if log is not None else _Log()
+    pub = _Publisher()
+    pub.log = log
+    saved_pub, out, err = ip.display_pub, sys.stdout, sys.stderr
+    ip.display_pub, sys.stdout, sys.stderr = pub, _Stream(log, "stdout"), _Stream(log, "stderr")
+    try:
+        result = ip.run_cell_magic("durable", line, cell)
+    finally:
+        ip.display_pub, sys.stdout, sys.stderr = saved_pub, out, err
+    return result, log
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+# ---------------------------------------------------------------- tests
+
+PAY = """\
+append(body_log, "ran")
+print("charging", order_id)
+print("careful", file=sys.stderr)
+charge_id = dnb.current_context().durable_execute(charge, ledger, order_id)
+receipt = f"receipt for {charge_id}"
+receipt.upper()
+"""
+
+
+@pytest.mark.timeout(180)
+def test_cell_runs_on_flink_then_replays_without_a_job(
+    flink: None, ip: Any, magics: DurableMagics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ip.user_ns["order_id"] = 7
+
+    result, log = run(ip, "pay --runner flink", PAY)
+
+    assert result == "RECEIPT FOR CH_7"
+    assert (ip.user_ns["charge_id"], ip.user_ns["receipt"]) == ("ch_7", "receipt for ch_7")
+    assert log.items == [("stdout", "charging 7\n"), ("stderr", "careful\n")]
+    assert lines(tmp_path / "body.txt") == ["ran"] and lines(tmp_path / "ledger.txt") == ["charge 7"]
+    store = magics.store
+    [run_rec] = store.runs()
+    assert run_rec.run_id.startswith("cell:pay:") and len(run_rec.run_id) == len("cell:pay:") + 16
+    assert run_rec.status is dnb.RunStatus.COMPLETED
+    calls = store.calls(run_rec.run_id)
+    assert [(c.index, c.status) for c in calls] == [(0, dnb.Status.SUCCEEDED), (1, dnb.Status.SUCCEEDED)]
+    assert calls[0].call_id == "cell:pay" and calls[1].call_id.endswith(".charge")
+
+    # A restarted kernel: the same cell replays from the journal alone, no job, no body.
+    for gone in ("charge_id", "receipt"):
+        ip.user_ns.pop(gone)
+    monkeypatch.setattr(_runner_flink.FlinkRunner, "run", _refuse)
+    result, again = run(ip, "pay --runner flink", PAY)
+
+    assert result == "RECEIPT FOR CH_7"
+    assert (ip.user_ns["charge_id"], ip.user_ns["receipt"]) == ("ch_7", "receipt for ch_7")
+    (kind, text), *rest = again.items
+    assert kind == "stdout" and text.startswith("↺ durable: replayed cell 'pay' recorded ")
+    assert [("stdout", text.split("\n", 1)[1]), *rest] == log.items  # same outputs, same order
+    assert lines(tmp_path / "body.txt") == ["ran"] and lines(tmp_path / "ledger.txt") == ["charge 7"]
+    assert [c.finished_at for c in store.calls(run_rec.run_id)] == [c.finished_at for c in calls]
+    # the local runner reads the same record
+    run(ip, "pay", PAY)
+    assert lines(tmp_path / "body.txt") == ["ran"]
+
+
+def _refuse(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("a replay started a Flink job")
+
+
+CRASHY = """\
+append(body_log, "ran")
+print("before the charge")
+charge_id = dnb.current_context().durable_execute(charge, ledger, order_id)
+if not os.path.exists(flag):
+    append(flag, "crashed")
+    os._exit(17)  # the worker dies after the charge is journaled, the cell still PENDING
+total = 1 / divisor
+"""
+
+
+@pytest.mark.timeout(180)
+def test_worker_crash_recovers_with_inner_calls_replayed_and_a_failing_cell_replays_its_exception(
+    flink: None, ip: Any, magics: DurableMagics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    ip.user_ns.update(order_id=3, divisor=0, os=os, flag=str(tmp_path / "crashed.flag"))
+
+    log = _Log()
+    with pytest.raises(ZeroDivisionError) as raised:
+        run(ip, "risky --runner flink", CRASHY, log)
+    assert log.items == [("stdout", "before the charge\n")]  # printed in the worker, shown here
+
+    # Flink restarted the crashed task: the body ran twice, the charge once (replayed on the worker).
+    assert lines(tmp_path / "crashed.flag") == ["crashed"]
+    assert lines(tmp_path / "body.txt") == ["ran", "ran"] and lines(tmp_path / "ledger.txt") == ["charge 3"]
+    assert "Raised in the Flink worker" in "".join(getattr(raised.value, "__notes__", []))
+    store = magics.store
+    [run_rec] = store.runs()
+    assert run_rec.status is dnb.RunStatus.FAILED and run_rec.attempts == 2
+    assert [(c.call_id.split(".")[-1], c.status) for c in store.calls(run_rec.run_id)] == [
+        ("cell:risky", dnb.Status.FAILED), ("charge", dnb.Status.SUCCEEDED)
+    ]
+
+    monkeypatch.setattr(_runner_flink.FlinkRunner, "run", _refuse)
+    replayed = _Log()
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "risky --runner flink", CRASHY, replayed)
+    assert replayed.text().startswith("↺ durable: replayed the failure of cell 'risky' recorded ")
+    assert replayed.text().endswith("\nbefore the charge\n")
+    assert lines(tmp_path / "body.txt") == ["ran", "ran"]
+
+
+@pytest.mark.timeout(60)
+def test_a_memory_store_is_a_usage_error_before_any_job(flink: None, ip: Any, magics: DurableMagics) -> None:
+    magics.store = dnb.MemoryStore()
+    with pytest.raises(UsageError, match="cannot use a MemoryStore"):
+        run(ip, "mem --runner flink", "x = 1\n")
+    assert magics.store.runs() == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::durable_nb.errors.UnpicklableArgumentWarning")  # the digest's own notice
+def test_an_unpicklable_input_is_named_before_any_job(flink: None, ip: Any, magics: DurableMagics) -> None:
+    import threading
+
+    ip.user_ns["lock"] = threading.Lock()
+    with pytest.raises(UsageError, match="the cell reads 'lock'"):
+        run(ip, "locked --runner flink", "held = lock.locked()\n")
+    assert magics.store.runs() == []
