@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,11 @@ def sqlite_store(tmp_path: Path) -> dnb.SqliteStore:
     s = dnb.SqliteStore(tmp_path / "journal.db")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def ip() -> Any:
+    """One real IPython shell for the session, durable_nb loaded (tests/shell_harness.py)."""
+    from shell_harness import start_shell
+
+    return start_shell()

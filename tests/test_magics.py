@@ -16,9 +16,8 @@ from typing import Any
 import cloudpickle
 import pandas as pd
 import pytest
-from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
-from IPython.testing import globalipapp
+from shell_harness import _Log, _Stream, run
 
 import durable_nb as dnb
 from durable_nb._magics import CellAction, DurableMagics, magics_of
@@ -50,57 +49,6 @@ def lookup_charge(order_id: int) -> str:
 # ---------------------------------------------------------------- harness
 
 
-class _Log:
-    """One ordered list of what a cell wrote: streams (merged when adjacent) and display bundles."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, Any]] = []
-
-    def stream(self, name: str, text: str) -> None:
-        if self.items and self.items[-1][0] == name:
-            self.items[-1] = (name, self.items[-1][1] + text)
-        else:
-            self.items.append((name, text))
-
-    def text(self, name: str = "stdout") -> str:
-        return "".join(t for k, t in self.items if k == name)
-
-    def kinds(self) -> list[str]:
-        return [k if k != "display" else "display:" + ",".join(sorted(v)) for k, v in self.items]
-
-
-class _Stream:
-    def __init__(self, log: _Log, name: str) -> None:
-        self.log, self.name = log, name
-
-    def write(self, text: str) -> int:
-        self.log.stream(self.name, text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-
-class _Publisher(DisplayPublisher):
-    log: _Log
-
-    def publish(self, data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> None:
-        self.log.items.append(("display", dict(data)))
-
-    def clear_output(self, wait: bool = False) -> None:
-        self.log.items.clear()
-
-
-@pytest.fixture(scope="session")
-def ip() -> Any:
-    # the module attribute: after the first start it is the shell's own get_ipython, whichever test file started it
-    shell = globalipapp.get_ipython()
-    # a terminal shell formats text/plain only; a kernel formats every MIME type
-    shell.display_formatter.active_types = shell.display_formatter.format_types
-    shell.extension_manager.load_extension("durable_nb")
-    return shell
-
-
 @pytest.fixture
 def magics(ip: Any, store: dnb.Store) -> Iterator[DurableMagics]:
     """The loaded magics, on a fresh store per test; the user namespace is restored afterwards."""
@@ -115,20 +63,6 @@ def magics(ip: Any, store: dnb.Store) -> Iterator[DurableMagics]:
     m._store = saved_store
     ip.user_ns.clear()
     ip.user_ns.update(saved_ns)
-
-
-def run(ip: Any, line: str, cell: str) -> tuple[Any, _Log]:
-    """Run ``%%durable line`` with ``cell``, recording its outputs in one ordered log."""
-    log = _Log()
-    pub = _Publisher()
-    pub.log = log
-    saved_pub, out, err = ip.display_pub, sys.stdout, sys.stderr
-    ip.display_pub, sys.stdout, sys.stderr = pub, _Stream(log, "stdout"), _Stream(log, "stderr")
-    try:
-        result = ip.run_cell_magic("durable", line, cell)
-    finally:
-        ip.display_pub, sys.stdout, sys.stderr = saved_pub, out, err
-    return result, log
 
 
 def restart(ip: Any, *names: str) -> None:

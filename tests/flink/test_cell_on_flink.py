@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
-from IPython.testing import globalipapp
+from shell_harness import _Log, run
 
 import durable_nb as dnb
 from durable_nb import _runner_flink
@@ -35,48 +34,7 @@ def charge(ledger: str, order_id: int) -> str:
     return f"ch_{order_id}"
 
 
-# ---------------------------------------------------------------- harness (as in tests/test_magics.py)
-
-
-class _Log:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, Any]] = []
-
-    def stream(self, name: str, text: str) -> None:
-        if self.items and self.items[-1][0] == name:
-            self.items[-1] = (name, self.items[-1][1] + text)
-        else:
-            self.items.append((name, text))
-
-    def text(self, name: str = "stdout") -> str:
-        return "".join(t for k, t in self.items if k == name)
-
-
-class _Stream:
-    def __init__(self, log: _Log, name: str) -> None:
-        self.log, self.name = log, name
-
-    def write(self, text: str) -> int:
-        self.log.stream(self.name, text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-
-class _Publisher(DisplayPublisher):
-    log: _Log
-
-    def publish(self, data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> None:
-        self.log.items.append(("display", dict(data)))
-
-
-@pytest.fixture(scope="session")
-def ip() -> Any:
-    # the module attribute: after the first start it is the shell's own get_ipython, whichever test file started it
-    shell = globalipapp.get_ipython()
-    shell.extension_manager.load_extension("durable_nb")
-    return shell
+# ---------------------------------------------------------------- harness (tests/shell_harness.py)
 
 
 @pytest.fixture
@@ -94,20 +52,6 @@ def magics(ip: Any, tmp_path: Path) -> Iterator[DurableMagics]:
     ip.user_ns.clear()
     ip.user_ns.update(saved_ns)
     store.close()
-
-
-def run(ip: Any, line: str, cell: str, log: _Log | None = None) -> tuple[Any, _Log]:
-    """Run ``%%durable line`` with ``cell``; what it writes goes to ``log`` (kept when the cell raises)."""
-    log = log if log is not None else _Log()
-    pub = _Publisher()
-    pub.log = log
-    saved_pub, out, err = ip.display_pub, sys.stdout, sys.stderr
-    ip.display_pub, sys.stdout, sys.stderr = pub, _Stream(log, "stdout"), _Stream(log, "stderr")
-    try:
-        result = ip.run_cell_magic("durable", line, cell)
-    finally:
-        ip.display_pub, sys.stdout, sys.stderr = saved_pub, out, err
-    return result, log
 
 
 def lines(path: Path) -> list[str]:
