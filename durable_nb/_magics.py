@@ -9,7 +9,7 @@ its exception. The ``durable_execute`` calls the body makes land after it
 and those calls replay or reconcile by the usual rules.
 
 Every decision goes through :mod:`durable_nb._replay` (``decide``/``replay`` to
-look before opening a run, ``Journal.begin/succeed/fail`` to perform). A cell
+look before opening a run, ``Journal.begin`` and ``Journal.perform`` to perform). A cell
 whose record is terminal is answered from a read of the journal alone: no lease,
 no write, the body does not run.
 
