@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import durable_nb as dnb
-from durable_nb._runner_flink import FlinkRunner, _gateway
+from durable_nb.runners.flink_job import FlinkRunner, _gateway
 
 
 def score(record: dict[str, Any], work_s: float) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def plain_pyflink(records: list[dict[str, Any]], parallelism: int) -> list[Any]:
     from pyflink.datastream.connectors.number_seq import NumberSequenceSource
     from pyflink.datastream.state import ValueStateDescriptor
 
-    from durable_nb._runner_flink import _env_var
+    from durable_nb.runners.flink_job import _env_var
 
     class Plain(KeyedProcessFunction):  # type: ignore[misc]
         def __init__(self, records: list[dict[str, Any]]) -> None:

@@ -24,7 +24,7 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.testing.globalipapp import get_ipython
 
 import durable_nb as dnb
-from durable_nb._magics import magics_of
+from durable_nb.notebook.magics import magics_of
 
 TARGET_MS = 50.0
 REPEAT = 20

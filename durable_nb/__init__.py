@@ -12,15 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._callid import durable
-from ._context import RunnerContext, current_context
-from ._faults import inject_crash
-from ._records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
-from ._replay import Decision
-from ._runner_local import LocalRunner
-from ._store import Store, open_store
-from ._store_memory import MemoryStore
-from ._store_sqlite import SqliteStore
 from .errors import (
     DurableError,
     JournalFormatError,
@@ -31,9 +22,19 @@ from .errors import (
     UnpicklableOutputWarning,
     UnserializableResultError,
 )
+from .journal.callid import durable
+from .journal.context import RunnerContext, current_context
+from .journal.faults import inject_crash
+from .journal.records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
+from .journal.replay import Decision
+from .journal.store import Store
+from .runners.local import LocalRunner
+from .stores import open_store
+from .stores.memory import MemoryStore
+from .stores.sqlite import SqliteStore
 
 if TYPE_CHECKING:
-    from ._runner_flink import FlinkRunner
+    from .runners.flink_job import FlinkRunner
     from .widgets import JournalView, ReconcilePanel, ReplayStepper
 
 __version__ = "0.1.0"
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "FlinkRunner": "._runner_flink",
+    "FlinkRunner": ".runners.flink_job",
     "JournalView": ".widgets",
     "ReplayStepper": ".widgets",
     "ReconcilePanel": ".widgets",
@@ -92,13 +93,13 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext durable_nb``: register the ``%%durable`` magics."""
-    from ._magics import load
+    from .notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext durable_nb``: remove the magics (journals are untouched)."""
-    from ._magics import unload
+    from .notebook.magics import unload
 
     unload(ipython)

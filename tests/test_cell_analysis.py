@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from durable_nb._cell import (
+from durable_nb.notebook.cell import (
     OutputRecorder,
     analyze,
     input_digest,
@@ -164,7 +164,7 @@ def test_input_digest_depends_on_values_and_code() -> None:
 
 def test_input_digest_is_stable_across_processes() -> None:
     script = (
-        "import pandas as pd\nfrom durable_nb._cell import input_digest\n"
+        "import pandas as pd\nfrom durable_nb.notebook.cell import input_digest\n"
         "print(input_digest('fp', {'s': {'b', 'a'}, 'df': pd.DataFrame({'x': [1, 2]}), 'd': {'k': 1.5}}))"
     )
     outs = {

@@ -14,13 +14,13 @@ import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
-from durable_nb._digest import digest, digest_value
+from durable_nb.journal.digest import digest, digest_value
 
 SAMPLE = textwrap.dedent(
     """
     import json, sys
     import pandas as pd
-    from durable_nb._digest import digest
+    from durable_nb.journal.digest import digest
     values = [
         ((), {}),
         ((1, 2.5, "s", b"b", None, True), {}),

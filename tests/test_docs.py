@@ -25,7 +25,7 @@ def test_every_public_name_has_a_docstring_and_is_in_the_readme():
 
 
 def test_every_magic_option_has_help():
-    from durable_nb._magics import DurableMagics
+    from durable_nb.notebook.magics import DurableMagics
 
     for name, method in inspect.getmembers(DurableMagics, inspect.isfunction):
         parser = getattr(method, "parser", None)

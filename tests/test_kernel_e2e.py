@@ -162,7 +162,7 @@ def test_killed_kernel_recovers_the_cell_in_a_new_kernel(tmp_path: Path) -> None
         text, _, _ = second.run(CHECK)
         assert "('ch-42', 'parcel-for-ch-42'" in text
         journal, _, _ = second.run(
-            "from durable_nb._magics import magics_of\n"
+            "from durable_nb.notebook.magics import magics_of\n"
             "s = magics_of(get_ipython()).store\n"
             "[r] = [r for r in s.runs() if r.run_id.startswith('cell:order:')]\n"
             "print([(c.call_id, c.status.value, c.origin.value) for c in s.calls(r.run_id)], r.attempts)"

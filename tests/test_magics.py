@@ -20,7 +20,7 @@ from IPython.core.error import UsageError
 from shell_harness import _Log, _Stream, run
 
 import durable_nb as dnb
-from durable_nb._magics import CellAction, DurableMagics, magics_of
+from durable_nb.notebook.magics import CellAction, DurableMagics, magics_of
 
 RAN: collections.Counter[str] = collections.Counter()
 LEDGER: list[str] = []

@@ -12,7 +12,8 @@ import collections
 import pytest
 
 import durable_nb as dnb
-from durable_nb import Origin, RunStatus, Status, _digest
+from durable_nb import Origin, RunStatus, Status
+from durable_nb.journal import digest as _digest
 
 
 class Ledger:

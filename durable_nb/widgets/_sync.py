@@ -12,7 +12,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Protocol
 
-from .._store import Store
+from ..journal.store import Store
 
 
 class _Refreshable(Protocol):

@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from .._records import CallRecord, DiscardedCall, RunRecord, Status
-from .._store import Store, open_store, owner_is_alive
+from ..journal.lease import owner_is_alive
+from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
+from ..journal.store import Store
+from ..stores import open_store
 from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, status_cell, table, td
 from ._sync import watch
 
@@ -447,6 +449,6 @@ class JournalView(W.VBox):
 
     def to_pandas(self) -> pd.DataFrame:
         """Every call matching the current filters (all pages) as a DataFrame, without payloads."""
-        from .._frames import calls_frame
+        from ..journal.frames import calls_frame
 
         return calls_frame(self.store.query_calls(**self.filters))

@@ -33,10 +33,12 @@ from typing import Any
 
 import ipywidgets as W
 
-from .._records import CallRecord, Origin, Status
-from .._replay import settle_pending
-from .._store import Store, describe_owner, open_store, owner_is_alive
 from ..errors import UnserializableResultError
+from ..journal.lease import describe_owner, owner_is_alive
+from ..journal.records import CallRecord, Origin, Status
+from ..journal.replay import settle_pending
+from ..journal.store import Store
+from ..stores import open_store
 from ._html import esc, fmt_time, message, page
 from ._sync import changed, watch
 

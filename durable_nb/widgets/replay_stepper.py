@@ -40,13 +40,14 @@ from typing import Any
 
 import ipywidgets as W
 
-from .. import _codec
-from .._context import RunnerContext, open_run
-from .._records import CallRecord, Status
-from .._replay import Decision, Planned, StopRecovery, decide
-from .._runner_local import Action, call_action, check_action
-from .._store import Store, open_store
 from ..errors import RunBusyError, SimulatedCrash
+from ..journal import codec
+from ..journal.context import RunnerContext, open_run
+from ..journal.records import CallRecord, Status
+from ..journal.replay import Decision, Planned, StopRecovery, decide
+from ..journal.store import Store
+from ..runners.local import Action, call_action, check_action
+from ..stores import open_store
 from ._html import esc, message, page, status_cell, table, td
 from ._sync import changed
 from .journal_view import JournalView
@@ -230,13 +231,13 @@ class ReplayStepper(W.VBox):
             except (Exception, SimulatedCrash) as exc:
                 self.done = isinstance(exc, Exception)
                 reached = -1
-                outcome = (f"The action raised {_codec.error_preview(exc)}; "
+                outcome = (f"The action raised {codec.error_preview(exc)}; "
                            + ("the run is FAILED." if self.done else "the run stopped as after a crash."))
                 kind = "error"
             else:
                 self.done = True
                 reached = -1
-                outcome = f"The action finished; the run is COMPLETED with result {_codec.preview(result)}."
+                outcome = f"The action finished; the run is COMPLETED with result {codec.preview(result)}."
         journal = self.store.query_calls(run_id=self.run_id)
         if reached < 0:
             reached = len(journal)

@@ -22,7 +22,7 @@ def flink() -> None:
         import pyflink  # noqa: F401
     except ImportError:
         give_up("apache-flink is not installed: pip install 'durable_nb[flink]'")
-    from durable_nb._runner_flink import FlinkSetupError, _gateway, check_java
+    from durable_nb.runners.flink_job import FlinkSetupError, _gateway, check_java
 
     try:
         check_java()

@@ -18,8 +18,8 @@ from IPython.core.error import UsageError
 from shell_harness import _Log, run
 
 import durable_nb as dnb
-from durable_nb import _runner_flink
-from durable_nb._magics import DurableMagics, magics_of
+from durable_nb.notebook.magics import DurableMagics, magics_of
+from durable_nb.runners import flink_job as _runner_flink
 
 pytestmark = pytest.mark.flink
 

@@ -12,8 +12,8 @@ import _orders
 import pytest
 
 import durable_nb as dnb
-from durable_nb._runner_flink import FlinkRunner
-from durable_nb.flink_cluster import StandaloneCluster
+from durable_nb.runners.flink_cluster import StandaloneCluster
+from durable_nb.runners.flink_job import FlinkRunner
 
 pytestmark = pytest.mark.flink
 

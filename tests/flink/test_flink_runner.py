@@ -12,7 +12,7 @@ import _orders
 import pytest
 
 import durable_nb as dnb
-from durable_nb._runner_flink import FlinkJobError, FlinkRunner, FlinkSetupError, check_java
+from durable_nb.runners.flink_job import FlinkJobError, FlinkRunner, FlinkSetupError, check_java
 
 pytestmark = pytest.mark.flink
 

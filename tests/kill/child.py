@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import durable_nb as dnb
-from durable_nb import _faults
+from durable_nb.journal import faults as _faults
 
 POINTS = ("before_pending_commit", "before_call", "in_call", "after_call")
 TARGET = "kill.charge"

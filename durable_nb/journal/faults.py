@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from .errors import SimulatedCrash
+from ..errors import SimulatedCrash
 
 #: Public points: PENDING is durable and the function has not run / the function
 #: ran and its outcome is not durable yet.

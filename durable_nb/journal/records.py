@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _codec
+from . import codec
 
 
 class _Name(str, enum.Enum):
@@ -78,7 +78,7 @@ class CallRecord:
                 f"call {self.index} ({self.call_id!r}) of run {self.run_id!r} is {self.status.value}, "
                 f"it has no result; check record.status first."
             )
-        return _codec.loads(self.payload)
+        return codec.loads(self.payload)
 
     def error(self) -> BaseException:
         """Unpickle and return the recorded exception (trusted journals only)."""
@@ -87,7 +87,7 @@ class CallRecord:
                 f"call {self.index} ({self.call_id!r}) of run {self.run_id!r} is {self.status.value}, "
                 f"it has no error; check record.status first."
             )
-        err = _codec.loads(self.payload)
+        err = codec.loads(self.payload)
         assert isinstance(err, BaseException)
         return err
 

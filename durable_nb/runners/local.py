@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from . import _codec
-from ._context import RunnerContext, open_run
-from ._digest import digest_value
-from ._mapping import Key, action_name, key_name, keyed, records_of, run_id_for
-from ._store import Store, open_store
+from ..journal import codec
+from ..journal.context import RunnerContext, open_run
+from ..journal.digest import digest_value
+from ..journal.store import Store
+from ..stores import open_store
+from .mapping import Key, action_name, key_name, keyed, records_of, run_id_for
 
 if TYPE_CHECKING:
     import os
@@ -106,7 +107,7 @@ class LocalRunner:
         A record whose action raises is a FAILED row, not an aborted map; a crash
         (``BaseException``) stops the map and the next ``map`` recovers.
         """
-        from ._frames import map_frame
+        from ..journal.frames import map_frame
 
         check_action(action)
         name = action_name(action)
@@ -117,7 +118,7 @@ class LocalRunner:
                 with open_run(self.store, rid, key=k) as ctx:
                     result = call_action(action, record, ctx)
             except Exception as exc:
-                rows.append((k, rid, "FAILED", None, _codec.error_preview(exc)))
+                rows.append((k, rid, "FAILED", None, codec.error_preview(exc)))
             else:
                 rows.append((k, rid, "COMPLETED", result, None))
         return map_frame(key_name(key), rows)

@@ -45,8 +45,14 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 
-from ._callid import durable as _durable_name
-from ._cell import (
+from ..errors import UnpicklableOutputWarning
+from ..journal.callid import durable as _durable_name
+from ..journal.context import open_run
+from ..journal.records import CallRecord
+from ..journal.replay import Decision, Step, check_reconciler, decide, replay
+from ..journal.store import Store
+from ..stores import default_store, open_store
+from .cell import (
     CellAnalysis,
     OutputRecorder,
     RecordedResult,
@@ -60,11 +66,6 @@ from ._cell import (
     split_last_expression,
     unpack_namespace,
 )
-from ._context import open_run
-from ._records import CallRecord
-from ._replay import Decision, Step, check_reconciler, decide, replay
-from ._store import Store, default_store, open_store
-from .errors import UnpicklableOutputWarning
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -592,7 +593,7 @@ class DurableMagics(Magics):
         if args.runner == "flink":
             runner: Any = _flink_runner(store)
         else:
-            from ._runner_local import LocalRunner
+            from ..runners.local import LocalRunner
 
             runner = LocalRunner(store)
         frame = runner.map(action, records, key=args.key)
@@ -618,7 +619,7 @@ class DurableMagics(Magics):
             print(f"durable: no record of cell {name!r} in {store!r}")
             return None
         try:
-            from .widgets import JournalView
+            from ..widgets import JournalView
         except ImportError:
             return store.to_pandas(run_id=run_id)
         return JournalView(store, run_id=run_id)
@@ -669,7 +670,7 @@ def _latest_run_of(store: Store, name: str) -> str | None:
 def _flink_runner(store: Store, **options: Any) -> Any:
     """A FlinkRunner on the cell's store; what keeps it from running here is a UsageError, before any job."""
     try:
-        from ._runner_flink import FlinkRunner, FlinkSetupError
+        from ..runners.flink_job import FlinkRunner, FlinkSetupError
 
         try:
             return FlinkRunner(store, **options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._callid import call_identity
+from ..journal.callid import call_identity
 
 Key = str | Callable[[Any], Any] | None
 

@@ -27,9 +27,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ._records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
-from ._store import Store, check_status, describe_owner, end_owner, owner_is_alive
-from .errors import JournalFormatError, RunBusyError
+from ..errors import JournalFormatError, RunBusyError
+from ..journal.lease import describe_owner, end_owner, owner_is_alive
+from ..journal.records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
+from ..journal.store import Store, check_status
 
 SCHEMA_VERSION = 1
 APP_ID = "durable_nb"

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ._records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
-from ._store import Store, check_status, describe_owner, end_owner, owner_is_alive
-from .errors import RunBusyError
+from ..errors import RunBusyError
+from ..journal.lease import describe_owner, end_owner, owner_is_alive
+from ..journal.records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
+from ..journal.store import Store, check_status
 
 
 @dataclass

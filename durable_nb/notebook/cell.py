@@ -25,9 +25,9 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _codec
-from ._context import RunnerContext
-from ._digest import digest_value, fingerprint_code, type_name
+from ..journal import codec
+from ..journal.context import RunnerContext
+from ..journal.digest import digest_value, fingerprint_code, type_name
 
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -585,7 +585,7 @@ def pack_value(value: Any) -> tuple[str, Any]:
     """``("module", name)`` or ``("pickle", bytes)``; raises if the value cannot be pickled."""
     if isinstance(value, types.ModuleType):
         return "module", value.__name__
-    return "pickle", _codec.dumps(value)
+    return "pickle", codec.dumps(value)
 
 
 def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) -> PackedNamespace:
@@ -624,7 +624,7 @@ def unpack_namespace(
             failed[name] = f"import {module} failed: {type(exc).__name__}"
     for name, data in values.items():
         try:
-            restored[name] = _codec.loads(data)
+            restored[name] = codec.loads(data)
         except Exception as exc:
             failed[name] = f"unpickling failed: {type(exc).__name__}: {exc}"
     return restored, failed

@@ -28,7 +28,7 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import UnpicklableArgumentWarning
+from ..errors import UnpicklableArgumentWarning
 
 _warned_types: set[str] = set()
 _MAX_DEPTH = 64

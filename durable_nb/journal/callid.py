@@ -14,7 +14,7 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from ._digest import _encoded, fingerprint_code
+from .digest import _encoded, fingerprint_code
 
 F = TypeVar("F", bound=Callable[..., Any])
 

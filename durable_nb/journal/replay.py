@@ -28,12 +28,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _codec, _faults
-from ._callid import call_identity
-from ._digest import digest, type_name
-from ._records import CallRecord, Origin, Status, _Name
-from ._store import Store
-from .errors import DurableError, NonDeterminismWarning, UnserializableResultError
+from ..errors import DurableError, NonDeterminismWarning, UnserializableResultError
+from . import codec, faults
+from .callid import call_identity
+from .digest import digest, type_name
+from .records import CallRecord, Origin, Status, _Name
+from .store import Store
 
 
 class Decision(_Name):
@@ -180,7 +180,7 @@ class Journal:
                 assert recorded is not None
                 return recorded
             if decision is Decision.EXECUTE:
-                _faults.fire("before_pending_commit", call_id)
+                faults.fire("before_pending_commit", call_id)
                 self.store.append_pending(self.run_id, index, call_id, args_digest, time.time())
                 self._log.append(
                     CallRecord(self.run_id, index, call_id, args_digest, Status.PENDING, None, None, None,
@@ -266,27 +266,27 @@ class Journal:
         An ``Exception`` is persisted FAILED and re-raised; any other ``BaseException``
         passes through with nothing written (the call stays PENDING).
         """
-        _faults.fire("before_call", step.call_id)
+        faults.fire("before_call", step.call_id)
         try:
             value = run()
         except Exception as exc:
-            _faults.fire("after_call", step.call_id)
+            faults.fire("after_call", step.call_id)
             self.fail(step, exc)
             raise
-        _faults.fire("after_call", step.call_id)
+        faults.fire("after_call", step.call_id)
         self.succeed(step, value)
         return value
 
     async def perform_async(self, step: Step, run: Callable[[], Awaitable[Any]]) -> Any:
         """:meth:`perform` for a step whose work is awaited."""
-        _faults.fire("before_call", step.call_id)
+        faults.fire("before_call", step.call_id)
         try:
             value = await run()
         except Exception as exc:
-            _faults.fire("after_call", step.call_id)
+            faults.fire("after_call", step.call_id)
             self.fail(step, exc)
             raise
-        _faults.fire("after_call", step.call_id)
+        faults.fire("after_call", step.call_id)
         self.succeed(step, value)
         return value
 
@@ -297,19 +297,19 @@ Encoded = tuple[Status, bytes, str | None, str | None]
 def encode_success(value: Any, run_id: str, index: int, call_id: str) -> Encoded:
     """``(status, payload, result_preview, error_preview)`` of a result; previews are made now, once."""
     try:
-        payload = _codec.dumps(value)
+        payload = codec.dumps(value)
     except Exception as exc:
         raise UnserializableResultError(run_id, index, call_id, type_name(value), f"{type(exc).__name__}: {exc}") \
             from exc
-    return Status.SUCCEEDED, payload, _codec.preview(value), None
+    return Status.SUCCEEDED, payload, codec.preview(value), None
 
 
 def encode_failure(exc: BaseException) -> Encoded:
     try:
-        payload = _codec.dumps(exc)
+        payload = codec.dumps(exc)
     except Exception:
-        payload = _codec.dumps(RecordedError(type_name(exc), str(exc)))
-    return Status.FAILED, payload, None, _codec.error_preview(exc)
+        payload = codec.dumps(RecordedError(type_name(exc), str(exc)))
+    return Status.FAILED, payload, None, codec.error_preview(exc)
 
 
 def settle_pending(store: Store, record: CallRecord, outcome: Any, *, failed: bool, origin: Origin) -> bool:

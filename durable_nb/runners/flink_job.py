@@ -1,6 +1,6 @@
 """``FlinkRunner``: the same durable actions, run as a keyed PyFlink job.
 
-Thin on purpose, like :mod:`durable_nb._runner_local`: this module decides only
+Thin on purpose, like :mod:`durable_nb.runners.local`: this module decides only
 *where* actions run (Flink task slots, in Python worker processes) and *how they
 reach the store* (the journal file, reopened in each worker). Every replay
 decision is made by ``_replay`` through the ``RunnerContext`` each action gets
@@ -57,12 +57,13 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from . import _codec
-from ._context import open_run
-from ._mapping import Key, action_name, key_name, key_of, records_of, run_id_for
-from ._runner_local import Action, call_action, check_action, default_run_id
-from ._store import Store, open_store
-from .errors import DurableError, RunBusyError
+from ..errors import DurableError, RunBusyError
+from ..journal import codec
+from ..journal.context import open_run
+from ..journal.store import Store
+from ..stores import open_store
+from .local import Action, call_action, check_action, default_run_id
+from .mapping import Key, action_name, key_name, key_of, records_of, run_id_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -218,7 +219,7 @@ class _StoreSpec:
 
     def open(self) -> Store:
         if self.sqlite_path is not None:
-            from ._store_sqlite import SqliteStore
+            from ..stores.sqlite import SqliteStore
 
             # Unpickling a SqliteStore would *create* an empty journal on a worker that
             # cannot see the notebook's file: durable in name only. Refuse instead.
@@ -235,8 +236,8 @@ class _StoreSpec:
 
 
 def _store_spec(store: Store) -> _StoreSpec:
-    from ._store_memory import MemoryStore
-    from ._store_sqlite import SqliteStore
+    from ..stores.memory import MemoryStore
+    from ..stores.sqlite import SqliteStore
 
     if isinstance(store, MemoryStore):
         raise FlinkSetupError(
@@ -321,9 +322,9 @@ def _process_record(job: _Job, store: Store, index: int, seq: int) -> _Row:
             payload: bytes | None = cloudpickle.dumps(exc)
         except Exception:
             payload = None  # the notebook still gets the text preview
-        return index, run_id, "FAILED", payload, _codec.error_preview(exc)
+        return index, run_id, "FAILED", payload, codec.error_preview(exc)
     try:
-        return index, run_id, "COMPLETED", _codec.dumps(result), None
+        return index, run_id, "COMPLETED", codec.dumps(result), None
     except Exception as exc:
         return index, run_id, "FAILED", None, (
             f"the action's result ({type(result).__name__}) cannot be pickled to return it from Flink: {exc}"
@@ -425,7 +426,7 @@ class FlinkRunner:
         row; a crash fails the task and Flink restores it from the last
         checkpoint, where its durable calls replay from the journal.
         """
-        from ._frames import map_frame
+        from ..journal.frames import map_frame
 
         check_action(action)
         items = records_of(records)
@@ -527,7 +528,7 @@ class FlinkRunner:
 
 
 def _load(payload: bytes | None) -> Any:
-    return None if payload is None else _codec.loads(payload)
+    return None if payload is None else codec.loads(payload)
 
 
 def _parse_jobmanager(text: str) -> tuple[str, int]:

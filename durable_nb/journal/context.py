@@ -25,9 +25,10 @@ from collections.abc import Awaitable, Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from ._records import CallRecord, RunStatus
-from ._replay import Decision, Journal, StopRecovery, check_reconciler, identify, replay
-from ._store import Store, end_owner, new_owner
+from .lease import end_owner, new_owner
+from .records import CallRecord, RunStatus
+from .replay import Decision, Journal, StopRecovery, check_reconciler, identify, replay
+from .store import Store
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._records import CallRecord
+from .records import CallRecord
 
 if TYPE_CHECKING:
     import pandas as pd
