@@ -1,21 +1,32 @@
-"""Records/s of one durable action on FlinkRunner, on plain PyFlink without a journal, and on LocalRunner.
+"""What durability costs on Flink: FlinkRunner against plain PyFlink in the same job shape, and worker memory.
 
-The question it answers: what does durability cost on Flink? The action makes
-one durable call doing ``--work-ms`` of I/O-bound work (a stand-in for a model
-or API call, ``time.sleep``) plus a little CPU. "Plain PyFlink" runs the very
-same function in the very same job shape (checkpointed sequence source, key_by,
+Part 1, speed. The action makes one durable call doing ``work`` ms of I/O-bound
+work (``time.sleep``, a stand-in for a model or API call) plus a little CPU.
+"Plain PyFlink" runs the very same function in the very same job shape as
+FlinkRunner (the records file read by a FileSource, key_by, a
 KeyedProcessFunction with a ValueState sequence number, execute_and_collect),
-with no store at all. LocalRunner runs it in this process, one record after the
-other. Each Flink variant runs a small warm-up job first, so JVM start-up is not
-counted; job submission and Python worker start-up are (a user pays them). The
-Flink variants alternate for ``--rounds`` rounds and the best time of each is
-reported, so that load from other processes on the machine skews them alike.
+with no store at all. Each variant runs a small warm-up job first, so JVM
+start-up is not counted; job submission and Python worker start-up are (a user
+pays them). The variants alternate for ``--rounds`` rounds and the best time of
+each is reported, so load from other processes skews them alike. Rows:
+
+* 20,000 records, 0 ms of work, parallelism 2: target FlinkRunner <= 1.4x plain;
+* 2,000 records, 5 ms of work, parallelism 2: target <= 1.1x plain;
+* the 0 ms map run again: every call replayed;
+* with ``--postgres``: the 0 ms comparison on a PostgresStore (a server started by
+  ``tests/postgres_server.py``): target <= 1.5x plain.
+
+Part 2, memory. Peak resident memory (psutil, sampled every 100 ms) of the
+process tree that runs the job: on the local mini-cluster that is the JVM (the
+TaskManager) and the Python worker processes it starts; the notebook's own
+process is not counted. Measured for maps of ``--memory-records`` records (0 ms
+work, default 100,000 and 1,000,000, journal with durability ``"relaxed"`` to
+spare a million fsyncs): records reach the workers through a FileSource, so it
+should not grow with the number of records.
 
 Usage::
 
-    python benchmarks/bench_flink.py [--records 2000] [--work-ms 5] [--parallelism 2]
-
-Target: FlinkRunner at most 1.5x the time of plain PyFlink (the ratio printed last).
+    python benchmarks/bench_flink.py [--records 20000] [--work-records 2000] [--memory-records 100000,1000000]
 """
 
 from __future__ import annotations
@@ -24,19 +35,25 @@ import argparse
 import functools
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import psutil
+
 import durable_nb as dnb
-from durable_nb.runners.flink_job import FlinkRunner, _gateway
+from durable_nb.runners import flink_worker
+from durable_nb.runners.flink_env import EnvOptions, environment, gateway
+from durable_nb.runners.flink_job import FlinkRunner
 
 
 def score(record: dict[str, Any], work_s: float) -> dict[str, Any]:
     """The per-record work: I/O wait plus a little CPU, as a remote scoring call would be."""
-    time.sleep(work_s)
+    if work_s:
+        time.sleep(work_s)
     text = f"{record['id']}:{record['text']}"
     return {"id": record["id"], "score": sum(map(ord, text)) % 97}
 
@@ -45,46 +62,39 @@ def durable_action(record: dict[str, Any], ctx: dnb.RunnerContext) -> dict[str, 
     return ctx.durable_execute(score, record, record["work_s"])
 
 
-def plain_pyflink(records: list[dict[str, Any]], parallelism: int) -> list[Any]:
-    """The same job shape as FlinkRunner, calling ``score`` directly: no store, no runs."""
-    from pyflink.common import Configuration, Types, WatermarkStrategy
-    from pyflink.datastream import KeyedProcessFunction, StreamExecutionEnvironment
-    from pyflink.datastream.connectors.number_seq import NumberSequenceSource
-    from pyflink.datastream.state import ValueStateDescriptor
+def _plain_element(_init: None, _store: None, line: str, seq: int) -> tuple[int, Any]:
+    index, _key, record = flink_worker.line_record(line)
+    return index, score(record, record["work_s"])
 
-    from durable_nb.runners.flink_job import _env_var
 
-    class Plain(KeyedProcessFunction):  # type: ignore[misc]
-        def __init__(self, records: list[dict[str, Any]]) -> None:
-            self.records = records
+class _NoStore:
+    """Stands in for the store spec: plain PyFlink opens nothing."""
 
-        def open(self, runtime_context: Any) -> None:
-            self.seq = runtime_context.get_state(ValueStateDescriptor("seq", Types.LONG()))
+    def open(self) -> None:
+        return None
 
-        def process_element(self, value: int, ctx: Any) -> Any:
-            seq = self.seq.value() or 0
-            self.seq.update(seq + 1)
-            record = self.records[value]
-            yield value, score(record, record["work_s"])
 
-    conf = Configuration()
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", "3")
-    conf.set_string("execution.checkpointing.interval", "500 ms")
-    conf.set_string("python.executable", sys.executable)
-    with _env_var("_python_worker_execution_mode", "process"):
-        env = StreamExecutionEnvironment.get_execution_environment(conf)
+def plain_pyflink(records: list[dict[str, Any]], parallelism: int, tmp: str) -> list[Any]:
+    """FlinkRunner's job shape (records file, FileSource, key_by, keyed state), calling ``score`` directly."""
+    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
+
+    path = Path(tmp) / "plain-records.txt"
+    flink_worker.write_records(path, records, [r["id"] for r in records])
+    env = environment(EnvOptions())
     env.set_parallelism(1)
-    keys = [repr(r["id"]) for r in records]
+    init = type("Init", (), {"store": _NoStore()})()
+    source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), path.as_uri()).build()
     out = (
-        env.from_source(NumberSequenceSource(0, len(records) - 1), WatermarkStrategy.no_watermarks(), "records")
-        .set_parallelism(1)
-        .key_by(lambda i: keys[i], key_type=Types.STRING())
-        .process(Plain(records), output_type=Types.PICKLED_BYTE_ARRAY())
+        env.from_source(source, WatermarkStrategy.no_watermarks(), "records").set_parallelism(1)
+        .key_by(flink_worker.line_key, key_type=Types.STRING())
+        .process(flink_worker.keyed_function(_plain_element, init), output_type=Types.PICKLED_BYTE_ARRAY())
         .set_parallelism(parallelism)
     )
     with out.execute_and_collect("plain pyflink") as rows:
-        return sorted(rows, key=lambda row: row[0])
+        result = sorted(rows, key=lambda row: row[0])
+    path.unlink()
+    return result
 
 
 def once(fn: Any) -> float:
@@ -96,47 +106,150 @@ def once(fn: Any) -> float:
 def report(label: str, n: int, times: list[float]) -> float:
     best = min(times)
     spread = f" (rounds: {', '.join(f'{t:.2f}' for t in times)} s)" if len(times) > 1 else ""
-    print(f"{label:<34} {n:>6} records in {best:7.2f} s = {n / best:8.1f} records/s{spread}", flush=True)
+    print(f"{label:<40} {n:>8} records in {best:7.2f} s = {n / best:8.1f} records/s{spread}", flush=True)
     return best
+
+
+def make_records(n: int, work_ms: float) -> list[dict[str, Any]]:
+    return [{"id": i, "text": f"record number {i}", "work_s": work_ms / 1000} for i in range(n)]
+
+
+def compare(n: int, work_ms: float, parallelism: int, rounds: int, tmp: str, target: float,
+            new_store: Any = None, label: str = "SqliteStore") -> None:
+    """FlinkRunner vs plain PyFlink, alternating; prints the ratio against ``target``."""
+    records = make_records(n, work_ms)
+    print(f"# {n} records, {work_ms:g} ms of work each, parallelism {parallelism}, {label}", flush=True)
+    t_flinks, t_plains, t_replays = [], [], []
+    for round_ in range(rounds):
+        # A fresh journal each round: every round journals every call for the first time.
+        name = f"flink-{n}-{int(work_ms)}-{round_}"
+        store = new_store(name) if new_store else dnb.SqliteStore(Path(tmp) / f"{name}.db")
+        journaled = functools.partial(FlinkRunner(store, parallelism=parallelism).map, durable_action, records,
+                                      key="id")
+        t_flinks.append(once(journaled))
+        t_plains.append(once(functools.partial(plain_pyflink, records, parallelism, tmp)))
+        if work_ms == 0:
+            t_replays.append(once(journaled))
+        store.close()
+    t_flink = report("FlinkRunner (journaled)", n, t_flinks)
+    t_plain = report("plain PyFlink (no journal)", n, t_plains)
+    if t_replays:
+        report("FlinkRunner, same map replayed", n, t_replays)
+    ratio = t_flink / t_plain
+    verdict = "OK" if ratio <= target else "ABOVE TARGET"
+    print(f"durability cost on Flink ({label}), {work_ms:g} ms work: {ratio:.2f}x plain PyFlink "
+          f"(target <= {target}x): {verdict}", flush=True)
+
+
+class PeakRss:
+    """Samples the resident memory of a process tree (the JVM and its Python workers) in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak = 0
+        self.peak_workers = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        procs = [self.root, *self.root.children(recursive=True)]
+        total = workers = 0
+        for proc in procs:
+            try:
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                continue
+            total += rss
+            if proc.pid != self.root.pid:
+                workers += rss
+        self.peak = max(self.peak, total)
+        self.peak_workers = max(self.peak_workers, workers)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def memory(sizes: list[int], parallelism: int, tmp: str, plain: bool = False) -> None:
+    jvm_pid = int(gateway().jvm.java.lang.ProcessHandle.current().pid())
+    print(f"# peak RSS of the mini-cluster JVM (TaskManager) + its Python workers, 0 ms work, "
+          f"parallelism {parallelism}", flush=True)
+    for n in sizes:
+        records = make_records(n, 0)
+        # "relaxed" (no fsync): this part measures memory, and a million fsyncs would only add time.
+        store = dnb.SqliteStore(Path(tmp) / f"memory-{n}.db", durability="relaxed")
+        runner = FlinkRunner(store, parallelism=parallelism)
+        with PeakRss(jvm_pid) as rss:
+            start = time.perf_counter()
+            runner.map(durable_action, records, key="id")
+            took = time.perf_counter() - start
+        print(f"{n:>9} records: peak {rss.peak / 2**20:7.0f} MiB (Python workers {rss.peak_workers / 2**20:6.0f} "
+              f"MiB), {took:6.1f} s = {n / took:7.0f} records/s", flush=True)
+        store.close()
+        if plain:  # the same job shape without a journal: what PyFlink itself takes
+            with PeakRss(jvm_pid) as rss:
+                plain_pyflink(records, parallelism, tmp)
+            print(f"{n:>9} records, plain PyFlink: peak {rss.peak / 2**20:7.0f} MiB (Python workers "
+                  f"{rss.peak_workers / 2**20:6.0f} MiB)", flush=True)
+        del records
+
+
+def postgres(args: argparse.Namespace, tmp: str) -> None:
+    """The 0 ms comparison with a PostgresStore on a local server (target <= 1.5x plain PyFlink)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        def new_store(name: str) -> Any:
+            return dnb.PostgresStore(server.create_database(name.replace("-", "_")))
+
+        compare(args.records, 0.0, args.parallelism, args.rounds, tmp, 1.5, new_store, "PostgresStore")
+    finally:
+        server.cleanup()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=2000)
+    parser.add_argument("--records", type=int, default=20000, help="records of the 0 ms comparison")
+    parser.add_argument("--work-records", type=int, default=2000, help="records of the 5 ms comparison")
     parser.add_argument("--work-ms", type=float, default=5.0)
     parser.add_argument("--parallelism", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=2,
                         help="Flink runs alternate this many times; the best of each is reported")
+    parser.add_argument("--memory-records", default="100000,1000000",
+                        help="comma-separated map sizes for the memory part; empty to skip")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--memory-plain", action="store_true",
+                        help="also measure plain PyFlink's peak memory at each --memory-records size")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also compare with a PostgresStore on a server started here (tests/postgres_server.py)")
     args = parser.parse_args()
-    work_s = args.work_ms / 1000
-    records = [{"id": i, "text": f"record number {i}", "work_s": work_s} for i in range(args.records)]
-    warm = records[:20]
 
-    print(f"# {args.records} records, {args.work_ms} ms of work each, parallelism {args.parallelism}")
-    _gateway()
+    gateway()
     with tempfile.TemporaryDirectory() as tmp:
-        flink_runner = FlinkRunner(dnb.SqliteStore(Path(tmp) / "warm.db"), parallelism=args.parallelism)
-        flink_runner.map(durable_action, warm, key="id")
-        plain_pyflink(warm, args.parallelism)
-
-        t_flinks, t_plains, t_replays = [], [], []
-        for round_ in range(args.rounds):
-            # A fresh journal each round: every round journals every call for the first time.
-            fresh = FlinkRunner(dnb.SqliteStore(Path(tmp) / f"flink{round_}.db"), parallelism=args.parallelism)
-            journaled = functools.partial(fresh.map, durable_action, records, key="id")
-            t_flinks.append(once(journaled))
-            t_plains.append(once(functools.partial(plain_pyflink, records, args.parallelism)))
-            t_replays.append(once(journaled))
-        local = dnb.LocalRunner(dnb.SqliteStore(Path(tmp) / "local.db"))
-        t_local = [once(functools.partial(local.map, durable_action, records, key="id"))]
-        t_flink = report("FlinkRunner (journaled)", args.records, t_flinks)
-        t_plain = report("plain PyFlink (no journal)", args.records, t_plains)
-        report("LocalRunner (journaled, 1 thread)", args.records, t_local)
-        t_replay = report("FlinkRunner, same map replayed", args.records, t_replays)
-    ratio = t_flink / t_plain
-    verdict = "OK" if ratio <= 1.5 else "ABOVE TARGET"
-    print(f"durability cost on Flink: {ratio:.2f}x plain PyFlink (target <= 1.5x): {verdict}")
-    print(f"(a replay of the finished map took {t_replay / t_flink:.2f}x the first run)")
+        warm = make_records(20, 0)
+        FlinkRunner(dnb.SqliteStore(Path(tmp) / "warm.db"), parallelism=args.parallelism).map(
+            durable_action, warm, key="id")
+        plain_pyflink(warm, args.parallelism, tmp)
+        if not args.skip_speed:
+            compare(args.records, 0.0, args.parallelism, args.rounds, tmp, 1.4)
+            compare(args.work_records, args.work_ms, args.parallelism, args.rounds, tmp, 1.1)
+        if args.postgres:
+            postgres(args, tmp)
+        sizes = [int(s) for s in args.memory_records.split(",") if s.strip()]
+        if sizes:
+            memory(sizes, args.parallelism, tmp, args.memory_plain)
 
 
 if __name__ == "__main__":

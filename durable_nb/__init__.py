@@ -13,14 +13,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
+    AwaitingInput,
     DurableError,
     JournalFormatError,
+    JournalReadOnlyError,
+    JournalUnavailableError,
+    JournalWriteError,
+    LeaseLostError,
+    NonDeterminismError,
     NonDeterminismWarning,
+    RecordDecodeError,
     RunBusyError,
+    RunNotFoundError,
     SimulatedCrash,
     UnpicklableArgumentWarning,
     UnpicklableOutputWarning,
     UnserializableResultError,
+    UnserializableResultWarning,
 )
 from .journal.callid import durable
 from .journal.context import RunnerContext, current_context
@@ -28,6 +37,7 @@ from .journal.faults import inject_crash
 from .journal.records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
 from .journal.replay import Decision
 from .journal.store import Store
+from .journal.timetravel import DryRunReport
 from .runners.local import LocalRunner
 from .stores import open_store
 from .stores.memory import MemoryStore
@@ -35,25 +45,36 @@ from .stores.sqlite import SqliteStore
 
 if TYPE_CHECKING:
     from .runners.flink_job import FlinkRunner
+    from .stores.postgres import PostgresStore
     from .widgets import JournalView, ReconcilePanel, ReplayStepper
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AwaitingInput",
     "CallRecord",
     "Decision",
     "DiscardedCall",
+    "DryRunReport",
     "DurableError",
     "FlinkRunner",
     "JournalFormatError",
+    "JournalReadOnlyError",
+    "JournalUnavailableError",
     "JournalView",
+    "JournalWriteError",
+    "LeaseLostError",
     "LocalRunner",
     "MemoryStore",
+    "NonDeterminismError",
     "NonDeterminismWarning",
     "Origin",
+    "PostgresStore",
     "ReconcilePanel",
+    "RecordDecodeError",
     "ReplayStepper",
     "RunBusyError",
+    "RunNotFoundError",
     "RunRecord",
     "RunStatus",
     "RunnerContext",
@@ -64,6 +85,7 @@ __all__ = [
     "UnpicklableArgumentWarning",
     "UnpicklableOutputWarning",
     "UnserializableResultError",
+    "UnserializableResultWarning",
     "current_context",
     "durable",
     "inject_crash",
@@ -74,6 +96,7 @@ __all__ = [
 
 _LAZY = {
     "FlinkRunner": ".runners.flink_job",
+    "PostgresStore": ".stores.postgres",  # psycopg is the optional extra durable_nb[postgres]
     "JournalView": ".widgets",
     "ReplayStepper": ".widgets",
     "ReconcilePanel": ".widgets",

@@ -101,7 +101,7 @@ def main() -> int:
     folder.mkdir(parents=True, exist_ok=True)
     store = dnb.open_store()  # the embedded default: .durable/journal.db
     action_name = f"demo.{folder.name}"
-    print(f"durable_nb demo: journal {store.path}, side-effect ledgers in {folder}/")
+    print(f"durable_nb demo: journal {getattr(store, 'path', store)}, side-effect ledgers in {folder}/")
 
     worker = subprocess.Popen([sys.executable, "-m", "durable_nb.demo", "--worker", str(folder)])
     ledger = folder / "payments.log"

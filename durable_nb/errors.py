@@ -96,3 +96,182 @@ class UnpicklableArgumentWarning(UserWarning):
 
 class UnpicklableOutputWarning(UserWarning):
     """A %%durable cell bound a name whose value cannot be journaled."""
+
+
+class UnserializableResultWarning(UserWarning):
+    """A durable call returned a value that cannot be pickled (what Flink Agents does).
+
+    The value is returned to the caller, the call stays PENDING in the journal, so a
+    recovery reconciles or re-executes it. Strict mode raises
+    :class:`UnserializableResultError` instead.
+    """
+
+
+class RecordDecodeError(DurableError):
+    """A journaled result or exception cannot be loaded (its class no longer exists).
+
+    Raised on replay instead of the loader's bare ``ModuleNotFoundError`` /
+    ``AttributeError``; the journal and the run's status are left unchanged.
+    """
+
+    def __init__(self, run_id: str, index: int, call_id: str, class_name: str, reason: str) -> None:
+        self.run_id = run_id
+        self.index = index
+        self.call_id = call_id
+        self.class_name = class_name
+        self.reason = reason
+        super().__init__(
+            f"cannot replay call {index} ({call_id!r}) of run {run_id!r}: its recorded outcome is a "
+            f"{class_name}, which cannot be loaded ({reason}). The journal was left unchanged. Make "
+            f"{class_name} importable again (restore or re-install its module), or fork the run before "
+            f"this call (store.fork({run_id!r}, at={index})) and run the fork."
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.run_id, self.index, self.call_id, self.class_name, self.reason))
+
+
+class NonDeterminismError(DurableError):
+    """Strict mode: a recovery met a call that differs from the journal at that position.
+
+    Raised instead of discarding the rest of the journal (nothing is discarded),
+    so a changed action cannot silently re-run side effects the journal recorded.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        index: int,
+        recorded_call_id: str,
+        recorded_args_digest: str,
+        call_id: str | None,
+        args_digest: str | None,
+    ) -> None:
+        self.run_id = run_id
+        self.index = index
+        self.recorded_call_id = recorded_call_id
+        self.recorded_args_digest = recorded_args_digest
+        self.call_id = call_id
+        self.args_digest = args_digest
+        recorded = f"{recorded_call_id!r} (args digest {recorded_args_digest[:12]})"
+        if call_id is None:
+            met = "the action finished before reaching it"
+        else:
+            met = f"the action called {call_id!r} (args digest {(args_digest or '')[:12]})"
+        super().__init__(
+            f"run {run_id!r} is not deterministic at call {index}: the journal has {recorded}, {met}. "
+            f"Strict mode discarded nothing. Make the action make the same durable calls in the same "
+            f"order with the same arguments, or fork the run before this call "
+            f"(store.fork({run_id!r}, at={index})) and run the fork."
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.run_id, self.index, self.recorded_call_id, self.recorded_args_digest,
+                             self.call_id, self.args_digest))
+
+
+class AwaitingInput(DurableError):
+    """A run stopped at an unanswered ``ctx.durable_input``: its status is WAITING, not FAILED.
+
+    Answer it with ``store.answer(run_id, index, value)`` (or the notebook widget /
+    ReconcilePanel), then run the action again: it replays up to the answer and goes on.
+    """
+
+    def __init__(self, run_id: str, index: int, prompt: str, choices: tuple[object, ...] | None = None) -> None:
+        self.run_id = run_id
+        self.index = index
+        self.prompt = prompt
+        self.choices = None if choices is None else tuple(choices)
+        options = "" if self.choices is None else f" (choices: {', '.join(map(repr, self.choices))})"
+        super().__init__(
+            f"run {run_id!r} is waiting for input at call {index}: {prompt!r}{options}. Answer it with "
+            f"store.answer({run_id!r}, {index}, value) or the notebook widget, then run the action again."
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.run_id, self.index, self.prompt, self.choices))
+
+
+class RunNotFoundError(DurableError, KeyError):
+    """No run with this id is in the store (a ``KeyError`` too)."""
+
+    def __init__(self, run_id: str, store: str = "", hint: str = "") -> None:
+        self.run_id = run_id
+        self.store = store
+        self.hint = hint
+        where = f" in {store}" if store else ""
+        self.message = f"no run {run_id!r}{where}. {hint or 'List the runs with store.runs().'}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.run_id, self.store, self.hint))
+
+
+class LeaseLostError(DurableError):
+    """A context tried to write to a run it no longer holds; nothing was written.
+
+    Its lease was taken over (``steal=True``, or another process recovered the run
+    after this one was presumed dead), or the run was closed (the context's
+    ``with`` block ended). Fencing every write this way is what keeps a late,
+    stale context from overwriting a newer outcome.
+    """
+
+    def __init__(self, run_id: str, owner: str, reason: str) -> None:
+        self.run_id = run_id
+        self.owner = owner
+        self.reason = reason
+        super().__init__(
+            f"run {run_id!r}: this context ({owner}) may no longer write: {reason}. Nothing was written. "
+            f"Open the run again (runner.run / runner.context) to recover it from the journal; a "
+            f"context is valid only inside its `with` block."
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.run_id, self.owner, self.reason))
+
+
+class JournalWriteError(DurableError):
+    """The journal could not be written (disk full, I/O error, read-only): nothing of that write was kept.
+
+    Everything journaled before it is intact, and the run's lease is released, so
+    the run can be recovered once the cause is fixed.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.message,))
+
+
+class JournalReadOnlyError(JournalWriteError):
+    """The journal is open read-only (``?mode=ro``, a read-only file or filesystem): it can be listed, not written."""
+
+
+class JournalUnavailableError(DurableError, ConnectionError):
+    """A journal server (PostgreSQL) is down, unreachable, or refused the connection.
+
+    The message names host, port and database and what to do. For a write, what
+    was committed before it stays; the write itself may or may not have committed
+    (the connection broke), and running the action again once the server is back
+    recovers either way (a PENDING call is reconciled or re-executed).
+    """
+
+    def __init__(self, where: str, doing: str, run_id: str | None, reason: str, hint: str = "") -> None:
+        self.where = where
+        self.doing = doing
+        self.run_id = run_id
+        self.reason = reason
+        self.hint = hint
+        run = f" (run {run_id!r})" if run_id else ""
+        after = (" Everything committed before stays in the journal: once the server is back, run the "
+                 "action again and it replays and recovers from there." if run_id else "")
+        super().__init__(f"could not {doing}{run}: the PostgreSQL journal, {where}, is unavailable: "
+                         f"{reason}. {hint}{after}".rstrip())
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.where, self.doing, self.run_id, self.reason, self.hint))

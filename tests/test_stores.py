@@ -12,6 +12,7 @@ import pytest
 
 import durable_nb as dnb
 from durable_nb import Status
+from durable_nb.journal.records import Outcome
 
 
 def fill(store: dnb.Store, runs: int = 3, calls: int = 4) -> None:
@@ -84,8 +85,8 @@ def test_open_store_urls(tmp_path, monkeypatch):
     assert dnb.open_store(f"sqlite:///{tmp_path}/b.db").path == tmp_path / "b.db"
     assert dnb.open_store(str(tmp_path / "c.db")).path == tmp_path / "c.db"
     assert dnb.open_store().path == tmp_path / ".durable" / "journal.db"
-    with pytest.raises(ValueError, match="unsupported URL 'postgres://x'.*sqlite:///"):
-        dnb.open_store("postgres://x")
+    with pytest.raises(ValueError, match="unsupported URL 'redis://x'.*sqlite:///.*postgresql://"):
+        dnb.open_store("redis://x")
 
 
 def test_local_runner_defaults_to_the_embedded_journal_under_the_working_directory(tmp_path, monkeypatch):
@@ -129,8 +130,8 @@ def test_pending_lists_in_flight_calls_across_runs(store):
 def test_complete_call_only_if_pending_does_not_overwrite_an_outcome(store):
     fill(store, runs=1, calls=1)
     changed = store.complete_call(
-        "r0", 0, status=Status.SUCCEEDED, origin=dnb.Origin.RESOLVED, payload=pickle.dumps(5),
-        result_preview="5", error_preview=None, finished_at=0.0, only_if_pending=True,
+        "r0", 0, Outcome(Status.SUCCEEDED, pickle.dumps(5), "5"), origin=dnb.Origin.RESOLVED, finished_at=0.0,
+        only_if_pending=True,
     )
     assert changed is False and store.calls("r0")[0].result() == 1
 

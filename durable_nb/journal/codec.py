@@ -31,11 +31,101 @@ def dumps(obj: Any) -> bytes:
     """Pickle ``obj``; raises whatever pickling raises (callers turn it into a clear error)."""
     if type(obj) in _SCALARS:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def loads(data: bytes) -> Any:
     return pickle.loads(data)
+
+
+def dumps_exception(exc: BaseException) -> bytes:
+    """Pickle an exception so that loading it gives an instance of its class.
+
+    The plain pickle of an exception is ``cls(*exc.args)`` plus its ``__dict__``:
+    a custom ``__init__(self, code, detail)`` that passes a message to
+    ``super().__init__`` fails to load (``TypeError``), and one unpicklable
+    attribute makes the whole pickle fail. So the exception is kept as it is when
+    it round-trips, and otherwise as class + args + the attributes that pickle,
+    rebuilt by :func:`_rebuild_exception`. Raises if not even the class pickles.
+    """
+    try:
+        data = dumps(exc)
+        if type(pickle.loads(data)) is type(exc):
+            return data
+    except Exception:
+        pass
+    args = tuple(_picklable_or_repr(a) for a in exc.args)
+    state = {}
+    for name, value in getattr(exc, "__dict__", {}).items():
+        try:
+            dumps(value)
+        except Exception:
+            continue  # dropped: only this attribute is lost on replay
+        state[name] = value
+    data = cloudpickle.dumps(_ExceptionPayload(type(exc), args, state), protocol=pickle.HIGHEST_PROTOCOL)
+    pickle.loads(data)  # must load now, or the caller falls back to a RecordedError
+    return bytes(data)
+
+
+def _picklable_or_repr(value: Any) -> Any:
+    try:
+        dumps(value)
+    except Exception:
+        return preview(value)
+    return value
+
+
+class _ExceptionPayload:
+    """Pickles as a call to :func:`_rebuild_exception` (loading never needs this class)."""
+
+    def __init__(self, cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> None:
+        self.reduced = (_rebuild_exception, (cls, args, state))
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return self.reduced
+
+
+def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
+    """``cls(*args)`` when its ``__init__`` accepts them, else ``cls.__new__`` with args set; then attributes."""
+    try:
+        exc = cls(*args)
+    except Exception:
+        exc = cls.__new__(cls)
+    exc.args = args
+    for name, value in state.items():
+        try:
+            setattr(exc, name, value)
+        except Exception:
+            exc.__dict__[name] = value
+    return exc
+
+
+def missing_global(data: bytes) -> str | None:
+    """The first ``module.qualname`` a pickle refers to that cannot be imported now (for error messages)."""
+    import importlib
+    import pickletools
+
+    strings: list[str] = []
+    names: list[str] = []
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(str(arg))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.append(f"{strings[-2]} {strings[-1]}")
+            elif op.name in ("GLOBAL", "INST"):
+                names.append(str(arg))
+    except Exception:
+        pass
+    for name in names:
+        module, _, qualname = name.partition(" ")
+        try:
+            target: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+        except Exception:
+            return f"{module}.{qualname}"
+    return None
 
 
 def _clip(text: str) -> str:

@@ -9,7 +9,7 @@ Internal API used by every runner and by the notebook layer:
   ``kill -9`` would leave them and only the lease is released.
 * :func:`current_context()` - the innermost open context in this thread/task, or None.
 
-The rules themselves live in :mod:`durable_nb._replay`; this module only adapts
+The rules themselves live in :mod:`durable_nb.journal.replay`; this module only adapts
 them to the sync and async call styles of Flink Agents' ``RunnerContext``.
 """
 
@@ -21,11 +21,13 @@ import contextlib
 import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Generator, Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, TypeVar
 
+from ..errors import AwaitingInput, JournalWriteError, RecordDecodeError
 from .lease import end_owner, new_owner
+from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
 from .records import CallRecord, RunStatus
 from .replay import Decision, Journal, StopRecovery, check_reconciler, identify, replay
 from .store import Store
@@ -77,6 +79,17 @@ class RunnerContext:
         """
         return self.journal.execute(func, args, kwargs, reconciler)  # type: ignore[no-any-return]
 
+    def durable_input(self, prompt: str, *, choices: Sequence[Any] | None = None) -> Any:
+        """Ask a person; the answer is journaled (origin RESOLVED) and replayed from then on.
+
+        The first time, the call is journaled PENDING with its prompt, the run stops
+        WAITING and :class:`AwaitingInput` propagates out of ``runner.run`` (the notebook
+        shows a widget). Answer with ``store.answer(run_id, index, value)``; running
+        the action again replays everything before it and returns the answer.
+        ``choices`` (plain values) restricts the answers.
+        """
+        return self.journal.input(prompt, choices)
+
     def durable_execute_async(
         self, func: Callable[..., T], *args: Any, reconciler: Callable[[], T] | None = None, **kwargs: Any
     ) -> Awaitable[T]:
@@ -86,6 +99,8 @@ class RunnerContext:
         result is awaited. A coroutine function is awaited on the loop instead.
         """
         check_reconciler(reconciler)
+        if inside_call():  # part of the enclosing durable call: a plain call (durable_nb.journal.nesting)
+            return _plain_async(functools.partial(func, *args, **kwargs))
         call_id, args_digest = identify(func, args, kwargs)
         return self._execute_async(func, args, kwargs, reconciler, call_id, args_digest)
 
@@ -108,10 +123,44 @@ class RunnerContext:
         )
 
         async def run() -> Any:
-            value = await bound() if _is_async(bound) else await _off_loop(bound)
-            return await value if inspect.isawaitable(value) else value
+            # Marked "inside a durable call" in the worker thread / a copied context only,
+            # never in this task: other calls of this task (or of coroutines driven
+            # alongside it in this thread) stay journaled.
+            value = await _InCall(bound()) if _is_async(bound) else await _off_loop(as_call(bound))
+            return await _InCall(value) if inspect.isawaitable(value) else value
 
         return await journal.perform_async(outcome, run)
+
+
+async def _plain_async(bound: Callable[[], Any]) -> Any:
+    """A durable call made inside another one: run as a plain call, nothing journaled."""
+    value = await bound() if _is_async(bound) else await _off_loop(bound)
+    return await value if inspect.isawaitable(value) else value
+
+
+class _InCall:
+    """Awaits a coroutine whose every step runs in a copied context marked "inside a durable call"."""
+
+    def __init__(self, awaitable: Any) -> None:
+        self.inner = awaitable.__await__()
+        self.context = contextvars.copy_context()
+        self.context.run(mark_in_call)
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        send: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                if error is None:
+                    yielded = self.context.run(self.inner.send, send)
+                else:
+                    yielded = self.context.run(self.inner.throw, error)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                send, error = (yield yielded), None
+            except BaseException as exc:  # cancellation and friends go to the coroutine
+                send, error = None, exc
 
 
 class _Polled:
@@ -152,40 +201,119 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func)
 
 
-@contextmanager
-def open_run(store: Store, run_id: str, *, steal: bool = False, key: Any = None) -> Iterator[RunnerContext]:
-    """Open (or recover) a run; see the module docstring for what each exit writes."""
-    if not isinstance(run_id, str) or not run_id:
-        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
-    owner = new_owner()
+class open_run:  # lower case: a function to its callers; a class so that entering a run is cheap
+    """Open (or recover) a run; see the module docstring for what each exit writes.
+
+    ``with open_run(store, run_id) as ctx:``. ``strict``: a replay mismatch raises
+    NonDeterminismError instead of discarding. A run stopped at an unanswered
+    ``durable_input`` closes WAITING (never FAILED), the input hook is told, and
+    :class:`AwaitingInput` propagates. A class rather than a generator-based
+    context manager: a replayed ``map`` record opens one per record, and the
+    generator machinery cost as much as a third of what the replay itself costs.
+    """
+
+    __slots__ = ("_ctx", "_key", "_outside", "_owner", "_steal", "_store", "_strict", "_token", "run_id")
+
+    def __init__(
+        self, store: Store, run_id: str, *, steal: bool = False, key: Any = None, strict: bool = False
+    ) -> None:
+        self._store, self.run_id, self._steal, self._key, self._strict = store, run_id, steal, key, strict
+
+    def __enter__(self) -> RunnerContext:
+        run_id, store = self.run_id, self._store
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        owner = self._owner = new_owner()
+        try:
+            recorded = store.open_run(run_id, owner, steal=self._steal)
+        except BaseException:
+            end_owner(owner)
+            raise
+        ctx = self._ctx = RunnerContext(Journal(store, run_id, recorded, owner), key=self._key)
+        if self._strict:
+            ctx.journal.strict = True
+        self._token = _current.set(ctx)
+        self._outside = enter_run()  # a run opened inside a durable call journals its own calls
+        return ctx
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        ctx, store, run_id, owner = self._ctx, self._store, self.run_id, self._owner
+        try:
+            if exc_type is None:
+                _close_completed(ctx, store, run_id, owner)
+            elif issubclass(exc_type, (StopRecovery, RecordDecodeError)):
+                # A stepped recovery stopped, or a recorded outcome cannot be loaded: the status
+                # on record stays (a COMPLETED run is never rewritten as FAILED); only the lease goes.
+                end_owner(owner)
+                with contextlib.suppress(Exception):
+                    store.close_run(run_id, owner, None)  # releases the lease (stores that hold it in-process)
+            elif issubclass(exc_type, Exception):
+                # Not discard_unreached(): an action that fails early (a transient error before
+                # its first durable call) must not throw away calls a later recovery will reach.
+                waiting = ctx.journal.awaiting
+                try:  # the lease is released even when the journal cannot be written (disk full)
+                    with contextlib.suppress(JournalWriteError):  # the error being raised says more
+                        store.close_run(run_id, owner, RunStatus.FAILED if waiting is None else RunStatus.WAITING)
+                finally:
+                    end_owner(owner)
+                if waiting is not None:
+                    _tell_input_hook(store, waiting)
+            else:
+                # Calls and status stay exactly as a crash leaves them. The lease is released
+                # so that another process can recover now; after kill -9 it would be stale anyway.
+                end_owner(owner)
+                with contextlib.suppress(Exception):
+                    store.close_run(run_id, owner, None)
+        finally:
+            ctx.journal.closed = "its `with` block has ended (the run was closed)"
+            leave_run(self._outside)
+            _current.reset(self._token)
+
+
+def _close_completed(ctx: RunnerContext, store: Store, run_id: str, owner: str) -> None:
+    """The action returned: close the run COMPLETED (WAITING if it swallowed an AwaitingInput)."""
+    waiting = ctx.journal.awaiting
+    if waiting is not None:  # the action swallowed AwaitingInput: the run still waits
+        store.close_run(run_id, owner, RunStatus.WAITING)
+        end_owner(owner)
+        _tell_input_hook(store, waiting)
+        raise waiting
     try:
-        recorded = store.open_run(run_id, owner, steal=steal)
-    except BaseException:
-        end_owner(owner)
-        raise
-    ctx = RunnerContext(Journal(store, run_id, recorded), key=key)
-    token = _current.set(ctx)
-    try:
-        yield ctx
-    except StopRecovery:
-        end_owner(owner)
-        raise
-    except Exception:
-        # Not discard_unreached(): an action that fails early (a transient error before
-        # its first durable call) must not throw away calls a later recovery will reach.
-        store.close_run(run_id, owner, RunStatus.FAILED)
-        end_owner(owner)
-        raise
-    except BaseException:
-        # Calls and status stay exactly as a crash leaves them. The lease is released
-        # so that another process can recover now; after kill -9 it would be stale anyway.
-        end_owner(owner)
-        with contextlib.suppress(Exception):
-            store.close_run(run_id, owner, None)
-        raise
-    else:
         ctx.journal.discard_unreached()
-        store.close_run(run_id, owner, RunStatus.COMPLETED)
+    except BaseException:
+        store.close_run(run_id, owner, None)
         end_owner(owner)
+        raise
+    try:
+        store.close_run(run_id, owner, RunStatus.COMPLETED)
     finally:
-        _current.reset(token)
+        end_owner(owner)
+
+
+# ---------------------------------------------------------------- durable_input hook
+
+InputHook = Callable[[Store, AwaitingInput], None]
+_input_hook: InputHook | None = None
+
+
+def set_input_hook(hook: InputHook | None) -> InputHook | None:
+    """Register ``hook(store, waiting)``, called when a run has just stopped WAITING at a ``durable_input``.
+
+    The notebook layer registers one to show an answer widget; the journal layer
+    never imports it. When the hook runs, the run is closed WAITING and the PENDING
+    input call (with its prompt) is in the store, so ``store.answer`` works. Returns
+    the previous hook; ``None`` removes it. A failing hook is logged, never raised.
+    """
+    global _input_hook
+    previous, _input_hook = _input_hook, hook
+    return previous
+
+
+def _tell_input_hook(store: Store, waiting: AwaitingInput) -> None:
+    hook = _input_hook
+    if hook is None:
+        return
+    try:
+        hook(store, waiting)
+    except Exception:
+        logging.getLogger("durable_nb").exception("the durable_input hook %r failed", hook)

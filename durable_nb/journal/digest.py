@@ -14,14 +14,41 @@ Fallbacks, in order, for objects the canonical encoder does not know:
    the digest covers only its type's ``module.qualname``. Two such objects of the
    same type digest equal, which is what a recovery needs: the "same" client
    object is a new instance after a restart. The user is warned once per type.
+
+Type-sensitive and seed-free everywhere (issue 9). A pickle is only as stable as
+the order it meets set members in, and a hash of a pandas object column only as
+type-sensitive as ``str()``. So, while keeping every digest that was already right
+(journals written before keep matching: no digest version is needed):
+
+* an object whose pickle would hold a set, a frozenset, an order-free mapping
+  (``Counter``, ``defaultdict``), a numpy object array or an object-typed pandas
+  column, at any depth (``SimpleNamespace``, ``__dict__``, ``__slots__``), is
+  encoded canonically from its ``__reduce_ex__(4)`` (class name, args, state,
+  items; sets sorted by encoding) instead of its pickle bytes;
+* numpy arrays with ``dtype.hasobject`` encode their elements, never their
+  (pointer) bytes;
+* DataFrames/Series/Indexes keep the seed-fixed ``hash_pandas_object`` digest
+  when every label is a ``str`` and every object column holds only ``str``
+  (the cases where it is exact); otherwise labels and object columns are encoded
+  element by element (``1`` and ``"1"``, ``None`` and ``"None"`` differ; list and
+  dict cells digest instead of raising ``unhashable type``).
+
+Pandas objects: :mod:`durable_nb.journal.digest_frames`. Floats digest by their
+exact bits (``-0.0`` differs from ``0.0``; every NaN is the same NaN). A closure's
+own state (variables it rebinds with ``nonlocal``) is not part of its fingerprint
+(:func:`fingerprint_code`).
 """
 
 from __future__ import annotations
 
+import collections
+import contextvars
 import dataclasses
+import dis
 import enum
 import hashlib
 import pickle
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -29,9 +56,10 @@ from typing import Any
 import cloudpickle
 
 from ..errors import UnpicklableArgumentWarning
+from .digest_plain import MAX_DEPTH, NotPlain, encode_plain
 
 _warned_types: set[str] = set()
-_MAX_DEPTH = 64
+_MAX_DEPTH = MAX_DEPTH
 
 
 def type_name(obj: Any) -> str:
@@ -39,7 +67,122 @@ def type_name(obj: Any) -> str:
     return f"{t.__module__}.{t.__qualname__}"
 
 
-def _encode_pickled(obj: Any, out: list[bytes]) -> None:
+_ATOMS = frozenset({bool, int, float, str, bytes, complex, type(None)})
+_GLOBALS = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.ModuleType)
+
+
+def _needs_canonical(obj: Any, depth: int = 0) -> bool:
+    """Whether ``obj``'s pickle could differ for equal values (set order) or confuse types.
+
+    Walks what pickle would walk (``__reduce_ex__(4)``), each object once; False keeps
+    the pickle digest. A cyclic object keeps it too (pickle's memo handles cycles, a
+    canonical walk would not end).
+    """
+    walk = _Walk()
+    return walk.needs(obj, depth, False) and not walk.cyclic
+
+
+class _Walk:
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.path: set[int] = set()
+        self.cyclic = False
+
+    def needs(self, obj: Any, depth: int, inside: bool) -> bool:
+        t = type(obj)
+        if t in _ATOMS or depth > _MAX_DEPTH or isinstance(obj, _GLOBALS):
+            return False
+        if id(obj) in self.path:
+            self.cyclic = True
+            return False
+        if id(obj) in self.seen:
+            return False
+        self.seen.add(id(obj))
+        self.path.add(id(obj))
+        try:
+            return self._needs(obj, t, depth, inside)
+        finally:
+            self.path.discard(id(obj))
+
+    def _needs(self, obj: Any, t: type, depth: int, inside: bool) -> bool:
+        if isinstance(obj, (set, frozenset)):
+            return True
+        if t is list or t is tuple:
+            return any(self.needs(x, depth + 1, True) for x in obj)
+        if t is dict:
+            return any(self.needs(x, depth + 1, True) for item in obj.items() for x in item)
+        if isinstance(obj, dict) and not isinstance(obj, collections.OrderedDict):
+            return True  # Counter, defaultdict: equal whatever their order
+        if t.__module__ == "numpy" and hasattr(obj, "dtype"):
+            return bool(getattr(obj.dtype, "hasobject", False))
+        if t.__module__.startswith("pandas"):
+            # A frame's pickle follows its internal block layout, not just its content.
+            from .digest_frames import is_frame, pandas_exact
+
+            return (inside and is_frame(obj)) or not pandas_exact(obj)
+        try:
+            reduced = obj.__reduce_ex__(4)
+        except Exception:
+            return False
+        if isinstance(reduced, str):
+            return False
+        return any(self.needs(part, depth + 1, True) for part in _reduced_parts(reduced))
+
+
+def _reduced_parts(reduced: tuple[Any, ...]) -> list[Any]:
+    """``[args, state, listitems, dictitems]`` of a ``__reduce_ex__`` value (iterators listed)."""
+    parts: list[Any] = [reduced[1] if len(reduced) > 1 else (), reduced[2] if len(reduced) > 2 else None]
+    parts.append(None if len(reduced) < 4 or reduced[3] is None else list(reduced[3]))
+    parts.append(None if len(reduced) < 5 or reduced[4] is None else list(reduced[4]))
+    return parts
+
+
+def _global_name(obj: Any) -> bytes:
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}".encode()
+
+
+_Memo = dict[int, tuple[int, Any]]
+_memo: contextvars.ContextVar[_Memo | None] = contextvars.ContextVar("durable_nb_digest_memo", default=None)
+
+
+def _encode_reduced(obj: Any, out: list[bytes], depth: int) -> None:
+    """Canonical encoding of an object from its ``__reduce_ex__(4)``: class, args, state, items.
+
+    An object met again in the same digest is a back-reference (as in pickle's memo), so
+    shared sub-objects cost their size once.
+    """
+    memo = _memo.get()
+    if memo is not None:
+        if id(obj) in memo:
+            out.append(b"@%d;" % memo[id(obj)][0])
+            return
+        memo[id(obj)] = (len(memo), obj)  # holding obj: a freed temporary's id must not be reused
+    reduced = obj.__reduce_ex__(4)
+    args, state, listitems, dictitems = _reduced_parts(reduced)
+    parts: list[bytes] = [b"R" + _global_name(reduced[0]) + b";(%d:" % len(args)]
+    for part in (*args, state, listitems):
+        if isinstance(part, _GLOBALS):
+            parts.append(b"g" + _global_name(part) + b";")
+        else:
+            _encode(part, parts, depth + 1)
+    if dictitems is None:
+        parts.append(b"N")
+    elif isinstance(obj, collections.OrderedDict):
+        _encode(dictitems, parts, depth + 1)
+    else:
+        items = sorted(_encoded(k, depth) + _encoded(v, depth) for k, v in dictitems)
+        parts.append(b"{%d:" % len(items))
+        parts.extend(items)
+    out.extend(parts)
+
+
+def _encode_pickled(obj: Any, out: list[bytes], depth: int = 0) -> None:
+    if _needs_canonical(obj, depth):
+        try:
+            _encode_reduced(obj, out, depth)
+            return
+        except Exception:
+            pass  # the pickle digest below, as before
     try:
         data = pickle.dumps(obj, protocol=4)
     except Exception:
@@ -80,7 +223,7 @@ def _encode(obj: Any, out: list[bytes], depth: int = 0) -> None:
         out.append(b"b%d:" % len(obj))
         out.append(obj)
     elif depth > _MAX_DEPTH:
-        _encode_pickled(obj, out)
+        _encode_pickled(obj, out, depth)
     elif t is tuple or t is list:
         out.append(b"(%d:" % len(obj) if t is tuple else b"[%d:" % len(obj))
         for item in obj:
@@ -102,43 +245,63 @@ def _encode(obj: Any, out: list[bytes], depth: int = 0) -> None:
             _encode(f.name, out, depth + 1)
             _encode(getattr(obj, f.name), out, depth + 1)
     elif t.__module__.startswith("pandas"):
-        _encode_pandas(obj, out)
+        from .digest_frames import encode_pandas  # imported here: it imports this module
+
+        encode_pandas(obj, out, depth)
     elif t.__module__ == "numpy" and hasattr(obj, "tobytes") and hasattr(obj, "dtype"):
         out.append(b"n" + str(obj.dtype).encode() + repr(getattr(obj, "shape", ())).encode() + b";")
-        out.append(obj.tobytes())
-    else:
-        _encode_pickled(obj, out)
-
-
-def _encode_pandas(obj: Any, out: list[bytes]) -> None:
-    import pandas as pd
-
-    if isinstance(obj, (pd.DataFrame, pd.Series, pd.Index)):
-        # hash_pandas_object is content-based and seed-fixed: stable across processes.
-        hashed = pd.util.hash_pandas_object(obj, index=not isinstance(obj, pd.Index))
-        out.append(b"P" + type(obj).__name__.encode() + b";")
-        if isinstance(obj, pd.DataFrame):
-            _encode([str(c) for c in obj.columns], out)
-            _encode([str(d) for d in obj.dtypes], out)
+        if obj.dtype.hasobject:  # the bytes would be element pointers: encode the elements
+            out.append(b"O")
+            _encode(obj.tolist(), out, depth + 1)
         else:
-            _encode([str(obj.name), str(obj.dtype)], out)
-        out.append(hashed.to_numpy().tobytes())
+            out.append(obj.tobytes())
     else:
-        _encode_pickled(obj, out)
+        _encode_pickled(obj, out, depth)
 
 
 def _encoded(obj: Any, depth: int) -> bytes:
+    """The encoding of a set member or dict item, on its own: sorted next to its siblings.
+
+    It gets an empty back-reference memo, so that it does not depend on which sibling
+    (in set order, which varies by process) was encoded first.
+    """
     parts: list[bytes] = []
-    _encode(obj, parts, depth + 1)
+    memo = _memo.get()
+    if memo is None or memo:
+        token = _memo.set({})
+        try:
+            _encode(obj, parts, depth + 1)
+        finally:
+            _memo.reset(token)
+    else:
+        try:
+            _encode(obj, parts, depth + 1)
+        finally:
+            memo.clear()
     return b"".join(parts)
 
 
 def digest(args: tuple[Any, ...], kwargs: dict[str, Any], salt: bytes = b"") -> str:
     """Hex digest of a call's arguments; ``salt`` adds a function fingerprint."""
     parts: list[bytes] = [salt]
-    _encode(args, parts)
-    if kwargs:
-        _encode(kwargs, parts)
+    try:  # plain data (most arguments): a shortcut giving the same bytes (.digest_plain)
+        if type(args) is not tuple:
+            raise NotPlain
+        parts.append(b"(%d:" % len(args))  # encode_plain's tuple branch, one call less
+        for arg in args:
+            encode_plain(arg, parts, 1)
+        if kwargs:
+            encode_plain(kwargs, parts, 0)
+        return hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()
+    except NotPlain:
+        del parts[1:]
+    token = _memo.set({})
+    try:
+        _encode(args, parts)
+        if kwargs:
+            _encode(kwargs, parts)
+    finally:
+        _memo.reset(token)
     return hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()
 
 
@@ -154,11 +317,16 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
     this fingerprint keeps two of them from replaying each other's results. Captured
     immutable values (``make_sender("sms")``) count by value, captured mutable objects
     only by type, so a closure over a client or a cache keeps its identity as they change.
+    Variables the closure rebinds itself (``nonlocal count; count += 1``) are its
+    state, not its inputs: only their names take part, so calling it does not
+    change its identity.
     """
     parts: list[bytes] = []
     code = getattr(func, "__code__", None)
+    own_state: set[str] = set()
     if code is not None:
         _encode_code(code, parts, 0)
+        own_state = _rebound(code) & set(code.co_freevars)
     defaults = getattr(func, "__defaults__", None)
     if defaults:
         _encode(defaults, parts)
@@ -167,7 +335,11 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
         _encode(kwdefaults, parts)
     closure = getattr(func, "__closure__", None)
     if closure:
-        for cell in closure:
+        names = code.co_freevars if code is not None else ()
+        for position, cell in enumerate(closure):
+            if position < len(names) and names[position] in own_state:
+                parts.append(b"<state>" + names[position].encode())
+                continue
             try:
                 value = cell.cell_contents
             except ValueError:  # an empty cell (variable not bound yet)
@@ -194,6 +366,19 @@ def _is_plain_value(value: Any, depth: int = 0) -> bool:
     if isinstance(value, (tuple, frozenset)) and depth < 4:
         return all(_is_plain_value(v, depth + 1) for v in value)
     return False
+
+
+def _rebound(code: Any, depth: int = 0) -> set[str]:
+    """Free variables a function (or a function nested in it) assigns or deletes."""
+    names = {
+        ins.argval for ins in dis.get_instructions(code)
+        if ins.opname in ("STORE_DEREF", "DELETE_DEREF") and isinstance(ins.argval, str)
+    }
+    if depth < 8:
+        for const in code.co_consts:
+            if hasattr(const, "co_code"):
+                names |= _rebound(const, depth + 1) & set(const.co_freevars)
+    return names
 
 
 def _encode_code(code: Any, out: list[bytes], depth: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .records import CallRecord
 
@@ -34,8 +34,15 @@ def calls_frame(records: Iterable[CallRecord]) -> pd.DataFrame:
 MAP_COLUMNS = ["run_id", "status", "result", "error"]
 
 
-def map_frame(key_name: str, rows: Sequence[tuple[Any, str, str, Any, str | None]]) -> pd.DataFrame:
-    """``map`` results: one row per input record, in input order."""
+class MapRowLike(Protocol):
+    """What ``map`` rows offer (:class:`durable_nb.runners.rows.MapRow`; typed here without importing runners)."""
+
+    def as_tuple(self) -> tuple[Any, str, str, Any, str | None]: ...
+
+
+def map_frame(key_name: str, rows: Sequence[MapRowLike | tuple[Any, str, str, Any, str | None]]) -> pd.DataFrame:
+    """``map`` results: one row per input record, in input order, columns ``[key_name, *MAP_COLUMNS]``."""
     import pandas as pd
 
-    return pd.DataFrame.from_records(list(rows), columns=[key_name, *MAP_COLUMNS])
+    records = [r if isinstance(r, tuple) else r.as_tuple() for r in rows]
+    return pd.DataFrame.from_records(records, columns=[key_name, *MAP_COLUMNS])

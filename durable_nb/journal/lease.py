@@ -1,79 +1,299 @@
-"""Run leases: a run is open in at most one live context at a time.
+"""Run leases: a run is open in at most one live context at a time, and every write is fenced.
 
-The owner string written when a run is opened names host, pid, process start
-time and a nonce; a lease whose process is gone (``kill -9``) or whose context
-ended is stale and is taken over silently, a live one raises ``RunBusyError``.
-All lease logic (owner ids, liveness, take-over, release) lives here.
+All lease logic lives here:
+
+* **Owner ids** (:func:`new_owner`): ``host:pid:create_time:nonce``, one per context.
+* **Liveness** (:func:`owner_is_alive`): a context of this process is alive until it
+  ends (:func:`end_owner`); another local process is alive while ``psutil`` finds
+  its pid with the same create time (a reused pid is another process). Owners on
+  another host cannot be checked from here: :func:`owner_is_alive` answers
+  ``False`` for them (SQLite journals live on one machine) and stores that span
+  machines (PostgreSQL) decide liveness themselves, by their own lock, via
+  :meth:`Store.run_is_open`.
+* **Holding without writing** (:class:`FileLocks`): a SQLite store holds a run with
+  an OS byte-range lock on the journal file (open-file-description locks, so a
+  kill releases them and nothing is fsynced to take one). Replays of finished
+  runs therefore write nothing.
+* **Take-over and fencing** (:class:`Lease`): the state a store keeps for one
+  open context. The journal's ``runs.attempts`` counter is the fencing token: the
+  first write of a context requires it unchanged since the open, and every later
+  write requires ``runs.owner`` to still be this context, checked inside the
+  store's write transaction; otherwise :class:`~durable_nb.errors.LeaseLostError`
+  and nothing is written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
 import os
 import socket
+import struct
 import threading
-import uuid
+from dataclasses import dataclass
+from typing import ClassVar
 
-# ---------------------------------------------------------------- run leases
+import psutil
+
+# ---------------------------------------------------------------- owner ids and liveness
 
 _HOST = socket.gethostname()
 _live_nonces: set[str] = set()
-_live_lock = threading.Lock()
+_start_cache: dict[int, str] = {}
+_prefix_cache: dict[int, str] = {}
+
+
+def current_pid() -> int:
+    """This process's pid, cached (``os.getpid`` is a system call) and renewed in forked children."""
+    return _pid[0]
+
+
+_pid = [os.getpid()]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+_nonces = itertools.count(1)
 
 
 def _process_start(pid: int) -> str:
-    """Start time of a process (clock ticks since boot), to tell a reused pid apart."""
+    """Process create time (psutil), to tell a reused pid apart; "?" if the process is gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-        return stat.rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except (psutil.Error, OSError):
         return "?"
-
-
-_start_cache: dict[int, str] = {}
 
 
 def new_owner() -> str:
     """A lease owner string for a context about to open a run."""
-    nonce = uuid.uuid4().hex[:12]
-    with _live_lock:
-        _live_nonces.add(nonce)
-    pid = os.getpid()  # not cached at import: a forked child is another owner
-    start = _start_cache.get(pid)
-    if start is None:
-        start = _start_cache[pid] = _process_start(pid)
-    return f"{_HOST}:{pid}:{start}:{nonce}"
+    nonce = f"{next(_nonces):x}"  # unique in this process; pid and create time tell processes apart
+    _live_nonces.add(nonce)  # one set operation: atomic, no lock needed (a context is opened per map record)
+    pid = current_pid()  # renewed after fork: a forked child is another owner
+    prefix = _prefix_cache.get(pid)
+    if prefix is None:
+        start = _start_cache.get(pid)
+        if start is None:
+            start = _start_cache[pid] = _process_start(pid)
+        prefix = _prefix_cache[pid] = f"{_HOST}:{pid}:{start}:"
+    return prefix + nonce
 
 
 def end_owner(owner: str) -> None:
     """Mark a lease as ended in this process (its context exited, even by a crash)."""
-    with _live_lock:
-        _live_nonces.discard(owner.rsplit(":", 1)[-1])
+    _live_nonces.discard(owner.rsplit(":", 1)[-1])
+
+
+def parse_owner(owner: str) -> tuple[str, int, str, str] | None:
+    try:
+        host, pid_text, start, nonce = owner.rsplit(":", 3)
+        return host, int(pid_text), start, nonce
+    except ValueError:
+        return None
 
 
 def owner_is_alive(owner: str | None) -> bool:
-    """Whether the context holding ``owner`` can still write to its run."""
+    """Whether the context holding ``owner`` on this host can still write (False for other hosts)."""
     if not owner:
         return False
-    try:
-        host, pid_text, start, nonce = owner.rsplit(":", 3)
-        pid = int(pid_text)
-    except ValueError:
+    parts = parse_owner(owner)
+    if parts is None:
         return False
+    host, pid, start, nonce = parts
     if host != _HOST:
-        return True  # cannot check another machine: assume alive, be safe
-    if pid == os.getpid():
-        with _live_lock:
-            return nonce in _live_nonces
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
+        return False  # not checkable here; multi-host stores answer with their own locks
+    if pid == current_pid():
+        return nonce in _live_nonces
     return _process_start(pid) == start
 
 
-def describe_owner(owner: str) -> str:
-    parts = owner.rsplit(":", 3)
-    return f"process {parts[1]} on {parts[0]}" if len(parts) == 4 else owner
+def describe_owner(owner: str | None) -> str:
+    parts = parse_owner(owner) if owner else None
+    return f"process {parts[1]} on {parts[0]}" if parts else (owner or "another process")
+
+
+# ---------------------------------------------------------------- one open context
+
+
+@dataclass
+class Lease:
+    """What a store remembers about one open context (keyed by its owner string)."""
+
+    run_id: str
+    owner: str
+    seen_attempts: int | None
+    """``runs.attempts`` when the run was opened (None: the run did not exist)."""
+    wrote: bool = False
+    """Whether this context has written (taken the run in the journal) yet."""
+    lost: str | None = None
+    """Why this context may no longer write (taken over, closed), or None."""
+    os_locked: bool = False
+    """Whether this context holds the run's OS lock (released when it closes)."""
+    seen_status: str | None = None
+    """The run's status when it was opened: closing with the same status writes nothing."""
+    dirty: bool = False
+    """Whether a write was committed or held back for this context."""
+
+
+# ---------------------------------------------------------------- OS locks, no fsync
+
+_FLOCK = struct.Struct("hhqqi4x")
+"""struct flock: l_type, l_whence (short); l_start, l_len (off_t); l_pid (int) + padding."""
+_LOCK_BASE = 1 << 40  # far above SQLite's own lock bytes (around 1 GiB)
+_LOCK_SPAN = 1 << 40
+
+
+def lock_offset(run_id: str) -> int:
+    """The byte of the journal file that stands for ``run_id`` (64-bit hash: no collisions in practice)."""
+    h = hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return _LOCK_BASE + int.from_bytes(h, "big") % _LOCK_SPAN
+
+
+class FileLocks:
+    """The process-wide lease state of one journal file, and exclusive per-run OS locks on its bytes.
+
+    One per file and process (:meth:`of`), shared by every store object on the file:
+    ``holders`` (run -> owner) and ``leases`` (owner -> :class:`Lease`) exclude two
+    contexts of this process; open-file-description locks (Linux ``F_OFD_SETLK``),
+    released by the OS when the process dies, exclude other processes. Where OFD
+    locks are missing :attr:`available` is False and only this process is excluded.
+
+    The descriptor is closed only when no store object of this process uses the file
+    any more (:meth:`release`): closing *any* descriptor of a file drops every POSIX
+    lock the process holds on it, SQLite's included, and an SQLite connection whose
+    locks vanished can delete a WAL another process is writing.
+    """
+
+    _all: ClassVar[dict[tuple[int, int, int], FileLocks]] = {}
+    _all_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def of(cls, path: str, *, create: bool = False) -> FileLocks:
+        """The shared state of ``path`` (opened read-write, created ``0600`` if asked; OSError if it cannot be)."""
+        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+        with cls._all_lock:
+            fd = None
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                fd = os.open(path, flags | os.O_CREAT, 0o600)
+                st = os.fstat(fd)
+            key = (current_pid(), st.st_dev, st.st_ino)
+            it = cls._all.get(key)
+            if it is None:
+                it = cls._all[key] = cls(os.open(path, flags) if fd is None else fd, key)
+            it.users += 1
+            return it
+
+    def __init__(self, fd: int, key: tuple[int, int, int]) -> None:
+        import fcntl
+
+        self._fcntl = fcntl
+        self._key = key
+        self.available = hasattr(fcntl, "F_OFD_SETLK")
+        self._fd: int | None = fd
+        self.users = 0
+        self.lock = threading.Lock()
+        self.holders: dict[str, str] = {}
+        self.leases: dict[str, Lease] = {}
+        self.counts: dict[str, int] = {}
+        self._offsets: dict[str, int] = {}
+        self.writes = 0
+        """Commits to the file by this process (every store object on it): what a prefetch checks."""
+
+    def wrote(self) -> None:
+        """Count one commit to the file by this process."""
+        with self.lock:
+            self.writes += 1
+
+    def _op(self, kind: int, offset: int, length: int = 1) -> bool:
+        assert self._fd is not None
+        arg = _FLOCK.pack(kind, os.SEEK_SET, offset, length, 0)
+        try:
+            self._fcntl.fcntl(self._fd, self._fcntl.F_OFD_SETLK, arg)
+        except (BlockingIOError, PermissionError):
+            return False
+        return True
+
+    def try_lock(self, run_id: str) -> bool:
+        """Take the run's OS lock (counted; call under :attr:`lock`); False if another process holds it."""
+        n = self.counts.get(run_id, 0)
+        if n == 0 and self.available and self._fd is not None:
+            offset = lock_offset(run_id)
+            if not self._op(self._fcntl.F_WRLCK, offset):
+                return False
+            self._offsets[run_id] = offset
+        self.counts[run_id] = n + 1
+        return True
+
+    def try_lock_many(self, run_ids: list[str]) -> list[str]:
+        """:meth:`try_lock` of each run not held by a context of this process; returns those locked."""
+        locked = []
+        counts, holders, offsets = self.counts, self.holders, self._offsets
+        fd, fcntl = self._fd, self._fcntl
+        os_locks = self.available and fd is not None
+        for run_id in run_ids:
+            if run_id in holders:
+                continue
+            n = counts.get(run_id, 0)
+            if n == 0 and os_locks:
+                offset = lock_offset(run_id)
+                try:
+                    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0))
+                except (BlockingIOError, PermissionError):
+                    continue
+                offsets[run_id] = offset
+            counts[run_id] = n + 1
+            locked.append(run_id)
+        return locked
+
+    def unlock(self, run_id: str) -> None:
+        """Give back one count of the run's OS lock (call under :attr:`lock`)."""
+        n = self.counts.get(run_id, 0) - 1
+        if n > 0:
+            self.counts[run_id] = n
+            return
+        self.counts.pop(run_id, None)
+        offset = self._offsets.pop(run_id, None)
+        if offset is not None and self._fd is not None:
+            self._op(self._fcntl.F_UNLCK, offset)
+
+    def unlock_many(self, run_ids: list[str]) -> None:
+        """:meth:`unlock` of each run, with fewer system calls (call under :attr:`lock`).
+
+        The freed locks go in one unlock per gap between the locks still held, when
+        that is fewer calls than one per run: an unlock of a range not locked is a no-op.
+        """
+        freed = []
+        for run_id in run_ids:
+            n = self.counts.get(run_id, 0) - 1
+            if n > 0:
+                self.counts[run_id] = n
+                continue
+            self.counts.pop(run_id, None)
+            offset = self._offsets.pop(run_id, None)
+            if offset is not None:
+                freed.append(offset)
+        if not freed or self._fd is None:
+            return
+        kept = sorted(self._offsets.values())
+        if len(kept) + 1 >= len(freed):
+            for offset in freed:
+                self._op(self._fcntl.F_UNLCK, offset)
+            return
+        start = _LOCK_BASE
+        for end in [*kept, _LOCK_BASE + _LOCK_SPAN]:
+            if end > start:
+                self._op(self._fcntl.F_UNLCK, start, end - start)
+            start = end + 1
+
+    def release(self) -> None:
+        """One store object stopped using the file; the last one closes the descriptor if no run is held."""
+        with FileLocks._all_lock:
+            self.users -= 1
+            if self.users > 0 or self.holders or self.counts or self._fd is None:
+                return
+            FileLocks._all.pop(self._key, None)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None

@@ -8,18 +8,50 @@ be an explicit, trusted act (viewers use the text previews instead).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import codec
+
+INPUT_CALL_ID = "durable_nb.durable_input"
+"""The call id every ``ctx.durable_input`` call is journaled with."""
+
+
+def encode_prompt(prompt: str, choices: tuple[Any, ...] | None) -> str:
+    """The text stored in a call's ``prompt`` column: JSON ``{"prompt": ..., "choices": [...] | null}``."""
+    if choices is not None and not choices:
+        raise ValueError(f"durable_input {prompt!r}: choices must not be empty (pass None for a free answer)")
+    try:
+        return json.dumps({"prompt": prompt, "choices": None if choices is None else list(choices)})
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"durable_input {prompt!r}: choices must be plain values (str, int, float, bool, None) so that "
+            f"the journal can show them; got {choices!r} ({exc})"
+        ) from None
+
+
+def decode_prompt(text: str | None) -> tuple[str | None, tuple[Any, ...] | None]:
+    """``(prompt, choices)`` from a stored prompt column (tolerates plain text)."""
+    if text is None:
+        return None, None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text, None
+    if not isinstance(data, dict):
+        return text, None
+    choices = data.get("choices")
+    return data.get("prompt"), None if choices is None else tuple(choices)
 
 
 class _Name(str, enum.Enum):
     """A state stored as its name: ``str(x)`` and comparisons with plain strings read naturally."""
 
     def __str__(self) -> str:
-        return self.value
+        return str(self.value)
 
 
 class Status(_Name):
@@ -44,6 +76,25 @@ class RunStatus(_Name):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    WAITING = "WAITING"
+    """Stopped at an unanswered ``durable_input`` until a person answers (never FAILED)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A call's terminal outcome, encoded for the journal (what ``Store.complete_call`` persists).
+
+    Made once, when the call ends (:func:`durable_nb.journal.replay.encode_success` /
+    ``encode_failure``): the previews are computed then, so that nothing reading the
+    journal ever needs to unpickle the payload.
+    """
+
+    status: Status
+    """SUCCEEDED or FAILED."""
+    payload: bytes
+    """Pickled result or exception."""
+    result_preview: str | None = None
+    error_preview: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +117,27 @@ class CallRecord:
     finished_at: float | None
     payload: bytes | None = field(default=None, repr=False, compare=False)
     """Pickled result (SUCCEEDED) or exception (FAILED); None while PENDING."""
+    prompt: str | None = None
+    """The question of a ``durable_input`` call (None for other calls)."""
+    choices: tuple[Any, ...] | None = None
+    """The allowed answers of a ``durable_input`` call, if it restricted them."""
+
+    @classmethod
+    def pending(cls, run_id: str, index: int, call_id: str, args_digest: str, started_at: float) -> CallRecord:
+        """A call just begun: PENDING, no origin, no outcome yet."""
+        return cls(run_id, index, call_id, args_digest, Status.PENDING, None, None, None, started_at, None)
+
+    def completed(self, outcome: Outcome, origin: Origin, finished_at: float) -> CallRecord:
+        """This call with its terminal outcome, as ``complete_call`` persists it."""
+        return dataclasses.replace(
+            self, status=outcome.status, origin=origin, result_preview=outcome.result_preview,
+            error_preview=outcome.error_preview, finished_at=finished_at, payload=outcome.payload,
+        )
+
+    @property
+    def is_input(self) -> bool:
+        """Whether this is a ``ctx.durable_input`` call (answered by a person, origin RESOLVED)."""
+        return self.call_id == INPUT_CALL_ID
 
     def result(self) -> Any:
         """Unpickle and return the recorded result.
@@ -123,9 +195,13 @@ class RunRecord:
     created_at: float
     updated_at: float
     attempts: int
-    """How many times a context was opened for this run (1 = never recovered)."""
+    """How many opens of this run wrote something (1 = never recovered; a replay that writes nothing is not counted)."""
     n_calls: int
     n_discarded: int
     """Calls discarded by non-determinism mismatches, over the run's life."""
     owner: str | None = None
     """Process holding the run open, if any (may be stale after a crash)."""
+    parent_run_id: str | None = None
+    """For a fork (``store.fork``): the run it was copied from."""
+    forked_at: int | None = None
+    """For a fork: the call index it was forked at (calls ``0..forked_at-1`` were copied)."""

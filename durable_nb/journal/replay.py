@@ -1,6 +1,8 @@
 """The replay rules (DESIGN.md, "Replay rules") and nothing else.
 
-This is the only module that decides what a durable call does. Runners, the
+This is the only module that decides what a durable call does (over 400 lines
+because DESIGN.md wants the replay rules in exactly one module; nesting, digests
+and payload codecs live beside it). Runners, the
 ``%%durable`` magic and the ``ReplayStepper`` all go through :class:`Journal`;
 stores only persist what it tells them to.
 
@@ -16,6 +18,16 @@ Durability order: PENDING is committed before the function runs; the outcome is
 committed before the caller sees it. A ``BaseException`` that is not an
 ``Exception`` (``KeyboardInterrupt``, ``SystemExit``, :class:`SimulatedCrash`)
 writes nothing: the call stays PENDING, as after ``kill -9``.
+
+Nested calls: a durable call is atomic for the journal. ``durable_execute(_async)``
+made while a durable function or a reconciler runs (same thread or asyncio task)
+is a plain call, part of the outer one, never journaled; a ``%%durable`` cell is a
+run, not a call. Why, and how it is tracked: :mod:`durable_nb.journal.nesting`.
+
+Results that cannot be pickled are returned with an :class:`UnserializableResultWarning`
+and the call stays PENDING (as in Flink Agents); ``Journal.strict`` raises instead.
+Exceptions are journaled so that replay raises an instance of the recorded class
+whenever it is importable (see :func:`durable_nb.journal.codec.dumps_exception`).
 """
 
 from __future__ import annotations
@@ -24,15 +36,25 @@ import inspect
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import DurableError, NonDeterminismWarning, UnserializableResultError
+from ..errors import (
+    AwaitingInput,
+    DurableError,
+    LeaseLostError,
+    NonDeterminismError,
+    NonDeterminismWarning,
+    RecordDecodeError,
+    UnserializableResultError,
+    UnserializableResultWarning,
+)
 from . import codec, faults
 from .callid import call_identity
 from .digest import digest, type_name
-from .records import CallRecord, Origin, Status, _Name
+from .nesting import as_call, check_sync, inside_call
+from .records import INPUT_CALL_ID, CallRecord, Origin, Outcome, Status, _Name, encode_prompt
 from .store import Store
 
 
@@ -128,9 +150,13 @@ def decide(recorded: CallRecord | None, call_id: str, args_digest: str, has_reco
 class Journal:
     """The replay state of one open run."""
 
-    def __init__(self, store: Store, run_id: str, recorded: list[CallRecord]) -> None:
+    def __init__(self, store: Store, run_id: str, recorded: list[CallRecord], owner: str | None = None) -> None:
         self.store = store
         self.run_id = run_id
+        self.owner = owner
+        """The lease owner every write is fenced with (None: unfenced, e.g. a dry run)."""
+        self.closed: str | None = None
+        """Set (to why) when the context ended: every later call raises LeaseLostError."""
         self._log = list(recorded)
         self.cursor = 0
         self._lock = threading.Lock()
@@ -139,19 +165,20 @@ class Journal:
         """If set, stepping stops (with :class:`StopRecovery`) before this call index."""
         self.observer: Callable[[Planned, str], None] | None = None
         """Told each decision (with the call id) before it is carried out: the ReplayStepper's view."""
+        self.strict = False
+        """Strict mode: a mismatch raises NonDeterminismError instead of discarding."""
+        self.awaiting: AwaitingInput | None = None
+        """Set when the run stopped at an unanswered ``durable_input`` (the run closes WAITING)."""
+        self.replayed = 0
+        """Calls this context replayed from the journal (what a map's progress bar counts)."""
+        self.performed = 0
+        """Calls this context did more than replay (executed, re-executed, reconciled, mismatched)."""
 
     @property
     def calls(self) -> list[CallRecord]:
         """The run's calls as this context knows them (persisted state, index order)."""
         with self._lock:
             return list(self._log)
-
-    # -- planning (no side effects) -------------------------------------------------
-
-    def peek(self, call_id: str, args_digest: str, has_reconciler: bool) -> Planned:
-        with self._lock:
-            recorded = self._log[self.cursor] if self.cursor < len(self._log) else None
-            return Planned(self.cursor, decide(recorded, call_id, args_digest, has_reconciler), recorded)
 
     # -- performing -------------------------------------------------------------------
 
@@ -162,9 +189,15 @@ class Journal:
         call, PENDING is durable when this returns.
         """
         with self._lock:
+            if self.closed is not None:
+                raise LeaseLostError(self.run_id, self.owner or "this context", self.closed)
             index = self.cursor
             recorded = self._log[index] if index < len(self._log) else None
             decision = decide(recorded, call_id, args_digest, has_reconciler)
+            if decision is Decision.REPLAY:
+                self.replayed += 1
+            else:
+                self.performed += 1
             if self.observer is not None:
                 self.observer(Planned(index, decision, recorded), call_id)
             if self.stop_before is not None and index >= self.stop_before:
@@ -172,6 +205,10 @@ class Journal:
             mismatch = decision is Decision.MISMATCH
             if mismatch:
                 assert recorded is not None
+                if self.strict:
+                    raise NonDeterminismError(
+                        self.run_id, index, recorded.call_id, recorded.args_digest, call_id, args_digest
+                    )
                 self._discard(index, f"expected {recorded.call_id} here, the action called {call_id}"
                               + ("" if recorded.call_id != call_id else " with other arguments"))
                 decision = Decision.EXECUTE
@@ -181,39 +218,50 @@ class Journal:
                 return recorded
             if decision is Decision.EXECUTE:
                 faults.fire("before_pending_commit", call_id)
-                self.store.append_pending(self.run_id, index, call_id, args_digest, time.time())
-                self._log.append(
-                    CallRecord(self.run_id, index, call_id, args_digest, Status.PENDING, None, None, None,
-                               time.time(), None)
-                )
+                self.store.append_pending(self.run_id, index, call_id, args_digest, time.time(), owner=self.owner)
+                self._log.append(CallRecord.pending(self.run_id, index, call_id, args_digest, time.time()))
             self.cursor += 1
         origin = Origin.RECONCILED if decision is Decision.RECONCILE else Origin.EXECUTED
         return Step(index, call_id, decision, origin, mismatch)
 
     def succeed(self, step: Step, value: Any) -> None:
-        """Persist a value as SUCCEEDED; raises UnserializableResultError (call stays PENDING)."""
-        self._complete(step, *encode_success(value, self.run_id, step.index, step.call_id))
+        """Persist a value as SUCCEEDED.
+
+        A value that cannot be pickled is not persisted: the call stays PENDING and an
+        :class:`UnserializableResultWarning` names call and type (Flink Agents'
+        behaviour); in strict mode :class:`UnserializableResultError` is raised instead.
+        """
+        try:
+            encoded = encode_success(value, self.run_id, step.index, step.call_id)
+        except UnserializableResultError as err:
+            if self.strict:
+                raise
+            warnings.warn(
+                f"durable_nb: durable call {step.call_id!r} (run {self.run_id!r}, index {step.index}) "
+                f"returned a {err.type_name} that cannot be pickled ({err.reason}); the value is "
+                f"returned, the call stays PENDING, so a recovery reconciles or re-executes it. "
+                f"Return plain data to journal it (strict mode raises instead).",
+                UnserializableResultWarning,
+                stacklevel=4,
+            )
+            return
+        self._complete(step, encoded)
 
     def fail(self, step: Step, exc: Exception) -> None:
-        """Persist an exception as FAILED (a stand-in if the exception itself cannot be pickled)."""
-        self._complete(step, *encode_failure(exc))
+        """Persist an exception as FAILED (its class kept whenever it is importable)."""
+        self._complete(step, encode_failure(exc))
 
-    def _complete(self, step: Step, status: Status, payload: bytes, preview: str | None, error: str | None) -> None:
+    def _complete(self, step: Step, outcome: Outcome) -> None:
         now = time.time()
         self.store.complete_call(
-            self.run_id, step.index, status=status, origin=step.origin, payload=payload,
-            result_preview=preview, error_preview=error, finished_at=now,
+            self.run_id, step.index, outcome, origin=step.origin, finished_at=now, owner=self.owner
         )
         with self._lock:
             if step.index < len(self._log):
-                old = self._log[step.index]
-                self._log[step.index] = CallRecord(
-                    old.run_id, old.index, old.call_id, old.args_digest, status, step.origin,
-                    preview, error, old.started_at, now, payload,
-                )
+                self._log[step.index] = self._log[step.index].completed(outcome, step.origin, now)
 
     def _discard(self, index: int, reason: str) -> None:
-        self.store.discard_from(self.run_id, index, reason, time.time())
+        self.store.discard_from(self.run_id, index, reason, time.time(), owner=self.owner)
         del self._log[index:]
         if not self._warned:
             self._warned = True
@@ -239,9 +287,53 @@ class Journal:
         """Called when the action ends: recorded calls it never reached are not part of this run."""
         with self._lock:
             if self.cursor < len(self._log):
+                if self.strict:
+                    rec = self._log[self.cursor]
+                    raise NonDeterminismError(self.run_id, self.cursor, rec.call_id, rec.args_digest, None, None)
                 self._discard(self.cursor, "the action finished before reaching this call")
 
     # -- the whole rule for one call ------------------------------------------------------
+
+    def input(self, prompt: str, choices: Sequence[Any] | None = None) -> Any:
+        """``ctx.durable_input``: a call whose outcome a person gives (origin RESOLVED).
+
+        The same rules as any call, with ``INPUT_CALL_ID`` and a digest of prompt and
+        choices: an answer on record replays; otherwise the call is (or stays) PENDING
+        with its prompt stored, and :class:`AwaitingInput` stops the run (WAITING).
+        """
+        if not isinstance(prompt, str):
+            raise TypeError(f"durable_input needs a str prompt, got {type(prompt).__name__} {prompt!r}")
+        if inside_call():
+            raise RuntimeError(
+                f"durable_input({prompt!r}) was called inside a durable call or a reconciler of run "
+                f"{self.run_id!r}; a call is atomic for the journal and cannot stop halfway for an answer. "
+                f"Ask in the action, before the call, and pass the answer to it."
+            )
+        if isinstance(choices, str | bytes | set | frozenset | dict):
+            raise TypeError(
+                f"durable_input {prompt!r}: choices must be a list or tuple (ordered, so that the call digests "
+                f"the same in every process), got {type(choices).__name__} {choices!r}"
+            )
+        options = None if choices is None else tuple(choices)
+        if options is not None:
+            encode_prompt(prompt, options)  # choices must be JSON scalars: checked before anything is written
+        outcome = self.begin(INPUT_CALL_ID, digest((prompt, options), {}), False)
+        if isinstance(outcome, CallRecord):
+            return replay(outcome)
+        with self._lock:
+            recorded = self._log[outcome.index] if outcome.index < len(self._log) else None
+        if outcome.decision is not Decision.EXECUTE and recorded is not None and recorded.prompt is None:
+            recorded = self.store.call(self.run_id, outcome.index)  # open_run may not load prompts
+        # A PENDING input on record matched the digest of (prompt, choices): its stored prompt is
+        # this one, unless a crash came between its PENDING and its prompt (then write it now).
+        # Crash points as for any call: PENDING durable, prompt not yet (before_call); prompt
+        # durable, run not yet closed WAITING (after_call). Recovery asks again either way.
+        faults.fire("before_call", INPUT_CALL_ID)
+        if outcome.decision is Decision.EXECUTE or recorded is None or recorded.prompt is None:
+            self.store.set_prompt(self.run_id, outcome.index, encode_prompt(prompt, options))
+        faults.fire("after_call", INPUT_CALL_ID)
+        self.awaiting = AwaitingInput(self.run_id, outcome.index, prompt, options)
+        raise self.awaiting
 
     def execute(
         self,
@@ -250,15 +342,19 @@ class Journal:
         kwargs: dict[str, Any],
         reconciler: Callable[[], Any] | None,
     ) -> Any:
-        check_reconciler(reconciler)
+        if reconciler is not None:
+            check_reconciler(reconciler)
+        check_sync(func)
+        if inside_call():  # part of the enclosing durable call: a plain call (module docstring)
+            return func(*args, **kwargs)
         call_id, args_digest = identify(func, args, kwargs)
         outcome = self.begin(call_id, args_digest, reconciler is not None)
         if isinstance(outcome, CallRecord):
             return replay(outcome)
         if outcome.decision is Decision.RECONCILE:
             assert reconciler is not None
-            return self.perform(outcome, reconciler)
-        return self.perform(outcome, lambda: func(*args, **kwargs))
+            return self.perform(outcome, as_call(reconciler))
+        return self.perform(outcome, as_call(lambda: func(*args, **kwargs)))
 
     def perform(self, step: Step, run: Callable[[], Any]) -> Any:
         """Run what ``step`` says to run, between its fault points, and persist its outcome.
@@ -291,25 +387,30 @@ class Journal:
         return value
 
 
-Encoded = tuple[Status, bytes, str | None, str | None]
-
-
-def encode_success(value: Any, run_id: str, index: int, call_id: str) -> Encoded:
-    """``(status, payload, result_preview, error_preview)`` of a result; previews are made now, once."""
+def encode_success(value: Any, run_id: str, index: int, call_id: str) -> Outcome:
+    """The SUCCEEDED outcome of a result; its preview is made now, once."""
     try:
         payload = codec.dumps(value)
     except Exception as exc:
         raise UnserializableResultError(run_id, index, call_id, type_name(value), f"{type(exc).__name__}: {exc}") \
             from exc
-    return Status.SUCCEEDED, payload, codec.preview(value), None
+    return Outcome(Status.SUCCEEDED, payload, result_preview=codec.preview(value))
 
 
-def encode_failure(exc: BaseException) -> Encoded:
+def encode_failure(exc: BaseException) -> Outcome:
+    """The exception itself if it round-trips; else its class, args and picklable attributes.
+
+    :class:`RecordedError` (type name and message) only when not even the class pickles.
+    """
     try:
-        payload = codec.dumps(exc)
+        payload = codec.dumps_exception(exc)
     except Exception:
-        payload = codec.dumps(RecordedError(type_name(exc), str(exc)))
-    return Status.FAILED, payload, None, codec.error_preview(exc)
+        try:
+            message = str(exc)
+        except Exception:
+            message = "<str() failed>"
+        payload = codec.dumps(RecordedError(type_name(exc), message))
+    return Outcome(Status.FAILED, payload, error_preview=codec.error_preview(exc))
 
 
 def settle_pending(store: Store, record: CallRecord, outcome: Any, *, failed: bool, origin: Origin) -> bool:
@@ -320,12 +421,11 @@ def settle_pending(store: Store, record: CallRecord, outcome: Any, *, failed: bo
     next recovery replays it like any terminal call. Raises UnserializableResultError
     (nothing written) for a value that cannot be pickled.
     """
-    status, payload, preview, error = (
+    encoded = (
         encode_failure(outcome) if failed else encode_success(outcome, record.run_id, record.index, record.call_id)
     )
     return store.complete_call(
-        record.run_id, record.index, status=status, origin=origin, payload=payload,
-        result_preview=preview, error_preview=error, finished_at=time.time(), only_if_pending=True,
+        record.run_id, record.index, encoded, origin=origin, finished_at=time.time(), only_if_pending=True
     )
 
 
@@ -338,7 +438,20 @@ class StopRecovery(BaseException):
 
 
 def replay(recorded: CallRecord) -> Any:
-    """Return the recorded result or raise the recorded exception."""
+    """Return the recorded result or raise the recorded exception.
+
+    A payload that cannot be loaded (its class was deleted or renamed) raises
+    :class:`RecordDecodeError`, which leaves the run as it was (``open_run``).
+    """
+    try:
+        if recorded.status is Status.SUCCEEDED and recorded.payload is not None:
+            return codec.loads(recorded.payload)  # recorded.result() without its checks, made just here
+        outcome = recorded.result() if recorded.status is Status.SUCCEEDED else recorded.error()
+    except Exception as exc:
+        missing = codec.missing_global(recorded.payload or b"") or "(unknown class)"
+        raise RecordDecodeError(
+            recorded.run_id, recorded.index, recorded.call_id, missing, f"{type(exc).__name__}: {exc}"
+        ) from exc
     if recorded.status is Status.SUCCEEDED:
-        return recorded.result()
-    raise recorded.error()
+        return outcome
+    raise outcome

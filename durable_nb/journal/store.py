@@ -1,19 +1,36 @@
 """The store protocol every journal backend implements.
 
 A store only persists and reads; it never decides what a recovery does (that is
-:mod:`durable_nb.journal.replay`). Each write method is one durable transition:
-when it returns, the change is committed (for ``SqliteStore``: fsynced to the WAL).
-Leases (:mod:`durable_nb.journal.lease`) fence every write.
+:mod:`durable_nb.journal.replay`).
+
+Durability: each write method is one transition. ``append_pending`` is durable
+when it returns (before the function runs). An outcome (``complete_call`` with an
+``owner``) may be held back by a store's durability level (``"call"``) until the
+next write of that store, the run's end (``close_run``), a boundary
+(:meth:`Store.boundary`, :meth:`Store.flush`) or a short delay; readers of the
+same store object always see it.
+
+Leases (:mod:`durable_nb.journal.lease`): ``open_run`` takes the run for an
+``owner`` without necessarily writing (a replay writes nothing); the first write
+takes it in the journal. Every write made with ``owner=`` is fenced: if that
+owner's lease was taken over or closed it raises :class:`LeaseLostError` and
+writes nothing. ``owner=None`` writes unfenced (ReconcilePanel, ``answer``: they
+check ``only_if_pending`` instead).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
+from .records import INPUT_CALL_ID, CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     import pandas as pd
 
 # ---------------------------------------------------------------- the protocol
@@ -82,42 +99,176 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def open_run(self, run_id: str, owner: str, *, steal: bool = False) -> list[CallRecord]:
-        """Take the run's lease (creating the run if new), mark it RUNNING, return its calls.
+        """Take the run's lease for ``owner`` and return its calls; writes nothing unless stealing.
 
-        Raises :class:`RunBusyError` if a live context holds the run, unless ``steal``.
+        The run row is created, marked RUNNING and its ``attempts`` counted at the
+        owner's first write (folded into it). Raises :class:`RunBusyError` if a live
+        context holds the run, unless ``steal`` (then the holder's writes are fenced
+        off from now on, and a holder in another process is fenced by a write now).
         """
 
     @abc.abstractmethod
     def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:
-        """Record the run's final status (None: keep it) and release its lease, if ``owner`` still holds it."""
+        """End ``owner``'s lease; record the run's final status (None: keep it) if it wrote or the status changes.
+
+        Always releases the lease (even when the write fails). Nothing is written for
+        a context that only replayed and leaves the status as it was. A no-op for an
+        owner whose lease is already gone.
+        """
 
     @abc.abstractmethod
-    def append_pending(self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float) -> None:
-        """Persist a new PENDING call at ``index`` (durable before the function runs)."""
+    def append_pending(
+        self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
+    ) -> None:
+        """Persist a new PENDING call at ``index``, durable when this returns (with any held-back outcome)."""
 
     @abc.abstractmethod
     def complete_call(
         self,
         run_id: str,
         index: int,
+        outcome: Outcome,
         *,
-        status: Status,
         origin: Origin,
-        payload: bytes,
-        result_preview: str | None,
-        error_preview: str | None,
         finished_at: float,
         only_if_pending: bool = False,
+        owner: str | None = None,
     ) -> bool:
-        """Persist a call's terminal outcome; returns False if ``only_if_pending`` and it was not."""
+        """Persist a call's terminal outcome; returns False if ``only_if_pending`` and it was not.
+
+        With ``owner`` the write is fenced and, under durability ``"call"``, may be held
+        back (see the module docstring); without, it is committed when this returns.
+        """
 
     @abc.abstractmethod
-    def discard_from(self, run_id: str, index: int, reason: str, at: float) -> None:
+    def discard_from(self, run_id: str, index: int, reason: str, at: float, *, owner: str | None = None) -> None:
         """Move calls ``index..`` of the run to the discarded history."""
+
+    def flush(self) -> None:
+        """Make every held-back outcome durable now (a durable boundary). No-op where nothing is held."""
+
+    @contextlib.contextmanager
+    def boundary(self) -> Iterator[None]:
+        """A span whose end is the durable boundary: runs closed inside need not commit their end.
+
+        ``LocalRunner.map`` wraps its records in one, so a record costs one commit
+        (its PENDING) and the map's return makes everything durable.
+        """
+        try:
+            yield
+        finally:
+            self.flush()
+
+    @contextlib.contextmanager
+    def prefetch(self, run_ids: Sequence[str]) -> Iterator[None]:
+        """A span in which these runs are opened in this order (``map``): a store may read them ahead.
+
+        A hint only: a store that uses it must still give ``open_run`` the run's calls as
+        they are when the lease is taken. The default reads nothing ahead.
+        """
+        yield
+
+    def run_is_open(self, run_id: str) -> bool:
+        """Whether a live context holds the run (this process or, where the store can tell, another)."""
+        from .lease import owner_is_alive
+
+        rec = self.run(run_id)
+        return rec is not None and owner_is_alive(rec.owner)
 
     @abc.abstractmethod
     def delete_run(self, run_id: str) -> None:
         """Forget a run and its calls entirely (``%durable_forget``)."""
+
+    # -- time travel: fork, retention, human input (rules in journal/history.py) --------
+
+    def fork(self, run_id: str, at: int, new_run_id: str | None = None) -> str:
+        """A new run whose calls ``0..at-1`` are copies of ``run_id``'s; returns its id.
+
+        Running the action on the new run replays those ``at`` calls and executes
+        from ``at`` on; the original run is untouched. The new run records its
+        lineage (``parent_run_id``, ``forked_at``), starts RUNNING with no owner,
+        and gets the id ``f"{run_id}.fork-{n}"`` unless ``new_run_id`` is given.
+        Refused (nothing written): an unknown run (:class:`RunNotFoundError`), ``at``
+        outside ``0..len(calls)``, an existing ``new_run_id``, or a PENDING call
+        among the copied ones (two runs would recover one in-flight side effect).
+        """
+        from .history import check_fork_args
+
+        check_fork_args(run_id, at, new_run_id)
+        return self._fork(run_id, at, new_run_id, time.time())
+
+    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
+        """Validate (``history.check_fork``) and copy in one transaction."""
+        raise NotImplementedError(f"{type(self).__name__} cannot fork runs")
+
+    def prune(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        keep_last: int | None = None,
+        status: RunStatus | str | None = None,
+        include_pending: bool = False,
+        dry_run: bool = False,
+    ) -> list[RunRecord]:
+        """Remove old runs (their calls and discarded history); return them, oldest first.
+
+        A run goes when it is older than ``older_than`` (by its last update), outside
+        the ``keep_last`` most recently updated runs of the store (``0`` keeps none),
+        and of ``status`` where given: the filters combine. RUNNING and WAITING runs
+        and runs with PENDING calls stay unless ``include_pending=True``; a run a live
+        process holds open always stays. ``dry_run=True`` returns what would go and
+        writes nothing.
+        """
+        from .history import PruneRule
+
+        rule = PruneRule.make(older_than, keep_last, status, include_pending)
+        if dry_run:
+            with_pending = {c.run_id for c in self.query_calls(status=Status.PENDING)}
+            return rule.select(self.runs(), with_pending, time.time(), lambda r: self.run_is_open(r.run_id))
+        return self._prune(rule, time.time())
+
+    def _prune(self, rule: Any, now: float) -> list[RunRecord]:
+        """Select with ``rule.select`` and delete in one transaction."""
+        raise NotImplementedError(f"{type(self).__name__} cannot prune runs")
+
+    def set_lineage(self, run_id: str, parent_run_id: str, forked_at: int) -> None:
+        """Record that ``run_id`` is a fork of ``parent_run_id`` at call ``forked_at``.
+
+        For forks built call by call rather than copied by :meth:`fork` (a ``%%durable``
+        cell's fork keeps its call 0 open), so that every fork shows its parent.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot record lineage")
+
+    def set_prompt(self, run_id: str, index: int, prompt: str) -> None:
+        """Store the question of a PENDING ``durable_input`` call (``records.encode_prompt`` text)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot store durable_input prompts")
+
+    def waiting(self, run_id: str | None = None) -> list[CallRecord]:
+        """Unanswered ``durable_input`` calls (PENDING), journal order, with prompt and choices."""
+        return self.query_calls(run_id=run_id, status=Status.PENDING, call_id=INPUT_CALL_ID)
+
+    def answer(self, run_id: str, index: int, value: Any) -> CallRecord:
+        """Answer the ``durable_input`` waiting at ``index`` of ``run_id``; returns the answered call.
+
+        The answer is journaled SUCCEEDED with origin RESOLVED; the run stays WAITING
+        until it is run again, which replays up to the answer and goes on. Refused,
+        with nothing written: an unknown run, no unanswered input at ``index``, a value
+        outside the input's ``choices``, a value that cannot be pickled.
+        """
+        from .history import check_answer
+        from .replay import settle_pending
+
+        rec = self.call(run_id, index)
+        check_answer(run_id, index, value, self.run(run_id), rec, self.waiting(run_id), repr(self))
+        assert rec is not None
+        if not settle_pending(self, rec, value, failed=False, origin=Origin.RESOLVED):
+            raise ValueError(
+                f"the input at index {index} of run {run_id!r} was answered by someone else meanwhile: "
+                f"{self.call(run_id, index)!r}"
+            )
+        answered = self.call(run_id, index)
+        assert answered is not None
+        return answered
 
     def close(self) -> None:
         """Release connections; the store can still be reopened."""

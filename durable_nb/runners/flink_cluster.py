@@ -35,6 +35,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 __all__ = ["StandaloneCluster", "flink_home"]
 
 
@@ -55,44 +57,19 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _children(pid: int) -> list[int]:
-    """Pids whose parent is ``pid`` (the Python workers a TaskManager spawned), from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
 def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        for child in _children(todo.pop()):
-            out.append(child)
-            todo.append(child)
-    return out
+    """Pids of every live process below ``pid`` (the Python workers a TaskManager spawned)."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (exited, not reaped) is not alive for our purposes."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not reaped) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
@@ -131,6 +108,8 @@ class StandaloneCluster:
         self.jobmanager_pid: int | None = None
         self.taskmanagers: list[int] = []
         """Pids of the TaskManagers started by this object and not stopped yet."""
+        self.taskmanager_dirs: dict[int, Path] = {}
+        """Each TaskManager's own working folder (current directory and ``io.tmp.dirs``), by pid."""
         self._worker_pids: set[int] = set()
 
     # -- addresses ------------------------------------------------------------
@@ -182,13 +161,13 @@ class StandaloneCluster:
                  for key, value in options.items()]
         (self.conf_dir / "config.yaml").write_text("\n".join(lines) + "\n")
 
-    def _spawn(self, script: str, name: str) -> int:
+    def _spawn(self, script: str, name: str, *, cwd: Path | None = None, args: tuple[str, ...] = ()) -> int:
         env = dict(os.environ, FLINK_CONF_DIR=str(self.conf_dir), FLINK_LOG_DIR=str(self.log_dir))
         out = open(self.log_dir / f"{name}.out", "ab")  # noqa: SIM115 - owned by the child
         try:
             proc = subprocess.Popen(
-                ["bash", str(flink_home() / "bin" / script), "start-foreground"],
-                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                ["bash", str(flink_home() / "bin" / script), "start-foreground", *args],
+                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
                 # Its own session: a Ctrl-C in the notebook does not reach the cluster.
                 start_new_session=True,
             )
@@ -201,7 +180,7 @@ class StandaloneCluster:
 
     def start(self, taskmanagers: int = 1, timeout: float = 120.0) -> StandaloneCluster:
         """Start the JobManager and ``taskmanagers`` TaskManagers; wait until they have registered."""
-        from .flink_job import check_java
+        from .flink_env import check_java
 
         check_java()
         self._write_config()
@@ -218,8 +197,14 @@ class StandaloneCluster:
     def start_taskmanager(self, *, wait: bool = True, timeout: float = 120.0) -> int:
         """Start one more TaskManager; with ``wait``, return once the JobManager counts it."""
         expected = len(self.taskmanagers) + 1
-        pid = self._spawn("taskmanager.sh", f"taskmanager-{len(self._procs)}")
+        name = f"taskmanager-{len(self._procs)}"
+        # Each TaskManager works in a folder of its own (its current directory and its
+        # io.tmp.dirs, where Python workers unpack the job's files), as on separate machines.
+        folder = self.workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        pid = self._spawn("taskmanager.sh", name, cwd=folder, args=(f"-Dio.tmp.dirs={folder}",))
         self.taskmanagers.append(pid)
+        self.taskmanager_dirs[pid] = folder
         if wait:
             self.wait_for_taskmanagers(expected, timeout=timeout)
         return pid
@@ -231,6 +216,11 @@ class StandaloneCluster:
     def jobs(self) -> list[dict[str, Any]]:
         """``/jobs/overview``: every job with its state, on the REST API."""
         return list(self._rest("/jobs/overview").get("jobs", []))
+
+    def failures(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's failure history (``/jobs/<id>/exceptions``): one entry per failover, newest first."""
+        history = self._rest(f"/jobs/{job_id}/exceptions").get("exceptionHistory") or {}
+        return list(history.get("entries", []))
 
     def _rest(self, path: str) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}{path}", timeout=5) as resp:

@@ -1,10 +1,13 @@
 """``LocalRunner``: actions in this process, journaled in a store (durable by default).
 
 Thin on purpose: it picks run ids and opens runs; every replay decision is made
-by ``_replay`` through the :class:`RunnerContext` the action receives.
+by :mod:`durable_nb.journal.replay` through the :class:`RunnerContext` the action
+receives.
 
-Internal API reused by other runners: :func:`run_action` (one action on one
-record inside an open run, sync or async) and the ``_mapping`` helpers.
+Reused by the other runners: :func:`call_action` (one sync or async action on one
+record inside an open run), :func:`check_action` and :func:`default_run_id`; the
+map helpers they share are in :mod:`.mapping` (keys, run ids), :mod:`.rows`
+(:class:`~.rows.MapRow`, the failed-record rule) and :mod:`.progress` (the bar).
 """
 
 from __future__ import annotations
@@ -15,17 +18,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..journal import codec
+from ..journal import timetravel
 from ..journal.context import RunnerContext, open_run
 from ..journal.digest import digest_value
+from ..journal.replay import Journal
 from ..journal.store import Store
 from ..stores import open_store
 from .mapping import Key, action_name, key_name, keyed, records_of, run_id_for
+from .progress import MapProgress
+from .rows import MapRow, apply_action
 
 if TYPE_CHECKING:
     import os
 
     import pandas as pd
+
+    from ..journal.timetravel import DryRunReport
 
 Action = Callable[[Any, RunnerContext], Any]
 
@@ -76,8 +84,10 @@ class LocalRunner:
     the embedded default ``.durable/journal.db`` under the working directory.
     """
 
-    def __init__(self, store: Store | str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, store: Store | str | os.PathLike[str] | None = None, *, strict: bool = False) -> None:
         self.store = open_store(store)
+        self.strict = strict
+        """Strict mode: a replay mismatch raises NonDeterminismError instead of discarding the journal."""
 
     def __repr__(self) -> str:
         return f"LocalRunner({self.store!r})"
@@ -90,41 +100,87 @@ class LocalRunner:
         """
         check_action(action)
         rid = run_id if run_id is not None else default_run_id(action, value)
-        with open_run(self.store, rid) as ctx:
+        with open_run(self.store, rid, strict=self.strict) as ctx:
             return call_action(action, value, ctx)
 
     async def run_async(self, action: Action, value: Any = None, *, run_id: str | None = None) -> Any:
         """``run`` for code already inside an event loop (notebook cells, async apps)."""
         check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
-        with open_run(self.store, rid) as ctx:
+        with open_run(self.store, rid, strict=self.strict) as ctx:
             result = action(value, ctx)
             return await result if inspect.isawaitable(result) else result
 
-    def map(self, action: Action, records: Any, *, key: Key = None) -> pd.DataFrame:
+    def map(self, action: Action, records: Any, *, key: Key = None, progress: bool = False) -> pd.DataFrame:
         """One run per record; returns a DataFrame ``[key, run_id, status, result, error]`` in input order.
 
-        A record whose action raises is a FAILED row, not an aborted map; a crash
-        (``BaseException``) stops the map and the next ``map`` recovers.
+        A record whose action raises is a FAILED row, not an aborted map (so is one
+        whose run cannot be opened, e.g. busy elsewhere); a record stopped at an
+        unanswered ``durable_input`` is a WAITING row; a crash (``BaseException``)
+        stops the map and the next ``map`` recovers. ``progress=True`` shows a
+        tqdm bar (records done, replayed, failed).
         """
         from ..journal.frames import map_frame
 
         check_action(action)
         name = action_name(action)
-        rows = []
-        for k, seq, record in keyed(records_of(records), key):
-            rid = run_id_for(name, k, seq)
-            try:
-                with open_run(self.store, rid, key=k) as ctx:
-                    result = call_action(action, record, ctx)
-            except Exception as exc:
-                rows.append((k, rid, "FAILED", None, codec.error_preview(exc)))
-            else:
-                rows.append((k, rid, "COMPLETED", result, None))
+        items = records_of(records)
+        rows: list[MapRow] = []
+        # One durable boundary for the whole map: a record costs one commit (its PENDING, carrying
+        # the previous record's outcome); everything is durable when the DataFrame is returned.
+        # Run ids up front: a bad key fails before any run is opened, and the store may read ahead.
+        plan = [(k, record, run_id_for(name, k, seq)) for k, seq, record in keyed(items, key)]
+        with MapProgress(len(items), name, enabled=progress) as bar, self.store.boundary(), \
+                self.store.prefetch([rid for _, _, rid in plan]):
+            for k, record, rid in plan:
+                row, replayed = self._map_one(action, record, k, rid, count=progress)
+                rows.append(row)
+                bar.add(row, replayed=replayed)
         return map_frame(key_name(key), rows)
+
+    def _map_one(self, action: Action, record: Any, key: Any, run_id: str, *, count: bool) -> tuple[MapRow, bool]:
+        """One record of :meth:`map`: its row, and whether its run replayed every call (when ``count``)."""
+        journals: list[Journal] = []
+
+        def call(ctx: RunnerContext) -> Any:
+            if count:
+                journals.append(ctx.journal)
+            return call_action(action, record, ctx)
+
+        try:
+            row = apply_action(open_run(self.store, run_id, key=key, strict=self.strict), call, key, run_id)
+        except Exception as exc:  # the run could not be opened or closed: the record's row says why
+            row = MapRow.failed(key, run_id, exc)
+        # Replayed: the run made durable calls and every one came from the journal.
+        return row, bool(journals) and journals[0].replayed > 0 and journals[0].performed == 0
 
     @contextmanager
     def context(self, run_id: str) -> Iterator[RunnerContext]:
         """A run without an action function: ``with runner.context("r1") as ctx: ctx.durable_execute(...)``."""
-        with open_run(self.store, run_id) as ctx:
+        with open_run(self.store, run_id, strict=self.strict) as ctx:
             yield ctx
+
+    # -- time travel ---------------------------------------------------------------------
+
+    def fork(self, run_id: str, at: int, new_run_id: str | None = None) -> str:
+        """``store.fork``: a new run with calls ``0..at-1`` copied; ``run(..., run_id=new_id)`` continues it."""
+        return self.store.fork(run_id, at, new_run_id)
+
+    def dry_run(self, action: Action, value: Any = None, run_id: str | None = None) -> DryRunReport:
+        """What running ``action`` on ``run_id`` would do: every recorded call replayed, nothing run or written.
+
+        Stops at the first call that would not replay and reports it (see
+        :class:`DryRunReport`). Async actions too; inside a running event loop use
+        :meth:`dry_run_async`.
+        """
+        check_action(action)
+        rid = run_id if run_id is not None else default_run_id(action, value)
+        return timetravel.dry_run(self.store, rid, lambda ctx: action(value, ctx))
+
+    async def dry_run_async(
+        self, action: Action, value: Any = None, run_id: str | None = None
+    ) -> DryRunReport:
+        """``dry_run`` for code already inside an event loop (notebook cells)."""
+        check_action(action, sync=False)
+        rid = run_id if run_id is not None else default_run_id(action, value)
+        return await timetravel.dry_run_async(self.store, rid, lambda ctx: action(value, ctx))

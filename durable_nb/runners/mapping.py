@@ -1,9 +1,19 @@
-"""How ``map`` turns records into runs; shared by LocalRunner and FlinkRunner.
+"""How ``map`` turns records into runs; shared by LocalRunner, FlinkRunner and ``%%durable --map``.
 
 A record's run id is ``"{action}/{key}#{seq}"``: the action's id, the record's key
-and the number of earlier records with the same key (Flink keeps that number in
-keyed state). Mapping the same records again therefore reopens the same runs and
-replays them, on either runner.
+as text (:func:`key_text`) and the number of earlier records whose key has the same
+text (Flink keeps that number in keyed state). Mapping the same records again
+therefore reopens the same runs and replays them, on either runner.
+
+Keys that print alike never share a run (issue 9): ``key_text`` is injective
+across types. ``str`` keys and ``int``/``float``/``bool``/``None``/``tuple`` keys
+keep the plain text they always had (existing journals keep replaying), except a
+``str`` that reads like one of those (``"1"``, ``"None"``, ``"nan"``, ``"(a, b)"``) or
+starts with a quote, ``~`` or ``(``, which is written as its ``repr`` (``'1'``).
+numpy scalars count as the Python value they hold. Any other type is tagged
+``~module.Type:text``. A missing key (None, NaN, ``pd.NA``)
+is a run of its own: each such record gets the next ``seq`` (``…/nan#0``,
+``…/nan#1``), never a shared run.
 """
 
 from __future__ import annotations
@@ -21,7 +31,41 @@ def action_name(action: Callable[..., Any]) -> str:
 
 
 def run_id_for(action: str, key: Any, seq: int) -> str:
-    return f"{action}/{key}#{seq}"
+    """The run id of the ``seq``-th record whose key reads as ``key_text(key)``."""
+    return f"{action}/{key_text(key)}#{seq}"
+
+
+_PLAIN_TYPES = (int, float, bool, type(None), tuple)
+
+
+def key_text(key: Any) -> str:
+    """A key as it appears in run ids: readable, and different for keys of different types."""
+    if type(key).__module__ == "numpy" and hasattr(key, "item"):
+        key = key.item()  # np.int64(5) is the key 5, as in pandas (and as run ids always had it)
+    t = type(key)
+    if t is str:
+        return key if _plain_str(key) else repr(key)
+    if t in _PLAIN_TYPES:
+        return str(key)
+    text = str(key) if t.__repr__ is not object.__repr__ or t.__str__ is not object.__str__ else None
+    if text is None:  # the default repr holds an address: digest the value instead
+        from ..journal.digest import digest_value
+
+        text = digest_value(key)[:16]
+    return f"~{t.__module__}.{t.__qualname__}:{text}"
+
+
+def _plain_str(text: str) -> bool:
+    """Whether a str key can keep its plain text without reading as another type's key."""
+    if not text:
+        return True
+    if text[0] in "'\"~(" or text in ("None", "True", "False"):
+        return False
+    try:
+        float(text)  # "1", "1.0", "nan", "inf", " 2 ", "1_000" read as numbers
+    except ValueError:
+        return True
+    return False
 
 
 def key_name(key: Key) -> str:
@@ -36,12 +80,20 @@ def records_of(records: Any) -> list[Any]:
         pd = None
     if pd is not None and isinstance(records, pd.DataFrame):
         return records.to_dict("records")
-    if isinstance(records, (str, bytes, dict)):
+    if isinstance(records, (str, bytes, dict)) or not _iterable(records):
         raise TypeError(
-            f"map expects a DataFrame or a list of records, got a {type(records).__name__}; "
-            f"wrap a single record in a list."
+            f"map expects a DataFrame or a list of records, got a {type(records).__name__} "
+            f"({str(records)[:40]!r}); wrap a single record in a list: [record]."
         )
     return list(records)
+
+
+def _iterable(obj: Any) -> bool:
+    try:
+        iter(obj)
+    except TypeError:
+        return False
+    return True
 
 
 def key_of(record: Any, key: Key, position: int) -> Any:
@@ -60,9 +112,10 @@ def key_of(record: Any, key: Key, position: int) -> Any:
 
 def keyed(records: Iterable[Any], key: Key) -> Iterator[tuple[Any, int, Any]]:
     """``(key, seq, record)`` for each record, seq counting earlier records with that key."""
-    seen: dict[Any, int] = {}
+    seen: dict[str, int] = {}
     for position, record in enumerate(records):
         k = key_of(record, key, position)
-        seq = seen.get(k, 0)
-        seen[k] = seq + 1
+        text = key_text(k)  # counted by text: each NaN (never equal to itself) still gets its own seq
+        seq = seen.get(text, 0)
+        seen[text] = seq + 1
         yield k, seq, record

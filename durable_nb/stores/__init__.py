@@ -1,13 +1,15 @@
 """Journal backends, and ``open_store`` which picks one from a URL or path.
 
 Backends persist what the replay rules tell them to and nothing else:
-:mod:`.sqlite` (embedded default), :mod:`.memory` (tests, demos).
+:mod:`.sqlite` (embedded default), :mod:`.memory` (tests, demos), :mod:`.postgres`
+(many machines; loaded only for a ``postgresql://`` URL, psycopg is an optional extra).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import urllib.parse
 from pathlib import Path
 
 from ..journal.store import Store
@@ -34,7 +36,7 @@ def default_store() -> Store:
 
 
 def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
-    """Open a store from ``sqlite:///path``, a plain path, ``memory://``, or None (the default)."""
+    """Open a store from ``sqlite:///path``, a plain path, ``memory://``, ``postgresql://…``, or None (default)."""
     if url is None:
         return default_store()
     if isinstance(url, Store):
@@ -45,11 +47,67 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
     if text.startswith("memory://"):
         name = text[len("memory://") :]
         return MemoryStore.named(name) if name else MemoryStore()
-    if text.startswith("sqlite:///"):
-        return SqliteStore(text[len("sqlite:///") :] or DEFAULT_PATH)
+    if text.startswith(("sqlite:", "file:")):
+        return _sqlite_from_url(text)
+    if text.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore  # psycopg: the optional extra durable_nb[postgres]
+
+        return PostgresStore.from_url(text)
     if "://" in text:
         raise ValueError(
             f"open_store: unsupported URL {text!r}; use 'sqlite:///path/to/journal.db', "
-            f"a plain file path, or 'memory://'."
+            f"a plain file path, 'memory://', or 'postgresql://user@host:5432/db'."
+        )
+    if not text.strip():
+        raise ValueError(
+            "open_store: the URL is empty; pass 'sqlite:///journal.db' (relative to the working directory), "
+            "'sqlite:////abs/path/journal.db', a file path, 'memory://', or None for .durable/journal.db."
         )
     return SqliteStore(text)
+
+
+_SQLITE_PARAMS = {"mode": ("ro", "rw", "rwc"), "durability": ("call", "transition", "relaxed")}
+
+
+def _sqlite_from_url(text: str) -> SqliteStore:
+    """``sqlite:///rel.db``, ``sqlite:////abs.db``, ``sqlite:rel.db``, ``file:rel.db``, ``file:///abs.db``.
+
+    Parsed as URLs: the path is percent-decoded (``my%20journal.db``) and the query
+    says how to open it (``?mode=ro``: read-only, ``?durability=relaxed``); nothing
+    after ``?`` ever becomes part of a file name.
+    """
+    scheme, rest = text.split(":", 1)
+    rest, _, query = rest.partition("?")
+    if scheme == "sqlite":
+        if rest.startswith("///"):
+            rest = rest[3:]  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db (SQLAlchemy's rule)
+        elif rest.startswith("//"):
+            raise ValueError(
+                f"open_store: {text!r} names a host; a SQLite journal is a local file: use "
+                f"'sqlite:///relative/journal.db' or 'sqlite:////absolute/journal.db'."
+            )
+    elif rest.startswith("//"):  # file://host/path: only an empty host or localhost is local
+        host, _, path = rest[2:].partition("/")
+        if host not in ("", "localhost"):
+            raise ValueError(f"open_store: {text!r} names the host {host!r}; use file:///absolute/journal.db.")
+        rest = "/" + path
+    path = urllib.parse.unquote(rest, errors="surrogateescape")
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    for name, values in params.items():
+        allowed = _SQLITE_PARAMS.get(name)
+        if allowed is None or len(values) != 1 or values[0] not in allowed:
+            known = "; ".join(f"{k}={'|'.join(v)}" for k, v in _SQLITE_PARAMS.items())
+            raise ValueError(
+                f"open_store: unsupported query parameter {name}={values} in {text!r}; supported: {known}."
+            )
+    if not path:
+        if params or text.rstrip("/?") not in ("sqlite:", "file:"):
+            raise ValueError(f"open_store: {text!r} has no file path; write e.g. 'sqlite:///journal.db?mode=ro'.")
+        path = str(DEFAULT_PATH)
+    mode = params.get("mode", ["rwc"])[0]
+    durability = params.get("durability", ["call"])[0]
+    if mode == "rw" and not Path(path).expanduser().exists():
+        raise ValueError(
+            f"open_store: {text!r} asks for mode=rw but there is no journal at {path}; drop mode=rw to create one."
+        )
+    return SqliteStore(path, durability=durability, read_only=mode == "ro")

@@ -15,9 +15,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import RunBusyError
-from ..journal.lease import describe_owner, end_owner, owner_is_alive
-from ..journal.records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
+from ..errors import LeaseLostError, RunBusyError
+from ..journal.history import PruneRule, check_fork, forked_calls
+from ..journal.lease import Lease, describe_owner, end_owner
+from ..journal.records import (
+    CallRecord,
+    DiscardedCall,
+    Origin,
+    Outcome,
+    RunRecord,
+    RunStatus,
+    Status,
+    decode_prompt,
+)
 from ..journal.store import Store, check_status
 
 
@@ -31,6 +41,8 @@ class _Run:
     calls: list[CallRecord] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     n_discarded: int = 0
+    parent_run_id: str | None = None
+    forked_at: int | None = None
 
 
 class MemoryStore(Store):
@@ -45,6 +57,8 @@ class MemoryStore(Store):
         self._seq = itertools.count()
         self._lock = threading.RLock()
         self.name: str | None = None
+        self._holders: dict[str, str] = {}
+        self._leases: dict[str, Lease] = {}
 
     @classmethod
     def named(cls, name: str) -> MemoryStore:
@@ -70,7 +84,7 @@ class MemoryStore(Store):
     def _record(self, run_id: str, run: _Run) -> RunRecord:
         return RunRecord(
             run_id, run.status, run.created_at, run.updated_at, run.attempts, len(run.calls),
-            run.n_discarded, run.owner,
+            run.n_discarded, run.owner, run.parent_run_id, run.forked_at,
         )
 
     def runs(self) -> list[RunRecord]:
@@ -130,28 +144,76 @@ class MemoryStore(Store):
     # -- writing ----------------------------------------------------------------------
 
     def open_run(self, run_id: str, owner: str, *, steal: bool = False) -> list[CallRecord]:
-        now = time.time()
         with self._lock:
-            run = self._runs.get(run_id)
-            if run is None:
-                run = self._runs[run_id] = _Run(RunStatus.RUNNING, now, now)
-            elif not steal and run.owner and owner_is_alive(run.owner):
+            holder = self._holders.get(run_id)
+            if holder is not None and not steal:
                 end_owner(owner)
-                raise RunBusyError(run_id, describe_owner(run.owner))
-            run.status, run.updated_at, run.owner = RunStatus.RUNNING, now, owner
+                raise RunBusyError(run_id, describe_owner(holder))
+            old = self._leases.get(holder) if holder is not None else None
+            if old is not None:
+                old.lost = f"the run was taken over by {describe_owner(owner)} (steal=True)"
+            self._holders[run_id] = owner
+            run = self._runs.get(run_id)
+            lease = Lease(run_id, owner, run.attempts if run else None, seen_status=run.status.value if run else None)
+            self._leases[owner] = lease
+            if old is not None:
+                self._fence(lease, time.time())
+            return list(run.calls) if run else []
+
+    def run_is_open(self, run_id: str) -> bool:
+        return run_id in self._holders
+
+    def _lease(self, owner: str | None, run_id: str) -> Lease | None:
+        """The writer's lease (fenced: LeaseLostError, nothing written, if it may no longer write)."""
+        if owner is None:
+            return None
+        lease = self._leases.get(owner)
+        if lease is None:
+            raise LeaseLostError(run_id, describe_owner(owner), "its context has ended (the run was closed)")
+        if lease.lost:
+            raise LeaseLostError(run_id, describe_owner(owner), lease.lost)
+        return lease
+
+    def _fence(self, lease: Lease | None, now: float) -> None:
+        """Take the run at the lease's first write (folded into it), then check it is still ours."""
+        if lease is None:
+            return
+        run = self._runs.get(lease.run_id)
+        if run is not None and run.owner == lease.owner:
+            return
+        if not lease.wrote and (run.attempts if run else None) == lease.seen_attempts:
+            if run is None:
+                run = self._runs[lease.run_id] = _Run(RunStatus.RUNNING, now, now)
+            run.status, run.updated_at, run.owner = RunStatus.RUNNING, now, lease.owner
             run.attempts += 1
-            return list(run.calls)
+            lease.wrote = lease.dirty = True
+            return
+        reason = f"the run was taken over by {describe_owner(run.owner)}" if run and run.owner else (
+            "another context recovered the run meanwhile")
+        raise LeaseLostError(lease.run_id, describe_owner(lease.owner), reason)
 
     def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:
         with self._lock:
+            lease = self._leases.pop(owner, None)
+            if self._holders.get(run_id) == owner:
+                del self._holders[run_id]
+            if lease is None or lease.lost:
+                return
+            value = None if status is None else RunStatus(status)
+            if not lease.dirty and (value is None or value.value == lease.seen_status):
+                return  # a replay that changed nothing writes nothing
+            self._fence(lease, time.time())
             run = self._runs[run_id]
             if run.owner == owner:
-                if status is not None:
-                    run.status = RunStatus(status)
+                if value is not None:
+                    run.status = value
                 run.updated_at, run.owner = time.time(), None
 
-    def append_pending(self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float) -> None:
+    def append_pending(
+        self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
+    ) -> None:
         with self._lock:
+            self._fence(self._lease(owner, run_id), time.time())
             run = self._runs[run_id]
             if index != len(run.calls):
                 raise RuntimeError(f"run {run_id!r}: call index {index} is taken")
@@ -164,16 +226,17 @@ class MemoryStore(Store):
         self,
         run_id: str,
         index: int,
+        outcome: Outcome,
         *,
-        status: Status,
         origin: Origin,
-        payload: bytes,
-        result_preview: str | None,
-        error_preview: str | None,
         finished_at: float,
         only_if_pending: bool = False,
+        owner: str | None = None,
     ) -> bool:
+        status, payload = outcome.status, outcome.payload
+        result_preview, error_preview = outcome.result_preview, outcome.error_preview
         with self._lock:
+            self._fence(self._lease(owner, run_id), time.time())
             run = self._runs.get(run_id)
             if run is None or index >= len(run.calls):
                 return False
@@ -183,12 +246,13 @@ class MemoryStore(Store):
             # Positional construction: dataclasses.replace was a third of this store's per-call cost.
             run.calls[index] = CallRecord(
                 old.run_id, old.index, old.call_id, old.args_digest, Status(status), Origin(origin),
-                result_preview, error_preview, old.started_at, finished_at, payload,
+                result_preview, error_preview, old.started_at, finished_at, payload, old.prompt, old.choices,
             )
             return True
 
-    def discard_from(self, run_id: str, index: int, reason: str, at: float) -> None:
+    def discard_from(self, run_id: str, index: int, reason: str, at: float, *, owner: str | None = None) -> None:
         with self._lock:
+            self._fence(self._lease(owner, run_id), time.time())
             run = self._runs[run_id]
             dropped = run.calls[index:]
             for c in dropped:
@@ -205,3 +269,43 @@ class MemoryStore(Store):
         with self._lock:
             self._runs.pop(run_id, None)
             self._discarded = [d for d in self._discarded if d.run_id != run_id]
+
+    # -- time travel (rules in journal/history.py) ------------------------------------
+
+    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
+        with self._lock:
+            parent = self._runs.get(run_id)
+            new_id = check_fork(
+                run_id, at, new_run_id, None if parent is None else parent.calls, self._runs.__contains__, repr(self)
+            )
+            assert parent is not None
+            copies = forked_calls(parent.calls[:at], new_id)
+            self._runs[new_id] = _Run(
+                RunStatus.RUNNING, now, now, calls=copies, seqs=[next(self._seq) for _ in copies],
+                parent_run_id=run_id, forked_at=at,
+            )
+            return new_id
+
+    def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
+        with self._lock:
+            with_pending = {
+                k for k, r in self._runs.items() if any(c.status is Status.PENDING for c in r.calls)
+            }
+            chosen = rule.select(self.runs(), with_pending, now, lambda r: self.run_is_open(r.run_id))
+            gone = {r.run_id for r in chosen}
+            for run_id in gone:
+                del self._runs[run_id]
+            self._discarded = [d for d in self._discarded if d.run_id not in gone]
+            return chosen
+
+    def set_lineage(self, run_id: str, parent_run_id: str, forked_at: int) -> None:
+        with self._lock:
+            run = self._runs[run_id]
+            run.parent_run_id, run.forked_at = parent_run_id, forked_at
+
+    def set_prompt(self, run_id: str, index: int, prompt: str) -> None:
+        with self._lock:
+            run = self._runs[run_id]
+            old = run.calls[index]
+            text, choices = decode_prompt(prompt)
+            run.calls[index] = dataclasses.replace(old, prompt=text, choices=choices)

@@ -1,142 +1,226 @@
-"""The embedded journal: one SQLite file in WAL mode, every transition fsynced.
+"""The embedded journal: one SQLite file in WAL mode, one fsync per durable call.
 
 Why these settings:
 
 * ``journal_mode=WAL``: a commit appends to the WAL and needs one fsync; readers
   (the journal widget) never block the writer.
-* ``synchronous=FULL``: in WAL mode NORMAL does not fsync at commit, so a power
-  loss could drop the last transitions. FULL makes each commit durable before
-  ``commit`` returns, which is the contract ("durable before the code after it runs").
+* ``synchronous=FULL`` (durability ``"call"`` and ``"transition"``): in WAL mode
+  NORMAL does not fsync at commit, so a power loss could drop the last
+  transitions. ``"relaxed"`` uses NORMAL: it survives a process crash, not a
+  power loss.
 * ``busy_timeout``: several processes (a notebook, Flink workers, a second kernel)
   write one file; a writer waits for the lock instead of failing.
 * ``BEGIN IMMEDIATE`` for writes: take the write lock up front, so a read-then-write
   transaction (lease checks) cannot be upgraded into a deadlock.
 
-Opening validates before it writes: a file that is not SQLite, a SQLite file that
-is not a journal, or a journal from a newer version raise
-:class:`JournalFormatError` and the file is not modified.
+Commits (:mod:`.sqlite_commit`): concurrent writes share one commit (group
+commit); under ``"call"`` an outcome is held back until the next write, a run's
+end, a boundary (:meth:`SqliteStore.boundary`, :meth:`SqliteStore.flush`) or a
+short delay. Leases (:mod:`durable_nb.journal.lease`): a run is held by an OS
+lock on the journal file and an owner table in this process, so opening a run
+and replaying it writes nothing; the first write takes the run in the journal
+(fenced by ``runs.attempts``) and every later write is fenced by ``runs.owner``.
+
+Opening validates before it writes (:mod:`.sqlite_file`); the schema and its
+migrations are in :mod:`.sqlite_schema` and run at the first write. A ``map``
+reads its runs ahead in chunks, under their OS locks (:mod:`.sqlite_prefetch`).
+
+Over 400 lines because the store protocol's reads, leases and writes share one
+connection scheme and one fence; what could live apart (commits, prefetch, file
+checks, schema, text binding, time travel) is in the ``sqlite_*`` modules.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import JournalFormatError, RunBusyError
-from ..journal.lease import describe_owner, end_owner, owner_is_alive
-from ..journal.records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status
+from ..errors import JournalFormatError, JournalReadOnlyError, JournalWriteError, LeaseLostError, RunBusyError
+from ..journal.lease import FileLocks, Lease, current_pid, describe_owner, end_owner, owner_is_alive
+from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
 from ..journal.store import Store, check_status
+from . import sqlite_file, sqlite_schema
+from .sqlite_commit import Committer, Op
+from .sqlite_prefetch import Prefetch
+from .sqlite_text import Connection, text
+from .sqlite_timetravel import SqliteTimeTravel
 
-SCHEMA_VERSION = 1
-APP_ID = "durable_nb"
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE runs (
-    run_id      TEXT PRIMARY KEY,
-    status      TEXT NOT NULL,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    owner       TEXT,
-    n_discarded INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE calls (
-    seq            INTEGER PRIMARY KEY,   -- journal order across runs (rowid)
-    run_id         TEXT NOT NULL,
-    idx            INTEGER NOT NULL,
-    call_id        TEXT NOT NULL,
-    args_digest    TEXT NOT NULL,
-    status         TEXT NOT NULL,
-    origin         TEXT,
-    payload        BLOB,
-    payload_format TEXT,
-    result_preview TEXT,
-    error_preview  TEXT,
-    started_at     REAL NOT NULL,
-    finished_at    REAL,
-    UNIQUE (run_id, idx)
-);
--- Only PENDING rows: what the ReconcilePanel lists. A partial index keeps each commit to
--- one small index page (an index over every status or call id costs page writes on the
--- hot path, and filtering 100,000 calls by those scans in milliseconds anyway).
-CREATE INDEX calls_pending ON calls (seq) WHERE status = 'PENDING';
-CREATE TABLE discarded (
-    seq            INTEGER PRIMARY KEY,
-    run_id         TEXT NOT NULL,
-    idx            INTEGER NOT NULL,
-    call_id        TEXT NOT NULL,
-    args_digest    TEXT NOT NULL,
-    status         TEXT NOT NULL,
-    origin         TEXT,
-    result_preview TEXT,
-    error_preview  TEXT,
-    started_at     REAL NOT NULL,
-    finished_at    REAL,
-    discarded_at   REAL NOT NULL,
-    reason         TEXT NOT NULL
-);
-CREATE INDEX discarded_by_run ON discarded (run_id, seq);
-"""
+SCHEMA_VERSION = sqlite_schema.LATEST
+DURABILITY = ("call", "transition", "relaxed")
+FLUSH_DELAY = 0.02
+"""Seconds a held-back outcome waits for the next commit before the flusher commits it."""
 
 _CALL_COLS = "run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, started_at, finished_at"
 
-
-def _create_schema(conn: sqlite3.Connection) -> None:
-    """Tables and the schema version in one transaction (the caller's), so a crash leaves neither."""
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.executemany(
-        "INSERT INTO meta VALUES (?, ?)", [("app", APP_ID), ("schema_version", str(SCHEMA_VERSION))]
-    )
-
+# Opening a run: (run_id, attempts, status) of the run, then its calls (payloads included), index order.
+_OPEN_COLS = (
+    "r.run_id, r.attempts, r.status, c.idx, c.call_id, c.args_digest, c.status, c.origin, c.result_preview, "
+    "c.error_preview, c.started_at, c.finished_at, c.payload FROM runs r LEFT JOIN calls c ON c.run_id = r.run_id"
+)
+_OPEN_SELECT = f"SELECT {_OPEN_COLS} WHERE r.run_id = ? ORDER BY c.idx"
+_OPEN_SELECT_MANY = "SELECT " + _OPEN_COLS + " WHERE r.run_id IN ({}) ORDER BY r.run_id, c.idx"
+"""The same for a chunk of runs (:mod:`.sqlite_prefetch`); ``{}`` takes the placeholders."""
 
 # Dict lookups instead of Enum(value) calls: opening a run builds one record per call.
 _STATUS = {s.value: s for s in Status}
 _ORIGIN = {o.value: o for o in Origin}
 
 
-def _call(row: tuple[Any, ...], payload: bytes | None = None) -> CallRecord:
+def _call(row: tuple[Any, ...], payload: bytes | None = None, prompt: str | None = None) -> CallRecord:
     return CallRecord(
-        row[0], row[1], row[2], row[3], _STATUS.get(row[4]) or Status(row[4]),
+        text(row[0]), row[1], text(row[2]), row[3], _STATUS.get(row[4]) or Status(row[4]),
         (_ORIGIN.get(row[5]) or Origin(row[5])) if row[5] else None,
-        row[6], row[7], row[8], row[9], payload,
+        text(row[6]), text(row[7]), row[8], row[9], payload, *(_NO_PROMPT if prompt is None else decode_prompt(prompt)),
     )
 
 
-class SqliteStore(Store):
+_NO_PROMPT = (None, None)
+
+
+def _opened(run_id: str, r: tuple[Any, ...]) -> CallRecord:
+    """A call from an ``_OPEN_SELECT`` row: :func:`_call` inlined, the hot path of opening a run."""
+    call_id, result_preview, error_preview = r[4], r[8], r[9]
+    return CallRecord(
+        run_id, r[3], call_id if call_id.__class__ is str else text(call_id), r[5],
+        _STATUS.get(r[6]) or Status(r[6]), (_ORIGIN.get(r[7]) or Origin(r[7])) if r[7] else None,
+        result_preview if result_preview.__class__ is not bytes else text(result_preview),
+        error_preview if error_preview.__class__ is not bytes else text(error_preview),
+        r[10], r[11], r[12],
+    )
+
+
+class SqliteStore(SqliteTimeTravel, Store):
     """A journal in one SQLite file (created with its folder if missing).
 
     Safe to share between threads (one connection per thread) and processes
     (SQLite locking); picklable, so Flink workers reopen the same file.
     Loading a journal unpickles nothing; :meth:`CallRecord.result` does, and a
     journal from someone else can run code when you call it.
+
+    Args:
+        path: the journal file (default ``.durable/journal.db``).
+        durability: ``"call"`` (default: one fsync per call, an outcome is durable
+            with the next call's PENDING, the run's end or a boundary),
+            ``"transition"`` (every transition committed on its own) or
+            ``"relaxed"`` (every transition committed, no fsync: survives a process
+            crash, not a power loss).
+        read_only: open for reading only (``?mode=ro`` in a URL); writes raise
+            :class:`JournalReadOnlyError`. A journal that cannot be written is
+            opened this way automatically.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = Path(".durable") / "journal.db") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = Path(".durable") / "journal.db",
+        *,
+        durability: str = "call",
+        read_only: bool = False,
+    ) -> None:
+        if durability not in DURABILITY:
+            raise ValueError(
+                f"durability must be one of {', '.join(map(repr, DURABILITY))}, got {durability!r}: 'call' (default, "
+                f"one fsync per call), 'transition' (every transition on its own), 'relaxed' (no fsync)."
+            )
         self.path = Path(path).expanduser().absolute()
+        self.durability = durability
         self._local = threading.local()
-        self._validate_or_create()
+        self._boundary = 0
+        self._wal = False
+        self._files: FileLocks | None = None
+        self._reset_process_state()
+        self._open(read_only)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self.path),))
+        return (_reopen, (str(self.path), self.durability, self._forced_ro))
 
-    # -- connections ----------------------------------------------------------
+    # -- opening --------------------------------------------------------------------
+
+    def _open(self, read_only: bool) -> None:
+        path = self.path
+        sqlite_file.check_path(path)
+        self._forced_ro = read_only
+        if not path.exists() or path.stat().st_size == 0:
+            if read_only:
+                raise JournalReadOnlyError(
+                    f"there is no journal at {path} to open read-only (mode=ro). Check the path, or drop "
+                    f"mode=ro to create a new journal there."
+                )
+            self._files = sqlite_file.create(path)
+            self.read_only: str | None = None
+            self._version = 0
+            with self._write():  # a new file: the schema now, so other processes see a journal
+                pass
+            return
+        state = sqlite_file.inspect(path, want_read_only=read_only)
+        self._version, self.read_only, self._files = state.version, state.read_only, state.files
+
+    def _reset_process_state(self) -> None:
+        """Per-process state; rebuilt in a forked child, which must not reuse the parent's."""
+        forked = getattr(self, "_pid", None) not in (None, current_pid())
+        self._pid = current_pid()
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._committer = Committer(self._conn_fn, self._migrate, FLUSH_DELAY, self._wrote)
+        if forked and self._files is not None:  # the parent's descriptor and leases are not ours
+            self._files = None
+
+    @property
+    def _shared(self) -> FileLocks:
+        """This process's lease state of the file, shared with every other store object on it."""
+        files = self._files
+        if files is None:
+            files = self._files = FileLocks.of(str(self.path))
+        return files
+
+    def _wrote(self) -> None:
+        """After each commit: tell this process's other readers of the file (a prefetch) it changed."""
+        with contextlib.suppress(OSError):
+            self._shared.wrote()
+
+    def _here(self) -> None:
+        if self._pid != current_pid():
+            self._reset_process_state()
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the schema up to date inside the first write transaction (never on a read)."""
+        if self._version < SCHEMA_VERSION:
+            found, problem = sqlite_schema.detect_version(conn)  # re-read under the write lock
+            if found is None:
+                raise JournalFormatError(f"{self.path} is not a durable_nb journal: {problem}. {sqlite_file.HINT}")
+            self._version = sqlite_schema.migrate(conn, found)
+
+    # -- connections ----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        if self.read_only:
+            return sqlite3.connect(
+                sqlite_file.ro_uri(self.path), uri=True, timeout=60.0, isolation_level=None, check_same_thread=False,
+                factory=Connection,
+            )
+        conn = sqlite3.connect(
+            os.fsencode(self.path), timeout=60.0, isolation_level=None, check_same_thread=False, factory=Connection
+        )
         conn.execute("PRAGMA busy_timeout = 60000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA synchronous = {'NORMAL' if self.durability == 'relaxed' else 'FULL'}")
+        return conn
+
+    def _conn_fn(self) -> sqlite3.Connection:
+        """The connection writes use. WAL is switched on at the first write, not at open: switching
+        rewrites the file header, and a journal that is only read must stay byte-identical."""
+        conn = self._conn
+        if not self._wal:
+            conn.execute("PRAGMA journal_mode = WAL")
+            self._wal = True
         return conn
 
     @property
@@ -144,108 +228,110 @@ class SqliteStore(Store):
         local = self._local
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         # A forked child (multiprocessing, Flink workers) must not reuse the parent's handle.
-        if conn is None or local.pid != os.getpid():
+        if conn is None or local.pid != current_pid():
             conn = local.conn = self._connect()
-            local.pid = os.getpid()
+            local.pid = current_pid()
+            self._conns.append(conn)
         return conn
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction of the caller's own (carrying any held-back writes)."""
+        self._refuse_if_read_only(None, None)
+        self._here()
+        return self._committer.exclusive()
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def _validate_or_create(self) -> None:
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._validate_existing()
+        """Flush, close every connection of this store (all threads'), release the file; reopens on use."""
+        if self._pid != current_pid():
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._write() as conn:
-            # Another process may have created it between our check and our lock.
-            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                _create_schema(conn)
-        if not self._is_journal():
-            self._validate_existing()
+        self._committer.close()
+        conns, self._conns = self._conns, []
+        self._local = threading.local()
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        files, self._files = self._files, None
+        if files is not None:
+            files.release()  # after the connections: see FileLocks on closing descriptors
 
-    def _is_journal(self) -> bool:
-        try:
-            rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError:
-            return False
-        return rows.get("app") == APP_ID
+    # -- durable boundaries ----------------------------------------------------------------
 
-    def _validate_existing(self) -> None:
-        """Check an existing file read-only, so a wrong file is never modified."""
-        hint = (
-            "Pass the path of a durable_nb journal, or a new path to create one "
-            "(the default is .durable/journal.db)."
-        )
+    def flush(self) -> None:
+        """Commit every held-back outcome now."""
+        if self._pid == current_pid() and self._committer.holding:
+            self._committed(lambda: self._committer.flush(), None, None)
+
+    @contextmanager
+    def boundary(self) -> Iterator[None]:
+        """Inside, a run's end is not a durable boundary; leaving commits everything (``map``'s return)."""
+        self._boundary += 1
         try:
-            ro = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True)
-            try:
-                tables = {r[0] for r in ro.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                meta = dict(ro.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
-            finally:
-                ro.close()
-        except sqlite3.DatabaseError as exc:
-            raise JournalFormatError(f"{self.path} is not a durable_nb journal ({exc}). {hint}") from None
-        if meta.get("app") != APP_ID:
-            if not tables:
-                with self._write() as conn:
-                    _create_schema(conn)
-                return
-            raise JournalFormatError(
-                f"{self.path} is an SQLite database but not a durable_nb journal "
-                f"(tables: {', '.join(sorted(tables))}). {hint}"
-            )
-        version = int(meta.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            raise JournalFormatError(
-                f"{self.path} has journal schema version {version}, newer than this durable_nb "
-                f"understands ({SCHEMA_VERSION}). Upgrade durable_nb (pip install -U durable_nb); "
-                f"the file was not changed."
-            )
+            yield
+        finally:
+            self._boundary -= 1
+            self.flush()
+
+    @contextmanager
+    def prefetch(self, run_ids: Sequence[str]) -> Iterator[None]:
+        """Inside, opening ``run_ids`` in this order (in this thread) reads them in chunks, locked ahead."""
+        if self.read_only or self._pid != current_pid() or not self._shared.available:
+            yield  # without OS locks other processes are not excluded: nothing is read ahead
+            return
+        local = self._local
+        previous = getattr(local, "prefetch", None)
+        pre = local.prefetch = Prefetch(run_ids, self._shared)
+        try:
+            yield
+        finally:
+            pre.release()
+            if self._local is local:
+                local.prefetch = previous
+
+    def _read(self) -> sqlite3.Connection:
+        if self._pid == current_pid() and self._committer.holding:
+            self.flush()
+        return self._conn
 
     # -- reading ----------------------------------------------------------------
 
     def _run_record(self, row: tuple[Any, ...]) -> RunRecord:
-        return RunRecord(row[0], RunStatus(row[1]), row[2], row[3], row[4], row[7], row[6], row[5])
+        return RunRecord(
+            text(row[0]), RunStatus(row[1]), row[2], row[3], row[4], row[7], row[6], row[5], row[8], row[9]
+        )
 
-    _RUN_SELECT = (
-        "SELECT r.run_id, r.status, r.created_at, r.updated_at, r.attempts, r.owner, r.n_discarded, "
-        "(SELECT count(*) FROM calls c WHERE c.run_id = r.run_id) FROM runs r"
-    )
+    @property
+    def _run_select(self) -> str:
+        lineage = "r.parent_run_id, r.forked_at" if self._version >= 2 else "NULL, NULL"
+        return (
+            "SELECT r.run_id, r.status, r.created_at, r.updated_at, r.attempts, r.owner, r.n_discarded, "
+            f"(SELECT count(*) FROM calls c WHERE c.run_id = r.run_id), {lineage} FROM runs r"
+        )
 
     def runs(self) -> list[RunRecord]:
-        rows = self._conn.execute(self._RUN_SELECT + " ORDER BY r.created_at, r.rowid").fetchall()
+        rows = self._read().execute(self._run_select + " ORDER BY r.created_at, r.rowid").fetchall()
         return [self._run_record(r) for r in rows]
 
     def run(self, run_id: str) -> RunRecord | None:
-        row = self._conn.execute(self._RUN_SELECT + " WHERE r.run_id = ?", (run_id,)).fetchone()
+        row = self._read().execute(self._run_select + " WHERE r.run_id = ?", (run_id,)).fetchone()
         return self._run_record(row) if row else None
 
+    @property
+    def _prompt_col(self) -> str:
+        """``calls.prompt`` (durable_input questions) exists from schema 2 on."""
+        return "prompt" if self._version >= 2 else "NULL"
+
     def calls(self, run_id: str) -> list[CallRecord]:
-        rows = self._conn.execute(
-            f"SELECT {_CALL_COLS}, payload FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
+        rows = self._read().execute(
+            f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
         ).fetchall()
-        return [_call(r, r[10]) for r in rows]
+        return [_call(r, r[10], r[11]) for r in rows]
 
     def call(self, run_id: str, index: int) -> CallRecord | None:
-        row = self._conn.execute(
-            f"SELECT {_CALL_COLS}, payload FROM calls WHERE run_id = ? AND idx = ?", (run_id, index)
+        row = self._read().execute(
+            f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE run_id = ? AND idx = ?",
+            (run_id, index),
         ).fetchone()
-        return _call(row, row[10]) if row else None
+        return _call(row, row[10], row[11]) if row else None
 
     def discarded(self, run_id: str | None = None) -> list[DiscardedCall]:
         sql = f"SELECT {_CALL_COLS}, discarded_at, reason FROM discarded"
@@ -253,11 +339,11 @@ class SqliteStore(Store):
         if run_id is not None:
             sql += " WHERE run_id = ?"
             params = (run_id,)
-        rows = self._conn.execute(sql + " ORDER BY seq", params).fetchall()
+        rows = self._read().execute(sql + " ORDER BY seq", params).fetchall()
         return [
             DiscardedCall(
-                r[0], r[1], r[2], r[3], Status(r[4]), Origin(r[5]) if r[5] else None,
-                r[6], r[7], r[8], r[9], r[10], r[11],
+                text(r[0]), r[1], text(r[2]), r[3], Status(r[4]), Origin(r[5]) if r[5] else None,
+                text(r[6]), text(r[7]), r[8], r[9], r[10], text(r[11]),
             )
             for r in rows
         ]
@@ -288,94 +374,252 @@ class SqliteStore(Store):
         limit: int | None = None,
     ) -> list[CallRecord]:
         where, params = self._where(run_id, status, call_id)
-        sql = f"SELECT {_CALL_COLS} FROM calls{where} ORDER BY seq LIMIT ? OFFSET ?"
-        rows = self._conn.execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
-        return [_call(r) for r in rows]
+        sql = f"SELECT {_CALL_COLS}, {self._prompt_col} FROM calls{where} ORDER BY seq LIMIT ? OFFSET ?"
+        rows = self._read().execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
+        return [_call(r, None, r[10]) for r in rows]
 
     def count_calls(
         self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None
     ) -> int:
         where, params = self._where(run_id, status, call_id)
-        return int(self._conn.execute(f"SELECT count(*) FROM calls{where}", params).fetchone()[0])
+        return int(self._read().execute(f"SELECT count(*) FROM calls{where}", params).fetchone()[0])
 
-    # -- writing ----------------------------------------------------------------
+    # -- leases ---------------------------------------------------------------------------
+
+    def run_is_open(self, run_id: str) -> bool:
+        if self._files is not None and run_id in self._files.holders:
+            return True
+        rec = self.run(run_id)
+        return rec is not None and owner_is_alive(rec.owner)
+
+    def _unlock_run(self, run_id: str) -> None:
+        files = self._shared
+        with files.lock:
+            files.unlock(run_id)
 
     def open_run(self, run_id: str, owner: str, *, steal: bool = False) -> list[CallRecord]:
-        import time
+        if self.read_only:
+            self._refuse_if_read_only(run_id, None)
+        if self._pid != current_pid():
+            self._reset_process_state()
+        files = self._files or self._shared
+        with files.lock:
+            holder = files.holders.get(run_id)
+            if holder is not None and not steal:
+                end_owner(owner)
+                raise RunBusyError(run_id, describe_owner(holder))
+            locked = files.try_lock(run_id)
+            if locked or steal:
+                old = files.leases.get(holder) if holder is not None else None
+                if old is not None:
+                    old.lost = f"the run was taken over by {describe_owner(owner)} (steal=True)"
+                files.holders[run_id] = owner
+        if not locked and not steal:
+            end_owner(owner)
+            rec = self.run(run_id)
+            raise RunBusyError(run_id, describe_owner(rec.owner if rec else None))
+        lease = Lease(run_id, owner, None, os_locked=locked)
+        files.leases[owner] = lease
+        try:
+            # One statement, so the run row and its calls are one consistent snapshot, read under the
+            # lease (a map's prefetched rows were read under it too, and only if unchanged: .sqlite_prefetch).
+            if run_id in self._committer.held_runs:
+                rows = self._read().execute(_OPEN_SELECT, (run_id,)).fetchall()
+            elif steal or (pre := getattr(self._local, "prefetch", None)) is None:
+                rows = self._conn.execute(_OPEN_SELECT, (run_id,)).fetchall()
+            else:
+                rows = pre.rows(self._conn, run_id, _OPEN_SELECT, _OPEN_SELECT_MANY)
+            lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
+            if steal and (holder is not None or not locked):
+                self._submit(lease, lambda conn, after: None, None)  # take it over in the journal now
+        except BaseException:
+            self._drop_lease(lease)
+            raise
+        return [_opened(run_id, r) for r in rows if r[3] is not None]
 
-        now = time.time()
-        with self._write() as conn:
-            row = conn.execute("SELECT owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
+    def _drop_lease(self, lease: Lease) -> None:
+        files = self._files or self._shared
+        with files.lock:
+            files.leases.pop(lease.owner, None)
+            if files.holders.get(lease.run_id) == lease.owner:
+                del files.holders[lease.run_id]
+            if lease.os_locked:
+                lease.os_locked = False
+                files.unlock(lease.run_id)
+
+    def _lease(self, owner: str | None, run_id: str, index: int | None) -> Lease | None:
+        """The writer's lease, or LeaseLostError (nothing written) if it may no longer write."""
+        self._refuse_if_read_only(run_id, index)
+        if owner is None:
+            return None
+        self._here()
+        lease = self._shared.leases.get(owner)
+        if lease is None:
+            raise LeaseLostError(run_id, describe_owner(owner), "its context has ended (the run was closed)")
+        if lease.lost:
+            raise LeaseLostError(run_id, describe_owner(owner), lease.lost)
+        return lease
+
+    @staticmethod
+    def _fence(conn: sqlite3.Connection, lease: Lease, now: float) -> None:
+        """Inside the write transaction: take the run at the first write, then check it is still ours."""
+        row = conn.execute("SELECT owner, attempts FROM runs WHERE run_id = ?", (lease.run_id,)).fetchone()
+        if row is not None and row[0] == lease.owner:
+            return
+        if not lease.wrote:
+            if row is None and lease.seen_attempts is None:
                 conn.execute(
                     "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner) "
                     "VALUES (?, 'RUNNING', ?, ?, 1, ?)",
-                    (run_id, now, now, owner),
+                    (lease.run_id, now, now, lease.owner),
                 )
-            else:
-                if not steal and row[0] and owner_is_alive(row[0]):
-                    end_owner(owner)
-                    raise RunBusyError(run_id, describe_owner(row[0]))
+                return
+            if row is not None and row[1] == lease.seen_attempts:
                 conn.execute(
                     "UPDATE runs SET status = 'RUNNING', updated_at = ?, attempts = attempts + 1, owner = ? "
                     "WHERE run_id = ?",
-                    (now, owner, run_id),
+                    (now, lease.owner, lease.run_id),
                 )
-            rows = conn.execute(
-                f"SELECT {_CALL_COLS}, payload FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
-            ).fetchall()
-        return [_call(r, r[10]) for r in rows]
+                return
+        holder = row[0] if row else None
+        reason = (
+            f"the run was taken over by {describe_owner(holder)}" if holder
+            else "another context recovered the run meanwhile"
+        )
+        raise LeaseLostError(lease.run_id, describe_owner(lease.owner), reason)
 
-    def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:
-        import time
+    # -- writing ----------------------------------------------------------------
 
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE runs SET status = coalesce(?, status), updated_at = ?, owner = NULL "
-                "WHERE run_id = ? AND owner = ?",
-                (None if status is None else RunStatus(status).value, time.time(), run_id, owner),
+    def _fenced(self, lease: Lease | None, op: Op) -> Op:
+        if lease is None:
+            return op
+
+        done = self._committer.fenced
+
+        def fenced(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> Any:
+            if lease.owner not in done:  # one check per lease and transaction
+                self._fence(conn, lease, time.time())
+                done.add(lease.owner)
+                after.append(lambda: setattr(lease, "wrote", True))
+            return op(conn, after)
+
+        return fenced
+
+    def _submit(self, lease: Lease | None, op: Op, index: int | None, *, hold: bool = False) -> Any:
+        """Commit ``op`` (fenced by ``lease``), or hold it back for the next commit."""
+        op = self._fenced(lease, op)
+        if lease is not None:
+            lease.dirty = True
+        if hold:
+            assert lease is not None
+            self._committer.hold(lease.run_id, op)
+            return True
+        return self._committed(lambda: self._committer.run(op), lease.run_id if lease else None, index)
+
+    def _committed(self, commit: Callable[[], Any], run_id: str | None, index: int | None) -> Any:
+        try:
+            return commit()
+        except sqlite3.OperationalError as exc:
+            raise self._write_error(exc, run_id, index) from exc
+
+    def _write_error(self, exc: sqlite3.Error, run_id: str | None, index: int | None) -> JournalWriteError:
+        where = "" if run_id is None else f" (run {run_id!r}" + ("" if index is None else f", call {index}") + ")"
+        text = str(exc)
+        if "full" in text:
+            fix = "Free disk space (or move the journal: SqliteStore('other/disk/journal.db')), then run again"
+        elif "readonly" in text:
+            fix = "Make the journal and its folder writable, or open it read-only to view it"
+        else:
+            fix = "Check the disk and the file, then run again"
+        return JournalWriteError(
+            f"could not write the journal {self.path}{where}: {text}. Nothing of this write was kept; everything "
+            f"journaled before it is intact and the run can be recovered. {fix}."
+        )
+
+    def _refuse_if_read_only(self, run_id: str | None, index: int | None) -> None:
+        if self.read_only:
+            where = "" if run_id is None else f" (run {run_id!r}" + ("" if index is None else f", call {index}") + ")"
+            raise JournalReadOnlyError(
+                f"the journal {self.path} is open read-only: {self.read_only}; nothing can be written{where}. "
+                f"It can still be listed (runs(), calls(), to_pandas()) and viewed. To run actions, open a "
+                f"writable copy, e.g. shutil.copy it and SqliteStore(copy)."
             )
 
-    # append_pending and complete_call are one statement each: in autocommit mode that
-    # statement is its own transaction, takes the write lock up front exactly like
-    # BEGIN IMMEDIATE (busy handler included) and is fsynced before execute returns.
-    # Skipping the explicit BEGIN/COMMIT saves two round trips on the hottest path.
+    def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:
+        lease = (self._files or self._shared).leases.get(owner) if self._pid == current_pid() and not self.read_only \
+            else None
+        if lease is None or lease.lost:
+            if lease is not None:
+                self._drop_lease(lease)
+            return
+        # RunStatus is a str enum: a member compares equal to its value; .value only when writing.
+        value = None if status is None else status if status.__class__ is RunStatus else RunStatus(status)
+        try:
+            if lease.dirty or (value is not None and value != lease.seen_status):
+                def op(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> None:
+                    conn.execute(
+                        "UPDATE runs SET status = coalesce(?, status), updated_at = ?, owner = NULL "
+                        "WHERE run_id = ? AND owner = ?",
+                        (None if value is None else value.value, time.time(), run_id, owner),
+                    )
+                    if keep_lock:
+                        after.append(lambda: self._unlock_run(run_id))
 
-    def append_pending(self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float) -> None:
-        self._conn.execute(
-            "INSERT INTO calls (run_id, idx, call_id, args_digest, status, started_at) "
-            "VALUES (?, ?, ?, ?, 'PENDING', ?)",
-            (run_id, index, call_id, args_digest, started_at),
-        )
+                hold = self.durability == "call" and self._boundary > 0
+                keep_lock = hold and lease.os_locked
+                if keep_lock:
+                    lease.os_locked = False  # released when the held close commits
+                self._submit(lease, op, None, hold=hold)
+        finally:
+            self._drop_lease(lease)
+
+    def append_pending(
+        self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
+    ) -> None:
+        lease = self._lease(owner, run_id, index)
+
+        def op(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> None:
+            conn.execute(
+                "INSERT INTO calls (run_id, idx, call_id, args_digest, status, started_at) "
+                "VALUES (?, ?, ?, ?, 'PENDING', ?)",
+                (run_id, index, call_id, args_digest, started_at),
+            )
+
+        self._submit(lease, op, index)
 
     def complete_call(
         self,
         run_id: str,
         index: int,
+        outcome: Outcome,
         *,
-        status: Status,
         origin: Origin,
-        payload: bytes,
-        result_preview: str | None,
-        error_preview: str | None,
         finished_at: float,
         only_if_pending: bool = False,
+        owner: str | None = None,
     ) -> bool:
+        status, payload = outcome.status, outcome.payload
+        result_preview, error_preview = outcome.result_preview, outcome.error_preview
+        lease = self._lease(owner, run_id, index)
         sql = (
             "UPDATE calls SET status = ?, origin = ?, payload = ?, payload_format = 'pickle', "
             "result_preview = ?, error_preview = ?, finished_at = ? WHERE run_id = ? AND idx = ?"
         )
         if only_if_pending:
             sql += " AND status = 'PENDING'"
-        cur = self._conn.execute(
-            sql,
-            (Status(status).value, Origin(origin).value, payload, result_preview, error_preview,
-             finished_at, run_id, index),
-        )
-        return cur.rowcount == 1
+        params = (Status(status).value, Origin(origin).value, payload, result_preview, error_preview,
+                  finished_at, run_id, index)
 
-    def discard_from(self, run_id: str, index: int, reason: str, at: float) -> None:
-        with self._write() as conn:
+        def op(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> bool:
+            return conn.execute(sql, params).rowcount == 1
+
+        hold = lease is not None and self.durability == "call" and not only_if_pending
+        return bool(self._submit(lease, op, index, hold=hold))
+
+    def discard_from(self, run_id: str, index: int, reason: str, at: float, *, owner: str | None = None) -> None:
+        lease = self._lease(owner, run_id, index)
+
+        def op(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> None:
             cur = conn.execute(
                 f"INSERT INTO discarded ({_CALL_COLS}, discarded_at, reason) "
                 f"SELECT {_CALL_COLS}, ?, ? FROM calls WHERE run_id = ? AND idx >= ? ORDER BY idx",
@@ -386,7 +630,13 @@ class SqliteStore(Store):
                 "UPDATE runs SET n_discarded = n_discarded + ? WHERE run_id = ?", (cur.rowcount, run_id)
             )
 
+        self._submit(lease, op, index)
+
     def delete_run(self, run_id: str) -> None:
         with self._write() as conn:
             for table in ("calls", "discarded", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+
+
+def _reopen(path: str, durability: str, read_only: bool) -> SqliteStore:
+    return SqliteStore(path, durability=durability, read_only=read_only)

@@ -6,6 +6,12 @@ package; ``dnb.JournalView`` and friends load it on first use.
 
 Every widget reads previews, never payloads, and escapes every string it shows
 (:mod:`durable_nb.widgets._html`).
+
+Rooms: the widget classes are controllers (``journal_view.py``, ``replay_stepper.py``,
+``reconcile_panel.py`` and the parts they embed); the HTML they show comes from
+pure record→HTML functions (``render_journal.py``, ``_html.py``); a live mode's
+polling thread is ``_poll.Poller``; ``_sync.py`` tells the other widgets on the
+same store to redraw after a write.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ Why it is built this way:
   it never writes to an ``Output`` with ``with out:``, which would land in
   whatever cell is running.
 
-Stable hooks (for browser tests): the page label is ``.dnb-page`` ("page 1 of 3 ·
-calls 1–50 of 120"); each call row is ``tr.dnb-call`` with ``data-call="RUN#INDEX"``
-and a ``.dnb-status-STATUS`` cell whose text is ``STATUS`` or ``STATUS · ORIGIN``;
-timeline bars are ``.dnb-bar.dnb-status-STATUS`` (``.dnb-origin-RECONCILED`` /
-``.dnb-origin-RESOLVED`` outlined; discarded ones ``.dnb-status-DISCARDED``).
+Rooms: this module is the controller (widgets, filters, paging, reading the
+store); the HTML comes from pure functions in
+:mod:`durable_nb.widgets.render_journal` (its docstring lists the stable CSS
+hooks browser tests use), and the polling thread is a
+:class:`durable_nb.widgets._poll.Poller`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
@@ -36,8 +35,11 @@ from ..journal.lease import owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
 from ..journal.store import Store
 from ..stores import open_store
-from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, status_cell, table, td
-from ._sync import watch
+from . import render_journal as render
+from ._html import fmt_time
+from ._poll import Poller
+from ._sync import changed, watch
+from .fork_control import ForkControl
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +78,7 @@ class JournalView(W.VBox):
             raise ValueError(f"page_size must be at least 1, got {page_size}")
         self.store = open_store(store)
         self.page_size = page_size
-        self.interval = interval
+        self._poller = Poller(self._poll_tick, "durable_nb-journal-view", interval)
         self.page_index = 0
         """Zero-based page shown."""
         self.total = 0
@@ -87,12 +89,41 @@ class JournalView(W.VBox):
         self.discarded: list[DiscardedCall] = []
         self._lock = threading.RLock()
         self._tls = threading.local()  # .quiet: this thread is assigning traits, observers stand still
-        self._live_thread: threading.Thread | None = None
-        self._live_stop = threading.Event()
         self._run_ids: tuple[str, ...] = ()
         self._runs_read_at = 0.0
         self._runs_cost = 0.0
 
+        self._build_controls(run_id)
+        self.fork = ForkControl(self.store, on_forked=self._on_forked)
+        """Lineage of the selected call's run and its **Fork from here** button."""
+        self.tabs = W.Tab(
+            children=[
+                W.VBox([self.table, self.selector, self.detail, self.fork]),
+                self.timeline,
+                self.runs_table,
+                self.discarded_table,
+            ],
+            titles=("Calls", "Timeline", "Runs", "Discarded"),
+        )
+        super().__init__(
+            [
+                W.HBox([self.run_filter, self.status_filter, self.call_filter, self.refresh_button,
+                        self.live_toggle]),
+                W.HBox([self.first_button, self.prev_button, self.next_button, self.last_button,
+                        self.page_label]),
+                self.tabs,
+                self.status_line,
+            ]
+        )
+        self.add_class("dnb-journal-view")  # DOM class: lets browser tests scope their locators
+        self._wire()
+        self.refresh()
+        watch(self)
+        if live:
+            self.start_live(interval)
+
+    def _build_controls(self, run_id: str | None) -> None:
+        """The filters, paging buttons and HTML parts; laid out by ``__init__``."""
         self.run_filter = W.Combobox(
             value=run_id or ALL, placeholder="all runs (type a run id)", description="run",
             ensure_option=False, continuous_update=False, layout=W.Layout(width="260px"),
@@ -120,26 +151,9 @@ class JournalView(W.VBox):
         self.discarded_table = W.HTML()
         self.detail = W.HTML()
         self.status_line = W.HTML()
-        self.tabs = W.Tab(
-            children=[
-                W.VBox([self.table, self.selector, self.detail]),
-                self.timeline,
-                self.runs_table,
-                self.discarded_table,
-            ],
-            titles=("Calls", "Timeline", "Runs", "Discarded"),
-        )
-        super().__init__(
-            [
-                W.HBox([self.run_filter, self.status_filter, self.call_filter, self.refresh_button,
-                        self.live_toggle]),
-                W.HBox([self.first_button, self.prev_button, self.next_button, self.last_button,
-                        self.page_label]),
-                self.tabs,
-                self.status_line,
-            ]
-        )
-        self.add_class("dnb-journal-view")  # DOM class: lets browser tests scope their locators
+
+    def _wire(self) -> None:
+        """Connect the controls to the controller."""
         for widget in (self.run_filter, self.status_filter, self.call_filter):
             widget.observe(self._on_filter, names="value")
         self.selector.observe(self._on_select, names="value")
@@ -149,10 +163,6 @@ class JournalView(W.VBox):
         self.prev_button.on_click(lambda _: self.go_to_page(self.page_index - 1))
         self.next_button.on_click(lambda _: self.go_to_page(self.page_index + 1))
         self.last_button.on_click(lambda _: self.go_to_page(self.page_count - 1))
-        self.refresh()
-        watch(self)
-        if live:
-            self.start_live(interval)
 
     @property
     def _quiet(self) -> bool:
@@ -199,7 +209,24 @@ class JournalView(W.VBox):
 
     def _on_select(self, change: dict[str, Any]) -> None:
         if not self._quiet:
-            self.detail.value = self._render_detail()
+            self.detail.value = render.call_detail(self.selected)
+            self._point_fork()
+
+    def _point_fork(self) -> None:
+        rec = self.selected
+        self.fork.show(rec, self.store.run(rec.run_id) if rec is not None else None)
+
+    def _on_forked(self, new_id: str) -> None:
+        """After **Fork from here**: show the new run, and let the other widgets on this journal redraw."""
+        self.run_filter.value = new_id  # observed: re-reads the page
+        self.refresh()
+        changed(self.store, source=self)
+
+    @property
+    def selected(self) -> CallRecord | None:
+        """The call chosen in the call selector (on the visible page), if any."""
+        i = self.selector.value
+        return self.records[i] if isinstance(i, int) and i < len(self.records) else None
 
     # -- reading the store ---------------------------------------------------------
 
@@ -219,10 +246,7 @@ class JournalView(W.VBox):
             try:
                 self._fetch(with_runs)
             except Exception as exc:  # a locked/removed file must not kill the poller
-                self.status_line.value = page(
-                    f'<div class="dnb-message dnb-error">could not read the journal: '
-                    f"{esc(type(exc).__name__)}: {esc(exc)}</div>"
-                )
+                self.status_line.value = render.read_error(exc)
                 return
             self._draw()
 
@@ -253,131 +277,35 @@ class JournalView(W.VBox):
                 if list(self.selector.options) != options:
                     self.selector.options = options
                 self.selector.value = keep
-                first = self.page_index * self.page_size
-                self.page_label.value = page(
-                    f'<span class="dnb-page">page {self.page_index + 1:,} of {self.page_count:,} · calls '
-                    f"{first + 1 if self.records else 0:,}–{first + len(self.records):,} of {self.total:,}</span>"
-                )
+                self.page_label.value = render.page_label(
+                    self.page_index, self.page_count, self.page_size, len(self.records), self.total)
                 self.first_button.disabled = self.prev_button.disabled = self.page_index == 0
                 self.next_button.disabled = self.last_button.disabled = self.page_index >= self.page_count - 1
-                self.table.value = self._render_table()
-                self.timeline.value = self._render_timeline()
-                self.runs_table.value = self._render_runs()
-                self.discarded_table.value = self._render_discarded()
-                self.detail.value = self._render_detail()
-                live = " · live" if self.live else ""
-                self.status_line.value = page(
-                    f'<div class="dnb-note">read {esc(fmt_time(time.time()))} UTC{live}; '
-                    f"{len(self.runs):,} runs</div>"
-                )
+                self.table.value = render.calls_table(self.records)
+                self.timeline.value = render.timeline(self.records, self.discarded)
+                self.runs_table.value = render.runs_table(self.runs, RUNS_SHOWN, owner_is_alive)
+                self.discarded_table.value = render.discarded_table(self.discarded)
+                self.detail.value = render.call_detail(self.selected)
+                self._point_fork()
+                self.status_line.value = render.status_note(fmt_time(time.time()), self.live, len(self.runs))
         finally:
             self._quiet = False
-
-    # -- rendering (pure: records in, escaped HTML out) ---------------------------
-
-    def _render_table(self) -> str:
-        rows = []
-        for r in self.records:
-            rows.append(
-                f'<tr class="dnb-call" data-call="{esc(r.run_id)}#{r.index}">'
-                + td(r.run_id) + td(r.index) + td(r.call_id)
-                + status_cell(r.status.value, r.origin.value if r.origin else None)
-                + td(r.result_preview if r.result_preview is not None else r.error_preview, "dnb-preview",
-                     title=r.result_preview if r.result_preview is not None else r.error_preview)
-                + td(fmt_time(r.started_at)) + td(fmt_duration(r.started_at, r.finished_at))
-                + "</tr>"
-            )
-        return page(table(["run", "#", "call id", "status", "result / error", "started (UTC)", "took"], rows,
-                          empty="no calls match the filters"))
-
-    def _render_timeline(self) -> str:
-        items: list[tuple[CallRecord | DiscardedCall, str]] = [(r, r.status.value) for r in self.records]
-        shown_runs = {r.run_id for r in self.records}
-        items += [(d, "DISCARDED") for d in self.discarded if d.run_id in shown_runs]
-        if not items:
-            return page('<div class="dnb-note">no calls on this page</div>')
-        t0 = min(r.started_at for r, _ in items)
-        t1 = max(max(r.started_at, r.finished_at or r.started_at) for r, _ in items)
-        span = max(t1 - t0, 1e-6)
-        lanes = []
-        for r, status in items:
-            end = r.finished_at if r.finished_at is not None else t1  # in flight: open to the right
-            left = 100.0 * (r.started_at - t0) / span
-            width = max(0.4, 100.0 * (end - r.started_at) / span)
-            width = min(width, 100.0 - left) if left < 100 else 0.4
-            origin = r.origin.value if r.origin else ""
-            what = "no outcome on record (in flight when it stopped)" if status == "PENDING" else (
-                f"discarded: {r.reason}" if isinstance(r, DiscardedCall) else f"{status} · {origin}")
-            tip = f"{r.run_id} #{r.index} {r.call_id}: {what}; {fmt_duration(r.started_at, r.finished_at)}"
-            mark = {"RECONCILED": " ⟲R", "RESOLVED": " ✎", "": ""}.get(origin, "")
-            lanes.append(
-                f'<tr><td class="dnb-label" title="{esc(tip)}">{esc(r.run_id)} #{r.index} {esc(r.call_id)}'
-                f"{esc(mark)}{' ✗' if status == 'DISCARDED' else ''}</td>"
-                f'<td style="width:70%"><div class="dnb-lane"><div class="dnb-bar dnb-status-{esc(status)}'
-                f'{" dnb-origin-" + esc(origin) if origin else ""}" title="{esc(tip)}" '
-                f'style="left:{left:.2f}%;width:{width:.2f}%;background-color:{STATUS_COLORS[status]}">'
-                f"</div></div></td></tr>"
-            )
-        legend = " ".join(
-            f'<span style="color:{c}">■</span> {esc(s.lower())}' for s, c in STATUS_COLORS.items()
-        ) + " · ⟲R reconciled (blue outline) · ✎ resolved by hand (dashed) · ✗ discarded by a mismatch"
-        header = (f'<div class="dnb-note">{esc(fmt_time(t0))} → {esc(fmt_time(t1))} UTC '
-                  f"({esc(fmt_duration(t0, t1))}) · {legend}</div>")
-        return page(header + f"<table style='width:100%'>{''.join(lanes)}</table>")
-
-    def _render_runs(self) -> str:
-        shown = self.runs[-RUNS_SHOWN:][::-1]
-        rows = [
-            f'<tr class="dnb-run" data-run="{esc(r.run_id)}">' + td(r.run_id)
-            + td(r.status.value, f"dnb-run-{r.status.value}")
-            + td(r.attempts) + td(r.n_calls) + td(r.n_discarded)
-            + td("open in a live context" if owner_is_alive(r.owner) else "")
-            + td(fmt_time(r.created_at)) + td(fmt_time(r.updated_at)) + "</tr>"
-            for r in shown
-        ]
-        note = (f'<div class="dnb-note">newest {len(shown):,} of {len(self.runs):,} runs; '
-                f"type a run id in the run filter to see any run</div>" if len(self.runs) > len(shown) else "")
-        return page(note + table(["run", "status", "attempts", "calls", "discarded", "lease", "created (UTC)",
-                                  "updated (UTC)"], rows, empty="no runs yet"))
-
-    def _render_discarded(self) -> str:
-        rows = [
-            '<tr class="dnb-discarded-row">' + td(d.run_id) + td(d.index) + td(d.call_id)
-            + status_cell(d.status.value, d.origin.value if d.origin else None)
-            + td(d.result_preview if d.result_preview is not None else d.error_preview, "dnb-preview")
-            + td(d.reason) + td(fmt_time(d.discarded_at)) + "</tr>"
-            for d in self.discarded
-        ]
-        return page(
-            '<div class="dnb-note">calls dropped because a recovery met a different call at their position '
-            "(the action was not deterministic); kept here, no longer part of their run</div>"
-            + table(["run", "#", "call id", "status then", "result / error", "why", "discarded (UTC)"], rows,
-                    empty="no discarded calls")
-        )
-
-    def _render_detail(self) -> str:
-        i = self.selector.value
-        if not isinstance(i, int) or i >= len(self.records):
-            return page('<div class="dnb-note">select a call to see its detail</div>')
-        r = self.records[i]
-        fields: Sequence[tuple[str, object]] = [
-            ("run", r.run_id), ("index", r.index), ("call id", r.call_id), ("args digest", r.args_digest),
-            ("status", r.status.value), ("origin", r.origin.value if r.origin else "— (no outcome yet)"),
-            ("result preview", r.result_preview), ("error preview", r.error_preview),
-            ("started (UTC)", fmt_time(r.started_at)), ("finished (UTC)", fmt_time(r.finished_at)),
-            ("took", fmt_duration(r.started_at, r.finished_at)),
-        ]
-        rows = "".join(f"<tr><th>{esc(k)}</th>{td(v)}</tr>" for k, v in fields)
-        return page(f'<table class="dnb-detail" data-call="{esc(r.run_id)}#{r.index}">{rows}</table>'
-                    '<div class="dnb-note">previews were written with the call; the payload is not loaded '
-                    "(record.result() unpickles it, for trusted journals only)</div>")
 
     # -- live mode -----------------------------------------------------------------
 
     @property
+    def interval(self) -> float:
+        """Live-mode polling period in seconds."""
+        return self._poller.interval
+
+    @interval.setter
+    def interval(self, value: float) -> None:
+        self._poller.interval = value
+
+    @property
     def live(self) -> bool:
         """Whether the polling thread is running."""
-        return self._live_thread is not None and self._live_thread.is_alive()
+        return self._poller.alive
 
     def start_live(self, interval: float | None = None) -> None:
         """Refresh every ``interval`` seconds from a background thread until :meth:`stop_live`.
@@ -388,31 +316,19 @@ class JournalView(W.VBox):
         with self._lock:
             if interval is not None:
                 self.interval = interval
-            if self.live:
-                return
-            self._live_stop = threading.Event()
-            stop = self._live_stop
-            self._live_thread = threading.Thread(
-                target=self._poll, args=(stop,), name="durable_nb-journal-view", daemon=True
-            )
-            self._live_thread.start()
-            self._set_toggle(True)
+            if self._poller.start():
+                self._set_toggle(True)
 
     def stop_live(self) -> None:
         """Stop the polling thread and wait for it (at most one refresh)."""
-        thread = self._live_thread
-        self._live_stop.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=10)
-        self._live_thread = None
+        self._poller.stop()
         self._set_toggle(False)
 
-    def _poll(self, stop: threading.Event) -> None:
-        while not stop.wait(self.interval):
-            # Re-read the run list at most every 10x what reading it costs, so a journal of
-            # 100,000 runs does not keep a core busy; the page and counts follow every tick.
-            stale = time.monotonic() - self._runs_read_at >= 10 * self._runs_cost
-            self._refresh(with_runs=stale)
+    def _poll_tick(self) -> None:
+        # Re-read the run list at most every 10x what reading it costs, so a journal of
+        # 100,000 runs does not keep a core busy; the page and counts follow every tick.
+        stale = time.monotonic() - self._runs_read_at >= 10 * self._runs_cost
+        self._refresh(with_runs=stale)
 
     def _set_toggle(self, value: bool) -> None:
         self._quiet = True

@@ -35,17 +35,20 @@ import ipywidgets as W
 
 from ..errors import UnserializableResultError
 from ..journal.lease import describe_owner, owner_is_alive
-from ..journal.records import CallRecord, Origin, Status
+from ..journal.records import INPUT_CALL_ID, CallRecord, Origin, Status
 from ..journal.replay import settle_pending
 from ..journal.store import Store
 from ..stores import open_store
 from ._html import esc, fmt_time, message, page
 from ._sync import changed, watch
+from .input_prompt import InputPrompt
 
 Reconciler = Callable[[CallRecord], Any] | Callable[[], Any]
 """A reconciler for the panel: ``f(record)`` or ``f()``; see the module docstring."""
 
 LEFT_TEXT = "will re-execute on next recovery"
+INPUTS_SHOWN = 50
+"""At most this many waiting ``durable_input`` questions are listed (oldest first)."""
 
 
 def call_reconciler(reconciler: Reconciler, record: CallRecord) -> Any:
@@ -153,10 +156,16 @@ class ReconcilePanel(W.VBox):
         self.prev_button = W.Button(description="Prev", layout=W.Layout(width="60px"))
         self.next_button = W.Button(description="Next", layout=W.Layout(width="60px"))
         self.rows_box = W.VBox()
+        self.inputs: list[InputPrompt] = []
+        """One answer control per waiting ``durable_input`` (runs in the WAITING state)."""
+        self.inputs_header = W.HTML()
+        self.inputs_box = W.VBox()
         super().__init__([
             W.HBox([self.header, self.refresh_button, self.prev_button, self.next_button]),
             self.message,
             self.rows_box,
+            self.inputs_header,
+            self.inputs_box,
         ])
         self.add_class("dnb-reconcile-panel")
         self.refresh_button.on_click(lambda _: self.refresh())
@@ -180,6 +189,10 @@ class ReconcilePanel(W.VBox):
         records = self.store.query_calls(
             status=Status.PENDING, offset=self.page_index * self.page_size, limit=self.page_size
         )
+        # A waiting durable_input is PENDING too, but a person answers it (below), not a reconciler.
+        records = [r for r in records if r.call_id != INPUT_CALL_ID]
+        self._refresh_inputs()
+        self.total = max(0, self.total - len(self.inputs))
         old = self.rows
         self.rows = [PendingRow(r, r.call_id in self.reconcilers) for r in records]
         for row in self.rows:
@@ -200,6 +213,37 @@ class ReconcilePanel(W.VBox):
                       row.resolve_button, *row.children):
                 w.close()
             row.close()
+
+    def _refresh_inputs(self) -> None:
+        """Re-read the waiting inputs: one :class:`InputPrompt` each (prompt, choices or a text box)."""
+        waiting = self.store.waiting()[:INPUTS_SHOWN]
+        # An input answered here stays listed (ANSWERED) while its run still waits to be run again.
+        kept = [p for p in self.inputs if p.state == "ANSWERED" and self._still_waiting(p.record.run_id)]
+        old = [p for p in self.inputs if p not in kept]
+        self.inputs = kept + [InputPrompt(self.store, r) for r in waiting]
+        n = len(waiting)
+        with self.hold_sync():
+            self.inputs_box.children = self.inputs
+            self.inputs_header.value = page(
+                f'<span class="dnb-waiting-count">{n:,} waiting input{"" if n == 1 else "s"}</span>'
+                + (' <span class="dnb-note">answer one, then run its action or cell again</span>' if n else "")
+            )
+        for prompt in old:
+            for w in (prompt.info, prompt.message, prompt.text, prompt.answer_button, *prompt.choice_buttons,
+                      *prompt.children):
+                w.close()
+            prompt.close()
+
+    def _still_waiting(self, run_id: str) -> bool:
+        run = self.store.run(run_id)
+        return run is not None and run.status.value == "WAITING"
+
+    def input(self, run_id: str, index: int) -> InputPrompt:
+        """The answer control of the waiting input ``index`` of ``run_id`` (KeyError if not listed)."""
+        for p in self.inputs:
+            if p.record.run_id == run_id and p.record.index == index:
+                return p
+        raise KeyError(f"call {index} of run {run_id!r} is not a waiting input in this panel")
 
     def row(self, run_id: str, index: int) -> PendingRow:
         """The visible row of call ``index`` of ``run_id`` (KeyError if it is not on this page)."""

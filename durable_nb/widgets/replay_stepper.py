@@ -2,27 +2,32 @@
 
 A step is real. Stepping to position ``k`` opens the run with ``open_run``, sets
 ``ctx.journal.stop_before = k`` and runs the action: calls before ``k`` are
-performed by the replay rules in :mod:`durable_nb._replay` (replayed,
+performed by the replay rules in :mod:`durable_nb.journal.replay` (replayed,
 reconciled, re-executed or executed, for real), and the action is stopped with
-:class:`~durable_nb._replay.StopRecovery` when it reaches call ``k``, which
+:class:`~durable_nb.journal.replay.StopRecovery` when it reaches call ``k``, which
 writes nothing. Every step therefore runs the action again from the start; the
 calls it already performed are replays by then, which is cheap.
 
 Nothing here re-implements a rule. The plan shown before stepping is
-:func:`~durable_nb._replay.decide` applied to the recorded entries (a PENDING
+:func:`~durable_nb.journal.replay.decide` applied to the recorded entries (a PENDING
 entry is "reconcile" or "re-execute" depending on whether the action passes a
 reconciler, which only the action knows). While stepping, the stepper asks the
-journal itself: it wraps the open journal's ``begin`` to record
-``journal.peek(...)`` for each call the action makes, so the decisions shown are
-the ones the engine made, including a mismatch, and the decision for the next
-call is known before it is performed.
+journal itself: it sets the open journal's ``observer``, which
+:meth:`~durable_nb.journal.replay.Journal.begin` tells each decision before
+carrying it out, so the decisions shown are the ones the engine made, including a
+mismatch, and the decision for the next call is known before it is performed.
 
 Back only moves the view. Side effects already performed are not undone, and
 Step after Back walks forward through the steps already performed (performing
 them again would only replay them). Say so in the UI: a person must never think
 Back reverted a payment.
 
-Stable hooks (for browser tests): buttons "Step", "Back", "Run to end"; the
+**Dry run** (:meth:`ReplayStepper.dry_run`) asks the same question without
+performing anything: :func:`durable_nb.journal.timetravel.dry_run` replays the
+recorded calls and stops at the first one that would not replay; the report is
+drawn under the plan (:mod:`durable_nb.widgets.render_dry`).
+
+Stable hooks (for browser tests): buttons "Step", "Back", "Run to end", "Dry run"; the
 position text is ``.dnb-position`` ("position 1 of 3 recorded · next: call 1 ...");
 plan rows are ``tr.dnb-plan-row`` with ``data-index``; the row at the view
 position has class ``dnb-current``; ``.dnb-performed`` cells hold the decision
@@ -46,11 +51,14 @@ from ..journal.context import RunnerContext, open_run
 from ..journal.records import CallRecord, Status
 from ..journal.replay import Decision, Planned, StopRecovery, decide
 from ..journal.store import Store
+from ..journal.timetravel import DryRunReport
+from ..journal.timetravel import dry_run as _dry_run
 from ..runners.local import Action, call_action, check_action
 from ..stores import open_store
 from ._html import esc, message, page, status_cell, table, td
 from ._sync import changed
 from .journal_view import JournalView
+from .render_dry import dry_report_html, dry_summary
 
 BACK_NOTE = (
     "Back only moves the view: side effects already performed (calls executed or reconciled) are not "
@@ -136,11 +144,14 @@ class ReplayStepper(W.VBox):
         self.plan: list[tuple[CallRecord, str]] = [(r, planned_decision(r)) for r in initial]
         self.snapshots: list[list[CallRecord]] = [initial]
         """Journal of the run (no payloads) as it stood at each position."""
-        self._discarded_before = len(self.store.discarded(run_id))
 
         self.step_button = W.Button(description="Step", button_style="primary", tooltip="perform the next call")
         self.back_button = W.Button(description="Back", tooltip="move the view one call back (nothing is undone)")
         self.run_button = W.Button(description="Run to end", tooltip="perform the rest of the recovery")
+        self.dry_button = W.Button(description="Dry run", tooltip="what a recovery would do, with nothing "
+                                   "executed and nothing written (runner.dry_run)")
+        self.dry_html = W.HTML()
+        """The last **Dry run** report (:func:`~durable_nb.widgets.render_dry.dry_report_html`)."""
         self.position_label = W.HTML()
         self.plan_table = W.HTML()
         self.log_html = W.HTML()
@@ -148,8 +159,8 @@ class ReplayStepper(W.VBox):
         self.note = W.HTML(page(f'<div class="dnb-note dnb-back-note">{esc(BACK_NOTE)}</div>'))
         self.journal_view = JournalView(self.store, run_id=run_id) if journal_view else None
         children: list[W.Widget] = [
-            W.HBox([self.step_button, self.back_button, self.run_button, self.position_label]),
-            self.note, self.message, self.plan_table, self.log_html,
+            W.HBox([self.step_button, self.back_button, self.run_button, self.dry_button, self.position_label]),
+            self.note, self.message, self.plan_table, self.log_html, self.dry_html,
         ]
         if self.journal_view is not None:
             children.append(self.journal_view)
@@ -158,6 +169,7 @@ class ReplayStepper(W.VBox):
         self.step_button.on_click(lambda _: self.step())
         self.back_button.on_click(lambda _: self.back())
         self.run_button.on_click(lambda _: self.run_to_end())
+        self.dry_button.on_click(lambda _: self.dry_run())
         self._say("before stepping: the plan below is the replay rules applied to the recorded calls; "
                   "Step performs them one by one.", "note")
         self._draw()
@@ -171,8 +183,8 @@ class ReplayStepper(W.VBox):
         view = getattr(self, "journal_view", None)
         if view is not None:
             view.close()
-        for name in ("step_button", "back_button", "run_button", "position_label", "plan_table", "log_html",
-                     "message", "note"):
+        for name in ("step_button", "back_button", "run_button", "dry_button", "position_label", "plan_table",
+                     "log_html", "dry_html", "message", "note"):
             child = getattr(self, name, None)
             if child is not None:
                 child.close()
@@ -210,6 +222,22 @@ class ReplayStepper(W.VBox):
         else:
             self._perform(None)
         self._draw()
+
+    def dry_run(self) -> DryRunReport | None:
+        """Dry-replay the action against the run as it is now: report the first call that would not replay.
+
+        Nothing is executed (no function, no reconciler) and nothing is written;
+        the report is drawn under the stepper. None (and the error shown) if the
+        dry run itself could not start.
+        """
+        try:
+            report = _dry_run(self.store, self.run_id, lambda ctx: call_action(self.action, self.value, ctx))
+        except Exception as exc:  # shown, not raised: a click handler's exception is only logged
+            self._say(f"dry run failed: {codec.error_preview(exc)}", "error")
+            return None
+        self.dry_html.value = dry_report_html(report)
+        self._say(f"dry run: {dry_summary(report)} (nothing was executed or written).", "note")
+        return report
 
     # -- performing ----------------------------------------------------------------------
 

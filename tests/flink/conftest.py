@@ -22,10 +22,10 @@ def flink() -> None:
         import pyflink  # noqa: F401
     except ImportError:
         give_up("apache-flink is not installed: pip install 'durable_nb[flink]'")
-    from durable_nb.runners.flink_job import FlinkSetupError, _gateway, check_java
+    from durable_nb.runners.flink_env import FlinkSetupError, check_java, gateway
 
     try:
         check_java()
     except FlinkSetupError as exc:
         give_up(str(exc))
-    _gateway()
+    gateway()

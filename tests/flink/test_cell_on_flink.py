@@ -130,6 +130,10 @@ def test_worker_crash_recovers_with_inner_calls_replayed_and_a_failing_cell_repl
     import os
 
     ip.user_ns.update(order_id=3, divisor=0, os=os, flag=str(tmp_path / "crashed.flag"))
+    # Every transition committed on its own: the charge's outcome is durable before the
+    # worker dies right after it (under the default "call" durability it would be held
+    # back until the next durable boundary, and the charge, with no reconciler, re-run).
+    magics.store = dnb.SqliteStore(tmp_path / "transition.db", durability="transition")
 
     log = _Log()
     with pytest.raises(ZeroDivisionError) as raised:

@@ -1,14 +1,19 @@
-"""FlinkRunner against a real standalone cluster whose TaskManager is SIGKILLed mid-job."""
+"""FlinkRunner against a real standalone cluster, journaling in PostgreSQL, whose TaskManager is SIGKILLed mid-job.
+
+The TaskManagers run in working folders of their own and never see a journal
+file: every journal write goes through a real PostgreSQL server (the session's
+``pg_server``), as on a cluster of separate machines with no shared disk.
+"""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import _orders
+import psutil
 import pytest
 
 import durable_nb as dnb
@@ -19,24 +24,25 @@ pytestmark = pytest.mark.flink
 
 
 def _gone(pid: int) -> bool:
+    """Not running (a zombie, exited but not reaped, is gone too)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
-    with open(f"/proc/{pid}/stat", "rb") as fh:  # a zombie is gone too
-        return fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
 
 
 @pytest.mark.timeout(240)
-def test_a_killed_taskmanager_is_replaced_and_every_charge_happens_exactly_once(
-    flink: None, tmp_path: Path
+def test_a_killed_taskmanager_journaling_in_postgresql_is_replaced_and_every_charge_happens_once(
+    flink: None, tmp_path: Path, pg_dsn: str
 ) -> None:
-    store = dnb.SqliteStore(tmp_path / "journal.db")
+    store = dnb.PostgresStore(pg_dsn)
     action = _orders.make_action(tmp_path, delay=0.02)  # ~4 s of charges: time to kill mid-job
     cluster = StandaloneCluster(slots=2)
     try:
         cluster.start()
         first_tm = cluster.taskmanagers[0]
+        own = cluster.taskmanager_dirs[first_tm]
+        assert Path(psutil.Process(first_tm).cwd()) == own and tmp_path not in own.parents
         runner = FlinkRunner(store, parallelism=2, checkpoint_interval_ms=300,
                              jobmanager=cluster.jobmanager, restart_attempts=10, restart_delay_ms=1000)
         outcome: dict[str, Any] = {}
@@ -64,7 +70,12 @@ def test_a_killed_taskmanager_is_replaced_and_every_charge_happens_exactly_once(
         assert "error" not in outcome, outcome.get("error")
         assert charged_at_kill < 200, "the kill came after the job had charged everything"
         _orders.check_exactly_once(outcome["df"], tmp_path, 200)
-        assert any(run.attempts > 1 for run in store.runs()), "nothing was reprocessed after the kill"
+        runs = store.runs()
+        assert len(runs) == 200 and set(outcome["df"]["run_id"]) == {run.run_id for run in runs}
+        assert all(len(store.calls(run.run_id)) == 2 for run in runs), "a record has more or fewer calls"
+        [flink_job] = cluster.jobs()
+        assert cluster.failures(flink_job["jid"]), "the job did not fail over after the kill"
+        assert not list(tmp_path.glob("*.db")), "a SQLite journal appeared"
     finally:
         started = cluster.started_pids()
         cluster.stop()

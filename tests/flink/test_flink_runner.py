@@ -45,7 +45,9 @@ def test_map_survives_a_worker_crash_after_a_side_effect_with_each_charge_exactl
 
 
 @pytest.mark.timeout(120)
-def test_map_again_replays_every_call_and_matches_local_runner_run_ids(flink: None, tmp_path: Path) -> None:
+def test_map_again_replays_every_call_and_matches_local_runner_run_ids(
+    flink: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = dnb.SqliteStore(tmp_path / "journal.db")
     action = _orders.make_action(tmp_path)
     runner = FlinkRunner(store, parallelism=2)
@@ -53,7 +55,10 @@ def test_map_again_replays_every_call_and_matches_local_runner_run_ids(flink: No
 
     first = runner.map(action, records, key="id")
     work_after_first = (tmp_path / "work.txt").read_text()
-    again = runner.map(action, records, key="id")
+    assert "replayed=" not in capsys.readouterr().err, "progress is off unless asked for"
+    again = runner.map(action, records, key="id", progress=True)
+    bar = capsys.readouterr().err
+    assert "11/11" in bar and "replayed=11 failed=0" in bar, bar
     local = dnb.LocalRunner(store).map(action, records, key="id")
 
     assert list(first["run_id"]) == list(again["run_id"]) == list(local["run_id"])
@@ -159,3 +164,22 @@ def test_import_is_cheap_and_a_missing_pyflink_names_the_extra() -> None:
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert out.returncode == 0, out.stderr
     assert "pip install 'durable_nb[flink]'" in out.stdout
+
+
+def _absolute(record: dict[str, int], ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(abs, record["id"])
+
+
+@pytest.mark.timeout(120)
+def test_strict_runner_raises_non_determinism_instead_of_discarding_the_journal(
+    flink: None, tmp_path: Path
+) -> None:
+    from durable_nb.errors import NonDeterminismError
+
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    assert FlinkRunner(store, parallelism=1).run(_absolute, {"id": -2}, run_id="nd") == 2
+
+    with pytest.raises(NonDeterminismError, match=r"run 'nd' is not deterministic at call 0"):
+        FlinkRunner(store, parallelism=1, strict=True).run(_absolute, {"id": -5}, run_id="nd")
+    assert [c.status.value for c in store.calls("nd")] == ["SUCCEEDED"] and store.discarded("nd") == []
+    store.close()

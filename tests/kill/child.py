@@ -20,11 +20,16 @@ SUCCEEDED, which no later kill may take back.
 * ``in_call``: inside the function, after the ledger line is durable, before it returns;
 * ``after_call``: the function returned, its outcome is not durable yet.
 
+``--durability`` picks the store's durability level (default ``call``: an outcome
+becomes durable with the next call's PENDING). ``--threads N`` runs N runs
+(``RUN-t0`` ... ) at once from N threads on one store, each with its own ledger
+(``LEDGER.t0`` ...) and ack file: their commits are shared (group commit).
+
 Without ``--kill`` the run goes to the end (a first attempt or a recovery) and the
 action's result is printed as JSON on the last line of stdout. ``ready`` is printed
 (and flushed) once the store is open, so a parent can time a random kill.
 
-    python child.py --db J.db --ledger L.txt --run R [--calls N] [--special K] [--kill P] [--ack A]
+    python child.py --db J.db|postgresql://... --ledger L.txt --run R [--calls N] [--special K] [--kill P] [--ack A]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +80,21 @@ def result(i: int) -> str:
     return f"r{i}-{i * i}"
 
 
+_thread = threading.local()
+
+
+def _ledger() -> Path:
+    path = getattr(_thread, "ledger", None) or LEDGER
+    assert path is not None
+    return path
+
+
+def _ack() -> Path | None:
+    return getattr(_thread, "ack", None) or ACK
+
+
 def _side_effect(i: int, *, may_die: bool) -> str:
-    assert LEDGER is not None
-    append_durably(LEDGER, f"{i}\n")
+    append_durably(_ledger(), f"{i}\n")
     if may_die and KILL_POINT == "in_call":
         die()
     return result(i)
@@ -94,8 +112,7 @@ def charge(i: int) -> str:
 
 def reconcile(i: int) -> str:
     """Lookup-or-do: the ledger says whether the side effect of call ``i`` happened."""
-    assert LEDGER is not None
-    if f"{i}" in ledger_lines(LEDGER):
+    if f"{i}" in ledger_lines(_ledger()):
         return result(i)
     return _side_effect(i, may_die=False)
 
@@ -106,8 +123,9 @@ def make_action(calls: int, special: int) -> Any:
         for i in range(calls):
             func = charge if i == special else effect
             r = ctx.durable_execute(func, i, reconciler=lambda i=i: reconcile(i))
-            if ACK is not None:
-                append_durably(ACK, f"{i} {r}\n")
+            ack = _ack()
+            if ack is not None:
+                append_durably(ack, f"{i} {r}\n")
             out.append(r)
         return out
 
@@ -129,16 +147,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--special", type=int, default=3)
     parser.add_argument("--kill", choices=POINTS)
     parser.add_argument("--ack")
+    parser.add_argument("--durability", default="call")
+    parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     LEDGER = Path(args.ledger)
     ACK = Path(args.ack) if args.ack else None
     KILL_POINT = args.kill
     if KILL_POINT is not None and KILL_POINT != "in_call":
         _faults.add_hook(kill_hook)
-    store = dnb.SqliteStore(args.db)
+    if args.db.startswith("postgresql://"):  # the same suite on PostgreSQL (tests/kill/test_kill_postgres.py)
+        store: dnb.Store = dnb.PostgresStore(args.db, durability=args.durability)
+    else:
+        store = dnb.SqliteStore(args.db, durability=args.durability)
     print("ready", flush=True)
+    if args.threads:
+        return run_threads(store, args)
     out = dnb.LocalRunner(store).run(make_action(args.calls, args.special), None, run_id=args.run)
     print(json.dumps(out), flush=True)
+    return 0
+
+
+def run_threads(store: dnb.Store, args: argparse.Namespace) -> int:
+    """``--threads N``: N runs at once on one store; prints one JSON object {run: results}."""
+    results: dict[str, list[str]] = {}
+
+    def one(k: int) -> None:
+        _thread.ledger = Path(f"{args.ledger}.t{k}")
+        _thread.ack = Path(f"{args.ack}.t{k}") if args.ack else None
+        run = f"{args.run}-t{k}"
+        results[run] = dnb.LocalRunner(store).run(make_action(args.calls, args.special), None, run_id=run)
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(args.threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if len(results) != args.threads:
+        return 1
+    print(json.dumps(results), flush=True)
     return 0
 
 

@@ -43,9 +43,11 @@ def load_child() -> Any:
 child_mod = load_child()
 
 
-def spawn(db: Path, ledger: Path, *extra: str, run: str = RUN, calls: int = CALLS) -> subprocess.CompletedProcess[str]:
+def spawn(
+    db: Path, ledger: Path, *extra: str, run: str = RUN, calls: int = CALLS, durability: str = "call"
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, str(CHILD), "--db", str(db), "--ledger", str(ledger), "--run", run,
-           "--calls", str(calls), "--special", str(SPECIAL), *extra]
+           "--calls", str(calls), "--special", str(SPECIAL), "--durability", durability, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
@@ -73,7 +75,8 @@ def ledger_counts(ledger: Path) -> dict[str, int]:
     return counts
 
 
-# What the ledger holds right after the kill, and how recovery gets call SPECIAL's outcome.
+# What the ledger holds right after the kill, and how recovery gets call SPECIAL's outcome
+# (durability "transition": every transition committed on its own, the old two-commit scheme).
 EXPECTED = {
     "before_pending_commit": (SPECIAL, None, dnb.Origin.EXECUTED),
     "before_call": (SPECIAL, dnb.Status.PENDING, dnb.Origin.RECONCILED),
@@ -82,13 +85,24 @@ EXPECTED = {
 }
 
 
+def old_scheme_could_leave(calls: list[tuple[Any, ...]]) -> bool:
+    """A journal the two-commit scheme can leave after a kill: SUCCEEDED calls, then at most one PENDING."""
+    statuses = [c[3] for c in calls]
+    n_ok = statuses.count(dnb.Status.SUCCEEDED)
+    return statuses[:n_ok] == [dnb.Status.SUCCEEDED] * n_ok and statuses[n_ok:] in ([], [dnb.Status.PENDING])
+
+
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("durability", ["transition", "call"])
 @pytest.mark.parametrize("point", list(EXPECTED))
-def test_sigkill_at_point_recovers_every_side_effect_exactly_once(tmp_path: Path, point: str) -> None:
+def test_sigkill_at_point_recovers_every_side_effect_exactly_once(tmp_path: Path, point: str, durability: str) -> None:
     db, ledger = tmp_path / "journal.db", tmp_path / "ledger.txt"
     n_effects, special_status, recovered_origin = EXPECTED[point]
+    # Under "call" the outcome of call SPECIAL-1 commits with call SPECIAL's PENDING: a kill
+    # before that commit leaves call SPECIAL-1 PENDING (as a kill just after it returned would).
+    held_back = durability == "call" and point == "before_pending_commit"
 
-    killed = spawn(db, ledger, "--kill", point)
+    killed = spawn(db, ledger, "--kill", point, durability=durability)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
     # The journal the kill left: opens, is intact, and is in the promised state.
@@ -97,9 +111,13 @@ def test_sigkill_at_point_recovers_every_side_effect_exactly_once(tmp_path: Path
     try:
         status, calls = snapshot(store, RUN)
         assert status is dnb.RunStatus.RUNNING
-        assert [c[3] for c in calls[:SPECIAL]] == [dnb.Status.SUCCEEDED] * SPECIAL
-        assert [c.result() for c in store.calls(RUN)[:SPECIAL]] == [child_mod.result(i) for i in range(SPECIAL)]
-        if special_status is None:
+        assert old_scheme_could_leave(calls)
+        n_ok = SPECIAL - 1 if held_back else SPECIAL
+        assert [c[3] for c in calls[:n_ok]] == [dnb.Status.SUCCEEDED] * n_ok
+        assert [c.result() for c in store.calls(RUN)[:n_ok]] == [child_mod.result(i) for i in range(n_ok)]
+        if held_back:
+            assert len(calls) == SPECIAL and calls[-1][3] is dnb.Status.PENDING
+        elif special_status is None:
             assert len(calls) == SPECIAL
         else:
             assert len(calls) == SPECIAL + 1
@@ -109,7 +127,7 @@ def test_sigkill_at_point_recovers_every_side_effect_exactly_once(tmp_path: Path
         store.close()
 
     # Recovery in another process: exactly-once, results right, run completed.
-    recovered = spawn(db, ledger)
+    recovered = spawn(db, ledger, durability=durability)
     assert recovered.returncode == 0, recovered.stderr
     expected_results = [child_mod.result(i) for i in range(CALLS)]
     assert json.loads(recovered.stdout.splitlines()[-1]) == expected_results
@@ -121,7 +139,9 @@ def test_sigkill_at_point_recovers_every_side_effect_exactly_once(tmp_path: Path
         assert [c.status for c in calls] == [dnb.Status.SUCCEEDED] * CALLS
         assert [c.result() for c in calls] == expected_results
         assert calls[SPECIAL].origin is recovered_origin
-        assert all(c.origin is dnb.Origin.EXECUTED for i, c in enumerate(calls) if i != SPECIAL)
+        reconciled = {SPECIAL - 1} if held_back else set()
+        assert all(c.origin is dnb.Origin.RECONCILED for i, c in enumerate(calls) if i in reconciled)
+        assert all(c.origin is dnb.Origin.EXECUTED for i, c in enumerate(calls) if i not in reconciled | {SPECIAL})
         assert store.run(RUN).status is dnb.RunStatus.COMPLETED
     finally:
         store.close()
@@ -177,3 +197,47 @@ def test_inject_crash_leaves_the_journal_a_sigkill_leaves(tmp_path: Path, point:
     finally:
         a.close()
         b.close()
+
+
+THREADS = 4
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("point", ["before_call", "in_call", "after_call"])
+def test_sigkill_with_several_threads_committing_together_recovers_each_run_exactly_once(
+    tmp_path: Path, point: str
+) -> None:
+    """Group commit: THREADS runs share the store's commits; a kill mid-flight loses no durable outcome."""
+    db, ledger = tmp_path / "journal.db", tmp_path / "ledger.txt"
+    runs = [f"{RUN}-t{k}" for k in range(THREADS)]
+    killed = spawn(db, ledger, "--kill", point, "--threads", str(THREADS), calls=12)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    assert integrity(db) == "ok"
+    store = dnb.SqliteStore(db)
+    try:
+        for k, run in enumerate(runs):
+            _, calls = snapshot(store, run)
+            assert old_scheme_could_leave(calls), (run, calls)
+            done = child_mod.ledger_lines(Path(f"{ledger}.t{k}"))
+            # Every SUCCEEDED call's side effect happened; none happened beyond the journal's calls.
+            n_ok = [c[3] for c in calls].count(dnb.Status.SUCCEEDED)
+            assert done[:n_ok] == [str(i) for i in range(n_ok)]
+            assert len(done) <= len(calls)
+    finally:
+        store.close()
+
+    recovered = spawn(db, ledger, "--threads", str(THREADS), calls=12)
+    assert recovered.returncode == 0, recovered.stderr
+    results = json.loads(recovered.stdout.splitlines()[-1])
+    assert results == {run: [child_mod.result(i) for i in range(12)] for run in runs}
+    assert integrity(db) == "ok"
+    for k in range(THREADS):
+        assert ledger_counts(Path(f"{ledger}.t{k}")) == {str(i): 1 for i in range(12)}
+    store = dnb.SqliteStore(db)
+    try:
+        for run in runs:
+            assert [c.status for c in store.calls(run)] == [dnb.Status.SUCCEEDED] * 12
+            assert store.run(run).status is dnb.RunStatus.COMPLETED
+    finally:
+        store.close()

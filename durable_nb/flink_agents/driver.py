@@ -1,0 +1,183 @@
+"""``AgentAction``: one input through a Flink Agents agent, as one durable_nb action.
+
+``AgentAction(plan, name, config)(input, ctx)`` is an ordinary durable_nb action
+(``action(input, ctx)``), so ``LocalRunner`` and ``FlinkRunner`` run it unchanged
+and the whole agent run for one input is one durable_nb run: every action it
+triggers journals its durable calls in that run, in a deterministic order, and a
+recovery replays the run from its ``InputEvent``.
+
+The event loop is Flink Agents' local one: wrap the input as ``InputEvent``, pop
+events in FIFO order, collect ``OutputEvent`` outputs, call every action that
+listens for the event's type in plan order. An ``async def`` action is driven
+with ``coro.send(None)`` and no event loop, as Flink Agents drives it (so
+``asyncio.gather``/``sleep`` are as unsupported as there). An event no action
+listens for is dropped, as Flink Agents' Java runtime does.
+
+The plan is compiled in the notebook and shipped as is: its functions are
+resolved there (also for classes defined in the notebook, ``__main__``), so a
+Flink worker that cannot import the notebook's module still runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import inspect
+import time
+from collections.abc import Coroutine, Iterator
+from typing import TYPE_CHECKING, Any
+
+from flink_agents.api.events.event import InputEvent, OutputEvent
+from flink_agents.plan.function import JavaFunction
+from flink_agents.runtime.resource_cache import ResourceCache
+
+from .context import AgentContext, UnsupportedFeatureError
+
+if TYPE_CHECKING:
+    from flink_agents.plan.agent_plan import AgentPlan
+    from flink_agents.plan.configuration import AgentConfiguration
+
+    from ..journal.context import RunnerContext
+
+#: Longest pause between two polls of an async action waiting for its worker thread.
+_MAX_POLL_S = 0.005
+
+
+class KeyedInput:
+    """An input with the key it runs under, for ``AgentRunner.run`` (``map`` gets keys from the runner)."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, value: Any, key: Any) -> None:
+        self.value = value
+        self.key = key
+
+    def __getstate__(self) -> tuple[Any, Any]:
+        return (self.value, self.key)
+
+    def __setstate__(self, state: tuple[Any, Any]) -> None:
+        self.value, self.key = state
+
+    def __repr__(self) -> str:
+        return f"KeyedInput({self.value!r}, key={self.key!r})"
+
+
+class AgentAction:
+    """The durable_nb action that runs a Flink Agents agent on one input; returns the outputs."""
+
+    def __init__(self, plan: AgentPlan, name: str, config: AgentConfiguration) -> None:
+        for action in plan.actions.values():
+            if isinstance(action.exec, JavaFunction):
+                raise UnsupportedFeatureError(
+                    f"the action {action.name!r} (a Java function target)", "Java actions run in the Java runtime"
+                )
+        self.plan = plan
+        self.config = config
+        self.__durable_name__ = name  # the run ids' prefix (durable_nb.runners.mapping.action_name)
+        self._resources: ResourceCache | None = None
+        self._memory: dict[Any, dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"AgentAction({self.__durable_name__!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Resources (clients, connections) and memory stay in the process that made them.
+        return {"plan": self.plan, "config": self.config, "name": self.__durable_name__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.plan, self.config, self.__durable_name__ = state["plan"], state["config"], state["name"]
+        self._resources, self._memory = None, {}
+
+    def resources(self) -> ResourceCache:
+        """Flink Agents' resource cache for this process, made on first use."""
+        if self._resources is None:
+            self._resources = ResourceCache(self.plan.resource_providers, self.config)
+        return self._resources
+
+    def close(self) -> None:
+        """Close the resources this process opened (chat model clients, ...)."""
+        if self._resources is not None:
+            resources, self._resources = self._resources, None
+            resources.close()
+
+    def __call__(self, value: Any, ctx: RunnerContext) -> list[Any]:
+        key = ctx.key
+        if isinstance(value, KeyedInput):
+            value, key = value.value, value.key
+        memory = self._memory.setdefault(_memory_key(key), {})
+        before = copy.deepcopy(memory)
+        agent_ctx = AgentContext(ctx, self.plan, self.resources(), self.config, key=key, short_term=memory)
+        try:
+            return self._events(agent_ctx, value)
+        except BaseException:
+            # A run that did not finish leaves the key's memory as it found it, as a Flink
+            # restore from the last checkpoint would: its recovery starts from the same state.
+            memory.clear()
+            memory.update(before)
+            raise
+
+    def _events(self, agent_ctx: AgentContext, value: Any) -> list[Any]:
+        """Flink Agents' event loop for one input; the outputs of its OutputEvents, in order."""
+        agent_ctx.send_event(InputEvent(input=value))
+        outputs: list[Any] = []
+        while agent_ctx.events:
+            event = agent_ctx.events.popleft()
+            if isinstance(event, OutputEvent) or event.get_type() == OutputEvent.EVENT_TYPE:
+                outputs.append(OutputEvent.from_event(event).output)
+                continue
+            for name in self.plan.actions_by_event.get(event.get_type(), ()):
+                agent_ctx.action_name = name
+                result = self.plan.actions[name].exec(event, agent_ctx)
+                if inspect.iscoroutine(result):
+                    drive(result)
+        return outputs
+
+
+def _memory_key(key: Any) -> Any:
+    try:
+        hash(key)
+    except TypeError:
+        return repr(key)
+    return key
+
+
+def drive(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine to its end with ``coro.send(None)``, as Flink Agents drives async actions.
+
+    No event loop is visible while it runs, even inside a notebook cell (whose
+    kernel loop is running but blocked by this call): durable_nb's
+    ``durable_execute_async`` then polls its worker thread by bare yields instead of
+    scheduling on a loop that cannot turn.
+    """
+    pause = 0.0
+    with _no_running_loop():
+        try:
+            while True:
+                yielded = coro.send(None)
+                if yielded is not None:
+                    coro.close()
+                    raise UnsupportedFeatureError(
+                        f"awaiting {type(yielded).__name__} in an async action",
+                        "Flink Agents drives async actions without an event loop; only "
+                        "`await ctx.durable_execute_async(...)` is supported (no asyncio.sleep/gather/create_task)",
+                    )
+                time.sleep(pause)
+                pause = min(_MAX_POLL_S, pause + 0.0002)
+        except StopIteration as stop:
+            return stop.value
+
+
+@contextlib.contextmanager
+def _no_running_loop() -> Iterator[None]:
+    # asyncio's own hooks (exported in asyncio.events.__all__, stable since 3.7): the loop of a
+    # notebook cell is hidden for the duration and put back after, even on a crash.
+    loop = asyncio.events._get_running_loop()
+    if loop is None:
+        yield
+        return
+    asyncio.events._set_running_loop(None)
+    try:
+        yield
+    finally:
+        asyncio.events._set_running_loop(loop)

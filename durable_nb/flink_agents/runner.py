@@ -1,0 +1,148 @@
+"""``AgentRunner``: a Flink Agents agent on ``LocalRunner`` or ``FlinkRunner``, journaled."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from flink_agents.api.agents.agent import Agent
+from flink_agents.api.resource import ResourceType
+from flink_agents.plan.agent_plan import AgentPlan
+from flink_agents.plan.configuration import AgentConfiguration
+
+from ..journal.digest import digest_value
+from ..journal.store import Store
+from ..runners.local import LocalRunner
+from ..runners.mapping import Key, run_id_for
+from .driver import AgentAction, KeyedInput
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class _Field:
+    """``key="id"`` for dict records and for pydantic/attribute records alike (picklable, unlike a lambda)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, record: Any) -> Any:
+        if isinstance(record, Mapping):
+            return record[self.name]
+        try:
+            return getattr(record, self.name)
+        except AttributeError:
+            raise KeyError(
+                f"map(key={self.name!r}): record {str(record)[:80]!r} has no field {self.name!r}; "
+                f"pass key= the name of a field every record has, or a function of the record."
+            ) from None
+
+
+class AgentRunner:
+    """Runs an unchanged Flink Agents agent durably: one journaled run per input.
+
+    Args:
+        agent: a Flink Agents ``Agent`` instance (``@action`` methods, resources added
+            with ``agent.add_resource(...)``, or a ``ReActAgent``).
+        runner: a durable_nb ``LocalRunner`` (the default: ``LocalRunner()``, the
+            journal in ``.durable/journal.db``), a ``FlinkRunner``, or a store for a
+            ``LocalRunner``.
+        config: Flink Agents configuration (an ``AgentConfiguration`` or a dict),
+            what ``ctx.config`` returns (``AgentsExecutionEnvironment.get_config()``
+            in Flink Agents).
+        name: the prefix of the run ids; default the agent class's ``module.qualname``.
+
+    Every ``durable_execute(_async)`` of every action (the built-in chat-model and
+    tool actions included) is journaled in the input's run; running the same input
+    under the same key again replays it, and a crashed run recovers.
+    """
+
+    def __init__(self, agent: Agent, runner: Any = None, *,
+                 config: AgentConfiguration | Mapping[str, Any] | None = None, name: str | None = None) -> None:
+        if isinstance(agent, type):
+            raise TypeError(f"AgentRunner expects an agent instance, got the class {agent.__qualname__}; "
+                            f"pass {agent.__qualname__}()")
+        if not isinstance(agent, Agent):
+            raise TypeError(f"AgentRunner expects a flink_agents Agent, got {type(agent).__name__}")
+        if runner is None or isinstance(runner, (Store, str)) or hasattr(runner, "__fspath__"):
+            runner = LocalRunner(runner)
+        if not (hasattr(runner, "map") and hasattr(runner, "run") and hasattr(runner, "store")):
+            raise TypeError(f"runner must be a durable_nb LocalRunner or FlinkRunner, got {type(runner).__name__}")
+        if not isinstance(config, AgentConfiguration):
+            config = AgentConfiguration(dict(config or {}))
+        cls = type(agent)
+        self.agent = agent
+        self.runner = runner
+        self.config = config
+        self.name = name or f"{cls.__module__}.{cls.__qualname__}"
+        self._compile()
+
+    def _compile(self) -> None:
+        self.plan = AgentPlan.from_agent(self.agent, self.config)
+        self.action = AgentAction(self.plan, self.name, self.config)
+        """The durable_nb action ``action(input, ctx) -> outputs`` this runner gives its runner."""
+
+    def add_resource(self, name: str, resource_type: ResourceType, instance: Any) -> AgentRunner:
+        """A resource for the agent, as ``AgentsExecutionEnvironment.add_resource`` gives one (chainable).
+
+        Flink Agents' examples add shared resources (a chat model connection, a
+        tool) to the environment rather than to the agent; this is the same call.
+        """
+        self.action.close()
+        self.agent.add_resource(name, resource_type, instance)
+        self._compile()
+        return self
+
+    def __repr__(self) -> str:
+        return f"AgentRunner({self.name}, {self.runner!r})"
+
+    @property
+    def store(self) -> Store:
+        """The journal every run goes to (the runner's store)."""
+        return self.runner.store  # type: ignore[no-any-return]
+
+    def run_id(self, input: Any, key: Any = None) -> str:
+        """The run id ``run(input, key=key)`` uses: ``"{name}/{key}#0"``, from the key the user gives.
+
+        The id ``map`` gives the first input with that key, so ``run`` recovers or
+        replays what ``map`` started and the other way round (Flink Agents' event ids
+        would make every attempt a new run). Without a key, the input's digest names
+        the run, as ``LocalRunner.run`` does. Another input under a key already used
+        is the same run with other calls: durable_nb's non-determinism rule applies
+        (the old calls are discarded with a ``NonDeterminismWarning``); give it
+        another key, or ``run_id=``.
+        """
+        if key is None:
+            return f"{self.name}/{digest_value(input)[:16]}"
+        return run_id_for(self.name, key, 0)
+
+    def run(self, input: Any, *, key: Any = None, run_id: str | None = None) -> list[Any]:
+        """Run the agent on one input; the ``output`` of every ``OutputEvent`` it sent, in order.
+
+        The first run, a recovery after a crash, or a replay of a finished run (then
+        nothing runs again: every durable call comes from the journal). An exception
+        from an action fails the run and propagates.
+        """
+        rid = run_id if run_id is not None else self.run_id(input, key)
+        return self.runner.run(self.action, KeyedInput(input, key), run_id=rid)  # type: ignore[no-any-return]
+
+    def map(self, inputs: Any, *, key: Key = None, **options: Any) -> pd.DataFrame:
+        """One run per input (a DataFrame's rows, or a list); a DataFrame ``[key, run_id, status, result, error]``.
+
+        ``key`` is a field name or a function of the input, as in ``LocalRunner.map``
+        (run ids ``"{name}/{key}#{seq}"``, the same on both runners); ``result`` is
+        the list of outputs of that input. A failing input is a FAILED row.
+        ``options`` go to the runner's ``map`` (``progress=`` on ``FlinkRunner``).
+        """
+        by: Key | Callable[[Any], Any] = _Field(key) if isinstance(key, str) else key
+        frame = self.runner.map(self.action, inputs, key=by, **options)
+        if isinstance(key, str):
+            frame = frame.rename(columns={"key": key})
+        return frame  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close the resources (chat model clients, ...) opened in this process."""
+        self.action.close()
+
+
+__all__ = ["AgentRunner"]

@@ -1,0 +1,111 @@
+"""Digests of pandas objects (DataFrame, Series, Index); see :mod:`durable_nb.journal.digest`.
+
+``hash_pandas_object`` is content-based and seed-fixed, but it hashes object
+columns through ``str()``: exact only when those hold nothing but ``str``. Such
+frames keep that digest (journals written before keep matching); any other frame
+is digested label by label and, for object columns, element by element.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import digest as _d
+
+
+def encode_pandas(obj: Any, out: list[bytes], depth: int = 0) -> None:
+    import pandas as pd
+
+    if not isinstance(obj, (pd.DataFrame, pd.Series, pd.Index)):
+        _d._encode_pickled(obj, out, depth)
+    elif pandas_exact(obj):
+        # hash_pandas_object is content-based and seed-fixed: stable across processes,
+        # and exact here (str labels, object columns of str only). Kept as it was, so
+        # journals written before keep matching.
+        hashed = pd.util.hash_pandas_object(obj, index=not isinstance(obj, pd.Index))
+        out.append(b"P" + type(obj).__name__.encode() + b";")
+        if isinstance(obj, pd.DataFrame):
+            _d._encode([str(c) for c in obj.columns], out)
+            _d._encode([str(d) for d in obj.dtypes], out)
+        else:
+            _d._encode([str(obj.name), str(obj.dtype)], out)
+        out.append(hashed.to_numpy().tobytes())
+    else:
+        out.append(b"Q" + type(obj).__name__.encode() + b";")
+        if isinstance(obj, pd.DataFrame):
+            _d._encode(list(obj.columns), out, depth + 1)
+            _d._encode([str(d) for d in obj.dtypes], out)
+            _encode_labels(obj.index, out, depth)
+            for i in range(obj.shape[1]):
+                _encode_values(obj.iloc[:, i], out, depth)
+        elif isinstance(obj, pd.Series):
+            _d._encode([obj.name, str(obj.dtype)], out, depth + 1)
+            _encode_labels(obj.index, out, depth)
+            _encode_values(obj, out, depth)
+        else:
+            _encode_labels(obj, out, depth)
+
+
+def _typed_column(values: Any) -> bool:
+    """Whether a column's hash is exact: not object/category typed, or only ``str`` inside."""
+    import pandas as pd
+
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _typed_column(dtype.categories)
+    if pd.api.types.is_object_dtype(dtype):
+        return len(values) == 0 or pd.api.types.infer_dtype(values, skipna=False) == "string"
+    return True
+
+
+def is_frame(obj: Any) -> bool:
+    import pandas as pd
+
+    return isinstance(obj, (pd.DataFrame, pd.Series, pd.Index))
+
+
+def pandas_exact(obj: Any) -> bool:
+    """Whether ``hash_pandas_object`` (plus ``str`` labels) digests ``obj`` exactly."""
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return (
+            obj.columns.nlevels == 1 and all(type(c) is str for c in obj.columns)
+            and _index_exact(obj.index) and all(_typed_column(obj.iloc[:, i]) for i in range(obj.shape[1]))
+        )
+    if isinstance(obj, pd.Series):
+        name_ok = obj.name is None or (type(obj.name) is str and obj.name != "None")
+        return name_ok and _index_exact(obj.index) and _typed_column(obj)
+    if isinstance(obj, pd.Index):
+        return _index_exact(obj)
+    return True
+
+
+def _index_exact(index: Any) -> bool:
+    import pandas as pd
+
+    return not isinstance(index, pd.MultiIndex) and _typed_column(index)
+
+
+def _encode_labels(index: Any, out: list[bytes], depth: int) -> None:
+    import pandas as pd
+
+    if isinstance(index, pd.MultiIndex) or not _typed_column(index):
+        out.append(b"L")
+        _d._encode(list(index), out, depth + 1)
+    else:
+        _encode_values(pd.Series(index, copy=False), out, depth)
+
+
+def _encode_values(values: Any, out: list[bytes], depth: int) -> None:
+    """One column: elements one by one if object typed, else its seed-fixed hash (length-prefixed)."""
+    import pandas as pd
+
+    out.append(b"V" + str(values.dtype).encode() + b";")
+    categorical = isinstance(values.dtype, pd.CategoricalDtype)
+    if pd.api.types.is_object_dtype(values.dtype) or (categorical and not _typed_column(values)):
+        _d._encode(list(values), out, depth + 1)
+        return
+    data = pd.util.hash_pandas_object(values.reset_index(drop=True), index=False).to_numpy().tobytes()
+    out.append(b"h%d:" % len(data))
+    out.append(data)

@@ -1,0 +1,200 @@
+"""What a store does to whole runs: fork them, prune them, answer their inputs.
+
+The rules (which runs a ``prune`` removes, when a ``fork`` is refused, which
+answers an input accepts) live here once; each store only runs them inside its
+own transaction, so PostgresStore and SqliteStore cannot drift apart.
+
+Decisions, documented in README "Time travel":
+
+* **Fork refuses to copy a PENDING call.** A PENDING call was in flight when the
+  run stopped: its side effect may have happened. Copying it would let both the
+  original and the fork recover it (two charges). Resolve it first (run the
+  original, ReconcilePanel, ``store.answer`` for an input), or fork at its index
+  so the fork runs that call afresh, knowingly.
+* **A fork starts RUNNING with no owner** (attempts 0): a run stopped at call
+  ``at``, which the next ``runner.run(..., run_id=new_id)`` continues. ``prune``
+  leaves it alone like any unfinished run.
+* **prune's "recent"/"older" use ``updated_at``** (the run's last activity); the
+  ``keep_last`` most recent are counted over every run in the store, not only the
+  ones of ``status``; a run held open by a live process is never removed, even
+  with ``include_pending=True``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ..errors import RunNotFoundError
+from .lease import owner_is_alive
+from .records import CallRecord, RunRecord, RunStatus, Status
+
+# ---------------------------------------------------------------- fork
+
+
+def check_fork_args(run_id: Any, at: Any, new_run_id: Any) -> None:
+    """Type checks made before a store is touched."""
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+    if isinstance(at, bool) or not isinstance(at, int):
+        raise TypeError(f"at must be a call index (int), got {type(at).__name__} {at!r}")
+    if new_run_id is not None and (not isinstance(new_run_id, str) or not new_run_id):
+        raise ValueError(f"new_run_id must be a non-empty string or None, got {new_run_id!r}")
+
+
+def check_fork(
+    run_id: str, at: int, new_run_id: str | None, calls: list[CallRecord] | None, exists: Callable[[str], bool],
+    where: str = "",
+) -> str:
+    """Validate a fork against the parent's calls (None: no such run); return the new run id."""
+    if calls is None:
+        raise RunNotFoundError(run_id, where, "Fork an existing run: see store.runs().")
+    if not 0 <= at <= len(calls):
+        raise ValueError(
+            f"cannot fork run {run_id!r} at call {at}: it has {len(calls)} calls, so `at` must be in "
+            f"0..{len(calls)} (at=0 copies nothing, at={len(calls)} copies every call)."
+        )
+    for rec in calls[:at]:
+        if rec.status is Status.PENDING:
+            what = "an unanswered durable_input" if rec.is_input else "in flight when the run stopped"
+            raise ValueError(
+                f"cannot fork run {run_id!r} at call {at}: call {rec.index} ({rec.call_id!r}) is PENDING "
+                f"({what}), and copying it would let two runs recover the same side effect. Resolve it "
+                f"first (run the original again, ReconcilePanel, or store.answer for an input), or fork "
+                f"at={rec.index} so that the fork runs that call again."
+            )
+    if new_run_id is None:
+        n = 1
+        while exists(f"{run_id}.fork-{n}"):
+            n += 1
+        return f"{run_id}.fork-{n}"
+    if exists(new_run_id):
+        raise ValueError(
+            f"cannot fork run {run_id!r} into {new_run_id!r}: a run with that id exists. Pick another "
+            f"new_run_id, leave it out for a generated one, or prune/forget the old run first."
+        )
+    return new_run_id
+
+
+def forked_calls(calls: Iterable[CallRecord], new_run_id: str) -> list[CallRecord]:
+    """The copies a fork gets: same index, ids, outcomes, payloads and times, under the new run id."""
+    return [
+        CallRecord(
+            new_run_id, c.index, c.call_id, c.args_digest, c.status, c.origin, c.result_preview,
+            c.error_preview, c.started_at, c.finished_at, c.payload, c.prompt, c.choices,
+        )
+        for c in calls
+    ]
+
+
+# ---------------------------------------------------------------- prune
+
+_UNFINISHED = (RunStatus.RUNNING, RunStatus.WAITING)
+
+
+@dataclass(frozen=True)
+class PruneRule:
+    """The validated filters of one ``prune`` call."""
+
+    older_than: timedelta | None = None
+    keep_last: int | None = None
+    status: frozenset[RunStatus] | None = None
+    include_pending: bool = False
+
+    @classmethod
+    def make(
+        cls,
+        older_than: timedelta | None = None,
+        keep_last: int | None = None,
+        status: RunStatus | str | Collection[RunStatus | str] | None = None,
+        include_pending: bool = False,
+    ) -> PruneRule:
+        if older_than is not None:
+            if not isinstance(older_than, timedelta):
+                raise TypeError(
+                    f"older_than must be a datetime.timedelta (e.g. timedelta(days=30)), "
+                    f"got {type(older_than).__name__} {older_than!r}"
+                )
+            if older_than < timedelta(0):
+                raise ValueError(f"older_than must not be negative, got {older_than!r}")
+        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)):
+            raise TypeError(f"keep_last must be an int >= 0 or None, got {type(keep_last).__name__} {keep_last!r}")
+        if keep_last is not None and keep_last < 0:
+            raise ValueError(f"keep_last must be >= 0 (0 keeps none), got {keep_last}")
+        return cls(older_than, keep_last, _statuses(status), bool(include_pending))
+
+    def select(
+        self,
+        runs: list[RunRecord],
+        with_pending: Collection[str],
+        now: float | None = None,
+        is_open: Callable[[RunRecord], bool] | None = None,
+    ) -> list[RunRecord]:
+        """The runs to remove, oldest first (``runs`` in any order).
+
+        ``is_open(record)`` says whether a live context holds the run (default: its
+        recorded owner is alive); asked only for runs every filter selected.
+        """
+        now = time.time() if now is None else now
+        held = is_open or (lambda run: owner_is_alive(run.owner))
+        order = sorted(range(len(runs)), key=lambda i: (runs[i].updated_at, i))
+        recent: set[int] = set()
+        if self.keep_last:
+            recent = set(order[-self.keep_last:])
+        chosen = []
+        for i in order:
+            run = runs[i]
+            if i in recent:
+                continue
+            if self.older_than is not None and run.updated_at > now - self.older_than.total_seconds():
+                continue
+            if self.status is not None and run.status not in self.status:
+                continue
+            if not self.include_pending and (run.status in _UNFINISHED or run.run_id in with_pending):
+                continue
+            if held(run):
+                continue  # a live context is writing it: removing rows under it would corrupt its run
+            chosen.append(run)
+        return chosen
+
+
+def _statuses(status: Any) -> frozenset[RunStatus] | None:
+    if status is None:
+        return None
+    items = [status] if isinstance(status, str) else list(status)
+    try:
+        return frozenset(RunStatus(s) for s in items)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"status must be a run status or a collection of them, one of {[s.value for s in RunStatus]}; "
+            f"got {status!r}"
+        ) from None
+
+
+# ---------------------------------------------------------------- answer
+
+
+def check_answer(run_id: str, index: int, value: Any, run: RunRecord | None, rec: CallRecord | None,
+                 waiting: list[CallRecord], where: str = "") -> None:
+    """Refuse an answer that does not answer a waiting ``durable_input``; nothing is written."""
+    if run is None:
+        raise RunNotFoundError(run_id, where, "Answer a waiting input: see store.waiting().")
+    open_ones = ", ".join(f"index {c.index} ({c.prompt!r})" for c in waiting) or "none"
+    if rec is None or not rec.is_input:
+        what = "no call" if rec is None else f"call {rec.call_id!r}, not a durable_input"
+        raise ValueError(
+            f"run {run_id!r} has {what} at index {index}; its inputs waiting for an answer: {open_ones}."
+        )
+    if rec.status is not Status.PENDING:
+        raise ValueError(
+            f"the input at index {index} of run {run_id!r} ({rec.prompt!r}) was already answered "
+            f"({rec.result_preview}); fork the run at={index} to answer it differently."
+        )
+    if rec.choices is not None and value not in rec.choices:
+        raise ValueError(
+            f"{value!r} is not one of the choices of input {index} of run {run_id!r} ({rec.prompt!r}): "
+            f"{', '.join(map(repr, rec.choices))}."
+        )

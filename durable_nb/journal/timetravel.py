@@ -1,0 +1,258 @@
+"""Dry replay: run an action against its journal with nothing executed and nothing written.
+
+``runner.dry_run(action, value, run_id=...)`` answers "what would a recovery of
+this run do with the action as it is now?" before it touches the world. The
+action runs with a context whose journal replays every recorded call (the
+recorded results and exceptions come back as usual) and stops at the first call
+that would not replay: a call to execute (nothing on record), to re-execute or
+reconcile (PENDING on record), a mismatch (a different call on record), or an
+unanswered ``durable_input``. The verdict is :func:`replay.decide`'s, so the
+rules stay in one place.
+
+Nothing runs at the stop (neither the function nor its reconciler) and nothing
+is written: the journal is read with ``store.calls`` only, no lease is taken, and
+the dry journal never calls a store write method. The action's own plain code
+(between durable calls) does run: it is what is being checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .records import INPUT_CALL_ID, CallRecord
+from .replay import Decision, Journal, decide
+from .store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .context import RunnerContext
+
+_RULES = {
+    Decision.REPLAY: "rule 1: the recorded outcome is returned (or raised); nothing runs",
+    Decision.EXECUTE: "rule 3: nothing on record at this index: the call would be journaled PENDING and executed",
+    Decision.REEXECUTE: "rule 1: PENDING on record and no reconciler: the function would run again (at-least-once)",
+    Decision.RECONCILE: "rule 1: PENDING on record and a reconciler given: the reconciler would run instead",
+    Decision.MISMATCH: (
+        "rule 2: a different call is on record here: the journal from this index would be discarded and "
+        "the call executed (strict mode: NonDeterminismError)"
+    ),
+}
+_INPUT_RULE = "durable_input not answered yet: the run would stop WAITING for a person's answer"
+
+
+@dataclass(frozen=True)
+class DryStep:
+    """One durable call the dry replay examined."""
+
+    index: int
+    decision: Decision
+    call_id: str
+    """The call id the action makes now."""
+    args_digest: str
+    """The argument digest the action makes now."""
+    recorded: CallRecord | None
+    """What the journal holds at this index (None: nothing)."""
+
+    @property
+    def rule(self) -> str:
+        """The replay rule that applies, in words."""
+        if self.recorded is not None and self.recorded.is_input and self.decision is not Decision.REPLAY \
+                and self.decision is not Decision.MISMATCH:
+            return _INPUT_RULE
+        if self.recorded is None and self.call_id == INPUT_CALL_ID and self.decision is Decision.EXECUTE:
+            return _INPUT_RULE.replace("not answered yet", "reached for the first time")
+        return _RULES[self.decision]
+
+
+@dataclass(frozen=True)
+class DryRunReport:
+    """What a recovery of ``run_id`` would do: the first durable call that would not replay.
+
+    ``stopped_at`` is None when every call the action made replays.
+    """
+
+    run_id: str
+    stopped_at: int | None
+    """Index of the first call that would not replay; None when all replay."""
+    decision: Decision | None
+    """The rule's verdict at ``stopped_at`` (EXECUTE, REEXECUTE, RECONCILE or MISMATCH); None when all replay."""
+    recorded: CallRecord | None
+    """The journal's record at ``stopped_at`` (None: nothing recorded there, or no stop)."""
+    call_id: str | None
+    """The call id the action makes now at ``stopped_at``."""
+    args_digest: str | None
+    """The argument digest the action makes now at ``stopped_at``."""
+    rule: str
+    """The replay rule that applies at the stop, in words."""
+    replayed: int
+    """Calls that replayed before the stop."""
+    unreached: int = 0
+    """Recorded calls the action finished without reaching (a real run would discard them)."""
+    error: str | None = None
+    """``Type: message`` if the action raised (a replayed exception it did not catch, or its own bug)."""
+    result_preview: str | None = None
+    """Preview of the action's result when it finished with every call replayed."""
+    steps: tuple[DryStep, ...] = ()
+    """Every call examined, in order (the replayed ones, then the stop)."""
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per examined call: the decision, the current and the recorded call id and digest."""
+        import pandas as pd
+
+        columns = ["index", "decision", "call_id", "args_digest", "recorded_call_id", "recorded_args_digest",
+                   "recorded_status", "recorded_origin", "recorded_result_preview", "rule"]
+        rows = [
+            (s.index, s.decision.value, s.call_id, s.args_digest,
+             s.recorded.call_id if s.recorded else None, s.recorded.args_digest if s.recorded else None,
+             s.recorded.status.value if s.recorded else None,
+             s.recorded.origin.value if s.recorded and s.recorded.origin else None,
+             s.recorded.result_preview if s.recorded else None, s.rule)
+            for s in self.steps
+        ]
+        return pd.DataFrame.from_records(rows, columns=columns)
+
+    def _summary(self) -> list[str]:
+        if self.stopped_at is None:
+            lines = [f"dry run of {self.run_id!r}: all {self.replayed} calls replay; nothing would run"]
+            if self.unreached:
+                lines.append(f"but {self.unreached} recorded call(s) are never reached and would be discarded")
+            if self.error:
+                lines.append(f"the action raised {self.error}")
+            return lines
+        assert self.decision is not None
+        lines = [
+            f"dry run of {self.run_id!r}: {self.replayed} calls replay, then call {self.stopped_at} would "
+            f"{self.decision.value}",
+            f"  now:      {self.call_id}  args {str(self.args_digest)[:16]}",
+        ]
+        rec = self.recorded
+        lines.append(
+            f"  recorded: {rec.call_id}  args {rec.args_digest[:16]}  {rec.status.value}" if rec
+            else "  recorded: nothing"
+        )
+        lines.append(f"  {self.rule}")
+        return lines
+
+    def __repr__(self) -> str:
+        return "\n".join(self._summary())
+
+    def _repr_html_(self) -> str:
+        lines = self._summary()
+        head = f"<b>{html.escape(lines[0])}</b>"
+        rest = "".join(f"<div style='font-family:monospace;white-space:pre'>{html.escape(x)}</div>"
+                       for x in lines[1:])
+        return f"<div class='durable-nb-dry-run'>{head}{rest}</div>"
+
+
+class _DryStop(BaseException):
+    """Stops the action at the first call that would not replay (a BaseException: user code must not catch it)."""
+
+    def __init__(self, step: DryStep) -> None:
+        self.step = step
+        super().__init__(f"dry run stopped before call {step.index}")
+
+
+class DryJournal(Journal):
+    """A journal that only replays: any other decision stops the action; it never writes."""
+
+    def __init__(self, store: Store, run_id: str, recorded: list[CallRecord]) -> None:
+        super().__init__(store, run_id, recorded)
+        self.steps: list[DryStep] = []
+        self.stop: DryStep | None = None
+
+    def begin(self, call_id: str, args_digest: str, has_reconciler: bool) -> Any:
+        with self._lock:
+            if self.stop is not None:  # a concurrent call after the stop (asyncio.gather)
+                raise _DryStop(self.stop)
+            index = self.cursor
+            recorded = self._log[index] if index < len(self._log) else None
+            decision = decide(recorded, call_id, args_digest, has_reconciler)
+            step = DryStep(index, decision, call_id, args_digest, recorded)
+            self.steps.append(step)
+            if decision is not Decision.REPLAY:
+                self.stop = step
+                raise _DryStop(step)
+            self.cursor += 1
+            return recorded
+
+    def discard_unreached(self) -> None:
+        """Writes nothing; the report counts the unreached calls instead."""
+
+    def keep_rest(self) -> None:
+        """Writes nothing either way."""
+
+
+def _report(journal: DryJournal, result: Any, error: BaseException | None) -> DryRunReport:
+    stop = journal.stop
+    replayed = sum(1 for s in journal.steps if s.decision is Decision.REPLAY)
+    if stop is not None:
+        return DryRunReport(
+            journal.run_id, stop.index, stop.decision, stop.recorded, stop.call_id, stop.args_digest,
+            stop.rule, replayed, steps=tuple(journal.steps),
+        )
+    unreached = max(0, len(journal.calls) - journal.cursor) if error is None else 0
+    return DryRunReport(
+        journal.run_id, None, None, None, None, None,
+        "every call replays: the recorded outcomes are returned (or raised); nothing runs", replayed,
+        unreached=unreached, error=None if error is None else codec.error_preview(error),
+        result_preview=None if error is not None else codec.preview(result), steps=tuple(journal.steps),
+    )
+
+
+def dry_run(store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, key: Any = None) -> DryRunReport:
+    """Run ``call(ctx)`` (an action bound to its input) against the journal of ``run_id``, dry.
+
+    A coroutine ``call`` is run with ``asyncio.run``; inside a running loop use
+    :func:`dry_run_async`.
+    """
+    from .context import RunnerContext, _current
+
+    journal = DryJournal(store, run_id, store.calls(run_id))
+    ctx = RunnerContext(journal, key=key)
+    token = _current.set(ctx)
+    result: Any = None
+    try:
+        result = call(ctx)
+        if inspect.isawaitable(result):
+            result = asyncio.run(_awaited(result))
+    except _DryStop:
+        return _report(journal, None, None)
+    except Exception as exc:
+        return _report(journal, None, exc)
+    finally:
+        _current.reset(token)
+    return _report(journal, result, None)
+
+
+async def dry_run_async(
+    store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, key: Any = None
+) -> DryRunReport:
+    """:func:`dry_run` for code inside a running event loop (notebook cells)."""
+    from .context import RunnerContext, _current
+
+    journal = DryJournal(store, run_id, store.calls(run_id))
+    ctx = RunnerContext(journal, key=key)
+    token = _current.set(ctx)
+    result: Any = None
+    try:
+        result = call(ctx)
+        if inspect.isawaitable(result):
+            result = await result
+    except _DryStop:
+        return _report(journal, None, None)
+    except Exception as exc:
+        return _report(journal, None, exc)
+    finally:
+        _current.reset(token)
+    return _report(journal, result, None)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,280 @@
+"""A ``%%durable`` cell in the kernel: look at the journal, perform or replay, restore the notebook.
+
+:func:`run_cell` is what the magic delegates to once its arguments are parsed.
+A cell whose record is terminal is answered from a read of the journal alone
+(:func:`~durable_nb.journal.replay.decide`): no lease, no write, the body does
+not run, and :func:`replay_cell` restores the names, outputs and result. Otherwise
+the run is opened here and :func:`~durable_nb.notebook.perform.perform_cell`
+performs call 0 with a body running in the notebook namespace, or, with
+``--runner flink``, the cell's source and inputs are shipped as a
+:class:`~durable_nb.notebook.perform.CellRun` to ``FlinkRunner.run`` under the same
+run id. The kernel never opens that run itself, so it never competes with the
+worker for the run's lease; it restores what the worker journaled with the same
+:func:`restore` that a replay uses.
+
+This module works on an IPython shell; only :mod:`durable_nb.notebook.magics` imports it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from IPython.core.error import UsageError
+
+from ..errors import UnpicklableOutputWarning
+from ..journal.callid import durable as _durable_name
+from ..journal.context import open_run
+from ..journal.records import CallRecord
+from ..journal.replay import Decision, decide, replay
+from ..journal.store import Store
+from ..runners.mapping import records_of
+from .cell import input_digest, select_inputs, source_fingerprint
+from .outcome import CellOutcome, executed_outcome, unpack_namespace
+from .outputs import OutputRecorder, replay_outputs
+from .perform import (
+    MAP_RESERVED,
+    WORKER_OUTPUTS,
+    Body,
+    CellAction,
+    CellRun,
+    ParsedCell,
+    Performed,
+    perform_cell,
+    run_body,
+)
+from .runids import attempts, cell_call_id, cell_run_base
+from .timetravel import stoppable, unwrap_stopped
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FLINK_HINT = "pip install 'durable_nb[flink]'"
+
+
+def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str]:
+    """The notebook values the cell reads, and the digest of its code and those values (its args digest)."""
+    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden)
+    user_module = getattr(shell.user_module, "__name__", "__main__")
+    return inputs, input_digest(source_fingerprint(cell.tree), inputs, user_module)
+
+
+def run_cell(
+    shell: Any, cell: ParsedCell, store: Store, reconciler: Callable[[], Any] | None = None, *,
+    rerun: bool = False, runner: str = "local", strict: bool = False,
+) -> Any:
+    """Replay, perform or recover one ``%%durable NAME`` cell; returns what the cell shows as its result.
+
+    ``strict``: a replay mismatch inside the cell raises ``NonDeterminismError``. That, and
+    an unanswered ``durable_input``, stop the body without journaling call 0 as failed
+    (:func:`~durable_nb.notebook.timetravel.stoppable`): the next run of the cell goes on.
+    """
+    __tracebackhide__ = True
+    name = cell.name
+    inputs, args_digest = cell_inputs(shell, cell)
+    latest, following = attempts(store, cell_run_base(name, args_digest))
+    if latest is not None and not rerun:
+        calls = store.calls(latest)
+        recorded = calls[0] if calls else None
+        if decide(recorded, cell_call_id(name), args_digest, reconciler is not None) is Decision.REPLAY:
+            assert recorded is not None
+            return replay_cell(shell, name, recorded)
+    run_id = following if (rerun and latest is not None) or latest is None else latest
+    quiet = bool(shell.displayhook.semicolon_at_end_of_expression(cell.source))
+    if runner == "flink":
+        shipped = CellRun(cell, inputs, args_digest, quiet, reconciler)
+        return _run_on_flink(shell, name, shipped, store, inputs, run_id, strict)
+
+    def announce() -> None:  # said before the body runs, so it is not part of the cell's recorded output
+        print(f"↻ durable: recovering cell {name!r}: its last attempt did not finish; "
+              f"its durable calls replay or reconcile")
+
+    body = _kernel_body(shell, cell, quiet)
+    with open_run(store, run_id, strict=strict) as ctx, unwrap_stopped():
+        done = perform_cell(ctx.journal, name, args_digest, stoppable(body), reconciler, announce)
+    if done.outcome is None:  # another kernel finished it since we looked
+        assert done.recorded is not None
+        return replay_cell(shell, name, done.recorded)
+    _warn_skipped(name, done.outcome.skipped)
+    if done.decision is Decision.RECONCILE:
+        shell.user_ns.update({k: v for k, v in done.value.items() if k not in done.outcome.skipped})
+        _say_reconciled(name, done.outcome)
+        return None
+    return None if quiet else done.value
+
+
+def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool) -> Body:
+    """The cell's body in the notebook namespace, its outputs recorded in order while shown live."""
+
+    def body() -> tuple[CellOutcome, Any]:
+        __tracebackhide__ = True
+        filename = shell.compile.cache(cell.source, shell.execution_count)  # tracebacks show the cell's lines
+        ns = shell.user_ns
+        with OutputRecorder(shell).recording() as recorder:
+            last, result = run_body(cell.tree, filename, shell.user_global_ns, ns, shell.compile)
+        fmt = None if quiet else shell.display_formatter.format
+        names = cell.analysis
+        return executed_outcome(names.binds, names.deletes, ns, recorder.outputs, last, result, fmt), result
+
+    return body
+
+
+def _run_on_flink(
+    shell: Any, name: str, cell: CellRun, store: Store, inputs: dict[str, Any], run_id: str, strict: bool = False,
+) -> Any:
+    """Execute (or recover) the cell as a one-record job on FlinkRunner, then restore what it journaled."""
+    __tracebackhide__ = True
+    _check_shippable(name, inputs)
+    action = _durable_name(name=cell_call_id(name))(cell)
+    flink = flink_runner(store, parallelism=1, strict=strict)
+    try:
+        done: Performed = flink.run(action, None, run_id=run_id)
+    except Exception as exc:
+        replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])
+        raise
+    if done.outcome is None:  # another kernel finished it meanwhile
+        return replay_cell(shell, name, store.calls(run_id)[0])
+    if done.decision is Decision.REEXECUTE:
+        print(f"↻ durable: recovered cell {name!r} on Flink: its last attempt did not finish; "
+              f"its durable calls replayed or reconciled")
+    _warn_skipped(name, done.outcome.skipped, flink=True)
+    result = restore(shell, done.outcome, notice=None)
+    if done.decision is Decision.RECONCILE:
+        _say_reconciled(name, done.outcome)
+    return None if cell.quiet else result
+
+
+def replay_cell(shell: Any, name: str, recorded: CallRecord) -> Any:
+    """Restore a finished cell from its record: variables, outputs in order, result or exception."""
+    __tracebackhide__ = True
+    notice = f"↺ durable: replayed cell {name!r} recorded {_utc(recorded.finished_at)} (use --rerun to execute)"
+    try:
+        payload = replay(recorded)
+    except Exception as exc:
+        print(notice.replace("replayed cell", "replayed the failure of cell"))
+        replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])  # a failure recorded on Flink
+        raise
+    return restore(shell, CellOutcome.from_payload(payload), notice=notice)
+
+
+def restore(shell: Any, outcome: CellOutcome, *, notice: str | None) -> Any:
+    """Bring a journaled outcome into the notebook: names, deletions, outputs in order; returns the result.
+
+    ``notice`` is the replay line; None when the outcome was just produced by a
+    Flink worker (its unpicklable names were already warned about).
+    """
+    restored, failed = unpack_namespace(outcome.values, outcome.modules)
+    shell.user_ns.update(restored)
+    for gone in outcome.deletes:
+        shell.user_ns.pop(gone, None)
+    lost = {**outcome.skipped, **failed} if notice is not None else failed
+    if notice is not None:
+        print(notice)
+    if lost:
+        print("  not restored: " + ", ".join(f"{n} ({why})" for n, why in lost.items()))
+    replay_outputs(shell, list(outcome.outputs))
+    if outcome.result is None:
+        return None
+    value, failure = outcome.result.restore(restored)
+    if failure is not None:
+        print(f"  not restored: the cell's result ({failure})")
+    return value
+
+
+def run_map(
+    shell: Any, cell: ParsedCell, store: Store, map_var: str, *, key: str | None = None, runner: str = "local",
+    progress: bool = False, strict: bool = False,
+) -> pd.DataFrame:
+    """``%%durable NAME --map VAR``: the cell as an action over every record of ``VAR``, one run per record."""
+    name = cell.name
+    if map_var not in shell.user_ns:
+        raise UsageError(f"%%durable {name} --map {map_var}: no variable {map_var!r} in the "
+                         f"notebook; define the DataFrame or list of records first.")
+    try:  # refused before any run is opened, as a UsageError naming the fix
+        records = records_of(shell.user_ns[map_var])
+    except TypeError:
+        value = shell.user_ns[map_var]
+        raise UsageError(
+            f"%%durable {name} --map {map_var}: {map_var} is a {type(value).__name__} ({str(value)[:40]!r}), "
+            f"not records; --map needs a DataFrame or a list of records (one run each). For a single "
+            f"record, wrap it in a list first: {map_var} = [{map_var}]"
+        ) from None
+    reads = tuple(n for n in cell.analysis.reads if n not in MAP_RESERVED)
+    env = select_inputs(reads, shell.user_ns, shell.user_ns_hidden)
+    action = _durable_name(name=cell_call_id(name))(CellAction(name, cell.source, env, cell.analysis.binds))
+    if runner == "flink":
+        mapper: Any = flink_runner(store, strict=strict)
+    else:
+        from ..runners.local import LocalRunner
+
+        mapper = LocalRunner(store, strict=strict)
+    frame = mapper.map(action, records, key=key, progress=progress)  # off unless --progress, on every runner
+    shell.user_ns[name] = frame
+    return frame
+
+
+def flink_runner(store: Store, **options: Any) -> Any:
+    """A FlinkRunner on the cell's store; what keeps it from running here is a UsageError, before any job."""
+    try:
+        from ..runners.flink_job import FlinkRunner, FlinkSetupError
+
+        try:
+            return FlinkRunner(store, **options)
+        except FlinkSetupError as exc:
+            raise UsageError(f"%%durable --runner flink: {exc}") from None
+    except ImportError as exc:
+        raise UsageError(
+            f"%%durable --runner flink needs PyFlink, which is not installed here ({exc}). "
+            f"Install it with: {FLINK_HINT}"
+        ) from None
+
+
+def _check_shippable(name: str, inputs: Mapping[str, Any]) -> None:
+    """Name the notebook value that cannot travel to a Flink worker, before a job is built."""
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(dict(inputs))
+        return
+    except Exception:
+        pass
+    for var, value in inputs.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            raise UsageError(
+                f"%%durable {name} --runner flink: the cell reads {var!r} ({type(value).__name__}), which "
+                f"cannot be pickled to ship it to the Flink worker ({type(exc).__name__}: {exc}). Create it "
+                f"inside the cell, or run this cell with --runner local."
+            ) from None
+
+
+def _warn_skipped(name: str, skipped: Mapping[str, str], *, flink: bool = False) -> None:
+    if not skipped:
+        return
+    where = ("could not come back from the Flink worker and were left out of the journal; the cell's other "
+             "outputs are restored and journaled, and a replay will not restore these names either"
+             if flink else
+             "were left out of the journal; the cell's other outputs are journaled, and a replay will not "
+             "restore these names")
+    warnings.warn(
+        f"durable_nb: cell {name!r}: "
+        + ", ".join(f"{n} ({why})" for n, why in skipped.items())
+        + f" cannot be pickled and {where}. Keep live objects (open files, "
+        "connections) out of durable cells, or recreate them in a cell of their own.",
+        UnpicklableOutputWarning,
+        stacklevel=3,
+    )
+
+
+def _say_reconciled(name: str, outcome: CellOutcome) -> None:
+    print(f"↻ durable: reconciled cell {name!r} with --reconciler; restored: "
+          f"{', '.join(outcome.restorable) or 'nothing'}")
+
+
+def _utc(ts: float | None) -> str:
+    if ts is None:
+        return "at an unknown time"
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S UTC")

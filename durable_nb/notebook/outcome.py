@@ -1,0 +1,261 @@
+"""What a ``%%durable`` cell leaves in the journal: :class:`CellOutcome`, typed.
+
+Call 0 of a cell's run (call id ``cell:NAME``) succeeds with one outcome: the
+names the cell bound (each pickled on its own), the names it deleted, what it
+printed and displayed in order, and its result. The kernel, a Flink worker and a
+``--reconciler`` all build the same :class:`CellOutcome`; replay and the Flink
+path restore from it with the same code.
+
+The journal stores :meth:`CellOutcome.to_payload`, a plain dict of builtins
+(format 1), not the dataclass: a journal written by this version stays readable
+whatever this module's classes are called later, and journals written before the
+dataclass existed replay unchanged (:meth:`CellOutcome.from_payload`).
+
+Each bound name is pickled on its own (:func:`pack_namespace`), so one value
+that cannot be pickled (an open file) is left out with a reason and the others
+are kept; a bound :class:`~durable_nb.journal.context.RunnerContext` (``ctx =
+dnb.current_context()``) is left out, as it means nothing outside its run.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..journal import codec
+from ..journal.context import RunnerContext
+from ..journal.digest import type_name
+from .outputs import Output, RecordedResult
+
+OUTCOME_FORMAT = 1
+"""Version of the payload dict :meth:`CellOutcome.to_payload` writes."""
+
+#: Renders a result that cannot be pickled as ``(mime data, metadata)``, the way the shell would show it.
+Formatter = Callable[[Any], tuple[dict[str, Any], dict[str, Any]]]
+
+
+# ---------------------------------------------------------------- names, each pickled on its own
+
+
+@dataclass
+class PackedNamespace:
+    """Cell outputs ready for the journal: each name pickled on its own."""
+
+    values: dict[str, bytes]
+    modules: dict[str, str]
+    skipped: dict[str, str]
+    """name -> why it could not be journaled (``TypeName: reason``)."""
+
+
+def pack_value(value: Any) -> tuple[str, Any]:
+    """``("module", name)`` or ``("pickle", bytes)``; raises if the value cannot be pickled."""
+    if isinstance(value, types.ModuleType):
+        return "module", value.__name__
+    return "pickle", codec.dumps(value)
+
+
+def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) -> PackedNamespace:
+    """Pickle each output name separately, so one unpicklable value does not lose the others."""
+    packed = PackedNamespace({}, {}, {})
+    for name in names:
+        if name not in ns:
+            continue
+        value = ns[name]
+        if isinstance(value, RunnerContext):
+            continue  # ``ctx = dnb.current_context()``: only meaningful while the cell runs
+        try:
+            kind, data = pack_value(value)
+        except Exception as exc:
+            packed.skipped[name] = f"{type_name(value)}: {type(exc).__name__}"
+            continue
+        if kind == "module":
+            packed.modules[name] = data
+        else:
+            packed.values[name] = data
+    return packed
+
+
+def unpack_namespace(
+    values: Mapping[str, bytes], modules: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Restore journaled names; returns ``(restored, failed name -> reason)``."""
+    restored: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    for name, module in modules.items():
+        try:
+            restored[name] = importlib.import_module(module)
+        except Exception as exc:
+            failed[name] = f"import {module} failed: {type(exc).__name__}"
+    for name, data in values.items():
+        try:
+            restored[name] = codec.loads(data)
+        except Exception as exc:
+            failed[name] = f"unpickling failed: {type(exc).__name__}: {exc}"
+    return restored, failed
+
+
+# ---------------------------------------------------------------- the outcome
+
+
+@dataclass(frozen=True)
+class NamedResult:
+    """The result is the value of a name the cell bound (``df`` as last line): not journaled twice."""
+
+    name: str
+
+    def restore(self, restored: Mapping[str, Any]) -> tuple[Any, str | None]:
+        return restored.get(self.name), None
+
+
+@dataclass(frozen=True)
+class PickledResult:
+    """The result, pickled."""
+
+    data: bytes
+
+    def restore(self, restored: Mapping[str, Any]) -> tuple[Any, str | None]:
+        values, failed = unpack_namespace({"_": self.data}, {})
+        return values.get("_"), failed.get("_")
+
+
+@dataclass(frozen=True)
+class ModuleResult:
+    """The result is a module, journaled by name."""
+
+    module: str
+
+    def restore(self, restored: Mapping[str, Any]) -> tuple[Any, str | None]:
+        values, failed = unpack_namespace({}, {"_": self.module})
+        return values.get("_"), failed.get("_")
+
+
+@dataclass(frozen=True)
+class DisplayedResult:
+    """A result that could not be pickled: how it was displayed, shown again as a :class:`RecordedResult`."""
+
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+
+    def restore(self, restored: Mapping[str, Any]) -> tuple[Any, str | None]:
+        return RecordedResult(self.data, self.metadata), None
+
+
+CellResult = NamedResult | PickledResult | ModuleResult | DisplayedResult
+
+
+@dataclass(frozen=True)
+class CellOutcome:
+    """The outcome of one execution (or reconciliation) of a cell, as journaled in call 0."""
+
+    values: dict[str, bytes] = field(default_factory=dict)
+    """Bound name -> pickled value."""
+    modules: dict[str, str] = field(default_factory=dict)
+    """Bound name -> module name (modules are journaled by name)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Name (or "the cell's result") -> why it could not be journaled."""
+    deletes: tuple[str, ...] = ()
+    """Names the cell deleted."""
+    outputs: tuple[Output, ...] = ()
+    """stdout, stderr and display outputs, in the order they appeared."""
+    result: CellResult | None = None
+    """The value of the cell's last expression; None when there is none, it was None, or the cell ended in ``;``."""
+
+    @property
+    def restorable(self) -> list[str]:
+        """Every name a restore brings back, sorted (values, then modules)."""
+        return sorted(self.values) + sorted(self.modules)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The journaled form: a dict of builtins only (see the module docstring)."""
+        return {
+            "format": OUTCOME_FORMAT, "values": dict(self.values), "modules": dict(self.modules),
+            "skipped": dict(self.skipped), "deletes": list(self.deletes), "outputs": list(self.outputs),
+            "result": _result_payload(self.result),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> CellOutcome:
+        """Read a journaled outcome back (format 1, as every version so far wrote it)."""
+        return cls(
+            values=dict(payload["values"]), modules=dict(payload["modules"]), skipped=dict(payload["skipped"]),
+            deletes=tuple(payload["deletes"]), outputs=tuple(payload["outputs"]),
+            result=_result_from_payload(payload["result"]),
+        )
+
+
+def _result_payload(result: CellResult | None) -> tuple[Any, ...] | None:
+    if result is None:
+        return None
+    if isinstance(result, NamedResult):
+        return ("name", result.name)
+    if isinstance(result, PickledResult):
+        return ("pickle", result.data)
+    if isinstance(result, ModuleResult):
+        return ("module", result.module)
+    return ("recorded", result.data, result.metadata)
+
+
+def _result_from_payload(packed: tuple[Any, ...] | list[Any] | None) -> CellResult | None:
+    if packed is None:
+        return None
+    kind = packed[0]
+    if kind == "name":
+        return NamedResult(packed[1])
+    if kind == "pickle":
+        return PickledResult(packed[1])
+    if kind == "module":
+        return ModuleResult(packed[1])
+    if kind == "recorded":
+        return DisplayedResult(packed[1], packed[2])
+    raise ValueError(f"unknown cell result kind {kind!r} in a journaled cell outcome; "
+                     f"it was written by a newer durable_nb: upgrade durable_nb to replay it")
+
+
+def pack_result(
+    last: ast.Expression | None, result: Any, values: Mapping[str, bytes], skipped: dict[str, str], fmt: Formatter
+) -> CellResult | None:
+    """How a cell's result is journaled; one that cannot be pickled is noted in ``skipped`` and kept as displayed."""
+    if last is None or result is None:
+        return None
+    if isinstance(last.body, ast.Name) and last.body.id in values:
+        return NamedResult(last.body.id)  # do not journal a big value twice
+    try:
+        kind, data = pack_value(result)
+    except Exception as exc:
+        skipped["the cell's result"] = f"{type(result).__name__}: {type(exc).__name__}"
+        shown, metadata = fmt(result)
+        return DisplayedResult(shown, metadata)
+    return ModuleResult(data) if kind == "module" else PickledResult(data)
+
+
+def executed_outcome(
+    binds: tuple[str, ...],
+    deletes: tuple[str, ...],
+    ns: Mapping[str, Any],
+    outputs: list[Output],
+    last: ast.Expression | None,
+    result: Any,
+    fmt: Formatter | None,
+) -> CellOutcome:
+    """The outcome of a body that ran in ``ns``; ``fmt=None`` leaves the result out (a cell ending in ``;``)."""
+    packed = pack_namespace(binds, ns)
+    cell_result = None if fmt is None else pack_result(last, result, packed.values, packed.skipped, fmt)
+    return CellOutcome(
+        values=packed.values, modules=packed.modules, skipped=packed.skipped,
+        deletes=tuple(n for n in deletes if n not in ns), outputs=tuple(outputs), result=cell_result,
+    )
+
+
+def reconciled_outcome(name: str, values: Any) -> CellOutcome:
+    """The outcome a ``--reconciler``'s dict ``{name: value}`` is journaled as."""
+    if not isinstance(values, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in values):
+        raise TypeError(
+            f"%%durable {name} --reconciler must return the cell's outputs as a dict "
+            f"{{variable name: value}}, got {type(values).__name__}"
+        )
+    packed = pack_namespace(list(values), values)
+    return CellOutcome(values=packed.values, modules=packed.modules, skipped=packed.skipped)

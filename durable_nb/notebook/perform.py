@@ -1,0 +1,234 @@
+"""The cell as a durable call, wherever it runs: :func:`perform_cell`, :class:`CellRun`, :class:`CellAction`.
+
+:func:`perform_cell` is the one place a cell is performed inside its open run:
+call 0 (``cell:NAME``) goes through :meth:`Journal.begin` and
+:meth:`Journal.perform` (the replay rules decide), the body (or the cell's
+``--reconciler``) runs in between, and the journaled :class:`CellOutcome` comes
+back. The kernel calls it with a body that runs in the notebook namespace
+(:mod:`durable_nb.notebook.kernel`); a Flink worker calls it through
+:class:`CellRun`, with a body that runs in a fresh namespace. :func:`run_body` is
+the one piece of code that executes a cell's statements and evaluates its last
+expression, for those two and for :class:`CellAction` (``--map``).
+
+This module does not import IPython: :class:`CellRun` and :class:`CellAction`
+are cloudpickled to Flink workers, which import this module and not the magics.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import linecache
+import traceback
+import types
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..journal.records import CallRecord
+from ..journal.replay import Decision, Journal, Step
+from .cell import CellAnalysis, analyze, split_last_expression
+from .outcome import CellOutcome, executed_outcome, reconciled_outcome
+from .outputs import OutputRecorder
+from .runids import cell_call_id
+
+#: Attribute of an exception raised by a cell in a Flink worker: what the cell printed before it.
+WORKER_OUTPUTS = "_durable_nb_outputs"
+#: Names ``--map`` binds inside the cell; never part of its result.
+MAP_RESERVED = ("record", "ctx")
+
+#: ``compile(source, filename, mode)``: the builtin, or the shell's caching compiler.
+Compiler = Callable[..., types.CodeType]
+#: Runs the body once: the outcome to journal and the live value of the cell's last expression.
+Body = Callable[[], tuple[CellOutcome, Any]]
+
+
+def run_body(
+    tree: ast.Module, filename: str, glob: dict[str, Any], ns: dict[str, Any] | None = None,
+    compiler: Compiler = compile,
+) -> tuple[ast.Expression | None, Any]:
+    """Execute a cell's statements, then evaluate its last expression; ``(that expression, its value)``.
+
+    ``compiler`` is the shell's caching compiler in the kernel (so tracebacks show
+    the cell's lines), the builtin ``compile`` elsewhere.
+    """
+    __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
+    body, last = split_last_expression(tree)
+    local = glob if ns is None else ns
+    exec(compiler(body, filename, "exec"), glob, local)
+    if last is None:
+        return None, None
+    return last, eval(compiler(last, filename, "eval"), glob, local)
+
+
+@dataclass(frozen=True)
+class ParsedCell:
+    """One ``%%durable NAME`` cell, parsed once: what every path that runs it needs."""
+
+    name: str
+    source: str
+    """The cell's Python source, after IPython's transformations (``%magic`` lines are calls by then)."""
+    tree: ast.Module
+    analysis: CellAnalysis
+
+    @classmethod
+    def parse(cls, name: str, source: str) -> ParsedCell:
+        tree = ast.parse(source)
+        return cls(name, source, tree, analyze(tree))
+
+
+@dataclass(frozen=True)
+class Performed:
+    """What :func:`perform_cell` did for call 0 of a cell's run."""
+
+    decision: Decision | None
+    """EXECUTE, REEXECUTE or RECONCILE; None when the record was already terminal (replay ``recorded``)."""
+    outcome: CellOutcome | None = None
+    """The outcome journaled just now (None with ``decision`` None)."""
+    recorded: CallRecord | None = None
+    """The terminal record found when ``decision`` is None."""
+    value: Any = None
+    """The live result of an executed body, or the dict a reconciler returned; not journaled as such."""
+
+
+def perform_cell(
+    journal: Journal,
+    name: str,
+    args_digest: str,
+    body: Body,
+    reconciler: Callable[[], Any] | None = None,
+    before_reexecute: Callable[[], None] | None = None,
+) -> Performed:
+    """Perform call 0 of a cell's run by the replay rules; an exception from the body is journaled and raised.
+
+    ``before_reexecute`` is told when an earlier attempt died mid-way and the body
+    runs again (the kernel says so before the body's own output starts).
+    """
+    __tracebackhide__ = True
+    step = journal.begin(cell_call_id(name), args_digest, reconciler is not None)
+    if not isinstance(step, Step):  # finished by another attempt since the caller looked
+        journal.keep_rest()
+        return Performed(None, recorded=step)
+    live: list[Any] = []
+    if step.decision is Decision.RECONCILE:
+        assert reconciler is not None
+        journal.keep_rest()  # the reconciled outcome accounts for the body's calls too
+
+        def run() -> dict[str, Any]:
+            values = reconciler()
+            outcome = reconciled_outcome(name, values)
+            live.append(values)
+            return outcome.to_payload()
+    else:
+        if step.decision is Decision.REEXECUTE and before_reexecute is not None:
+            before_reexecute()
+
+        def run() -> dict[str, Any]:
+            outcome, value = body()
+            live.append(value)
+            return outcome.to_payload()
+
+    payload = journal.perform(step, run)
+    return Performed(step.decision, CellOutcome.from_payload(payload), value=live[0])
+
+
+class CellRun:
+    """A plain ``%%durable NAME --runner flink`` cell as the one-record action ``action(None, ctx)``.
+
+    Built in the kernel, cloudpickled with the cell's source and the notebook
+    values it reads, called in a Flink worker inside the cell's run (which
+    ``FlinkRunner.run`` opens there). It performs the cell with
+    :func:`perform_cell`, as the kernel does, and returns the :class:`Performed`
+    without its live value (the kernel restores from the journaled outcome).
+    Only stdout and stderr are recorded there: a worker has no display
+    publisher, so ``display(obj)`` prints ``repr(obj)`` and rich MIME output is lost.
+    """
+
+    def __init__(
+        self, cell: ParsedCell, env: dict[str, Any], args_digest: str, quiet: bool,
+        reconciler: Callable[[], Any] | None = None,
+    ) -> None:
+        self.name = cell.name
+        self.source = cell.source  # not the tree: the worker parses it again (smaller to ship)
+        self.env = env
+        self.binds = cell.analysis.binds
+        self.deletes = cell.analysis.deletes
+        self.args_digest = args_digest
+        self.quiet = quiet
+        self.reconciler = reconciler
+
+    def __repr__(self) -> str:
+        return f"<CellRun cell:{self.name}>"
+
+    def __call__(self, _value: Any, ctx: Any) -> Performed:
+        done = perform_cell(ctx.journal, self.name, self.args_digest, self._execute, self.reconciler)
+        return Performed(done.decision, done.outcome, done.recorded)
+
+    def _execute(self) -> tuple[CellOutcome, Any]:
+        """Run the body in a fresh namespace, recording what it prints."""
+        filename = f"<durable cell {self.name}>"
+        linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
+        ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__", **self.env}
+        recorder = OutputRecorder(None)
+        try:
+            with recorder.streams():
+                last, result = run_body(ast.parse(self.source), filename, ns)
+        except Exception as exc:
+            attach_worker_details(exc, recorder.outputs, filename)
+            raise
+        fmt = None if self.quiet else _plain_text
+        return executed_outcome(self.binds, self.deletes, ns, recorder.outputs, last, result, fmt), None
+
+
+def _plain_text(value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A worker has no display formatter: an unpicklable result is kept as its repr."""
+    return {"text/plain": repr(value)}, {}
+
+
+def attach_worker_details(exc: Exception, outputs: list[Any], filename: str) -> None:
+    """Keep what a failing cell printed, and where in the cell it failed, on the exception itself.
+
+    Both travel with the pickled exception to the kernel (and into the FAILED
+    record): the kernel shows the outputs, and the traceback from the worker
+    (which pickling drops) is added as a note.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    lines = traceback.format_tb(tb) if tb is not None else []
+    with contextlib.suppress(Exception):
+        setattr(exc, WORKER_OUTPUTS, list(outputs))
+        exc.add_note("Raised in the Flink worker running the cell:\n" + "".join(lines).rstrip())
+
+
+class CellAction:
+    """A ``%%durable --map`` cell as an action ``action(record, ctx)``.
+
+    Holds the cell's source and the notebook values it reads (not code objects),
+    so it cloudpickles to Flink workers; each call executes the cell in a fresh
+    namespace with ``record`` and ``ctx`` bound. Its result is the value of the
+    cell's last expression, else a dict of the names the cell assigned.
+    """
+
+    def __init__(self, name: str, source: str, env: dict[str, Any], binds: tuple[str, ...]) -> None:
+        self.name = name
+        self.source = source
+        self.env = env
+        self.binds = binds
+
+    def __repr__(self) -> str:
+        return f"<CellAction cell:{self.name}>"
+
+    def __call__(self, record: Any, ctx: Any) -> Any:
+        __tracebackhide__ = True
+        ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__", **self.env}
+        ns["record"] = record
+        ns["ctx"] = ctx
+        last, result = run_body(ast.parse(self.source), f"<durable cell {self.name}>", ns)
+        if last is not None:
+            return result
+        return {
+            n: ns[n] for n in self.binds
+            if n in ns and n not in MAP_RESERVED and not isinstance(ns[n], types.ModuleType)
+        }

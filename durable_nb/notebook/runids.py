@@ -1,0 +1,46 @@
+"""How ``%%durable`` cells are named in the journal: call ids and run ids.
+
+A cell ``%%durable NAME`` is run ``cell:NAME:<digest16>``, the digest covering the
+cell's code and the values it reads; call 0 of that run (call id ``cell:NAME``)
+is the cell itself. ``--rerun`` never overwrites history: it opens
+``cell:NAME:<digest16>#2`` (then ``#3`` ...), and later replays use the newest.
+``--map`` runs are ``cell:NAME/<key>#<seq>`` (see :mod:`durable_nb.runners.mapping`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..journal.store import Store
+
+
+def cell_call_id(name: str) -> str:
+    """Call id of the cell's own journal entry (index 0 of its run)."""
+    return f"cell:{name}"
+
+
+def cell_run_base(name: str, digest: str) -> str:
+    """Run id of the first attempt of one version (code and inputs) of a cell."""
+    return f"cell:{name}:{digest[:16]}"
+
+
+def attempts(store: Store, base: str) -> tuple[str | None, str]:
+    """The newest existing run of a cell version (``base``, ``base#2`` ...), and the id a rerun would use."""
+    if store.run(base) is None:
+        return None, base
+    latest, n = base, 2
+    while store.run(f"{base}#{n}") is not None:
+        latest, n = f"{base}#{n}", n + 1
+    return latest, f"{base}#{n}"
+
+
+def belongs_to(run_id: str, name: str) -> bool:
+    """Whether a run is one of cell ``name``'s (any version, rerun or ``--map`` record)."""
+    return run_id.startswith((f"cell:{name}:", f"cell:{name}/"))
+
+
+def latest_run_of(store: Store, name: str) -> str | None:
+    """The run of cell ``name`` written last, or None if the cell never ran in this store."""
+    runs = [r for r in store.runs() if belongs_to(r.run_id, name)]
+    return max(runs, key=lambda r: r.updated_at).run_id if runs else None

@@ -1,0 +1,324 @@
+"""Time travel on notebook cells: ``%%durable --dry``, ``%durable_fork``, ``%durable_prune``.
+
+A ``%%durable NAME`` cell is run ``cell:NAME:<digest16>`` (``#2``, ``#3`` ... for
+reruns, see :mod:`.runids`), whose call 0 is the cell itself and whose calls 1, 2
+... are the ``durable_execute`` calls its body makes. That shape decides how the
+journal-level time-travel tools apply to a cell:
+
+* **Dry replay** (:func:`dry_cell`). A cell whose record is finished replays as a
+  whole (nothing runs); a cell with no record of this version would execute. A
+  cell that died mid-way (call 0 PENDING) would run its body again, so the body is
+  run against :class:`~durable_nb.journal.timetravel.DryJournal` from call 1 on,
+  in a *copy* of the notebook namespace with its printed output swallowed: the
+  report names the first inner call that would not replay, and neither the
+  notebook's variables nor the journal change.
+* **Fork** (:func:`fork_cell`). ``store.fork`` copies a prefix of a run verbatim,
+  call 0 included, and a copied, finished call 0 would make the cell replay as a
+  whole. A cell fork therefore keeps call 0 *open* (PENDING, as a crash leaves it)
+  and copies calls ``1..K-1`` with their recorded outcomes, through the journal
+  under the run's lease. The fork gets the id a ``--rerun`` of that cell version
+  would get, so the next run of the unchanged cell reopens it: its body runs
+  again, calls ``1..K-1`` replay, ``K`` on execute. If the cell is edited before
+  it runs, :func:`adopt_fork` moves the same prefix to the new version's run, so
+  an edit after the fork point keeps what came before it. Either way the fork
+  records its parent (``store.set_lineage``), as ``store.fork`` does.
+* **Retention** (:func:`parse_age`) is ``store.prune`` with notebook spellings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+from IPython.core.error import UsageError
+
+from ..errors import AwaitingInput, NonDeterminismError
+from ..journal.context import open_run
+from ..journal.records import CallRecord, Outcome, RunRecord, Status, encode_prompt
+from ..journal.replay import Decision
+from ..journal.store import Store
+from ..journal.timetravel import DryRunReport, DryStep, dry_run
+from .cell import input_digest, select_inputs, source_fingerprint
+from .perform import ParsedCell
+from .perform import run_body as perform_run_body
+from .runids import attempts, belongs_to, cell_call_id, cell_run_base
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``45m``, ``90s``, ``2w`` (a bare number is days) as a timedelta."""
+    match = _AGE.match(text)
+    if match is None:
+        raise ValueError(f"cannot read {text!r} as an age; write a number and a unit: 30d, 12h, 45m, 90s, 2w")
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+# -- fork ------------------------------------------------------------------------------------
+
+
+class _Built(BaseException):
+    """Leaves the freshly built run exactly as a crash would (call 0 PENDING, run RUNNING)."""
+
+
+def _build_cell_run(store: Store, name: str, run_id: str, args_digest: str, copies: list[CallRecord]) -> None:
+    """Write run ``run_id``: call 0 (the cell) PENDING, then ``copies`` with their recorded outcomes.
+
+    Written through the journal under the run's lease (``open_run``): each copy is
+    journaled PENDING and then completed with the recorded status, origin, payload
+    and previews, the same two transitions a real call makes.
+    """
+    try:
+        with open_run(store, run_id) as ctx:
+            journal = ctx.journal
+            journal.begin(cell_call_id(name), args_digest, False)
+            for rec in copies:
+                step = journal.begin(rec.call_id, rec.args_digest, False)
+                assert not isinstance(step, CallRecord) and rec.origin is not None and rec.payload is not None
+                if rec.prompt is not None:
+                    store.set_prompt(run_id, step.index, encode_prompt(rec.prompt, rec.choices))
+                store.complete_call(
+                    run_id, step.index, Outcome(rec.status, rec.payload, rec.result_preview, rec.error_preview),
+                    origin=rec.origin, finished_at=rec.finished_at if rec.finished_at is not None else time.time(),
+                )
+            raise _Built
+    except _Built:
+        pass
+
+
+def cell_source_run(store: Store, name: str, run_id: str | None = None) -> RunRecord:
+    """The run a cell fork starts from: ``run_id`` (one of the cell's), else the cell's latest plain run."""
+    if run_id is not None:
+        run = store.run(run_id)
+        if run is None or not belongs_to(run_id, name):
+            raise ValueError(f"run {run_id!r} is not a run of cell {name!r}; %durable_journal {name} lists them")
+        return run
+    runs = [r for r in store.runs() if r.run_id.startswith(f"cell:{name}:")]
+    if not runs:
+        raise ValueError(f"no record of cell {name!r} in {store!r}: run the cell first, then fork it")
+    return max(runs, key=lambda r: (r.updated_at, r.created_at))
+
+
+def fork_cell(store: Store, name: str, at: int, run_id: str | None = None) -> tuple[str, RunRecord]:
+    """Fork cell ``name``'s latest run (or ``run_id``) so its next run continues from call ``at``.
+
+    Returns the new run id and the source run. ``at`` counts as the journal shows
+    it: call 0 is the cell, so ``at=1`` keeps none of its inner calls and ``at=3``
+    keeps calls 1 and 2. Refused (``ValueError``, nothing written): ``at`` outside
+    ``1..number of calls``, or a PENDING call among the kept ones.
+    """
+    source = cell_source_run(store, name, run_id)
+    calls = store.calls(source.run_id)
+    if not calls or calls[0].call_id != cell_call_id(name):
+        raise ValueError(f"run {source.run_id!r} is not a plain %%durable {name} cell run (a --map record?); "
+                         f"fork it with store.fork({source.run_id!r}, at=...) and run the action on the fork")
+    if not 1 <= at <= len(calls):
+        raise ValueError(f"--at {at} is outside 1..{len(calls)} for run {source.run_id!r} (call 0 is the cell "
+                         f"itself; --at 1 keeps none of its calls, --at {len(calls)} keeps them all)")
+    kept = calls[1:at]
+    for rec in kept:
+        if rec.status is Status.PENDING:
+            raise ValueError(
+                f"call {rec.index} ({rec.call_id}) of run {source.run_id!r} is PENDING: copying it would let two "
+                f"runs recover the same side effect. Fork at --at {rec.index}, or settle it first "
+                f"(run the cell again, or ReconcilePanel).")
+    base = source.run_id.split("#", 1)[0]
+    _, new_id = attempts(store, base)
+    _build_cell_run(store, name, new_id, calls[0].args_digest, kept)
+    store.set_lineage(new_id, source.run_id, at)
+    return new_id, source
+
+
+def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str | None:
+    """Move a pending cell fork to the cell's current version; the run id the cell will reopen.
+
+    Nothing to do (returns ``fork_id``) when the fork already is the current
+    version's latest run. Returns None when the fork is gone or has run already
+    (it is no longer just a prefix): the cell then runs as usual.
+    """
+    latest, following = attempts(store, cell_run_base(name, args_digest))
+    if latest == fork_id:
+        return fork_id
+    calls = store.calls(fork_id)
+    run = store.run(fork_id)
+    if run is None or not calls or calls[0].status is not Status.PENDING or run.attempts > 1:
+        return None
+    target = following if latest is not None else cell_run_base(name, args_digest)
+    _build_cell_run(store, name, target, args_digest, calls[1:])
+    if run.parent_run_id is not None and run.forked_at is not None:
+        store.set_lineage(target, run.parent_run_id, run.forked_at)
+    store.delete_run(fork_id)
+    return target
+
+
+# -- dry replay ---------------------------------------------------------------------------------
+
+
+def dry_cell(
+    store: Store, name: str, args_digest: str, run_id: str | None, run_body: Callable[[dict[str, Any]], Any],
+    namespace: dict[str, Any], has_reconciler: bool, *, same_version: bool = True,
+) -> DryRunReport:
+    """What running cell ``name`` now would do with run ``run_id``, with nothing executed and nothing written.
+
+    ``run_id`` is the run the cell would reopen (None: no record at all); with
+    ``same_version=False`` it is a run of another version of the cell (or a pending
+    fork), and only the calls inside the body are compared. ``run_body(ns)`` runs
+    the cell's statements in ``ns`` (a copy of ``namespace``).
+    """
+    call_id = cell_call_id(name)
+    recorded = store.call(run_id, 0) if run_id is not None else None
+    if recorded is None:
+        step = DryStep(0, Decision.EXECUTE, call_id, args_digest, None)
+        return DryRunReport(run_id or cell_run_base(name, args_digest), 0, Decision.EXECUTE, None, call_id,
+                            args_digest, step.rule + " (no record of this cell)", 0, steps=(step,))
+    assert run_id is not None
+    if same_version and recorded.status is not Status.PENDING:
+        step = DryStep(0, Decision.REPLAY, call_id, recorded.args_digest, recorded)
+        return DryRunReport(run_id, None, None, None, None, None,
+                            "the cell's record is finished: it replays as a whole (names, outputs); nothing runs",
+                            1, result_preview=recorded.result_preview, steps=(step,))
+    if same_version and has_reconciler:
+        step = DryStep(0, Decision.RECONCILE, call_id, recorded.args_digest, recorded)
+        return DryRunReport(run_id, 0, Decision.RECONCILE, recorded, call_id, recorded.args_digest, step.rule, 0,
+                            steps=(step,))
+
+    def body(ctx: Any) -> Any:
+        ctx.journal.cursor = 1  # call 0 is the cell itself: its body runs again; check the calls inside it
+        ns = dict(namespace)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return run_body(ns)
+
+    return dry_run(store, run_id, body)
+
+
+def dry_target(store: Store, name: str, args_digest: str, pending_fork: str | None) -> tuple[str | None, bool]:
+    """The run a ``--dry`` cell is compared with, and whether it is a run of the cell's current version.
+
+    The pending fork if there is one; else the latest run of this version; else the
+    cell's latest plain run of another version (what ``%durable_fork`` would start from).
+    """
+    latest, _ = attempts(store, cell_run_base(name, args_digest))
+    if pending_fork is not None and store.run(pending_fork) is not None:
+        return pending_fork, latest == pending_fork
+    if latest is not None:
+        return latest, True
+    try:
+        return cell_source_run(store, name).run_id, False
+    except ValueError:
+        return None, False
+
+
+def fork_hint(name: str, report: DryRunReport, same_version: bool) -> str | None:
+    """The line telling how to keep what replays when the report is about another version of the cell."""
+    if same_version:
+        return None
+    at = report.stopped_at if report.stopped_at is not None else 1 + report.replayed
+    head = (f"durable: compared with run {report.run_id!r} of cell {name!r} (no record of this version: a run "
+            f"now would start a new run and execute every call)")
+    if at < 2:
+        return head
+    return f"{head}; to keep calls 1..{at - 1} of that run: %durable_fork {name} --at {at}"
+
+
+# -- a cell body stopped by the journal, not failed ------------------------------------------------
+
+
+class _CellStopped(BaseException):
+    """Carries an exception out of ``Journal.perform`` for call 0 without journaling it as the cell's failure."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+def stoppable(body: Callable[[], Any]) -> Callable[[], Any]:
+    """The cell body, with the journal's own stops passed through instead of recorded as the cell's outcome.
+
+    A body stopped by an unanswered ``durable_input`` (:class:`AwaitingInput`) or by
+    strict mode (:class:`NonDeterminismError`) did not fail: recording that as call
+    0's outcome would make every later run of the cell replay the stop. Call 0
+    stays PENDING instead, as after a crash, so the next run of the cell runs the
+    body again and its calls replay up to the answer (or the fixed call).
+    """
+
+    def run() -> Any:
+        __tracebackhide__ = True
+        try:
+            return body()
+        except (AwaitingInput, NonDeterminismError) as exc:
+            raise _CellStopped(exc) from None
+
+    return run
+
+
+@contextlib.contextmanager
+def unwrap_stopped() -> Iterator[None]:
+    """Inside ``open_run``: re-raise the original stop, so the run closes WAITING (input) or FAILED (strict)."""
+    __tracebackhide__ = True
+    try:
+        yield
+    except _CellStopped as stopped:
+        raise stopped.exc from None
+
+
+# -- what the magics call (parsed arguments in, printed lines out) --------------------------------
+
+
+def cell_inputs_digest(shell: Any, cell: ParsedCell) -> str:
+    """The cell's input digest, as :func:`~durable_nb.notebook.kernel.cell_inputs` computes it."""
+    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden)
+    user_module = getattr(shell.user_module, "__name__", "__main__")
+    return input_digest(source_fingerprint(cell.tree), inputs, user_module)
+
+
+def run_dry(shell: Any, cell: ParsedCell, store: Store, has_reconciler: bool, pending_fork: str | None) -> DryRunReport:
+    """``%%durable NAME --dry``: the report (the cell's result); a hint line when comparing with another version."""
+    name = cell.name
+    args_digest = cell_inputs_digest(shell, cell)
+    run_id, same = dry_target(store, name, args_digest, pending_fork)
+    filename = f"<durable cell {name} (dry)>"
+    report = dry_cell(store, name, args_digest, run_id,
+                      lambda ns: perform_run_body(cell.tree, filename, ns)[1], dict(shell.user_ns), has_reconciler,
+                      same_version=same)
+    hint = None if run_id == pending_fork else fork_hint(name, report, same)
+    if hint:
+        print(hint)
+    return report
+
+
+def run_fork(store: Store, name: str, at: int, run_id: str | None, forks: dict[str, str]) -> str:
+    """``%durable_fork NAME --at K``: fork, remember the fork for the cell, say what happens next."""
+    try:
+        new_id, source = fork_cell(store, name, at, run_id)
+    except ValueError as exc:
+        raise UsageError(f"%durable_fork {name} --at {at}: {exc}") from None
+    forks[name] = new_id
+    kept = "none of its calls" if at == 1 else f"calls 1..{at - 1}"
+    print(f"durable: forked cell {name!r}: run {new_id!r} keeps {kept} of {source.run_id!r}; the next run of "
+          f"the cell replays them and executes from call {at} on")
+    return new_id
+
+
+def run_prune(store: Store, args: Any) -> list[RunRecord]:
+    """``%durable_prune ...``: ``store.prune`` with the parsed options; prints what went (or would go)."""
+    if args.older_than is None and args.keep_last is None and args.status is None:
+        raise UsageError("%durable_prune: give at least one of --older-than AGE, --keep-last N, --status S "
+                         "(e.g. %durable_prune --older-than 30d --dry-run); with none it would remove every run")
+    try:
+        older = parse_age(args.older_than) if args.older_than is not None else None
+        statuses = [s.strip().upper() for s in args.status.split(",")] if args.status else None
+        status: Any = statuses if statuses is None or len(statuses) > 1 else statuses[0]  # prune takes several too
+        removed = store.prune(older_than=older, keep_last=args.keep_last, status=status,
+                              include_pending=args.include_pending, dry_run=args.dry_run)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"%durable_prune: {exc}") from None
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"durable: {verb} {len(removed)} run{'' if len(removed) == 1 else 's'}"
+          + "".join(f"\n  {r.run_id}  {r.status.value}" for r in removed))
+    return removed

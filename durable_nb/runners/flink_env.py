@@ -1,0 +1,399 @@
+"""Where Flink jobs run: Java, the gateway JVM, shipping code to workers, and the job's configuration.
+
+The job itself (what runs per record) is :mod:`durable_nb.runners.flink_job`;
+this module only prepares the ground it runs on:
+
+* :func:`check_java` - Flink 2.x needs Java 11+; a clear :class:`FlinkSetupError` otherwise.
+* :func:`gateway` - PyFlink's one JVM per process, started once, with its stdout in
+  a log folder instead of the notebook.
+* :func:`prepare` - what every durable job needs on its environment, whoever
+  built it: Python workers as processes started with this interpreter
+  (``sys.executable``), and a copy of the ``durable_nb`` package attached with
+  ``python.files``, so workers need no install of their own beyond apache-flink.
+* :func:`environment` - the mini-cluster, or a running cluster through the public
+  remote settings (``execution.target: remote``, ``rest.address``, ``rest.port``).
+* :class:`StoreSpec` - how a worker reopens the store; SQLite is refused for a cluster
+  on other machines (its WAL is not safe on network filesystems: use PostgreSQL).
+* :func:`user_modules_by_value` - ship the user's own modules inside the job.
+Private PyFlink details go through :mod:`durable_nb.runners.compat`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+import os
+import pickle
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from ..errors import DurableError
+from ..journal.store import Store
+from . import compat
+
+__all__ = ["EnvOptions", "FlinkJobError", "FlinkSetupError", "StoreSpec", "check_java", "environment", "gateway",
+           "prepare", "store_spec", "user_modules_by_value"]
+
+#: Flink 2.x runs on Java 11, 17 and 21.
+MIN_JAVA = 11
+INSTALL_HINT = "FlinkRunner needs apache-flink: pip install 'durable_nb[flink]'"
+#: Prefix of a setup problem a worker raises; found again in the Java trace by the client.
+SETUP_MARKER = "durable_nb-flink-setup:"
+_PG_HINT = (
+    "A SQLite journal is for one machine (its WAL is not safe on a network filesystem, so a shared "
+    "disk is no answer): journal in PostgreSQL, e.g. "
+    "FlinkRunner(dnb.PostgresStore('postgresql://user@db-host:5432/journal'), jobmanager=...)."
+)
+
+
+class FlinkSetupError(DurableError):
+    """Flink cannot run these actions here: Java missing or too old, or a store the workers cannot reach."""
+
+
+class FlinkJobError(DurableError):
+    """The Flink job failed for good (its restart attempts were used up); the cause is in the message."""
+
+
+# ---------------------------------------------------------------- Java and PyFlink
+
+
+def require_pyflink() -> None:
+    try:
+        import pyflink
+    except ImportError:
+        raise ImportError(INSTALL_HINT) from None
+    # PyFlink's modules (and Apache Beam, which PyFlink imports when a job is built)
+    # emit deprecation warnings about their own internals at import time; they say
+    # nothing about the user's code, so they are imported here, quietly, once.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import pyflink.datastream
+        import pyflink.fn_execution  # noqa: F401
+
+
+def _java_executable() -> str | None:
+    """The java PyFlink will launch: ``$JAVA_HOME/bin/java``, else ``java`` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = Path(home) / "bin" / "java"
+        return str(candidate) if candidate.exists() else None
+    return shutil.which("java")
+
+
+@functools.cache
+def _java_version(java: str) -> tuple[int, str]:
+    proc = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    text = (proc.stderr or "") + (proc.stdout or "")
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', text)
+    if not match:
+        raise FlinkSetupError(f"could not read the Java version from `{java} -version`: {text.strip()[:200]!r}")
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8.0_392" is Java 8
+        major = int(match.group(2))
+    return major, text.strip().splitlines()[0]
+
+
+def check_java() -> str:
+    """Return the java executable Flink will use; raise :class:`FlinkSetupError` if it is missing or < 11."""
+    java = _java_executable()
+    if java is None:
+        where = f"JAVA_HOME={os.environ['JAVA_HOME']!r} has no bin/java" if os.environ.get("JAVA_HOME") \
+            else "no `java` on PATH and JAVA_HOME is not set"
+        raise FlinkSetupError(
+            f"FlinkRunner needs Java {MIN_JAVA}+ ({where}). Install a JDK/JRE 17 "
+            f"(e.g. `apt-get install openjdk-17-jre-headless`) or point JAVA_HOME at one."
+        )
+    major, banner = _java_version(java)
+    if major < MIN_JAVA:
+        raise FlinkSetupError(
+            f"FlinkRunner needs Java {MIN_JAVA}+, but {java} is {banner!r}. Install Java 17 and put it "
+            f"first on PATH or set JAVA_HOME."
+        )
+    return java
+
+
+def log_dir() -> str:
+    """Where the client JVM writes Flink's logs: FLINK_LOG_DIR, else a per-user temp folder."""
+    path = os.environ.get("FLINK_LOG_DIR") or os.path.join(
+        tempfile.gettempdir(), f"durable_nb-flink-logs-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    )
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+_gateway_lock = threading.Lock()
+
+
+def gateway() -> Any:
+    """PyFlink's one JVM per process, started with its stdout in the log folder, not the notebook.
+
+    ipykernel forwards whatever the kernel's file descriptor 1 receives into the
+    notebook, and PyFlink's launcher lets the JVM inherit it; pointing fd 1 at a
+    log file just while the JVM is spawned keeps Flink's output out of cells.
+    Every job of the process (FlinkRunner, ``durable_process``, plain PyFlink)
+    then shares this JVM.
+    """
+    require_pyflink()
+    import pyflink.java_gateway as jg
+
+    with _gateway_lock:
+        if not compat.gateway_started():
+            check_java()
+            logs = log_dir()
+            os.environ["FLINK_LOG_DIR"] = logs
+            sys.stdout.flush()
+            saved = os.dup(1)
+            try:
+                with open(os.path.join(logs, "client-jvm.out"), "ab") as sink:
+                    os.dup2(sink.fileno(), 1)
+                    jg.get_gateway()
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+    return jg.get_gateway()
+
+
+@functools.cache
+def _checkpoint_dir() -> str:
+    return tempfile.mkdtemp(prefix="durable_nb-checkpoints-")
+
+
+@functools.cache
+def shipped_package() -> str:
+    """A folder holding a copy of this ``durable_nb`` package, attached to jobs with ``python.files``.
+
+    Flink puts the attached folder on the workers' ``sys.path``, so the package
+    must sit *inside* it. Copied once per process, so every job of this session
+    ships the code the notebook runs.
+    """
+    here = Path(__file__).resolve().parent.parent  # the durable_nb package
+    dest = Path(tempfile.mkdtemp(prefix="durable_nb-ship-"))
+    shutil.copytree(here, dest / "durable_nb", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return str(dest)
+
+
+def flink_python_jar() -> str:
+    """The flink-python jar: TaskManagers of a plain cluster lack Flink's Python runtime without it."""
+    from .flink_cluster import flink_home
+
+    jars = sorted((flink_home() / "opt").glob("flink-python*.jar"))
+    if not jars:
+        raise FlinkSetupError(f"no flink-python jar in {flink_home() / 'opt'}; reinstall apache-flink")
+    return str(jars[0])
+
+
+# ---------------------------------------------------------------- the environment
+
+
+@dataclass(frozen=True)
+class EnvOptions:
+    """What a durable job's environment is configured with."""
+
+    checkpoint_interval_ms: int = 500
+    restart_attempts: int = 3
+    restart_delay_ms: int = 500
+    python_executable: str = sys.executable
+    """The interpreter Flink starts workers with: this one, right for a cluster sharing this machine."""
+    address: tuple[str, int] | None = None
+    """``(host, rest port)`` of a running cluster, or None for the local mini-cluster."""
+
+
+def environment(options: EnvOptions) -> Any:
+    """A StreamExecutionEnvironment for ``options``, prepared by :func:`prepare`.
+
+    A running cluster is reached through Flink's public remote-execution settings:
+    ``execution.target: remote``, ``rest.address``, ``rest.port`` (applied with
+    ``configure``: ``get_execution_environment`` itself resets the target to local).
+    """
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+
+    gateway()
+    conf = Configuration()
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", str(options.restart_attempts))
+    conf.set_string("restart-strategy.fixed-delay.delay", f"{options.restart_delay_ms} ms")
+    conf.set_string("execution.checkpointing.interval", f"{options.checkpoint_interval_ms} ms")
+    if options.address is None:
+        # Checkpoints in files, not in the JobManager's memory (capped at 5 MB a state):
+        # a map over a million keys keeps a million sequence numbers. A cluster keeps its own setting.
+        conf.set_string("execution.checkpointing.dir", Path(_checkpoint_dir()).as_uri())
+    with compat.process_workers():
+        env = StreamExecutionEnvironment.get_execution_environment(conf)
+    if options.address is not None:
+        host, port = options.address
+        probe_jobmanager(host, port)
+        remote = Configuration()
+        remote.set_string("execution.target", "remote")
+        remote.set_string("rest.address", host)
+        remote.set_string("rest.port", str(port))
+        env.configure(remote)
+        env.add_jars(Path(flink_python_jar()).as_uri())
+    prepare(env, options.python_executable)
+    return env
+
+
+def prepare(env: Any, python_executable: str | None = None) -> Any:
+    """Make ``env`` able to run durable actions: worker interpreter and the shipped package.
+
+    Idempotent enough to call on a user's environment: ``python.files`` gains the
+    same folder each time. Returns ``env``.
+    """
+    from pyflink.common import Configuration
+
+    conf = Configuration()
+    conf.set_string("python.executable", python_executable or sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    env.configure(conf)
+    env.add_python_file(shipped_package())
+    return env
+
+
+def parse_jobmanager(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"jobmanager must be 'host:port' of the cluster's REST endpoint, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_this_machine(host: str) -> bool:
+    """Whether ``host`` names this machine (loopback or its own name): a cluster that shares our disk."""
+    if host in ("localhost", socket.gethostname(), socket.getfqdn()):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def probe_jobmanager(host: str, port: int) -> None:
+    """Fail in seconds with the address in the message, not after Flink's client retries for a minute."""
+    import json
+    import urllib.request
+
+    url = f"http://{host}:{port}/overview"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            json.load(resp)
+    except Exception as exc:
+        raise FlinkSetupError(
+            f"no Flink JobManager answers at {host}:{port} ({type(exc).__name__}: {exc}); jobmanager= "
+            f"takes the host and REST port of a running cluster (rest.port, 8081 by default)."
+        ) from exc
+
+
+# ---------------------------------------------------------------- the store, seen from a worker
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """How a worker reopens the notebook's store: a SQLite path, or a pickled store object."""
+
+    sqlite_path: str | None
+    """The journal file of a SqliteStore, checked before the store is reopened."""
+    pickled: bytes
+    """The store itself (its path or DSN and its settings, such as ``durability``)."""
+    client_host: str
+
+    def open(self) -> Store:
+        # Unpickling a SqliteStore would *create* an empty journal on a worker that
+        # cannot see the notebook's file: durable in name only. Refuse instead.
+        if self.sqlite_path is not None and not os.path.exists(self.sqlite_path):
+            raise RuntimeError(
+                f"{SETUP_MARKER} the journal {self.sqlite_path} (created on {self.client_host}) does not "
+                f"exist on Flink worker {socket.gethostname()}. {_PG_HINT}"
+            )
+        store: Store = pickle.loads(self.pickled)
+        return store
+
+
+def store_spec(store: Store, *, remote_host: str | None = None) -> StoreSpec:
+    """The spec workers reopen ``store`` from; ``remote_host``: the cluster is on another machine."""
+    from ..stores.memory import MemoryStore
+    from ..stores.sqlite import SqliteStore
+
+    if isinstance(store, MemoryStore):
+        raise FlinkSetupError(
+            "FlinkRunner cannot use a MemoryStore: it lives in this process, and Flink runs actions in "
+            "worker processes that would each journal into their own, forgotten, copy. Use "
+            "SqliteStore('path/journal.db') on this machine's mini-cluster, or a PostgresStore for a "
+            "cluster."
+        )
+    if isinstance(store, SqliteStore) and remote_host is not None:
+        raise FlinkSetupError(
+            f"FlinkRunner: the cluster at {remote_host} runs on another machine, and the journal "
+            f"{store.path} is a SQLite file on this one. {_PG_HINT}"
+        )
+    path = str(store.path) if isinstance(store, SqliteStore) else None
+    try:
+        return StoreSpec(path, cloudpickle.dumps(store), socket.gethostname())
+    except Exception as exc:
+        raise FlinkSetupError(
+            f"FlinkRunner: the store {store!r} cannot be pickled to reach the Flink workers ({exc})."
+        ) from exc
+
+
+# ---------------------------------------------------------------- the user's code, by value
+
+
+def _installed_roots() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages()}
+    roots.update(p for p in sysconfig.get_paths().values() if p)
+    roots.add(str(Path(__file__).resolve().parent.parent))  # durable_nb travels as a package (python.files)
+    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
+
+
+def pickled_by_value(module_name: str) -> bool:
+    """Whether cloudpickle already ships ``module_name`` (or a parent package) by value."""
+    registered = cloudpickle.list_registry_pickle_by_value()
+    parts = module_name.split(".")
+    return any(".".join(parts[:i]) in registered for i in range(1, len(parts) + 1))
+
+
+@contextlib.contextmanager
+def user_modules_by_value() -> Iterator[None]:
+    """Ship the user's own modules' code inside the job while it is being built.
+
+    Workers import installed packages themselves, but not a ``helpers.py`` next to
+    the notebook, nor a test module: cloudpickle would pickle their functions by
+    reference and the workers would fail with ``ModuleNotFoundError``. Every
+    imported module whose file lies outside the interpreter's installation is
+    registered for pickling by value until the job graph is built, then unregistered,
+    so journal payloads written by this process are unaffected.
+    """
+    roots = _installed_roots()
+    registered = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path or name == "__main__" or not path.endswith(".py"):
+            continue
+        if os.path.realpath(path).startswith(roots) or pickled_by_value(name):
+            continue
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except ValueError:  # a module object not (or no longer) in sys.modules under its own name
+            continue
+        registered.append(module)
+    try:
+        yield
+    finally:
+        for module in registered:
+            with contextlib.suppress(ValueError):
+                cloudpickle.unregister_pickle_by_value(module)
+

@@ -1,0 +1,224 @@
+"""What runs in a Flink Python worker for a durable job: one record in, one durable run, one row out.
+
+Shared by :class:`~durable_nb.runners.flink_job.FlinkRunner` and
+:func:`~durable_nb.runners.flink_job.durable_process`:
+
+* :func:`keyed_function` - the ``KeyedProcessFunction``: ``seq`` per key in
+  ValueState, one store per worker opened in ``open()``, the worker's writes
+  flushed at the end of every bundle (so before every checkpoint).
+* :func:`perform` - one record's run, with the failed-record rule of
+  ``LocalRunner.map`` (:func:`~durable_nb.runners.rows.apply_action`).
+* The records file ``FlinkRunner.map`` streams through a FileSource: one line per
+  record, ``partition<TAB>base64(pickle((index, key, record)))``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from ..errors import RunBusyError
+from ..journal.context import RunnerContext, open_run
+from ..journal.records import RunStatus
+from ..journal.store import Store
+from .flink_env import StoreSpec
+from .local import Action, call_action
+from .mapping import Key, key_of, key_text, run_id_for
+from .progress import ReplayCounter
+from .rows import MapRow, WireRow, apply_action
+
+#: How long a worker waits for a run still leased by an attempt Flink is cancelling.
+BUSY_WAIT_S = 60.0
+
+# ---------------------------------------------------------------- one record, in a worker
+
+
+@contextlib.contextmanager
+def open_run_when_free(store: Store, run_id: str, key: Any, strict: bool) -> Iterator[RunnerContext]:
+    """``open_run``, waiting while an attempt Flink is cancelling still holds the run's lease.
+
+    After a failover the old attempt's Python worker may still be finishing the
+    same record; Flink gives the key to the new attempt, the lease makes it wait
+    for the old one rather than interleave journal writes. A lease still held
+    after ``BUSY_WAIT_S`` fails the task, and Flink's restart strategy tries again.
+    """
+    deadline = time.monotonic() + BUSY_WAIT_S
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                ctx = stack.enter_context(open_run(store, run_id, key=key, strict=strict))
+                break
+            except RunBusyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield ctx
+
+
+def perform(store: Store, action: Action, record: Any, run_id: str, key: Any, *,
+            strict: bool) -> tuple[MapRow, bool]:
+    """One record in a worker: its :class:`MapRow` (the rule LocalRunner.map follows), and whether it only replayed.
+
+    An ``Exception`` from the action is the record's FAILED (or WAITING) row, see
+    :func:`~durable_nb.runners.rows.apply_action`. Anything else (a crash, a lease
+    still busy, a store error) propagates and fails the task: Flink restores it
+    from the last checkpoint and the journal replays what was done.
+    """
+    counter = ReplayCounter()
+
+    def call(ctx: RunnerContext) -> Any:
+        if ctx.journal.observer is None:
+            ctx.journal.observer = counter
+        return call_action(action, record, ctx)
+
+    row = apply_action(open_run_when_free(store, run_id, key, strict), call, key, run_id)
+    return row, row.status is RunStatus.COMPLETED and counter.replayed
+
+
+@dataclass(frozen=True, slots=True)
+class Shipped:
+    """A record's outcome on its way from a worker to the notebook (``FlinkRunner``'s collect sink)."""
+
+    index: int
+    """The record's position in the map's input."""
+    wire: WireRow
+    """:meth:`MapRow.to_wire`: the row as plain values, its result or exception pickled."""
+    replayed: bool
+    """Every durable call of the run replayed (for the progress bar)."""
+
+    @property
+    def status(self) -> str:
+        _run_id, status, _payload, _error = self.wire
+        return status
+
+
+# ---------------------------------------------------------------- the records file
+
+
+def partition(key: Any) -> str:
+    """The text Flink partitions by: :func:`key_text`, the text ``seq`` counts by on every runner."""
+    return base64.b64encode(key_text(key).encode()).decode("ascii")
+
+
+def write_records(path: Path, records: list[Any], keys: list[Any]) -> None:
+    """One line per record: ``partition<TAB>base64(pickle((index, key, record)))``."""
+    with open(path, "w", encoding="ascii") as fh:
+        for index, (key, record) in enumerate(zip(keys, records, strict=True)):
+            try:
+                blob = cloudpickle.dumps((index, key, record))
+            except Exception as exc:
+                raise TypeError(
+                    f"FlinkRunner: record {index} ({type(record).__name__}) cannot be pickled to ship it "
+                    f"to the Flink workers ({type(exc).__name__}: {exc}). Records must be plain data."
+                ) from exc
+            fh.write(f"{partition(key)}\t{base64.b64encode(blob).decode('ascii')}\n")
+
+
+def line_key(line: str) -> str:
+    return line[: line.index("\t")]
+
+
+def line_record(line: str) -> tuple[int, Any, Any]:
+    index, key, record = cloudpickle.loads(base64.b64decode(line[line.index("\t") + 1:]))
+    return int(index), key, record
+
+
+# ---------------------------------------------------------------- the process functions
+
+
+@dataclass(frozen=True)
+class MapJob:
+    """Everything a FlinkRunner worker needs, shipped once inside the job graph (records are not)."""
+
+    action: Action
+    name: str
+    store: StoreSpec
+    strict: bool
+    run_id: str | None = None
+    """Set for ``FlinkRunner.run``: the one record's explicit run id."""
+
+
+def keyed_function(body: Callable[[Any, Store, Any, int], Any], init: Any) -> Any:
+    """A KeyedProcessFunction holding ``seq`` per key and one store per worker; built lazily (pyflink)."""
+    from pyflink.common import Types
+    from pyflink.datastream import KeyedProcessFunction
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    from . import compat
+
+    class DurableKeyedProcess(KeyedProcessFunction):  # type: ignore[misc]
+        """seq per key in ValueState; one durable run per element; one store connection per worker."""
+
+        def __init__(self, init: Any) -> None:
+            self.init = init
+
+        def open(self, runtime_context: Any) -> None:
+            self.seq = runtime_context.get_state(ValueStateDescriptor("durable_nb_seq", Types.LONG()))
+            self.store = self.init.store.open()
+            self.span = contextlib.ExitStack()
+            if self.store is not None:
+                # A record's run end is not a durable boundary of its own: the end of
+                # the bundle is, and Flink ends one before every checkpoint, so all
+                # that a checkpoint covers (and the rows it releases) is durable.
+                self.span.enter_context(self.store.boundary())
+                self.span.callback(compat.on_bundle_finish(self.store.flush))
+
+        def close(self) -> None:
+            span = getattr(self, "span", None)
+            if span is not None:
+                span.close()  # unregister, then leave the boundary: everything held is committed
+            store = getattr(self, "store", None)
+            if store is not None:
+                store.close()
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            seq = self.seq.value() or 0
+            # Updated before the action runs: keyed state is only persisted with a
+            # checkpoint, whose barrier comes after this element is fully processed.
+            self.seq.update(seq + 1)
+            yield body(self.init, self.store, value, int(seq))
+
+    return DurableKeyedProcess(init)
+
+
+def map_element(job: MapJob, store: Store, line: str, seq: int) -> Shipped:
+    index, key, record = line_record(line)
+    run_id = job.run_id or run_id_for(job.name, key, seq)
+    row, replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
+    return Shipped(index, row.to_wire(), replayed)
+
+
+# ---------------------------------------------------------------- durable_process
+
+
+@dataclass(frozen=True)
+class StreamJob:
+    action: Action
+    name: str
+    key: Key
+    store: StoreSpec
+    strict: bool
+
+
+def stream_element(job: StreamJob, store: Store, record: Any, seq: int) -> MapRow:
+    key = key_of(record, job.key, seq)
+    run_id = run_id_for(job.name, key, seq)
+    row, _replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
+    return row
+
+
+class KeyText:
+    """The key selector of ``durable_process``: the record's key as partition text."""
+
+    def __init__(self, key: Key) -> None:
+        self.key = key
+
+    def __call__(self, record: Any) -> str:
+        return partition(key_of(record, self.key, -1))

@@ -1,0 +1,111 @@
+"""One record of a ``map``, as both runners report it: :class:`MapRow`, and how a record becomes one.
+
+``LocalRunner.map`` and ``FlinkRunner.map`` share the rule for a record whose
+action raises: an ``Exception`` from the action is that record's FAILED row (the
+run is recorded FAILED by ``open_run``), not an aborted map; a run stopped at an
+unanswered ``durable_input`` is a WAITING row; anything else (a crash, a store
+error) propagates, and the next ``map`` recovers. :func:`apply_action` is that
+rule; :meth:`MapRow.to_wire` / :meth:`MapRow.from_wire` carry a row from a Flink
+worker to the notebook as plain values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import AwaitingInput
+from ..journal import codec
+from ..journal.context import RunnerContext
+from ..journal.records import RunStatus
+
+#: ``(run_id, status, payload, error)``: a row as a worker sends it (payload: the pickled result or exception).
+WireRow = tuple[str, str, "bytes | None", "str | None"]
+
+
+@dataclass(frozen=True)
+class MapRow:
+    """The outcome of one record of a ``map``: one row of the DataFrame it returns."""
+
+    key: Any
+    """The record's key (its position when ``map`` got no ``key=``)."""
+    run_id: str
+    status: RunStatus
+    """COMPLETED, FAILED (the action raised) or WAITING (stopped at an unanswered ``durable_input``)."""
+    result: Any = None
+    """The action's return value (COMPLETED rows only)."""
+    error: str | None = None
+    """``Type: message`` of the exception (FAILED rows); the question asked (WAITING rows)."""
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+    """The exception itself when it is at hand (``run`` re-raises it); not a DataFrame column."""
+
+    @classmethod
+    def failed(cls, key: Any, run_id: str, exc: BaseException) -> MapRow:
+        """The row of a record whose action raised ``exc`` (WAITING for :class:`AwaitingInput`)."""
+        if isinstance(exc, AwaitingInput):  # the error column says what is asked, and how to answer
+            return cls(key, run_id, RunStatus.WAITING, None, str(exc), exc)
+        return cls(key, run_id, RunStatus.FAILED, None, codec.error_preview(exc), exc)
+
+    def as_tuple(self) -> tuple[Any, str, str, Any, str | None]:
+        """``(key, run_id, status, result, error)``: the DataFrame row (status as its plain string)."""
+        return self.key, self.run_id, self.status.value, self.result, self.error
+
+    def to_wire(self) -> WireRow:
+        """The row as plain values for the trip from a Flink worker (the key stays behind, by position).
+
+        A result that cannot be pickled turns the row FAILED, saying why; an
+        exception that cannot be pickled travels as its text only.
+        """
+        if self.status is RunStatus.COMPLETED:
+            try:
+                return self.run_id, self.status.value, codec.dumps(self.result), None
+            except Exception as exc:
+                return self.run_id, RunStatus.FAILED.value, None, (
+                    f"the action's result ({type(self.result).__name__}) cannot be pickled to return it "
+                    f"from Flink: {exc}"
+                )
+        payload: bytes | None = None
+        if self.exception is not None:
+            try:
+                payload = codec.dumps(self.exception)
+            except Exception:
+                payload = None  # the notebook still gets the text preview
+        return self.run_id, self.status.value, payload, self.error
+
+    @classmethod
+    def from_wire(cls, key: Any, wire: WireRow) -> MapRow:
+        """Read back a row a worker sent (unpickles its payload: the job's own output, trusted)."""
+        run_id, status, payload, error = wire
+        value = codec.loads(payload) if payload is not None else None
+        if status == RunStatus.COMPLETED.value:
+            return cls(key, run_id, RunStatus.COMPLETED, value)
+        exc = value if isinstance(value, BaseException) else None
+        return cls(key, run_id, RunStatus(status), None, error, exc)
+
+
+def apply_action(
+    opened: AbstractContextManager[RunnerContext],
+    call: Callable[[RunnerContext], Any],
+    key: Any,
+    run_id: str,
+) -> MapRow:
+    """Call ``call(ctx)`` inside the run ``opened`` opens; an ``Exception`` from it is the record's row.
+
+    The exception is re-raised inside the run, so ``open_run`` records the run
+    FAILED (or WAITING); an error from opening or closing the run itself propagates.
+    """
+    failure: Exception | None = None
+    try:
+        with opened as ctx:
+            try:
+                result = call(ctx)
+            except Exception as exc:
+                failure = exc
+                raise
+    except Exception as exc:
+        if exc is not failure:
+            raise
+        return MapRow.failed(key, run_id, exc)
+    return MapRow(key, run_id, RunStatus.COMPLETED, result)

@@ -1,0 +1,547 @@
+"""A journal in PostgreSQL, shared by many machines: Flink clusters, several kernels.
+
+Same contract as :class:`SqliteStore`. What is different, and why:
+
+* **Leases** are session-level advisory locks (:mod:`.postgres_lease`): they die
+  with their connection, so a run left by a process killed on any machine is
+  taken over at once (within 30 s when the whole machine vanished). The journal's
+  ``runs.owner``/``runs.attempts`` columns fence every write, inside its statement.
+* **Commits.** Every write is one statement where it can be (the fence is part
+  of it), so a durable call costs one round trip and one WAL flush per
+  transition. Under ``durability="call"`` (the default) an outcome is held back
+  and committed in the same statement as the next call's PENDING, the run's end,
+  any read, :meth:`flush`, or within 20 ms (:mod:`.postgres_commit`); concurrent
+  commits from many connections share WAL flushes (PostgreSQL's own group commit).
+  ``"transition"`` commits every outcome on its own; ``"relaxed"`` is ``"call"``
+  with ``synchronous_commit = off``: a killed client leaves what ``"call"`` leaves,
+  but a crash of the *server* (or its machine) may lose the last few hundred
+  milliseconds of commits.
+* **Replays write nothing**: opening a finished run takes the lock and reads; the
+  run row is claimed (``attempts`` + 1, ``owner``) by the first write.
+
+Connections: one per thread (writes), one per store and process for leases;
+reconnected after a failure. A server that is down or refuses raises
+:class:`JournalUnavailableError` naming host, port, database and what to do.
+
+Over 400 lines because it is the whole Store protocol (twenty methods of a few
+statements each, read and write, leases, time travel); everything that is not a
+method of the protocol lives beside it: the SQL (:mod:`.postgres_sql`), schema and
+connection errors (:mod:`.postgres_schema`), advisory locks (:mod:`.postgres_lease`)
+and held-back outcomes (:mod:`.postgres_commit`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import JournalUnavailableError, LeaseLostError, RunBusyError
+from ..journal.history import PruneRule, check_fork
+from ..journal.lease import Lease, describe_owner, owner_is_alive
+from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
+from ..journal.store import Store, check_status
+from . import postgres_sql as q
+from .postgres_commit import HeldOutcomes
+from .postgres_lease import AdvisoryLocks
+from .postgres_schema import Target, connect_hint, create_or_check, masked
+
+try:
+    import psycopg
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "PostgresStore needs psycopg 3: pip install 'durable_nb[postgres]'"
+    ) from exc
+
+DURABILITY = ("call", "transition", "relaxed")
+
+
+class PostgresStore(Store):
+    """A journal in a PostgreSQL database (tables created on first use).
+
+    ``dsn`` is a libpq URL or key=value string, e.g.
+    ``postgresql://user:password@db-host:5432/journal``. Picklable (Flink workers
+    reconnect with the same DSN); ``repr`` hides the password. Loading a journal
+    unpickles nothing.
+    """
+
+    def __init__(self, dsn: str, *, durability: str = "call") -> None:
+        if not isinstance(dsn, str) or not dsn:
+            raise TypeError(f"PostgresStore needs a DSN string like 'postgresql://user@host/db', got {dsn!r}")
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
+        self.dsn = dsn
+        self.durability = durability
+        self.target = Target.of(dsn)
+        self._reset()
+        try:
+            with self._guard("open the journal"):
+                self.schema = create_or_check(self._conn, str(self.target))
+        except BaseException:
+            conn = getattr(self._local, "conn", None)
+            if conn is not None:
+                conn.close()  # a refused database keeps no connection of ours open
+            raise
+        self._locks = AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}")
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """``open_store("postgresql://...?durability=transition")``: the DSN, with durability as a URL parameter."""
+        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        levels = [v for k, v in query if k == "durability"]
+        dsn = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "durability"])))
+        return cls(dsn, durability=levels[-1] if levels else "call")
+
+    def _reset(self) -> None:
+        """Per-process state (a forked child starts with none of its parent's)."""
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._all_conns: list[tuple[threading.Thread, Any]] = []  # (thread it serves, connection)
+        self._cond = threading.Condition(threading.Lock())
+        self._leases: dict[str, Lease] = {}  # owner -> lease
+        self._by_run: dict[str, str] = {}  # run_id -> owner open in this store
+        self._open_status: dict[str, RunStatus | None] = {}  # owner -> run status at open
+        self._outcomes = HeldOutcomes(self._write_outcomes)
+        if hasattr(self, "_locks"):
+            self._locks = AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}")
+
+    def __repr__(self) -> str:
+        extra = "" if self.durability == "call" else f", durability={self.durability!r}"
+        return f"PostgresStore({masked(self.dsn)!r}{extra})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self.dsn, self.durability))
+
+    # -- connections --------------------------------------------------------------------
+
+    def _lease_connect(self) -> Any:
+        return self._connect(register=False)  # lives as long as the store, whichever thread made it
+
+    def _connect(self, register: bool = True) -> Any:
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(self.dsn)
+        defaults: dict[str, Any] = {"connect_timeout": 10, "application_name": "durable_nb", "keepalives": 1,
+                    "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+        extra = {k: v for k, v in defaults.items() if k not in given}
+        with self._guard("connect"):
+            conn = psycopg.connect(self.dsn, autocommit=True, **extra)
+            if self.durability == "relaxed":
+                conn.execute("SET synchronous_commit = off")
+        if not register:
+            return conn
+        with self._cond:
+            # A connection whose thread ended is closed here, so short-lived threads do not leak them.
+            ended = [c for t, c in self._all_conns if not t.is_alive()]
+            self._all_conns = [(t, c) for t, c in self._all_conns if t.is_alive()]
+            self._all_conns.append((threading.current_thread(), conn))
+        for old in ended:
+            with contextlib.suppress(Exception):
+                old.close()
+        return conn
+
+    @property
+    def _conn(self) -> Any:
+        if self._pid != os.getpid():
+            self._reset()
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    @contextlib.contextmanager
+    def _guard(self, doing: str, run_id: str | None = None) -> Iterator[None]:
+        """Turn a lost or refused connection into JournalUnavailableError (the next call reconnects)."""
+        try:
+            yield
+        except JournalUnavailableError as exc:
+            if run_id is None or exc.run_id is not None:
+                raise
+            raise JournalUnavailableError(exc.where, doing, run_id, exc.reason, exc.hint) from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            reason = " ".join(str(exc).split())
+            user, db = self.target.user, self.target.dbname
+            hint = (f"Let user {user!r} create and write the journal's tables: make it the database's owner "
+                    f"(CREATE DATABASE \"{db}\" OWNER \"{user}\") or GRANT CREATE, USAGE ON SCHEMA public TO "
+                    f"\"{user}\" (PostgreSQL 15 no longer lets every user create tables in public).")
+            raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            reason = " ".join(str(exc).split())
+            if doing == "connect":
+                hint = connect_hint(reason, self.target)
+            else:
+                hint = ("The connection was lost (the server restarted, or the network failed); the next "
+                        "call reconnects.")
+            raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
+
+    def close(self) -> None:
+        """Commit held-back outcomes, then close every connection (open runs lose their leases)."""
+        with contextlib.suppress(Exception):
+            self.flush()
+        with self._cond:
+            conns, self._all_conns = [c for _, c in self._all_conns], []
+            self._leases.clear()
+            self._by_run.clear()
+            self._cond.notify_all()
+        self._locks.close()
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+    # -- reading (every read commits held-back outcomes first: what it shows is durable) ---
+
+    def runs(self) -> list[RunRecord]:
+        self.flush()
+        with self._guard("read runs"):
+            return [q.run_record(r) for r in self._conn.execute(q.RUN_SELECT + " ORDER BY r.created_at, r.run_id")]
+
+    def run(self, run_id: str) -> RunRecord | None:
+        self.flush()
+        with self._guard("read a run", run_id):
+            row = self._conn.execute(q.RUN_SELECT + " WHERE r.run_id = %s", (run_id,)).fetchone()
+        return q.run_record(row) if row else None
+
+    def calls(self, run_id: str) -> list[CallRecord]:
+        self.flush()
+        with self._guard("read calls", run_id):
+            return [q.call_record(r, True) for r in self._conn.execute(q.CALLS_OF_RUN, (run_id,))]
+
+    def call(self, run_id: str, index: int) -> CallRecord | None:
+        self.flush()
+        with self._guard("read a call", run_id):
+            row = self._conn.execute(q.ONE_CALL, (run_id, index)).fetchone()
+        return q.call_record(row, True) if row else None
+
+    def discarded(self, run_id: str | None = None) -> list[DiscardedCall]:
+        self.flush()
+        sql, params = q.DISCARDED, ()
+        if run_id is not None:
+            sql, params = sql + " WHERE run_id = %s", (run_id,)  # type: ignore[assignment]
+        with self._guard("read discarded calls", run_id):
+            return [q.discarded_record(r) for r in self._conn.execute(sql + " ORDER BY seq", params)]
+
+    def query_calls(
+        self,
+        *,
+        run_id: str | None = None,
+        status: Status | str | None = None,
+        call_id: str | None = None,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[CallRecord]:
+        self.flush()
+        where, params = q.where(run_id, check_status(status), call_id)
+        sql = f"SELECT {q.CALL_COLS} FROM calls{where} ORDER BY seq LIMIT %s OFFSET %s"
+        with self._guard("query calls", run_id):
+            return [q.call_record(r) for r in self._conn.execute(sql, [*params, limit, offset])]
+
+    def count_calls(
+        self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None
+    ) -> int:
+        self.flush()
+        where, params = q.where(run_id, check_status(status), call_id)
+        with self._guard("count calls", run_id):
+            row = self._conn.execute(f"SELECT count(*) FROM calls{where}", params).fetchone()
+        return int(row[0])
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def open_run(self, run_id: str, owner: str, *, steal: bool = False) -> list[CallRecord]:
+        """Take the run's advisory lock and read its calls; writes only to take it over (a crash, steal=True)."""
+        if self._pid != os.getpid():
+            self._reset()
+        with self._cond:
+            holder = self._by_run.get(run_id)
+            if holder is not None and not steal and owner_is_alive(holder):
+                raise RunBusyError(run_id, describe_owner(holder))
+        self._outcomes.flush_run(run_id)
+        with self._guard("open the run", run_id):
+            if not self._locks.try_lock(run_id) and not steal:
+                row = self._conn.execute("SELECT owner FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+                raise RunBusyError(run_id, describe_owner(row[0] if row else None) + " (it holds the run's lock)")
+            try:
+                return self._load(run_id, owner, holder, steal)
+            except BaseException:
+                with self._cond:
+                    still_ours = self._by_run.get(run_id) in (None, holder)
+                if still_ours and holder is None:
+                    self._locks.unlock(run_id)
+                raise
+
+    def _load(self, run_id: str, owner: str, holder: str | None, steal: bool) -> list[CallRecord]:
+        conn = self._conn
+        with conn.pipeline():
+            run_cur = conn.execute("SELECT attempts, owner, status FROM runs WHERE run_id = %s", (run_id,))
+            calls_cur = conn.execute(q.CALLS_OF_RUN, (run_id,))
+        run_row = run_cur.fetchone()
+        lease = Lease(run_id, owner, None if run_row is None else int(run_row[0]))
+        status = None if run_row is None else RunStatus(run_row[2])
+        if steal or (run_row is not None and run_row[1] is not None):
+            # Someone claimed it and never closed it (a crash), or we steal it from a live holder:
+            # take it over now (its writes are fenced off from here), and read the calls after the
+            # take-over in the same transaction, so nothing it wrote is missed.
+            with conn.transaction():
+                conn.execute(q.TAKE_OVER, {"run": run_id, "now": time.time(), "owner": owner})
+                rows = conn.execute(q.CALLS_OF_RUN, (run_id,)).fetchall()
+            lease.wrote = True
+        else:
+            rows = calls_cur.fetchall()
+        with self._cond:
+            if holder is not None and holder in self._leases:
+                self._leases[holder].lost = "the run was taken over (steal=True) by another context"
+            self._leases[owner] = lease
+            self._by_run[run_id] = owner
+            self._open_status[owner] = status
+        return [q.call_record(r, True) for r in rows]
+
+    def _lease(self, run_id: str, owner: str | None) -> Lease:
+        """The live lease of ``owner`` (default: the context holding ``run_id`` here), or LeaseLostError."""
+        with self._cond:
+            owner = owner or self._by_run.get(run_id)
+            lease = self._leases.get(owner) if owner else None
+        if lease is None or lease.run_id != run_id:
+            raise LeaseLostError(run_id, describe_owner(owner), "its context ended (the run was closed)")
+        if lease.lost:
+            raise LeaseLostError(run_id, describe_owner(lease.owner), lease.lost)
+        return lease
+
+    def _lost(self, lease: Lease, reason: str) -> LeaseLostError:
+        lease.lost = reason
+        return LeaseLostError(lease.run_id, describe_owner(lease.owner), reason)
+
+    def _claim(self, conn: Any, lease: Lease, status: str = "RUNNING") -> None:
+        """The first write of a context: take the run row if nobody wrote since the open."""
+        now = time.time()
+        if lease.seen_attempts is None:
+            cur = conn.execute(q.CLAIM_NEW, (lease.run_id, status, now, now, lease.owner))
+        else:
+            cur = conn.execute(q.CLAIM, (status, now, lease.owner, lease.run_id, lease.seen_attempts))
+        if cur.rowcount != 1:
+            raise self._lost(lease, "another context wrote to the run after this one opened it")
+        lease.wrote = True
+
+    @staticmethod
+    def _claim_then_pending(lease: Lease, pending: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+        now = time.time()
+        if lease.seen_attempts is None:
+            return q.CLAIM_NEW_THEN_PENDING, (lease.run_id, "RUNNING", now, now, lease.owner, *pending)
+        return q.CLAIM_THEN_PENDING, ("RUNNING", now, lease.owner, lease.run_id, lease.seen_attempts, *pending)
+
+    def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:
+        """Commit held-back outcomes and the final status in one transaction, then release the lock."""
+        with self._cond:
+            lease = self._leases.pop(owner, None)
+            at_open = self._open_status.pop(owner, None)
+            if self._by_run.get(run_id) == owner:
+                del self._by_run[run_id]
+        if lease is None:
+            return
+        held = self._outcomes.take(run_id)
+        try:
+            value = None if status is None else RunStatus(status).value
+            if lease.lost or (not lease.wrote and not held and (value is None or value == at_open)):
+                return  # nothing to write: a replay, or a crash before any write
+            close = (value, time.time(), run_id, owner)
+            with self._guard("close the run", run_id):
+                conn = self._conn
+                if lease.wrote and len(held) <= 1:  # one statement, one round trip
+                    if held:
+                        conn.execute(q.COMPLETE_THEN_CLOSE, (run_id, owner, *held[0].values(), *close))
+                    else:
+                        conn.execute(q.CLOSE, close)
+                    return
+                with conn.transaction():
+                    if not lease.wrote:
+                        self._claim(conn, lease, value or "RUNNING")
+                    for outcome in held:
+                        conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+                    conn.execute(q.CLOSE, close)
+        except LeaseLostError:
+            return  # someone else took the run meanwhile: this context's end writes nothing
+        except BaseException:
+            # Server down: the outcomes stay held (fenced by their owner, which the journal still
+            # names), so the next open of this run in this process commits them before reading.
+            self._outcomes.put_back(run_id, held)
+            raise
+        finally:
+            with self._cond:
+                reopened = run_id in self._by_run
+            if not reopened:
+                self._locks.unlock(run_id)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def append_pending(
+        self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
+    ) -> None:
+        lease = self._lease(run_id, owner)
+        held = self._outcomes.take(run_id)
+        pending = (run_id, index, call_id, args_digest, started_at, run_id, lease.owner)
+        try:
+            with self._guard(f"write call {index}", run_id):
+                conn = self._conn
+                if lease.wrote and len(held) <= 1:
+                    sql, params = (q.PENDING, pending) if not held else (
+                        q.COMPLETE_THEN_PENDING, (run_id, lease.owner, *held[0].values(), *pending[:5]))
+                    ok = conn.execute(sql, params).rowcount == 1
+                elif not held:  # the context's first write: claim the run in the same statement
+                    ok = conn.execute(*self._claim_then_pending(lease, pending[:5])).rowcount == 1
+                    if not ok:
+                        raise self._lost(lease, "another context wrote to the run after this one opened it")
+                    lease.wrote = True
+                else:
+                    with conn.transaction():
+                        if not lease.wrote:
+                            self._claim(conn, lease)
+                        for outcome in held:
+                            conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+                        ok = conn.execute(q.PENDING, pending).rowcount == 1
+        except BaseException:
+            self._outcomes.put_back(run_id, held)
+            raise
+        if not ok:
+            raise self._lost(lease, "another context took the run over")
+
+    def complete_call(
+        self,
+        run_id: str,
+        index: int,
+        outcome: Outcome,
+        *,
+        origin: Origin,
+        finished_at: float,
+        only_if_pending: bool = False,
+        owner: str | None = None,
+    ) -> bool:
+        row = q.Outcome(run_id, index, Status(outcome.status).value, Origin(origin).value, outcome.payload,
+                        outcome.result_preview, outcome.error_preview, finished_at, owner)
+        if owner is None:  # from outside any run (ReconcilePanel, answer): unfenced, committed now
+            self.flush()
+            sql = q.COMPLETE_IF_PENDING if only_if_pending else q.COMPLETE
+            with self._guard(f"write call {index}", run_id):
+                return bool(self._conn.execute(sql, row.values()).rowcount == 1)
+        lease = self._lease(run_id, owner)
+        if self.durability != "transition" and lease.wrote:
+            self._outcomes.hold(row)
+            return True
+        with self._guard(f"write call {index}", run_id):
+            conn = self._conn
+            if lease.wrote:
+                ok = conn.execute(q.COMPLETE_FENCED, row.fenced()).rowcount == 1
+            else:
+                with conn.transaction():
+                    self._claim(conn, lease)
+                    ok = conn.execute(q.COMPLETE_FENCED, row.fenced()).rowcount == 1
+        if not ok:
+            raise self._lost(lease, "another context took the run over")
+        return True
+
+    def discard_from(self, run_id: str, index: int, reason: str, at: float, *, owner: str | None = None) -> None:
+        lease = self._lease(run_id, owner)
+        held = self._outcomes.take(run_id)
+        try:
+            with self._guard("discard calls", run_id), self._conn.transaction():
+                conn = self._conn
+                if not lease.wrote:
+                    self._claim(conn, lease)
+                for outcome in held:
+                    conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+                if conn.execute(q.FENCE, (run_id, lease.owner)).fetchone() is None:
+                    raise self._lost(lease, "another context took the run over")
+                n = conn.execute(q.DISCARD_COPY, (at, reason, run_id, index)).rowcount
+                conn.execute("DELETE FROM calls WHERE run_id = %s AND idx >= %s", (run_id, index))
+                conn.execute("UPDATE runs SET n_discarded = n_discarded + %s WHERE run_id = %s", (n, run_id))
+        except BaseException:
+            self._outcomes.put_back(run_id, held)
+            raise
+
+    def delete_run(self, run_id: str) -> None:
+        self._outcomes.flush_run(run_id)
+        with self._guard("delete the run", run_id), self._conn.transaction():
+            for table in ("calls", "discarded", "runs"):
+                self._conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
+
+    # -- time travel --------------------------------------------------------------------------
+
+    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
+        self.flush()
+        with self._guard("fork the run", run_id), self._conn.transaction():
+            conn = self._conn
+            conn.execute("SELECT 1 FROM runs WHERE run_id = %s FOR SHARE", (run_id,))
+            exists = conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (run_id,)).fetchone() is not None
+            parent = [q.call_record(r, True) for r in conn.execute(q.CALLS_OF_RUN, (run_id,))] if exists else None
+
+            def taken(rid: str) -> bool:
+                return conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (rid,)).fetchone() is not None
+
+            new_id = check_fork(run_id, at, new_run_id, parent, taken, repr(self))
+            conn.execute(q.FORK_RUN, (new_id, now, now, run_id, at))
+            conn.execute(q.FORK_CALLS, (new_id, run_id, at))
+        return new_id
+
+    def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
+        self.flush()
+        with self._guard("prune runs"), self._conn.transaction():
+            conn = self._conn
+            runs = [q.run_record(r) for r in conn.execute(q.RUN_SELECT)]
+            pending = {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING'")}
+            chosen = rule.select(runs, pending, now, lambda r: self._locked_elsewhere(conn, r.run_id))
+            ids = [r.run_id for r in chosen]
+            for table in ("calls", "discarded", "runs"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (ids,))
+        return chosen
+
+    def run_is_open(self, run_id: str) -> bool:
+        """Whether a live context on any machine holds the run (its advisory lock is taken)."""
+        with self._guard("check a run's lease", run_id):
+            return self._locked_elsewhere(self._conn, run_id)
+
+    def _locked_elsewhere(self, conn: Any, run_id: str) -> bool:
+        """Whether a live context (any machine) holds the run: its advisory lock is taken."""
+        from .postgres_lease import lock_key
+
+        key = lock_key(f"{self.target.dbname}.{self.schema}", run_id)
+        if self._locks.holds(run_id):
+            return True
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,)).fetchone()
+        return not (got and got[0])
+
+    def set_lineage(self, run_id: str, parent_run_id: str, forked_at: int) -> None:
+        self._outcomes.flush_run(run_id)
+        with self._guard("record a fork's parent", run_id), self._conn.transaction():
+            self._conn.execute(
+                "UPDATE runs SET parent_run_id = %s, forked_at = %s WHERE run_id = %s",
+                (parent_run_id, forked_at, run_id),
+            )
+
+    def set_prompt(self, run_id: str, index: int, prompt: str) -> None:
+        lease = self._lease(run_id, None)
+        self._outcomes.flush_run(run_id)
+        with self._guard("store a prompt", run_id), self._conn.transaction() as tx:
+            if not lease.wrote:  # a recovery's first write can be the prompt (crash before it was stored)
+                self._claim(tx.connection, lease)
+            ok = self._conn.execute(q.SET_PROMPT, (prompt, run_id, index, run_id, lease.owner)).rowcount == 1
+        if not ok:
+            raise self._lost(lease, "another context took the run over")
+
+    # -- held-back outcomes (durability "call"/"relaxed", see postgres_commit) ------------------
+
+    def flush(self) -> None:
+        """Commit every held-back outcome now (a durable boundary)."""
+        self._outcomes.flush()
+
+    def _write_outcomes(self, outcomes: list[q.Outcome]) -> None:
+        with self._guard("write held-back outcomes", outcomes[0].run_id), self._conn.transaction():
+            for outcome in outcomes:  # a lost lease fences the update: dropped, as a crash would
+                self._conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+
+
+def _reopen(dsn: str, durability: str) -> PostgresStore:
+    return PostgresStore(dsn, durability=durability)

@@ -1,0 +1,193 @@
+"""PostgresStore's tables, how they are created and checked, and what a connection failure says.
+
+The journal's tables live in the database the DSN names (its ``current_schema()``,
+``public`` unless ``options=-csearch_path=...`` says otherwise), like a SQLite
+journal owns its file: a database that holds other tables, or tables named like
+ours with other columns, is refused with :class:`JournalFormatError` and left
+unchanged. Creation runs in one transaction under a transaction-level advisory
+lock, so several processes opening a new journal at once (Flink workers) create
+it once; the version row is written in that same transaction.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import JournalFormatError
+
+if TYPE_CHECKING:
+    import psycopg
+
+SCHEMA_VERSION = 1
+APP_ID = "durable_nb"
+# pg_advisory_xact_lock key for schema creation: "durable_nb" folded into 63 bits.
+SCHEMA_LOCK_KEY = 0x64757261626C655F
+
+TABLES: dict[str, str] = {
+    "meta": "key text PRIMARY KEY, value text NOT NULL",
+    "runs": (
+        "run_id text PRIMARY KEY, status text NOT NULL, created_at double precision NOT NULL, "
+        "updated_at double precision NOT NULL, attempts integer NOT NULL DEFAULT 0, owner text, "
+        "n_discarded integer NOT NULL DEFAULT 0, parent_run_id text, forked_at integer"
+    ),
+    "calls": (
+        "seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id text NOT NULL, idx integer NOT NULL, "
+        "call_id text NOT NULL, args_digest text NOT NULL, status text NOT NULL, origin text, payload bytea, "
+        "payload_format text, result_preview text, error_preview text, started_at double precision NOT NULL, "
+        "finished_at double precision, prompt text, UNIQUE (run_id, idx)"
+    ),
+    "discarded": (
+        "seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, run_id text NOT NULL, idx integer NOT NULL, "
+        "call_id text NOT NULL, args_digest text NOT NULL, status text NOT NULL, origin text, "
+        "result_preview text, error_preview text, started_at double precision NOT NULL, "
+        "finished_at double precision, discarded_at double precision NOT NULL, reason text NOT NULL"
+    ),
+}
+INDEXES = (
+    # Only PENDING rows: what the ReconcilePanel lists; keeps each commit to one small index page.
+    "CREATE INDEX calls_pending ON calls (seq) WHERE status = 'PENDING'",
+    "CREATE INDEX discarded_by_run ON discarded (run_id, seq)",
+)
+
+
+def _columns(spec: str) -> set[str]:
+    words = (part.split()[0] for part in spec.split(", "))
+    return {w for w in words if w.isidentifier() and not w.isupper()}
+
+
+COLUMNS = {table: _columns(spec) for table, spec in TABLES.items()}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a DSN points, for messages (never the password)."""
+
+    host: str
+    port: str
+    dbname: str
+    user: str
+
+    @classmethod
+    def of(cls, dsn: str) -> Target:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            d: dict[str, Any] = conninfo_to_dict(dsn)
+        except Exception:
+            d = {}
+        user = str(d.get("user") or os.environ.get("PGUSER") or getpass.getuser())
+        return cls(
+            str(d.get("host") or os.environ.get("PGHOST") or "localhost"),
+            str(d.get("port") or os.environ.get("PGPORT") or "5432"),
+            str(d.get("dbname") or os.environ.get("PGDATABASE") or user),
+            user,
+        )
+
+    def __str__(self) -> str:
+        return f"database {self.dbname!r} on {self.host}:{self.port} (user {self.user!r})"
+
+
+def masked(dsn: str) -> str:
+    """The DSN with its password replaced by ``***``, for repr and messages."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        d = conninfo_to_dict(dsn)
+    except Exception:
+        return "<unparsable DSN>"
+    if "password" not in d:
+        return dsn
+    if "://" in dsn:
+        scheme, rest = dsn.split("://", 1)
+        creds, at, tail = rest.rpartition("@")
+        if at and ":" in creds:
+            return f"{scheme}://{creds.split(':', 1)[0]}:***@{tail}"
+    d["password"] = "***"
+    return make_conninfo("", **d)
+
+
+def connect_hint(message: str, target: Target) -> str:
+    """What to do about a failed connection, from the server's or libpq's message."""
+    text = message.lower()
+    if "password authentication failed" in text or "no password supplied" in text or "authentication" in text:
+        return (f"the server refused user {target.user!r}: check the user and password in the DSN "
+                f"(postgresql://USER:PASSWORD@{target.host}:{target.port}/{target.dbname}).")
+    if "does not exist" in text and "database" in text:
+        return (f"create the database first: createdb -h {target.host} -p {target.port} -U {target.user} "
+                f"{target.dbname} (or CREATE DATABASE \"{target.dbname}\"), or point the DSN at an existing one.")
+    if "permission denied" in text or "not permitted" in text or "pg_hba" in text:
+        return "the server does not let this user connect here: check pg_hba.conf and the role's privileges."
+    return (f"is a PostgreSQL server running and reachable at {target.host}:{target.port}? Start one with "
+            f"`./dev pg` (it prints a DSN), or fix host and port in the DSN.")
+
+
+def create_or_check(conn: psycopg.Connection[Any], where: str) -> str:
+    """Create the journal tables if the schema is empty, else check them; returns ``current_schema()``.
+
+    Runs in one transaction under an advisory lock; a wrong database is refused
+    before anything is written (the transaction writes nothing and rolls back).
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+        schema = conn.execute("SELECT current_schema()").fetchone()
+        if schema is None or schema[0] is None:
+            raise JournalFormatError(
+                f"{where} has no schema to hold a journal (search_path names none that exists); "
+                f"create the schema or fix options=-csearch_path in the DSN."
+            )
+        name = str(schema[0])
+        tables = _tables(conn, name)
+        if not tables:
+            for table, spec in TABLES.items():
+                conn.execute(f"CREATE TABLE {table} ({spec})")
+            for statement in INDEXES:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO meta VALUES ('app', %s), ('schema_version', %s)", (APP_ID, str(SCHEMA_VERSION))
+            )
+            return name
+        _check(conn, name, tables, where)
+        return name
+
+
+def _tables(conn: psycopg.Connection[Any], schema: str) -> dict[str, set[str]]:
+    rows = conn.execute(
+        "SELECT c.relname, a.attname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+        (schema,),
+    ).fetchall()
+    out: dict[str, set[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, set()).add(column)
+    return out
+
+
+def _check(conn: psycopg.Connection[Any], schema: str, tables: dict[str, set[str]], where: str) -> None:
+    hint = ("Point the DSN at a durable_nb journal, or at a new empty database (CREATE DATABASE journal) "
+            "to create one; nothing was changed.")
+    ours = set(TABLES)
+    meta: dict[str, str] = {}
+    if "meta" in tables and tables["meta"] >= COLUMNS["meta"]:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("app") != APP_ID:
+        raise JournalFormatError(
+            f"{where} (schema {schema!r}) holds tables but is not a durable_nb journal "
+            f"(tables: {', '.join(sorted(tables))}). {hint}"
+        )
+    version = int(meta.get("schema_version", "0"))
+    if version > SCHEMA_VERSION:
+        raise JournalFormatError(
+            f"{where} holds journal schema version {version}, newer than this durable_nb understands "
+            f"({SCHEMA_VERSION}). Upgrade durable_nb (pip install -U durable_nb); nothing was changed."
+        )
+    for table in sorted(ours):
+        missing = COLUMNS[table] - tables.get(table, set())
+        if missing:
+            raise JournalFormatError(
+                f"{where} is marked as a durable_nb journal but its table {table!r} lacks columns "
+                f"{', '.join(sorted(missing))}: it was changed by something else. {hint}"
+            )

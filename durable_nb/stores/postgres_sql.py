@@ -1,0 +1,167 @@
+"""PostgresStore's SQL statements and row mappers, in one place.
+
+Every write that must be fenced names the run's owner inside the statement
+(``... FROM runs WHERE run_id = %s AND owner = %s FOR SHARE``): the row lock makes
+a concurrent take-over wait until this write commits, and a write after the
+take-over matches no row, so it writes nothing (the caller raises LeaseLostError).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..journal.records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status, decode_prompt
+
+CALL_COLS = (
+    "run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, started_at, finished_at, prompt"
+)
+RUN_SELECT = (
+    "SELECT r.run_id, r.status, r.created_at, r.updated_at, r.attempts, r.owner, r.n_discarded, "
+    "(SELECT count(*) FROM calls c WHERE c.run_id = r.run_id), r.parent_run_id, r.forked_at FROM runs r"
+)
+CALLS_OF_RUN = f"SELECT {CALL_COLS}, payload FROM calls WHERE run_id = %s ORDER BY idx"
+ONE_CALL = f"SELECT {CALL_COLS}, payload FROM calls WHERE run_id = %s AND idx = %s"
+DISCARDED = (
+    "SELECT run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, started_at, "
+    "finished_at, discarded_at, reason FROM discarded"
+)
+
+_FENCE_ROW = "SELECT 1 FROM runs WHERE run_id = %s AND owner = %s FOR SHARE"
+FENCE = _FENCE_ROW
+
+# -- leases
+TAKE_OVER = (
+    "INSERT INTO runs AS r (run_id, status, created_at, updated_at, attempts, owner) "
+    "VALUES (%(run)s, 'RUNNING', %(now)s, %(now)s, 1, %(owner)s) ON CONFLICT (run_id) DO UPDATE "
+    "SET status = 'RUNNING', updated_at = %(now)s, attempts = r.attempts + 1, owner = %(owner)s"
+)
+CLAIM_NEW = (
+    "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner) VALUES (%s, %s, %s, %s, 1, %s) "
+    "ON CONFLICT (run_id) DO NOTHING"
+)
+CLAIM = (
+    "UPDATE runs SET status = %s, updated_at = %s, attempts = attempts + 1, owner = %s "
+    "WHERE run_id = %s AND attempts = %s AND owner IS NULL"
+)
+# The first write of a context and its PENDING in one statement: no claim, no call.
+_INSERT_PENDING_FROM = (
+    "INSERT INTO calls (run_id, idx, call_id, args_digest, status, started_at) "
+    "SELECT %s, %s, %s, %s, 'PENDING', %s FROM claim"
+)
+CLAIM_THEN_PENDING = f"WITH claim AS ({CLAIM} RETURNING 1) {_INSERT_PENDING_FROM}"
+CLAIM_NEW_THEN_PENDING = f"WITH claim AS ({CLAIM_NEW} RETURNING 1) {_INSERT_PENDING_FROM}"
+CLOSE = (
+    "UPDATE runs SET status = coalesce(%s, status), updated_at = %s, owner = NULL WHERE run_id = %s AND owner = %s"
+)
+
+# -- calls
+PENDING = (
+    "INSERT INTO calls (run_id, idx, call_id, args_digest, status, started_at) "
+    "SELECT %s, %s, %s, %s, 'PENDING', %s FROM runs WHERE run_id = %s AND owner = %s FOR SHARE"
+)
+_SET_OUTCOME = (
+    "UPDATE calls SET status = %s, origin = %s, payload = %s, payload_format = 'pickle', result_preview = %s, "
+    "error_preview = %s, finished_at = %s WHERE run_id = %s AND idx = %s"
+)
+COMPLETE = _SET_OUTCOME
+COMPLETE_FENCED = f"{_SET_OUTCOME} AND EXISTS ({_FENCE_ROW})"
+COMPLETE_IF_PENDING = f"{_SET_OUTCOME} AND status = 'PENDING'"
+# Outcome k and PENDING k+1 in one statement: one round trip, one commit, one fence.
+COMPLETE_THEN_PENDING = (
+    f"WITH fence AS ({_FENCE_ROW}), done AS ({_SET_OUTCOME} AND EXISTS (SELECT 1 FROM fence) RETURNING 1) "
+    "INSERT INTO calls (run_id, idx, call_id, args_digest, status, started_at) "
+    "SELECT %s, %s, %s, %s, 'PENDING', %s FROM fence"
+)
+# The last outcome and the run's end in one statement (both fenced by the owner).
+# The row lock comes first (the fence CTE): a FOR SHARE evaluated after this same statement's
+# UPDATE of the run row would not see the row at all, and the outcome would be dropped.
+COMPLETE_THEN_CLOSE = (
+    "WITH fence AS (SELECT 1 FROM runs WHERE run_id = %s AND owner = %s FOR UPDATE), "
+    f"done AS ({_SET_OUTCOME} AND EXISTS (SELECT 1 FROM fence) RETURNING 1) "
+    "UPDATE runs SET status = coalesce(%s, status), updated_at = %s, owner = NULL "
+    "WHERE run_id = %s AND owner = %s AND EXISTS (SELECT 1 FROM fence)"
+)
+SET_PROMPT = f"UPDATE calls SET prompt = %s WHERE run_id = %s AND idx = %s AND EXISTS ({_FENCE_ROW})"
+DISCARD_COPY = (
+    "INSERT INTO discarded (run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, "
+    "started_at, finished_at, discarded_at, reason) SELECT run_id, idx, call_id, args_digest, status, origin, "
+    "result_preview, error_preview, started_at, finished_at, %s, %s FROM calls "
+    "WHERE run_id = %s AND idx >= %s ORDER BY idx"
+)
+
+# -- time travel
+FORK_RUN = (
+    "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner, n_discarded, parent_run_id, "
+    "forked_at) VALUES (%s, 'RUNNING', %s, %s, 0, NULL, 0, %s, %s)"
+)
+FORK_CALLS = (
+    "INSERT INTO calls (run_id, idx, call_id, args_digest, status, origin, payload, payload_format, "
+    "result_preview, error_preview, started_at, finished_at, prompt) SELECT %s, idx, call_id, args_digest, "
+    "status, origin, payload, payload_format, result_preview, error_preview, started_at, finished_at, prompt "
+    "FROM calls WHERE run_id = %s AND idx < %s ORDER BY idx"
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A call's terminal outcome on its way to the journal (held back under durability "call")."""
+
+    run_id: str
+    index: int
+    status: str
+    origin: str
+    payload: bytes
+    result_preview: str | None
+    error_preview: str | None
+    finished_at: float
+    owner: str | None = None
+    """The context that wrote it: a held-back outcome is fenced with its own owner when committed."""
+
+    def values(self) -> tuple[Any, ...]:
+        """Parameters of ``_SET_OUTCOME``."""
+        return (self.status, self.origin, self.payload, self.result_preview, self.error_preview,
+                self.finished_at, self.run_id, self.index)
+
+    def fenced(self) -> tuple[Any, ...]:
+        """Parameters of ``COMPLETE_FENCED``."""
+        return (*self.values(), self.run_id, self.owner)
+
+
+def where(run_id: str | None, status: str | None, call_id: str | None) -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if run_id is not None:
+        clauses.append("run_id = %s")
+        params.append(run_id)
+    if status is not None:
+        # Inlined, not bound: the planner uses the partial PENDING index only for a literal.
+        # Safe: check_status admits only the three enum values.
+        clauses.append(f"status = '{status}'")
+    if call_id is not None:
+        clauses.append("call_id = %s")
+        params.append(call_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+_STATUS = {s.value: s for s in Status}
+_ORIGIN = {o.value: o for o in Origin}
+
+
+def call_record(row: tuple[Any, ...], with_payload: bool = False) -> CallRecord:
+    prompt, choices = decode_prompt(row[10])
+    return CallRecord(
+        row[0], row[1], row[2], row[3], _STATUS.get(row[4]) or Status(row[4]),
+        (_ORIGIN.get(row[5]) or Origin(row[5])) if row[5] else None,
+        row[6], row[7], row[8], row[9], bytes(row[11]) if with_payload and row[11] is not None else None,
+        prompt, choices,
+    )
+
+
+def run_record(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(row[0], RunStatus(row[1]), row[2], row[3], row[4], row[7], row[6], row[5], row[8], row[9])
+
+
+def discarded_record(r: tuple[Any, ...]) -> DiscardedCall:
+    return DiscardedCall(
+        r[0], r[1], r[2], r[3], Status(r[4]), Origin(r[5]) if r[5] else None, r[6], r[7], r[8], r[9], r[10], r[11]
+    )

@@ -1,0 +1,134 @@
+"""Opening a SQLite journal file safely: validate before writing, read-only when it must be.
+
+Rules (issue 9): a file that is not a journal is never modified and no ``-wal`` /
+``-shm`` is left beside it; a journal missing what its schema version promises,
+or with a garbled version, is refused at open (:class:`JournalFormatError`); a
+journal that cannot be written (read-only file, folder or filesystem, an
+immutable file) opens read-only, so it can still be listed and viewed, and every
+write says why it is refused. New files are created ``0600`` and the folders
+created for them ``0700``: journals hold pickles of users' results.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import JournalFormatError, JournalReadOnlyError
+from ..journal.lease import FileLocks
+from . import sqlite_schema as schema
+
+HINT = (
+    "Pass the path of a durable_nb journal, or a new path to create one "
+    "(the default is .durable/journal.db)."
+)
+
+
+@dataclass(frozen=True)
+class FileState:
+    version: int
+    """Schema version on disk (0: empty, the schema is created at the first write)."""
+    read_only: str | None
+    """Why the journal cannot be written, or None."""
+    files: FileLocks | None
+    """The file's shared lease state when it can be written."""
+
+
+def ro_uri(path: Path) -> str:
+    """A URI that reads ``path`` without creating anything beside it.
+
+    With a ``-wal`` present the reader must see it (``mode=ro``); without one the
+    file is complete and ``immutable=1`` reads it with no locks and no ``-shm``
+    (the only way to read a journal on a read-only filesystem).
+    """
+    uri = "file:" + urllib.parse.quote(os.fsencode(path))
+    if Path(f"{path}-wal").exists():
+        return uri + "?mode=ro"
+    return uri + "?immutable=1"
+
+
+def _writable(path: Path) -> tuple[FileLocks | None, str | None]:
+    """The file's shared lease state (opened read-write), or why ``path`` cannot be written.
+
+    The read-write descriptor is kept (never opened and closed here: see FileLocks).
+    """
+    try:
+        files = FileLocks.of(str(path))
+    except OSError as exc:
+        return None, _reason(exc, path)
+    folder = path.parent
+    if not os.access(folder, os.W_OK):
+        files.release()
+        return None, f"its folder {folder} is not writable (SQLite needs to create {path.name}-wal there)"
+    return files, None
+
+
+def _reason(exc: OSError, path: Path) -> str:
+    if exc.errno == errno.EROFS:
+        return f"{path} is on a read-only filesystem"
+    if exc.errno == errno.EPERM:
+        return f"{path} is immutable or not permitted ({exc.strerror})"
+    if exc.errno == errno.EACCES:
+        return f"{path} is not writable by this user ({exc.strerror})"
+    return f"{path} cannot be opened for writing ({exc.strerror})"
+
+
+def check_path(path: Path) -> None:
+    if path.is_dir():
+        raise JournalFormatError(
+            f"{path} is a directory, not a journal file. Pass a file path inside it, "
+            f"e.g. {path / 'journal.db'}."
+        )
+
+
+def create(path: Path) -> FileLocks:
+    """Create the folder (0700) and an empty journal file (0600) for a new journal; its shared lease state."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    try:
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700, exist_ok=True)
+        return FileLocks.of(str(path), create=True)  # never open-and-close a journal: see FileLocks
+    except OSError as exc:
+        raise JournalReadOnlyError(
+            f"cannot create the journal {path}: {_reason(exc, path if path.exists() else path.parent)}. "
+            f"Choose a writable location, e.g. SqliteStore('~/journal.db') or a folder you own."
+        ) from None
+
+
+def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
+    """Validate an existing, non-empty journal file read-only; never writes to it."""
+    try:
+        ro = sqlite3.connect(ro_uri(path), uri=True)
+        try:
+            version, problem = schema.detect_version(ro)
+            gaps = schema.missing(ro, version) if problem is None and version and version <= schema.LATEST else []
+        finally:
+            ro.close()
+    except sqlite3.DatabaseError as exc:
+        raise JournalFormatError(f"{path} is not a durable_nb journal ({exc}). {HINT}") from None
+    if problem is not None:
+        raise JournalFormatError(f"{path} is not a durable_nb journal: {problem}. {HINT} The file was not changed.")
+    assert version is not None
+    if version > schema.LATEST:
+        raise JournalFormatError(
+            f"{path} has journal schema version {version}, newer than this durable_nb "
+            f"understands ({schema.LATEST}). Upgrade durable_nb (pip install -U durable_nb); "
+            f"the file was not changed."
+        )
+    if gaps:
+        raise JournalFormatError(
+            f"{path} claims journal schema version {version} but lacks {', '.join(gaps)}: it was damaged or "
+            f"edited by hand. Restore it from a backup, or start a new journal; the file was not changed."
+        )
+    if want_read_only:
+        return FileState(version, "it was opened with mode=ro", None)
+    files, reason = _writable(path)
+    return FileState(version, reason, files)

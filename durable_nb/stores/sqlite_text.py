@@ -1,0 +1,51 @@
+"""Text that SQLite cannot take as UTF-8: lone surrogates (non-UTF-8 file names, bytes decoded with
+``surrogateescape``) in run ids, map keys, exception messages.
+
+SQLite stores TEXT as UTF-8, and ``sqlite3`` refuses a ``str`` holding a lone
+surrogate (``UnicodeEncodeError``). Such a string is bound as a BLOB of its
+``surrogatepass`` encoding instead: exact and reversible (a BLOB never equals a
+TEXT, so no other run id can collide with it), and :func:`text` turns it back
+into the same ``str`` when read. Every connection of :class:`SqliteStore` is a
+:class:`Connection`, so every statement (also the time-travel ones) gets this.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+
+def _exact(value: str) -> str | bytes:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+    return value
+
+
+def bindable(params: Any) -> Any:
+    """``params`` with every unencodable ``str`` replaced by its exact BLOB form."""
+    if isinstance(params, dict):
+        return {k: _exact(v) if v.__class__ is str and not v.isascii() else v for k, v in params.items()}
+    for p in params:
+        if p.__class__ is str and not p.isascii():
+            return tuple(_exact(v) if v.__class__ is str else v for v in params)
+    return params
+
+
+def text(value: Any) -> Any:
+    """A value read from a TEXT column: a BLOB written by :func:`bindable` becomes its ``str`` again."""
+    if value.__class__ is bytes:
+        return value.decode("utf-8", "surrogatepass")
+    return value
+
+
+class Connection(sqlite3.Connection):
+    """A connection whose statements accept strings with lone surrogates."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return super().execute(sql, bindable(parameters) if parameters else parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        return super().executemany(sql, (bindable(p) for p in seq_of_parameters))

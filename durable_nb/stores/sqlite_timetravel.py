@@ -1,0 +1,128 @@
+"""SqliteStore's time-travel writes: fork, prune (with space reclaimed), durable_input prompts.
+
+Kept beside ``sqlite.py`` (the commit machinery and reads) as a mixin: the rules
+are :mod:`durable_nb.journal.history`'s; here they run inside one ``BEGIN
+IMMEDIATE`` transaction each, so a check and the write it allows cannot be
+separated by another process's write. Needs schema version 2 (``runs.parent_run_id``,
+``runs.forked_at``, ``calls.prompt``), which the store's first write migrates to.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
+
+from ..journal.history import PruneRule, check_fork
+from ..journal.records import CallRecord, RunRecord, Status
+
+# Columns a fork copies (everything but seq, which orders the journal, and run_id).
+_COPIED = (
+    "idx, call_id, args_digest, status, origin, payload, payload_format, result_preview, error_preview, "
+    "started_at, finished_at, prompt"
+)
+
+RECLAIM_FRACTION = 4
+"""VACUUM after a prune when at least 1/RECLAIM_FRACTION of the file's pages are free."""
+RECLAIM_WAIT_MS = 2000
+"""How long the VACUUM waits for other connections; past that it is skipped (the next prune retries)."""
+
+
+class SqliteTimeTravel:
+    """Mixed into :class:`SqliteStore`; uses its ``_write()`` transactions and ``_conn``."""
+
+    if TYPE_CHECKING:  # provided by SqliteStore
+        @property
+        def _conn(self) -> sqlite3.Connection: ...
+
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def runs(self) -> list[RunRecord]: ...
+
+        def query_calls(self, *, status: Status | str | None = None) -> list[CallRecord]: ...
+
+        def flush(self) -> None: ...
+
+        def run_is_open(self, run_id: str) -> bool: ...
+
+    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
+        with self._write() as conn:
+            def exists(rid: str) -> bool:
+                return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (rid,)).fetchone() is not None
+
+            calls = None
+            if exists(run_id):
+                calls = [
+                    CallRecord(run_id, idx, call_id, "", Status(status), None, None, None, 0.0, None)
+                    for idx, call_id, status in conn.execute(
+                        "SELECT idx, call_id, status FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
+                    )
+                ]
+            new_id = check_fork(run_id, at, new_run_id, calls, exists, repr(self))
+            conn.execute(
+                "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, parent_run_id, forked_at) "
+                "VALUES (?, 'RUNNING', ?, ?, 0, ?, ?)",
+                (new_id, now, now, run_id, at),
+            )
+            conn.execute(
+                f"INSERT INTO calls (run_id, {_COPIED}) SELECT ?, {_COPIED} FROM calls "
+                f"WHERE run_id = ? AND idx < ? ORDER BY idx",
+                (new_id, run_id, at),
+            )
+        return new_id
+
+    def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
+        with_pending = {c.run_id for c in self.query_calls(status=Status.PENDING)}
+        selected = rule.select(self.runs(), with_pending, now, lambda r: self.run_is_open(r.run_id))
+        chosen = []
+        with self._write() as conn:
+            # Checked again under the write lock: a run that was reopened (status changed)
+            # or gained a PENDING call since the selection stays.
+            for run in selected:
+                row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+                if row is None or row[0] != run.status.value:
+                    continue
+                if not rule.include_pending and conn.execute(
+                    "SELECT 1 FROM calls WHERE run_id = ? AND status = 'PENDING' LIMIT 1", (run.run_id,)
+                ).fetchone():
+                    continue
+                chosen.append(run)
+            ids = [(r.run_id,) for r in chosen]
+            for table in ("calls", "discarded", "runs"):
+                conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+        if chosen:
+            self._reclaim()
+        return chosen
+
+    def _reclaim(self) -> None:
+        """Give freed pages back to the file system once they are a good part of the file.
+
+        A delete only moves pages to SQLite's free list; ``VACUUM`` rewrites the file
+        without them and the TRUNCATE checkpoint empties the WAL. Skipped, not failed,
+        when another connection keeps the database busy: the next prune retries.
+        """
+        self.flush()  # nothing held back: VACUUM needs no open transaction on this connection
+        conn = self._conn
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        total = conn.execute("PRAGMA page_count").fetchone()[0]
+        if not free or free * RECLAIM_FRACTION < total:
+            return
+        # A short wait: writers elsewhere must not be held up by housekeeping for long.
+        conn.execute(f"PRAGMA busy_timeout = {RECLAIM_WAIT_MS}")
+        try:
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            return
+        finally:
+            conn.execute("PRAGMA busy_timeout = 60000")
+
+    def set_lineage(self, run_id: str, parent_run_id: str, forked_at: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE runs SET parent_run_id = ?, forked_at = ? WHERE run_id = ?", (parent_run_id, forked_at, run_id)
+            )
+
+    def set_prompt(self, run_id: str, index: int, prompt: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE calls SET prompt = ? WHERE run_id = ? AND idx = ?", (prompt, run_id, index))

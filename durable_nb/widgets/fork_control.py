@@ -1,0 +1,100 @@
+"""**Fork from here**: the part of ``JournalView``'s call detail that forks a run at the selected call.
+
+Forking run ``R`` at call ``k`` (``store.fork(R, at=k)``) makes a new run whose
+calls ``0..k-1`` are copies of ``R``'s recorded outcomes and whose lineage says
+where it came from; running the action on the new run replays those ``k`` calls
+and executes from ``k`` on. ``R`` itself is untouched. This is "re-run from
+here" for a journal: pick the first call you want done again, fork, and run the
+fork (``runner.run(action, value, run_id=new_id)``).
+
+The control only writes through ``store.fork``; the store refuses what would be
+unsafe (a PENDING call before ``k`` would let two runs recover the same side
+effect) and the refusal is shown in the widget, never raised into a click.
+
+Stable hooks (for browser tests): the root has class ``dnb-fork``; the button is
+labelled "Fork from here"; ``.dnb-lineage`` says "forked from RUN at call K"
+for a fork (empty otherwise); ``.dnb-message`` (``.dnb-ok`` / ``.dnb-error``)
+holds the outcome of the last click, with the new run id in ``.dnb-new-run``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import ipywidgets as W
+
+from ..journal.records import CallRecord, RunRecord
+from ..journal.store import Store
+from ._html import esc, message, page
+from .render_journal import lineage
+
+FORK_TEXT = "Fork from here"
+
+
+def lineage_html(run: RunRecord | None, record: CallRecord | None = None) -> str:
+    text = lineage(run, record)
+    return page(f'<div class="dnb-lineage dnb-note">{esc(text)}</div>') if text else ""
+
+
+class ForkControl(W.VBox):
+    """Lineage line, a **Fork from here** button and its message, for the call ``show`` was given.
+
+    Args:
+        store: the journal.
+        on_forked: told the new run id after a successful fork (``JournalView`` switches to it).
+    """
+
+    def __init__(self, store: Store, on_forked: Callable[[str], None] | None = None) -> None:
+        self.store = store
+        self.on_forked = on_forked
+        self.record: CallRecord | None = None
+        self.run: RunRecord | None = None
+        self.last_fork: str | None = None
+        """The run id the last successful click created."""
+        self.lineage = W.HTML()
+        self.button = W.Button(
+            description=FORK_TEXT, icon="code-fork", disabled=True, layout=W.Layout(width="auto", min_width="150px"),
+            tooltip="new run: calls before this one are copied and replay; this call and the ones after it "
+            "execute when you run the fork",
+        )
+        self.message = W.HTML()
+        self.button.on_click(lambda _: self.fork())
+        super().__init__([self.lineage, W.HBox([self.button, self.message])])
+        self.add_class("dnb-fork")
+
+    def __repr__(self) -> str:
+        return f"ForkControl({self.store!r})"
+
+    def show(self, record: CallRecord | None, run: RunRecord | None) -> None:
+        """Point the control at ``record`` (the selected call) of ``run``; None disables it."""
+        self.record, self.run = record, run
+        html = lineage_html(run, record)
+        if self.lineage.value != html:
+            self.lineage.value = html
+        self.button.disabled = record is None
+
+    def fork(self) -> str | None:
+        """``store.fork(run, at=selected index)``; the new run id, or None (the reason is shown)."""
+        rec = self.record
+        if rec is None:
+            self._say("select a call first: the fork keeps the calls before it.", "error")
+            return None
+        try:
+            new_id: str = self.store.fork(rec.run_id, at=rec.index)
+        except Exception as exc:  # shown, not raised: a click handler's exception is only logged
+            self._say(f"cannot fork {rec.run_id} at call {rec.index}: {type(exc).__name__}: {exc}", "error")
+            return None
+        self.last_fork = new_id
+        copied = "no calls" if rec.index == 0 else f"calls 0–{rec.index - 1}"
+        self.message.value = page(
+            f'<div class="dnb-message dnb-ok">forked <span class="dnb-new-run">{esc(new_id)}</span> '
+            f"from {esc(rec.run_id)} at call {rec.index} ({esc(copied)} copied); run it with "
+            f"runner.run(action, value, run_id={esc(repr(new_id))}): the copied calls replay, call "
+            f"{rec.index} and later execute</div>"
+        )
+        if self.on_forked is not None:
+            self.on_forked(new_id)
+        return new_id
+
+    def _say(self, text: str, kind: str) -> None:
+        self.message.value = message(text, kind)

@@ -1,0 +1,55 @@
+"""A :class:`~durable_nb.DryRunReport` as escaped HTML: what a recovery would do, call by call.
+
+Used by ``ReplayStepper``'s **Dry run** button (and usable on its own:
+``HTML(dry_report_html(report))``). Pure: the report in, one HTML string out;
+every string (call ids, digests, previews, the run id) goes through
+:func:`~durable_nb.widgets._html.esc`, and no payload is unpickled (the report
+holds previews only).
+
+Stable hooks (for browser tests): the root is ``.dnb-dry``; the summary line is
+``.dnb-dry-summary`` ("2 calls replay, then call 2 would mismatch" or "every call
+replays"); each examined call is ``tr.dnb-dry-row`` with ``data-index`` and a
+``.dnb-decision`` cell; the stop row also has class ``dnb-current``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._html import esc, page, table, td
+
+
+def dry_summary(report: Any) -> str:
+    """One line: how many calls replay, and what happens at the stop (plain text)."""
+    if report.stopped_at is None:
+        text = f"every call replays ({report.replayed}); nothing would run"
+        if getattr(report, "unreached", 0):
+            text += f"; {report.unreached} recorded call(s) never reached would be discarded"
+        if getattr(report, "error", None):
+            text += f"; the action raised {report.error}"
+        return text
+    return (f"{report.replayed} call{'' if report.replayed == 1 else 's'} replay, then call {report.stopped_at} "
+            f"would {report.decision.value}")
+
+
+def dry_report_html(report: Any) -> str:
+    """The report as a table of the examined calls, the stop highlighted, with the rule that applies."""
+    rows = []
+    for s in report.steps:
+        rec = s.recorded
+        current = " dnb-current" if s.index == report.stopped_at else ""
+        rows.append(
+            f'<tr class="dnb-dry-row{current}" data-index="{s.index}">' + td(s.index)
+            + td(s.decision.value, "dnb-decision") + td(s.call_id) + td(str(s.args_digest)[:16])
+            + td(rec.call_id if rec else "—") + td(rec.args_digest[:16] if rec else "—")
+            + td(f"{rec.status.value}" + (f" · {rec.origin.value}" if rec and rec.origin else "") if rec else "—")
+            + "</tr>"
+        )
+    head = (f'<div class="dnb-dry-summary"><b>dry run of {esc(report.run_id)}</b>: {esc(dry_summary(report))}'
+            "</div>"
+            f'<div class="dnb-note">{esc(report.rule)}</div>')
+    return page(
+        head + table(["#", "decision", "call id now", "args now", "call id recorded", "args recorded", "recorded"],
+                     rows, empty="the action made no durable call"),
+        cls="dnb-dry",
+    )

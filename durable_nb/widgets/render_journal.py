@@ -1,0 +1,162 @@
+"""The journal as HTML: pure functions from records to escaped HTML strings.
+
+What :class:`~durable_nb.widgets.journal_view.JournalView` draws, kept apart from
+the widget so it can be read and tested without ipywidgets or a store: records
+in, one HTML string out, every journal string through
+:func:`durable_nb.widgets._html.esc`. Payloads are never unpickled; only the
+previews stored at write time are shown.
+
+Stable hooks (for browser tests): the page label is ``.dnb-page`` ("page 1 of 3 ·
+calls 1–50 of 120"); each call row is ``tr.dnb-call`` with ``data-call="RUN#INDEX"``
+and a ``.dnb-status-STATUS`` cell whose text is ``STATUS`` or ``STATUS · ORIGIN``;
+timeline bars are ``.dnb-bar.dnb-status-STATUS`` (``.dnb-origin-RECONCILED`` /
+``.dnb-origin-RESOLVED`` outlined; discarded ones ``.dnb-status-DISCARDED``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..journal.records import CallRecord, DiscardedCall, RunRecord
+from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, status_cell, table, td
+
+
+def page_label(page_index: int, page_count: int, page_size: int, shown: int, total: int) -> str:
+    """"page 2 of 3 · calls 51–100 of 120"."""
+    first = page_index * page_size
+    return page(
+        f'<span class="dnb-page">page {page_index + 1:,} of {page_count:,} · calls '
+        f"{first + 1 if shown else 0:,}–{first + shown:,} of {total:,}</span>"
+    )
+
+
+def status_note(read_at: str, live: bool, n_runs: int) -> str:
+    """The line under the view: when the store was read, and whether live mode is on."""
+    return page(f'<div class="dnb-note">read {esc(read_at)} UTC{" · live" if live else ""}; {n_runs:,} runs</div>')
+
+
+def read_error(exc: BaseException) -> str:
+    """Shown instead of raising when the store cannot be read (a locked or removed file)."""
+    return page(f'<div class="dnb-message dnb-error">could not read the journal: '
+                f"{esc(type(exc).__name__)}: {esc(exc)}</div>")
+
+
+def calls_table(records: Sequence[CallRecord]) -> str:
+    """One row per call of the page."""
+    rows = []
+    for r in records:
+        preview = r.result_preview if r.result_preview is not None else r.error_preview
+        rows.append(
+            f'<tr class="dnb-call" data-call="{esc(r.run_id)}#{r.index}">'
+            + td(r.run_id) + td(r.index) + td(r.call_id)
+            + status_cell(r.status.value, r.origin.value if r.origin else None)
+            + td(preview, "dnb-preview", title=preview)
+            + td(fmt_time(r.started_at)) + td(fmt_duration(r.started_at, r.finished_at))
+            + "</tr>"
+        )
+    return page(table(["run", "#", "call id", "status", "result / error", "started (UTC)", "took"], rows,
+                      empty="no calls match the filters"))
+
+
+def timeline(records: Sequence[CallRecord], discarded: Sequence[DiscardedCall]) -> str:
+    """The page's calls (and the discarded calls of the runs on it) as bars on one time axis."""
+    items: list[tuple[CallRecord | DiscardedCall, str]] = [(r, r.status.value) for r in records]
+    shown_runs = {r.run_id for r in records}
+    items += [(d, "DISCARDED") for d in discarded if d.run_id in shown_runs]
+    if not items:
+        return page('<div class="dnb-note">no calls on this page</div>')
+    t0 = min(r.started_at for r, _ in items)
+    t1 = max(max(r.started_at, r.finished_at or r.started_at) for r, _ in items)
+    lanes = [_lane(r, status, t0, t1) for r, status in items]
+    legend = " ".join(
+        f'<span style="color:{c}">■</span> {esc(s.lower())}' for s, c in STATUS_COLORS.items()
+    ) + " · ⟲R reconciled (blue outline) · ✎ resolved by hand (dashed) · ✗ discarded by a mismatch"
+    header = (f'<div class="dnb-note">{esc(fmt_time(t0))} → {esc(fmt_time(t1))} UTC '
+              f"({esc(fmt_duration(t0, t1))}) · {legend}</div>")
+    return page(header + f"<table style='width:100%'>{''.join(lanes)}</table>")
+
+
+def _lane(r: CallRecord | DiscardedCall, status: str, t0: float, t1: float) -> str:
+    span = max(t1 - t0, 1e-6)
+    end = r.finished_at if r.finished_at is not None else t1  # in flight: open to the right
+    left = 100.0 * (r.started_at - t0) / span
+    width = max(0.4, 100.0 * (end - r.started_at) / span)
+    width = min(width, 100.0 - left) if left < 100 else 0.4
+    origin = r.origin.value if r.origin else ""
+    what = "no outcome on record (in flight when it stopped)" if status == "PENDING" else (
+        f"discarded: {r.reason}" if isinstance(r, DiscardedCall) else f"{status} · {origin}")
+    tip = f"{r.run_id} #{r.index} {r.call_id}: {what}; {fmt_duration(r.started_at, r.finished_at)}"
+    mark = {"RECONCILED": " ⟲R", "RESOLVED": " ✎", "": ""}.get(origin, "")
+    return (
+        f'<tr><td class="dnb-label" title="{esc(tip)}">{esc(r.run_id)} #{r.index} {esc(r.call_id)}'
+        f"{esc(mark)}{' ✗' if status == 'DISCARDED' else ''}</td>"
+        f'<td style="width:70%"><div class="dnb-lane"><div class="dnb-bar dnb-status-{esc(status)}'
+        f'{" dnb-origin-" + esc(origin) if origin else ""}" title="{esc(tip)}" '
+        f'style="left:{left:.2f}%;width:{width:.2f}%;background-color:{STATUS_COLORS[status]}">'
+        f"</div></div></td></tr>"
+    )
+
+
+def lineage(run: RunRecord | None, record: CallRecord | None = None) -> str:
+    """Plain text of a run's lineage ("forked from R at call 2; this call was copied from R #1"), or ""."""
+    parent = getattr(run, "parent_run_id", None)
+    if run is None or parent is None:
+        return ""
+    at = getattr(run, "forked_at", None)
+    text = f"forked from {parent} at call {at}"
+    if record is not None and at is not None and record.index < at:
+        text += f"; this call was copied from {parent} #{record.index}"
+    return text
+
+
+def runs_table(runs: Sequence[RunRecord], shown_at_most: int, owner_alive: Callable[[str | None], bool]) -> str:
+    """The newest ``shown_at_most`` runs, newest first; ``owner_alive`` says whether a run's lease is held."""
+    shown = list(runs[-shown_at_most:])[::-1]
+    rows = [
+        f'<tr class="dnb-run" data-run="{esc(r.run_id)}">' + td(r.run_id)
+        + td(r.status.value, f"dnb-run-{r.status.value}")
+        + td(r.attempts) + td(r.n_calls) + td(r.n_discarded)
+        + td(lineage(r), "dnb-lineage")
+        + td("open in a live context" if owner_alive(r.owner) else "")
+        + td(fmt_time(r.created_at)) + td(fmt_time(r.updated_at)) + "</tr>"
+        for r in shown
+    ]
+    note = (f'<div class="dnb-note">newest {len(shown):,} of {len(runs):,} runs; '
+            f"type a run id in the run filter to see any run</div>" if len(runs) > len(shown) else "")
+    return page(note + table(["run", "status", "attempts", "calls", "discarded", "forked from", "lease",
+                              "created (UTC)",
+                              "updated (UTC)"], rows, empty="no runs yet"))
+
+
+def discarded_table(discarded: Sequence[DiscardedCall]) -> str:
+    """Calls a recovery dropped because the action met a different call at their position."""
+    rows = [
+        '<tr class="dnb-discarded-row">' + td(d.run_id) + td(d.index) + td(d.call_id)
+        + status_cell(d.status.value, d.origin.value if d.origin else None)
+        + td(d.result_preview if d.result_preview is not None else d.error_preview, "dnb-preview")
+        + td(d.reason) + td(fmt_time(d.discarded_at)) + "</tr>"
+        for d in discarded
+    ]
+    return page(
+        '<div class="dnb-note">calls dropped because a recovery met a different call at their position '
+        "(the action was not deterministic); kept here, no longer part of their run</div>"
+        + table(["run", "#", "call id", "status then", "result / error", "why", "discarded (UTC)"], rows,
+                empty="no discarded calls")
+    )
+
+
+def call_detail(r: CallRecord | None) -> str:
+    """Every field of one call (its previews, never its payload); a hint when none is selected."""
+    if r is None:
+        return page('<div class="dnb-note">select a call to see its detail</div>')
+    fields: Sequence[tuple[str, object]] = [
+        ("run", r.run_id), ("index", r.index), ("call id", r.call_id), ("args digest", r.args_digest),
+        ("status", r.status.value), ("origin", r.origin.value if r.origin else "— (no outcome yet)"),
+        ("result preview", r.result_preview), ("error preview", r.error_preview),
+        ("started (UTC)", fmt_time(r.started_at)), ("finished (UTC)", fmt_time(r.finished_at)),
+        ("took", fmt_duration(r.started_at, r.finished_at)),
+    ]
+    rows = "".join(f"<tr><th>{esc(k)}</th>{td(v)}</tr>" for k, v in fields)
+    return page(f'<table class="dnb-detail" data-call="{esc(r.run_id)}#{r.index}">{rows}</table>'
+                '<div class="dnb-note">previews were written with the call; the payload is not loaded '
+                "(record.result() unpickles it, for trusted journals only)</div>")

@@ -1,0 +1,41 @@
+"""FlinkRunner.map with keys that print alike (issue 9): a run each, the same run ids as LocalRunner.map."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb.runners.flink_job import FlinkRunner
+
+pytestmark = pytest.mark.flink
+
+
+def _mail(ledger: str, who: str) -> str:
+    with open(ledger, "a") as fh:
+        fh.write(who + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return f"sent to {who}"
+
+
+def _send(record: dict, ctx: dnb.RunnerContext) -> str:
+    return ctx.durable_execute(_mail, record["ledger"], record["who"])
+
+
+@pytest.mark.timeout(180)
+def test_flink_map_gives_keys_that_print_alike_runs_of_their_own(flink: None, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger.txt")
+    keys = [1, "1", None, "None", float("nan"), float("nan"), None]
+    records = [{"k": k, "who": f"p{i}", "ledger": ledger} for i, k in enumerate(keys)]
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    first = FlinkRunner(store, parallelism=2).map(_send, records, key="k")
+    assert first["run_id"].nunique() == len(records)
+    assert sorted(Path(ledger).read_text().split()) == sorted(r["who"] for r in records)
+    local = dnb.LocalRunner(store).map(_send, records, key="k")  # replays the Flink runs: nothing is sent again
+    assert list(local["run_id"]) == list(first["run_id"])
+    assert list(local["result"]) == [f"sent to p{i}" for i in range(len(records))]
+    assert len(Path(ledger).read_text().split()) == len(records)
+    store.close()

@@ -1,0 +1,319 @@
+"""Unchanged Flink Agents agents on ``AgentRunner`` with ``LocalRunner``: equal results, crashes, replay."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import flink_agents.api.runner_context  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the machine
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("flink-agents is not installed: see durable_nb.flink_agents.INSTALL_HINT", allow_module_level=True)
+
+import _fa_agents as A
+from flink_agents.api.agents.agent import Agent
+from flink_agents.api.core_options import AgentExecutionOptions
+from flink_agents.api.decorators import action
+from flink_agents.api.events.event import Event, InputEvent, OutputEvent
+from flink_agents.api.runner_context import AsyncExecutionResult, RunnerContext
+
+import durable_nb as dnb
+from durable_nb import Origin, Status
+from durable_nb.flink_agents import AgentContext, AgentRunner, UnsupportedFeatureError
+
+CASES = {
+    "sync": (A.ExecuteMultipleTestAgent, A.NUMBERS),
+    "async": (A.ExecuteWithAsyncTestAgent, A.NUMBERS),
+    "async-exception": (A.ExecuteWithAsyncExceptionTestAgent, A.NUMBERS),
+    "reconciler": (A.OrderAgent, A.ORDERS),
+    "chat-model-and-tool": (A.ReviewAnalysisAgent, A.REVIEWS),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_outputs_equal_flink_agents_own_runner_and_a_second_map_replays_everything(case, store, ledger):
+    agent_cls, inputs = CASES[case]
+    expected = A.without_durability(agent_cls(), inputs)
+    plain_effects = collections.Counter(A.ledger_lines(ledger))
+    ledger.unlink()
+
+    runner = AgentRunner(agent_cls(), dnb.LocalRunner(store))
+    frame = runner.map(inputs, key="id")
+    assert list(frame["id"]) == [r["id"] for r in inputs]
+    assert list(frame["status"]) == ["COMPLETED"] * len(inputs)
+    assert list(frame["result"]) == expected
+    assert collections.Counter(A.ledger_lines(ledger)) == plain_effects  # the same side effects, each once
+
+    again = AgentRunner(agent_cls(), dnb.LocalRunner(store)).map(inputs, key="id")
+    assert list(again["result"]) == expected
+    assert collections.Counter(A.ledger_lines(ledger)) == plain_effects  # nothing executed the second time
+    calls = [c for rid in frame["run_id"] for c in store.calls(rid)]
+    assert calls and all(c.origin is Origin.EXECUTED for c in calls)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_crash_before_each_call_recovers_with_each_side_effect_once(case, sqlite_store, ledger, tmp_path):
+    agent_cls, inputs = CASES[case]
+    record = inputs[-1]
+    reference = dnb.MemoryStore()
+    expected = AgentRunner(agent_cls(), dnb.LocalRunner(reference)).run(record, key=record["id"])
+    (run,) = reference.runs()
+    call_ids = [c.call_id for c in reference.calls(run.run_id)]
+    clean_effects = collections.Counter(A.ledger_lines(ledger))
+    ledger.unlink()
+
+    runner = AgentRunner(agent_cls(), dnb.LocalRunner(sqlite_store))
+    for call_id in call_ids:  # each attempt replays what is done and crashes at the next call
+        with dnb.inject_crash(call=call_id, point="before_call", times=1), pytest.raises(dnb.SimulatedCrash):
+            runner.run(record, key=record["id"])
+    assert runner.run(record, key=record["id"]) == expected
+    assert collections.Counter(A.ledger_lines(ledger)) == clean_effects
+    assert [c.call_id for c in sqlite_store.calls(run.run_id)] == call_ids
+
+
+@pytest.mark.parametrize("case", ["async", "reconciler", "chat-model-and-tool"])
+def test_a_crash_after_each_call_is_reconciled_or_executed_again(case, store, ledger):
+    """After the function ran and before its outcome was journaled: the reconciler settles it (once),
+    a call without one runs again (at-least-once, as in Flink Agents)."""
+    agent_cls, inputs = CASES[case]
+    record = inputs[-1]
+    reference = dnb.MemoryStore()
+    expected = AgentRunner(agent_cls(), dnb.LocalRunner(reference)).run(record, key=record["id"])
+    (run,) = reference.runs()
+    call_ids = [c.call_id for c in reference.calls(run.run_id)]
+    clean = collections.Counter(A.ledger_lines(ledger))
+    ledger.unlink()
+
+    runner = AgentRunner(agent_cls(), dnb.LocalRunner(store))
+    for call_id in call_ids:
+        with dnb.inject_crash(call=call_id, point="after_call", times=1), pytest.raises(dnb.SimulatedCrash):
+            runner.run(record, key=record["id"])
+    assert runner.run(record, key=record["id"]) == expected
+    calls = store.calls(run.run_id)
+    effects = collections.Counter(A.ledger_lines(ledger))
+    for line, n in clean.items():
+        reconciled = case == "reconciler" and line.startswith("charge")
+        assert effects[line] == (n if reconciled else 2 * n), line
+    if case == "reconciler":
+        assert [(c.status, c.origin) for c in calls] == [(Status.SUCCEEDED, Origin.RECONCILED),
+                                                         (Status.SUCCEEDED, Origin.EXECUTED)]
+        assert effects["reconciled o2 35"] == 1
+
+
+def test_a_recovered_run_replays_finished_calls_and_reconciles_the_one_in_flight(store, ledger):
+    runner = AgentRunner(A.OrderAgent(), dnb.LocalRunner(store))
+    with dnb.inject_crash(call="_fa_agents.send_receipt", point="before_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(A.ORDERS[0], key="o1")
+    assert [c.status for c in store.calls(runner.run_id(A.ORDERS[0], "o1"))] == [Status.SUCCEEDED, Status.PENDING]
+    assert runner.run(A.ORDERS[0], key="o1") == [{"order": "o1", "receipt": "receipt for ch-o1-120"}]
+    assert A.ledger_lines(ledger) == ["charge o1 120", "receipt o1 ch-o1-120"]
+
+
+def test_run_ids_come_from_the_key_as_in_map_not_from_event_ids(store, ledger):
+    runner = AgentRunner(A.ExecuteMultipleTestAgent(), dnb.LocalRunner(store), name="calc")
+    assert runner.run({"id": 1, "value": 3}, key="k1") == [A.ExecuteTestOutput(id=1, result=16)]
+    runner.run({"id": 1, "value": 3}, key="k1")  # the same run: replayed
+    assert [r.run_id for r in store.runs()] == ["calc/k1#0"] and len(A.ledger_lines(ledger)) == 2
+
+    assert runner.map(A.NUMBERS, key="id")["run_id"].tolist() == ["calc/1#0", "calc/2#0"]
+    assert runner.run(A.NUMBERS[0], key=1) == [A.ExecuteTestOutput(id=1, result=16)]  # map's run, replayed
+    assert runner.map(A.NUMBERS, key=lambda r: f"n{r['id']}")["key"].tolist() == ["n1", "n2"]
+    assert len(A.ledger_lines(ledger)) == 2 + 4 + 4
+
+    with pytest.warns(dnb.NonDeterminismWarning):  # another input under a used key: the same run, other calls
+        assert runner.run({"id": 1, "value": 4}, key="k1") == [A.ExecuteTestOutput(id=1, result=18)]
+    assert runner.run({"id": 5, "value": 5}, run_id="explicit") == [A.ExecuteTestOutput(id=5, result=20)]
+
+
+def test_an_action_that_raises_fails_its_row_and_its_run(store, ledger):
+    frame = AgentRunner(A.ExecuteMultipleTestAgent(), dnb.LocalRunner(store)).map([{"id": 1}], key="id")
+    assert frame["status"].tolist() == ["FAILED"] and "value" in frame["error"][0]
+    assert [r.status for r in store.runs()] == [dnb.RunStatus.FAILED]
+
+
+seen: dict[str, Any] = {}
+
+
+def stamp(text: str) -> str:
+    return text.upper()
+
+
+class ContextProbeAgent(Agent):
+    """Looks at everything Flink Agents' RunnerContext offers, from a sync and an async action."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def first(event: Event, ctx: RunnerContext) -> None:
+        seen["is_runner_context"] = isinstance(ctx, RunnerContext)
+        seen["chat_async"] = ctx.config.get(AgentExecutionOptions.CHAT_ASYNC)
+        seen["custom"] = ctx.config.get_str("custom.option")
+        seen["metrics"] = (ctx.agent_metric_group, ctx.action_metric_group)
+        ctx.short_term_memory.set("greeting", ctx.durable_execute(stamp, InputEvent.from_event(event).input))
+        ctx.sensory_memory.set("scratch", 1)
+        try:
+            ctx.long_term_memory  # noqa: B018
+        except UnsupportedFeatureError as exc:
+            seen["long_term"] = str(exc)
+        ctx.send_event(Event(type="next", attributes={}))
+
+    @action("next")
+    @staticmethod
+    async def second(event: Event, ctx: RunnerContext) -> None:
+        pending = ctx.durable_execute_async(stamp, "async")
+        seen["async_result"] = isinstance(pending, AsyncExecutionResult)
+        value = await pending
+        ctx.send_event(OutputEvent(output=[ctx.short_term_memory.get("greeting"), value,
+                                           ctx.sensory_memory.get("scratch")]))
+
+
+def test_actions_get_a_flink_agents_runner_context_backed_by_the_journal(store):
+    seen.clear()
+    runner = AgentRunner(ContextProbeAgent(), dnb.LocalRunner(store), config={"custom.option": "yes",
+                                                                               "chat.async": False})
+    assert runner.run("hi", key="k") == [["HI", "ASYNC", 1]]
+    assert seen["is_runner_context"] and seen["async_result"]
+    assert seen["chat_async"] is False and seen["custom"] == "yes" and seen["metrics"] == (None, None)
+    assert "long-term memory" in seen["long_term"] and "not supported" in seen["long_term"]
+    assert [c.call_id for c in store.calls(runner.run_id("hi", "k"))] == [f"{__name__}.stamp"] * 2
+
+
+def test_an_async_agent_runs_from_inside_a_running_event_loop_as_in_a_notebook(store, ledger):
+    runner = AgentRunner(A.ExecuteWithAsyncTestAgent(), dnb.LocalRunner(store))
+
+    async def cell() -> Any:
+        return runner.run({"id": 1, "value": 3}, key=1)
+
+    expected = [A.ExecuteTestOutput(id=1, result=24)]
+    assert asyncio.run(cell()) == expected
+    assert asyncio.run(cell()) == expected
+    assert A.ledger_lines(ledger) == ["compute_value 3 5", "multiply_value 8 3"]
+
+
+class ForeignFuture:
+    """What awaiting an asyncio future or task yields to its driver: not a bare yield."""
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        yield self
+
+
+class ForeignAwaitAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def process(event: Event, ctx: RunnerContext) -> None:
+        await ForeignFuture()
+
+
+def test_unsupported_features_raise_errors_that_name_them(store):
+    with pytest.raises(UnsupportedFeatureError, match=r"awaiting .* in an async action"):
+        AgentRunner(ForeignAwaitAgent(), dnb.LocalRunner(store)).run(1, key=1)
+    with pytest.raises(TypeError, match="agent instance"):
+        AgentRunner(ForeignAwaitAgent, dnb.LocalRunner(store))  # type: ignore[arg-type]
+
+
+def test_the_context_type_is_flink_agents_runner_context():
+    assert issubclass(AgentContext, RunnerContext)
+
+
+def test_importing_without_flink_agents_names_the_extra_and_the_minimal_install(tmp_path: Path):
+    code = (
+        "import sys; sys.modules['flink_agents'] = None\n"
+        "try:\n    import durable_nb.flink_agents\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "pip install 'durable_nb[flink-agents]'" in out.stdout
+    assert "--no-deps flink-agents==0.3.1" in out.stdout
+
+
+def react_agent() -> Agent:
+    """Flink Agents' quickstart ReAct agent (react_agent_example.py) with the stand-in chat model."""
+    from flink_agents.api.agents.react_agent import ReActAgent
+    from flink_agents.api.chat_message import ChatMessage, MessageRole
+    from flink_agents.api.prompts.prompt import Prompt
+    from flink_agents.api.resource import ResourceDescriptor
+
+    return ReActAgent(
+        chat_model=ResourceDescriptor(clazz="_fa_agents.StandInChatModel", connection="stand_in_server",
+                                      model="stand-in", tools=["notify_shipping_manager"]),
+        prompt=Prompt.from_messages(messages=[
+            ChatMessage(role=MessageRole.SYSTEM, content="Analyze the review; notify shipping problems."),
+            ChatMessage(role=MessageRole.USER, content='"id": {id},\n"review": {review}'),
+        ]),
+        output_schema=A.ProductReviewAnalysisRes,
+    )
+
+
+def test_a_react_agent_with_environment_resources_runs_durably_and_replays(store, ledger):
+    from flink_agents.api.resource import ResourceDescriptor, ResourceType
+    from flink_agents.api.tools.tool import Tool
+
+    connection = ResourceDescriptor(clazz="_fa_agents.StandInChatConnection")
+    plain = react_agent()
+    plain.add_resource("stand_in_server", ResourceType.CHAT_MODEL_CONNECTION, connection)
+    plain.add_resource("notify_shipping_manager", ResourceType.TOOL, Tool.from_callable(A.notify_shipping_manager))
+    expected = A.without_durability(plain, A.REVIEWS)
+    effects = collections.Counter(A.ledger_lines(ledger))
+    ledger.unlink()
+
+    runner = (
+        AgentRunner(react_agent(), dnb.LocalRunner(store))
+        .add_resource("stand_in_server", ResourceType.CHAT_MODEL_CONNECTION, connection)
+        .add_resource("notify_shipping_manager", ResourceType.TOOL, Tool.from_callable(A.notify_shipping_manager))
+    )
+    assert list(runner.map(A.REVIEWS, key="id")["result"]) == expected
+    assert list(runner.map(A.REVIEWS, key="id")["result"]) == expected
+    assert collections.Counter(A.ledger_lines(ledger)) == effects
+    assert expected[2] == [A.ProductReviewAnalysisRes(id="p3", score=1, reasons=["shipping damage"])]
+
+
+def visit(n: int) -> int:
+    return n
+
+
+class VisitAgent(Agent):
+    """Reads short-term memory before its durable call: a recovery must see what the first attempt saw."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        visits = ctx.short_term_memory.get("visits") or 0
+        ctx.short_term_memory.set("visits", visits + 1)
+        ctx.send_event(OutputEvent(output=ctx.durable_execute(visit, visits)))
+
+
+def test_short_term_memory_is_kept_per_key_and_a_crashed_run_leaves_it_as_it_found_it(store):
+    runner = AgentRunner(VisitAgent(), dnb.LocalRunner(store))
+    assert runner.map(["a", "b"], key=lambda r: "k")["result"].tolist() == [[0], [1]]  # one key: memory carried
+    with dnb.inject_crash(call=f"{__name__}.visit", point="before_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run("c", key="other")
+    assert runner.run("c", key="other") == [0]  # no NonDeterminismWarning: the recovery saw visits == 0
+    assert runner.run("d", key="third") == [0]
+
+
+def echo(event: Event, ctx: RunnerContext) -> None:
+    ctx.send_event(OutputEvent(output=ctx.durable_execute(stamp, InputEvent.from_event(event).input)))
+
+
+def test_an_agent_built_with_add_action_and_action_config_runs_durably(store):
+    def configured(event: Event, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output=(ctx.get_action_config_value("suffix"), ctx.action_config)))
+
+    agent = Agent().add_action("echo", [InputEvent.EVENT_TYPE], echo)
+    runner = AgentRunner(agent, dnb.LocalRunner(store), name="echo-agent")
+    assert runner.run("hi", key="k") == ["HI"]
+    assert [c.origin for c in store.calls("echo-agent/k#0")] == [Origin.EXECUTED]
+    assert runner.run("hi", key="k") == ["HI"]
+
+    globals()["configured"] = configured  # Flink Agents resolves actions by module and name
+    configured.__qualname__ = "configured"
+    agent = Agent().add_action("configured", [InputEvent.EVENT_TYPE], configured, suffix="!")
+    assert AgentRunner(agent, dnb.LocalRunner(store)).run("x", key="c") == [("!", {"suffix": "!"})]

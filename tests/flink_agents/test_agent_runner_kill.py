@@ -1,0 +1,91 @@
+"""A Flink Agents agent SIGKILLed mid-run in a child process, recovered here from the SQLite journal."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    import flink_agents.api.runner_context  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the machine
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("flink-agents is not installed: see durable_nb.flink_agents.INSTALL_HINT", allow_module_level=True)
+
+import _fa_agents as A
+
+import durable_nb as dnb
+from durable_nb import Origin, Status
+from durable_nb.flink_agents import AgentRunner
+
+pytestmark = pytest.mark.kill
+
+CHILD = """
+import sys
+sys.path.insert(0, {here!r})
+import _fa_agents as A
+import durable_nb as dnb
+from durable_nb.flink_agents import AgentRunner
+A.LEDGER.update(path={ledger!r}, hold={hold!r})
+agent = getattr(A, {agent!r})()
+AgentRunner(agent, dnb.LocalRunner(dnb.SqliteStore({db!r}))).run({record!r}, key={key!r})
+print("finished: the kill came too late")
+"""
+
+
+def run_and_kill(tmp_path: Path, ledger: Path, agent: str, record: dict, hold: str) -> None:
+    """Start the agent in a child, SIGKILL it while the side effect ``hold`` is in flight."""
+    code = CHILD.format(here=str(Path(__file__).parent), ledger=str(ledger), hold=hold, agent=agent,
+                        db=str(tmp_path / "journal.db"), record=record, key=record["id"])
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = Path(str(ledger) + ".held")
+    deadline = time.monotonic() + 120
+    try:
+        while not held.exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child never reached the side effect"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+    assert child.returncode == -signal.SIGKILL
+
+
+def test_sigkill_while_charging_is_reconciled_and_every_side_effect_happens_once(tmp_path, ledger):
+    order = A.ORDERS[0]
+    run_and_kill(tmp_path, ledger, "OrderAgent", order, hold="charge o1 120")
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = AgentRunner(A.OrderAgent(), dnb.LocalRunner(store))
+    assert [c.status for c in store.calls(runner.run_id(order, "o1"))] == [Status.PENDING]
+
+    assert runner.run(order, key="o1") == [{"order": "o1", "receipt": "receipt for ch-o1-120"}]
+    assert A.ledger_lines(ledger) == ["charge o1 120", "reconciled o1 120", "receipt o1 ch-o1-120"]
+    calls = store.calls(runner.run_id(order, "o1"))
+    assert [(c.status, c.origin) for c in calls] == [(Status.SUCCEEDED, Origin.RECONCILED),
+                                                     (Status.SUCCEEDED, Origin.EXECUTED)]
+    store.close()
+
+
+def test_sigkill_during_an_async_llm_request_replays_the_finished_calls(tmp_path, ledger):
+    """The chat model's second request (after the tool ran) is in flight in a worker thread when
+    the process dies: the first request and the tool replay from the journal; the request in
+    flight has no reconciler, so it is made again (at-least-once, as in Flink Agents)."""
+    review = A.REVIEWS[-1]
+    run_and_kill(tmp_path, ledger, "ReviewAnalysisAgent", review, hold="llm p3 4")
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = AgentRunner(A.ReviewAnalysisAgent(), dnb.LocalRunner(store))
+    rid = runner.run_id(review, "p3")
+    assert [c.status for c in store.calls(rid)] == [Status.SUCCEEDED, Status.SUCCEEDED, Status.PENDING]
+
+    assert runner.run(review, key="p3") == [A.ProductReviewAnalysisRes(id="p3", score=1, reasons=["shipping damage"])]
+    assert collections.Counter(A.ledger_lines(ledger)) == {"llm p3 2": 1, "notify p3": 1, "llm p3 4": 2}
+    assert runner.run(review, key="p3")[0].score == 1  # and now fully replayed
+    assert len(A.ledger_lines(ledger)) == 4
+    store.close()

@@ -1,0 +1,256 @@
+"""``runner.dry_run``: every recorded call replayed, the first one that would not named, nothing run or written.
+
+"Nothing written" is proven on SQLite by the bytes of the journal file and its
+WAL, and on every store by the run records (attempts, status, updated_at) and the
+calls; "nothing executed" by counters on the functions and the reconcilers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import Decision, Status
+
+ran: collections.Counter[str] = collections.Counter()
+
+
+def charge(order: str, amount: int) -> dict:
+    ran["charge"] += 1
+    return {"order": order, "charged": amount}
+
+
+def lookup() -> dict:
+    ran["lookup"] += 1
+    return {"order": "o1", "charged": 10}
+
+
+def notify(order: str) -> str:
+    ran["notify"] += 1
+    return f"mail {order}"
+
+
+def place_order(order: str, ctx: dnb.RunnerContext) -> str:
+    c = ctx.durable_execute(charge, order, 10, reconciler=lookup)
+    return ctx.durable_execute(notify, c["order"])
+
+
+def place_order_edited(order: str, ctx: dnb.RunnerContext) -> str:
+    c = ctx.durable_execute(charge, order, 12, reconciler=lookup)  # the amount was edited
+    return ctx.durable_execute(notify, c["order"])
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counter() -> None:
+    ran.clear()
+
+
+def snapshot(store: dnb.Store) -> tuple:
+    runs = [(r.run_id, r.status, r.attempts, r.updated_at, r.n_calls, r.n_discarded) for r in store.runs()]
+    calls = [(c.run_id, c.index, c.status, c.origin, c.finished_at)
+             for r in store.runs() for c in store.calls(r.run_id)]
+    return runs, calls, store.discarded()
+
+
+def test_a_finished_run_replays_entirely_and_nothing_runs(store):
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    ran.clear()
+    before = snapshot(store)
+    report = runner.dry_run(place_order, "o1", run_id="r1")
+    assert isinstance(report, dnb.DryRunReport)
+    assert (report.stopped_at, report.decision, report.recorded, report.call_id) == (None, None, None, None)
+    assert report.replayed == 2 and report.unreached == 0 and report.error is None
+    assert report.result_preview == "'mail o1'"
+    assert ran == {}
+    assert snapshot(store) == before
+
+
+def test_an_edited_action_stops_at_the_first_mismatch_with_both_digests(store):
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    ran.clear()
+    before = snapshot(store)
+    report = runner.dry_run(place_order_edited, "o1", run_id="r1")
+    recorded = store.calls("r1")[0]
+    assert report.stopped_at == 0 and report.decision is Decision.MISMATCH
+    assert report.recorded == recorded
+    assert report.call_id == recorded.call_id == f"{__name__}.charge"
+    assert report.args_digest != recorded.args_digest
+    assert "rule 2" in report.rule
+    assert ran == {}  # neither the function nor the reconciler
+    assert snapshot(store) == before
+
+
+def test_a_pending_call_with_a_reconciler_would_reconcile_and_the_reconciler_does_not_run(store):
+    runner = dnb.LocalRunner(store)
+    with dnb.inject_crash(call=f"{__name__}.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(place_order, "o1", run_id="r1")
+    ran.clear()
+    before = snapshot(store)
+    report = runner.dry_run(place_order, "o1", run_id="r1")
+    assert (report.stopped_at, report.decision, report.replayed) == (0, Decision.RECONCILE, 0)
+    assert report.recorded is not None and report.recorded.status is Status.PENDING
+    assert ran == {}
+    assert snapshot(store) == before
+
+
+def test_a_pending_call_without_a_reconciler_would_re_execute(store):
+    def action(order: str, ctx: dnb.RunnerContext) -> str:
+        return ctx.durable_execute(notify, order)
+
+    runner = dnb.LocalRunner(store)
+    with dnb.inject_crash(call=f"{__name__}.notify", point="before_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(action, "o1", run_id="r1")
+    report = runner.dry_run(action, "o1", run_id="r1")
+    assert (report.stopped_at, report.decision) == (0, Decision.REEXECUTE)
+    assert ran == {}
+
+
+def test_a_call_beyond_the_journal_would_execute(store):
+    def longer(order: str, ctx: dnb.RunnerContext) -> str:
+        place_order(order, ctx)
+        return ctx.durable_execute(notify, "again")
+
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    ran.clear()
+    report = runner.dry_run(longer, "o1", run_id="r1")
+    assert (report.stopped_at, report.decision, report.recorded, report.replayed) == (2, Decision.EXECUTE, None, 2)
+    assert report.call_id == f"{__name__}.notify"
+    assert ran == {}
+    frame = report.to_pandas()
+    assert list(frame["decision"]) == ["replay", "replay", "execute"]
+    assert list(frame["index"]) == [0, 1, 2]
+    assert frame["recorded_call_id"].iloc[2] is None
+
+
+def test_an_action_that_stops_early_reports_the_unreached_calls(store):
+    def shorter(order: str, ctx: dnb.RunnerContext) -> dict:
+        return ctx.durable_execute(charge, order, 10, reconciler=lookup)
+
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    report = runner.dry_run(shorter, "o1", run_id="r1")
+    assert report.stopped_at is None and report.unreached == 1
+    assert "never reached" in repr(report)
+
+
+def test_an_unknown_run_stops_at_call_zero_and_is_not_created(store):
+    report = dnb.LocalRunner(store).dry_run(place_order, "o1", run_id="never")
+    assert (report.stopped_at, report.decision) == (0, Decision.EXECUTE)
+    assert store.runs() == [] and ran == {}
+
+
+def test_a_replayed_exception_the_action_does_not_catch_is_reported(store):
+    def fails(order: str) -> None:
+        raise ValueError(f"declined {order}")
+
+    def action(order: str, ctx: dnb.RunnerContext) -> None:
+        ctx.durable_execute(fails, order)
+
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(ValueError):
+        runner.run(action, "o1", run_id="r1")
+    report = runner.dry_run(action, "o1", run_id="r1")
+    assert report.stopped_at is None and report.replayed == 1
+    assert report.error == "ValueError: declined o1"
+
+
+def test_an_async_action_is_dry_run_too(store):
+    async def action(order: str, ctx: dnb.RunnerContext) -> str:
+        c = await ctx.durable_execute_async(charge, order, 10, reconciler=lookup)
+        return await ctx.durable_execute_async(notify, c["order"])
+
+    runner = dnb.LocalRunner(store)
+    runner.run(action, "o1", run_id="r1")
+    ran.clear()
+    before = snapshot(store)
+    assert runner.dry_run(action, "o1", run_id="r1").stopped_at is None
+    report = asyncio.run(runner.dry_run_async(place_order_edited, "o1", run_id="r1"))
+    assert (report.stopped_at, report.decision) == (0, Decision.MISMATCH)
+    assert ran == {}
+    assert snapshot(store) == before
+
+
+def test_the_default_run_id_is_the_one_run_uses(store):
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1")
+    assert runner.dry_run(place_order, "o1").replayed == 2
+    assert runner.dry_run(place_order, "o2").stopped_at == 0
+
+
+def test_the_report_renders_escaped(store):
+    @dnb.durable(name="<script>alert(1)</script>")
+    def odd(x: int) -> int:
+        return x
+
+    def action(x: int, ctx: dnb.RunnerContext) -> int:
+        return ctx.durable_execute(odd, x)
+
+    report = dnb.LocalRunner(store).dry_run(action, 1, run_id="r<1>")
+    text = repr(report)
+    assert "call 0 would execute" in text and "<script>alert(1)</script>" in text
+    rendered = report._repr_html_()
+    assert "<script>" not in rendered and "&lt;script&gt;" in rendered and "r&lt;1&gt;" not in text
+
+
+def test_a_dry_run_leaves_the_sqlite_file_byte_for_byte_unchanged(tmp_path: Path):
+    path = tmp_path / "journal.db"
+    store = dnb.SqliteStore(path)
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    with dnb.inject_crash(call=f"{__name__}.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(place_order, "o2", run_id="r2")
+    store.close()
+    files = sorted(p for p in tmp_path.iterdir())
+    before = {p.name: p.read_bytes() for p in files}
+    again = dnb.SqliteStore(path)
+    try:
+        ran.clear()
+        reports = [
+            dnb.LocalRunner(again).dry_run(action, order, run_id=rid)
+            for action, order, rid in [(place_order, "o1", "r1"), (place_order_edited, "o1", "r1"),
+                                       (place_order, "o2", "r2")]
+        ]
+        assert [r.decision for r in reports] == [None, Decision.MISMATCH, Decision.RECONCILE]
+        assert ran == {}
+    finally:
+        again.close()
+    after = {p.name: p.read_bytes() for p in sorted(tmp_path.iterdir())}
+    assert after == before
+
+
+class CountingStore(dnb.MemoryStore):
+    """A real MemoryStore that counts every call to a method that may write."""
+
+    WRITES = ("open_run", "close_run", "append_pending", "complete_call", "discard_from", "delete_run",
+              "_fork", "_prune", "set_prompt", "flush")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: collections.Counter[str] = collections.Counter()
+
+    def __getattribute__(self, name: str):  # type: ignore[no-untyped-def]
+        if name in CountingStore.WRITES:
+            object.__getattribute__(self, "writes")[name] += 1
+        return object.__getattribute__(self, name)
+
+
+def test_a_dry_run_calls_no_write_method_of_the_store():
+    store = CountingStore()
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    with dnb.inject_crash(call=f"{__name__}.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(place_order, "o2", run_id="r2")
+    assert store.writes["append_pending"] == 3  # the counter sees real writes
+    store.writes.clear()
+    ran.clear()
+    for action, order, rid in [(place_order, "o1", "r1"), (place_order_edited, "o1", "r1"),
+                               (place_order, "o2", "r2"), (place_order, "o3", "new")]:
+        runner.dry_run(action, order, rid)
+    assert store.writes == {} and ran == {}

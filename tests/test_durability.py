@@ -1,0 +1,155 @@
+"""Durability levels of SqliteStore (issue 10): what another reader of the file sees, and when.
+
+A second ``SqliteStore`` on the same file stands for another process (or what a
+crash would leave): it sees only what was committed. Nothing here measures time;
+where the background flush is involved the test waits for it with a generous bound.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import RunStatus, Status
+
+
+def other_view(path: Path, run_id: str) -> list[Status]:
+    view = dnb.SqliteStore(path)
+    try:
+        return [c.status for c in view.calls(run_id)]
+    finally:
+        view.close()
+
+
+def wait_for(check, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.005)
+    return check()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "journal.db"
+
+
+def test_under_call_an_outcome_becomes_durable_with_the_next_pending(path):
+    store = dnb.SqliteStore(path, durability="call")
+    store._committer.delay = 3600.0  # no background flush in this test: only the rules' commit points
+    with dnb.LocalRunner(store).context("r") as ctx:
+        ctx.durable_execute(abs, -1)
+        assert other_view(path, "r") == [Status.PENDING]  # what a crash now leaves: recovery reconciles
+        assert [c.status for c in store.calls("r")] == [Status.SUCCEEDED]  # this store reads its own writes
+
+        def second(x: int) -> int:
+            assert other_view(path, "r") == [Status.SUCCEEDED, Status.PENDING]  # durable before f runs
+            return x
+
+        ctx.durable_execute(second, 2)
+    assert other_view(path, "r") == [Status.SUCCEEDED, Status.SUCCEEDED]  # the run's end is a boundary
+    assert dnb.SqliteStore(path).run("r").status is RunStatus.COMPLETED
+    store.close()
+
+
+def test_a_held_outcome_is_flushed_in_the_background_when_no_next_call_comes(path):
+    store = dnb.SqliteStore(path)
+    with dnb.LocalRunner(store).context("idle") as ctx:
+        ctx.durable_execute(abs, -1)
+        assert wait_for(lambda: other_view(path, "idle") == [Status.SUCCEEDED])
+    store.close()
+
+
+def test_under_transition_every_outcome_is_durable_when_the_call_returns(path):
+    store = dnb.SqliteStore(path, durability="transition")
+    with dnb.LocalRunner(store).context("t") as ctx:
+        ctx.durable_execute(abs, -1)
+        assert other_view(path, "t") == [Status.SUCCEEDED]
+    store.close()
+
+
+def test_relaxed_commits_every_transition_without_fsync(path):
+    store = dnb.SqliteStore(path, durability="relaxed")
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with dnb.LocalRunner(store).context("x") as ctx:
+        ctx.durable_execute(abs, -1)
+        assert other_view(path, "x") == [Status.SUCCEEDED]
+    store.close()
+
+
+def test_every_map_row_is_durable_when_the_map_returns(path):
+    store = dnb.SqliteStore(path)
+    store._committer.delay = 3600.0
+    df = dnb.LocalRunner(store).map(lambda rec, ctx: ctx.durable_execute(abs, rec), list(range(-20, 0)))
+    assert list(df["result"]) == list(range(20, 0, -1))
+    view = dnb.SqliteStore(path)
+    assert len(view.runs()) == 20
+    assert all(r.status is RunStatus.COMPLETED and r.attempts == 1 for r in view.runs())
+    assert {c.status for c in view.query_calls()} == {Status.SUCCEEDED}
+    view.close()
+    store.close()
+
+
+def test_a_replayed_map_writes_nothing(path):
+    store = dnb.SqliteStore(path)
+    runner = dnb.LocalRunner(store)
+    first = runner.map(lambda rec, ctx: ctx.durable_execute(abs, rec), list(range(-5, 0)))
+    store.close()
+    before = path.read_bytes()
+    again = dnb.SqliteStore(path)
+    second = dnb.LocalRunner(again).map(lambda rec, ctx: ctx.durable_execute(abs, rec), list(range(-5, 0)))
+    again.close()
+    assert list(second["result"]) == list(first["result"])
+    assert path.read_bytes() == before
+
+
+def test_concurrent_callers_each_return_only_once_their_own_transition_is_durable(path):
+    """16 threads on one store share commits; inside each f, its PENDING is already on disk."""
+    store = dnb.SqliteStore(path)
+    runner = dnb.LocalRunner(store)
+    seen: dict[int, list[Status]] = {}
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        def f(i: int) -> int:
+            if i == 2:
+                seen[k] = other_view(path, f"g{k}")
+            return i
+
+        try:
+            runner.run(lambda _, ctx: [ctx.durable_execute(f, i) for i in range(4)], None, run_id=f"g{k}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    # Inside call 2: calls 0 and 1 SUCCEEDED (carried by call 2's PENDING), call 2 PENDING.
+    assert seen == {k: [Status.SUCCEEDED, Status.SUCCEEDED, Status.PENDING] for k in range(16)}
+    view = dnb.SqliteStore(path)
+    assert all([c.status for c in view.calls(f"g{k}")] == [Status.SUCCEEDED] * 4 for k in range(16))
+    view.close()
+    store.close()
+
+
+def test_flush_and_boundary_make_held_outcomes_durable(path):
+    store = dnb.SqliteStore(path)
+    store._committer.delay = 3600.0
+    with store.boundary():
+        with dnb.LocalRunner(store).context("b") as ctx:
+            ctx.durable_execute(abs, -1)
+        assert other_view(path, "b") == [Status.PENDING]  # inside a boundary the run's end is not one
+    assert other_view(path, "b") == [Status.SUCCEEDED]
+    with dnb.LocalRunner(store).context("c") as ctx:
+        ctx.durable_execute(abs, -1)
+        store.flush()
+        assert other_view(path, "c") == [Status.SUCCEEDED]
+    store.close()

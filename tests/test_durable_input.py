@@ -1,0 +1,366 @@
+"""``ctx.durable_input``: a person's answer journaled like any outcome (origin RESOLVED).
+
+The first run stops WAITING (``AwaitingInput``, never FAILED); ``store.answer``
+journals the answer; the next run replays everything before it, returns the
+answer and goes on. Counters prove the calls before the input ran once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import Origin, RunStatus, Status
+from durable_nb.journal.context import set_input_hook
+from durable_nb.journal.records import INPUT_CALL_ID
+
+ran: collections.Counter[str] = collections.Counter()
+
+
+def quote(order: str) -> int:
+    ran["quote"] += 1
+    return 120
+
+
+def refund(order: str, amount: int) -> str:
+    ran["refund"] += 1
+    return f"refunded {amount} on {order}"
+
+
+def refund_flow(order: str, ctx: dnb.RunnerContext) -> str:
+    amount = ctx.durable_execute(quote, order)
+    answer = ctx.durable_input(f"Refund {amount} EUR?", choices=["yes", "no"])
+    if answer != "yes":
+        return "kept"
+    return ctx.durable_execute(refund, order, amount)
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Any:
+    ran.clear()
+    previous = set_input_hook(None)
+    yield
+    set_input_hook(previous)
+
+
+def test_the_first_run_stops_waiting_with_the_prompt_journaled(store):
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput) as info:
+        runner.run(refund_flow, "o1", run_id="r1")
+    waiting = info.value
+    assert isinstance(waiting, dnb.DurableError)
+    assert (waiting.run_id, waiting.index, waiting.prompt, waiting.choices) == (
+        "r1", 1, "Refund 120 EUR?", ("yes", "no"))
+    assert "store.answer('r1', 1, value)" in str(waiting)
+    assert store.run("r1").status is RunStatus.WAITING
+    call = store.calls("r1")[1]
+    assert (call.call_id, call.status, call.prompt, call.choices, call.is_input) == (
+        INPUT_CALL_ID, Status.PENDING, "Refund 120 EUR?", ("yes", "no"), True)
+    assert [(c.run_id, c.index, c.prompt) for c in store.waiting()] == [("r1", 1, "Refund 120 EUR?")]
+    assert ran == {"quote": 1}
+
+
+def test_running_again_before_an_answer_still_waits_and_writes_no_new_call(store):
+    runner = dnb.LocalRunner(store)
+    for _ in range(2):
+        with pytest.raises(dnb.AwaitingInput):
+            runner.run(refund_flow, "o1", run_id="r1")
+    assert len(store.calls("r1")) == 2 and store.run("r1").status is RunStatus.WAITING
+    assert ran == {"quote": 1}
+
+
+def test_an_answer_is_journaled_resolved_and_the_next_run_replays_to_it_and_goes_on(store):
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput):
+        runner.run(refund_flow, "o1", run_id="r1")
+    answered = store.answer("r1", 1, "yes")
+    assert (answered.status, answered.origin, answered.result()) == (Status.SUCCEEDED, Origin.RESOLVED, "yes")
+    assert store.waiting() == []
+    assert runner.run(refund_flow, "o1", run_id="r1") == "refunded 120 on o1"
+    assert store.run("r1").status is RunStatus.COMPLETED
+    assert [(c.status, c.origin) for c in store.calls("r1")] == [
+        (Status.SUCCEEDED, Origin.EXECUTED), (Status.SUCCEEDED, Origin.RESOLVED), (Status.SUCCEEDED, Origin.EXECUTED)]
+    assert runner.run(refund_flow, "o1", run_id="r1") == "refunded 120 on o1"
+    assert ran == {"quote": 1, "refund": 1}
+
+
+def test_answers_are_checked_before_anything_is_written(store):
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput):
+        runner.run(refund_flow, "o1", run_id="r1")
+    with pytest.raises(ValueError, match="'maybe' is not one of the choices"):
+        store.answer("r1", 1, "maybe")
+    with pytest.raises(ValueError, match="not a durable_input"):
+        store.answer("r1", 0, "yes")
+    with pytest.raises(ValueError, match="no call at index 5.*index 1 \\('Refund 120 EUR\\?'\\)"):
+        store.answer("r1", 5, "yes")
+    with pytest.raises(dnb.RunNotFoundError):
+        store.answer("nope", 1, "yes")
+    assert store.calls("r1")[1].status is Status.PENDING
+    store.answer("r1", 1, "no")
+    with pytest.raises(ValueError, match="already answered"):
+        store.answer("r1", 1, "yes")
+    assert runner.run(refund_flow, "o1", run_id="r1") == "kept"
+    assert ran == {"quote": 1}
+
+
+def test_a_free_answer_can_be_any_picklable_value(store):
+    def action(_: object, ctx: dnb.RunnerContext) -> dict:
+        return ctx.durable_input("Shipping address?")
+
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput) as info:
+        runner.run(action, None, run_id="r1")
+    assert info.value.choices is None and store.waiting()[0].choices is None
+    store.answer("r1", 0, {"street": "Main 1", "zip": 1000})
+    assert store.run("r1").status is RunStatus.WAITING  # until it is run again
+    assert runner.run(action, None, run_id="r1") == {"street": "Main 1", "zip": 1000}
+    assert store.run("r1").status is RunStatus.COMPLETED
+
+
+def test_choices_must_be_plain_values_and_the_prompt_a_string(store):
+    def bad_choices(_: object, ctx: dnb.RunnerContext) -> Any:
+        return ctx.durable_input("pick", choices=[object()])
+
+    def bad_prompt(_: object, ctx: dnb.RunnerContext) -> Any:
+        return ctx.durable_input(42)  # type: ignore[arg-type]
+
+    def unordered_choices(_: object, ctx: dnb.RunnerContext) -> Any:
+        return ctx.durable_input("pick", choices={"a", "b"})
+
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(TypeError, match="choices must be plain values"):
+        runner.run(bad_choices, None, run_id="r1")
+    with pytest.raises(TypeError, match="list or tuple"):
+        runner.run(unordered_choices, None, run_id="r3")
+    assert store.calls("r3") == []
+    with pytest.raises(TypeError, match="str prompt"):
+        runner.run(bad_prompt, None, run_id="r2")
+    assert store.calls("r1") == [] and store.calls("r2") == []
+
+
+def test_map_reports_a_waiting_record_as_a_waiting_row(store):
+    runner = dnb.LocalRunner(store)
+    frame = runner.map(refund_flow, ["o1", "o2"], key=lambda o: o)
+    assert list(frame["status"]) == ["WAITING", "WAITING"]
+    assert "waiting for input" in frame["error"].iloc[0]
+    rid = frame["run_id"].iloc[0]
+    store.answer(rid, 1, "yes")
+    frame = runner.map(refund_flow, ["o1", "o2"], key=lambda o: o)
+    assert list(frame["status"]) == ["COMPLETED", "WAITING"]
+    assert frame["result"].iloc[0] == "refunded 120 on o1"
+    assert ran == {"quote": 2, "refund": 1}
+
+
+def test_the_input_hook_is_told_after_the_run_is_waiting(store):
+    seen = []
+
+    def hook(hook_store: dnb.Store, waiting: dnb.AwaitingInput) -> None:
+        seen.append((hook_store.run(waiting.run_id).status, [c.index for c in hook_store.waiting()], waiting.prompt))
+
+    assert set_input_hook(hook) is None
+    with pytest.raises(dnb.AwaitingInput):
+        dnb.LocalRunner(store).run(refund_flow, "o1", run_id="r1")
+    assert seen == [(RunStatus.WAITING, [1], "Refund 120 EUR?")]
+    assert set_input_hook(None) is hook
+
+
+def test_a_failing_hook_is_logged_and_the_run_still_waits(store, caplog):
+    def hook(_: dnb.Store, __: dnb.AwaitingInput) -> None:
+        raise RuntimeError("widget broke")
+
+    set_input_hook(hook)
+    with caplog.at_level(logging.ERROR, logger="durable_nb"), pytest.raises(dnb.AwaitingInput):
+        dnb.LocalRunner(store).run(refund_flow, "o1", run_id="r1")
+    assert "widget broke" in caplog.text
+    assert store.run("r1").status is RunStatus.WAITING
+
+
+def test_an_action_that_swallows_awaiting_input_still_leaves_the_run_waiting(store):
+    def swallow(_: object, ctx: dnb.RunnerContext) -> str:
+        try:
+            ctx.durable_input("ok?")
+        except dnb.AwaitingInput:
+            return "ignored"
+        return "answered"
+
+    with pytest.raises(dnb.AwaitingInput):
+        dnb.LocalRunner(store).run(swallow, None, run_id="r1")
+    assert store.run("r1").status is RunStatus.WAITING
+
+
+def test_an_async_action_waits_and_resumes(store):
+    async def action(order: str, ctx: dnb.RunnerContext) -> str:
+        amount = await ctx.durable_execute_async(quote, order)
+        if ctx.durable_input("go?", choices=[True, False]):
+            return await ctx.durable_execute_async(refund, order, amount)
+        return "kept"
+
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput):
+        asyncio.run(runner.run_async(action, "o1", run_id="r1"))
+    store.answer("r1", 1, True)
+    assert runner.run(action, "o1", run_id="r1") == "refunded 120 on o1"
+    assert ran == {"quote": 1, "refund": 1}
+
+
+def test_a_waiting_input_survives_a_restart_of_the_sqlite_journal(tmp_path: Path):
+    path = tmp_path / "journal.db"
+    first = dnb.SqliteStore(path)
+    with pytest.raises(dnb.AwaitingInput):
+        dnb.LocalRunner(first).run(refund_flow, "o1", run_id="r1")
+    first.close()
+    second = dnb.SqliteStore(path)
+    assert [(c.run_id, c.index, c.prompt, c.choices) for c in second.waiting()] == [
+        ("r1", 1, "Refund 120 EUR?", ("yes", "no"))]
+    second.answer("r1", 1, "yes")
+    second.close()
+    third = dnb.SqliteStore(path)
+    try:
+        assert dnb.LocalRunner(third).run(refund_flow, "o1", run_id="r1") == "refunded 120 on o1"
+        assert ran == {"quote": 1, "refund": 1}
+    finally:
+        third.close()
+
+
+def test_a_dry_run_stops_at_an_unanswered_input(store):
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput):
+        runner.run(refund_flow, "o1", run_id="r1")
+    report = runner.dry_run(refund_flow, "o1", run_id="r1")
+    assert report.stopped_at == 1 and "durable_input" in report.rule
+    store.answer("r1", 1, "yes")
+    report = runner.dry_run(refund_flow, "o1", run_id="r1")
+    assert (report.stopped_at, report.decision, report.replayed) == (2, dnb.Decision.EXECUTE, 2)
+    assert ran == {"quote": 1}
+
+
+_CHILD = '''
+import sys
+import durable_nb as dnb
+
+LEDGER = sys.argv[2]
+
+
+def quote(order):
+    with open(LEDGER, "a") as fh:
+        fh.write("quote\\n")
+    return 120
+
+
+def refund(order, amount):
+    with open(LEDGER, "a") as fh:
+        fh.write("refund\\n")
+    return f"refunded {amount} on {order}"
+
+
+def flow(order, ctx):
+    amount = ctx.durable_execute(quote, order)
+    if ctx.durable_input(f"Refund {amount} EUR?", choices=["yes", "no"]) == "yes":
+        return ctx.durable_execute(refund, order, amount)
+    return "kept"
+
+
+store = dnb.SqliteStore(sys.argv[1])
+phase = sys.argv[3]
+if phase == "answer":
+    (waiting,) = store.waiting()
+    store.answer(waiting.run_id, waiting.index, "yes")
+    print("answered", waiting.index)
+else:
+    try:
+        print(dnb.LocalRunner(store).run(flow, "o1", run_id="r1"))
+    except dnb.AwaitingInput as exc:
+        print("waiting", exc.index)
+'''
+
+
+def test_ask_answer_and_resume_happen_in_three_separate_processes(tmp_path: Path):
+    import subprocess
+    import sys
+
+    script, db, ledger = tmp_path / "child.py", tmp_path / "journal.db", tmp_path / "ledger.txt"
+    script.write_text(_CHILD)
+    ledger.write_text("")
+
+    def child(phase: str) -> str:
+        done = subprocess.run([sys.executable, str(script), str(db), str(ledger), phase],
+                              capture_output=True, text=True, timeout=120, check=True)
+        return done.stdout.strip()
+
+    assert child("run") == "waiting 1"
+    assert child("answer") == "answered 1"
+    assert child("run") == "refunded 120 on o1"
+    assert child("run") == "refunded 120 on o1"
+    assert ledger.read_text().split() == ["quote", "refund"]
+
+
+def test_asking_inside_a_durable_call_is_refused_clearly(store):
+    def inner() -> Any:
+        ctx = dnb.current_context()
+        assert ctx is not None
+        return ctx.durable_input("inside?")
+
+    def action(_: object, ctx: dnb.RunnerContext) -> Any:
+        return ctx.durable_execute(inner)
+
+    with pytest.raises(RuntimeError, match="inside a durable call"):
+        dnb.LocalRunner(store).run(action, None, run_id="r1")
+    assert store.waiting() == []
+
+
+@pytest.mark.parametrize("point", ["before_call", "after_call"])
+def test_a_crash_while_asking_leaves_a_run_that_asks_again(store, point):
+    runner = dnb.LocalRunner(store)
+    with dnb.inject_crash(call=INPUT_CALL_ID, point=point), pytest.raises(dnb.SimulatedCrash):
+        runner.run(refund_flow, "o1", run_id="r1")
+    assert store.run("r1").status is RunStatus.RUNNING  # as kill -9 leaves it, not WAITING
+    assert store.calls("r1")[1].status is Status.PENDING
+    with pytest.raises(dnb.AwaitingInput) as info:
+        runner.run(refund_flow, "o1", run_id="r1")
+    assert info.value.index == 1 and store.run("r1").status is RunStatus.WAITING
+    assert [(c.index, c.prompt, c.choices) for c in store.waiting()] == [(1, "Refund 120 EUR?", ("yes", "no"))]
+    store.answer("r1", 1, "yes")
+    assert runner.run(refund_flow, "o1", run_id="r1") == "refunded 120 on o1"
+    assert ran == {"quote": 1, "refund": 1}
+
+
+_KILLED_CHILD = _CHILD.replace("phase = sys.argv[3]", '''phase = sys.argv[3]
+if phase == "kill":
+    import os
+    import signal
+    from durable_nb.journal import faults
+
+    def die(point, call_id):
+        if point == sys.argv[4] and call_id == "durable_nb.durable_input":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    faults.add_hook(die)
+''')
+
+
+@pytest.mark.parametrize("point", ["before_call", "after_call"])
+def test_a_process_killed_while_asking_leaves_a_journal_that_asks_again(tmp_path: Path, point: str):
+    import signal
+    import subprocess
+    import sys
+
+    script, db, ledger = tmp_path / "child.py", tmp_path / "journal.db", tmp_path / "ledger.txt"
+    script.write_text(_KILLED_CHILD)
+    ledger.write_text("")
+
+    def child(*phase: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(db), str(ledger), *phase],
+                              capture_output=True, text=True, timeout=120)
+
+    assert child("kill", point).returncode == -signal.SIGKILL
+    assert child("run").stdout.strip() == "waiting 1"
+    assert child("answer").stdout.strip() == "answered 1"
+    assert child("run").stdout.strip() == "refunded 120 on o1"
+    assert ledger.read_text().split() == ["quote", "refund"]

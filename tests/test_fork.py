@@ -1,0 +1,180 @@
+"""``store.fork`` / ``runner.fork``: a new run from a prefix of another, on every store.
+
+Each test asserts the journal of both runs and how often each side effect ran
+(``Counter``), because "the fork returned the right value" cannot tell a replayed
+call from a re-executed one.
+"""
+
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import Origin, RunStatus, Status
+
+ran: collections.Counter[str] = collections.Counter()
+
+
+def charge(order: str, amount: int) -> dict:
+    ran["charge"] += 1
+    return {"order": order, "charged": amount}
+
+
+def reserve(order: str) -> str:
+    ran["reserve"] += 1
+    return f"slot-{order}"
+
+
+def notify(order: str, slot: str) -> str:
+    ran["notify"] += 1
+    return f"mail {order} {slot}"
+
+
+def declined(order: str) -> None:
+    ran["declined"] += 1
+    raise ValueError(f"card declined for {order}")
+
+
+def place_order(order: str, ctx: dnb.RunnerContext) -> str:
+    c = ctx.durable_execute(charge, order, 10)
+    slot = ctx.durable_execute(reserve, c["order"])
+    return ctx.durable_execute(notify, order, slot)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counter() -> None:
+    ran.clear()
+
+
+def shape(store: dnb.Store, run_id: str) -> list[tuple]:
+    return [(c.index, c.call_id.rsplit(".", 1)[-1], c.status.value, c.origin and c.origin.value,
+             c.result_preview) for c in store.calls(run_id)]
+
+
+def test_fork_copies_the_first_calls_with_outcomes_payloads_and_lineage(store):
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    before = shape(store, "r1")
+    new_id = store.fork("r1", at=2)
+    assert new_id == "r1.fork-1"
+    assert shape(store, new_id) == before[:2]
+    original, fork = store.calls("r1"), store.calls(new_id)
+    assert [c.payload for c in fork] == [c.payload for c in original[:2]]
+    assert fork[1].result() == "slot-o1"
+    rec = store.run(new_id)
+    assert rec is not None
+    assert (rec.parent_run_id, rec.forked_at, rec.status, rec.n_calls) == ("r1", 2, RunStatus.RUNNING, 2)
+    assert store.run("r1").parent_run_id is None and store.run("r1").forked_at is None
+    assert shape(store, "r1") == before
+
+
+def test_running_the_fork_replays_the_copies_and_executes_from_the_fork_point(store):
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    new_id = runner.fork("r1", 2)
+    out = runner.run(place_order, "o1", run_id=new_id)
+    assert out == "mail o1 slot-o1"
+    assert ran == {"charge": 1, "reserve": 1, "notify": 2}
+    assert [c.origin for c in store.calls(new_id)] == [Origin.EXECUTED] * 3
+    assert store.run(new_id).status is RunStatus.COMPLETED
+    assert store.calls(new_id)[2].started_at > store.calls("r1")[2].started_at
+    assert len(store.calls("r1")) == 3
+
+
+def test_forking_at_zero_gives_an_empty_run_and_at_the_end_a_full_copy(store):
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    empty = store.fork("r1", at=0)
+    full = store.fork("r1", at=3, new_run_id="copy")
+    assert (empty, full) == ("r1.fork-1", "copy")
+    assert store.calls(empty) == []
+    assert shape(store, full) == shape(store, "r1")
+    runner.run(place_order, "o1", run_id=full)
+    assert ran == {"charge": 1, "reserve": 1, "notify": 1}
+
+
+def test_default_fork_ids_count_up(store):
+    dnb.LocalRunner(store).run(place_order, "o1", run_id="r1")
+    assert [store.fork("r1", at=1) for _ in range(3)] == ["r1.fork-1", "r1.fork-2", "r1.fork-3"]
+    assert store.fork("r1.fork-2", at=1) == "r1.fork-2.fork-1"
+    assert store.run("r1.fork-2.fork-1").parent_run_id == "r1.fork-2"
+
+
+def test_a_recorded_failure_is_copied_and_replayed_as_the_same_exception(store):
+    def action(order: str, ctx: dnb.RunnerContext) -> str:
+        try:
+            ctx.durable_execute(declined, order)
+        except ValueError:
+            return ctx.durable_execute(reserve, order)
+        return "unreachable"
+
+    runner = dnb.LocalRunner(store)
+    runner.run(action, "o2", run_id="r2")
+    new_id = store.fork("r2", at=1)
+    assert store.calls(new_id)[0].status is Status.FAILED
+    assert runner.run(action, "o2", run_id=new_id) == "slot-o2"
+    assert ran == {"declined": 1, "reserve": 2}
+
+
+def test_fork_refuses_an_unknown_run(store):
+    with pytest.raises(dnb.RunNotFoundError, match="no run 'nope'") as info:
+        store.fork("nope", at=0)
+    assert isinstance(info.value, KeyError) and isinstance(info.value, dnb.DurableError)
+    assert store.runs() == []
+
+
+@pytest.mark.parametrize("at", [-1, 4, 100])
+def test_fork_refuses_an_index_out_of_range(store, at):
+    dnb.LocalRunner(store).run(place_order, "o1", run_id="r1")
+    with pytest.raises(ValueError, match=r"must be in 0\.\.3"):
+        store.fork("r1", at=at)
+    assert [r.run_id for r in store.runs()] == ["r1"]
+
+
+def test_fork_refuses_a_non_integer_index(store):
+    dnb.LocalRunner(store).run(place_order, "o1", run_id="r1")
+    with pytest.raises(TypeError, match="call index"):
+        store.fork("r1", at="2")  # type: ignore[arg-type]
+
+
+def test_fork_refuses_an_existing_new_run_id(store):
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    runner.run(place_order, "o2", run_id="r2")
+    before = shape(store, "r2")
+    with pytest.raises(ValueError, match="a run with that id exists"):
+        store.fork("r1", at=1, new_run_id="r2")
+    assert shape(store, "r2") == before
+    assert store.run("r2").parent_run_id is None
+
+
+def test_fork_refuses_to_copy_a_pending_call_but_can_fork_at_it(store):
+    runner = dnb.LocalRunner(store)
+    with dnb.inject_crash(call=f"{__name__}.reserve", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(place_order, "o1", run_id="r1")
+    assert [c.status for c in store.calls("r1")] == [Status.SUCCEEDED, Status.PENDING]
+    with pytest.raises(ValueError, match="call 1 .* is PENDING"):
+        store.fork("r1", at=2)
+    new_id = store.fork("r1", at=1)
+    assert runner.run(place_order, "o1", run_id=new_id) == "mail o1 slot-o1"
+    assert ran == {"charge": 1, "reserve": 2, "notify": 1}
+    assert store.calls("r1")[1].status is Status.PENDING  # the original is untouched
+
+
+def test_a_fork_survives_reopening_the_sqlite_file(tmp_path: Path):
+    path = tmp_path / "journal.db"
+    first = dnb.SqliteStore(path)
+    dnb.LocalRunner(first).run(place_order, "o1", run_id="r1")
+    new_id = first.fork("r1", at=2)
+    first.close()
+    again = dnb.SqliteStore(path)
+    try:
+        rec = again.run(new_id)
+        assert rec is not None and (rec.parent_run_id, rec.forked_at) == ("r1", 2)
+        assert dnb.LocalRunner(again).run(place_order, "o1", run_id=new_id) == "mail o1 slot-o1"
+        assert ran == {"charge": 1, "reserve": 1, "notify": 2}
+    finally:
+        again.close()

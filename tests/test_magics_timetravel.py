@@ -1,0 +1,268 @@
+"""Time travel on ``%%durable`` cells through a real IPython shell: --dry, --strict, %durable_fork, %durable_prune.
+
+Counters in this module prove how often a cell's durable calls really ran; the
+journal is read back with the store after every step.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from IPython.core.error import UsageError
+from shell_harness import _Log, _Stream, run
+
+import durable_nb as dnb
+from durable_nb.journal import context as journal_context
+from durable_nb.notebook.magics import DurableMagics, magics_of
+
+RAN: collections.Counter[str] = collections.Counter()
+AMOUNT = {"value": 10}
+
+
+def charge(order_id: int, amount: int) -> str:
+    RAN["charge"] += 1
+    return f"ch_{order_id}_{amount}"
+
+
+def send_receipt(charge_id: str) -> str:
+    RAN["send_receipt"] += 1
+    return f"receipt for {charge_id}"
+
+
+def amount() -> int:
+    """Read at run time, not an input of the cell: changing it makes a recovery non-deterministic."""
+    return AMOUNT["value"]
+
+
+ORDER = """\
+ctx = dnb.current_context()
+c = ctx.durable_execute(charge, 1, amount())
+r = ctx.durable_execute(send_receipt, c)
+print(r)
+"""
+EDITED = ORDER.replace("print(r)", "print('edited:', r)")
+
+
+@pytest.fixture
+def magics(ip: Any, store: dnb.Store) -> Iterator[DurableMagics]:
+    m = magics_of(ip)
+    assert m is not None
+    saved_store, saved_ns = m._store, dict(ip.user_ns)
+    m.store = store
+    RAN.clear()
+    AMOUNT["value"] = 10
+    ip.user_ns.update(charge=charge, send_receipt=send_receipt, amount=amount, dnb=dnb)
+    yield m
+    m._store = saved_store
+    m._forks.clear()
+    ip.user_ns.clear()
+    ip.user_ns.update(saved_ns)
+
+
+def line(ip: Any, magic: str, text: str) -> tuple[Any, _Log]:
+    import sys
+
+    log = _Log()
+    out = sys.stdout
+    sys.stdout = _Stream(log, "stdout")
+    try:
+        result = ip.run_line_magic(magic, text)
+    finally:
+        sys.stdout = out
+    return result, log
+
+
+def crash_in_receipt(ip: Any) -> None:
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call=f"{__name__}.send_receipt", point="before_call"):
+        run(ip, "order", ORDER)
+
+
+def cell_runs(store: dnb.Store) -> list[dnb.RunRecord]:
+    return [r for r in store.runs() if r.run_id.startswith("cell:order:")]
+
+
+def snapshot(store: dnb.Store) -> Any:
+    return [(r.run_id, r.status, r.attempts, r.n_calls) for r in store.runs()], store.to_pandas().to_dict("records")
+
+
+# -- --dry ----------------------------------------------------------------------------------------
+
+
+def test_dry_on_a_finished_cell_says_it_replays_and_runs_nothing(ip: Any, magics: DurableMagics) -> None:
+    run(ip, "order", ORDER)
+    before, ran = snapshot(magics.store), dict(RAN)
+    report, _ = run(ip, "order --dry", ORDER)
+    assert isinstance(report, dnb.DryRunReport)
+    assert report.stopped_at is None and "replays as a whole" in report.rule
+    assert snapshot(magics.store) == before and dict(RAN) == ran
+
+
+def test_dry_on_a_crashed_cell_names_the_first_call_that_would_not_replay(
+    ip: Any, magics: DurableMagics, tmp_path: Path
+) -> None:
+    crash_in_receipt(ip)
+    ip.user_ns.pop("r", None)
+    before, ran = snapshot(magics.store), dict(RAN)
+    files = {p: p.read_bytes() for p in tmp_path.glob("journal.db*")}
+    report, log = run(ip, "order --dry", ORDER)
+    assert (report.stopped_at, report.decision) == (2, dnb.Decision.REEXECUTE)
+    assert report.recorded.call_id.endswith("send_receipt") and report.replayed == 1
+    assert snapshot(magics.store) == before and dict(RAN) == ran  # nothing ran, nothing written
+    assert {p: p.read_bytes() for p in tmp_path.glob("journal.db*")} == files
+    assert "r" not in ip.user_ns  # the body ran in a copy of the namespace
+    assert log.text() == ""  # and what it printed was swallowed
+
+
+def test_dry_on_an_edited_cell_compares_with_its_latest_run_and_names_the_fork(
+    ip: Any, magics: DurableMagics
+) -> None:
+    crash_in_receipt(ip)
+    AMOUNT["value"] = 99  # the edit changes what call 1 is called with
+    report, log = run(ip, "order --dry", EDITED)
+    assert (report.stopped_at, report.decision) == (1, dnb.Decision.MISMATCH)
+    assert "compared with run" in log.text()
+    AMOUNT["value"] = 10
+    report, log = run(ip, "order --dry", EDITED)
+    assert (report.stopped_at, report.decision) == (2, dnb.Decision.REEXECUTE)
+    assert "%durable_fork order --at 2" in log.text()
+    assert RAN == {"charge": 1}
+
+
+def test_dry_cannot_be_combined_with_rerun_or_map(ip: Any, magics: DurableMagics) -> None:
+    with pytest.raises(UsageError, match="--dry"):
+        run(ip, "order --dry --rerun", ORDER)
+    with pytest.raises(UsageError, match="--dry"):
+        run(ip, "order --dry --map rows", ORDER)
+
+
+# -- --strict ---------------------------------------------------------------------------------------
+
+
+def test_strict_raises_on_a_mismatch_and_discards_nothing(ip: Any, magics: DurableMagics) -> None:
+    crash_in_receipt(ip)
+    AMOUNT["value"] = 99
+    with pytest.raises(dnb.NonDeterminismError) as info:
+        run(ip, "order --strict", ORDER)
+    assert info.value.index == 1
+    [cell_run] = cell_runs(magics.store)
+    assert len(magics.store.calls(cell_run.run_id)) == 3
+    assert magics.store.discarded() == []
+    assert RAN == {"charge": 1}
+    # Without --strict the same recovery discards and goes on (with a warning).
+    with pytest.warns(dnb.NonDeterminismWarning):
+        run(ip, "order", ORDER)
+    assert RAN == {"charge": 2, "send_receipt": 1}
+
+
+# -- %durable_fork ---------------------------------------------------------------------------------
+
+
+def test_fork_makes_the_next_run_of_the_cell_continue_from_call_k(ip: Any, magics: DurableMagics) -> None:
+    run(ip, "order", ORDER)
+    assert RAN == {"charge": 1, "send_receipt": 1}
+    [original] = cell_runs(magics.store)
+    new_id, log = line(ip, "durable_fork", "order --at 2")
+    assert new_id == original.run_id + "#2"
+    assert "keeps calls 1..1" in log.text()
+    calls = magics.store.calls(new_id)
+    assert [(c.index, c.status.value) for c in calls] == [(0, "PENDING"), (1, "SUCCEEDED")]
+    assert calls[1].result_preview == "'ch_1_10'"
+    forked = magics.store.run(new_id)
+    assert (forked.parent_run_id, forked.forked_at) == (original.run_id, 2)  # the fork shows its parent
+    _, log = run(ip, "order", ORDER)
+    assert RAN == {"charge": 1, "send_receipt": 2}  # charge replayed from the copy, the receipt ran again
+    assert "receipt for ch_1_10" in log.text()
+    assert magics.store.run(new_id).status.value == "COMPLETED"
+    assert len(magics.store.calls(original.run_id)) == 3  # the original is untouched
+    _, log = run(ip, "order", ORDER)  # and now the fork is the cell's record: it replays
+    assert "replayed cell" in log.text() and RAN == {"charge": 1, "send_receipt": 2}
+
+
+def test_fork_then_edit_moves_the_kept_calls_to_the_edited_cell(ip: Any, magics: DurableMagics) -> None:
+    crash_in_receipt(ip)
+    line(ip, "durable_fork", "order --at 2")
+    _, log = run(ip, "order", EDITED)
+    assert "edited: receipt for ch_1_10" in log.text()
+    assert RAN == {"charge": 1, "send_receipt": 1}
+    finished = [r for r in cell_runs(magics.store) if r.status.value == "COMPLETED"]
+    assert len(finished) == 1 and not finished[0].run_id.endswith("#2")  # the edited version's own run
+    assert finished[0].parent_run_id is not None and finished[0].forked_at == 2  # lineage moved with the fork
+    assert len(cell_runs(magics.store)) == 2  # the crashed original and the edited run; the fork moved
+
+
+def test_fork_usage_errors_name_the_fix(ip: Any, magics: DurableMagics) -> None:
+    with pytest.raises(UsageError, match="run the cell first"):
+        line(ip, "durable_fork", "order --at 1")
+    run(ip, "order", ORDER)
+    with pytest.raises(UsageError, match=r"outside 1\.\.3"):
+        line(ip, "durable_fork", "order --at 7")
+    with pytest.raises(UsageError, match="must be a cell name"):
+        line(ip, "durable_fork", "1abc --at 1")
+    with pytest.raises(UsageError):
+        line(ip, "durable_fork", "order")  # --at is required
+    assert len(cell_runs(magics.store)) == 1
+
+
+# -- %durable_prune ---------------------------------------------------------------------------------
+
+
+def test_prune_dry_run_then_prune(ip: Any, magics: DurableMagics) -> None:
+    crash_in_receipt(ip)  # a cell run with PENDING calls: stays
+    runner = dnb.LocalRunner(magics.store)
+    for i in range(3):
+        runner.run(lambda v, ctx: v, i, run_id=f"old-{i}")
+    removed, log = line(ip, "durable_prune", "--status COMPLETED --keep-last 1 --dry-run")
+    assert [r.run_id for r in removed] == ["old-0", "old-1"]
+    assert "would remove 2 runs" in log.text()
+    assert len(magics.store.runs()) == 4
+    removed, log = line(ip, "durable_prune", "--status COMPLETED --keep-last 1")
+    assert "removed 2 runs" in log.text()
+    assert [r.run_id for r in magics.store.runs()][-1] == "old-2"
+    line(ip, "durable_prune", "--older-than 0d --include-pending")
+    assert len(magics.store.runs()) == 0
+
+
+def test_prune_usage_errors(ip: Any, magics: DurableMagics) -> None:
+    with pytest.raises(UsageError, match="at least one"):
+        line(ip, "durable_prune", "")
+    with pytest.raises(UsageError, match="30d"):
+        line(ip, "durable_prune", "--older-than soon")
+    with pytest.raises(UsageError, match="status"):
+        line(ip, "durable_prune", "--status DONE")
+
+
+# -- durable_input in a cell, and the hook ------------------------------------------------------------
+
+
+def test_loading_the_extension_registers_the_input_hook(ip: Any) -> None:
+    from durable_nb.notebook.inputs import show_input
+
+    hook = journal_context.set_input_hook(None)
+    journal_context.set_input_hook(hook)
+    assert hook is show_input
+
+
+def test_durable_input_in_a_cell_waits_then_goes_on_from_the_answer(ip: Any, magics: DurableMagics) -> None:
+    cell = """\
+answer = dnb.current_context().durable_input("Charge 10 EUR?", choices=["yes", "no"])
+c = dnb.current_context().durable_execute(charge, 1, amount()) if answer == "yes" else None
+print("answer:", answer, c)
+"""
+    with pytest.raises(dnb.AwaitingInput) as info:
+        run(ip, "approve", cell)
+    run_id = info.value.run_id
+    assert magics.store.run(run_id).status.value == "WAITING"
+    assert [c.status.value for c in magics.store.calls(run_id)] == ["PENDING", "PENDING"]  # the cell stays open
+    with pytest.raises(dnb.AwaitingInput):  # unanswered: asking again, nothing else happens
+        run(ip, "approve", cell)
+    magics.store.answer(run_id, 1, "yes")
+    _, log = run(ip, "approve", cell)
+    assert "answer: yes ch_1_10" in log.text()
+    assert RAN == {"charge": 1}
+    assert magics.store.run(run_id).status.value == "COMPLETED"
+    _, log = run(ip, "approve", cell)
+    assert "replayed cell" in log.text() and RAN == {"charge": 1}

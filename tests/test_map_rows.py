@@ -1,0 +1,133 @@
+"""``map``'s rows (one typed MapRow per record, shared by the runners) and its progress bar; a cell's typed outcome."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from typing import Any
+
+import pytest
+from shell_harness import run
+
+import durable_nb as dnb
+from durable_nb.notebook.outcome import CellOutcome, DisplayedResult, NamedResult, PickledResult
+from durable_nb.runners.rows import MapRow, apply_action
+
+
+def double_unless_three(x: int, ctx: dnb.RunnerContext) -> int:
+    if x == 3:
+        raise ValueError("three is not welcome")
+    return ctx.durable_execute(abs, x) * 2
+
+
+def test_map_rows_keep_input_order_and_a_raising_record_is_a_failed_row(store: dnb.Store) -> None:
+    frame = dnb.LocalRunner(store).map(double_unless_three, [1, 3, -2])
+    assert list(frame.columns) == ["key", "run_id", "status", "result", "error"]
+    assert list(frame.status) == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert list(frame.result)[::2] == [2, 4]
+    assert frame.error[1] == "ValueError: three is not welcome"
+    assert store.run(frame.run_id[1]).status is dnb.RunStatus.FAILED  # open_run recorded the run FAILED
+
+
+def test_a_record_whose_run_is_busy_elsewhere_is_a_failed_row_not_an_aborted_map(store: dnb.Store) -> None:
+    runner = dnb.LocalRunner(store)
+    first = runner.map(double_unless_three, [5])
+    opened, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with runner.context(first.run_id[0]) as ctx:
+            opened.set()
+            release.wait(10)
+            ctx.journal.keep_rest()  # it made no calls: keep the recorded ones
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    opened.wait(10)
+    try:
+        frame = runner.map(double_unless_three, [5, 6])
+    finally:
+        release.set()
+        holder.join()
+    assert list(frame.status) == ["FAILED", "COMPLETED"]
+    assert "RunBusyError" in frame.error[0]
+
+
+def test_map_progress_counts_done_replayed_and_failed_records(store: dnb.Store, capsys: Any) -> None:
+    runner = dnb.LocalRunner(store)
+    runner.map(double_unless_three, [1, 2, 3, 4], progress=True)
+    first = capsys.readouterr().err
+    assert "4/4" in first and "replayed=0" in first and "failed=1" in first
+    runner.map(double_unless_three, [1, 2, 3, 4], progress=True)
+    again = capsys.readouterr().err
+    # the three completed runs replay every call; the failed one runs its action again (and fails again)
+    assert "4/4" in again and "replayed=3" in again and "failed=1" in again
+
+
+def test_map_without_progress_prints_nothing(store: dnb.Store, capsys: Any) -> None:
+    dnb.LocalRunner(store).map(double_unless_three, [1, 2])
+    assert capsys.readouterr().err == ""
+
+
+def test_a_row_travels_from_a_worker_as_plain_values() -> None:
+    ok = MapRow.from_wire("k", MapRow("k", "a/k#0", dnb.RunStatus.COMPLETED, {"v": 1}).to_wire())
+    assert ok == MapRow("k", "a/k#0", dnb.RunStatus.COMPLETED, {"v": 1})
+    failed = MapRow.failed("k", "a/k#0", KeyError("gone"))
+    back = MapRow.from_wire("k", failed.to_wire())
+    assert back.status is dnb.RunStatus.FAILED and back.error == "KeyError: 'gone'"
+    assert isinstance(back.exception, KeyError)
+
+
+def test_a_result_that_cannot_travel_makes_the_row_failed_and_says_why() -> None:
+    row = MapRow("k", "a/k#0", dnb.RunStatus.COMPLETED, threading.Lock())
+    _run_id, status, payload, error = row.to_wire()
+    assert (status, payload) == ("FAILED", None)
+    assert error is not None and "cannot be pickled to return it from Flink" in error
+
+
+def test_apply_action_lets_errors_of_the_run_itself_propagate() -> None:
+    class Broken:
+        def __enter__(self) -> Any:
+            return None
+
+        def __exit__(self, *exc: object) -> None:
+            raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        apply_action(Broken(), lambda ctx: 1, "k", "r")
+
+
+# ---------------------------------------------------------------- the notebook side
+
+
+def test_map_cells_show_progress_when_asked(ip: Any, store: dnb.Store) -> None:
+    from durable_nb.notebook.magics import magics_of
+
+    magics = magics_of(ip)
+    assert magics is not None
+    saved = magics._store
+    magics.store = store
+    ip.user_ns["items"] = [1, 2, 3]
+    try:
+        frame, log = run(ip, "bump --map items --progress", "record + 1\n")
+        assert list(frame.result) == [2, 3, 4]
+        assert "3/3" in log.text("stderr") and "replayed=0" in log.text("stderr")
+        frame, log = run(ip, "bump --map items", "record + 1\n")
+        assert log.text("stderr") == ""
+    finally:
+        magics._store = saved
+        ip.user_ns.pop("items", None)
+        ip.user_ns.pop("bump", None)
+
+
+def test_a_cell_outcome_is_journaled_as_plain_builtins_and_read_back_typed() -> None:
+    outcome = CellOutcome(
+        values={"x": pickle.dumps(1)}, modules={"np": "numpy"}, skipped={"fh": "TextIOWrapper: TypeError"},
+        deletes=("old",), outputs=(("stdout", "hi\n"),), result=NamedResult("x"),
+    )
+    payload = outcome.to_payload()
+    assert payload["format"] == 1 and payload["result"] == ("name", "x")
+    # nothing of durable_nb inside: a journal stays readable whatever these classes are called later
+    assert b"durable_nb" not in pickle.dumps(payload)
+    assert CellOutcome.from_payload(payload) == outcome
+    for result in (PickledResult(pickle.dumps([1])), DisplayedResult({"text/plain": "<x>"}, {})):
+        assert CellOutcome.from_payload(CellOutcome(result=result).to_payload()).result == result

@@ -1,0 +1,457 @@
+"""PostgresStore on a real server: schema, refusals, errors, leases across processes, restarts.
+
+The store contract itself (replay rules, queries, fork, prune, inputs) runs on
+PostgreSQL through the parametrized ``store`` fixture in tests/test_stores.py,
+tests/test_replay.py and the others; this file covers what only a server has.
+Every server is real (tests/postgres_server.py); processes are really killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import durable_nb as dnb
+from durable_nb.journal.context import open_run
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def tables(dsn: str) -> dict[str, dict[str, str]]:
+    """Every table of the database's public schema with its column types."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public'"
+        ).fetchall()
+    out: dict[str, dict[str, str]] = {}
+    for table, column, kind in rows:
+        out.setdefault(table, {})[column] = kind
+    return out
+
+
+def sql(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def fill(store: dnb.Store) -> None:
+    with dnb.LocalRunner(store).context("r0") as ctx:
+        for i in range(3):
+            ctx.durable_execute(pow, 2, i)
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_schema_is_created_on_first_use_with_its_version_bytea_payloads_and_text_previews(pg_dsn):
+    store = dnb.PostgresStore(pg_dsn)
+    fill(store)
+    found = tables(pg_dsn)
+    assert {"meta", "runs", "calls", "discarded"} <= set(found)
+    assert found["calls"]["payload"] == "bytea"
+    assert found["calls"]["result_preview"] == found["calls"]["error_preview"] == "text"
+    assert dict(sql(pg_dsn, "SELECT key, value FROM meta")) == {"app": "durable_nb", "schema_version": "1"}
+    assert [c.result() for c in dnb.PostgresStore(pg_dsn).calls("r0")] == [1, 2, 4]
+    store.close()
+
+
+CREATOR = textwrap.dedent("""
+    import os, sys, time
+    import durable_nb as dnb
+    dsn, go, name = sys.argv[1], sys.argv[2], sys.argv[3]
+    print("ready", flush=True)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    store = dnb.PostgresStore(dsn)
+    with dnb.LocalRunner(store).context(name) as ctx:
+        ctx.durable_execute(len, name)
+    print("ok")
+""")
+
+
+def test_several_processes_creating_the_schema_at_once_do_not_race(pg_dsn, tmp_path):
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CREATOR, pg_dsn, str(go), f"p{k}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for k in range(6)
+    ]
+    for p in procs:  # all imported and waiting at the start line
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    go.touch()
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, [err for _, err in outs]
+    assert [out.strip() for out, _ in outs] == ["ok"] * 6
+    assert sql(pg_dsn, "SELECT count(*) FROM meta") == [(2,)]
+    assert sorted(r.run_id for r in dnb.PostgresStore(pg_dsn).runs()) == [f"p{k}" for k in range(6)]
+
+
+def test_a_database_holding_other_tables_is_refused_and_left_unchanged(pg_dsn):
+    sql(pg_dsn, "CREATE TABLE users (id integer)")
+    with pytest.raises(dnb.JournalFormatError, match="not a durable_nb journal.*tables: users"):
+        dnb.PostgresStore(pg_dsn)
+    assert set(tables(pg_dsn)) == {"users"}
+
+
+def test_a_table_named_like_ours_with_other_columns_is_refused_and_left_unchanged(pg_dsn):
+    sql(pg_dsn, "CREATE TABLE runs (id integer, note text)")
+    with pytest.raises(dnb.JournalFormatError, match="not a durable_nb journal.*tables: runs"):
+        dnb.PostgresStore(pg_dsn)
+    assert tables(pg_dsn) == {"runs": {"id": "integer", "note": "text"}}
+
+
+def test_a_journal_can_live_in_its_own_schema_of_a_shared_database(pg_dsn):
+    sql(pg_dsn, "CREATE TABLE users (id integer)")
+    sql(pg_dsn, "CREATE SCHEMA journal")
+    store = dnb.open_store(pg_dsn + "?options=-csearch_path%3Djournal")
+    fill(store)
+    assert store.schema == "journal" and set(tables(pg_dsn)) == {"users"}
+    assert [c.result() for c in store.calls("r0")] == [1, 2, 4]
+
+
+def test_a_journal_missing_columns_or_from_a_newer_version_is_refused(pg_dsn):
+    fill(dnb.PostgresStore(pg_dsn))
+    sql(pg_dsn, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(dnb.JournalFormatError, match="version 99.*Upgrade"):
+        dnb.PostgresStore(pg_dsn)
+    sql(pg_dsn, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    sql(pg_dsn, "ALTER TABLE calls DROP COLUMN payload")
+    with pytest.raises(dnb.JournalFormatError, match="'calls' lacks columns payload"):
+        dnb.PostgresStore(pg_dsn)
+
+
+# ---------------------------------------------------------------- errors that say what to do
+
+
+def test_a_server_that_is_down_is_named_with_host_port_database_and_what_to_do(pg_server):
+    from postgres_server import free_port
+
+    port = free_port()
+    dsn = f"postgresql://someone:pw@127.0.0.1:{port}/orders"
+    with pytest.raises(dnb.JournalUnavailableError) as err:
+        dnb.PostgresStore(dsn)
+    text = str(err.value)
+    assert f"127.0.0.1:{port}" in text and "'orders'" in text and "./dev pg" in text
+    assert "pw" not in text.replace("pw@", "")  # the password is never shown
+    assert isinstance(err.value, ConnectionError) and isinstance(err.value, dnb.DurableError)
+    assert pickle.loads(pickle.dumps(err.value)).args == err.value.args
+
+
+def test_a_wrong_password_says_to_check_the_credentials(pg_server, pg_dsn):
+    dsn = pg_dsn.replace(":durable@", ":wrong@")
+    with pytest.raises(dnb.JournalUnavailableError, match="refused user 'postgres': check the user and password"):
+        dnb.PostgresStore(dsn)
+
+
+def test_a_missing_database_says_to_create_it(pg_server):
+    with pytest.raises(dnb.JournalUnavailableError, match="'nosuchdb'.*createdb .*nosuchdb"):
+        dnb.PostgresStore(pg_server.dsn("nosuchdb"))
+
+
+def test_a_user_who_may_not_create_tables_is_told_how_to_grant_it(pg_server, pg_dsn):
+    sql(pg_dsn, "DROP ROLE IF EXISTS reader")
+    sql(pg_dsn, "CREATE ROLE reader LOGIN PASSWORD 'pw'")
+    try:
+        dsn = pg_dsn.replace("postgres:durable@", "reader:pw@")
+        with pytest.raises(dnb.JournalUnavailableError, match="GRANT CREATE, USAGE ON SCHEMA public"):
+            dnb.PostgresStore(dsn)
+        assert tables(pg_dsn) == {}
+    finally:
+        sql(pg_dsn, "DROP OWNED BY reader")
+        sql(pg_dsn, "DROP ROLE reader")
+
+
+# ---------------------------------------------------------------- opening, pickling
+
+
+def test_open_store_opens_postgresql_urls_and_the_store_pickles_without_showing_the_password(pg_dsn):
+    store = dnb.open_store(pg_dsn)
+    assert isinstance(store, dnb.PostgresStore)
+    assert "durable" not in repr(store).replace("durable_nb", "") and "***" in repr(store)
+    fill(store)
+    again = pickle.loads(pickle.dumps(store))
+    assert [c.result() for c in again.calls("r0")] == [1, 2, 4]
+    with pytest.raises(ValueError, match="durability must be one of"):
+        dnb.PostgresStore(pg_dsn, durability="sometimes")
+    transition = dnb.open_store(pg_dsn + "?durability=transition&application_name=journal_test")
+    assert transition.durability == "transition" and "durability" not in transition.dsn
+    assert [c.result() for c in transition.calls("r0")] == [1, 2, 4]
+
+
+@pytest.mark.parametrize("durability", ["call", "transition", "relaxed"])
+def test_every_durability_level_journals_the_same_calls(pg_dsn, durability):
+    store = dnb.PostgresStore(pg_dsn, durability=durability)
+    fill(store)
+    other = dnb.PostgresStore(pg_dsn)  # another connection sees everything once the run ended
+    assert [(c.status, c.result()) for c in other.calls("r0")] == [(dnb.Status.SUCCEEDED, v) for v in (1, 2, 4)]
+    assert other.run("r0").status is dnb.RunStatus.COMPLETED
+
+
+def test_a_held_back_outcome_reaches_the_server_within_a_short_delay(pg_dsn):
+    store, other = dnb.PostgresStore(pg_dsn), dnb.PostgresStore(pg_dsn)
+    with dnb.LocalRunner(store).context("slow") as ctx:
+        ctx.durable_execute(pow, 3, 2)
+        deadline = time.monotonic() + 10
+        while other.calls("slow")[0].status is dnb.Status.PENDING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert other.calls("slow")[0].status is dnb.Status.SUCCEEDED
+
+
+def test_a_replay_of_a_finished_run_writes_nothing(pg_dsn):
+    store = dnb.PostgresStore(pg_dsn)
+    fill(store)
+    before = sql(pg_dsn, "SELECT xmin::text, attempts, updated_at FROM runs")
+    calls_before = sql(pg_dsn, "SELECT xmin::text FROM calls ORDER BY idx")
+    with dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).context("r0") as ctx:
+        assert [ctx.durable_execute(pow, 2, i) for i in range(3)] == [1, 2, 4]
+    assert sql(pg_dsn, "SELECT xmin::text, attempts, updated_at FROM runs") == before
+    assert sql(pg_dsn, "SELECT xmin::text FROM calls ORDER BY idx") == calls_before
+
+
+def test_threads_share_one_store(pg_dsn):
+    import threading
+
+    store = dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            with runner.context(f"t{k}") as ctx:
+                for i in range(10):
+                    assert ctx.durable_execute(pow, k, i) == k**i
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count_calls(status="SUCCEEDED") == 80
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    import durable_nb as dnb
+    dsn, who = sys.argv[1], sys.argv[2]
+    runner = dnb.LocalRunner(dnb.PostgresStore(dsn))
+    for r in range(20):
+        with runner.context(f"{who}-{r}") as ctx:
+            for i in range(5):
+                assert ctx.durable_execute(pow, r, i) == r ** i
+    with runner.context("shared") as ctx:  # one run, four processes: taken in turn, never at once
+        pass
+    print("ok")
+""")
+
+
+def test_four_processes_write_one_journal_at_once(pg_dsn):
+    dnb.PostgresStore(pg_dsn).close()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, pg_dsn, f"p{k}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for k in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    failed = [err for (out, err) in outs if out.strip() != "ok" and "RunBusyError" not in err]
+    assert failed == []
+    store = dnb.PostgresStore(pg_dsn)
+    assert store.count_calls(status="SUCCEEDED") == 4 * 20 * 5
+    assert store.count_calls() == 400 and store.pending() == []
+    assert sorted(r.attempts for r in store.runs() if r.run_id != "shared") == [1] * 80
+
+
+# ---------------------------------------------------------------- leases across processes
+
+HOLDER = textwrap.dedent("""
+    import os, sys, time
+    import durable_nb as dnb
+    dsn, run_id, release = sys.argv[1], sys.argv[2], sys.argv[3]
+    store = dnb.PostgresStore(dsn)
+
+    @dnb.durable(name="hold")
+    def wait_for_release(i):
+        print("holding", flush=True)
+        while not os.path.exists(release):
+            time.sleep(0.01)
+        return i
+
+    try:
+        with dnb.LocalRunner(store).context(run_id) as ctx:
+            ctx.durable_execute(pow, 2, 5)
+            ctx.durable_execute(wait_for_release, 1)
+            ctx.durable_execute(pow, 2, 6)
+        print("done", flush=True)
+    except dnb.DurableError as exc:
+        print(type(exc).__name__, exc, flush=True)
+""")
+
+
+@dnb.durable(name="hold")
+def hold(i: int) -> int:
+    raise AssertionError("the holder's PENDING call is recovered by its reconciler, never re-executed")
+
+
+def recover(ctx: dnb.RunnerContext) -> list[int]:
+    """What the holder does, recovered: call 0 replays, the PENDING ``hold`` call is reconciled."""
+    return [ctx.durable_execute(pow, 2, 5), ctx.durable_execute(hold, 1, reconciler=lambda: 1),
+            ctx.durable_execute(pow, 2, 6)]
+
+
+def start_holder(dsn: str, run_id: str, release: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, dsn, run_id, str(release)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "holding", proc.stderr.read() if proc.stderr else line
+    return proc
+
+
+def test_a_run_held_by_a_process_that_is_killed_is_taken_over_within_30_seconds(pg_dsn, tmp_path):
+    holder = start_holder(pg_dsn, "order-1", tmp_path / "never")
+    store = dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.RunBusyError, match="order-1"), runner.context("order-1"):
+        pass
+    assert store.run_is_open("order-1")
+
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    deadline = time.monotonic() + 30  # the promise: taken over within 30 s
+    while True:
+        try:
+            with runner.context("order-1") as ctx:
+                out = recover(ctx)
+            break
+        except dnb.RunBusyError:
+            assert time.monotonic() < deadline, "the killed process's lease was not released within 30 s"
+            time.sleep(0.1)
+    assert out == [32, 1, 64]
+    calls = store.calls("order-1")
+    assert [c.origin for c in calls] == [dnb.Origin.EXECUTED, dnb.Origin.RECONCILED, dnb.Origin.EXECUTED]
+    assert store.run("order-1").status is dnb.RunStatus.COMPLETED and not store.run_is_open("order-1")
+    assert store.run("order-1").attempts == 2
+
+
+def test_the_lease_connection_makes_the_server_drop_a_vanished_machine_within_30_seconds(pg_dsn):
+    # A killed process closes its sockets (tested above); a machine that vanishes does not, so the
+    # server must probe: 10 s idle + 3 probes 5 s apart, 25 s for unacknowledged data.
+    store = dnb.PostgresStore(pg_dsn)
+    with dnb.LocalRunner(store).context("probe"):
+        conn = store._locks._conn
+        settings = [conn.execute(f"SHOW {name}").fetchone()[0] for name in (
+            "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count", "tcp_user_timeout")]
+    idle, interval, count, user_timeout = (int(v) for v in settings)
+    assert idle + interval * count <= 30 and user_timeout <= 30_000
+
+
+def test_a_context_whose_run_was_taken_over_writes_nothing(pg_dsn, tmp_path):
+    release = tmp_path / "release"
+    holder = start_holder(pg_dsn, "order-2", release)
+    store = dnb.PostgresStore(pg_dsn)
+    with open_run(store, "order-2", steal=True) as ctx:
+        assert ctx.durable_execute(pow, 2, 5) == 32  # replayed from the holder's journal
+        assert ctx.durable_execute(hold, 1, reconciler=lambda: 1) == 1
+        release.touch()  # the holder's call returns now; its writes must be fenced off
+        out, err = holder.communicate(timeout=60)
+        assert out.splitlines()[-1].startswith("LeaseLostError"), err
+        assert ctx.durable_execute(pow, 2, 6) == 64
+    calls = store.calls("order-2")
+    assert [(c.result(), c.origin) for c in calls] == [
+        (32, dnb.Origin.EXECUTED), (1, dnb.Origin.RECONCILED), (64, dnb.Origin.EXECUTED)
+    ]
+
+
+# ---------------------------------------------------------------- the server restarts mid-run
+
+
+@pytest.mark.parametrize("durability", ["call", "transition"])
+def test_a_server_restart_mid_run_fails_clearly_loses_nothing_acknowledged_and_the_next_run_recovers(
+    pg_server, pg_dsn, durability
+):
+    store = dnb.PostgresStore(pg_dsn, durability=durability)
+    runner = dnb.LocalRunner(store)
+    executed: list[int] = []
+    acknowledged: list[int] = []
+
+    def step(i: int) -> int:
+        executed.append(i)
+        if i == 2 and len(executed) == 3:
+            pg_server.stop()  # the server goes away while call 2 runs
+        return i * 10
+
+    def action(_: Any, ctx: dnb.RunnerContext) -> list[int]:
+        out = []
+        for i in range(5):
+            out.append(ctx.durable_execute(step, i, reconciler=lambda i=i: i * 10))
+            acknowledged.append(i)
+        return out
+
+    try:
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            runner.run(action, None, run_id="restart")
+        text = str(err.value)
+        assert f"{pg_server.host}:{pg_server.port}" in text and "run 'restart'" in text
+        # "call": call 2's outcome is held back, so call 2 returns and call 3's PENDING fails;
+        # "transition": call 2's own outcome cannot be written, and call 2 fails.
+        assert acknowledged == ([0, 1, 2] if durability == "call" else [0, 1])
+        assert executed == [0, 1, 2]
+        kept = len(acknowledged)
+    finally:
+        pg_server.start()
+
+    assert runner.run(action, None, run_id="restart") == [0, 10, 20, 30, 40]
+    assert executed == [0, 1, 2, 3, 4]  # nothing acknowledged (nor call 2) ran again
+    calls = dnb.PostgresStore(pg_dsn).calls("restart")
+    assert [c.result() for c in calls] == [0, 10, 20, 30, 40]
+    # every acknowledged outcome survived the restart as executed
+    assert [c.origin for c in calls[:kept]] == [dnb.Origin.EXECUTED] * kept
+    assert [c.origin for c in calls[kept:3]] == [dnb.Origin.RECONCILED] * (3 - kept)
+    assert dnb.PostgresStore(pg_dsn).run("restart").status is dnb.RunStatus.COMPLETED
+
+
+def test_a_missing_psycopg_names_the_extra_to_install(tmp_path):
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["psycopg"] = None  # as if it were not installed
+        import durable_nb as dnb
+        try:
+            dnb.PostgresStore
+        except ImportError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(dnb.__file__).parents[1])})
+    assert "pip install 'durable_nb[postgres]'" in out.stdout, out.stderr
+
+
+def test_the_dev_pg_helper_starts_a_server_and_prints_a_dsn_that_opens_a_journal(pg_server):
+    from postgres_server import PostgresServer, free_port
+
+    folder, port = Path(f"/tmp/durable_nb_pg_test_{os.getpid()}"), free_port()
+    helper = Path(__file__).with_name("postgres_server.py")
+    try:
+        out = subprocess.run([sys.executable, str(helper), "--dir", str(folder), "--port", str(port)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        dsn = out.stdout.strip().splitlines()[-1]
+        assert dsn.startswith("postgresql://") and f":{port}/" in dsn
+        store = dnb.open_store(dsn)
+        fill(store)
+        assert json.loads(json.dumps([r.run_id for r in store.runs()])) == ["r0"]
+        store.close()
+    finally:
+        PostgresServer(folder, port).stop("immediate")
+        subprocess.run(["rm", "-rf", str(folder)], check=False)

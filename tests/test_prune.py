@@ -1,0 +1,184 @@
+"""``store.prune``: retention by age, count and status; unfinished runs stay; SQLite gives space back."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import RunStatus
+
+
+def work(x: int) -> int:
+    return x * 2
+
+
+def fails(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+def ok(x: int, ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(work, x)
+
+
+def bad(x: int, ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(fails, x)
+
+
+def make_runs(store: dnb.Store, spec: str) -> list[str]:
+    """One run per letter, in order: C completed, F failed, P crashed (RUNNING with a PENDING call)."""
+    runner = dnb.LocalRunner(store)
+    ids = []
+    for i, kind in enumerate(spec):
+        rid = f"{kind}{i}"
+        ids.append(rid)
+        if kind == "C":
+            runner.run(ok, i, run_id=rid)
+        elif kind == "F":
+            with pytest.raises(ValueError):
+                runner.run(bad, i, run_id=rid)
+        else:
+            with dnb.inject_crash(call=f"{__name__}.work", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+                runner.run(ok, i, run_id=rid)
+        time.sleep(0.002)  # distinct updated_at, so "most recent" is well defined
+    return ids
+
+
+def ids(records: list[dnb.RunRecord]) -> list[str]:
+    return [r.run_id for r in records]
+
+
+def remaining(store: dnb.Store) -> list[str]:
+    return sorted(r.run_id for r in store.runs())
+
+
+def test_keep_last_keeps_the_most_recent_runs_and_returns_the_removed_oldest_first(store):
+    make_runs(store, "CCCCC")
+    removed = store.prune(keep_last=2)
+    assert ids(removed) == ["C0", "C1", "C2"]
+    assert all(isinstance(r, dnb.RunRecord) and r.status is RunStatus.COMPLETED for r in removed)
+    assert remaining(store) == ["C3", "C4"]
+    assert store.calls("C0") == [] and store.run("C0") is None
+    assert store.count_calls() == 2
+
+
+def test_keep_last_zero_keeps_none(store):
+    make_runs(store, "CCF")
+    assert ids(store.prune(keep_last=0)) == ["C0", "C1", "F2"]
+    assert store.runs() == []
+
+
+def test_older_than_compares_the_last_update(store):
+    make_runs(store, "CC")
+    assert store.prune(older_than=timedelta(days=30)) == []
+    assert ids(store.prune(older_than=timedelta(0))) == ["C0", "C1"]
+
+
+def test_status_filters_by_run_status_given_as_text_or_enum(store):
+    make_runs(store, "CFCF")
+    assert ids(store.prune(status="FAILED")) == ["F1", "F3"]
+    assert ids(store.prune(status=RunStatus.COMPLETED, dry_run=True)) == ["C0", "C2"]
+
+
+def test_filters_combine(store):
+    make_runs(store, "CFCFC")
+    # outside the 2 most recent (F3, C4) AND completed: only C0 and C2
+    assert ids(store.prune(keep_last=2, status="COMPLETED")) == ["C0", "C2"]
+    assert remaining(store) == ["C4", "F1", "F3"]
+    assert store.prune(keep_last=0, status="COMPLETED", older_than=timedelta(days=1)) == []
+
+
+def test_unfinished_runs_stay_unless_include_pending(store):
+    make_runs(store, "CPC")
+    runner = dnb.LocalRunner(store)
+    new_id = runner.fork("C0", at=1)  # a fork starts RUNNING
+    waiting_calls = []
+
+    def asks(_: object, ctx: dnb.RunnerContext) -> str:
+        waiting_calls.append(1)
+        return ctx.durable_input("go?")
+
+    with pytest.raises(dnb.AwaitingInput):
+        runner.run(asks, None, run_id="W")
+    assert store.run("W").status is RunStatus.WAITING
+    assert ids(store.prune(keep_last=0)) == ["C0", "C2"]
+    assert remaining(store) == sorted(["P1", new_id, "W"])
+    assert sorted(ids(store.prune(keep_last=0, include_pending=True))) == sorted(["P1", new_id, "W"])
+    assert store.runs() == [] and store.pending() == []
+
+
+def test_dry_run_returns_the_same_runs_and_removes_nothing(store):
+    make_runs(store, "CFC")
+    before = store.runs()
+    planned = store.prune(keep_last=1, dry_run=True)
+    assert store.runs() == before
+    assert planned == store.prune(keep_last=1)
+    assert remaining(store) == ["C2"]
+
+
+def test_the_discarded_history_of_a_pruned_run_goes_too(store):
+    def other(x: int) -> int:
+        return x
+
+    def changed(x: int, ctx: dnb.RunnerContext) -> int:
+        return ctx.durable_execute(other, x)
+
+    make_runs(store, "C")
+    with pytest.warns(dnb.NonDeterminismWarning):
+        dnb.LocalRunner(store).run(changed, 0, run_id="C0")
+    assert len(store.discarded("C0")) == 1
+    store.prune(keep_last=0)
+    assert store.discarded() == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"keep_last": -1}, ValueError, "keep_last must be >= 0"),
+        ({"keep_last": "3"}, TypeError, "keep_last must be an int"),
+        ({"keep_last": True}, TypeError, "keep_last must be an int"),
+        ({"older_than": 30}, TypeError, "timedelta"),
+        ({"older_than": timedelta(days=-1)}, ValueError, "must not be negative"),
+        ({"status": "DONE"}, ValueError, "status must be"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_removed(store, kwargs, error, match):
+    make_runs(store, "CC")
+    with pytest.raises(error, match=match):
+        store.prune(**kwargs)
+    assert remaining(store) == ["C0", "C1"]
+
+
+def test_pruning_sqlite_gives_the_space_back(tmp_path: Path):
+    path = tmp_path / "journal.db"
+    store = dnb.SqliteStore(path)
+
+    def big(i: int) -> bytes:
+        return bytes([i % 256]) * 200_000
+
+    def action(i: int, ctx: dnb.RunnerContext) -> int:
+        return len(ctx.durable_execute(big, i))
+
+    runner = dnb.LocalRunner(store)
+    for i in range(20):
+        runner.run(action, i, run_id=f"r{i}")
+    store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    full = path.stat().st_size
+    assert len(store.prune(keep_last=2)) == 18
+    assert path.stat().st_size < full / 3
+    assert runner.run(action, 19, run_id="r19") == 200_000
+    store.close()
+
+
+def test_a_run_open_in_a_live_context_is_never_removed(store):
+    make_runs(store, "C")
+    with dnb.LocalRunner(store).context("live") as ctx:
+        ctx.durable_execute(work, 1)
+        removed = store.prune(keep_last=0, include_pending=True)
+        assert ids(removed) == ["C0"]
+        assert ctx.durable_execute(work, 2) == 4
+    assert remaining(store) == ["live"]
+    assert [c.status.value for c in store.calls("live")] == ["SUCCEEDED", "SUCCEEDED"]

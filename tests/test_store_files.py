@@ -1,0 +1,331 @@
+"""The journal file as users meet it (issue 9): odd text, odd URLs, permissions, read-only
+filesystems, a full disk, damaged or foreign files, and schema versions.
+
+Real files only: read-only filesystems and a full disk are real tmpfs mounts (root
+is needed to mount; those tests skip with the reason otherwise), an immutable file
+is a real ``chattr +i``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb import Status
+from durable_nb.stores import sqlite_schema
+
+GOLDEN = Path(__file__).parent / "journals" / "v1.db"
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def siblings(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "-"))
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (the CI machines have it)")
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def remount(where: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
+
+
+def charge(order: str) -> str:
+    return f"charged {order}"
+
+
+@dnb.durable(name="golden.charge")
+def golden_charge(order_id: str, amount: int) -> dict:
+    raise AssertionError("a journaled charge must not run again")
+
+
+# ---------------------------------------------------------------- odd text
+
+
+def test_lone_surrogates_in_run_ids_map_keys_and_messages_are_journaled(sqlite_store):
+    odd = "caf\udce9.csv"  # a non-UTF-8 file name, as os.listdir returns it
+
+    def fail(name: str) -> None:
+        raise FileNotFoundError(f"no such file: {name}")
+
+    runner = dnb.LocalRunner(sqlite_store)
+    with runner.context(f"load-{odd}") as ctx:
+        assert ctx.durable_execute(charge, odd) == f"charged {odd}"
+        with pytest.raises(FileNotFoundError):
+            ctx.durable_execute(fail, odd)
+    df = runner.map(lambda rec, ctx: ctx.durable_execute(charge, rec["name"]), [{"name": odd}, {"name": "x"}],
+                    key="name")
+    assert list(df["status"]) == ["COMPLETED", "COMPLETED"]
+
+    again = dnb.SqliteStore(sqlite_store.path)
+    calls = again.calls(f"load-{odd}")
+    assert [c.status for c in calls] == [Status.SUCCEEDED, Status.FAILED]
+    assert odd in calls[1].error_preview
+    assert f"load-{odd}" in [r.run_id for r in again.runs()]
+    with dnb.LocalRunner(again).context(f"load-{odd}") as ctx:  # replays, nothing runs again
+        assert ctx.durable_execute(charge, odd) == f"charged {odd}"
+        with pytest.raises(FileNotFoundError, match="no such file"):
+            ctx.durable_execute(fail, odd)
+
+
+# ---------------------------------------------------------------- URLs
+
+
+def test_open_store_parses_urls_as_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert dnb.open_store("sqlite:///my%20journal.db").path == tmp_path / "my journal.db"
+    assert dnb.open_store(f"sqlite:///{tmp_path}/abs.db").path == tmp_path / "abs.db"
+    assert dnb.open_store("sqlite:relative.db").path == tmp_path / "relative.db"
+    ro = dnb.open_store("sqlite:///relative.db?mode=ro")
+    assert ro.path == tmp_path / "relative.db" and ro.read_only
+    assert dnb.open_store("file:relative.db?mode=ro").read_only
+    assert dnb.open_store("sqlite:///relaxed.db?durability=relaxed").durability == "relaxed"
+    with pytest.raises(dnb.JournalReadOnlyError, match="no journal at .*missing.db.*mode=ro"):
+        dnb.open_store("file:missing.db?mode=ro")
+    with pytest.raises(ValueError, match="unsupported query parameter cache"):
+        dnb.open_store("sqlite:///x.db?cache=shared")
+    with pytest.raises(ValueError, match="URL is empty.*sqlite:///journal.db"):
+        dnb.open_store("")
+    with pytest.raises(ValueError, match="names a host"):
+        dnb.open_store("sqlite://server/j.db")
+    # No file was ever created under a literal odd name.
+    assert not [p for p in os.listdir(tmp_path) if "?" in p or ":" in p or "%" in p]
+
+
+def test_durability_is_validated_with_the_choices():
+    with pytest.raises(ValueError, match="durability must be one of 'call', 'transition', 'relaxed'"):
+        dnb.SqliteStore("x.db", durability="fast")
+
+
+# ---------------------------------------------------------------- permissions
+
+
+def test_new_journals_are_private_to_their_user(tmp_path):
+    old = os.umask(0o022)
+    try:
+        store = dnb.SqliteStore(tmp_path / ".durable" / "journal.db")
+        dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(charge, "o1"), None, run_id="r")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / ".durable").stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    for name in siblings(store.path):
+        assert stat.S_IMODE((store.path.parent / name).stat().st_mode) & 0o077 == 0
+
+
+def test_a_directory_path_is_refused_naming_the_fix(tmp_path):
+    with pytest.raises(dnb.JournalFormatError, match=r"is a directory.*journal\.db"):
+        dnb.SqliteStore(tmp_path)
+
+
+# ---------------------------------------------------------------- foreign and damaged files
+
+
+def make_db(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    for s in statements:
+        conn.execute(s)
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "statements, match",
+    [
+        (["CREATE TABLE t (x)", "CREATE VIEW only_a_view AS SELECT 1"], "views: only_a_view"),
+        (["CREATE VIEW v AS SELECT 1 AS x"], "views: v"),
+        (["PRAGMA application_id = 1234"], "another application"),
+    ],
+)
+def test_sqlite_files_of_something_else_are_never_modified(tmp_path, statements, match):
+    path = tmp_path / "other.db"
+    make_db(path, *statements)
+    before = file_digest(path)
+    with pytest.raises(dnb.JournalFormatError, match=match):
+        dnb.SqliteStore(path)
+    assert file_digest(path) == before
+    assert siblings(path) == []  # no -wal / -shm left behind
+
+
+def journal_copy(tmp_path: Path) -> Path:
+    path = tmp_path / "j.db"
+    store = dnb.SqliteStore(path)
+    dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(charge, "o1"), None, run_id="r")
+    store.close()
+    return path
+
+
+def test_a_journal_missing_a_promised_column_is_refused_at_open(tmp_path):
+    path = journal_copy(tmp_path)
+    make_db(path, "ALTER TABLE calls DROP COLUMN prompt")
+    before = file_digest(path)
+    with pytest.raises(dnb.JournalFormatError, match="version 2 but lacks column calls.prompt"):
+        dnb.SqliteStore(path)
+    assert file_digest(path) == before
+
+
+def test_a_journal_missing_a_table_is_refused_at_open(tmp_path):
+    path = journal_copy(tmp_path)
+    make_db(path, "DROP TABLE discarded")
+    with pytest.raises(dnb.JournalFormatError, match="lacks table discarded"):
+        dnb.SqliteStore(path)
+
+
+@pytest.mark.parametrize(
+    "statement", ["PRAGMA user_version = 0", "UPDATE meta SET value = 'two' WHERE key = 'schema_version'"]
+)
+def test_a_garbled_schema_version_is_refused_at_open(tmp_path, statement):
+    path = journal_copy(tmp_path)
+    make_db(path, statement)
+    with pytest.raises(dnb.JournalFormatError, match="garbled"):
+        dnb.SqliteStore(path)
+
+
+def test_new_journals_carry_application_id_and_user_version(tmp_path):
+    path = journal_copy(tmp_path)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == sqlite_schema.APPLICATION_ID
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.LATEST
+    finally:
+        conn.close()
+
+
+def test_an_old_journal_is_migrated_at_the_first_write_never_on_a_read(tmp_path):
+    path = tmp_path / "v1.db"
+    shutil.copy(GOLDEN, path)
+    before = file_digest(path)
+    store = dnb.SqliteStore(path)
+    assert len(store.runs()) == 3 and store.calls("golden-ok")[0].result()["order"] == "o1"
+    with dnb.LocalRunner(store).context("golden-ok") as ctx:  # a replay that writes nothing
+        assert ctx.durable_execute(golden_charge, "o1", 10) == {"order": "o1", "charged": 10}
+    store.close()
+    assert file_digest(path) == before
+    store = dnb.SqliteStore(path)
+    dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(charge, "o9"), None, run_id="new")
+    store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.LATEST
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            sqlite_schema.LATEST
+        )
+    finally:
+        conn.close()
+    assert {r.run_id for r in dnb.SqliteStore(path).runs()} == {"golden-ok", "golden-failed", "golden-pending", "new"}
+
+
+# ---------------------------------------------------------------- read-only journals
+
+
+def test_an_immutable_journal_opens_read_only_for_viewing(tmp_path):
+    path = journal_copy(tmp_path)
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        store = dnb.SqliteStore(path)
+        assert store.read_only and "immutable" in store.read_only
+        assert [r.run_id for r in store.runs()] == ["r"]
+        assert len(store.to_pandas()) == 1
+        with pytest.raises(dnb.JournalReadOnlyError, match=r"read-only.*immutable.*run 'r'"):
+            dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(charge, "o1"), None, run_id="r")
+        empty = tmp_path / "empty.db"
+        empty.touch()
+        subprocess.run(["chattr", "+i", str(empty)], check=True)
+        try:
+            with pytest.raises(dnb.JournalReadOnlyError, match=r"empty\.db.*immutable"):
+                dnb.SqliteStore(empty)
+        finally:
+            subprocess.run(["chattr", "-i", str(empty)], check=True)
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_journal_on_a_read_only_filesystem_is_viewable_and_refuses_writes_saying_why(tmp_path):
+    with tmpfs(tmp_path / "mnt", "4m") as mnt:
+        path = journal_copy(mnt)
+        remount(mnt, "ro")
+        before = file_digest(path)
+        store = dnb.SqliteStore(path)
+        assert store.read_only and "read-only filesystem" in store.read_only
+        assert [c.result() for c in store.calls("r")] == ["charged o1"]
+        assert list(store.to_pandas()["run_id"]) == ["r"]
+        with (
+            pytest.raises(dnb.JournalReadOnlyError, match=r"read-only filesystem.*run 'r'.*writable copy"),
+            dnb.LocalRunner(store).context("r"),
+        ):
+            pass
+        with pytest.raises(dnb.JournalReadOnlyError, match=r"cannot create the journal .*new\.db.*read-only.*writable"):
+            dnb.SqliteStore(mnt / "sub" / "new.db")
+        store.close()
+        assert file_digest(path) == before
+        remount(mnt, "rw")
+
+
+# ---------------------------------------------------------------- a full disk
+
+
+def test_a_full_disk_names_journal_run_and_call_releases_the_lease_and_loses_nothing(tmp_path):
+    with tmpfs(tmp_path / "mnt", "600k") as mnt:
+        path = mnt / "j.db"
+        store = dnb.SqliteStore(path)
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):  # fill the disk, then give a little room back
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        os.truncate(filler, max(0, filler.stat().st_size - 160_000))
+
+        def big(i: int) -> bytes:
+            return os.urandom(30_000) + bytes([i])
+
+        made: list[int] = []
+
+        def action(_: object, ctx: dnb.RunnerContext) -> None:
+            for i in range(100):
+                ctx.durable_execute(big, i)
+                made.append(i)
+
+        with pytest.raises(dnb.JournalWriteError) as err:
+            dnb.LocalRunner(store).run(action, None, run_id="fill")
+        text = str(err.value)
+        assert str(path) in text and "run 'fill'" in text and "call " in text and "Free disk space" in text
+        assert made, "the disk filled before the first call: make the tmpfs bigger"
+
+        filler.unlink()  # space again: the same process recovers its own run, nothing was lost
+        calls = store.calls("fill")
+        assert all(c.status is Status.SUCCEEDED for c in calls[:-1])
+        assert len([c for c in calls if c.status is Status.SUCCEEDED]) >= len(made) - 1
+        done = dnb.LocalRunner(store).run(lambda _, ctx: [ctx.durable_execute(big, i) for i in range(3)], None,
+                                          run_id="fill-2")
+        assert len(done) == 3
+        n = len(calls)  # recover the run in this process (not RunBusyError: the lease was released)
+        out = dnb.LocalRunner(store).run(lambda _, ctx: [ctx.durable_execute(big, i) for i in range(n)], None,
+                                         run_id="fill")
+        assert [o[-1] for o in out] == list(range(n))
+        assert [c.result() for c in store.calls("fill")][: len(made) - 1] == out[: len(made) - 1]
+        store.close()
