@@ -598,8 +598,6 @@ class SqliteStore(SqliteTimeTravel, Store):
         only_if_pending: bool = False,
         owner: str | None = None,
     ) -> bool:
-        status, payload = outcome.status, outcome.payload
-        result_preview, error_preview = outcome.result_preview, outcome.error_preview
         lease = self._lease(owner, run_id, index)
         sql = (
             "UPDATE calls SET status = ?, origin = ?, payload = ?, payload_format = 'pickle', "
@@ -607,8 +605,8 @@ class SqliteStore(SqliteTimeTravel, Store):
         )
         if only_if_pending:
             sql += " AND status = 'PENDING'"
-        params = (Status(status).value, Origin(origin).value, payload, result_preview, error_preview,
-                  finished_at, run_id, index)
+        params = (Status(outcome.status).value, Origin(origin).value, outcome.payload, outcome.result_preview,
+                  outcome.error_preview, finished_at, run_id, index)
 
         def op(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> bool:
             return conn.execute(sql, params).rowcount == 1

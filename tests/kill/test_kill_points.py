@@ -9,7 +9,6 @@ process is the one the SIGKILL leaves, which is what tutorials rely on.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import sqlite3
@@ -18,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
 
 import durable_nb as dnb
@@ -30,17 +30,6 @@ SPECIAL = 3
 RUN = "order-7"
 
 
-def load_child() -> Any:
-    """child.py as a module of this process, for the in-process inject_crash side."""
-    spec = importlib.util.spec_from_file_location("durable_nb_kill_child", CHILD)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-child_mod = load_child()
 
 
 def spawn(

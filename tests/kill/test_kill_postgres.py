@@ -9,7 +9,6 @@ side effect happens exactly once with a ledger-reading reconciler.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
 
 import durable_nb as dnb
@@ -30,19 +30,6 @@ SPECIAL = 3
 RUN = "order-7"
 
 
-def _child_module() -> Any:
-    name = "durable_nb_kill_child"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, CHILD)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-child_mod = _child_module()
 
 # Ledger lines right after the kill, and the status call SPECIAL is left in (None: not written).
 EXPECTED = {

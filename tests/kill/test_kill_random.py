@@ -27,8 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
+import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
 
 import durable_nb as dnb
@@ -43,21 +43,6 @@ KILLS = int(os.environ.get("DURABLE_NB_KILLS", "100"))
 MAX_KILLS_PER_RUN = 5
 
 
-def _child_module() -> Any:
-    import importlib.util
-
-    name = "durable_nb_kill_child"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, CHILD)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-child_mod = _child_module()
 
 
 def start(db: Path, run: str, ledger: Path, ack: Path, durability: str = "call") -> subprocess.Popen[str]:
