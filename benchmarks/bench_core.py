@@ -8,7 +8,11 @@
   ``"transition"``: two; ``"relaxed"``: no fsync) and on ``MemoryStore`` (the
   engine's own cost).
 * **concurrent calls**: 64 threads, each running its own run of durable calls on
-  one ``SqliteStore``; their commits are shared (group commit).
+  one ``SqliteStore``; and 64 ``durable_execute_async`` calls gathered with
+  ``asyncio.gather`` inside one context. Their commits are shared (group commit).
+* **the ceiling**: the SQL of one ``"call"`` commit written by hand with ``sqlite3``
+  (lease check, previous outcome, PENDING, commit), alternated with fsyncs: what
+  SQLite itself costs per call over the floor, before any of durable_nb's Python.
 * **replay throughput**: a 10,000-call run reopened from ``SqliteStore`` by a fresh
   store object; time from opening the store to the end of the action.
 
@@ -120,6 +124,68 @@ def concurrent_calls(path: Path, threads: int, calls: int) -> float:
     return threads * calls / elapsed
 
 
+def gathered_calls(path: Path, tasks: int, rounds: int) -> float:
+    """Calls per second of ``tasks`` ``durable_execute_async`` calls gathered in ONE context, ``rounds`` times."""
+    import asyncio
+
+    store = dnb.SqliteStore(path)
+
+    async def action(_: Any, ctx: dnb.RunnerContext) -> None:
+        for r in range(rounds):
+            await asyncio.gather(*(ctx.durable_execute_async(trivial, r * tasks + i) for i in range(tasks)))
+
+    run_id = f"gather-{time.perf_counter_ns()}"
+    runner = dnb.LocalRunner(store)
+    t0 = time.perf_counter()
+    asyncio.run(runner.run_async(action, None, run_id=run_id))
+    elapsed = time.perf_counter() - t0
+    store.close()
+    return tasks * rounds / elapsed
+
+
+def paired_floor_and_raw_sqlite(path: Path, db: Path, n: int) -> tuple[list[float], list[float]]:
+    """The ceiling under the engine: the SQL of one ``"call"`` commit, by hand, alternated with fsyncs.
+
+    ``BEGIN IMMEDIATE``, the lease check, the previous call's outcome, this call's
+    PENDING, ``COMMIT`` on the journal's own schema (WAL, ``synchronous=FULL``): what
+    SQLite itself costs per call before any Python of durable_nb runs.
+    """
+    import sqlite3
+
+    dnb.SqliteStore(db).close()  # the journal schema, created by the store itself
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    now = time.time()
+    conn.execute("INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner) "
+                 "VALUES ('raw', 'RUNNING', ?, ?, 1, 'me')", (now, now))
+    record = b"x" * 100 + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    floors, raws = [], []
+    clock = time.perf_counter
+    try:
+        for i in range(n):
+            t0 = clock()
+            os.write(fd, record)
+            os.fsync(fd)
+            t1 = clock()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("SELECT owner, attempts FROM runs WHERE run_id = 'raw'").fetchone()
+            if i:
+                conn.execute("UPDATE calls SET status = 'SUCCEEDED', origin = 'EXECUTED', payload = ?, "
+                             "payload_format = 'pickle', result_preview = ?, finished_at = ? "
+                             "WHERE run_id = 'raw' AND idx = ?", (b"\x80\x05K\x02.", str(i), time.time(), i - 1))
+            conn.execute("INSERT INTO calls (run_id, idx, call_id, args_digest, status, started_at) "
+                         "VALUES ('raw', ?, '__main__.trivial', ?, 'PENDING', ?)", (i, "0" * 32, time.time()))
+            conn.execute("COMMIT")
+            raws.append(clock() - t1)
+            floors.append(t1 - t0)
+    finally:
+        os.close(fd)
+        conn.close()
+    return floors, raws
+
+
 class _UnsyncedStore(dnb.SqliteStore):
     """Writes the replay benchmark's journal through the real engine, without fsyncs.
 
@@ -207,7 +273,7 @@ def main() -> None:
         floors, sq, mem, bares = [], [], [], []
         by_level: dict[str, list[float]] = {level: [] for level in levels}
         by_level_floor: dict[str, list[float]] = {level: [] for level in levels}
-        concurrent = []
+        concurrent, gathered, raw_floors, raws = [], [], [], []
         for r in range(args.rounds):
             f, c = paired_floor_and_sqlite(d / "floor.log", sqlite, f"sqlite-{r}", args.sqlite_calls)
             floors += f
@@ -219,6 +285,10 @@ def main() -> None:
             bares.append(bare(100_000))
             mem.append(durable_calls(memory, f"memory-{r}", args.memory_calls))
             concurrent.append(concurrent_calls(d / "concurrent.db", args.threads, args.thread_calls))
+            gathered.append(gathered_calls(d / "gathered.db", args.threads, args.thread_calls))
+            f, c = paired_floor_and_raw_sqlite(d / "floor.log", d / f"raw-{r}.db", args.sqlite_calls)
+            raw_floors += f
+            raws += c
         sqlite.close()
         for store in levels.values():
             store.close()
@@ -238,6 +308,13 @@ def main() -> None:
         rows = [
             ("fsync floor (100 B append + fsync, same folder)", f"{floor * us:,.0f} µs", "—", "—"),
             ("bare call `f(i)`", f"{bare_s * us:.3f} µs", "—", "—"),
+            (
+                "the SQL of one `\"call\"` commit by hand (sqlite3, no durable_nb): the ceiling",
+                f"{statistics.median(raws) * us:,.0f} µs ({statistics.median(raws) / statistics.median(raw_floors):.2f}"
+                f"× floor)",
+                "—",
+                "—",
+            ),
             (
                 "`durable_execute` overhead, SqliteStore (durability='call', the default)",
                 f"{sqlite_over * us:,.0f} µs ({ratio:.2f}× floor)",
@@ -260,6 +337,12 @@ def main() -> None:
                 f"{statistics.median(concurrent):,.0f} calls/s",
                 f"≥ {TARGET_CONCURRENT_PER_S:,.0f} calls/s",
                 "met" if statistics.median(concurrent) >= TARGET_CONCURRENT_PER_S else "MISSED",
+            ),
+            (
+                f"{args.threads} `durable_execute_async` calls gathered in one context, one SqliteStore",
+                f"{statistics.median(gathered):,.0f} calls/s",
+                f"≥ {TARGET_CONCURRENT_PER_S:,.0f} calls/s",
+                "met" if statistics.median(gathered) >= TARGET_CONCURRENT_PER_S else "MISSED",
             ),
             (
                 "`durable_execute` overhead, MemoryStore",

@@ -153,3 +153,38 @@ def test_flush_and_boundary_make_held_outcomes_durable(path):
         store.flush()
         assert other_view(path, "c") == [Status.SUCCEEDED]
     store.close()
+
+
+def test_gathered_async_calls_in_one_context_share_commits_and_each_pending_is_durable_first(path):
+    """``asyncio.gather`` of durable calls in ONE context: fewer commits than calls, and inside each
+    function its own PENDING is already on disk (read by another store object)."""
+    import asyncio
+
+    from durable_nb.journal.replay import identify
+
+    store = dnb.SqliteStore(path)
+    on_disk: dict[int, bool] = {}
+
+    def f(i: int) -> int:
+        digest = identify(f, (i,), {})[1]
+        view = dnb.SqliteStore(path)
+        try:
+            on_disk[i] = any(c.args_digest == digest and c.status is Status.PENDING for c in view.calls("gathered"))
+        finally:
+            view.close()
+        return i * 2
+
+    async def action(_: object, ctx: dnb.RunnerContext) -> list[int]:
+        return list(await asyncio.gather(*(ctx.durable_execute_async(f, i) for i in range(32))))
+
+    commits_before = store._shared.writes
+    assert asyncio.run(dnb.LocalRunner(store).run_async(action, None, run_id="gathered")) == [i * 2 for i in range(32)]
+    commits = store._shared.writes - commits_before
+    assert on_disk == {i: True for i in range(32)}
+    assert commits < 16, f"32 gathered calls took {commits} commits: their PENDINGs were not grouped"
+    assert other_view(path, "gathered") == [Status.SUCCEEDED] * 32
+    # The journal replays in the order the calls were started, without running f again.
+    on_disk.clear()
+    assert asyncio.run(dnb.LocalRunner(store).run_async(action, None, run_id="gathered")) == [i * 2 for i in range(32)]
+    assert on_disk == {}
+    store.close()

@@ -114,7 +114,9 @@ class RunnerContext:
         args_digest: str,
     ) -> Any:
         journal = self.journal
-        outcome = journal.begin(call_id, args_digest, reconciler is not None)
+        outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None)
+        if durable is not None:  # waited for off the loop: calls gathered with this one share its commit
+            await _off_loop(functools.partial(journal.wait_durable, outcome, durable))
         if isinstance(outcome, CallRecord):
             return replay(outcome)
         bound: Callable[[], Any] = (

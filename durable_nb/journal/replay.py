@@ -188,6 +188,24 @@ class Journal:
         Returns the recorded call to replay, or a :class:`Step` to run. For a new
         call, PENDING is durable when this returns.
         """
+        outcome, durable = self.begin_queued(call_id, args_digest, has_reconciler)
+        if durable is not None:
+            # Outside the lock: calls begun meanwhile (other threads) join the same commit.
+            self.wait_durable(outcome, durable)
+        return outcome
+
+    def wait_durable(self, step: Step | CallRecord, durable: Callable[[], None]) -> None:
+        """Wait until the PENDING queued by :meth:`begin_queued` is durable (the async path: off the loop)."""
+        try:
+            durable()
+        except BaseException as exc:
+            self._unqueue(step.index, exc)
+            raise
+
+    def begin_queued(
+        self, call_id: str, args_digest: str, has_reconciler: bool
+    ) -> tuple[Step | CallRecord, Callable[[], None] | None]:
+        """:meth:`begin` without the wait: a new call's PENDING is queued, and what waits for it returned."""
         with self._lock:
             if self.closed is not None:
                 raise LeaseLostError(self.run_id, self.owner or "this context", self.closed)
@@ -215,14 +233,31 @@ class Journal:
             if decision is Decision.REPLAY:
                 self.cursor += 1
                 assert recorded is not None
-                return recorded
+                return recorded, None
+            durable = None
             if decision is Decision.EXECUTE:
                 faults.fire("before_pending_commit", call_id)
-                self.store.append_pending(self.run_id, index, call_id, args_digest, time.time(), owner=self.owner)
-                self._log.append(CallRecord.pending(self.run_id, index, call_id, args_digest, time.time()))
+                now = time.time()
+                durable = self.store.queue_pending(self.run_id, index, call_id, args_digest, now, owner=self.owner)
+                self._log.append(CallRecord.pending(self.run_id, index, call_id, args_digest, now))
             self.cursor += 1
         origin = Origin.RECONCILED if decision is Decision.RECONCILE else Origin.EXECUTED
-        return Step(index, call_id, decision, origin, mismatch)
+        return Step(index, call_id, decision, origin, mismatch), durable
+
+    def _unqueue(self, index: int, exc: BaseException) -> None:
+        """The PENDING of call ``index`` did not commit: forget it, as if it had never begun.
+
+        Calls begun after it (concurrently) were queued behind it and failed with it;
+        if one of them is still in the log, the run is left in this context's hands
+        no longer (every later call raises), since this context cannot know what of them is on disk.
+        """
+        with self._lock:
+            if len(self._log) == index + 1 and self.cursor == index + 1:
+                del self._log[index]
+                self.cursor = index
+                self.performed -= 1
+            elif self.closed is None:
+                self.closed = f"a concurrent call's PENDING could not be written ({type(exc).__name__}: {exc})"
 
     def succeed(self, step: Step, value: Any) -> None:
         """Persist a value as SUCCEEDED.

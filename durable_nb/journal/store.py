@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .records import INPUT_CALL_ID, CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
@@ -121,6 +121,20 @@ class Store(abc.ABC):
         self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
     ) -> None:
         """Persist a new PENDING call at ``index``, durable when this returns (with any held-back outcome)."""
+
+    def queue_pending(
+        self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
+    ) -> Callable[[], None]:
+        """:meth:`append_pending` in two steps: queue the write now, return what waits until it is durable.
+
+        Why: the journal queues a call's PENDING under its lock (so a run's calls are
+        queued, and committed, in index order) and waits outside it, so that calls
+        made together (``asyncio.gather`` of ``durable_execute_async``, threads sharing
+        a context) share one commit. A store that commits in the order writes are
+        queued overrides this; the default writes now and returns a no-op.
+        """
+        self.append_pending(run_id, index, call_id, args_digest, started_at, owner=owner)
+        return _durable_now
 
     @abc.abstractmethod
     def complete_call(
@@ -289,3 +303,7 @@ def check_status(status: Status | str | None) -> str | None:
         raise ValueError(
             f"status must be one of {[s.value for s in Status]}, got {status!r}"
         ) from None
+
+
+def _durable_now() -> None:
+    """The wait of a write that was durable when it returned."""

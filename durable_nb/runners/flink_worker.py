@@ -40,8 +40,7 @@ BUSY_WAIT_S = 60.0
 # ---------------------------------------------------------------- one record, in a worker
 
 
-@contextlib.contextmanager
-def open_run_when_free(store: Store, run_id: str, key: Any, strict: bool) -> Iterator[RunnerContext]:
+class open_run_when_free:  # a class, not a generator context manager: it runs once per record
     """``open_run``, waiting while an attempt Flink is cancelling still holds the run's lease.
 
     After a failover the old attempt's Python worker may still be finishing the
@@ -49,17 +48,24 @@ def open_run_when_free(store: Store, run_id: str, key: Any, strict: bool) -> Ite
     for the old one rather than interleave journal writes. A lease still held
     after ``BUSY_WAIT_S`` fails the task, and Flink's restart strategy tries again.
     """
-    deadline = time.monotonic() + BUSY_WAIT_S
-    with contextlib.ExitStack() as stack:
+
+    __slots__ = ("_run",)
+
+    def __init__(self, store: Store, run_id: str, key: Any, strict: bool) -> None:
+        self._run = open_run(store, run_id, key=key, strict=strict)
+
+    def __enter__(self) -> RunnerContext:
+        deadline = time.monotonic() + BUSY_WAIT_S
         while True:
             try:
-                ctx = stack.enter_context(open_run(store, run_id, key=key, strict=strict))
-                break
+                return self._run.__enter__()
             except RunBusyError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        yield ctx
+
+    def __exit__(self, *exc: Any) -> None:
+        self._run.__exit__(*exc)
 
 
 def perform(store: Store, action: Action, record: Any, run_id: str, key: Any, *,

@@ -170,7 +170,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         self._pid = current_pid()
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
-        self._committer = Committer(self._conn_fn, self._migrate, FLUSH_DELAY, self._wrote)
+        self._committer = Committer(self._conn_fn, self._migrate, FLUSH_DELAY, self._wrote, _Turn(self))
         if forked and self._files is not None:  # the parent's descriptor and leases are not ours
             self._files = None
 
@@ -463,24 +463,24 @@ class SqliteStore(SqliteTimeTravel, Store):
     @staticmethod
     def _fence(conn: sqlite3.Connection, lease: Lease, now: float) -> None:
         """Inside the write transaction: take the run at the first write, then check it is still ours."""
+        # A run that had no row at the open: create it, one statement; a row that appeared
+        # meanwhile (another context recovered the run) makes the INSERT a no-op, checked below.
+        if not lease.wrote and lease.seen_attempts is None and conn.execute(
+            "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner) "
+            "VALUES (?, 'RUNNING', ?, ?, 1, ?) ON CONFLICT (run_id) DO NOTHING",
+            (lease.run_id, now, now, lease.owner),
+        ).rowcount == 1:
+            return
         row = conn.execute("SELECT owner, attempts FROM runs WHERE run_id = ?", (lease.run_id,)).fetchone()
         if row is not None and row[0] == lease.owner:
             return
-        if not lease.wrote:
-            if row is None and lease.seen_attempts is None:
-                conn.execute(
-                    "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner) "
-                    "VALUES (?, 'RUNNING', ?, ?, 1, ?)",
-                    (lease.run_id, now, now, lease.owner),
-                )
-                return
-            if row is not None and row[1] == lease.seen_attempts:
-                conn.execute(
-                    "UPDATE runs SET status = 'RUNNING', updated_at = ?, attempts = attempts + 1, owner = ? "
-                    "WHERE run_id = ?",
-                    (now, lease.owner, lease.run_id),
-                )
-                return
+        if not lease.wrote and row is not None and row[1] == lease.seen_attempts:
+            conn.execute(
+                "UPDATE runs SET status = 'RUNNING', updated_at = ?, attempts = attempts + 1, owner = ? "
+                "WHERE run_id = ?",
+                (now, lease.owner, lease.run_id),
+            )
+            return
         holder = row[0] if row else None
         reason = (
             f"the run was taken over by {describe_owner(holder)}" if holder
@@ -576,6 +576,11 @@ class SqliteStore(SqliteTimeTravel, Store):
     def append_pending(
         self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
     ) -> None:
+        self.queue_pending(run_id, index, call_id, args_digest, started_at, owner=owner)()
+
+    def queue_pending(
+        self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
+    ) -> Callable[[], None]:
         lease = self._lease(owner, run_id, index)
 
         def op(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> None:
@@ -585,7 +590,15 @@ class SqliteStore(SqliteTimeTravel, Store):
                 (run_id, index, call_id, args_digest, started_at),
             )
 
-        self._submit(lease, op, index)
+        committer = self._committer
+        queued = committer.queue(self._fenced(lease, op))
+        if lease is not None:
+            lease.dirty = True
+
+        def wait() -> None:
+            self._committed(lambda: committer.wait(queued), run_id, index)
+
+        return wait
 
     def complete_call(
         self,
@@ -634,6 +647,29 @@ class SqliteStore(SqliteTimeTravel, Store):
         with self._write() as conn:
             for table in ("calls", "discarded", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+
+
+class _Turn:
+    """The store's write turn: its file's :class:`FileLocks` (looked up when used: it may be reopened)."""
+
+    __slots__ = ("_files", "_store")
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._files: FileLocks | None = None
+
+    def begin_write(self) -> None:
+        try:
+            files = self._store._shared
+        except OSError:  # the file cannot be opened for locking: SQLite's busy handling alone
+            return
+        files.begin_write()
+        self._files = files
+
+    def end_write(self) -> None:
+        files, self._files = self._files, None
+        if files is not None:
+            files.end_write()
 
 
 def _reopen(path: str, durability: str, read_only: bool) -> SqliteStore:

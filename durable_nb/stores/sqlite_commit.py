@@ -30,10 +30,18 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 Op = Callable[[sqlite3.Connection, list[Callable[[], None]]], Any]
 """``op(conn, after)``: do the writes; append to ``after`` what must happen once they committed."""
+
+
+class WriteTurn(Protocol):
+    """Waits for and gives back the file's write turn around one write transaction."""
+
+    def begin_write(self) -> None: ...
+
+    def end_write(self) -> None: ...
 
 _log = logging.getLogger("durable_nb")
 _live: weakref.WeakSet[Committer] = weakref.WeakSet()
@@ -47,6 +55,14 @@ def _flush_at_exit() -> None:
             committer.flush()
         except Exception as exc:
             _log.warning("durable_nb: could not flush held-back journal writes at exit: %s", exc)
+
+
+class _Retry(Exception):
+    """One op failed and was set aside: run the transaction again without it."""
+
+
+class _Failed(Exception):
+    """Nothing could commit; every caller has its error."""
 
 
 class _Waiter:
@@ -68,12 +84,20 @@ class Committer:
         on_begin: Callable[[sqlite3.Connection], None],
         delay: float = 0.02,
         on_commit: Callable[[], None] | None = None,
+        turn: WriteTurn | None = None,
     ) -> None:
+        self._turn = turn
+        """Orders the writers of the file across processes (``FileLocks``); None: SQLite alone does."""
         self._connect = connect
         self._on_begin = on_begin
         self._on_commit = on_commit
         self.delay = delay
         self._cond = threading.Condition(threading.Lock())
+        # The flusher waits on its own condition (same lock): a commit wakes only callers
+        # queued behind it, and a held op wakes the flusher only when it is the first one.
+        self._flush_cond = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]
+        self._waiting = 0
+        self._flusher_asleep = False
         self._queue: list[_Waiter] = []
         self._busy = False
         self._held: list[tuple[str, Op]] = []
@@ -89,13 +113,24 @@ class Committer:
 
     def run(self, op: Op | None) -> Any:
         """Commit ``op`` (and every held op) and return its result once durable."""
+        return self.wait(self.queue(op))
+
+    def queue(self, op: Op | None) -> _Waiter:
+        """Queue ``op``: batches commit queued ops in queue order, so a later op is never durable first."""
         me = _Waiter(op)
+        with self._cond:
+            self._queue.append(me)
+        return me
+
+    def wait(self, me: _Waiter) -> Any:
+        """Commit the queue (or wait for the caller that is committing it) until ``me`` is durable."""
         cond = self._cond
         with cond:
-            self._queue.append(me)
             while not me.done:
                 if self._busy:
+                    self._waiting += 1
                     cond.wait()
+                    self._waiting -= 1
                     continue
                 self._busy = True
                 batch, self._queue = self._queue, []
@@ -108,7 +143,8 @@ class Committer:
                     self._busy = False
                     for w in batch:
                         w.done = True
-                    cond.notify_all()
+                    if self._waiting:
+                        cond.notify_all()
         if me.error is not None:
             raise me.error
         return me.result
@@ -121,54 +157,71 @@ class Committer:
         dropped as a crash would drop it) and the others run again.
         """
         todo = [w for w in batch if w.op is not None]
+        turn = self._turn
         while True:
             after: list[Callable[[], None]] = []
+            if turn is not None:
+                turn.begin_write()
             try:
-                conn = self._connect()
-                conn.execute("BEGIN IMMEDIATE")
-            except BaseException as exc:
-                self._fail(batch, held, exc)
-                return
-            self.fenced.clear()
-            culprit: tuple[int, _Waiter | None, Exception] | None = None
-            try:
-                self._on_begin(conn)
-                for i, (_run_id, held_op) in enumerate(held):
-                    try:
-                        held_op(conn, after)
-                    except Exception as exc:
-                        culprit = (i, None, exc)
-                        raise
-                for w in todo:
-                    try:
-                        w.result = w.op(conn, after)  # type: ignore[misc]
-                    except Exception as exc:
-                        culprit = (-1, w, exc)
-                        raise
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                if culprit is None:
-                    self._fail(batch, held, exc)
-                    return
-                index, waiter, error = culprit
-                if waiter is None:  # a held outcome whose lease was lost: dropped, as a crash would
-                    _log.debug("durable_nb: a held-back journal write was refused: %s", error)
-                    self._release([held.pop(index)])
-                else:
-                    waiter.error = error
-                    todo.remove(waiter)
+                self._transaction(batch, held, todo, after)
+            except _Retry:
                 continue
+            except _Failed:
+                return
+            finally:
+                if turn is not None:
+                    turn.end_write()
             break
         if self._on_commit is not None:
             self._on_commit()
         self._release(held)
         for hook in after:
             hook()
+
+    def _transaction(
+        self, batch: list[_Waiter], held: list[tuple[str, Op]], todo: list[_Waiter], after: list[Callable[[], None]]
+    ) -> None:
+        """One attempt of :meth:`_commit`: raises _Retry without the op that failed, _Failed if nothing can commit."""
+        try:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            self._fail(batch, held, exc)
+            raise _Failed from exc
+        self.fenced.clear()
+        culprit: tuple[int, _Waiter | None, Exception] | None = None
+        try:
+            self._on_begin(conn)
+            for i, (_run_id, held_op) in enumerate(held):
+                try:
+                    held_op(conn, after)
+                except Exception as exc:
+                    culprit = (i, None, exc)
+                    raise
+            for w in todo:
+                try:
+                    w.result = w.op(conn, after)  # type: ignore[misc]
+                except Exception as exc:
+                    culprit = (-1, w, exc)
+                    raise
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            if culprit is None:
+                self._fail(batch, held, exc)
+                raise _Failed from exc
+            index, waiter, error = culprit
+            if waiter is None:  # a held outcome whose lease was lost: dropped, as a crash would
+                _log.debug("durable_nb: a held-back journal write was refused: %s", error)
+                self._release([held.pop(index)])
+            else:
+                waiter.error = error
+                todo.remove(waiter)
+            raise _Retry from exc
 
     def _apply_held(
         self, conn: sqlite3.Connection, held: list[tuple[str, Op]], after: list[Callable[[], None]], isolate: bool
@@ -185,31 +238,40 @@ class Committer:
         cond = self._cond
         with cond:
             while self._busy:
+                self._waiting += 1
                 cond.wait()
+                self._waiting -= 1
             self._busy = True
             held, self._held = self._held, []
         after: list[Callable[[], None]] = []
+        turn = self._turn
         try:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
+            if turn is not None:
+                turn.begin_write()
             try:
-                self.fenced.clear()
-                self._on_begin(conn)
-                self._apply_held(conn, held, after, True)
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self.fenced.clear()
+                    self._on_begin(conn)
+                    self._apply_held(conn, held, after, True)
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                if turn is not None:
+                    turn.end_write()
         except BaseException:
-            with cond:
-                self._held[:0] = held
+            self._restore(held)
             raise
         finally:
             with cond:
                 self._busy = False
-                cond.notify_all()
+                if self._waiting:
+                    cond.notify_all()
         if self._on_commit is not None:
             self._on_commit()
         self._release(held)
@@ -237,8 +299,18 @@ class Committer:
         for w in batch:
             if w.error is None:
                 w.error = exc
+        self._restore(held)
+
+    def _restore(self, held: list[tuple[str, Op]]) -> None:
+        """Put ops that did not commit back in front of the held ones; the flusher tries again."""
+        if not held:
+            return
         with self._cond:
+            if not self._held:
+                self._held_since = time.monotonic()
             self._held[:0] = held
+            if self._flusher_asleep:
+                self._flush_cond.notify()
 
     def _release(self, held: list[tuple[str, Op]]) -> None:
         if not held:
@@ -254,7 +326,8 @@ class Committer:
     def hold(self, run_id: str, op: Op) -> None:
         """Keep ``op`` for the next commit; the flusher commits it within :attr:`delay` otherwise."""
         with self._cond:
-            if not self._held:
+            first = not self._held
+            if first:
                 self._held_since = time.monotonic()
             self._held.append((run_id, op))
             self.held_runs[run_id] += 1
@@ -262,25 +335,42 @@ class Committer:
                 self._closed = False
                 self._flusher = threading.Thread(target=self._flush_loop, name="durable_nb-flush", daemon=True)
                 self._flusher.start()
-            self._cond.notify_all()
+            elif first and self._flusher_asleep:  # awake, it ticks every `delay` and finds the op itself
+                self._flush_cond.notify()
 
     @property
     def holding(self) -> bool:
-        return bool(self._held)
+        return bool(self._held or self._queue)
 
     def flush(self) -> None:
-        """Commit every held op now (a durable boundary)."""
-        if self._held:
+        """Commit every held (and queued, never waited for) op now (a durable boundary)."""
+        if self._held or self._queue:
             self.run(None)
 
     def _flush_loop(self) -> None:
-        cond = self._cond
+        """Commit held ops ``delay`` seconds after the first was held, unless a commit took them first.
+
+        While writes keep coming it ticks every ``delay`` instead of being woken by
+        each held op (a thread switch per durable call); after a second with nothing
+        held it sleeps until :meth:`hold` wakes it.
+        """
+        cond = self._flush_cond
+        idle_ticks = 0
         while True:
             with cond:
-                while not self._held and not self._closed:
-                    cond.wait()
                 if self._closed:
                     return
+                if not self._held:
+                    if idle_ticks * self.delay >= 1.0:
+                        self._flusher_asleep = True
+                        cond.wait()
+                        self._flusher_asleep = False
+                        idle_ticks = 0
+                    else:
+                        idle_ticks += 1
+                        cond.wait(self.delay)
+                    continue
+                idle_ticks = 0
                 wait = self._held_since + self.delay - time.monotonic()
                 if wait > 0:
                     cond.wait(wait)
@@ -299,4 +389,4 @@ class Committer:
             with self._cond:
                 self._closed = True
                 self._flusher = None
-                self._cond.notify_all()
+                self._flush_cond.notify_all()
