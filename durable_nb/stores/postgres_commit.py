@@ -15,6 +15,13 @@ one run's outcomes are being committed, a writer of that run waits
 (:meth:`HeldOutcomes.take`): call k+1's PENDING can never commit before call k's
 outcome.
 
+Inside a durable boundary (:meth:`Store.boundary`: ``map``, a Flink worker) a run's
+*end* is held too (:meth:`HeldOutcomes.hold_close`), with its last outcome: the
+next PENDING of any run in this process commits them in its own transaction
+(:meth:`HeldOutcomes.take_closing`), so a record costs one commit, not two. The
+run's advisory lock is kept until its end has committed, so no other context can
+open the run in between.
+
 Group commit needs nothing here: each thread writes on its own connection and
 PostgreSQL flushes the WAL of concurrent commits together.
 """
@@ -24,6 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from .postgres_sql import Outcome
 
@@ -31,28 +39,81 @@ FLUSH_DELAY = 0.02
 """Seconds an outcome may wait for a next write to carry it before it is committed on its own."""
 
 
-class HeldOutcomes:
-    """Outcomes not committed yet, per run; ``write(outcomes)`` commits a list in one transaction."""
+Close = tuple[Any, ...]
+"""Parameters of ``CLOSE``: ``(status or None, updated_at, run_id, owner)``."""
+Closing = tuple[list[Outcome], Close]
+"""A run whose end is held: its held outcomes, then its close."""
 
-    def __init__(self, write: Callable[[list[Outcome]], None]) -> None:
+
+class HeldOutcomes:
+    """Outcomes (and run ends) not committed yet, per run; ``write(outcomes, closing)`` commits in one transaction."""
+
+    def __init__(self, write: Callable[[list[Outcome], list[Closing]], None]) -> None:
         self._write = write
         self._cond = threading.Condition(threading.Lock())
         self._held: dict[str, list[Outcome]] = {}
+        self._closes: dict[str, Close] = {}
         self._busy: set[str] = set()  # runs whose outcomes are being committed by flush()
         self._since: dict[str, float] = {}  # run_id -> when its oldest held outcome was held
         self._flusher: threading.Thread | None = None
 
     def __bool__(self) -> bool:
-        return bool(self._held) or bool(self._busy)
+        return bool(self._held) or bool(self._closes) or bool(self._busy)
 
     def hold(self, outcome: Outcome) -> None:
         with self._cond:
             self._since.setdefault(outcome.run_id, time.monotonic())
             self._held.setdefault(outcome.run_id, []).append(outcome)
-            if self._flusher is None or not self._flusher.is_alive():
-                self._flusher = threading.Thread(target=self._loop, name="durable_nb-pg-flush", daemon=True)
-                self._flusher.start()
-            self._cond.notify_all()
+            self._wake()
+
+    def hold_close(self, run_id: str, close: Close) -> None:
+        """Hold the run's end (after its outcomes) for the next PENDING of this process to commit."""
+        with self._cond:
+            self._since.setdefault(run_id, time.monotonic())
+            self._closes[run_id] = close
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flusher = threading.Thread(target=self._loop, name="durable_nb-pg-flush", daemon=True)
+            self._flusher.start()
+        self._cond.notify_all()
+
+    def take_closing(self) -> list[Closing]:
+        """Every held run end with its outcomes, for the caller to commit with its own write.
+
+        The runs stay busy (a reopen waits in :meth:`take`) until the caller calls
+        :meth:`committed` or :meth:`put_back_closing`.
+        """
+        if not self._closes:
+            return []
+        with self._cond:
+            closing = []
+            for run_id in [r for r in self._closes if r not in self._busy]:
+                closing.append((self._held.pop(run_id, []), self._closes.pop(run_id)))
+                self._since.pop(run_id, None)
+                self._busy.add(run_id)
+            return closing
+
+    def committed(self, closing: list[Closing]) -> None:
+        """The run ends taken by :meth:`take_closing` are durable."""
+        if closing:
+            with self._cond:
+                self._busy.difference_update(close[2] for _, close in closing)
+                self._cond.notify_all()
+
+    def put_back_closing(self, closing: list[Closing]) -> None:
+        """The caller's write failed: hold them again."""
+        if closing:
+            with self._cond:
+                now = time.monotonic()
+                for outcomes, close in closing:
+                    run_id = close[2]
+                    self._held[run_id] = outcomes + self._held.get(run_id, [])
+                    self._closes[run_id] = close
+                    self._since.setdefault(run_id, now)
+                    self._busy.discard(run_id)
+                self._cond.notify_all()
 
     def take(self, run_id: str) -> list[Outcome]:
         """The run's held outcomes, for the caller to commit with its own write (or put back)."""
@@ -71,13 +132,19 @@ class HeldOutcomes:
                 self._cond.notify_all()
 
     def flush_run(self, run_id: str) -> None:
-        if run_id in self._held or run_id in self._busy:
+        if run_id in self._held or run_id in self._closes or run_id in self._busy:
             outcomes = self.take(run_id)
-            if outcomes:
+            with self._cond:
+                close = self._closes.pop(run_id, None)
+            closing = [] if close is None else [(outcomes, close)]
+            if outcomes or closing:
                 try:
-                    self._write(outcomes)
+                    self._write([] if closing else outcomes, closing)
                 except BaseException:
-                    self.put_back(run_id, outcomes)
+                    if closing:
+                        self.put_back_closing(closing)
+                    else:
+                        self.put_back(run_id, outcomes)
                     raise
 
     def flush(self, older_than: float | None = None) -> None:
@@ -89,18 +156,23 @@ class HeldOutcomes:
                 self._cond.wait()
             if older_than is None:
                 batch, self._held = self._held, {}
+                closes, self._closes = self._closes, {}
                 self._since.clear()
             else:
                 old = [r for r, t in self._since.items() if t <= older_than]
                 batch = {r: self._held.pop(r) for r in old if r in self._held}
+                closes = {r: self._closes.pop(r) for r in old if r in self._closes}
                 for r in old:
                     del self._since[r]
             self._busy.update(batch)
+            self._busy.update(closes)
+        closing = [(batch.pop(r, []), close) for r, close in closes.items()]
         try:
             outcomes = [o for items in batch.values() for o in items]
-            if outcomes:
-                self._write(outcomes)
+            if outcomes or closing:
+                self._write(outcomes, closing)
         except BaseException:
+            self.put_back_closing(closing)
             with self._cond:
                 now = time.monotonic()
                 for run_id, items in batch.items():
@@ -110,14 +182,15 @@ class HeldOutcomes:
         finally:
             with self._cond:
                 self._busy.difference_update(batch)
+                self._busy.difference_update(closes)
                 self._cond.notify_all()
 
     def _loop(self) -> None:
         """Commit outcomes held for FLUSH_DELAY seconds with no next write to carry them."""
         while True:
             with self._cond:
-                if not self._held:
-                    if not self._cond.wait(timeout=5.0) and not self._held:
+                if not self._held and not self._closes:
+                    if not self._cond.wait(timeout=5.0) and not self._held and not self._closes:
                         self._flusher = None
                         return
                     continue

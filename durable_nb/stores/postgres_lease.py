@@ -55,12 +55,15 @@ class AdvisoryLocks:
         self._namespace = namespace
         self._conn: Any = None
         self._held: set[str] = set()
+        self._release: set[str] = set()
+        """Held runs whose contexts ended and whose ends are durable: unlocked with the next lock taken."""
         self._mu = threading.Lock()
 
     def _connection(self) -> Any:
         conn = self._conn
         if conn is None or conn.closed or conn.broken:
             self._held.clear()  # a new session holds nothing
+            self._release.clear()
             conn = self._conn = self._connect()
             for statement in LEASE_SETTINGS:
                 with contextlib.suppress(Exception):  # tcp_user_timeout needs PostgreSQL 12
@@ -70,19 +73,70 @@ class AdvisoryLocks:
     def holds(self, run_id: str) -> bool:
         with self._mu:
             conn = self._conn
-            return run_id in self._held and conn is not None and not conn.closed and not conn.broken
+            return (run_id in self._held and run_id not in self._release and conn is not None
+                    and not conn.closed and not conn.broken)
 
     def try_lock(self, run_id: str) -> bool:
         """Take the run's lock unless another session holds it (True if held now)."""
+        return self.lock_and_read(run_id, None)[0]
+
+    def lock_and_read(self, run_id: str, read: tuple[str, tuple[Any, ...]] | None) -> tuple[bool, list[Any]]:
+        """Take the run's lock, then run ``read`` (if locked): two round trips; ``(locked, rows)``.
+
+        Why here: a record of a map (or a Flink worker) opens one run after another,
+        and round trips are most of what a replayed record costs. Runs released with
+        :meth:`release_later` are unlocked in the lock's own statement. The read is a
+        statement of its own, after the lock was granted, so its snapshot holds
+        everything the lock's previous holder committed. (psycopg's pipeline mode
+        would save the second round trip but costs more than it saves here.)
+        """
         with self._mu:
             conn = self._connection()
             if run_id in self._held:
-                return True
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(self._namespace, run_id),)).fetchone()
-            if row and row[0]:
-                self._held.add(run_id)
-                return True
-            return False
+                self._release.discard(run_id)
+                return True, conn.execute(*read).fetchall() if read else []
+            release = [lock_key(self._namespace, r) for r in self._release]
+            key = lock_key(self._namespace, run_id)
+            try:
+                if release:
+                    row = conn.execute(
+                        "SELECT pg_try_advisory_lock(%s), "
+                        "(SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k)", (key, release)
+                    ).fetchone()
+                else:
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    conn.close()  # unsure what it holds now: dropping the session drops every lock
+                raise
+            self._held.difference_update(self._release)
+            self._release.clear()
+            if not (row and row[0]):
+                return False, []
+            self._held.add(run_id)
+            return True, conn.execute(*read).fetchall() if read else []
+
+    def release_later(self, run_ids: list[str]) -> None:
+        """These runs' contexts ended and their ends are durable: unlock with the next lock (or :meth:`release_now`)."""
+        with self._mu:
+            self._release.update(r for r in run_ids if r in self._held)
+
+    def release_now(self) -> None:
+        """Unlock every run given to :meth:`release_later` (a durable boundary: other processes may take them)."""
+        with self._mu:
+            if not self._release:
+                return
+            release = [lock_key(self._namespace, r) for r in self._release]
+            self._held.difference_update(self._release)
+            self._release.clear()
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                return
+            try:
+                conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", (release,))
+            except Exception:
+                with contextlib.suppress(Exception):
+                    conn.close()  # unsure what it holds now: dropping the session drops every lock
 
     def unlock(self, run_id: str) -> None:
         """Release the run's lock; a broken connection has released it already."""
@@ -90,6 +144,7 @@ class AdvisoryLocks:
             if run_id not in self._held:
                 return
             self._held.discard(run_id)
+            self._release.discard(run_id)
             conn = self._conn
             if conn is None or conn.closed or conn.broken:
                 return
@@ -102,6 +157,7 @@ class AdvisoryLocks:
     def close(self) -> None:
         with self._mu:
             self._held.clear()
+            self._release.clear()
             if self._conn is not None:
                 with contextlib.suppress(Exception):
                     self._conn.close()

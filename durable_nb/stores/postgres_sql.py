@@ -21,6 +21,13 @@ RUN_SELECT = (
     "(SELECT count(*) FROM calls c WHERE c.run_id = r.run_id), r.parent_run_id, r.forked_at FROM runs r"
 )
 CALLS_OF_RUN = f"SELECT {CALL_COLS}, payload FROM calls WHERE run_id = %s ORDER BY idx"
+# A run at its open, in one statement: its row (attempts, owner, status; NULLs if none) on every row,
+# then its calls in index order (a run without calls: one row of NULL call columns).
+OPEN_RUN = (
+    f"SELECT r.attempts, r.owner, r.status, {', '.join('c.' + c.strip() for c in CALL_COLS.split(','))}, c.payload "
+    "FROM (SELECT %s::text AS run_id) AS k LEFT JOIN runs r ON r.run_id = k.run_id "
+    "LEFT JOIN calls c ON c.run_id = k.run_id ORDER BY c.idx"
+)
 ONE_CALL = f"SELECT {CALL_COLS}, payload FROM calls WHERE run_id = %s AND idx = %s"
 DISCARDED = (
     "SELECT run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, started_at, "
@@ -82,6 +89,34 @@ COMPLETE_THEN_CLOSE = (
     "UPDATE runs SET status = coalesce(%s, status), updated_at = %s, owner = NULL "
     "WHERE run_id = %s AND owner = %s AND EXISTS (SELECT 1 FROM fence)"
 )
+
+
+def with_closing(closing: list[Any], sql: str, params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """``sql`` preceded, in the same statement, by the held ends of other runs (``HeldOutcomes.take_closing``).
+
+    Each run: a row-lock fence on its owner, its held outcomes, its close, as
+    data-modifying CTEs (all run, whatever the main statement returns): a map's
+    record end rides with the next record's PENDING in one round trip and one
+    commit. A run taken over meanwhile matches no fence and writes nothing.
+    """
+    if not closing:
+        return sql, params
+    ctes: list[str] = []
+    values: list[Any] = []
+    for n, (outcomes, close) in enumerate(closing):
+        ctes.append(f"f{n} AS (SELECT 1 FROM runs WHERE run_id = %s AND owner = %s FOR UPDATE)")
+        values += [close[2], close[3]]
+        for m, outcome in enumerate(outcomes):
+            ctes.append(f"o{n}_{m} AS ({_SET_OUTCOME} AND EXISTS (SELECT 1 FROM f{n}) RETURNING 1)")
+            values += outcome.values()
+        ctes.append(f"c{n} AS (UPDATE runs SET status = coalesce(%s, status), updated_at = %s, owner = NULL "
+                    f"WHERE run_id = %s AND owner = %s AND EXISTS (SELECT 1 FROM f{n}) RETURNING 1)")
+        values += close
+    head = "WITH " + ", ".join(ctes)
+    body = ", " + sql[len("WITH "):] if sql.startswith("WITH ") else " " + sql
+    return head + body, (*values, *params)
+
+
 SET_PROMPT = f"UPDATE calls SET prompt = %s WHERE run_id = %s AND idx = %s AND EXISTS ({_FENCE_ROW})"
 DISCARD_COPY = (
     "INSERT INTO discarded (run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, "
