@@ -136,54 +136,6 @@ def line_record(line: str) -> tuple[int, Any, Any]:
     return int(index), key, record
 
 
-# --- MEMPROBE (temporary) ---
-def _memprobe_make(store: Any) -> Any:
-    import os as _os
-    if not _os.path.exists("/tmp/memhelper/PROBE_ON"):
-        return None
-    import ctypes, gc, json, sys, threading
-    from collections import Counter
-    state = {"t": 0.0, "n": 0, "prev": Counter()}
-    try:
-        import _sqlite3
-        lib = ctypes.CDLL(_sqlite3.__file__)
-        lib.sqlite3_memory_used.restype = ctypes.c_int64
-    except Exception:
-        lib = None
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except Exception:
-        libc = None
-    path = f"/tmp/memhelper/probe-{_os.getpid()}.log"
-
-    def probe(final: bool = False) -> None:
-        state["n"] += 1
-        now = time.monotonic()
-        if not final and now - state["t"] < 20:
-            return
-        state["t"] = now
-        rss = int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20
-        counts = Counter(type(o).__name__ for o in gc.get_objects())
-        diff = {k: v - state["prev"].get(k, 0) for k, v in counts.items() if abs(v - state["prev"].get(k, 0)) > 200}
-        state["prev"] = counts
-        info = {"pid": _os.getpid(), "final": final, "bundles": state["n"], "rss": rss,
-                "gc_objs": sum(counts.values()), "threads": threading.active_count(),
-                "sqlite_mem": lib.sqlite3_memory_used() >> 10 if lib else None, "type_diff": diff}
-        if store is not None:
-            files = store._files
-            info.update(conns=len(store._conns), held_runs=len(store._committer.held_runs),
-                        fenced=len(store._committer.fenced))
-            if files is not None:
-                info.update(holders=len(files.holders), leases=len(files.leases), counts=len(files.counts),
-                            offsets=len(files._offsets))
-            from ..journal import lease as _lease
-            info.update(live_nonces=len(_lease._live_nonces))
-        with open(path, "a") as fh:
-            fh.write(json.dumps(info) + "\n")
-    return probe
-# --- END MEMPROBE ---
-
-
 # ---------------------------------------------------------------- the process functions
 
 
@@ -223,13 +175,8 @@ def keyed_function(body: Callable[[Any, Store, Any, int], Any], init: Any) -> An
                 # that a checkpoint covers (and the rows it releases) is durable.
                 self.span.enter_context(self.store.boundary())
                 self.span.callback(compat.on_bundle_finish(self.store.flush))
-            self._probe = _memprobe_make(self.store)  # MEMPROBE
-            if self._probe is not None:  # MEMPROBE
-                self.span.callback(compat.on_bundle_finish(self._probe))  # MEMPROBE
 
         def close(self) -> None:
-            if getattr(self, "_probe", None) is not None:  # MEMPROBE
-                self._probe(True)  # MEMPROBE
             span = getattr(self, "span", None)
             if span is not None:
                 span.close()  # unregister, then leave the boundary: everything held is committed
