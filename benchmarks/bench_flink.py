@@ -19,7 +19,9 @@ each is reported, so load from other processes skews them alike. Rows:
 Part 2, memory. Peak resident memory (psutil, sampled every 100 ms) of the
 process tree that runs the job: on the local mini-cluster that is the JVM (the
 TaskManager) and the Python worker processes it starts; the notebook's own
-process is not counted. Measured for maps of ``--memory-records`` records (0 ms
+process is not counted; each worker's own peak and the number of worker processes
+seen are printed too, so workers of a restarted job (new pids while the old ones
+exit) cannot pass for growth. Measured for maps of ``--memory-records`` records (0 ms
 work, default 100,000 and 1,000,000, journal with durability ``"relaxed"`` to
 spare a million fsyncs): records reach the workers through a FileSource, so it
 should not grow with the number of records.
@@ -149,6 +151,8 @@ class PeakRss:
         self.interval = interval
         self.peak = 0
         self.peak_workers = 0
+        self.workers_seen: dict[int, int] = {}
+        """Peak RSS of each Python worker process seen (a restarted job's workers are new pids)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -163,6 +167,7 @@ class PeakRss:
             total += rss
             if proc.pid != self.root.pid:
                 workers += rss
+                self.workers_seen[proc.pid] = max(self.workers_seen.get(proc.pid, 0), rss)
         self.peak = max(self.peak, total)
         self.peak_workers = max(self.peak_workers, workers)
 
@@ -193,14 +198,17 @@ def memory(sizes: list[int], parallelism: int, tmp: str, plain: bool = False) ->
             start = time.perf_counter()
             runner.map(durable_action, records, key="id")
             took = time.perf_counter() - start
+        each = ", ".join(f"{v / 2**20:.0f}" for v in rss.workers_seen.values())
         print(f"{n:>9} records: peak {rss.peak / 2**20:7.0f} MiB (Python workers {rss.peak_workers / 2**20:6.0f} "
-              f"MiB), {took:6.1f} s = {n / took:7.0f} records/s", flush=True)
+              f"MiB; {len(rss.workers_seen)} worker processes seen, peak MiB each: {each}), {took:6.1f} s = "
+              f"{n / took:7.0f} records/s", flush=True)
         store.close()
         if plain:  # the same job shape without a journal: what PyFlink itself takes
             with PeakRss(jvm_pid) as rss:
                 plain_pyflink(records, parallelism, tmp)
+            each = ", ".join(f"{v / 2**20:.0f}" for v in rss.workers_seen.values())
             print(f"{n:>9} records, plain PyFlink: peak {rss.peak / 2**20:7.0f} MiB (Python workers "
-                  f"{rss.peak_workers / 2**20:6.0f} MiB)", flush=True)
+                  f"{rss.peak_workers / 2**20:6.0f} MiB; {len(rss.workers_seen)} seen: {each})", flush=True)
         del records
 
 

@@ -247,9 +247,9 @@ class Journal:
     def _unqueue(self, index: int, exc: BaseException) -> None:
         """The PENDING of call ``index`` did not commit: forget it, as if it had never begun.
 
-        Calls begun after it (concurrently) were queued behind it and failed with it;
-        if one of them is still in the log, the run is left in this context's hands
-        no longer (every later call raises), since this context cannot know what of them is on disk.
+        Calls begun after it (concurrently) were queued behind it and fail with it. If
+        one of them is already in the log, the log can no longer be trimmed back to
+        this call, so the context closes: every later call raises ``LeaseLostError``.
         """
         with self._lock:
             if len(self._log) == index + 1 and self.cursor == index + 1:

@@ -10,7 +10,9 @@ Same contract as :class:`SqliteStore`. What is different, and why:
   of it), so a durable call costs one round trip and one WAL flush per
   transition. Under ``durability="call"`` (the default) an outcome is held back
   and committed in the same statement as the next call's PENDING, the run's end,
-  any read, :meth:`flush`, or within 20 ms (:mod:`.postgres_commit`); concurrent
+  any read, :meth:`flush`, or within 20 ms (:mod:`.postgres_commit`); inside a
+  durable boundary (a map, a Flink worker) the run's end rides with the next
+  PENDING of the process too, so a record costs one commit; concurrent
   commits from many connections share WAL flushes (PostgreSQL's own group commit).
   ``"transition"`` commits every outcome on its own; ``"relaxed"`` is ``"call"``
   with ``synchronous_commit = off``: a killed client leaves what ``"call"`` leaves,
@@ -359,7 +361,7 @@ class PostgresStore(Store):
                 # PENDING of this process; the lock is kept until it is durable (postgres_commit).
                 self._outcomes.put_back(run_id, held)
                 self._outcomes.hold_close(run_id, close)
-                held, hold_lock = [], True
+                hold_lock = True
                 return
             with self._guard("close the run", run_id):
                 conn = self._conn

@@ -17,6 +17,14 @@ So the store pays as few fsyncs as the rules allow:
   :attr:`Committer.delay` seconds when nothing else comes. A kill before that
   leaves the call PENDING: exactly what a kill just before the outcome's own
   commit leaves under ``"transition"``.
+* **Queue, then wait.** :meth:`Committer.queue` and :meth:`Committer.wait` split
+  :meth:`Committer.run`: the journal queues a PENDING under its own lock (so a
+  run's calls commit in index order) and waits outside it, so calls gathered in
+  one context share a commit too.
+* **A write turn across processes** (``turn``, the file's
+  :class:`~durable_nb.journal.lease.FileLocks`): each transaction holds a blocking
+  OS lock from ``BEGIN`` to ``COMMIT``, so processes writing one journal hand over
+  at once instead of sleeping in SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -92,10 +100,11 @@ class Committer:
         self._on_begin = on_begin
         self._on_commit = on_commit
         self.delay = delay
-        self._cond = threading.Condition(threading.Lock())
-        # The flusher waits on its own condition (same lock): a commit wakes only callers
-        # queued behind it, and a held op wakes the flusher only when it is the first one.
-        self._flush_cond = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]
+        lock = threading.Lock()
+        self._cond = threading.Condition(lock)
+        # The flusher waits on its own condition (same lock): a commit wakes only the callers
+        # queued behind it, and a held op wakes the flusher only when it sleeps (see _flush_loop).
+        self._flush_cond = threading.Condition(lock)
         self._waiting = 0
         self._flusher_asleep = False
         self._queue: list[_Waiter] = []
