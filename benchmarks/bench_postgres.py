@@ -9,6 +9,9 @@
 * **DBOS Transact** (``pip install dbos``, a benchmark-only dependency): a workflow
   of ``@DBOS.step()`` calls of the same function, its system database on the same
   server.
+* **LocalRunner.map** on PostgresStore, 2,000 records of one call each: first run
+  and replay (a map is one durable boundary: a record's end rides with the next
+  record's PENDING, so a record costs two round trips and one commit). No target.
 
 A shared VM is noisy (the WAL flush swings by 10x within seconds), so every
 durable call and every DBOS step is timed right after one floor ``INSERT``: each
@@ -16,7 +19,7 @@ pair sees the same moment of the disk, and each figure is the median of its
 samples (the floor's over all pairs). Targets: PostgresStore at most 2.5x the
 floor, and at least 3x faster than DBOS per call.
 
-    python benchmarks/bench_postgres.py [--dsn postgresql://...] [--rounds 5] [--calls 300]
+    python benchmarks/bench_postgres.py [--dsn postgresql://...] [--rounds 5] [--calls 300] [--map-records 2000]
 
 Without ``--dsn`` a server is started for the run (tests/postgres_server.py:
 Debian's postgresql, initdb in /tmp, loopback, default durability settings).
@@ -131,6 +134,21 @@ class Dbos:
         self.DBOS.destroy()
 
 
+def map_action(record: int, ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(step, record)
+
+
+def map_round(store: dnb.Store, records: int) -> tuple[float, float]:
+    """Seconds per record of ``LocalRunner.map`` on a new map (first run), then of the same map (replay)."""
+    items = list(range(records))
+    t0 = time.perf_counter()
+    dnb.LocalRunner(store).map(map_action, items)
+    t1 = time.perf_counter()
+    dnb.LocalRunner(store).map(map_action, items)
+    t2 = time.perf_counter()
+    return (t1 - t0) / records, (t2 - t1) / records
+
+
 def start_server() -> Any:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from postgres_server import PostgresServer
@@ -148,6 +166,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--no-dbos", action="store_true")
+    parser.add_argument("--map-records", type=int, default=2000, help="records of the LocalRunner.map rows")
     args = parser.parse_args()
     server = None if args.dsn else start_server()
     admin = args.dsn or server.dsn()
@@ -196,6 +215,12 @@ def main() -> None:
             dbos.close()
         for store in stores.values():
             store.close()
+        # A map is one durable boundary: a record's end rides with the next record's PENDING.
+        firsts, replays = zip(*(map_round(dnb.PostgresStore(database(f"bench_map_{r}")), args.map_records)
+                                for r in range(3)), strict=True)
+        first, again = statistics.median(firsts), statistics.median(replays)
+        row(f"LocalRunner.map, {args.map_records:,} records, first run", first, f"{1 / first:,.0f} records/s")
+        row(f"LocalRunner.map, {args.map_records:,} records, replayed", again, f"{1 / again:,.0f} records/s")
     finally:
         if server is not None:
             server.cleanup()

@@ -17,14 +17,11 @@ So the store pays as few fsyncs as the rules allow:
   :attr:`Committer.delay` seconds when nothing else comes. A kill before that
   leaves the call PENDING: exactly what a kill just before the outcome's own
   commit leaves under ``"transition"``.
-* **Queue, then wait.** :meth:`Committer.queue` and :meth:`Committer.wait` split
-  :meth:`Committer.run`: the journal queues a PENDING under its own lock (so a
-  run's calls commit in index order) and waits outside it, so calls gathered in
-  one context share a commit too.
-* **A write turn across processes** (``turn``, the file's
-  :class:`~durable_nb.journal.lease.FileLocks`): each transaction holds a blocking
-  OS lock from ``BEGIN`` to ``COMMIT``, so processes writing one journal hand over
-  at once instead of sleeping in SQLite's busy handler.
+* **Queue, then wait** (:meth:`Committer.queue`, :meth:`Committer.wait`): a PENDING
+  is queued in index order under the journal's lock and waited for outside it, so
+  calls gathered in one context share a commit.
+* **A write turn** (``turn``: the file's ``FileLocks``) orders processes writing
+  one journal by a blocking OS lock, not SQLite's sleeping busy handler.
 """
 
 from __future__ import annotations
@@ -95,7 +92,6 @@ class Committer:
         turn: WriteTurn | None = None,
     ) -> None:
         self._turn = turn
-        """Orders the writers of the file across processes (``FileLocks``); None: SQLite alone does."""
         self._connect = connect
         self._on_begin = on_begin
         self._on_commit = on_commit
