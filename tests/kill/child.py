@@ -21,7 +21,9 @@ SUCCEEDED, which no later kill may take back.
 * ``after_call``: the function returned, its outcome is not durable yet.
 
 ``--durability`` picks the store's durability level (default ``call``: an outcome
-becomes durable with the next call's PENDING). ``--threads N`` runs N runs
+becomes durable with the next call's PENDING). ``--gather N`` makes the calls in
+rounds of N ``durable_execute_async`` gathered in one context (their PENDINGs share
+commits), acknowledging each round once it is gathered. ``--threads N`` runs N runs
 (``RUN-t0`` ... ) at once from N threads on one store, each with its own ledger
 (``LEDGER.t0`` ...) and ack file: their commits are shared (group commit).
 
@@ -132,6 +134,28 @@ def make_action(calls: int, special: int) -> Any:
     return action
 
 
+def make_gathered_action(calls: int, special: int, width: int) -> Any:
+    """``--gather N``: the calls in rounds of N ``durable_execute_async`` gathered in one context (group commit)."""
+    import asyncio
+
+    async def action(_value: Any, ctx: dnb.RunnerContext) -> list[str]:
+        out: list[str] = []
+        for start in range(0, calls, width):
+            batch = range(start, min(start + width, calls))
+            got = await asyncio.gather(*(
+                ctx.durable_execute_async(charge if i == special else effect, i, reconciler=lambda i=i: reconcile(i))
+                for i in batch
+            ))
+            ack = _ack()
+            for i, r in zip(batch, got, strict=True):
+                if ack is not None:
+                    append_durably(ack, f"{i} {r}\n")
+                out.append(r)
+        return out
+
+    return action
+
+
 def kill_hook(point: str, call_id: str) -> None:
     if point == KILL_POINT and call_id == TARGET:
         die()
@@ -149,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ack")
     parser.add_argument("--durability", default="call")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--gather", type=int, default=0)
     args = parser.parse_args(argv)
     LEDGER = Path(args.ledger)
     ACK = Path(args.ack) if args.ack else None
@@ -162,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     print("ready", flush=True)
     if args.threads:
         return run_threads(store, args)
+    if args.gather:
+        action = make_gathered_action(args.calls, args.special, args.gather)
+        print(json.dumps(dnb.LocalRunner(store).run(action, None, run_id=args.run)), flush=True)
+        return 0
     out = dnb.LocalRunner(store).run(make_action(args.calls, args.special), None, run_id=args.run)
     print(json.dumps(out), flush=True)
     return 0

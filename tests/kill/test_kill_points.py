@@ -230,3 +230,50 @@ def test_sigkill_with_several_threads_committing_together_recovers_each_run_exac
             assert store.run(run).status is dnb.RunStatus.COMPLETED
     finally:
         store.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("special", [3, 6])  # the kill in the first round of 4, or in the second
+@pytest.mark.parametrize("point", ["before_pending_commit", "before_call", "in_call", "after_call"])
+def test_sigkill_with_gathered_async_calls_sharing_commits_recovers_each_side_effect_exactly_once(
+    tmp_path: Path, point: str, special: int
+) -> None:
+    """Calls gathered in one context share commits; at any kill each function ran only after its own
+    PENDING was durable, a round's outcomes are durable once the next round began, and recovery
+    performs every side effect exactly once."""
+    db, ledger, ack = tmp_path / "journal.db", tmp_path / "ledger.txt", tmp_path / "ack.txt"
+    calls, width = 12, 4
+    killed = spawn(db, ledger, "--kill", point, "--gather", str(width), "--ack", str(ack), "--special", str(special),
+                   calls=calls)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    assert integrity(db) == "ok"
+    store = dnb.SqliteStore(db)
+    try:
+        journal = {c.index: c for c in store.calls(RUN)}
+    finally:
+        store.close()
+    done = child_mod.ledger_lines(ledger)
+    # No side effect without its PENDING on disk; every SUCCEEDED call's side effect happened.
+    assert all(int(i) in journal for i in done), (done, sorted(journal))
+    assert {i for i, c in journal.items() if c.status is dnb.Status.SUCCEEDED} <= {int(i) for i in done}
+    # A round's outcomes were durable once any call of the next round reached the journal.
+    for start in range(width, calls, width):
+        if any(i in journal for i in range(start, start + width)):
+            assert all(journal[i].status is dnb.Status.SUCCEEDED for i in range(start - width, start)), journal
+    acked = [line.split(" ", 1) for line in child_mod.ledger_lines(ack)]
+    assert all(int(i) in journal for i, _ in acked)
+
+    recovered = spawn(db, ledger, "--gather", str(width), "--special", str(special), calls=calls)
+    if special >= width:  # the kill came in a later round: the first round was acknowledged and durable
+        assert [int(i) for i, _ in acked][:width] == list(range(width))
+    assert recovered.returncode == 0, recovered.stderr
+    assert json.loads(recovered.stdout.splitlines()[-1]) == [child_mod.result(i) for i in range(calls)]
+    assert ledger_counts(ledger) == {str(i): 1 for i in range(calls)}
+    assert all(r == child_mod.result(int(i)) for i, r in acked)
+    assert integrity(db) == "ok"
+    store = dnb.SqliteStore(db)
+    try:
+        assert [c.status for c in store.calls(RUN)] == [dnb.Status.SUCCEEDED] * calls
+    finally:
+        store.close()
