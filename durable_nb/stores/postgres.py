@@ -374,9 +374,7 @@ class PostgresStore(Store):
                 with conn.transaction():
                     if not lease.wrote:
                         self._claim(conn, lease, value or "RUNNING")
-                    for outcome in held:
-                        conn.execute(q.COMPLETE_FENCED, outcome.fenced())
-                    conn.execute(q.CLOSE, close)
+                    self._write_closing([], [(held, close)])
         except LeaseLostError:
             return  # someone else took the run meanwhile: this context's end writes nothing
         except BaseException:
@@ -413,11 +411,9 @@ class PostgresStore(Store):
                     ok = conn.execute(*q.with_closing(closing, sql, params)).rowcount == 1
                 else:
                     with conn.transaction():
-                        self._write_closing([], closing)
                         if not lease.wrote:
                             self._claim(conn, lease)
-                        for outcome in held:
-                            conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+                        self._write_closing(held, closing)
                         ok = conn.execute(q.PENDING, pending).rowcount == 1
         except BaseException:
             self._outcomes.put_back(run_id, held)
@@ -473,8 +469,7 @@ class PostgresStore(Store):
                 conn = self._conn
                 if not lease.wrote:
                     self._claim(conn, lease)
-                for outcome in held:
-                    conn.execute(q.COMPLETE_FENCED, outcome.fenced())
+                self._write_closing(held, [])
                 if conn.execute(q.FENCE, (run_id, lease.owner)).fetchone() is None:
                     raise self._lost(lease, "another context took the run over")
                 n = conn.execute(q.DISCARD_COPY, (at, reason, run_id, index)).rowcount

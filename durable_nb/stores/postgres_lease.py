@@ -126,17 +126,22 @@ class AdvisoryLocks:
         with self._mu:
             if not self._release:
                 return
-            release = [lock_key(self._namespace, r) for r in self._release]
-            self._held.difference_update(self._release)
+            release = list(self._release)
+            self._held.difference_update(release)
             self._release.clear()
-            conn = self._conn
-            if conn is None or conn.closed or conn.broken:
-                return
-            try:
-                conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", (release,))
-            except Exception:
-                with contextlib.suppress(Exception):
-                    conn.close()  # unsure what it holds now: dropping the session drops every lock
+            self._unlock(release)
+
+    def _unlock(self, run_ids: list[str]) -> None:
+        """Unlock these runs now (call under the mutex); a broken connection has released them already."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return
+        try:
+            conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k",
+                         ([lock_key(self._namespace, r) for r in run_ids],))
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.close()  # unsure what it holds now: dropping the session drops every lock
 
     def unlock(self, run_id: str) -> None:
         """Release the run's lock; a broken connection has released it already."""
@@ -145,14 +150,7 @@ class AdvisoryLocks:
                 return
             self._held.discard(run_id)
             self._release.discard(run_id)
-            conn = self._conn
-            if conn is None or conn.closed or conn.broken:
-                return
-            try:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(self._namespace, run_id),))
-            except Exception:
-                with contextlib.suppress(Exception):
-                    conn.close()  # unsure what it holds now: dropping the session drops every lock
+            self._unlock([run_id])
 
     def close(self) -> None:
         with self._mu:

@@ -507,14 +507,20 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def _submit(self, lease: Lease | None, op: Op, index: int | None, *, hold: bool = False) -> Any:
         """Commit ``op`` (fenced by ``lease``), or hold it back for the next commit."""
-        op = self._fenced(lease, op)
+        if not hold:
+            return self._queued(lease, op, lease.run_id if lease else None, index)()
+        assert lease is not None
+        lease.dirty = True
+        self._committer.hold(lease.run_id, self._fenced(lease, op))
+        return True
+
+    def _queued(self, lease: Lease | None, op: Op, run_id: str | None, index: int | None) -> Callable[[], Any]:
+        """Queue ``op`` (fenced by ``lease``) now; returns what waits until it committed (and its result)."""
+        committer = self._committer
+        queued = committer.queue(self._fenced(lease, op))
         if lease is not None:
             lease.dirty = True
-        if hold:
-            assert lease is not None
-            self._committer.hold(lease.run_id, op)
-            return True
-        return self._committed(lambda: self._committer.run(op), lease.run_id if lease else None, index)
+        return lambda: self._committed(lambda: committer.wait(queued), run_id, index)
 
     def _committed(self, commit: Callable[[], Any], run_id: str | None, index: int | None) -> Any:
         try:
@@ -590,15 +596,7 @@ class SqliteStore(SqliteTimeTravel, Store):
                 (run_id, index, call_id, args_digest, started_at),
             )
 
-        committer = self._committer
-        queued = committer.queue(self._fenced(lease, op))
-        if lease is not None:
-            lease.dirty = True
-
-        def wait() -> None:
-            self._committed(lambda: committer.wait(queued), run_id, index)
-
-        return wait
+        return self._queued(lease, op, run_id, index)
 
     def complete_call(
         self,
