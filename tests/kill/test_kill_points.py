@@ -19,14 +19,13 @@ from typing import Any
 
 import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
+from checks import CALLS, EXPECTED, SPECIAL, assert_recovered, ledger_counts
 
 import durable_nb as dnb
 
 pytestmark = pytest.mark.kill
 
 CHILD = Path(__file__).with_name("child.py")
-CALLS = 6
-SPECIAL = 3
 RUN = "order-7"
 
 
@@ -55,23 +54,6 @@ def snapshot(store: dnb.Store, run: str) -> tuple[Any, list[tuple[Any, ...]]]:
         (c.index, c.call_id, c.args_digest, c.status, c.origin, c.result_preview) for c in store.calls(run)
     ]
     return (rec.status if rec else None), calls
-
-
-def ledger_counts(ledger: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for line in child_mod.ledger_lines(ledger):
-        counts[line] = counts.get(line, 0) + 1
-    return counts
-
-
-# What the ledger holds right after the kill, and how recovery gets call SPECIAL's outcome
-# (durability "transition": every transition committed on its own, the old two-commit scheme).
-EXPECTED = {
-    "before_pending_commit": (SPECIAL, None, dnb.Origin.EXECUTED),
-    "before_call": (SPECIAL, dnb.Status.PENDING, dnb.Origin.RECONCILED),
-    "in_call": (SPECIAL + 1, dnb.Status.PENDING, dnb.Origin.RECONCILED),
-    "after_call": (SPECIAL + 1, dnb.Status.PENDING, dnb.Origin.RECONCILED),
-}
 
 
 def old_scheme_could_leave(calls: list[tuple[Any, ...]]) -> bool:
@@ -124,13 +106,7 @@ def test_sigkill_at_point_recovers_every_side_effect_exactly_once(tmp_path: Path
     assert ledger_counts(ledger) == {str(i): 1 for i in range(CALLS)}
     store = dnb.SqliteStore(db)
     try:
-        calls = store.calls(RUN)
-        assert [c.status for c in calls] == [dnb.Status.SUCCEEDED] * CALLS
-        assert [c.result() for c in calls] == expected_results
-        assert calls[SPECIAL].origin is recovered_origin
-        reconciled = {SPECIAL - 1} if held_back else set()
-        assert all(c.origin is dnb.Origin.RECONCILED for i, c in enumerate(calls) if i in reconciled)
-        assert all(c.origin is dnb.Origin.EXECUTED for i, c in enumerate(calls) if i not in reconciled | {SPECIAL})
+        assert_recovered(store.calls(RUN), recovered_origin, held_back)
         assert store.run(RUN).status is dnb.RunStatus.COMPLETED
     finally:
         store.close()

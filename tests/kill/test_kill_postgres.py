@@ -19,25 +19,18 @@ from typing import Any
 
 import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
+from checks import CALLS, EXPECTED, SPECIAL, assert_after_random_kill, assert_recovered, ledger_counts
 
 import durable_nb as dnb
 
 pytestmark = pytest.mark.kill
 
 CHILD = Path(__file__).with_name("child.py")
-CALLS = 6
-SPECIAL = 3
 RUN = "order-7"
 
 
 
 # Ledger lines right after the kill, and the status call SPECIAL is left in (None: not written).
-EXPECTED = {
-    "before_pending_commit": (SPECIAL, None, dnb.Origin.EXECUTED),
-    "before_call": (SPECIAL, dnb.Status.PENDING, dnb.Origin.RECONCILED),
-    "in_call": (SPECIAL + 1, dnb.Status.PENDING, dnb.Origin.RECONCILED),
-    "after_call": (SPECIAL + 1, dnb.Status.PENDING, dnb.Origin.RECONCILED),
-}
 
 
 def spawn(dsn: str, ledger: Path, *extra: str, durability: str) -> subprocess.CompletedProcess[str]:
@@ -54,13 +47,6 @@ def recover(dsn: str, ledger: Path, durability: str) -> subprocess.CompletedProc
         if "RunBusyError" not in done.stderr or time.monotonic() > deadline:
             return done
         time.sleep(0.2)
-
-
-def ledger_counts(ledger: Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for line in child_mod.ledger_lines(ledger):
-        counts[line] = counts.get(line, 0) + 1
-    return counts
 
 
 @pytest.mark.timeout(120)
@@ -107,13 +93,7 @@ def test_sigkill_at_point_on_postgres_recovers_every_side_effect_exactly_once(
     assert ledger_counts(ledger) == {str(i): 1 for i in range(CALLS)}
     store = dnb.PostgresStore(pg_dsn)
     try:
-        calls = store.calls(RUN)
-        assert [c.status for c in calls] == [dnb.Status.SUCCEEDED] * CALLS
-        assert [c.result() for c in calls] == expected_results
-        assert calls[SPECIAL].origin is recovered_origin
-        reconciled = {SPECIAL - 1} if held_back else set()
-        assert all(c.origin is dnb.Origin.RECONCILED for i, c in enumerate(calls) if i in reconciled)
-        assert all(c.origin is dnb.Origin.EXECUTED for i, c in enumerate(calls) if i not in reconciled | {SPECIAL})
+        assert_recovered(store.calls(RUN), recovered_origin, held_back)
         rec = store.run(RUN)
         assert rec is not None and rec.status is dnb.RunStatus.COMPLETED and rec.owner is None
     finally:
@@ -126,25 +106,13 @@ SEED, KILLS, RANDOM_CALLS = 2024, 20, 30
 
 
 def check_random(dsn: str, run: str, ledger: Path, ack: Path, durability: str) -> tuple[int, bool]:
-    """What holds after any kill: a gap-free prefix, every acknowledged outcome kept, side effects once."""
+    """What holds after any kill (tests/kill/checks.py), read from the server."""
     store = dnb.PostgresStore(dsn)
     try:
         calls = store.calls(run)
     finally:
         store.close()
-    assert [c.index for c in calls] == list(range(len(calls)))
-    statuses = [c.status for c in calls]
-    n_ok = statuses.count(dnb.Status.SUCCEEDED)
-    assert statuses[n_ok:] in ([], [dnb.Status.PENDING]) and statuses[:n_ok] == [dnb.Status.SUCCEEDED] * n_ok
-    assert [c.result() for c in calls[:n_ok]] == [child_mod.result(i) for i in range(n_ok)]
-    for line in child_mod.ledger_lines(ack):
-        i = int(line.split(" ", 1)[0])
-        # Under "call" an outcome is durable once the next call began: an ack of call i proves calls < i.
-        durable = i < n_ok if durability == "transition" else (i - 1 < n_ok and i < len(calls))
-        assert durable, f"acknowledged call {i} of {run} is no longer SUCCEEDED ({statuses[i:i + 1]})"
-    effects = child_mod.ledger_lines(ledger)
-    assert effects == [str(i) for i in range(len(effects))] and n_ok <= len(effects) <= len(calls)
-    return n_ok, len(calls) > n_ok
+    return assert_after_random_kill(calls, run, ledger, ack, durability)
 
 
 def start_random(dsn: str, run: str, ledger: Path, ack: Path, durability: str) -> subprocess.Popen[str]:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
+from checks import assert_after_random_kill
 
 import durable_nb as dnb
 
@@ -67,29 +68,7 @@ def check_journal(db: Path, run: str, ledger: Path, ack: Path, durability: str =
         calls = store.calls(run)
     finally:
         store.close()
-    assert [c.index for c in calls] == list(range(len(calls)))
-    statuses = [c.status for c in calls]
-    n_ok = statuses.count(dnb.Status.SUCCEEDED)
-    assert statuses[:n_ok] == [dnb.Status.SUCCEEDED] * n_ok
-    assert statuses[n_ok:] in ([], [dnb.Status.PENDING])
-    for c in calls[:n_ok]:
-        assert c.result() == child_mod.result(c.index)
-
-    # No acknowledged SUCCEEDED call was lost or changed. Under "call" an outcome is durable
-    # once the next call began (its PENDING carried it): an ack of call i proves calls < i.
-    for line in child_mod.ledger_lines(ack):
-        i_text, value = line.split(" ", 1)
-        i = int(i_text)
-        durable = i < n_ok if durability == "transition" else (i - 1 < n_ok and i < len(calls))
-        assert durable, f"acknowledged call {i} of {run} is no longer SUCCEEDED ({statuses[i:i + 1]})"
-        if i < n_ok:
-            assert calls[i].result() == value
-
-    # Side effects: in order, none twice, and each one belongs to a call the journal holds.
-    effects = child_mod.ledger_lines(ledger)
-    assert effects == [str(i) for i in range(len(effects))], effects
-    assert n_ok <= len(effects) <= len(calls)
-    return n_ok, len(calls) > n_ok
+    return assert_after_random_kill(calls, run, ledger, ack, durability)
 
 
 @pytest.mark.timeout(600)  # ~150 child processes; a shared 2-core machine can be slow
