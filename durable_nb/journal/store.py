@@ -305,5 +305,24 @@ def check_status(status: Status | str | None) -> str | None:
         ) from None
 
 
+def calls_where(
+    run_id: str | None, status: Status | str | None, call_id: str | None, mark: str
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` of a filtered calls query (``mark``: the driver's placeholder, ``?`` or ``%s``)."""
+    clauses, params = [], []
+    if run_id is not None:
+        clauses.append(f"run_id = {mark}")
+        params.append(run_id)
+    st = check_status(status)
+    if st is not None:
+        # Inlined, not bound: the planners only use the partial PENDING index for a literal.
+        # Safe: check_status admits only the three enum values.
+        clauses.append(f"status = '{st}'")
+    if call_id is not None:
+        clauses.append(f"call_id = {mark}")
+        params.append(call_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
 def _durable_now() -> None:
     """The wait of a write that was durable when it returned."""

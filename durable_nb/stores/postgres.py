@@ -45,7 +45,7 @@ from ..errors import JournalUnavailableError, LeaseLostError, RunBusyError
 from ..journal.history import PruneRule, check_fork
 from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
-from ..journal.store import Store, check_status
+from ..journal.store import Store, calls_where
 from . import postgres_sql as q
 from .postgres_commit import Closing, HeldOutcomes
 from .postgres_lease import AdvisoryLocks
@@ -240,7 +240,7 @@ class PostgresStore(Store):
         limit: int | None = None,
     ) -> list[CallRecord]:
         self.flush()
-        where, params = q.where(run_id, check_status(status), call_id)
+        where, params = calls_where(run_id, status, call_id, "%s")
         sql = f"SELECT {q.CALL_COLS} FROM calls{where} ORDER BY seq LIMIT %s OFFSET %s"
         with self._guard("query calls", run_id):
             return [q.call_record(r) for r in self._conn.execute(sql, [*params, limit, offset])]
@@ -249,7 +249,7 @@ class PostgresStore(Store):
         self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None
     ) -> int:
         self.flush()
-        where, params = q.where(run_id, check_status(status), call_id)
+        where, params = calls_where(run_id, status, call_id, "%s")
         with self._guard("count calls", run_id):
             row = self._conn.execute(f"SELECT count(*) FROM calls{where}", params).fetchone()
         return int(row[0])

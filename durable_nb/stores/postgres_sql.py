@@ -163,21 +163,6 @@ class Outcome:
         return (*self.values(), self.run_id, self.owner)
 
 
-def where(run_id: str | None, status: str | None, call_id: str | None) -> tuple[str, list[Any]]:
-    clauses, params = [], []
-    if run_id is not None:
-        clauses.append("run_id = %s")
-        params.append(run_id)
-    if status is not None:
-        # Inlined, not bound: the planner uses the partial PENDING index only for a literal.
-        # Safe: check_status admits only the three enum values.
-        clauses.append(f"status = '{status}'")
-    if call_id is not None:
-        clauses.append("call_id = %s")
-        params.append(call_id)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
 _STATUS = {s.value: s for s in Status}
 _ORIGIN = {o.value: o for o in Origin}
 

@@ -45,7 +45,7 @@ from typing import Any
 from ..errors import JournalFormatError, JournalReadOnlyError, JournalWriteError, LeaseLostError, RunBusyError
 from ..journal.lease import FileLocks, Lease, current_pid, describe_owner, end_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
-from ..journal.store import Store, check_status
+from ..journal.store import Store, calls_where
 from . import sqlite_file, sqlite_schema
 from .sqlite_commit import Committer, Op
 from .sqlite_prefetch import Prefetch
@@ -348,22 +348,6 @@ class SqliteStore(SqliteTimeTravel, Store):
             for r in rows
         ]
 
-    @staticmethod
-    def _where(run_id: str | None, status: Status | str | None, call_id: str | None) -> tuple[str, list[Any]]:
-        clauses, params = [], []
-        if run_id is not None:
-            clauses.append("run_id = ?")
-            params.append(run_id)
-        st = check_status(status)
-        if st is not None:
-            # Inlined, not bound: the planner only uses the partial PENDING index for a
-            # literal. Safe: check_status admits only the three enum values.
-            clauses.append(f"status = '{st}'")
-        if call_id is not None:
-            clauses.append("call_id = ?")
-            params.append(call_id)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
     def query_calls(
         self,
         *,
@@ -373,7 +357,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         offset: int = 0,
         limit: int | None = None,
     ) -> list[CallRecord]:
-        where, params = self._where(run_id, status, call_id)
+        where, params = calls_where(run_id, status, call_id, "?")
         sql = f"SELECT {_CALL_COLS}, {self._prompt_col} FROM calls{where} ORDER BY seq LIMIT ? OFFSET ?"
         rows = self._read().execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
         return [_call(r, None, r[10]) for r in rows]
@@ -381,7 +365,7 @@ class SqliteStore(SqliteTimeTravel, Store):
     def count_calls(
         self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None
     ) -> int:
-        where, params = self._where(run_id, status, call_id)
+        where, params = calls_where(run_id, status, call_id, "?")
         return int(self._read().execute(f"SELECT count(*) FROM calls{where}", params).fetchone()[0])
 
     # -- leases ---------------------------------------------------------------------------
