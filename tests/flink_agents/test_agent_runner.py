@@ -60,16 +60,22 @@ def test_outputs_equal_flink_agents_own_runner_and_a_second_map_replays_everythi
     assert calls and all(c.origin is Origin.EXECUTED for c in calls)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_a_crash_before_each_call_recovers_with_each_side_effect_once(case, sqlite_store, ledger, tmp_path):
-    agent_cls, inputs = CASES[case]
-    record = inputs[-1]
+def clean_run(agent_cls: Any, record: Any, ledger: Path) -> tuple[Any, Any, list[str], collections.Counter[str]]:
+    """An uncrashed run on a MemoryStore: its output, run, call ids in order and side effects (ledger emptied)."""
     reference = dnb.MemoryStore()
     expected = AgentRunner(agent_cls(), dnb.LocalRunner(reference)).run(record, key=record["id"])
     (run,) = reference.runs()
     call_ids = [c.call_id for c in reference.calls(run.run_id)]
-    clean_effects = collections.Counter(A.ledger_lines(ledger))
+    effects = collections.Counter(A.ledger_lines(ledger))
     ledger.unlink()
+    return expected, run, call_ids, effects
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_crash_before_each_call_recovers_with_each_side_effect_once(case, sqlite_store, ledger, tmp_path):
+    agent_cls, inputs = CASES[case]
+    record = inputs[-1]
+    expected, run, call_ids, clean_effects = clean_run(agent_cls, record, ledger)
 
     runner = AgentRunner(agent_cls(), dnb.LocalRunner(sqlite_store))
     for call_id in call_ids:  # each attempt replays what is done and crashes at the next call
@@ -86,12 +92,7 @@ def test_a_crash_after_each_call_is_reconciled_or_executed_again(case, store, le
     a call without one runs again (at-least-once, as in Flink Agents)."""
     agent_cls, inputs = CASES[case]
     record = inputs[-1]
-    reference = dnb.MemoryStore()
-    expected = AgentRunner(agent_cls(), dnb.LocalRunner(reference)).run(record, key=record["id"])
-    (run,) = reference.runs()
-    call_ids = [c.call_id for c in reference.calls(run.run_id)]
-    clean = collections.Counter(A.ledger_lines(ledger))
-    ledger.unlink()
+    expected, run, call_ids, clean = clean_run(agent_cls, record, ledger)
 
     runner = AgentRunner(agent_cls(), dnb.LocalRunner(store))
     for call_id in call_ids:
