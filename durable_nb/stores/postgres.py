@@ -553,8 +553,9 @@ class PostgresStore(Store):
     def flush(self) -> None:
         """Commit every held-back outcome and run end now (a durable boundary), and release their runs."""
         self._outcomes.flush()
-        with self._guard("release finished runs"):
-            self._locks.release_now()
+        if self._locks.releasing:  # every read flushes: no guard to enter when there is nothing to release
+            with self._guard("release finished runs"):
+                self._locks.release_now()
 
     @contextlib.contextmanager
     def boundary(self) -> Iterator[None]:

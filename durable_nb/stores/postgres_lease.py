@@ -121,6 +121,11 @@ class AdvisoryLocks:
         with self._mu:
             self._release.update(r for r in run_ids if r in self._held)
 
+    @property
+    def releasing(self) -> bool:
+        """Whether runs given to :meth:`release_later` are still locked."""
+        return bool(self._release)
+
     def release_now(self) -> None:
         """Unlock every run given to :meth:`release_later` (a durable boundary: other processes may take them)."""
         with self._mu:
