@@ -37,7 +37,8 @@ import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,30 +54,40 @@ def trivial(i: int) -> int:
     return i + 1
 
 
+@contextmanager
+def fsync_floor(path: Path) -> Iterator[Callable[[], float]]:
+    """The floor, one sample at a time: append 100 bytes to ``path`` and fsync; returns the seconds it took."""
+    record = b"x" * 100 + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    clock = time.perf_counter
+
+    def once() -> float:
+        t0 = clock()
+        os.write(fd, record)
+        os.fsync(fd)
+        return clock() - t0
+
+    try:
+        yield once
+    finally:
+        os.close(fd)
+
+
 def paired_floor_and_sqlite(path: Path, store: dnb.Store, run_id: str, n: int) -> tuple[list[float], list[float]]:
     """Per-operation seconds of a durable append and of a SqliteStore durable call, alternated.
 
     Alternating one of each puts both under the same moment of a noisy disk, so their
     ratio is meaningful even when the absolute numbers swing by 10x.
     """
-    record = b"x" * 100 + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     floors, calls = [], []
     clock = time.perf_counter
-    try:
-        with dnb.LocalRunner(store).context(run_id) as ctx:
-            de = ctx.durable_execute
-            for i in range(n):
-                t0 = clock()
-                os.write(fd, record)
-                os.fsync(fd)
-                t1 = clock()
-                de(trivial, i)
-                t2 = clock()
-                floors.append(t1 - t0)
-                calls.append(t2 - t1)
-    finally:
-        os.close(fd)
+    with fsync_floor(path) as floor, dnb.LocalRunner(store).context(run_id) as ctx:
+        de = ctx.durable_execute
+        for i in range(n):
+            floors.append(floor())
+            t1 = clock()
+            de(trivial, i)
+            calls.append(clock() - t1)
     return floors, calls
 
 
@@ -143,7 +154,7 @@ def gathered_calls(path: Path, tasks: int, rounds: int) -> float:
     return tasks * rounds / elapsed
 
 
-def paired_floor_and_raw_sqlite(path: Path, db: Path, n: int) -> tuple[list[float], list[float]]:
+def paired_floor_and_raw_sqlite(floor: Callable[[], float], db: Path, n: int) -> tuple[list[float], list[float]]:
     """The ceiling under the engine: the SQL of one ``"call"`` commit, by hand, alternated with fsyncs.
 
     ``BEGIN IMMEDIATE``, the lease check, the previous call's outcome, this call's
@@ -159,17 +170,12 @@ def paired_floor_and_raw_sqlite(path: Path, db: Path, n: int) -> tuple[list[floa
     now = time.time()
     conn.execute("INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner) "
                  "VALUES ('raw', 'RUNNING', ?, ?, 1, 'me')", (now, now))
-    record = b"x" * 100 + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     floors, raws = [], []
     clock = time.perf_counter
     warm = 1200  # the journal's WAL has wrapped once (as a journal in use has): commits overwrite, not grow it
     try:
         for i in range(warm + n):
-            t0 = clock()
-            if i >= warm:
-                os.write(fd, record)
-                os.fsync(fd)
+            sample = floor() if i >= warm else 0.0
             t1 = clock()
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("SELECT owner, attempts FROM runs WHERE run_id = 'raw'").fetchone()
@@ -182,9 +188,8 @@ def paired_floor_and_raw_sqlite(path: Path, db: Path, n: int) -> tuple[list[floa
             conn.execute("COMMIT")
             if i >= warm:
                 raws.append(clock() - t1)
-                floors.append(t1 - t0)
+                floors.append(sample)
     finally:
-        os.close(fd)
         conn.close()
     return floors, raws
 
@@ -290,7 +295,8 @@ def main() -> None:
             mem.append(durable_calls(memory, f"memory-{r}", args.memory_calls))
             concurrent.append(concurrent_calls(d / "concurrent.db", args.threads, args.thread_calls))
             gathered.append(gathered_calls(d / "gathered.db", args.threads, args.thread_calls))
-            f, c = paired_floor_and_raw_sqlite(d / "floor.log", d / f"raw-{r}.db", args.sqlite_calls)
+            with fsync_floor(d / "floor.log") as floor:
+                f, c = paired_floor_and_raw_sqlite(floor, d / f"raw-{r}.db", args.sqlite_calls)
             raw_floors += f
             raws += c
         sqlite.close()
