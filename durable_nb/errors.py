@@ -7,6 +7,22 @@ they survive the pickle round trip into and out of a journal.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_at_user_code(message: str, category: type[Warning]) -> None:
+    """Warn at the first frame outside durable_nb: the user's line, however deep the call inside is."""
+    frame = sys._getframe(0)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)
+
 
 class DurableError(Exception):
     """Base class of every error durable_nb raises on purpose."""

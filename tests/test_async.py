@@ -90,6 +90,13 @@ def test_async_bad_reconciler_is_a_type_error_at_the_call(store):
     assert store.calls("t") == []
 
 
+def test_an_async_reconciler_of_a_sync_call_is_refused_before_anything_is_written(store):
+    """``durable_execute`` would journal the coroutine object, never running the reconciler."""
+    with dnb.LocalRunner(store).context("t") as ctx, pytest.raises(TypeError, match="durable_execute_async"):
+        ctx.durable_execute(slow_charge, "o", reconciler=async_lookup)
+    assert store.calls("t") == [] and ran["charge"] == 0
+
+
 def test_gathered_async_calls_keep_the_order_they_were_started_in(store):
     async def action(_, ctx):
         return await asyncio.gather(*(ctx.durable_execute_async(slow_charge, f"o{i}") for i in range(5)))

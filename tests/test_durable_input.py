@@ -102,6 +102,8 @@ def test_answers_are_checked_before_anything_is_written(store):
         store.answer("r1", 5, "yes")
     with pytest.raises(dnb.RunNotFoundError):
         store.answer("nope", 1, "yes")
+    with pytest.raises(TypeError, match="call index as an int, got 'r1' and '1'"):
+        store.answer("r1", "1", "yes")  # type: ignore[arg-type]
     assert store.calls("r1")[1].status is Status.PENDING
     store.answer("r1", 1, "no")
     with pytest.raises(ValueError, match="already answered"):

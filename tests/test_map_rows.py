@@ -29,6 +29,17 @@ def test_map_rows_keep_input_order_and_a_raising_record_is_a_failed_row(store: d
     assert store.run(frame.run_id[1]).status is dnb.RunStatus.FAILED  # open_run recorded the run FAILED
 
 
+def test_a_key_field_named_like_a_result_column_comes_back_as_key(store: dnb.Store) -> None:
+    import pandas as pd
+
+    runner = dnb.LocalRunner(store)
+    frame = runner.map(lambda rec, ctx: rec["status"] * 2, pd.DataFrame({"status": [1, 2]}), key="status")
+    assert list(frame.columns) == ["key", "run_id", "status", "result", "error"]
+    assert list(frame.key) == [1, 2] and list(frame.status) == ["COMPLETED", "COMPLETED"]
+    with pytest.raises(KeyError, match=r"no field 'id' \(its fields: status, amount\)"):
+        runner.map(lambda rec, ctx: 0, [{"status": 1, "amount": 2}], key="id")
+
+
 def test_a_record_whose_run_is_busy_elsewhere_is_a_failed_row_not_an_aborted_map(store: dnb.Store) -> None:
     runner = dnb.LocalRunner(store)
     first = runner.map(double_unless_three, [5])

@@ -182,3 +182,36 @@ def test_a_run_open_in_a_live_context_is_never_removed(store):
         assert ctx.durable_execute(work, 2) == 4
     assert remaining(store) == ["live"]
     assert [c.status.value for c in store.calls("live")] == ["SUCCEEDED", "SUCCEEDED"]
+
+
+HOLDER = """
+import sys, time
+import durable_nb as dnb
+store = dnb.SqliteStore(sys.argv[1])
+with dnb.LocalRunner(store).context("C0") as ctx:
+    print("open", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_run_another_process_holds_open_without_writing_is_never_removed(tmp_path: Path):
+    """A context in another process that has only replayed holds the run by its OS lock alone."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "j.db"
+    store = dnb.SqliteStore(path)
+    make_runs(store, "CC")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        assert store.run_is_open("C0") and not store.run_is_open("C1")
+        assert ids(store.prune(keep_last=0)) == ["C1"]
+        assert remaining(store) == ["C0"]
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert holder.returncode == 0
+    assert not store.run_is_open("C0")
+    assert ids(store.prune(keep_last=0)) == ["C0"]
+    store.close()

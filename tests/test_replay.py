@@ -215,6 +215,27 @@ def test_calls_the_action_no_longer_reaches_are_discarded_at_the_end(store):
     assert [d.index for d in store.discarded("s")] == [1, 2]
 
 
+def test_a_context_that_makes_no_call_leaves_the_run_as_it_was(store):
+    """Looking at a run (a ``with`` block, an action returning early) must not discard its calls:
+    the next recovery would then repeat their side effects."""
+    ledger = Ledger()
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order(ledger), "o1", run_id="done")
+    with runner.context("done") as ctx:
+        assert [c.status for c in ctx.journal.calls] == [Status.SUCCEEDED, Status.SUCCEEDED]
+    runner.run(lambda order, ctx: "cached", "o1", run_id="done")
+    assert store.discarded("done") == [] and store.run("done").status is RunStatus.COMPLETED
+    assert runner.run(place_order(ledger), "o1", run_id="done") == "receipt for o1"
+    assert ledger.ran == {"charge": 1, "receipt": 1}
+
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call=f"{__name__}.Ledger.receipt", point="before_call"):
+        runner.run(place_order(ledger), "o2", run_id="crashed")
+    with runner.context("crashed"):
+        pass
+    assert store.run("crashed").status is RunStatus.RUNNING
+    assert [c.status for c in store.calls("crashed")] == [Status.SUCCEEDED, Status.PENDING]
+
+
 def test_keyboard_interrupt_leaves_the_call_pending_and_is_not_persisted_failed(store):
     runner = dnb.LocalRunner(store)
 
@@ -299,6 +320,8 @@ def test_durable_decorator_gives_a_stable_explicit_id(store):
         ctx.durable_execute(charge, 1)
     assert store.calls("d")[0].call_id == "payments.charge"
     assert charge(5) == 5  # not wrapped
+    with pytest.raises(TypeError, match="cannot name builtin_function_or_method 'len'.*plain function"):
+        dnb.durable(name="length")(len)
 
 
 def test_default_call_id_is_module_qualname(store):
@@ -538,5 +561,8 @@ def test_inject_crash_hits_every_matching_call_in_its_block_unless_times_limits_
         assert runner.run(action, "c", run_id="c") == {"order": "c", "charged": 1}  # recovered inside
     with pytest.raises(ValueError, match="times must be at least 1"), dnb.inject_crash(call="x", times=0):
         pass
-    with pytest.raises(ValueError, match="point must be one of"), dnb.inject_crash(call="x", point="during"):
-        pass
+    with pytest.raises(ValueError, match="point must be one of"):
+        dnb.inject_crash(call="x", point="during")  # refused at the call, not when the block starts
+    with dnb.inject_crash(call=charge_card, point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(action, "d", run_id="d")  # the function itself names its call id
+    assert store.call("d", 0).status is Status.PENDING

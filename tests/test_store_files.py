@@ -111,6 +111,12 @@ def test_open_store_parses_urls_as_urls(tmp_path, monkeypatch):
         dnb.open_store("")
     with pytest.raises(ValueError, match="names a host"):
         dnb.open_store("sqlite://server/j.db")
+    assert dnb.open_store("SQLite:///upper.db").path == tmp_path / "upper.db"  # schemes ignore case
+    assert isinstance(dnb.open_store("MEMORY://"), dnb.MemoryStore)
+    with pytest.raises(ValueError, match="not a memory URL; write 'memory://'"):
+        dnb.open_store("memory:")
+    with pytest.raises(TypeError, match="got int 123"):
+        dnb.open_store(123)  # type: ignore[arg-type]
     # No file was ever created under a literal odd name.
     assert not [p for p in os.listdir(tmp_path) if "?" in p or ":" in p or "%" in p]
 

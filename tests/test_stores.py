@@ -154,6 +154,15 @@ def test_record_result_on_the_wrong_status_says_what_to_check(store):
         rec.error()
 
 
+def test_record_read_without_its_payload_says_how_to_read_it(store):
+    with dnb.LocalRunner(store).context("q") as ctx:
+        ctx.durable_execute(abs, -1)
+    (listed,) = store.query_calls(run_id="q")
+    with pytest.raises(ValueError, match=r"without its payload.*store\.call\('q', 0\)"):
+        listed.result()
+    assert store.call("q", 0).result() == 1
+
+
 def test_previews_are_bounded_text(store):
     with dnb.LocalRunner(store).context("big") as ctx:
         ctx.durable_execute(lambda: "x" * 100_000)

@@ -42,7 +42,15 @@ def durable(func: F | None = None, /, *, name: str | None = None) -> F | Callabl
     def mark(f: F) -> F:
         if not callable(f):
             raise TypeError(f"@durable decorates a function, got {type(f).__name__}")
-        setattr(f, _ATTR, name or default_call_id(f))
+        try:
+            setattr(f, _ATTR, name or default_call_id(f))
+        except (AttributeError, TypeError):  # builtins, bound methods: no attributes of their own
+            raise TypeError(
+                f"@durable cannot name {type(f).__name__} {getattr(f, '__qualname__', f)!r}: it takes no "
+                f"attributes. Name a plain function that calls it instead, e.g. "
+                f"@durable(name={name or 'charge'!r}) def charge(*args): return target(*args); for a method, "
+                f"decorate it in its class body."
+            ) from None
         return f
 
     return mark(func) if func is not None else mark

@@ -3,14 +3,24 @@
 Payloads are pickles: plain ``pickle`` for builtin scalars (fast, and what most
 calls return), ``cloudpickle`` for everything else so that classes and functions
 defined in a notebook travel by value. Both load with :func:`pickle.loads`.
+
+A durable call's result or exception (:func:`dumps`) refers to a class that
+``__main__`` defines under its name *by reference*, as to any importable class:
+after a kernel restart it loads as an instance of the class the notebook
+defines again, so ``except PaymentDeclined`` and ``isinstance`` keep working
+on replay (a by-value copy of the class would be another class). A cell's
+outputs (:func:`dumps_by_value`) keep such classes by value: the cell that
+defines a class is the one being replayed, and the class does not exist yet.
 Previews are produced once, at write time, so nothing that displays a journal
 ever needs to unpickle it.
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import reprlib
+import sys
 from typing import Any
 
 import cloudpickle
@@ -27,8 +37,37 @@ _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
 _repr.maxlevel = 4
 
 
+def _defined_in_main(cls: type) -> bool:
+    """Whether ``__main__.<qualname>`` is ``cls`` now (a class a local function made is not)."""
+    target: Any = sys.modules.get("__main__")
+    try:
+        for part in cls.__qualname__.split("."):
+            target = getattr(target, part)
+    except Exception:
+        return False
+    return target is cls
+
+
+class _CallPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, but a class ``__main__`` defines under its own name goes by reference (module docstring)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type) and obj.__module__ == "__main__" and _defined_in_main(obj):
+            return NotImplemented  # the pickler's own rule for classes: module and name
+        return super().reducer_override(obj)
+
+
 def dumps(obj: Any) -> bytes:
-    """Pickle ``obj``; raises whatever pickling raises (callers turn it into a clear error)."""
+    """Pickle a durable call's result or exception; raises whatever pickling raises (callers explain it)."""
+    if type(obj) in _SCALARS:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    _CallPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+def dumps_by_value(obj: Any) -> bytes:
+    """Pickle a cell's output: classes of ``__main__`` by value (module docstring)."""
     if type(obj) in _SCALARS:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
@@ -62,9 +101,9 @@ def dumps_exception(exc: BaseException) -> bytes:
         except Exception:
             continue  # dropped: only this attribute is lost on replay
         state[name] = value
-    data = cloudpickle.dumps(_ExceptionPayload(type(exc), args, state), protocol=pickle.HIGHEST_PROTOCOL)
+    data = dumps(_ExceptionPayload(type(exc), args, state))
     pickle.loads(data)  # must load now, or the caller falls back to a RecordedError
-    return bytes(data)
+    return data
 
 
 def _picklable_or_repr(value: Any) -> Any:

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, TypeVar
 
-from ..errors import AwaitingInput, JournalWriteError, RecordDecodeError
+from ..errors import AwaitingInput, JournalWriteError, NonDeterminismError, RecordDecodeError
 from .lease import end_owner, new_owner
 from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
 from .records import CallRecord, RunStatus
@@ -98,7 +98,7 @@ class RunnerContext:
         Arguments and the reconciler are checked now; nothing is written until the
         result is awaited. A coroutine function is awaited on the loop instead.
         """
-        check_reconciler(reconciler)
+        check_reconciler(reconciler, awaited=True)
         if inside_call():  # part of the enclosing durable call: a plain call (durable_nb.journal.nesting)
             return _plain_async(functools.partial(func, *args, **kwargs))
         call_id, args_digest = identify(func, args, kwargs)
@@ -243,9 +243,10 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
         try:
             if exc_type is None:
                 _close_completed(ctx, store, run_id, owner)
-            elif issubclass(exc_type, (StopRecovery, RecordDecodeError)):
-                # A stepped recovery stopped, or a recorded outcome cannot be loaded: the status
-                # on record stays (a COMPLETED run is never rewritten as FAILED); only the lease goes.
+            elif issubclass(exc_type, (StopRecovery, RecordDecodeError, NonDeterminismError)):
+                # A stepped recovery stopped, a recorded outcome cannot be loaded, or strict mode
+                # found the code and the journal disagree: the status on record stays (a COMPLETED
+                # run is never rewritten as FAILED by a replay that wrote nothing); only the lease goes.
                 end_owner(owner)
                 with contextlib.suppress(Exception):
                     store.close_run(run_id, owner, None)  # releases the lease (stores that hold it in-process)
@@ -287,7 +288,7 @@ def _close_completed(ctx: RunnerContext, store: Store, run_id: str, owner: str) 
         end_owner(owner)
         raise
     try:
-        store.close_run(run_id, owner, RunStatus.COMPLETED)
+        store.close_run(run_id, owner, None if ctx.journal.reached_none else RunStatus.COMPLETED)
     finally:
         end_owner(owner)
 

@@ -49,13 +49,12 @@ import enum
 import hashlib
 import pickle
 import types
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
-from ..errors import UnpicklableArgumentWarning
+from ..errors import UnpicklableArgumentWarning, warn_at_user_code
 from .digest_plain import MAX_DEPTH, NotPlain, encode_plain
 
 _warned_types: set[str] = set()
@@ -192,12 +191,11 @@ def _encode_pickled(obj: Any, out: list[bytes], depth: int = 0) -> None:
             name = type_name(obj)
             if name not in _warned_types:
                 _warned_types.add(name)
-                warnings.warn(
+                warn_at_user_code(
                     f"durable_nb: an argument of type {name} cannot be pickled ({type(exc).__name__}); "
                     f"it is digested by its type name only, so any two {name} objects count as equal "
                     f"arguments. Pass plain data (ids, dicts) if the call depends on its contents.",
                     UnpicklableArgumentWarning,
-                    stacklevel=5,
                 )
             out.append(b"?" + name.encode() + b";")
             return

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from ..errors import SimulatedCrash
+from .callid import call_identity
 
 #: Public points: PENDING is durable and the function has not run / the function
 #: ran and its outcome is not durable yet.
@@ -45,24 +46,35 @@ def remove_hook(hook: Hook) -> None:
             _hooks.remove(hook)
 
 
-@contextmanager
-def inject_crash(call: str, point: str = "after_call", times: int | None = None) -> Iterator[None]:
+def inject_crash(
+    call: str | Callable[..., object], point: str = "after_call", times: int | None = None
+) -> AbstractContextManager[None]:
     """Make the durable call with id ``call`` raise :class:`SimulatedCrash` at ``point``.
 
+    ``call`` is a call id (``"mymodule.charge_card"``) or the function itself.
     ``before_call``: PENDING is persisted and the function has not run.
     ``after_call``: the function ran (its side effect happened) and its outcome is
     not persisted: the case reconcilers exist for. Every matching call crashes
     while the block is active (recover after it); ``times=N`` limits that to the
-    first N, so that a recovery inside the same block can proceed.
+    first N, so that a recovery inside the same block can proceed. Arguments are
+    checked here, at the call, not when the block is entered.
     """
     if point not in PUBLIC_POINTS:
         raise ValueError(f"inject_crash: point must be one of {PUBLIC_POINTS}, got {point!r}")
+    if callable(call):
+        call = call_identity(call)[0]  # the id durable_execute journals it under
     if not isinstance(call, str) or not call:
         raise TypeError(
-            f"inject_crash: call must be a call id string such as 'mymodule.charge_card', got {call!r}"
+            f"inject_crash: call must be a call id string such as 'mymodule.charge_card' (or the function), "
+            f"got {call!r}"
         )
-    if times is not None and times < 1:
+    if times is not None and (not isinstance(times, int) or times < 1):
         raise ValueError(f"inject_crash: times must be at least 1 (or None for every call), got {times!r}")
+    return _crashing(call, point, times)
+
+
+@contextmanager
+def _crashing(call: str, point: str, times: int | None) -> Iterator[None]:
     remaining = [times]
 
     def hook(at: str, call_id: str) -> None:

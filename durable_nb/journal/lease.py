@@ -281,6 +281,18 @@ class FileLocks:
             locked.append(run_id)
         return locked
 
+    def held_elsewhere(self, run_id: str) -> bool:
+        """Whether another process holds the run's OS lock now (a live context there has it open)."""
+        if not self.available or self._fd is None:
+            return False
+        fcntl = self._fcntl
+        probe = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, lock_offset(run_id), 1, 0)
+        try:
+            found = fcntl.fcntl(self._fd, fcntl.F_OFD_GETLK, probe)
+        except OSError:
+            return False
+        return bool(_FLOCK.unpack(found)[0] != fcntl.F_UNLCK)
+
     def unlock(self, run_id: str) -> None:
         """Give back one count of the run's OS lock (call under :attr:`lock`)."""
         n = self.counts.get(run_id, 0) - 1

@@ -146,23 +146,32 @@ class CallRecord:
         Unpickling runs code chosen by whoever wrote the journal: call this only on
         journals you trust.
         """
-        if self.status is not Status.SUCCEEDED or self.payload is None:
+        if self.status is not Status.SUCCEEDED:
             raise ValueError(
                 f"call {self.index} ({self.call_id!r}) of run {self.run_id!r} is {self.status.value}, "
                 f"it has no result; check record.status first."
             )
-        return codec.loads(self.payload)
+        return codec.loads(self._payload_loaded())
 
     def error(self) -> BaseException:
         """Unpickle and return the recorded exception (trusted journals only)."""
-        if self.status is not Status.FAILED or self.payload is None:
+        if self.status is not Status.FAILED:
             raise ValueError(
                 f"call {self.index} ({self.call_id!r}) of run {self.run_id!r} is {self.status.value}, "
                 f"it has no error; check record.status first."
             )
-        err = codec.loads(self.payload)
+        err = codec.loads(self._payload_loaded())
         assert isinstance(err, BaseException)
         return err
+
+    def _payload_loaded(self) -> bytes:
+        if self.payload is None:
+            raise ValueError(
+                f"call {self.index} ({self.call_id!r}) of run {self.run_id!r} was read without its payload "
+                f"(query_calls, pending() and waiting() leave payloads out to stay fast); read it with "
+                f"store.call({self.run_id!r}, {self.index}) or store.calls({self.run_id!r}) to get its outcome."
+            )
+        return self.payload
 
     def matches(self, call_id: str, args_digest: str) -> bool:
         return self.call_id == call_id and self.args_digest == args_digest

@@ -35,7 +35,6 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +48,12 @@ from ..errors import (
     RecordDecodeError,
     UnserializableResultError,
     UnserializableResultWarning,
+    warn_at_user_code,
 )
 from . import codec, faults
 from .callid import call_identity
 from .digest import digest, type_name
-from .nesting import as_call, check_sync, inside_call
+from .nesting import as_call, check_sync, inside_call, is_async_callable
 from .records import INPUT_CALL_ID, CallRecord, Origin, Outcome, Status, _Name, encode_prompt
 from .store import Store
 
@@ -107,10 +107,21 @@ class Planned:
     recorded: CallRecord | None
 
 
-def check_reconciler(reconciler: Any) -> None:
-    """A reconciler must be callable with no arguments; checked before anything is written."""
+def check_reconciler(reconciler: Any, *, awaited: bool = False) -> None:
+    """A reconciler must be callable with no arguments; checked before anything is written.
+
+    Only an awaited call (``durable_execute_async``) may take a coroutine function:
+    ``durable_execute`` would journal the coroutine object it returns, never run.
+    """
     if reconciler is None:
         return
+    if not awaited and is_async_callable(reconciler):
+        name = getattr(reconciler, "__qualname__", type(reconciler).__qualname__)
+        raise TypeError(
+            f"durable_execute got the coroutine function {name!r} as its reconciler: calling it would only "
+            f"create a coroutine, never run it. Use `await ctx.durable_execute_async(..., reconciler={name})`, "
+            f"or a plain function. Nothing was written to the journal."
+        )
     if not callable(reconciler):
         raise TypeError(
             f"reconciler must be a zero-argument callable, got {type(reconciler).__name__} {reconciler!r}; "
@@ -271,13 +282,12 @@ class Journal:
         except UnserializableResultError as err:
             if self.strict:
                 raise
-            warnings.warn(
+            warn_at_user_code(
                 f"durable_nb: durable call {step.call_id!r} (run {self.run_id!r}, index {step.index}) "
                 f"returned a {err.type_name} that cannot be pickled ({err.reason}); the value is "
                 f"returned, the call stays PENDING, so a recovery reconciles or re-executes it. "
                 f"Return plain data to journal it (strict mode raises instead).",
                 UnserializableResultWarning,
-                stacklevel=4,
             )
             return
         self._complete(step, encoded)
@@ -300,13 +310,12 @@ class Journal:
         del self._log[index:]
         if not self._warned:
             self._warned = True
-            warnings.warn(
+            warn_at_user_code(
                 f"durable_nb: run {self.run_id!r} is not deterministic: at call {index} {reason}. "
                 f"The journal from call {index} on was discarded (the journal view keeps it) and the "
                 f"run continues by executing. Keep durable calls in the same order with the same "
                 f"arguments across recoveries.",
                 NonDeterminismWarning,
-                stacklevel=4,
             )
 
     def keep_rest(self) -> None:
@@ -318,10 +327,21 @@ class Journal:
         with self._lock:
             self.cursor = max(self.cursor, len(self._log))
 
+    @property
+    def reached_none(self) -> bool:
+        """Recorded calls exist and the action made no durable call at all.
+
+        Such an action (or a ``with runner.context(...)`` block that only looked at
+        the run) says nothing about the recorded calls: it neither discards them nor
+        changes the run's status. Discarding them would make the next recovery
+        repeat their side effects.
+        """
+        return self.cursor == 0 and bool(self._log)
+
     def discard_unreached(self) -> None:
         """Called when the action ends: recorded calls it never reached are not part of this run."""
         with self._lock:
-            if self.cursor < len(self._log):
+            if self.cursor < len(self._log) and not self.reached_none:
                 if self.strict:
                     rec = self._log[self.cursor]
                     raise NonDeterminismError(self.run_id, self.cursor, rec.call_id, rec.args_digest, None, None)

@@ -272,6 +272,11 @@ class Store(abc.ABC):
         from .history import check_answer
         from .replay import settle_pending
 
+        if not isinstance(run_id, str) or isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(
+                f"answer(run_id, index, value) takes the run id as a str and the call index as an int, got "
+                f"{run_id!r} and {index!r}; e.g. store.answer('order-42', 2, 'yes') (see store.waiting())."
+            )
         rec = self.call(run_id, index)
         check_answer(run_id, index, value, self.run(run_id), rec, self.waiting(run_id), repr(self))
         assert rec is not None

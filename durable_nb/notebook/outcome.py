@@ -55,7 +55,7 @@ def pack_value(value: Any) -> tuple[str, Any]:
     """``("module", name)`` or ``("pickle", bytes)``; raises if the value cannot be pickled."""
     if isinstance(value, types.ModuleType):
         return "module", value.__name__
-    return "pickle", codec.dumps(value)
+    return "pickle", codec.dumps_by_value(value)
 
 
 def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) -> PackedNamespace:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..journal.callid import call_identity
+from ..journal.frames import MAP_COLUMNS
 
 Key = str | Callable[[Any], Any] | None
 
@@ -69,7 +70,8 @@ def _plain_str(text: str) -> bool:
 
 
 def key_name(key: Key) -> str:
-    return key if isinstance(key, str) else "key"
+    """The result frame's key column: the field's name, or ``key`` (a function, or a name the frame uses itself)."""
+    return key if isinstance(key, str) and key not in MAP_COLUMNS else "key"
 
 
 def records_of(records: Any) -> list[Any]:
@@ -104,9 +106,10 @@ def key_of(record: Any, key: Key, position: int) -> Any:
     try:
         return record[key]
     except (KeyError, TypeError, IndexError):
+        fields = f" (its fields: {', '.join(map(str, list(record)[:20]))})" if isinstance(record, dict) else ""
         raise KeyError(
-            f"map(key={key!r}): record {position} has no field {key!r} ({str(record)[:80]!r}); "
-            f"pass key= the name of a field every record has, or a function of the record."
+            f"map(key={key!r}): record {position} has no field {key!r}{fields}: {str(record)[:80]}. "
+            f"Pass key= the name of a field every record has, or a function of the record."
         ) from None
 
 

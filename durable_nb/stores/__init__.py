@@ -41,9 +41,20 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
         return default_store()
     if isinstance(url, Store):
         return url
-    text = os.fspath(url)
+    text = os.fspath(url) if isinstance(url, str | os.PathLike) else None
     if not isinstance(text, str):
-        raise TypeError(f"open_store expects a URL or path string, got {type(url).__name__}")
+        raise TypeError(
+            f"open_store expects a URL or path string (or a Store), got {type(url).__name__} {url!r}; "
+            f"e.g. open_store('sqlite:///journal.db') or open_store('memory://')."
+        )
+    scheme, colon, rest = text.partition(":")
+    if colon and scheme.lower() in _SCHEMES:
+        text = scheme.lower() + ":" + rest  # URL schemes are case-insensitive
+        if text.startswith("memory:") and not text.startswith("memory://"):
+            raise ValueError(
+                f"open_store: {url!r} is not a memory URL; write 'memory://' (or 'memory://name' for a named "
+                f"store). A file of that name would be 'sqlite:///{text}'."
+            )
     if text.startswith("memory://"):
         name = text[len("memory://") :]
         return MemoryStore.named(name) if name else MemoryStore()
@@ -66,6 +77,7 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
     return SqliteStore(text)
 
 
+_SCHEMES = frozenset({"memory", "sqlite", "file", "postgresql", "postgres"})
 _SQLITE_PARAMS = {"mode": ("ro", "rw", "rwc"), "durability": ("call", "transition", "relaxed")}
 
 

@@ -158,8 +158,14 @@ class SqliteStore(SqliteTimeTravel, Store):
             self._files = sqlite_file.create(path)
             self.read_only: str | None = None
             self._version = 0
-            with self._write():  # a new file: the schema now, so other processes see a journal
-                pass
+            try:
+                with self._write():  # a new file: the schema now, so other processes see a journal
+                    pass
+            except sqlite3.Error as exc:
+                raise JournalWriteError(
+                    f"could not create a journal at {path} ({exc}). Give a path to a new or existing journal "
+                    f"file in a folder you can write, e.g. SqliteStore('.durable/journal.db')."
+                ) from None
             return
         state = sqlite_file.inspect(path, want_read_only=read_only)
         self._version, self.read_only, self._files = state.version, state.read_only, state.files
@@ -373,6 +379,9 @@ class SqliteStore(SqliteTimeTravel, Store):
     def run_is_open(self, run_id: str) -> bool:
         if self._files is not None and run_id in self._files.holders:
             return True
+        with contextlib.suppress(OSError):  # a context that has not written yet holds only the OS lock
+            if not self.read_only and self._shared.held_elsewhere(run_id):
+                return True
         rec = self.run(run_id)
         return rec is not None and owner_is_alive(rec.owner)
 

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ..journal.history import PruneRule, check_fork
+from ..journal.lease import FileLocks
 from ..journal.records import CallRecord, RunRecord, Status
 
 # Columns a fork copies (everything but seq, which orders the journal, and run_id).
@@ -42,6 +43,9 @@ class SqliteTimeTravel:
         def query_calls(self, *, status: Status | str | None = None) -> list[CallRecord]: ...
 
         def flush(self) -> None: ...
+
+        @property
+        def _shared(self) -> FileLocks: ...
 
         def run_is_open(self, run_id: str) -> bool: ...
 
@@ -75,21 +79,33 @@ class SqliteTimeTravel:
         with_pending = {c.run_id for c in self.query_calls(status=Status.PENDING)}
         selected = rule.select(self.runs(), with_pending, now, lambda r: self.run_is_open(r.run_id))
         chosen = []
-        with self._write() as conn:
-            # Checked again under the write lock: a run that was reopened (status changed)
-            # or gained a PENDING call since the selection stays.
-            for run in selected:
-                row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
-                if row is None or row[0] != run.status.value:
-                    continue
-                if not rule.include_pending and conn.execute(
-                    "SELECT 1 FROM calls WHERE run_id = ? AND status = 'PENDING' LIMIT 1", (run.run_id,)
-                ).fetchone():
-                    continue
-                chosen.append(run)
-            ids = [(r.run_id,) for r in chosen]
-            for table in ("calls", "discarded", "runs"):
-                conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+        files = self._shared
+        locked: list[str] = []
+        try:
+            with self._write() as conn:
+                # Checked again under the write lock: a run that was reopened (status changed)
+                # or gained a PENDING call since the selection stays, and so does one a live
+                # context holds; the run's OS lock keeps any context out until the delete commits.
+                for run in selected:
+                    with files.lock:
+                        if run.run_id in files.holders or not files.try_lock(run.run_id):
+                            continue
+                    locked.append(run.run_id)
+                    row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+                    if row is None or row[0] != run.status.value:
+                        continue
+                    if not rule.include_pending and conn.execute(
+                        "SELECT 1 FROM calls WHERE run_id = ? AND status = 'PENDING' LIMIT 1", (run.run_id,)
+                    ).fetchone():
+                        continue
+                    chosen.append(run)
+                ids = [(r.run_id,) for r in chosen]
+                for table in ("calls", "discarded", "runs"):
+                    conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
+        finally:
+            with files.lock:
+                for run_id in locked:
+                    files.unlock(run_id)
         if chosen:
             self._reclaim()
         return chosen

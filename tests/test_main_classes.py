@@ -1,0 +1,61 @@
+"""Classes a notebook (``__main__``) defines come back as themselves on replay after a restart.
+
+Each run is a fresh interpreter, as a kernel restart is: the first journals a
+result and an exception whose classes the script defines; the second replays
+them, and ``except``/``isinstance`` against the classes it defined again must
+hold. A copy of the class (cloudpickle's by-value form) would fail both.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = '''
+import dataclasses, sys
+import durable_nb as dnb
+
+class PaymentDeclined(Exception):
+    def __init__(self, code, detail):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+@dataclasses.dataclass
+class Receipt:
+    amount: int
+
+calls = []
+
+def charge(amount):
+    calls.append(amount)
+    if amount < 0:
+        raise PaymentDeclined(402, "no funds")
+    return Receipt(amount)
+
+def action(_, ctx):
+    try:
+        ctx.durable_execute(charge, -1)
+        caught = None
+    except PaymentDeclined as exc:
+        caught = exc.code
+    receipt = ctx.durable_execute(charge, 5)
+    return caught, isinstance(receipt, Receipt), receipt == Receipt(5)
+
+out = dnb.LocalRunner(dnb.SqliteStore(sys.argv[1])).run(action, None, run_id="order")
+print(out, calls)
+'''
+
+
+def test_main_classes_replay_as_the_classes_defined_again(tmp_path: Path) -> None:
+    script = tmp_path / "notebook.py"
+    script.write_text(SCRIPT)
+    journal = str(tmp_path / "journal.db")
+
+    def run() -> str:
+        done = subprocess.run([sys.executable, str(script), journal], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == "(402, True, True) [-1, 5]"
+    assert run() == "(402, True, True) []"  # replayed: nothing called, same classes
