@@ -244,6 +244,26 @@ def test_an_old_journal_is_migrated_at_the_first_write_never_on_a_read(tmp_path)
     assert {r.run_id for r in dnb.SqliteStore(path).runs()} == {"golden-ok", "golden-failed", "golden-pending", "new"}
 
 
+def test_a_damaged_journal_says_it_is_damaged_and_how_to_recover(tmp_path):
+    path = tmp_path / "j.db"
+    store = dnb.SqliteStore(path)
+    dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(charge, "o1"), None, run_id="r")
+    store.close()
+    conn = sqlite3.connect(path)
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()
+    (page,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with open(path, "r+b") as fh:  # a torn page in the runs table, as a bad copy or disk leaves it
+        fh.seek((root - 1) * page + 8)
+        fh.write(b"\xff" * 64)
+    damaged = dnb.SqliteStore(path)
+    with pytest.raises(dnb.JournalFormatError, match=r"j\.db is damaged.*malformed.*\.recover"):
+        damaged.runs()
+    with pytest.raises(dnb.JournalFormatError, match="is damaged"):
+        dnb.LocalRunner(damaged).run(lambda _, ctx: ctx.durable_execute(charge, "o1"), None, run_id="r")
+    damaged.close()
+
+
 # ---------------------------------------------------------------- read-only journals
 
 

@@ -33,6 +33,7 @@ checks, schema, text binding, time travel) is in the ``sqlite_*`` modules.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -40,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import JournalFormatError, JournalReadOnlyError, JournalWriteError, LeaseLostError, RunBusyError
 from ..journal.lease import FileLocks, Lease, current_pid, describe_owner, end_owner, owner_is_alive
@@ -94,6 +95,22 @@ def _opened(run_id: str, r: tuple[Any, ...]) -> CallRecord:
         error_preview if error_preview.__class__ is not bytes else text(error_preview),
         r[10], r[11], r[12],
     )
+
+
+_Read = TypeVar("_Read", bound=Callable[..., Any])
+
+
+def _explains_damage(read: _Read) -> _Read:
+    """A read of a damaged file raises :func:`.sqlite_file.damaged`'s error, which says what to do."""
+
+    @functools.wraps(read)
+    def reading(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return read(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise sqlite_file.damaged(self.path, exc) or exc from exc
+
+    return reading  # type: ignore[return-value]
 
 
 class SqliteStore(SqliteTimeTravel, Store):
@@ -313,10 +330,12 @@ class SqliteStore(SqliteTimeTravel, Store):
             f"(SELECT count(*) FROM calls c WHERE c.run_id = r.run_id), {lineage} FROM runs r"
         )
 
+    @_explains_damage
     def runs(self) -> list[RunRecord]:
         rows = self._read().execute(self._run_select + " ORDER BY r.created_at, r.rowid").fetchall()
         return [self._run_record(r) for r in rows]
 
+    @_explains_damage
     def run(self, run_id: str) -> RunRecord | None:
         row = self._read().execute(self._run_select + " WHERE r.run_id = ?", (run_id,)).fetchone()
         return self._run_record(row) if row else None
@@ -326,12 +345,14 @@ class SqliteStore(SqliteTimeTravel, Store):
         """``calls.prompt`` (durable_input questions) exists from schema 2 on."""
         return "prompt" if self._version >= 2 else "NULL"
 
+    @_explains_damage
     def calls(self, run_id: str) -> list[CallRecord]:
         rows = self._read().execute(
             f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
         ).fetchall()
         return [_call(r, r[10], r[11]) for r in rows]
 
+    @_explains_damage
     def call(self, run_id: str, index: int) -> CallRecord | None:
         row = self._read().execute(
             f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE run_id = ? AND idx = ?",
@@ -339,6 +360,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         ).fetchone()
         return _call(row, row[10], row[11]) if row else None
 
+    @_explains_damage
     def discarded(self, run_id: str | None = None) -> list[DiscardedCall]:
         sql = f"SELECT {_CALL_COLS}, discarded_at, reason FROM discarded"
         params: tuple[Any, ...] = ()
@@ -354,6 +376,7 @@ class SqliteStore(SqliteTimeTravel, Store):
             for r in rows
         ]
 
+    @_explains_damage
     def query_calls(
         self,
         *,
@@ -368,6 +391,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         rows = self._read().execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
         return [_call(r, None, r[10]) for r in rows]
 
+    @_explains_damage
     def count_calls(
         self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None
     ) -> int:
@@ -425,6 +449,9 @@ class SqliteStore(SqliteTimeTravel, Store):
             lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
             if steal and (holder is not None or not locked):
                 self._submit(lease, lambda conn, after: None, None)  # take it over in the journal now
+        except sqlite3.DatabaseError as exc:
+            self._drop_lease(lease)
+            raise sqlite_file.damaged(self.path, exc) or exc from exc
         except BaseException:
             self._drop_lease(lease)
             raise
@@ -520,6 +547,8 @@ class SqliteStore(SqliteTimeTravel, Store):
             return commit()
         except sqlite3.OperationalError as exc:
             raise self._write_error(exc, run_id, index) from exc
+        except sqlite3.DatabaseError as exc:
+            raise sqlite_file.damaged(self.path, exc) or exc from exc
 
     def _write_error(self, exc: sqlite3.Error, run_id: str | None, index: int | None) -> JournalWriteError:
         where = "" if run_id is None else f" (run {run_id!r}" + ("" if index is None else f", call {index}") + ")"

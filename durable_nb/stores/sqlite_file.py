@@ -132,3 +132,16 @@ def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
         return FileState(version, "it was opened with mode=ro", None)
     files, reason = _writable(path)
     return FileState(version, reason, files)
+
+
+def damaged(path: Path, exc: sqlite3.DatabaseError) -> JournalFormatError | None:
+    """The error to raise for a journal SQLite finds damaged (a torn copy, a bad disk); None for other errors."""
+    text = str(exc)
+    if not isinstance(exc, sqlite3.IntegrityError) and "malformed" not in text and "not a database" not in text:
+        return None
+    return JournalFormatError(
+        f"the journal {path} is damaged: SQLite says {text!r}. Nothing was written by this operation. Keep a "
+        f"copy of the file; `sqlite3 {path} 'PRAGMA integrity_check'` shows the damage, and "
+        f"`sqlite3 {path} .recover | sqlite3 recovered.db` saves what can be read (then "
+        f"SqliteStore('recovered.db'))."
+    )
