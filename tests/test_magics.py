@@ -391,6 +391,20 @@ def test_unpicklable_outputs_are_left_out_with_a_warning_and_named_on_replay(
     assert "not restored: fh (_io.TextIOWrapper" in log.text() and "lock (_thread.lock" in log.text()
 
 
+def test_a_file_still_open_for_reading_is_left_out_not_journaled_as_a_copy(
+    ip: Any, magics: DurableMagics, tmp_path: Path
+) -> None:
+    ip.user_ns["path"] = str(tmp_path / "data.txt")
+    Path(ip.user_ns["path"]).write_text("hello")
+    with pytest.warns(dnb.UnpicklableOutputWarning, match=r"reader \(_io.TextIOWrapper"):
+        run(ip, "reader", "reader = open(path)\nfirst = reader.read(2)\n")
+    ip.user_ns["reader"].close()
+    restart(ip, "reader", "first")
+    _, log = run(ip, "reader", "reader = open(path)\nfirst = reader.read(2)\n")
+    assert ip.user_ns["first"] == "he" and "reader" not in ip.user_ns
+    assert "not restored: reader (_io.TextIOWrapper" in log.text()
+
+
 def test_unpicklable_result_is_shown_again_from_its_recorded_output(ip: Any, magics: DurableMagics) -> None:
     cell = "import threading\nthreading.Lock()\n"
     with pytest.warns(dnb.UnpicklableOutputWarning, match="the cell's result"):
@@ -509,6 +523,17 @@ def test_map_runs_the_cell_once_per_record_and_replays_on_the_second_map(ip: Any
     again = run(ip, "enrich --map orders --key id", MAP_CELL)[0]
     assert RAN["charge"] == 3 and RAN["map"] == 6  # actions ran again, charges replayed
     assert again["result"].tolist() == frame["result"].tolist()
+
+
+def test_map_usage_errors_come_before_any_run(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns["orders"] = pd.DataFrame({"id": [1, 2], "amount": [10, 20]})
+    with pytest.raises(UsageError, match=r"--key nosuch: .*no field 'nosuch' \(its fields: id, amount\)"):
+        run(ip, "enrich --map orders --key nosuch", MAP_CELL)
+    with pytest.raises(UsageError, match="would replace the records it maps"):
+        run(ip, "orders --map orders --key id", MAP_CELL)
+    assert magics.store.runs() == [] and RAN["map"] == 0
+    frame = run(ip, "enrich --map orders --key 'id'", MAP_CELL)[0]  # quoted like --store and --reconciler
+    assert frame["run_id"].tolist() == ["cell:enrich/1#0", "cell:enrich/2#0"]
 
 
 def test_map_without_last_expression_returns_assigned_names(ip: Any, magics: DurableMagics) -> None:

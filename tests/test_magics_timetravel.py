@@ -132,6 +132,15 @@ def test_dry_on_an_edited_cell_compares_with_its_latest_run_and_names_the_fork(
     assert RAN == {"charge": 1}
 
 
+def test_dry_on_an_edited_cell_whose_calls_all_match_says_a_run_executes_it(ip: Any, magics: DurableMagics) -> None:
+    run(ip, "order", ORDER)
+    report, log = run(ip, "order --dry", EDITED)
+    assert (report.stopped_at, report.decision) == (3, dnb.Decision.EXECUTE) and report.replayed == 2
+    assert "nothing would run" not in repr(report) and "executes the cell" in report.rule
+    assert "%durable_fork order --at 3" in log.text()
+    assert RAN == {"charge": 1, "send_receipt": 1}
+
+
 def test_dry_cannot_be_combined_with_rerun_or_map(ip: Any, magics: DurableMagics) -> None:
     with pytest.raises(UsageError, match="--dry"):
         run(ip, "order --dry --rerun", ORDER)

@@ -142,3 +142,13 @@ def test_a_cell_outcome_is_journaled_as_plain_builtins_and_read_back_typed() -> 
     assert CellOutcome.from_payload(payload) == outcome
     for result in (PickledResult(pickle.dumps([1])), DisplayedResult({"text/plain": "<x>"}, {})):
         assert CellOutcome.from_payload(CellOutcome(result=result).to_payload()).result == result
+
+
+def test_a_cell_reconciler_returning_a_bad_variable_name_is_named() -> None:
+    from durable_nb.notebook.outcome import reconciled_outcome
+
+    with pytest.raises(TypeError, match=r"keys must be variable names; '1bad' is not"):
+        reconciled_outcome("pay", {"1bad": 2, "x": 3})
+    with pytest.raises(TypeError, match="as a dict .*got list"):
+        reconciled_outcome("pay", [1])
+    assert set(reconciled_outcome("pay", {"x": 3}).values) == {"x"}

@@ -30,7 +30,7 @@ from ..journal.context import open_run
 from ..journal.records import CallRecord
 from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
-from ..runners.mapping import records_of
+from ..runners.mapping import key_of, records_of
 from .cell import input_digest, select_inputs, source_fingerprint
 from .outcome import CellOutcome, executed_outcome, unpack_namespace
 from .outputs import OutputRecorder, replay_outputs
@@ -192,6 +192,10 @@ def run_map(
     if map_var not in shell.user_ns:
         raise UsageError(f"%%durable {name} --map {map_var}: no variable {map_var!r} in the "
                          f"notebook; define the DataFrame or list of records first.")
+    if name == map_var:
+        raise UsageError(f"%%durable {name} --map {map_var}: the cell's result frame is bound to {name!r}, which "
+                         f"would replace the records it maps (and the next run would map its own results); "
+                         f"name the cell differently, e.g. %%durable {name}_out --map {map_var}")
     try:  # refused before any run is opened, as a UsageError naming the fix
         records = records_of(shell.user_ns[map_var])
     except TypeError:
@@ -201,6 +205,11 @@ def run_map(
             f"not records; --map needs a DataFrame or a list of records (one run each). For a single "
             f"record, wrap it in a list first: {map_var} = [{map_var}]"
         ) from None
+    try:
+        for position, record in enumerate(records):
+            key_of(record, key, position)
+    except KeyError as exc:
+        raise UsageError(f"%%durable {name} --map {map_var} --key {key}: {exc.args[0]}") from None
     reads = tuple(n for n in cell.analysis.reads if n not in MAP_RESERVED)
     env = select_inputs(reads, shell.user_ns, shell.user_ns_hidden)
     action = _durable_name(name=cell_call_id(name))(CellAction(name, cell.source, env, cell.analysis.binds))

@@ -157,7 +157,8 @@ class DurableMagics(Magics):
         if args.dry:
             return run_dry(self.shell, parsed, store, reconciler is not None, self._forks.get(name))
         if args.map_var:
-            return run_map(self.shell, parsed, store, args.map_var, key=args.key, runner=args.runner,
+            key = _strip_quotes(args.key) if args.key else None
+            return run_map(self.shell, parsed, store, args.map_var, key=key, runner=args.runner,
                            progress=args.progress, strict=args.strict)
         fork = None if args.rerun else self._forks.pop(name, None)
         if fork is not None:  # %durable_fork NAME: the cell, maybe edited since, continues from the fork

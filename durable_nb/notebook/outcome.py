@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import io
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,9 +53,15 @@ class PackedNamespace:
 
 
 def pack_value(value: Any) -> tuple[str, Any]:
-    """``("module", name)`` or ``("pickle", bytes)``; raises if the value cannot be pickled."""
+    """``("module", name)`` or ``("pickle", bytes)``; raises if the value cannot be pickled.
+
+    An open file is refused although cloudpickle would pickle a text file open for
+    reading (as a copy of its contents): a replay would bind a ``StringIO``, not a file.
+    """
     if isinstance(value, types.ModuleType):
         return "module", value.__name__
+    if isinstance(value, io.IOBase) and not isinstance(value, io.StringIO | io.BytesIO):
+        raise TypeError("an open file")
     return "pickle", codec.dumps_by_value(value)
 
 
@@ -252,10 +259,16 @@ def executed_outcome(
 
 def reconciled_outcome(name: str, values: Any) -> CellOutcome:
     """The outcome a ``--reconciler``'s dict ``{name: value}`` is journaled as."""
-    if not isinstance(values, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in values):
+    if not isinstance(values, Mapping):
         raise TypeError(
             f"%%durable {name} --reconciler must return the cell's outputs as a dict "
             f"{{variable name: value}}, got {type(values).__name__}"
+        )
+    bad = [k for k in values if not (isinstance(k, str) and k.isidentifier())]
+    if bad:
+        raise TypeError(
+            f"%%durable {name} --reconciler returned a dict whose keys must be variable names; "
+            f"{', '.join(map(repr, bad[:5]))} {'is' if len(bad) == 1 else 'are'} not"
         )
     packed = pack_namespace(list(values), values)
     return CellOutcome(values=packed.values, modules=packed.modules, skipped=packed.skipped)

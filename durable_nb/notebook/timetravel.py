@@ -28,6 +28,7 @@ journal-level time-travel tools apply to a cell:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import time
@@ -286,6 +287,16 @@ def run_dry(shell: Any, cell: ParsedCell, store: Store, has_reconciler: bool, pe
     report = dry_cell(store, name, args_digest, run_id,
                       lambda ns: perform_run_body(cell.tree, filename, ns)[1], dict(shell.user_ns), has_reconciler,
                       same_version=same)
+    if not same and run_id != pending_fork and report.stopped_at is None and report.error is None:
+        # Every call of the other version's run matched; this version still has no run of its own,
+        # so a run now executes the cell: say where a fork of that run would go on executing.
+        at = 1 + report.replayed
+        report = dataclasses.replace(
+            report, stopped_at=at, decision=Decision.EXECUTE, call_id=cell_call_id(name), args_digest=args_digest,
+            rule=(f"no record of this version: a run now starts a new run and executes the cell; after "
+                  f"%durable_fork {name} --at {at}, calls 1..{at - 1} of run {report.run_id!r} replay and the "
+                  f"body runs on from there"),
+        )
     hint = None if run_id == pending_fork else fork_hint(name, report, same)
     if hint:
         print(hint)
