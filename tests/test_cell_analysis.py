@@ -48,6 +48,16 @@ def test_names_read_after_assignment_are_not_inputs() -> None:
     assert reads("a = 1\nb = a + c") == ["c"]
 
 
+def test_a_name_only_one_branch_binds_is_an_input_when_read_after_the_if() -> None:
+    """``flag`` false: ``r = a`` reads the notebook's ``a``, so a changed ``a`` must re-run the cell."""
+    assert reads("if flag:\n    a = 100\nr = a") == ["flag", "a"]
+    assert reads("if flag:\n    a = 1\nelse:\n    a = 2\nr = a") == ["flag"]
+    assert reads("a = 0\nif flag:\n    a = 1\nr = a") == ["flag"]
+    assert reads("if flag:\n    a = 1\n    r = a") == ["flag"]
+    assert reads("for x in xs:\n    last = x\nr = last") == ["xs"]  # a loop is taken to run its body
+    assert binds("if flag:\n    a = 100\nr = a") == ["a", "r"]
+
+
 def test_tuple_star_and_nested_targets_are_bound() -> None:
     assert binds("(a, (b, *c)), d[0], e.f = t") == ["a", "b", "c"]
     assert reads("(a, (b, *c)), d[0], e.f = t") == ["t", "d", "e"]

@@ -183,6 +183,23 @@ class _Analyzer(ast.NodeVisitor):
         else:
             self.visit(node.target)
 
+    def visit_If(self, node: ast.If) -> None:
+        """A name only one branch binds is not bound after the ``if``: a later read may read the notebook's value.
+
+        ``if flag: a = 100`` then ``r = a`` reads the notebook's ``a`` whenever ``flag``
+        is false, so ``a`` is an input. Loops are taken to run their body (a name a
+        loop binds is not an input after it), or every cell with a loop would make
+        its own last output an input of its next run.
+        """
+        self.visit(node.test)
+        before = set(self.bound)
+        for stmt in node.body:
+            self.visit(stmt)
+        after_body, self.bound = self.bound, before
+        for stmt in node.orelse:
+            self.visit(stmt)
+        self.bound = after_body & self.bound
+
     def _visit_for(self, node: ast.For | ast.AsyncFor) -> None:
         self.visit(node.iter)
         self.visit(node.target)
