@@ -184,6 +184,27 @@ def test_a_call_whose_run_is_open_in_a_live_context_is_refused(store: dnb.Store)
     assert store.call("live", 0).origin is dnb.Origin.EXECUTED  # type: ignore[union-attr]
 
 
+def test_a_run_reopened_but_not_yet_written_is_refused_too(store: dnb.Store) -> None:
+    """A recovery holds the run before it writes anything (replays write nothing): the panel must see it."""
+    runner = crash(store, 1)
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda: "from panel"})
+    with runner.context("order-1") as ctx:
+        panel.rows[0].reconcile_button.click()
+        assert "run 'order-1' is open in a live context" in text(panel.message.value)
+        assert store.call("order-1", 0).status is dnb.Status.PENDING  # type: ignore[union-attr]
+        assert ctx.durable_execute(charge_card, 1) == "ch_1"  # the recovery decides the call
+    assert store.call("order-1", 0).origin is dnb.Origin.EXECUTED  # type: ignore[union-attr]
+
+
+def test_a_misconfigured_reconciler_is_refused_before_anything_is_journaled(store: dnb.Store) -> None:
+    crash(store, 1)
+    with pytest.raises(TypeError, match="reconciler for 'charge_card' is a int"):
+        dnb.ReconcilePanel(store, reconcilers={"charge_card": 5})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="must take the CallRecord or no arguments"):
+        dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda a, b: 1})
+    assert store.call("order-1", 0).status is dnb.Status.PENDING  # type: ignore[union-attr]
+
+
 def test_a_call_settled_elsewhere_is_not_overwritten(store: dnb.Store) -> None:
     runner = crash(store, 1)
     panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda: "late"})

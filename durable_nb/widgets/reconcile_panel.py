@@ -33,8 +33,8 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..errors import UnserializableResultError
-from ..journal.lease import describe_owner, owner_is_alive
+from ..errors import RunBusyError, UnserializableResultError
+from ..journal.lease import end_owner, new_owner
 from ..journal.records import INPUT_CALL_ID, CallRecord, Origin, Status
 from ..journal.replay import settle_pending
 from ..journal.store import Store
@@ -51,24 +51,35 @@ INPUTS_SHOWN = 50
 """At most this many waiting ``durable_input`` questions are listed (oldest first)."""
 
 
-def call_reconciler(reconciler: Reconciler, record: CallRecord) -> Any:
-    """Call ``reconciler(record)`` if it takes one positional argument, else ``reconciler()``."""
+def takes_record(reconciler: Any, call_id: str) -> bool:
+    """Whether ``reconciler`` is called with the CallRecord (else with no arguments); TypeError if neither fits.
+
+    Checked before it runs, so a misconfigured panel journals nothing: its error is
+    not the outcome of the call.
+    """
+    if not callable(reconciler):
+        raise TypeError(
+            f"the reconciler for {call_id!r} is a {type(reconciler).__name__} ({reconciler!r}), not a function; "
+            f"pass reconcilers={{{call_id!r}: lambda record: lookup(record)}}."
+        )
     try:
         sig = inspect.signature(reconciler)
     except (TypeError, ValueError):  # builtins without a signature: zero arguments, as in durable_execute
-        return reconciler()  # type: ignore[call-arg]
-    try:
-        sig.bind(record)
-    except TypeError:
+        return False
+    for args in ((object(),), ()):
         try:
-            sig.bind()
+            sig.bind(*args)
         except TypeError:
-            raise TypeError(
-                f"reconciler for {record.call_id!r} must take the CallRecord or no arguments, "
-                f"its signature is {sig}"
-            ) from None
-        return reconciler()  # type: ignore[call-arg]
-    return reconciler(record)  # type: ignore[call-arg]
+            continue
+        return bool(args)
+    raise TypeError(f"the reconciler for {call_id!r} must take the CallRecord or no arguments, its signature is {sig}")
+
+
+def call_reconciler(reconciler: Reconciler, record: CallRecord) -> Any:
+    """Call ``reconciler(record)`` if it takes one positional argument, else ``reconciler()``."""
+    if takes_record(reconciler, record.call_id):
+        return reconciler(record)  # type: ignore[call-arg]
+    return reconciler()  # type: ignore[call-arg]
 
 
 class PendingRow(W.VBox):
@@ -145,6 +156,8 @@ class ReconcilePanel(W.VBox):
     ) -> None:
         self.store = open_store(store)
         self.reconcilers: dict[str, Reconciler] = dict(reconcilers or {})
+        for call_id, reconciler in self.reconcilers.items():
+            takes_record(reconciler, call_id)  # a misconfigured panel fails here, not at a click
         self.page_size = page_size
         self.page_index = 0
         self.total = 0
@@ -262,13 +275,14 @@ class ReconcilePanel(W.VBox):
             return self._say(
                 f"no reconciler registered for {rec.call_id!r}; pass ReconcilePanel(store, "
                 f"reconcilers={{{rec.call_id!r}: lambda record: ...}}), or resolve the call by hand.", "error")
-        if not self._may_settle(rec):
-            return False
-        try:
-            value = call_reconciler(reconciler, rec)
-        except Exception as exc:
-            return self._persist(row, Status.FAILED, Origin.RECONCILED, exc)
-        return self._persist(row, Status.SUCCEEDED, Origin.RECONCILED, value)
+        def settle() -> bool:
+            try:
+                value = call_reconciler(reconciler, rec)
+            except Exception as exc:
+                return self._persist(row, Status.FAILED, Origin.RECONCILED, exc)
+            return self._persist(row, Status.SUCCEEDED, Origin.RECONCILED, value)
+
+        return self._under_lease(rec, settle)
 
     def leave(self, row: PendingRow) -> bool:
         """Write nothing: the call stays PENDING and the next recovery runs it again."""
@@ -287,21 +301,29 @@ class ReconcilePanel(W.VBox):
             return self._say(
                 f"could not read {text!r} as a Python literal ({type(exc).__name__}); type a number, a string "
                 f"in quotes, or a list/dict/tuple of those, e.g. {{'charge_id': 'ch_42'}}.", "error")
-        if not self._may_settle(row.record):
-            return False
-        return self._persist(row, Status.SUCCEEDED, Origin.RESOLVED, value)
+        return self._under_lease(row.record, lambda: self._persist(row, Status.SUCCEEDED, Origin.RESOLVED, value))
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _may_settle(self, rec: CallRecord) -> bool:
-        run = self.store.run(rec.run_id)
-        if run is not None and owner_is_alive(run.owner):
-            assert run.owner is not None
-            self._say(
-                f"run {rec.run_id!r} is open in a live context ({describe_owner(run.owner)}): its recovery "
-                f"is deciding call {rec.index} right now. Settle it after that context ends.", "error")
-            return False
-        return True
+    def _under_lease(self, rec: CallRecord, settle: Callable[[], bool]) -> bool:
+        """Settle ``rec`` holding its run's lease: a live context that holds the run (even one that has written
+        nothing yet) refuses it, and no context can open the run until the outcome is written (only if still
+        PENDING, so nothing recorded meanwhile is overwritten)."""
+        owner = new_owner()
+        try:
+            self.store.open_run(rec.run_id, owner)
+        except RunBusyError as exc:
+            end_owner(owner)
+            return self._say(
+                f"run {rec.run_id!r} is open in a live context ({exc.owner}): its recovery is deciding call "
+                f"{rec.index} right now. Settle it after that context ends.", "error")
+        try:
+            return settle()
+        finally:
+            try:
+                self.store.close_run(rec.run_id, owner, None)
+            finally:
+                end_owner(owner)
 
     def _persist(self, row: PendingRow, status: Status, origin: Origin, outcome: Any) -> bool:
         rec = row.record
