@@ -323,6 +323,23 @@ def test_keyboard_interrupt_leaves_the_cell_pending_and_the_next_run_recovers(
     assert magics.store.calls(rec.run_id)[0].status is dnb.Status.SUCCEEDED
 
 
+def test_a_crashed_cell_that_rebinds_its_input_recovers_the_same_run(ip: Any, magics: DurableMagics) -> None:
+    """``order = dict(order, ...)`` ran before the crash: the next run must see the old ``order`` again,
+    or it would be a new run whose durable calls charge a second time."""
+    INTERRUPTS.clear()
+    ip.user_ns.update(order={"id": 5, "amount": 10}, interrupt_once=interrupt_once)
+    cell = ("order = dict(order, amount=order['amount'] + 1)\n"
+            "c = dnb.current_context().durable_execute(charge, order['id'], order['amount'])\n"
+            "interrupt_once()\n")
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, "rebind", cell)
+    assert ip.user_ns["order"] == {"id": 5, "amount": 10}  # as before the cell ran
+    _, log = run(ip, "rebind", cell)
+    assert "recovering cell 'rebind'" in log.text()
+    assert LEDGER == ["charge 5"] and ip.user_ns["c"] == "ch_5_11"
+    assert len(cell_runs(magics.store, "rebind")) == 1
+
+
 def test_a_cell_that_crashed_mid_way_recovers_through_its_inner_reconciler(
     ip: Any, magics: DurableMagics
 ) -> None:

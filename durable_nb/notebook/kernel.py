@@ -91,7 +91,7 @@ def run_cell(
         print(f"↻ durable: recovering cell {name!r}: its last attempt did not finish; "
               f"its durable calls replay or reconcile")
 
-    body = _kernel_body(shell, cell, quiet)
+    body = _kernel_body(shell, cell, quiet, inputs)
     with open_run(store, run_id, strict=strict) as ctx, unwrap_stopped():
         done = perform_cell(ctx.journal, name, args_digest, stoppable(body), reconciler, announce)
     if done.outcome is None:  # another kernel finished it since we looked
@@ -105,15 +105,28 @@ def run_cell(
     return None if quiet else done.value
 
 
-def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool) -> Body:
-    """The cell's body in the notebook namespace, its outputs recorded in order while shown live."""
+def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool, inputs: Mapping[str, Any]) -> Body:
+    """The cell's body in the notebook namespace, its outputs recorded in order while shown live.
+
+    A body that does not finish (an exception, a KeyboardInterrupt) gives the inputs
+    it had already rebound (``order = dict(order, ...)``) their values back: run again,
+    the cell then has the same inputs, reopens the same run and its durable calls
+    replay, instead of starting a new run that repeats them. (An input changed in
+    place stays changed: that cannot be undone.)
+    """
+    analysis = cell.analysis
+    rebound = {n: inputs[n] for n in (*analysis.binds, *analysis.deletes) if n in inputs}
 
     def body() -> tuple[CellOutcome, Any]:
         __tracebackhide__ = True
         filename = shell.compile.cache(cell.source, shell.execution_count)  # tracebacks show the cell's lines
         ns = shell.user_ns
-        with OutputRecorder(shell).recording() as recorder:
-            last, result = run_body(cell.tree, filename, shell.user_global_ns, ns, shell.compile)
+        try:
+            with OutputRecorder(shell).recording() as recorder:
+                last, result = run_body(cell.tree, filename, shell.user_global_ns, ns, shell.compile)
+        except BaseException:
+            ns.update(rebound)
+            raise
         fmt = None if quiet else shell.display_formatter.format
         names = cell.analysis
         return executed_outcome(names.binds, names.deletes, ns, recorder.outputs, last, result, fmt), result
