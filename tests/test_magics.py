@@ -366,6 +366,20 @@ def test_a_cell_that_crashed_mid_way_recovers_through_its_inner_reconciler(
     assert ip.user_ns["receipt"] == "receipt for ch_9_found" and RAN["send_receipt"] == 1
 
 
+def test_a_cell_reconciler_of_the_wrong_shape_is_not_journaled_and_a_fixed_one_recovers(
+    ip: Any, magics: DurableMagics
+) -> None:
+    ip.user_ns["order_id"] = 4
+    with dnb.inject_crash(call="cell:pay", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        run(ip, "pay", PAY)
+    with pytest.raises(TypeError, match="must return the cell's outputs as a dict"):
+        run(ip, 'pay --reconciler "lambda: 5"', PAY)
+    [rec] = cell_runs(magics.store, "pay")
+    assert magics.store.calls(rec.run_id)[0].status is dnb.Status.PENDING  # not FAILED forever
+    run(ip, "pay --reconciler \"lambda: {'receipt': 'from ledger'}\"", PAY)
+    assert ip.user_ns["receipt"] == "from ledger" and RAN["charge"] == 1
+
+
 def test_cell_reconciler_recovers_the_outputs_instead_of_running_the_body(ip: Any, magics: DurableMagics) -> None:
     ip.user_ns["order_id"] = 3
     with dnb.inject_crash(call="cell:pay", point="after_call"), pytest.raises(dnb.SimulatedCrash):

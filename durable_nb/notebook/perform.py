@@ -117,7 +117,10 @@ def perform_cell(
 
         def run() -> dict[str, Any]:
             values = reconciler()
-            outcome = reconciled_outcome(name, values)
+            try:
+                outcome = reconciled_outcome(name, values)
+            except TypeError as exc:  # the magic's argument is wrong, not the cell: nothing is journaled
+                raise _WrongShape(exc) from None
             live.append(values)
             return outcome.to_payload()
     else:
@@ -129,8 +132,19 @@ def perform_cell(
             live.append(value)
             return outcome.to_payload()
 
-    payload = journal.perform(step, run)
+    try:
+        payload = journal.perform(step, run)
+    except _WrongShape as wrong:
+        raise wrong.error from None  # call 0 stays PENDING: a fixed --reconciler recovers the cell
     return Performed(step.decision, CellOutcome.from_payload(payload), value=live[0])
+
+
+class _WrongShape(BaseException):
+    """Carries a ``--reconciler`` result of the wrong shape past ``Journal.perform``, which journals Exceptions."""
+
+    def __init__(self, error: TypeError) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class CellRun:
