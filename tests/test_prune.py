@@ -209,6 +209,8 @@ def test_a_run_another_process_holds_open_without_writing_is_never_removed(tmp_p
         assert store.run_is_open("C0") and not store.run_is_open("C1")
         assert ids(store.prune(keep_last=0)) == ["C1"]
         assert remaining(store) == ["C0"]
+        with pytest.raises(dnb.RunBusyError, match="another process"):
+            store.delete_run("C0")
     finally:
         holder.communicate("\n", timeout=60)
     assert holder.returncode == 0

@@ -142,6 +142,16 @@ def test_delete_run_forgets_it(store):
     assert [r.run_id for r in store.runs()] == ["r1"] and store.calls("r0") == []
 
 
+def test_delete_run_refuses_a_run_a_live_context_holds(store):
+    fill(store, runs=1, calls=1)
+    with dnb.LocalRunner(store).context("r0") as ctx:  # replays only: holds the run without writing
+        with pytest.raises(dnb.RunBusyError):
+            store.delete_run("r0")
+        assert ctx.journal.calls and len(store.calls("r0")) == 1
+    store.delete_run("r0")
+    assert store.runs() == []
+
+
 def test_record_result_on_the_wrong_status_says_what_to_check(store):
     runner = dnb.LocalRunner(store)
     with dnb.inject_crash(call="builtins.abs", point="before_call"), pytest.raises(dnb.SimulatedCrash), \

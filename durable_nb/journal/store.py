@@ -191,7 +191,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def delete_run(self, run_id: str) -> None:
-        """Forget a run and its calls entirely (``%durable_forget``)."""
+        """Forget a run and its calls entirely (``%durable_forget``); RunBusyError while a live context holds it."""
 
     # -- time travel: fork, retention, human input (rules in journal/history.py) --------
 

@@ -23,7 +23,7 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 
-from ..errors import DurableError
+from ..errors import DurableError, RunBusyError
 from ..journal.replay import check_reconciler
 from ..journal.store import Store
 from ..stores import default_store, open_store
@@ -237,7 +237,10 @@ class DurableMagics(Magics):
         store = self.store
         runs = [r.run_id for r in store.runs() if belongs_to(r.run_id, name)]
         for run_id in runs:
-            store.delete_run(run_id)
+            try:
+                store.delete_run(run_id)
+            except RunBusyError as exc:
+                raise UsageError(f"%durable_forget {name}: {exc} Let it finish (or stop it), then forget.") from None
         print(f"durable: forgot cell {name!r} ({len(runs)} run{'s' if len(runs) != 1 else ''})")
 
     @magic_arguments.magic_arguments()

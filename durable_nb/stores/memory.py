@@ -266,6 +266,8 @@ class MemoryStore(Store):
 
     def delete_run(self, run_id: str) -> None:
         with self._lock:
+            if run_id in self._holders:
+                raise RunBusyError(run_id, describe_owner(self._holders[run_id]))
             self._runs.pop(run_id, None)
             self._discarded = [d for d in self._discarded if d.run_id != run_id]
 

@@ -480,8 +480,11 @@ class PostgresStore(Store):
             raise
 
     def delete_run(self, run_id: str) -> None:
+        """Refused (:class:`RunBusyError`) while a live context holds the run; its lock keeps one out meanwhile."""
         self._outcomes.flush_run(run_id)
         with self._guard("delete the run", run_id), self._conn.transaction():
+            if self._locked_elsewhere(self._conn, run_id):
+                raise RunBusyError(run_id, "a live context")
             for table in ("calls", "discarded", "runs"):
                 self._conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
 

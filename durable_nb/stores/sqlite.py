@@ -664,9 +664,20 @@ class SqliteStore(SqliteTimeTravel, Store):
         self._submit(lease, op, index)
 
     def delete_run(self, run_id: str) -> None:
-        with self._write() as conn:
-            for table in ("calls", "discarded", "runs"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        """Refused (:class:`RunBusyError`) while a live context holds the run; its OS lock keeps one out meanwhile."""
+        self._refuse_if_read_only(run_id, None)
+        files = self._shared
+        with files.lock:
+            holder = files.holders.get(run_id)
+            if holder is not None or files.counts.get(run_id) or not files.try_lock(run_id):
+                raise RunBusyError(run_id, describe_owner(holder) if holder else "a live context of another process")
+        try:
+            with self._write() as conn:
+                for table in ("calls", "discarded", "runs"):
+                    conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        finally:
+            with files.lock:
+                files.unlock(run_id)
 
 
 class _Turn:
