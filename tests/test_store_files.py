@@ -117,6 +117,8 @@ def test_open_store_parses_urls_as_urls(tmp_path, monkeypatch):
         dnb.open_store("memory:")
     with pytest.raises(TypeError, match="got int 123"):
         dnb.open_store(123)  # type: ignore[arg-type]
+    with pytest.raises(dnb.JournalUnavailableError, match="127.0.0.1:1"):  # a libpq DSN goes to PostgreSQL
+        dnb.open_store("host=127.0.0.1 port=1 user=x password=secret dbname=j connect_timeout=2")
     # No file was ever created under a literal odd name.
     assert not [p for p in os.listdir(tmp_path) if "?" in p or ":" in p or "%" in p]
 

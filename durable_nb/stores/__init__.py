@@ -8,6 +8,7 @@ Backends persist what the replay rules tell them to and nothing else:
 from __future__ import annotations
 
 import os
+import re
 import threading
 import urllib.parse
 from pathlib import Path
@@ -60,10 +61,11 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
         return MemoryStore.named(name) if name else MemoryStore()
     if text.startswith(("sqlite:", "file:")):
         return _sqlite_from_url(text)
-    if text.startswith(("postgresql://", "postgres://")):
+    if text.startswith(("postgresql://", "postgres://")) or _LIBPQ_KEYWORDS.match(text):
         from .postgres import PostgresStore  # psycopg: the optional extra durable_nb[postgres]
 
-        return PostgresStore.from_url(text)
+        # A libpq "host=... dbname=..." string too: as a file name it would put the password on disk.
+        return PostgresStore.from_url(text) if "://" in text else PostgresStore(text)
     if "://" in text:
         raise ValueError(
             f"open_store: unsupported URL {text!r}; use 'sqlite:///path/to/journal.db', "
@@ -77,6 +79,9 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
     return SqliteStore(text)
 
 
+_LIBPQ_KEYWORDS = re.compile(
+    r"\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|connect_timeout)\s*=", re.IGNORECASE
+)
 _SCHEMES = frozenset({"memory", "sqlite", "file", "postgresql", "postgres"})
 _SQLITE_PARAMS = {"mode": ("ro", "rw", "rwc"), "durability": ("call", "transition", "relaxed")}
 
