@@ -89,10 +89,8 @@ class SimulatedCrash(BaseException):
     def __init__(self, call_id: str = "", point: str = "") -> None:
         self.call_id = call_id
         self.point = point
-        super().__init__(
-            f"simulated crash at {point} of durable call {call_id!r}; do not catch this, "
-            f"recover the run instead (run it again)."
-        )
+        where = f" at {point} of durable call {call_id!r}" if call_id else ""
+        super().__init__(f"simulated crash{where}; do not catch this, recover the run instead (run it again).")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.call_id, self.point))

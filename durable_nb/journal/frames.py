@@ -45,4 +45,9 @@ def map_frame(key_name: str, rows: Sequence[MapRowLike | tuple[Any, str, str, An
     import pandas as pd
 
     records = [r if isinstance(r, tuple) else r.as_tuple() for r in rows]
-    return pd.DataFrame.from_records(records, columns=[key_name, *MAP_COLUMNS])
+    frame = pd.DataFrame.from_records(records, columns=[key_name, *MAP_COLUMNS])
+    results = [r[3] for r in records]
+    if frame["result"].dtype.kind == "f" and not all(isinstance(v, float) for v in results if v is not None):
+        # ints beside a failed record's None would come back as floats (1.0, nan): keep the values as returned
+        frame["result"] = pd.Series(results, index=frame.index, dtype=object)
+    return frame

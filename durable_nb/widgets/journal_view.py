@@ -347,6 +347,10 @@ class JournalView(W.VBox):
 
     def close(self) -> None:
         """Stop live mode and close the widget and its children."""
+        # Also called by ipywidgets' __del__, possibly on an instance whose __init__ failed.
+        if getattr(self, "_poller", None) is None:
+            super().close()
+            return
         self.stop_live()
         for child in self._all_children():
             child.close()
