@@ -340,12 +340,17 @@ def test_a_crashed_cell_that_rebinds_its_input_recovers_the_same_run(ip: Any, ma
     assert len(cell_runs(magics.store, "rebind")) == 1
 
 
+def crash_pay(ip: Any, order_id: int, call_id: str) -> None:
+    """Run the PAY cell for ``order_id`` and crash it just after ``call_id`` ran (its outcome not journaled)."""
+    ip.user_ns["order_id"] = order_id
+    with dnb.inject_crash(call=call_id, point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        run(ip, "pay", PAY)
+
+
 def test_a_cell_that_crashed_mid_way_recovers_through_its_inner_reconciler(
     ip: Any, magics: DurableMagics
 ) -> None:
-    ip.user_ns["order_id"] = 9
-    with dnb.inject_crash(call="test_magics.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
-        run(ip, "pay", PAY)
+    crash_pay(ip, 9, "test_magics.charge")
     assert LEDGER == ["charge 9"] and "receipt" not in ip.user_ns
 
     _, log = run(ip, "pay", PAY)
@@ -369,9 +374,7 @@ def test_a_cell_that_crashed_mid_way_recovers_through_its_inner_reconciler(
 def test_a_cell_reconciler_of_the_wrong_shape_is_not_journaled_and_a_fixed_one_recovers(
     ip: Any, magics: DurableMagics
 ) -> None:
-    ip.user_ns["order_id"] = 4
-    with dnb.inject_crash(call="cell:pay", point="after_call"), pytest.raises(dnb.SimulatedCrash):
-        run(ip, "pay", PAY)
+    crash_pay(ip, 4, "cell:pay")
     with pytest.raises(TypeError, match="must return the cell's outputs as a dict"):
         run(ip, 'pay --reconciler "lambda: 5"', PAY)
     [rec] = cell_runs(magics.store, "pay")
@@ -381,9 +384,7 @@ def test_a_cell_reconciler_of_the_wrong_shape_is_not_journaled_and_a_fixed_one_r
 
 
 def test_cell_reconciler_recovers_the_outputs_instead_of_running_the_body(ip: Any, magics: DurableMagics) -> None:
-    ip.user_ns["order_id"] = 3
-    with dnb.inject_crash(call="cell:pay", point="after_call"), pytest.raises(dnb.SimulatedCrash):
-        run(ip, "pay", PAY)
+    crash_pay(ip, 3, "cell:pay")
     assert RAN["charge"] == 1
     restart(ip, "charge_id", "receipt")
     ip.user_ns["recover"] = lambda: {"charge_id": "ch_3_found", "receipt": "from ledger"}

@@ -3,11 +3,10 @@
 A cell is one durable call. Its *arguments* are the values of the names it reads
 from the notebook namespace before assigning them; its *result* is the names it
 binds at top level plus everything it printed and displayed, in order. This
-module finds the names from the cell's syntax tree and digests the inputs; what
-the cell shows is recorded by :mod:`durable_nb.notebook.outputs`, and
-:mod:`durable_nb.notebook.outcome` packs both into the journaled outcome. It
-knows nothing about runs or the replay rules (it uses the journal's digest only),
-and imports no IPython.
+module finds the names from the cell's syntax tree (:mod:`.cell_inputs` digests
+their values); what the cell shows is recorded by :mod:`.outputs`, and
+:mod:`.outcome` packs both into the journaled outcome. It knows nothing about
+runs or the replay rules, and imports no IPython.
 
 The output recorder and the namespace payloads used to live here; they are
 re-exported under their old names (:class:`OutputRecorder`, :func:`replay_outputs`,
@@ -17,20 +16,16 @@ re-exported under their old names (:class:`OutputRecorder`, :func:`replay_output
 from __future__ import annotations
 
 import ast
-import builtins
 import hashlib
-import inspect
-import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
-from ..journal.digest import digest_value, fingerprint_code
+from .cell_inputs import input_digest, is_history_name, select_inputs, value_token
 from .inline_magics import expand_magics
 from .outcome import PackedNamespace, pack_namespace, pack_value, unpack_namespace
 from .outputs import WIDGET_VIEW_MIME, Output, OutputRecorder, RecordedResult, replay_outputs
 
-__all__ = [  # with the names re-exported from .outputs and .outcome
+__all__ = [  # with the names re-exported from .cell_inputs, .outputs and .outcome
     "WIDGET_VIEW_MIME", "CellAnalysis", "Output", "OutputRecorder", "PackedNamespace", "RecordedResult", "analyze",
     "input_digest", "is_history_name", "pack_namespace", "pack_value", "replay_outputs", "select_inputs",
     "source_fingerprint", "split_last_expression", "unpack_namespace", "value_token",
@@ -346,71 +341,3 @@ def split_last_expression(tree: ast.Module) -> tuple[ast.Module, ast.Expression 
 def source_fingerprint(tree: ast.Module) -> str:
     """Digest of the cell's code, blind to comments and formatting."""
     return hashlib.blake2b(ast.dump(tree, include_attributes=False).encode(), digest_size=16).hexdigest()
-
-
-# ---------------------------------------------------------------- input digests
-
-_HIDDEN_HISTORY = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "In", "Out", "_ih", "_oh", "_dh"})
-
-
-def is_history_name(name: str) -> bool:
-    """IPython's ``_``, ``_5``, ``_i5`` ...: they change every cell, so they are not inputs."""
-    if name in _HIDDEN_HISTORY:
-        return True
-    rest = name[2:] if name.startswith("_i") else name[1:] if name.startswith("_") else None
-    return rest is not None and rest.isdigit()
-
-
-def _is_notebook_defined(obj: Any, user_module: str) -> bool:
-    module = getattr(obj, "__module__", None)
-    return module in (None, "__main__", user_module)
-
-
-def value_token(value: Any, user_module: str = "__main__") -> Any:
-    """What stands for one input value in the cell's digest.
-
-    Modules count by name, and so do functions and classes imported from
-    modules (their code is the library's business). Functions and classes
-    defined in the notebook count by their source, so editing a helper the cell
-    calls invalidates the cell. Everything else counts by value.
-    """
-    if isinstance(value, types.ModuleType):
-        return ("module", value.__name__)
-    if isinstance(value, (types.FunctionType, type)):
-        if not _is_notebook_defined(value, user_module):
-            return ("ref", f"{value.__module__}.{value.__qualname__}")
-        try:
-            return ("source", value.__qualname__, inspect.getsource(value))
-        except (OSError, TypeError):
-            if isinstance(value, types.FunctionType):
-                return ("code", value.__qualname__, fingerprint_code(value))
-            methods = sorted(
-                (k, fingerprint_code(v)) for k, v in vars(value).items() if isinstance(v, types.FunctionType)
-            )
-            return ("class", value.__qualname__, tuple(methods))
-    if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
-        return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
-    return ("value", digest_value(value))
-
-
-def input_digest(
-    code_fingerprint: str, inputs: Mapping[str, Any], user_module: str = "__main__"
-) -> str:
-    """One digest of the cell's code and input values: equal in any process for equal inputs."""
-    tokens = [(name, value_token(inputs[name], user_module)) for name in sorted(inputs)]
-    return digest_value((code_fingerprint, tokens))
-
-
-def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, Any]:
-    """The read names that resolve in the notebook namespace (builtins and IPython's own names left out)."""
-    inputs: dict[str, Any] = {}
-    for name in reads:
-        if name not in ns or is_history_name(name):
-            continue
-        value = ns[name]
-        if name in hidden and hidden[name] is value:
-            continue
-        if hasattr(builtins, name) and getattr(builtins, name) is value:
-            continue
-        inputs[name] = value
-    return inputs

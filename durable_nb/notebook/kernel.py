@@ -31,7 +31,8 @@ from ..journal.records import CallRecord
 from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
-from .cell import input_digest, select_inputs, source_fingerprint
+from .cell import source_fingerprint
+from .cell_inputs import input_digest, select_inputs
 from .outcome import CellOutcome, executed_outcome, unpack_namespace
 from .outputs import OutputRecorder, replay_outputs
 from .perform import (

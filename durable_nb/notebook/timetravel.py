@@ -44,7 +44,8 @@ from ..journal.records import CallRecord, Outcome, RunRecord, Status, encode_pro
 from ..journal.replay import Decision
 from ..journal.store import Store
 from ..journal.timetravel import DryRunReport, DryStep, dry_run
-from .cell import input_digest, select_inputs, source_fingerprint
+from .cell import source_fingerprint
+from .cell_inputs import input_digest, select_inputs
 from .perform import ParsedCell
 from .perform import run_body as perform_run_body
 from .runids import attempts, belongs_to, cell_call_id, cell_run_base

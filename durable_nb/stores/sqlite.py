@@ -669,7 +669,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         files = self._shared
         with files.lock:
             holder = files.holders.get(run_id)
-            if holder is not None or files.counts.get(run_id) or not files.try_lock(run_id):
+            if holder is not None or not files.try_lock(run_id):  # a map's read-ahead here re-reads it
                 raise RunBusyError(run_id, describe_owner(holder) if holder else "a live context of another process")
         try:
             with self._write() as conn:

@@ -88,9 +88,8 @@ class SqliteTimeTravel:
                 # context holds; the run's OS lock keeps any context out until the delete commits.
                 for run in selected:
                     with files.lock:
-                        held_here = run.run_id in files.holders or files.counts.get(run.run_id)  # (a map's read-ahead)
-                        if held_here or not files.try_lock(run.run_id):
-                            continue
+                        if run.run_id in files.holders or not files.try_lock(run.run_id):
+                            continue  # (a map's read-ahead in this process re-reads a run changed under it)
                     locked.append(run.run_id)
                     row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
                     if row is None or row[0] != run.status.value:

@@ -1,0 +1,81 @@
+"""Which notebook values are a ``%%durable`` cell's inputs, and the one digest of them and its code.
+
+The cell's run id comes from this digest (:mod:`.runids`), so it decides when a
+cell replays and when it runs again. :mod:`.cell` finds the names; this module
+goes from names to values to a digest that is equal in every process.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+import types
+from collections.abc import Mapping
+from typing import Any
+
+from ..journal.digest import digest_value, fingerprint_code
+
+_HIDDEN_HISTORY = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "In", "Out", "_ih", "_oh", "_dh"})
+
+
+def is_history_name(name: str) -> bool:
+    """IPython's ``_``, ``_5``, ``_i5`` ...: they change every cell, so they are not inputs."""
+    if name in _HIDDEN_HISTORY:
+        return True
+    rest = name[2:] if name.startswith("_i") else name[1:] if name.startswith("_") else None
+    return rest is not None and rest.isdigit()
+
+
+def _is_notebook_defined(obj: Any, user_module: str) -> bool:
+    module = getattr(obj, "__module__", None)
+    return module in (None, "__main__", user_module)
+
+
+def value_token(value: Any, user_module: str = "__main__") -> Any:
+    """What stands for one input value in the cell's digest.
+
+    Modules count by name, and so do functions and classes imported from
+    modules (their code is the library's business). Functions and classes
+    defined in the notebook count by their source, so editing a helper the cell
+    calls invalidates the cell. Everything else counts by value.
+    """
+    if isinstance(value, types.ModuleType):
+        return ("module", value.__name__)
+    if isinstance(value, (types.FunctionType, type)):
+        if not _is_notebook_defined(value, user_module):
+            return ("ref", f"{value.__module__}.{value.__qualname__}")
+        try:
+            return ("source", value.__qualname__, inspect.getsource(value))
+        except (OSError, TypeError):
+            if isinstance(value, types.FunctionType):
+                return ("code", value.__qualname__, fingerprint_code(value))
+            methods = sorted(
+                (k, fingerprint_code(v)) for k, v in vars(value).items() if isinstance(v, types.FunctionType)
+            )
+            return ("class", value.__qualname__, tuple(methods))
+    if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
+        return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
+    return ("value", digest_value(value))
+
+
+def input_digest(
+    code_fingerprint: str, inputs: Mapping[str, Any], user_module: str = "__main__"
+) -> str:
+    """One digest of the cell's code and input values: equal in any process for equal inputs."""
+    tokens = [(name, value_token(inputs[name], user_module)) for name in sorted(inputs)]
+    return digest_value((code_fingerprint, tokens))
+
+
+def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, Any]:
+    """The read names that resolve in the notebook namespace (builtins and IPython's own names left out)."""
+    inputs: dict[str, Any] = {}
+    for name in reads:
+        if name not in ns or is_history_name(name):
+            continue
+        value = ns[name]
+        if name in hidden and hidden[name] is value:
+            continue
+        if hasattr(builtins, name) and getattr(builtins, name) is value:
+            continue
+        inputs[name] = value
+    return inputs
