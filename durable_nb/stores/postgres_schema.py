@@ -120,8 +120,11 @@ def connect_hint(message: str, target: Target) -> str:
                 f"{target.dbname} (or CREATE DATABASE \"{target.dbname}\"), or point the DSN at an existing one.")
     if "permission denied" in text or "not permitted" in text or "pg_hba" in text:
         return "the server does not let this user connect here: check pg_hba.conf and the role's privileges."
-    return (f"is a PostgreSQL server running and reachable at {target.host}:{target.port}? Start one with "
-            f"`./dev pg` (it prints a DSN), or fix host and port in the DSN.")
+    if "invalid" in text or "syntax" in text or "missing" in text:
+        return ("The DSN itself is malformed: write postgresql://USER:PASSWORD@HOST:PORT/DATABASE (the port a "
+                "number) or host=... port=... dbname=... user=...")
+    return (f"Is a PostgreSQL server running and reachable at {target.host}:{target.port}? Start one (from a "
+            f"checkout of durable_nb: `./dev pg`, which prints a DSN), or fix host and port in the DSN.")
 
 
 def create_or_check(conn: psycopg.Connection[Any], where: str) -> str:
