@@ -59,3 +59,37 @@ def test_main_classes_replay_as_the_classes_defined_again(tmp_path: Path) -> Non
 
     assert run() == "(402, True, True) [-1, 5]"
     assert run() == "(402, True, True) []"  # replayed: nothing called, same classes
+
+
+CELLS = '''
+import sys
+from IPython.core.interactiveshell import InteractiveShell
+
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "durable_nb")
+ip.run_line_magic("durable_store", sys.argv[1])
+ip.run_cell("class Point:\\n    def __init__(self, x):\\n        self.x = x\\n")
+assert ip.run_cell("%%durable pt\\np = Point(3)\\n").success
+assert ip.run_cell("%%durable own\\nclass Foo:\\n    pass\\nfoo = Foo()\\n").success
+ns = ip.user_ns
+print(isinstance(ns["p"], ns["Point"]), ns["p"].x, isinstance(ns["foo"], ns["Foo"]))
+'''
+
+
+def test_cell_outputs_of_notebook_classes_replay_as_the_classes_defined_again(tmp_path: Path) -> None:
+    """``p = Point(3)`` with ``Point`` from an earlier cell: after a restart ``p`` is a ``Point`` of the
+    notebook again. ``Foo``, which the replayed cell itself defines, comes back by value, with ``foo`` its
+    instance."""
+    script = tmp_path / "kernel.py"
+    script.write_text(CELLS)
+    journal = str(tmp_path / "journal.db")
+
+    def kernel() -> list[str]:
+        done = subprocess.run([sys.executable, str(script), journal], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()
+
+    assert kernel()[-1] == "True 3 True"
+    second = kernel()
+    assert sum("replayed cell" in line for line in second) == 2  # both cells replayed, nothing executed
+    assert second[-1] == "True 3 True"

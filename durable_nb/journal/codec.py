@@ -9,8 +9,9 @@ A durable call's result or exception (:func:`dumps`) refers to a class that
 after a kernel restart it loads as an instance of the class the notebook
 defines again, so ``except PaymentDeclined`` and ``isinstance`` keep working
 on replay (a by-value copy of the class would be another class). A cell's
-outputs (:func:`dumps_by_value`) keep such classes by value: the cell that
-defines a class is the one being replayed, and the class does not exist yet.
+outputs are journaled both ways where they differ (:func:`dumps_by_value` as
+well): the cell that defines a class may be the one being replayed, and then the
+class does not exist yet (see :mod:`durable_nb.notebook.outcome`).
 Previews are produced once, at write time, so nothing that displays a journal
 ever needs to unpickle it.
 """
