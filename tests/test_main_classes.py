@@ -59,6 +59,13 @@ def test_main_classes_replay_as_the_classes_defined_again(tmp_path: Path) -> Non
 
     assert run() == "(402, True, True) [-1, 5]"
     assert run() == "(402, True, True) []"  # replayed: nothing called, same classes
+    # A process that never defines them (a report, a test) still loads the values, as copies.
+    reader = ("import sys, durable_nb as dnb\n"
+              "calls = dnb.SqliteStore(sys.argv[1]).calls('order')\n"
+              "print(type(calls[0].error()).__name__, calls[0].error().code, calls[1].result())\n")
+    done = subprocess.run([sys.executable, "-c", reader, journal], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "PaymentDeclined 402 Receipt(amount=5)"
 
 
 CELLS = '''
@@ -78,8 +85,8 @@ print(isinstance(ns["p"], ns["Point"]), ns["p"].x, isinstance(ns["foo"], ns["Foo
 
 def test_cell_outputs_of_notebook_classes_replay_as_the_classes_defined_again(tmp_path: Path) -> None:
     """``p = Point(3)`` with ``Point`` from an earlier cell: after a restart ``p`` is a ``Point`` of the
-    notebook again. ``Foo``, which the replayed cell itself defines, comes back by value, with ``foo`` its
-    instance."""
+    notebook again. ``Foo``, which the replayed cell itself defines, comes back as the journaled copy, with
+    ``foo`` its instance."""
     script = tmp_path / "kernel.py"
     script.write_text(CELLS)
     journal = str(tmp_path / "journal.db")

@@ -4,14 +4,13 @@ Payloads are pickles: plain ``pickle`` for builtin scalars (fast, and what most
 calls return), ``cloudpickle`` for everything else so that classes and functions
 defined in a notebook travel by value. Both load with :func:`pickle.loads`.
 
-A durable call's result or exception (:func:`dumps`) refers to a class that
-``__main__`` defines under its name *by reference*, as to any importable class:
-after a kernel restart it loads as an instance of the class the notebook
-defines again, so ``except PaymentDeclined`` and ``isinstance`` keep working
-on replay (a by-value copy of the class would be another class). A cell's
-outputs are journaled both ways where they differ (:func:`dumps_by_value` as
-well): the cell that defines a class may be the one being replayed, and then the
-class does not exist yet (see :mod:`durable_nb.notebook.outcome`).
+A class ``__main__`` (the notebook) defines under its own name is journaled by
+value *and* by name (:class:`_Pickler`): loading it gives the class of that name
+the notebook defines now if there is one, else the copy as before. So after a
+kernel restart a replayed result or exception is an instance of the class the
+notebook defines again (``except PaymentDeclined`` and ``isinstance`` keep
+working; a copy would be another class), and a process that never defined the
+class, or a replayed cell that defines it itself, still loads the copy.
 Previews are produced once, at write time, so nothing that displays a journal
 ever needs to unpickle it.
 """
@@ -49,29 +48,44 @@ def _defined_in_main(cls: type) -> bool:
     return target is cls
 
 
-class _CallPickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, but a class ``__main__`` defines under its own name goes by reference (module docstring)."""
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with classes ``__main__`` defines by value and by name (module docstring)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, type) and obj.__module__ == "__main__" and _defined_in_main(obj):
-            return NotImplemented  # the pickler's own rule for classes: module and name
-        return super().reducer_override(obj)
+        reduced = super().reducer_override(obj)
+        if not (isinstance(obj, type) and obj.__module__ == "__main__" and isinstance(reduced, tuple)
+                and len(reduced) == 6 and _defined_in_main(obj)):
+            return reduced
+        # cloudpickle's own by-value reduction (skeleton, then state), each step wrapped to prefer the
+        # class the notebook defines at load time: the memo still makes self-references resolve.
+        make, args, state, items, pairs, set_state = reduced
+        return _main_class_or, (obj.__qualname__, make, *args), (set_state, state), items, pairs, _set_unless_main
+
+
+def _main_class_or(qualname: str, make: Any, *args: Any) -> Any:
+    """At load: ``__main__``'s class of that name, else cloudpickle's copy (``make(*args)``)."""
+    target: Any = sys.modules.get("__main__")
+    try:
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except Exception:
+        target = None
+    return target if isinstance(target, type) else make(*args)
+
+
+def _set_unless_main(cls: Any, packed: tuple[Any, Any]) -> Any:
+    """At load: fill the copy's attributes (cloudpickle's setter), never those of the notebook's own class."""
+    set_state, state = packed
+    return cls if _defined_in_main(cls) else set_state(cls, state)
 
 
 def dumps(obj: Any) -> bytes:
-    """Pickle a durable call's result or exception; raises whatever pickling raises (callers explain it)."""
+    """Pickle a result, an exception or a cell's output; raises whatever pickling raises (callers explain it)."""
     if type(obj) in _SCALARS:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     buffer = io.BytesIO()
-    _CallPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
     return buffer.getvalue()
-
-
-def dumps_by_value(obj: Any) -> bytes:
-    """Pickle a cell's output: classes of ``__main__`` by value (module docstring)."""
-    if type(obj) in _SCALARS:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return bytes(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def loads(data: bytes) -> Any:

@@ -179,7 +179,7 @@ def restore(shell: Any, outcome: CellOutcome, *, notice: str | None) -> Any:
     ``notice`` is the replay line; None when the outcome was just produced by a
     Flink worker (its unpicklable names were already warned about).
     """
-    restored, failed = unpack_namespace(outcome.values, outcome.modules, outcome.by_value)
+    restored, failed = unpack_namespace(outcome.values, outcome.modules)
     shell.user_ns.update(restored)
     for gone in outcome.deletes:
         shell.user_ns.pop(gone, None)

@@ -50,8 +50,6 @@ class PackedNamespace:
     modules: dict[str, str]
     skipped: dict[str, str]
     """name -> why it could not be journaled (``TypeName: reason``)."""
-    by_value: dict[str, bytes] = field(default_factory=dict)
-    """name -> the value with its notebook classes by value, where ``values`` refers to them by name."""
 
 
 def pack_value(value: Any) -> tuple[str, Any]:
@@ -64,7 +62,7 @@ def pack_value(value: Any) -> tuple[str, Any]:
         return "module", value.__name__
     if isinstance(value, io.IOBase) and not isinstance(value, io.StringIO | io.BytesIO):
         raise TypeError("an open file")
-    return "pickle", codec.dumps_by_value(value)
+    return "pickle", codec.dumps(value)
 
 
 def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) -> PackedNamespace:
@@ -83,24 +81,13 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
             continue
         if kind == "module":
             packed.modules[name] = data
-        elif b"__main__" in data and (by_name := _by_name(value)) not in (None, data):
-            # Classes the notebook defines: by name first (after a restart the value is an instance of the
-            # class the notebook defines again), by value when that class is not defined (yet) then.
-            packed.values[name], packed.by_value[name] = by_name, data
         else:
             packed.values[name] = data
     return packed
 
 
-def _by_name(value: Any) -> bytes | None:
-    try:
-        return codec.dumps(value)
-    except Exception:
-        return None
-
-
 def unpack_namespace(
-    values: Mapping[str, bytes], modules: Mapping[str, str], by_value: Mapping[str, bytes] | None = None
+    values: Mapping[str, bytes], modules: Mapping[str, str]
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Restore journaled names; returns ``(restored, failed name -> reason)``."""
     restored: dict[str, Any] = {}
@@ -114,12 +101,7 @@ def unpack_namespace(
         try:
             restored[name] = codec.loads(data)
         except Exception as exc:
-            try:
-                restored[name] = codec.loads(by_value[name]) if by_value and name in by_value else None
-            except Exception:
-                pass
-            if name not in restored:
-                failed[name] = f"unpickling failed: {type(exc).__name__}: {exc}"
+            failed[name] = f"unpickling failed: {type(exc).__name__}: {exc}"
     return restored, failed
 
 
@@ -188,8 +170,6 @@ class CellOutcome:
     """stdout, stderr and display outputs, in the order they appeared."""
     result: CellResult | None = None
     """The value of the cell's last expression; None when there is none, it was None, or the cell ended in ``;``."""
-    by_value: dict[str, bytes] = field(default_factory=dict)
-    """Name -> its value with notebook classes by value, for when ``values`` refers to a class not defined."""
 
     @property
     def restorable(self) -> list[str]:
@@ -201,7 +181,7 @@ class CellOutcome:
         return {
             "format": OUTCOME_FORMAT, "values": dict(self.values), "modules": dict(self.modules),
             "skipped": dict(self.skipped), "deletes": list(self.deletes), "outputs": list(self.outputs),
-            "result": _result_payload(self.result), "by_value": dict(self.by_value),
+            "result": _result_payload(self.result),
         }
 
     @classmethod
@@ -210,7 +190,7 @@ class CellOutcome:
         return cls(
             values=dict(payload["values"]), modules=dict(payload["modules"]), skipped=dict(payload["skipped"]),
             deletes=tuple(payload["deletes"]), outputs=tuple(payload["outputs"]),
-            result=_result_from_payload(payload["result"]), by_value=dict(payload.get("by_value", {})),
+            result=_result_from_payload(payload["result"]),
         )
 
 
@@ -274,7 +254,6 @@ def executed_outcome(
     return CellOutcome(
         values=packed.values, modules=packed.modules, skipped=packed.skipped,
         deletes=tuple(n for n in deletes if n not in ns), outputs=tuple(outputs), result=cell_result,
-        by_value=packed.by_value,
     )
 
 
@@ -292,4 +271,4 @@ def reconciled_outcome(name: str, values: Any) -> CellOutcome:
             f"{', '.join(map(repr, bad[:5]))} {'is' if len(bad) == 1 else 'are'} not"
         )
     packed = pack_namespace(list(values), values)
-    return CellOutcome(values=packed.values, modules=packed.modules, skipped=packed.skipped, by_value=packed.by_value)
+    return CellOutcome(values=packed.values, modules=packed.modules, skipped=packed.skipped)
