@@ -252,12 +252,13 @@ def test_a_damaged_journal_says_it_is_damaged_and_how_to_recover(tmp_path):
     dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(charge, "o1"), None, run_id="r")
     store.close()
     conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = DELETE")  # every page in the main file, none left in a WAL
     (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()
     (page,) = conn.execute("PRAGMA page_size").fetchone()
     conn.close()
-    with open(path, "r+b") as fh:  # a torn page in the runs table, as a bad copy or disk leaves it
-        fh.seek((root - 1) * page + 8)
-        fh.write(b"\xff" * 64)
+    with open(path, "r+b") as fh:  # the runs table's page made unreadable, as a bad copy or disk leaves it
+        fh.seek((root - 1) * page)
+        fh.write(b"\x00" * 16)  # no valid b-tree page type
     damaged = dnb.SqliteStore(path)
     with pytest.raises(dnb.JournalFormatError, match=r"j\.db is damaged.*malformed.*\.recover"):
         damaged.runs()
