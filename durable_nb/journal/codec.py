@@ -4,9 +4,9 @@ Payloads are pickles: plain ``pickle`` for builtin scalars (fast, and what most
 calls return), ``cloudpickle`` for everything else so that classes and functions
 defined in a notebook travel by value. Both load with :func:`pickle.loads`.
 
-A class ``__main__`` (the notebook) defines under its own name is journaled by
-value *and* by name (:class:`_Pickler`): loading it gives the class of that name
-the notebook defines now if there is one, else the copy as before. So after a
+A class of ``__main__`` (the notebook) is journaled by value *and* by name
+(:class:`_Pickler`): loading it gives the class of that name the notebook
+defines now if there is one, else the copy as before. So after a
 kernel restart a replayed result or exception is an instance of the class the
 notebook defines again (``except PaymentDeclined`` and ``isinstance`` keep
 working; a copy would be another class), and a process that never defined the
@@ -53,8 +53,10 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
 
     def reducer_override(self, obj: Any) -> Any:
         reduced = super().reducer_override(obj)
+        # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
+        # notebook that loads the row gets its own class back.
         if not (isinstance(obj, type) and obj.__module__ == "__main__" and isinstance(reduced, tuple)
-                and len(reduced) == 6 and _defined_in_main(obj)):
+                and len(reduced) == 6 and "<locals>" not in obj.__qualname__):
             return reduced
         # cloudpickle's own by-value reduction (skeleton, then state), each step wrapped to prefer the
         # class the notebook defines at load time: the memo still makes self-references resolve.
