@@ -408,6 +408,14 @@ def test_reconciler_is_ignored_while_nothing_is_pending(ip: Any, magics: Durable
     assert RAN["x"] == 1 and ip.user_ns["x"] == 1
 
 
+def test_a_cells_journal_entry_previews_its_outputs_as_text_not_pickles(ip: Any, magics: DurableMagics) -> None:
+    ip.user_ns["order_id"] = 2
+    run(ip, "pay", PAY)
+    [rec] = cell_runs(magics.store, "pay")
+    preview = magics.store.calls(rec.run_id)[0].result_preview
+    assert preview == "cell outputs: charge_id, receipt; 1 printed/displayed"
+
+
 def test_unpicklable_outputs_are_left_out_with_a_warning_and_named_on_replay(
     ip: Any, magics: DurableMagics, tmp_path: Path
 ) -> None:

@@ -184,6 +184,11 @@ def missing_global(data: bytes) -> str | None:
     return None
 
 
+def clip(text: str) -> str:
+    """One line of at most PREVIEW_LIMIT characters."""
+    return _clip(" ".join(text.split()))
+
+
 def _clip(text: str) -> str:
     if len(text) > PREVIEW_LIMIT:
         return text[: PREVIEW_LIMIT - 1] + "…"

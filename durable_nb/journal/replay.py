@@ -270,15 +270,15 @@ class Journal:
             elif self.closed is None:
                 self.closed = f"a concurrent call's PENDING could not be written ({type(exc).__name__}: {exc})"
 
-    def succeed(self, step: Step, value: Any) -> None:
-        """Persist a value as SUCCEEDED.
+    def succeed(self, step: Step, value: Any, preview: Callable[[Any], str] | None = None) -> None:
+        """Persist a value as SUCCEEDED (``preview``: its text for the journal view, if not its repr).
 
         A value that cannot be pickled is not persisted: the call stays PENDING and an
         :class:`UnserializableResultWarning` names call and type (Flink Agents'
         behaviour); in strict mode :class:`UnserializableResultError` is raised instead.
         """
         try:
-            encoded = encode_success(value, self.run_id, step.index, step.call_id)
+            encoded = encode_success(value, self.run_id, step.index, step.call_id, preview)
         except UnserializableResultError as err:
             if self.strict:
                 raise
@@ -411,7 +411,7 @@ class Journal:
             return self.perform(outcome, as_call(reconciler))
         return self.perform(outcome, as_call(lambda: func(*args, **kwargs)))
 
-    def perform(self, step: Step, run: Callable[[], Any]) -> Any:
+    def perform(self, step: Step, run: Callable[[], Any], preview: Callable[[Any], str] | None = None) -> Any:
         """Run what ``step`` says to run, between its fault points, and persist its outcome.
 
         An ``Exception`` is persisted FAILED and re-raised; any other ``BaseException``
@@ -425,7 +425,7 @@ class Journal:
             self.fail(step, exc)
             raise
         faults.fire("after_call", step.call_id)
-        self.succeed(step, value)
+        self.succeed(step, value, preview)
         return value
 
     async def perform_async(self, step: Step, run: Callable[[], Awaitable[Any]]) -> Any:
@@ -442,14 +442,17 @@ class Journal:
         return value
 
 
-def encode_success(value: Any, run_id: str, index: int, call_id: str) -> Outcome:
-    """The SUCCEEDED outcome of a result; its preview is made now, once."""
+def encode_success(
+    value: Any, run_id: str, index: int, call_id: str, preview: Callable[[Any], str] | None = None
+) -> Outcome:
+    """The SUCCEEDED outcome of a result; its preview is made now, once (by ``preview`` if given)."""
     try:
         payload = codec.dumps(value)
     except Exception as exc:
         raise UnserializableResultError(run_id, index, call_id, type_name(value), f"{type(exc).__name__}: {exc}") \
             from exc
-    return Outcome(Status.SUCCEEDED, payload, result_preview=codec.preview(value))
+    text = codec.preview(value) if preview is None else codec.clip(preview(value))
+    return Outcome(Status.SUCCEEDED, payload, result_preview=text)
 
 
 def encode_failure(exc: BaseException) -> Outcome:

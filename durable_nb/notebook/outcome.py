@@ -171,6 +171,16 @@ class CellOutcome:
     result: CellResult | None = None
     """The value of the cell's last expression; None when there is none, it was None, or the cell ended in ``;``."""
 
+    def summary(self) -> str:
+        """What the journal view shows for the cell's call: names, outputs, what was left out (never bytes)."""
+        names = self.restorable
+        parts = [f"cell outputs: {', '.join(names) if names else 'no names'}"]
+        if self.outputs:
+            parts.append(f"{len(self.outputs)} printed/displayed")
+        if self.skipped:
+            parts.append(f"not journaled: {', '.join(self.skipped)}")
+        return "; ".join(parts)
+
     @property
     def restorable(self) -> list[str]:
         """Every name a restore brings back, sorted (values, then modules)."""

@@ -133,7 +133,7 @@ def perform_cell(
             return outcome.to_payload()
 
     try:
-        payload = journal.perform(step, run)
+        payload = journal.perform(step, run, lambda payload: CellOutcome.from_payload(payload).summary())
     except _WrongShape as wrong:
         raise wrong.error from None  # call 0 stays PENDING: a fixed --reconciler recovers the cell
     return Performed(step.decision, CellOutcome.from_payload(payload), value=live[0])
