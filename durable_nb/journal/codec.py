@@ -37,15 +37,15 @@ _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
 _repr.maxlevel = 4
 
 
-def _defined_in_main(cls: type) -> bool:
-    """Whether ``__main__.<qualname>`` is ``cls`` now (a class a local function made is not)."""
+def _main_attr(qualname: str) -> Any:
+    """``__main__.<qualname>`` now, or None."""
     target: Any = sys.modules.get("__main__")
     try:
-        for part in cls.__qualname__.split("."):
+        for part in qualname.split("."):
             target = getattr(target, part)
     except Exception:
-        return False
-    return target is cls
+        return None
+    return target
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
@@ -66,19 +66,14 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
 
 def _main_class_or(qualname: str, make: Any, *args: Any) -> Any:
     """At load: ``__main__``'s class of that name, else cloudpickle's copy (``make(*args)``)."""
-    target: Any = sys.modules.get("__main__")
-    try:
-        for part in qualname.split("."):
-            target = getattr(target, part)
-    except Exception:
-        target = None
+    target = _main_attr(qualname)
     return target if isinstance(target, type) else make(*args)
 
 
 def _set_unless_main(cls: Any, packed: tuple[Any, Any]) -> Any:
     """At load: fill the copy's attributes (cloudpickle's setter), never those of the notebook's own class."""
     set_state, state = packed
-    return cls if _defined_in_main(cls) else set_state(cls, state)
+    return cls if _main_attr(cls.__qualname__) is cls else set_state(cls, state)
 
 
 def dumps(obj: Any) -> bytes:
@@ -185,11 +180,8 @@ def missing_global(data: bytes) -> str | None:
 
 
 def clip(text: str) -> str:
-    """One line of at most PREVIEW_LIMIT characters."""
-    return _clip(" ".join(text.split()))
-
-
-def _clip(text: str) -> str:
+    """One line (whitespace runs made one space) of at most PREVIEW_LIMIT characters."""
+    text = " ".join(text.split())
     if len(text) > PREVIEW_LIMIT:
         return text[: PREVIEW_LIMIT - 1] + "…"
     return text
@@ -210,7 +202,7 @@ def preview(obj: Any) -> str:
         text = _repr.repr(obj)
     except Exception as exc:  # a broken __repr__ must not break the journal
         text = f"<{type(obj).__qualname__}: repr failed: {type(exc).__name__}>"
-    return _clip(" ".join(text.split()))
+    return clip(text)
 
 
 def error_preview(exc: BaseException) -> str:
@@ -220,4 +212,4 @@ def error_preview(exc: BaseException) -> str:
     except Exception:
         message = "<str() failed>"
     text = f"{type(exc).__qualname__}: {message}" if message else type(exc).__qualname__
-    return _clip(" ".join(text.split()))
+    return clip(text)
