@@ -51,7 +51,7 @@ from . import sqlite_file, sqlite_schema
 from .sqlite_commit import Committer, Op
 from .sqlite_prefetch import Prefetch
 from .sqlite_text import Connection, text
-from .sqlite_timetravel import SqliteTimeTravel
+from .sqlite_timetravel import SqliteTimeTravel, delete_runs
 
 SCHEMA_VERSION = sqlite_schema.LATEST
 DURABILITY = ("call", "transition", "relaxed")
@@ -666,18 +666,28 @@ class SqliteStore(SqliteTimeTravel, Store):
     def delete_run(self, run_id: str) -> None:
         """Refused (:class:`RunBusyError`) while a live context holds the run; its OS lock keeps one out meanwhile."""
         self._refuse_if_read_only(run_id, None)
+        with self._kept_out([run_id]) as free:
+            if not free:
+                holder = self._shared.holders.get(run_id)
+                raise RunBusyError(run_id, describe_owner(holder) if holder else "a live context of another process")
+            with self._write() as conn:
+                delete_runs(conn, [run_id])
+
+    @contextmanager
+    def _kept_out(self, run_ids: Sequence[str]) -> Iterator[set[str]]:
+        """Those of ``run_ids`` no live context holds, each OS-locked until the block ends, so none can be opened.
+
+        A map's read-ahead in this process does not count as holding a run: it reads
+        a run changed under it again.
+        """
         files = self._shared
         with files.lock:
-            holder = files.holders.get(run_id)
-            if holder is not None or not files.try_lock(run_id):  # a map's read-ahead here re-reads it
-                raise RunBusyError(run_id, describe_owner(holder) if holder else "a live context of another process")
+            free = {r for r in run_ids if r not in files.holders and files.try_lock(r)}
         try:
-            with self._write() as conn:
-                for table in ("calls", "discarded", "runs"):
-                    conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            yield free
         finally:
             with files.lock:
-                files.unlock(run_id)
+                files.unlock_many(list(free))
 
 
 class _Turn:

@@ -10,11 +10,11 @@ separated by another process's write. Needs schema version 2 (``runs.parent_run_
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ..journal.history import PruneRule, check_fork
-from ..journal.lease import FileLocks
 from ..journal.records import CallRecord, RunRecord, Status
 
 # Columns a fork copies (everything but seq, which orders the journal, and run_id).
@@ -44,8 +44,7 @@ class SqliteTimeTravel:
 
         def flush(self) -> None: ...
 
-        @property
-        def _shared(self) -> FileLocks: ...
+        def _kept_out(self, run_ids: Sequence[str]) -> AbstractContextManager[set[str]]: ...
 
         def run_is_open(self, run_id: str) -> bool: ...
 
@@ -79,33 +78,22 @@ class SqliteTimeTravel:
         with_pending = {c.run_id for c in self.query_calls(status=Status.PENDING)}
         selected = rule.select(self.runs(), with_pending, now, lambda r: self.run_is_open(r.run_id))
         chosen = []
-        files = self._shared
-        locked: list[str] = []
-        try:
-            with self._write() as conn:
-                # Checked again under the write lock: a run that was reopened (status changed)
-                # or gained a PENDING call since the selection stays, and so does one a live
-                # context holds; the run's OS lock keeps any context out until the delete commits.
-                for run in selected:
-                    with files.lock:
-                        if run.run_id in files.holders or not files.try_lock(run.run_id):
-                            continue  # (a map's read-ahead in this process re-reads a run changed under it)
-                    locked.append(run.run_id)
-                    row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
-                    if row is None or row[0] != run.status.value:
-                        continue
-                    if not rule.include_pending and conn.execute(
-                        "SELECT 1 FROM calls WHERE run_id = ? AND status = 'PENDING' LIMIT 1", (run.run_id,)
-                    ).fetchone():
-                        continue
-                    chosen.append(run)
-                ids = [(r.run_id,) for r in chosen]
-                for table in ("calls", "discarded", "runs"):
-                    conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
-        finally:
-            with files.lock:
-                for run_id in locked:
-                    files.unlock(run_id)
+        with self._kept_out([r.run_id for r in selected]) as free, self._write() as conn:
+            # Checked again under the write lock: a run that was reopened (status changed)
+            # or gained a PENDING call since the selection stays, and so does one a live
+            # context holds; the run's OS lock keeps any context out until the delete commits.
+            for run in selected:
+                if run.run_id not in free:
+                    continue
+                row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+                if row is None or row[0] != run.status.value:
+                    continue
+                if not rule.include_pending and conn.execute(
+                    "SELECT 1 FROM calls WHERE run_id = ? AND status = 'PENDING' LIMIT 1", (run.run_id,)
+                ).fetchone():
+                    continue
+                chosen.append(run)
+            delete_runs(conn, [r.run_id for r in chosen])
         if chosen:
             self._reclaim()
         return chosen
@@ -142,3 +130,10 @@ class SqliteTimeTravel:
     def set_prompt(self, run_id: str, index: int, prompt: str) -> None:
         with self._write() as conn:
             conn.execute("UPDATE calls SET prompt = ? WHERE run_id = ? AND idx = ?", (prompt, run_id, index))
+
+
+def delete_runs(conn: sqlite3.Connection, run_ids: Iterable[str]) -> None:
+    """Inside the caller's write transaction: the runs, their calls and their discarded history."""
+    ids = [(r,) for r in run_ids]
+    for table in ("calls", "discarded", "runs"):
+        conn.executemany(f"DELETE FROM {table} WHERE run_id = ?", ids)
