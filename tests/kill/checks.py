@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import child as child_mod  # child.py beside this file
@@ -19,6 +20,15 @@ EXPECTED = {
     "in_call": (SPECIAL + 1, dnb.Status.PENDING, dnb.Origin.RECONCILED),
     "after_call": (SPECIAL + 1, dnb.Status.PENDING, dnb.Origin.RECONCILED),
 }
+
+
+def integrity(db: Path | str) -> str:
+    """SQLite's own check of the journal file: ``"ok"`` when no page or index is damaged."""
+    conn = sqlite3.connect(db)
+    try:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        conn.close()
 
 
 def ledger_counts(ledger: Path) -> dict[str, int]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
+from checks import integrity
 
 pytestmark = pytest.mark.kill
 
@@ -60,11 +60,7 @@ def finish(journal: str, tmp_path: Path) -> dict[str, list[str]]:
 
 def assert_sqlite_intact(journal: str) -> None:
     if not journal.startswith("postgresql"):
-        conn = sqlite3.connect(journal)
-        try:
-            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        finally:
-            conn.close()
+        assert integrity(journal) == "ok"
 
 
 @pytest.mark.timeout(300)

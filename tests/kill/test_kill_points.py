@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
-from checks import CALLS, EXPECTED, SPECIAL, assert_recovered, ledger_counts
+from checks import CALLS, EXPECTED, SPECIAL, assert_recovered, integrity, ledger_counts
 
 import durable_nb as dnb
 
@@ -37,14 +36,6 @@ def spawn(
     cmd = [sys.executable, str(CHILD), "--db", str(db), "--ledger", str(ledger), "--run", run,
            "--calls", str(calls), "--special", str(SPECIAL), "--durability", durability, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-
-
-def integrity(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def snapshot(store: dnb.Store, run: str) -> tuple[Any, list[tuple[Any, ...]]]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
-from checks import assert_after_random_kill
+from checks import assert_after_random_kill, integrity
 
 import durable_nb as dnb
 
@@ -58,11 +57,7 @@ def start(db: Path, run: str, ledger: Path, ack: Path, durability: str = "call")
 
 def check_journal(db: Path, run: str, ledger: Path, ack: Path, durability: str = "call") -> tuple[int, bool]:
     """The invariants that hold after any kill; returns (calls SUCCEEDED, last one PENDING)."""
-    conn = sqlite3.connect(db)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        conn.close()
+    assert integrity(db) == "ok"
     store = dnb.SqliteStore(db)
     try:
         calls = store.calls(run)
