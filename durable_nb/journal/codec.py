@@ -198,11 +198,44 @@ def preview(obj: Any) -> str:
         text = repr(obj)
         if len(text) <= PREVIEW_LIMIT and text.isprintable() and " " not in text:
             return text
+    if (t is dict or t is list or t is tuple) and _flat(obj):  # the usual result: a small record
+        return clip(repr(obj))
     try:
         text = _repr.repr(obj)
     except Exception as exc:  # a broken __repr__ must not break the journal
         text = f"<{type(obj).__qualname__}: repr failed: {type(exc).__name__}>"
     return clip(text)
+
+
+_PLAIN = frozenset({bool, float, type(None)})
+
+
+def _is_short_scalar(value: Any) -> bool:
+    """Scalars whose ``repr`` reprlib leaves as it is (see :func:`preview`'s limits)."""
+    t = value.__class__
+    if t is str:
+        return len(value) <= 64 and value.isprintable()
+    return t in _PLAIN or (t is int and -(10**30) < value < 10**30)
+
+
+def _flat(obj: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> bool:
+    """A container reprlib would print exactly as ``repr`` does: few short scalars, a dict's keys in sorted order."""
+    if len(obj) > _repr.maxdict:
+        return False
+    short = _is_short_scalar
+    if obj.__class__ is not dict:
+        return all(short(v) for v in obj)
+    previous: Any = None
+    for i, (k, v) in enumerate(obj.items()):
+        if not (short(k) and short(v)):
+            return False
+        try:
+            if i and not previous <= k:  # reprlib sorts a dict's keys
+                return False
+        except TypeError:
+            return False
+        previous = k
+    return True
 
 
 def error_preview(exc: BaseException) -> str:

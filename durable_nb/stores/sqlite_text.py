@@ -45,7 +45,13 @@ class Connection(sqlite3.Connection):
     """A connection whose statements accept strings with lone surrogates."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
-        return super().execute(sql, bindable(parameters) if parameters else parameters)
+        # sqlite3 refuses such a string while binding, before the statement runs: nothing
+        # happened, so binding again with the exact BLOB form is safe (and most statements,
+        # all-encodable, pay nothing for the check).
+        try:
+            return super().execute(sql, parameters)
+        except UnicodeEncodeError:
+            return super().execute(sql, bindable(parameters))
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> sqlite3.Cursor:
         return super().executemany(sql, (bindable(p) for p in seq_of_parameters))

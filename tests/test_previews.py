@@ -1,0 +1,62 @@
+"""The journal's one-line previews: a small record's fast path prints what the bounded repr prints.
+
+The fast path (``repr`` of a small container of short scalars) exists only for
+speed; a preview must not depend on which path made it, so every value here is
+compared with the bounded ``reprlib`` path it short-cuts.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+import pytest
+
+from durable_nb.journal import codec
+
+VALUES: list[Any] = [
+    {"id": 17, "score": 42},
+    {"b": 1, "a": 2},  # reprlib sorts a dict's keys; repr does not
+    {1: "a", "b": 2},  # keys that do not sort
+    {True: 1, False: 0},
+    {0.5: None, 0.25: 1},
+    {"k": "x" * 64},
+    {"k": "x" * 65},
+    {"k": "tab\there", "n": "new\nline"},
+    {"a": "two  spaces"},
+    {"a": "é", "b": "日本"},
+    {"a": -(10**30)},
+    {"a": 10**29},
+    {"nested": {"a": 1}},
+    [1, 2.5, None, True, "x y", "a\nb"],
+    [float("nan"), float("inf")],
+    ["q'\"\\" * 16],
+    list(range(12)),
+    list(range(13)),
+    (1,),
+    (),
+    {},
+    [],
+    [[1]],
+    {str(i): i for i in range(12)},
+    {str(i): i for i in range(13)},
+]
+
+
+def bounded_repr(value: Any) -> str:
+    """The general path of ``codec.preview``, without its fast paths."""
+    limited = reprlib.Repr()
+    limited.maxstring = limited.maxother = codec.PREVIEW_LIMIT
+    limited.maxlist = limited.maxtuple = limited.maxset = limited.maxdict = 12
+    limited.maxlevel = 4
+    return codec.clip(limited.repr(value))
+
+
+@pytest.mark.parametrize("value", VALUES, ids=[repr(v)[:40] for v in VALUES])
+def test_a_preview_is_the_same_text_whichever_path_makes_it(value: Any) -> None:
+    assert codec.preview(value) == bounded_repr(value)
+
+
+def test_a_small_record_previews_as_its_repr_and_a_large_one_is_shortened() -> None:
+    assert codec.preview({"id": 17, "score": 42}) == "{'id': 17, 'score': 42}"
+    assert codec.preview(list(range(13))).endswith(", 11, ...]")
