@@ -133,6 +133,52 @@ def test_a_journal_missing_columns_or_from_a_newer_version_is_refused(pg_dsn):
         dnb.PostgresStore(pg_dsn)
 
 
+LOCK_OPEN = "durable_nb_lock_open_v1(bigint,bigint[],text)"
+
+
+def has_lock_open(dsn: str) -> bool:
+    return bool(sql(dsn, "SELECT to_regprocedure(%s) IS NOT NULL", (LOCK_OPEN,))[0][0])
+
+
+def test_a_journal_made_without_the_one_round_trip_open_gets_it_and_replays_as_before(pg_dsn):
+    """A journal from before the function (or whose function was dropped) is given it at open."""
+    fill(dnb.PostgresStore(pg_dsn))
+    assert has_lock_open(pg_dsn)
+    sql(pg_dsn, f"DROP FUNCTION {LOCK_OPEN}")
+    store = dnb.PostgresStore(pg_dsn)
+    assert has_lock_open(pg_dsn)
+    with dnb.LocalRunner(store).context("r0") as ctx:
+        assert [ctx.durable_execute(pow, 2, i) for i in range(4)] == [1, 2, 4, 8]
+        assert ctx.journal.replayed == 3
+    store.close()
+
+
+def test_a_role_that_may_not_create_functions_opens_runs_with_two_round_trips(pg_dsn):
+    """Without CREATE on the schema the function is not made, and runs open and replay all the same."""
+    fill(dnb.PostgresStore(pg_dsn))
+    sql(pg_dsn, f"DROP FUNCTION {LOCK_OPEN}")
+    sql(pg_dsn, "DROP ROLE IF EXISTS journal_user")
+    sql(pg_dsn, "CREATE ROLE journal_user LOGIN PASSWORD 'pw'")
+    try:
+        sql(pg_dsn, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        sql(pg_dsn, "GRANT USAGE ON SCHEMA public TO journal_user")
+        sql(pg_dsn, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO journal_user")
+        sql(pg_dsn, "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO journal_user")
+        store = dnb.PostgresStore(pg_dsn.replace("postgres:durable@", "journal_user:pw@"))
+        assert not has_lock_open(pg_dsn)
+        with dnb.LocalRunner(store).context("r0") as ctx:
+            assert [ctx.durable_execute(pow, 2, i) for i in range(4)] == [1, 2, 4, 8]
+            assert ctx.journal.replayed == 3
+        with pytest.raises(dnb.RunBusyError), dnb.LocalRunner(store).context("r0"), open_run(
+            dnb.PostgresStore(pg_dsn), "r0"
+        ):
+            pass  # another store's session is refused the run this one holds: its lock was taken
+        store.close()
+    finally:
+        sql(pg_dsn, "DROP OWNED BY journal_user")
+        sql(pg_dsn, "DROP ROLE journal_user")
+
+
 # ---------------------------------------------------------------- errors that say what to do
 
 

@@ -81,13 +81,16 @@ class PostgresStore(Store):
         self._reset()
         try:
             with self._guard("open the journal"):
-                self.schema = create_or_check(self._conn, str(self.target))
+                self.schema, self._one_trip_open = create_or_check(self._conn, str(self.target))
         except BaseException:
             conn = getattr(self._local, "conn", None)
             if conn is not None:
                 conn.close()  # a refused database keeps no connection of ours open
             raise
-        self._locks = AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}")
+        self._locks = self._new_locks()
+
+    def _new_locks(self) -> AdvisoryLocks:
+        return AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}", self._one_trip_open)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -112,7 +115,7 @@ class PostgresStore(Store):
         self._outcomes = HeldOutcomes(self._write_held)
         self._boundary = 0  # open durable boundaries: a run's end inside one is held (postgres_commit)
         if hasattr(self, "_locks"):
-            self._locks = AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}")
+            self._locks = self._new_locks()
 
     def __repr__(self) -> str:
         extra = "" if self.durability == "call" else f", durability={self.durability!r}"
@@ -266,7 +269,7 @@ class PostgresStore(Store):
                 raise RunBusyError(run_id, describe_owner(holder))
         self._outcomes.flush_run(run_id)
         with self._guard("open the run", run_id):
-            locked, rows = self._locks.lock_and_read(run_id, (q.OPEN_RUN, (run_id,)))
+            locked, rows = self._locks.lock_and_open(run_id)
             if not locked and not steal:
                 row = self._conn.execute("SELECT owner FROM runs WHERE run_id = %s", (run_id,)).fetchone()
                 raise RunBusyError(run_id, describe_owner(row[0] if row else None) + " (it holds the run's lock)")

@@ -27,6 +27,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from . import postgres_sql as q
+
 # Server-side keepalives of the lease connection: a dead client host frees its locks within 30 s.
 LEASE_SETTINGS = (
     "SET tcp_keepalives_idle = 10",
@@ -50,9 +52,11 @@ class AdvisoryLocks:
     run locked at most once and forgets every lock when its connection breaks.
     """
 
-    def __init__(self, connect: Callable[[], Any], namespace: str) -> None:
+    def __init__(self, connect: Callable[[], Any], namespace: str, one_trip_open: bool = False) -> None:
         self._connect = connect
         self._namespace = namespace
+        self._one_trip_open = one_trip_open
+        """The journal has :data:`postgres_sql.LOCK_OPEN_FUNCTION`: :meth:`lock_and_open` takes one round trip."""
         self._conn: Any = None
         self._held: set[str] = set()
         self._release: set[str] = set()
@@ -68,6 +72,9 @@ class AdvisoryLocks:
             for statement in LEASE_SETTINGS:
                 with contextlib.suppress(Exception):  # tcp_user_timeout needs PostgreSQL 12
                     conn.execute(statement)
+            # The one-round-trip open reads after the lock within one statement: only read committed
+            # gives its read a snapshot taken after the lock (whatever the server's default).
+            conn.execute("SET default_transaction_isolation = 'read committed'")
         return conn
 
     def holds(self, run_id: str) -> bool:
@@ -79,6 +86,22 @@ class AdvisoryLocks:
     def try_lock(self, run_id: str) -> bool:
         """Take the run's lock unless another session holds it (True if held now)."""
         return self.lock_and_read(run_id, None)[0]
+
+    def lock_and_open(self, run_id: str) -> tuple[bool, list[Any]]:
+        """:meth:`lock_and_read` of the run's :data:`~postgres_sql.OPEN_RUN` rows: one round trip when the
+        journal has :data:`~postgres_sql.LOCK_OPEN_FUNCTION`, whose read is a statement of its own too."""
+        if not self._one_trip_open:
+            return self.lock_and_read(run_id, (q.OPEN_RUN, (run_id,)))
+        with self._mu:
+            conn = self._connection()
+            if run_id in self._held:
+                self._release.discard(run_id)
+                return True, conn.execute(q.OPEN_RUN, (run_id,)).fetchall()
+            release = [lock_key(self._namespace, r) for r in self._release]
+            rows = self._take(conn, q.LOCK_OPEN, (lock_key(self._namespace, run_id), release, run_id))
+            if rows:
+                self._held.add(run_id)
+            return bool(rows), rows
 
     def lock_and_read(self, run_id: str, read: tuple[str, tuple[Any, ...]] | None) -> tuple[bool, list[Any]]:
         """Take the run's lock, then run ``read`` (if locked): two round trips; ``(locked, rows)``.
@@ -97,24 +120,27 @@ class AdvisoryLocks:
                 return True, conn.execute(*read).fetchall() if read else []
             release = [lock_key(self._namespace, r) for r in self._release]
             key = lock_key(self._namespace, run_id)
-            try:
-                if release:
-                    row = conn.execute(
-                        "SELECT pg_try_advisory_lock(%s), "
-                        "(SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k)", (key, release)
-                    ).fetchone()
-                else:
-                    row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            except Exception:
-                with contextlib.suppress(Exception):
-                    conn.close()  # unsure what it holds now: dropping the session drops every lock
-                raise
-            self._held.difference_update(self._release)
-            self._release.clear()
-            if not (row and row[0]):
+            if release:
+                rows = self._take(conn, "SELECT pg_try_advisory_lock(%s), (SELECT count(pg_advisory_unlock(k)) "
+                                  "FROM unnest(%s::bigint[]) AS k)", (key, release))
+            else:
+                rows = self._take(conn, "SELECT pg_try_advisory_lock(%s)", (key,))
+            if not (rows and rows[0][0]):
                 return False, []
             self._held.add(run_id)
             return True, conn.execute(*read).fetchall() if read else []
+
+    def _take(self, conn: Any, statement: str, params: tuple[Any, ...]) -> list[Any]:
+        """Run the statement that tries a run's lock and unlocks the released runs (forgotten here); its rows."""
+        try:
+            rows: list[Any] = conn.execute(statement, params).fetchall()
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.close()  # unsure what it holds now: dropping the session drops every lock
+            raise
+        self._held.difference_update(self._release)
+        self._release.clear()
+        return rows
 
     def release_later(self, run_ids: list[str]) -> None:
         """These runs' contexts ended and their ends are durable: unlock with the next lock (or :meth:`release_now`)."""

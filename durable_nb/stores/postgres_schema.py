@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalFormatError
+from . import postgres_sql as q
 
 if TYPE_CHECKING:
     import psycopg
@@ -127,11 +128,14 @@ def connect_hint(message: str, target: Target) -> str:
             f"checkout of durable_nb: `./dev pg`, which prints a DSN), or fix host and port in the DSN.")
 
 
-def create_or_check(conn: psycopg.Connection[Any], where: str) -> str:
-    """Create the journal tables if the schema is empty, else check them; returns ``current_schema()``.
+def create_or_check(conn: psycopg.Connection[Any], where: str) -> tuple[str, bool]:
+    """Create the journal tables if the schema is empty, else check them.
 
-    Runs in one transaction under an advisory lock; a wrong database is refused
-    before anything is written (the transaction writes nothing and rolls back).
+    Returns ``current_schema()`` and whether the journal has the function that
+    opens a run in one round trip (:data:`postgres_sql.CREATE_LOCK_OPEN`; added to
+    a journal made before it, when the role may create it). Runs in one
+    transaction under an advisory lock; a wrong database is refused before
+    anything is written (the transaction writes nothing and rolls back).
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
@@ -151,9 +155,23 @@ def create_or_check(conn: psycopg.Connection[Any], where: str) -> str:
             conn.execute(
                 "INSERT INTO meta VALUES ('app', %s), ('schema_version', %s)", (APP_ID, str(SCHEMA_VERSION))
             )
-            return name
+            conn.execute(q.CREATE_LOCK_OPEN)
+            return name, True
         _check(conn, name, tables, where)
-        return name
+        return name, _has_lock_open(conn)
+
+
+def _has_lock_open(conn: psycopg.Connection[Any]) -> bool:
+    """The one-round-trip open exists, or was just created (a role that may not create it does without)."""
+    row = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (q.LOCK_OPEN_SIGNATURE,)).fetchone()
+    if row and row[0]:
+        return True
+    try:
+        with conn.transaction():  # a savepoint: a refusal leaves the checks above as they were
+            conn.execute(q.CREATE_LOCK_OPEN)
+    except Exception:  # e.g. no CREATE privilege on the schema
+        return False
+    return True
 
 
 def _tables(conn: psycopg.Connection[Any], schema: str) -> dict[str, set[str]]:

@@ -28,6 +28,26 @@ OPEN_RUN = (
     "FROM (SELECT %s::text AS run_id) AS k LEFT JOIN runs r ON r.run_id = k.run_id "
     "LEFT JOIN calls c ON c.run_id = k.run_id ORDER BY c.idx"
 )
+# OPEN_RUN after the run's advisory lock, in one round trip: a server-side function (created with the
+# journal; a journal whose role may not create it is opened with two round trips instead). Why a
+# function: one statement reads with the snapshot it started with, which may predate the lock (so
+# miss what the lock's last holder committed); each statement of a VOLATILE function takes a fresh
+# one (the lock connection reads committed, see postgres_lease). No rows: the lock is held elsewhere.
+LOCK_OPEN_FUNCTION = "durable_nb_lock_open_v1"
+LOCK_OPEN_SIGNATURE = f"{LOCK_OPEN_FUNCTION}(bigint,bigint[],text)"
+CREATE_LOCK_OPEN = (
+    f"CREATE OR REPLACE FUNCTION {LOCK_OPEN_FUNCTION}(p_key bigint, p_release bigint[], p_run text) "
+    "RETURNS TABLE (o_attempts integer, o_owner text, o_status text, o_run_id text, o_idx integer, "
+    "o_call_id text, o_args_digest text, o_call_status text, o_origin text, o_result_preview text, "
+    "o_error_preview text, o_started_at double precision, o_finished_at double precision, o_prompt text, "
+    "o_payload bytea) LANGUAGE plpgsql VOLATILE AS $fn$\nBEGIN\n"
+    "  PERFORM pg_advisory_unlock(k) FROM unnest(p_release) AS k;\n"
+    "  IF pg_try_advisory_lock(p_key) THEN\n"
+    f"    RETURN QUERY {OPEN_RUN.replace('%s::text', 'p_run')};\n"
+    "  END IF;\n"
+    "END\n$fn$"
+)
+LOCK_OPEN = f"SELECT * FROM {LOCK_OPEN_FUNCTION}(%s::bigint, %s::bigint[], %s::text)"
 ONE_CALL = f"SELECT {CALL_COLS}, payload FROM calls WHERE run_id = %s AND idx = %s"
 DISCARDED = (
     "SELECT run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, started_at, "
