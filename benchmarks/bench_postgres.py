@@ -11,7 +11,7 @@
   server.
 * **LocalRunner.map** on PostgresStore, 2,000 records of one call each: first run
   and replay (a map is one durable boundary: a record's end rides with the next
-  record's PENDING, so a record costs two round trips and one commit). No target.
+  record's PENDING, so a record costs one round trip to open its run and one commit). No target.
 
 A shared VM is noisy (the WAL flush swings by 10x within seconds), so every
 durable call and every DBOS step is timed right after one floor ``INSERT``: each

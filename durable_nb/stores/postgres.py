@@ -47,7 +47,7 @@ from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 from ..journal.store import Store, calls_where
 from . import postgres_sql as q
-from .postgres_commit import Closing, HeldOutcomes
+from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import AdvisoryLocks
 from .postgres_schema import Target, connect_hint, create_or_check, masked
 
@@ -424,7 +424,7 @@ class PostgresStore(Store):
             raise
         if closing:  # durable: their runs' locks go with this process's next lock (or the boundary's end)
             self._outcomes.committed(closing)
-            self._locks.release_later([close[2] for _, close in closing])
+            self._locks.release_later(closed_runs(closing))
         if not ok:
             raise self._lost(lease, "another context wrote to the run after this one opened it" if claiming
                              else "another context took the run over")
@@ -581,7 +581,7 @@ class PostgresStore(Store):
             with self._conn.transaction():
                 self._write_closing(outcomes, closing)
             if closing:
-                self._locks.release_later([close[2] for _, close in closing])
+                self._locks.release_later(closed_runs(closing))
                 self._locks.release_now()
 
     def _write_closing(self, outcomes: list[q.Outcome], closing: list[Closing]) -> None:

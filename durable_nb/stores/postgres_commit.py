@@ -45,6 +45,11 @@ Closing = tuple[list[Outcome], Close]
 """A run whose end is held: its held outcomes, then its close."""
 
 
+def closed_runs(closing: list[Closing]) -> list[str]:
+    """The run ids of held run ends."""
+    return [close[2] for _, close in closing]
+
+
 class HeldOutcomes:
     """Outcomes (and run ends) not committed yet, per run; ``write(outcomes, closing)`` commits in one transaction."""
 
@@ -99,7 +104,7 @@ class HeldOutcomes:
         """The run ends taken by :meth:`take_closing` are durable."""
         if closing:
             with self._cond:
-                self._busy.difference_update(close[2] for _, close in closing)
+                self._busy.difference_update(closed_runs(closing))
                 self._cond.notify_all()
 
     def put_back_closing(self, closing: list[Closing]) -> None:

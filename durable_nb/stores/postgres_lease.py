@@ -90,18 +90,7 @@ class AdvisoryLocks:
     def lock_and_open(self, run_id: str) -> tuple[bool, list[Any]]:
         """:meth:`lock_and_read` of the run's :data:`~postgres_sql.OPEN_RUN` rows: one round trip when the
         journal has :data:`~postgres_sql.LOCK_OPEN_FUNCTION`, whose read is a statement of its own too."""
-        if not self._one_trip_open:
-            return self.lock_and_read(run_id, (q.OPEN_RUN, (run_id,)))
-        with self._mu:
-            conn = self._connection()
-            if run_id in self._held:
-                self._release.discard(run_id)
-                return True, conn.execute(q.OPEN_RUN, (run_id,)).fetchall()
-            release = [lock_key(self._namespace, r) for r in self._release]
-            rows = self._take(conn, q.LOCK_OPEN, (lock_key(self._namespace, run_id), release, run_id))
-            if rows:
-                self._held.add(run_id)
-            return bool(rows), rows
+        return self._lock(run_id, (q.OPEN_RUN, (run_id,)), one_trip=self._one_trip_open)
 
     def lock_and_read(self, run_id: str, read: tuple[str, tuple[Any, ...]] | None) -> tuple[bool, list[Any]]:
         """Take the run's lock, then run ``read`` (if locked): two round trips; ``(locked, rows)``.
@@ -113,6 +102,9 @@ class AdvisoryLocks:
         everything the lock's previous holder committed. (psycopg's pipeline mode
         would save the second round trip but costs more than it saves here.)
         """
+        return self._lock(run_id, read, one_trip=False)
+
+    def _lock(self, run_id: str, read: tuple[str, tuple[Any, ...]] | None, *, one_trip: bool) -> tuple[bool, list[Any]]:
         with self._mu:
             conn = self._connection()
             if run_id in self._held:
@@ -120,6 +112,11 @@ class AdvisoryLocks:
                 return True, conn.execute(*read).fetchall() if read else []
             release = [lock_key(self._namespace, r) for r in self._release]
             key = lock_key(self._namespace, run_id)
+            if one_trip:  # read is OPEN_RUN: the function locks, then reads (no rows: not locked)
+                rows = self._take(conn, q.LOCK_OPEN, (key, release, run_id))
+                if rows:
+                    self._held.add(run_id)
+                return bool(rows), rows
             if release:
                 rows = self._take(conn, "SELECT pg_try_advisory_lock(%s), (SELECT count(pg_advisory_unlock(k)) "
                                   "FROM unnest(%s::bigint[]) AS k)", (key, release))

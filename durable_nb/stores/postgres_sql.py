@@ -106,8 +106,7 @@ COMPLETE_THEN_PENDING = (
 COMPLETE_THEN_CLOSE = (
     "WITH fence AS (SELECT 1 FROM runs WHERE run_id = %s AND owner = %s FOR UPDATE), "
     f"done AS ({_SET_OUTCOME} AND EXISTS (SELECT 1 FROM fence) RETURNING 1) "
-    "UPDATE runs SET status = coalesce(%s, status), updated_at = %s, owner = NULL "
-    "WHERE run_id = %s AND owner = %s AND EXISTS (SELECT 1 FROM fence)"
+    f"{CLOSE} AND EXISTS (SELECT 1 FROM fence)"
 )
 
 
@@ -129,8 +128,7 @@ def with_closing(closing: list[Any], sql: str, params: tuple[Any, ...]) -> tuple
         for m, outcome in enumerate(outcomes):
             ctes.append(f"o{n}_{m} AS ({_SET_OUTCOME} AND EXISTS (SELECT 1 FROM f{n}) RETURNING 1)")
             values += outcome.values()
-        ctes.append(f"c{n} AS (UPDATE runs SET status = coalesce(%s, status), updated_at = %s, owner = NULL "
-                    f"WHERE run_id = %s AND owner = %s AND EXISTS (SELECT 1 FROM f{n}) RETURNING 1)")
+        ctes.append(f"c{n} AS ({CLOSE} AND EXISTS (SELECT 1 FROM f{n}) RETURNING 1)")
         values += close
     head = "WITH " + ", ".join(ctes)
     body = ", " + sql[len("WITH "):] if sql.startswith("WITH ") else " " + sql
