@@ -7,7 +7,6 @@ compared with the bounded ``reprlib`` path it short-cuts.
 
 from __future__ import annotations
 
-import reprlib
 from typing import Any
 
 import pytest
@@ -44,12 +43,8 @@ VALUES: list[Any] = [
 
 
 def bounded_repr(value: Any) -> str:
-    """The general path of ``codec.preview``, without its fast paths."""
-    limited = reprlib.Repr()
-    limited.maxstring = limited.maxother = codec.PREVIEW_LIMIT
-    limited.maxlist = limited.maxtuple = limited.maxset = limited.maxdict = 12
-    limited.maxlevel = 4
-    return codec.clip(limited.repr(value))
+    """The general path of ``codec.preview`` (its reprlib, with its limits), without its fast paths."""
+    return codec.clip(codec._repr.repr(value))
 
 
 @pytest.mark.parametrize("value", VALUES, ids=[repr(v)[:40] for v in VALUES])

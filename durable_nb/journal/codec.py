@@ -192,7 +192,7 @@ def preview(obj: Any) -> str:
     t = type(obj)
     # Fast path, same text as reprlib: these reprs are single-line and reprlib only
     # shortens ints beyond 40 digits and strings beyond PREVIEW_LIMIT characters.
-    if t is bool or t is float or obj is None or (t is int and -(10**30) < obj < 10**30):
+    if t is not str and _is_short_scalar(obj):
         return repr(obj)
     if t is str and len(obj) <= 64:
         text = repr(obj)

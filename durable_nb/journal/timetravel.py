@@ -197,7 +197,7 @@ def _report(journal: DryJournal, result: Any, error: BaseException | None) -> Dr
             journal.run_id, stop.index, stop.decision, stop.recorded, stop.call_id, stop.args_digest,
             stop.rule, replayed, steps=tuple(journal.steps),
         )
-    unreached = max(0, len(journal.calls) - journal.cursor) if error is None and journal.cursor else 0
+    unreached = max(0, len(journal.calls) - journal.cursor) if error is None and not journal.reached_none else 0
     return DryRunReport(
         journal.run_id, None, None, None, None, None,
         "every call replays: the recorded outcomes are returned (or raised); nothing runs", replayed,

@@ -129,8 +129,7 @@ def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool, inputs: Mapping[str,
             ns.update(rebound)
             raise
         fmt = None if quiet else shell.display_formatter.format
-        names = cell.analysis
-        return executed_outcome(names.binds, names.deletes, ns, recorder.outputs, last, result, fmt), result
+        return executed_outcome(analysis.binds, analysis.deletes, ns, recorder.outputs, last, result, fmt), result
 
     return body
 

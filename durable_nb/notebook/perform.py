@@ -110,7 +110,7 @@ def perform_cell(
     if not isinstance(step, Step):  # finished by another attempt since the caller looked
         journal.keep_rest()
         return Performed(None, recorded=step)
-    live: list[Any] = []
+    live: list[tuple[CellOutcome, Any]] = []  # what run() journaled, and the live value beside it
     if step.decision is Decision.RECONCILE:
         assert reconciler is not None
         journal.keep_rest()  # the reconciled outcome accounts for the body's calls too
@@ -121,7 +121,7 @@ def perform_cell(
                 outcome = reconciled_outcome(name, values)
             except TypeError as exc:  # the magic's argument is wrong, not the cell: nothing is journaled
                 raise _WrongShape(exc) from None
-            live.append(values)
+            live.append((outcome, values))
             return outcome.to_payload()
     else:
         if step.decision is Decision.REEXECUTE and before_reexecute is not None:
@@ -129,14 +129,15 @@ def perform_cell(
 
         def run() -> dict[str, Any]:
             outcome, value = body()
-            live.append(value)
+            live.append((outcome, value))
             return outcome.to_payload()
 
     try:
-        payload = journal.perform(step, run, lambda payload: CellOutcome.from_payload(payload).summary())
+        journal.perform(step, run, lambda _payload: live[0][0].summary())
     except _WrongShape as wrong:
         raise wrong.error from None  # call 0 stays PENDING: a fixed --reconciler recovers the cell
-    return Performed(step.decision, CellOutcome.from_payload(payload), value=live[0])
+    outcome, value = live[0]
+    return Performed(step.decision, outcome, value=value)
 
 
 class _WrongShape(BaseException):
