@@ -131,6 +131,9 @@ class Lease:
     """The run's status when it was opened: closing with the same status writes nothing."""
     dirty: bool = False
     """Whether a write was committed or held back for this context."""
+    exclusive: bool = False
+    """Whether no other context of any process can write the run while this one is open (its OS lock is
+    this process's and it was not stolen): its transitions may go through a SQLite store's intent log."""
 
 
 # ---------------------------------------------------------------- OS locks, no fsync
@@ -236,9 +239,9 @@ class FileLocks:
             self._writer.release()
 
     def wrote(self) -> None:
-        """Count one commit to the file by this process."""
-        with self.lock:
-            self.writes += 1
+        """Count one commit to the file by this process (no lock: a prefetch only asks whether it moved,
+        and two racing increments still move it)."""
+        self.writes += 1
 
     def _op(self, kind: int, offset: int, length: int = 1) -> bool:
         assert self._fd is not None

@@ -33,7 +33,9 @@ checks, schema, text binding, time travel) is in the ``sqlite_*`` modules.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -47,16 +49,21 @@ from ..errors import JournalFormatError, JournalReadOnlyError, JournalWriteError
 from ..journal.lease import FileLocks, Lease, current_pid, describe_owner, end_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
 from ..journal.store import Store, calls_where
-from . import sqlite_file, sqlite_schema
+from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_schema
 from .sqlite_commit import Committer, Op
+from .sqlite_frames import LOGS, STEALS, Watch
+from .sqlite_intent import IntentLog, LogClosed
 from .sqlite_prefetch import Prefetch
 from .sqlite_text import Connection, text
 from .sqlite_timetravel import SqliteTimeTravel, delete_runs
 
+_log = logging.getLogger("durable_nb")
 SCHEMA_VERSION = sqlite_schema.LATEST
 DURABILITY = ("call", "transition", "relaxed")
 FLUSH_DELAY = 0.02
 """Seconds a held-back outcome waits for the next commit before the flusher commits it."""
+_CAN_LOG = hasattr(os, "fdatasync") and hasattr(__import__("fcntl"), "F_OFD_SETLK")
+"""Where the intent log works (Linux): elsewhere ``"call"`` commits are synced SQLite transactions."""
 
 _CALL_COLS = "run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, started_at, finished_at"
 
@@ -193,7 +200,12 @@ class SqliteStore(SqliteTimeTravel, Store):
         self._pid = current_pid()
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
-        self._committer = Committer(self._conn_fn, self._migrate, FLUSH_DELAY, self._wrote, _Turn(self))
+        self._committer = Committer(
+            self._conn_fn, self._begin, FLUSH_DELAY, self._wrote, _Turn(self),
+            self._via_log if self.durability == "call" and _CAN_LOG else None,
+        )
+        self._intent: IntentLog | None = None
+        self._watch: Watch | None = None
         if forked and self._files is not None:  # the parent's descriptor and leases are not ours
             self._files = None
 
@@ -214,6 +226,15 @@ class SqliteStore(SqliteTimeTravel, Store):
         if self._pid != current_pid():
             self._reset_process_state()
 
+    def _begin(self, conn: sqlite3.Connection, after: list[Callable[[], None]]) -> None:
+        """First in every write transaction: the schema, then this process's unapplied transitions (in order)."""
+        self._migrate(conn)
+        log = self._intent or (IntentLog.existing(self._files) if self._files is not None else None)
+        if log is not None and log.pending:
+            done = log.apply_in(conn)
+            if done is not None:
+                after.append(done)
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Bring the schema up to date inside the first write transaction (never on a read)."""
         if self._version < SCHEMA_VERSION:
@@ -230,11 +251,9 @@ class SqliteStore(SqliteTimeTravel, Store):
                 sqlite_file.ro_uri(self.path), uri=True, timeout=60.0, isolation_level=None, check_same_thread=False,
                 factory=Connection,
             )
-        conn = sqlite3.connect(
-            os.fsencode(self.path), timeout=60.0, isolation_level=None, check_same_thread=False, factory=Connection
-        )
-        conn.execute("PRAGMA busy_timeout = 60000")
-        conn.execute(f"PRAGMA synchronous = {'NORMAL' if self.durability == 'relaxed' else 'FULL'}")
+        conn = _writer(self.path)
+        if self.durability == "relaxed":
+            conn.execute("PRAGMA synchronous = NORMAL")
         return conn
 
     def _conn_fn(self) -> sqlite3.Connection:
@@ -268,6 +287,14 @@ class SqliteStore(SqliteTimeTravel, Store):
         if self._pid != current_pid():
             return
         self._committer.close()
+        files = self._files
+        log = IntentLog.existing(files) if files is not None else None
+        if log is not None:  # the last store object on the file removes the log; any other applies it
+            self._committed(log.close if files.users <= 1 else log.drain, None, None)  # type: ignore[union-attr]
+        self._intent = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         conns, self._conns = self._conns, []
         self._local = threading.local()
         for conn in conns:
@@ -280,9 +307,18 @@ class SqliteStore(SqliteTimeTravel, Store):
     # -- durable boundaries ----------------------------------------------------------------
 
     def flush(self) -> None:
-        """Commit every held-back outcome now."""
-        if self._pid == current_pid() and self._committer.holding:
+        """Commit every held-back outcome now, and write the intent log into SQLite.
+
+        The second part makes a boundary visible to other processes too: a Flink worker's
+        bundle end comes before the rows it released reach the notebook, which reads SQLite.
+        """
+        if self._pid != current_pid():
+            return
+        if self._committer.holding:
             self._committed(lambda: self._committer.flush(), None, None)
+        log = IntentLog.existing(self._files) if self._files is not None else None
+        if log is not None and log.pending:
+            self._committed(log.drain, None, None)
 
     @contextmanager
     def boundary(self) -> Iterator[None]:
@@ -311,9 +347,140 @@ class SqliteStore(SqliteTimeTravel, Store):
                 local.prefetch = previous
 
     def _read(self) -> sqlite3.Connection:
-        if self._pid == current_pid() and self._committer.holding:
-            self.flush()
+        if self._pid == current_pid():
+            if self._committer.holding:
+                self.flush()
+            self._settle(None)
         return self._conn
+
+    # -- the intent log (.sqlite_intent) -------------------------------------------------
+
+    def _settle(self, run_id: str | None) -> None:
+        """Before a read: dead processes' logs applied, and this process's (all, or ``run_id``'s transitions)."""
+        if self.read_only:
+            return
+        files = self._files
+        log = IntentLog.existing(files) if files is not None else None
+        if log is not None and log._pending and (run_id is None or run_id in log.pending_runs):
+            self._committed(log.drain, run_id, None)
+        watch = self._watch
+        if watch is None:
+            if not os.path.exists(f"{self.path}-counters"):
+                return  # no process ever started an intent log on this journal (reading creates nothing)
+            watch = self._watched()
+        elif watch.quiet(log.key if log is not None else None):
+            return  # the hot path of a replay: no other process's log is registered
+        try:
+            dead = watch.dead(self._conn, log.key if log is not None else None)
+        except sqlite3.DatabaseError as exc:
+            raise sqlite_file.damaged(self.path, exc) or exc from exc
+        if dead:
+            self._recover(dead)
+
+    def _watched(self) -> Watch:
+        watch = self._watch
+        if watch is None:
+            watch = self._watch = Watch(self.path)
+        return watch
+
+    def _recover(self, keys: list[str]) -> None:
+        """Apply the logs of processes that died (a synced commit), then delete them."""
+        relaxed = self.durability == "relaxed"
+        if relaxed:  # the logs are deleted once this commits: it must be synced on every level
+            self._conn.execute("PRAGMA synchronous = FULL")
+        try:
+            with self._committer.exclusive() as conn:
+                still = {k for k, _ in sqlite_frames.registered(conn)}
+                gone = sqlite_frames.apply_logs(conn, self.path, [k for k in keys if k in still], remove=True)
+        except sqlite3.OperationalError as exc:
+            raise self._write_error(exc, None, None) from exc
+        finally:
+            if relaxed:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._watched().counters.bump(LOGS)
+        for path in gone:
+            path.unlink(missing_ok=True)
+
+    def _via_log(self, ops: list[Op]) -> list[BaseException | None] | None:
+        """The committer's log path: every op a transition of a run held exclusively, appended in one frame."""
+        if len(ops) > sqlite_intent.MANY:
+            return None
+        frame: list[sqlite_frames.Op] = []
+        taking: list[Lease] = []
+        leases: list[Lease] = []
+        now = 0.0
+        size = 0
+        for op in ops:
+            intent = getattr(op, "intent", None)
+            if intent is None:
+                return None
+            lease: Lease = op.lease  # type: ignore[attr-defined]
+            if lease.lost or not lease.exclusive:
+                return None
+            if intent[0] == "outcome" and intent[6] is not None:
+                size += len(intent[6])
+                if size > sqlite_intent.LARGE:
+                    return None
+            if not lease.wrote and lease not in taking:
+                now = now or time.time()
+                frame.append(("take", lease.run_id, lease.owner, lease.seen_attempts, now))
+                taking.append(lease)
+            frame.append(intent)
+            leases.append(lease)
+        try:
+            clean = self._append(frame)
+        except OSError as exc:  # reported like SQLite's own errors, with the caller's run and call
+            kind = {errno.ENOSPC: "database or disk is full", errno.EROFS: "attempt to write a readonly database"}
+            raise sqlite3.OperationalError(f"{kind.get(exc.errno or 0, 'disk I/O error')} ({exc})") from exc
+        if clean is None:
+            return None
+        for lease in taking:
+            lease.wrote = True
+        if clean:
+            return [None] * len(ops)
+        return self._after_steal(leases)
+
+    def _append(self, frame: list[sqlite_frames.Op]) -> bool | None:
+        """Append to this process's log (started if needed); None: no log here, commit a transaction."""
+        for _ in range(2):
+            log = self._intent if self._intent is not None and not self._intent.closed else self._start_log()
+            if log is None:
+                return None
+            try:
+                return log.append(frame)
+            except LogClosed:  # closed by another store object meanwhile: a new log
+                self._intent = None
+        return None
+
+    def _start_log(self) -> IntentLog | None:
+        if not self._wal or self._version < SCHEMA_VERSION or self.read_only:
+            return None  # the first write (schema, WAL) is a synced transaction
+        files = self._shared
+        if not files.available:
+            return None
+        try:
+            self._intent = IntentLog.of(self.path, files, functools.partial(_writer, self.path))
+        except OSError as exc:
+            _log.debug("durable_nb: no intent log for %s (%s): synced commits", self.path, exc)
+            return None
+        return self._intent
+
+    def _after_steal(self, leases: list[Lease]) -> list[BaseException | None]:
+        """A steal happened while we appended: apply our log, then keep only the runs still ours."""
+        self._committed(self._intent.drain if self._intent else lambda: None, None, None)
+        conn = self._conn
+        lost: dict[str, BaseException | None] = {}
+        for lease in leases:
+            if lease.owner in lost:
+                continue
+            row = conn.execute("SELECT owner FROM runs WHERE run_id = ?", (lease.run_id,)).fetchone()
+            if row is not None and row[0] == lease.owner:
+                lost[lease.owner] = None
+            else:
+                holder = row[0] if row else None
+                lease.lost = f"the run was taken over by {describe_owner(holder)}"
+                lost[lease.owner] = LeaseLostError(lease.run_id, describe_owner(lease.owner), lease.lost)
+        return [lost[lease.owner] for lease in leases]
 
     # -- reading ----------------------------------------------------------------
 
@@ -435,20 +602,24 @@ class SqliteStore(SqliteTimeTravel, Store):
             end_owner(owner)
             rec = self.run(run_id)
             raise RunBusyError(run_id, describe_owner(rec.owner if rec else None))
-        lease = Lease(run_id, owner, None, os_locked=locked)
+        taking_over = steal and (holder is not None or not locked)
+        lease = Lease(run_id, owner, None, os_locked=locked, exclusive=locked and files.available and not taking_over)
         files.leases[owner] = lease
         try:
-            # One statement, so the run row and its calls are one consistent snapshot, read under the
-            # lease (a map's prefetched rows were read under it too, and only if unchanged: .sqlite_prefetch).
-            if run_id in self._committer.held_runs:
-                rows = self._read().execute(_OPEN_SELECT, (run_id,)).fetchall()
-            elif steal or (pre := getattr(self._local, "prefetch", None)) is None:
-                rows = self._conn.execute(_OPEN_SELECT, (run_id,)).fetchall()
+            if taking_over:
+                rows = self._take_over(lease)
             else:
-                rows = pre.rows(self._conn, run_id, _OPEN_SELECT, _OPEN_SELECT_MANY)
-            lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
-            if steal and (holder is not None or not locked):
-                self._submit(lease, lambda conn, after: None, None)  # take it over in the journal now
+                # Dead processes' transitions first; then one statement, so the run row and its calls are
+                # one consistent snapshot, read under the lease (a map's prefetched rows were read under it
+                # too, and only if nothing was written since: .sqlite_prefetch).
+                self._settle(run_id)
+                if run_id in self._committer.held_runs:
+                    rows = self._read().execute(_OPEN_SELECT, (run_id,)).fetchall()
+                elif steal or (pre := getattr(self._local, "prefetch", None)) is None:
+                    rows = self._conn.execute(_OPEN_SELECT, (run_id,)).fetchall()
+                else:
+                    rows = pre.rows(self._conn, run_id, _OPEN_SELECT, _OPEN_SELECT_MANY, lambda: self._settle(None))
+                lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
         except sqlite3.DatabaseError as exc:
             self._drop_lease(lease)
             raise sqlite_file.damaged(self.path, exc) or exc from exc
@@ -456,6 +627,26 @@ class SqliteStore(SqliteTimeTravel, Store):
             self._drop_lease(lease)
             raise
         return [_opened(run_id, r) for r in rows if r[3] is not None]
+
+    def _take_over(self, lease: Lease) -> list[tuple[Any, ...]]:
+        """A steal: every process's logged transitions applied, then the run read and taken, in one transaction.
+
+        The steal counter moves first, so a context appending to its log meanwhile finds
+        out after its fdatasync and checks its run before its function runs.
+        """
+        self._settle(None)
+        counters = self._watched().counters if _CAN_LOG else None
+        own = IntentLog.existing(self._shared)
+        with self._write() as conn:
+            if counters is not None:
+                counters.bump(STEALS)
+            others = [k for k, _ in sqlite_frames.registered(conn) if own is None or k != own.key]
+            sqlite_frames.apply_logs(conn, self.path, others, remove=False)
+            rows = conn.execute(_OPEN_SELECT, (lease.run_id,)).fetchall()
+            lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
+            self._fence(conn, lease, time.time())
+        lease.wrote = lease.dirty = True
+        return rows
 
     def _drop_lease(self, lease: Lease) -> None:
         files = self._files or self._shared
@@ -469,11 +660,13 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def _lease(self, owner: str | None, run_id: str, index: int | None) -> Lease | None:
         """The writer's lease, or LeaseLostError (nothing written) if it may no longer write."""
-        self._refuse_if_read_only(run_id, index)
+        if self.read_only:
+            self._refuse_if_read_only(run_id, index)
         if owner is None:
             return None
-        self._here()
-        lease = self._shared.leases.get(owner)
+        if self._pid != current_pid():
+            self._reset_process_state()
+        lease = (self._files or self._shared).leases.get(owner)
         if lease is None:
             raise LeaseLostError(run_id, describe_owner(owner), "its context has ended (the run was closed)")
         if lease.lost:
@@ -523,6 +716,9 @@ class SqliteStore(SqliteTimeTravel, Store):
                 after.append(lambda: setattr(lease, "wrote", True))
             return op(conn, after)
 
+        intent = getattr(op, "intent", None)
+        if intent is not None:  # what the intent log writes instead (.sqlite_intent)
+            fenced.intent, fenced.lease = intent, lease  # type: ignore[attr-defined]
         return fenced
 
     def _submit(self, lease: Lease | None, op: Op, index: int | None, *, hold: bool = False) -> Any:
@@ -594,9 +790,13 @@ class SqliteStore(SqliteTimeTravel, Store):
                         after.append(lambda: self._unlock_run(run_id))
 
                 hold = self.durability == "call" and self._boundary > 0
-                keep_lock = hold and lease.os_locked
+                # Held, or through the intent log: the OS lock goes once the close is committed (applied).
+                keep_lock = lease.os_locked and (hold or (self.durability == "call" and lease.exclusive))
                 if keep_lock:
                     lease.os_locked = False  # released when the held close commits
+                op.intent = (  # type: ignore[attr-defined]
+                    "close", run_id, owner, None if value is None else value.value, time.time(), int(keep_lock)
+                )
                 self._submit(lease, op, None, hold=hold)
         finally:
             self._drop_lease(lease)
@@ -618,6 +818,7 @@ class SqliteStore(SqliteTimeTravel, Store):
                 (run_id, index, call_id, args_digest, started_at),
             )
 
+        op.intent = ("pending", run_id, owner, index, call_id, args_digest, started_at)  # type: ignore[attr-defined]
         return self._queued(lease, op, run_id, index)
 
     def complete_call(
@@ -638,13 +839,17 @@ class SqliteStore(SqliteTimeTravel, Store):
         )
         if only_if_pending:
             sql += " AND status = 'PENDING'"
-        params = (Status(outcome.status).value, Origin(origin).value, outcome.payload, outcome.result_preview,
-                  outcome.error_preview, finished_at, run_id, index)
+        status, origin_ = outcome.status, origin  # members (str enums) as the engine passes them; values bound
+        params = (status.value if status.__class__ is Status else Status(status).value,
+                  origin_.value if origin_.__class__ is Origin else Origin(origin_).value,
+                  outcome.payload, outcome.result_preview, outcome.error_preview, finished_at, run_id, index)
 
         def op(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> bool:
             return conn.execute(sql, params).rowcount == 1
 
         hold = lease is not None and self.durability == "call" and not only_if_pending
+        if hold:
+            op.intent = ("outcome", run_id, owner, index, *params[:6])  # type: ignore[attr-defined]
         return bool(self._submit(lease, op, index, hold=hold))
 
     def discard_from(self, run_id: str, index: int, reason: str, at: float, *, owner: str | None = None) -> None:
@@ -666,6 +871,7 @@ class SqliteStore(SqliteTimeTravel, Store):
     def delete_run(self, run_id: str) -> None:
         """Refused (:class:`RunBusyError`) while a live context holds the run; its OS lock keeps one out meanwhile."""
         self._refuse_if_read_only(run_id, None)
+        self._settle(None)  # a dead process's logged transitions of the run must not come back after it
         with self._kept_out([run_id]) as free:
             if not free:
                 holder = self._shared.holders.get(run_id)
@@ -711,6 +917,16 @@ class _Turn:
         files, self._files = self._files, None
         if files is not None:
             files.end_write()
+
+
+def _writer(path: Path) -> sqlite3.Connection:
+    """A connection that writes, synced (a store's own; the intent log's applier and synced commits)."""
+    conn = sqlite3.connect(
+        os.fsencode(path), timeout=60.0, isolation_level=None, check_same_thread=False, factory=Connection
+    )
+    conn.execute("PRAGMA busy_timeout = 60000")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
 
 
 def _reopen(path: str, durability: str, read_only: bool) -> SqliteStore:

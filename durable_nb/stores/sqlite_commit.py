@@ -22,6 +22,15 @@ So the store pays as few fsyncs as the rules allow:
   calls gathered in one context share a commit.
 * **A write turn** (``turn``: the file's ``FileLocks``) orders processes writing
   one journal by a blocking OS lock, not SQLite's sleeping busy handler.
+* **Through the intent log** (``via_log``, durability ``"call"``): a batch whose ops
+  are all transitions of runs this process holds is appended to the log
+  (:mod:`.sqlite_intent`) instead: one fdatasync, SQLite written later. Any other
+  batch is a synced transaction, which first applies what the log holds
+  (``on_begin``).
+
+Over 400 lines because the queue, the held-back ops, their flusher and the log
+path share one lock and one protocol for waiting callers; split, each part would
+have to reach into the others' state.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from typing import Any, Protocol
 
 Op = Callable[[sqlite3.Connection, list[Callable[[], None]]], Any]
 """``op(conn, after)``: do the writes; append to ``after`` what must happen once they committed."""
+ViaLog = Callable[[list[Op]], "list[BaseException | None] | None"]
+"""Append the ops to the intent log: each op's error (None: durable), or None if they must be a transaction."""
 
 
 class WriteTurn(Protocol):
@@ -52,6 +63,10 @@ _log = logging.getLogger("durable_nb")
 _live: weakref.WeakSet[Committer] = weakref.WeakSet()
 
 
+at_exit: list[Callable[[], None]] = []
+"""What runs at exit once every held-back write is committed (the intent logs are applied and removed)."""
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     """A normal interpreter exit is a durable boundary: commit what is still held back."""
@@ -60,6 +75,8 @@ def _flush_at_exit() -> None:
             committer.flush()
         except Exception as exc:
             _log.warning("durable_nb: could not flush held-back journal writes at exit: %s", exc)
+    for hook in at_exit:
+        hook()
 
 
 class _Retry(Exception):
@@ -86,17 +103,19 @@ class Committer:
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
-        on_begin: Callable[[sqlite3.Connection], None],
+        on_begin: Callable[[sqlite3.Connection, list[Callable[[], None]]], None],
         delay: float = 0.02,
         on_commit: Callable[[], None] | None = None,
         turn: WriteTurn | None = None,
+        via_log: ViaLog | None = None,
     ) -> None:
         self._turn = turn
+        self._via_log = via_log
         self._connect = connect
         self._on_begin = on_begin
         self._on_commit = on_commit
         self.delay = delay
-        lock = threading.Lock()
+        lock = self._lock = threading.Lock()  # `with self._lock` where no wait: Condition.__enter__ is Python
         self._cond = threading.Condition(lock)
         # The flusher waits on its own condition (same lock): a commit wakes only the callers
         # queued behind it, and a held op wakes the flusher only when it sleeps (see _flush_loop).
@@ -123,14 +142,14 @@ class Committer:
     def queue(self, op: Op | None) -> _Waiter:
         """Queue ``op``: batches commit queued ops in queue order, so a later op is never durable first."""
         me = _Waiter(op)
-        with self._cond:
+        with self._lock:
             self._queue.append(me)
         return me
 
     def wait(self, me: _Waiter) -> Any:
         """Commit the queue (or wait for the caller that is committing it) until ``me`` is durable."""
         cond = self._cond
-        with cond:
+        with self._lock:
             while not me.done:
                 if self._busy:
                     self._waiting += 1
@@ -162,6 +181,8 @@ class Committer:
         dropped as a crash would drop it) and the others run again.
         """
         todo = [w for w in batch if w.op is not None]
+        if self._via_log is not None and (held or todo) and self._logged(batch, held, todo):
+            return
         turn = self._turn
         while True:
             after: list[Callable[[], None]] = []
@@ -183,6 +204,24 @@ class Committer:
         for hook in after:
             hook()
 
+    def _logged(self, batch: list[_Waiter], held: list[tuple[str, Op]], todo: list[_Waiter]) -> bool:
+        """Commit through the intent log if every op can go there; False: nothing done, use a transaction."""
+        assert self._via_log is not None
+        try:
+            errors = self._via_log([op for _, op in held] + [w.op for w in todo])  # type: ignore[misc]
+        except BaseException as exc:  # the append failed: nothing of it counts
+            self._fail(batch, held, exc)
+            return True
+        if errors is None:
+            return False
+        for w, error in zip(todo, errors[len(held):], strict=True):
+            w.error = error
+            w.result = True
+        if self._on_commit is not None:
+            self._on_commit()
+        self._release(held)  # a held op refused (its run was taken over) is dropped, as a crash would
+        return True
+
     def _transaction(
         self, batch: list[_Waiter], held: list[tuple[str, Op]], todo: list[_Waiter], after: list[Callable[[], None]]
     ) -> None:
@@ -196,7 +235,7 @@ class Committer:
         self.fenced.clear()
         culprit: tuple[int, _Waiter | None, Exception] | None = None
         try:
-            self._on_begin(conn)
+            self._on_begin(conn, after)
             for i, (_run_id, held_op) in enumerate(held):
                 try:
                     held_op(conn, after)
@@ -258,7 +297,7 @@ class Committer:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     self.fenced.clear()
-                    self._on_begin(conn)
+                    self._on_begin(conn, after)
                     self._apply_held(conn, held, after, True)
                     yield conn
                     conn.execute("COMMIT")
@@ -310,7 +349,7 @@ class Committer:
         """Put ops that did not commit back in front of the held ones; the flusher tries again."""
         if not held:
             return
-        with self._cond:
+        with self._lock:
             if not self._held:
                 self._held_since = time.monotonic()
             self._held[:0] = held
@@ -320,7 +359,7 @@ class Committer:
     def _release(self, held: list[tuple[str, Op]]) -> None:
         if not held:
             return
-        with self._cond:
+        with self._lock:
             for run_id, _ in held:
                 self.held_runs[run_id] -= 1
                 if self.held_runs[run_id] <= 0:
@@ -330,7 +369,7 @@ class Committer:
 
     def hold(self, run_id: str, op: Op) -> None:
         """Keep ``op`` for the next commit; the flusher commits it within :attr:`delay` otherwise."""
-        with self._cond:
+        with self._lock:
             first = not self._held
             if first:
                 self._held_since = time.monotonic()

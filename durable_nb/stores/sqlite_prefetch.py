@@ -30,7 +30,7 @@ open finds the count unchanged since the previous open.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..journal.lease import FileLocks
@@ -60,8 +60,15 @@ class Prefetch:
         self._end = 0
         """Position after the last chunk."""
 
-    def rows(self, conn: sqlite3.Connection, run_id: str, select_one: str, select_many: str) -> list[tuple[Any, ...]]:
-        """The rows ``select_one`` returns for ``run_id`` now (call with the run's lease held)."""
+    def rows(
+        self, conn: sqlite3.Connection, run_id: str, select_one: str, select_many: str,
+        settle: Callable[[], None] = lambda: None,
+    ) -> list[tuple[Any, ...]]:
+        """The rows ``select_one`` returns for ``run_id`` now (call with the run's lease held).
+
+        ``settle`` runs before a chunk is read, once its runs are locked: the store brings
+        every run of the chunk up to date there (its intent log, dead processes' logs).
+        """
         stamp = self._files.writes
         if stamp != self._stamp:
             self._rows.clear()
@@ -73,9 +80,11 @@ class Prefetch:
         start = self._position.get(run_id)
         if start is None or not quiet or (stamp == self._stamp and start < self._end):
             return conn.execute(select_one, (run_id,)).fetchall()  # busy at chunk time, or the journal is moving
-        return self._chunk(conn, run_id, start, select_many)
+        return self._chunk(conn, run_id, start, select_many, settle)
 
-    def _chunk(self, conn: sqlite3.Connection, run_id: str, start: int, select_many: str) -> list[tuple[Any, ...]]:
+    def _chunk(
+        self, conn: sqlite3.Connection, run_id: str, start: int, select_many: str, settle: Callable[[], None]
+    ) -> list[tuple[Any, ...]]:
         """Lock the next runs, then read them with ``run_id`` (whose lease is held) in one query."""
         files, held = self._files, self._held
         chunk = [run_id]
@@ -92,6 +101,7 @@ class Prefetch:
                 held[rid] = position[rid]
                 chunk.append(rid)
         self._end = start + CHUNK
+        settle()
         stamp = files.writes  # after the locks, before the read: a commit from now on makes the rows stale
         rows: dict[str, list[tuple[Any, ...]]] = {rid: [] for rid in chunk}
         for row in conn.execute(select_many.format(", ".join("?" * len(chunk))), chunk):

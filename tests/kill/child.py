@@ -20,6 +20,10 @@ SUCCEEDED, which no later kill may take back.
 * ``in_call``: inside the function, after the ledger line is durable, before it returns;
 * ``after_call``: the function returned, its outcome is not durable yet.
 
+``--apply-delay S`` makes SQLite lag the intent log by S seconds (under ``call``,
+what a kill leaves is then only in the log); ``--pause-after K`` prints ``paused``
+after K calls and waits for a line on stdin (a steal test's window).
+
 ``--durability`` picks the store's durability level (default ``call``: an outcome
 becomes durable with the next call's PENDING). ``--gather N`` makes the calls in
 rounds of N ``durable_execute_async`` gathered in one context (their PENDINGs share
@@ -54,6 +58,7 @@ TARGET = "kill.charge"
 LEDGER: Path | None = None
 ACK: Path | None = None
 KILL_POINT: str | None = None
+PAUSE_AFTER: int | None = None
 
 
 def die() -> None:
@@ -129,6 +134,9 @@ def make_action(calls: int, special: int) -> Any:
             if ack is not None:
                 append_durably(ack, f"{i} {r}\n")
             out.append(r)
+            if i + 1 == PAUSE_AFTER:  # tell the parent, wait for a line on stdin
+                print("paused", flush=True)
+                sys.stdin.readline()
         return out
 
     return action
@@ -174,7 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durability", default="call")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--gather", type=int, default=0)
+    parser.add_argument("--apply-delay", type=float, default=None)
+    parser.add_argument("--pause-after", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.apply_delay is not None:  # SQLite lags its intent log: what a kill leaves is only in the log
+        from durable_nb.stores import sqlite_intent
+
+        sqlite_intent.DELAY = args.apply_delay
+    global PAUSE_AFTER
+    PAUSE_AFTER = args.pause_after
     LEDGER = Path(args.ledger)
     ACK = Path(args.ack) if args.ack else None
     KILL_POINT = args.kill

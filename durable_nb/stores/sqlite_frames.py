@@ -1,0 +1,321 @@
+"""Frames of the intent log (:mod:`.sqlite_intent`) and how their transitions are written into SQLite.
+
+A frame is ``(sequence number, CLOCK_MONOTONIC ns, transitions)``, pickled, behind
+its length and a CRC32. Loading one uses an unpickler that refuses every class and
+function, so applying a log (a dead process's, at the next open) never runs code
+from it, whoever wrote the file. A transition is written exactly as the synced path
+writes it, and only while its context still owns the run (the fence the synced path
+checks in the same transaction). A log's writer holds an OS lock on it while it
+lives (:class:`Watch` asks): a log whose lock is free belongs to a dead process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import logging
+import mmap
+import os
+import pickle
+import sqlite3
+import struct
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import JournalFormatError
+from ..journal.lease import _FLOCK
+
+_log = logging.getLogger("durable_nb")
+
+PREFIX = "intent_log:"
+"""``meta`` keys of registered logs: ``intent_log:<file name>`` -> last applied sequence number."""
+
+Op = tuple[Any, ...]
+"""A transition: ``(kind, run_id, owner, ...)``; kinds ``take``, ``pending``, ``outcome``, ``close``."""
+
+_HEAD = struct.Struct("<II")  # body length, crc32 of the body
+_dumps = pickle.dumps
+
+
+# ---------------------------------------------------------------- frames
+
+
+def encode(seq: int, ts: int, ops: Sequence[Op]) -> bytes:
+    """One frame: length, checksum, then ``(seq, ts, ops)`` pickled (plain values only: :class:`_PlainValues`)."""
+    body = _dumps((seq, ts, ops), 5)
+    return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+class _PlainValues(pickle.Unpickler):
+    """Loads tuples, lists, str, bytes, numbers and None; any class or function is refused.
+
+    Pickle runs code only through the globals it looks up (``find_class``): with none,
+    loading a frame cannot run code, whoever wrote the file.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise ValueError(f"a frame may not name {module}.{name}")
+
+
+_SCALARS = (str, bytes, int, float, type(None))
+
+
+def _decode_body(body: bytes) -> tuple[int, int, list[Op]]:
+    seq, ts, ops = _PlainValues(io.BytesIO(body)).load()
+    if not (isinstance(seq, int) and isinstance(ts, int) and isinstance(ops, list)):
+        raise ValueError("not a frame")
+    for op in ops:
+        if not (isinstance(op, tuple) and len(op) >= 3 and all(isinstance(v, _SCALARS) for v in op)):
+            raise ValueError("not a transition")
+    return seq, ts, ops
+
+
+def decode(data: bytes, where: str) -> list[tuple[int, int, list[Op]]]:
+    """Every complete frame of a log; a torn last frame (a write cut by a crash) is not one."""
+    frames = []
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < _HEAD.size:
+            break  # torn header: the last write never finished
+        size, crc = _HEAD.unpack_from(data, pos)
+        body = data[pos + _HEAD.size:pos + _HEAD.size + size]
+        if len(body) < size:
+            break  # torn body
+        if zlib.crc32(body) != crc:
+            if pos + _HEAD.size + size >= len(data):
+                break  # the last frame, torn inside
+            raise JournalFormatError(
+                f"the intent log {where} is damaged at byte {pos} (a frame fails its checksum and frames follow "
+                f"it). Nothing was applied from it. Keep a copy of the journal and the log, then move the log "
+                f"away to open the journal without its last transitions."
+            )
+        try:
+            frames.append(_decode_body(body))
+        except (ValueError, TypeError, EOFError, pickle.UnpicklingError) as exc:
+            raise JournalFormatError(
+                f"the intent log {where} has a frame that is not durable_nb's ({exc}) at byte {pos}. Move the "
+                f"log away to open the journal without it."
+            ) from None
+        pos += _HEAD.size + size
+    return frames
+
+
+# ---------------------------------------------------------------- applying
+
+
+def apply_frames(conn: sqlite3.Connection, key: str, frames: Iterable[tuple[int, int, list[Op]]]) -> int | None:
+    """Inside a write transaction: apply the frames after the log's applied number; returns the new one.
+
+    None if the log is not registered (already recovered and removed by someone else).
+    """
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    if row is None:
+        return None
+    applied = start = int(row[0])
+    fence: dict[str, bool] = {}
+    for seq, _ts, ops in frames:
+        if seq <= applied:
+            continue
+        for op in ops:
+            apply_op(conn, op, fence)
+        applied = seq
+    if applied != start:
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(applied), key))
+    return applied
+
+
+def apply_op(conn: sqlite3.Connection, op: Op, fence: dict[str, bool]) -> None:
+    """One transition, as the synced path writes it; a context whose run is no longer its own writes nothing."""
+    kind, run_id, owner = op[0], op[1], op[2]
+    if kind == "take":
+        seen, now = op[3], op[4]
+        if seen is None:
+            took = conn.execute(
+                "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner) "
+                "VALUES (?, 'RUNNING', ?, ?, 1, ?) ON CONFLICT (run_id) DO NOTHING",
+                (run_id, now, now, owner),
+            ).rowcount == 1
+        else:
+            took = conn.execute(
+                "UPDATE runs SET status = 'RUNNING', updated_at = ?, attempts = attempts + 1, owner = ? "
+                "WHERE run_id = ? AND attempts = ?",
+                (now, owner, run_id, seen),
+            ).rowcount == 1
+        fence[owner] = took
+        if not took:
+            _log.debug("durable_nb: run %r was taken over before its transitions were applied", run_id)
+        return
+    ok = fence.get(owner)
+    if ok is None:
+        row = conn.execute("SELECT owner FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        ok = fence[owner] = row is not None and row[0] == owner
+    if not ok:
+        return
+    if kind == "pending":
+        conn.execute(
+            "INSERT INTO calls (run_id, idx, call_id, args_digest, status, started_at) "
+            "VALUES (?, ?, ?, ?, 'PENDING', ?)",
+            op[1:2] + op[3:],
+        )
+    elif kind == "outcome":
+        conn.execute(
+            "UPDATE calls SET status = ?, origin = ?, payload = ?, payload_format = 'pickle', result_preview = ?, "
+            "error_preview = ?, finished_at = ? WHERE run_id = ? AND idx = ?",
+            (*op[4:], run_id, op[3]),
+        )
+    elif kind == "close":
+        conn.execute(
+            "UPDATE runs SET status = coalesce(?, status), updated_at = ?, owner = NULL WHERE run_id = ? AND owner = ?",
+            (op[3], op[4], run_id, owner),
+        )
+        fence[owner] = False  # closed: nothing of this context may follow
+    else:
+        raise JournalFormatError(f"the intent log holds an unknown transition {kind!r}: written by a newer durable_nb?")
+
+
+def registered(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    return [(k, int(v)) for k, v in conn.execute(
+        "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (PREFIX, PREFIX[:-1] + ";")
+    )]
+
+
+def log_path(journal: Path, key: str) -> Path:
+    return journal.with_name(key[len(PREFIX):])
+
+
+def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, remove: bool) -> list[Path]:
+    """Inside a write transaction: apply these logs (dead ones, or all for a steal) in the order written.
+
+    With ``remove``, their registrations go too; returns the files to delete once committed.
+    """
+    frames: list[tuple[int, int, str, int, list[Op]]] = []
+    files = []
+    for key in keys:
+        path = log_path(journal, key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        files.append(path)
+        frames.extend((ts, seq, key, i, ops) for i, (seq, ts, ops) in enumerate(decode(data, str(path))))
+    frames.sort(key=lambda f: (f[0], f[2], f[3]))  # by time written; one log's frames keep their order
+    applied: dict[str, int] = {k: v for k, v in registered(conn) if k in keys}
+    fence: dict[str, bool] = {}
+    for _ts, seq, key, _, ops in frames:
+        last = applied.get(key)
+        if last is None or seq <= last:
+            continue
+        for op in ops:
+            apply_op(conn, op, fence)
+        applied[key] = seq
+    for key, value in applied.items():
+        if remove:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(value), key))
+    return files if remove else []
+
+
+# ---------------------------------------------------------------- whose writer is gone
+
+
+def try_lock(fd: int) -> bool:
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
+    except (BlockingIOError, PermissionError):
+        return False
+    return True
+
+
+STEALS, LOGS = 0, 8
+"""Offsets of the two counters in ``<journal>-counters``."""
+_I64 = struct.Struct("<q")
+
+
+class Counters:
+    """``<journal>-counters``: two numbers every process of the journal maps (a shared page, no fsync).
+
+    ``STEALS`` goes up with each steal (under the write turn); ``LOGS`` with each log
+    registered, removed or recovered, so :class:`Watch` reads the registrations again
+    only when they changed, for the price of a memory read per open.
+    """
+
+    def __init__(self, journal: Path) -> None:
+        fd = os.open(f"{journal}-counters", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_size < 16:
+                os.ftruncate(fd, 16)
+            self._map = mmap.mmap(fd, 16)
+        finally:
+            os.close(fd)
+
+    def value(self, slot: int) -> int:
+        return int(_I64.unpack_from(self._map, slot)[0])
+
+    def bump(self, slot: int) -> None:
+        _I64.pack_into(self._map, slot, self.value(slot) + 1)
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self._map.close()
+
+
+class Watch:
+    """The other logs of a journal, each with a descriptor kept open to ask whether its writer still lives."""
+
+    def __init__(self, journal: Path) -> None:
+        self._journal = journal
+        self._fds: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._epoch: int | None = None
+        self.counters = Counters(journal)
+
+    def quiet(self, own: str | None) -> bool:
+        """No other log registered, as last read, and the registrations did not change since."""
+        keys = self._keys
+        return (not keys or (len(keys) == 1 and keys[0] == own)) and not self._fds and \
+            _I64.unpack_from(self.counters._map, LOGS)[0] == self._epoch
+
+    def dead(self, conn: sqlite3.Connection, own: str | None) -> list[str]:
+        """Registered logs whose writer is gone (its lock on the log is free), or whose file is gone.
+
+        The registrations are read again only when ``LOGS`` moved (read first: a registration
+        committed meanwhile moves it again). A log registered after this process locked a run
+        cannot hold that run's transitions, so the count read now is recent enough.
+        """
+        epoch = self.counters.value(LOGS)
+        if epoch != self._epoch:
+            self._keys, self._epoch = [k for k, _ in registered(conn)], epoch
+        if not self._keys or self._keys == [own]:
+            if self._fds:
+                self._forget(set())
+            return []
+        keys = [k for k in self._keys if k != own]
+        self._forget(set(keys))
+        fds = self._fds
+        dead = []
+        for key in keys:
+            fd = fds.get(key)
+            if fd is None:
+                try:
+                    fd = fds[key] = os.open(log_path(self._journal, key), os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    dead.append(key)
+                    continue
+            arg = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
+            if _FLOCK.unpack(arg)[0] == fcntl.F_UNLCK:
+                dead.append(key)
+        return dead
+
+    def _forget(self, keep: set[str]) -> None:
+        """Close the descriptors of logs no longer registered."""
+        for gone in [k for k in self._fds if k not in keep]:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop(gone))
+
+    def close(self) -> None:
+        self._forget(set())
+        self.counters.close()

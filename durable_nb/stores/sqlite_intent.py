@@ -1,0 +1,350 @@
+"""The intent log: a ``"call"`` commit of a SqliteStore is one append and one fdatasync.
+
+Why: SQLite's statements and ``COMMIT`` (~25 µs of CPU) sat on the caller's path
+before every function could run. Here the caller appends the commit's
+*transitions* (a PENDING, a held-back outcome, a run taken or closed) as one frame
+to a log of its own and fdatasyncs it; an applier thread writes them into SQLite
+a few milliseconds later, in batches, without fsync. The log is the durable copy
+until a synced commit makes SQLite's file durable.
+
+The rules (frames and applying them: :mod:`.sqlite_frames`):
+
+* **One log per process and journal** (``<journal>-log.<pid>.<token>``), registered
+  in ``meta`` with its last applied frame; a frame is applied in the transaction
+  that moves that number: exactly once, whoever applies it.
+* **Only runs this process holds under its OS lock** go through the log; any other
+  write is a synced commit that first applies this process's frames (in order).
+* **A run's OS lock is released once its frames are applied** (the close's frame
+  carries the unlock): whoever opens the run next reads it whole.
+* **A dead process's log** (its lock on the file is gone) is applied by the next
+  process that reads, opens a run or writes, before anything else; after a power
+  loss every log is dead and what SQLite lost is applied again, in written order.
+* **A steal** bumps a counter in ``<journal>-counters`` and applies every log before it reads the
+  run; a writer that finds the counter moved after its fdatasync checks its runs
+  (``LeaseLostError`` before the function runs), and the applier drops the
+  transitions of a context whose run is no longer its own, as a crash would.
+* **The log is truncated** after a synced commit made what it held durable.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import ClassVar
+
+from ..errors import JournalFormatError
+from ..journal.lease import FileLocks, current_pid
+from . import sqlite_commit
+from .sqlite_frames import LOGS, PREFIX, STEALS, Counters, Op, apply_frames, encode, try_lock
+
+_log = logging.getLogger("durable_nb")
+
+DELAY = 0.003
+"""Seconds the applier waits to gather frames into one SQLite transaction."""
+LARGE = 8 << 10
+"""Payload bytes above which a commit is a synced SQLite transaction, not a frame: a large result costs
+far more than a sync to write, and written twice (log and journal) it would need twice the disk."""
+MANY = 32
+"""Transitions above which a commit is a synced SQLite transaction: its one fsync is shared by that many
+calls already, and through the log each would be encoded, written and applied in addition."""
+TRUNCATE_AT = 256 << 10
+"""Bytes after which an applied log is truncated (after a synced commit); an idle one is truncated too.
+The log holds a second copy of each payload until then: it must stay small on a small disk."""
+
+
+_I64 = struct.Struct("<q")
+
+
+# ---------------------------------------------------------------- this process's log
+
+
+class LogClosed(Exception):
+    """The log was closed (its store object closed) while another thread was about to append."""
+
+
+class IntentLog:
+    """This process's log of one journal: the file, what is appended but not applied, the applier thread."""
+
+    _all: ClassVar[dict[tuple[int, int, int], IntentLog]] = {}
+    _all_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def of(cls, journal: Path, files: FileLocks, connect: Callable[[], sqlite3.Connection]) -> IntentLog:
+        key = files._key
+        with cls._all_lock:
+            log = cls._all.get(key)
+            if log is None or log.closed:
+                log = cls._all[key] = cls(journal, files, connect)
+            return log
+
+    @classmethod
+    def existing(cls, files: FileLocks) -> IntentLog | None:
+        log = cls._all.get(files._key)  # the key holds the pid: a forked child never finds its parent's log
+        return None if log is None or log.closed else log
+
+    def __init__(self, journal: Path, files: FileLocks, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._pid = current_pid()
+        self.journal = journal
+        self.files = files
+        self._connect = connect
+        self._conn: sqlite3.Connection | None = None
+        name = f"{journal.name}-log.{self._pid}.{secrets.token_hex(4)}"
+        self.path = journal.with_name(name)
+        self.key = PREFIX + name
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.closed = False
+        if not try_lock(self._fd):
+            raise OSError(f"could not lock the new intent log {self.path}")
+        dir_fd = os.open(journal.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the log's name is durable before any frame in it counts
+        finally:
+            os.close(dir_fd)
+        self.counters = Counters(journal)
+        self._steals_seen = self.counters.value(STEALS)
+        self._seq = itertools.count(1)
+        self._append_lock = threading.RLock()  # close() drains, and draining may truncate
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._pending: list[tuple[int, int, list[Op]]] = []
+        self.pending_runs: dict[str, int] = {}
+        self._apply_lock = threading.Lock()
+        self._size = 0
+        self._asleep = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.register()
+
+    def _connection(self) -> sqlite3.Connection:
+        """The log's own connection (applier, synced commits), closed with the log, never left to the GC:
+        a connection closed after the file's lock descriptor could drop locks SQLite relies on."""
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._connect()
+        return conn
+
+    def register(self) -> None:
+        """A synced commit: the log's row exists before a frame of it can be acknowledged."""
+        with self._transaction(synced=True) as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '0')", (self.key,))
+        self.counters.bump(LOGS)
+
+    @contextmanager
+    def _transaction(self, *, synced: bool) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the log's connection, in the file's write turn; synced or not."""
+        conn = self._connection()
+        conn.execute(f"PRAGMA synchronous = {'FULL' if synced else 'NORMAL'}")
+        self.files.begin_write()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            self.files.end_write()
+
+    # -- appending (the caller's path) ----------------------------------------------------
+
+    def append(self, ops: list[Op]) -> bool:
+        """Make ``ops`` durable; False if a steal happened meanwhile (the caller must check its runs).
+
+        Raises :class:`LogClosed` (nothing written) once the log was closed: append to a new one.
+        """
+        with self._append_lock:
+            if self.closed:
+                raise LogClosed(self.path)
+            seq = next(self._seq)
+            frame = encode(seq, time.monotonic_ns(), ops)
+            try:
+                os.write(self._fd, frame)
+                os.fdatasync(self._fd)
+            except BaseException:  # a frame cut short must not sit in front of the next one
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                raise
+            self._size += len(frame)
+            with self._lock:
+                self._pending.append((seq, 0, ops))
+                runs = self.pending_runs
+                for op in ops:
+                    run_id = op[1]
+                    runs[run_id] = runs.get(run_id, 0) + 1
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="durable_nb-apply", daemon=True)
+                    self._thread.start()
+                elif self._asleep:
+                    self._cond.notify()
+            steals = self.counters.value(STEALS)
+            if steals == self._steals_seen:
+                return True
+            self._steals_seen = steals
+            return False
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    # -- applying ---------------------------------------------------------------------------
+
+    def apply_in(self, conn: sqlite3.Connection) -> Callable[[], None] | None:
+        """Inside a write transaction of this process: apply every pending frame; call the result once committed."""
+        batch = list(self._pending)
+        if not batch:
+            return None
+        if apply_frames(conn, self.key, batch) is None:
+            raise JournalFormatError(
+                f"the intent log {self.path} is no longer registered in {self.journal} (its row was removed while "
+                f"this process was writing). Its last transitions were not applied; run the action again to "
+                f"recover them."
+            )
+        return lambda: self._applied(batch)
+
+    def _applied(self, batch: list[tuple[int, int, list[Op]]]) -> None:
+        """After the transaction that applied ``batch`` committed: forget it, release the runs it closed."""
+        unlock = []
+        with self._cond:
+            last = batch[-1][0]
+            if len(self._pending) >= len(batch) and self._pending[len(batch) - 1][0] == last:
+                del self._pending[:len(batch)]
+            else:  # part of it was forgotten already (applied by the thread and a synced commit)
+                batch = [f for f in batch if any(p[0] == f[0] for p in self._pending)]
+                self._pending = [f for f in self._pending if f[0] > last]
+            runs = self.pending_runs
+            for _, _, ops in batch:
+                for op in ops:
+                    run_id = op[1]
+                    left = runs.get(run_id, 0) - 1
+                    if left > 0:
+                        runs[run_id] = left
+                    else:
+                        runs.pop(run_id, None)
+                    if op[0] == "close" and op[5]:
+                        unlock.append(run_id)
+            self._cond.notify_all()
+        if unlock:
+            files = self.files
+            with files.lock:
+                for run_id in unlock:
+                    files.unlock(run_id)
+
+    def drain(self) -> None:
+        """Apply every pending frame now (a read, or a synced commit, must see them)."""
+        while self._pending:
+            self._apply_batch()
+
+    def _apply_batch(self) -> None:
+        with self._apply_lock:
+            if not self._pending:
+                return
+            with self._transaction(synced=False) as conn:  # the log is the durable copy
+                done = self.apply_in(conn)
+            if done is not None:
+                done()
+        if self._size >= TRUNCATE_AT:
+            self._truncate()
+
+    def _truncate(self) -> None:
+        """Everything applied is made durable in SQLite by one synced commit; then the log starts again.
+
+        Locks in one order everywhere: appending, then applying.
+        """
+        with self._append_lock, self._apply_lock:
+            if self._pending or not self._size or self.closed:
+                return
+            with self._transaction(synced=True) as conn:
+                conn.execute("UPDATE meta SET value = value WHERE key = ?", (self.key,))
+            os.ftruncate(self._fd, 0)
+            self._size = 0
+
+    def _loop(self) -> None:
+        """Apply frames ``DELAY`` after they come (in batches); truncate the log once idle; then sleep."""
+        idle = 0.0
+        while True:
+            with self._cond:
+                if self.closed:
+                    return
+                if self._pending:
+                    idle, work = 0.0, self._apply_later
+                elif self._size and idle >= 0.1:
+                    work = self._truncate
+                elif idle >= 1.0:
+                    self._asleep = True
+                    self._cond.wait()
+                    self._asleep = False
+                    idle = 0.0
+                    continue
+                else:
+                    self._cond.wait(DELAY)
+                    idle += DELAY
+                    continue
+            try:
+                work()
+            except Exception as exc:  # e.g. disk full: the frames stay in the log; a read reports it
+                _log.warning("durable_nb: could not apply the intent log %s to the journal: %s", self.path, exc)
+                time.sleep(DELAY * 50)
+
+    def _apply_later(self) -> None:
+        time.sleep(DELAY)  # more frames come meanwhile: one transaction for all
+        self._apply_batch()
+
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Apply everything, make it durable with one synced commit, then remove the log and its row."""
+        if self.closed or self._pid != current_pid():
+            return
+        with self._append_lock:  # no frame may land in a log being removed: a later append starts a new log
+            self.drain()
+            with self._transaction(synced=True) as conn:
+                conn.execute("DELETE FROM meta WHERE key = ?", (self.key,))
+            self.counters.bump(LOGS)
+            with self._cond:
+                self.closed = True
+                self._cond.notify_all()
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self.counters.close()
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+
+
+def close_all() -> None:
+    """At a normal exit (after the held-back writes were appended): apply and remove every log of this process."""
+    for log in list(IntentLog._all.values()):
+        try:
+            log.close()
+        except Exception as exc:
+            _log.warning("durable_nb: could not apply the intent log %s at exit (the next open will): %s",
+                         log.path, exc)
+
+
+def _forget_in_child() -> None:
+    """A forked child does not own its parent's logs: close them, so the parent's death shows."""
+    for log in IntentLog._all.values():
+        with contextlib.suppress(OSError):
+            os.close(log._fd)
+        log.closed = True
+    IntentLog._all = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+sqlite_commit.at_exit.append(close_all)

@@ -1,0 +1,201 @@
+"""The intent log of a ``"call"`` SqliteStore: frames, their safety, what readers see, and its lifetime.
+
+Killed processes are in ``tests/kill/test_kill_intent_log.py``; these are the
+in-process rules: a frame holds plain values only and a hostile one runs nothing,
+a torn last frame is not one, a reader of this process sees every durable call at
+once, large payloads are synced commits, threads share appends, the log is
+truncated and removed.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sqlite3
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+from durable_nb.errors import JournalFormatError
+from durable_nb.stores import sqlite_intent
+from durable_nb.stores.sqlite_frames import decode, encode
+
+
+@pytest.fixture
+def lagging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite is not written from the log by the applier thread during the test."""
+    monkeypatch.setattr(sqlite_intent, "DELAY", 600.0)
+
+
+def logs(db: Path) -> list[Path]:
+    return sorted(db.parent.glob(f"{db.name}-log.*"))
+
+
+def raw_count(db: Path, run_id: str) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM calls WHERE run_id = ?", (run_id,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_frame_round_trips_plain_values_including_lone_surrogates() -> None:
+    ops = [("pending", "run-\udcff", "owner", 3, "mod.f", "d1g", 1.5), ("outcome", "r", "o", 0, "SUCCEEDED",
+            "EXECUTED", b"\x80\x05payload", "'ok'", None, 2.25)]
+    data = encode(7, 123, ops) + encode(8, 124, ops[:1])
+    assert decode(data, "log") == [(7, 123, ops), (8, 124, ops[:1])]
+
+
+def test_a_torn_last_frame_is_not_a_frame_but_damage_before_another_frame_is_an_error() -> None:
+    first, second = encode(1, 1, [("close", "r", "o", None, 1.0, 0)]), encode(2, 2, [("close", "r", "o", None, 2.0, 1)])
+    assert [f[0] for f in decode(first + second[:-3], "log")] == [1]  # cut inside the last frame
+    assert [f[0] for f in decode(first + second[:5], "log")] == [1]  # cut inside its header
+    broken = bytearray(first + second)
+    broken[12] ^= 0xFF  # inside the first frame's body: its checksum fails and a frame follows
+    with pytest.raises(JournalFormatError, match="damaged at byte 0.*Move the log away|move the log away"):
+        decode(bytes(broken), "j.db-log.1.ab")
+
+
+def test_a_hostile_frame_naming_a_function_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (Path.touch, (str(marker),))  # type: ignore[return-value]
+
+    body = pickle.dumps((1, 1, [("close", "r", "o", Evil(), 1.0, 0)]), 5)
+    frame = struct.pack("<II", len(body), zlib.crc32(body)) + body
+    with pytest.raises(JournalFormatError, match="not durable_nb's"):
+        decode(frame, "log")
+    assert not marker.exists()
+
+
+def test_reads_in_this_process_see_every_durable_call_before_sqlite_is_written_from_the_log(
+    tmp_path: Path, lagging: None
+) -> None:
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    with dnb.LocalRunner(store).context("r") as ctx:
+        for i in range(5):
+            ctx.durable_execute(str, i)
+        assert raw_count(db, "r") <= 1, "SQLite was written from the log: the test proves nothing"
+        other = dnb.SqliteStore(db)  # another store object of this process on the same file
+        try:
+            assert [c.status for c in other.calls("r")][:4] == [dnb.Status.SUCCEEDED] * 4
+        finally:
+            other.close()
+    assert [c.status for c in store.calls("r")] == [dnb.Status.SUCCEEDED] * 5
+    assert raw_count(db, "r") == 5
+    store.close()
+    assert logs(db) == [], "closing the last store object of the file removes its log"
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'intent_log:%'").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_a_large_result_is_a_synced_commit_not_a_frame(tmp_path: Path, lagging: None) -> None:
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    try:
+        with dnb.LocalRunner(store).context("r") as ctx:
+            ctx.durable_execute(str, 1)
+            ctx.durable_execute(str, 2)  # a log exists from here on
+            big = ctx.durable_execute(bytes, sqlite_intent.LARGE + 1)
+            (log,) = logs(db)
+            size = log.stat().st_size
+            ctx.durable_execute(str, 3)  # carries the large outcome: a synced commit
+            assert log.stat().st_size == size
+            assert raw_count(db, "r") == 4, "the synced commit applied the log first, then wrote its own"
+        assert store.calls("r")[2].result() == big
+    finally:
+        store.close()
+
+
+def test_threads_share_appends_and_every_call_is_journaled(tmp_path: Path, lagging: None) -> None:
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    runner = dnb.LocalRunner(store)
+    with runner.context("warm") as ctx:  # the first commit of a store is a synced transaction; then the log
+        ctx.durable_execute(str, 0)
+        ctx.durable_execute(str, 1)
+    (log,) = logs(db)
+    before = len(decode(log.read_bytes(), str(log)))
+    start = threading.Barrier(8)
+
+    def worker(t: int) -> None:
+        with runner.context(f"t{t}") as ctx:
+            start.wait()
+            for i in range(50):
+                ctx.durable_execute(str, i)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    frames = decode(log.read_bytes(), str(log))[before:]
+    pendings = sum(op[0] == "pending" for _, _, ops in frames for op in ops)
+    assert pendings == 8 * 50
+    assert len(frames) <= pendings  # one fdatasync per frame; group commit only ever shares them
+    for t in range(8):
+        assert [c.status for c in store.calls(f"t{t}")] == [dnb.Status.SUCCEEDED] * 50
+    store.close()
+
+
+def test_an_applied_log_is_truncated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lagging: None) -> None:
+    monkeypatch.setattr(sqlite_intent, "TRUNCATE_AT", 4096)
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    try:
+        with dnb.LocalRunner(store).context("r") as ctx:
+            for i in range(200):
+                ctx.durable_execute(str, i)
+        store.calls("r")  # a read applies everything
+        (log,) = logs(db)
+        assert log.stat().st_size < 4096 + 2048, "the log keeps growing after its frames were applied"
+        assert [c.status for c in store.calls("r")] == [dnb.Status.SUCCEEDED] * 200
+        with dnb.LocalRunner(store).context("s") as ctx:
+            for i in range(200):
+                ctx.durable_execute(str, i)
+    finally:
+        store.close()  # applies the last frames (and truncates on the way) before removing the log
+    assert logs(db) == []
+    assert raw_count(db, "s") == 200
+
+
+def test_runs_read_ahead_in_a_chunk_include_transitions_not_yet_written_into_sqlite(
+    tmp_path: Path, lagging: None
+) -> None:
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    runner = dnb.LocalRunner(store)
+    ids = [f"r{i}" for i in range(6)]
+    executed: list[str] = []
+
+    def count(i: int) -> str:
+        executed.append(str(i))
+        return str(i)
+
+    def action(_: object, ctx: dnb.RunnerContext) -> list[str]:
+        return [ctx.durable_execute(count, i) for i in range(3)]
+
+    try:
+        runner.run(action, None, run_id="first")
+        store.calls("first")  # a read: everything so far is in SQLite
+        for rid in ids:  # each of these runs is in the log only
+            runner.run(action, None, run_id=rid)
+        assert raw_count(db, ids[0]) == 0, "SQLite was written from the log: the test proves nothing"
+        executed.clear()
+        with store.prefetch(["first", *ids]):  # what a map does: one chunk read for all seven runs, at "first"
+            runner.run(action, None, run_id="first")  # replays, writes nothing: the chunk stays in use
+            for rid in ids:
+                assert runner.run(action, None, run_id=rid) == ["0", "1", "2"]
+        assert executed == [], "a finished call ran again"
+        assert all(r.attempts == 1 for r in store.runs()), "a replay wrote (took the run again)"
+    finally:
+        store.close()
