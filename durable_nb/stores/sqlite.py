@@ -359,19 +359,24 @@ class SqliteStore(SqliteTimeTravel, Store):
         """Before a read: dead processes' logs applied, and this process's (all, or ``run_id``'s transitions)."""
         if self.read_only:
             return
-        files = self._files
-        log = IntentLog.existing(files) if files is not None else None
-        if log is not None and log._pending and (run_id is None or run_id in log.pending_runs):
-            self._committed(log.drain, run_id, None)
+        log = self._intent
+        if log is None or log.closed:
+            files = self._files
+            log = IntentLog.existing(files) if files is not None else None
+        own = None
+        if log is not None:
+            own = log.key
+            if log._pending and (run_id is None or run_id in log.pending_runs):
+                self._committed(log.drain, run_id, None)
         watch = self._watch
         if watch is None:
             if not os.path.exists(f"{self.path}-counters"):
                 return  # no process ever started an intent log on this journal (reading creates nothing)
             watch = self._watched()
-        elif watch.quiet(log.key if log is not None else None):
+        elif watch.quiet(own):
             return  # the hot path of a replay: no other process's log is registered
         try:
-            dead = watch.dead(self._conn, log.key if log is not None else None)
+            dead = watch.dead(self._conn, own)
         except sqlite3.DatabaseError as exc:
             raise sqlite_file.damaged(self.path, exc) or exc from exc
         if dead:
@@ -609,16 +614,16 @@ class SqliteStore(SqliteTimeTravel, Store):
             if taking_over:
                 rows = self._take_over(lease)
             else:
-                # Dead processes' transitions first; then one statement, so the run row and its calls are
-                # one consistent snapshot, read under the lease (a map's prefetched rows were read under it
-                # too, and only if nothing was written since: .sqlite_prefetch).
-                self._settle(run_id)
+                # Dead processes' transitions first (_settle); then one statement, so the run row and its
+                # calls are one consistent snapshot, read under the lease (a map's prefetched rows were read
+                # under it too, settled, and only if nothing was written since: .sqlite_prefetch).
                 if run_id in self._committer.held_runs:
                     rows = self._read().execute(_OPEN_SELECT, (run_id,)).fetchall()
                 elif steal or (pre := getattr(self._local, "prefetch", None)) is None:
+                    self._settle(run_id)
                     rows = self._conn.execute(_OPEN_SELECT, (run_id,)).fetchall()
                 else:
-                    rows = pre.rows(self._conn, run_id, _OPEN_SELECT, _OPEN_SELECT_MANY, lambda: self._settle(None))
+                    rows = pre.rows(self._conn, run_id, _OPEN_SELECT, _OPEN_SELECT_MANY, self._settle)
                 lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
         except sqlite3.DatabaseError as exc:
             self._drop_lease(lease)

@@ -62,12 +62,14 @@ class Prefetch:
 
     def rows(
         self, conn: sqlite3.Connection, run_id: str, select_one: str, select_many: str,
-        settle: Callable[[], None] = lambda: None,
+        settle: Callable[[str | None], None] = lambda _: None,
     ) -> list[tuple[Any, ...]]:
         """The rows ``select_one`` returns for ``run_id`` now (call with the run's lease held).
 
-        ``settle`` runs before a chunk is read, once its runs are locked: the store brings
-        every run of the chunk up to date there (its intent log, dead processes' logs).
+        ``settle(run_id)`` runs before the run is read on its own, ``settle(None)`` before a
+        chunk is read once its runs are locked: the store brings what it reads up to date
+        there (its intent log, dead processes' logs). Rows served from a chunk need nothing
+        more: their runs stayed locked since, so no other process can have written them.
         """
         stamp = self._files.writes
         if stamp != self._stamp:
@@ -79,11 +81,13 @@ class Prefetch:
             return cached
         start = self._position.get(run_id)
         if start is None or not quiet or (stamp == self._stamp and start < self._end):
+            settle(run_id)
             return conn.execute(select_one, (run_id,)).fetchall()  # busy at chunk time, or the journal is moving
         return self._chunk(conn, run_id, start, select_many, settle)
 
     def _chunk(
-        self, conn: sqlite3.Connection, run_id: str, start: int, select_many: str, settle: Callable[[], None]
+        self, conn: sqlite3.Connection, run_id: str, start: int, select_many: str,
+        settle: Callable[[str | None], None],
     ) -> list[tuple[Any, ...]]:
         """Lock the next runs, then read them with ``run_id`` (whose lease is held) in one query."""
         files, held = self._files, self._held
@@ -101,7 +105,7 @@ class Prefetch:
                 held[rid] = position[rid]
                 chunk.append(rid)
         self._end = start + CHUNK
-        settle()
+        settle(None)
         stamp = files.writes  # after the locks, before the read: a commit from now on makes the rows stale
         rows: dict[str, list[tuple[Any, ...]]] = {rid: [] for rid in chunk}
         for row in conn.execute(select_many.format(", ".join("?" * len(chunk))), chunk):
