@@ -280,6 +280,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         """One write transaction of the caller's own (carrying any held-back writes)."""
         self._refuse_if_read_only(None, None)
         self._here()
+        self._settle(None)  # a dead process's logged transitions go first (a fork, a delete must see them)
         return self._committer.exclusive()
 
     def close(self) -> None:
@@ -357,8 +358,8 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def _settle(self, run_id: str | None) -> None:
         """Before a read: dead processes' logs applied, and this process's (all, or ``run_id``'s transitions)."""
-        if self.read_only:
-            return
+        if self.read_only or not self._version:
+            return  # nothing to read yet (a new file gets its schema in its first write)
         log = self._intent
         if log is None or log.closed:
             files = self._files
@@ -443,7 +444,13 @@ class SqliteStore(SqliteTimeTravel, Store):
             lease.wrote = True
         if clean:
             return [None] * len(ops)
-        return self._after_steal(leases)
+        try:
+            return self._after_steal(leases)
+        except Exception as exc:  # durable already: never retried; unchecked runs count as taken over
+            reason = f"the run could not be checked after a steal ({type(exc).__name__}: {exc})"
+            for lease in leases:
+                lease.lost = reason
+            return [LeaseLostError(lease.run_id, describe_owner(lease.owner), reason) for lease in leases]
 
     def _append(self, frame: list[sqlite_frames.Op]) -> bool | None:
         """Append to this process's log (started if needed); None: no log here, commit a transaction."""
@@ -876,7 +883,6 @@ class SqliteStore(SqliteTimeTravel, Store):
     def delete_run(self, run_id: str) -> None:
         """Refused (:class:`RunBusyError`) while a live context holds the run; its OS lock keeps one out meanwhile."""
         self._refuse_if_read_only(run_id, None)
-        self._settle(None)  # a dead process's logged transitions of the run must not come back after it
         with self._kept_out([run_id]) as free:
             if not free:
                 holder = self._shared.holders.get(run_id)

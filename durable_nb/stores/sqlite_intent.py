@@ -33,7 +33,6 @@ import logging
 import os
 import secrets
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,9 +58,6 @@ calls already, and through the log each would be encoded, written and applied in
 TRUNCATE_AT = 256 << 10
 """Bytes after which an applied log is truncated (after a synced commit); an idle one is truncated too.
 The log holds a second copy of each payload until then: it must stay small on a small disk."""
-
-
-_I64 = struct.Struct("<q")
 
 
 # ---------------------------------------------------------------- this process's log
@@ -120,7 +116,6 @@ class IntentLog:
         self._apply_lock = threading.Lock()
         self._size = 0
         self._asleep = False
-        self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.register()
 
