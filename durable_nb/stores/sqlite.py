@@ -229,7 +229,7 @@ class SqliteStore(SqliteTimeTravel, Store):
     def _begin(self, conn: sqlite3.Connection, after: list[Callable[[], None]]) -> None:
         """First in every write transaction: the schema, then this process's unapplied transitions (in order)."""
         self._migrate(conn)
-        log = self._intent or (IntentLog.existing(self._files) if self._files is not None else None)
+        log = self._log()
         if log is not None and log.pending:
             done = log.apply_in(conn)
             if done is not None:
@@ -288,10 +288,9 @@ class SqliteStore(SqliteTimeTravel, Store):
         if self._pid != current_pid():
             return
         self._committer.close()
-        files = self._files
-        log = IntentLog.existing(files) if files is not None else None
+        log = self._log()
         if log is not None:  # the last store object on the file removes the log; any other applies it
-            self._committed(log.close if files.users <= 1 else log.drain, None, None)  # type: ignore[union-attr]
+            self._committed(log.close if log.files.users <= 1 else log.drain, None, None)
         self._intent = None
         if self._watch is not None:
             self._watch.close()
@@ -317,7 +316,7 @@ class SqliteStore(SqliteTimeTravel, Store):
             return
         if self._committer.holding:
             self._committed(lambda: self._committer.flush(), None, None)
-        log = IntentLog.existing(self._files) if self._files is not None else None
+        log = self._log()
         if log is not None and log.pending:
             self._committed(log.drain, None, None)
 
@@ -360,14 +359,11 @@ class SqliteStore(SqliteTimeTravel, Store):
         """Before a read: dead processes' logs applied, and this process's (all, or ``run_id``'s transitions)."""
         if self.read_only or not self._version:
             return  # nothing to read yet (a new file gets its schema in its first write)
-        log = self._intent
-        if log is None or log.closed:
-            files = self._files
-            log = IntentLog.existing(files) if files is not None else None
+        log = self._log()
         own = None
         if log is not None:
             own = log.key
-            if log._pending and (run_id is None or run_id in log.pending_runs):
+            if log.pending and (run_id is None or run_id in log.pending_runs):
                 self._committed(log.drain, run_id, None)
         watch = self._watch
         if watch is None:
@@ -383,6 +379,13 @@ class SqliteStore(SqliteTimeTravel, Store):
         if dead:
             self._recover(dead)
 
+    def _log(self) -> IntentLog | None:
+        """This process's log of the file, whichever store object on it started it (None: none open)."""
+        log = self._intent
+        if log is not None and not log.closed:
+            return log
+        return IntentLog.existing(self._files) if self._files is not None else None
+
     def _watched(self) -> Watch:
         watch = self._watch
         if watch is None:
@@ -395,9 +398,8 @@ class SqliteStore(SqliteTimeTravel, Store):
         if relaxed:  # the logs are deleted once this commits: it must be synced on every level
             self._conn.execute("PRAGMA synchronous = FULL")
         try:
-            with self._committer.exclusive() as conn:
-                still = {k for k, _ in sqlite_frames.registered(conn)}
-                gone = sqlite_frames.apply_logs(conn, self.path, [k for k in keys if k in still], remove=True)
+            with self._committer.exclusive() as conn:  # a log recovered meanwhile is no longer registered
+                gone = sqlite_frames.apply_logs(conn, self.path, keys, remove=True)
         except sqlite3.OperationalError as exc:
             raise self._write_error(exc, None, None) from exc
         finally:
@@ -455,7 +457,9 @@ class SqliteStore(SqliteTimeTravel, Store):
     def _append(self, frame: list[sqlite_frames.Op]) -> bool | None:
         """Append to this process's log (started if needed); None: no log here, commit a transaction."""
         for _ in range(2):
-            log = self._intent if self._intent is not None and not self._intent.closed else self._start_log()
+            log = self._intent
+            if log is None or log.closed:
+                log = self._start_log()  # starts one, or finds the one another store object started
             if log is None:
                 return None
             try:
@@ -479,7 +483,9 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def _after_steal(self, leases: list[Lease]) -> list[BaseException | None]:
         """A steal happened while we appended: apply our log, then keep only the runs still ours."""
-        self._committed(self._intent.drain if self._intent else lambda: None, None, None)
+        log = self._log()
+        if log is not None:
+            self._committed(log.drain, None, None)
         conn = self._conn
         lost: dict[str, BaseException | None] = {}
         for lease in leases:
@@ -648,7 +654,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         """
         self._settle(None)
         counters = self._watched().counters if _CAN_LOG else None
-        own = IntentLog.existing(self._shared)
+        own = self._log()
         with self._write() as conn:
             if counters is not None:
                 counters.bump(STEALS)

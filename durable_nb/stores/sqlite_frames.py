@@ -106,25 +106,37 @@ def decode(data: bytes, where: str) -> list[tuple[int, int, list[Op]]]:
 # ---------------------------------------------------------------- applying
 
 
-def apply_frames(conn: sqlite3.Connection, key: str, frames: Iterable[tuple[int, int, list[Op]]]) -> int | None:
-    """Inside a write transaction: apply the frames after the log's applied number; returns the new one.
+def apply_frames(conn: sqlite3.Connection, key: str, frames: Iterable[tuple[int, int, list[Op]]]) -> bool:
+    """Inside a write transaction: apply one log's frames after its applied number, and move that number.
 
-    None if the log is not registered (already recovered and removed by someone else).
+    False if the log is not registered (already recovered and removed by someone else).
     """
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     if row is None:
-        return None
-    applied = start = int(row[0])
+        return False
+    applied = {key: int(row[0])}
+    if _apply(conn, ((key, seq, ops) for seq, _ts, ops in frames), applied):
+        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(applied[key]), key))
+    return True
+
+
+def _apply(conn: sqlite3.Connection, frames: Iterable[tuple[str, int, list[Op]]], applied: dict[str, int]) -> bool:
+    """Apply, in the order given, each frame after its log's number in ``applied`` (moved on); False: none was.
+
+    A frame of a log missing from ``applied`` (not registered) is skipped. One fence for all:
+    a context's run is checked once per transaction.
+    """
     fence: dict[str, bool] = {}
-    for seq, _ts, ops in frames:
-        if seq <= applied:
+    moved = False
+    for key, seq, ops in frames:
+        last = applied.get(key)
+        if last is None or seq <= last:
             continue
         for op in ops:
             apply_op(conn, op, fence)
-        applied = seq
-    if applied != start:
-        conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(applied), key))
-    return applied
+        applied[key] = seq
+        moved = True
+    return moved
 
 
 def apply_op(conn: sqlite3.Connection, op: Op, fence: dict[str, bool]) -> None:
@@ -203,14 +215,7 @@ def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, 
         frames.extend((ts, seq, key, i, ops) for i, (seq, ts, ops) in enumerate(decode(data, str(path))))
     frames.sort(key=lambda f: (f[0], f[2], f[3]))  # by time written; one log's frames keep their order
     applied: dict[str, int] = {k: v for k, v in registered(conn) if k in keys}
-    fence: dict[str, bool] = {}
-    for _ts, seq, key, _, ops in frames:
-        last = applied.get(key)
-        if last is None or seq <= last:
-            continue
-        for op in ops:
-            apply_op(conn, op, fence)
-        applied[key] = seq
+    _apply(conn, ((key, seq, ops) for _ts, seq, key, _, ops in frames), applied)
     for key, value in applied.items():
         if remove:
             conn.execute("DELETE FROM meta WHERE key = ?", (key,))

@@ -199,7 +199,7 @@ class IntentLog:
         batch = list(self._pending)
         if not batch:
             return None
-        if apply_frames(conn, self.key, batch) is None:
+        if not apply_frames(conn, self.key, batch):
             raise JournalFormatError(
                 f"the intent log {self.path} is no longer registered in {self.journal} (its row was removed while "
                 f"this process was writing). Its last transitions were not applied; run the action again to "
@@ -211,14 +211,17 @@ class IntentLog:
         """After the transaction that applied ``batch`` committed: forget it, release the runs it closed."""
         unlock = []
         with self._cond:
+            # Pending frames are in sequence order: the ones up to the batch's last are applied now.
+            # Some may be forgotten already (the thread and a synced commit both applied them).
             last = batch[-1][0]
-            if len(self._pending) >= len(batch) and self._pending[len(batch) - 1][0] == last:
-                del self._pending[:len(batch)]
-            else:  # part of it was forgotten already (applied by the thread and a synced commit)
-                batch = [f for f in batch if any(p[0] == f[0] for p in self._pending)]
-                self._pending = [f for f in self._pending if f[0] > last]
+            n = 0
+            for seq, _, _ in self._pending:
+                if seq > last:
+                    break
+                n += 1
+            gone, self._pending = self._pending[:n], self._pending[n:]
             runs = self.pending_runs
-            for _, _, ops in batch:
+            for _, _, ops in gone:
                 for op in ops:
                     run_id = op[1]
                     left = runs.get(run_id, 0) - 1
