@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -47,6 +48,21 @@ def assert_recovered(calls: list[dnb.CallRecord], recovered_origin: dnb.Origin, 
     reconciled = {SPECIAL - 1} if held_back else set()
     assert all(c.origin is dnb.Origin.RECONCILED for i, c in enumerate(calls) if i in reconciled)
     assert all(c.origin is dnb.Origin.EXECUTED for i, c in enumerate(calls) if i not in reconciled | {SPECIAL})
+
+
+def assert_recovered_by_child(db: Path, ledger: Path, run: str, stdout: str, recovered_origin: dnb.Origin,
+                              held_back: bool) -> None:
+    """After a child recovered ``run`` to its end: its results, the journal intact, each side effect once,
+    and the calls recovered as :func:`assert_recovered` says."""
+    assert json.loads(stdout.splitlines()[-1]) == [child_mod.result(i) for i in range(CALLS)]
+    assert integrity(db) == "ok"
+    assert ledger_counts(ledger) == {str(i): 1 for i in range(CALLS)}
+    store = dnb.SqliteStore(db)
+    try:
+        assert_recovered(store.calls(run), recovered_origin, held_back)
+        assert store.run(run).status is dnb.RunStatus.COMPLETED
+    finally:
+        store.close()
 
 
 def assert_after_random_kill(calls: list[dnb.CallRecord], run: str, ledger: Path, ack: Path,

@@ -11,7 +11,6 @@ must apply the victim's log and stop the victim before its next side effect.
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import child as child_mod  # child.py beside this file
 import pytest
-from checks import CALLS, EXPECTED, SPECIAL, assert_recovered, integrity, ledger_counts
+from checks import CALLS, EXPECTED, SPECIAL, assert_recovered, assert_recovered_by_child, integrity, ledger_counts
 
 import durable_nb as dnb
 from durable_nb.journal.context import open_run
@@ -79,6 +78,7 @@ def test_a_kill_with_every_transition_still_in_the_log_loses_none_and_recovers_e
         else:
             assert len(calls) == SPECIAL + 1 and calls[SPECIAL].status is special_status
         assert store.run(RUN).status is dnb.RunStatus.RUNNING
+        assert child_mod.ledger_lines(ledger) == [str(i) for i in range(n_effects)]
     finally:
         store.close()
     assert logs(db) == [], "an applied dead log is removed"
@@ -86,15 +86,7 @@ def test_a_kill_with_every_transition_still_in_the_log_loses_none_and_recovers_e
 
     recovered = subprocess.run(command(db, ledger, *LAG), capture_output=True, text=True, timeout=60)
     assert recovered.returncode == 0, recovered.stderr
-    assert json.loads(recovered.stdout.splitlines()[-1]) == [child_mod.result(i) for i in range(CALLS)]
-    assert ledger_counts(ledger) == {str(i): 1 for i in range(CALLS)}
-    assert n_effects <= CALLS
-    store = dnb.SqliteStore(db)
-    try:
-        assert_recovered(store.calls(RUN), recovered_origin, held_back)
-        assert store.run(RUN).status is dnb.RunStatus.COMPLETED
-    finally:
-        store.close()
+    assert_recovered_by_child(db, ledger, RUN, recovered.stdout, recovered_origin, held_back)
 
 
 @pytest.mark.timeout(60)

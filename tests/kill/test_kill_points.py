@@ -18,7 +18,14 @@ from typing import Any
 
 import child as child_mod  # child.py beside this file (pytest puts this folder on sys.path)
 import pytest
-from checks import CALLS, EXPECTED, SPECIAL, assert_recovered, integrity, ledger_counts
+from checks import (
+    CALLS,
+    EXPECTED,
+    SPECIAL,
+    assert_recovered_by_child,
+    integrity,
+    ledger_counts,
+)
 
 import durable_nb as dnb
 
@@ -91,16 +98,7 @@ def test_sigkill_at_point_recovers_every_side_effect_exactly_once(tmp_path: Path
     # Recovery in another process: exactly-once, results right, run completed.
     recovered = spawn(db, ledger, durability=durability)
     assert recovered.returncode == 0, recovered.stderr
-    expected_results = [child_mod.result(i) for i in range(CALLS)]
-    assert json.loads(recovered.stdout.splitlines()[-1]) == expected_results
-    assert integrity(db) == "ok"
-    assert ledger_counts(ledger) == {str(i): 1 for i in range(CALLS)}
-    store = dnb.SqliteStore(db)
-    try:
-        assert_recovered(store.calls(RUN), recovered_origin, held_back)
-        assert store.run(RUN).status is dnb.RunStatus.COMPLETED
-    finally:
-        store.close()
+    assert_recovered_by_child(db, ledger, RUN, recovered.stdout, recovered_origin, held_back)
 
 
 @pytest.mark.timeout(60)
