@@ -12,6 +12,8 @@ from __future__ import annotations
 import pickle
 import sqlite3
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -57,6 +59,41 @@ def test_a_torn_last_frame_is_not_a_frame_but_damage_before_another_frame_is_an_
     broken[12] ^= 0xFF  # inside the first frame's body: its checksum fails and a frame follows
     with pytest.raises(JournalFormatError, match="damaged at byte 0.*Move the log away|move the log away"):
         decode(bytes(broken), "j.db-log.1.ab")
+    # The log is zero-filled ahead of its frames: zeros end them, and a torn frame before zeros is a torn tail.
+    zeros = bytes(4096)
+    assert [f[0] for f in decode(first + second + zeros, "log")] == [1, 2]
+    assert [f[0] for f in decode(first + second[:-3] + zeros, "log")] == [1]
+    torn_first_page = first + bytes(len(second) - 3) + second[-3:] + zeros  # only the frame's tail hit the disk
+    assert [f[0] for f in decode(torn_first_page, "log")] == [1]
+    with pytest.raises(JournalFormatError, match="damaged at byte 0"):
+        decode(bytes(broken) + zeros, "j.db-log.1.ab")
+
+
+def test_frames_overwrite_zeros_so_an_append_does_not_grow_the_file(tmp_path: Path, lagging: None) -> None:
+    """An fdatasync that must also commit a new file size waits on the filesystem's journal: appends must not."""
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    try:
+        with dnb.LocalRunner(store).context("r") as ctx:
+            ctx.durable_execute(str, 0)
+            (log,) = logs(db)
+            size = log.stat().st_size
+            assert size == sqlite_intent.FILL
+            for i in range(1, 20):
+                ctx.durable_execute(str, i)
+            assert log.stat().st_size == size
+            written = log.read_bytes()
+            assert len(written.rstrip(b"\0")) > 19 * 40 and [f[0] for f in decode(written, str(log))] == list(
+                range(1, 21))
+        # Frames past the zero-filled part grow the file by another FILL, then overwrite zeros again.
+        big = "x" * (sqlite_intent.LARGE - 100)
+        with dnb.LocalRunner(store).context("s") as ctx:
+            for i in range(12):
+                ctx.durable_execute(str.upper, big + str(i))
+        assert log.stat().st_size % sqlite_intent.FILL == 0 and log.stat().st_size > size
+        assert [c.result() for c in store.calls("s")] == [(big + str(i)).upper() for i in range(12)]
+    finally:
+        store.close()
 
 
 def test_a_hostile_frame_naming_a_function_is_refused_and_runs_nothing(tmp_path: Path) -> None:
@@ -157,7 +194,9 @@ def test_an_applied_log_is_truncated(tmp_path: Path, monkeypatch: pytest.MonkeyP
                 ctx.durable_execute(str, i)
         store.calls("r")  # a read applies everything
         (log,) = logs(db)
-        assert log.stat().st_size < 4096 + 2048, "the log keeps growing after its frames were applied"
+        written = len(log.read_bytes().rstrip(b"\0"))
+        assert written < 4096 + 2048, "the log keeps growing after its frames were applied"
+        assert log.stat().st_size <= 2 * sqlite_intent.FILL, "the file keeps growing after its frames were applied"
         assert [c.status for c in store.calls("r")] == [dnb.Status.SUCCEEDED] * 200
         with dnb.LocalRunner(store).context("s") as ctx:
             for i in range(200):
@@ -199,3 +238,19 @@ def test_runs_read_ahead_in_a_chunk_include_transitions_not_yet_written_into_sql
         assert all(r.attempts == 1 for r in store.runs()), "a replay wrote (took the run again)"
     finally:
         store.close()
+
+
+def test_a_subprocess_started_after_a_log_was_closed_gets_its_descriptors(tmp_path: Path) -> None:
+    """A forked child closes its parent's live logs; a closed log's descriptor number belongs to someone else.
+
+    (Found launching the PyFlink gateway, which passes ``preexec_fn``, after a store had been closed:
+    the child closed the pipe it was about to exec with.)
+    """
+    for i in range(3):
+        store = dnb.SqliteStore(tmp_path / f"j{i}.db")
+        with dnb.LocalRunner(store).context("r") as ctx:
+            ctx.durable_execute(str, 1)
+        store.close()
+        done = subprocess.run([sys.executable, "-c", "import sys; print(sys.stdin.read())"], input="fine",
+                              capture_output=True, text=True, preexec_fn=lambda: None, check=True, timeout=60)
+        assert done.stdout.strip() == "fine"

@@ -297,7 +297,8 @@ def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool) -> l
     bar = MapProgress(n, job_name, enabled=show)
     try:
         with stream.execute_and_collect(job_name) as collected:
-            for shipped in collected:
+            for wire in collected:
+                shipped = Shipped(*wire)
                 if shipped.index not in rows:
                     rows[shipped.index] = shipped
                     bar.record(shipped.status, replayed=shipped.replayed)

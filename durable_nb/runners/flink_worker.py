@@ -90,7 +90,11 @@ def perform(store: Store, action: Action, record: Any, run_id: str, key: Any, *,
 
 @dataclass(frozen=True, slots=True)
 class Shipped:
-    """A record's outcome on its way from a worker to the notebook (``FlinkRunner``'s collect sink)."""
+    """A record's outcome on its way from a worker to the notebook (``FlinkRunner``'s collect sink).
+
+    It travels as the plain tuple ``(index, wire, replayed)``: PyFlink pickles every output with
+    cloudpickle, and an instance of a class costs 5 µs there and 2 µs to load, a tuple 1.5 and 0.3.
+    """
 
     index: int
     """The record's position in the map's input."""
@@ -194,11 +198,12 @@ def keyed_function(body: Callable[[Any, Store, Any, int], Any], init: Any) -> An
     return DurableKeyedProcess(init)
 
 
-def map_element(job: MapJob, store: Store, line: str, seq: int) -> Shipped:
+def map_element(job: MapJob, store: Store, line: str, seq: int) -> tuple[int, WireRow, bool]:
+    """One record of ``FlinkRunner.map``: its :class:`Shipped` outcome, as the tuple that travels."""
     index, key, record = line_record(line)
     run_id = job.run_id or run_id_for(job.name, key, seq)
     row, replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
-    return Shipped(index, row.to_wire(), replayed)
+    return index, row.to_wire(), replayed
 
 
 # ---------------------------------------------------------------- durable_process

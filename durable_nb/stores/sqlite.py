@@ -463,7 +463,7 @@ class SqliteStore(SqliteTimeTravel, Store):
             if log is None:
                 return None
             try:
-                return log.append(frame)
+                return log.append(frame, batch=self._boundary > 0)
             except LogClosed:  # closed by another store object meanwhile: a new log
                 self._intent = None
         return None

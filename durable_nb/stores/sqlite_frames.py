@@ -37,6 +37,8 @@ Op = tuple[Any, ...]
 """A transition: ``(kind, run_id, owner, ...)``; kinds ``take``, ``pending``, ``outcome``, ``close``."""
 
 _HEAD = struct.Struct("<II")  # body length, crc32 of the body
+_PROBE = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
+"""The lock a log's writer holds while it lives (asked with F_OFD_GETLK)."""
 _dumps = pickle.dumps
 
 
@@ -74,18 +76,26 @@ def _decode_body(body: bytes) -> tuple[int, int, list[Op]]:
 
 
 def decode(data: bytes, where: str) -> list[tuple[int, int, list[Op]]]:
-    """Every complete frame of a log; a torn last frame (a write cut by a crash) is not one."""
+    """Every complete frame of a log; a torn last frame (a write cut by a crash) is not one.
+
+    The frames end at the first zero header (the log is zero-filled ahead of them). A
+    frame's pickle ends with ``STOP`` (``.``), never a zero byte, so the written part
+    of the file is what remains once its trailing zeros are stripped.
+    """
     frames = []
     pos = 0
-    while pos < len(data):
-        if len(data) - pos < _HEAD.size:
+    end = len(data.rstrip(b"\0"))
+    while pos < end:
+        if end - pos < _HEAD.size:
             break  # torn header: the last write never finished
         size, crc = _HEAD.unpack_from(data, pos)
+        if size == 0:
+            break  # zeros: no frame was written here (a torn frame whose first page never reached the disk)
         body = data[pos + _HEAD.size:pos + _HEAD.size + size]
         if len(body) < size:
             break  # torn body
         if zlib.crc32(body) != crc:
-            if pos + _HEAD.size + size >= len(data):
+            if pos + _HEAD.size + size >= end:
                 break  # the last frame, torn inside
             raise JournalFormatError(
                 f"the intent log {where} is damaged at byte {pos} (a frame fails its checksum and frames follow "
@@ -229,7 +239,7 @@ def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, 
 
 def try_lock(fd: int) -> bool:
     try:
-        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _PROBE)
     except (BlockingIOError, PermissionError):
         return False
     return True
@@ -276,6 +286,8 @@ class Watch:
         self._fds: dict[str, int] = {}
         self._keys: list[str] = []
         self._epoch: int | None = None
+        self._others: tuple[int | None, str | None, list[str]] = (None, None, [])
+        """``(epoch, own, the other keys)``: worked out again only when one of the first two moved."""
         self.counters = Counters(journal)
 
     def quiet(self, own: str | None) -> bool:
@@ -294,12 +306,13 @@ class Watch:
         epoch = self.counters.value(LOGS)
         if epoch != self._epoch:
             self._keys, self._epoch = [k for k, _ in registered(conn)], epoch
-        if not self._keys or self._keys == [own]:
-            if self._fds:
-                self._forget(set())
+        seen_epoch, seen_own, keys = self._others
+        if seen_epoch != epoch or seen_own != own:
+            keys = [k for k in self._keys if k != own]
+            self._others = (epoch, own, keys)
+            self._forget(set(keys))
+        if not keys:
             return []
-        keys = [k for k in self._keys if k != own]
-        self._forget(set(keys))
         fds = self._fds
         dead = []
         for key in keys:
@@ -310,7 +323,7 @@ class Watch:
                 except FileNotFoundError:
                     dead.append(key)
                     continue
-            arg = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
+            arg = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _PROBE)
             if _FLOCK.unpack(arg)[0] == fcntl.F_UNLCK:
                 dead.append(key)
         return dead

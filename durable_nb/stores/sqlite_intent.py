@@ -24,6 +24,12 @@ The rules (frames and applying them: :mod:`.sqlite_frames`):
   (``LeaseLostError`` before the function runs), and the applier drops the
   transitions of a context whose run is no longer its own, as a crash would.
 * **The log is truncated** after a synced commit made what it held durable.
+* **Frames overwrite zeros**: the file is zero-filled ahead of its frames
+  (``FILL`` bytes at a time) and "truncating" zeroes what was written. An
+  fdatasync then flushes data only; an append that grows the file also makes
+  ext4 commit its journal, which on a busy machine waits for a kernel thread
+  to be scheduled (measured in a Flink worker: 205 µs per fdatasync appending,
+  147 µs overwriting). A zero header ends the frames (:func:`.sqlite_frames.decode`).
 """
 from __future__ import annotations
 
@@ -49,6 +55,12 @@ _log = logging.getLogger("durable_nb")
 
 DELAY = 0.003
 """Seconds the applier waits to gather frames into one SQLite transaction."""
+BATCH_DELAY = 0.05
+"""The same inside a durable boundary (a map, a Flink bundle), whose end applies every frame anyway.
+
+Why: a Flink worker appends ~700 frames a second, so 3 ms gathered ~6 frames per
+transaction and applying cost ~70 µs of the worker's CPU per record; every
+transaction also empties the page cache of the worker's reading connection."""
 LARGE = 8 << 10
 """Payload bytes above which a commit is a synced SQLite transaction, not a frame: a large result costs
 far more than a sync to write, and written twice (log and journal) it would need twice the disk."""
@@ -58,6 +70,8 @@ calls already, and through the log each would be encoded, written and applied in
 TRUNCATE_AT = 256 << 10
 """Bytes after which an applied log is truncated (after a synced commit); an idle one is truncated too.
 The log holds a second copy of each payload until then: it must stay small on a small disk."""
+FILL = 64 << 10
+"""Bytes of zeros written ahead of the frames at a time (the file grows, and its size is synced, once per FILL)."""
 
 
 # ---------------------------------------------------------------- this process's log
@@ -96,7 +110,7 @@ class IntentLog:
         name = f"{journal.name}-log.{self._pid}.{secrets.token_hex(4)}"
         self.path = journal.with_name(name)
         self.key = PREFIX + name
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.closed = False
         if not try_lock(self._fd):
             raise OSError(f"could not lock the new intent log {self.path}")
@@ -115,7 +129,12 @@ class IntentLog:
         self.pending_runs: dict[str, int] = {}
         self._apply_lock = threading.Lock()
         self._size = 0
+        """Where the next frame goes: the bytes before it are frames, the bytes after it zeros."""
+        self._filled = 0
+        """The file's size: zeros up to here are on disk, so writing frames before it changes no metadata."""
+        self._fill(FILL)
         self._asleep = False
+        self._gather = DELAY
         self._thread: threading.Thread | None = None
         self.register()
 
@@ -153,8 +172,10 @@ class IntentLog:
 
     # -- appending (the caller's path) ----------------------------------------------------
 
-    def append(self, ops: list[Op]) -> bool:
+    def append(self, ops: list[Op], *, batch: bool = False) -> bool:
         """Make ``ops`` durable; False if a steal happened meanwhile (the caller must check its runs).
+
+        ``batch``: the caller is inside a durable boundary; the applier waits :data:`BATCH_DELAY`.
 
         Raises :class:`LogClosed` (nothing written) once the log was closed: append to a new one.
         """
@@ -163,14 +184,17 @@ class IntentLog:
                 raise LogClosed(self.path)
             seq = next(self._seq)
             frame = encode(seq, time.monotonic_ns(), ops)
+            end = self._size + len(frame)
             try:
-                os.write(self._fd, frame)
+                if end > self._filled:
+                    self._fill((end // FILL + 1) * FILL - self._filled, sync=False)  # synced with the frame
+                os.pwrite(self._fd, frame, self._size)
                 os.fdatasync(self._fd)
             except BaseException:  # a frame cut short must not sit in front of the next one
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._size)
+                self._erase(self._size, len(frame))
                 raise
-            self._size += len(frame)
+            self._size = end
+            self._gather = max(DELAY, BATCH_DELAY) if batch else DELAY
             with self._lock:
                 self._pending.append((seq, 0, ops))
                 runs = self.pending_runs
@@ -264,8 +288,30 @@ class IntentLog:
                 return
             with self._transaction(synced=True) as conn:
                 conn.execute("UPDATE meta SET value = value WHERE key = ?", (self.key,))
-            os.ftruncate(self._fd, 0)
+            if self._filled > 2 * TRUNCATE_AT:  # a log that grew while the applier lagged: give the disk back
+                os.ftruncate(self._fd, 0)
+                self._filled = 0
+                self._fill(FILL)
+            else:
+                os.pwrite(self._fd, bytes(self._size), 0)
+                os.fdatasync(self._fd)
             self._size = 0
+
+    def _fill(self, n: int, *, sync: bool = True) -> None:
+        """Zeros after the file's end: frames written over them grow nothing."""
+        os.pwrite(self._fd, bytes(n), self._filled)
+        if sync:
+            os.fdatasync(self._fd)
+        self._filled += n
+
+    def _erase(self, at: int, n: int) -> None:
+        """Zero a frame whose write failed (the next frame goes there); cut the file there if even that fails."""
+        try:
+            os.pwrite(self._fd, bytes(n), at)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, at)
+                self._filled = at
 
     def _loop(self) -> None:
         """Apply frames ``DELAY`` after they come (in batches); truncate the log once idle; then sleep."""
@@ -295,7 +341,7 @@ class IntentLog:
                 time.sleep(DELAY * 50)
 
     def _apply_later(self) -> None:
-        time.sleep(DELAY)  # more frames come meanwhile: one transaction for all
+        time.sleep(self._gather)  # more frames come meanwhile: one transaction for all
         self._apply_batch()
 
 
@@ -337,8 +383,9 @@ def close_all() -> None:
 def _forget_in_child() -> None:
     """A forked child does not own its parent's logs: close them, so the parent's death shows."""
     for log in IntentLog._all.values():
-        with contextlib.suppress(OSError):
-            os.close(log._fd)
+        if not log.closed:  # a closed log's descriptor number may belong to something else by now
+            with contextlib.suppress(OSError):
+                os.close(log._fd)
         log.closed = True
     IntentLog._all = {}
 
