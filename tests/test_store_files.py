@@ -358,3 +358,42 @@ def test_a_full_disk_names_journal_run_and_call_releases_the_lease_and_loses_not
         assert [o[-1] for o in out] == list(range(n))
         assert [c.result() for c in store.calls("fill")][: len(made) - 1] == out[: len(made) - 1]
         store.close()
+
+
+def test_a_full_disk_while_the_intent_log_grows_loses_no_acknowledged_call(tmp_path):
+    """Small calls go through the intent log, which is zero-filled ahead of its frames: when the next fill
+    finds the disk full, the call fails with JournalWriteError and every call acknowledged before stays."""
+    with tmpfs(tmp_path / "mnt", "2m") as mnt:
+        path = mnt / "j.db"
+        store = dnb.SqliteStore(path)
+        with dnb.LocalRunner(store).context("warm") as ctx:
+            ctx.durable_execute(str, 0)  # the schema, the WAL and the log exist before the disk fills
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+
+        made: list[int] = []
+
+        def action(_: object, ctx: dnb.RunnerContext) -> None:
+            for i in range(100_000):
+                ctx.durable_execute(str, i)
+                made.append(i)
+
+        with pytest.raises(dnb.JournalWriteError, match="Free disk space"):
+            dnb.LocalRunner(store).run(action, None, run_id="small")
+        assert len(made) > 50, "the log's zero-filled part should have taken calls before the disk was needed"
+
+        filler.unlink()
+        calls = store.calls("small")
+        done = [c for c in calls if c.status is Status.SUCCEEDED]
+        assert len(done) >= len(made) - 1 and [c.result() for c in done] == [str(i) for i in range(len(done))]
+        store.close()
+        again = dnb.SqliteStore(path)  # a fresh store reads the same: nothing acknowledged was lost
+        assert [c.status for c in again.calls("small")][: len(done)] == [Status.SUCCEEDED] * len(done)
+        out = dnb.LocalRunner(again).run(lambda _, ctx: [ctx.durable_execute(str, i) for i in range(len(made))],
+                                         None, run_id="small")
+        assert out == [str(i) for i in range(len(made))]
+        again.close()

@@ -34,6 +34,7 @@ The rules (frames and applying them: :mod:`.sqlite_frames`):
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -112,6 +113,14 @@ class IntentLog:
         self.key = PREFIX + name
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.closed = False
+        try:
+            self._start(journal)
+        except BaseException:  # e.g. a full disk: no log file is left behind (the caller commits to SQLite)
+            os.close(self._fd)
+            self.path.unlink(missing_ok=True)
+            raise
+
+    def _start(self, journal: Path) -> None:
         if not try_lock(self._fd):
             raise OSError(f"could not lock the new intent log {self.path}")
         dir_fd = os.open(journal.parent, os.O_RDONLY)
@@ -134,6 +143,7 @@ class IntentLog:
         """The file's size: zeros up to here are on disk, so writing frames before it changes no metadata."""
         self._fill(FILL)
         self._asleep = False
+        self._broken = False
         self._gather = DELAY
         self._thread: threading.Thread | None = None
         self.register()
@@ -180,7 +190,7 @@ class IntentLog:
         Raises :class:`LogClosed` (nothing written) once the log was closed: append to a new one.
         """
         with self._append_lock:
-            if self.closed:
+            if self.closed or self._broken:
                 raise LogClosed(self.path)
             seq = next(self._seq)
             frame = encode(seq, time.monotonic_ns(), ops)
@@ -188,7 +198,7 @@ class IntentLog:
             try:
                 if end > self._filled:
                     self._fill((end // FILL + 1) * FILL - self._filled, sync=False)  # synced with the frame
-                os.pwrite(self._fd, frame, self._size)
+                self._write(frame, self._size)
                 os.fdatasync(self._fd)
             except BaseException:  # a frame cut short must not sit in front of the next one
                 self._erase(self._size, len(frame))
@@ -288,18 +298,31 @@ class IntentLog:
                 return
             with self._transaction(synced=True) as conn:
                 conn.execute("UPDATE meta SET value = value WHERE key = ?", (self.key,))
-            if self._filled > 2 * TRUNCATE_AT:  # a log that grew while the applier lagged: give the disk back
-                os.ftruncate(self._fd, 0)
-                self._filled = 0
-                self._fill(FILL)
-            else:
-                os.pwrite(self._fd, bytes(self._size), 0)
+            try:
+                if self._filled > 2 * TRUNCATE_AT:  # a log that grew while the applier lagged: give the disk back
+                    raise OSError("shrink")
+                self._write(bytes(self._size), 0)
                 os.fdatasync(self._fd)
+            except OSError:
+                # Emptied instead (the next append fills it again). Half zeroed, the log would end at its
+                # first zero header and hide frames appended after its old ones: no more appends then.
+                try:
+                    os.ftruncate(self._fd, 0)
+                except OSError:
+                    self._broken = True
+                    raise
+                self._filled = 0
             self._size = 0
+
+    def _write(self, data: bytes, at: int) -> None:
+        """All of ``data`` at ``at``, or OSError: a short write (a disk filling up) must not count as a frame."""
+        written = os.pwrite(self._fd, data, at)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes to the intent log {self.path}")
 
     def _fill(self, n: int, *, sync: bool = True) -> None:
         """Zeros after the file's end: frames written over them grow nothing."""
-        os.pwrite(self._fd, bytes(n), self._filled)
+        self._write(bytes(n), self._filled)
         if sync:
             os.fdatasync(self._fd)
         self._filled += n
@@ -307,7 +330,7 @@ class IntentLog:
     def _erase(self, at: int, n: int) -> None:
         """Zero a frame whose write failed (the next frame goes there); cut the file there if even that fails."""
         try:
-            os.pwrite(self._fd, bytes(n), at)
+            self._write(bytes(n), at)
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, at)
