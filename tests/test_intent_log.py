@@ -22,7 +22,7 @@ import pytest
 
 import durable_nb as dnb
 from durable_nb.errors import JournalFormatError
-from durable_nb.stores import sqlite_intent
+from durable_nb.stores import sqlite_intent, sqlite_logfile
 from durable_nb.stores.sqlite_frames import decode, encode
 
 
@@ -78,7 +78,7 @@ def test_frames_overwrite_zeros_so_an_append_does_not_grow_the_file(tmp_path: Pa
             ctx.durable_execute(str, 0)
             (log,) = logs(db)
             size = log.stat().st_size
-            assert size == sqlite_intent.FILL
+            assert size == sqlite_logfile.FILL
             for i in range(1, 20):
                 ctx.durable_execute(str, i)
             assert log.stat().st_size == size
@@ -90,7 +90,7 @@ def test_frames_overwrite_zeros_so_an_append_does_not_grow_the_file(tmp_path: Pa
         with dnb.LocalRunner(store).context("s") as ctx:
             for i in range(12):
                 ctx.durable_execute(str.upper, big + str(i))
-        assert log.stat().st_size % sqlite_intent.FILL == 0 and log.stat().st_size > size
+        assert log.stat().st_size % sqlite_logfile.FILL == 0 and log.stat().st_size > size
         assert [c.result() for c in store.calls("s")] == [(big + str(i)).upper() for i in range(12)]
     finally:
         store.close()
@@ -196,7 +196,7 @@ def test_an_applied_log_is_truncated(tmp_path: Path, monkeypatch: pytest.MonkeyP
         (log,) = logs(db)
         written = len(log.read_bytes().rstrip(b"\0"))
         assert written < 4096 + 2048, "the log keeps growing after its frames were applied"
-        assert log.stat().st_size <= 2 * sqlite_intent.FILL, "the file keeps growing after its frames were applied"
+        assert log.stat().st_size <= 2 * sqlite_logfile.FILL, "the file keeps growing after its frames were applied"
         assert [c.status for c in store.calls("r")] == [dnb.Status.SUCCEEDED] * 200
         with dnb.LocalRunner(store).context("s") as ctx:
             for i in range(200):

@@ -23,18 +23,12 @@ The rules (frames and applying them: :mod:`.sqlite_frames`):
   run; a writer that finds the counter moved after its fdatasync checks its runs
   (``LeaseLostError`` before the function runs), and the applier drops the
   transitions of a context whose run is no longer its own, as a crash would.
-* **The log is truncated** after a synced commit made what it held durable.
-* **Frames overwrite zeros**: the file is zero-filled ahead of its frames
-  (``FILL`` bytes at a time) and "truncating" zeroes what was written. An
-  fdatasync then flushes data only; an append that grows the file also makes
-  ext4 commit its journal, which on a busy machine waits for a kernel thread
-  to be scheduled (measured in a Flink worker: 205 µs per fdatasync appending,
-  147 µs overwriting). A zero header ends the frames (:func:`.sqlite_frames.decode`).
+* **The log is truncated** after a synced commit made what it held durable; its file
+  (:mod:`.sqlite_logfile`) is written over zeros, so a sync flushes data only.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import logging
 import os
@@ -50,7 +44,8 @@ from typing import ClassVar
 from ..errors import JournalFormatError
 from ..journal.lease import FileLocks, current_pid
 from . import sqlite_commit
-from .sqlite_frames import LOGS, PREFIX, STEALS, Counters, Op, apply_frames, encode, try_lock
+from .sqlite_frames import LOGS, PREFIX, STEALS, Counters, Op, apply_frames, encode
+from .sqlite_logfile import LogFile
 
 _log = logging.getLogger("durable_nb")
 
@@ -71,8 +66,6 @@ calls already, and through the log each would be encoded, written and applied in
 TRUNCATE_AT = 256 << 10
 """Bytes after which an applied log is truncated (after a synced commit); an idle one is truncated too.
 The log holds a second copy of each payload until then: it must stay small on a small disk."""
-FILL = 64 << 10
-"""Bytes of zeros written ahead of the frames at a time (the file grows, and its size is synced, once per FILL)."""
 
 
 # ---------------------------------------------------------------- this process's log
@@ -111,23 +104,15 @@ class IntentLog:
         name = f"{journal.name}-log.{self._pid}.{secrets.token_hex(4)}"
         self.path = journal.with_name(name)
         self.key = PREFIX + name
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.file = LogFile(self.path)
         self.closed = False
         try:
             self._start(journal)
-        except BaseException:  # e.g. a full disk: no log file is left behind (the caller commits to SQLite)
-            os.close(self._fd)
-            self.path.unlink(missing_ok=True)
+        except BaseException:  # the file goes too: the caller commits to SQLite instead
+            self.file.remove()
             raise
 
     def _start(self, journal: Path) -> None:
-        if not try_lock(self._fd):
-            raise OSError(f"could not lock the new intent log {self.path}")
-        dir_fd = os.open(journal.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the log's name is durable before any frame in it counts
-        finally:
-            os.close(dir_fd)
         self.counters = Counters(journal)
         self._steals_seen = self.counters.value(STEALS)
         self._seq = itertools.count(1)
@@ -137,13 +122,7 @@ class IntentLog:
         self._pending: list[tuple[int, int, list[Op]]] = []
         self.pending_runs: dict[str, int] = {}
         self._apply_lock = threading.Lock()
-        self._size = 0
-        """Where the next frame goes: the bytes before it are frames, the bytes after it zeros."""
-        self._filled = 0
-        """The file's size: zeros up to here are on disk, so writing frames before it changes no metadata."""
-        self._fill(FILL)
         self._asleep = False
-        self._broken = False
         self._gather = DELAY
         self._thread: threading.Thread | None = None
         self.register()
@@ -190,20 +169,10 @@ class IntentLog:
         Raises :class:`LogClosed` (nothing written) once the log was closed: append to a new one.
         """
         with self._append_lock:
-            if self.closed or self._broken:
+            if self.closed or self.file.broken:
                 raise LogClosed(self.path)
             seq = next(self._seq)
-            frame = encode(seq, time.monotonic_ns(), ops)
-            end = self._size + len(frame)
-            try:
-                if end > self._filled:
-                    self._fill((end // FILL + 1) * FILL - self._filled, sync=False)  # synced with the frame
-                self._write(frame, self._size)
-                os.fdatasync(self._fd)
-            except BaseException:  # a frame cut short must not sit in front of the next one
-                self._erase(self._size, len(frame))
-                raise
-            self._size = end
+            self.file.append(encode(seq, time.monotonic_ns(), ops))
             self._gather = max(DELAY, BATCH_DELAY) if batch else DELAY
             with self._lock:
                 self._pending.append((seq, 0, ops))
@@ -285,7 +254,7 @@ class IntentLog:
                 done = self.apply_in(conn)
             if done is not None:
                 done()
-        if self._size >= TRUNCATE_AT:
+        if self.file.size >= TRUNCATE_AT:
             self._truncate()
 
     def _truncate(self) -> None:
@@ -294,47 +263,11 @@ class IntentLog:
         Locks in one order everywhere: appending, then applying.
         """
         with self._append_lock, self._apply_lock:
-            if self._pending or not self._size or self.closed:
+            if self._pending or not self.file.size or self.closed:
                 return
             with self._transaction(synced=True) as conn:
                 conn.execute("UPDATE meta SET value = value WHERE key = ?", (self.key,))
-            try:
-                if self._filled > 2 * TRUNCATE_AT:  # a log that grew while the applier lagged: give the disk back
-                    raise OSError("shrink")
-                self._write(bytes(self._size), 0)
-                os.fdatasync(self._fd)
-            except OSError:
-                # Emptied instead (the next append fills it again). Half zeroed, the log would end at its
-                # first zero header and hide frames appended after its old ones: no more appends then.
-                try:
-                    os.ftruncate(self._fd, 0)
-                except OSError:
-                    self._broken = True
-                    raise
-                self._filled = 0
-            self._size = 0
-
-    def _write(self, data: bytes, at: int) -> None:
-        """All of ``data`` at ``at``, or OSError: a short write (a disk filling up) must not count as a frame."""
-        written = os.pwrite(self._fd, data, at)
-        if written != len(data):
-            raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes to the intent log {self.path}")
-
-    def _fill(self, n: int, *, sync: bool = True) -> None:
-        """Zeros after the file's end: frames written over them grow nothing."""
-        self._write(bytes(n), self._filled)
-        if sync:
-            os.fdatasync(self._fd)
-        self._filled += n
-
-    def _erase(self, at: int, n: int) -> None:
-        """Zero a frame whose write failed (the next frame goes there); cut the file there if even that fails."""
-        try:
-            self._write(bytes(n), at)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, at)
-                self._filled = at
+            self.file.reset(shrink_above=2 * TRUNCATE_AT)  # a log grown while the applier lagged gives space back
 
     def _loop(self) -> None:
         """Apply frames ``DELAY`` after they come (in batches); truncate the log once idle; then sleep."""
@@ -345,7 +278,7 @@ class IntentLog:
                     return
                 if self._pending:
                     idle, work = 0.0, self._apply_later
-                elif self._size and idle >= 0.1:
+                elif self.file.size and idle >= 0.1:
                     work = self._truncate
                 elif idle >= 1.0:
                     self._asleep = True
@@ -382,10 +315,7 @@ class IntentLog:
             with self._cond:
                 self.closed = True
                 self._cond.notify_all()
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
+            self.file.remove()
         self.counters.close()
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -407,8 +337,7 @@ def _forget_in_child() -> None:
     """A forked child does not own its parent's logs: close them, so the parent's death shows."""
     for log in IntentLog._all.values():
         if not log.closed:  # a closed log's descriptor number may belong to something else by now
-            with contextlib.suppress(OSError):
-                os.close(log._fd)
+            log.file.forget()
         log.closed = True
     IntentLog._all = {}
 
