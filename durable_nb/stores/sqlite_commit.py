@@ -79,6 +79,25 @@ def _flush_at_exit() -> None:
         hook()
 
 
+@contextmanager
+def write_transaction(conn: sqlite3.Connection, turn: WriteTurn | None) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` in the file's write turn; ``COMMIT`` at the end, ``ROLLBACK`` on any error."""
+    if turn is not None:
+        turn.begin_write()
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        if turn is not None:
+            turn.end_write()
+
+
 class _Retry(Exception):
     """One op failed and was set aside: run the transaction again without it."""
 
@@ -290,24 +309,11 @@ class Committer:
         after: list[Callable[[], None]] = []
         turn = self._turn
         try:
-            if turn is not None:
-                turn.begin_write()
-            try:
-                conn = self._connect()
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self.fenced.clear()
-                    self._on_begin(conn, after)
-                    self._apply_held(conn, held, after, True)
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            finally:
-                if turn is not None:
-                    turn.end_write()
+            with write_transaction(self._connect(), turn) as conn:
+                self.fenced.clear()
+                self._on_begin(conn, after)
+                self._apply_held(conn, held, after, True)
+                yield conn
         except BaseException:
             self._restore(held)
             raise

@@ -38,7 +38,7 @@ Op = tuple[Any, ...]
 
 _HEAD = struct.Struct("<II")  # body length, crc32 of the body
 _PROBE = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0)
-"""The lock a log's writer holds while it lives (asked with F_OFD_GETLK)."""
+"""The lock a log's writer holds while it lives: taken with F_OFD_SETLK, asked for with F_OFD_GETLK."""
 _dumps = pickle.dumps
 
 

@@ -104,17 +104,7 @@ class IntentLog:
         name = f"{journal.name}-log.{self._pid}.{secrets.token_hex(4)}"
         self.path = journal.with_name(name)
         self.key = PREFIX + name
-        self.file = LogFile(self.path)
         self.closed = False
-        try:
-            self._start(journal)
-        except BaseException:  # the file goes too: the caller commits to SQLite instead
-            self.file.remove()
-            raise
-
-    def _start(self, journal: Path) -> None:
-        self.counters = Counters(journal)
-        self._steals_seen = self.counters.value(STEALS)
         self._seq = itertools.count(1)
         self._append_lock = threading.RLock()  # close() drains, and draining may truncate
         self._lock = threading.Lock()
@@ -125,7 +115,14 @@ class IntentLog:
         self._asleep = False
         self._gather = DELAY
         self._thread: threading.Thread | None = None
-        self.register()
+        self.file = LogFile(self.path)
+        try:
+            self.counters = Counters(journal)
+            self._steals_seen = self.counters.value(STEALS)
+            self.register()
+        except BaseException:  # the file goes too: the caller commits to SQLite instead
+            self.file.remove()
+            raise
 
     def _connection(self) -> sqlite3.Connection:
         """The log's own connection (applier, synced commits), closed with the log, never left to the GC:
@@ -146,18 +143,8 @@ class IntentLog:
         """One write transaction on the log's connection, in the file's write turn; synced or not."""
         conn = self._connection()
         conn.execute(f"PRAGMA synchronous = {'FULL' if synced else 'NORMAL'}")
-        self.files.begin_write()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        finally:
-            self.files.end_write()
+        with sqlite_commit.write_transaction(conn, self.files):
+            yield conn
 
     # -- appending (the caller's path) ----------------------------------------------------
 
