@@ -13,6 +13,8 @@ each is reported, so load from other processes skews them alike. Rows:
 * 20,000 records, 0 ms of work, parallelism 2: target FlinkRunner <= 1.4x plain;
 * 2,000 records, 5 ms of work, parallelism 2: target <= 1.1x plain;
 * the 0 ms map run again: every call replayed;
+* both comparisons again with ``FlinkRunner(concurrency=16)`` (``--concurrency``): several
+  records at once in each worker, against the same plain PyFlink (no target);
 * with ``--postgres``: the 0 ms comparison on a PostgresStore (a server started by
   ``tests/postgres_server.py``): target <= 1.5x plain.
 
@@ -117,11 +119,16 @@ def make_records(n: int, work_ms: float) -> list[dict[str, Any]]:
 
 
 def compare(n: int, work_ms: float, parallelism: int, rounds: int, tmp: str, target: float,
-            new_store: Any = None, label: str = "SqliteStore") -> None:
-    """FlinkRunner vs plain PyFlink, alternating; prints the ratio against ``target``."""
+            new_store: Any = None, label: str = "SqliteStore", concurrency: int = 1) -> None:
+    """FlinkRunner vs plain PyFlink, alternating; prints the ratio against ``target``.
+
+    ``concurrency`` > 1 adds a third variant, ``FlinkRunner(concurrency=...)``, in the same
+    rounds: what running several records at once in each worker gives against plain
+    PyFlink, whose KeyedProcessFunction runs them one after another.
+    """
     records = make_records(n, work_ms)
     print(f"# {n} records, {work_ms:g} ms of work each, parallelism {parallelism}, {label}", flush=True)
-    t_flinks, t_plains, t_replays = [], [], []
+    t_flinks, t_plains, t_replays, t_concurrent = [], [], [], []
     for round_ in range(rounds):
         # A fresh journal each round: every round journals every call for the first time.
         name = f"flink-{n}-{int(work_ms)}-{round_}"
@@ -133,6 +140,11 @@ def compare(n: int, work_ms: float, parallelism: int, rounds: int, tmp: str, tar
         if work_ms == 0:
             t_replays.append(once(journaled))
         store.close()
+        if concurrency > 1:
+            store = new_store(f"{name}-c") if new_store else dnb.SqliteStore(Path(tmp) / f"{name}-c.db")
+            runner = FlinkRunner(store, parallelism=parallelism, concurrency=concurrency)
+            t_concurrent.append(once(functools.partial(runner.map, durable_action, records, key="id")))
+            store.close()
     t_flink = report("FlinkRunner (journaled)", n, t_flinks)
     t_plain = report("plain PyFlink (no journal)", n, t_plains)
     if t_replays:
@@ -141,6 +153,10 @@ def compare(n: int, work_ms: float, parallelism: int, rounds: int, tmp: str, tar
     verdict = "OK" if ratio <= target else "ABOVE TARGET"
     print(f"durability cost on Flink ({label}), {work_ms:g} ms work: {ratio:.2f}x plain PyFlink "
           f"(target <= {target}x): {verdict}", flush=True)
+    if t_concurrent:
+        best = report(f"FlinkRunner(concurrency={concurrency})", n, t_concurrent)
+        print(f"FlinkRunner(concurrency={concurrency}) ({label}), {work_ms:g} ms work: {best / t_plain:.2f}x "
+              f"plain PyFlink's time (no target: what concurrency gives)", flush=True)
 
 
 class PeakRss:
@@ -222,7 +238,8 @@ def postgres(args: argparse.Namespace, tmp: str) -> None:
         def new_store(name: str) -> Any:
             return dnb.PostgresStore(server.create_database(name.replace("-", "_")))
 
-        compare(args.records, 0.0, args.parallelism, args.rounds, tmp, 1.5, new_store, "PostgresStore")
+        compare(args.records, 0.0, args.parallelism, args.rounds, tmp, 1.5, new_store, "PostgresStore",
+                concurrency=args.concurrency)
     finally:
         server.cleanup()
 
@@ -237,6 +254,8 @@ def main() -> None:
                         help="Flink runs alternate this many times; the best of each is reported")
     parser.add_argument("--memory-records", default="100000,1000000",
                         help="comma-separated map sizes for the memory part; empty to skip")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="also run FlinkRunner(concurrency=N) in each comparison; 1 to skip")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--memory-plain", action="store_true",
                         help="also measure plain PyFlink's peak memory at each --memory-records size")
@@ -251,8 +270,9 @@ def main() -> None:
             durable_action, warm, key="id")
         plain_pyflink(warm, args.parallelism, tmp)
         if not args.skip_speed:
-            compare(args.records, 0.0, args.parallelism, args.rounds, tmp, 1.4)
-            compare(args.work_records, args.work_ms, args.parallelism, args.rounds, tmp, 1.1)
+            compare(args.records, 0.0, args.parallelism, args.rounds, tmp, 1.4, concurrency=args.concurrency)
+            compare(args.work_records, args.work_ms, args.parallelism, args.rounds, tmp, 1.1,
+                    concurrency=args.concurrency)
         if args.postgres:
             postgres(args, tmp)
         sizes = [int(s) for s in args.memory_records.split(",") if s.strip()]

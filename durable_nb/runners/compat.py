@@ -108,21 +108,16 @@ def on_bundle_finish(callback: Callable[[], None]) -> Callable[[], None]:
     snapshot hook. ``StatefulOperation.finish`` (module
     ``pyflink.fn_execution.datastream.process.operations``, PyFlink 2.3.0; both
     the Cython and the pure-Python Beam operations call it at each bundle's end)
-    is wrapped once per worker process.
+    and ``AsyncOperation.finish`` (module ``...process.async_function.operation``: it
+    first waits for the records still in flight, then the callbacks run) are
+    wrapped once per worker process.
     """
     from pyflink.fn_execution.datastream.process import operations
+    from pyflink.fn_execution.datastream.process.async_function import operation as async_operation
 
-    cls = operations.StatefulOperation
-    if not getattr(cls.finish, "_durable_nb_wrapped", False):
-        original = cls.finish
-
-        def finish(self: Any) -> None:
-            original(self)
-            for hook in list(_bundle_callbacks):
-                hook()
-
-        finish._durable_nb_wrapped = True  # type: ignore[attr-defined]
-        cls.finish = finish
+    for cls in (operations.StatefulOperation, async_operation.AsyncOperation):
+        if not getattr(cls.finish, "_durable_nb_wrapped", False):
+            cls.finish = _then_bundle_callbacks(cls.finish)
     _bundle_callbacks.append(callback)
 
     def unregister() -> None:
@@ -130,3 +125,13 @@ def on_bundle_finish(callback: Callable[[], None]) -> Callable[[], None]:
             _bundle_callbacks.remove(callback)
 
     return unregister
+
+
+def _then_bundle_callbacks(original: Callable[[Any], None]) -> Callable[[Any], None]:
+    def finish(self: Any) -> None:
+        original(self)
+        for hook in list(_bundle_callbacks):
+            hook()
+
+    finish._durable_nb_wrapped = True  # type: ignore[attr-defined]
+    return finish

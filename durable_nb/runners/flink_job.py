@@ -43,6 +43,9 @@ Why it is shaped this way:
   barrier, so what a checkpoint covers (and the rows it releases to the
   notebook) is durable. A first-time record costs one commit, its PENDING.
   What runs in the worker is :mod:`durable_nb.runners.flink_worker`.
+* ``concurrency=N`` splits the KeyedProcessFunction in two, chained in the same
+  worker: one counts ``seq``, then Flink's async I/O runs up to N records at once
+  (each key's records still in order); see :mod:`durable_nb.runners.flink_concurrent`.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from ..journal.records import RunStatus
 from ..journal.store import Store
 from ..stores import open_store
 from . import compat
+from .flink_concurrent import check_concurrency, durable_stage
 from .flink_env import (
     SETUP_MARKER,
     EnvOptions,
@@ -79,7 +83,6 @@ from .flink_worker import (
     MapJob,
     Shipped,
     StreamJob,
-    keyed_function,
     line_key,
     map_element,
     stream_element,
@@ -137,11 +140,8 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     with compat.process_workers():
         prepare(stream.get_execution_environment())
     with user_modules_by_value():  # the action and key function are pickled here
-        return (
-            stream.key_by(KeyText(key), key_type=Types.STRING())
-            .process(keyed_function(stream_element, job), output_type=Types.PICKLED_BYTE_ARRAY())
-            .name(f"durable {job.name}")
-        )
+        keyed = stream.key_by(KeyText(key), key_type=Types.STRING())
+        return durable_stage(keyed, stream_element, job, 1, None).name(f"durable {job.name}")
 
 
 # ---------------------------------------------------------------- the runner
@@ -170,6 +170,10 @@ class FlinkRunner:
             (``sys.executable``) by default, right for a cluster sharing this machine.
         records_dir: where ``map`` writes its records file for the source; a temp
             folder by default. The JobManager and TaskManagers must be able to read it.
+        concurrency: records run at once in each parallel instance (Flink async I/O
+            and a thread pool in the worker); records of one key still run one after
+            another, in order. 1 (the default) runs them one after another; more pays
+            for actions that wait on a model or an API.
     """
 
     def __init__(
@@ -185,6 +189,7 @@ class FlinkRunner:
         restart_delay_ms: int = 500,
         python_executable: str | None = None,
         records_dir: str | os.PathLike[str] | None = None,
+        concurrency: int = 1,
     ) -> None:
         require_pyflink()
         check_java()
@@ -199,6 +204,7 @@ class FlinkRunner:
         remote = address[0] if address is not None and not is_this_machine(address[0]) else None
         self._store_spec = store_spec(self.store, remote_host=remote)
         self.parallelism = parallelism
+        self.concurrency = check_concurrency(concurrency)
         self.checkpoint_interval_ms = checkpoint_interval_ms
         self.strict = strict
         self.progress = progress
@@ -213,7 +219,8 @@ class FlinkRunner:
 
     def __repr__(self) -> str:
         where = f"jobmanager={self.jobmanager!r}" if self.jobmanager else "mini-cluster"
-        return f"FlinkRunner({self.store!r}, parallelism={self.parallelism}, {where})"
+        more = f", concurrency={self.concurrency}" if self.concurrency != 1 else ""
+        return f"FlinkRunner({self.store!r}, parallelism={self.parallelism}{more}, {where})"
 
     # -- public API -------------------------------------------------------------
 
@@ -282,13 +289,11 @@ class FlinkRunner:
         env = environment(self._options)
         env.set_parallelism(1)  # source and key selector: one ordered stream (see module docstring)
         source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), path.as_uri()).build()
-        return (
+        keyed = (
             env.from_source(source, WatermarkStrategy.no_watermarks(), "records").set_parallelism(1)
             .key_by(line_key, key_type=Types.STRING())
-            .process(keyed_function(map_element, job), output_type=Types.PICKLED_BYTE_ARRAY())
-            .name(job.name)
-            .set_parallelism(self.parallelism)
         )
+        return durable_stage(keyed, map_element, job, self.concurrency, self.parallelism).name(job.name)
 
 
 def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool) -> list[Shipped]:

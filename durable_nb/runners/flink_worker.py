@@ -155,45 +155,56 @@ class MapJob:
     """Set for ``FlinkRunner.run``: the one record's explicit run id."""
 
 
+class WorkerStore:
+    """The one store of a Python worker, opened in a function's ``open()``, and its durable boundary.
+
+    A record's run end is not a durable boundary of its own: the end of the bundle
+    is, and Flink ends one before every checkpoint, so all that a checkpoint covers
+    (and the rows it releases) is durable.
+    """
+
+    def __init__(self, spec: Any) -> None:
+        from . import compat
+
+        self.store: Store = spec.open()  # None only for a benchmark's plain-PyFlink stand-in
+        self._span = contextlib.ExitStack()
+        if self.store is not None:
+            self._span.enter_context(self.store.boundary())
+            self._span.callback(compat.on_bundle_finish(self.store.flush))
+
+    def close(self) -> None:
+        self._span.close()  # unregister, then leave the boundary: everything held is committed
+        if self.store is not None:
+            self.store.close()
+
+
 def keyed_function(body: Callable[[Any, Store, Any, int], Any], init: Any) -> Any:
     """A KeyedProcessFunction holding ``seq`` per key and one store per worker; built lazily (pyflink)."""
     from pyflink.common import Types
     from pyflink.datastream import KeyedProcessFunction
     from pyflink.datastream.state import ValueStateDescriptor
 
-    from . import compat
-
     class DurableKeyedProcess(KeyedProcessFunction):  # type: ignore[misc]
         """seq per key in ValueState; one durable run per element; one store connection per worker."""
 
         def __init__(self, init: Any) -> None:
             self.init = init
+            self.worker: WorkerStore | None = None
 
         def open(self, runtime_context: Any) -> None:
             self.seq = runtime_context.get_state(ValueStateDescriptor("durable_nb_seq", Types.LONG()))
-            self.store = self.init.store.open()
-            self.span = contextlib.ExitStack()
-            if self.store is not None:
-                # A record's run end is not a durable boundary of its own: the end of
-                # the bundle is, and Flink ends one before every checkpoint, so all
-                # that a checkpoint covers (and the rows it releases) is durable.
-                self.span.enter_context(self.store.boundary())
-                self.span.callback(compat.on_bundle_finish(self.store.flush))
+            self.worker = WorkerStore(self.init.store)
 
         def close(self) -> None:
-            span = getattr(self, "span", None)
-            if span is not None:
-                span.close()  # unregister, then leave the boundary: everything held is committed
-            store = getattr(self, "store", None)
-            if store is not None:
-                store.close()
+            if self.worker is not None:
+                self.worker.close()
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
             seq = self.seq.value() or 0
             # Updated before the action runs: keyed state is only persisted with a
             # checkpoint, whose barrier comes after this element is fully processed.
             self.seq.update(seq + 1)
-            yield body(self.init, self.store, value, int(seq))
+            yield body(self.init, self.worker.store, value, int(seq))  # type: ignore[union-attr]
 
     return DurableKeyedProcess(init)
 

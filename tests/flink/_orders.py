@@ -40,6 +40,15 @@ def charge_card(ledger: str, order_id: int, amount: float, crash_flag: str, cras
     return f"ch_{order_id}"
 
 
+def timed_charge(times: str, ledger: str, order_id: int, amount: float, crash_flag: str, crash_at: int | None,
+                 delay: float) -> str:
+    """``charge_card``, then one line ``order_id pid start end`` (wall clock) in ``times``: where and when it ran."""
+    start = time.time()
+    charge = charge_card(ledger, order_id, amount, crash_flag, crash_at, delay)
+    _append(times, f"{order_id} {os.getpid()} {start} {time.time()}")
+    return charge
+
+
 def reconcile_charge(ledger: str, order_id: int, amount: float) -> str:
     """Reconciler: find the charge by order id, as a payment API would; make it if it never happened.
 
@@ -59,15 +68,17 @@ def render_receipt(work_log: str, order_id: int, charge: str) -> str:
     return f"receipt for {order_id}: {charge}"
 
 
-def make_action(tmp: Path, crash_at: int | None = None, delay: float = 0.0) -> Callable[[Any, Any], Any]:
-    """``place_order(order, ctx)`` writing its ledger and logs under ``tmp``."""
+def make_action(tmp: Path, crash_at: int | None = None, delay: float = 0.0,
+                timed: bool = False) -> Callable[[Any, Any], Any]:
+    """``place_order(order, ctx)`` writing its ledger and logs under ``tmp`` (``timed``: and ``times.txt``)."""
     ledger, work_log, flag = str(tmp / "ledger.txt"), str(tmp / "work.txt"), str(tmp / "crashed.flag")
     for path in (ledger, work_log):
         Path(path).touch()
+    charge_fn = functools.partial(timed_charge, str(tmp / "times.txt")) if timed else charge_card
 
     def place_order(order: dict[str, Any], ctx: Any) -> dict[str, Any]:
         charge = ctx.durable_execute(
-            charge_card, ledger, order["id"], order["amount"], flag, crash_at, delay,
+            charge_fn, ledger, order["id"], order["amount"], flag, crash_at, delay,
             reconciler=functools.partial(reconcile_charge, ledger, order["id"], order["amount"]),
         )
         receipt = ctx.durable_execute(render_receipt, work_log, order["id"], charge)
@@ -79,6 +90,15 @@ def make_action(tmp: Path, crash_at: int | None = None, delay: float = 0.0) -> C
 def orders(n: int) -> list[dict[str, Any]]:
     """``n`` orders from 7 customers: keyed by customer, each run id carries a per-key sequence number."""
     return [{"id": i, "customer": f"c{i % 7}", "amount": round(10 + i * 0.5, 2)} for i in range(n)]
+
+
+def charge_times(tmp: Path) -> dict[int, tuple[int, float, float]]:
+    """From ``times.txt``: order id -> (worker pid, start, end) of its charge."""
+    spans = {}
+    for line in (tmp / "times.txt").read_text().splitlines():
+        order_id, pid, start, end = line.split()
+        spans[int(order_id)] = (int(pid), float(start), float(end))
+    return spans
 
 
 def ledger_counts(tmp: Path) -> Counter[str]:

@@ -1,0 +1,128 @@
+"""Several records at once in each Flink worker: ``FlinkRunner(concurrency=N)``.
+
+A KeyedProcessFunction calls its function once per element and waits for it, so
+a worker whose action waits on a model or an API waits record after record. With
+``concurrency > 1`` the durable stage becomes two operators, chained into the
+same Python worker:
+
+    key_by -> KeyedProcessFunction: seq per key in ValueState, emits (key, record, seq)
+           -> Flink async I/O (AsyncDataStream.unordered_wait, public PyFlink API):
+              up to N records' runs at once in a thread pool, one store per worker
+
+Why this keeps every promise of the one-operator shape:
+
+* ``seq`` is still counted in keyed state, in arrival order, before any action
+  runs, so run ids are the same as ``LocalRunner.map``'s and a restored job
+  gives each record the same id again.
+* Records of one key run one after another, in order (a record waits for the
+  one before it of its key); only different keys overlap.
+* PyFlink's async operator waits for every record in flight at the end of each
+  bundle (before every checkpoint barrier), and then the worker's held-back
+  journal writes are flushed (:class:`~durable_nb.runners.flink_worker.WorkerStore`):
+  what a checkpoint covers is done and durable, exactly as with one operator.
+* Concurrent first-time records share their commits (the store's group commit),
+  so PENDINGs of several records cost one fsync.
+
+For actions that take no time it is slower (each record hops between threads);
+it pays as soon as records wait on I/O. See README, Performance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..journal.store import Store
+from .flink_worker import WorkerStore
+
+Body = Callable[[Any, Store, Any, int], Any]
+
+
+def sequence_function() -> Any:
+    """The KeyedProcessFunction of the concurrent shape: counts ``seq`` per key and runs nothing."""
+    from pyflink.common import Types
+    from pyflink.datastream import KeyedProcessFunction
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    class DurableSequence(KeyedProcessFunction):  # type: ignore[misc]
+        def open(self, runtime_context: Any) -> None:
+            self.seq = runtime_context.get_state(ValueStateDescriptor("durable_nb_seq", Types.LONG()))
+
+        def process_element(self, value: Any, ctx: Any) -> Iterator[tuple[Any, Any, int]]:
+            seq = self.seq.value() or 0
+            self.seq.update(seq + 1)
+            yield ctx.get_current_key(), value, int(seq)
+
+    return DurableSequence()
+
+
+def concurrent_function(body: Body, init: Any, concurrency: int) -> Any:
+    """The AsyncFunction running ``body(init, store, record, seq)`` for up to ``concurrency`` records at once."""
+    from pyflink.datastream.functions import AsyncFunction
+
+    class DurableConcurrent(AsyncFunction):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.worker: WorkerStore | None = None
+            self.pool: ThreadPoolExecutor | None = None
+            self.tails: dict[Any, asyncio.Future[None]] = {}
+            """Per key, the record of that key that runs last so far: the next one waits for it."""
+
+        def open(self, runtime_context: Any) -> None:
+            self.worker = WorkerStore(init.store)
+            self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="durable_nb-record")
+
+        def close(self) -> None:
+            if self.pool is not None:
+                # Runs under way finish before the store closes; queued ones of a cancelled
+                # attempt never start (the next attempt runs them, under the same run ids).
+                self.pool.shutdown(wait=True, cancel_futures=True)
+            if self.worker is not None:
+                self.worker.close()
+
+        async def async_invoke(self, item: tuple[Any, Any, int]) -> list[Any]:
+            key, value, seq = item
+            loop = asyncio.get_running_loop()
+            before = self.tails.get(key)
+            mine: asyncio.Future[None] = loop.create_future()
+            self.tails[key] = mine
+            try:
+                if before is not None:
+                    await before
+                assert self.worker is not None
+                return [await loop.run_in_executor(self.pool, body, init, self.worker.store, value, seq)]
+            finally:
+                mine.set_result(None)
+                if self.tails.get(key) is mine:
+                    del self.tails[key]
+
+    return DurableConcurrent()
+
+
+def durable_stage(keyed: Any, body: Body, init: Any, concurrency: int, parallelism: int | None) -> Any:
+    """The durable operator(s) after ``key_by``: one KeyedProcessFunction, or seq then async I/O."""
+    from pyflink.common import Time, Types
+    from pyflink.datastream import AsyncDataStream
+
+    from .flink_worker import keyed_function
+
+    def parallel(stream: Any) -> Any:
+        return stream if parallelism is None else stream.set_parallelism(parallelism)
+
+    out = Types.PICKLED_BYTE_ARRAY()
+    if concurrency == 1:
+        return parallel(keyed.process(keyed_function(body, init), output_type=out))
+    numbered = parallel(keyed.process(sequence_function(), output_type=out))
+    # No timeout (0): a durable action may wait as long as it needs; Flink's failover covers a hung worker.
+    return parallel(AsyncDataStream.unordered_wait(
+        numbered, concurrent_function(body, init, concurrency), Time.milliseconds(0), 2 * concurrency, out))
+
+
+def check_concurrency(concurrency: Any) -> int:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(
+            f"concurrency must be an int >= 1 (records run at once in each Flink worker), got {concurrency!r}: "
+            f"1 runs them one after another, 8-32 suits actions that wait on a model or an API"
+        )
+    return concurrency
