@@ -466,6 +466,9 @@ def test_unpicklable_result_is_shown_again_from_its_recorded_output(ip: Any, mag
         ('calc --reconciler "lambda order: order"', "no arguments"),
         ("calc --reconciler nowhere", "could not be evaluated (NameError"),
         ("calc --key id", "--key only makes sense with --map"),
+        ("calc --concurrency 4", "--concurrency only makes sense with --map"),
+        ("calc --map rows --concurrency 4", "add --runner flink"),
+        ("calc --map rows --runner flink --concurrency many", "argument --concurrency: invalid int value"),
         ("calc --runner spark", "invalid choice"),
         ("calc --map rows --rerun", "--rerun cannot be combined with --map"),
         ("calc --map missing_var", "no variable 'missing_var'"),
@@ -631,7 +634,11 @@ def test_map_on_flink_runs_the_cell_as_a_job_and_replays_on_the_local_runner(
         ip.run_cell("def triple(v):\n    return 3 * v\n")
         ip.user_ns["items"] = [{"id": "a", "v": 2}, {"id": "b", "v": 5}]
         cell = "ctx.durable_execute(triple, record['v'])\n"
-        frame = run(ip, "tri --map items --key id --runner flink", cell)[0]
+        with pytest.raises(UsageError, match=r"concurrency must be an int >= 1 .*got 0"):
+            run(ip, "tri --map items --key id --runner flink --concurrency 0", cell)
+        assert sqlite_store.runs() == []
+        # Two records at once in each worker: the same frame, the same run ids.
+        frame = run(ip, "tri --map items --key id --runner flink --concurrency 2", cell)[0]
         assert frame["result"].tolist() == [6, 15] and frame["run_id"].tolist() == ["cell:tri/a#0", "cell:tri/b#0"]
         # same run ids on either runner: the local map replays what the Flink job journaled
         journaled = [(c.run_id, c.finished_at) for c in sqlite_store.query_calls()]

@@ -198,7 +198,7 @@ def restore(shell: Any, outcome: CellOutcome, *, notice: str | None) -> Any:
 
 def run_map(
     shell: Any, cell: ParsedCell, store: Store, map_var: str, *, key: str | None = None, runner: str = "local",
-    progress: bool = False, strict: bool = False,
+    progress: bool = False, strict: bool = False, concurrency: int = 1,
 ) -> pd.DataFrame:
     """``%%durable NAME --map VAR``: the cell as an action over every record of ``VAR``, one run per record."""
     name = cell.name
@@ -227,7 +227,7 @@ def run_map(
     env = select_inputs(reads, shell.user_ns, shell.user_ns_hidden)
     action = _durable_name(name=cell_call_id(name))(CellAction(name, cell.source, env, cell.analysis.binds))
     if runner == "flink":
-        mapper: Any = flink_runner(store, strict=strict)
+        mapper: Any = flink_runner(store, strict=strict, concurrency=concurrency)
     else:
         from ..runners.local import LocalRunner
 
@@ -244,7 +244,7 @@ def flink_runner(store: Store, **options: Any) -> Any:
 
         try:
             return FlinkRunner(store, **options)
-        except FlinkSetupError as exc:
+        except (FlinkSetupError, ValueError) as exc:
             raise UsageError(f"%%durable --runner flink: {exc}") from None
     except ImportError as exc:
         raise UsageError(

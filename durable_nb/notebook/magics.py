@@ -112,6 +112,11 @@ class DurableMagics(Magics):
     )
     @magic_arguments.argument("--key", metavar="COL", help="with --map: the field that keys each record's run")
     @magic_arguments.argument(
+        "--concurrency", metavar="N", type=int,
+        help="with --map and --runner flink: records run at once in each Flink worker (each key's records "
+        "still in order); for cells that wait on a model or an API",
+    )
+    @magic_arguments.argument(
         "--progress", action="store_true",
         help="with --map: show a progress bar (records done, replayed, failed)",
     )
@@ -158,8 +163,9 @@ class DurableMagics(Magics):
             return run_dry(self.shell, parsed, store, reconciler is not None, self._forks.get(name))
         if args.map_var:
             key = _strip_quotes(args.key) if args.key else None
+            concurrency = 1 if args.concurrency is None else args.concurrency
             return run_map(self.shell, parsed, store, args.map_var, key=key, runner=args.runner,
-                           progress=args.progress, strict=args.strict)
+                           progress=args.progress, strict=args.strict, concurrency=concurrency)
         fork = None if args.rerun else self._forks.pop(name, None)
         if fork is not None:  # %durable_fork NAME: the cell, maybe edited since, continues from the fork
             adopt_fork(store, name, fork, cell_inputs_digest(self.shell, parsed))
@@ -173,7 +179,8 @@ class DurableMagics(Magics):
                     raise UsageError(f"%%durable: --dry cannot be combined with {flag} (--dry executes nothing "
                                      f"and writes nothing). Example: %%durable charge --dry")
         if args.map_var is None:
-            for flag, value in (("--key", args.key), ("--progress", args.progress)):
+            for flag, value in (("--key", args.key), ("--progress", args.progress),
+                                ("--concurrency", args.concurrency is not None)):
                 if value:
                     raise UsageError(f"%%durable: {flag} only makes sense with --map VAR. Example: "
                                      f"%%durable enrich --map orders --key id --progress")
@@ -181,6 +188,10 @@ class DurableMagics(Magics):
         if not args.map_var.isidentifier():
             raise UsageError(f"%%durable: --map takes a variable name, got {args.map_var!r}. "
                              f"Example: %%durable enrich --map orders")
+        if args.concurrency is not None and args.runner != "flink":
+            raise UsageError("%%durable: --concurrency sets how many records run at once in each Flink worker; "
+                             "add --runner flink. Example: %%durable enrich --map orders --runner flink "
+                             "--concurrency 8")
         for flag, value in (("--reconciler", args.reconciler), ("--rerun", args.rerun)):
             if value:
                 raise UsageError(f"%%durable: {flag} cannot be combined with --map (each record is its own run; "

@@ -195,6 +195,7 @@ class FlinkRunner:
         check_java()
         if parallelism < 1:
             raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+        self.concurrency = check_concurrency(concurrency)
         if checkpoint_interval_ms < 10:
             raise ValueError(f"checkpoint_interval_ms must be >= 10, got {checkpoint_interval_ms}")
         self.store = open_store(store)
@@ -204,7 +205,6 @@ class FlinkRunner:
         remote = address[0] if address is not None and not is_this_machine(address[0]) else None
         self._store_spec = store_spec(self.store, remote_host=remote)
         self.parallelism = parallelism
-        self.concurrency = check_concurrency(concurrency)
         self.checkpoint_interval_ms = checkpoint_interval_ms
         self.strict = strict
         self.progress = progress
