@@ -30,14 +30,11 @@ it pays as soon as records wait on I/O. See README, Performance.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..journal.store import Store
-from .flink_worker import WorkerStore
-
-Body = Callable[[Any, Store, Any, int], Any]
+from .flink_worker import Body, WorkerStore, next_seq
 
 
 def sequence_function() -> Any:
@@ -51,9 +48,7 @@ def sequence_function() -> Any:
             self.seq = runtime_context.get_state(ValueStateDescriptor("durable_nb_seq", Types.LONG()))
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[tuple[Any, Any, int]]:
-            seq = self.seq.value() or 0
-            self.seq.update(seq + 1)
-            yield ctx.get_current_key(), value, int(seq)
+            yield ctx.get_current_key(), value, next_seq(self.seq)
 
     return DurableSequence()
 

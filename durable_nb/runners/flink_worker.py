@@ -178,7 +178,22 @@ class WorkerStore:
             self.store.close()
 
 
-def keyed_function(body: Callable[[Any, Store, Any, int], Any], init: Any) -> Any:
+Body = Callable[[Any, Store, Any, int], Any]
+"""What a durable operator runs per record: ``body(init, store, record, seq)``."""
+
+
+def next_seq(state: Any) -> int:
+    """This record's ``seq`` from the key's ValueState, counted up for the next one.
+
+    Updated before the action runs: keyed state is only persisted with a
+    checkpoint, whose barrier comes after this element is fully processed.
+    """
+    seq = state.value() or 0
+    state.update(seq + 1)
+    return int(seq)
+
+
+def keyed_function(body: Body, init: Any) -> Any:
     """A KeyedProcessFunction holding ``seq`` per key and one store per worker; built lazily (pyflink)."""
     from pyflink.common import Types
     from pyflink.datastream import KeyedProcessFunction
@@ -200,11 +215,7 @@ def keyed_function(body: Callable[[Any, Store, Any, int], Any], init: Any) -> An
                 self.worker.close()
 
         def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
-            seq = self.seq.value() or 0
-            # Updated before the action runs: keyed state is only persisted with a
-            # checkpoint, whose barrier comes after this element is fully processed.
-            self.seq.update(seq + 1)
-            yield body(self.init, self.worker.store, value, int(seq))  # type: ignore[union-attr]
+            yield body(self.init, self.worker.store, value, next_seq(self.seq))  # type: ignore[union-attr]
 
     return DurableKeyedProcess(init)
 

@@ -40,9 +40,13 @@ def flink_runner_cls() -> type:
 
 
 @pytest.mark.timeout(300)
-def test_agents_run_in_a_flink_job_and_recover_across_runners(flink_runner_cls, tmp_path: Path, ledger: Path):
+@pytest.mark.parametrize("concurrency", [1, 4], ids=["one-record-at-a-time", "four-records-at-once"])
+def test_agents_run_in_a_flink_job_and_recover_across_runners(
+    flink_runner_cls, tmp_path: Path, ledger: Path, concurrency: int
+):
     store = dnb.SqliteStore(tmp_path / "journal.db")
-    flink = flink_runner_cls(store, parallelism=2, progress=False)
+    # With concurrency, each record's agent (its async actions, its own event loop) runs in a pool thread.
+    flink = flink_runner_cls(store, parallelism=2, progress=False, concurrency=concurrency)
 
     # The quickstart agent (async built-in chat and tool actions, resources, memory) inside the job.
     expected = A.without_durability(A.ReviewAnalysisAgent(), A.REVIEWS)
