@@ -128,11 +128,12 @@ def compare(n: int, work_ms: float, parallelism: int, rounds: int, tmp: str, tar
     """
     records = make_records(n, work_ms)
     print(f"# {n} records, {work_ms:g} ms of work each, parallelism {parallelism}, {label}", flush=True)
+    fresh = new_store or (lambda name: dnb.SqliteStore(Path(tmp) / f"{name}.db"))
     t_flinks, t_plains, t_replays, t_concurrent = [], [], [], []
     for round_ in range(rounds):
-        # A fresh journal each round: every round journals every call for the first time.
+        # A fresh journal for each variant and round: each journals every call for the first time.
         name = f"flink-{n}-{int(work_ms)}-{round_}"
-        store = new_store(name) if new_store else dnb.SqliteStore(Path(tmp) / f"{name}.db")
+        store = fresh(name)
         journaled = functools.partial(FlinkRunner(store, parallelism=parallelism).map, durable_action, records,
                                       key="id")
         t_flinks.append(once(journaled))
@@ -141,7 +142,7 @@ def compare(n: int, work_ms: float, parallelism: int, rounds: int, tmp: str, tar
             t_replays.append(once(journaled))
         store.close()
         if concurrency > 1:
-            store = new_store(f"{name}-c") if new_store else dnb.SqliteStore(Path(tmp) / f"{name}-c.db")
+            store = fresh(f"{name}-c")
             runner = FlinkRunner(store, parallelism=parallelism, concurrency=concurrency)
             t_concurrent.append(once(functools.partial(runner.map, durable_action, records, key="id")))
             store.close()
