@@ -256,6 +256,21 @@ def test_a_held_back_outcome_reaches_the_server_within_a_short_delay(pg_dsn):
         assert other.calls("slow")[0].status is dnb.Status.SUCCEEDED
 
 
+def test_outcomes_held_while_the_flusher_waits_for_an_older_one_reach_the_server_too(pg_dsn):
+    """The flusher is not woken by each held outcome (only when nothing was held): later ones still commit."""
+    store, other = dnb.PostgresStore(pg_dsn), dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    with runner.context("first") as a, runner.context("second") as b, runner.context("third") as c:
+        a.durable_execute(pow, 3, 2)  # the flusher starts and waits for this one's deadline
+        time.sleep(0.005)
+        b.durable_execute(pow, 3, 3)  # held while it waits: no wake-up
+        c.durable_execute(pow, 3, 4)
+        deadline = time.monotonic() + 10
+        runs = ("first", "second", "third")
+        while time.monotonic() < deadline and any(other.calls(r)[0].status is dnb.Status.PENDING for r in runs):
+            time.sleep(0.01)
+        assert [other.calls(r)[0].result() for r in runs] == [9, 27, 81]
+
 def test_a_replay_of_a_finished_run_writes_nothing(pg_dsn):
     store = dnb.PostgresStore(pg_dsn)
     fill(store)

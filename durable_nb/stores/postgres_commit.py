@@ -61,6 +61,7 @@ class HeldOutcomes:
         self._busy: set[str] = set()  # runs whose outcomes are being committed by flush()
         self._since: dict[str, float] = {}  # run_id -> when its oldest held outcome was held
         self._flusher: threading.Thread | None = None
+        self._idle = False  # the flusher waits with nothing held: only then does a new hold wake it
 
     def __bool__(self) -> bool:
         return bool(self._held) or bool(self._closes) or bool(self._busy)
@@ -79,10 +80,17 @@ class HeldOutcomes:
             self._wake()
 
     def _wake(self) -> None:
+        """Start the flusher, or wake it if it waits with nothing held.
+
+        A flusher waiting for a held outcome's deadline is not woken: a newer one's
+        deadline is later, and a thread switch per durable call costs a worker more
+        than the call's own statement.
+        """
         if self._flusher is None or not self._flusher.is_alive():
             self._flusher = threading.Thread(target=self._loop, name="durable_nb-pg-flush", daemon=True)
             self._flusher.start()
-        self._cond.notify_all()
+        elif self._idle:
+            self._cond.notify_all()
 
     def take_closing(self) -> list[Closing]:
         """Every held run end with its outcomes, for the caller to commit with its own write.
@@ -195,7 +203,12 @@ class HeldOutcomes:
         while True:
             with self._cond:
                 if not self._held and not self._closes:
-                    if not self._cond.wait(timeout=5.0) and not self._held and not self._closes:
+                    self._idle = True
+                    try:
+                        woken = self._cond.wait(timeout=5.0)
+                    finally:
+                        self._idle = False
+                    if not woken and not self._held and not self._closes:
                         self._flusher = None
                         return
                     continue
