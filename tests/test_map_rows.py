@@ -40,6 +40,16 @@ def test_a_key_field_named_like_a_result_column_comes_back_as_key(store: dnb.Sto
         runner.map(lambda rec, ctx: 0, [{"status": 1, "amount": 2}], key="id")
 
 
+def test_a_key_function_that_raises_keeps_its_error_and_names_the_record(store: dnb.Store) -> None:
+    def region(rec: dict[str, Any]) -> str:
+        return rec["region"]
+
+    with pytest.raises(KeyError, match="region") as raised:
+        dnb.LocalRunner(store).map(lambda rec, ctx: 0, [{"region": "eu"}, {"id": 7}], key=region)
+    assert "raised by the key function 'test_a_key_function_that_raises_keeps_its_error_and_names_the_record" \
+           ".<locals>.region' on record 1: {'id': 7}" in raised.value.__notes__[0]
+    assert store.runs() == []  # keys are worked out before any record runs
+
 def test_a_record_whose_run_is_busy_elsewhere_is_a_failed_row_not_an_aborted_map(store: dnb.Store) -> None:
     runner = dnb.LocalRunner(store)
     first = runner.map(double_unless_three, [5])

@@ -102,7 +102,13 @@ def key_of(record: Any, key: Key, position: int) -> Any:
     if key is None:
         return position
     if callable(key):
-        return key(record)
+        try:
+            return key(record)
+        except Exception as exc:  # the user's own error, with which record it failed on
+            where = f"record {position}" if position >= 0 else "a record"
+            exc.add_note(f"raised by the key function {getattr(key, '__qualname__', key)!r} on {where}: "
+                         f"{str(record)[:80]}")
+            raise
     try:
         return record[key]
     except (KeyError, TypeError, IndexError):
