@@ -108,7 +108,9 @@ def durable_stage(keyed: Any, body: Body, init: Any, concurrency: int, paralleli
     out = Types.PICKLED_BYTE_ARRAY()
     if concurrency == 1:
         return parallel(keyed.process(keyed_function(body, init), output_type=out))
-    numbered = parallel(keyed.process(sequence_function(), output_type=out))
+    # forward(): the async stage keeps the seq stage's instances (chained, each key's records in one
+    # place); a parallelism set on the returned stream alone is refused when the job is built.
+    numbered = parallel(keyed.process(sequence_function(), output_type=out)).forward()
     # No timeout (0): a durable action may wait as long as it needs; Flink's failover covers a hung worker.
     return parallel(AsyncDataStream.unordered_wait(
         numbered, concurrent_function(body, init, concurrency), Time.milliseconds(0), 2 * concurrency, out))

@@ -99,7 +99,8 @@ if TYPE_CHECKING:
 __all__ = ["FlinkJobError", "FlinkRunner", "FlinkSetupError", "check_java", "durable_process"]
 
 
-def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict: bool = False) -> Any:
+def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict: bool = False,
+                    concurrency: int = 1, parallelism: int | None = None) -> Any:
     """Put a durable action into any PyFlink DataStream; return the DataStream of its results.
 
     ``key_by(key)`` then a KeyedProcessFunction that runs ``action(record, ctx)``
@@ -117,6 +118,13 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
         store: a :class:`Store` or URL the workers can reach (a ``PostgresStore`` for a
             cluster on other machines, a SQLite file for the local mini-cluster).
         strict: a replay mismatch raises ``NonDeterminismError`` instead of discarding.
+        concurrency: records run at once in each parallel instance, as
+            ``FlinkRunner(concurrency=...)``: each key's records still one after
+            another, in order. For actions that wait on a model or an API.
+        parallelism: of the durable operator(s); None keeps the environment's. With
+            ``concurrency > 1`` the stage is two chained operators: set it here, not on
+            the returned stream (a different parallelism there is refused when the job
+            is built, because it would split a key's records between instances).
 
     Run ids count the records of each key in the order they reach this operator:
     for ids that are stable across attempts (and equal to ``LocalRunner.map``'s), feed
@@ -135,13 +143,17 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     check_action(action)
     if key is None:
         raise ValueError("durable_process needs key=: a field name of the records or a function of a record")
+    check_concurrency(concurrency)
+    if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
+                                    or parallelism < 1):
+        raise ValueError(f"parallelism must be an int >= 1 or None (the environment's), got {parallelism!r}")
     resolved = open_store(store)
     job = StreamJob(action, action_name(action), key, store_spec(resolved), strict)
     with compat.process_workers():
         prepare(stream.get_execution_environment())
     with user_modules_by_value():  # the action and key function are pickled here
         keyed = stream.key_by(KeyText(key), key_type=Types.STRING())
-        return durable_stage(keyed, stream_element, job, 1, None).name(f"durable {job.name}")
+        return durable_stage(keyed, stream_element, job, concurrency, parallelism).name(f"durable {job.name}")
 
 
 # ---------------------------------------------------------------- the runner

@@ -13,6 +13,7 @@ Workers cannot import this test module: FlinkRunner ships it by value.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import time
 from collections import Counter
@@ -99,6 +100,19 @@ def charge_times(tmp: Path) -> dict[int, tuple[int, float, float]]:
         order_id, pid, start, end = line.split()
         spans[int(order_id)] = (int(pid), float(start), float(end))
     return spans
+
+
+def check_concurrent_and_in_key_order(tmp: Path, n: int, customers: int = 7) -> None:
+    """Records of different keys ran at once in one worker process; each key's one after another, in order."""
+    spans = charge_times(tmp)
+    assert len(spans) >= n - 10, "most charges ran in the worker and logged their times"
+    overlapping = [(a, b) for a, b in itertools.combinations(sorted(spans), 2)
+                   if spans[a][0] == spans[b][0] and spans[a][1] < spans[b][2] and spans[b][1] < spans[a][2]]
+    assert overlapping, "no two records ever ran at once in one worker: concurrency had no effect"
+    for customer in range(customers):
+        ran = [i for i in range(customer, n, customers) if i in spans]
+        for earlier, later in itertools.pairwise(ran):
+            assert spans[earlier][2] <= spans[later][1], f"orders {earlier} and {later} of one key overlapped"
 
 
 def ledger_counts(tmp: Path) -> Counter[str]:

@@ -15,17 +15,25 @@ from durable_nb.flink import FlinkRunner, FlinkSetupError, MapRow, durable_proce
 pytestmark = pytest.mark.flink
 
 
-def _pipeline(records: list[dict[str, Any]], action: Any, journal: Path) -> list[MapRow]:
-    """A collection source of JSON lines, parsed, the durable action on 2 slots, and a collect sink."""
+def _parsed(records: list[dict[str, Any]]) -> Any:
+    """A collection source of JSON lines, parsed, in one ordered stream (stable seq per key)."""
     from pyflink.common import Types
 
-    env = environment(parallelism=1)  # source and parsing in one ordered stream: stable seq per key
+    env = environment(parallelism=1)
     lines = env.from_collection([json.dumps(r) for r in records], type_info=Types.STRING())
-    parsed = lines.map(json.loads, output_type=Types.PICKLED_BYTE_ARRAY())
-    results = durable_process(parsed, action, key="customer", store=dnb.SqliteStore(journal))
-    results.set_parallelism(2)
+    return lines.map(json.loads, output_type=Types.PICKLED_BYTE_ARRAY())
+
+
+def _collect(results: Any) -> list[MapRow]:
     with results.execute_and_collect("orders pipeline") as rows:
         return list(rows)
+
+
+def _pipeline(records: list[dict[str, Any]], action: Any, journal: Path) -> list[MapRow]:
+    """The parsed source, the durable action on 2 slots, and a collect sink."""
+    results = durable_process(_parsed(records), action, key="customer", store=dnb.SqliteStore(journal))
+    results.set_parallelism(2)
+    return _collect(results)
 
 
 @pytest.mark.timeout(180)
@@ -49,6 +57,55 @@ def test_durable_process_gives_local_runner_run_ids_and_replays_on_a_second_pipe
         assert by_run[run_id].result == result
     assert (tmp_path / "work.txt").read_text() == work_after_first, "a replay re-ran a durable call"
     assert sum(_orders.ledger_counts(tmp_path).values()) == 30
+
+
+@pytest.mark.timeout(180)
+def test_durable_process_with_concurrency_overlaps_keys_keeps_each_keys_order_and_replays(
+    flink: None, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.db"
+    action = _orders.make_action(tmp_path, delay=0.05, timed=True)
+    n = 42
+    records = _orders.orders(n)
+
+    def concurrent() -> list[MapRow]:
+        return _collect(durable_process(_parsed(records), action, key="customer", store=dnb.SqliteStore(journal),
+                                        concurrency=4, parallelism=2))
+
+    first = concurrent()
+    _orders.check_concurrent_and_in_key_order(tmp_path, n)
+    work = (tmp_path / "work.txt").read_text()
+    again = concurrent()
+    local = dnb.LocalRunner(dnb.SqliteStore(journal)).map(action, records, key="customer")
+
+    assert {row.run_id for row in first} == {row.run_id for row in again} == set(local["run_id"])
+    by_run = {row.run_id: row.result for row in first}
+    assert [by_run[run_id] for run_id in local["run_id"]] == list(local["result"])
+    assert (tmp_path / "work.txt").read_text() == work, "a replay re-ran a durable call"
+    assert set(_orders.ledger_counts(tmp_path).values()) == {1} and len(_orders.ledger_counts(tmp_path)) == n
+
+
+def test_a_parallelism_set_on_the_returned_concurrent_stream_alone_is_refused_at_build(
+    flink: None, tmp_path: Path
+) -> None:
+    """Two chained operators: another parallelism on the second would split a key's records between instances."""
+    results = durable_process(_parsed(_orders.orders(3)), _orders.make_action(tmp_path), key="customer",
+                              store=dnb.SqliteStore(tmp_path / "journal.db"), concurrency=4)
+    results.set_parallelism(2)
+    with pytest.raises(Exception, match="Forward partitioning does not allow change of parallelism"):
+        _collect(results)
+    assert not (tmp_path / "ledger.txt").read_text(), "nothing ran"
+
+
+@pytest.mark.parametrize("options", [{"concurrency": 0}, {"concurrency": "4"}, {"parallelism": 0},
+                                     {"parallelism": 1.5}])
+def test_durable_process_refuses_a_bad_concurrency_or_parallelism_before_building_anything(
+    flink: None, tmp_path: Path, options: dict[str, Any]
+) -> None:
+    name = next(iter(options))
+    with pytest.raises(ValueError, match=f"{name} must be an int >= 1"):
+        durable_process(_parsed([]), _orders.make_action(tmp_path), key="customer",
+                        store=dnb.SqliteStore(tmp_path / "journal.db"), **options)
 
 
 def test_a_sqlite_journal_for_a_cluster_on_another_machine_is_refused_naming_postgresql(
