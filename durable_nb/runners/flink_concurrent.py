@@ -116,10 +116,13 @@ def durable_stage(keyed: Any, body: Body, init: Any, concurrency: int, paralleli
         numbered, concurrent_function(body, init, concurrency), Time.milliseconds(0), 2 * concurrency, out))
 
 
+def positive_int(name: str, value: Any, what: str) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else a ValueError naming ``name`` and what it sets."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1 ({what}), got {value!r}")
+    return value
+
+
 def check_concurrency(concurrency: Any) -> int:
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ValueError(
-            f"concurrency must be an int >= 1 (records run at once in each Flink worker), got {concurrency!r}: "
-            f"1 runs them one after another, 8-32 suits actions that wait on a model or an API"
-        )
-    return concurrency
+    return positive_int("concurrency", concurrency, "records run at once in each Flink worker: 1 runs them one "
+                        "after another, 8-32 suits actions that wait on a model or an API")

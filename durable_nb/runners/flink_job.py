@@ -63,7 +63,7 @@ from ..journal.records import RunStatus
 from ..journal.store import Store
 from ..stores import open_store
 from . import compat
-from .flink_concurrent import check_concurrency, durable_stage
+from .flink_concurrent import check_concurrency, durable_stage, positive_int
 from .flink_env import (
     SETUP_MARKER,
     EnvOptions,
@@ -144,9 +144,8 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     if key is None:
         raise ValueError("durable_process needs key=: a field name of the records or a function of a record")
     check_concurrency(concurrency)
-    if parallelism is not None and (isinstance(parallelism, bool) or not isinstance(parallelism, int)
-                                    or parallelism < 1):
-        raise ValueError(f"parallelism must be an int >= 1 or None (the environment's), got {parallelism!r}")
+    if parallelism is not None:
+        positive_int("parallelism", parallelism, "instances of the durable stage; None keeps the environment's")
     resolved = open_store(store)
     job = StreamJob(action, action_name(action), key, store_spec(resolved), strict)
     with compat.process_workers():
@@ -205,8 +204,7 @@ class FlinkRunner:
     ) -> None:
         require_pyflink()
         check_java()
-        if parallelism < 1:
-            raise ValueError(f"parallelism must be >= 1, got {parallelism}")
+        positive_int("parallelism", parallelism, "parallel instances of the action, task slots used")
         self.concurrency = check_concurrency(concurrency)
         if checkpoint_interval_ms < 10:
             raise ValueError(f"checkpoint_interval_ms must be >= 10, got {checkpoint_interval_ms}")

@@ -55,3 +55,12 @@ def test_a_concurrency_that_is_not_a_positive_int_is_refused_naming_the_range(
     with pytest.raises(ValueError, match=r"concurrency must be an int >= 1") as refused:
         FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), concurrency=bad)  # type: ignore[arg-type]
     assert repr(bad) in str(refused.value)
+
+
+@pytest.mark.parametrize("bad", [0, "2", True])
+def test_a_parallelism_that_is_not_a_positive_int_is_refused_naming_the_range(
+    flink: None, tmp_path: Path, bad: object
+) -> None:
+    with pytest.raises(ValueError, match=r"parallelism must be an int >= 1") as refused:
+        FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), parallelism=bad)  # type: ignore[arg-type]
+    assert repr(bad) in str(refused.value)
