@@ -271,6 +271,19 @@ def test_outcomes_held_while_the_flusher_waits_for_an_older_one_reach_the_server
             time.sleep(0.01)
         assert [other.calls(r)[0].result() for r in runs] == [9, 27, 81]
 
+@pytest.mark.parametrize("run_id", ["order\x00-1", "order-\udcff"])
+def test_a_run_id_postgresql_cannot_hold_is_refused_naming_the_fix_and_the_store_stays_usable(pg_dsn, run_id):
+    store = dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(ValueError, match=r"cannot hold NUL characters .* Nothing was written.*key= a function"):
+        runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 3), run_id=run_id)
+    # A map keyed by such text: that record is a FAILED row saying why, the others run.
+    frame = runner.map(lambda rec, ctx: ctx.durable_execute(len, rec), [run_id, "b"], key=lambda rec: rec)
+    assert list(frame.status) == ["FAILED", "COMPLETED"] and "text type cannot hold" in frame.error[0]
+    assert [r.run_id for r in store.runs()] == [frame.run_id[1]]
+    assert runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 3), run_id="order-1") == 8
+
+
 def test_a_replay_of_a_finished_run_writes_nothing(pg_dsn):
     store = dnb.PostgresStore(pg_dsn)
     fill(store)

@@ -187,3 +187,34 @@ def test_an_empty_existing_file_becomes_a_journal(tmp_path):
     path.touch()
     fill(dnb.SqliteStore(path), runs=1, calls=1)
     assert os.path.getsize(path) > 0
+
+
+class _NulRepr:
+    def __repr__(self) -> str:
+        return "NulRepr<a\x00b>"
+
+
+def _fails_with_nul() -> None:
+    raise ValueError("bad byte \x00 in header \udcff")
+
+
+def test_nul_characters_and_lone_surrogates_in_results_and_errors_are_journaled_on_every_store(store):
+    """PostgreSQL's text holds neither: previews escape them; payloads keep the values; the store stays usable."""
+
+    def action(_: object, ctx: dnb.RunnerContext) -> object:
+        try:
+            ctx.durable_execute(_fails_with_nul)
+        except ValueError as exc:
+            caught = str(exc)
+        return caught, ctx.durable_execute(_NulRepr), ctx.durable_execute(str, "x\udcff")
+
+    runner = dnb.LocalRunner(store)
+    caught, value, text = runner.run(action, run_id="odd-text")
+    assert caught == "bad byte \x00 in header \udcff" and isinstance(value, _NulRepr) and text == "x\udcff"
+    failed, nul_repr, surrogate = store.calls("odd-text")
+    assert failed.error_preview == "ValueError: bad byte \\x00 in header \\udcff"
+    assert str(failed.error()) == "bad byte \x00 in header \udcff"
+    assert nul_repr.result_preview == "NulRepr<a\\x00b>" and surrogate.result() == "x\udcff"
+    assert store.run("odd-text").status is dnb.RunStatus.COMPLETED
+    assert len(store.to_pandas()) == 3  # every read still works: nothing was left held that cannot be written
+    assert runner.run(action, run_id="odd-text")[0] == caught  # and it replays

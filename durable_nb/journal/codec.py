@@ -180,8 +180,14 @@ def missing_global(data: bytes) -> str | None:
 
 
 def clip(text: str) -> str:
-    """One line (whitespace runs made one space) of at most PREVIEW_LIMIT characters."""
+    """One line (whitespace runs made one space) of at most PREVIEW_LIMIT characters, storable in any journal.
+
+    NUL characters and lone surrogates are written as escapes: PostgreSQL's text
+    type holds neither, and a preview is for reading, not for round-tripping.
+    """
     text = " ".join(text.split())
+    if not text.isprintable():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
     if len(text) > PREVIEW_LIMIT:
         return text[: PREVIEW_LIMIT - 1] + "…"
     return text

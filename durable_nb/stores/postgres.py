@@ -170,6 +170,10 @@ class PostgresStore(Store):
             if run_id is None or exc.run_id is not None:
                 raise
             raise JournalUnavailableError(exc.where, doing, run_id, exc.reason, exc.hint) from None
+        except (psycopg.DataError, UnicodeEncodeError) as exc:
+            if isinstance(exc, psycopg.DataError) and "NUL" not in str(exc):
+                raise
+            raise ValueError(unstorable(f"{doing}{'' if run_id is None else f' (run {run_id!r})'}")) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             reason = " ".join(str(exc).split())
             user, db = self.target.user, self.target.dbname
@@ -261,6 +265,9 @@ class PostgresStore(Store):
 
     def open_run(self, run_id: str, owner: str, *, steal: bool = False) -> list[CallRecord]:
         """Take the run's advisory lock and read its calls; writes only to take it over (a crash, steal=True)."""
+        if "\x00" in run_id or (not run_id.isprintable() and not _encodes(run_id)):
+            raise ValueError(unstorable(f"the run id {run_id!r}", "a map's run ids come from its keys, so pass "
+                                        "key= a function that returns clean text"))  # before the lock: no undo
         if self._pid != os.getpid():
             self._reset()
         with self._cond:
@@ -597,6 +604,21 @@ class PostgresStore(Store):
             for outcome in run_outcomes:
                 conn.execute(q.COMPLETE_FENCED, outcome.fenced())
             conn.execute(q.CLOSE, close)
+
+
+def _encodes(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 material (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def unstorable(what: str, fix: str = "") -> str:
+    """Why text with a NUL character or a lone surrogate cannot reach PostgreSQL, and what to do."""
+    return (f"{what}: PostgreSQL's text type cannot hold NUL characters (\\x00) or lone surrogates, and the text "
+            f"has one. Nothing was written. Use text without them{'; ' + fix if fix else ''}.")
 
 
 def _reopen(dsn: str, durability: str) -> PostgresStore:
