@@ -208,6 +208,32 @@ def test_a_pickled_copy_digests_equal(value: Any):
     assert digest_value(pickle.loads(pickle.dumps(value))) == digest_value(value)
 
 
+plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(plain_values)
+def test_the_fast_path_for_plain_data_gives_the_general_encoders_bytes(value: Any):
+    """Digests must not depend on which path made them (``digest_plain`` is only a shortcut)."""
+    from durable_nb.journal import digest as general
+    from durable_nb.journal.digest_plain import encode_plain
+
+    fast: list[bytes] = []
+    encode_plain(value, fast, 1)
+    slow: list[bytes] = []
+    token = general._memo.set({})
+    try:
+        general._encode(value, slow, 1)
+    finally:
+        general._memo.reset(token)
+    assert b"".join(fast) == b"".join(slow)
+
+
 # ---------------------------------------------------------------- the cases of issue 9, by name
 
 

@@ -162,3 +162,37 @@ def test_a_cell_reconciler_returning_a_bad_variable_name_is_named() -> None:
     with pytest.raises(TypeError, match="as a dict .*got list"):
         reconciled_outcome("pay", [1])
     assert set(reconciled_outcome("pay", {"x": 3}).values) == {"x"}
+
+
+def test_an_action_that_changes_its_record_in_place_replays_when_the_map_or_run_is_called_again(
+    store: dnb.Store,
+) -> None:
+    """Each run gets its own copy of its input (as on Flink): the caller's records never change under it."""
+    charged: list[str] = []
+
+    def charge(order: dict[str, Any]) -> str:
+        charged.append(order["id"])
+        return f"ch_{order['id']}"
+
+    def place(order: dict[str, Any], ctx: dnb.RunnerContext) -> str:
+        order["charge"] = ctx.durable_execute(charge, order)  # changes its input after the side effect
+        order["lines"].append("charged")
+        return order["charge"]
+
+    runner = dnb.LocalRunner(store)
+    orders = [{"id": "o1", "lines": []}, {"id": "o2", "lines": []}]
+    first = runner.map(place, orders, key="id")
+    again = runner.map(place, orders, key="id")  # a notebook cell run twice
+    assert list(first.result) == list(again.result) == ["ch_o1", "ch_o2"]
+    assert orders == [{"id": "o1", "lines": []}, {"id": "o2", "lines": []}]
+    one = {"id": "o3", "lines": []}
+    assert runner.run(place, one) == runner.run(place, one) == "ch_o3"  # same derived run id both times
+    assert runner.dry_run(place, one).stopped_at is None and one == {"id": "o3", "lines": []}
+    assert charged == ["o1", "o2", "o3"], "a side effect ran again"
+    assert not store.discarded(), "a replay saw other arguments"
+
+
+def test_a_record_that_cannot_be_copied_is_handed_to_the_action_as_it_is(store: dnb.Store) -> None:
+    lock = threading.Lock()
+    frame = dnb.LocalRunner(store).map(lambda rec, ctx: rec["lock"] is lock, [{"id": 1, "lock": lock}], key="id")
+    assert list(frame.result) == [True]

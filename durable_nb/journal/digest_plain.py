@@ -48,22 +48,22 @@ def encode_plain(obj: Any, out: list[bytes], depth: int) -> None:
         raise NotPlain
     elif t is dict:
         items = []
-        for k, v in obj.items():  # str keys and str/int values inline: records are dicts of them
+        for k, v in obj.items():  # str keys with str/int values in one format: records are dicts of them
+            tv = type(v)
             if type(k) is str:
-                data = k.encode("utf-8", "surrogatepass")
-                part = [b"s%d:" % len(data), data]
+                kd = k.encode("utf-8", "surrogatepass")
+                if tv is str:
+                    vd = v.encode("utf-8", "surrogatepass")
+                    items.append(b"s%d:%bs%d:%b" % (len(kd), kd, len(vd), vd))
+                    continue
+                if tv is int:
+                    items.append(b"s%d:%bi%d;" % (len(kd), kd, v))
+                    continue
+                part = [b"s%d:" % len(kd), kd]
             else:
                 part = []
                 encode_plain(k, part, depth + 1)
-            tv = type(v)
-            if tv is str:
-                data = v.encode("utf-8", "surrogatepass")
-                part.append(b"s%d:" % len(data))
-                part.append(data)
-            elif tv is int:
-                part.append(b"i%d;" % v)
-            else:
-                encode_plain(v, part, depth + 1)
+            encode_plain(v, part, depth + 1)
             items.append(b"".join(part))
         items.sort()
         out.append(b"{%d:" % len(items))

@@ -24,6 +24,7 @@ from ..journal.digest import digest_value
 from ..journal.replay import Journal
 from ..journal.store import Store
 from ..stores import open_store
+from .isolation import isolated
 from .mapping import Key, action_name, key_name, keyed, records_of, run_id_for
 from .progress import MapProgress
 from .rows import MapRow, apply_action
@@ -101,14 +102,14 @@ class LocalRunner:
         check_action(action)
         rid = run_id if run_id is not None else default_run_id(action, value)
         with open_run(self.store, rid, strict=self.strict) as ctx:
-            return call_action(action, value, ctx)
+            return call_action(action, isolated(value), ctx)
 
     async def run_async(self, action: Action, value: Any = None, *, run_id: str | None = None) -> Any:
         """``run`` for code already inside an event loop (notebook cells, async apps)."""
         check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
         with open_run(self.store, rid, strict=self.strict) as ctx:
-            result = action(value, ctx)
+            result = action(isolated(value), ctx)
             return await result if inspect.isawaitable(result) else result
 
     def map(self, action: Action, records: Any, *, key: Key = None, progress: bool = False) -> pd.DataFrame:
@@ -145,7 +146,7 @@ class LocalRunner:
         def call(ctx: RunnerContext) -> Any:
             if count:
                 journals.append(ctx.journal)
-            return call_action(action, record, ctx)
+            return call_action(action, isolated(record), ctx)
 
         try:
             row = apply_action(open_run(self.store, run_id, key=key, strict=self.strict), call, key, run_id)
@@ -175,7 +176,7 @@ class LocalRunner:
         """
         check_action(action)
         rid = run_id if run_id is not None else default_run_id(action, value)
-        return timetravel.dry_run(self.store, rid, lambda ctx: action(value, ctx))
+        return timetravel.dry_run(self.store, rid, lambda ctx: action(isolated(value), ctx))
 
     async def dry_run_async(
         self, action: Action, value: Any = None, run_id: str | None = None
@@ -183,4 +184,4 @@ class LocalRunner:
         """``dry_run`` for code already inside an event loop (notebook cells)."""
         check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
-        return await timetravel.dry_run_async(self.store, rid, lambda ctx: action(value, ctx))
+        return await timetravel.dry_run_async(self.store, rid, lambda ctx: action(isolated(value), ctx))

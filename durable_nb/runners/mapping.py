@@ -60,8 +60,11 @@ def _plain_str(text: str) -> bool:
     """Whether a str key can keep its plain text without reading as another type's key."""
     if not text:
         return True
-    if text[0] in "'\"~(" or text in ("None", "True", "False"):
+    first = text[0]
+    if first in "'\"~(" or text in ("None", "True", "False"):
         return False
+    if not (first.isdecimal() or first.isspace() or first in "+-.iInN"):
+        return True  # float() would refuse it: skip raising and catching its ValueError (a map's hot path)
     try:
         float(text)  # "1", "1.0", "nan", "inf", " 2 ", "1_000" read as numbers
     except ValueError:

@@ -53,6 +53,7 @@ from ..journal.replay import Decision, Planned, StopRecovery, decide
 from ..journal.store import Store
 from ..journal.timetravel import DryRunReport
 from ..journal.timetravel import dry_run as _dry_run
+from ..runners.isolation import isolated
 from ..runners.local import Action, call_action, check_action
 from ..stores import open_store
 from ._html import esc, message, page, status_cell, table, td
@@ -231,7 +232,7 @@ class ReplayStepper(W.VBox):
         dry run itself could not start.
         """
         try:
-            report = _dry_run(self.store, self.run_id, lambda ctx: call_action(self.action, self.value, ctx))
+            report = _dry_run(self.store, self.run_id, lambda ctx: call_action(self.action, isolated(self.value), ctx))
         except Exception as exc:  # shown, not raised: a click handler's exception is only logged
             self._say(f"dry run failed: {codec.error_preview(exc)}", "error")
             return None
@@ -305,7 +306,7 @@ class ReplayStepper(W.VBox):
             try:
                 with open_run(self.store, self.run_id) as ctx:
                     self._watch(ctx, stop_before, seen)
-                    box["result"] = call_action(self.action, self.value, ctx)
+                    box["result"] = call_action(self.action, isolated(self.value), ctx)
             except BaseException as exc:  # handed to the caller, which sorts them out
                 box["error"] = exc
 
