@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AwaitingInput,
+    ChangedInputWarning,
     DurableError,
     JournalFormatError,
     JournalReadOnlyError,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AwaitingInput",
     "CallRecord",
+    "ChangedInputWarning",
     "Decision",
     "DiscardedCall",
     "DryRunReport",

@@ -108,6 +108,10 @@ class UnpicklableArgumentWarning(UserWarning):
     """An argument could not be pickled and was digested by its type name only."""
 
 
+class ChangedInputWarning(UserWarning):
+    """A %%durable cell changed one of its inputs in place: run again, it is a new version and executes again."""
+
+
 class UnpicklableOutputWarning(UserWarning):
     """A %%durable cell bound a name whose value cannot be journaled."""
 

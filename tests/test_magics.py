@@ -453,6 +453,33 @@ def test_unpicklable_result_is_shown_again_from_its_recorded_output(ip: Any, mag
     assert "unlocked _thread.lock" in repr(result)
 
 
+def test_a_cell_that_changes_its_input_in_place_is_warned_that_running_it_again_executes_it_again(
+    ip: Any, magics: DurableMagics
+) -> None:
+    ip.user_ns.update(orders=[{"id": 1, "amount": 5}], charge=charge, limit=10, pricing={"fee": 1})
+    cell = ("for o in orders:\n    o['charge'] = dnb.current_context().durable_execute(charge, o['id'], o['amount'])\n"
+            "fee = pricing['fee'] + limit\n")
+    ip.user_ns["dnb"] = dnb
+    with pytest.warns(dnb.ChangedInputWarning, match=r"changed its input 'orders' in place.*executes again"):
+        run(ip, "annotate", cell)
+    assert RAN["charge"] == 1
+    # What the warning says: run again, the changed input is another version of the cell (it executes)...
+    run(ip, "annotate", cell)
+    assert RAN["charge"] == 2
+    run(ip, "annotate", cell)  # ...until the inputs stop changing (this time they came out as they went in)
+    assert RAN["charge"] == 2
+    # Rebinding instead of changing in place: no warning, and running it again replays.
+    rebinding = "orders2 = [dict(o, charge=dnb.current_context().durable_execute(charge, o['id'], o['amount'])) " \
+                "for o in orders]\n"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.ChangedInputWarning)
+        run(ip, "rebind", rebinding)
+        run(ip, "rebind", rebinding)
+    assert RAN["charge"] == 3
+
+
 # ---------------------------------------------------------------- usage errors
 
 

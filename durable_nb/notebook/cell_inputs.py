@@ -15,6 +15,8 @@ from typing import Any
 
 from ..journal.digest import digest_value, fingerprint_code
 
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
 _HIDDEN_HISTORY = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "In", "Out", "_ih", "_oh", "_dh"})
 
 
@@ -58,12 +60,39 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
     return ("value", digest_value(value))
 
 
+def input_tokens(inputs: Mapping[str, Any], user_module: str = "__main__") -> dict[str, Any]:
+    """Each input's :func:`value_token`, by name."""
+    return {name: value_token(inputs[name], user_module) for name in inputs}
+
+
 def input_digest(
-    code_fingerprint: str, inputs: Mapping[str, Any], user_module: str = "__main__"
+    code_fingerprint: str, inputs: Mapping[str, Any], user_module: str = "__main__",
+    tokens: Mapping[str, Any] | None = None,
 ) -> str:
     """One digest of the cell's code and input values: equal in any process for equal inputs."""
-    tokens = [(name, value_token(inputs[name], user_module)) for name in sorted(inputs)]
-    return digest_value((code_fingerprint, tokens))
+    if tokens is None:
+        tokens = input_tokens(inputs, user_module)
+    return digest_value((code_fingerprint, [(name, tokens[name]) for name in sorted(inputs)]))
+
+
+def changed_in_place(
+    inputs: Mapping[str, Any], tokens: Mapping[str, Any], ns: Mapping[str, Any], user_module: str = "__main__"
+) -> list[str]:
+    """The inputs still bound to the same object whose value changed since ``tokens`` were taken.
+
+    Why: the cell's run id comes from its inputs, so a cell that changed one in
+    place (``order["charge"] = ...``) is another version of itself the next time it
+    runs, and executes again with its durable calls. Modules, functions and classes
+    count by name or source, not by state, so they are left out.
+    """
+    changed = []
+    for name, before in tokens.items():
+        value = inputs[name]
+        if ns.get(name) is not value or before[0] != "value" or type(value) in _SCALARS:
+            continue
+        if value_token(value, user_module) != before:
+            changed.append(name)
+    return changed
 
 
 def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, Any]:

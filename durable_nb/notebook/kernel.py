@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import UnpicklableOutputWarning
+from ..errors import ChangedInputWarning, UnpicklableOutputWarning
 from ..journal.callid import durable as _durable_name
 from ..journal.context import open_run
 from ..journal.records import CallRecord
@@ -32,7 +32,7 @@ from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
 from .cell import source_fingerprint
-from .cell_inputs import input_digest, select_inputs
+from .cell_inputs import changed_in_place, input_digest, input_tokens, select_inputs
 from .outcome import CellOutcome, executed_outcome, unpack_namespace
 from .outputs import OutputRecorder, replay_outputs
 from .perform import (
@@ -55,11 +55,16 @@ if TYPE_CHECKING:
 FLINK_HINT = "pip install 'durable_nb[flink]'"
 
 
-def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str]:
-    """The notebook values the cell reads, and the digest of its code and those values (its args digest)."""
+def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The notebook values the cell reads, the digest of its code and those values (its args digest), and
+    each value's token (:func:`~.cell_inputs.input_tokens`, to tell afterwards which changed in place)."""
     inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden)
-    user_module = getattr(shell.user_module, "__name__", "__main__")
-    return inputs, input_digest(source_fingerprint(cell.tree), inputs, user_module)
+    tokens = input_tokens(inputs, _user_module(shell))
+    return inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens
+
+
+def _user_module(shell: Any) -> str:
+    return getattr(shell.user_module, "__name__", "__main__")
 
 
 def run_cell(
@@ -74,7 +79,7 @@ def run_cell(
     """
     __tracebackhide__ = True
     name = cell.name
-    inputs, args_digest = cell_inputs(shell, cell)
+    inputs, args_digest, tokens = cell_inputs(shell, cell)
     latest, following = attempts(store, cell_run_base(name, args_digest))
     if latest is not None and not rerun:
         calls = store.calls(latest)
@@ -93,8 +98,18 @@ def run_cell(
               f"its durable calls replay or reconcile")
 
     body = _kernel_body(shell, cell, quiet, inputs)
-    with open_run(store, run_id, strict=strict) as ctx, unwrap_stopped():
-        done = perform_cell(ctx.journal, name, args_digest, stoppable(body), reconciler, announce)
+    ran: list[bool] = []
+
+    def watched() -> tuple[CellOutcome, Any]:
+        ran.append(True)
+        return body()
+
+    try:
+        with open_run(store, run_id, strict=strict) as ctx, unwrap_stopped():
+            done = perform_cell(ctx.journal, name, args_digest, stoppable(watched), reconciler, announce)
+    finally:
+        if ran:
+            _warn_changed(name, changed_in_place(inputs, tokens, shell.user_ns, _user_module(shell)))
     if done.outcome is None:  # another kernel finished it since we looked
         assert done.recorded is not None
         return replay_cell(shell, name, done.recorded)
@@ -287,6 +302,20 @@ def _warn_skipped(name: str, skipped: Mapping[str, str], *, flink: bool = False)
         + f" cannot be pickled and {where}. Keep live objects (open files, "
         "connections) out of durable cells, or recreate them in a cell of their own.",
         UnpicklableOutputWarning,
+        stacklevel=3,
+    )
+
+
+def _warn_changed(name: str, changed: list[str]) -> None:
+    if not changed:
+        return
+    names = ", ".join(repr(n) for n in changed)
+    warnings.warn(
+        f"durable_nb: cell {name!r} changed its input{'s' if len(changed) > 1 else ''} {names} in place. Run "
+        f"again, the cell reads other inputs, so it is a new version of itself and executes again, its durable "
+        f"calls included (a payment would be made twice). Bind new names instead of changing inputs "
+        f"(orders2 = [dict(o, charge=...) for o in orders]), or keep the change in a cell of its own.",
+        ChangedInputWarning,
         stacklevel=3,
     )
 
