@@ -55,7 +55,7 @@ class RunBusyError(DurableError):
 
 
 class UnserializableResultError(DurableError):
-    """A durable call returned (or raised) something that cannot be pickled.
+    """A durable call returned (or raised) something that cannot be pickled, or whose pickle is too large.
 
     The call stays PENDING in the journal: a recovery reconciles or re-executes it.
     """
@@ -68,7 +68,7 @@ class UnserializableResultError(DurableError):
         self.reason = reason
         super().__init__(
             f"durable call {call_id!r} (run {run_id!r}, index {index}) produced a {type_name} that "
-            f"cannot be pickled ({reason}). The call stays PENDING in the journal. Return plain data "
+            f"cannot be journaled ({reason}). The call stays PENDING in the journal. Return plain data "
             f"(dicts, lists, numbers, strings, DataFrames) instead of live objects such as open files, "
             f"locks or connections."
         )

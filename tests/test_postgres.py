@@ -566,3 +566,17 @@ def test_in_a_boundary_a_runs_end_rides_with_the_next_pending_and_its_lock_is_ke
     assert ran == [1, 2]  # both replayed: neither ran again
     store.close()
     other.close()
+
+
+def test_a_large_outcome_is_committed_at_once_not_held_with_others_in_one_statement(pg_dsn, monkeypatch):
+    """Held outcomes ride together in one statement, which PostgreSQL caps at 1 GiB: a large one goes alone."""
+    from durable_nb.stores import postgres, postgres_commit
+
+    monkeypatch.setattr(postgres_commit, "FLUSH_DELAY", 3600.0)  # only the rules' commit points here
+    store, other = dnb.PostgresStore(pg_dsn), dnb.PostgresStore(pg_dsn)
+    with dnb.LocalRunner(store).context("sizes") as ctx:
+        assert ctx.durable_execute(bytes, 10) == bytes(10)
+        assert other.calls("sizes")[0].status is dnb.Status.PENDING  # small: held for the next commit
+        assert len(ctx.durable_execute(bytes, postgres.HOLD_MAX + 1)) == postgres.HOLD_MAX + 1
+        # large: committed at once (its PENDING carried the small one)
+        assert [c.status for c in other.calls("sizes")] == [dnb.Status.SUCCEEDED, dnb.Status.SUCCEEDED]

@@ -218,3 +218,21 @@ def test_nul_characters_and_lone_surrogates_in_results_and_errors_are_journaled_
     assert store.run("odd-text").status is dnb.RunStatus.COMPLETED
     assert len(store.to_pandas()) == 3  # every read still works: nothing was left held that cannot be written
     assert runner.run(action, run_id="odd-text")[0] == caught  # and it replays
+
+
+def test_a_result_too_large_for_the_journal_stays_pending_with_a_warning_and_nothing_else_breaks(store):
+    """A store's payload limit (SQLite's blob limit, PostgreSQL's 1 GiB message): checked before anything is held."""
+    store.max_payload = 1_000  # the real limits are ~1 GB; the rule is the same
+    runner = dnb.LocalRunner(store)
+
+    def action(_: object, ctx: dnb.RunnerContext) -> int:
+        big = ctx.durable_execute(bytes, 5_000)
+        return len(big) + ctx.durable_execute(len, "after")
+
+    with pytest.warns(dnb.UnserializableResultWarning, match=r"bytes that cannot be journaled \(its pickle is "
+                      r"5,0\d\d bytes, more than the 1,000"):
+        assert runner.run(action, run_id="big") == 5_005
+    assert [c.status for c in store.calls("big")] == [Status.PENDING, Status.SUCCEEDED]
+    assert store.run("big").status is dnb.RunStatus.COMPLETED and len(store.to_pandas()) == 2
+    with pytest.raises(dnb.UnserializableResultError, match="more than the 1,000"):
+        dnb.LocalRunner(store, strict=True).run(action, run_id="strict")

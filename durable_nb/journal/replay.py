@@ -279,12 +279,13 @@ class Journal:
         """
         try:
             encoded = encode_success(value, self.run_id, step.index, step.call_id, preview)
+            check_size(encoded, self.store, self.run_id, step.index, step.call_id, value)
         except UnserializableResultError as err:
             if self.strict:
                 raise
             warn_at_user_code(
                 f"durable_nb: durable call {step.call_id!r} (run {self.run_id!r}, index {step.index}) "
-                f"returned a {err.type_name} that cannot be pickled ({err.reason}); the value is "
+                f"returned a {err.type_name} that cannot be journaled ({err.reason}); the value is "
                 f"returned, the call stays PENDING, so a recovery reconciles or re-executes it. "
                 f"Return plain data to journal it (strict mode raises instead).",
                 UnserializableResultWarning,
@@ -455,6 +456,21 @@ def encode_success(
     return Outcome(Status.SUCCEEDED, payload, result_preview=text)
 
 
+def check_size(outcome: Outcome, store: Store, run_id: str, index: int, call_id: str, value: Any) -> None:
+    """:class:`UnserializableResultError` for a pickle larger than ``store.max_payload``.
+
+    Why here: a store that took it would fail to commit it (SQLite's blob limit,
+    PostgreSQL's 1 GB message), and an outcome held back for a later commit would
+    then fail every commit after it.
+    """
+    limit = store.max_payload
+    if limit is not None and outcome.payload is not None and len(outcome.payload) > limit:
+        raise UnserializableResultError(
+            run_id, index, call_id, type_name(value),
+            f"its pickle is {len(outcome.payload):,} bytes, more than the {limit:,} {type(store).__name__} can hold",
+        )
+
+
 def encode_failure(exc: BaseException) -> Outcome:
     """The exception itself if it round-trips; else its class, args and picklable attributes.
 
@@ -482,6 +498,7 @@ def settle_pending(store: Store, record: CallRecord, outcome: Any, *, failed: bo
     encoded = (
         encode_failure(outcome) if failed else encode_success(outcome, record.run_id, record.index, record.call_id)
     )
+    check_size(encoded, store, record.run_id, record.index, record.call_id, outcome)
     return store.complete_call(
         record.run_id, record.index, encoded, origin=origin, finished_at=time.time(), only_if_pending=True
     )

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 class Store(abc.ABC):
     """Where journals live. See :class:`SqliteStore` and :class:`MemoryStore`."""
 
+    max_payload: int | None = None
+    """The largest pickled outcome this journal can hold (bytes; None: no limit). A larger result is
+    not journaled: the call stays PENDING, as for a result that cannot be pickled."""
+
     # -- reading ------------------------------------------------------------
 
     @abc.abstractmethod

@@ -60,6 +60,10 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 DURABILITY = ("call", "transition", "relaxed")
 
+HOLD_MAX = 2**20
+"""Larger outcomes are committed at once, not held: held ones ride together in one statement, which
+must stay under PostgreSQL's 1 GiB message limit (a large payload's own round trip costs little extra)."""
+
 
 class PostgresStore(Store):
     """A journal in a PostgreSQL database (tables created on first use).
@@ -69,6 +73,9 @@ class PostgresStore(Store):
     reconnect with the same DSN); ``repr`` hides the password. Loading a journal
     unpickles nothing.
     """
+
+    max_payload = 2**30 - 1 - 2**20
+    """PostgreSQL takes no message (statement and parameters) over 1 GiB; 1 MiB is left for the rest."""
 
     def __init__(self, dsn: str, *, durability: str = "call") -> None:
         if not isinstance(dsn, str) or not dsn:
@@ -456,7 +463,7 @@ class PostgresStore(Store):
             with self._guard(f"write call {index}", run_id):
                 return bool(self._conn.execute(sql, row.values()).rowcount == 1)
         lease = self._lease(run_id, owner)
-        if self.durability != "transition" and lease.wrote:
+        if self.durability != "transition" and lease.wrote and len(outcome.payload or b"") <= HOLD_MAX:
             self._outcomes.hold(row)
             return True
         with self._guard(f"write call {index}", run_id):

@@ -140,6 +140,9 @@ class SqliteStore(SqliteTimeTravel, Store):
             opened this way automatically.
     """
 
+    max_payload = 1_000_000_000
+    """SQLite's limit on one BLOB (``SQLITE_MAX_LENGTH``, as Python's builds leave it)."""
+
     def __init__(
         self,
         path: str | os.PathLike[str] = Path(".durable") / "journal.db",
