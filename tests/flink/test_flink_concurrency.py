@@ -48,19 +48,11 @@ def test_concurrent_records_overlap_keep_each_keys_order_and_survive_a_worker_cr
     store.close()
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.5, "8", True])
-def test_a_concurrency_that_is_not_a_positive_int_is_refused_naming_the_range(
-    flink: None, tmp_path: Path, bad: object
+@pytest.mark.parametrize(("option", "bad"), [("concurrency", v) for v in (0, -1, 2.5, "8", True)]
+                         + [("parallelism", v) for v in (0, "2", True)])
+def test_a_concurrency_or_parallelism_that_is_not_a_positive_int_is_refused_naming_the_range(
+    flink: None, tmp_path: Path, option: str, bad: object
 ) -> None:
-    with pytest.raises(ValueError, match=r"concurrency must be an int >= 1") as refused:
-        FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), concurrency=bad)  # type: ignore[arg-type]
-    assert repr(bad) in str(refused.value)
-
-
-@pytest.mark.parametrize("bad", [0, "2", True])
-def test_a_parallelism_that_is_not_a_positive_int_is_refused_naming_the_range(
-    flink: None, tmp_path: Path, bad: object
-) -> None:
-    with pytest.raises(ValueError, match=r"parallelism must be an int >= 1") as refused:
-        FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), parallelism=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=rf"{option} must be an int >= 1") as refused:
+        FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), **{option: bad})  # type: ignore[arg-type]
     assert repr(bad) in str(refused.value)
