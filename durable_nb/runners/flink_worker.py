@@ -73,9 +73,11 @@ def perform(store: Store, action: Action, record: Any, run_id: str, key: Any, *,
     """One record in a worker: its :class:`MapRow` (the rule LocalRunner.map follows), and whether it only replayed.
 
     An ``Exception`` from the action is the record's FAILED (or WAITING) row, see
-    :func:`~durable_nb.runners.rows.apply_action`. Anything else (a crash, a lease
-    still busy, a store error) propagates and fails the task: Flink restores it
-    from the last checkpoint and the journal replays what was done.
+    :func:`~durable_nb.runners.rows.apply_action`; so is a ``ValueError`` from the
+    store about the run itself (a run id the journal cannot hold), which no retry
+    can cure. Anything else (a crash, a lease still busy, a store that is down)
+    propagates and fails the task: Flink restores it from the last checkpoint and
+    the journal replays what was done.
     """
     counter = ReplayCounter()
 
@@ -84,7 +86,10 @@ def perform(store: Store, action: Action, record: Any, run_id: str, key: Any, *,
             ctx.journal.observer = counter
         return call_action(action, record, ctx)
 
-    row = apply_action(open_run_when_free(store, run_id, key, strict), call, key, run_id)
+    try:
+        row = apply_action(open_run_when_free(store, run_id, key, strict), call, key, run_id)
+    except ValueError as exc:  # the same on every attempt: the record's row says why (as on LocalRunner)
+        row = MapRow.failed(key, run_id, exc)
     return row, row.status is RunStatus.COMPLETED and counter.replayed
 
 

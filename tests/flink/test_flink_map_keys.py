@@ -39,3 +39,21 @@ def test_flink_map_gives_keys_that_print_alike_runs_of_their_own(flink: None, tm
     assert list(local["result"]) == [f"sent to p{i}" for i in range(len(records))]
     assert len(Path(ledger).read_text().split()) == len(records)
     store.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_key_postgresql_cannot_hold_is_a_failed_row_not_a_job_retried_until_it_fails(
+    flink: None, tmp_path: Path, pg_dsn: str
+) -> None:
+    """The run id is refused the same way on every attempt: its record's row says why, as on LocalRunner."""
+    ledger = str(tmp_path / "ledger.txt")
+    store = dnb.PostgresStore(pg_dsn)
+    records = ["ann\x00", "bob"]
+    df = FlinkRunner(store, parallelism=1).map(lambda who, ctx: ctx.durable_execute(_mail, ledger, who), records,
+                                               key=lambda who: who)
+    assert list(df["status"]) == ["FAILED", "COMPLETED"]
+    assert "text type cannot hold" in df["error"][0]
+    assert Path(ledger).read_text() == "bob\n"
+    local = dnb.LocalRunner(store).map(lambda who, ctx: ctx.durable_execute(_mail, ledger, who), records,
+                                       key=lambda who: who)
+    assert list(local["status"]) == ["FAILED", "COMPLETED"] and Path(ledger).read_text() == "bob\n"
