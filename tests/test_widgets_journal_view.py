@@ -161,6 +161,33 @@ def test_timeline_marks_status_reconciled_and_discarded_calls(store: dnb.Store) 
     assert "order-1" in runs
 
 
+def test_run_ids_and_messages_with_lone_surrogates_or_nul_render_as_utf_8_text(sqlite_store: dnb.Store) -> None:
+    """Widget state travels to the browser as UTF-8, which has no bytes for a lone surrogate (a non-UTF-8
+    file name, as os.listdir returns it) or a readable NUL: every widget shows them as escapes."""
+    odd = "caf\udce9-\ud800-nul\x00.csv"
+
+    def load(name: str) -> None:
+        raise FileNotFoundError(f"no such file: {name}")
+
+    def action(name: str, ctx: dnb.RunnerContext) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            ctx.durable_execute(load, name)
+        ctx.durable_execute(charge_card, 7)
+
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
+        dnb.LocalRunner(sqlite_store).run(action, odd, run_id=f"load-{odd}")
+    view = dnb.JournalView(sqlite_store)
+    panel = dnb.ReconcilePanel(sqlite_store)
+    stepper = dnb.ReplayStepper(sqlite_store, f"load-{odd}", action, odd)
+    view.selector.value = 0
+    rendered = [view.table.value, view.timeline.value, view.runs_table.value, view.detail.value,
+                panel.rows[0].info.value, stepper.plan_table.value, stepper.position_label.value]
+    for value in rendered:
+        value.encode("utf-8")  # strict: raises on a lone surrogate
+        assert "\x00" not in value
+    assert "load-caf\\udce9-\\ud800-nul\\x00.csv" in html.unescape(view.runs_table.value)
+
+
 def test_hostile_preview_is_escaped_and_no_payload_is_unpickled(store: dnb.Store, tmp_path: Path) -> None:
     flag = tmp_path / "unpickled"  # unpickling the result creates this file
 

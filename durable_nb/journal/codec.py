@@ -179,15 +179,24 @@ def missing_global(data: bytes) -> str | None:
     return None
 
 
+def sendable(text: str) -> str:
+    """``text`` with NUL characters and lone surrogates written as escapes (others kept).
+
+    PostgreSQL's text type holds neither, and UTF-8 (what Jupyter sends widgets) has no bytes for a
+    lone surrogate: a non-UTF-8 file name in a run id, a NUL in an exception message.
+    """
+    if text.isprintable():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def clip(text: str) -> str:
     """One line (whitespace runs made one space) of at most PREVIEW_LIMIT characters, storable in any journal.
 
     NUL characters and lone surrogates are written as escapes: PostgreSQL's text
     type holds neither, and a preview is for reading, not for round-tripping.
     """
-    text = " ".join(text.split())
-    if not text.isprintable():
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    text = sendable(" ".join(text.split()))
     if len(text) > PREVIEW_LIMIT:
         return text[: PREVIEW_LIMIT - 1] + "…"
     return text

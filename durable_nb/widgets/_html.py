@@ -20,6 +20,8 @@ import datetime as _dt
 import html
 from collections.abc import Iterable, Sequence
 
+from ..journal import codec
+
 #: Colour per call status (and for discarded calls), shared by tables and timelines.
 STATUS_COLORS = {
     "PENDING": "#f0ad4e",
@@ -54,10 +56,14 @@ STYLE = """<style>
 
 
 def esc(value: object) -> str:
-    """Escape any value for HTML text and attribute positions (``None`` shows as empty)."""
+    """Escape any value for HTML text and attribute positions (``None`` shows as empty).
+
+    Lone surrogates (a non-UTF-8 file name in a run id) and NUL characters are shown
+    as escapes (:func:`~durable_nb.journal.codec.sendable`): widget state travels as UTF-8.
+    """
     if value is None:
         return ""
-    return html.escape(str(value), quote=True)
+    return html.escape(codec.sendable(str(value)), quote=True)
 
 
 def fmt_time(ts: float | None) -> str:
