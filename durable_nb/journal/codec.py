@@ -191,10 +191,9 @@ def sendable(text: str) -> str:
 
 
 def clip(text: str) -> str:
-    """One line (whitespace runs made one space) of at most PREVIEW_LIMIT characters, storable in any journal.
+    """One line (whitespace runs made one space) of at most PREVIEW_LIMIT characters, :func:`sendable`.
 
-    NUL characters and lone surrogates are written as escapes: PostgreSQL's text
-    type holds neither, and a preview is for reading, not for round-tripping.
+    A preview is for reading, not for round-tripping: every journal and every browser must take it.
     """
     text = sendable(" ".join(text.split()))
     if len(text) > PREVIEW_LIMIT:
