@@ -109,7 +109,12 @@ class UnpicklableArgumentWarning(UserWarning):
 
 
 class ChangedInputWarning(UserWarning):
-    """A %%durable cell changed one of its inputs in place: run again, it is a new version and executes again."""
+    """Something changed in place a value the journal had digested, so the next run sees other values.
+
+    A %%durable cell that changed one of its inputs: run again, it is a new version and
+    executes again. A durable function that changed its own arguments: a replay does
+    not repeat the change, and a later call reading them executes again.
+    """
 
 
 class UnpicklableOutputWarning(UserWarning):

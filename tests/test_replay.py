@@ -566,3 +566,30 @@ def test_inject_crash_hits_every_matching_call_in_its_block_unless_times_limits_
     with dnb.inject_crash(call=charge_card, point="after_call"), pytest.raises(dnb.SimulatedCrash):
         runner.run(action, "d", run_id="d")  # the function itself names its call id
     assert store.call("d", 0).status is Status.PENDING
+
+
+def _add_tax(order: dict) -> float:
+    order["tax"] = round(order["amount"] * 0.2, 2)  # changes its argument in place
+    return order["amount"] + order["tax"]
+
+
+async def _add_tax_async(order: dict) -> float:
+    return _add_tax(order)
+
+
+@pytest.mark.parametrize("awaited", [False, True])
+def test_a_durable_function_that_changes_its_arguments_in_place_is_warned_about(store, awaited):
+    """A replay returns the result without running it, so the change is not made again: later calls that read
+    the argument would see other values and execute again. The first run says so."""
+
+    def place(order: dict, ctx: dnb.RunnerContext) -> float:
+        return ctx.durable_execute(_add_tax, order)
+
+    async def place_async(order: dict, ctx: dnb.RunnerContext) -> float:
+        return await ctx.durable_execute_async(_add_tax_async, order)
+
+    action = place_async if awaited else place
+    with pytest.warns(dnb.ChangedInputWarning, match=r"durable call '.*_add_tax.*' \(run 'r', index 0\) changed its "
+                      r"arguments in place.*executes again"):
+        assert dnb.LocalRunner(store).run(action, {"amount": 10.0}, run_id="r") == 12.0
+    assert dnb.LocalRunner(store).run(action, {"amount": 10.0}, run_id="r") == 12.0  # a replay: nothing runs, no word

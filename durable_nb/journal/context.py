@@ -128,8 +128,12 @@ class RunnerContext:
             # Marked "inside a durable call" in the worker thread / a copied context only,
             # never in this task: other calls of this task (or of coroutines driven
             # alongside it in this thread) stay journaled.
-            value = await _InCall(bound()) if _is_async(bound) else await _off_loop(as_call(bound))
-            return await _InCall(value) if inspect.isawaitable(value) else value
+            try:
+                value = await _InCall(bound()) if _is_async(bound) else await _off_loop(as_call(bound))
+                return await _InCall(value) if inspect.isawaitable(value) else value
+            finally:
+                if bound is not reconciler:
+                    journal.check_arguments(outcome, func, args, kwargs, args_digest)
 
         return await journal.perform_async(outcome, run)
 

@@ -41,6 +41,7 @@ from typing import Any
 
 from ..errors import (
     AwaitingInput,
+    ChangedInputWarning,
     DurableError,
     LeaseLostError,
     NonDeterminismError,
@@ -410,7 +411,31 @@ class Journal:
         if outcome.decision is Decision.RECONCILE:
             assert reconciler is not None
             return self.perform(outcome, as_call(reconciler))
-        return self.perform(outcome, as_call(lambda: func(*args, **kwargs)))
+
+        def call() -> Any:
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.check_arguments(outcome, func, args, kwargs, args_digest)
+
+        return self.perform(outcome, as_call(call))
+
+    def check_arguments(self, step: Step, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                        args_digest: str) -> None:
+        """Warn when a durable function changed its own arguments in place.
+
+        Why: a replay returns the recorded result without running the function, so
+        the change is not made again; a later call that reads those arguments then
+        sees other values (rule 2) and executes again, side effect included.
+        """
+        if identify(func, args, kwargs)[1] != args_digest:
+            warn_at_user_code(
+                f"durable_nb: durable call {step.call_id!r} (run {self.run_id!r}, index {step.index}) changed "
+                f"its arguments in place. A replay returns its recorded result without running it, so the "
+                f"change is not made again, and a later durable call that reads those arguments sees other "
+                f"values and executes again. Return the change instead (or copy inside the function).",
+                ChangedInputWarning,
+            )
 
     def perform(self, step: Step, run: Callable[[], Any], preview: Callable[[Any], str] | None = None) -> Any:
         """Run what ``step`` says to run, between its fault points, and persist its outcome.
