@@ -128,14 +128,18 @@ class RunnerContext:
             # Marked "inside a durable call" in the worker thread / a copied context only,
             # never in this task: other calls of this task (or of coroutines driven
             # alongside it in this thread) stay journaled.
-            try:
-                value = await _InCall(bound()) if _is_async(bound) else await _off_loop(as_call(bound))
-                return await _InCall(value) if inspect.isawaitable(value) else value
-            finally:
-                if bound is not reconciler:
-                    journal.check_arguments(outcome, func, args, kwargs, args_digest)
+            value = await _InCall(bound()) if _is_async(bound) else await _off_loop(as_call(bound))
+            return await _InCall(value) if inspect.isawaitable(value) else value
 
-        return await journal.perform_async(outcome, run)
+        if bound is reconciler:
+            return await journal.perform_async(outcome, run)
+        try:  # checked once the outcome is journaled (see Journal.execute)
+            result = await journal.perform_async(outcome, run)
+        except Exception:
+            journal.check_arguments(outcome, func, args, kwargs, args_digest)
+            raise
+        journal.check_arguments(outcome, func, args, kwargs, args_digest)
+        return result
 
 
 async def _plain_async(bound: Callable[[], Any]) -> Any:

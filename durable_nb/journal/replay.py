@@ -411,14 +411,13 @@ class Journal:
         if outcome.decision is Decision.RECONCILE:
             assert reconciler is not None
             return self.perform(outcome, as_call(reconciler))
-
-        def call() -> Any:
-            try:
-                return func(*args, **kwargs)
-            finally:
-                self.check_arguments(outcome, func, args, kwargs, args_digest)
-
-        return self.perform(outcome, as_call(call))
+        try:  # checked once the outcome is journaled: under `-W error` the warning cannot become the call's
+            value = self.perform(outcome, as_call(lambda: func(*args, **kwargs)))
+        except Exception:
+            self.check_arguments(outcome, func, args, kwargs, args_digest)
+            raise
+        self.check_arguments(outcome, func, args, kwargs, args_digest)
+        return value
 
     def check_arguments(self, step: Step, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                         args_digest: str) -> None:
