@@ -133,13 +133,8 @@ class RunnerContext:
 
         if bound is reconciler:
             return await journal.perform_async(outcome, run)
-        try:  # checked once the outcome is journaled (see Journal.execute)
-            result = await journal.perform_async(outcome, run)
-        except Exception:
-            journal.check_arguments(outcome, func, args, kwargs, args_digest)
-            raise
-        journal.check_arguments(outcome, func, args, kwargs, args_digest)
-        return result
+        with journal.arguments_watched(outcome, func, args, kwargs, args_digest):
+            return await journal.perform_async(outcome, run)
 
 
 async def _plain_async(bound: Callable[[], Any]) -> Any:

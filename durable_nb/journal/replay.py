@@ -32,10 +32,11 @@ whenever it is importable (see :func:`durable_nb.journal.codec.dumps_exception`)
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -411,22 +412,29 @@ class Journal:
         if outcome.decision is Decision.RECONCILE:
             assert reconciler is not None
             return self.perform(outcome, as_call(reconciler))
-        try:  # checked once the outcome is journaled: under `-W error` the warning cannot become the call's
-            value = self.perform(outcome, as_call(lambda: func(*args, **kwargs)))
-        except Exception:
-            self.check_arguments(outcome, func, args, kwargs, args_digest)
-            raise
-        self.check_arguments(outcome, func, args, kwargs, args_digest)
-        return value
+        with self.arguments_watched(outcome, func, args, kwargs, args_digest):
+            return self.perform(outcome, as_call(lambda: func(*args, **kwargs)))
 
-    def check_arguments(self, step: Step, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                        args_digest: str) -> None:
-        """Warn when a durable function changed its own arguments in place.
+    @contextlib.contextmanager
+    def arguments_watched(self, step: Step, func: Callable[..., Any], args: tuple[Any, ...],
+                          kwargs: dict[str, Any], args_digest: str) -> Iterator[None]:
+        """Around performing ``step``: warn when the durable function changed its own arguments in place.
 
         Why: a replay returns the recorded result without running the function, so
         the change is not made again; a later call that reads those arguments then
-        sees other values (rule 2) and executes again, side effect included.
+        sees other values (rule 2) and executes again, side effect included. Checked
+        once the outcome is journaled (after an ``Exception`` too, not a crash): under
+        ``-W error`` the warning cannot become the call's recorded failure.
         """
+        try:
+            yield
+        except Exception:
+            self._check_arguments(step, func, args, kwargs, args_digest)
+            raise
+        self._check_arguments(step, func, args, kwargs, args_digest)
+
+    def _check_arguments(self, step: Step, func: Callable[..., Any], args: tuple[Any, ...],
+                         kwargs: dict[str, Any], args_digest: str) -> None:
         if identify(func, args, kwargs)[1] != args_digest:
             warn_at_user_code(
                 f"durable_nb: durable call {step.call_id!r} (run {self.run_id!r}, index {step.index}) changed "

@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..journal.digest import digest_value, fingerprint_code
-
-_SCALARS = (str, int, float, bool, bytes, type(None))
+from ..runners.isolation import immutable
 
 _HIDDEN_HISTORY = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "In", "Out", "_ih", "_oh", "_dh"})
 
@@ -88,7 +87,7 @@ def changed_in_place(
     changed = []
     for name, before in tokens.items():
         value = inputs[name]
-        if ns.get(name) is not value or before[0] != "value" or type(value) in _SCALARS:
+        if ns.get(name) is not value or before[0] != "value" or immutable(type(value)):
             continue
         if value_token(value, user_module) != before:
             changed.append(name)

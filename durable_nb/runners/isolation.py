@@ -24,7 +24,7 @@ _FROZEN: set[type] = {
     str, int, float, bool, type(None), bytes, complex, range, datetime.date, datetime.datetime, datetime.time,
     datetime.timedelta, datetime.timezone, decimal.Decimal, fractions.Fraction, uuid.UUID,
 }
-"""Types whose values cannot change; extended with the scalar types met (see :func:`_immutable`)."""
+"""Types whose values cannot change; extended with the scalar types met (see :func:`immutable`)."""
 _CHANGEABLE: set[type] = set()
 """Types met whose values can change."""
 
@@ -32,7 +32,8 @@ _SCALAR_MODULES = ("numpy", "pandas._libs")
 """Scalars of these (numpy's int64, pandas' Timestamp, NaT) cannot change either; their arrays and frames can."""
 
 
-def _immutable(t: type) -> bool:
+def immutable(t: type) -> bool:
+    """Whether values of type ``t`` cannot change in place (learned once per type)."""
     if t in _FROZEN:
         return True
     if t in _CHANGEABLE:
@@ -45,7 +46,7 @@ def _immutable(t: type) -> bool:
 def _flat(items: Iterable[Any]) -> bool:
     """Whether every item is immutable (a set operation in C for the types met before: a map's hot path)."""
     types = set(map(type, items))
-    return types <= _FROZEN or all(_immutable(t) for t in types)
+    return types <= _FROZEN or all(immutable(t) for t in types)
 
 
 def isolated(value: T) -> T:
@@ -65,7 +66,7 @@ def isolated(value: T) -> T:
     elif t is list or t is tuple:
         if _flat(v):
             return value if t is tuple else cast(T, list(v))
-    elif _immutable(t):
+    elif immutable(t):
         return value
     try:
         return copy.deepcopy(value)

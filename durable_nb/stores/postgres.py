@@ -42,6 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import JournalUnavailableError, LeaseLostError, RunBusyError
+from ..journal import codec
 from ..journal.history import PruneRule, check_fork
 from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
@@ -272,7 +273,7 @@ class PostgresStore(Store):
 
     def open_run(self, run_id: str, owner: str, *, steal: bool = False) -> list[CallRecord]:
         """Take the run's advisory lock and read its calls; writes only to take it over (a crash, steal=True)."""
-        if "\x00" in run_id or (not run_id.isprintable() and not _encodes(run_id)):
+        if codec.sendable(run_id) != run_id:  # a NUL character or a lone surrogate
             raise ValueError(unstorable(f"the run id {run_id!r}", "a map's run ids come from its keys, so pass "
                                         "key= a function that returns clean text"))  # before the lock: no undo
         if self._pid != os.getpid():
@@ -611,15 +612,6 @@ class PostgresStore(Store):
             for outcome in run_outcomes:
                 conn.execute(q.COMPLETE_FENCED, outcome.fenced())
             conn.execute(q.CLOSE, close)
-
-
-def _encodes(text: str) -> bool:
-    """Whether ``text`` is valid UTF-8 material (no lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def unstorable(what: str, fix: str = "") -> str:
