@@ -177,6 +177,53 @@ def test_an_async_action_is_dry_run_too(store):
     assert snapshot(store) == before
 
 
+async def place_order_async(order: str, ctx: dnb.RunnerContext) -> str:
+    c = await ctx.durable_execute_async(charge, order, 10, reconciler=lookup)
+    return await ctx.durable_execute_async(notify, c["order"])
+
+
+async def place_order_async_edited(order: str, ctx: dnb.RunnerContext) -> str:
+    c = await ctx.durable_execute_async(charge, order, 12, reconciler=lookup)
+    return await ctx.durable_execute_async(notify, c["order"])
+
+
+async def place_order_async_longer(order: str, ctx: dnb.RunnerContext) -> str:
+    await place_order_async(order, ctx)
+    return await ctx.durable_execute_async(notify, "again")
+
+
+@pytest.mark.parametrize(("edited", "stop"), [
+    (place_order_async_edited, (0, Decision.MISMATCH, 0)),
+    (place_order_async_longer, (2, Decision.EXECUTE, 2)),
+])
+def test_an_async_action_that_would_not_replay_stops_there_and_runs_and_writes_nothing(store, edited, stop):
+    """The async door (durable_execute_async) stops like the sync one: a dry run that fell through
+    to the real rules would execute the function and, on a mismatch, discard the finished journal."""
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order_async, "o1", run_id="r1")
+    ran.clear()
+    before = snapshot(store)
+    report = runner.dry_run(edited, "o1", run_id="r1")
+    assert (report.stopped_at, report.decision, report.replayed) == stop
+    assert report.error is None
+    assert ran == {}
+    assert snapshot(store) == before
+    runner.run(place_order_async, "o1", run_id="r1")  # the original action still replays entirely
+    assert ran == {}
+
+
+def test_an_async_pending_call_would_reconcile_and_nothing_runs(store):
+    runner = dnb.LocalRunner(store)
+    with dnb.inject_crash(call=f"{__name__}.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(place_order_async, "o1", run_id="r1")
+    ran.clear()
+    before = snapshot(store)
+    report = asyncio.run(runner.dry_run_async(place_order_async, "o1", run_id="r1"))
+    assert (report.stopped_at, report.decision) == (0, Decision.RECONCILE)
+    assert ran == {}
+    assert snapshot(store) == before
+
+
 def test_the_default_run_id_is_the_one_run_uses(store):
     runner = dnb.LocalRunner(store)
     runner.run(place_order, "o1")

@@ -167,7 +167,8 @@ class DryJournal(Journal):
         self.steps: list[DryStep] = []
         self.stop: DryStep | None = None
 
-    def begin(self, call_id: str, args_digest: str, has_reconciler: bool) -> Any:
+    def begin_queued(self, call_id: str, args_digest: str, has_reconciler: bool) -> tuple[Any, None]:
+        """Replay, or stop before anything is decided for real: the one door of sync and async calls."""
         with self._lock:
             if self.stop is not None:  # a concurrent call after the stop (asyncio.gather)
                 raise _DryStop(self.stop)
@@ -180,7 +181,7 @@ class DryJournal(Journal):
                 self.stop = step
                 raise _DryStop(step)
             self.cursor += 1
-            return recorded
+            return recorded, None
 
     def discard_unreached(self) -> None:
         """Writes nothing; the report counts the unreached calls instead."""
