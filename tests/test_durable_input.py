@@ -333,6 +333,30 @@ def test_a_crash_while_asking_leaves_a_run_that_asks_again(store, point):
     assert ran == {"quote": 1, "refund": 1}
 
 
+def test_an_input_whose_question_a_crash_kept_from_the_journal_cannot_be_answered_until_asked_again(store):
+    """Killed between the input's PENDING and its prompt, the journal holds no choices to check an
+    answer against: an answer then ("maybe" to a yes/no question) would reach the action unchecked."""
+    from durable_nb.widgets.input_prompt import NO_QUESTION, InputPrompt
+
+    runner = dnb.LocalRunner(store)
+    with dnb.inject_crash(call=INPUT_CALL_ID, point="before_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(refund_flow, "o1", run_id="r1")
+    [unasked] = store.waiting()
+    assert (unasked.index, unasked.prompt, unasked.choices) == (1, None, None)
+    with pytest.raises(ValueError, match="no question on record.*Run the action"):
+        store.answer("r1", 1, "maybe")
+    assert store.calls("r1")[1].status is Status.PENDING  # nothing written
+    prompt = InputPrompt(store, unasked)
+    assert NO_QUESTION in prompt.info.value and "None" not in prompt.info.value
+    assert prompt.answer_button.disabled and prompt.text.disabled
+    with pytest.raises(dnb.AwaitingInput):
+        runner.run(refund_flow, "o1", run_id="r1")  # asks again: the question is on record now
+    with pytest.raises(ValueError, match="not one of the choices"):
+        store.answer("r1", 1, "maybe")
+    store.answer("r1", 1, "no")
+    assert runner.run(refund_flow, "o1", run_id="r1") == "kept"
+
+
 _KILLED_CHILD = _CHILD.replace("phase = sys.argv[3]", '''phase = sys.argv[3]
 if phase == "kill":
     import os

@@ -193,6 +193,12 @@ def check_answer(run_id: str, index: int, value: Any, run: RunRecord | None, rec
             f"the input at index {index} of run {run_id!r} ({rec.prompt!r}) was already answered "
             f"({rec.result_preview}); fork the run at={index} to answer it differently."
         )
+    if rec.prompt is None:
+        raise ValueError(
+            f"the input at index {index} of run {run_id!r} has no question on record: the run stopped (a crash) "
+            f"after the input began and before its prompt and choices were journaled, so no answer can be "
+            f"checked against them. Run the action (or the cell) again: it asks again and waits, then answer."
+        )
     if rec.choices is not None and value not in rec.choices:
         raise ValueError(
             f"{value!r} is not one of the choices of input {index} of run {run_id!r} ({rec.prompt!r}): "

@@ -37,6 +37,7 @@ from ._html import esc, message, page
 from ._sync import changed, watch
 
 ANSWER_TEXT = "Answer"
+NO_QUESTION = "(no question on record: the run stopped before asking; run the action again so it asks)"
 AFTER_ANSWER = "answered: run the action (or the cell) again to continue from here"
 
 
@@ -90,16 +91,17 @@ class InputPrompt(W.VBox):
         choices = "" if r.choices is None else " · choices: " + ", ".join(repr(c) for c in r.choices)
         answered = (f' <span class="dnb-outcome">{esc(self.answer_text)}</span>'
                     if self.state == "ANSWERED" else "")
+        question = r.prompt if r.prompt is not None else NO_QUESTION
         self.info.value = page(
             f'<div class="dnb-input" data-call="{esc(r.run_id)}#{r.index}">'
-            f'<span class="dnb-prompt"><b>{esc(r.prompt)}</b></span> '
+            f'<span class="dnb-prompt"><b>{esc(question)}</b></span> '
             f'<span class="dnb-note">run {esc(r.run_id)} · call {r.index}{esc(choices)}</span> → '
             f'<span class="dnb-state dnb-status-{"SUCCEEDED" if answered else "PENDING"}">{esc(self.state)}</span>'
             f"{answered}</div>"
         )
         with self.hold_sync():
             for w in (*self.choice_buttons, self.text, self.answer_button):
-                w.disabled = self.state != "WAITING"
+                w.disabled = self.state != "WAITING" or r.prompt is None
 
     def answer(self, value: Any) -> bool:
         """Journal ``value`` as the answer (``store.answer``); show the outcome in the widget."""
