@@ -151,6 +151,65 @@ def test_fork_refuses_an_existing_new_run_id(store):
     assert store.run("r2").parent_run_id is None
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_clients(request: pytest.FixtureRequest, tmp_path: Path):
+    """Two store objects on one journal, as two kernels (or machines) have."""
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        clients = [dnb.PostgresStore(dsn), dnb.PostgresStore(dsn)]
+    else:
+        clients = [dnb.SqliteStore(tmp_path / "journal.db"), dnb.SqliteStore(tmp_path / "journal.db")]
+    yield clients
+    for client in clients:
+        client.close()
+
+
+def _at_once(*forks):
+    """Run the forks in threads released together; each one's new id or exception."""
+    import threading
+
+    start, out = threading.Barrier(len(forks)), [None] * len(forks)
+
+    def go(i: int) -> None:
+        start.wait()
+        try:
+            out[i] = forks[i]()
+        except Exception as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(forks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_two_clients_forking_one_run_at_once_get_two_forks(two_clients):
+    a, b = two_clients
+    dnb.LocalRunner(a).run(place_order, "o1", run_id="r1")
+    made = []
+    for _ in range(8):
+        made += _at_once(lambda: a.fork("r1", at=2), lambda: b.fork("r1", at=2))
+    assert sorted(made, key=lambda m: int(str(m).rsplit("-", 1)[-1])) == [f"r1.fork-{n}" for n in range(1, 17)]
+    assert all(len(a.calls(f)) == 2 for f in made)
+
+
+def test_two_clients_forking_into_one_new_id_at_once_one_wins_the_other_is_told(two_clients):
+    a, b = two_clients
+    dnb.LocalRunner(a).run(place_order, "o1", run_id="r1")
+    dnb.LocalRunner(a).run(place_order, "o2", run_id="r2")
+    for n in range(6):
+        out = _at_once(lambda n=n: a.fork("r1", at=1, new_run_id=f"x{n}"),
+                       lambda n=n: b.fork("r2", at=2, new_run_id=f"x{n}"))
+        assert sorted(map(type, out), key=str) == sorted([str, ValueError], key=str), out
+        error = next(o for o in out if isinstance(o, ValueError))
+        assert "a run with that id exists" in str(error)
+        winner = "r1" if out[0] == f"x{n}" else "r2"
+        assert a.run(f"x{n}").parent_run_id == winner
+        assert len(a.calls(f"x{n}")) == (1 if winner == "r1" else 2)
+
+
 def test_fork_refuses_to_copy_a_pending_call_but_can_fork_at_it(store):
     runner = dnb.LocalRunner(store)
     with dnb.inject_crash(call=f"{__name__}.reserve", point="after_call"), pytest.raises(dnb.SimulatedCrash):

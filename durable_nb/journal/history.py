@@ -72,11 +72,15 @@ def check_fork(
             n += 1
         return f"{run_id}.fork-{n}"
     if exists(new_run_id):
-        raise ValueError(
-            f"cannot fork run {run_id!r} into {new_run_id!r}: a run with that id exists. Pick another "
-            f"new_run_id, leave it out for a generated one, or prune/forget the old run first."
-        )
+        raise fork_id_taken(run_id, new_run_id)
     return new_run_id
+
+
+def fork_id_taken(run_id: str, new_run_id: str) -> ValueError:
+    return ValueError(
+        f"cannot fork run {run_id!r} into {new_run_id!r}: a run with that id exists. Pick another "
+        f"new_run_id, leave it out for a generated one, or prune/forget the old run first."
+    )
 
 
 def forked_calls(calls: Iterable[CallRecord], new_run_id: str) -> list[CallRecord]:
