@@ -143,6 +143,11 @@ def test_the_discarded_history_of_a_pruned_run_goes_too(store):
         ({"older_than": 30}, TypeError, "timedelta"),
         ({"older_than": timedelta(days=-1)}, ValueError, "must not be negative"),
         ({"status": "DONE"}, ValueError, "status must be"),
+        ({"status": []}, ValueError, "non-empty collection"),
+        ({"status": 3}, ValueError, "status must be"),
+        ({"include_pending": "no"}, TypeError, "include_pending must be True or False"),
+        ({"include_pending": 1}, TypeError, "include_pending must be True or False"),
+        ({"dry_run": 0}, TypeError, "dry_run must be True or False"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_removed(store, kwargs, error, match):
@@ -217,3 +222,35 @@ def test_a_run_another_process_holds_open_without_writing_is_never_removed(tmp_p
     assert not store.run_is_open("C0")
     assert ids(store.prune(keep_last=0)) == ["C0"]
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_run_written_by_another_kernel_after_prune_read_it_stays(kind, tmp_path, request, monkeypatch):
+    """Another kernel runs an edited action on an old run between prune's read of the runs and its
+    delete: the run is fresh now (a call was just executed), so it must stay."""
+    from durable_nb.journal import history
+
+    if kind == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        store, other = dnb.PostgresStore(dsn), dnb.PostgresStore(dsn)
+    else:
+        store, other = dnb.SqliteStore(tmp_path / "j.db"), dnb.SqliteStore(tmp_path / "j.db")
+    request.addfinalizer(store.close)
+    request.addfinalizer(other.close)
+
+    def longer(x: int, ctx: dnb.RunnerContext) -> int:
+        return ok(x, ctx) + ctx.durable_execute(work, x + 1)
+
+    dnb.LocalRunner(store).run(ok, 1, run_id="old")
+    time.sleep(0.3)
+    select = history.PruneRule.select
+
+    def rerun_first(self, *args, **kwargs):  # after prune read the runs, before it looks at any
+        monkeypatch.setattr(history.PruneRule, "select", select)
+        dnb.LocalRunner(other).run(longer, 1, run_id="old")
+        other.flush()
+        return select(self, *args, **kwargs)
+
+    monkeypatch.setattr(history.PruneRule, "select", rerun_first)
+    assert store.prune(older_than=timedelta(seconds=0.2)) == []
+    assert [c.index for c in store.calls("old")] == [0, 1]

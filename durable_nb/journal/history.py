@@ -128,7 +128,8 @@ class PruneRule:
             raise TypeError(f"keep_last must be an int >= 0 or None, got {type(keep_last).__name__} {keep_last!r}")
         if keep_last is not None and keep_last < 0:
             raise ValueError(f"keep_last must be >= 0 (0 keeps none), got {keep_last}")
-        return cls(older_than, keep_last, _statuses(status), bool(include_pending))
+        check_flag("include_pending", include_pending)
+        return cls(older_than, keep_last, _statuses(status), include_pending)
 
     def select(
         self,
@@ -168,14 +169,23 @@ class PruneRule:
 def _statuses(status: Any) -> frozenset[RunStatus] | None:
     if status is None:
         return None
-    items = [status] if isinstance(status, str) else list(status)
     try:
-        return frozenset(RunStatus(s) for s in items)
+        items = [status] if isinstance(status, str) else list(status)
+        chosen = frozenset(RunStatus(s) for s in items)
     except (ValueError, TypeError):
+        chosen = frozenset()
+    if not chosen:  # an empty collection would silently match nothing
         raise ValueError(
-            f"status must be a run status or a collection of them, one of {[s.value for s in RunStatus]}; "
-            f"got {status!r}"
-        ) from None
+            f"status must be a run status or a non-empty collection of them, one of "
+            f"{[s.value for s in RunStatus]}; got {status!r}"
+        )
+    return chosen
+
+
+def check_flag(name: str, value: Any) -> None:
+    """A switch that changes what is deleted takes True or False only: ``"no"`` must not mean yes."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
 
 
 # ---------------------------------------------------------------- answer

@@ -237,9 +237,10 @@ class Store(abc.ABC):
         process holds open always stays. ``dry_run=True`` returns what would go and
         writes nothing.
         """
-        from .history import PruneRule
+        from .history import PruneRule, check_flag
 
         rule = PruneRule.make(older_than, keep_last, status, include_pending)
+        check_flag("dry_run", dry_run)
         if dry_run:
             with_pending = {c.run_id for c in self.query_calls(status=Status.PENDING)}
             return rule.select(self.runs(), with_pending, time.time(), lambda r: self.run_is_open(r.run_id))

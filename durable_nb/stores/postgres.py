@@ -542,6 +542,14 @@ class PostgresStore(Store):
             runs = [q.run_record(r) for r in conn.execute(q.RUN_SELECT)]
             pending = {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING'")}
             chosen = rule.select(runs, pending, now, lambda r: self._locked_elsewhere(conn, r.run_id))
+            # Read again now that their locks are this transaction's (no context can open them until it
+            # ends): a run written since the first read (run again, or a PENDING call gained) stays.
+            ids = [r.run_id for r in chosen]
+            fresh = {r[0]: q.run_record(r) for r in conn.execute(q.RUN_SELECT + " WHERE r.run_id = ANY(%s)", (ids,))}
+            pending = {r[0] for r in conn.execute(
+                "SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING' AND run_id = ANY(%s)", (ids,))}
+            chosen = [r for r in chosen
+                      if fresh.get(r.run_id) == r and (rule.include_pending or r.run_id not in pending)]
             ids = [r.run_id for r in chosen]
             for table in ("calls", "discarded", "runs"):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (ids,))

@@ -79,14 +79,15 @@ class SqliteTimeTravel:
         selected = rule.select(self.runs(), with_pending, now, lambda r: self.run_is_open(r.run_id))
         chosen = []
         with self._kept_out([r.run_id for r in selected]) as free, self._write() as conn:
-            # Checked again under the write lock: a run that was reopened (status changed)
-            # or gained a PENDING call since the selection stays, and so does one a live
-            # context holds; the run's OS lock keeps any context out until the delete commits.
+            # Checked again under the write lock: a run written since the selection (run
+            # again: status or updated_at changed) or that gained a PENDING call stays, and so
+            # does one a live context holds; the run's OS lock keeps any context out until the
+            # delete commits.
             for run in selected:
                 if run.run_id not in free:
                     continue
-                row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
-                if row is None or row[0] != run.status.value:
+                row = conn.execute("SELECT status, updated_at FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
+                if row is None or (row[0], row[1]) != (run.status.value, run.updated_at):
                     continue
                 if not rule.include_pending and conn.execute(
                     "SELECT 1 FROM calls WHERE run_id = ? AND status = 'PENDING' LIMIT 1", (run.run_id,)
