@@ -116,6 +116,9 @@ def test_open_store_parses_urls_as_urls(tmp_path, monkeypatch):
     assert isinstance(dnb.open_store("MEMORY://"), dnb.MemoryStore)
     with pytest.raises(ValueError, match="not a memory URL; write 'memory://'"):
         dnb.open_store("memory:")
+    for memory_like in (":memory:", "sqlite:///:memory:"):  # sqlite3's and SQLAlchemy's in-memory database
+        with pytest.raises(ValueError, match="in memory use dnb.MemoryStore"):
+            dnb.open_store(memory_like)
     with pytest.raises(TypeError, match="got int 123"):
         dnb.open_store(123)  # type: ignore[arg-type]
     with pytest.raises(dnb.JournalUnavailableError, match="127.0.0.1:1"):  # a libpq DSN goes to PostgreSQL

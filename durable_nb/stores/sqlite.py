@@ -155,6 +155,12 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"durability must be one of {', '.join(map(repr, DURABILITY))}, got {durability!r}: 'call' (default, "
                 f"one fsync per call), 'transition' (every transition on its own), 'relaxed' (no fsync)."
             )
+        if os.fspath(path) in (":memory:", ""):
+            raise ValueError(
+                f"SqliteStore({os.fspath(path)!r}): a SqliteStore is a journal file that outlives the process "
+                f"(and that Flink workers share); for a journal in memory use dnb.MemoryStore() or "
+                f"open_store('memory://'), for a file pass its path, e.g. SqliteStore('journal.db')."
+            )
         self.path = Path(path).expanduser().absolute()
         self.durability = durability
         self._local = threading.local()
