@@ -186,3 +186,64 @@ def test_killed_kernel_recovers_the_cell_in_a_new_kernel(tmp_path: Path) -> None
     finally:
         third.close()
     assert ledger.read_text().splitlines() == ["charge 42", "ship ch-42"]
+
+
+DEFINES = """\
+%%durable helpers
+import dataclasses
+
+@dataclasses.dataclass
+class Order:
+    id: str
+    amount: int
+
+def price(n):
+    return n * 10
+
+discount = lambda amount: amount - 1
+pricing = {"fn": price, "round": discount}
+order = Order("o1", 4)
+"""
+
+PAYS = """\
+%%durable pay_{which}
+ctx = dnb.current_context()
+charged_{which} = ctx.durable_execute(charge, {expression})
+"""
+
+USES = {  # each reads values the helpers cell defined, as a new kernel restores them
+    "function": "price(4)",
+    "lambda": "discount(40)",
+    "dict_of_functions": 'pricing["fn"](pricing["round"](5))',
+    "dataclass_instance": "order.amount * 100",
+}
+
+
+def test_values_a_durable_cell_defines_replay_in_a_new_kernel_and_the_cells_reading_them_do_not_run_again(
+    tmp_path: Path,
+) -> None:
+    """Run All after a restart: the cell defining functions, a lambda, a dict of functions and a dataclass
+    instance replays, so the cells reading them get restored objects; those must digest as the live ones
+    did (else they run again and charge again) and be what the cell left: the dict holds *the* restored
+    function, the instance's class *is* the restored class, with its fields."""
+    setup = "import os\n" + SETUP.format(dir=tmp_path)
+    cells = [setup, DEFINES] + [PAYS.format(which=w, expression=e) for w, e in USES.items()]
+    ledger = tmp_path / "ledger.txt"
+    for attempt in range(2):
+        kernel = Kernel(tmp_path)
+        try:
+            outs = [kernel.run(cell) for cell in cells]
+            for text, _, reply in outs:
+                assert reply["status"] == "ok", text
+            replayed = [text.startswith("↺ durable: replayed cell") for text, _, _ in outs[1:]]
+            assert replayed == [attempt == 1] * len(replayed), [t for t, _, _ in outs]
+            text, _, _ = kernel.run(
+                "print(pricing['fn'] is price, pricing['round'] is discount, type(order) is Order, "
+                "[f.name for f in dataclasses.fields(order)], dataclasses.asdict(order), "
+                "charged_function, charged_lambda, charged_dict_of_functions, charged_dataclass_instance)"
+            )
+            assert text.strip() == ("True True True ['id', 'amount'] {'id': 'o1', 'amount': 4} "
+                                    "ch-40 ch-39 ch-40 ch-400")
+        finally:
+            kernel.close()
+    assert ledger.read_text().splitlines() == ["charge 40", "charge 39", "charge 40", "charge 400"]

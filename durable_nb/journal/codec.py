@@ -17,6 +17,7 @@ ever needs to unpickle it.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 import reprlib
@@ -48,10 +49,22 @@ def _main_attr(qualname: str) -> Any:
     return target
 
 
+_DATACLASS_MARKERS = {
+    type(dataclasses._FIELD): None,  # type: ignore[attr-defined]  # _FIELD, _FIELD_CLASSVAR, _FIELD_INITVAR: .name
+    type(dataclasses.MISSING): "MISSING",
+    type(dataclasses.KW_ONLY): "KW_ONLY",
+}
+"""``dataclasses``' markers, which it compares by identity, pickled by name (as cloudpickle 3 does): a copy
+(cloudpickle 2, which apache-flink pins, copies them with a notebook's dataclass) makes ``dataclasses.fields()``
+of the loaded class empty, so ``asdict`` fails on a replayed result and every instance digests alike."""
+
+
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with classes ``__main__`` defines by value and by name (module docstring)."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) in _DATACLASS_MARKERS:
+            return getattr, (dataclasses, _DATACLASS_MARKERS[type(obj)] or obj.name)
         reduced = super().reducer_override(obj)
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.

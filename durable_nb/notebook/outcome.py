@@ -11,10 +11,11 @@ The journal stores :meth:`CellOutcome.to_payload`, a plain dict of builtins
 whatever this module's classes are called later, and journals written before the
 dataclass existed replay unchanged (:meth:`CellOutcome.from_payload`).
 
-Each bound name is pickled on its own (:func:`pack_namespace`), so one value
-that cannot be pickled (an open file) is left out with a reason and the others
-are kept; a bound :class:`~durable_nb.journal.context.RunnerContext` (``ctx =
-dnb.current_context()``) is left out, as it means nothing outside its run.
+The bound names are pickled together (:func:`pack_namespace`), so a replay
+restores shared objects as shared; one value that cannot be pickled (an open
+file) is left out with a reason and the others are kept; a bound
+:class:`~durable_nb.journal.context.RunnerContext` (``ctx = dnb.current_context()``)
+is left out, as it means nothing outside its run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import ast
 import importlib
 import io
+import linecache
+import os
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,7 +47,7 @@ Formatter = Callable[[Any], tuple[dict[str, Any], dict[str, Any]]]
 
 @dataclass
 class PackedNamespace:
-    """Cell outputs ready for the journal: each name pickled on its own."""
+    """Cell outputs ready for the journal: name -> pickle (names pickled together share one bytes object)."""
 
     values: dict[str, bytes]
     modules: dict[str, str]
@@ -60,30 +63,91 @@ def pack_value(value: Any) -> tuple[str, Any]:
     """
     if isinstance(value, types.ModuleType):
         return "module", value.__name__
-    if isinstance(value, io.IOBase) and not isinstance(value, io.StringIO | io.BytesIO):
-        raise TypeError("an open file")
+    _refuse_open_file(value)
     return "pickle", codec.dumps(value)
 
 
+SHARED = "durable_nb.shared"
+"""Marks a pickle of several names at once: ``(SHARED, {name: value}, {file name: source})``."""
+
+
 def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) -> PackedNamespace:
-    """Pickle each output name separately, so one unpicklable value does not lose the others."""
+    """Pickle the output names together, each name on its own only where that fails.
+
+    Together, so that a replay in a new kernel restores the objects as the cell left them:
+    ``table = {"fn": helper}`` holds *the* ``helper``, an instance's class *is* the restored class
+    (pickled one by one, each would be a copy of its own, and the next cell's inputs would digest
+    differently and run it again). Every name maps to the same bytes object, which the journal's
+    pickle stores once. The source of the functions among them goes along (see :func:`_sources`).
+    """
     packed = PackedNamespace({}, {}, {})
+    values: dict[str, Any] = {}
     for name in names:
         if name not in ns:
             continue
         value = ns[name]
         if isinstance(value, RunnerContext):
             continue  # ``ctx = dnb.current_context()``: only meaningful while the cell runs
-        try:
-            kind, data = pack_value(value)
-        except Exception as exc:
-            packed.skipped[name] = f"{type_name(value)}: {type(exc).__name__}"
-            continue
-        if kind == "module":
-            packed.modules[name] = data
+        if isinstance(value, types.ModuleType):
+            packed.modules[name] = value.__name__
         else:
-            packed.values[name] = data
+            values[name] = value
+    if not values:
+        return packed
+    try:
+        for value in values.values():
+            _refuse_open_file(value)
+        blob = codec.dumps((SHARED, values, _sources(values.values())))
+    except Exception:  # one of them cannot be pickled: find which, then the others together
+        for name, value in list(values.items()):
+            try:
+                pack_value(value)
+            except Exception as exc:
+                packed.skipped[name] = f"{type_name(value)}: {type(exc).__name__}"
+                del values[name]
+        if not values:
+            return packed
+        try:
+            blob = codec.dumps((SHARED, values, _sources(values.values())))
+        except Exception:  # only together (a value reaching an unpicklable one through another): alone
+            for name, value in values.items():
+                packed.values[name] = pack_value(value)[1]
+            return packed
+    for name in values:
+        packed.values[name] = blob
     return packed
+
+
+def _refuse_open_file(value: Any) -> None:
+    if isinstance(value, io.IOBase) and not isinstance(value, io.StringIO | io.BytesIO):
+        raise TypeError("an open file")
+
+
+def _sources(values: Any) -> dict[str, str]:
+    """The cell sources of the notebook functions among ``values`` (and of their classes' methods).
+
+    Why: a cell that reads such a function digests it by its source (``cell_inputs.value_token``);
+    restored in a new kernel, the function's code still names the old kernel's cell file, which
+    ``inspect`` cannot find, so the digest would change and that cell would run again.
+    """
+    found: dict[str, str] = {}
+    for value in values:
+        functions = [value] if isinstance(value, types.FunctionType) else (
+            [v for v in vars(value).values() if isinstance(v, types.FunctionType)] if isinstance(value, type) else [])
+        for func in functions:
+            filename = func.__code__.co_filename
+            if filename not in found and not os.path.exists(filename):
+                lines = linecache.getlines(filename)
+                if lines:
+                    found[filename] = "".join(lines)
+    return found
+
+
+def _remember_sources(sources: Mapping[str, str]) -> None:
+    """Make restored functions' sources findable by ``inspect`` (as IPython does for its cells)."""
+    for filename, text in sources.items():
+        if filename not in linecache.cache:
+            linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
 
 
 def unpack_namespace(
@@ -97,9 +161,16 @@ def unpack_namespace(
             restored[name] = importlib.import_module(module)
         except Exception as exc:
             failed[name] = f"import {module} failed: {type(exc).__name__}"
+    loaded: dict[int, Any] = {}  # a pickle shared by several names is loaded once
     for name, data in values.items():
         try:
-            restored[name] = codec.loads(data)
+            if id(data) not in loaded:
+                loaded[id(data)] = codec.loads(data)
+            value = loaded[id(data)]
+            if type(value) is tuple and len(value) == 3 and value[0] == SHARED:
+                _remember_sources(value[2])
+                value = value[1][name]
+            restored[name] = value
         except Exception as exc:
             failed[name] = f"unpickling failed: {type(exc).__name__}: {exc}"
     return restored, failed
@@ -159,7 +230,7 @@ class CellOutcome:
     """The outcome of one execution (or reconciliation) of a cell, as journaled in call 0."""
 
     values: dict[str, bytes] = field(default_factory=dict)
-    """Bound name -> pickled value."""
+    """Bound name -> pickle (of that value, or of several names together: see :func:`pack_namespace`)."""
     modules: dict[str, str] = field(default_factory=dict)
     """Bound name -> module name (modules are journaled by name)."""
     skipped: dict[str, str] = field(default_factory=dict)
