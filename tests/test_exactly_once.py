@@ -245,6 +245,19 @@ def test_map_over_something_that_is_not_records_names_the_fix(store):
         dnb.LocalRunner(store).map(pay, 42)
 
 
+def greet(person, ctx):
+    return ctx.durable_execute(str.__add__, "hi ", person)
+
+
+def test_map_over_a_set_needs_a_key_because_its_order_changes_between_processes(store):
+    people = frozenset({"ann", "bob", "cy"})
+    with pytest.raises(TypeError, match=r"map over a frozenset needs a key.*key=lambda r: r"):
+        dnb.LocalRunner(store).map(greet, people)
+    assert store.runs() == []
+    frame = dnb.LocalRunner(store).map(greet, people, key=lambda r: r)
+    assert sorted(frame["result"]) == ["hi ann", "hi bob", "hi cy"]
+
+
 # ---------------------------------------------------------------- replayed exceptions
 
 

@@ -601,6 +601,9 @@ def test_map_usage_errors_come_before_any_run(ip: Any, magics: DurableMagics) ->
         run(ip, "enrich --map orders --key nosuch", MAP_CELL)
     with pytest.raises(UsageError, match="would replace the records it maps"):
         run(ip, "orders --map orders --key id", MAP_CELL)
+    ip.user_ns["emails"] = {"a@x", "b@x"}
+    with pytest.raises(UsageError, match=r"--map emails: map over a set needs a key.*next"):
+        run(ip, "send --map emails", "record.upper()\n")
     assert magics.store.runs() == [] and RAN["map"] == 0
     frame = run(ip, "enrich --map orders --key 'id'", MAP_CELL)[0]  # quoted like --store and --reconciler
     assert frame["run_id"].tolist() == ["cell:enrich/1#0", "cell:enrich/2#0"]

@@ -225,9 +225,11 @@ def run_map(
                          f"would replace the records it maps (and the next run would map its own results); "
                          f"name the cell differently, e.g. %%durable {name}_out --map {map_var}")
     try:  # refused before any run is opened, as a UsageError naming the fix
-        records = records_of(shell.user_ns[map_var])
-    except TypeError:
+        records = records_of(shell.user_ns[map_var], key)
+    except TypeError as exc:
         value = shell.user_ns[map_var]
+        if isinstance(value, set | frozenset):
+            raise UsageError(f"%%durable {name} --map {map_var}: {exc} (--key ... in a cell)") from None
         raise UsageError(
             f"%%durable {name} --map {map_var}: {map_var} is a {type(value).__name__} ({str(value)[:40]!r}), "
             f"not records; --map needs a DataFrame or a list of records (one run each). For a single "

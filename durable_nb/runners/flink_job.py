@@ -248,7 +248,7 @@ class FlinkRunner:
         from ..journal.frames import map_frame
 
         check_action(action)
-        items = records_of(records)
+        items = records_of(records, key)
         keys = [key_of(record, key, position) for position, record in enumerate(items)]
         name = action_name(action)
         if not items:

@@ -125,7 +125,7 @@ class LocalRunner:
 
         check_action(action)
         name = action_name(action)
-        items = records_of(records)
+        items = records_of(records, key)
         rows: list[MapRow] = []
         # One durable boundary for the whole map: a record costs one commit (its PENDING, carrying
         # the previous record's outcome); everything is durable when the DataFrame is returned.

@@ -77,8 +77,13 @@ def key_name(key: Key) -> str:
     return key if isinstance(key, str) and key not in MAP_COLUMNS else "key"
 
 
-def records_of(records: Any) -> list[Any]:
-    """A list of records from a DataFrame (rows as dicts), a list, or any iterable."""
+def records_of(records: Any, key: Key = None) -> list[Any]:
+    """A list of records from a DataFrame (rows as dicts), a list, or any iterable (a set only with a key).
+
+    Why not a set without a key: its order changes from one process to the next, and
+    without a key a record's run id is its position, so after a restart records would
+    take other records' runs (replaying their results, or running again).
+    """
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is a dependency
@@ -89,6 +94,13 @@ def records_of(records: Any) -> list[Any]:
         raise TypeError(
             f"map expects a DataFrame or a list of records, got a {type(records).__name__} "
             f"({str(records)[:40]!r}); wrap a single record in a list: [record]."
+        )
+    if key is None and isinstance(records, set | frozenset):
+        raise TypeError(
+            f"map over a {type(records).__name__} needs a key: a set's order changes from one process to the "
+            f"next, and without a key each record's run id is its position, so after a restart records would "
+            f"take other records' runs. Pass key= (for a set of plain values, key=lambda r: r) or map over "
+            f"sorted(...) instead."
         )
     return list(records)
 
