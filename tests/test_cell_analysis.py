@@ -58,6 +58,22 @@ def test_a_name_only_one_branch_binds_is_an_input_when_read_after_the_if() -> No
     assert binds("if flag:\n    a = 100\nr = a") == ["a", "r"]
 
 
+def test_a_name_not_every_way_through_a_try_or_match_binds_is_an_input_when_read_after_it() -> None:
+    """As for ``if``: ``try: v = f() / except E: pass`` then ``print(v)`` reads the notebook's ``v``
+    when ``f`` fails; a replay that did not count it would print a stale ``v`` and rebind it."""
+    assert reads("try:\n    v = f()\nexcept E:\n    pass\nprint(v)") == ["f", "E", "print", "v"]
+    assert reads("try:\n    v = f()\nexcept E:\n    v = None\nprint(v)") == ["f", "E", "print"]
+    assert reads("try:\n    v = f()\nexcept E:\n    raise\nprint(v)") == ["f", "E", "print"]
+    assert reads("try:\n    v = f()\nexcept E:\n    print(v)") == ["f", "E", "print", "v"]
+    assert reads("try:\n    v = f()\nfinally:\n    w = 1\nprint(v, w)") == ["f", "print"]
+    assert reads("match x:\n    case 1:\n        y = 1\nprint(y)") == ["x", "print", "y"]
+    assert reads("match x:\n    case 1:\n        y = 1\n    case _:\n        y = 2\nprint(y)") == ["x", "print"]
+    capture = "match x:\n    case [a]:\n        y = a\n    case other:\n        y = other\nprint(y)"
+    assert reads(capture) == ["x", "print"]
+    assert reads("match x:\n    case _ if x > 1:\n        y = 1\nprint(y)") == ["x", "print", "y"]
+    assert binds("try:\n    v = f()\nexcept E:\n    pass\nprint(v)") == ["v"]
+
+
 def test_tuple_star_and_nested_targets_are_bound() -> None:
     assert binds("(a, (b, *c)), d[0], e.f = t") == ["a", "b", "c"]
     assert reads("(a, (b, *c)), d[0], e.f = t") == ["t", "d", "e"]

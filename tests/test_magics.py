@@ -177,6 +177,20 @@ def test_imports_functions_and_classes_are_restored(ip: Any, magics: DurableMagi
     assert ip.user_ns["path"].join("a", "b") == "a/b"
 
 
+def test_star_imports_and_globals_a_function_sets_are_outputs_too(ip: Any, magics: DurableMagics) -> None:
+    """``from math import *`` binds names no assignment shows, and ``global total`` in a function the cell
+    calls binds ``total``: a replay must restore them (a later cell uses ``sqrt``)."""
+    cell = "from math import *\ndef bump():\n    global total\n    total = 5\nbump()\nroot = sqrt(16)\n"
+    run(ip, "star", cell)
+    assert len(cell_runs(magics.store, "star")) == 1
+    run(ip, "star", cell)  # again in the same kernel: sqrt is bound now, but the cell binds it itself
+    assert len(cell_runs(magics.store, "star")) == 1
+    restart(ip, "sqrt", "pi", "bump", "total", "root")
+    _, log = run(ip, "star", cell)
+    assert "replayed cell" in log.text()
+    assert ip.user_ns["sqrt"](9) == 3 and ip.user_ns["total"] == 5 and ip.user_ns["root"] == 4
+
+
 def test_trailing_semicolon_shows_no_result(ip: Any, magics: DurableMagics) -> None:
     result, _ = run(ip, "quiet", "x = 5\nx + 1;\n")
     assert result is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -47,6 +48,8 @@ class CellAnalysis:
     """Names bound at top level, in order: assignments, for/with targets, imports, def, class."""
     deletes: tuple[str, ...] = ()
     """Names the cell ``del``-etes at top level."""
+    star_imports: tuple[str, ...] = ()
+    """Modules the cell imports ``*`` from at top level: what they bind is known once they ran."""
 
 
 def _target_names(node: ast.AST) -> Iterator[str]:
@@ -109,6 +112,14 @@ def _scope_locals(node: ast.AST) -> set[str]:
     return names - declared_outer
 
 
+def _irrefutable(case: ast.match_case) -> bool:
+    """``case _:`` or ``case name:`` without a guard: the match cannot fall through it."""
+    pattern = case.pattern
+    while isinstance(pattern, ast.MatchAs) and pattern.pattern is not None:
+        pattern = pattern.pattern
+    return case.guard is None and isinstance(pattern, ast.MatchAs) and pattern.pattern is None
+
+
 class _Analyzer(ast.NodeVisitor):
     """Walks statements in evaluation order, so ``x = x + 1`` reads ``x`` and ``for x in ...: x`` does not."""
 
@@ -117,6 +128,7 @@ class _Analyzer(ast.NodeVisitor):
         self.reads: dict[str, None] = {}
         self.binds: dict[str, None] = {}
         self.deletes: dict[str, None] = {}
+        self.star_imports: dict[str, None] = {}
         self.scopes: list[tuple[set[str], bool]] = []  # (locals, is_comprehension)
 
     # -- names ----------------------------------------------------------------
@@ -195,6 +207,44 @@ class _Analyzer(ast.NodeVisitor):
             self.visit(stmt)
         self.bound = after_body & self.bound
 
+    def _visit_try(self, node: ast.Try | ast.TryStar) -> None:
+        """As for ``if``: a handler runs from what was bound before the ``try`` (the body may have failed
+        before its first line), and after it only what every way through binds is bound."""
+        before = set(self.bound)
+        for stmt in [*node.body, *node.orelse]:
+            self.visit(stmt)
+        ways = [self.bound]
+        for handler in node.handlers:
+            self.bound = set(before)
+            self.visit(handler)
+            if not (handler.body and isinstance(handler.body[-1], ast.Raise)):  # else no way on from it
+                ways.append(self.bound)
+        after = set.intersection(*ways)
+        if node.finalbody:
+            self.bound = set(before)  # it also runs on the way out of a failure
+            for stmt in node.finalbody:
+                self.visit(stmt)
+            after |= self.bound
+        self.bound = after
+
+    visit_Try = visit_TryStar = _visit_try
+
+    def visit_Match(self, node: ast.Match) -> None:
+        """As for ``if``: a name only some cases bind (or no case, when none matches) is read after it."""
+        self.visit(node.subject)
+        before = set(self.bound)
+        ways = []
+        for case in node.cases:
+            self.bound = set(before)
+            self.visit(case.pattern)
+            if case.guard is not None:
+                self.visit(case.guard)
+            for stmt in case.body:
+                self.visit(stmt)
+            ways.append(self.bound)
+        catch_all = any(_irrefutable(case) for case in node.cases)
+        self.bound = set.intersection(*ways) if catch_all else set.intersection(before, *ways)
+
     def _visit_for(self, node: ast.For | ast.AsyncFor) -> None:
         self.visit(node.iter)
         self.visit(node.target)
@@ -220,6 +270,8 @@ class _Analyzer(ast.NodeVisitor):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         for name in _import_names(node):
             self._store(name)
+        if not self.scopes and node.level == 0 and node.module and any(a.name == "*" for a in node.names):
+            self.star_imports.setdefault(node.module, None)
 
     def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
         if node.type is not None:
@@ -263,6 +315,11 @@ class _Analyzer(ast.NodeVisitor):
             self.visit(stmt)
         self.scopes.pop()
         self._store(node.name)
+        if not self.scopes:  # ``global x`` in it: the cell binds x whenever it calls it (an output, not bound)
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Global):
+                    for name in sub.names:
+                        self.binds.setdefault(name, None)
 
     visit_FunctionDef = visit_AsyncFunctionDef = _visit_function
 
@@ -320,7 +377,18 @@ def analyze(source: str | ast.Module) -> CellAnalysis:
     walker = _Analyzer()
     for stmt in tree.body:
         walker.visit(stmt)
-    return CellAnalysis(tuple(walker.reads), tuple(walker.binds), tuple(walker.deletes))
+    return CellAnalysis(tuple(walker.reads), tuple(walker.binds), tuple(walker.deletes), tuple(walker.star_imports))
+
+
+def star_names(module: str) -> list[str]:
+    """What ``from module import *`` bound (the module was imported by the cell that did it)."""
+    mod = sys.modules.get(module)
+    if mod is None:
+        return []
+    names = getattr(mod, "__all__", None)
+    if names is None:
+        names = [n for n in vars(mod) if not n.startswith("_")]
+    return [n for n in names if isinstance(n, str)]
 
 
 def split_last_expression(tree: ast.Module) -> tuple[ast.Module, ast.Expression | None]:

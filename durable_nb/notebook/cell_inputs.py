@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import sys
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -94,9 +95,15 @@ def changed_in_place(
     return changed
 
 
-def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping[str, Any]) -> dict[str, Any]:
-    """The read names that resolve in the notebook namespace (builtins and IPython's own names left out)."""
+def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping[str, Any],
+                  star_imports: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The read names that resolve in the notebook namespace (builtins and IPython's own names left out).
+
+    A name the cell's own ``from m import *`` binds to the very value it has now is not an input: the
+    cell binds it before reading it (else its second run in a kernel would digest another input set).
+    """
     inputs: dict[str, Any] = {}
+    modules = [sys.modules[m] for m in star_imports if m in sys.modules]
     for name in reads:
         if name not in ns or is_history_name(name):
             continue
@@ -105,5 +112,10 @@ def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping
             continue
         if hasattr(builtins, name) and getattr(builtins, name) is value:
             continue
+        if any(getattr(m, name, _ABSENT) is value for m in modules):
+            continue
         inputs[name] = value
     return inputs
+
+
+_ABSENT = object()

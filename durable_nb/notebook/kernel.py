@@ -31,7 +31,7 @@ from ..journal.records import CallRecord
 from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
-from .cell import source_fingerprint
+from .cell import source_fingerprint, star_names
 from .cell_inputs import changed_in_place, input_digest, input_tokens, select_inputs
 from .outcome import CellOutcome, executed_outcome, unpack_namespace
 from .outputs import OutputRecorder, replay_outputs
@@ -58,7 +58,7 @@ FLINK_HINT = "pip install 'durable_nb[flink]'"
 def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict[str, Any]]:
     """The notebook values the cell reads, the digest of its code and those values (its args digest), and
     each value's token (:func:`~.cell_inputs.input_tokens`, to tell afterwards which changed in place)."""
-    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden)
+    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden, cell.analysis.star_imports)
     tokens = input_tokens(inputs, _user_module(shell))
     return inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens
 
@@ -144,7 +144,8 @@ def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool, inputs: Mapping[str,
             ns.update(rebound)
             raise
         fmt = None if quiet else shell.display_formatter.format
-        return executed_outcome(analysis.binds, analysis.deletes, ns, recorder.outputs, last, result, fmt), result
+        binds = analysis.binds + tuple(n for m in analysis.star_imports for n in star_names(m))
+        return executed_outcome(binds, analysis.deletes, ns, recorder.outputs, last, result, fmt), result
 
     return body
 

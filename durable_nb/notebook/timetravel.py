@@ -274,7 +274,8 @@ def unwrap_stopped() -> Iterator[None]:
 
 def cell_inputs_digest(shell: Any, cell: ParsedCell) -> str:
     """The cell's input digest, as :func:`~durable_nb.notebook.kernel.cell_inputs` computes it."""
-    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden)
+    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden,
+                           cell.analysis.star_imports)
     user_module = getattr(shell.user_module, "__name__", "__main__")
     return input_digest(source_fingerprint(cell.tree), inputs, user_module)
 
