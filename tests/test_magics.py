@@ -167,6 +167,24 @@ def test_rerun_executes_again_and_keeps_the_old_record(ip: Any, magics: DurableM
     assert RAN["r"] == 2
 
 
+@pytest.mark.parametrize("kept", [2, 3])
+def test_a_rerun_kept_by_a_prune_that_removed_older_attempts_still_replays(
+    ip: Any, magics: DurableMagics, kept: int
+) -> None:
+    """``%durable_prune --keep-last 1`` keeps the newest attempt (``#2`` or ``#3``) and removes the first:
+    running the cell again must replay the kept one, not run a new attempt (and repeat its side effects)."""
+    cell = 'tick("r")\nx = 1\n'
+    run(ip, "r", cell)
+    for _ in range(kept - 1):
+        run(ip, "r --rerun", cell)
+    removed = magics.store.prune(keep_last=1)
+    assert len(removed) == kept - 1 and [r.run_id[-2:] for r in cell_runs(magics.store, "r")] == [f"#{kept}"]
+    run(ip, "r", cell)
+    assert RAN["r"] == kept and len(cell_runs(magics.store, "r")) == 1
+    run(ip, "r --rerun", cell)  # the next attempt after the kept one
+    assert sorted(r.run_id[-2:] for r in cell_runs(magics.store, "r")) == [f"#{kept}", f"#{kept + 1}"]
+
+
 def test_imports_functions_and_classes_are_restored(ip: Any, magics: DurableMagics) -> None:
     cell = "import json as js\nfrom os import path\ndef double(v):\n    return 2 * v\nclass Box:\n    size = 3\n"
     run(ip, "defs", cell)
