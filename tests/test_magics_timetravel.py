@@ -240,6 +240,8 @@ def test_prune_usage_errors(ip: Any, magics: DurableMagics) -> None:
         line(ip, "durable_prune", "")
     with pytest.raises(UsageError, match="30d"):
         line(ip, "durable_prune", "--older-than soon")
+    with pytest.raises(UsageError, match="longer than any journal is old"):
+        line(ip, "durable_prune", "--older-than 99999999999d")
     with pytest.raises(UsageError, match="status"):
         line(ip, "durable_prune", "--status DONE")
 

@@ -59,7 +59,10 @@ def parse_age(text: str) -> timedelta:
     match = _AGE.match(text)
     if match is None:
         raise ValueError(f"cannot read {text!r} as an age; write a number and a unit: 30d, 12h, 45m, 90s, 2w")
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    try:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any journal is old; e.g. 3650d is ten years") from None
 
 
 # -- fork ------------------------------------------------------------------------------------
