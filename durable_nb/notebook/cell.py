@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -379,16 +378,6 @@ def analyze(source: str | ast.Module) -> CellAnalysis:
         walker.visit(stmt)
     return CellAnalysis(tuple(walker.reads), tuple(walker.binds), tuple(walker.deletes), tuple(walker.star_imports))
 
-
-def star_names(module: str) -> list[str]:
-    """What ``from module import *`` bound (the module was imported by the cell that did it)."""
-    mod = sys.modules.get(module)
-    if mod is None:
-        return []
-    names = getattr(mod, "__all__", None)
-    if names is None:
-        names = [n for n in vars(mod) if not n.startswith("_")]
-    return [n for n in names if isinstance(n, str)]
 
 
 def split_last_expression(tree: ast.Module) -> tuple[ast.Module, ast.Expression | None]:

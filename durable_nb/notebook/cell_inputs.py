@@ -119,3 +119,14 @@ def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping
 
 
 _ABSENT = object()
+
+
+def star_names(module: str) -> list[str]:
+    """What ``from module import *`` bound (the module was imported by the cell that did it)."""
+    mod = sys.modules.get(module)
+    if mod is None:
+        return []
+    names = getattr(mod, "__all__", None)
+    if names is None:
+        names = [n for n in vars(mod) if not n.startswith("_")]
+    return [n for n in names if isinstance(n, str)]

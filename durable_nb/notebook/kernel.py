@@ -31,8 +31,8 @@ from ..journal.records import CallRecord
 from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
-from .cell import source_fingerprint, star_names
-from .cell_inputs import changed_in_place, input_digest, input_tokens, select_inputs
+from .cell import source_fingerprint
+from .cell_inputs import changed_in_place, input_digest, input_tokens, select_inputs, star_names
 from .outcome import CellOutcome, executed_outcome, unpack_namespace
 from .outputs import OutputRecorder, replay_outputs
 from .perform import (
