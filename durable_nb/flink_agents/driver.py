@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import inspect
 import time
 from collections.abc import Coroutine, Iterator
@@ -33,6 +32,7 @@ from flink_agents.plan.function import JavaFunction
 from flink_agents.runtime.resource_cache import ResourceCache
 
 from .context import AgentContext, UnsupportedFeatureError
+from .memory import MemoryByKey
 
 if TYPE_CHECKING:
     from flink_agents.plan.agent_plan import AgentPlan
@@ -76,7 +76,7 @@ class AgentAction:
         self.config = config
         self.__durable_name__ = name  # the run ids' prefix (durable_nb.runners.mapping.action_name)
         self._resources: ResourceCache | None = None
-        self._memory: dict[Any, dict[str, Any]] = {}
+        self._memory = MemoryByKey()
 
     def __repr__(self) -> str:
         return f"AgentAction({self.__durable_name__!r})"
@@ -87,7 +87,7 @@ class AgentAction:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.plan, self.config, self.__durable_name__ = state["plan"], state["config"], state["name"]
-        self._resources, self._memory = None, {}
+        self._resources, self._memory = None, MemoryByKey()
 
     def resources(self) -> ResourceCache:
         """Flink Agents' resource cache for this process, made on first use."""
@@ -105,17 +105,9 @@ class AgentAction:
         key = ctx.key
         if isinstance(value, KeyedInput):
             value, key = value.value, value.key
-        memory = self._memory.setdefault(_memory_key(key), {})
-        before = copy.deepcopy(memory)
-        agent_ctx = AgentContext(ctx, self.plan, self.resources(), self.config, key=key, short_term=memory)
-        try:
+        with self._memory.for_run(key, ctx.run_id) as memory:
+            agent_ctx = AgentContext(ctx, self.plan, self.resources(), self.config, key=key, short_term=memory)
             return self._events(agent_ctx, value)
-        except BaseException:
-            # A run that did not finish leaves the key's memory as it found it, as a Flink
-            # restore from the last checkpoint would: its recovery starts from the same state.
-            memory.clear()
-            memory.update(before)
-            raise
 
     def _events(self, agent_ctx: AgentContext, value: Any) -> list[Any]:
         """Flink Agents' event loop for one input; the outputs of its OutputEvents, in order."""
@@ -132,14 +124,6 @@ class AgentAction:
                 if inspect.iscoroutine(result):
                     drive(result)
         return outputs
-
-
-def _memory_key(key: Any) -> Any:
-    try:
-        hash(key)
-    except TypeError:
-        return repr(key)
-    return key
 
 
 def drive(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -7,6 +7,7 @@ import collections
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,72 @@ def test_short_term_memory_is_kept_per_key_and_a_crashed_run_leaves_it_as_it_fou
         runner.run("c", key="other")
     assert runner.run("c", key="other") == [0]  # no NonDeterminismWarning: the recovery saw visits == 0
     assert runner.run("d", key="third") == [0]
+
+
+asked: list[str] = []
+
+
+def ask_model(history: list[str]) -> str:
+    """A stand-in for an LLM request: the whole conversation so far is the prompt."""
+    asked.append("|".join(history))
+    return f"answer {len(history)}"
+
+
+class ChatAgent(Agent):
+    """Flink Agents' usual conversation shape: the history in short-term memory goes to the model."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        history = [*(ctx.short_term_memory.get("history") or []), InputEvent.from_event(event).input]
+        ctx.short_term_memory.set("history", history)
+        ctx.send_event(OutputEvent(output=ctx.durable_execute(ask_model, history)))
+
+
+def test_running_inputs_again_in_the_same_process_replays_with_the_memory_they_first_saw(store):
+    """A replayed map, a run() once more and a recovery in the same kernel start each input from the
+    memory its first attempt started from: were its own earlier writes in memory, the model would be
+    asked another prompt, the journal discarded and the request sent again."""
+    asked.clear()
+    runner = AgentRunner(ChatAgent(), dnb.LocalRunner(store))
+    turns = ["hi", "how", "bye"]
+    first = runner.map(turns, key=lambda t: "user1")["result"].tolist()
+    assert first == [["answer 1"], ["answer 2"], ["answer 3"]] and asked == ["hi", "hi|how", "hi|how|bye"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        assert runner.map(turns, key=lambda t: "user1")["result"].tolist() == first
+        assert runner.run("hi", key="user1") == ["answer 1"]
+        assert runner.map(turns, key=lambda t: "user1")["result"].tolist() == first
+    assert asked == ["hi", "hi|how", "hi|how|bye"]  # nothing asked again
+
+    asked.clear()
+    other = AgentRunner(ChatAgent(), dnb.LocalRunner(store), name="chat2")
+    with dnb.inject_crash(call=f"{__name__}.ask_model", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        other.map(["a", "b"], key=lambda t: "user2")  # dies in turn 1, after the model answered
+    assert other.map(["a", "b"], key=lambda t: "user2")["result"].tolist() == [["answer 1"], ["answer 2"]]
+    assert asked == ["a", "a", "a|b"]  # only the request in flight (no reconciler) went again
+
+
+def test_inputs_without_a_key_have_a_memory_each_as_in_flink_agents_local_runner(store):
+    asked.clear()
+    runner = AgentRunner(ChatAgent(), dnb.LocalRunner(store))
+    assert [runner.run(t) for t in ("x", "y")] == [["answer 1"], ["answer 1"]]
+    assert runner.run("x") == ["answer 1"] and asked == ["x", "y"]
+
+
+def test_a_run_whose_starting_memory_is_no_longer_kept_is_refused_naming_what_to_do():
+    from durable_nb.flink_agents.memory import MemoryByKey
+
+    memory = MemoryByKey(snapshots=0)
+    for run_id in ("k#0", "k#1", "k#2"):
+        with memory.for_run("k", run_id) as m:
+            m["n"] = m.get("n", 0) + 1
+    with pytest.raises(RuntimeError, match=r"'k#1'.*no longer kept.*from its first one"), memory.for_run("k", "k#1"):
+        pass
+    for run_id, seen in (("k#0", 0), ("k#1", 1), ("k#2", 2)):  # from the first one on, in order
+        with memory.for_run("k", run_id) as m:
+            assert m.get("n", 0) == seen
+            m["n"] = seen + 1
 
 
 def echo(event: Event, ctx: RunnerContext) -> None:
