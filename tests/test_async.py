@@ -54,6 +54,26 @@ def test_nothing_is_written_until_the_call_is_awaited(store):
     asyncio.run(main())
 
 
+def test_a_call_never_awaited_writes_nothing_and_raises_no_never_awaited_warning(store):
+    """Flink Agents lets an action fire a durable_execute_async and not await it ("will NOT be
+    recorded"): nothing runs or is written, and Python must not warn about a coroutine of ours."""
+    import gc
+    import warnings
+
+    async def main():
+        with dnb.LocalRunner(store).context("fire") as ctx:
+            ctx.durable_execute_async(slow_charge, "forgotten")
+            task = asyncio.create_task(ctx.durable_execute_async(slow_charge, "as a task"))
+            return await task
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert asyncio.run(main()) == {"order": "as a task"}
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)] == []
+    assert [c.status for c in store.calls("fire")] == [Status.SUCCEEDED] and ran["charge"] == 1
+
+
 def test_async_reconciler_recovers_a_pending_call(store):
     runner = dnb.LocalRunner(store)
 

@@ -22,7 +22,7 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
 from ..errors import AwaitingInput, JournalWriteError, NonDeterminismError, RecordDecodeError
@@ -100,9 +100,9 @@ class RunnerContext:
         """
         check_reconciler(reconciler, awaited=True)
         if inside_call():  # part of the enclosing durable call: a plain call (durable_nb.journal.nesting)
-            return _plain_async(functools.partial(func, *args, **kwargs))
+            return _Deferred(functools.partial(_plain_async, functools.partial(func, *args, **kwargs)))
         call_id, args_digest = identify(func, args, kwargs)
-        return self._execute_async(func, args, kwargs, reconciler, call_id, args_digest)
+        return _Deferred(functools.partial(self._execute_async, func, args, kwargs, reconciler, call_id, args_digest))
 
     async def _execute_async(
         self,
@@ -135,6 +135,42 @@ class RunnerContext:
             return await journal.perform_async(outcome, run)
         with journal.arguments_watched(outcome, func, args, kwargs, args_digest):
             return await journal.perform_async(outcome, run)
+
+
+class _Deferred(Coroutine):  # type: ignore[type-arg]
+    """What ``durable_execute_async`` returns: its coroutine is made when it is first awaited (or run as a task).
+
+    Why: Flink Agents lets an action call ``durable_execute_async`` and never await it
+    (fire and forget, not recorded); an eager coroutine would then warn, when collected,
+    that ``RunnerContext._execute_async`` was never awaited. A ``Coroutine`` still, so
+    ``asyncio.create_task`` and ``gather`` take it.
+    """
+
+    __slots__ = ("_coro", "_make")
+
+    def __init__(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        self._make: Callable[[], Coroutine[Any, Any, Any]] | None = make
+        self._coro: Coroutine[Any, Any, Any] | None = None
+
+    def _started(self) -> Coroutine[Any, Any, Any]:
+        if self._coro is None:
+            assert self._make is not None
+            self._coro, self._make = self._make(), None
+        return self._coro
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._started().__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._started().send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        return self._started().throw(*exc)
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+        self._make = None
 
 
 async def _plain_async(bound: Callable[[], Any]) -> Any:
