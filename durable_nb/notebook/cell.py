@@ -206,28 +206,6 @@ class _Analyzer(ast.NodeVisitor):
             self.visit(stmt)
         self.bound = after_body & self.bound
 
-    def _visit_try(self, node: ast.Try | ast.TryStar) -> None:
-        """As for ``if``: a handler runs from what was bound before the ``try`` (the body may have failed
-        before its first line), and after it only what every way through binds is bound."""
-        before = set(self.bound)
-        for stmt in [*node.body, *node.orelse]:
-            self.visit(stmt)
-        ways = [self.bound]
-        for handler in node.handlers:
-            self.bound = set(before)
-            self.visit(handler)
-            if not (handler.body and isinstance(handler.body[-1], ast.Raise)):  # else no way on from it
-                ways.append(self.bound)
-        after = set.intersection(*ways)
-        if node.finalbody:
-            self.bound = set(before)  # it also runs on the way out of a failure
-            for stmt in node.finalbody:
-                self.visit(stmt)
-            after |= self.bound
-        self.bound = after
-
-    visit_Try = visit_TryStar = _visit_try
-
     def visit_Match(self, node: ast.Match) -> None:
         """As for ``if``: a name only some cases bind (or no case, when none matches) is read after it."""
         self.visit(node.subject)
