@@ -218,6 +218,18 @@ def test_pack_namespace_keeps_the_picklable_names() -> None:
     assert "gone" in failed
 
 
+def test_names_pickled_together_share_one_blob_that_an_older_version_cannot_mistake_for_a_value() -> None:
+    import pickle
+
+    shared = {"k": 1}
+    packed = pack_namespace(["a", "b"], {"a": shared, "b": [shared]})
+    assert packed.values["a"] is packed.values["b"]  # one bytes object: the journal stores it once
+    with pytest.raises(pickle.UnpicklingError):  # what a version before it does with it: reports, not binds
+        pickle.loads(packed.values["a"])
+    restored, failed = unpack_namespace(packed.values, {})
+    assert failed == {} and restored["b"][0] is restored["a"]
+
+
 class _Shell:
     """Just enough of a shell for the recorder: a display publisher."""
 

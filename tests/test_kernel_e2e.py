@@ -247,3 +247,22 @@ def test_values_a_durable_cell_defines_replay_in_a_new_kernel_and_the_cells_read
         finally:
             kernel.close()
     assert ledger.read_text().splitlines() == ["charge 40", "charge 39", "charge 40", "charge 400"]
+
+
+def test_a_value_a_new_kernel_cannot_load_loses_only_itself(tmp_path: Path) -> None:
+    """An lru_cache function pickles by reference to its own name, which a new kernel restores from the
+    very same record: together with the cell's other names it would take them all down."""
+    setup = "import os\n" + SETUP.format(dir=tmp_path)
+    cell = ("%%durable cached\nimport functools\nrate = 2\n\n@functools.lru_cache\ndef slow(n):\n"
+            "    return n * rate\n\nprice = slow(5)\n")
+    for attempt in range(2):
+        kernel = Kernel(tmp_path)
+        try:
+            for code in (setup, cell):
+                text, _, reply = kernel.run(code)
+                assert reply["status"] == "ok", text
+            assert text.startswith("↺ durable: replayed cell") == (attempt == 1)
+            check, _, _ = kernel.run("print(rate, price)")
+            assert check.strip() == "2 10"
+        finally:
+            kernel.close()

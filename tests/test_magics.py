@@ -185,6 +185,19 @@ def test_a_rerun_kept_by_a_prune_that_removed_older_attempts_still_replays(
     assert sorted(r.run_id[-2:] for r in cell_runs(magics.store, "r")) == [f"#{kept}", f"#{kept + 1}"]
 
 
+def test_an_attempt_removed_between_kept_ones_is_looked_past(ip: Any, magics: DurableMagics) -> None:
+    cell = 'tick("r")\nx = 1\n'
+    run(ip, "r", cell)
+    run(ip, "r --rerun", cell)
+    run(ip, "r --rerun", cell)
+    [second] = [r.run_id for r in cell_runs(magics.store, "r") if r.run_id.endswith("#2")]
+    magics.store.delete_run(second)  # as %durable_prune --status FAILED does to a failed attempt
+    run(ip, "r", cell)
+    assert RAN["r"] == 3  # replayed #3, the newest
+    run(ip, "r --rerun", cell)
+    assert sorted(r.run_id.rsplit("#", 1)[-1] for r in cell_runs(magics.store, "r"))[:2] == ["3", "4"]
+
+
 def test_imports_functions_and_classes_are_restored(ip: Any, magics: DurableMagics) -> None:
     cell = "import json as js\nfrom os import path\ndef double(v):\n    return 2 * v\nclass Box:\n    size = 3\n"
     run(ip, "defs", cell)
@@ -207,6 +220,15 @@ def test_star_imports_and_globals_a_function_sets_are_outputs_too(ip: Any, magic
     _, log = run(ip, "star", cell)
     assert "replayed cell" in log.text()
     assert ip.user_ns["sqrt"](9) == 3 and ip.user_ns["total"] == 5 and ip.user_ns["root"] == 4
+    import math
+    assert ip.user_ns["sqrt"] is math.sqrt  # imported again, not a copy
+
+    defines_only = "def reset():\n    global counter\n    counter = 0\n"  # never called here
+    ip.user_ns["counter"] = 7
+    run(ip, "defs_only", defines_only)
+    ip.user_ns["counter"] = "user value"
+    run(ip, "defs_only", defines_only)  # replays: must not put back a counter it never set
+    assert ip.user_ns["counter"] == "user value"
 
 
 def test_trailing_semicolon_shows_no_result(ip: Any, magics: DurableMagics) -> None:

@@ -48,7 +48,9 @@ class CellAnalysis:
     deletes: tuple[str, ...] = ()
     """Names the cell ``del``-etes at top level."""
     star_imports: tuple[str, ...] = ()
-    """Modules the cell imports ``*`` from at top level: what they bind is known once they ran."""
+    """Modules the cell imports ``*`` from at top level (restored by importing them again)."""
+    global_binds: tuple[str, ...] = ()
+    """Names a function the cell defines declares ``global``: an output if the cell rebinds them (calls it)."""
 
 
 def _target_names(node: ast.AST) -> Iterator[str]:
@@ -128,6 +130,7 @@ class _Analyzer(ast.NodeVisitor):
         self.binds: dict[str, None] = {}
         self.deletes: dict[str, None] = {}
         self.star_imports: dict[str, None] = {}
+        self.global_binds: dict[str, None] = {}
         self.scopes: list[tuple[set[str], bool]] = []  # (locals, is_comprehension)
 
     # -- names ----------------------------------------------------------------
@@ -292,11 +295,10 @@ class _Analyzer(ast.NodeVisitor):
             self.visit(stmt)
         self.scopes.pop()
         self._store(node.name)
-        if not self.scopes:  # ``global x`` in it: the cell binds x whenever it calls it (an output, not bound)
+        if not self.scopes:  # ``global x`` in it: the cell binds x if it calls it (known once it ran)
             for sub in ast.walk(node):
                 if isinstance(sub, ast.Global):
-                    for name in sub.names:
-                        self.binds.setdefault(name, None)
+                    self.global_binds.update(dict.fromkeys(sub.names))
 
     visit_FunctionDef = visit_AsyncFunctionDef = _visit_function
 
@@ -354,7 +356,8 @@ def analyze(source: str | ast.Module) -> CellAnalysis:
     walker = _Analyzer()
     for stmt in tree.body:
         walker.visit(stmt)
-    return CellAnalysis(tuple(walker.reads), tuple(walker.binds), tuple(walker.deletes), tuple(walker.star_imports))
+    return CellAnalysis(tuple(walker.reads), tuple(walker.binds), tuple(walker.deletes), tuple(walker.star_imports),
+                        tuple(n for n in walker.global_binds if n not in walker.binds))
 
 
 

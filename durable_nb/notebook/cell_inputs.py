@@ -8,6 +8,7 @@ goes from names to values to a digest that is equal in every process.
 from __future__ import annotations
 
 import builtins
+import importlib
 import inspect
 import sys
 import types
@@ -121,12 +122,13 @@ def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping
 _ABSENT = object()
 
 
-def star_names(module: str) -> list[str]:
-    """What ``from module import *`` bound (the module was imported by the cell that did it)."""
-    mod = sys.modules.get(module)
-    if mod is None:
-        return []
+def star_values(module: str) -> dict[str, Any]:
+    """What ``from module import *`` binds, imported now (nothing if it cannot be imported any more)."""
+    try:
+        mod = importlib.import_module(module)
+    except Exception:
+        return {}
     names = getattr(mod, "__all__", None)
     if names is None:
         names = [n for n in vars(mod) if not n.startswith("_")]
-    return [n for n in names if isinstance(n, str)]
+    return {n: getattr(mod, n) for n in names if isinstance(n, str) and hasattr(mod, n)}

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 import io
 import linecache
 import os
+import pickle
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,8 +69,9 @@ def pack_value(value: Any) -> tuple[str, Any]:
     return "pickle", codec.dumps(value)
 
 
-SHARED = "durable_nb.shared"
-"""Marks a pickle of several names at once: ``(SHARED, {name: value}, {file name: source})``."""
+SHARED = b"durable_nb.shared\n"
+"""Starts a pickle of several names at once, ``({name: value}, {file name: source})``: not a pickle itself,
+so a version that predates it reports those names as not restored instead of binding them to a tuple."""
 
 
 def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) -> PackedNamespace:
@@ -97,8 +100,8 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
     try:
         for value in values.values():
             _refuse_open_file(value)
-        blob = codec.dumps((SHARED, values, _sources(values.values())))
-    except Exception:  # one of them cannot be pickled: find which, then the others together
+        blob = _together(values)
+    except Exception:  # one of them cannot be pickled (or loaded): find which, then the others together
         for name, value in list(values.items()):
             try:
                 pack_value(value)
@@ -108,7 +111,7 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
         if not values:
             return packed
         try:
-            blob = codec.dumps((SHARED, values, _sources(values.values())))
+            blob = _together(values)
         except Exception:  # only together (a value reaching an unpicklable one through another): alone
             for name, value in values.items():
                 packed.values[name] = pack_value(value)[1]
@@ -116,6 +119,32 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
     for name in values:
         packed.values[name] = blob
     return packed
+
+
+def _together(values: dict[str, Any]) -> bytes:
+    """One pickle of ``values``, with :data:`SHARED` in front; raises if a new kernel could not load it.
+
+    Why the trial load: a value pickled by reference to a name the same cell binds (an
+    ``lru_cache`` function, a ``NewType``) cannot be loaded in a new kernel, where that name
+    is restored by this very pickle; alone, only that name would be lost, together every one.
+    """
+    blob = codec.dumps((values, _sources(values.values())))
+    if blob.find(b"__main__") != -1:  # only then can it refer to the notebook's names
+        _FreshKernel(io.BytesIO(blob), set(values)).load()
+    return SHARED + blob
+
+
+class _FreshKernel(pickle.Unpickler):
+    """Loads as a new kernel would: the notebook's names ``restoring`` do not exist yet."""
+
+    def __init__(self, data: io.BytesIO, restoring: set[str]) -> None:
+        super().__init__(data)
+        self.restoring = restoring
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "__main__" and name.split(".")[0] in self.restoring:
+            raise pickle.UnpicklingError(f"__main__.{name} would be restored by this very pickle")
+        return super().find_class(module, name)
 
 
 def _refuse_open_file(value: Any) -> None:
@@ -134,8 +163,11 @@ def _sources(values: Any) -> dict[str, str]:
     for value in values:
         functions = [value] if isinstance(value, types.FunctionType) else (
             [v for v in vars(value).values() if isinstance(v, types.FunctionType)] if isinstance(value, type) else [])
-        for func in functions:
-            filename = func.__code__.co_filename
+        for func in [inspect.unwrap(f) for f in functions] + functions:  # inspect reads the wrapped one's
+            code = getattr(func, "__code__", None)
+            if code is None:
+                continue
+            filename = code.co_filename
             if filename not in found and not os.path.exists(filename):
                 lines = linecache.getlines(filename)
                 if lines:
@@ -161,16 +193,23 @@ def unpack_namespace(
             restored[name] = importlib.import_module(module)
         except Exception as exc:
             failed[name] = f"import {module} failed: {type(exc).__name__}"
-    loaded: dict[int, Any] = {}  # a pickle shared by several names is loaded once
+    together: dict[int, dict[str, Any] | str] = {}  # a pickle of several names: loaded once (or its error)
     for name, data in values.items():
         try:
-            if id(data) not in loaded:
-                loaded[id(data)] = codec.loads(data)
-            value = loaded[id(data)]
-            if type(value) is tuple and len(value) == 3 and value[0] == SHARED:
-                _remember_sources(value[2])
-                value = value[1][name]
-            restored[name] = value
+            if not data.startswith(SHARED):
+                restored[name] = codec.loads(data)
+                continue
+            if id(data) not in together:
+                try:
+                    together[id(data)], sources = pickle.loads(memoryview(data)[len(SHARED):])
+                    _remember_sources(sources)
+                except Exception as exc:
+                    together[id(data)] = f"unpickling failed: {type(exc).__name__}: {exc}"
+            names = together[id(data)]
+            if isinstance(names, str):
+                failed[name] = names
+            else:
+                restored[name] = names[name]
         except Exception as exc:
             failed[name] = f"unpickling failed: {type(exc).__name__}: {exc}"
     return restored, failed
@@ -241,6 +280,8 @@ class CellOutcome:
     """stdout, stderr and display outputs, in the order they appeared."""
     result: CellResult | None = None
     """The value of the cell's last expression; None when there is none, it was None, or the cell ended in ``;``."""
+    star_imports: tuple[str, ...] = ()
+    """Modules the cell imported ``*`` from: a replay imports them again (their objects are not copies)."""
 
     def summary(self) -> str:
         """What the journal view shows for the cell's call: names, outputs, what was left out (never bytes)."""
@@ -262,7 +303,7 @@ class CellOutcome:
         return {
             "format": OUTCOME_FORMAT, "values": dict(self.values), "modules": dict(self.modules),
             "skipped": dict(self.skipped), "deletes": list(self.deletes), "outputs": list(self.outputs),
-            "result": _result_payload(self.result),
+            "result": _result_payload(self.result), "star_imports": list(self.star_imports),
         }
 
     @classmethod
@@ -271,7 +312,7 @@ class CellOutcome:
         return cls(
             values=dict(payload["values"]), modules=dict(payload["modules"]), skipped=dict(payload["skipped"]),
             deletes=tuple(payload["deletes"]), outputs=tuple(payload["outputs"]),
-            result=_result_from_payload(payload["result"]),
+            result=_result_from_payload(payload["result"]), star_imports=tuple(payload.get("star_imports", ())),
         )
 
 
@@ -328,6 +369,7 @@ def executed_outcome(
     last: ast.Expression | None,
     result: Any,
     fmt: Formatter | None,
+    star_imports: tuple[str, ...] = (),
 ) -> CellOutcome:
     """The outcome of a body that ran in ``ns``; ``fmt=None`` leaves the result out (a cell ending in ``;``)."""
     packed = pack_namespace(binds, ns)
@@ -335,6 +377,7 @@ def executed_outcome(
     return CellOutcome(
         values=packed.values, modules=packed.modules, skipped=packed.skipped,
         deletes=tuple(n for n in deletes if n not in ns), outputs=tuple(outputs), result=cell_result,
+        star_imports=star_imports,
     )
 
 

@@ -25,36 +25,32 @@ def cell_run_base(name: str, digest: str) -> str:
     return f"cell:{name}:{digest[:16]}"
 
 
+GAP = 8
+"""Missing attempt ids looked past: a prune may remove some attempts of a cell version and keep later ones."""
+
+
 def attempts(store: Store, base: str) -> tuple[str | None, str]:
     """The newest existing run of a cell version (``base``, ``base#2`` ...), and the id a rerun would use.
 
-    ``base`` itself may be gone while a rerun of it is kept (``%durable_prune --keep-last 1``): the
-    cell's runs are then looked up through their call 0, so the cell replays the kept rerun instead of
-    running a third time.
+    Attempts a prune removed are looked past (up to :data:`GAP` in a row): with ``base`` or
+    ``base#2`` gone and ``base#3`` kept (``%durable_prune --keep-last 1``, ``--status FAILED``),
+    the cell replays ``base#3`` instead of an older attempt or a new run.
     """
-    if store.run(base) is not None:
-        n = 1
-    else:
-        name = base[len("cell:"):base.rindex(":")]
-        found = [_attempt(rec.run_id, base) for rec in store.query_calls(call_id=cell_call_id(name))]
-        n = max((k for k in found if k is not None), default=0)
-        if n == 0:
-            return None, base
-    while store.run(f"{base}#{n + 1}") is not None:
+    latest = 1 if store.run(base) is not None else 0
+    n, missing = 2, 0
+    while missing < GAP:
+        if store.run(_attempt_id(base, n)) is not None:
+            latest, missing = n, 0
+        else:
+            missing += 1
         n += 1
-    return _attempt_id(base, n), _attempt_id(base, n + 1)
+    if latest == 0:
+        return None, base
+    return _attempt_id(base, latest), _attempt_id(base, latest + 1)
 
 
 def _attempt_id(base: str, n: int) -> str:
     return base if n == 1 else f"{base}#{n}"
-
-
-def _attempt(run_id: str, base: str) -> int | None:
-    """1 for ``base``, n for ``base#n``, None for any other run."""
-    if run_id == base:
-        return 1
-    number = run_id[len(base) + 1:] if run_id.startswith(f"{base}#") else ""
-    return int(number) if number.isdigit() else None
 
 
 def belongs_to(run_id: str, name: str) -> bool:
