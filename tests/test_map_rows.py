@@ -196,3 +196,14 @@ def test_a_record_that_cannot_be_copied_is_handed_to_the_action_as_it_is(store: 
     lock = threading.Lock()
     frame = dnb.LocalRunner(store).map(lambda rec, ctx: rec["lock"] is lock, [{"id": 1, "lock": lock}], key="id")
     assert list(frame.result) == [True]
+
+
+def test_a_row_flinks_collect_sink_could_not_carry_is_a_failed_row_naming_where_the_result_is(monkeypatch):
+    from durable_nb.runners import flink_worker
+
+    monkeypatch.setattr(flink_worker, "COLLECT_MAX", 3 << 20)
+    small = ("r", "COMPLETED", b"x" * 100, None)
+    assert flink_worker.within_collect_limit(small) is small
+    run_id, status, payload, error = flink_worker.within_collect_limit(("r", "COMPLETED", b"x" * (3 << 20), None))
+    assert (run_id, status, payload) == ("r", "FAILED", None)
+    assert "3,145,728 bytes" in error and "store.calls('r')" in error

@@ -69,6 +69,9 @@ class FlinkJobError(DurableError):
 
 # ---------------------------------------------------------------- Java and PyFlink
 
+COLLECT_MAX = 256 << 20
+"""Bytes of results Flink's collect sink carries back to the notebook in one batch (so: the largest row)."""
+
 
 def require_pyflink() -> None:
     try:
@@ -227,6 +230,9 @@ def environment(options: EnvOptions) -> Any:
     conf.set_string("restart-strategy.fixed-delay.attempts", str(options.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", f"{options.restart_delay_ms} ms")
     conf.set_string("execution.checkpointing.interval", f"{options.checkpoint_interval_ms} ms")
+    # Flink's collect sink refuses a row over 2 MB by default, failing the whole job: a bigger result
+    # (an embedding matrix, a page of text) must come back too; a row over this is a FAILED row instead.
+    conf.set_string("collect-sink.batch-size.max", f"{COLLECT_MAX}b")
     if options.address is None:
         # Checkpoints in files, not in the JobManager's memory (capped at 5 MB a state):
         # a map over a million keys keeps a million sequence numbers. A cluster keeps its own setting.

@@ -140,7 +140,7 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
 
     from .flink_env import prepare
 
-    check_action(action)
+    check_action(action, sync=False)  # runs in a worker, where no event loop runs
     if key is None:
         raise ValueError("durable_process needs key=: a field name of the records or a function of a record")
     check_concurrency(concurrency)
@@ -247,7 +247,7 @@ class FlinkRunner:
         """
         from ..journal.frames import map_frame
 
-        check_action(action)
+        check_action(action, sync=False)
         items = records_of(records, key)
         keys = [key_of(record, key, position) for position, record in enumerate(items)]
         name = action_name(action)
@@ -264,7 +264,7 @@ class FlinkRunner:
         As with ``LocalRunner.run``, the default run id derives from the action and
         the input, so running it again (on either runner) replays the journal.
         """
-        check_action(action)
+        check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
         job = MapJob(action, action_name(action), self._store_spec, self.strict, run_id=rid)
         (shipped,) = self._execute(job, [value], [rid], f"durable_nb run {rid}", False)

@@ -28,7 +28,7 @@ from ..errors import RunBusyError
 from ..journal.context import RunnerContext, open_run
 from ..journal.records import RunStatus
 from ..journal.store import Store
-from .flink_env import StoreSpec
+from .flink_env import COLLECT_MAX, StoreSpec
 from .local import Action, call_action
 from .mapping import Key, key_of, key_text, run_id_for
 from .progress import ReplayCounter
@@ -119,7 +119,7 @@ class Shipped:
 
 def partition(key: Any) -> str:
     """The text Flink partitions by: :func:`key_text`, the text ``seq`` counts by on every runner."""
-    return base64.b64encode(key_text(key).encode()).decode("ascii")
+    return base64.b64encode(key_text(key).encode("utf-8", "surrogatepass")).decode("ascii")  # any str a key has
 
 
 def write_records(path: Path, records: list[Any], keys: list[Any]) -> None:
@@ -230,7 +230,19 @@ def map_element(job: MapJob, store: Store, line: str, seq: int) -> tuple[int, Wi
     index, key, record = line_record(line)
     run_id = job.run_id or run_id_for(job.name, key, seq)
     row, replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
-    return index, row.to_wire(), replayed
+    return index, within_collect_limit(row.to_wire()), replayed
+
+
+def within_collect_limit(wire: WireRow) -> WireRow:
+    """A row Flink's collect sink could not carry (it would fail the job, every row lost) is FAILED, saying why."""
+    run_id, status, payload, _error = wire
+    if payload is None or len(payload) <= COLLECT_MAX - (1 << 20):
+        return wire
+    return run_id, RunStatus.FAILED.value, None, (
+        f"its {'result' if status == RunStatus.COMPLETED.value else 'exception'} pickles to {len(payload):,} bytes, "
+        f"more than Flink's collect sink carries back to the notebook ({COLLECT_MAX:,}); the journal holds "
+        f"the run as it ended: store.calls({run_id!r}) (record.result()), or LocalRunner(store).run(...) replays it"
+    )
 
 
 # ---------------------------------------------------------------- durable_process

@@ -48,6 +48,11 @@ class MapRow:
             return cls(key, run_id, RunStatus.WAITING, None, str(exc), exc)
         return cls(key, run_id, RunStatus.FAILED, None, codec.error_preview(exc), exc)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its exception as the journal keeps it, so an attribute that cannot be pickled (a
+        client, a lock) does not fail the job where a ``durable_process`` row crosses to another worker."""
+        return _row, (self.key, self.run_id, self.status, self.result, self.error, _exception_payload(self.exception))
+
     def as_tuple(self) -> tuple[Any, str, str, Any, str | None]:
         """``(key, run_id, status, result, error)``: the DataFrame row (status as its plain string)."""
         return self.key, self.run_id, self.status.value, self.result, self.error
@@ -66,13 +71,8 @@ class MapRow:
                     f"the action's result ({type(self.result).__name__}) cannot be pickled to return it "
                     f"from Flink: {exc}"
                 )
-        payload: bytes | None = None
-        if self.exception is not None:
-            try:
-                payload = codec.dumps(self.exception)
-            except Exception:
-                payload = None  # the notebook still gets the text preview
-        return self.run_id, self.status.value, payload, self.error
+        # The exception as the journal keeps it (attributes that cannot be pickled left out), or its text only.
+        return self.run_id, self.status.value, _exception_payload(self.exception), self.error
 
     @classmethod
     def from_wire(cls, key: Any, wire: WireRow) -> MapRow:
@@ -109,3 +109,17 @@ def apply_action(
             raise
         return MapRow.failed(key, run_id, exc)
     return MapRow(key, run_id, RunStatus.COMPLETED, result)
+
+
+def _exception_payload(exc: BaseException | None) -> bytes | None:
+    """``exc`` pickled as the journal keeps it (class, args, the attributes that pickle); None if not even that."""
+    if exc is None:
+        return None
+    try:
+        return codec.dumps_exception(exc)
+    except Exception:
+        return None
+
+
+def _row(key: Any, run_id: str, status: RunStatus, result: Any, error: str | None, exc: bytes | None) -> MapRow:
+    return MapRow(key, run_id, status, result, error, None if exc is None else codec.loads(exc))

@@ -115,3 +115,27 @@ def test_a_sqlite_journal_for_a_cluster_on_another_machine_is_refused_naming_pos
         FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), jobmanager="flink.example.com:8081")
     assert "network filesystem" in str(refused.value)
     assert "shared filesystem" not in str(refused.value) and "every TaskManager sees" not in str(refused.value)
+
+
+class _HeldClientError(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.client_lock = __import__("threading").Lock()  # cannot be pickled
+
+
+def _declines(record: dict[str, Any], ctx: dnb.RunnerContext) -> None:
+    raise _HeldClientError(f"declined {record['id']}")
+
+
+@pytest.mark.timeout(180)
+def test_a_failed_row_whose_exception_holds_a_lock_crosses_to_another_operator(flink: None, tmp_path: Path) -> None:
+    """PyFlink pickles rows between operators that are not chained (here a rebalance): the row's
+    exception goes as the journal keeps it (class and args; the lock left out), not failing the job."""
+    from pyflink.common import Types
+
+    records = _orders.orders(4)
+    results = durable_process(_parsed(records), _declines, key="customer", store=dnb.SqliteStore(tmp_path / "j.db"))
+    rows = _collect(results.rebalance().map(lambda row: row, output_type=Types.PICKLED_BYTE_ARRAY()))
+    assert sorted(row.status.value for row in rows) == ["FAILED"] * 4
+    assert all(type(row.exception).__name__ == "_HeldClientError" for row in rows)
+    assert sorted(row.error for row in rows) == sorted(f"_HeldClientError: declined {r['id']}" for r in records)

@@ -28,7 +28,7 @@ def _send(record: dict, ctx: dnb.RunnerContext) -> str:
 @pytest.mark.timeout(180)
 def test_flink_map_gives_keys_that_print_alike_runs_of_their_own(flink: None, tmp_path: Path) -> None:
     ledger = str(tmp_path / "ledger.txt")
-    keys = [1, "1", None, "None", float("nan"), float("nan"), None]
+    keys = [1, "1", None, "None", float("nan"), float("nan"), None, "bad\ud800"]  # a lone surrogate (bad JSON)
     records = [{"k": k, "who": f"p{i}", "ledger": ledger} for i, k in enumerate(keys)]
     store = dnb.SqliteStore(tmp_path / "journal.db")
     first = FlinkRunner(store, parallelism=2).map(_send, records, key="k")

@@ -91,6 +91,49 @@ def test_an_action_exception_is_a_failed_row_and_run_reraises_it(flink: None, tm
     store.close()
 
 
+class HeldClientError(Exception):
+    """An exception holding something that cannot be pickled (a client's lock), as SDK errors do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.client_lock = threading.Lock()
+
+
+def _big(n: int) -> bytes:
+    return b"x" * n
+
+
+async def _async_action(record: dict[str, int], ctx: dnb.RunnerContext) -> bytes:
+    if record["size"] < 0:
+        raise HeldClientError(f"declined {record['size']}")
+    return await ctx.durable_execute_async(_big, record["size"])
+
+
+@pytest.mark.timeout(180)
+def test_from_a_notebook_an_async_action_runs_a_big_result_comes_back_and_an_exception_keeps_its_class(
+    flink: None, tmp_path: Path
+) -> None:
+    """A notebook cell has a running event loop, but the action runs in a worker, which has none; a 3 MB
+    result is over Flink's 2 MB collect default (which failed the whole job); an exception with an
+    attribute that cannot be pickled comes back as its class, as the journal keeps it."""
+    import asyncio
+
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = FlinkRunner(store, parallelism=1)
+    records = [{"id": 0, "size": 3_000_000}, {"id": 1, "size": 10}]
+
+    async def cell() -> tuple:
+        frame = runner.map(_async_action, records, key="id")
+        with pytest.raises(HeldClientError, match="declined -1"):
+            runner.run(_async_action, {"id": 9, "size": -1}, run_id="declined")
+        return frame
+
+    frame = asyncio.run(cell())
+    assert list(frame["status"]) == ["COMPLETED", "COMPLETED"]
+    assert [len(r) for r in frame["result"]] == [3_000_000, 10]
+    store.close()
+
+
 # ---------------------------------------------------------------- clear errors
 
 
