@@ -5,7 +5,8 @@ Importing this module imports PyFlink (``pip install 'durable_nb[flink]'``)::
     from durable_nb.flink import durable_process, environment
 
     env = environment(parallelism=2)                      # Python workers as processes, durable_nb shipped
-    orders = env.from_collection(rows, type_info=Types.PICKLED_BYTE_ARRAY())   # any source
+    lines = env.from_collection([json.dumps(r) for r in rows], type_info=Types.STRING())   # any source
+    orders = lines.map(json.loads, output_type=Types.PICKLED_BYTE_ARRAY())
     results = durable_process(orders, place_order, key="id", store="postgresql://db/journal")
     results.map(lambda row: row.result, output_type=...).sink_to(...)        # any sink
     env.execute("orders")

@@ -128,8 +128,9 @@ def key_of(record: Any, key: Key, position: int) -> Any:
         return record[key]
     except (KeyError, TypeError, IndexError):
         fields = f" (its fields: {', '.join(map(str, list(record)[:20]))})" if isinstance(record, dict) else ""
+        where = f"record {position}" if position >= 0 else "a record"
         raise KeyError(
-            f"map(key={key!r}): record {position} has no field {key!r}{fields}: {str(record)[:80]}. "
+            f"map(key={key!r}): {where} has no field {key!r}{fields}: {str(record)[:80]}. "
             f"Pass key= the name of a field every record has, or a function of the record."
         ) from None
 
