@@ -62,7 +62,7 @@ import cloudpickle
 from ..journal.records import RunStatus
 from ..journal.store import Store
 from ..stores import open_store
-from . import compat
+from . import compat, worker_warnings
 from .flink_concurrent import check_concurrency, durable_stage, positive_int
 from .flink_env import (
     SETUP_MARKER,
@@ -324,6 +324,8 @@ def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool) -> l
     missing = [i for i in range(n) if i not in rows]
     if missing:
         raise FlinkJobError(f"{job_name}: the job ended without results for records {missing[:10]}")
+    for shipped in rows.values():
+        worker_warnings.warn_again(shipped.warned)
     return [rows[i] for i in range(n)]
 
 

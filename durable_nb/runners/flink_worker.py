@@ -28,11 +28,13 @@ from ..errors import RunBusyError
 from ..journal.context import RunnerContext, open_run
 from ..journal.records import RunStatus
 from ..journal.store import Store
+from . import worker_warnings
 from .flink_env import COLLECT_MAX, StoreSpec
 from .local import Action, call_action
 from .mapping import Key, key_of, key_text, run_id_for
 from .progress import ReplayCounter
 from .rows import MapRow, WireRow, apply_action
+from .worker_warnings import Relayed
 
 #: How long a worker waits for a run still leased by an attempt Flink is cancelling.
 BUSY_WAIT_S = 60.0
@@ -97,8 +99,8 @@ def perform(store: Store, action: Action, record: Any, run_id: str, key: Any, *,
 class Shipped:
     """A record's outcome on its way from a worker to the notebook (``FlinkRunner``'s collect sink).
 
-    It travels as the plain tuple ``(index, wire, replayed)``: PyFlink pickles every output with
-    cloudpickle, and an instance of a class costs 5 µs there and 2 µs to load, a tuple 1.5 and 0.3.
+    It travels as the plain tuple ``(index, wire, replayed, warned)``: PyFlink pickles every output
+    with cloudpickle, and an instance of a class costs 5 µs there and 2 µs to load, a tuple 1.5 and 0.3.
     """
 
     index: int
@@ -107,6 +109,8 @@ class Shipped:
     """:meth:`MapRow.to_wire`: the row as plain values, its result or exception pickled."""
     replayed: bool
     """Every durable call of the run replayed (for the progress bar)."""
+    warned: Relayed = ()
+    """durable_nb's warnings the run gave in the worker (:mod:`.worker_warnings`)."""
 
     @property
     def status(self) -> str:
@@ -172,6 +176,7 @@ class WorkerStore:
         from . import compat
 
         self.store: Store = spec.open()  # None only for a benchmark's plain-PyFlink stand-in
+        worker_warnings.install()
         self._span = contextlib.ExitStack()
         if self.store is not None:
             self._span.enter_context(self.store.boundary())
@@ -225,12 +230,13 @@ def keyed_function(body: Body, init: Any) -> Any:
     return DurableKeyedProcess(init)
 
 
-def map_element(job: MapJob, store: Store, line: str, seq: int) -> tuple[int, WireRow, bool]:
+def map_element(job: MapJob, store: Store, line: str, seq: int) -> tuple[int, WireRow, bool, Relayed]:
     """One record of ``FlinkRunner.map``: its :class:`Shipped` outcome, as the tuple that travels."""
     index, key, record = line_record(line)
     run_id = job.run_id or run_id_for(job.name, key, seq)
-    row, replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
-    return index, within_collect_limit(row.to_wire()), replayed
+    with worker_warnings.collecting() as warned:
+        row, replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
+    return index, within_collect_limit(row.to_wire()), replayed, tuple(warned)
 
 
 def within_collect_limit(wire: WireRow) -> WireRow:

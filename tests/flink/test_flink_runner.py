@@ -134,6 +134,21 @@ def test_from_a_notebook_an_async_action_runs_a_big_result_comes_back_and_an_exc
     store.close()
 
 
+def _makes_a_lock(record: int, ctx: dnb.RunnerContext) -> str:
+    lock = ctx.durable_execute(threading.Lock)  # cannot be journaled: the call stays PENDING, with a warning
+    return f"{record}: locked {lock.locked()}"
+
+
+@pytest.mark.timeout(120)
+def test_a_warning_a_durable_call_gives_in_a_worker_reaches_the_notebook(flink: None, tmp_path: Path) -> None:
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    with pytest.warns(dnb.UnserializableResultWarning, match=r"returned a .*lock.*\(in a Flink worker\)"):
+        frame = FlinkRunner(store, parallelism=1).map(_makes_a_lock, [7])
+    assert list(frame["result"]) == ["7: locked False"]
+    assert [c.status.value for c in store.calls(frame["run_id"][0])] == ["PENDING"]
+    store.close()
+
+
 # ---------------------------------------------------------------- clear errors
 
 
