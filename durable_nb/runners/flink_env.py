@@ -1,11 +1,9 @@
 """Where Flink jobs run: Java, the gateway JVM, shipping code to workers, and the job's configuration.
 
-The job itself (what runs per record) is :mod:`durable_nb.runners.flink_job`;
-this module only prepares the ground it runs on:
+The job (what runs per record) is :mod:`.flink_job`; this module prepares its ground:
 
 * :func:`check_java` - Flink 2.x needs Java 11+; a clear :class:`FlinkSetupError` otherwise.
-* :func:`gateway` - PyFlink's one JVM per process, started once, with its stdout in
-  a log folder instead of the notebook.
+* :func:`gateway` - PyFlink's one JVM per process, started once, its stdout in a log folder.
 * :func:`prepare` - what every durable job needs on its environment, whoever
   built it: Python workers as processes started with this interpreter
   (``sys.executable``), and a copy of the ``durable_nb`` package attached with
@@ -14,8 +12,7 @@ this module only prepares the ground it runs on:
   remote settings (``execution.target: remote``, ``rest.address``, ``rest.port``).
 * :class:`StoreSpec` - how a worker reopens the store; SQLite is refused for a cluster
   on other machines (its WAL is not safe on network filesystems: use PostgreSQL).
-* :func:`user_modules_by_value` - ship the user's own modules inside the job.
-Private PyFlink details go through :mod:`durable_nb.runners.compat`.
+* :func:`user_modules_by_value` - ship the user's own modules inside the job (private PyFlink: :mod:`.compat`).
 """
 
 from __future__ import annotations
@@ -52,6 +49,9 @@ MIN_JAVA = 11
 INSTALL_HINT = "FlinkRunner needs apache-flink: pip install 'durable_nb[flink]'"
 #: Prefix of a setup problem a worker raises; found again in the Java trace by the client.
 SETUP_MARKER = "durable_nb-flink-setup:"
+#: Bytes of results Flink's collect sink carries back in one batch, so the largest row: at its 2 MB default
+#: a bigger result failed the whole job (every row lost); a row over this is a FAILED row (flink_worker).
+COLLECT_MAX = 256 << 20
 _PG_HINT = (
     "A SQLite journal is for one machine (its WAL is not safe on a network filesystem, so a shared "
     "disk is no answer): journal in PostgreSQL, e.g. "
@@ -68,9 +68,6 @@ class FlinkJobError(DurableError):
 
 
 # ---------------------------------------------------------------- Java and PyFlink
-
-COLLECT_MAX = 256 << 20
-"""Bytes of results Flink's collect sink carries back to the notebook in one batch (so: the largest row)."""
 
 
 def require_pyflink() -> None:
@@ -230,9 +227,7 @@ def environment(options: EnvOptions) -> Any:
     conf.set_string("restart-strategy.fixed-delay.attempts", str(options.restart_attempts))
     conf.set_string("restart-strategy.fixed-delay.delay", f"{options.restart_delay_ms} ms")
     conf.set_string("execution.checkpointing.interval", f"{options.checkpoint_interval_ms} ms")
-    # Flink's collect sink refuses a row over 2 MB by default, failing the whole job: a bigger result
-    # (an embedding matrix, a page of text) must come back too; a row over this is a FAILED row instead.
-    conf.set_string("collect-sink.batch-size.max", f"{COLLECT_MAX}b")
+    conf.set_string("collect-sink.batch-size.max", f"{COLLECT_MAX}b")  # 2 MB by default: see COLLECT_MAX
     if options.address is None:
         # Checkpoints in files, not in the JobManager's memory (capped at 5 MB a state):
         # a map over a million keys keeps a million sequence numbers. A cluster keeps its own setting.
