@@ -211,8 +211,11 @@ ctx = dnb.current_context()
 charged_{which} = ctx.durable_execute(charge, {expression})
 """
 
+GATHERS = "%%durable gather\npipeline = [price, discount]\n"  # another cell's functions, in a list
+
 USES = {  # each reads values the helpers cell defined, as a new kernel restores them
     "function": "price(4)",
+    "list_from_another_cell": "pipeline[0](pipeline[1](3))",
     "lambda": "discount(40)",
     "dict_of_functions": 'pricing["fn"](pricing["round"](5))',
     "dataclass_instance": "order.amount * 100",
@@ -227,7 +230,7 @@ def test_values_a_durable_cell_defines_replay_in_a_new_kernel_and_the_cells_read
     did (else they run again and charge again) and be what the cell left: the dict holds *the* restored
     function, the instance's class *is* the restored class, with its fields."""
     setup = "import os\n" + SETUP.format(dir=tmp_path)
-    cells = [setup, DEFINES] + [PAYS.format(which=w, expression=e) for w, e in USES.items()]
+    cells = [setup, DEFINES, GATHERS] + [PAYS.format(which=w, expression=e) for w, e in USES.items()]
     ledger = tmp_path / "ledger.txt"
     for attempt in range(2):
         kernel = Kernel(tmp_path)
@@ -239,14 +242,15 @@ def test_values_a_durable_cell_defines_replay_in_a_new_kernel_and_the_cells_read
             assert replayed == [attempt == 1] * len(replayed), [t for t, _, _ in outs]
             text, _, _ = kernel.run(
                 "print(pricing['fn'] is price, pricing['round'] is discount, type(order) is Order, "
-                "[f.name for f in dataclasses.fields(order)], dataclasses.asdict(order), "
-                "charged_function, charged_lambda, charged_dict_of_functions, charged_dataclass_instance)"
+                "pipeline[0] is price, [f.name for f in dataclasses.fields(order)], dataclasses.asdict(order), "
+                "charged_function, charged_list_from_another_cell, charged_lambda, charged_dict_of_functions, "
+                "charged_dataclass_instance)"
             )
-            assert text.strip() == ("True True True ['id', 'amount'] {'id': 'o1', 'amount': 4} "
-                                    "ch-40 ch-39 ch-40 ch-400")
+            assert text.strip() == ("True True True True ['id', 'amount'] {'id': 'o1', 'amount': 4} "
+                                    "ch-40 ch-20 ch-39 ch-40 ch-400")
         finally:
             kernel.close()
-    assert ledger.read_text().splitlines() == ["charge 40", "charge 39", "charge 40", "charge 400"]
+    assert ledger.read_text().splitlines() == ["charge 40", "charge 20", "charge 39", "charge 40", "charge 400"]
 
 
 def test_a_value_a_new_kernel_cannot_load_loses_only_itself(tmp_path: Path) -> None:

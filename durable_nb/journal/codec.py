@@ -6,7 +6,9 @@ defined in a notebook travel by value. Both load with :func:`pickle.loads`.
 
 A class of ``__main__`` (the notebook) is journaled by value *and* by name
 (:class:`_Pickler`): loading it gives the class of that name the notebook
-defines now if there is one, else the copy as before. So after a
+defines now if there is one, else the copy as before. A function likewise, when
+the notebook's function of that name is the same function (same code, defaults and
+captured values). So after a
 kernel restart a replayed result or exception is an instance of the class the
 notebook defines again (``except PaymentDeclined`` and ``isinstance`` keep
 working; a copy would be another class), and a process that never defined the
@@ -22,6 +24,7 @@ import io
 import pickle
 import reprlib
 import sys
+import types
 from typing import Any
 
 import cloudpickle
@@ -60,7 +63,7 @@ of the loaded class empty, so ``asdict`` fails on a replayed result and every in
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-    """cloudpickle, with classes ``__main__`` defines by value and by name (module docstring)."""
+    """cloudpickle, with the classes and functions ``__main__`` defines by value and by name (module docstring)."""
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) in _DATACLASS_MARKERS:
@@ -68,13 +71,19 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         reduced = super().reducer_override(obj)
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.
-        if not (isinstance(obj, type) and obj.__module__ == "__main__" and isinstance(reduced, tuple)
-                and len(reduced) == 6 and "<locals>" not in obj.__qualname__):
+        if not (isinstance(obj, type | types.FunctionType) and obj.__module__ == "__main__"
+                and isinstance(reduced, tuple) and len(reduced) == 6 and "<" not in obj.__qualname__):
             return reduced
         # cloudpickle's own by-value reduction (skeleton, then state), each step wrapped to prefer the
-        # class the notebook defines at load time: the memo still makes self-references resolve.
+        # class (or the same function) the notebook defines at load time: the memo still makes
+        # self-references resolve.
         make, args, state, items, pairs, set_state = reduced
-        return _main_class_or, (obj.__qualname__, make, *args), (set_state, state), items, pairs, _set_unless_main
+        if isinstance(obj, type):
+            return _main_class_or, (obj.__qualname__, make, *args), (set_state, state), items, pairs, _set_unless_main
+        from .digest import fingerprint_code
+
+        return (_main_function_or, (obj.__qualname__, fingerprint_code(obj), make, *args), (set_state, state),
+                items, pairs, _set_unless_main)
 
 
 def _main_class_or(qualname: str, make: Any, *args: Any) -> Any:
@@ -83,10 +92,23 @@ def _main_class_or(qualname: str, make: Any, *args: Any) -> Any:
     return target if isinstance(target, type) else make(*args)
 
 
-def _set_unless_main(cls: Any, packed: tuple[Any, Any]) -> Any:
-    """At load: fill the copy's attributes (cloudpickle's setter), never those of the notebook's own class."""
+def _main_function_or(qualname: str, fingerprint: bytes, make: Any, *args: Any) -> Any:
+    """At load: ``__main__``'s function of that name if it is the same function (code, defaults, captured
+    values), else cloudpickle's copy. Why: a list holding a helper another cell defined must hold *the*
+    helper after a replay, as it did live, or the cells reading the list digest it differently."""
+    target = _main_attr(qualname)
+    if isinstance(target, types.FunctionType):
+        from .digest import fingerprint_code
+
+        if fingerprint_code(target) == fingerprint:
+            return target
+    return make(*args)
+
+
+def _set_unless_main(obj: Any, packed: tuple[Any, Any]) -> Any:
+    """At load: fill the copy's attributes (cloudpickle's setter), never those of the notebook's own object."""
     set_state, state = packed
-    return cls if _main_attr(cls.__qualname__) is cls else set_state(cls, state)
+    return obj if _main_attr(obj.__qualname__) is obj else set_state(obj, state)
 
 
 def dumps(obj: Any) -> bytes:
