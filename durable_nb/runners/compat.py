@@ -73,6 +73,13 @@ def failure_cause(java_trace: str) -> str:
     2.3.0.
     """
     python_errors = re.findall(r"^(\w[\w.]*: [^\n]*)$", java_trace, re.MULTILINE)
+    if python_errors and not python_errors[-1].endswith("Traceback (most recent call last):"):
+        return python_errors[-1]
+    # An exception without a message (a bare KeyboardInterrupt) ends its traceback without ": ".
+    bare = re.findall(r"Traceback \(most recent call last\):\n(?:[ \t][^\n]*\n)+(\w[\w.]*)$", java_trace,
+                      re.MULTILINE)
+    if bare:
+        return bare[-1]
     if python_errors:
         return python_errors[-1]
     java_causes = re.findall(r"Caused by: ([^\n]+)", java_trace)

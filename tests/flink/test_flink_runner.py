@@ -241,3 +241,13 @@ def test_strict_runner_raises_non_determinism_instead_of_discarding_the_journal(
         FlinkRunner(store, parallelism=1, strict=True).run(_absolute, {"id": -5}, run_id="nd")
     assert [c.status.value for c in store.calls("nd")] == ["SUCCEEDED"] and store.discarded("nd") == []
     store.close()
+
+
+def test_a_worker_exception_without_a_message_is_still_named() -> None:
+    from durable_nb.runners.compat import failure_cause
+
+    trace = ("java.lang.RuntimeException: Error received from SDK harness for instruction 2: Traceback (most "
+             "recent call last):\n  File \"worker.py\", line 3, in process\n    raise KeyboardInterrupt\n"
+             "KeyboardInterrupt\n\tat org.apache.beam.Something(Something.java:1)\n")
+    assert failure_cause(trace) == "KeyboardInterrupt"
+    assert failure_cause(trace.replace("KeyboardInterrupt\n\tat", "ValueError: odd 3\n\tat")) == "ValueError: odd 3"
