@@ -86,13 +86,16 @@ def test_an_edited_action_stops_at_the_first_mismatch_with_both_digests(store):
     assert snapshot(store) == before
 
 
-def test_a_pending_call_with_a_reconciler_would_reconcile_and_the_reconciler_does_not_run(store):
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_pending_call_with_a_reconciler_would_reconcile_and_the_reconciler_does_not_run(store, kind):
+    action = place_order if kind == "sync" else place_order_async
     runner = dnb.LocalRunner(store)
     with dnb.inject_crash(call=f"{__name__}.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
-        runner.run(place_order, "o1", run_id="r1")
+        runner.run(action, "o1", run_id="r1")
     ran.clear()
     before = snapshot(store)
-    report = runner.dry_run(place_order, "o1", run_id="r1")
+    report = (runner.dry_run(action, "o1", run_id="r1") if kind == "sync"
+              else asyncio.run(runner.dry_run_async(action, "o1", run_id="r1")))
     assert (report.stopped_at, report.decision, report.replayed) == (0, Decision.RECONCILE, 0)
     assert report.recorded is not None and report.recorded.status is Status.PENDING
     assert ran == {}
@@ -210,18 +213,6 @@ def test_an_async_action_that_would_not_replay_stops_there_and_runs_and_writes_n
     assert snapshot(store) == before
     runner.run(place_order_async, "o1", run_id="r1")  # the original action still replays entirely
     assert ran == {}
-
-
-def test_an_async_pending_call_would_reconcile_and_nothing_runs(store):
-    runner = dnb.LocalRunner(store)
-    with dnb.inject_crash(call=f"{__name__}.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
-        runner.run(place_order_async, "o1", run_id="r1")
-    ran.clear()
-    before = snapshot(store)
-    report = asyncio.run(runner.dry_run_async(place_order_async, "o1", run_id="r1"))
-    assert (report.stopped_at, report.decision) == (0, Decision.RECONCILE)
-    assert ran == {}
-    assert snapshot(store) == before
 
 
 def test_the_default_run_id_is_the_one_run_uses(store):
