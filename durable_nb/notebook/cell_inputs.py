@@ -113,13 +113,14 @@ def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping
             continue
         if hasattr(builtins, name) and getattr(builtins, name) is value:
             continue
-        if any(getattr(m, name, _ABSENT) is value for m in modules):
+        if any(getattr(m, name, ABSENT) is value for m in modules):
             continue
         inputs[name] = value
     return inputs
 
 
-_ABSENT = object()
+ABSENT = object()
+"""Stands for a name that is not bound (in the notebook, in a module)."""
 
 
 def star_values(module: str) -> dict[str, Any]:

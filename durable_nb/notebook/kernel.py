@@ -32,7 +32,7 @@ from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
 from .cell import source_fingerprint
-from .cell_inputs import changed_in_place, input_digest, input_tokens, select_inputs, star_values
+from .cell_inputs import ABSENT, changed_in_place, input_digest, input_tokens, select_inputs, star_values
 from .outcome import CellOutcome, executed_outcome, unpack_namespace
 from .outputs import OutputRecorder, replay_outputs
 from .perform import (
@@ -53,9 +53,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FLINK_HINT = "pip install 'durable_nb[flink]'"
-
-_ABSENT = object()
-"""Stands for a name not bound in the notebook."""
 
 
 def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict[str, Any]]:
@@ -140,7 +137,7 @@ def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool, inputs: Mapping[str,
         __tracebackhide__ = True
         filename = shell.compile.cache(cell.source, shell.execution_count)  # tracebacks show the cell's lines
         ns = shell.user_ns
-        globals_before = {n: ns.get(n, _ABSENT) for n in analysis.global_binds}
+        globals_before = {n: ns.get(n, ABSENT) for n in analysis.global_binds}
         try:
             with OutputRecorder(shell).recording() as recorder:
                 last, result = run_body(cell.tree, filename, shell.user_global_ns, ns, shell.compile)
@@ -148,7 +145,7 @@ def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool, inputs: Mapping[str,
             ns.update(rebound)
             raise
         fmt = None if quiet else shell.display_formatter.format
-        binds = analysis.binds + tuple(n for n, was in globals_before.items() if ns.get(n, _ABSENT) is not was)
+        binds = analysis.binds + tuple(n for n, was in globals_before.items() if ns.get(n, ABSENT) is not was)
         outcome = executed_outcome(binds, analysis.deletes, ns, recorder.outputs, last, result, fmt,
                                    analysis.star_imports)
         return outcome, result
