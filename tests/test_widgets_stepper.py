@@ -207,3 +207,24 @@ def test_async_actions_step_even_when_clicked_from_a_running_event_loop(store: d
     assert ran == {"charge_card": 1, "send_receipt": 1}
     assert [e.decision.value for e in stepper.history] == ["execute", "execute"]
     assert store.run("async").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]
+
+
+def test_stepping_gathered_async_calls_runs_each_once(store: dnb.Store) -> None:
+    """asyncio.gather starts call k-1 before call k stops the step: it must finish and journal its
+    outcome before the step ends, or the next step would run its side effect again."""
+    import time
+
+    def slow_charge(order: int) -> str:
+        time.sleep(0.05)  # still running when the next gathered call reaches the step's stop
+        return charge_card(order)
+
+    async def charge_all(orders: list[int], ctx: dnb.RunnerContext) -> list[str]:
+        return list(await asyncio.gather(*(ctx.durable_execute_async(slow_charge, o) for o in orders)))
+
+    stepper = dnb.ReplayStepper(store, "gathered", charge_all, [1, 2, 3], journal_view=False)
+    stepper.step()
+    stepper.step()
+    stepper.run_to_end()
+    assert ran == {"charge_card": 3}
+    assert [c.status.value for c in store.calls("gathered")] == ["SUCCEEDED"] * 3
+

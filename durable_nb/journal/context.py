@@ -22,6 +22,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
@@ -29,7 +30,7 @@ from ..errors import AwaitingInput, JournalWriteError, NonDeterminismError, Reco
 from .lease import end_owner, new_owner
 from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
 from .records import CallRecord, RunStatus
-from .replay import Decision, Journal, StopRecovery, check_reconciler, identify, replay
+from .replay import Decision, Journal, Step, StopRecovery, check_reconciler, identify, replay
 from .store import Store
 
 T = TypeVar("T")
@@ -114,11 +115,36 @@ class RunnerContext:
         args_digest: str,
     ) -> Any:
         journal = self.journal
-        outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None)
-        if durable is not None:  # waited for off the loop: calls gathered with this one share its commit
-            await _off_loop(functools.partial(journal.wait_durable, outcome, durable))
+        try:
+            outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None)
+        except StopRecovery:
+            # A step of the ReplayStepper ends here: calls gathered with this one that began before it
+            # finish and journal their outcomes first, or the loop's end would cancel one whose function
+            # already ran, and the next step would run it again.
+            while journal.in_flight:
+                await _off_loop(functools.partial(time.sleep, 0.001))
+            raise
         if isinstance(outcome, CallRecord):
             return replay(outcome)
+        journal.in_flight += 1
+        try:
+            return await self._perform_async(outcome, durable, func, args, kwargs, reconciler, args_digest)
+        finally:
+            journal.in_flight -= 1
+
+    async def _perform_async(
+        self,
+        outcome: Step,
+        durable: Callable[[], None] | None,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        reconciler: Callable[[], Any] | None,
+        args_digest: str,
+    ) -> Any:
+        journal = self.journal
+        if durable is not None:  # waited for off the loop: calls gathered with this one share its commit
+            await _off_loop(functools.partial(journal.wait_durable, outcome, durable))
         bound: Callable[[], Any] = (
             reconciler if reconciler is not None and outcome.decision is Decision.RECONCILE
             else functools.partial(func, *args, **kwargs)

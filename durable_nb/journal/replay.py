@@ -176,6 +176,8 @@ class Journal:
         self._warned = False
         self.stop_before: int | None = None
         """If set, stepping stops (with :class:`StopRecovery`) before this call index."""
+        self.in_flight = 0
+        """Awaited calls begun (decided to run) and not yet finished: a stop waits for them (gathered calls)."""
         self.observer: Callable[[Planned, str], None] | None = None
         """Told each decision (with the call id) before it is carried out: the ReplayStepper's view."""
         self.strict = False
