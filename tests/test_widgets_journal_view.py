@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
 import re
 import subprocess
 import sys
@@ -186,6 +187,22 @@ def test_run_ids_and_messages_with_lone_surrogates_or_nul_render_as_utf_8_text(s
         value.encode("utf-8")  # strict: raises on a lone surrogate
         assert "\x00" not in value
     assert "load-caf\\udce9-\\ud800-nul\\x00.csv" in html.unescape(view.runs_table.value)
+    # Not only HTML: every value of every widget inside (options, labels, captions) must travel as UTF-8.
+    for widget in (view, panel, stepper):
+        for part in _descendants(widget):
+            json.dumps(part.get_state(), ensure_ascii=False).encode("utf-8")
+    [shown] = [o for o in view.run_filter.options if o.startswith("load-")]
+    view.run_filter.value = shown  # picking the run's (escaped) option filters by the run itself
+    assert {r.run_id for r in view.records} == {f"load-{odd}"}
+
+
+def _descendants(widget):
+    import ipywidgets as W
+
+    yield widget
+    for child in getattr(widget, "children", ()):
+        if isinstance(child, W.Widget):
+            yield from _descendants(child)
 
 
 def test_hostile_preview_is_escaped_and_no_payload_is_unpickled(store: dnb.Store, tmp_path: Path) -> None:

@@ -55,6 +55,17 @@ STYLE = """<style>
 </style>"""
 
 
+def label(value: object, limit: int = 200) -> str:
+    """Journal text for a widget's plain-text value (an option, a button caption): sendable, bounded.
+
+    Not HTML, so not escaped; but widget state travels as UTF-8, so lone surrogates and NUL
+    characters are written as escapes (:func:`~durable_nb.journal.codec.sendable`), and a
+    hostile megabyte of run id must not become a megabyte of widget state.
+    """
+    text = codec.sendable(str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def esc(value: object) -> str:
     """Escape any value for HTML text and attribute positions (``None`` shows as empty).
 

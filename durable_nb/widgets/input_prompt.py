@@ -33,7 +33,7 @@ import ipywidgets as W
 
 from ..journal.records import CallRecord
 from ..journal.store import Store
-from ._html import esc, message, page
+from ._html import esc, label, message, page
 from ._sync import changed, watch
 
 ANSWER_TEXT = "Answer"
@@ -70,7 +70,7 @@ class InputPrompt(W.VBox):
                                       tooltip="journal this text as the answer (origin RESOLVED)")
         if record.choices is not None:
             for choice in record.choices:
-                button = W.Button(description=str(choice), tooltip=f"answer {choice!r}")
+                button = W.Button(description=label(choice, 80), tooltip=label(f"answer {choice!r}"))
                 button.on_click(lambda _, choice=choice: self.answer(choice))
                 self.choice_buttons.append(button)
             controls: list[W.Widget] = list(self.choice_buttons)

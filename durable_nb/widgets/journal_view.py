@@ -36,7 +36,7 @@ from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
 from ..journal.store import Store
 from ..stores import open_store
 from . import render_journal as render
-from ._html import fmt_time
+from ._html import fmt_time, label
 from ._poll import Poller
 from ._sync import changed, watch
 from .fork_control import ForkControl
@@ -124,8 +124,9 @@ class JournalView(W.VBox):
 
     def _build_controls(self, run_id: str | None) -> None:
         """The filters, paging buttons and HTML parts; laid out by ``__init__``."""
+        self._run_by_label: dict[str, str] = {label(run_id, 10_000): run_id} if run_id else {}
         self.run_filter = W.Combobox(
-            value=run_id or ALL, placeholder="all runs (type a run id)", description="run",
+            value=label(run_id, 10_000) if run_id else ALL, placeholder="all runs (type a run id)", description="run",
             ensure_option=False, continuous_update=False, layout=W.Layout(width="260px"),
         )
         self.status_filter = W.Dropdown(
@@ -185,7 +186,7 @@ class JournalView(W.VBox):
     def filters(self) -> dict[str, Any]:
         """The store query the view shows: ``run_id``, ``status``, ``call_id`` (None = any)."""
         return {
-            "run_id": self.run_filter.value.strip() or None,
+            "run_id": self._run_by_label.get(self.run_filter.value, self.run_filter.value.strip()) or None,
             "status": self.status_filter.value or None,
             "call_id": self.call_filter.value.strip() or None,
         }
@@ -218,7 +219,8 @@ class JournalView(W.VBox):
 
     def _on_forked(self, new_id: str) -> None:
         """After **Fork from here**: show the new run, and let the other widgets on this journal redraw."""
-        self.run_filter.value = new_id  # observed: re-reads the page
+        self._run_by_label[label(new_id, 10_000)] = new_id
+        self.run_filter.value = label(new_id, 10_000)  # observed: re-reads the page
         self.refresh()
         changed(self.store, source=self)
 
@@ -265,14 +267,20 @@ class JournalView(W.VBox):
 
     def _draw(self) -> None:
         selected = self.selector.value
-        options = [(f"{r.run_id} #{r.index}  {r.call_id}  [{r.status.value}]", i) for i, r in enumerate(self.records)]
+        options = [(label(f"{r.run_id} #{r.index}  {r.call_id}  [{r.status.value}]", 400), i)
+                   for i, r in enumerate(self.records)]
         run_ids = tuple(r.run_id for r in reversed(self.runs[-RUN_OPTIONS_LIMIT:]))
         self._quiet = True
         try:
             with self.hold_sync():
                 if run_ids != self._run_ids:
                     self._run_ids = run_ids
-                    self.run_filter.options = run_ids
+                    shown = {label(r, 10_000): r for r in run_ids}
+                    self.run_filter.options = tuple(shown)
+                    current = self.run_filter.value  # a label filters by its run, the one typed in too
+                    if current in self._run_by_label:
+                        shown.setdefault(current, self._run_by_label[current])
+                    self._run_by_label = shown
                 keep = selected if isinstance(selected, int) and selected < len(options) else (0 if options else None)
                 if list(self.selector.options) != options:
                     self.selector.options = options
