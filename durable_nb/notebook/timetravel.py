@@ -41,7 +41,7 @@ from IPython.core.error import UsageError
 from ..errors import AwaitingInput, NonDeterminismError
 from ..journal.context import open_run
 from ..journal.records import CallRecord, Outcome, RunRecord, Status, encode_prompt
-from ..journal.replay import Decision
+from ..journal.replay import Decision, decide
 from ..journal.store import Store
 from ..journal.timetravel import DryRunReport, DryStep, dry_run
 from .cell import source_fingerprint
@@ -183,12 +183,13 @@ def dry_cell(
         return DryRunReport(run_id or cell_run_base(name, args_digest), 0, Decision.EXECUTE, None, call_id,
                             args_digest, step.rule + " (no record of this cell)", 0, steps=(step,))
     assert run_id is not None
-    if same_version and recorded.status is not Status.PENDING:
+    decision = decide(recorded, call_id, recorded.args_digest, has_reconciler) if same_version else None
+    if decision is Decision.REPLAY:
         step = DryStep(0, Decision.REPLAY, call_id, recorded.args_digest, recorded)
         return DryRunReport(run_id, None, None, None, None, None,
                             "the cell's record is finished: it replays as a whole (names, outputs); nothing runs",
                             1, result_preview=recorded.result_preview, steps=(step,))
-    if same_version and has_reconciler:
+    if decision is Decision.RECONCILE:
         step = DryStep(0, Decision.RECONCILE, call_id, recorded.args_digest, recorded)
         return DryRunReport(run_id, 0, Decision.RECONCILE, recorded, call_id, recorded.args_digest, step.rule, 0,
                             steps=(step,))
