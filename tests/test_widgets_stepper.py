@@ -228,3 +228,22 @@ def test_stepping_gathered_async_calls_runs_each_once(store: dnb.Store) -> None:
     assert ran == {"charge_card": 3}
     assert [c.status.value for c in store.calls("gathered")] == ["SUCCEEDED"] * 3
 
+
+
+def test_a_run_stopped_at_an_input_waits_and_goes_on_once_answered(store: dnb.Store) -> None:
+    def refund(order: int, ctx: dnb.RunnerContext) -> str:
+        charge = ctx.durable_execute(charge_card, order)
+        if ctx.durable_input(f"Refund {charge}?", choices=["yes", "no"]) == "yes":
+            return ctx.durable_execute(send_receipt, order, charge)
+        return "kept"
+
+    stepper = dnb.ReplayStepper(store, "refund", refund, 5, journal_view=False)
+    stepper.step()
+    stepper.step()  # reaches the input: WAITING, not FAILED, and not the end
+    assert store.run("refund").status is dnb.RunStatus.WAITING  # type: ignore[union-attr]
+    assert "WAITING at call 1" in text(stepper.message.value) and "FAILED" not in text(stepper.message.value)
+    assert not stepper.done and not stepper.step_button.disabled
+    store.answer("refund", 1, "yes")
+    stepper.run_to_end()
+    assert ran == {"charge_card": 1, "send_receipt": 1}
+    assert store.run("refund").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]

@@ -45,7 +45,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..errors import RunBusyError, SimulatedCrash
+from ..errors import AwaitingInput, RunBusyError, SimulatedCrash
 from ..journal import codec
 from ..journal.context import RunnerContext, open_run
 from ..journal.records import CallRecord, Status
@@ -257,6 +257,11 @@ class ReplayStepper(W.VBox):
             except RunBusyError as exc:
                 self._say(str(exc), "error")
                 return
+            except AwaitingInput as exc:  # WAITING, not FAILED: once answered, the next step goes on
+                reached = exc.index
+                outcome = (f"The run is WAITING at call {exc.index} for an answer to {exc.prompt!r}; answer it "
+                           f"(store.answer or a ReconcilePanel), then Step again.")
+                kind = "note"
             except (Exception, SimulatedCrash) as exc:
                 self.done = isinstance(exc, Exception)
                 reached = -1
