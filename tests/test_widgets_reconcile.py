@@ -53,6 +53,27 @@ def test_lists_every_pending_call_across_runs(store: dnb.Store) -> None:
     assert all(r.reconcile_button.disabled for r in panel.rows)  # no reconciler registered
 
 
+def test_waiting_inputs_neither_count_as_nor_crowd_out_pending_calls(store: dnb.Store) -> None:
+    """Inputs are PENDING calls a person answers below the rows: with more of them than a page holds
+    before the one call in flight, that call is still on page 1 and counted, also once some are answered."""
+    def ask(n: int, ctx: dnb.RunnerContext) -> str:
+        return ctx.durable_input(f"approve {n}?", choices=["yes", "no"])
+
+    runner = dnb.LocalRunner(store)
+    for n in range(25):
+        with pytest.raises(dnb.AwaitingInput):
+            runner.run(ask, n, run_id=f"ask-{n:02d}")
+    crash(store, 7)
+    panel = dnb.ReconcilePanel(store, page_size=20)
+    assert [r.record.run_id for r in panel.rows] == ["order-7"]
+    assert "1 PENDING call" in text(panel.header.value) and "nothing in flight" not in text(panel.header.value)
+    assert panel.next_button.disabled
+    panel.inputs[0].answer("yes")
+    panel.inputs[1].answer("no")
+    panel.refresh()
+    assert "1 PENDING call" in text(panel.header.value) and [r.record.run_id for r in panel.rows] == ["order-7"]
+
+
 def test_reconcile_persists_the_reconcilers_value_as_reconciled(store: dnb.Store) -> None:
     runner = crash(store, 1, 2)
     seen: list[dnb.CallRecord] = []

@@ -196,16 +196,17 @@ class ReconcilePanel(W.VBox):
 
     def refresh(self) -> None:
         """Re-read the PENDING calls (settled rows disappear)."""
-        self.total = self.store.count_calls(status=Status.PENDING)
+        # A waiting durable_input is PENDING too, but a person answers it (below), not a reconciler: it is
+        # neither counted nor listed here, and a page reads that many rows more to stay full.
+        asking = self.store.count_calls(status=Status.PENDING, call_id=INPUT_CALL_ID)
+        self.total = self.store.count_calls(status=Status.PENDING) - asking
         pages = max(1, -(-self.total // self.page_size))
         self.page_index = min(self.page_index, pages - 1)
         records = self.store.query_calls(
-            status=Status.PENDING, offset=self.page_index * self.page_size, limit=self.page_size
+            status=Status.PENDING, offset=self.page_index * self.page_size, limit=self.page_size + asking
         )
-        # A waiting durable_input is PENDING too, but a person answers it (below), not a reconciler.
-        records = [r for r in records if r.call_id != INPUT_CALL_ID]
+        records = [r for r in records if r.call_id != INPUT_CALL_ID][: self.page_size]
         self._refresh_inputs()
-        self.total = max(0, self.total - len(self.inputs))
         old = self.rows
         self.rows = [PendingRow(r, r.call_id in self.reconcilers) for r in records]
         for row in self.rows:
