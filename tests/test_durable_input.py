@@ -112,6 +112,18 @@ def test_answers_are_checked_before_anything_is_written(store):
     assert ran == {"quote": 1}
 
 
+def test_an_input_cannot_be_answered_while_a_live_context_holds_its_run(store):
+    """Answered under a context still open, the run would close WAITING over an answered input."""
+    with pytest.raises(dnb.AwaitingInput), dnb.LocalRunner(store).context("held") as ctx:  # closes WAITING
+        with pytest.raises(dnb.AwaitingInput):
+            ctx.durable_input("Refund?", choices=["yes", "no"])
+        with pytest.raises(dnb.RunBusyError, match="live context"):
+            store.answer("held", 0, "yes")
+    assert store.run("held").status is RunStatus.WAITING
+    store.answer("held", 0, "yes")  # once it stopped at the input
+    assert store.waiting() == []
+
+
 def test_a_free_answer_can_be_any_picklable_value(store):
     def action(_: object, ctx: dnb.RunnerContext) -> dict:
         return ctx.durable_input("Shipping address?")

@@ -272,7 +272,8 @@ class Store(abc.ABC):
         The answer is journaled SUCCEEDED with origin RESOLVED; the run stays WAITING
         until it is run again, which replays up to the answer and goes on. Refused,
         with nothing written: an unknown run, no unanswered input at ``index``, a value
-        outside the input's ``choices``, a value that cannot be pickled.
+        outside the input's ``choices``, a value that cannot be pickled, a run a live context
+        holds (:class:`RunBusyError`).
         """
         from .history import check_answer
         from .replay import settle_pending
@@ -285,6 +286,10 @@ class Store(abc.ABC):
         rec = self.call(run_id, index)
         check_answer(run_id, index, value, self.run(run_id), rec, self.waiting(run_id), repr(self))
         assert rec is not None
+        if self.run_is_open(run_id):  # it would close WAITING over an answered input, or decide it itself
+            from ..errors import RunBusyError
+
+            raise RunBusyError(run_id, "a live context (answer once it has stopped at the input)")
         if not settle_pending(self, rec, value, failed=False, origin=Origin.RESOLVED):
             raise ValueError(
                 f"the input at index {index} of run {run_id!r} was answered by someone else meanwhile: "
