@@ -36,10 +36,16 @@ def test_a_step_that_settles_a_call_removes_it_from_the_reconcile_panel(store):
     assert "RECONCILED" in text(view.table.value)
 
 
-def test_a_reconcile_in_the_panel_redraws_a_journal_view_opened_on_the_same_file(tmp_path):
-    store = dnb.SqliteStore(tmp_path / "j.db")
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_reconcile_in_the_panel_redraws_a_journal_view_opened_on_the_same_journal(tmp_path, request, kind):
+    def opened() -> dnb.Store:  # another store object on the same journal each time
+        if kind == "postgres":
+            return dnb.PostgresStore(request.getfixturevalue("pg_dsn"))
+        return dnb.SqliteStore(tmp_path / "j.db")
+
+    store = opened()
     crashed(store)
-    view = dnb.JournalView(dnb.SqliteStore(tmp_path / "j.db"))  # another store object, same file
+    view = dnb.JournalView(opened())
     assert "PENDING" in text(view.table.value)
     panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda: "ch_by_hand"})
     panel.row("order-1", 1).reconcile_button.click()

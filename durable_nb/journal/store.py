@@ -299,6 +299,11 @@ class Store(abc.ABC):
         assert answered is not None
         return answered
 
+    @property
+    def journal_key(self) -> object:
+        """Equal for store objects on one journal (a file, a database schema): widgets on it redraw together."""
+        return id(self)
+
     def close(self) -> None:
         """Release connections; the store can still be reopened."""
 

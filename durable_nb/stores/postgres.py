@@ -127,6 +127,11 @@ class PostgresStore(Store):
         if hasattr(self, "_locks"):
             self._locks = self._new_locks()
 
+    @property
+    def journal_key(self) -> object:
+        t = self.target
+        return ("postgresql", t.host, t.port, t.dbname, self.schema)
+
     def __repr__(self) -> str:
         extra = "" if self.durability == "call" else f", durability={self.durability!r}"
         return f"PostgresStore({masked(self.dsn)!r}{extra})"

@@ -170,6 +170,10 @@ class SqliteStore(SqliteTimeTravel, Store):
         self._reset_process_state()
         self._open(read_only)
 
+    @property
+    def journal_key(self) -> object:
+        return ("sqlite", self.path)
+
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
 

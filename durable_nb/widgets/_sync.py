@@ -25,8 +25,8 @@ _widgets: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _key(store: Store) -> object:
-    """SqliteStores opened separately on one file are the same journal."""
-    return getattr(store, "path", None) or id(store)
+    """Store objects opened separately on one journal (a SQLite file, a PostgreSQL schema) are one journal."""
+    return store.journal_key
 
 
 def watch(widget: _Refreshable) -> None:
