@@ -165,7 +165,7 @@ def test_timeline_marks_status_reconciled_and_discarded_calls(store: dnb.Store) 
 def test_run_ids_and_messages_with_lone_surrogates_or_nul_render_as_utf_8_text(sqlite_store: dnb.Store) -> None:
     """Widget state travels to the browser as UTF-8, which has no bytes for a lone surrogate (a non-UTF-8
     file name, as os.listdir returns it) or a readable NUL: every widget shows them as escapes."""
-    odd = "caf\udce9-\ud800-nul\x00.csv"
+    odd = "caf\udce9-\ud800-nul\x00-\u202egnp.csv"  # and a right-to-left override (it would show reversed)
 
     def load(name: str) -> None:
         raise FileNotFoundError(f"no such file: {name}")
@@ -186,11 +186,12 @@ def test_run_ids_and_messages_with_lone_surrogates_or_nul_render_as_utf_8_text(s
     for value in rendered:
         value.encode("utf-8")  # strict: raises on a lone surrogate
         assert "\x00" not in value
-    assert "load-caf\\udce9-\\ud800-nul\\x00.csv" in html.unescape(view.runs_table.value)
+    assert "load-caf\\udce9-\\ud800-nul\\x00-\\u202egnp.csv" in html.unescape(view.runs_table.value)
     # Not only HTML: every value of every widget inside (options, labels, captions) must travel as UTF-8.
     for widget in (view, panel, stepper):
         for part in _descendants(widget):
             json.dumps(part.get_state(), ensure_ascii=False).encode("utf-8")
+    assert "\u202e" not in "".join(rendered)
     [shown] = [o for o in view.run_filter.options if o.startswith("load-")]
     view.run_filter.value = shown  # picking the run's (escaped) option filters by the run itself
     assert {r.run_id for r in view.records} == {f"load-{odd}"}

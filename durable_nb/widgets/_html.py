@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import re
 from collections.abc import Iterable, Sequence
 
 from ..journal import codec
@@ -62,8 +63,17 @@ def label(value: object, limit: int = 200) -> str:
     characters are written as escapes (:func:`~durable_nb.journal.codec.sendable`), and a
     hostile megabyte of run id must not become a megabyte of widget state.
     """
-    text = codec.sendable(str(value))
+    text = visible(codec.sendable(str(value)))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` with bidirectional controls written as escapes: a run id ``pay-\u202egnp.exe`` must not
+    display reversed, as another id (a journal from someone else is data, shown as it is)."""
+    return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _BIDI.search(text) else text
 
 
 def esc(value: object) -> str:
@@ -74,7 +84,7 @@ def esc(value: object) -> str:
     """
     if value is None:
         return ""
-    return html.escape(codec.sendable(str(value)), quote=True)
+    return html.escape(visible(codec.sendable(str(value))), quote=True)
 
 
 def fmt_time(ts: float | None) -> str:
