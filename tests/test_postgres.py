@@ -580,3 +580,19 @@ def test_a_large_outcome_is_committed_at_once_not_held_with_others_in_one_statem
         assert len(ctx.durable_execute(bytes, postgres.HOLD_MAX + 1)) == postgres.HOLD_MAX + 1
         # large: committed at once (its PENDING carried the small one)
         assert [c.status for c in other.calls("sizes")] == [dnb.Status.SUCCEEDED, dnb.Status.SUCCEEDED]
+
+
+def test_a_run_id_too_long_for_an_index_key_is_a_value_error_not_a_lost_connection(pg_dsn):
+    """PostgreSQL's btree keys hold ~2.7 kB: a run id built from a whole record exceeds it. That is the
+    caller's to fix (a ValueError saying so), not a network failure; nothing runs and nothing is written."""
+    import random
+    import string
+
+    store = dnb.PostgresStore(pg_dsn)
+    ran = []
+    huge = "".join(random.Random(1).choices(string.ascii_letters, k=20_000))  # does not compress away
+    with pytest.raises(ValueError, match="index row.*Run ids and call ids are index keys"):
+        dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(ran.append, v), 1, run_id=huge)
+    assert ran == [] and store.runs() == []
+    assert dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="short") == "1"
+    store.close()

@@ -189,6 +189,13 @@ class PostgresStore(Store):
             if isinstance(exc, psycopg.DataError) and "NUL" not in str(exc):
                 raise
             raise ValueError(unstorable(f"{doing}{'' if run_id is None else f' (run {run_id!r})'}")) from None
+        except psycopg.errors.ProgramLimitExceeded as exc:  # an OperationalError, but no lost connection
+            reason = " ".join(str(exc).split())
+            raise ValueError(
+                f"PostgreSQL refused to {doing}{'' if run_id is None else f' (run {run_id[:80]!r}...)'}: {reason}. "
+                f"Run ids and call ids are index keys there: keep them under a few kilobytes (a key "
+                f"derived from a record should be its id, not the record). Nothing was written."
+            ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             reason = " ".join(str(exc).split())
             user, db = self.target.user, self.target.dbname
