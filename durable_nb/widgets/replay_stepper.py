@@ -5,8 +5,7 @@ A step is real. Stepping to position ``k`` opens the run with ``open_run``, sets
 performed by the replay rules in :mod:`durable_nb.journal.replay` (replayed,
 reconciled, re-executed or executed, for real), and the action is stopped with
 :class:`~durable_nb.journal.replay.StopRecovery` when it reaches call ``k``, which
-writes nothing. Every step therefore runs the action again from the start; the
-calls it already performed are replays by then, which is cheap.
+writes nothing. Every step runs the action again from the start (what it performed replays).
 
 Nothing here re-implements a rule. The plan shown before stepping is
 :func:`~durable_nb.journal.replay.decide` applied to the recorded entries (a PENDING
@@ -17,9 +16,8 @@ journal itself: it sets the open journal's ``observer``, which
 carrying it out, so the decisions shown are the ones the engine made, including a
 mismatch, and the decision for the next call is known before it is performed.
 
-Back only moves the view. Side effects already performed are not undone, and
-Step after Back walks forward through the steps already performed (performing
-them again would only replay them). Say so in the UI: a person must never think
+Back only moves the view: side effects performed are not undone, and Step after Back walks
+forward through the steps already performed. The UI says so: a person must never think
 Back reverted a payment.
 
 **Dry run** (:meth:`ReplayStepper.dry_run`) asks the same question without
@@ -259,8 +257,7 @@ class ReplayStepper(W.VBox):
                 return
             except AwaitingInput as exc:  # WAITING, not FAILED: once answered, the next step goes on
                 reached = exc.index
-                outcome = (f"The run is WAITING at call {exc.index} for an answer to {exc.prompt!r}; answer it "
-                           f"(store.answer or a ReconcilePanel), then Step again.")
+                outcome = f"The run is WAITING at call {reached} for an answer to {exc.prompt!r}; answer, then Step."
                 kind = "note"
             except (Exception, SimulatedCrash) as exc:
                 self.done = isinstance(exc, Exception)
