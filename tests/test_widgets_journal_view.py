@@ -302,3 +302,15 @@ def test_importing_durable_nb_does_not_import_ipywidgets() -> None:
     code = "import sys, durable_nb; assert 'ipywidgets' not in sys.modules; durable_nb.JournalView; " \
            "assert 'ipywidgets' in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])  # PostgreSQL refuses such a run id: tests/test_postgres.py
+def test_a_hostile_megabyte_of_run_id_stays_kilobytes_of_widget_state(kind: str, tmp_path: Path) -> None:
+    store = dnb.MemoryStore() if kind == "memory" else dnb.SqliteStore(tmp_path / "j.db")
+    huge = "R" * 1_000_000
+    dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(charge_card, v), 1, run_id=huge)
+    view = dnb.JournalView(store)
+    view.selector.value = 0
+    state = sum(len(json.dumps(w.get_state(), ensure_ascii=False)) for w in _descendants(view))
+    assert state < 200_000
+    assert "…" in view.table.value

@@ -76,15 +76,20 @@ def visible(text: str) -> str:
     return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _BIDI.search(text) else text
 
 
+ESC_LIMIT = 10_000
+"""Characters of one journal string a widget shows: a hostile megabyte of run id stays ten kilobytes."""
+
+
 def esc(value: object) -> str:
     """Escape any value for HTML text and attribute positions (``None`` shows as empty).
 
     Lone surrogates (a non-UTF-8 file name in a run id) and NUL characters are shown
     as escapes (:func:`~durable_nb.journal.codec.sendable`): widget state travels as UTF-8.
+    Longer than :data:`ESC_LIMIT`, it is cut (ending in "…").
     """
     if value is None:
         return ""
-    return html.escape(visible(codec.sendable(str(value))), quote=True)
+    return html.escape(label(value, ESC_LIMIT), quote=True)
 
 
 def fmt_time(ts: float | None) -> str:
