@@ -236,3 +236,13 @@ def test_a_result_too_large_for_the_journal_stays_pending_with_a_warning_and_not
     assert store.run("big").status is dnb.RunStatus.COMPLETED and len(store.to_pandas()) == 2
     with pytest.raises(dnb.UnserializableResultError, match="more than the 1,000"):
         dnb.LocalRunner(store, strict=True).run(action, run_id="strict")
+
+
+def test_a_run_id_that_is_not_a_str_is_a_type_error_on_every_store(store):
+    """An int (a row number, a key) found nothing on SQLite and raised a raw driver error on PostgreSQL."""
+    dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 5, run_id="5")
+    for read in (lambda: store.calls(5), lambda: store.run(5), lambda: store.to_pandas(run_id=5),
+                 lambda: store.waiting(5)):
+        with pytest.raises(TypeError, match="a run id is a str"):
+            read()
+    assert len(store.calls("5")) == 1

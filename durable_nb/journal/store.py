@@ -36,6 +36,12 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------- the protocol
 
 
+def check_run_id(run_id: object) -> None:
+    """A run id is a str: an int (a row number, a key) would find nothing on one store and fail on another."""
+    if not isinstance(run_id, str):
+        raise TypeError(f"a run id is a str (e.g. 'order-42'), got {type(run_id).__name__} {run_id!r}")
+
+
 class Store(abc.ABC):
     """Where journals live. See :class:`SqliteStore` and :class:`MemoryStore`."""
 
@@ -97,6 +103,8 @@ class Store(abc.ABC):
         """One row per call (all runs, or one), without payloads."""
         from .frames import calls_frame
 
+        if run_id is not None:
+            check_run_id(run_id)
         return calls_frame(self.query_calls(run_id=run_id))
 
     # -- writing: the vocabulary of the replay engine -------------------------
@@ -264,6 +272,8 @@ class Store(abc.ABC):
 
     def waiting(self, run_id: str | None = None) -> list[CallRecord]:
         """Unanswered ``durable_input`` calls (PENDING), journal order, with prompt and choices."""
+        if run_id is not None:
+            check_run_id(run_id)
         return self.query_calls(run_id=run_id, status=Status.PENDING, call_id=INPUT_CALL_ID)
 
     def answer(self, run_id: str, index: int, value: Any) -> CallRecord:

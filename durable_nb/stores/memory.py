@@ -28,7 +28,7 @@ from ..journal.records import (
     Status,
     decode_prompt,
 )
-from ..journal.store import Store, check_status
+from ..journal.store import Store, check_run_id, check_status
 
 
 @dataclass
@@ -92,11 +92,13 @@ class MemoryStore(Store):
             return [self._record(k, r) for k, r in self._runs.items()]
 
     def run(self, run_id: str) -> RunRecord | None:
+        check_run_id(run_id)
         with self._lock:
             run = self._runs.get(run_id)
             return self._record(run_id, run) if run else None
 
     def calls(self, run_id: str) -> list[CallRecord]:
+        check_run_id(run_id)
         with self._lock:
             run = self._runs.get(run_id)
             return list(run.calls) if run else []

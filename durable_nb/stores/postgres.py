@@ -189,6 +189,11 @@ class PostgresStore(Store):
             if isinstance(exc, psycopg.DataError) and "NUL" not in str(exc):
                 raise
             raise ValueError(unstorable(f"{doing}{'' if run_id is None else f' (run {run_id!r})'}")) from None
+        except psycopg.errors.UndefinedFunction:  # ``text = integer``: a run id that is not a str
+            if run_id is not None and not isinstance(run_id, str):
+                raise TypeError(f"a run id is a str (e.g. 'order-42'), got {type(run_id).__name__} {run_id!r}") \
+                    from None
+            raise
         except psycopg.errors.ProgramLimitExceeded as exc:  # an OperationalError, but no lost connection
             reason = " ".join(str(exc).split())
             raise ValueError(

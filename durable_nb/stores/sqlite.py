@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from ..errors import JournalFormatError, JournalReadOnlyError, JournalWriteError, LeaseLostError, RunBusyError
 from ..journal.lease import FileLocks, Lease, current_pid, describe_owner, end_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
-from ..journal.store import Store, calls_where
+from ..journal.store import Store, calls_where, check_run_id
 from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_schema
 from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
@@ -535,6 +535,7 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     @_explains_damage
     def run(self, run_id: str) -> RunRecord | None:
+        check_run_id(run_id)
         row = self._read().execute(self._run_select + " WHERE r.run_id = ?", (run_id,)).fetchone()
         return self._run_record(row) if row else None
 
@@ -545,6 +546,7 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     @_explains_damage
     def calls(self, run_id: str) -> list[CallRecord]:
+        check_run_id(run_id)
         rows = self._read().execute(
             f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
         ).fetchall()
