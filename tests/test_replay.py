@@ -593,3 +593,33 @@ def test_a_durable_function_that_changes_its_arguments_in_place_is_warned_about(
                       r"arguments in place.*executes again"):
         assert dnb.LocalRunner(store).run(action, {"amount": 10.0}, run_id="r") == 12.0
     assert dnb.LocalRunner(store).run(action, {"amount": 10.0}, run_id="r") == 12.0  # a replay: nothing runs, no word
+
+
+def test_a_notebook_function_loads_as_the_notebooks_own_only_when_it_is_the_same_function(tmp_path) -> None:
+    """In a process whose __main__ defines ``price`` again: the same code loads as that very function (a
+    list of helpers holds the helper); an edited one, or a wrapper whose body cannot be fingerprinted
+    (functools.wraps copies the name), loads as the recorded copy, so a replay gives what was recorded."""
+    import subprocess
+    import sys
+
+    record = (
+        "import functools, sys\nfrom durable_nb.journal import codec\n"
+        "def price(n):\n    return n * 2\n"
+        "def logged(f):\n    @functools.wraps(f)\n    def inner(n):\n        return f(n)\n    return inner\n"
+        "@logged\ndef fee(n):\n    return n + 1\n"
+        "sys.stdout.buffer.write(codec.dumps([price, fee]))\n"
+    )
+    replay = (
+        "import functools, pickle, sys\nblob = sys.stdin.buffer.read()\n"
+        "def price(n):\n    return n * {price}\n"
+        "def logged(f):\n    @functools.wraps(f)\n    def inner(n):\n        return f(n)\n    return inner\n"
+        "@logged\ndef fee(n):\n    return n + 100\n"
+        "p, f = pickle.loads(blob)\nprint(p is price, p(10), f is fee, f(10))\n"
+    )
+    blob = subprocess.run([sys.executable, "-c", record], capture_output=True, check=True).stdout
+    same = subprocess.run([sys.executable, "-c", replay.format(price=2)], input=blob, capture_output=True,
+                          check=True).stdout.decode().split()
+    edited = subprocess.run([sys.executable, "-c", replay.format(price=3)], input=blob, capture_output=True,
+                            check=True).stdout.decode().split()
+    assert same == ["True", "20", "False", "11"]
+    assert edited == ["False", "20", "False", "11"]

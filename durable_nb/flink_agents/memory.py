@@ -10,8 +10,8 @@ calls would not match, and the journal would be discarded and the calls repeated
 
 * A run seen for the first time starts from the key's current memory.
 * A run seen before starts from the memory its first attempt started from: kept
-  for a key's first run always, for the last :data:`SNAPSHOTS` runs otherwise. A run
-  next in line after the last one that finished needs no copy: the current memory is it.
+  for a key's first run always, for the last :data:`SNAPSHOTS` runs otherwise. Without
+  that copy, a run next in line after the last one that finished starts from the current memory.
 * A run that finishes makes its memory the key's; one that does not leaves it as it
   found it (as a Flink restore would).
 * Without a key (``AgentRunner.run(input)``) each run has a memory of its own, as
@@ -65,10 +65,10 @@ class MemoryByKey:
                 state.first = snapshot
             else:
                 self._keep(name, run_id, snapshot)
-        elif position == state.done + 1:
-            start = state.current  # next in line: a recovery, or a replay going through the key's runs in order
         else:
             start = state.first if position == 0 else self._started.get((name, run_id))  # type: ignore[assignment]
+            if start is None and position == state.done + 1:
+                start = state.current  # next in line after the last run that finished: where it started
             if start is None:
                 raise RuntimeError(
                     f"AgentRunner: run {run_id!r} (key {key!r}) ran before in this process, and the short-term "

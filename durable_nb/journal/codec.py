@@ -72,7 +72,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.
         if not (isinstance(obj, type | types.FunctionType) and obj.__module__ == "__main__"
-                and isinstance(reduced, tuple) and len(reduced) == 6 and "<" not in obj.__qualname__):
+                and isinstance(reduced, tuple) and len(reduced) == 6 and "<" not in obj.__qualname__
+                and not hasattr(obj, "__wrapped__")):  # a wrapper's fingerprint cannot see the wrapped body
             return reduced
         # cloudpickle's own by-value reduction (skeleton, then state), each step wrapped to prefer the
         # class (or the same function) the notebook defines at load time: the memo still makes

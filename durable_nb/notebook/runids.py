@@ -34,7 +34,9 @@ def attempts(store: Store, base: str) -> tuple[str | None, str]:
 
     Attempts a prune removed are looked past (up to :data:`GAP` in a row): with ``base`` or
     ``base#2`` gone and ``base#3`` kept (``%durable_prune --keep-last 1``, ``--status FAILED``),
-    the cell replays ``base#3`` instead of an older attempt or a new run.
+    the cell replays ``base#3`` instead of an older attempt or a new run. With none of the first
+    ones there, the cell's runs are looked up through their call 0 (a scan of the journal's calls,
+    on the first run of a new version of a cell).
     """
     latest = 1 if store.run(base) is not None else 0
     n, missing = 2, 0
@@ -44,9 +46,21 @@ def attempts(store: Store, base: str) -> tuple[str | None, str]:
         else:
             missing += 1
         n += 1
-    if latest == 0:
-        return None, base
+    if latest == 0:  # none near the start: a prune may have kept only a later one; ask the cell's call 0s
+        name = base[len("cell:"):base.rindex(":")]
+        found = [_attempt(rec.run_id, base) for rec in store.query_calls(call_id=cell_call_id(name))]
+        latest = max((k for k in found if k is not None), default=0)
+        if latest == 0:
+            return None, base
     return _attempt_id(base, latest), _attempt_id(base, latest + 1)
+
+
+def _attempt(run_id: str, base: str) -> int | None:
+    """1 for ``base``, n for ``base#n``, None for any other run."""
+    if run_id == base:
+        return 1
+    number = run_id[len(base) + 1:] if run_id.startswith(f"{base}#") else ""
+    return int(number) if number.isdigit() else None
 
 
 def _attempt_id(base: str, n: int) -> str:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -343,6 +343,37 @@ def test_running_inputs_again_in_the_same_process_replays_with_the_memory_they_f
         other.map(["a", "b"], key=lambda t: "user2")  # dies in turn 1, after the model answered
     assert other.map(["a", "b"], key=lambda t: "user2")["result"].tolist() == [["answer 1"], ["answer 2"]]
     assert asked == ["a", "a", "a|b"]  # only the request in flight (no reconciler) went again
+
+
+class FlakyChatAgent(Agent):
+    """Fails once on "how", outside any durable call (a transient error), after writing its history."""
+
+    failed: ClassVar[set[str]] = set()
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        turn = InputEvent.from_event(event).input
+        history = [*(ctx.short_term_memory.get("history") or []), turn]
+        ctx.short_term_memory.set("history", history)
+        if turn == "how" and turn not in FlakyChatAgent.failed:
+            FlakyChatAgent.failed.add(turn)
+            raise ConnectionError("model unreachable")
+        ctx.send_event(OutputEvent(output=ctx.durable_execute(ask_model, history)))
+
+
+def test_a_turn_that_finished_after_a_failed_one_replays_from_the_memory_it_first_saw(store):
+    asked.clear()
+    FlakyChatAgent.failed.clear()
+    runner = AgentRunner(FlakyChatAgent(), dnb.LocalRunner(store))
+    first = runner.map(["hi", "how", "bye"], key=lambda t: "u")
+    assert list(first["status"]) == ["COMPLETED", "FAILED", "COMPLETED"] and asked == ["hi", "hi|bye"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        again = runner.map(["hi", "how", "bye"], key=lambda t: "u")
+    assert list(again["status"]) == ["COMPLETED"] * 3
+    assert again["result"].tolist()[2] == first["result"].tolist()[2]  # "bye" replayed: recorded, not re-asked
+    assert asked == ["hi", "hi|bye", "hi|how"]
 
 
 def test_inputs_without_a_key_have_a_memory_each_as_in_flink_agents_local_runner(store):
