@@ -29,6 +29,8 @@ from typing import Any
 
 import cloudpickle
 
+from .digest import fingerprint_code
+
 FORMAT = "pickle"
 PREVIEW_LIMIT = 200
 
@@ -81,8 +83,6 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
         make, args, state, items, pairs, set_state = reduced
         if isinstance(obj, type):
             return _main_class_or, (obj.__qualname__, make, *args), (set_state, state), items, pairs, _set_unless_main
-        from .digest import fingerprint_code
-
         return (_main_function_or, (obj.__qualname__, fingerprint_code(obj), make, *args), (set_state, state),
                 items, pairs, _set_unless_main)
 
@@ -98,11 +98,8 @@ def _main_function_or(qualname: str, fingerprint: bytes, make: Any, *args: Any) 
     values), else cloudpickle's copy. Why: a list holding a helper another cell defined must hold *the*
     helper after a replay, as it did live, or the cells reading the list digest it differently."""
     target = _main_attr(qualname)
-    if isinstance(target, types.FunctionType):
-        from .digest import fingerprint_code
-
-        if fingerprint_code(target) == fingerprint:
-            return target
+    if isinstance(target, types.FunctionType) and fingerprint_code(target) == fingerprint:
+        return target
     return make(*args)
 
 

@@ -360,7 +360,6 @@ def analyze(source: str | ast.Module) -> CellAnalysis:
                         tuple(n for n in walker.global_binds if n not in walker.binds))
 
 
-
 def split_last_expression(tree: ast.Module) -> tuple[ast.Module, ast.Expression | None]:
     """The cell without its last statement if that is an expression, and that expression.
 

@@ -31,8 +31,7 @@ from ..journal.records import CallRecord
 from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
-from .cell import source_fingerprint
-from .cell_inputs import ABSENT, changed_in_place, input_digest, input_tokens, select_inputs, star_values
+from .cell_inputs import ABSENT, changed_in_place, select_inputs, star_values
 from .outcome import CellOutcome, executed_outcome, unpack_namespace
 from .outputs import OutputRecorder, replay_outputs
 from .perform import (
@@ -47,24 +46,12 @@ from .perform import (
     run_body,
 )
 from .runids import attempts, cell_call_id, cell_run_base
-from .timetravel import stoppable, unwrap_stopped
+from .timetravel import cell_inputs, stoppable, unwrap_stopped, user_module
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FLINK_HINT = "pip install 'durable_nb[flink]'"
-
-
-def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """The notebook values the cell reads, the digest of its code and those values (its args digest), and
-    each value's token (:func:`~.cell_inputs.input_tokens`, to tell afterwards which changed in place)."""
-    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden, cell.analysis.star_imports)
-    tokens = input_tokens(inputs, _user_module(shell))
-    return inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens
-
-
-def _user_module(shell: Any) -> str:
-    return getattr(shell.user_module, "__name__", "__main__")
 
 
 def run_cell(
@@ -109,7 +96,7 @@ def run_cell(
             done = perform_cell(ctx.journal, name, args_digest, stoppable(watched), reconciler, announce)
     finally:
         if ran:
-            _warn_changed(name, changed_in_place(inputs, tokens, shell.user_ns, _user_module(shell)))
+            _warn_changed(name, changed_in_place(inputs, tokens, shell.user_ns, user_module(shell)))
     if done.outcome is None:  # another kernel finished it since we looked
         assert done.recorded is not None
         return replay_cell(shell, name, done.recorded)

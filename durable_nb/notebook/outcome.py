@@ -102,9 +102,10 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
             _refuse_open_file(value)
         blob = _together(values)
     except Exception:  # one of them cannot be pickled (or loaded): find which, then the others together
+        alone: dict[str, bytes] = {}
         for name, value in list(values.items()):
             try:
-                pack_value(value)
+                alone[name] = pack_value(value)[1]
             except Exception as exc:
                 packed.skipped[name] = f"{type_name(value)}: {type(exc).__name__}"
                 del values[name]
@@ -113,8 +114,7 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
         try:
             blob = _together(values)
         except Exception:  # only together (a value reaching an unpicklable one through another): alone
-            for name, value in values.items():
-                packed.values[name] = pack_value(value)[1]
+            packed.values.update(alone)
             return packed
     for name in values:
         packed.values[name] = blob

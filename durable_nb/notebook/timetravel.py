@@ -45,7 +45,7 @@ from ..journal.replay import Decision, decide
 from ..journal.store import Store
 from ..journal.timetravel import DryRunReport, DryStep, dry_run
 from .cell import source_fingerprint
-from .cell_inputs import input_digest, select_inputs
+from .cell_inputs import input_digest, input_tokens, select_inputs
 from .perform import ParsedCell
 from .perform import run_body as perform_run_body
 from .runids import attempts, belongs_to, cell_call_id, cell_run_base
@@ -276,12 +276,22 @@ def unwrap_stopped() -> Iterator[None]:
 # -- what the magics call (parsed arguments in, printed lines out) --------------------------------
 
 
+def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The notebook values the cell reads, the digest of its code and those values (its args digest), and
+    each value's token (:func:`~.cell_inputs.input_tokens`, to tell afterwards which changed in place)."""
+    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden, cell.analysis.star_imports)
+    tokens = input_tokens(inputs, user_module(shell))
+    return inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens
+
+
+def user_module(shell: Any) -> str:
+    """The name of the module the notebook's functions and classes say they come from."""
+    return getattr(shell.user_module, "__name__", "__main__")
+
+
 def cell_inputs_digest(shell: Any, cell: ParsedCell) -> str:
-    """The cell's input digest, as :func:`~durable_nb.notebook.kernel.cell_inputs` computes it."""
-    inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden,
-                           cell.analysis.star_imports)
-    user_module = getattr(shell.user_module, "__name__", "__main__")
-    return input_digest(source_fingerprint(cell.tree), inputs, user_module)
+    """The cell's input digest (:func:`cell_inputs`)."""
+    return cell_inputs(shell, cell)[1]
 
 
 def run_dry(shell: Any, cell: ParsedCell, store: Store, has_reconciler: bool, pending_fork: str | None) -> DryRunReport:

@@ -46,7 +46,7 @@ from ..journal import codec
 from ..journal.history import PruneRule, check_fork, fork_id_taken
 from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
-from ..journal.store import Store, calls_where
+from ..journal.store import Store, calls_where, check_run_id
 from . import postgres_sql as q
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import AdvisoryLocks
@@ -190,9 +190,11 @@ class PostgresStore(Store):
                 raise
             raise ValueError(unstorable(f"{doing}{'' if run_id is None else f' (run {run_id!r})'}")) from None
         except psycopg.errors.UndefinedFunction:  # ``text = integer``: a run id that is not a str
-            if run_id is not None and not isinstance(run_id, str):
-                raise TypeError(f"a run id is a str (e.g. 'order-42'), got {type(run_id).__name__} {run_id!r}") \
-                    from None
+            try:
+                if run_id is not None:
+                    check_run_id(run_id)
+            except TypeError as exc:
+                raise exc from None
             raise
         except psycopg.errors.ProgramLimitExceeded as exc:  # an OperationalError, but no lost connection
             reason = " ".join(str(exc).split())

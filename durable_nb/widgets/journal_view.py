@@ -36,7 +36,7 @@ from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
 from ..journal.store import Store
 from ..stores import open_store
 from . import render_journal as render
-from ._html import fmt_time, label
+from ._html import ESC_LIMIT, fmt_time, label
 from ._poll import Poller
 from ._sync import changed, watch
 from .fork_control import ForkControl
@@ -124,9 +124,9 @@ class JournalView(W.VBox):
 
     def _build_controls(self, run_id: str | None) -> None:
         """The filters, paging buttons and HTML parts; laid out by ``__init__``."""
-        self._run_by_label: dict[str, str] = {label(run_id, 10_000): run_id} if run_id else {}
+        self._run_by_label: dict[str, str] = {_run_label(run_id): run_id} if run_id else {}
         self.run_filter = W.Combobox(
-            value=label(run_id, 10_000) if run_id else ALL, placeholder="all runs (type a run id)", description="run",
+            value=_run_label(run_id) if run_id else ALL, placeholder="all runs (type a run id)", description="run",
             ensure_option=False, continuous_update=False, layout=W.Layout(width="260px"),
         )
         self.status_filter = W.Dropdown(
@@ -219,8 +219,8 @@ class JournalView(W.VBox):
 
     def _on_forked(self, new_id: str) -> None:
         """After **Fork from here**: show the new run, and let the other widgets on this journal redraw."""
-        self._run_by_label[label(new_id, 10_000)] = new_id
-        self.run_filter.value = label(new_id, 10_000)  # observed: re-reads the page
+        self._run_by_label[_run_label(new_id)] = new_id
+        self.run_filter.value = _run_label(new_id)  # observed: re-reads the page
         self.refresh()
         changed(self.store, source=self)
 
@@ -275,7 +275,7 @@ class JournalView(W.VBox):
             with self.hold_sync():
                 if run_ids != self._run_ids:
                     self._run_ids = run_ids
-                    shown = {label(r, 10_000): r for r in run_ids}
+                    shown = {_run_label(r): r for r in run_ids}
                     self.run_filter.options = tuple(shown)
                     current = self.run_filter.value  # a label filters by its run, the one typed in too
                     if current in self._run_by_label:
@@ -380,3 +380,8 @@ class JournalView(W.VBox):
         from ..journal.frames import calls_frame
 
         return calls_frame(self.store.query_calls(**self.filters))
+
+
+def _run_label(run_id: str) -> str:
+    """How the run filter shows a run id (sendable, bounded); ``_run_by_label`` maps it back."""
+    return label(run_id, ESC_LIMIT)
