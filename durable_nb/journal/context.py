@@ -78,6 +78,7 @@ class RunnerContext:
         PENDING is recovered by ``reconciler()`` (no arguments) if given, else run
         again. ``reconciler`` is never passed to ``func``.
         """
+        __tracebackhide__ = True  # IPython leaves durable_nb's own frames out of a user's traceback
         return self.journal.execute(func, args, kwargs, reconciler)  # type: ignore[no-any-return]
 
     def durable_input(self, prompt: str, *, choices: Sequence[Any] | None = None) -> Any:
@@ -114,6 +115,7 @@ class RunnerContext:
         call_id: str,
         args_digest: str,
     ) -> Any:
+        __tracebackhide__ = True
         journal = self.journal
         try:
             outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None)
@@ -142,6 +144,7 @@ class RunnerContext:
         reconciler: Callable[[], Any] | None,
         args_digest: str,
     ) -> Any:
+        __tracebackhide__ = True
         journal = self.journal
         if durable is not None:  # waited for off the loop: calls gathered with this one share its commit
             await _off_loop(functools.partial(journal.wait_durable, outcome, durable))
@@ -151,6 +154,7 @@ class RunnerContext:
         )
 
         async def run() -> Any:
+            __tracebackhide__ = True
             # Marked "inside a durable call" in the worker thread / a copied context only,
             # never in this task: other calls of this task (or of coroutines driven
             # alongside it in this thread) stay journaled.
@@ -287,6 +291,7 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
         self._store, self.run_id, self._steal, self._key, self._strict = store, run_id, steal, key, strict
 
     def __enter__(self) -> RunnerContext:
+        __tracebackhide__ = True  # a RunBusyError shows where the store raised it, not this frame too
         run_id, store = self.run_id, self._store
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")

@@ -51,6 +51,7 @@ def as_call(run: Callable[[], Any]) -> Callable[[], Any]:
     """``run`` marked as a durable call: durable calls it makes are plain calls, part of it."""
 
     def scoped() -> Any:
+        __tracebackhide__ = True
         token = _in_call.set(True)
         try:
             return run()

@@ -402,6 +402,7 @@ class Journal:
         kwargs: dict[str, Any],
         reconciler: Callable[[], Any] | None,
     ) -> Any:
+        __tracebackhide__ = True  # IPython leaves durable_nb's own frames out of a user's traceback
         if reconciler is not None:
             check_reconciler(reconciler)
         check_sync(func)
@@ -414,8 +415,13 @@ class Journal:
         if outcome.decision is Decision.RECONCILE:
             assert reconciler is not None
             return self.perform(outcome, as_call(reconciler))
+
+        def call() -> Any:
+            __tracebackhide__ = True
+            return func(*args, **kwargs)
+
         with self.arguments_watched(outcome, func, args, kwargs, args_digest):
-            return self.perform(outcome, as_call(lambda: func(*args, **kwargs)))
+            return self.perform(outcome, as_call(call))
 
     @contextlib.contextmanager
     def arguments_watched(self, step: Step, func: Callable[..., Any], args: tuple[Any, ...],
@@ -452,6 +458,7 @@ class Journal:
         An ``Exception`` is persisted FAILED and re-raised; any other ``BaseException``
         passes through with nothing written (the call stays PENDING).
         """
+        __tracebackhide__ = True
         faults.fire("before_call", step.call_id)
         try:
             value = run()
@@ -465,6 +472,7 @@ class Journal:
 
     async def perform_async(self, step: Step, run: Callable[[], Awaitable[Any]]) -> Any:
         """:meth:`perform` for a step whose work is awaited."""
+        __tracebackhide__ = True
         faults.fire("before_call", step.call_id)
         try:
             value = await run()
@@ -563,4 +571,5 @@ def replay(recorded: CallRecord) -> Any:
         ) from exc
     if recorded.status is Status.SUCCEEDED:
         return outcome
+    __tracebackhide__ = True  # the recorded exception is the user's: IPython shows it from their call
     raise outcome

@@ -88,6 +88,7 @@ def run_cell(
     ran: list[bool] = []
 
     def watched() -> tuple[CellOutcome, Any]:
+        __tracebackhide__ = True
         ran.append(True)
         return body()
 

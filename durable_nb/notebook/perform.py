@@ -128,6 +128,7 @@ def perform_cell(
             before_reexecute()
 
         def run() -> dict[str, Any]:
+            __tracebackhide__ = True
             outcome, value = body()
             live.append((outcome, value))
             return outcome.to_payload()

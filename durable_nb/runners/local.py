@@ -46,6 +46,7 @@ def default_run_id(action: Action, value: Any) -> str:
 
 def call_action(action: Action, value: Any, ctx: RunnerContext) -> Any:
     """Call a sync or async action inside an open run."""
+    __tracebackhide__ = True  # IPython leaves durable_nb's own frames out of a user's traceback
     result = action(value, ctx)
     if inspect.isawaitable(result):
         try:
@@ -60,6 +61,7 @@ def call_action(action: Action, value: Any, ctx: RunnerContext) -> Any:
 
 
 async def _await(awaitable: Any) -> Any:
+    __tracebackhide__ = True
     return await awaitable
 
 
@@ -99,6 +101,7 @@ class LocalRunner:
         Without ``run_id`` the id is derived from the action and the input, so a
         second ``run`` with an equal input recovers/replays the first.
         """
+        __tracebackhide__ = True  # IPython leaves durable_nb's own frames out of a user's traceback
         check_action(action)
         rid = run_id if run_id is not None else default_run_id(action, value)
         with open_run(self.store, rid, strict=self.strict) as ctx:
@@ -106,6 +109,7 @@ class LocalRunner:
 
     async def run_async(self, action: Action, value: Any = None, *, run_id: str | None = None) -> Any:
         """``run`` for code already inside an event loop (notebook cells, async apps)."""
+        __tracebackhide__ = True
         check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
         with open_run(self.store, rid, strict=self.strict) as ctx:
