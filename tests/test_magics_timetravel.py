@@ -191,6 +191,33 @@ def test_fork_makes_the_next_run_of_the_cell_continue_from_call_k(ip: Any, magic
     assert "replayed cell" in log.text() and RAN == {"charge": 1, "send_receipt": 2}
 
 
+def test_forking_again_before_the_cell_runs_replaces_the_first_fork(ip: Any, magics: DurableMagics) -> None:
+    """A user who changes their mind (--at 3, then --at 2) gets one fork, from the run that ran; no orphan
+    RUNNING fork with call 0 PENDING is left for ReconcilePanel to offer."""
+    run(ip, "order", ORDER)
+    [original] = cell_runs(magics.store)
+    first, _ = line(ip, "durable_fork", "order --at 3")
+    second, log = line(ip, "durable_fork", "order --at 2")
+    assert f"replaces fork {first!r}, which never ran (removed)" in log.text()
+    assert f"keeps calls 1..1 of {original.run_id!r}" in log.text()  # forked from the run that ran
+    assert magics.store.run(first) is None
+    forked = magics.store.run(second)
+    assert (forked.parent_run_id, forked.forked_at) == (original.run_id, 2)
+    _, log = run(ip, "order", ORDER)
+    assert RAN == {"charge": 1, "send_receipt": 2}  # from call 2 on, as the second fork says
+    assert {r.run_id: r.status.value for r in cell_runs(magics.store)} == {
+        original.run_id: "COMPLETED", second: "COMPLETED"}
+
+
+def test_forking_the_pending_fork_itself_names_the_run_that_made_the_calls(ip: Any, magics: DurableMagics) -> None:
+    run(ip, "order", ORDER)
+    [original] = cell_runs(magics.store)
+    first, _ = line(ip, "durable_fork", "order --at 3")
+    second, log = line(ip, "durable_fork", f"order --at 2 --run {first}")
+    assert magics.store.run(first) is None and f"of {original.run_id!r}" in log.text()
+    assert magics.store.run(second).parent_run_id == original.run_id  # not the removed fork
+
+
 def test_fork_then_edit_moves_the_kept_calls_to_the_edited_cell(ip: Any, magics: DurableMagics) -> None:
     crash_in_receipt(ip)
     line(ip, "durable_fork", "order --at 2")

@@ -97,8 +97,20 @@ def _build_cell_run(store: Store, name: str, run_id: str, args_digest: str, copi
         pass
 
 
+def unrun_fork(store: Store, run: RunRecord) -> bool:
+    """A cell fork nothing has run yet: call 0 PENDING, opened only to be built (``adopt_fork``'s test too)."""
+    if run.parent_run_id is None or run.attempts > 1:
+        return False
+    first = store.call(run.run_id, 0)
+    return first is not None and first.status is Status.PENDING
+
+
 def cell_source_run(store: Store, name: str, run_id: str | None = None) -> RunRecord:
-    """The run a cell fork starts from: ``run_id`` (one of the cell's), else the cell's latest plain run."""
+    """The run a cell fork starts from: ``run_id`` (one of the cell's), else the cell's latest run that ran.
+
+    A fork not run yet is passed over: it holds a prefix of its parent, and the
+    user forking again means the run they saw run, whose calls the journal shows.
+    """
     if run_id is not None:
         run = store.run(run_id)
         if run is None or not belongs_to(run_id, name):
@@ -107,13 +119,14 @@ def cell_source_run(store: Store, name: str, run_id: str | None = None) -> RunRe
     runs = [r for r in store.runs() if r.run_id.startswith(f"cell:{name}:")]
     if not runs:
         raise ValueError(f"no record of cell {name!r} in {store!r}: run the cell first, then fork it")
-    return max(runs, key=lambda r: (r.updated_at, r.created_at))
+    ran = [r for r in runs if not unrun_fork(store, r)] or runs
+    return max(ran, key=lambda r: (r.updated_at, r.created_at))
 
 
 def fork_cell(store: Store, name: str, at: int, run_id: str | None = None) -> tuple[str, RunRecord]:
     """Fork cell ``name``'s latest run (or ``run_id``) so its next run continues from call ``at``.
 
-    Returns the new run id and the source run. ``at`` counts as the journal shows
+    Returns the new run id and the run whose calls it keeps. ``at`` counts as the journal shows
     it: call 0 is the cell, so ``at=1`` keeps none of its inner calls and ``at=3``
     keeps calls 1 and 2. Refused (``ValueError``, nothing written): ``at`` outside
     ``1..number of calls``, or a PENDING call among the kept ones.
@@ -136,8 +149,25 @@ def fork_cell(store: Store, name: str, at: int, run_id: str | None = None) -> tu
     base = source.run_id.split("#", 1)[0]
     _, new_id = attempts(store, base)
     _build_cell_run(store, name, new_id, calls[0].args_digest, kept)
-    store.set_lineage(new_id, source.run_id, at)
-    return new_id, source
+    parent = source
+    if unrun_fork(store, source):  # its kept calls are its parent's: the lineage names the run that made them
+        parent = store.run(source.parent_run_id) or source  # type: ignore[arg-type]
+    store.set_lineage(new_id, parent.run_id, at)
+    return new_id, parent
+
+
+def superseded_forks(store: Store, name: str, new_id: str, pending: str | None) -> list[str]:
+    """Forks of cell ``name`` that can no longer run once ``new_id`` exists: the cell's pending fork
+    (``pending``, replaced) and earlier unrun forks of the same cell version (the next run reopens the
+    latest attempt, ``new_id``). Left, each would stay RUNNING with call 0 PENDING, a recovery nobody needs.
+    """
+    base = new_id.split("#", 1)[0]
+    gone = []
+    for run in store.runs():
+        if run.run_id != new_id and (run.run_id == pending or run.run_id.split("#", 1)[0] == base) \
+                and belongs_to(run.run_id, name) and unrun_fork(store, run):
+            gone.append(run.run_id)
+    return gone
 
 
 def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str | None:
@@ -152,7 +182,7 @@ def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str |
         return fork_id
     calls = store.calls(fork_id)
     run = store.run(fork_id)
-    if run is None or not calls or calls[0].status is not Status.PENDING or run.attempts > 1:
+    if run is None or not unrun_fork(store, run):
         return None
     target = following if latest is not None else cell_run_base(name, args_digest)
     _build_cell_run(store, name, target, args_digest, calls[1:])
@@ -325,10 +355,14 @@ def run_fork(store: Store, name: str, at: int, run_id: str | None, forks: dict[s
         new_id, source = fork_cell(store, name, at, run_id)
     except ValueError as exc:
         raise UsageError(f"%durable_fork {name} --at {at}: {exc}") from None
+    replaced = superseded_forks(store, name, new_id, forks.get(name))
+    for old in replaced:
+        store.delete_run(old)
     forks[name] = new_id
     kept = "none of its calls" if at == 1 else f"calls 1..{at - 1}"
     print(f"durable: forked cell {name!r}: run {new_id!r} keeps {kept} of {source.run_id!r}; the next run of "
-          f"the cell replays them and executes from call {at} on")
+          f"the cell replays them and executes from call {at} on"
+          + "".join(f"\n  replaces fork {old!r}, which never ran (removed)" for old in replaced))
     return new_id
 
 
