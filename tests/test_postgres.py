@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from IPython.core.error import UsageError
 
 import durable_nb as dnb
 from durable_nb.journal.context import open_run
@@ -596,3 +597,120 @@ def test_a_run_id_too_long_for_an_index_key_is_a_value_error_not_a_lost_connecti
     assert ran == [] and store.runs() == []
     assert dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="short") == "1"
     store.close()
+
+
+def test_a_context_that_outlived_a_server_restart_takes_its_lock_again_before_its_next_call(pg_server, pg_dsn):
+    """The run's advisory lock went with the server; the context goes on after a retry. Its next PENDING must
+    not be written without the lock: another process (here another store: another session) could take the run
+    meanwhile and execute that call a second time."""
+    store = dnb.PostgresStore(pg_dsn)
+    executed: list[str] = []
+
+    def step(i: int) -> int:
+        executed.append(f"A:{i}")
+        if i == 0:
+            pg_server.restart()
+        if i == 1:  # while call 1 runs, another process tries the run
+            other = dnb.PostgresStore(pg_dsn)
+            try:
+                dnb.LocalRunner(other).run(lambda _, ctx: ctx.durable_execute(other_step, 1), run_id="outlived")
+            except dnb.RunBusyError:
+                executed.append("B: busy")
+        return i
+
+    def other_step(i: int) -> int:
+        executed.append(f"B:{i}")
+        return i
+
+    def call(ctx: dnb.RunnerContext, i: int) -> int:
+        for _ in range(3):  # what a user who reads "the next call reconnects" writes
+            try:
+                return ctx.durable_execute(step, i)
+            except dnb.JournalUnavailableError:
+                time.sleep(0.2)
+        raise AssertionError("the server did not come back")
+
+    result = dnb.LocalRunner(store).run(lambda _, ctx: [call(ctx, i) for i in range(3)], None, run_id="outlived")
+    assert result == [0, 1, 2]
+    assert executed == ["A:0", "A:1", "B: busy", "A:2"], executed
+    assert [c.result() for c in dnb.PostgresStore(pg_dsn).calls("outlived")] == [0, 1, 2]
+
+
+# ---------------------------------------------------------------- DSNs as users write them, secrets never shown
+
+SECRET = "Zq9@x/y%Secret#?"
+
+
+@pytest.fixture
+def alice_dsn(pg_server: Any, pg_dsn: str) -> str:
+    """The test database, owned by a user whose password has every character a URL must percent-encode."""
+    from urllib.parse import quote
+
+    dbname = pg_dsn.rsplit("/", 1)[1]
+    pg_server.admin("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'alice') THEN "
+                    "CREATE ROLE alice LOGIN; END IF; END $$")
+    pg_server.admin(f"ALTER ROLE alice PASSWORD '{SECRET}'")
+    pg_server.admin(f'ALTER DATABASE "{dbname}" OWNER TO alice')
+    return f"postgresql://alice:{quote(SECRET, safe='')}@{pg_server.host}:{pg_server.port}/{dbname}"
+
+
+def test_mask_dsn_hides_every_password_form() -> None:
+    from durable_nb.stores.dsn import mask_dsn
+
+    shown = [
+        mask_dsn("postgresql://alice:pa%40ss@h:5/db?sslmode=require"),
+        mask_dsn("postgresql://alice:pa/ss@h/db"),  # a raw '/' libpq would refuse: masked all the same
+        mask_dsn("postgresql://alice@h/db?sslpassword=KeyPw&password=Secret"),
+        mask_dsn("host=h dbname=db user=alice password='se cret' sslpassword=KeyPw"),
+        mask_dsn("host=h PASSWORD = Secret port=5"),
+    ]
+    assert shown[0] == "postgresql://alice:***@h:5/db?sslmode=require"
+    assert not any(word in text for text in shown for word in ("pa%40ss", "ss@", "KeyPw", "Secret", "se cret"))
+    assert "dbname=db" in shown[3] and "port=5" in shown[4]
+
+
+def test_open_store_reads_what_libpq_reads(alice_dsn: str, tmp_path: Path, monkeypatch: Any) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    pg_dsn = alice_dsn
+    monkeypatch.chdir(tmp_path)
+    d = conninfo_to_dict(pg_dsn)
+    keyvalue = (f"application_name=mine host={d['host']} port={d['port']} dbname={d['dbname']} "
+                f"user={d['user']} password='{d['password']}'")
+    # A DSN starting with any libpq keyword (not only host=): as a file name it would put the password on disk.
+    assert isinstance(dnb.open_store(keyvalue), dnb.PostgresStore)
+    assert list(tmp_path.iterdir()) == []
+    # No host in the authority (libpq takes it from the query); a space written %20 in options stays a space.
+    url = (f"postgresql://{pg_dsn.split('//', 1)[1].split('@', 1)[0]}@/{d['dbname']}?host={d['host']}&port={d['port']}"
+           f"&options=-c%20statement_timeout%3D4321&durability=transition")
+    store = dnb.open_store(url)
+    assert store.durability == "transition"
+    assert dnb.open_store("  " + pg_dsn + "\n").run("none") is None  # pasted with spaces around
+    with store._conn.cursor() as cur:
+        assert cur.execute("SHOW statement_timeout").fetchone()[0] == "4321ms"
+
+
+def test_no_message_or_repr_shows_the_password(alice_dsn: str, ip: Any) -> None:
+    from durable_nb.notebook.magics import magics_of
+    from durable_nb.runners.flink_env import store_spec
+
+    pg_dsn, password = alice_dsn, alice_dsn.split("@", 1)[0].rsplit(":", 1)[1]  # percent-encoded
+    shown: list[str] = []
+    for bad in (pg_dsn.replace("postgresql://", "postgresql+psycopg://"), " " + pg_dsn.replace("postgresql", "pg")):
+        with pytest.raises(ValueError) as err:
+            dnb.open_store(bad)
+        shown.append(str(err.value))
+    with pytest.raises(ValueError) as err:  # a stray '%' in the password: libpq's own message quotes it
+        dnb.PostgresStore(pg_dsn.replace(f":{password}@", f":{password}%zz@"))
+    shown.append(str(err.value))
+    assert "percent-encode" in shown[-1]
+    m = magics_of(ip)
+    assert m is not None
+    with pytest.raises(UsageError) as usage:  # the server refuses: no such database
+        ip.run_line_magic("durable_store", pg_dsn.rsplit("/", 1)[0] + "/no_such_db")
+    shown.append(str(usage.value))
+    store = dnb.PostgresStore(pg_dsn + "?sslpassword=KeyPw")
+    shown += [repr(store), repr(store_spec(store))]
+    assert "no_such_db" in shown[3] and "PostgresStore(" in shown[4]
+    for text in shown:
+        assert password not in text and "Secret" not in text and "KeyPw" not in text, text

@@ -27,6 +27,7 @@ from ..errors import DurableError, RunBusyError
 from ..journal.replay import check_reconciler
 from ..journal.store import Store
 from ..stores import default_store, open_store
+from ..stores.dsn import mask_dsn
 from . import inputs
 from .inline_magics import has_top_level_await
 from .kernel import run_cell, run_map
@@ -81,7 +82,7 @@ class DurableMagics(Magics):
             try:
                 store = open_store(url)
             except (ValueError, TypeError, OSError, DurableError) as exc:  # DurableError: a directory, not a journal
-                raise UsageError(f"%durable: cannot open store {url!r}: {exc}") from None
+                raise UsageError(f"%durable: cannot open store {mask_dsn(url)!r}: {exc}") from None
             self._opened[url] = store
         return store
 

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +305,7 @@ class StoreSpec:
 
     sqlite_path: str | None
     """The journal file of a SqliteStore, checked before the store is reopened."""
-    pickled: bytes
+    pickled: bytes = field(repr=False)  # it holds the DSN, password included
     """The store itself (its path or DSN and its settings, such as ``durability``)."""
     client_host: str
 

@@ -8,12 +8,12 @@ Backends persist what the replay rules tell them to and nothing else:
 from __future__ import annotations
 
 import os
-import re
 import threading
 import urllib.parse
 from pathlib import Path
 
 from ..journal.store import Store
+from .dsn import LIBPQ_KEYWORDS, mask_dsn
 from .memory import MemoryStore
 from .sqlite import SqliteStore
 
@@ -48,6 +48,8 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
             f"open_store expects a URL or path string (or a Store), got {type(url).__name__} {url!r}; "
             f"e.g. open_store('sqlite:///journal.db') or open_store('memory://')."
         )
+    if text.strip() != text and text.strip().partition(":")[0].lower() in _SCHEMES:
+        text = text.strip()  # a URL pasted with a space around it (a file name would keep its spaces)
     scheme, colon, rest = text.partition(":")
     if colon and scheme.lower() in _SCHEMES:
         text = scheme.lower() + ":" + rest  # URL schemes are case-insensitive
@@ -61,14 +63,16 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
         return MemoryStore.named(name) if name else MemoryStore()
     if text.startswith(("sqlite:", "file:")):
         return _sqlite_from_url(text)
-    if text.startswith(("postgresql://", "postgres://")) or _LIBPQ_KEYWORDS.match(text):
+    if text.startswith(("postgresql://", "postgres://")) or LIBPQ_KEYWORDS.match(text):
         from .postgres import PostgresStore  # psycopg: the optional extra durable_nb[postgres]
 
         # A libpq "host=... dbname=..." string too: as a file name it would put the password on disk.
         return PostgresStore.from_url(text) if "://" in text else PostgresStore(text)
     if "://" in text:
+        shown = mask_dsn(text)
+        dialect = " (drop the SQLAlchemy driver suffix '+...')" if scheme.lower().startswith("postgres") else ""
         raise ValueError(
-            f"open_store: unsupported URL {text!r}; use 'sqlite:///path/to/journal.db', "
+            f"open_store: unsupported URL {shown!r}{dialect}; use 'sqlite:///path/to/journal.db', "
             f"a plain file path, 'memory://', or 'postgresql://user@host:5432/db'."
         )
     if not text.strip():
@@ -79,9 +83,6 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
     return SqliteStore(text)
 
 
-_LIBPQ_KEYWORDS = re.compile(
-    r"\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|connect_timeout)\s*=", re.IGNORECASE
-)
 _SCHEMES = frozenset({"memory", "sqlite", "file", "postgresql", "postgres"})
 _SQLITE_PARAMS = {"mode": ("ro", "rw", "rwc"), "durability": ("call", "transition", "relaxed")}
 

@@ -48,9 +48,10 @@ from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 from ..journal.store import Store, calls_where, check_run_id
 from . import postgres_sql as q
+from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import AdvisoryLocks
-from .postgres_schema import Target, connect_hint, create_or_check, masked
+from .postgres_schema import Target, check_dsn, connect_hint, create_or_check
 
 try:
     import psycopg
@@ -85,6 +86,7 @@ class PostgresStore(Store):
             raise TypeError(f"PostgresStore needs a DSN string like 'postgresql://user@host/db', got {dsn!r}")
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
+        check_dsn(dsn)
         self.dsn = dsn
         self.durability = durability
         self.target = Target.of(dsn)
@@ -105,12 +107,7 @@ class PostgresStore(Store):
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
         """``open_store("postgresql://...?durability=transition")``: the DSN, with durability as a URL parameter."""
-        from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        levels = [v for k, v in query if k == "durability"]
-        dsn = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "durability"])))
+        dsn, levels = without_parameter(url, "durability")
         return cls(dsn, durability=levels[-1] if levels else "call")
 
     def _reset(self) -> None:
@@ -134,7 +131,7 @@ class PostgresStore(Store):
 
     def __repr__(self) -> str:
         extra = "" if self.durability == "call" else f", durability={self.durability!r}"
-        return f"PostgresStore({masked(self.dsn)!r}{extra})"
+        return f"PostgresStore({mask_dsn(self.dsn)!r}{extra})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (self.dsn, self.durability))
@@ -173,8 +170,15 @@ class PostgresStore(Store):
             self._reset()
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
+            if conn is not None:  # lost: the server may have restarted, and the lease session with it
+                self._suspect_leases()
             conn = self._local.conn = self._connect()
         return conn
+
+    def _suspect_leases(self) -> None:
+        locks = getattr(self, "_locks", None)  # None while the store is being made
+        if locks is not None:
+            locks.suspect()
 
     @contextlib.contextmanager
     def _guard(self, doing: str, run_id: str | None = None) -> Iterator[None]:
@@ -215,6 +219,7 @@ class PostgresStore(Store):
             if doing == "connect":
                 hint = connect_hint(reason, self.target)
             else:
+                self._suspect_leases()
                 hint = ("The connection was lost (the server restarted, or the network failed); the next "
                         "call reconnects.")
             raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
@@ -314,7 +319,7 @@ class PostgresStore(Store):
                     rows = self._conn.execute(q.OPEN_RUN, (run_id,)).fetchall()
                 run_row = rows[0][:3] if rows and rows[0][0] is not None else None
                 calls = [r[3:] for r in rows if r[3] is not None]
-                return self._load(run_id, owner, holder, steal, run_row, calls)
+                return self._load(run_id, owner, holder, steal, run_row, calls, locked)
             except BaseException:
                 with self._cond:
                     still_ours = self._by_run.get(run_id) in (None, holder)
@@ -323,10 +328,10 @@ class PostgresStore(Store):
                 raise
 
     def _load(self, run_id: str, owner: str, holder: str | None, steal: bool, run_row: Any,
-              call_rows: list[Any]) -> list[CallRecord]:
+              call_rows: list[Any], locked: bool) -> list[CallRecord]:
         """The lease and the run's calls, read under its lock (``run_row``, ``call_rows``: read with it)."""
         conn = self._conn
-        lease = Lease(run_id, owner, None if run_row is None else int(run_row[0]))
+        lease = Lease(run_id, owner, None if run_row is None else int(run_row[0]), os_locked=locked)
         status = None if run_row is None else RunStatus(run_row[2])
         if steal or (run_row is not None and run_row[1] is not None):
             # Someone claimed it and never closed it (a crash), or we steal it from a live holder:
@@ -434,6 +439,12 @@ class PostgresStore(Store):
     ) -> None:
         """One statement where it can be: held outcomes, run ends held in a boundary, claim and PENDING."""
         lease = self._lease(run_id, owner)
+        if lease.os_locked:
+            with self._guard(f"write call {index}", run_id):
+                locked = self._locks.ensure(run_id)
+            if not locked:
+                raise self._lost(lease, "its lock went with its connection (the server restarted?) and another "
+                                 "process holds the run now")
         held = self._outcomes.take(run_id)
         closing = self._outcomes.take_closing()
         pending = (run_id, index, call_id, args_digest, started_at, run_id, lease.owner)

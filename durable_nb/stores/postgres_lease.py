@@ -17,6 +17,13 @@ The lock says who may take a run over; the journal's ``runs.owner`` column
 (checked inside every write transaction, see :class:`~durable_nb.journal.lease.Lease`)
 is the fence, so a context whose lock was lost (its lease connection broke) and
 whose run was taken over writes nothing.
+
+A context whose lock was lost but whose run was *not yet* taken over must not go
+on either: its next PENDING would pass the fence, and another process could then
+take the run (its lock is free) and execute that call a second time. So before
+every PENDING the store asks :meth:`AdvisoryLocks.ensure`: after any sign that the
+server restarted (a connection of the store broke) the lease session is checked,
+and a lock lost with it is taken again, or the context has lost its run.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class AdvisoryLocks:
         self._held: set[str] = set()
         self._release: set[str] = set()
         """Held runs whose contexts ended and whose ends are durable: unlocked with the next lock taken."""
+        self._suspect = False
+        """A connection of the store broke: the lease session may have died with the server."""
         self._mu = threading.Lock()
 
     def _connection(self) -> Any:
@@ -82,6 +91,31 @@ class AdvisoryLocks:
             conn = self._conn
             return (run_id in self._held and run_id not in self._release and conn is not None
                     and not conn.closed and not conn.broken)
+
+    def suspect(self) -> None:
+        """A connection of the store was lost (the server may have restarted): check the lease session next."""
+        self._suspect = True
+
+    def ensure(self, run_id: str) -> bool:
+        """Whether this session holds the run's lock now, taking it again if the session was lost.
+
+        Called before a PENDING of a context that opened the run under its lock. A
+        lock taken again is only a right to try: the write's owner fence still
+        refuses it if another context took the run over in between.
+        """
+        with self._mu:
+            conn = self._conn
+            if self._suspect and conn is not None and not conn.closed and not conn.broken:
+                self._suspect = False
+                try:
+                    conn.execute("SELECT 1")  # a session the server lost fails here, and is marked broken
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+            conn = self._conn
+            if run_id in self._held and conn is not None and not conn.closed and not conn.broken:
+                return True
+        return self.try_lock(run_id)
 
     def try_lock(self, run_id: str) -> bool:
         """Take the run's lock unless another session holds it (True if held now)."""

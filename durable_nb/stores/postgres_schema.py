@@ -91,23 +91,24 @@ class Target:
         return f"database {self.dbname!r} on {self.host}:{self.port} (user {self.user!r})"
 
 
-def masked(dsn: str) -> str:
-    """The DSN with its password replaced by ``***``, for repr and messages."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+def check_dsn(dsn: str) -> None:
+    """A ValueError, password never shown, for a DSN libpq cannot read (psycopg's own error may quote it)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    from .dsn import mask_dsn
 
     try:
-        d = conninfo_to_dict(dsn)
-    except Exception:
-        return "<unparsable DSN>"
-    if "password" not in d:
-        return dsn
-    if "://" in dsn:
-        scheme, rest = dsn.split("://", 1)
-        creds, at, tail = rest.rpartition("@")
-        if at and ":" in creds:
-            return f"{scheme}://{creds.split(':', 1)[0]}:***@{tail}"
-    d["password"] = "***"
-    return make_conninfo("", **d)
+        conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        reason = str(exc).split('"', 1)[0].strip().rstrip(":")  # what follows may be a piece of the password
+        hint = ("percent-encode special characters of a password in a URL (urllib.parse.quote(password, "
+                "safe='')), or write key=value pairs: host=... dbname=... user=... password='...'")
+        if "query parameter" in reason:
+            reason = str(exc)  # the parameter's name
+            hint = ("URL parameters are libpq's keywords (sslmode=, connect_timeout=, ...) and durability=; "
+                    "a schema is chosen with options=-csearch_path%3Dname")
+        raise ValueError(f"PostgresStore: cannot read the DSN {mask_dsn(dsn)!r}: {reason}; {hint}") from None
 
 
 def connect_hint(message: str, target: Target) -> str:
