@@ -291,8 +291,9 @@ class JournalUnavailableError(DurableError, ConnectionError):
         self.reason = reason
         self.hint = hint
         run = f" (run {run_id!r})" if run_id else ""
-        after = (" Everything committed before stays in the journal: once the server is back, run the "
-                 "action again and it replays and recovers from there." if run_id else "")
+        after = (" Everything committed before stays in the journal: once it can be written again (the server "
+                 "is back, or the user may write), run the action again and it replays and recovers from there."
+                 if run_id else "")
         super().__init__(f"could not {doing}{run}: the PostgreSQL journal, {where}, is unavailable: "
                          f"{reason}. {hint}{after}".rstrip())
 

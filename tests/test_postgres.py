@@ -714,3 +714,20 @@ def test_no_message_or_repr_shows_the_password(alice_dsn: str, ip: Any) -> None:
     assert "no_such_db" in shown[3] and "PostgresStore(" in shown[4]
     for text in shown:
         assert password not in text and "Secret" not in text and "KeyPw" not in text, text
+
+
+def test_a_user_who_may_only_read_is_told_about_the_write_that_was_refused(pg_server: Any, pg_dsn: str) -> None:
+    """Not about the run's close failing the same way afterwards (that error hid the first one)."""
+    dnb.PostgresStore(pg_dsn).close()  # the journal's tables, created by their owner
+    dbname = pg_dsn.rsplit("/", 1)[1]
+    reader = "reader_" + dbname[-20:]
+    admin = psycopg.connect(pg_dsn, autocommit=True)
+    admin.execute(f"CREATE ROLE {reader} LOGIN PASSWORD 'r'")
+    admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}")
+    admin.close()
+    ran: list[int] = []
+    store = dnb.PostgresStore(f"postgresql://{reader}:r@{pg_server.host}:{pg_server.port}/{dbname}")
+    with pytest.raises(dnb.JournalUnavailableError) as err:
+        dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(ran.append, 1), None, run_id="read-only")
+    assert "write call 0" in str(err.value) and "GRANT" in str(err.value), str(err.value)
+    assert ran == []

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
-from ..errors import AwaitingInput, JournalWriteError, NonDeterminismError, RecordDecodeError
+from ..errors import AwaitingInput, JournalUnavailableError, JournalWriteError, NonDeterminismError, RecordDecodeError
 from .lease import end_owner, new_owner
 from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
 from .records import CallRecord, RunStatus
@@ -324,8 +324,12 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
                 # Not discard_unreached(): an action that fails early (a transient error before
                 # its first durable call) must not throw away calls a later recovery will reach.
                 waiting = ctx.journal.awaiting
+                # When the journal failed already, the error being raised (the first write refused) says
+                # more than the close failing the same way; otherwise a journal that is down now is news.
+                same_trouble = (JournalWriteError, JournalUnavailableError) if issubclass(
+                    exc_type, (JournalWriteError, JournalUnavailableError)) else JournalWriteError
                 try:  # the lease is released even when the journal cannot be written (disk full)
-                    with contextlib.suppress(JournalWriteError):  # the error being raised says more
+                    with contextlib.suppress(same_trouble):
                         store.close_run(run_id, owner, RunStatus.FAILED if waiting is None else RunStatus.WAITING)
                 finally:
                     end_owner(owner)

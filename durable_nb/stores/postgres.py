@@ -212,7 +212,9 @@ class PostgresStore(Store):
             user, db = self.target.user, self.target.dbname
             hint = (f"Let user {user!r} create and write the journal's tables: make it the database's owner "
                     f"(CREATE DATABASE \"{db}\" OWNER \"{user}\") or GRANT CREATE, USAGE ON SCHEMA public TO "
-                    f"\"{user}\" (PostgreSQL 15 no longer lets every user create tables in public).")
+                    f"\"{user}\" (PostgreSQL 15 no longer lets every user create tables in public). If another "
+                    f"user created the tables, GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
+                    f"public TO \"{user}\" (or make {user!r} their owner).")
             raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             reason = " ".join(str(exc).split())
