@@ -8,7 +8,8 @@ more): each run starts from the memory it first started from, not from what it
 wrote itself the last time (then its actions would see other values, its durable
 calls would not match, and the journal would be discarded and the calls repeated).
 
-* A run seen for the first time starts from the key's current memory.
+* A run seen for the first time starts from the memory the key's latest run left
+  (an earlier input run again in between does not rewind it).
 * A run seen before starts from the memory its first attempt started from: kept
   for a key's first run always, for the last :data:`SNAPSHOTS` runs otherwise. Without
   that copy, a run next in line after the last one that finished starts from the current memory.
@@ -39,6 +40,10 @@ class _Key:
     """Run id -> its position among the key's runs, in the order first seen."""
     done: int = -1
     """Position of the run whose memory ``current`` is."""
+    latest: dict[str, Any] = field(default_factory=dict)
+    """The memory the key's latest run (by position) left when it finished: where a new run starts."""
+    latest_done: int = -1
+    """Position of that run."""
     first: dict[str, Any] | None = None
     """The memory the key's first run started from."""
 
@@ -59,7 +64,7 @@ class MemoryByKey:
         position = state.order.get(run_id)
         if position is None:
             position = state.order[run_id] = len(state.order)
-            start = state.current
+            start = state.latest
             snapshot = copy.deepcopy(start)
             if position == 0:
                 state.first = snapshot
@@ -78,6 +83,8 @@ class MemoryByKey:
         memory = copy.deepcopy(start)  # a run that does not finish leaves the key's memory as it found it
         yield memory
         state.current, state.done = memory, position
+        if position >= state.latest_done:  # an earlier input run again does not rewind what a new input sees
+            state.latest, state.latest_done = memory, position
 
     def _keep(self, name: Any, run_id: str, snapshot: dict[str, Any]) -> None:
         self._started[(name, run_id)] = snapshot

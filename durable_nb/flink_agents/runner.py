@@ -13,7 +13,7 @@ from flink_agents.plan.configuration import AgentConfiguration
 from ..journal.digest import digest_value
 from ..journal.store import Store
 from ..runners.local import LocalRunner
-from ..runners.mapping import Key, run_id_for
+from ..runners.mapping import Key, key_text, run_id_for
 from .driver import AgentAction, KeyedInput
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ class AgentRunner:
         self.runner = runner
         self.config = config
         self.name = name or f"{cls.__module__}.{cls.__qualname__}"
+        self._inputs_by_key: dict[str, list[str]] = {}
+        """Per key, the digests of the inputs ``run`` was given, in the order first seen: input n is ``#n``."""
         self._compile()
 
     def _compile(self) -> None:
@@ -102,19 +104,30 @@ class AgentRunner:
         return self.runner.store  # type: ignore[no-any-return]
 
     def run_id(self, input: Any, key: Any = None) -> str:
-        """The run id ``run(input, key=key)`` uses: ``"{name}/{key}#0"``, from the key the user gives.
+        """The run id ``run(input, key=key)`` uses: ``"{name}/{key}#{n}"``, the key's n-th input.
 
-        The id ``map`` gives the first input with that key, so ``run`` recovers or
-        replays what ``map`` started and the other way round (Flink Agents' event ids
-        would make every attempt a new run). Without a key, the input's digest names
-        the run, as ``LocalRunner.run`` does. Another input under a key already used
-        is the same run with other calls: durable_nb's non-determinism rule applies
-        (the old calls are discarded with a ``NonDeterminismWarning``); give it
-        another key, or ``run_id=``.
+        As in Flink Agents, where each event of a key is a run of its own and the key's
+        short-term memory carries from one to the next, the inputs ``run`` is given under
+        one key are numbered in the order this runner first sees them: the first is
+        ``#0`` (the id ``map`` gives the first input with that key, so ``run`` recovers
+        or replays what ``map`` started and the other way round), another input is
+        ``#1``, and an input given again is its own run again (replayed). Run the
+        key's inputs in the same order after a kernel restart (as *Run All* does) and
+        they get the same ids; otherwise pass ``run_id=``. Without a key, the input's
+        digest names the run, as ``LocalRunner.run`` does.
         """
+        return self._run_id(input, key, remember=False)
+
+    def _run_id(self, input: Any, key: Any, *, remember: bool) -> str:
+        digest = digest_value(input)
         if key is None:
-            return f"{self.name}/{digest_value(input)[:16]}"
-        return run_id_for(self.name, key, 0)
+            return f"{self.name}/{digest[:16]}"
+        seen = self._inputs_by_key.setdefault(key_text(key), [])
+        if digest not in seen:
+            if not remember:
+                return run_id_for(self.name, key, len(seen))
+            seen.append(digest)
+        return run_id_for(self.name, key, seen.index(digest))
 
     def run(self, input: Any, *, key: Any = None, run_id: str | None = None) -> list[Any]:
         """Run the agent on one input; the ``output`` of every ``OutputEvent`` it sent, in order.
@@ -123,7 +136,7 @@ class AgentRunner:
         nothing runs again: every durable call comes from the journal). An exception
         from an action fails the run and propagates.
         """
-        rid = run_id if run_id is not None else self.run_id(input, key)
+        rid = run_id if run_id is not None else self._run_id(input, key, remember=True)
         return self.runner.run(self.action, KeyedInput(input, key), run_id=rid)  # type: ignore[no-any-return]
 
     def map(self, inputs: Any, *, key: Key = None, **options: Any) -> pd.DataFrame:

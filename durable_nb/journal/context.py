@@ -326,10 +326,10 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
                 waiting = ctx.journal.awaiting
                 # When the journal failed already, the error being raised (the first write refused) says
                 # more than the close failing the same way; otherwise a journal that is down now is news.
-                same_trouble = (JournalWriteError, JournalUnavailableError) if issubclass(
-                    exc_type, (JournalWriteError, JournalUnavailableError)) else JournalWriteError
+                failed = issubclass(exc_type, (JournalWriteError, JournalUnavailableError))
+                also = (JournalUnavailableError,) if failed else ()
                 try:  # the lease is released even when the journal cannot be written (disk full)
-                    with contextlib.suppress(same_trouble):
+                    with contextlib.suppress(JournalWriteError, *also):
                         store.close_run(run_id, owner, RunStatus.FAILED if waiting is None else RunStatus.WAITING)
                 finally:
                     end_owner(owner)

@@ -131,8 +131,9 @@ def test_run_ids_come_from_the_key_as_in_map_not_from_event_ids(store, ledger):
     assert runner.map(A.NUMBERS, key=lambda r: f"n{r['id']}")["key"].tolist() == ["n1", "n2"]
     assert len(A.ledger_lines(ledger)) == 2 + 4 + 4
 
-    with pytest.warns(dnb.NonDeterminismWarning):  # another input under a used key: the same run, other calls
-        assert runner.run({"id": 1, "value": 4}, key="k1") == [A.ExecuteTestOutput(id=1, result=18)]
+    # another input under a used key is the key's next run, as the next event of a key is in Flink Agents
+    assert runner.run_id({"id": 1, "value": 4}, key="k1") == "calc/k1#1"
+    assert runner.run({"id": 1, "value": 4}, key="k1") == [A.ExecuteTestOutput(id=1, result=18)]
     assert runner.run({"id": 5, "value": 5}, run_id="explicit") == [A.ExecuteTestOutput(id=5, result=20)]
 
 
@@ -299,6 +300,44 @@ def test_short_term_memory_is_kept_per_key_and_a_crashed_run_leaves_it_as_it_fou
         runner.run("c", key="other")
     assert runner.run("c", key="other") == [0]  # no NonDeterminismWarning: the recovery saw visits == 0
     assert runner.run("d", key="third") == [0]
+
+
+RATES = [1.10, 1.25, 1.40]
+fetched: list[float] = []
+
+
+def fetch_rate() -> float:
+    """A call whose arguments do not depend on the input: only the run id tells two inputs apart."""
+    fetched.append(RATES[len(fetched)])
+    return fetched[-1]
+
+
+class CountingAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        n = (ctx.short_term_memory.get("n") or 0) + 1
+        ctx.short_term_memory.set("n", n)
+        ctx.send_event(OutputEvent(output=(InputEvent.from_event(event).input, n, ctx.durable_execute(fetch_rate))))
+
+
+def test_each_input_of_a_key_given_to_run_is_a_run_of_its_own_and_sees_the_memory_before_it(store):
+    """Flink Agents' short-term memory is shared by the runs of one key; each input is a run. Before, a second
+    input under a used key reopened the first input's run and, its calls matching, replayed its results."""
+    fetched.clear()
+    runner = AgentRunner(CountingAgent(), dnb.LocalRunner(store), name="count")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        assert runner.run("q1", key="acct") == [("q1", 1, 1.10)]
+        assert runner.run("q2", key="acct") == [("q2", 2, 1.25)]
+        assert runner.run("q1", key="acct") == [("q1", 1, 1.10)]  # given again: its own run, replayed
+        assert runner.run("q3", key="acct") == [("q3", 3, 1.40)]
+    assert sorted(r.run_id for r in store.runs()) == ["count/acct#0", "count/acct#1", "count/acct#2"]
+    # a new kernel that runs the inputs in the same order (Run All) gets the same ids: everything replays
+    again = AgentRunner(CountingAgent(), dnb.LocalRunner(store), name="count")
+    assert [again.run(q, key="acct") for q in ("q1", "q2", "q3")] == [
+        [("q1", 1, 1.10)], [("q2", 2, 1.25)], [("q3", 3, 1.40)]]
+    assert fetched == RATES  # each fetched once
 
 
 asked: list[str] = []
