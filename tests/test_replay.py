@@ -8,6 +8,8 @@ the right value" alone cannot tell a replay from a re-execution.
 from __future__ import annotations
 
 import collections
+import warnings
+from typing import Any
 
 import pytest
 
@@ -293,6 +295,48 @@ def test_two_lambdas_with_the_same_default_id_do_not_replay_each_other(store):
         assert ctx.durable_execute(lambda: "refund") == "refund"
     (rec,) = store.calls("l")
     assert rec.call_id.endswith("<lambda>") and rec.result() == "refund"
+
+
+def test_a_lambda_over_another_record_does_not_replay_the_first_records_call(store):
+    """The README's batch example: the second batch's c1 record gets the first batch's run id; a lambda
+    reading the record must not match the first record's call (order 202 was never charged)."""
+    charged: list[int] = []
+
+    def charge(order: int, amount: int) -> str:
+        charged.append(order)
+        return f"charged {order} {amount}"
+
+    def place(o: dict[str, Any], ctx: dnb.RunnerContext) -> str:
+        return ctx.durable_execute(lambda: charge(o["order"], o["amount"]))
+
+    runner = dnb.LocalRunner(store)
+    assert runner.map(place, [{"customer": "c1", "order": 101, "amount": 5}], key="customer").result.tolist() \
+        == ["charged 101 5"]
+    with pytest.warns(dnb.NonDeterminismWarning):
+        second = runner.map(place, [{"customer": "c1", "order": 202, "amount": 7}], key="customer")
+    assert second.result.tolist() == ["charged 202 7"] and charged == [101, 202]
+
+
+def test_a_closure_keeps_its_identity_while_the_data_it_changes_itself_grows(store):
+    def memoized():
+        seen: dict[int, int] = {}
+        log: list[int] = []
+
+        def square(x: int) -> int:
+            log.append(x)
+            if x not in seen:
+                seen[x] = x * x
+            return seen[x]
+        return square
+
+    square = memoized()
+    runner = dnb.LocalRunner(store)
+    with runner.context("memo") as ctx:
+        assert ctx.durable_execute(square, 3) == 9
+    square(4)  # its own cache and log changed since
+    with warnings.catch_warnings(), runner.context("memo") as ctx:
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        assert ctx.durable_execute(square, 3) == 9  # replayed, not a mismatch
 
 
 def test_two_closures_from_one_factory_do_not_replay_each_other(store):

@@ -313,18 +313,24 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
 
     Lambdas and closures share a default id (``mod.<lambda>``, ``mod.factory.<locals>.f``);
     this fingerprint keeps two of them from replaying each other's results. Captured
-    immutable values (``make_sender("sms")``) count by value, captured mutable objects
-    only by type, so a closure over a client or a cache keeps its identity as they change.
-    Variables the closure rebinds itself (``nonlocal count; count += 1``) are its
-    state, not its inputs: only their names take part, so calling it does not
-    change its identity.
+    immutable values (``make_sender("sms")``) count by value, and so does captured
+    plain data (a record: dicts, lists and sets of plain values, up to
+    :data:`CAPTURED_BY_VALUE` items) that the closure only reads: ``lambda:
+    charge(order["id"])`` is another call for another order, as the same call with
+    the order as its argument would be. Other objects (a client), and containers
+    the closure changes itself (a cache it writes to), count only by type, so the
+    closure keeps its identity as they change. Variables the closure rebinds itself
+    (``nonlocal count; count += 1``) are its state, not its inputs: only their
+    names take part, so calling it does not change its identity.
     """
     parts: list[bytes] = []
     code = getattr(func, "__code__", None)
     own_state: set[str] = set()
+    changed: set[str] = set()
     if code is not None:
         _encode_code(code, parts, 0)
         own_state = _rebound(code) & set(code.co_freevars)
+        changed = _changed_in_place(code) & set(code.co_freevars)
     defaults = getattr(func, "__defaults__", None)
     if defaults:
         _encode(defaults, parts)
@@ -345,6 +351,9 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
                 continue
             if _is_plain_value(value):
                 _encode(value, parts)
+            elif (position >= len(names) or names[position] not in changed) and _is_plain_data(value):
+                parts.append(b"d")
+                _encode(value, parts)
             elif callable(value) and hasattr(value, "__qualname__"):
                 parts.append(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
             else:
@@ -364,6 +373,59 @@ def _is_plain_value(value: Any, depth: int = 0) -> bool:
     if isinstance(value, (tuple, frozenset)) and depth < 4:
         return all(_is_plain_value(v, depth + 1) for v in value)
     return False
+
+
+CAPTURED_BY_VALUE = 10_000
+"""Items (counted through nested containers) up to which captured plain data counts by value."""
+
+_MUTATORS = frozenset({
+    "append", "extend", "insert", "remove", "pop", "popitem", "clear", "update", "setdefault", "add",
+    "discard", "sort", "reverse", "__setitem__", "__delitem__", "intersection_update", "difference_update",
+    "symmetric_difference_update", "__iadd__", "__ior__",
+})
+
+
+def _is_plain_data(value: Any) -> bool:
+    """A dict, list or set holding only plain values (nested up to 4 deep), at most CAPTURED_BY_VALUE items."""
+    budget = [CAPTURED_BY_VALUE]
+
+    def plain(v: Any, depth: int) -> bool:
+        if _is_plain_value(v):
+            return True
+        if depth >= 4 or type(v) not in (dict, list, set, tuple, frozenset):
+            return False
+        budget[0] -= len(v)
+        if budget[0] < 0:
+            return False
+        items = [x for kv in v.items() for x in kv] if type(v) is dict else v
+        return all(plain(x, depth + 1) for x in items)
+
+    return type(value) in (dict, list, set) and plain(value, 0)
+
+
+def _changed_in_place(code: Any, depth: int = 0) -> set[str]:
+    """Free variables a function (or one nested in it) may change in place: a mutating method called on
+    one, or any item or attribute assignment in the function (then every free variable it reads counts)."""
+    loaded: set[str] = set()
+    names: set[str] = set()
+    stores_items = False
+    previous = None
+    for ins in dis.get_instructions(code):
+        if ins.opname == "LOAD_DEREF" and isinstance(ins.argval, str):
+            loaded.add(ins.argval)
+        elif (ins.opname in ("LOAD_METHOD", "LOAD_ATTR") and ins.argval in _MUTATORS and previous is not None
+              and previous.opname == "LOAD_DEREF"):
+            names.add(previous.argval)
+        elif ins.opname in ("STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR", "DELETE_ATTR"):
+            stores_items = True
+        previous = ins
+    if stores_items:
+        names |= loaded
+    if depth < 8:
+        for const in code.co_consts:
+            if hasattr(const, "co_code"):
+                names |= _changed_in_place(const, depth + 1) & set(const.co_freevars)
+    return names
 
 
 def _rebound(code: Any, depth: int = 0) -> set[str]:
