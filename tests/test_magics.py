@@ -544,7 +544,7 @@ def test_a_cell_that_changes_its_input_in_place_is_warned_that_running_it_again_
         ("calc --bogus", "unrecognized arguments: --bogus"),
         ("'a b'", "NAME must be an identifier"),
         ("{n}", "NAME must be an identifier, got '{n}'"),  # @no_var_expand: no substitution
-        ("calc --reconciler 42", "zero-argument callable"),
+        ("calc --reconciler 42", "reconciler must be callable"),
         ('calc --reconciler "lambda order: order"', "no arguments"),
         ("calc --reconciler nowhere", "could not be evaluated (NameError"),
         ("calc --key id", "--key only makes sense with --map"),

@@ -126,16 +126,16 @@ def check_reconciler(reconciler: Any, *, awaited: bool = False) -> None:
         )
     if not callable(reconciler):
         raise TypeError(
-            f"reconciler must be a zero-argument callable, got {type(reconciler).__name__} {reconciler!r}; "
+            f"reconciler must be callable (with no arguments), got {type(reconciler).__name__} {reconciler!r}; "
             f"write reconciler=lambda: lookup(order_id)."
         )
     try:
         inspect.signature(reconciler).bind()
     except TypeError:
         raise TypeError(
-            f"reconciler {getattr(reconciler, '__qualname__', reconciler)!r} must be callable with no "
-            f"arguments (it runs during recovery, when the original arguments are not passed again); "
-            f"capture what it needs: reconciler=lambda: lookup(order_id)."
+            f"reconciler must be a callable that takes no arguments: "
+            f"{getattr(reconciler, '__qualname__', reconciler)!r} needs some (it runs during recovery, when the "
+            f"original arguments are not passed again); capture what it needs: reconciler=lambda: lookup(order_id)."
         ) from None
     except ValueError:  # builtins without a signature: let them be
         return
