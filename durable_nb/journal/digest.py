@@ -46,6 +46,7 @@ import contextvars
 import dataclasses
 import dis
 import enum
+import functools
 import hashlib
 import pickle
 import types
@@ -325,12 +326,11 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
     """
     parts: list[bytes] = []
     code = getattr(func, "__code__", None)
-    own_state: set[str] = set()
-    changed: set[str] = set()
+    own_state: frozenset[str] = frozenset()
+    changed: frozenset[str] = frozenset()
     if code is not None:
-        _encode_code(code, parts, 0)
-        own_state = _rebound(code) & set(code.co_freevars)
-        changed = _changed_in_place(code) & set(code.co_freevars)
+        encoded, own_state, changed = _code_facts(code)
+        parts.append(encoded)
     defaults = getattr(func, "__defaults__", None)
     if defaults:
         _encode(defaults, parts)
@@ -373,6 +373,19 @@ def _is_plain_value(value: Any, depth: int = 0) -> bool:
     if isinstance(value, (tuple, frozenset)) and depth < 4:
         return all(_is_plain_value(v, depth + 1) for v in value)
     return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_facts(code: Any) -> tuple[bytes, frozenset[str], frozenset[str]]:
+    """A code object's encoding, the free variables it rebinds, and those it may change in place.
+
+    Cached per code object: a closure is fingerprinted on every durable call, and
+    reading its bytecode costs more than the rest of the fingerprint.
+    """
+    parts: list[bytes] = []
+    _encode_code(code, parts, 0)
+    free = set(code.co_freevars)
+    return b"".join(parts), frozenset(_rebound(code) & free), frozenset(_changed_in_place(code) & free)
 
 
 CAPTURED_BY_VALUE = 10_000

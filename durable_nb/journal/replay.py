@@ -571,5 +571,4 @@ def replay(recorded: CallRecord) -> Any:
         ) from exc
     if recorded.status is Status.SUCCEEDED:
         return outcome
-    __tracebackhide__ = True  # the recorded exception is the user's: IPython shows it from their call
     raise outcome
