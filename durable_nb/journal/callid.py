@@ -15,7 +15,8 @@ import types
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from .digest import _encoded, fingerprint_code
+from .digest import _encoded
+from .fingerprint import fingerprint_code
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import cloudpickle
 
-from .digest import fingerprint_code
+from .fingerprint import fingerprint_code
 
 FORMAT = "pickle"
 PREVIEW_LIMIT = 200

@@ -15,7 +15,8 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from ..journal.digest import digest_value, fingerprint_code
+from ..journal.digest import digest_value
+from ..journal.fingerprint import fingerprint_code
 from ..runners.isolation import immutable
 
 _HIDDEN_HISTORY = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "In", "Out", "_ih", "_oh", "_dh"})
