@@ -5,7 +5,7 @@ and closures share a default call id (``mod.<lambda>``, ``mod.factory.<locals>.f
 so the replay rules mix this fingerprint into the argument digest; the notebook
 layer uses it to tell an edited helper from the one a cell was recorded with, and
 the codec to recognise a notebook function it pickled. It reads bytecode (which
-free variables a closure rebinds or changes in place), once per code object.
+free variables a closure rebinds), once per code object.
 """
 
 from __future__ import annotations
@@ -25,22 +25,20 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
 
     Lambdas and closures share a default id (``mod.<lambda>``, ``mod.factory.<locals>.f``);
     this fingerprint keeps two of them from replaying each other's results. Captured
-    immutable values (``make_sender("sms")``) count by value, and so does captured
-    plain data (a record: dicts, lists and sets of plain values, up to
-    :data:`CAPTURED_BY_VALUE` items) that the closure only reads: ``lambda:
-    charge(order["id"])`` is another call for another order, as the same call with
-    the order as its argument would be. Other objects (a client), and containers
-    the closure changes itself (a cache it writes to), count only by type, so the
-    closure keeps its identity as they change. Variables the closure rebinds itself
+    immutable values (``make_sender("sms")``) count by value, captured mutable objects
+    (a dict, a list, a client, a cache) only by type, so a closure keeps its identity
+    as they change: whether the closure or anything else changes them, and however
+    (``heapq.heappush(heap, v)``, an alias, a helper), cannot be told from its code,
+    and walking a large one on every call would cost milliseconds. Pass what tells
+    two calls apart as an argument. Variables the closure rebinds itself
     (``nonlocal count; count += 1``) are its state, not its inputs: only their
     names take part, so calling it does not change its identity.
     """
     parts: list[bytes] = []
     code = getattr(func, "__code__", None)
     own_state: frozenset[str] = frozenset()
-    changed: frozenset[str] = frozenset()
     if code is not None:
-        encoded, own_state, changed = _code_facts(code)
+        encoded, own_state = _code_facts(code)
         parts.append(encoded)
     defaults = getattr(func, "__defaults__", None)
     if defaults:
@@ -61,9 +59,6 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
                 parts.append(b"<empty>")
                 continue
             if _is_plain_value(value):
-                _encode(value, parts)
-            elif (position >= len(names) or names[position] not in changed) and _is_plain_data(value):
-                parts.append(b"d")
                 _encode(value, parts)
             elif callable(value) and hasattr(value, "__qualname__"):
                 parts.append(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
@@ -87,8 +82,8 @@ def _is_plain_value(value: Any, depth: int = 0) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _code_facts(code: Any) -> tuple[bytes, frozenset[str], frozenset[str]]:
-    """A code object's encoding, the free variables it rebinds, and those it may change in place.
+def _code_facts(code: Any) -> tuple[bytes, frozenset[str]]:
+    """A code object's encoding and the free variables it rebinds.
 
     Cached per code object: a closure is fingerprinted on every durable call, and
     reading its bytecode costs more than the rest of the fingerprint.
@@ -96,60 +91,7 @@ def _code_facts(code: Any) -> tuple[bytes, frozenset[str], frozenset[str]]:
     parts: list[bytes] = []
     _encode_code(code, parts, 0)
     free = set(code.co_freevars)
-    return b"".join(parts), frozenset(_rebound(code) & free), frozenset(_changed_in_place(code) & free)
-
-
-CAPTURED_BY_VALUE = 10_000
-"""Items (counted through nested containers) up to which captured plain data counts by value."""
-
-_MUTATORS = frozenset({
-    "append", "extend", "insert", "remove", "pop", "popitem", "clear", "update", "setdefault", "add",
-    "discard", "sort", "reverse", "__setitem__", "__delitem__", "intersection_update", "difference_update",
-    "symmetric_difference_update", "__iadd__", "__ior__",
-})
-
-
-def _is_plain_data(value: Any) -> bool:
-    """A dict, list or set holding only plain values (nested up to 4 deep), at most CAPTURED_BY_VALUE items."""
-    budget = [CAPTURED_BY_VALUE]
-
-    def plain(v: Any, depth: int) -> bool:
-        if _is_plain_value(v):
-            return True
-        if depth >= 4 or type(v) not in (dict, list, set, tuple, frozenset):
-            return False
-        budget[0] -= len(v)
-        if budget[0] < 0:
-            return False
-        items = [x for kv in v.items() for x in kv] if type(v) is dict else v
-        return all(plain(x, depth + 1) for x in items)
-
-    return type(value) in (dict, list, set) and plain(value, 0)
-
-
-def _changed_in_place(code: Any, depth: int = 0) -> set[str]:
-    """Free variables a function (or one nested in it) may change in place: a mutating method called on
-    one, or any item or attribute assignment in the function (then every free variable it reads counts)."""
-    loaded: set[str] = set()
-    names: set[str] = set()
-    stores_items = False
-    previous = None
-    for ins in dis.get_instructions(code):
-        if ins.opname == "LOAD_DEREF" and isinstance(ins.argval, str):
-            loaded.add(ins.argval)
-        elif (ins.opname in ("LOAD_METHOD", "LOAD_ATTR") and ins.argval in _MUTATORS and previous is not None
-              and previous.opname == "LOAD_DEREF"):
-            names.add(previous.argval)
-        elif ins.opname in ("STORE_SUBSCR", "DELETE_SUBSCR", "STORE_ATTR", "DELETE_ATTR"):
-            stores_items = True
-        previous = ins
-    if stores_items:
-        names |= loaded
-    if depth < 8:
-        for const in code.co_consts:
-            if hasattr(const, "co_code"):
-                names |= _changed_in_place(const, depth + 1) & set(const.co_freevars)
-    return names
+    return b"".join(parts), frozenset(_rebound(code) & free)
 
 
 def _rebound(code: Any, depth: int = 0) -> set[str]:
