@@ -13,7 +13,7 @@ from flink_agents.plan.configuration import AgentConfiguration
 from ..journal.digest import digest_value
 from ..journal.store import Store
 from ..runners.local import LocalRunner
-from ..runners.mapping import Key, key_text, run_id_for
+from ..runners.mapping import Key, key_of, key_text, records_of, run_id_for
 from .driver import AgentAction, KeyedInput
 
 if TYPE_CHECKING:
@@ -36,6 +36,16 @@ class _Field:
                 f"map(key={self.name!r}): record {str(record)[:80]!r} has no field {self.name!r}; "
                 f"pass key= the name of a field every record has, or a function of the record."
             ) from None
+
+
+def input_key(key: Any, input: Any) -> str:
+    """What names an input's run under ``key``: the key and the input's digest (``"p1@22d03495eefda12d"``)."""
+    return f"{key_text(key)}@{digest_value(input)[:16]}"
+
+
+def _run_key(keyed: KeyedInput) -> str:
+    """The key ``AgentRunner.map`` gives its runner for an input: :func:`input_key`, as ``run`` names it."""
+    return input_key(keyed.key, keyed.value)
 
 
 class AgentRunner:
@@ -75,8 +85,6 @@ class AgentRunner:
         self.runner = runner
         self.config = config
         self.name = name or f"{cls.__module__}.{cls.__qualname__}"
-        self._inputs_by_key: dict[str, list[str]] = {}
-        """Per key, the digests of the inputs ``run`` was given, in the order first seen: input n is ``#n``."""
         self._compile()
 
     def _compile(self) -> None:
@@ -104,30 +112,21 @@ class AgentRunner:
         return self.runner.store  # type: ignore[no-any-return]
 
     def run_id(self, input: Any, key: Any = None) -> str:
-        """The run id ``run(input, key=key)`` uses: ``"{name}/{key}#{n}"``, the key's n-th input.
+        """The run id ``run(input, key=key)`` uses: ``"{name}/{key}@{digest of the input}#0"``.
 
-        As in Flink Agents, where each event of a key is a run of its own and the key's
-        short-term memory carries from one to the next, the inputs ``run`` is given under
-        one key are numbered in the order this runner first sees them: the first is
-        ``#0`` (the id ``map`` gives the first input with that key, so ``run`` recovers
-        or replays what ``map`` started and the other way round), another input is
-        ``#1``, and an input given again is its own run again (replayed). Run the
-        key's inputs in the same order after a kernel restart (as *Run All* does) and
-        they get the same ids; otherwise pass ``run_id=``. Without a key, the input's
-        digest names the run, as ``LocalRunner.run`` does.
+        As in Flink Agents, each input (event) of a key is a run of its own, and the
+        key's short-term memory carries from one to the next. The id comes from the
+        key and the input alone, so it is the same in every process and whatever
+        order inputs are given in: the same input again is the same run (replayed,
+        or recovered after a crash, also after a kernel restart), another input is
+        another run. ``map`` names its runs the same way, so ``run`` recovers or
+        replays what ``map`` started and the other way round (a second equal input
+        of a key in one map is ``#1``). Without a key: ``"{name}/{digest}"``, as
+        ``LocalRunner.run`` names a run.
         """
-        return self._run_id(input, key, remember=False)
-
-    def _run_id(self, input: Any, key: Any, *, remember: bool) -> str:
-        digest = digest_value(input)
         if key is None:
-            return f"{self.name}/{digest[:16]}"
-        seen = self._inputs_by_key.setdefault(key_text(key), [])
-        if digest not in seen:
-            if not remember:
-                return run_id_for(self.name, key, len(seen))
-            seen.append(digest)
-        return run_id_for(self.name, key, seen.index(digest))
+            return f"{self.name}/{digest_value(input)[:16]}"
+        return run_id_for(self.name, input_key(key, input), 0)
 
     def run(self, input: Any, *, key: Any = None, run_id: str | None = None) -> list[Any]:
         """Run the agent on one input; the ``output`` of every ``OutputEvent`` it sent, in order.
@@ -136,19 +135,26 @@ class AgentRunner:
         nothing runs again: every durable call comes from the journal). An exception
         from an action fails the run and propagates.
         """
-        rid = run_id if run_id is not None else self._run_id(input, key, remember=True)
+        rid = run_id if run_id is not None else self.run_id(input, key)
         return self.runner.run(self.action, KeyedInput(input, key), run_id=rid)  # type: ignore[no-any-return]
 
     def map(self, inputs: Any, *, key: Key = None, **options: Any) -> pd.DataFrame:
         """One run per input (a DataFrame's rows, or a list); a DataFrame ``[key, run_id, status, result, error]``.
 
         ``key`` is a field name or a function of the input, as in ``LocalRunner.map``
-        (run ids ``"{name}/{key}#{seq}"``, the same on both runners); ``result`` is
+        (run ids as :meth:`run_id` gives them, the same on both runners); ``result`` is
         the list of outputs of that input. A failing input is a FAILED row.
         ``options`` go to the runner's ``map`` (``progress=`` on ``FlinkRunner``).
         """
         by: Key | Callable[[Any], Any] = _Field(key) if isinstance(key, str) else key
-        frame = self.runner.map(self.action, inputs, key=by, **options)
+        if by is None:
+            frame = self.runner.map(self.action, inputs, key=None, **options)
+        else:
+            # Each input travels with the user's key (the key its short-term memory is kept under);
+            # the runner names its run by key and digest, as ``run`` does.
+            keyed = [KeyedInput(record, key_of(record, by, i)) for i, record in enumerate(records_of(inputs, by))]
+            frame = self.runner.map(self.action, keyed, key=_run_key, **options)
+            frame["key"] = [k.key for k in keyed]
         if isinstance(key, str):
             frame = frame.rename(columns={"key": key})
         return frame  # type: ignore[no-any-return]
