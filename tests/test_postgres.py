@@ -663,10 +663,14 @@ def test_mask_dsn_hides_every_password_form() -> None:
         mask_dsn("postgresql://alice@h/db?sslpassword=KeyPw&password=Secret"),
         mask_dsn("host=h dbname=db user=alice password='se cret' sslpassword=KeyPw"),
         mask_dsn("host=h PASSWORD = Secret port=5"),
+        mask_dsn("host=h user=alice password=se\\ cret port=5"),  # libpq's escaped space
+        mask_dsn("postgresql://bob:pa?ss@host/db"),  # a raw '?' libpq takes as part of the password
     ]
     assert shown[0] == "postgresql://alice:***@h:5/db?sslmode=require"
-    assert not any(word in text for text in shown for word in ("pa%40ss", "ss@", "KeyPw", "Secret", "se cret"))
-    assert "dbname=db" in shown[3] and "port=5" in shown[4]
+    assert not any(word in text for text in shown
+                   for word in ("pa%40ss", "ss@", "KeyPw", "Secret", "se cret", "cret", "pa?ss"))
+    assert "dbname=db" in shown[3] and "port=5" in shown[4] and shown[5].endswith("password=*** port=5")
+    assert shown[6] == "postgresql://bob:***@host/db"
 
 
 def test_open_store_reads_what_libpq_reads(alice_dsn: str, tmp_path: Path, monkeypatch: Any) -> None:
@@ -731,3 +735,37 @@ def test_a_user_who_may_only_read_is_told_about_the_write_that_was_refused(pg_se
         dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(ran.append, 1), None, run_id="read-only")
     assert "write call 0" in str(err.value) and "GRANT" in str(err.value), str(err.value)
     assert ran == []
+
+
+def test_a_call_made_from_a_new_thread_after_a_server_restart_takes_the_lock_again(pg_server, pg_dsn):
+    """The new thread's connection is fresh (nothing failed in it), yet the lease session died with the
+    server: its next PENDING must not go out without the run's lock."""
+    import threading
+
+    store = dnb.PostgresStore(pg_dsn)
+    executed: list[str] = []
+
+    def step(i: int) -> int:
+        executed.append(f"A:{i}")
+        if i == 1:
+            try:
+                dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(
+                    lambda _, ctx: ctx.durable_execute(other_step, 1), run_id="threaded")
+            except dnb.RunBusyError:
+                executed.append("B: busy")
+        return i
+
+    def other_step(i: int) -> int:
+        executed.append(f"B:{i}")
+        return i
+
+    results: list[Any] = []
+    # the context's own thread finds its connection lost only when it closes the run
+    with pytest.raises(dnb.JournalUnavailableError), dnb.LocalRunner(store).context("threaded") as ctx:
+        assert ctx.durable_execute(step, 0) == 0
+        pg_server.restart()
+        worker = threading.Thread(target=lambda: results.append(ctx.durable_execute(step, 1)))
+        worker.start()
+        worker.join(60)
+    assert results == [1]
+    assert executed == ["A:0", "A:1", "B: busy"], executed

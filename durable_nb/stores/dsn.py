@@ -24,27 +24,28 @@ KEYWORDS = (
 
 LIBPQ_KEYWORDS = re.compile(r"\s*(" + "|".join(KEYWORDS) + r")\s*=", re.IGNORECASE)
 SECRETS = frozenset({"password", "sslpassword"})
-_KV_SECRET = re.compile(r"\b(password|sslpassword)(\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)", re.IGNORECASE)
+_KV_SECRET = re.compile(r"\b(password|sslpassword)(\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:\\.|[^\s\\])*\\?)",
+                        re.IGNORECASE)
+"""A secret keyword and its value: quoted (backslash escapes inside), or bare (``se\\ cret``: escaped spaces)."""
 
 
 def mask_dsn(text: str) -> str:
     """``text`` with every password in it shown as ``***``: a URL's ``user:PASSWORD@`` and its
     ``password=``/``sslpassword=`` parameters, or those keywords of a key=value string. Masks
-    too much rather than too little (anything between ``user:`` and the last ``@`` before the query)."""
+    too much rather than too little (anything between ``user:`` and the last ``@``)."""
     if "://" not in text:
         return _KV_SECRET.sub(lambda m: m.group(1) + m.group(2) + "***", text)
     scheme, rest = text.split("://", 1)
+    creds, at, rest = rest.rpartition("@")  # a password may hold a raw '?' or '/': mask up to the last '@'
+    shown = f"{creds.split(':', 1)[0]}:***@" if at and ":" in creds else (f"{creds}@" if at else "")
     before, q, query = rest.partition("?")
-    creds, at, where = before.rpartition("@")
-    if at and ":" in creds:
-        before = f"{creds.split(':', 1)[0]}:***@{where}"
     if q:
         pairs = query.split("&")
         query = "&".join(
             f"{pair.split('=', 1)[0]}=***" if unquote(pair.split("=", 1)[0]).strip().lower() in SECRETS else pair
             for pair in pairs
         )
-    return f"{scheme}://{before}{q}{query}"
+    return f"{scheme}://{shown}{before}{q}{query}"
 
 
 def without_parameter(url: str, name: str) -> tuple[str, list[str]]:

@@ -170,8 +170,9 @@ class PostgresStore(Store):
             self._reset()
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
-            if conn is not None:  # lost: the server may have restarted, and the lease session with it
-                self._suspect_leases()
+            # A lost connection, or a thread's first one: the server may have restarted since the
+            # lease session was last used, and that session with it (checked before the next PENDING).
+            self._suspect_leases()
             conn = self._local.conn = self._connect()
         return conn
 

@@ -22,8 +22,11 @@ A context whose lock was lost but whose run was *not yet* taken over must not go
 on either: its next PENDING would pass the fence, and another process could then
 take the run (its lock is free) and execute that call a second time. So before
 every PENDING the store asks :meth:`AdvisoryLocks.ensure`: after any sign that the
-server restarted (a connection of the store broke) the lease session is checked,
-and a lock lost with it is taken again, or the context has lost its run.
+server may have restarted (a connection of the store broke, or a thread opened its
+first one) the lease session is checked with one round trip, and a lock lost with
+it is taken again, or the context has lost its run. A server that ends only the
+lease session while the others live (``idle_session_timeout`` set for the journal's
+user) is not noticed until the lease connection is used: leave that setting off.
 """
 
 from __future__ import annotations
