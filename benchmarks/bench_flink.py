@@ -254,7 +254,7 @@ def postgres(args: argparse.Namespace, tmp: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=20000, help="records of the 0 ms comparison")
-    parser.add_argument("--work-records", type=int, default=2000, help="records of the 5 ms comparison")
+    parser.add_argument("--work-records", type=int, default=2000, help="records of the 5 ms comparison (0: skip)")
     parser.add_argument("--work-ms", type=float, default=5.0)
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2,
@@ -278,8 +278,9 @@ def main() -> None:
         plain_pyflink(warm, args.parallelism, tmp)
         if not args.skip_speed:
             compare(args.records, 0.0, args.parallelism, args.rounds, tmp, 1.4, concurrency=args.concurrency)
-            compare(args.work_records, args.work_ms, args.parallelism, args.rounds, tmp, 1.1,
-                    concurrency=args.concurrency)
+            if args.work_records:  # 0 skips the row
+                compare(args.work_records, args.work_ms, args.parallelism, args.rounds, tmp, 1.1,
+                        concurrency=args.concurrency)
         if args.postgres:
             postgres(args, tmp)
         sizes = [int(s) for s in args.memory_records.split(",") if s.strip()]
