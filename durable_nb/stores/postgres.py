@@ -442,7 +442,7 @@ class PostgresStore(Store):
     ) -> None:
         """One statement where it can be: held outcomes, run ends held in a boundary, claim and PENDING."""
         lease = self._lease(run_id, owner)
-        if lease.os_locked:
+        if lease.os_locked and not self._locks.surely_held(run_id):
             with self._guard(f"write call {index}", run_id):
                 locked = self._locks.ensure(run_id)
             if not locked:

@@ -99,6 +99,16 @@ class AdvisoryLocks:
         """A connection of the store was lost (the server may have restarted): check the lease session next."""
         self._suspect = True
 
+    def surely_held(self, run_id: str) -> bool:
+        """The run is locked and nothing suggests the session died: :meth:`ensure` has nothing to do.
+
+        Read without the mutex (set membership and flags, atomic under the GIL): it is
+        asked before every PENDING, and a wrong "no" only costs :meth:`ensure`'s check.
+        """
+        conn = self._conn
+        return (not self._suspect and run_id in self._held and conn is not None
+                and not conn.closed and not conn.broken)
+
     def ensure(self, run_id: str) -> bool:
         """Whether this session holds the run's lock now, taking it again if the session was lost.
 
