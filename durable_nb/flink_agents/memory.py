@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..runners.mapping import key_text
+
 SNAPSHOTS = 10_000
 """Runs whose starting memory is kept (beyond each key's first run), newest first."""
 
@@ -59,7 +61,7 @@ class MemoryByKey:
     @contextlib.contextmanager
     def for_run(self, key: Any, run_id: str) -> Iterator[dict[str, Any]]:
         """The memory run ``run_id`` of ``key`` works on; it becomes the key's when the run finishes."""
-        name = ("run", run_id) if key is None else _hashable(key)
+        name = ("run", run_id) if key is None else ("key", key_text(key))  # as run ids tell keys apart
         state = self._keys.setdefault(name, _Key())
         position = state.order.get(run_id)
         if position is None:
@@ -90,11 +92,3 @@ class MemoryByKey:
         self._started[(name, run_id)] = snapshot
         while len(self._started) > self._snapshots:
             self._started.popitem(last=False)
-
-
-def _hashable(key: Any) -> Any:
-    try:
-        hash(key)
-    except TypeError:
-        return repr(key)
-    return key

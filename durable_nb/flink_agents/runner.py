@@ -48,6 +48,11 @@ def _run_key(keyed: KeyedInput) -> str:
     return input_key(keyed.key, keyed.value)
 
 
+def _unkeyed_run_key(keyed: KeyedInput) -> str:
+    """The same without a key: the input's digest alone."""
+    return digest_value(keyed.value)[:16]
+
+
 class AgentRunner:
     """Runs an unchanged Flink Agents agent durably: one journaled run per input.
 
@@ -121,12 +126,10 @@ class AgentRunner:
         or recovered after a crash, also after a kernel restart), another input is
         another run. ``map`` names its runs the same way, so ``run`` recovers or
         replays what ``map`` started and the other way round (a second equal input
-        of a key in one map is ``#1``). Without a key: ``"{name}/{digest}"``, as
-        ``LocalRunner.run`` names a run.
+        of a key in one map is ``#1``). Without a key: ``"{name}/{digest}#0"``, and
+        the input has a short-term memory of its own.
         """
-        if key is None:
-            return f"{self.name}/{digest_value(input)[:16]}"
-        return run_id_for(self.name, input_key(key, input), 0)
+        return run_id_for(self.name, digest_value(input)[:16] if key is None else input_key(key, input), 0)
 
     def run(self, input: Any, *, key: Any = None, run_id: str | None = None) -> list[Any]:
         """Run the agent on one input; the ``output`` of every ``OutputEvent`` it sent, in order.
@@ -147,14 +150,12 @@ class AgentRunner:
         ``options`` go to the runner's ``map`` (``progress=`` on ``FlinkRunner``).
         """
         by: Key | Callable[[Any], Any] = _Field(key) if isinstance(key, str) else key
-        if by is None:
-            frame = self.runner.map(self.action, inputs, key=None, **options)
-        else:
-            # Each input travels with the user's key (the key its short-term memory is kept under);
-            # the runner names its run by key and digest, as ``run`` does.
-            keyed = [KeyedInput(record, key_of(record, by, i)) for i, record in enumerate(records_of(inputs, by))]
-            frame = self.runner.map(self.action, keyed, key=_run_key, **options)
-            frame["key"] = [k.key for k in keyed]
+        # Each input travels with the user's key (the key its short-term memory is kept under; None: a
+        # memory of its own); the runner names its run by key and digest, as ``run`` does.
+        records = records_of(inputs, by)
+        keyed = [KeyedInput(record, None if by is None else key_of(record, by, i)) for i, record in enumerate(records)]
+        frame = self.runner.map(self.action, keyed, key=_run_key if by is not None else _unkeyed_run_key, **options)
+        frame["key"] = [k.key for k in keyed] if by is not None else list(range(len(keyed)))
         if isinstance(key, str):
             frame = frame.rename(columns={"key": key})
         return frame  # type: ignore[no-any-return]

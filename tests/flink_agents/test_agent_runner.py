@@ -349,6 +349,20 @@ def test_each_input_of_a_key_given_to_run_is_a_run_of_its_own_and_sees_the_memor
     assert fetched == RATES  # each fetched once
 
 
+def test_memory_is_kept_per_key_as_run_ids_tell_keys_apart_and_unkeyed_inputs_have_their_own(store):
+    runner = AgentRunner(VisitAgent(), dnb.LocalRunner(store), name="visits")
+    # 1, True and 1.0 are equal in Python but three keys here, as in run ids: each its own memory
+    frame = runner.map([{"k": 1}, {"k": True}, {"k": 1.0}, {"k": 1}], key="k")
+    assert frame["result"].tolist() == [[0], [0], [0], [1]]
+    assert frame["k"].tolist() == [1, True, 1.0, 1]
+    # without a key each input has a memory of its own (not key 0's, 1's ...), and run names it as map does
+    unkeyed = runner.map([{"n": 1}, {"n": 2}])
+    assert unkeyed["result"].tolist() == [[0], [0]] and unkeyed["key"].tolist() == [0, 1]
+    assert unkeyed["run_id"].tolist() == [runner.run_id({"n": 1}), runner.run_id({"n": 2})]
+    assert runner.run({"n": 2}) == [0]  # map's run, replayed
+
+
+asked: list[str] = []
 asked: list[str] = []
 
 
