@@ -599,6 +599,18 @@ def test_a_run_id_too_long_for_an_index_key_is_a_value_error_not_a_lost_connecti
     store.close()
 
 
+def another_process_tries(pg_dsn: str, run_id: str, executed: list[str]) -> None:
+    """Another store (another session, as another process) tries to run call 1 of the run: "B: busy" if refused."""
+    def other_step(i: int) -> int:
+        executed.append(f"B:{i}")
+        return i
+
+    try:
+        dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(lambda _, ctx: ctx.durable_execute(other_step, 1), run_id=run_id)
+    except dnb.RunBusyError:
+        executed.append("B: busy")
+
+
 def test_a_context_that_outlived_a_server_restart_takes_its_lock_again_before_its_next_call(pg_server, pg_dsn):
     """The run's advisory lock went with the server; the context goes on after a retry. Its next PENDING must
     not be written without the lock: another process (here another store: another session) could take the run
@@ -611,15 +623,7 @@ def test_a_context_that_outlived_a_server_restart_takes_its_lock_again_before_it
         if i == 0:
             pg_server.restart()
         if i == 1:  # while call 1 runs, another process tries the run
-            other = dnb.PostgresStore(pg_dsn)
-            try:
-                dnb.LocalRunner(other).run(lambda _, ctx: ctx.durable_execute(other_step, 1), run_id="outlived")
-            except dnb.RunBusyError:
-                executed.append("B: busy")
-        return i
-
-    def other_step(i: int) -> int:
-        executed.append(f"B:{i}")
+            another_process_tries(pg_dsn, "outlived", executed)
         return i
 
     def call(ctx: dnb.RunnerContext, i: int) -> int:
@@ -748,15 +752,7 @@ def test_a_call_made_from_a_new_thread_after_a_server_restart_takes_the_lock_aga
     def step(i: int) -> int:
         executed.append(f"A:{i}")
         if i == 1:
-            try:
-                dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(
-                    lambda _, ctx: ctx.durable_execute(other_step, 1), run_id="threaded")
-            except dnb.RunBusyError:
-                executed.append("B: busy")
-        return i
-
-    def other_step(i: int) -> int:
-        executed.append(f"B:{i}")
+            another_process_tries(pg_dsn, "threaded", executed)
         return i
 
     results: list[Any] = []
