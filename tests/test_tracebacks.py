@@ -62,17 +62,19 @@ def test_a_failing_durable_cell_shows_the_cell_and_the_helper_only(ip: Any, show
     assert "y = helper(0)" in shown[0]
 
 
-def test_a_failing_durable_execute_shows_the_action_and_the_function_only(ip: Any, shown: list[str]) -> None:
-    ip.run_cell(HELPER + "def act(x, ctx):\n    return ctx.durable_execute(helper, x)\n")
-    ip.run_cell("dnb.LocalRunner(dnb.SqliteStore(journal_path)).run(act, 0, run_id='tb-sync')\n")
+@pytest.mark.parametrize(("setup", "run", "shown_line"), [
+    ("def act(x, ctx):\n    return ctx.durable_execute(helper, x)\n",
+     "dnb.LocalRunner(dnb.SqliteStore(journal_path)).run(act, 0, run_id='tb-sync')\n",
+     "return ctx.durable_execute(helper, x)"),
+    ("async def act(x, ctx):\n    return await ctx.durable_execute_async(helper, x)\n",
+     "await dnb.LocalRunner(dnb.SqliteStore(journal_path)).run_async(act, 0, run_id='tb-async')\n",
+     "await ctx.durable_execute_async(helper, x)"),
+], ids=["sync", "async"])
+def test_a_failing_durable_call_shows_the_action_and_the_function_only(
+    ip: Any, shown: list[str], setup: str, run: str, shown_line: str
+) -> None:
+    ip.run_cell(HELPER + setup)
+    ip.run_cell(run)
     assert len(shown) == 1
     only_user_frames(shown[0])
-    assert "return ctx.durable_execute(helper, x)" in shown[0]
-
-
-def test_a_failing_async_durable_call_shows_the_action_and_the_function_only(ip: Any, shown: list[str]) -> None:
-    ip.run_cell(HELPER + "async def act(x, ctx):\n    return await ctx.durable_execute_async(helper, x)\n")
-    ip.run_cell("await dnb.LocalRunner(dnb.SqliteStore(journal_path)).run_async(act, 0, run_id='tb-async')\n")
-    assert len(shown) == 1
-    only_user_frames(shown[0])
-    assert "await ctx.durable_execute_async(helper, x)" in shown[0]
+    assert shown_line in shown[0]
