@@ -43,6 +43,16 @@ def input_key(key: Any, input: Any) -> str:
     return f"{key_text(key)}@{digest_value(input)[:16]}"
 
 
+def _row_as_dict(input: Any) -> Any:
+    """A pandas Series (a DataFrame row) as the dict ``map`` gives an action (InputEvent takes no Series)."""
+    if type(input).__module__.startswith("pandas"):
+        import pandas as pd
+
+        if isinstance(input, pd.Series):
+            return input.to_dict()
+    return input
+
+
 def _run_key(keyed: KeyedInput) -> str:
     """The key ``AgentRunner.map`` gives its runner for an input: :func:`input_key`, as ``run`` names it."""
     return input_key(keyed.key, keyed.value)
@@ -129,6 +139,7 @@ class AgentRunner:
         of a key in one map is ``#1``). Without a key: ``"{name}/{digest}#0"``, and
         the input has a short-term memory of its own.
         """
+        input = _row_as_dict(input)
         return run_id_for(self.name, digest_value(input)[:16] if key is None else input_key(key, input), 0)
 
     def run(self, input: Any, *, key: Any = None, run_id: str | None = None) -> list[Any]:
@@ -136,8 +147,10 @@ class AgentRunner:
 
         The first run, a recovery after a crash, or a replay of a finished run (then
         nothing runs again: every durable call comes from the journal). An exception
-        from an action fails the run and propagates.
+        from an action fails the run and propagates. A DataFrame row (``df.iloc[i]``,
+        a pandas Series) is the dict ``map`` makes of it: the same input and run.
         """
+        input = _row_as_dict(input)
         rid = run_id if run_id is not None else self.run_id(input, key)
         return self.runner.run(self.action, KeyedInput(input, key), run_id=rid)  # type: ignore[no-any-return]
 

@@ -362,6 +362,16 @@ def test_memory_is_kept_per_key_as_run_ids_tell_keys_apart_and_unkeyed_inputs_ha
     assert runner.run({"n": 2}) == [0]  # map's run, replayed
 
 
+def test_a_dataframe_row_given_to_run_is_the_input_map_gave_that_row(store):
+    import pandas as pd
+
+    runner = AgentRunner(VisitAgent(), dnb.LocalRunner(store), name="rows")
+    frame = pd.DataFrame([{"id": 1, "text": "a"}, {"id": 2, "text": "b"}])
+    mapped = runner.map(frame, key="id")
+    assert runner.run_id(frame.iloc[1], key=2) == mapped["run_id"][1]
+    assert runner.run(frame.iloc[1], key=2) == mapped["result"][1]  # replayed (a Series was refused before)
+
+
 asked: list[str] = []
 asked: list[str] = []
 
