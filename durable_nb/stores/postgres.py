@@ -51,7 +51,7 @@ from . import postgres_sql as q
 from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import AdvisoryLocks
-from .postgres_schema import Target, check_dsn, connect_hint, create_or_check
+from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn
 
 try:
     import psycopg
@@ -86,10 +86,10 @@ class PostgresStore(Store):
             raise TypeError(f"PostgresStore needs a DSN string like 'postgresql://user@host/db', got {dsn!r}")
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
-        check_dsn(dsn)
+        self._conninfo = parse_dsn(dsn)  # parsed once: every connection is made from the same DSN
         self.dsn = dsn
         self.durability = durability
-        self.target = Target.of(dsn)
+        self.target = Target.of(self._conninfo)
         self._reset()
         try:
             with self._guard("open the journal"):
@@ -142,12 +142,9 @@ class PostgresStore(Store):
         return self._connect(register=False)  # lives as long as the store, whichever thread made it
 
     def _connect(self, register: bool = True) -> Any:
-        from psycopg.conninfo import conninfo_to_dict
-
-        given = conninfo_to_dict(self.dsn)
         defaults: dict[str, Any] = {"connect_timeout": 10, "application_name": "durable_nb", "keepalives": 1,
                     "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
-        extra = {k: v for k, v in defaults.items() if k not in given}
+        extra = {k: v for k, v in defaults.items() if k not in self._conninfo}
         with self._guard("connect"):
             conn = psycopg.connect(self.dsn, autocommit=True, **extra)
             if self.durability == "relaxed":

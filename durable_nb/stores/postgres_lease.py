@@ -75,9 +75,15 @@ class AdvisoryLocks:
         """A connection of the store broke: the lease session may have died with the server."""
         self._mu = threading.Lock()
 
+    @property
+    def _live(self) -> bool:
+        """Whether the lease session is open as far as this process knows (a dead one is noticed when used)."""
+        conn = self._conn
+        return conn is not None and not conn.closed and not conn.broken
+
     def _connection(self) -> Any:
         conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        if not self._live:
             self._held.clear()  # a new session holds nothing
             self._release.clear()
             conn = self._conn = self._connect()
@@ -91,9 +97,7 @@ class AdvisoryLocks:
 
     def holds(self, run_id: str) -> bool:
         with self._mu:
-            conn = self._conn
-            return (run_id in self._held and run_id not in self._release and conn is not None
-                    and not conn.closed and not conn.broken)
+            return run_id in self._held and run_id not in self._release and self._live
 
     def suspect(self) -> None:
         """A connection of the store was lost (the server may have restarted): check the lease session next."""
@@ -105,9 +109,7 @@ class AdvisoryLocks:
         Read without the mutex (set membership and flags, atomic under the GIL): it is
         asked before every PENDING, and a wrong "no" only costs :meth:`ensure`'s check.
         """
-        conn = self._conn
-        return (not self._suspect and run_id in self._held and conn is not None
-                and not conn.closed and not conn.broken)
+        return not self._suspect and run_id in self._held and self._live
 
     def ensure(self, run_id: str) -> bool:
         """Whether this session holds the run's lock now, taking it again if the session was lost.
@@ -117,16 +119,14 @@ class AdvisoryLocks:
         refuses it if another context took the run over in between.
         """
         with self._mu:
-            conn = self._conn
-            if self._suspect and conn is not None and not conn.closed and not conn.broken:
+            if self._suspect and self._live:
                 self._suspect = False
                 try:
-                    conn.execute("SELECT 1")  # a session the server lost fails here, and is marked broken
+                    self._conn.execute("SELECT 1")  # a session the server lost fails here, and is marked broken
                 except Exception:
                     with contextlib.suppress(Exception):
-                        conn.close()
-            conn = self._conn
-            if run_id in self._held and conn is not None and not conn.closed and not conn.broken:
+                        self._conn.close()
+            if run_id in self._held and self._live:
                 return True
         return self.try_lock(run_id)
 
@@ -208,9 +208,9 @@ class AdvisoryLocks:
 
     def _unlock(self, run_ids: list[str]) -> None:
         """Unlock these runs now (call under the mutex); a broken connection has released them already."""
-        conn = self._conn
-        if conn is None or conn.closed or conn.broken:
+        if not self._live:
             return
+        conn = self._conn
         try:
             conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k",
                          ([lock_key(self._namespace, r) for r in run_ids],))

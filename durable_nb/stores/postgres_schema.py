@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,13 +73,8 @@ class Target:
     user: str
 
     @classmethod
-    def of(cls, dsn: str) -> Target:
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            d: dict[str, Any] = conninfo_to_dict(dsn)
-        except Exception:
-            d = {}
+    def of(cls, d: Mapping[str, Any]) -> Target:
+        """Where the parsed DSN ``d`` (:func:`parse_dsn`) points, libpq's environment defaults filled in."""
         user = str(d.get("user") or os.environ.get("PGUSER") or getpass.getuser())
         return cls(
             str(d.get("host") or os.environ.get("PGHOST") or "localhost"),
@@ -91,15 +87,16 @@ class Target:
         return f"database {self.dbname!r} on {self.host}:{self.port} (user {self.user!r})"
 
 
-def check_dsn(dsn: str) -> None:
-    """A ValueError, password never shown, for a DSN libpq cannot read (psycopg's own error may quote it)."""
+def parse_dsn(dsn: str) -> dict[str, Any]:
+    """The DSN's keywords; a ValueError, password never shown, for one libpq cannot read (psycopg's own
+    error may quote it)."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     from .dsn import mask_dsn
 
     try:
-        conninfo_to_dict(dsn)
+        return conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         reason = str(exc).split('"', 1)[0].strip().rstrip(":")  # what follows may be a piece of the password
         hint = ("percent-encode special characters of a password in a URL (urllib.parse.quote(password, "
