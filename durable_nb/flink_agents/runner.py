@@ -54,13 +54,13 @@ def _row_as_dict(input: Any) -> Any:
 
 
 def _run_key(keyed: KeyedInput) -> str:
-    """The key ``AgentRunner.map`` gives its runner for an input: :func:`input_key`, as ``run`` names it."""
-    return input_key(keyed.key, keyed.value)
+    """The key ``AgentRunner.map`` gives its runner for an input: what names its run, as ``run`` names it."""
+    return run_key(keyed.key, keyed.value)
 
 
-def _unkeyed_run_key(keyed: KeyedInput) -> str:
-    """The same without a key: the input's digest alone."""
-    return digest_value(keyed.value)[:16]
+def run_key(key: Any, input: Any) -> str:
+    """:func:`input_key`, or the input's digest alone without a key (also a keyed map's record whose key is None)."""
+    return digest_value(input)[:16] if key is None else input_key(key, input)
 
 
 class AgentRunner:
@@ -140,7 +140,7 @@ class AgentRunner:
         the input has a short-term memory of its own.
         """
         input = _row_as_dict(input)
-        return run_id_for(self.name, digest_value(input)[:16] if key is None else input_key(key, input), 0)
+        return run_id_for(self.name, run_key(key, input), 0)
 
     def run(self, input: Any, *, key: Any = None, run_id: str | None = None) -> list[Any]:
         """Run the agent on one input; the ``output`` of every ``OutputEvent`` it sent, in order.
@@ -167,7 +167,7 @@ class AgentRunner:
         # memory of its own); the runner names its run by key and digest, as ``run`` does.
         records = records_of(inputs, by)
         keyed = [KeyedInput(record, None if by is None else key_of(record, by, i)) for i, record in enumerate(records)]
-        frame = self.runner.map(self.action, keyed, key=_run_key if by is not None else _unkeyed_run_key, **options)
+        frame = self.runner.map(self.action, keyed, key=_run_key, **options)
         frame["key"] = [k.key for k in keyed] if by is not None else list(range(len(keyed)))
         if isinstance(key, str):
             frame = frame.rename(columns={"key": key})

@@ -360,6 +360,10 @@ def test_memory_is_kept_per_key_as_run_ids_tell_keys_apart_and_unkeyed_inputs_ha
     assert unkeyed["result"].tolist() == [[0], [0]] and unkeyed["key"].tolist() == [0, 1]
     assert unkeyed["run_id"].tolist() == [runner.run_id({"n": 1}), runner.run_id({"n": 2})]
     assert runner.run({"n": 2}) == [0]  # map's run, replayed
+    # a keyed map's record whose key is None is the run run(key=None) names (it was "None@digest" there)
+    keyed = runner.map([{"k": None, "n": 3}], key="k")
+    assert keyed["run_id"].tolist() == [runner.run_id({"k": None, "n": 3}, key=None)]
+    assert keyed["k"].tolist() == [None]
 
 
 def test_a_dataframe_row_given_to_run_is_the_input_map_gave_that_row(store):
