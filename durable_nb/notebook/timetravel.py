@@ -40,7 +40,7 @@ from IPython.core.error import UsageError
 
 from ..errors import AwaitingInput, NonDeterminismError
 from ..journal.context import open_run
-from ..journal.records import CallRecord, Outcome, RunRecord, Status, encode_prompt
+from ..journal.records import CallRecord, Outcome, RunRecord, RunStatus, Status, encode_prompt
 from ..journal.replay import Decision, decide
 from ..journal.store import Store
 from ..journal.timetravel import DryRunReport, DryStep, dry_run
@@ -371,9 +371,12 @@ def run_prune(store: Store, args: Any) -> list[RunRecord]:
     if args.older_than is None and args.keep_last is None and args.status is None:
         raise UsageError("%durable_prune: give at least one of --older-than AGE, --keep-last N, --status S "
                          "(e.g. %durable_prune --older-than 30d --dry-run); with none it would remove every run")
+    statuses = None if args.status is None else [s.strip().upper() for s in args.status.split(",")]
+    if statuses is not None and not all(statuses):  # "--status=" is no filter: it would remove every finished run
+        raise UsageError(f"%durable_prune --status {args.status!r}: name one or more statuses, comma-separated "
+                         f"({', '.join(s.value for s in RunStatus)}), e.g. --status COMPLETED,FAILED")
     try:
         older = parse_age(args.older_than) if args.older_than is not None else None
-        statuses = [s.strip().upper() for s in args.status.split(",")] if args.status else None
         status: Any = statuses if statuses is None or len(statuses) > 1 else statuses[0]  # prune takes several too
         removed = store.prune(older_than=older, keep_last=args.keep_last, status=status,
                               include_pending=args.include_pending, dry_run=args.dry_run)
