@@ -125,6 +125,8 @@ def test_dry_on_an_edited_cell_compares_with_its_latest_run_and_names_the_fork(
     report, log = run(ip, "order --dry", EDITED)
     assert (report.stopped_at, report.decision) == (1, dnb.Decision.MISMATCH)
     assert "compared with run" in log.text()
+    # the rule says what a run now does (the comparison's "would be discarded" is about a run it leaves alone)
+    assert report.rule.startswith("no record of this version: a run now starts a new run and executes the cell")
     AMOUNT["value"] = 10
     report, log = run(ip, "order --dry", EDITED)
     assert (report.stopped_at, report.decision) == (2, dnb.Decision.REEXECUTE)
