@@ -184,6 +184,34 @@ def test_notebook_functions_count_by_code() -> None:
     assert input_digest(fp, {"helper": f1}) != input_digest(fp, {"helper": f2})
 
 
+def test_notebook_functions_count_by_their_defaults_and_captured_values_too() -> None:
+    """Before, by their source only: ``scale = make_scaler(3)`` after ``make_scaler(2)``, or ``def g(x, k=K)``
+    run again after ``K = 3``, replayed the cell recorded with the old function."""
+    import linecache
+
+    def defined(src: str, name: str, filename: str) -> Any:
+        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)  # as IPython keeps cells
+        return _notebook_function_in(src, name, filename)
+
+    maker = "def make_scaler(k):\n    def scale(x):\n        return k * x\n    return scale\n"
+    two = defined(maker + "scale = make_scaler(2)\n", "scale", "<cell-1>")
+    two_again = defined(maker + "scale = make_scaler(2)\n", "scale", "<cell-2>")
+    three = defined(maker + "scale = make_scaler(3)\n", "scale", "<cell-3>")
+    assert input_digest("c", {"scale": two}) == input_digest("c", {"scale": two_again})
+    assert input_digest("c", {"scale": two}) != input_digest("c", {"scale": three})
+    g2 = defined("K = 2\ndef g(x, k=K):\n    return k * x\n", "g", "<cell-4>")
+    g3 = defined("K = 3\ndef g(x, k=K):\n    return k * x\n", "g", "<cell-5>")
+    assert input_digest("c", {"g": g2}) != input_digest("c", {"g": g3})
+    plain = defined("def h(x):\n    return x\n", "h", "<cell-6>")
+    assert value_token(plain)[0] == "source" and len(value_token(plain)) == 3  # unchanged for plain helpers
+
+
+def _notebook_function_in(src: str, name: str, filename: str) -> Any:
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(src, filename, "exec"), ns)
+    return ns[name]
+
+
 def test_input_digest_depends_on_values_and_code() -> None:
     base = input_digest("code", {"n": 1, "rows": [1, 2]})
     assert base == input_digest("code", {"rows": [1, 2], "n": 1})

@@ -98,3 +98,30 @@ def test_a_deep_copy_digests_equal(value):
 def test_different_json_values_digest_different(a, b):
     if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
         assert digest_value(a) != digest_value(b)
+
+
+def _compiled(src: str, filename: str) -> dict:
+    ns: dict = {"__name__": "__main__"}  # as a notebook defines them
+    exec(compile(src, filename, "exec"), ns)
+    return ns
+
+
+def test_notebook_functions_and_lambdas_count_by_code_not_by_the_kernel_that_compiled_them():
+    """A kernel compiles each cell in /tmp/ipykernel_<pid>/...: a lambda's cloudpickle bytes held that name, so
+    after a restart a call taking it was another call (its recovery charged again). A notebook function was
+    pickled by name only, so an edited one inside a container digested as before (a stale replay)."""
+    src = "f = lambda s: s.upper()\ndef double(x):\n    return 2 * x\nsteps = {'d': double, 'f': f}\n"
+    first = _compiled(src, "/tmp/ipykernel_101/2817.py")
+    again = _compiled("\n\n" + src, "/tmp/ipykernel_202/9350.py")  # another kernel, other line numbers
+    edited = _compiled(src.replace("2 * x", "3 * x").replace("upper", "lower"), "/tmp/ipykernel_202/1.py")
+    for name in ("f", "double", "steps"):
+        assert digest_value(first[name]) == digest_value(again[name]), name
+        assert digest_value(first[name]) != digest_value(edited[name]), name
+    import functools
+
+    assert digest_value(functools.partial(first["f"], 1)) == digest_value(functools.partial(again["f"], 1))
+    assert digest_value(functools.partial(first["f"], 1)) != digest_value(functools.partial(edited["f"], 1))
+    cyclic = _compiled("box = []\ndef g(x=box):\n    return x\nbox.append(g)\n", "/tmp/k/1.py")
+    assert digest_value(cyclic["g"]) == digest_value(_compiled("box = []\ndef g(x=box):\n    return x\n"
+                                                                "box.append(g)\n", "/tmp/k/2.py")["g"])
+    assert digest_value(json.dumps) == digest_value(json.dumps)  # a library function still counts by name

@@ -270,3 +270,45 @@ def test_a_value_a_new_kernel_cannot_load_loses_only_itself(tmp_path: Path) -> N
             assert check.strip() == "2 10"
         finally:
             kernel.close()
+
+
+def test_a_call_taking_a_lambda_replays_in_a_new_kernel_after_a_kill(tmp_path: Path) -> None:
+    """A lambda argument was digested from its cloudpickle bytes, which hold the kernel's cell file name
+    (``/tmp/ipykernel_<pid>/...``): the recovery in a new kernel took the journaled charge for another
+    call, discarded it and charged again. A notebook function inside a container counted by name only,
+    so an edited one replayed the old result."""
+    setup = "import os\n" + SETUP.format(dir=tmp_path) + (
+        "\ndef double(x):\n    return 2 * x\nsteps = {'d': double}\n"
+        "\ndef charge(order_id, fmt, steps):\n    write(f'charge {order_id}')\n"
+        "    return fmt(f'ch-{order_id}-{steps[\"d\"](order_id)}')\n"
+    )
+    cell = ("%%durable pay\nctx = dnb.current_context()\n"
+            "charge_id = ctx.durable_execute(charge, 42, lambda s: s.upper(), steps)\n"
+            "open(MARKER, 'w').close()\nif not os.path.exists(MARKER + '.done'):\n    time.sleep(30)\n")
+    ledger, marker = tmp_path / "ledger.txt", tmp_path / "marker"
+    first = Kernel(tmp_path)
+    try:
+        text, _, reply = first.run(setup)
+        assert reply["status"] == "ok", text
+        first.start(cell)
+        wait_for(marker, timeout=60)
+        time.sleep(0.5)  # past the held-back outcome's flush delay: the charge's outcome is on disk
+    finally:
+        first.kill()
+    second = Kernel(tmp_path)
+    try:
+        second.run(setup)
+        (tmp_path / "marker.done").touch()
+        text, _, reply = second.run(cell)
+        assert reply["status"] == "ok", text
+        assert "NonDeterminism" not in text and "discarded" not in text, text
+        check, _, _ = second.run("print(charge_id)")
+        assert check.strip() == "CH-42-84"
+        assert ledger.read_text().splitlines() == ["charge 42"]  # replayed, not charged again
+        # the helper in the cell's input edited: the cell runs again (it replayed the old result)
+        second.run("def double(x):\n    return 3 * x\nsteps = {'d': double}\n")
+        text, _, reply = second.run(cell)
+        check, _, _ = second.run("print(charge_id)")
+        assert check.strip() == "CH-42-126", text
+    finally:
+        second.close()

@@ -8,8 +8,11 @@ members sorted by their encoding) and hashed with BLAKE2b-128.
 
 Fallbacks, in order, for objects the canonical encoder does not know:
 
-1. ``pickle`` (protocol 4), then ``cloudpickle`` for notebook-defined functions
-   and classes;
+1. ``pickle`` (protocol 4), then ``cloudpickle`` for notebook-defined classes.
+   A lambda, a nested function or a notebook-defined function counts by its name
+   and :func:`~durable_nb.journal.fingerprint.fingerprint_code` (code, defaults,
+   captured values), at any depth: pickle would hold a notebook function by name
+   only, cloudpickle a lambda with its file name, which a kernel restart changes;
 2. if the object cannot be pickled at all (a client holding a lock or a socket),
    the digest covers only its type's ``module.qualname``. Two such objects of the
    same type digest equal, which is what a recovery needs: the "same" client
@@ -86,8 +89,10 @@ class _Walk:
 
     def needs(self, obj: Any, depth: int, inside: bool) -> bool:
         t = type(obj)
-        if t in _ATOMS or depth > _MAX_DEPTH or isinstance(obj, _GLOBALS):
+        if t in _ATOMS or depth > _MAX_DEPTH:
             return False
+        if isinstance(obj, _GLOBALS):
+            return _by_code(obj)
         if id(obj) in self.path:
             self.cyclic = True
             return False
@@ -133,6 +138,30 @@ def _reduced_parts(reduced: tuple[Any, ...]) -> list[Any]:
     return parts
 
 
+def _by_code(obj: Any) -> bool:
+    """A function that counts by its code (:mod:`.fingerprint`), not by its name.
+
+    A lambda, a nested function or one the notebook (``__main__``) defines: pickle
+    holds the latter by name only (an edited helper would replay the old call), and
+    cloudpickle holds the others with their file name, which a kernel restart
+    changes (``/tmp/ipykernel_<pid>/...``), turning a recovery into a mismatch.
+    """
+    return type(obj) is types.FunctionType and (obj.__module__ == "__main__" or "<" in obj.__qualname__)
+
+
+def _encode_function(obj: Any, out: list[bytes]) -> None:
+    from .fingerprint import fingerprint_code  # imported here: it imports this module
+
+    memo = _memo.get()
+    if memo is not None:  # a function among its own defaults: a back-reference, as in _encode_reduced
+        if id(obj) in memo:
+            out.append(b"@%d;" % memo[id(obj)][0])
+            return
+        memo[id(obj)] = (len(memo), obj)
+    out.append(b"F" + _global_name(obj) + b";")
+    out.append(fingerprint_code(obj))
+
+
 def _global_name(obj: Any) -> bytes:
     return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}".encode()
 
@@ -157,7 +186,7 @@ def _encode_reduced(obj: Any, out: list[bytes], depth: int) -> None:
     args, state, listitems, dictitems = _reduced_parts(reduced)
     parts: list[bytes] = [b"R" + _global_name(reduced[0]) + b";(%d:" % len(args)]
     for part in (*args, state, listitems):
-        if isinstance(part, _GLOBALS):
+        if isinstance(part, _GLOBALS) and not _by_code(part):
             parts.append(b"g" + _global_name(part) + b";")
         else:
             _encode(part, parts, depth + 1)
@@ -231,6 +260,8 @@ def _encode(obj: Any, out: list[bytes], depth: int = 0) -> None:
         members = sorted(_encoded(m, depth) for m in obj)
         out.append((b"<%d:" if t is set else b"|%d:") % len(members))
         out.extend(members)
+    elif _by_code(obj):
+        _encode_function(obj, out)
     elif isinstance(obj, enum.Enum):
         out.append(b"e" + type_name(obj).encode() + b";")
         _encode(obj.value, out, depth + 1)

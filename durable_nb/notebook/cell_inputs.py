@@ -41,7 +41,8 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
     Modules count by name, and so do functions and classes imported from
     modules (their code is the library's business). Functions and classes
     defined in the notebook count by their source, so editing a helper the cell
-    calls invalidates the cell. Everything else counts by value.
+    calls invalidates the cell; a function's defaults and captured values count
+    too (as a closure's do in a call's identity). Everything else counts by value.
     """
     if isinstance(value, types.ModuleType):
         return ("module", value.__name__)
@@ -49,7 +50,7 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
         if not _is_notebook_defined(value, user_module):
             return ("ref", f"{value.__module__}.{value.__qualname__}")
         try:
-            return ("source", value.__qualname__, inspect.getsource(value))
+            source = inspect.getsource(value)
         except (OSError, TypeError):
             if isinstance(value, types.FunctionType):
                 return ("code", value.__qualname__, fingerprint_code(value))
@@ -57,6 +58,10 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
                 (k, fingerprint_code(v)) for k, v in vars(value).items() if isinstance(v, types.FunctionType)
             )
             return ("class", value.__qualname__, tuple(methods))
+        if isinstance(value, types.FunctionType) and (value.__defaults__ or value.__kwdefaults__ or value.__closure__):
+            # make_scaler(3) after make_scaler(2), or def g(k=K) after K changed: same source, another function
+            return ("source", value.__qualname__, source, fingerprint_code(value))
+        return ("source", value.__qualname__, source)
     if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
         return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
     return ("value", digest_value(value))
