@@ -125,3 +125,66 @@ def test_notebook_functions_and_lambdas_count_by_code_not_by_the_kernel_that_com
     assert digest_value(cyclic["g"]) == digest_value(_compiled("box = []\ndef g(x=box):\n    return x\n"
                                                                 "box.append(g)\n", "/tmp/k/2.py")["g"])
     assert digest_value(json.dumps) == digest_value(json.dumps)  # a library function still counts by name
+
+
+_COPY_SIDE = """
+import pickle, sys, dataclasses
+from durable_nb.journal.digest import digest_value
+from durable_nb.runners.mapping import key_text
+order, customer, key = pickle.loads(sys.stdin.buffer.read())
+print(dataclasses.asdict(order), digest_value(order), digest_value(customer), key_text(customer), key_text(key))
+"""
+
+_NOTEBOOK_SIDE = """
+import dataclasses, os, subprocess, sys
+import cloudpickle
+import durable_nb  # registers how dataclasses' markers pickle
+from durable_nb.journal.digest import digest_value
+from durable_nb.runners.mapping import key_text
+
+@dataclasses.dataclass
+class Order:
+    id: int
+    amount: float
+
+class Customer:
+    def __init__(self, name):
+        self.name = name
+
+order, customer, key = Order(1, 10.0), Customer("ann"), ("k", frozenset({"a", "b", "c", "d"}))
+print(dataclasses.asdict(order), digest_value(order), digest_value(customer), key_text(customer), key_text(key))
+env = dict(os.environ, PYTHONHASHSEED="7")
+sys.stdout.flush()
+blob = cloudpickle.dumps((order, customer, key))
+subprocess.run([sys.executable, "-c", sys.argv[1]], input=blob, env=env, check=True)
+"""
+
+
+def test_a_process_holding_copies_of_the_notebooks_classes_digests_and_names_runs_as_the_notebook_does():
+    """A Flink worker gets a notebook's classes as cloudpickle copies. A dataclass copy had no fields
+    (cloudpickle 2 copied dataclasses' markers: ``asdict`` gave ``{}`` and every record digested alike, so
+    an edited record replayed the old charge), an instance of a plain class digested from other bytes
+    (pickle by value there, by name in the notebook), and a frozenset key's run id followed the hash seed."""
+    env = dict(os.environ, PYTHONHASHSEED="3", PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", _NOTEBOOK_SIDE, _COPY_SIDE], capture_output=True, text=True,
+                         env=env, check=True).stdout.splitlines()
+    assert len(out) == 2 and out[0] == out[1], out
+    assert out[0].startswith("{'id': 1, 'amount': 10.0} ")
+    assert "frozenset({'a', 'b', 'c', 'd'})" in out[0]
+
+
+def test_an_unpicklable_object_of_a_notebook_class_still_counts_by_its_type():
+    """Notebook classes now digest by their state; one that cannot be pickled (a client holding a lock and a
+    session id) must keep counting by type, or each new session would make a recovery another call."""
+    import threading
+    import uuid
+    import warnings
+
+    ns = _compiled("class Client:\n    def __init__(self, session, lock):\n        self.session = session\n"
+                   "        self.lock = lock\n", "/tmp/ipykernel_7/1.py")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = ns["Client"](uuid.uuid4().hex, threading.Lock())
+        b = ns["Client"](uuid.uuid4().hex, threading.Lock())
+        assert digest_value(a) == digest_value(b)
+        assert digest_value([a, 1]) == digest_value([b, 1])

@@ -19,6 +19,7 @@ ever needs to unpickle it.
 
 from __future__ import annotations
 
+import copyreg
 import dataclasses
 import io
 import pickle
@@ -59,17 +60,25 @@ _DATACLASS_MARKERS = {
     type(dataclasses.MISSING): "MISSING",
     type(dataclasses.KW_ONLY): "KW_ONLY",
 }
-"""``dataclasses``' markers, which it compares by identity, pickled by name (as cloudpickle 3 does): a copy
-(cloudpickle 2, which apache-flink pins, copies them with a notebook's dataclass) makes ``dataclasses.fields()``
-of the loaded class empty, so ``asdict`` fails on a replayed result and every instance digests alike."""
+
+
+def _marker_by_name(marker: Any) -> tuple[Any, tuple[Any, str]]:
+    return getattr, (dataclasses, _DATACLASS_MARKERS[type(marker)] or marker.name)
+
+
+for _marker_type in _DATACLASS_MARKERS:
+    # ``dataclasses``' markers, which it compares by identity, pickled by name (as cloudpickle 3 does): a copy
+    # (cloudpickle 2, which apache-flink pins, copies them with a notebook's dataclass) makes
+    # ``dataclasses.fields()`` of the loaded class empty, so ``asdict`` fails on a replayed result, every
+    # instance digests alike, and a Flink worker runs the action on records without fields. Registered with
+    # copyreg, which every cloudpickle pickler consults: PyFlink's own (the job's functions) too.
+    copyreg.pickle(_marker_type, _marker_by_name)
 
 
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with the classes and functions ``__main__`` defines by value and by name (module docstring)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) in _DATACLASS_MARKERS:
-            return getattr, (dataclasses, _DATACLASS_MARKERS[type(obj)] or obj.name)
         reduced = super().reducer_override(obj)
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.

@@ -21,9 +21,13 @@ Fallbacks, in order, for objects the canonical encoder does not know:
 Type-sensitive and seed-free everywhere (issue 9). A pickle is only as stable as
 the order it meets set members in, and a hash of a pandas object column only as
 type-sensitive as ``str()``. So, while keeping every digest that was already right
-(journals written before keep matching: no digest version is needed):
+(journals written before keep matching: no digest version is needed; a call taking a
+notebook function or an instance of a notebook class was not the same in every
+process, and one journaled before counts as another call once):
 
-* an object whose pickle would hold a set, a frozenset, an order-free mapping
+* an instance of a notebook's or a helper module's class (:mod:`.usercode`), and an
+  object whose pickle would
+  hold one, a set, a frozenset, an order-free mapping
   (``Counter``, ``defaultdict``), a numpy object array or an object-typed pandas
   column, at any depth (``SimpleNamespace``, ``__dict__``, ``__slots__``), is
   encoded canonically from its ``__reduce_ex__(4)`` (class name, args, state,
@@ -56,6 +60,7 @@ import cloudpickle
 
 from ..errors import UnpicklableArgumentWarning, warn_at_user_code
 from .digest_plain import MAX_DEPTH, NotPlain, encode_plain
+from .usercode import is_user_class
 
 _warned_types: set[str] = set()
 _MAX_DEPTH = MAX_DEPTH
@@ -106,7 +111,10 @@ class _Walk:
             self.path.discard(id(obj))
 
     def _needs(self, obj: Any, t: type, depth: int, inside: bool) -> bool:
-        if isinstance(obj, (set, frozenset)):
+        if isinstance(obj, (set, frozenset)) or is_user_class(t):
+            # An instance of a notebook's (or a helper module's) class: pickle holds its class by name
+            # in the notebook, but a process running a copy of the class (a Flink worker) can only
+            # pickle it by value, with a tracker id that changes with the notebook's process.
             return True
         if t is list or t is tuple:
             return any(self.needs(x, depth + 1, True) for x in obj)
@@ -201,8 +209,20 @@ def _encode_reduced(obj: Any, out: list[bytes], depth: int) -> None:
     out.extend(parts)
 
 
+def _picklable(obj: Any) -> bool:
+    """Whether an instance of a user's class pickles at all: one that does not (a client holding a lock)
+    keeps counting by its type, as the README promises, rather than by a state that changes per process."""
+    if not is_user_class(type(obj)):
+        return True
+    try:
+        cloudpickle.dumps(obj, protocol=4)
+    except Exception:
+        return False
+    return True
+
+
 def _encode_pickled(obj: Any, out: list[bytes], depth: int = 0) -> None:
-    if _needs_canonical(obj, depth):
+    if _needs_canonical(obj, depth) and _picklable(obj):
         try:
             _encode_reduced(obj, out, depth)
             return

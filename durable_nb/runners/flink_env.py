@@ -39,6 +39,7 @@ import cloudpickle
 
 from ..errors import DurableError
 from ..journal.store import Store
+from ..journal.usercode import installed_roots
 from . import compat
 
 __all__ = ["EnvOptions", "FlinkJobError", "FlinkSetupError", "StoreSpec", "check_java", "environment", "gateway",
@@ -350,16 +351,6 @@ def store_spec(store: Store, *, remote_host: str | None = None) -> StoreSpec:
 # ---------------------------------------------------------------- the user's code, by value
 
 
-def _installed_roots() -> tuple[str, ...]:
-    import site
-    import sysconfig
-
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages()}
-    roots.update(p for p in sysconfig.get_paths().values() if p)
-    roots.add(str(Path(__file__).resolve().parent.parent))  # durable_nb travels as a package (python.files)
-    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)
-
-
 def pickled_by_value(module_name: str) -> bool:
     """Whether cloudpickle already ships ``module_name`` (or a parent package) by value."""
     registered = cloudpickle.list_registry_pickle_by_value()
@@ -378,7 +369,7 @@ def user_modules_by_value() -> Iterator[None]:
     registered for pickling by value until the job graph is built, then unregistered,
     so journal payloads written by this process are unaffected.
     """
-    roots = _installed_roots()
+    roots = installed_roots()
     registered = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)

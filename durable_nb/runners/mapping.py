@@ -46,6 +46,9 @@ def key_text(key: Any) -> str:
     t = type(key)
     if t is str:
         return key if _plain_str(key) else repr(key)
+    if t is tuple or t is set or t is frozenset:
+        ordered = _ordered_repr(key)
+        return ordered if t is tuple else f"~builtins.{t.__qualname__}:{ordered}"
     if t in _PLAIN_TYPES:
         return str(key)
     text = str(key) if t.__repr__ is not object.__repr__ or t.__str__ is not object.__str__ else None
@@ -54,6 +57,23 @@ def key_text(key: Any) -> str:
 
         text = digest_value(key)[:16]
     return f"~{t.__module__}.{t.__qualname__}:{text}"
+
+
+def _ordered_repr(value: Any) -> str:
+    """``repr`` of a tuple or set key with set members sorted: a set's order changes with ``PYTHONHASHSEED``.
+
+    Equal to ``repr`` for a tuple holding no set, so those run ids are as they always were.
+    """
+    t = type(value)
+    if t is tuple:
+        inner = ", ".join(_ordered_repr(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    if t is set or t is frozenset:
+        members = ", ".join(sorted(_ordered_repr(v) for v in value))
+        if t is set:
+            return f"{{{members}}}" if members else "set()"
+        return f"frozenset({{{members}}})" if members else "frozenset()"
+    return repr(value)
 
 
 def _plain_str(text: str) -> bool:
