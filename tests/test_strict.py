@@ -91,6 +91,40 @@ def test_an_action_that_stops_before_a_recorded_call_raises_in_strict_mode(store
     assert len(store.calls("r1")) == 2 and store.discarded() == []
 
 
+@pytest.mark.parametrize("where", ["at the end", "mid-way"])
+def test_a_strict_run_that_wrote_before_raising_keeps_the_runs_status(store, where):
+    """A COMPLETED run holding a PENDING call (its result could not be pickled): a strict run re-executed it,
+    which made the run RUNNING, then raised NonDeterminismError; the run stayed RUNNING with no owner (a
+    crashed run to prune and to recovery). README: "nothing is discarded and the run keeps its status"."""
+    import threading
+
+    pickles = []
+
+    def result() -> object:
+        return "ok" if pickles else threading.Lock()
+
+    def first(order: str, ctx: dnb.RunnerContext) -> str:
+        ctx.durable_execute(charge, order, 10)
+        ctx.durable_execute(result)
+        return ctx.durable_execute(notify, order)
+
+    def second(order: str, ctx: dnb.RunnerContext) -> object:
+        ctx.durable_execute(charge, order, 10)
+        ctx.durable_execute(result)
+        return ctx.durable_execute(refund, order) if where == "mid-way" else None
+
+    with pytest.warns(dnb.UnserializableResultWarning):
+        dnb.LocalRunner(store).run(first, "o1", run_id="r1")
+    assert store.run("r1").status is RunStatus.COMPLETED
+    assert [c.status for c in store.calls("r1")] == [Status.SUCCEEDED, Status.PENDING, Status.SUCCEEDED]
+    pickles.append(True)
+    with pytest.raises(dnb.NonDeterminismError):
+        dnb.LocalRunner(store, strict=True).run(second, "o1", run_id="r1")
+    assert store.run("r1").status is RunStatus.COMPLETED
+    assert [c.status for c in store.calls("r1")] == [Status.SUCCEEDED] * 3  # re-executed, nothing discarded
+    assert dnb.LocalRunner(store).run(first, "o1", run_id="r1") == "mail o1"  # not RunBusyError: no one holds it
+
+
 def test_a_deterministic_recovery_is_unaffected_by_strict_mode(store):
     runner = dnb.LocalRunner(store, strict=True)
     assert runner.strict is True

@@ -10,7 +10,9 @@ Internal API used by every runner and by the notebook layer:
 * :func:`current_context()` - the innermost open context in this thread/task, or None.
 
 The rules themselves live in :mod:`durable_nb.journal.replay`; this module only adapts
-them to the sync and async call styles of Flink Agents' ``RunnerContext``.
+them to the sync and async call styles of Flink Agents' ``RunnerContext``. Over 400 lines
+because what each exit of a run writes (completed, failed, waiting, crashed, strict) is
+read best beside the opening it undoes; the call styles share that state.
 """
 
 from __future__ import annotations
@@ -283,7 +285,7 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
     generator machinery cost as much as a third of what the replay itself costs.
     """
 
-    __slots__ = ("_ctx", "_key", "_outside", "_owner", "_steal", "_store", "_strict", "_token", "run_id")
+    __slots__ = ("_before", "_ctx", "_key", "_outside", "_owner", "_steal", "_store", "_strict", "_token", "run_id")
 
     def __init__(
         self, store: Store, run_id: str, *, steal: bool = False, key: Any = None, strict: bool = False
@@ -296,6 +298,8 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
         owner = self._owner = new_owner()
+        # Strict mode keeps the run's status when it raises NonDeterminismError: remember it (a read, strict only).
+        self._before = getattr(store.run(run_id), "status", None) if self._strict else None
         try:
             recorded = store.open_run(run_id, owner, steal=self._steal)
         except BaseException:
@@ -312,14 +316,14 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
         ctx, store, run_id, owner = self._ctx, self._store, self.run_id, self._owner
         try:
             if exc_type is None:
-                _close_completed(ctx, store, run_id, owner)
+                _close_completed(ctx, store, run_id, owner, self._kept_status)
             elif issubclass(exc_type, (StopRecovery, RecordDecodeError, NonDeterminismError)):
                 # A stepped recovery stopped, a recorded outcome cannot be loaded, or strict mode
                 # found the code and the journal disagree: the status on record stays (a COMPLETED
                 # run is never rewritten as FAILED by a replay that wrote nothing); only the lease goes.
                 end_owner(owner)
                 with contextlib.suppress(Exception):
-                    store.close_run(run_id, owner, None)  # releases the lease (stores that hold it in-process)
+                    store.close_run(run_id, owner, self._kept_status(exc_type))  # releases the lease too
             elif issubclass(exc_type, Exception):
                 # Not discard_unreached(): an action that fails early (a transient error before
                 # its first durable call) must not throw away calls a later recovery will reach.
@@ -347,8 +351,16 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
             _current.reset(self._token)
 
 
-def _close_completed(ctx: RunnerContext, store: Store, run_id: str, owner: str) -> None:
-    """The action returned: close the run COMPLETED (WAITING if it swallowed an AwaitingInput)."""
+    def _kept_status(self, exc_type: type[BaseException]) -> RunStatus | None:
+        """The status a strict run had, if its first write (a PENDING call re-executed) made it RUNNING."""
+        if self._before in (None, RunStatus.RUNNING) or not issubclass(exc_type, NonDeterminismError):
+            return None
+        return self._before if getattr(self._store.run(self.run_id), "status", None) is RunStatus.RUNNING else None
+
+
+def _close_completed(ctx: RunnerContext, store: Store, run_id: str, owner: str,
+                     kept: Callable[[type[BaseException]], RunStatus | None]) -> None:
+    """The action returned: close the run COMPLETED (WAITING if it swallowed an AwaitingInput, ``kept`` if strict)."""
     waiting = ctx.journal.awaiting
     if waiting is not None:  # the action swallowed AwaitingInput: the run still waits
         store.close_run(run_id, owner, RunStatus.WAITING)
@@ -357,8 +369,8 @@ def _close_completed(ctx: RunnerContext, store: Store, run_id: str, owner: str) 
         raise waiting
     try:
         ctx.journal.discard_unreached()
-    except BaseException:
-        store.close_run(run_id, owner, None)
+    except BaseException as exc:
+        store.close_run(run_id, owner, kept(type(exc)))
         end_owner(owner)
         raise
     try:
