@@ -16,7 +16,6 @@ from durable_nb.notebook.cell import (
     OutputRecorder,
     analyze,
     input_digest,
-    is_history_name,
     pack_namespace,
     select_inputs,
     source_fingerprint,
@@ -152,9 +151,28 @@ def test_source_fingerprint_ignores_comments_and_formatting() -> None:
 # ---------------------------------------------------------------- inputs
 
 
-def test_history_names_are_not_inputs() -> None:
-    assert all(is_history_name(n) for n in ["_", "__", "_7", "_i7", "_ii", "Out", "In"])
-    assert not any(is_history_name(n) for n in ["_private", "x", "_ix"])
+def test_names_ipython_expands_in_shell_commands_and_magic_lines_are_reads() -> None:
+    """``out = !curl {url}`` read ``url`` only inside the string IPython expands when the command runs: after
+    ``url`` changed, the cell replayed the old download."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    def reads_of(cell: str) -> list[str]:
+        return [n for n in analyze(TransformerManager().transform_cell(cell)).reads if n != "get_ipython"]
+
+    assert reads_of("out = !curl -o {target} {url} $folder\n") == ["target", "url", "folder"]
+    assert reads_of("!echo {len(items)} $$HOME {{literal}}\n") == ["len", "items"]
+    assert reads_of("%cd $workdir\n") == ["workdir"]
+    assert reads_of("url = 'x'\n!curl {url}\n") == []  # bound by the cell first
+    assert reads_of("!echo {\n") == []  # not a format string: IPython runs it as it is
+
+
+def test_ipythons_last_results_are_inputs_when_read_and_its_own_objects_are_not() -> None:
+    """``z = _ * 2`` replayed the value recorded with another ``_``: IPython's history names were never inputs."""
+    out: dict[int, Any] = {7: 42}
+    ns = {"_": 50, "_7": 42, "Out": out, "_oh": out, "_i7": "6 * 7"}
+    hidden = dict(ns)  # IPython pushes them all as its own names
+    assert select_inputs(("_", "_7", "Out", "_oh", "_i7"), ns, hidden) == {"_": 50, "_7": 42}
+    assert select_inputs(("_",), {"_": ""}, {"_": ""}) == {}  # nothing displayed yet: IPython's initial value
 
 
 def test_select_inputs_skips_builtins_hidden_and_missing_names() -> None:
@@ -204,6 +222,24 @@ def test_notebook_functions_count_by_their_defaults_and_captured_values_too() ->
     assert input_digest("c", {"g": g2}) != input_digest("c", {"g": g3})
     plain = defined("def h(x):\n    return x\n", "h", "<cell-6>")
     assert value_token(plain)[0] == "source" and len(value_token(plain)) == 3  # unchanged for plain helpers
+
+
+def test_a_notebook_class_counts_by_its_immutable_settings_too() -> None:
+    """``Settings.rate = 3`` after the class was defined with ``rate = 2``: the cell replayed the old result."""
+    import linecache
+
+    src = "class Settings:\n    rate = 2\n    registry = {}\n"
+    for filename in ("<no source>", "<cell-settings>"):  # without and with the source IPython keeps
+        if filename != "<no source>":
+            linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+        cls = _notebook_function_in(src, "Settings", filename)
+        before = input_digest("c", {"Settings": cls})
+        cls.registry["seen"] = 1  # mutable state does not count
+        assert input_digest("c", {"Settings": cls}) == before
+        cls.rate = 3
+        assert input_digest("c", {"Settings": cls}) != before
+        cls.rate = 2
+        assert input_digest("c", {"Settings": cls}) == before
 
 
 def _notebook_function_in(src: str, name: str, filename: str) -> Any:

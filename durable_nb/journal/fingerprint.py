@@ -58,7 +58,7 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
             except ValueError:  # an empty cell (variable not bound yet)
                 parts.append(b"<empty>")
                 continue
-            if _is_plain_value(value):
+            if is_plain_value(value):
                 _encode(value, parts)
             elif callable(value) and hasattr(value, "__qualname__"):
                 parts.append(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
@@ -72,12 +72,12 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
 _PLAIN = (str, int, float, bool, bytes, type(None), complex)
 
 
-def _is_plain_value(value: Any, depth: int = 0) -> bool:
+def is_plain_value(value: Any, depth: int = 0) -> bool:
     """Immutable scalars and tuples/frozensets of them: what configures a closure."""
     if isinstance(value, (*_PLAIN, enum.Enum)):
         return True
     if isinstance(value, (tuple, frozenset)) and depth < 4:
-        return all(_is_plain_value(v, depth + 1) for v in value)
+        return all(is_plain_value(v, depth + 1) for v in value)
     return False
 
 

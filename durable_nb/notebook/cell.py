@@ -20,14 +20,14 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .cell_inputs import input_digest, is_history_name, select_inputs, value_token
-from .inline_magics import expand_magics
+from .cell_inputs import input_digest, select_inputs, value_token
+from .inline_magics import expand_magics, expanded_reads
 from .outcome import PackedNamespace, pack_namespace, pack_value, unpack_namespace
 from .outputs import WIDGET_VIEW_MIME, Output, OutputRecorder, RecordedResult, replay_outputs
 
 __all__ = [  # with the names re-exported from .cell_inputs, .outputs and .outcome
     "WIDGET_VIEW_MIME", "CellAnalysis", "Output", "OutputRecorder", "PackedNamespace", "RecordedResult", "analyze",
-    "input_digest", "is_history_name", "pack_namespace", "pack_value", "replay_outputs", "select_inputs",
+    "input_digest", "pack_namespace", "pack_value", "replay_outputs", "select_inputs",
     "source_fingerprint", "split_last_expression", "unpack_namespace", "value_token",
 ]
 
@@ -158,6 +158,11 @@ class _Analyzer(ast.NodeVisitor):
             self.bound.discard(node.id)
             self.binds.pop(node.id, None)
             self.deletes.setdefault(node.id, None)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        self.generic_visit(node)
+        for expression in expanded_reads(node):  # !cmd {url}: IPython reads url when the call runs
+            self.visit(expression)
 
     # -- statements in evaluation order ----------------------------------------------
 

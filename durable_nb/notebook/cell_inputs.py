@@ -16,18 +16,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..journal.digest import digest_value
-from ..journal.fingerprint import fingerprint_code
+from ..journal.fingerprint import fingerprint_code, is_plain_value
 from ..runners.isolation import immutable
 
-_HIDDEN_HISTORY = frozenset({"_", "__", "___", "_i", "_ii", "_iii", "In", "Out", "_ih", "_oh", "_dh"})
 
+def is_output_history(name: str) -> bool:
+    """IPython's ``_``, ``__``, ``___`` and ``_5``: earlier results, which a cell reading them computes with.
 
-def is_history_name(name: str) -> bool:
-    """IPython's ``_``, ``_5``, ``_i5`` ...: they change every cell, so they are not inputs."""
-    if name in _HIDDEN_HISTORY:
-        return True
-    rest = name[2:] if name.startswith("_i") else name[1:] if name.startswith("_") else None
-    return rest is not None and rest.isdigit()
+    IPython keeps them among its own (hidden) names, updated after every displayed
+    result, so the rule for its own objects would leave them out.
+    """
+    return name in ("_", "__", "___") or (name[:1] == "_" and name[1:].isdigit())
 
 
 def _is_notebook_defined(obj: Any, user_module: str) -> bool:
@@ -42,7 +41,8 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
     modules (their code is the library's business). Functions and classes
     defined in the notebook count by their source, so editing a helper the cell
     calls invalidates the cell; a function's defaults and captured values count
-    too (as a closure's do in a call's identity). Everything else counts by value.
+    too (as a closure's do in a call's identity), and so do a class's attributes
+    holding immutable values (``Settings.rate = 3``). Everything else counts by value.
     """
     if isinstance(value, types.ModuleType):
         return ("module", value.__name__)
@@ -57,14 +57,27 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
             methods = sorted(
                 (k, fingerprint_code(v)) for k, v in vars(value).items() if isinstance(v, types.FunctionType)
             )
-            return ("class", value.__qualname__, tuple(methods))
+            settings = _class_settings(value)
+            return ("class", value.__qualname__, tuple(methods), *((settings,) if settings else ()))
         if isinstance(value, types.FunctionType) and (value.__defaults__ or value.__kwdefaults__ or value.__closure__):
             # make_scaler(3) after make_scaler(2), or def g(k=K) after K changed: same source, another function
             return ("source", value.__qualname__, source, fingerprint_code(value))
+        if isinstance(value, type):
+            settings = _class_settings(value)
+            if settings:  # Settings.rate = 3 after the class was defined with rate = 2
+                return ("source", value.__qualname__, source, settings)
         return ("source", value.__qualname__, source)
     if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
         return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
     return ("value", digest_value(value))
+
+
+def _class_settings(cls: type) -> tuple[tuple[str, Any], ...]:
+    """A notebook class's own attributes that hold immutable values (str, numbers, tuples of them), by name.
+
+    Like what a closure captures: settings count by value; mutable state (a registry, a cache) does not.
+    """
+    return tuple(sorted((k, v) for k, v in vars(cls).items() if not k.startswith("__") and is_plain_value(v)))
 
 
 def input_tokens(inputs: Mapping[str, Any], user_module: str = "__main__") -> dict[str, Any]:
@@ -104,7 +117,7 @@ def changed_in_place(
 
 def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping[str, Any],
                   star_imports: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The read names that resolve in the notebook namespace (builtins and IPython's own names left out).
+    """The read names that resolve in the notebook namespace (builtins and IPython's own objects left out).
 
     A name the cell's own ``from m import *`` binds to the very value it has now is not an input: the
     cell binds it before reading it (else its second run in a kernel would digest another input set).
@@ -112,10 +125,10 @@ def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping
     inputs: dict[str, Any] = {}
     modules = [sys.modules[m] for m in star_imports if m in sys.modules]
     for name in reads:
-        if name not in ns or is_history_name(name):
+        if name not in ns:
             continue
         value = ns[name]
-        if name in hidden and hidden[name] is value:
+        if name in hidden and hidden[name] is value and not (is_output_history(name) and value != ""):
             continue
         if hasattr(builtins, name) and getattr(builtins, name) is value:
             continue

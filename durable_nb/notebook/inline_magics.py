@@ -16,6 +16,8 @@ it before anything is written.
 from __future__ import annotations
 
 import ast
+import re
+import string
 from collections.abc import Iterator
 
 #: Magics whose body runs in the user namespace, so its assignments are the cell's.
@@ -94,6 +96,44 @@ def _parse(code: str) -> list[ast.stmt]:
     try:
         return expand_magics(ast.parse(code)).body
     except SyntaxError:
+        return []
+
+
+#: IPython's calls whose string arguments it expands with ``{expr}`` and ``$name`` from the user namespace.
+_EXPANDING = frozenset({"system", "getoutput", "run_line_magic", "run_cell_magic"})
+_DOLLAR_NAME = re.compile(r"(?<!\$)\$([A-Za-z_]\w*)")
+
+
+def expanded_reads(node: ast.Call) -> list[ast.expr]:
+    """The expressions IPython evaluates in ``!cmd {url}`` / ``x = !ls $folder`` / ``%magic {arg}`` when it runs.
+
+    They hide in the string IPython passes to ``get_ipython().system(...)`` (``getoutput``,
+    ``run_line_magic``; a cell magic's line), so the analysis saw no read: after ``url``
+    changed, the cell replayed the old download. Expressions that do not parse are left out.
+    """
+    func = node.func
+    if not (isinstance(func, ast.Attribute) and func.attr in _EXPANDING and isinstance(func.value, ast.Call)
+            and isinstance(func.value.func, ast.Name) and func.value.func.id == "get_ipython"):
+        return []
+    texts = [a.value for a in node.args[:2] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    if func.attr.startswith("run_"):
+        texts = texts[1:2]  # the magic's line, not its name (nor a cell magic's body)
+    found: list[ast.expr] = []
+    for text in texts:
+        sources = [field for _, field, _, _ in _format_fields(text) if field]
+        sources += _DOLLAR_NAME.findall(text)
+        for source in sources:
+            try:
+                found.append(ast.parse(source, mode="eval").body)
+            except SyntaxError:
+                continue
+    return found
+
+
+def _format_fields(text: str) -> list[tuple[str, str | None, str | None, str | None]]:
+    try:
+        return list(string.Formatter().parse(text))
+    except ValueError:  # a lone brace: IPython leaves such a string as it is
         return []
 
 
