@@ -346,12 +346,12 @@ def run_dry(shell: Any, cell: ParsedCell, store: Store, has_reconciler: bool, pe
     elif not same and run_id != pending_fork and report.error is None and report.decision is not None:
         # The comparison stopped early; its rule is about that run ("would be discarded"), which a run now
         # leaves alone: say what a run does, then what the comparison found.
-        at = report.stopped_at
+        stop = report.stopped_at
         report = dataclasses.replace(report, rule=(
             f"no record of this version: a run now starts a new run and executes the cell (run "
             f"{report.run_id!r} is left as it is); compared with that run, "
-            + (f"calls 1..{at - 1} would replay and " if at and at > 1 else "")
-            + f"call {at} would not ({report.decision.value}: {report.rule})"))
+            + (f"calls 1..{stop - 1} would replay and " if stop and stop > 1 else "")
+            + f"call {stop} would not ({report.decision.value}: {report.rule})"))
     hint = None if run_id == pending_fork else fork_hint(name, report, same)
     if hint:
         print(hint)
