@@ -209,6 +209,58 @@ def test_async_actions_step_even_when_clicked_from_a_running_event_loop(store: d
     assert store.run("async").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]
 
 
+async def place_order_async(order: int, ctx: dnb.RunnerContext) -> str:
+    """``place_order`` as an async action (a Flink Agents style action in a notebook)."""
+    def find_charge() -> str:
+        count("reconciler")
+        return f"ch_{order}_found"
+
+    charge = await ctx.durable_execute_async(charge_card, order, reconciler=find_charge)
+    return await ctx.durable_execute_async(send_receipt, order, charge)
+
+
+def crashed_async(store: dnb.Store) -> None:
+    """order-2: charge_card PENDING (it ran, the crash lost its outcome), for an async action."""
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
+        dnb.LocalRunner(store).run(place_order_async, 2, run_id="order-2")
+    ran.clear()
+
+
+def test_async_dry_run_clicked_from_a_running_event_loop_draws_the_runner_report(store: dnb.Store) -> None:
+    crashed_async(store)
+    expected = dnb.LocalRunner(store).dry_run(place_order_async, 2, run_id="order-2")
+    assert (expected.stopped_at, expected.decision) == (0, dnb.Decision.RECONCILE)
+    stepper = dnb.ReplayStepper(store, "order-2", place_order_async, 2, journal_view=False)
+
+    async def click_like_a_kernel() -> dnb.DryRunReport | None:  # ipykernel runs click handlers on its loop
+        stepper.dry_button.click()
+        return stepper.dry_run()
+
+    report = asyncio.run(click_like_a_kernel())
+    assert report is not None and (report.stopped_at, report.decision, report.error) == (0, dnb.Decision.RECONCILE,
+                                                                                         None)
+    assert "0 calls replay, then call 0 would reconcile" in text(stepper.message.value)
+    assert "RuntimeError" not in text(stepper.dry_html.value)
+    assert ran == {} and store.call("order-2", 0).status is dnb.Status.PENDING  # type: ignore[union-attr]
+
+
+def test_an_async_action_stepper_is_built_dry_run_and_stepped_inside_a_running_event_loop(
+    store: dnb.Store,
+) -> None:
+    crashed_async(store)
+
+    async def cell() -> dnb.ReplayStepper:  # a notebook cell runs on the kernel's event loop
+        stepper = dnb.ReplayStepper(store, "order-2", place_order_async, 2, journal_view=False)
+        stepper.dry_button.click()
+        assert "then call 0 would reconcile" in text(stepper.message.value)
+        stepper.step_button.click()
+        return stepper
+
+    stepper = asyncio.run(cell())
+    assert ran == {"reconciler": 1}
+    assert [e.decision.value for e in stepper.history] == ["reconcile"]
+
+
 def test_stepping_gathered_async_calls_runs_each_once(store: dnb.Store) -> None:
     """asyncio.gather starts call k-1 before call k stops the step: it must finish and journal its
     outcome before the step ends, or the next step would run its side effect again."""

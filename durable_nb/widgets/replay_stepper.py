@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +123,7 @@ class ReplayStepper(W.VBox):
         *,
         journal_view: bool = True,
     ) -> None:
-        check_action(action)
+        check_action(action, sync=False)  # steps and dry runs run in a worker thread: async is fine in a loop
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
         self.store = open_store(store)
@@ -227,10 +228,12 @@ class ReplayStepper(W.VBox):
 
         Nothing is executed (no function, no reconciler) and nothing is written;
         the report is drawn under the stepper. None (and the error shown) if the
-        dry run itself could not start.
+        dry run itself could not start. It runs in a worker thread, as a step does, so an
+        async action is dry-run from a click handler on the kernel's event loop too.
         """
         try:
-            report = _dry_run(self.store, self.run_id, lambda ctx: call_action(self.action, isolated(self.value), ctx))
+            report = _in_thread(f"durable_nb-dry-run-{self.run_id}", lambda: _dry_run(
+                self.store, self.run_id, lambda ctx: call_action(self.action, isolated(self.value), ctx)))
         except Exception as exc:  # shown, not raised: a click handler's exception is only logged
             self._say(f"dry run failed: {codec.error_preview(exc)}", "error")
             return None
@@ -302,22 +305,12 @@ class ReplayStepper(W.VBox):
         A click handler runs on the kernel's event loop, where ``call_action`` refuses
         async actions; a thread has no running loop, so sync and async actions both work.
         """
-        box: dict[str, Any] = {}
+        def work() -> Any:
+            with open_run(self.store, self.run_id) as ctx:
+                self._watch(ctx, stop_before, seen)
+                return call_action(self.action, isolated(self.value), ctx)
 
-        def work() -> None:
-            try:
-                with open_run(self.store, self.run_id) as ctx:
-                    self._watch(ctx, stop_before, seen)
-                    box["result"] = call_action(self.action, isolated(self.value), ctx)
-            except BaseException as exc:  # handed to the caller, which sorts them out
-                box["error"] = exc
-
-        thread = threading.Thread(target=work, name=f"durable_nb-stepper-{self.run_id}")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
+        return _in_thread(f"durable_nb-stepper-{self.run_id}", work)
 
     def _watch(self, ctx: RunnerContext, stop_before: int | None, seen: list[tuple[Planned, str]]) -> None:
         """Stop the recovery before ``stop_before`` and record each decision the engine makes."""
@@ -388,6 +381,29 @@ class ReplayStepper(W.VBox):
             return text + (f" · next: call {self.next_call.index} {self.next_call_id} → "
                            f"{self.next_call.decision.value}")
         return text + f" · next: call {self.position}"
+
+
+def _in_thread(name: str, work: Callable[[], Any]) -> Any:
+    """Run ``work()`` in a worker thread, wait for it, and return or re-raise its outcome.
+
+    A click handler runs on the kernel's event loop, where ``call_action`` (and
+    ``asyncio.run``) refuse async actions; a fresh thread has no running loop, so sync
+    and async actions both work, inside a loop or not.
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # handed to the caller, which sorts them out
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _preview(rec: CallRecord | None) -> str:
