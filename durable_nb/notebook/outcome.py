@@ -105,7 +105,7 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
         alone: dict[str, bytes] = {}
         for name, value in list(values.items()):
             try:
-                alone[name] = pack_value(value)[1]
+                alone[name] = _loadable(name, pack_value(value)[1])
             except Exception as exc:
                 packed.skipped[name] = f"{type_name(value)}: {type(exc).__name__}"
                 del values[name]
@@ -132,6 +132,14 @@ def _together(values: dict[str, Any]) -> bytes:
     if blob.find(b"__main__") != -1:  # only then can it refer to the notebook's names
         _FreshKernel(io.BytesIO(blob), set(values)).load()
     return SHARED + blob
+
+
+def _loadable(name: str, blob: bytes) -> bytes:
+    """``blob``, if a new kernel could load it: an ``lru_cache`` function pickles by reference to its own name,
+    which that kernel would not have. Journaled anyway, it was lost only at the replay, with no warning."""
+    if blob.find(b"__main__") != -1:
+        _FreshKernel(io.BytesIO(blob), {name}).load()
+    return blob
 
 
 class _FreshKernel(pickle.Unpickler):
