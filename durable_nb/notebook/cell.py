@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .cell_inputs import input_digest, select_inputs, value_token
 from .inline_magics import expand_magics, expanded_reads
-from .outcome import PackedNamespace, pack_namespace, pack_value, unpack_namespace
+from .namespace import PackedNamespace, pack_namespace, pack_value, unpack_namespace
 from .outputs import WIDGET_VIEW_MIME, Output, OutputRecorder, RecordedResult, replay_outputs
 
 __all__ = [  # with the names re-exported from .cell_inputs, .outputs and .outcome

@@ -32,7 +32,8 @@ from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
 from .cell_inputs import ABSENT, changed_in_place, select_inputs, star_values
-from .outcome import CellOutcome, executed_outcome, unpack_namespace
+from .namespace import unpack_namespace
+from .outcome import CellOutcome, executed_outcome
 from .outputs import OutputRecorder, replay_outputs
 from .perform import (
     MAP_RESERVED,

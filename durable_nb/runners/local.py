@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,29 @@ def call_action(action: Action, value: Any, ctx: RunnerContext) -> Any:
 async def _await(awaitable: Any) -> Any:
     __tracebackhide__ = True
     return await awaitable
+
+
+def in_fresh_thread(name: str, work: Callable[[], Any]) -> Any:
+    """Run ``work()`` in a fresh thread named ``name``, wait for it, and return or re-raise its outcome.
+
+    Where an event loop runs (a widget's click handler on the kernel's loop), ``call_action``
+    refuses async actions; a fresh thread has no running loop, so sync and async actions
+    both work, inside a loop or not.
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:  # handed to the caller, which sorts them out
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def check_action(action: Any, *, sync: bool = True) -> None:

@@ -36,9 +36,7 @@ last outcome; ``.dnb-back-note`` the warning about Back.
 from __future__ import annotations
 
 import os
-import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +51,7 @@ from ..journal.store import Store
 from ..journal.timetravel import DryRunReport
 from ..journal.timetravel import dry_run as _dry_run
 from ..runners.isolation import isolated
-from ..runners.local import Action, call_action, check_action
+from ..runners.local import Action, call_action, check_action, in_fresh_thread
 from ..stores import open_store
 from ._html import esc, message, page, status_cell, table, td
 from ._sync import changed
@@ -232,7 +230,7 @@ class ReplayStepper(W.VBox):
         async action is dry-run from a click handler on the kernel's event loop too.
         """
         try:
-            report = _in_thread(f"durable_nb-dry-run-{self.run_id}", lambda: _dry_run(
+            report = in_fresh_thread(f"durable_nb-dry-run-{self.run_id}", lambda: _dry_run(
                 self.store, self.run_id, lambda ctx: call_action(self.action, isolated(self.value), ctx)))
         except Exception as exc:  # shown, not raised: a click handler's exception is only logged
             self._say(f"dry run failed: {codec.error_preview(exc)}", "error")
@@ -310,7 +308,7 @@ class ReplayStepper(W.VBox):
                 self._watch(ctx, stop_before, seen)
                 return call_action(self.action, isolated(self.value), ctx)
 
-        return _in_thread(f"durable_nb-stepper-{self.run_id}", work)
+        return in_fresh_thread(f"durable_nb-stepper-{self.run_id}", work)
 
     def _watch(self, ctx: RunnerContext, stop_before: int | None, seen: list[tuple[Planned, str]]) -> None:
         """Stop the recovery before ``stop_before`` and record each decision the engine makes."""
@@ -381,29 +379,6 @@ class ReplayStepper(W.VBox):
             return text + (f" · next: call {self.next_call.index} {self.next_call_id} → "
                            f"{self.next_call.decision.value}")
         return text + f" · next: call {self.position}"
-
-
-def _in_thread(name: str, work: Callable[[], Any]) -> Any:
-    """Run ``work()`` in a worker thread, wait for it, and return or re-raise its outcome.
-
-    A click handler runs on the kernel's event loop, where ``call_action`` (and
-    ``asyncio.run``) refuse async actions; a fresh thread has no running loop, so sync
-    and async actions both work, inside a loop or not.
-    """
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = work()
-        except BaseException as exc:  # handed to the caller, which sorts them out
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name=name)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["result"]
 
 
 def _preview(rec: CallRecord | None) -> str:
