@@ -103,6 +103,10 @@ def test_a_result_that_cannot_travel_makes_the_row_failed_and_says_why() -> None
     _run_id, status, payload, error = row.to_wire()
     assert (status, payload) == ("FAILED", None)
     assert error is not None and "cannot be pickled to return it from Flink" in error
+    emitted = row.portable()  # what durable_process emits: the same rule, decided in the worker
+    assert (emitted.status, emitted.result, emitted.error) == (dnb.RunStatus.FAILED, None, error)
+    plain = MapRow("k", "a/k#0", dnb.RunStatus.COMPLETED, {"v": 1})
+    assert plain.portable() is plain
 
 
 def test_apply_action_lets_errors_of_the_run_itself_propagate() -> None:

@@ -267,8 +267,9 @@ class FlinkRunner:
         check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
         job = MapJob(action, action_name(action), self._store_spec, self.strict, run_id=rid)
-        (shipped,) = self._execute(job, [value], [rid], f"durable_nb run {rid}", False)
-        row = MapRow.from_wire(rid, shipped.wire)
+        # No record key (ctx.key is None), as in LocalRunner.run: the run id is not a key.
+        (shipped,) = self._execute(job, [value], [None], f"durable_nb run {rid}", False)
+        row = MapRow.from_wire(None, shipped.wire)
         if row.status is RunStatus.COMPLETED:
             return row.result
         if row.exception is not None:

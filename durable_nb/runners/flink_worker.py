@@ -133,11 +133,25 @@ def write_records(path: Path, records: list[Any], keys: list[Any]) -> None:
             try:
                 blob = cloudpickle.dumps((index, key, record))
             except Exception as exc:
-                raise TypeError(
-                    f"FlinkRunner: record {index} ({type(record).__name__}) cannot be pickled to ship it "
-                    f"to the Flink workers ({type(exc).__name__}: {exc}). Records must be plain data."
-                ) from exc
+                raise unpicklable_record(index, key, record, exc) from exc
             fh.write(f"{partition(key)}\t{base64.b64encode(blob).decode('ascii')}\n")
+
+
+def unpicklable_record(index: int, key: Any, record: Any, exc: Exception) -> TypeError:
+    """The error naming what of record ``index`` cannot be pickled: its key, when that is the culprit.
+
+    The key travels beside the record, so a key function returning a lock would
+    otherwise be reported as the (plain) record, pointing the user at the wrong thing.
+    """
+    what, culprit, plain = f"record {index}", record, "Records must be plain data."
+    try:
+        cloudpickle.dumps(key)
+    except Exception:
+        what, culprit, plain = f"the key of record {index}", key, "Keys must be plain data (a str, a number, a tuple)."
+    return TypeError(
+        f"FlinkRunner: {what} ({type(culprit).__name__}) cannot be pickled to ship it "
+        f"to the Flink workers ({type(exc).__name__}: {exc}). {plain}"
+    )
 
 
 def line_key(line: str) -> str:
@@ -267,7 +281,7 @@ def stream_element(job: StreamJob, store: Store, record: Any, seq: int) -> MapRo
     key = key_of(record, job.key, seq)
     run_id = run_id_for(job.name, key, seq)
     row, _replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
-    return row
+    return row.portable()  # FlinkRunner's rule: a result that cannot travel is a FAILED row, not a failed job
 
 
 class KeyText:

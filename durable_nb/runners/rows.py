@@ -74,6 +74,19 @@ class MapRow:
         # The exception as the journal keeps it (attributes that cannot be pickled left out), or its text only.
         return self.run_id, self.status.value, _exception_payload(self.exception), self.error
 
+    def portable(self) -> MapRow:
+        """This row as it may leave a Flink worker: a result that cannot be pickled makes it FAILED, saying why.
+
+        :meth:`to_wire`'s rule, applied where ``durable_process`` emits the row: Flink
+        pickles it at a network edge or a sink, where such a result would fail the
+        whole job (every row lost). Decided once, in the worker, so a downstream
+        operator sees the same row whether or not Flink chains it to this one.
+        """
+        if self.status is not RunStatus.COMPLETED:
+            return self  # its exception already travels as the journal keeps it (__reduce__)
+        wire = self.to_wire()
+        return self if wire[1] == self.status.value else MapRow.from_wire(self.key, wire)
+
     @classmethod
     def from_wire(cls, key: Any, wire: WireRow) -> MapRow:
         """Read back a row a worker sent (unpickles its payload: the job's own output, trusted)."""

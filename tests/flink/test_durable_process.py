@@ -123,19 +123,26 @@ class _HeldClientError(Exception):
         self.client_lock = __import__("threading").Lock()  # cannot be pickled
 
 
-def _declines(record: dict[str, Any], ctx: dnb.RunnerContext) -> None:
+def _declines(record: dict[str, Any], ctx: dnb.RunnerContext) -> Any:
+    """Orders 0 and 1 return a lock and a plain value; the others raise an exception holding a lock."""
+    if record["id"] < 2:
+        return __import__("threading").Lock() if record["id"] == 0 else record["id"]
     raise _HeldClientError(f"declined {record['id']}")
 
 
 @pytest.mark.timeout(180)
-def test_a_failed_row_whose_exception_holds_a_lock_crosses_to_another_operator(flink: None, tmp_path: Path) -> None:
+def test_a_row_whose_exception_or_result_holds_a_lock_crosses_to_another_operator(flink: None, tmp_path: Path) -> None:
     """PyFlink pickles rows between operators that are not chained (here a rebalance): the row's
-    exception goes as the journal keeps it (class and args; the lock left out), not failing the job."""
+    exception goes as the journal keeps it (class and args; the lock left out), and a result that
+    cannot be pickled is a FAILED row saying why (FlinkRunner's rule), neither failing the job."""
     from pyflink.common import Types
 
-    records = _orders.orders(4)
+    records = _orders.orders(5)
     results = durable_process(_parsed(records), _declines, key="customer", store=dnb.SqliteStore(tmp_path / "j.db"))
-    rows = _collect(results.rebalance().map(lambda row: row, output_type=Types.PICKLED_BYTE_ARRAY()))
-    assert sorted(row.status.value for row in rows) == ["FAILED"] * 4
-    assert all(type(row.exception).__name__ == "_HeldClientError" for row in rows)
-    assert sorted(row.error for row in rows) == sorted(f"_HeldClientError: declined {r['id']}" for r in records)
+    rows = sorted(_collect(results.rebalance().map(lambda row: row, output_type=Types.PICKLED_BYTE_ARRAY())),
+                  key=lambda row: row.key)
+    assert [row.status.value for row in rows] == ["FAILED", "COMPLETED", "FAILED", "FAILED", "FAILED"]
+    assert rows[0].result is None and "result (lock) cannot be pickled to return it from Flink" in rows[0].error
+    assert rows[1].result == 1
+    assert all(type(row.exception).__name__ == "_HeldClientError" for row in rows[2:])
+    assert [row.error for row in rows[2:]] == [f"_HeldClientError: declined {r['id']}" for r in records[2:]]

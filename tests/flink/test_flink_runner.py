@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import _orders
 import pytest
@@ -69,10 +70,10 @@ def test_map_again_replays_every_call_and_matches_local_runner_run_ids(
     store.close()
 
 
-def _fails_on_odd(record: dict[str, int], ctx: dnb.RunnerContext) -> int:
+def _fails_on_odd(record: dict[str, int], ctx: dnb.RunnerContext) -> tuple[int, Any]:
     if record["id"] % 2:
         raise ValueError(f"odd order {record['id']}")
-    return record["id"]
+    return record["id"], ctx.key
 
 
 @pytest.mark.timeout(120)
@@ -84,7 +85,10 @@ def test_an_action_exception_is_a_failed_row_and_run_reraises_it(flink: None, tm
 
     assert list(df["status"]) == ["COMPLETED", "FAILED", "COMPLETED", "FAILED"]
     assert df["error"].iloc[1] == "ValueError: odd order 1"
-    assert runner.run(_fails_on_odd, {"id": 2}, run_id="two") == 2
+    assert list(df["result"]) == [(0, 0), None, (2, 2), None]  # ctx.key: the record's key
+    # A run has no record key: ctx.key is None, as on LocalRunner (not the run id).
+    assert runner.run(_fails_on_odd, {"id": 2}, run_id="two") == (2, None)
+    assert dnb.LocalRunner(store).run(_fails_on_odd, {"id": 2}, run_id="two") == (2, None)
     with pytest.raises(ValueError, match="odd order 3"):
         runner.run(_fails_on_odd, {"id": 3}, run_id="three")
     assert store.run("three").status.value == "FAILED"
@@ -180,6 +184,8 @@ def test_an_unpicklable_action_or_record_is_named_before_the_job_starts(flink: N
         runner.map(holds_a_lock, [1, 2])
     with pytest.raises(TypeError, match=r"record 1 \(lock\) cannot be pickled"):
         runner.map(_fails_on_odd, [{"id": 0}, threading.Lock()])
+    with pytest.raises(TypeError, match=r"the key of record 1 \(lock\) cannot be pickled.*Keys must be plain"):
+        runner.map(_fails_on_odd, [{"id": 0}, {"id": 1}], key=lambda record: lock if record["id"] else 0)
 
 
 @pytest.mark.timeout(120)
