@@ -5,7 +5,8 @@ Importing this module imports PyFlink (``pip install 'durable_nb[flink]'``)::
     from durable_nb.flink import durable_process, environment
 
     env = environment(parallelism=2)                      # Python workers as processes, durable_nb shipped
-    lines = env.from_collection([json.dumps(r) for r in rows], type_info=Types.STRING())   # any source
+    source = FileSource.for_record_stream_format(StreamFormat.text_line_format(), "orders.jsonl").build()
+    lines = env.from_source(source, WatermarkStrategy.no_watermarks(), "orders")   # a source that rewinds
     orders = lines.map(json.loads, output_type=Types.PICKLED_BYTE_ARRAY())
     results = durable_process(orders, place_order, key="id", store="postgresql://db/journal")
     results.map(lambda row: row.result, output_type=...).sink_to(...)        # any sink
@@ -15,6 +16,9 @@ Importing this module imports PyFlink (``pip install 'durable_nb[flink]'``)::
 one run with the run id ``FlinkRunner`` and ``LocalRunner.map`` give it
 (``action/key#seq``, ``seq`` counted per key in Flink keyed state), under the same
 replay rules, and comes out as a :class:`MapRow` ``(key, run_id, status, result, error)``.
+The source must rewind with the checkpoint (files, Kafka): after a failover PyFlink's
+``from_collection`` sends every element again while keyed state keeps the counts of
+those already processed, so they would come back as new runs (README, Flink).
 """
 
 from __future__ import annotations
