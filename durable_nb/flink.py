@@ -18,7 +18,8 @@ one run with the run id ``FlinkRunner`` and ``LocalRunner.map`` give it
 replay rules, and comes out as a :class:`MapRow` ``(key, run_id, status, result, error)``.
 The source must rewind with the checkpoint (files, Kafka): after a failover PyFlink's
 ``from_collection`` sends every element again while keyed state keeps the counts of
-those already processed, so they would come back as new runs (README, Flink).
+those already processed, so they would come back as new runs; ``durable_process``
+warns when it gets such a source (README, Flink).
 """
 
 from __future__ import annotations

@@ -142,3 +142,31 @@ def _then_bundle_callbacks(original: Callable[[Any], None]) -> Callable[[Any], N
 
     finish._durable_nb_wrapped = True  # type: ignore[attr-defined]
     return finish
+
+
+def sources_that_do_not_rewind(stream: Any) -> list[str]:
+    """The names of the sources upstream of ``stream`` that keep no position in checkpoints.
+
+    Missing public API: a DataStream does not say where it comes from. Such a source
+    (PyFlink's ``from_collection`` is an ``InputFormatSourceFunction``) starts again
+    from its first element after a failover while keyed state is restored, so the
+    per-key sequence numbers that name runs go on counting. Reads the Java
+    transformation graph: legacy sources whose function is not a ``CheckpointedFunction``.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    checkpointed = get_gateway().jvm.java.lang.Class.forName(
+        "org.apache.flink.streaming.api.checkpoint.CheckpointedFunction")
+    found: list[str] = []
+    seen: set[int] = set()
+    pending = [stream._j_data_stream.getTransformation()]
+    while pending:
+        transformation = pending.pop()
+        if transformation.getId() in seen:
+            continue
+        seen.add(transformation.getId())
+        legacy = transformation.getClass().getSimpleName() == "LegacySourceTransformation"
+        if legacy and not checkpointed.isInstance(transformation.getOperator().getUserFunction()):
+            found.append(str(transformation.getName()))
+        pending.extend(transformation.getInputs())
+    return found

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from ..errors import warn_at_user_code
 from ..journal.records import RunStatus
 from ..journal.store import Store
 from ..stores import open_store
@@ -150,9 +151,25 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     job = StreamJob(action, action_name(action), key, store_spec(resolved), strict)
     with compat.process_workers():
         prepare(stream.get_execution_environment())
+    _warn_unrewound(stream)
     with user_modules_by_value():  # the action and key function are pickled here
         keyed = stream.key_by(KeyText(key), key_type=Types.STRING())
         return durable_stage(keyed, stream_element, job, concurrency, parallelism).name(f"durable {job.name}")
+
+
+def _warn_unrewound(stream: Any) -> None:
+    """Say so when the stream comes from a source a failover would send again from its start."""
+    try:
+        names = compat.sources_that_do_not_rewind(stream)
+    except Exception:  # the graph could not be read (another PyFlink): nothing to say
+        return
+    if names:
+        warn_at_user_code(
+            f"durable_process: the source {', '.join(map(repr, names))} keeps no position in Flink's checkpoints "
+            f"(PyFlink's from_collection is such a source): after a failover it sends every element again "
+            f"while keyed state keeps the count of those already processed, so they come back as new runs "
+            f"(key#1) and their durable calls run again. Read a source that rewinds with the checkpoint "
+            f"(FileSource, Kafka) when the pipeline must survive a failover.", UserWarning)
 
 
 # ---------------------------------------------------------------- the runner
