@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from typing import Any
 
 import pytest
 
@@ -56,10 +57,10 @@ def _reset() -> None:
     ran.clear()
 
 
-def crashed(store: dnb.Store) -> None:
-    """order-1: reserve SUCCEEDED, charge_card PENDING (it ran, the crash lost its outcome)."""
+def crashed(store: dnb.Store, action: Any = None, order: int = 1) -> None:
+    """order-N: charge_card PENDING (it ran, the crash lost its outcome); before it, place_order's reserve SUCCEEDED."""
     with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
-        dnb.LocalRunner(store).run(place_order, 1, run_id="order-1")
+        dnb.LocalRunner(store).run(action or place_order, order, run_id=f"order-{order}")
     ran.clear()
 
 
@@ -219,15 +220,8 @@ async def place_order_async(order: int, ctx: dnb.RunnerContext) -> str:
     return await ctx.durable_execute_async(send_receipt, order, charge)
 
 
-def crashed_async(store: dnb.Store) -> None:
-    """order-2: charge_card PENDING (it ran, the crash lost its outcome), for an async action."""
-    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
-        dnb.LocalRunner(store).run(place_order_async, 2, run_id="order-2")
-    ran.clear()
-
-
 def test_async_dry_run_clicked_from_a_running_event_loop_draws_the_runner_report(store: dnb.Store) -> None:
-    crashed_async(store)
+    crashed(store, place_order_async, 2)
     expected = dnb.LocalRunner(store).dry_run(place_order_async, 2, run_id="order-2")
     assert (expected.stopped_at, expected.decision) == (0, dnb.Decision.RECONCILE)
     stepper = dnb.ReplayStepper(store, "order-2", place_order_async, 2, journal_view=False)
@@ -247,7 +241,7 @@ def test_async_dry_run_clicked_from_a_running_event_loop_draws_the_runner_report
 def test_an_async_action_stepper_is_built_dry_run_and_stepped_inside_a_running_event_loop(
     store: dnb.Store,
 ) -> None:
-    crashed_async(store)
+    crashed(store, place_order_async, 2)
 
     async def cell() -> dnb.ReplayStepper:  # a notebook cell runs on the kernel's event loop
         stepper = dnb.ReplayStepper(store, "order-2", place_order_async, 2, journal_view=False)
