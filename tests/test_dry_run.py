@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,6 +148,43 @@ def test_an_unknown_run_stops_at_call_zero_and_is_not_created(store):
     report = dnb.LocalRunner(store).dry_run(place_order, "o1", run_id="never")
     assert (report.stopped_at, report.decision) == (0, Decision.EXECUTE)
     assert store.runs() == [] and ran == {}
+
+
+@pytest.mark.parametrize("run_id", ["", 5])
+def test_a_run_id_run_refuses_is_refused_by_dry_run_with_the_same_error(store, run_id):
+    """dry_run predicted "call 0 would execute" for run_id="" that run refuses (and another error class for 5)."""
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(ValueError) as refused:
+        runner.run(place_order, "o1", run_id=run_id)
+    for dry in (lambda: runner.dry_run(place_order, "o1", run_id=run_id),
+                lambda: asyncio.run(runner.dry_run_async(place_order, "o1", run_id=run_id))):
+        with pytest.raises(ValueError) as info:
+            dry()
+        assert type(info.value) is type(refused.value) and str(info.value) == str(refused.value)
+    assert store.runs() == [] and ran == {}
+
+
+def test_a_sync_action_returning_a_coroutine_inside_an_event_loop_is_refused_as_run_refuses_it(store):
+    """dry_run reported "every call replays" with asyncio's own error, where run refuses and names the async door."""
+    def action(order: str, ctx: dnb.RunnerContext) -> Any:
+        return place_order_async(order, ctx)
+
+    runner = dnb.LocalRunner(store)
+    runner.run(action, "o1", run_id="r1")
+    ran.clear()
+
+    async def in_a_loop() -> None:
+        with pytest.raises(RuntimeError, match=r"inside a running event loop.*await runner\.run_async"):
+            runner.run(action, "o1", run_id="r2")
+        before = snapshot(store)
+        with pytest.raises(RuntimeError, match=r"inside a running event loop.*await runner\.dry_run_async"):
+            runner.dry_run(action, "o1", run_id="r1")
+        assert (await runner.dry_run_async(action, "o1", run_id="r1")).replayed == 2
+        assert snapshot(store) == before
+
+    asyncio.run(in_a_loop())
+    assert ran == {}
+    assert runner.dry_run(action, "o1", run_id="r1").replayed == 2  # outside a loop it is awaited
 
 
 def test_a_replayed_exception_the_action_does_not_catch_is_reported(store):

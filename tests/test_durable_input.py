@@ -159,6 +159,49 @@ def test_choices_must_be_plain_values_and_the_prompt_a_string(store):
     assert store.calls("r1") == [] and store.calls("r2") == []
 
 
+def test_an_answer_must_be_a_choice_of_the_same_type_and_the_widget_answers_with_the_one_offered(store):
+    """``in`` took True for 1, 1.0 for 1 and a numpy array for "yes": each was journaled and reached the
+    action. A button answers with the choice itself, as the journal gave it back: same value, same type."""
+    import numpy as np
+
+    from durable_nb.widgets.input_prompt import InputPrompt
+
+    def ask(choices: list[Any]) -> Any:
+        return lambda _, ctx: ctx.durable_input("pick", choices=choices)
+
+    runner = dnb.LocalRunner(store)
+    cases = [("s", ["yes", "no"], [np.array(["yes"]), np.str_("yes")], "no"),
+             ("i", [1, 2], [True, 1.0, np.int64(1)], 2), ("f", [0.5, 1.0], [1, np.float64(1.0)], 1.0),
+             ("b", [True, False], [1, 0], False), ("n", [None, "x"], [0, ""], None)]
+    for rid, choices, wrong, offered in cases:
+        with pytest.raises(dnb.AwaitingInput):
+            runner.run(ask(choices), None, run_id=rid)
+        for value in wrong:
+            with pytest.raises(ValueError, match=f"not one of the choices.*got a {type(value).__module__}"
+                               if type(value).__module__ == "numpy" else "not one of the choices.*of the same type"):
+                store.answer(rid, 0, value)
+        assert store.calls(rid)[0].status is Status.PENDING  # nothing written
+        [record] = store.waiting(rid)
+        prompt = InputPrompt(store, record)
+        prompt.choice_buttons[choices.index(offered)].click()
+        assert prompt.state == "ANSWERED", prompt.message.value
+        answer = runner.run(ask(choices), None, run_id=rid)
+        assert answer == offered and type(answer) is type(offered)
+
+
+def test_choices_the_journal_would_give_back_changed_are_refused_before_anything_is_written(store):
+    """A tuple choice came back a list (so the tuple offered was refused as an answer and a list
+    accepted); a numpy value came back a plain one."""
+    import numpy as np
+
+    runner = dnb.LocalRunner(store)
+    for rid, bad in [("t", [(1, 2), (3, 4)]), ("l", ["a", ["b"]]), ("np", [np.float64(1.0), 2.0])]:
+        with pytest.raises(TypeError, match=r"choices must be plain values \(str, int, float, bool, None\), got "
+                                            r".*\((tuple|list|numpy.float64)\).*Offer plain values"):
+            runner.run(lambda _, ctx, bad=bad: ctx.durable_input("pick", choices=bad), None, run_id=rid)
+        assert store.calls(rid) == [] and store.waiting() == []
+
+
 def test_map_reports_a_waiting_record_as_a_waiting_row(store):
     runner = dnb.LocalRunner(store)
     frame = runner.map(refund_flow, ["o1", "o2"], key=lambda o: o)

@@ -274,6 +274,29 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(func)
 
 
+def check_open_run_id(run_id: object) -> None:
+    """The run ids ``open_run`` accepts; ``runner.dry_run`` checks the same, never predicting a refused run."""
+    if not isinstance(run_id, str) or not run_id:
+        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+
+
+def refuse_inside_loop(instead: str, awaitable: Any = None) -> None:
+    """A sync door awaits an async action with ``asyncio.run``, which cannot start inside a running loop.
+
+    Refused before anything is awaited, naming the async door to use instead; ``awaitable``
+    (the action's coroutine, never started) is closed so that it is not reported as never awaited.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if inspect.iscoroutine(awaitable):
+        awaitable.close()
+    raise RuntimeError(
+        f"an async action was run from inside a running event loop (a notebook cell?); use `await {instead}` there."
+    )
+
+
 class open_run:  # lower case: a function to its callers; a class so that entering a run is cheap
     """Open (or recover) a run; see the module docstring for what each exit writes.
 
@@ -295,8 +318,7 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
     def __enter__(self) -> RunnerContext:
         __tracebackhide__ = True  # a RunBusyError shows where the store raised it, not this frame too
         run_id, store = self.run_id, self._store
-        if not isinstance(run_id, str) or not run_id:
-            raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        check_open_run_id(run_id)
         owner = self._owner = new_owner()
         # Strict mode keeps the run's status when it raises NonDeterminismError: remember it (a read, strict only).
         self._before = getattr(store.run(run_id), "status", None) if self._strict else None

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..errors import RunNotFoundError
 from .lease import owner_is_alive
-from .records import CallRecord, RunRecord, RunStatus, Status
+from .records import CallRecord, RunRecord, RunStatus, Status, type_name
 
 # ---------------------------------------------------------------- fork
 
@@ -213,8 +213,16 @@ def check_answer(run_id: str, index: int, value: Any, run: RunRecord | None, rec
             f"after the input began and before its prompt and choices were journaled, so no answer can be "
             f"checked against them. Run the action (or the cell) again: it asks again and waits, then answer."
         )
-    if rec.choices is not None and value not in rec.choices:
+    if rec.choices is not None and not any(is_choice(value, c) for c in rec.choices):
         raise ValueError(
             f"{value!r} is not one of the choices of input {index} of run {run_id!r} ({rec.prompt!r}): "
-            f"{', '.join(map(repr, rec.choices))}."
+            f"{', '.join(f'{c!r} ({type_name(c)})' for c in rec.choices)}; got a {type_name(value)}. Answer "
+            f"with one of them, of the same type (True is not 1, 1.0 is not 1; .item() makes a numpy value plain)."
         )
+
+
+def is_choice(value: Any, choice: Any) -> bool:
+    """Equal and of the same type: ``in`` would take True for 1, 1.0 for 1, and a numpy array for anything."""
+    if type(value) is not type(choice):  # before ==, which a numpy value answers with an array
+        return False
+    return bool(value == choice) or (value != value and choice != choice)  # a NaN choice can be answered too

@@ -32,6 +32,31 @@ def encode_prompt(prompt: str, choices: tuple[Any, ...] | None) -> str:
         ) from None
 
 
+PLAIN_CHOICE_TYPES = (str, int, float, bool, type(None))
+"""The types a ``durable_input`` choice may have: the journal stores choices as JSON, which gives back
+exactly these types (a tuple would come back a list, a numpy value a plain one), and an answer must match
+a choice in type as well as value."""
+
+
+def check_choices(prompt: str, choices: tuple[Any, ...]) -> None:
+    """Refuse choices the journal would change on the way back, so that the choice offered is the one answered."""
+    for choice in choices:
+        if type(choice) not in PLAIN_CHOICE_TYPES:  # exact: a numpy float or a str enum is a subclass
+            raise TypeError(
+                f"durable_input {prompt!r}: choices must be plain values (str, int, float, bool, None), got "
+                f"{choice!r} ({type_name(choice)}) in {choices!r}: the journal stores choices as JSON and would "
+                f"give it back changed, so the choice offered could not be answered. Offer plain values (e.g. a "
+                f"label str per option, or .item() for a numpy value) and map the answer back in the action."
+            )
+    encode_prompt(prompt, choices)
+
+
+def type_name(value: Any) -> str:
+    """``str``, ``numpy.ndarray``: a type as an error message names it."""
+    kind = type(value)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 def decode_prompt(text: str | None) -> tuple[str | None, tuple[Any, ...] | None]:
     """``(prompt, choices)`` from a stored prompt column (tolerates plain text)."""
     if text is None:

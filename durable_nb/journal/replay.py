@@ -56,7 +56,7 @@ from . import codec, faults
 from .callid import call_identity
 from .digest import digest, type_name
 from .nesting import as_call, check_sync, inside_call, is_async_callable
-from .records import INPUT_CALL_ID, CallRecord, Origin, Outcome, Status, _Name, encode_prompt
+from .records import INPUT_CALL_ID, CallRecord, Origin, Outcome, Status, _Name, check_choices, encode_prompt
 from .store import Store
 
 
@@ -376,7 +376,7 @@ class Journal:
             )
         options = None if choices is None else tuple(choices)
         if options is not None:
-            encode_prompt(prompt, options)  # choices must be JSON scalars: checked before anything is written
+            check_choices(prompt, options)  # before anything is written
         outcome = self.begin(INPUT_CALL_ID, digest((prompt, options), {}), False)
         if isinstance(outcome, CallRecord):
             return replay(outcome)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import html
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -207,53 +207,69 @@ def _report(journal: DryJournal, result: Any, error: BaseException | None) -> Dr
     )
 
 
+DRY_RUN_ASYNC = "runner.dry_run_async(action, value)"
+"""What ``dry_run`` tells a caller inside a running event loop to use instead."""
+
+
 def dry_run(store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, key: Any = None) -> DryRunReport:
     """Run ``call(ctx)`` (an action bound to its input) against the journal of ``run_id``, dry.
 
-    A coroutine ``call`` is run with ``asyncio.run``; inside a running loop use
-    :func:`dry_run_async`.
+    Refuses what ``runner.run`` refuses, with the same error: a run id ``open_run`` would
+    refuse, and (after ``call`` returns a coroutine) a running event loop, where
+    ``asyncio.run`` cannot start; there use :func:`dry_run_async`.
     """
-    from .context import RunnerContext, _current
+    from .context import RunnerContext, _current, check_open_run_id, refuse_inside_loop
 
+    check_open_run_id(run_id)
     journal = DryJournal(store, run_id, store.calls(run_id))
     ctx = RunnerContext(journal, key=key)
     token = _current.set(ctx)
-    result: Any = None
     try:
-        result = call(ctx)
-        if inspect.isawaitable(result):
-            result = asyncio.run(_awaited(result))
-    except _DryStop:
-        return _report(journal, None, None)
-    except Exception as exc:
-        return _report(journal, None, exc)
+        started = _dry_start(journal, call, ctx)
+        if isinstance(started, DryRunReport):
+            return started
+        refuse_inside_loop(DRY_RUN_ASYNC, started)
+        return asyncio.run(_dry_finish(journal, started))
     finally:
         _current.reset(token)
-    return _report(journal, result, None)
 
 
 async def dry_run_async(
     store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, key: Any = None
 ) -> DryRunReport:
     """:func:`dry_run` for code inside a running event loop (notebook cells)."""
-    from .context import RunnerContext, _current
+    from .context import RunnerContext, _current, check_open_run_id
 
+    check_open_run_id(run_id)
     journal = DryJournal(store, run_id, store.calls(run_id))
     ctx = RunnerContext(journal, key=key)
     token = _current.set(ctx)
-    result: Any = None
+    try:
+        started = _dry_start(journal, call, ctx)
+        return started if isinstance(started, DryRunReport) else await _dry_finish(journal, started)
+    finally:
+        _current.reset(token)
+
+
+def _dry_start(
+    journal: DryJournal, call: Callable[[RunnerContext], Any], ctx: RunnerContext
+) -> DryRunReport | Awaitable[Any]:
+    """Call the action: the report, or the awaitable an async action returned (its caller awaits it)."""
     try:
         result = call(ctx)
-        if inspect.isawaitable(result):
-            result = await result
     except _DryStop:
         return _report(journal, None, None)
     except Exception as exc:
         return _report(journal, None, exc)
-    finally:
-        _current.reset(token)
+    return result if inspect.isawaitable(result) else _report(journal, result, None)
+
+
+async def _dry_finish(journal: DryJournal, awaitable: Awaitable[Any]) -> DryRunReport:
+    """Await an async action's coroutine: the report of the whole dry run."""
+    try:
+        result = await awaitable
+    except _DryStop:
+        return _report(journal, None, None)
+    except Exception as exc:
+        return _report(journal, None, exc)
     return _report(journal, result, None)
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..journal import timetravel
-from ..journal.context import RunnerContext, open_run
+from ..journal.context import RunnerContext, open_run, refuse_inside_loop
 from ..journal.digest import digest_value
 from ..journal.replay import Journal
 from ..journal.store import Store
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 Action = Callable[[Any, RunnerContext], Any]
 
+_RUN_ASYNC = "runner.run_async(action, value)"
+"""What ``run`` (and ``map``) tell a caller inside a running event loop to use instead."""
+
 
 def default_run_id(action: Action, value: Any) -> str:
     """Same action on an equal input -> same run id, so calling ``run`` again recovers it."""
@@ -50,14 +53,8 @@ def call_action(action: Action, value: Any, ctx: RunnerContext) -> Any:
     __tracebackhide__ = True  # IPython leaves durable_nb's own frames out of a user's traceback
     result = action(value, ctx)
     if inspect.isawaitable(result):
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(_await(result))
-        raise RuntimeError(
-            "an async action was run from inside a running event loop (a notebook cell?); "
-            "use `await runner.run_async(action, value)` there."
-        )
+        refuse_inside_loop(_RUN_ASYNC, result)
+        return asyncio.run(_await(result))
     return result
 
 
@@ -89,19 +86,12 @@ def in_fresh_thread(name: str, work: Callable[[], Any]) -> Any:
     return box["result"]
 
 
-def check_action(action: Any, *, sync: bool = True) -> None:
+def check_action(action: Any, *, sync: bool = True, instead: str | None = None) -> None:
     """Refuse what cannot run before a run is opened, so a refusal never touches the journal."""
     if not callable(action):
         raise TypeError(f"an action must be a function action(input, ctx), got {type(action).__name__}")
     if sync and inspect.iscoroutinefunction(action):
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        raise RuntimeError(
-            "an async action was run from inside a running event loop (a notebook cell?); "
-            "use `await runner.run_async(action, value)` there."
-        )
+        refuse_inside_loop(instead or _RUN_ASYNC)
 
 
 class LocalRunner:
@@ -202,7 +192,7 @@ class LocalRunner:
         :class:`DryRunReport`). Async actions too; inside a running event loop use
         :meth:`dry_run_async`.
         """
-        check_action(action)
+        check_action(action, instead=timetravel.DRY_RUN_ASYNC)
         rid = run_id if run_id is not None else default_run_id(action, value)
         return timetravel.dry_run(self.store, rid, lambda ctx: action(isolated(value), ctx))
 
