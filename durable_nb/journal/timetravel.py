@@ -122,7 +122,8 @@ class DryRunReport:
         if self.stopped_at is None:
             lines = [f"dry run of {self.run_id!r}: all {self.replayed} calls replay; nothing would run"]
             if self.unreached:
-                lines.append(f"but {self.unreached} recorded call(s) are never reached and would be discarded")
+                lines.append(f"but {self.unreached} recorded call(s) are never reached and would be discarded "
+                             f"(strict mode: NonDeterminismError)")
             if self.error:
                 lines.append(f"the action raised {self.error}")
             return lines
