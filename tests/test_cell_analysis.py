@@ -166,6 +166,29 @@ def test_names_ipython_expands_in_shell_commands_and_magic_lines_are_reads() -> 
     assert reads_of("!echo {\n") == []  # not a format string: IPython runs it as it is
 
 
+def test_ipythons_last_result_holding_an_array_or_a_frame_is_an_input_too() -> None:
+    """Telling a result from IPython's initial ``""`` compared with ``!=``: a DataFrame or an array in ``_``
+    raised "truth value ... is ambiguous" and the cell never ran."""
+    import numpy as np
+    import pandas as pd
+
+    for value in (np.arange(3), pd.DataFrame({"a": [1, 2]})):
+        assert list(select_inputs(("_",), {"_": value}, {"_": value})) == ["_"]
+
+
+def test_a_notebook_class_whose_settings_the_cell_changed_is_reported_as_changed_in_place() -> None:
+    """``Stats.runs += 1`` in the cell makes the class another input next time, as ``orders.append`` does to a
+    list: the cell runs again then, and the user is told now (ChangedInputWarning), not left to find out."""
+    from durable_nb.notebook.cell_inputs import changed_in_place, input_tokens
+
+    stats = _notebook_function_in("class Stats:\n    runs = 0\n", "Stats", "<no source>")
+    inputs = {"Stats": stats, "n": 1}
+    tokens = input_tokens(inputs)
+    assert changed_in_place(inputs, tokens, inputs) == []
+    stats.runs += 1
+    assert changed_in_place(inputs, tokens, inputs) == ["Stats"]
+
+
 def test_ipythons_last_results_are_inputs_when_read_and_its_own_objects_are_not() -> None:
     """``z = _ * 2`` replayed the value recorded with another ``_``: IPython's history names were never inputs."""
     out: dict[int, Any] = {7: 42}

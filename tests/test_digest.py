@@ -11,6 +11,7 @@ import sys
 import textwrap
 
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -188,3 +189,66 @@ def test_an_unpicklable_object_of_a_notebook_class_still_counts_by_its_type():
         b = ns["Client"](uuid.uuid4().hex, threading.Lock())
         assert digest_value(a) == digest_value(b)
         assert digest_value([a, 1]) == digest_value([b, 1])
+
+
+@pytest.mark.timeout(60)
+def test_a_notebook_object_graph_with_back_links_digests_and_stays_equal_for_equal_graphs():
+    """A tree whose nodes point back to their parent: the canonical walk unrolled every cycle, exponentially
+    (three children never finished); such a graph keeps its pickle digest."""
+    src = ("class Node:\n    def __init__(self, name, parent=None):\n        self.name, self.parent = name, parent\n"
+           "        self.children = []\n        if parent is not None:\n            parent.children.append(self)\n")
+    ns = _compiled(src, "/tmp/ipykernel_3/1.py")
+
+    def tree(leaf: str) -> object:
+        root = ns["Node"]("root")
+        for i in range(6):
+            child = ns["Node"](f"c{i}", root)
+            for j in range(3):
+                ns["Node"](f"{leaf}{i}{j}", child)
+        return root
+
+    assert digest_value(tree("x")) == digest_value(tree("x"))
+    assert digest_value(tree("x")) != digest_value(tree("y"))
+
+
+def test_a_lambda_argument_counts_by_the_immutable_globals_it_reads():
+    """``lambda r: r["amount"] > limit`` after ``limit = 10``: the call replayed the result for ``limit = 100``
+    (pickled by value, the lambda had carried ``limit``; its code fingerprint alone did not)."""
+    ns = _compiled("limit = 100\nabove = lambda r: r['amount'] > limit\n", "/tmp/ipykernel_4/1.py")
+    before = digest_value(ns["above"])
+    ns["limit"] = 10
+    assert digest_value(ns["above"]) != before
+    ns["limit"] = 100
+    assert digest_value(ns["above"]) == before
+    ns["cache"] = {}  # a mutable global it does not read, or reads, does not count
+    assert digest_value(ns["above"]) == before
+
+
+def test_a_memoising_default_does_not_change_a_functions_identity():
+    """``def price(sku, _cache={})``: defaults counted by value, so each call that filled the cache made the
+    function (a cell's input, or a lambda's call id) another one, and the cell ran again every time."""
+    import warnings
+
+    from durable_nb.journal.fingerprint import fingerprint_code
+
+    ns = _compiled("import threading\nLOCK = threading.Lock()\ndef price(sku, _cache={}, lock=LOCK, n=2):\n"
+                   "    _cache[sku] = 1\n    return n\n", "/tmp/ipykernel_5/1.py")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a lock as a default is not "an argument that cannot be pickled"
+        before = fingerprint_code(ns["price"])
+        ns["price"]("a")
+        assert fingerprint_code(ns["price"]) == before
+    ns["price"].__defaults__ = ({}, ns["LOCK"], 3)  # an immutable default still counts by value
+    assert fingerprint_code(ns["price"]) != before
+
+
+def test_set_keys_of_numbers_keep_the_run_ids_they_always_had():
+    """Sorting every set's members renamed runs keyed by sets of numbers (their order never followed the hash
+    seed): a map over the same records ran their calls again. Only sets holding text are sorted."""
+    from durable_nb.runners.mapping import key_text
+
+    for members in ({9, 10}, {1, 9, 17}, {3.5, -2, 100}, {(1, 2), (3, 4)}):
+        key = frozenset(members)
+        assert key_text(key) == f"~builtins.frozenset:{key!r}"
+        assert key_text((0, key)) == repr((0, key))
+    assert key_text(frozenset({"b", "a"})) == "~builtins.frozenset:frozenset({'a', 'b'})"

@@ -25,7 +25,7 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
 
     Lambdas and closures share a default id (``mod.<lambda>``, ``mod.factory.<locals>.f``);
     this fingerprint keeps two of them from replaying each other's results. Captured
-    immutable values (``make_sender("sms")``) count by value, captured mutable objects
+    and default immutable values (``make_sender("sms")``) count by value, mutable objects
     (a dict, a list, a client, a cache) only by type, so a closure keeps its identity
     as they change: whether the closure or anything else changes them, and however
     (``heapq.heappush(heap, v)``, an alias, a helper), cannot be told from its code,
@@ -42,10 +42,10 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
         parts.append(encoded)
     defaults = getattr(func, "__defaults__", None)
     if defaults:
-        _encode(defaults, parts)
+        _encode_configuration(defaults, parts)
     kwdefaults = getattr(func, "__kwdefaults__", None)
     if kwdefaults:
-        _encode(kwdefaults, parts)
+        _encode_configuration(kwdefaults, parts)
     closure = getattr(func, "__closure__", None)
     if closure:
         names = code.co_freevars if code is not None else ()
@@ -58,15 +58,66 @@ def fingerprint_code(func: Callable[..., Any]) -> bytes:
             except ValueError:  # an empty cell (variable not bound yet)
                 parts.append(b"<empty>")
                 continue
-            if is_plain_value(value):
-                _encode(value, parts)
-            elif callable(value) and hasattr(value, "__qualname__"):
-                parts.append(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
-            else:
-                # Mutable state (a client, a cache, a counter) changes while the function
-                # stays "the same function": only its type takes part.
-                parts.append(b"t" + type_name(value).encode())
+            _encode_setting(value, parts)
     return hashlib.blake2b(b"".join(parts), digest_size=8).digest()
+
+
+def _encode_setting(value: Any, parts: list[bytes]) -> None:
+    """A captured value or a default: immutable ones by value, functions by name, anything else by type.
+
+    Mutable state (a client, a cache, a counter, ``def price(sku, _cache={})``) changes
+    while the function stays "the same function": only its type takes part.
+    """
+    if is_plain_value(value):
+        _encode(value, parts)
+    elif callable(value) and hasattr(value, "__qualname__"):
+        parts.append(f"{getattr(value, '__module__', '')}.{value.__qualname__}".encode())
+    else:
+        parts.append(b"t" + type_name(value).encode())
+
+
+def _encode_configuration(defaults: tuple[Any, ...] | dict[str, Any], parts: list[bytes]) -> None:
+    """Defaults as before when all are immutable (identities journaled earlier keep matching), else each alone."""
+    values = defaults.values() if isinstance(defaults, dict) else defaults
+    if all(is_plain_value(v) for v in values):
+        _encode(defaults, parts)
+        return
+    for key, value in (sorted(defaults.items()) if isinstance(defaults, dict) else enumerate(defaults)):
+        _encode(key, parts)
+        _encode_setting(value, parts)
+
+
+def read_settings(func: Callable[..., Any]) -> list[tuple[str, Any]]:
+    """The immutable global values a function's code reads (``limit`` in ``lambda r: r["amount"] > limit``).
+
+    For a function passed as an argument: pickled by value it carried them, so a
+    changed ``limit`` was another call; the fingerprint alone would replay the old
+    result. Mutable globals, functions and modules are left out, as in a closure.
+    """
+    code = getattr(func, "__code__", None)
+    namespace = getattr(func, "__globals__", None)
+    if code is None or not isinstance(namespace, dict):
+        return []
+    found = []
+    for name in _global_names(code):
+        value = namespace.get(name, _ABSENT)
+        if value is not _ABSENT and is_plain_value(value):
+            found.append((name, value))
+    return found
+
+
+_ABSENT = object()
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_names(code: Any, depth: int = 0) -> tuple[str, ...]:
+    """The names a code object (and the code nested in it) may read as globals, sorted."""
+    names = set(code.co_names)
+    if depth < 8:
+        for const in code.co_consts:
+            if hasattr(const, "co_code"):
+                names.update(_global_names(const, depth + 1))
+    return tuple(sorted(names))
 
 
 _PLAIN = (str, int, float, bool, bytes, type(None), complex)

@@ -29,6 +29,11 @@ def is_output_history(name: str) -> bool:
     return name in ("_", "__", "___") or (name[:1] == "_" and name[1:].isdigit())
 
 
+def _nothing_yet(value: Any) -> bool:
+    """IPython's ``_`` before any result: ``""`` (compared by type first: a DataFrame's ``==`` is an array)."""
+    return type(value) is str and value == ""
+
+
 def _is_notebook_defined(obj: Any, user_module: str) -> bool:
     module = getattr(obj, "__module__", None)
     return module in (None, "__main__", user_module)
@@ -102,13 +107,14 @@ def changed_in_place(
 
     Why: the cell's run id comes from its inputs, so a cell that changed one in
     place (``order["charge"] = ...``) is another version of itself the next time it
-    runs, and executes again with its durable calls. Modules, functions and classes
-    count by name or source, not by state, so they are left out.
+    runs, and executes again with its durable calls. Modules and library functions
+    count by name, so they are left out; a notebook class whose settings the cell
+    changed (``Stats.runs += 1``) is another input next time, as a changed dict is.
     """
     changed = []
     for name, before in tokens.items():
         value = inputs[name]
-        if ns.get(name) is not value or before[0] != "value" or immutable(type(value)):
+        if ns.get(name) is not value or before[0] in ("module", "ref") or immutable(type(value)):
             continue
         if value_token(value, user_module) != before:
             changed.append(name)
@@ -128,7 +134,7 @@ def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping
         if name not in ns:
             continue
         value = ns[name]
-        if name in hidden and hidden[name] is value and not (is_output_history(name) and value != ""):
+        if name in hidden and hidden[name] is value and not (is_output_history(name) and not _nothing_yet(value)):
             continue
         if hasattr(builtins, name) and getattr(builtins, name) is value:
             continue

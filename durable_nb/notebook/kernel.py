@@ -296,7 +296,7 @@ def _warn_skipped(name: str, skipped: Mapping[str, str], *, flink: bool = False)
     warnings.warn(
         f"durable_nb: cell {name!r}: "
         + ", ".join(f"{n} ({why})" for n, why in skipped.items())
-        + f" cannot be pickled and {where}. Keep live objects (open files, "
+        + f" cannot be journaled and {where}. Keep live objects (open files, "
         "connections) out of durable cells, or recreate them in a cell of their own.",
         UnpicklableOutputWarning,
         stacklevel=3,

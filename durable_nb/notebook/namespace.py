@@ -74,22 +74,26 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
             values[name] = value
     if not values:
         return packed
+    binding = set(values)  # none of them exists in a new kernel until this record is loaded
     try:
         for value in values.values():
             _refuse_open_file(value)
-        blob = _together(values)
+        blob = _together(values, binding)
     except Exception:  # one of them cannot be pickled (or loaded): find which, then the others together
         alone: dict[str, bytes] = {}
         for name, value in list(values.items()):
             try:
-                alone[name] = _loadable({name}, pack_value(value)[1])  # alone too: see _together
+                alone[name] = _loadable(binding, pack_value(value)[1])  # alone too: see _loadable
+            except pickle.UnpicklingError as exc:  # from _loadable
+                packed.skipped[name] = f"{type_name(value)}: a new kernel could not load it: {exc}"
+                del values[name]
             except Exception as exc:
                 packed.skipped[name] = f"{type_name(value)}: {type(exc).__name__}"
                 del values[name]
         if not values:
             return packed
         try:
-            blob = _together(values)
+            blob = _together(values, binding)
         except Exception:  # only together (a value reaching an unpicklable one through another): alone
             packed.values.update(alone)
             return packed
@@ -98,17 +102,18 @@ def pack_namespace(names: list[str] | tuple[str, ...], ns: Mapping[str, Any]) ->
     return packed
 
 
-def _together(values: dict[str, Any]) -> bytes:
+def _together(values: dict[str, Any], binding: set[str]) -> bytes:
     """One pickle of ``values``, with :data:`SHARED` in front; raises if a new kernel could not load it."""
-    return SHARED + _loadable(set(values), codec.dumps((values, _sources(values.values()))))
+    return SHARED + _loadable(binding, codec.dumps((values, _sources(values.values()))))
 
 
 def _loadable(names: set[str], blob: bytes) -> bytes:
     """``blob``; raises if a new kernel could not load it.
 
     A value pickled by reference to a name the same cell binds (an ``lru_cache`` function,
-    a ``NewType``) cannot be loaded in a new kernel, where that name is restored by this
-    very pickle: together, it would take every name down; alone, it is left out, warned.
+    a ``NewType``, a dict holding one) cannot be loaded in a new kernel, where that name is
+    restored by this very record: together, it would take every name down; alone, it is
+    left out, warned. ``names``: every name the cell binds, left out or not.
     """
     if blob.find(b"__main__") != -1:  # only then can it refer to the notebook's names
         _FreshKernel(io.BytesIO(blob), names).load()

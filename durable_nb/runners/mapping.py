@@ -60,20 +60,32 @@ def key_text(key: Any) -> str:
 
 
 def _ordered_repr(value: Any) -> str:
-    """``repr`` of a tuple or set key with set members sorted: a set's order changes with ``PYTHONHASHSEED``.
-
-    Equal to ``repr`` for a tuple holding no set, so those run ids are as they always were.
+    """``repr`` of a tuple or set key with the members of sets of text sorted: their order changes with
+    ``PYTHONHASHSEED``. Equal to ``repr`` for every other key, so those run ids are as they always were.
     """
     t = type(value)
     if t is tuple:
         inner = ", ".join(_ordered_repr(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if t is set or t is frozenset:
+    if (t is set or t is frozenset) and _seeded(value):
         members = ", ".join(sorted(_ordered_repr(v) for v in value))
         if t is set:
             return f"{{{members}}}" if members else "set()"
         return f"frozenset({{{members}}})" if members else "frozenset()"
     return repr(value)
+
+
+def _seeded(value: Any, depth: int = 0) -> bool:
+    """Whether a set's order follows ``PYTHONHASHSEED``: it holds a str or bytes (at any depth).
+
+    Sets of numbers keep their own order, as run ids always had it: sorting them too
+    would rename runs journaled before (and run their calls again).
+    """
+    if isinstance(value, (str, bytes)):
+        return True
+    if isinstance(value, (tuple, frozenset, set)) and depth < 20:
+        return any(_seeded(v, depth + 1) for v in value)
+    return False
 
 
 def _plain_str(text: str) -> bool:
