@@ -222,6 +222,41 @@ def test_a_lambda_argument_counts_by_the_immutable_globals_it_reads():
     assert digest_value(ns["above"]) == before
     ns["cache"] = {}  # a mutable global it does not read, or reads, does not count
     assert digest_value(ns["above"]) == before
+    # an attribute it reads is not a global of that name (co_names lists both): r.status, global status
+    ns2 = _compiled("status = 'A'\nok = lambda r: r.status == 'ok'\n", "/tmp/ipykernel_4/2.py")
+    before = digest_value(ns2["ok"])
+    ns2["status"] = "B"
+    assert digest_value(ns2["ok"]) == before
+
+
+@pytest.mark.timeout(60)
+def test_a_dataclass_graph_with_parent_links_digests():
+    """The dataclass branch walked parent links to the depth limit, branching: a root, a child and two
+    grandchildren never finished (before this round too)."""
+    ns = _compiled("import dataclasses\n@dataclasses.dataclass(eq=False)\nclass Node:\n    name: str\n"
+                   "    parent: object = None\n    children: list = dataclasses.field(default_factory=list)\n",
+                   "/tmp/ipykernel_6/1.py")
+
+    def tree(leaf: str) -> object:
+        root = ns["Node"]("root")
+        for i in range(4):
+            child = ns["Node"](f"c{i}", root)
+            root.children.append(child)
+            child.children = [ns["Node"](f"{leaf}{i}{j}", child) for j in range(3)]
+        return root
+
+    assert digest_value(tree("x")) == digest_value(tree("x")) != digest_value(tree("y"))
+
+
+def test_text_inside_a_users_object_digests_by_value_not_by_object_identity():
+    """Plain data inside a user's object went as pickle bytes for speed: equal strings that were one object
+    (literals) or two (parsed from JSON), and dicts in another order, digested differently. Only lists of
+    numbers go as bytes now."""
+    ns = _compiled("class Order:\n    def __init__(self, tags, meta):\n        self.tags, self.meta = tags, meta\n",
+                   "/tmp/ipykernel_7/2.py")
+    literal = ns["Order"](["vip", "vip"], {"p": 1, "q": 2})
+    parsed = ns["Order"](json.loads('["vip", "vip"]'), {"q": 2, "p": 1})
+    assert digest_value(literal) == digest_value(parsed)
 
 
 def test_a_memoising_default_does_not_change_a_functions_identity():

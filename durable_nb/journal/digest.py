@@ -40,6 +40,10 @@ process, and one journaled before counts as another call once):
   element by element (``1`` and ``"1"``, ``None`` and ``"None"`` differ; list and
   dict cells digest instead of raising ``unhashable type``).
 
+Over 400 lines because the canonical encoder is one mutual recursion (containers,
+user objects, functions, the walk that decides which objects need it); pandas
+objects, plain data and function fingerprints, which it only calls, live apart.
+
 Pandas objects: :mod:`durable_nb.journal.digest_frames`. Floats digest by their
 exact bits (``-0.0`` differs from ``0.0``; every NaN is the same NaN). What
 identifies a lambda or closure: :mod:`durable_nb.journal.fingerprint`.
@@ -171,12 +175,8 @@ def _by_code(obj: Any) -> bool:
 def _encode_function(obj: Any, out: list[bytes]) -> None:
     from .fingerprint import fingerprint_code, read_settings  # imported here: it imports this module
 
-    memo = _memo.get()
-    if memo is not None:  # a function among its own defaults: a back-reference, as in _encode_reduced
-        if id(obj) in memo:
-            out.append(b"@%d;" % memo[id(obj)][0])
-            return
-        memo[id(obj)] = (len(memo), obj)
+    if _seen_again(obj, out):  # a function among its own defaults
+        return
     out.append(b"F" + _global_name(obj) + b";")
     out.append(fingerprint_code(obj))
     settings = read_settings(obj)
@@ -271,6 +271,55 @@ def _encode_pickled(obj: Any, out: list[bytes], depth: int = 0) -> None:
     out.append(data)
 
 
+_NUMBERS = frozenset({bool, int, float, type(None)})
+
+
+def _encode_numbers(obj: list[Any] | tuple[Any, ...], out: list[bytes]) -> None:
+    """A list of numbers inside a user's object (a new encoding: no journaled digest changes) as pickle bytes.
+
+    Equal in every process (pickle memoizes no number) and at C speed: a million floats walked one by
+    one cost ten times as much. Text is left to the canonical walk: pickle's bytes would depend on
+    whether equal strings are one object (parsed from JSON or written as literals).
+    """
+    data = pickle.dumps(obj, protocol=4)
+    out.append(b"p%d:" % len(data))
+    out.append(data)
+
+
+_dataclass_path: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "durable_nb_digest_dataclass_path", default=frozenset())
+"""The dataclass objects being encoded around the current one: a tree's parent link is a cycle."""
+
+
+def _encode_dataclass(obj: Any, out: list[bytes], depth: int) -> None:
+    """Field by field; a dataclass met again inside itself (a parent link) is a marker, not a walk
+    to the depth limit, which branched exponentially (a root, a child and two grandchildren hung)."""
+    path = _dataclass_path.get()
+    if id(obj) in path:
+        out.append(b"^" + type_name(obj).encode() + b";")
+        return
+    token = _dataclass_path.set(path | {id(obj)})
+    try:
+        out.append(b"d" + type_name(obj).encode() + b";")
+        for f in dataclasses.fields(obj):
+            _encode(f.name, out, depth + 1)
+            _encode(getattr(obj, f.name), out, depth + 1)
+    finally:
+        _dataclass_path.reset(token)
+
+
+def _seen_again(obj: Any, out: list[bytes]) -> bool:
+    """Whether ``obj`` was encoded before in this digest (then a back-reference is written), else remember it."""
+    memo = _memo.get()
+    if memo is None:
+        return False
+    if id(obj) in memo:
+        out.append(b"@%d;" % memo[id(obj)][0])
+        return True
+    memo[id(obj)] = (len(memo), obj)
+    return False
+
+
 def _encode(obj: Any, out: list[bytes], depth: int = 0) -> None:
     t = type(obj)
     if obj is None:
@@ -290,15 +339,8 @@ def _encode(obj: Any, out: list[bytes], depth: int = 0) -> None:
         out.append(obj)
     elif depth > _MAX_DEPTH:
         _encode_pickled(obj, out, depth)
-    elif (t is tuple or t is list or t is dict) and _vouched.get() and not _needs_canonical(obj, depth):
-        # Inside a user's object (a new encoding, so no journaled digest changes): its plain data as
-        # pickle bytes, equal in every process, at C speed (a million floats: 10x faster than walked).
-        try:
-            data = pickle.dumps(obj, protocol=4)
-        except Exception as exc:  # it holds a lock: the user's object counts by its type
-            raise _Unpicklable from exc
-        out.append(b"p%d:" % len(data))
-        out.append(data)
+    elif (t is tuple or t is list) and _vouched.get() and _NUMBERS.issuperset(map(type, obj)):
+        _encode_numbers(obj, out)
     elif t is tuple or t is list:
         out.append(b"(%d:" % len(obj) if t is tuple else b"[%d:" % len(obj))
         for item in obj:
@@ -317,10 +359,7 @@ def _encode(obj: Any, out: list[bytes], depth: int = 0) -> None:
         out.append(b"e" + type_name(obj).encode() + b";")
         _encode(obj.value, out, depth + 1)
     elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out.append(b"d" + type_name(obj).encode() + b";")
-        for f in dataclasses.fields(obj):
-            _encode(f.name, out, depth + 1)
-            _encode(getattr(obj, f.name), out, depth + 1)
+        _encode_dataclass(obj, out, depth)
     elif t.__module__.startswith("pandas"):
         from .digest_frames import encode_pandas  # imported here: it imports this module
 

@@ -111,8 +111,15 @@ _ABSENT = object()
 
 @functools.lru_cache(maxsize=4096)
 def _global_names(code: Any, depth: int = 0) -> tuple[str, ...]:
-    """The names a code object (and the code nested in it) may read as globals, sorted."""
-    names = set(code.co_names)
+    """The names a code object (and the code nested in it) reads as globals, sorted.
+
+    From the ``LOAD_GLOBAL``/``LOAD_NAME`` instructions, not ``co_names``, which also
+    lists attributes: ``r.status`` must not make a global ``status`` part of the call.
+    """
+    names = {
+        ins.argval for ins in dis.get_instructions(code)
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str)
+    }
     if depth < 8:
         for const in code.co_consts:
             if hasattr(const, "co_code"):

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..errors import warn_at_user_code
+from ..journal.context import check_open_run_id
 from ..journal.records import RunStatus
 from ..journal.store import Store
 from ..stores import open_store
@@ -283,6 +284,7 @@ class FlinkRunner:
         """
         check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
+        check_open_run_id(rid)  # before the job: "" named another run in the worker
         job = MapJob(action, action_name(action), self._store_spec, self.strict, run_id=rid)
         # No record key (ctx.key is None), as in LocalRunner.run: the run id is not a key.
         (shipped,) = self._execute(job, [value], [None], f"durable_nb run {rid}", False)

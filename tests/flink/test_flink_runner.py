@@ -186,6 +186,10 @@ def test_an_unpicklable_action_or_record_is_named_before_the_job_starts(flink: N
         runner.map(_fails_on_odd, [{"id": 0}, threading.Lock()])
     with pytest.raises(TypeError, match=r"the key of record 1 \(lock\) cannot be pickled.*Keys must be plain"):
         runner.map(_fails_on_odd, [{"id": 0}, {"id": 1}], key=lambda record: lock if record["id"] else 0)
+    for bad in ("", 5):  # refused as LocalRunner.run refuses it, before any job ("" ran under another run id)
+        with pytest.raises(ValueError, match="run_id must be a non-empty string"):
+            runner.run(_fails_on_odd, {"id": 2}, run_id=bad)  # type: ignore[arg-type]
+    assert runner.store.runs() == []
 
 
 @pytest.mark.timeout(120)
