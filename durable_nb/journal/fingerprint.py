@@ -116,15 +116,17 @@ def _global_names(code: Any, depth: int = 0) -> tuple[str, ...]:
     From the ``LOAD_GLOBAL``/``LOAD_NAME`` instructions, not ``co_names``, which also
     lists attributes: ``r.status`` must not make a global ``status`` part of the call.
     """
-    names = {
-        ins.argval for ins in dis.get_instructions(code)
-        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(ins.argval, str)
-    }
+    names = _operands(code, ("LOAD_GLOBAL", "LOAD_NAME"))
     if depth < 8:
         for const in code.co_consts:
             if hasattr(const, "co_code"):
                 names.update(_global_names(const, depth + 1))
     return tuple(sorted(names))
+
+
+def _operands(code: Any, opnames: tuple[str, ...]) -> set[str]:
+    """The names the instructions ``opnames`` of ``code`` (not of the code nested in it) name."""
+    return {ins.argval for ins in dis.get_instructions(code) if ins.opname in opnames and isinstance(ins.argval, str)}
 
 
 _PLAIN = (str, int, float, bool, bytes, type(None), complex)
@@ -154,10 +156,7 @@ def _code_facts(code: Any) -> tuple[bytes, frozenset[str]]:
 
 def _rebound(code: Any, depth: int = 0) -> set[str]:
     """Free variables a function (or a function nested in it) assigns or deletes."""
-    names = {
-        ins.argval for ins in dis.get_instructions(code)
-        if ins.opname in ("STORE_DEREF", "DELETE_DEREF") and isinstance(ins.argval, str)
-    }
+    names = _operands(code, ("STORE_DEREF", "DELETE_DEREF"))
     if depth < 8:
         for const in code.co_consts:
             if hasattr(const, "co_code"):
