@@ -198,12 +198,8 @@ def _encode_reduced(obj: Any, out: list[bytes], depth: int) -> None:
     An object met again in the same digest is a back-reference (as in pickle's memo), so
     shared sub-objects cost their size once.
     """
-    memo = _memo.get()
-    if memo is not None:
-        if id(obj) in memo:
-            out.append(b"@%d;" % memo[id(obj)][0])
-            return
-        memo[id(obj)] = (len(memo), obj)  # holding obj: a freed temporary's id must not be reused
+    if _seen_again(obj, out):
+        return
     reduced = obj.__reduce_ex__(4)
     args, state, listitems, dictitems = _reduced_parts(reduced)
     parts: list[bytes] = [b"R" + _global_name(reduced[0]) + b";(%d:" % len(args)]
@@ -316,7 +312,7 @@ def _seen_again(obj: Any, out: list[bytes]) -> bool:
     if id(obj) in memo:
         out.append(b"@%d;" % memo[id(obj)][0])
         return True
-    memo[id(obj)] = (len(memo), obj)
+    memo[id(obj)] = (len(memo), obj)  # holding obj: a freed temporary's id must not be reused
     return False
 
 

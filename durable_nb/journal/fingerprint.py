@@ -98,15 +98,8 @@ def read_settings(func: Callable[..., Any]) -> list[tuple[str, Any]]:
     namespace = getattr(func, "__globals__", None)
     if code is None or not isinstance(namespace, dict):
         return []
-    found = []
-    for name in _global_names(code):
-        value = namespace.get(name, _ABSENT)
-        if value is not _ABSENT and is_plain_value(value):
-            found.append((name, value))
-    return found
-
-
-_ABSENT = object()
+    return [(name, namespace[name]) for name in _global_names(code)
+            if name in namespace and is_plain_value(namespace[name])]
 
 
 @functools.lru_cache(maxsize=4096)

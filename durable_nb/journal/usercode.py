@@ -48,8 +48,7 @@ def is_user_class(cls: type) -> bool:
     try:
         return _user_classes[cls]
     except KeyError:
-        pass
+        found = _user_classes[cls] = is_user_module(getattr(cls, "__module__", "") or "")
+        return found
     except TypeError:  # not weak-referenceable
         return is_user_module(getattr(cls, "__module__", "") or "")
-    found = _user_classes[cls] = is_user_module(getattr(cls, "__module__", "") or "")
-    return found

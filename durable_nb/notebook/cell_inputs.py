@@ -54,24 +54,23 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
     if isinstance(value, (types.FunctionType, type)):
         if not _is_notebook_defined(value, user_module):
             return ("ref", f"{value.__module__}.{value.__qualname__}")
+        token: tuple[Any, ...]
         try:
-            source = inspect.getsource(value)
+            token = ("source", value.__qualname__, inspect.getsource(value))
         except (OSError, TypeError):
             if isinstance(value, types.FunctionType):
-                return ("code", value.__qualname__, fingerprint_code(value))
+                return ("code", value.__qualname__, fingerprint_code(value))  # defaults and captures included
             methods = sorted(
                 (k, fingerprint_code(v)) for k, v in vars(value).items() if isinstance(v, types.FunctionType)
             )
-            settings = _class_settings(value)
-            return ("class", value.__qualname__, tuple(methods), *((settings,) if settings else ()))
-        if isinstance(value, types.FunctionType) and (value.__defaults__ or value.__kwdefaults__ or value.__closure__):
-            # make_scaler(3) after make_scaler(2), or def g(k=K) after K changed: same source, another function
-            return ("source", value.__qualname__, source, fingerprint_code(value))
+            token = ("class", value.__qualname__, tuple(methods))
         if isinstance(value, type):
-            settings = _class_settings(value)
-            if settings:  # Settings.rate = 3 after the class was defined with rate = 2
-                return ("source", value.__qualname__, source, settings)
-        return ("source", value.__qualname__, source)
+            settings = _class_settings(value)  # Settings.rate = 3 after the class was defined with rate = 2
+            return (*token, settings) if settings else token
+        if value.__defaults__ or value.__kwdefaults__ or value.__closure__:
+            # make_scaler(3) after make_scaler(2), or def g(k=K) after K changed: same source, another function
+            return (*token, fingerprint_code(value))
+        return token
     if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
         return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
     return ("value", digest_value(value))

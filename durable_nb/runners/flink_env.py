@@ -39,7 +39,7 @@ import cloudpickle
 
 from ..errors import DurableError
 from ..journal.store import Store
-from ..journal.usercode import installed_roots
+from ..journal.usercode import is_user_module
 from . import compat
 
 __all__ = ["EnvOptions", "FlinkJobError", "FlinkSetupError", "StoreSpec", "check_java", "environment", "gateway",
@@ -369,13 +369,12 @@ def user_modules_by_value() -> Iterator[None]:
     registered for pickling by value until the job graph is built, then unregistered,
     so journal payloads written by this process are unaffected.
     """
-    roots = installed_roots()
     registered = []
     for name, module in list(sys.modules.items()):
         path = getattr(module, "__file__", None)
         if not path or name == "__main__" or not path.endswith(".py"):
             continue
-        if os.path.realpath(path).startswith(roots) or pickled_by_value(name):
+        if not is_user_module(name) or pickled_by_value(name):
             continue
         try:
             cloudpickle.register_pickle_by_value(module)
