@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -722,6 +723,23 @@ def test_no_message_or_repr_shows_the_password(alice_dsn: str, ip: Any) -> None:
     assert "no_such_db" in shown[3] and "PostgresStore(" in shown[4]
     for text in shown:
         assert password not in text and "Secret" not in text and "KeyPw" not in text, text
+
+
+def test_a_raw_at_or_slash_in_a_url_password_is_refused_without_showing_any_piece_of_it(pg_dsn: str) -> None:
+    """libpq ends ``user:password`` at the first '@' or '/': the rest of the password became the host, the
+    port or the database name, and the connection error showed it (``host 'ble@127.0.0.1'``)."""
+    host_part = pg_dsn.split("@", 1)[1]
+    for password, pieces in (("Sec@ret9x", ("ret9x",)), ("Sec/ret9x", ("Sec", "ret9x")), ("1234/5678", ("5678",))):
+        with pytest.raises(ValueError) as err:
+            dnb.PostgresStore(f"postgresql://postgres:{password}@{host_part}")
+        text = str(err.value)
+        assert "percent-encode" in text.lower() and "urllib.parse.quote" in text
+        for piece in pieces:
+            assert piece not in text, text
+    quoted = urllib.parse.quote("Sec@ret9x", safe="")  # the fix the message names reaches the server
+    with pytest.raises(dnb.JournalUnavailableError) as refused:
+        dnb.PostgresStore(f"postgresql://postgres:{quoted}@{host_part}")
+    assert "password" in str(refused.value) and "ret9x" not in str(refused.value)
 
 
 def test_a_user_who_may_only_read_is_told_about_the_write_that_was_refused(pg_server: Any, pg_dsn: str) -> None:

@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -401,3 +402,63 @@ def test_a_full_disk_while_the_intent_log_grows_loses_no_acknowledged_call(tmp_p
                                          None, run_id="small")
         assert out == [str(i) for i in range(len(made))]
         again.close()
+
+
+@pytest.mark.parametrize("durability", ["call", "transition"])
+def test_a_journal_deleted_while_open_is_refused_at_the_next_run_not_written_into_the_void(tmp_path, durability):
+    """``rm -rf .durable`` while a kernel runs: SQLite would go on writing the unlinked file, every call
+    "durable" until the process ends and then gone. The next run is refused, naming the path and the fix."""
+    folder = tmp_path / ".durable"
+    store = dnb.SqliteStore(folder / "journal.db", durability=durability)
+    runner = dnb.LocalRunner(store)
+    effects: list[int] = []
+
+    def effect(i: int) -> int:
+        effects.append(i)
+        return i
+
+    def action(n: int, ctx: dnb.RunnerContext) -> list[int]:
+        return [ctx.durable_execute(effect, i) for i in range(n)]
+
+    assert runner.run(action, 2, run_id="before") == [0, 1]
+    shutil.rmtree(folder)
+    with pytest.raises(dnb.JournalWriteError) as err:
+        runner.run(action, 2, run_id="after")
+    text = str(err.value)
+    assert str(folder / "journal.db") in text and "deleted" in text and "SqliteStore(" in text
+    assert effects == [0, 1], "no side effect may run against a deleted journal"
+    store.close()
+
+    fresh = dnb.SqliteStore(folder / "journal.db", durability=durability)  # the fix the message names
+    assert dnb.LocalRunner(fresh).run(action, 2, run_id="after") == [0, 1]
+    assert [r.run_id for r in fresh.runs()] == ["after"]
+    fresh.close()
+
+
+def test_a_journal_opened_through_a_symlink_is_the_real_file_with_its_companions_beside_it(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    real = tmp_path / "real" / "j.db"
+    dnb.SqliteStore(real).close()
+    link = tmp_path / "links" / "alias.db"
+    link.symlink_to(real)
+    store = dnb.SqliteStore(link)
+    assert store.path == real
+    dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(str, 1), None, run_id="r")
+    assert sorted(p.name for p in (tmp_path / "links").iterdir()) == ["alias.db"]
+    assert any(p.name.startswith("j.db-log.") for p in (tmp_path / "real").iterdir())
+    store.close()
+
+
+def test_a_journal_with_several_hard_links_is_opened_with_a_warning_naming_the_risk(tmp_path):
+    # A hard link has no one real path: a crashed process's intent log sits beside the link it opened,
+    # where a process opening the other link does not look. The user must hear it when opening.
+    real = tmp_path / "j.db"
+    dnb.SqliteStore(real).close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dnb.SqliteStore(real).close()  # one link: no warning
+    os.link(real, tmp_path / "other.db")
+    with pytest.warns(UserWarning, match=r"2 hard links: open it through one path only") as caught:
+        dnb.SqliteStore(real).close()
+    assert caught[0].filename == __file__, "the warning points at the user's line"

@@ -284,6 +284,16 @@ class FileLocks:
             locked.append(run_id)
         return locked
 
+    def deleted(self) -> bool:
+        """Whether the file was deleted (its folder removed) since it was opened: SQLite would go on writing
+        the unlinked file, and everything written would vanish with the last descriptor."""
+        if self._fd is None:
+            return False
+        try:
+            return os.fstat(self._fd).st_nlink == 0
+        except OSError:
+            return False
+
     def held_elsewhere(self, run_id: str) -> bool:
         """Whether another process holds the run's OS lock now (a live context there has it open)."""
         if not self.available or self._fd is None:

@@ -96,7 +96,7 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
     from .dsn import mask_dsn
 
     try:
-        return conninfo_to_dict(dsn)
+        parsed = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         reason = str(exc).split('"', 1)[0].strip().rstrip(":")  # what follows may be a piece of the password
         hint = ("percent-encode special characters of a password in a URL (urllib.parse.quote(password, "
@@ -106,6 +106,27 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
             hint = ("URL parameters are libpq's keywords (sslmode=, connect_timeout=, ...) and durability=; "
                     "a schema is chosen with options=-csearch_path%3Dname")
         raise ValueError(f"PostgresStore: cannot read the DSN {mask_dsn(dsn)!r}: {reason}; {hint}") from None
+    if "://" in dsn and _split_password(parsed):
+        # libpq ends a URL's user:password at the first '@' or '/': a raw one in the password puts the rest of
+        # it into the host, port or database name, which every message would then show.
+        raise ValueError(
+            f"PostgresStore: cannot read the DSN {mask_dsn(dsn)!r}: its host, port or database name holds what "
+            f"looks like the rest of a password ('@' or '/' in it). Percent-encode special characters of a "
+            f"password in a URL (urllib.parse.quote(password, safe='')), or write key=value pairs: host=... "
+            f"dbname=... user=... password='...'"
+        )
+    return parsed
+
+
+def _split_password(parsed: Mapping[str, Any]) -> bool:
+    """Whether libpq split a URL inside its password: a host with '@', a port that is no number (a password's
+    first part, ``user:pa/ss@``), or a database name with '@' where no user was read (``user:12/34@host``)."""
+    host, port, dbname = str(parsed.get("host") or ""), str(parsed.get("port") or ""), str(parsed.get("dbname") or "")
+    if "@" in host:
+        return True
+    if port and not all(p.strip().isdigit() or not p.strip() for p in port.split(",")):
+        return True
+    return "@" in dbname and "user" not in parsed and "password" not in parsed
 
 
 def connect_hint(message: str, target: Target) -> str:

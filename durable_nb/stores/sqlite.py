@@ -45,7 +45,14 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import JournalFormatError, JournalReadOnlyError, JournalWriteError, LeaseLostError, RunBusyError
+from ..errors import (
+    JournalFormatError,
+    JournalReadOnlyError,
+    JournalWriteError,
+    LeaseLostError,
+    RunBusyError,
+    warn_at_user_code,
+)
 from ..journal.lease import FileLocks, Lease, current_pid, describe_owner, end_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
 from ..journal.store import Store, calls_where, check_run_id
@@ -161,7 +168,10 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"(and that Flink workers share); for a journal in memory use dnb.MemoryStore() or "
                 f"open_store('memory://'), for a file pass its path, e.g. SqliteStore('journal.db')."
             )
-        self.path = Path(path).expanduser().absolute()
+        # Symlinks resolved: the intent logs and ``-counters`` live beside the journal *file*, and every
+        # process must find them there whichever path it was given (a log beside a symlink in another
+        # folder is invisible to a process that opened the real path: it would drop what the log holds).
+        self.path = Path(path).expanduser().resolve()
         self.durability = durability
         self._local = threading.local()
         self._boundary = 0
@@ -204,6 +214,12 @@ class SqliteStore(SqliteTimeTravel, Store):
                     f"file in a folder you can write, e.g. SqliteStore('.durable/journal.db')."
                 ) from None
             return
+        links = path.stat().st_nlink
+        if links > 1:
+            warn_at_user_code(
+                f"the journal {path} has {links} hard links: open it through one path only. Its intent logs and "
+                f"-counters file live beside the path a process opens, so a process that opens another link "
+                f"does not see a crashed process's log and would run its acknowledged calls again.", UserWarning)
         state = sqlite_file.inspect(path, want_read_only=read_only)
         self._version, self.read_only, self._files = state.version, state.read_only, state.files
 
@@ -620,6 +636,14 @@ class SqliteStore(SqliteTimeTravel, Store):
         if self._pid != current_pid():
             self._reset_process_state()
         files = self._files or self._shared
+        if files.deleted():
+            end_owner(owner)
+            raise JournalWriteError(
+                f"the journal {self.path} was deleted (or its folder removed) while this store had it open: "
+                f"anything journaled now would vanish with this process, so run {run_id!r} was not opened and "
+                f"nothing was written. Restore the file, or open the store again (dnb.SqliteStore({str(self.path)!r}))"
+                f" to start a new journal there."
+            )
         with files.lock:
             holder = files.holders.get(run_id)
             if holder is not None and not steal:

@@ -145,3 +145,28 @@ def test_a_steal_from_a_live_process_applies_its_log_and_stops_it_before_its_nex
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@pytest.mark.timeout(60)
+def test_a_journal_written_through_a_symlink_in_another_folder_loses_nothing_when_opened_by_its_real_path(
+    tmp_path: Path,
+) -> None:
+    """The intent log and the counters live beside the journal *file*, whichever path named it: a process
+    that opens the real path must find (and apply) the log of one that wrote through a symlink elsewhere."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    db, ledger = tmp_path / "real" / "journal.db", tmp_path / "ledger.txt"
+    link = tmp_path / "links" / "alias.db"
+    dnb.SqliteStore(db).close()
+    link.symlink_to(db)
+
+    killed = subprocess.run(command(link, ledger, "--kill", "after_call", *LAG), capture_output=True, text=True,
+                            timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert raw_calls(db) <= 1
+
+    recovered = subprocess.run(command(db, ledger, *LAG), capture_output=True, text=True, timeout=60)
+    assert recovered.returncode == 0, recovered.stderr
+    assert_recovered_by_child(db, ledger, RUN, recovered.stdout, dnb.Origin.RECONCILED, held_back=False)
+    assert integrity(db) == "ok"
+    assert list((tmp_path / "links").iterdir()) == [link], "nothing of the journal's may live beside the symlink"
