@@ -137,18 +137,23 @@ class RecordDecodeError(DurableError):
     ``AttributeError``; the journal and the run's status are left unchanged.
     """
 
-    def __init__(self, run_id: str, index: int, call_id: str, class_name: str, reason: str) -> None:
+    def __init__(self, run_id: str, index: int, call_id: str, class_name: str | None, reason: str) -> None:
         self.run_id = run_id
         self.index = index
         self.call_id = call_id
         self.class_name = class_name
+        """The class or function the payload names that cannot be found; None when all of them can be."""
         self.reason = reason
-        super().__init__(
-            f"cannot replay call {index} ({call_id!r}) of run {run_id!r}: its recorded outcome is a "
-            f"{class_name}, which cannot be loaded ({reason}). The journal was left unchanged. Make "
-            f"{class_name} importable again (restore or re-install its module), or fork the run before "
-            f"this call (store.fork({run_id!r}, at={index})) and run the fork."
-        )
+        fork = f"fork the run before this call (store.fork({run_id!r}, at={index})) and run the fork."
+        if class_name is None:  # everything it names exists: its own loading code fails
+            cause = (f"its recorded outcome cannot be loaded ({reason}), although every class it names can be "
+                     f"imported: the loading code of one of them (its __reduce__, __setstate__ or __init__) "
+                     f"fails. The journal was left unchanged. Fix that loading code, or {fork}")
+        else:
+            cause = (f"its recorded outcome is a {class_name}, which cannot be loaded ({reason}). The journal "
+                     f"was left unchanged. Make {class_name} importable again (restore or re-install its "
+                     f"module), or {fork}")
+        super().__init__(f"cannot replay call {index} ({call_id!r}) of run {run_id!r}: {cause}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.run_id, self.index, self.call_id, self.class_name, self.reason))

@@ -310,6 +310,27 @@ def test_an_exception_with_an_unpicklable_attribute_keeps_its_class_and_the_othe
     assert ran["fail"] == 1
 
 
+class Ticket:
+    """Pickles (its ``__reduce__`` forgets the argument ``__init__`` needs) and fails to load."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def __reduce__(self):
+        return (Ticket, ())
+
+
+def test_a_result_whose_own_loading_code_fails_names_that_code_not_a_missing_class(store):
+    runner = dnb.LocalRunner(store)
+    with runner.context("broken") as ctx:
+        ctx.durable_execute(Ticket, 7)
+    expected = r"every class it names can be imported.*__reduce__.*store\.fork"
+    with pytest.raises(RecordDecodeError, match=expected) as err, runner.context("broken") as ctx:
+        ctx.durable_execute(Ticket, 7)
+    assert err.value.class_name is None and "importable again" not in str(err.value)
+    assert store.calls("broken")[0].status is Status.SUCCEEDED  # the journal left as it was
+
+
 def test_a_result_whose_class_was_deleted_names_run_call_and_class_and_changes_nothing(store, tmp_path: Path):
     module = tmp_path / "vanishing_receipts.py"
     module.write_text(textwrap.dedent("""

@@ -465,6 +465,29 @@ def test_an_exception_with_an_unpicklable_attribute_replays_as_its_class(store):
     assert not hasattr(replayed.value, "lock")  # only the attribute that cannot be pickled is lost
 
 
+class Declined(Exception):
+    """An exception whose ``__init__`` does not take its own ``args`` back (like httpx's HTTPStatusError)."""
+
+    def __init__(self, order: str, code: int) -> None:
+        super().__init__(f"{order} declined ({code})")
+        self.order, self.code = order, code
+
+
+def settle_all() -> list:
+    """What ``asyncio.gather(..., return_exceptions=True)`` gives: results and exceptions, returned."""
+    return ["paid", Declined("o2", 51)]
+
+
+def test_a_result_holding_an_exception_replays(store):
+    # Was: journaled SUCCEEDED (it pickles), then every recovery raised RecordDecodeError (it did not load).
+    runner = dnb.LocalRunner(store)
+    first = runner.run(lambda v, ctx: ctx.durable_execute(settle_all), run_id="gather")
+    replayed = runner.run(lambda v, ctx: ctx.durable_execute(settle_all), run_id="gather")
+    assert [type(x) for x in replayed] == [type(x) for x in first] == [str, Declined]
+    assert (replayed[1].order, replayed[1].code, str(replayed[1])) == ("o2", 51, "o2 declined (51)")
+    assert store.calls("gather")[0].status is Status.SUCCEEDED
+
+
 def test_run_opened_twice_at_once_is_refused(store):
     runner = dnb.LocalRunner(store)
     with runner.context("busy") as ctx:

@@ -79,6 +79,12 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with the classes and functions ``__main__`` defines by value and by name (module docstring)."""
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseException) and _default_exception_pickle(type(obj)):
+            # An exception inside a result (``gather(..., return_exceptions=True)``) or a cell's names: pickle's
+            # default ``cls(*exc.args)`` fails to *load* for an ``__init__(self, a, b)`` or a keyword-only one,
+            # which journaled a SUCCEEDED call that no recovery could replay. Same state, a loader that copes.
+            state = getattr(obj, "__dict__", None)
+            return _rebuild_exception, (type(obj), obj.args, dict(state) if state else {})
         reduced = super().reducer_override(obj)
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.
@@ -94,6 +100,12 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             return _main_class_or, (obj.__qualname__, make, *args), (set_state, state), items, pairs, _set_unless_main
         return (_main_function_or, (obj.__qualname__, fingerprint_code(obj), make, *args), (set_state, state),
                 items, pairs, _set_unless_main)
+
+
+def _default_exception_pickle(cls: type[BaseException]) -> bool:
+    """Whether ``cls`` pickles the default way: ``__reduce__``, ``__reduce_ex__``, ``__setstate__`` not its own."""
+    return (cls.__reduce__ is BaseException.__reduce__ and cls.__reduce_ex__ is BaseException.__reduce_ex__
+            and cls.__setstate__ is BaseException.__setstate__)
 
 
 def _main_class_or(qualname: str, make: Any, *args: Any) -> Any:

@@ -565,7 +565,7 @@ def replay(recorded: CallRecord) -> Any:
             return codec.loads(recorded.payload)  # recorded.result() without its checks, made just here
         outcome = recorded.result() if recorded.status is Status.SUCCEEDED else recorded.error()
     except Exception as exc:
-        missing = codec.missing_global(recorded.payload or b"") or "(unknown class)"
+        missing = codec.missing_global(recorded.payload or b"")
         raise RecordDecodeError(
             recorded.run_id, recorded.index, recorded.call_id, missing, f"{type(exc).__name__}: {exc}"
         ) from exc
