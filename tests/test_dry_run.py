@@ -330,3 +330,24 @@ def test_a_dry_run_calls_no_write_method_of_the_store():
                                (place_order, "o2", "r2"), (place_order, "o3", "new")]:
         runner.dry_run(action, order, rid)
     assert store.writes == {} and ran == {}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])  # PostgreSQL refuses such a call id: tests/test_postgres.py
+def test_the_report_of_a_journal_with_odd_call_ids_displays_as_utf_8_text(kind, tmp_path):
+    """A recorded call id with a lone surrogate (a non-UTF-8 file name) or a bidirectional control comes from
+    the journal: the report's repr and HTML must travel to the notebook as UTF-8 (else showing it fails the
+    cell) and show the controls as escapes, as the widgets do."""
+    import json
+
+    store = dnb.MemoryStore() if kind == "memory" else dnb.SqliteStore(tmp_path / "j.db")
+    odd = "pay-\ud800-\u202egnp.exe-\u061c<b>"
+    dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(dnb.durable(name=odd)(lambda: 1)), None,
+                               run_id="r")
+    report = dnb.LocalRunner(store).dry_run(lambda _, ctx: ctx.durable_execute(dnb.durable(name="other")(
+        lambda: 2)), None, run_id="r")
+    assert report.stopped_at == 0
+    for shown in (repr(report), report._repr_html_()):
+        json.dumps(shown, ensure_ascii=False).encode("utf-8")  # strict: a lone surrogate raises
+        assert "\u202e" not in shown and "\u061c" not in shown
+        assert "\\ud800" in shown and "\\u202e" in shown
+    assert "<b>" not in report._repr_html_().replace("<b>dry run", "")

@@ -314,3 +314,29 @@ def test_a_hostile_megabyte_of_run_id_stays_kilobytes_of_widget_state(kind: str,
     state = sum(len(json.dumps(w.get_state(), ensure_ascii=False)) for w in _descendants(view))
     assert state < 200_000
     assert "…" in view.table.value
+
+
+def test_every_bidirectional_control_shows_as_an_escape() -> None:
+    """Unicode's Bidi_Control set: the Arabic letter mark (U+061C) reorders text like the marks U+200E/F."""
+    from durable_nb.widgets._html import esc, label
+
+    controls = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    for c in controls:
+        assert c not in esc(f"run-{c}-1") and c not in label(f"run-{c}-1")
+    assert esc("a\u061cb") == "a\\u061cb"
+
+
+def test_a_journal_with_a_timestamp_out_of_range_opens_and_shows_it(sqlite_store: dnb.SqliteStore) -> None:
+    # A journal is data (maybe someone else's, maybe damaged): one started_at of 1e300 made the view's
+    # constructor raise OverflowError, so nothing of the journal could be looked at.
+    crashed_journal(sqlite_store)
+    sqlite_store.flush()  # every transition in the SQLite file, not only in the intent log
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(sqlite_store.path)) as conn, conn:
+        conn.execute("UPDATE calls SET started_at = 1e300 WHERE run_id = 'order-1' AND idx = 0")
+    view = dnb.JournalView(sqlite_store)
+    shown = text(view.table.value)
+    assert "1e+300 (not a time)" in shown and "order-2" in shown
+    view.selector.value = 0
+    assert "1e+300 (not a time)" in text(view.detail.value)

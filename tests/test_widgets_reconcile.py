@@ -244,3 +244,27 @@ def test_pages_through_many_pending_calls(store: dnb.Store) -> None:
     assert [r.record.run_id for r in panel.rows] == ["order-4"]
     assert panel.next_button.disabled
     assert repr(panel) == f"ReconcilePanel({store!r}, reconcilers=[])"
+
+
+def test_a_double_click_runs_the_reconciler_once_and_reports_success_not_something_else(store: dnb.Store) -> None:
+    """A browser double click sends two clicks before the first one's disabled buttons reach the page:
+    the second must neither run the reconciler again nor say "already settled by something else"."""
+    crash(store, 1, 2)
+    looked_up: list[str] = []
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda rec: looked_up.append(rec.run_id) or "ch"})
+    row = panel.row("order-1", 0)
+    row.reconcile_button.click()
+    row.reconcile_button.click()
+    assert looked_up == ["order-1"]
+    assert row.state == "SUCCEEDED · RECONCILED"
+    assert "dnb-message dnb-error" not in panel.message.value and "something else" not in text(panel.message.value)
+    assert "already SUCCEEDED · RECONCILED" in text(panel.message.value)
+
+    row = panel.row("order-2", 0)
+    row.resolve_text.value = "42"
+    row.resolve_button.click()
+    row.resolve_button.click()
+    now = store.call("order-2", 0)
+    assert now is not None and (now.status.value, now.origin.value, now.result_preview) == ("SUCCEEDED", "RESOLVED",
+                                                                                          "42")
+    assert "dnb-message dnb-error" not in panel.message.value and "something else" not in text(panel.message.value)

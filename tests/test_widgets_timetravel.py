@@ -292,3 +292,20 @@ def test_dry_report_html_escapes_call_ids(store: dnb.Store) -> None:
     assert report.stopped_at == 0
     out = dry_report_html(report)
     assert "<img" not in out and "&lt;img src=x onerror=alert(1)&gt;" in out
+
+
+def test_a_double_click_on_fork_from_here_makes_one_fork(store: dnb.Store) -> None:
+    """The second click of a double click arrives after the view switched to the new fork: it must not fork
+    the fork (a stray RUNNING run); once a person picks a call, Fork from here forks again."""
+    dnb.LocalRunner(store).run(three_steps, None, run_id="r")
+    view = dnb.JournalView(store)
+    select(view, "r", 2)
+    view.fork.button.click()
+    view.fork.button.click()
+    assert sorted(r.run_id for r in store.runs()) == sorted(["r", view.fork.last_fork])
+    assert "second click is ignored" in text(view.fork.message.value)
+
+    first = view.fork.last_fork
+    view.selector.value = 1  # a person picks call 1 of the fork
+    assert view.fork.fork() not in (None, first)
+    assert len(store.runs()) == 3

@@ -23,6 +23,7 @@ import copyreg
 import dataclasses
 import io
 import pickle
+import re
 import reprlib
 import sys
 import types
@@ -242,6 +243,22 @@ def sendable(text: str) -> str:
     if text.isprintable():
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Unicode's bidirectional controls (property ``Bidi_Control``), the Arabic letter mark included."""
+
+
+def visible(text: str) -> str:
+    """``text`` with bidirectional controls written as escapes: a run id ``pay-\u202egnp.exe`` must not
+    display reversed, as another id (a journal from someone else is data, shown as it is)."""
+    return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _BIDI.search(text) else text
+
+
+def shown(text: str) -> str:
+    """Journal text as a person is shown it (HTML or plain text in a notebook): :func:`sendable` and
+    :func:`visible`; widget state and display outputs travel to the browser as UTF-8."""
+    return visible(sendable(text))
 
 
 def clip(text: str) -> str:

@@ -141,11 +141,17 @@ class DryRunReport:
         lines.append(f"  {self.rule}")
         return lines
 
+    def _lines(self) -> list[str]:
+        # The recorded call id, the rule and the error come from the journal, which may be someone else's:
+        # shown with lone surrogates and NULs as escapes (display outputs travel as UTF-8; one would fail
+        # the cell's output) and bidirectional controls as escapes (an id must not display reversed).
+        return [codec.shown(line) for line in self._summary()]
+
     def __repr__(self) -> str:
-        return "\n".join(self._summary())
+        return "\n".join(self._lines())
 
     def _repr_html_(self) -> str:
-        lines = self._summary()
+        lines = self._lines()
         head = f"<b>{html.escape(lines[0])}</b>"
         rest = "".join(f"<div style='font-family:monospace;white-space:pre'>{html.escape(x)}</div>"
                        for x in lines[1:])

@@ -325,4 +325,7 @@ def _say_reconciled(name: str, outcome: CellOutcome) -> None:
 def _utc(ts: float | None) -> str:
     if ts is None:
         return "at an unknown time"
-    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S UTC")
+    try:
+        return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError, TypeError):
+        return f"at {ts!r} (not a time)"

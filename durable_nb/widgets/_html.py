@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import re
 from collections.abc import Iterable, Sequence
 
 from ..journal import codec
@@ -67,13 +66,7 @@ def label(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-_BIDI = re.compile("[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def visible(text: str) -> str:
-    """``text`` with bidirectional controls written as escapes: a run id ``pay-\u202egnp.exe`` must not
-    display reversed, as another id (a journal from someone else is data, shown as it is)."""
-    return _BIDI.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _BIDI.search(text) else text
+visible = codec.visible  # bidirectional controls as escapes (kept here: widgets import it from _html)
 
 
 ESC_LIMIT = 10_000
@@ -96,7 +89,10 @@ def fmt_time(ts: float | None) -> str:
     """UTC wall-clock time with milliseconds; UTC so that saved outputs mean the same everywhere."""
     if ts is None:
         return ""
-    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    try:
+        return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (OverflowError, OSError, ValueError, TypeError):  # a journal is data: one odd value must not stop a view
+        return f"{ts!r} (not a time)"
 
 
 def fmt_duration(start: float | None, end: float | None) -> str:

@@ -51,6 +51,10 @@ class ForkControl(W.VBox):
         self.run: RunRecord | None = None
         self.last_fork: str | None = None
         """The run id the last successful click created."""
+        self._unpicked = False
+        """A fork was just made and nobody has picked a call since: the call shown is the one the view chose
+        in the new run. A click now is the second click of a double click (it arrives after the first one
+        forked and the view switched), and must not fork the fork."""
         self.lineage = W.HTML()
         self.button = W.Button(
             description=FORK_TEXT, icon="code-fork", disabled=True, layout=W.Layout(width="auto", min_width="150px"),
@@ -65,17 +69,31 @@ class ForkControl(W.VBox):
     def __repr__(self) -> str:
         return f"ForkControl({self.store!r})"
 
-    def show(self, record: CallRecord | None, run: RunRecord | None) -> None:
-        """Point the control at ``record`` (the selected call) of ``run``; None disables it."""
+    def show(self, record: CallRecord | None, run: RunRecord | None, *, picked: bool = True) -> None:
+        """Point the control at ``record`` (the selected call) of ``run``; None disables it.
+
+        ``picked=False``: a redraw moved the selection, not a person (``JournalView`` after a refresh or
+        a fork); the control keeps refusing a click that follows a fork until someone picks a call.
+        """
         self.record, self.run = record, run
+        if picked:
+            self.picked()
         html = lineage_html(run, record)
         if self.lineage.value != html:
             self.lineage.value = html
         self.button.disabled = record is None
 
+    def picked(self) -> None:
+        """A person chose a call (or a run) since the last fork: **Fork from here** forks it again."""
+        self._unpicked = False
+
     def fork(self) -> str | None:
         """``store.fork(run, at=selected index)``; the new run id, or None (the reason is shown)."""
         rec = self.record
+        if self._unpicked:
+            self._say(f"forked {self.last_fork} just now (a second click is ignored); pick the call to fork "
+                      f"from, then click {FORK_TEXT} again.", "note")
+            return None
         if rec is None:
             self._say("select a call first: the fork keeps the calls before it.", "error")
             return None
@@ -94,6 +112,7 @@ class ForkControl(W.VBox):
         )
         if self.on_forked is not None:
             self.on_forked(new_id)
+        self._unpicked = True  # after on_forked: the view moving to the fork is not a person's pick
         return new_id
 
     def _say(self, text: str, kind: str) -> None:

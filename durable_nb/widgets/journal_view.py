@@ -204,6 +204,7 @@ class JournalView(W.VBox):
     def _on_filter(self, change: dict[str, Any]) -> None:
         if self._quiet:
             return
+        self.fork.picked()  # a person chose another run (or status, call id) to look at
         with self._lock:
             self.page_index = 0
             self._refresh(with_runs=False)
@@ -211,11 +212,11 @@ class JournalView(W.VBox):
     def _on_select(self, change: dict[str, Any]) -> None:
         if not self._quiet:
             self.detail.value = render.call_detail(self.selected)
-            self._point_fork()
+            self._point_fork(picked=True)
 
-    def _point_fork(self) -> None:
+    def _point_fork(self, picked: bool = False) -> None:
         rec = self.selected
-        self.fork.show(rec, self.store.run(rec.run_id) if rec is not None else None)
+        self.fork.show(rec, self.store.run(rec.run_id) if rec is not None else None, picked=picked)
 
     def _on_forked(self, new_id: str) -> None:
         """After **Fork from here**: show the new run, and let the other widgets on this journal redraw."""

@@ -112,9 +112,14 @@ class PendingRow(W.VBox):
     def __repr__(self) -> str:
         return f"PendingRow({self.record.run_id!r}, {self.record.index})"
 
+    @property
+    def settled(self) -> bool:
+        """The row shows an outcome (written from this panel, or found written by something else)."""
+        return self.state != "PENDING" and self.state != LEFT_TEXT
+
     def draw(self) -> None:
         r = self.record
-        settled = self.state != "PENDING" and self.state != LEFT_TEXT
+        settled = self.settled
         outcome = (
             f'<span class="dnb-outcome">{esc(self.outcome)}</span>' if self.outcome is not None else ""
         )
@@ -271,6 +276,8 @@ class ReconcilePanel(W.VBox):
     def reconcile(self, row: PendingRow) -> bool:
         """Run the call's registered reconciler and persist its outcome (origin RECONCILED)."""
         rec = row.record
+        if row.settled:  # a double click: the second click arrives after the first one settled the call
+            return self._already(row)
         reconciler = self.reconcilers.get(rec.call_id)
         if reconciler is None:
             return self._say(
@@ -296,6 +303,8 @@ class ReconcilePanel(W.VBox):
 
     def resolve(self, row: PendingRow, text: str) -> bool:
         """Persist the Python literal ``text`` as the call's result (origin RESOLVED)."""
+        if row.settled:
+            return self._already(row)
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
@@ -325,6 +334,12 @@ class ReconcilePanel(W.VBox):
                 self.store.close_run(rec.run_id, owner, None)
             finally:
                 end_owner(owner)
+
+    def _already(self, row: PendingRow) -> bool:
+        """A row this panel settled already (its buttons are disabled; a double click's second click still
+        arrives): run no reconciler, write nothing, and do not call the panel's own write "something else"."""
+        return self._say(f"{row.record.run_id} #{row.record.index} is already {row.state}: "
+                         "nothing written.", "note")
 
     def _persist(self, row: PendingRow, status: Status, origin: Origin, outcome: Any) -> bool:
         rec = row.record
