@@ -286,6 +286,27 @@ def test_a_waiting_input_survives_a_restart_of_the_sqlite_journal(tmp_path: Path
         third.close()
 
 
+def test_a_damaged_prompt_column_reads_as_text_and_the_panel_still_opens(tmp_path: Path):
+    # A journal is data: a prompt column of '{"prompt": 5, "choices": 5}' raised TypeError in
+    # store.waiting(), so ReconcilePanel could not be built for any run of the journal.
+    import sqlite3
+
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    with pytest.raises(dnb.AwaitingInput):
+        dnb.LocalRunner(store).run(refund_flow, "o1", run_id="r1")
+    store.close()
+    conn = sqlite3.connect(tmp_path / "journal.db")
+    with conn:
+        conn.execute("""UPDATE calls SET prompt = '{"prompt": 5, "choices": 5}' WHERE run_id = 'r1'""")
+    conn.close()
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    try:
+        assert [(c.prompt, c.choices) for c in store.waiting()] == [("5", (5,))]
+        assert len(dnb.ReconcilePanel(store).inputs) == 1
+    finally:
+        store.close()
+
+
 def test_a_dry_run_stops_at_an_unanswered_input(store):
     runner = dnb.LocalRunner(store)
     with pytest.raises(dnb.AwaitingInput):

@@ -67,8 +67,11 @@ def decode_prompt(text: str | None) -> tuple[str | None, tuple[Any, ...] | None]
         return text, None
     if not isinstance(data, dict):
         return text, None
-    choices = data.get("choices")
-    return data.get("prompt"), None if choices is None else tuple(choices)
+    # A journal is data (maybe damaged, maybe someone else's): odd values read as text, not as a TypeError
+    # that would stop every view of the journal from opening.
+    prompt, choices = data.get("prompt"), data.get("choices")
+    return (None if prompt is None else str(prompt),
+            tuple(choices) if isinstance(choices, list) else None if choices is None else (choices,))
 
 
 class _Name(str, enum.Enum):
