@@ -264,6 +264,19 @@ def test_prune_dry_run_then_prune(ip: Any, magics: DurableMagics) -> None:
     assert len(magics.store.runs()) == 0
 
 
+def test_prune_lists_odd_run_ids_as_escapes(ip: Any, magics: DurableMagics) -> None:
+    """A lone surrogate (a non-UTF-8 file name) in a run id failed the printed list; a right-to-left
+    override displayed another id than the one removed."""
+    surrogate = "" if isinstance(magics.store, dnb.PostgresStore) else "\ud800"  # PostgreSQL refuses those ids
+    odd = f"order-{surrogate}-\u202egnp.exe"
+    dnb.LocalRunner(magics.store).run(lambda v, ctx: v, 1, run_id=odd)
+    removed, log = line(ip, "durable_prune", "--status COMPLETED --dry-run")
+    assert [r.run_id for r in removed] == [odd]
+    printed = log.text()
+    printed.encode("utf-8")  # what a kernel sends the notebook
+    assert f"order-{surrogate.encode('unicode_escape').decode()}-\\u202egnp.exe" in printed
+
+
 def test_prune_usage_errors(ip: Any, magics: DurableMagics) -> None:
     with pytest.raises(UsageError, match="at least one"):
         line(ip, "durable_prune", "")

@@ -39,6 +39,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ..errors import AwaitingInput, NonDeterminismError
+from ..journal import codec
 from ..journal.context import open_run
 from ..journal.records import CallRecord, Outcome, RunRecord, RunStatus, Status, encode_prompt
 from ..journal.replay import Decision, decide
@@ -393,5 +394,5 @@ def run_prune(store: Store, args: Any) -> list[RunRecord]:
         raise UsageError(f"%durable_prune: {exc}") from None
     verb = "would remove" if args.dry_run else "removed"
     print(f"durable: {verb} {len(removed)} run{'' if len(removed) == 1 else 's'}"
-          + "".join(f"\n  {r.run_id}  {r.status.value}" for r in removed))
+          + "".join(f"\n  {codec.shown(r.run_id)}  {r.status.value}" for r in removed))  # ids are data
     return removed
