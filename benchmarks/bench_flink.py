@@ -70,7 +70,7 @@ def durable_action(record: dict[str, Any], ctx: dnb.RunnerContext) -> dict[str, 
 
 
 def _plain_element(_init: None, _store: None, line: str, seq: int) -> tuple[int, Any]:
-    index, _key, record = flink_worker.line_record(line)
+    index, _key, record, _seq = flink_worker.line_record(line)
     return index, score(record, record["work_s"])
 
 

@@ -13,7 +13,7 @@ from flink_agents.plan.configuration import AgentConfiguration
 from ..journal.digest import digest_value
 from ..journal.store import Store
 from ..runners.local import LocalRunner
-from ..runners.mapping import Key, key_of, key_text, records_of, run_id_for
+from ..runners.mapping import GroupedKey, Key, key_of, key_text, records_of, run_id_for
 from .driver import AgentAction, KeyedInput
 
 if TYPE_CHECKING:
@@ -56,6 +56,11 @@ def _row_as_dict(input: Any) -> Any:
 def _run_key(keyed: KeyedInput) -> str:
     """The key ``AgentRunner.map`` gives its runner for an input: what names its run, as ``run`` names it."""
     return run_key(keyed.key, keyed.value)
+
+
+def _memory_key(keyed: KeyedInput) -> str:
+    """The group of an input: the inputs sharing one short-term memory (its key's; an unkeyed input's own)."""
+    return _run_key(keyed) if keyed.key is None else key_text(keyed.key)
 
 
 def run_key(key: Any, input: Any) -> str:
@@ -167,7 +172,9 @@ class AgentRunner:
         # memory of its own); the runner names its run by key and digest, as ``run`` does.
         records = records_of(inputs, by)
         keyed = [KeyedInput(record, None if by is None else key_of(record, by, i)) for i, record in enumerate(records)]
-        frame = self.runner.map(self.action, keyed, key=_run_key, **options)
+        # Grouped by memory: on FlinkRunner a key's inputs then run in one worker, in order, each seeing the
+        # memory the key's earlier inputs left (partitioned by run key, they were spread over the workers).
+        frame = self.runner.map(self.action, keyed, key=GroupedKey(_run_key, _memory_key), **options)
         frame["key"] = [k.key for k in keyed] if by is not None else list(range(len(keyed)))
         if isinstance(key, str):
             frame = frame.rename(columns={"key": key})

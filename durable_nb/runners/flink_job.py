@@ -91,7 +91,7 @@ from .flink_worker import (
     write_records,
 )
 from .local import Action, check_action, default_run_id
-from .mapping import Key, action_name, key_name, key_of, records_of
+from .mapping import GroupedKey, Key, action_name, key_name, key_of, records_of
 from .progress import MapProgress
 from .rows import MapRow
 
@@ -271,9 +271,12 @@ class FlinkRunner:
         name = action_name(action)
         if not items:
             return map_frame(key_name(key), [])
+        # A GroupedKey's groups run in one worker each, in input order (AgentRunner: one key's memory).
+        groups = [key_of(record, key.group, i) for i, record in enumerate(items)] \
+            if isinstance(key, GroupedKey) else None
         job = MapJob(action, name, self._store_spec, self.strict)
         show = self.progress if progress is None else progress
-        shipped = self._execute(job, items, keys, f"durable_nb map {name}", show)
+        shipped = self._execute(job, items, keys, f"durable_nb map {name}", show, groups)
         return map_frame(key_name(key), [MapRow.from_wire(keys[i], s.wire) for i, s in enumerate(shipped)])
 
     def run(self, action: Action, value: Any = None, *, run_id: str | None = None) -> Any:
@@ -298,13 +301,13 @@ class FlinkRunner:
     # -- the job ---------------------------------------------------------------
 
     def _execute(self, job: MapJob, records: list[Any], keys: list[Any], job_name: str,
-                 show: bool) -> list[Shipped]:
+                 show: bool, groups: list[Any] | None = None) -> list[Shipped]:
         _check_action_picklable(job)
         folder = Path(tempfile.mkdtemp(prefix="durable_nb-records-", dir=self.records_dir))
         path = folder / f"{uuid.uuid4().hex}.txt"
         try:
             with user_modules_by_value():  # records, the action and its helpers: the user's modules by value
-                write_records(path, records, keys)
+                write_records(path, records, keys, groups)
                 stream = self._build(job, path)
             return _collect(stream, job_name, len(records), self.restart_attempts, show)
         finally:

@@ -31,7 +31,7 @@ from ..journal.store import Store
 from . import worker_warnings
 from .flink_env import COLLECT_MAX, StoreSpec
 from .local import Action, call_action
-from .mapping import Key, key_of, key_text, run_id_for
+from .mapping import Key, key_of, key_text, run_id_for, sequence_numbers
 from .progress import ReplayCounter
 from .rows import MapRow, WireRow, apply_action
 from .worker_warnings import Relayed
@@ -126,15 +126,23 @@ def partition(key: Any) -> str:
     return base64.b64encode(key_text(key).encode("utf-8", "surrogatepass")).decode("ascii")  # any str a key has
 
 
-def write_records(path: Path, records: list[Any], keys: list[Any]) -> None:
-    """One line per record: ``partition<TAB>base64(pickle((index, key, record)))``."""
+def write_records(path: Path, records: list[Any], keys: list[Any], groups: list[Any] | None = None) -> None:
+    """One line per record: ``partition<TAB>base64(pickle((index, key, record)))``.
+
+    With ``groups`` (a :class:`~durable_nb.runners.mapping.GroupedKey` map) a line is partitioned by
+    its group and carries its ``seq`` too, ``(index, key, record, seq)``: the keyed state then counts
+    groups, not keys, so the run's ``seq`` is counted here, in input order, as every runner counts it.
+    """
+    seqs = sequence_numbers(keys) if groups is not None else None
     with open(path, "w", encoding="ascii") as fh:
         for index, (key, record) in enumerate(zip(keys, records, strict=True)):
+            fields = (index, key, record) if seqs is None else (index, key, record, seqs[index])
             try:
-                blob = cloudpickle.dumps((index, key, record))
+                blob = cloudpickle.dumps(fields)
             except Exception as exc:
                 raise unpicklable_record(index, key, record, exc) from exc
-            fh.write(f"{partition(key)}\t{base64.b64encode(blob).decode('ascii')}\n")
+            where = partition(key if groups is None else groups[index])
+            fh.write(f"{where}\t{base64.b64encode(blob).decode('ascii')}\n")
 
 
 def unpicklable_record(index: int, key: Any, record: Any, exc: Exception) -> TypeError:
@@ -158,9 +166,10 @@ def line_key(line: str) -> str:
     return line[: line.index("\t")]
 
 
-def line_record(line: str) -> tuple[int, Any, Any]:
-    index, key, record = cloudpickle.loads(base64.b64decode(line[line.index("\t") + 1:]))
-    return int(index), key, record
+def line_record(line: str) -> tuple[int, Any, Any, int | None]:
+    """``(index, key, record, seq)``; ``seq`` None unless the notebook counted it (a grouped map)."""
+    fields = cloudpickle.loads(base64.b64decode(line[line.index("\t") + 1:]))
+    return int(fields[0]), fields[1], fields[2], fields[3] if len(fields) > 3 else None
 
 
 # ---------------------------------------------------------------- the process functions
@@ -246,8 +255,8 @@ def keyed_function(body: Body, init: Any) -> Any:
 
 def map_element(job: MapJob, store: Store, line: str, seq: int) -> tuple[int, WireRow, bool, Relayed]:
     """One record of ``FlinkRunner.map``: its :class:`Shipped` outcome, as the tuple that travels."""
-    index, key, record = line_record(line)
-    run_id = job.run_id or run_id_for(job.name, key, seq)
+    index, key, record, counted = line_record(line)
+    run_id = job.run_id or run_id_for(job.name, key, seq if counted is None else counted)
     with worker_warnings.collecting() as warned:
         row, replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
     return index, within_collect_limit(row.to_wire()), replayed, tuple(warned)

@@ -19,6 +19,7 @@ is a run of its own: each such record gets the next ``seq`` (``…/nan#0``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from ..journal.callid import call_identity
@@ -167,12 +168,43 @@ def key_of(record: Any, key: Key, position: int) -> Any:
         ) from None
 
 
+@dataclass(frozen=True)
+class GroupedKey:
+    """A map's key function whose records also fall into groups: FlinkRunner runs a group's records in one
+    worker, one after another, in input order.
+
+    Why: an action that keeps state per group in its process (AgentRunner's short-term memory per key,
+    while each input of the key is a run of its own) must see every record of a group, in order. FlinkRunner
+    partitions by the run's key otherwise, which spreads a group over the workers. Run ids still come from
+    ``key`` (``seq`` counted per key in input order, as on every runner); LocalRunner, which runs every
+    record in input order in one process, calls it as the key function it is.
+    """
+
+    key: Callable[[Any], Any]
+    """The record's key: what names its run."""
+    group: Callable[[Any], Any]
+    """The record's group: the records that run in one worker, in order."""
+
+    def __call__(self, record: Any) -> Any:
+        return self.key(record)
+
+
+def sequence_numbers(keys: Iterable[Any]) -> list[int]:
+    """Each key's ``seq``: how many earlier keys have its text (the count :func:`keyed` makes)."""
+    seen: dict[str, int] = {}
+    return [_count(seen, k) for k in keys]
+
+
+def _count(seen: dict[str, int], key: Any) -> int:
+    text = key_text(key)  # counted by text: each NaN (never equal to itself) still gets its own seq
+    seq = seen.get(text, 0)
+    seen[text] = seq + 1
+    return seq
+
+
 def keyed(records: Iterable[Any], key: Key) -> Iterator[tuple[Any, int, Any]]:
     """``(key, seq, record)`` for each record, seq counting earlier records with that key."""
     seen: dict[str, int] = {}
     for position, record in enumerate(records):
         k = key_of(record, key, position)
-        text = key_text(k)  # counted by text: each NaN (never equal to itself) still gets its own seq
-        seq = seen.get(text, 0)
-        seen[text] = seq + 1
-        yield k, seq, record
+        yield k, _count(seen, k), record

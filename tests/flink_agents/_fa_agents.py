@@ -179,6 +179,32 @@ class OrderAgent(Agent):
         ctx.send_event(OutputEvent(output={"order": order_id, "receipt": receipt}))
 
 
+# ---------------------------------------------------------------- short-term memory across a key's inputs
+
+
+def note_visit(user: str, visits: int) -> str:
+    record(f"visit {user} {visits}")
+    return f"{user} visit {visits}"
+
+
+class VisitCounterAgent(Agent):
+    """Counts a user's inputs in short-term memory, which Flink Agents keeps per key from input to input,
+    and journals each count with a durable call whose arguments depend on that memory."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def count(event: Event, ctx: RunnerContext) -> None:
+        visit = InputEvent.from_event(event).input
+        visits = (ctx.short_term_memory.get("visits") or 0) + 1
+        ctx.short_term_memory.set("visits", visits)
+        noted = ctx.durable_execute(note_visit, visit["user"], visits)
+        ctx.send_event(OutputEvent(output={"page": visit["page"], "visits": visits, "noted": noted}))
+
+
+VISITS = [{"user": u, "page": f"{u}-{i}"} for i, u in enumerate("aabababbaa")]
+"""Ten inputs of two users (six of a, four of b), interleaved."""
+
+
 # ---------------------------------------------------------------- quickstart: review_analysis_agent.py
 
 
@@ -308,8 +334,10 @@ class ReviewAnalysisAgent(Agent):
         )
 
 
-def without_durability(agent: Agent, inputs: list[dict[str, Any]], config: dict | None = None) -> list[list[Any]]:
-    """What Flink Agents' own (non-durable) local runner outputs for each input: the expected results."""
+def without_durability(agent: Agent, inputs: list[dict[str, Any]], config: dict | None = None,
+                       key: str = "id") -> list[list[Any]]:
+    """What Flink Agents' own (non-durable) local runner outputs for each input (keyed by ``input[key]``):
+    the expected results."""
     from flink_agents.plan.configuration import AgentConfiguration
     from flink_agents.runtime.local_runner import LocalRunner
 
@@ -317,7 +345,7 @@ def without_durability(agent: Agent, inputs: list[dict[str, Any]], config: dict 
     outputs: list[list[Any]] = []
     for item in inputs:
         before = len(runner.get_outputs())
-        runner.run(key=item["id"], value=item)
+        runner.run(key=item[key], value=item)
         outputs.append([next(iter(o.values())) for o in runner.get_outputs()[before:]])
     return outputs
 

@@ -81,3 +81,27 @@ def test_agents_run_in_a_flink_job_and_recover_across_runners(
     for rid in recovered["run_id"]:
         assert store.calls(rid)[0].origin is Origin.RECONCILED
     store.close()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("concurrency", [1, 4], ids=["one-record-at-a-time", "four-records-at-once"])
+def test_a_keys_inputs_share_its_short_term_memory_in_a_flink_job(
+    flink_runner_cls, tmp_path: Path, ledger: Path, concurrency: int
+):
+    """Was: records were partitioned by run id, so a key's inputs were spread over the two workers and each
+    saw only the memory of the ones it ran (visits 1, 2, 1, 2, 3, 3 for one user); a LocalRunner replay of
+    the map then found other arguments and charged (here: noted) again."""
+    expected = A.without_durability(A.VisitCounterAgent(), A.VISITS, key="user")
+    assert [rows[0]["visits"] for rows in expected] == [1, 2, 1, 3, 2, 4, 3, 4, 5, 6]
+    ledger.unlink()
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    flink = flink_runner_cls(store, parallelism=2, progress=False, concurrency=concurrency)
+    on_flink = AgentRunner(A.VisitCounterAgent(), flink).map(A.VISITS, key="user")
+    assert list(on_flink["result"]) == expected
+    effects = A.ledger_lines(ledger)
+    noted = [f"visit {v['user']} {rows[0]['visits']}" for v, rows in zip(A.VISITS, expected, strict=True)]
+    assert sorted(effects) == sorted(noted), "each visit noted once"
+
+    local = AgentRunner(A.VisitCounterAgent(), dnb.LocalRunner(store)).map(A.VISITS, key="user")
+    assert list(local["run_id"]) == list(on_flink["run_id"]) and list(local["result"]) == expected
+    assert A.ledger_lines(ledger) == effects, "the same map on LocalRunner replays: nothing noted again"
