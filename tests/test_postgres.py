@@ -783,3 +783,30 @@ def test_a_call_made_from_a_new_thread_after_a_server_restart_takes_the_lock_aga
         worker.join(60)
     assert results == [1]
     assert executed == ["A:0", "A:1", "B: busy"], executed
+
+
+@pytest.mark.parametrize("dsn, dbname, host", [
+    ("postgresql:///my%40db", "my@db", None),  # a percent-encoded '@' in the database name: what the fix says
+    ("postgresql://h/db?dbname=a@b", "a@b", "h"),  # a query parameter is read as written
+    ("postgresql://u@%2Frun%2Fa%40b/db", "db", "/run/a@b"),  # a socket folder with an (encoded) '@'
+    ("postgresql://u:p@[::1]:5432/db", "db", "::1"),
+    ("postgresql://h1:5432,h2:5433/db", "db", "h1,h2"),
+    ("postgresql://%2Fvar%2Frun%2Fpostgresql/db", "db", "/var/run/postgresql"),
+    ("postgresql:///db?host=/tmp", "db", "/tmp"),
+])
+def test_a_valid_url_with_an_at_sign_where_no_password_split_it_is_read(dsn: str, dbname: str,
+                                                                        host: str | None) -> None:
+    """Only a raw '@' before the query can be the rest of a password: an encoded one is the user's own."""
+    from durable_nb.stores.postgres_schema import parse_dsn
+
+    parsed = parse_dsn(dsn)
+    assert (parsed.get("dbname"), parsed.get("host")) == (dbname, host)
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://postgres:Sec@ret9x@h/db", "postgresql://postgres:1234/5678@h/db",
+                                 "postgresql://postgres:Sec/ret9x@h/db"])
+def test_a_url_split_inside_its_password_is_still_refused_without_a_server(dsn: str) -> None:
+    from durable_nb.stores.postgres_schema import parse_dsn
+
+    with pytest.raises(ValueError, match="Percent-encode"):
+        parse_dsn(dsn)

@@ -488,6 +488,29 @@ def test_a_result_holding_an_exception_replays(store):
     assert store.calls("gather")[0].status is Status.SUCCEEDED
 
 
+linked_runs: list[int] = []
+
+
+def linked_failures() -> list:
+    """Exceptions an attribute refers back to (a library's ``exc.error = exc``, an ``(exc, attempt)`` pair)."""
+    linked_runs.append(1)
+    own, paired = Declined("o3", 7), ValueError("retry")
+    own.error, paired.last = own, (paired, 2)
+    return [own, paired]
+
+
+def test_a_result_holding_an_exception_that_refers_to_itself_is_journaled_and_replays(store):
+    # Was: the exception's attributes went as an argument of its loader, so pickling recursed back into it
+    # (PicklingError: the call's result could not be journaled, it ran again at each recovery).
+    linked_runs.clear()
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda v, ctx: ctx.durable_execute(linked_failures), run_id="linked")
+    own, paired = runner.run(lambda v, ctx: ctx.durable_execute(linked_failures), run_id="linked")
+    assert linked_runs == [1] and store.calls("linked")[0].status is Status.SUCCEEDED
+    assert type(own) is Declined and own.error is own and (own.order, own.code) == ("o3", 7)
+    assert type(paired) is ValueError and paired.last[0] is paired and paired.args == ("retry",)
+
+
 def test_run_opened_twice_at_once_is_refused(store):
     runner = dnb.LocalRunner(store)
     with runner.context("busy") as ctx:

@@ -309,3 +309,21 @@ def test_a_double_click_on_fork_from_here_makes_one_fork(store: dnb.Store) -> No
     view.selector.value = 1  # a person picks call 1 of the fork
     assert view.fork.fork() not in (None, first)
     assert len(store.runs()) == 3
+
+
+def test_after_a_fork_a_person_can_fork_the_call_shown_again_without_picking_another(store: dnb.Store) -> None:
+    """Only the double click's second click is swallowed: a dropdown sends nothing when the entry already
+    chosen is chosen again, so a person who clicks again (or refreshes, or pages) forks the call shown."""
+    dnb.LocalRunner(store).run(three_steps, None, run_id="r")
+    view = dnb.JournalView(store)
+    select(view, "r", 2)
+    first = view.fork.fork()
+    view.refresh_button.click()  # a person refreshes after a fork: the call shown is theirs to fork
+    second = view.fork.fork()
+    assert second not in (None, first) and len(store.runs()) == 3
+
+    select(view, "r", 2)
+    third = view.fork.fork()
+    assert view.fork.fork() is None  # the second click of a double click
+    fourth = view.fork.fork()  # a person, who read the note, clicks again
+    assert fourth not in (None, first, second, third) and len(store.runs()) == 5

@@ -84,8 +84,10 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             # An exception inside a result (``gather(..., return_exceptions=True)``) or a cell's names: pickle's
             # default ``cls(*exc.args)`` fails to *load* for an ``__init__(self, a, b)`` or a keyword-only one,
             # which journaled a SUCCEEDED call that no recovery could replay. Same state, a loader that copes.
-            state = getattr(obj, "__dict__", None)
-            return _rebuild_exception, (type(obj), obj.args, dict(state) if state else {})
+            # The attributes go as the state pickle sets once the exception exists (``BaseException.__setstate__``,
+            # as pickle's default does), not as an argument of its loader: an exception an attribute refers back
+            # to (``exc.me = exc``, ``exc.pair = (exc, 1)``) pickled as before instead of recursing to the limit.
+            return _rebuild_exception, (type(obj), obj.args, {}), getattr(obj, "__dict__", None) or None
         reduced = super().reducer_override(obj)
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.

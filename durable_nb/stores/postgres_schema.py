@@ -106,7 +106,7 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
             hint = ("URL parameters are libpq's keywords (sslmode=, connect_timeout=, ...) and durability=; "
                     "a schema is chosen with options=-csearch_path%3Dname")
         raise ValueError(f"PostgresStore: cannot read the DSN {mask_dsn(dsn)!r}: {reason}; {hint}") from None
-    if "://" in dsn and _split_password(parsed):
+    if "://" in dsn and _split_password(parsed, dsn):
         # libpq ends a URL's user:password at the first '@' or '/': a raw one in the password puts the rest of
         # it into the host, port or database name, which every message would then show.
         raise ValueError(
@@ -118,15 +118,21 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
     return parsed
 
 
-def _split_password(parsed: Mapping[str, Any]) -> bool:
+def _split_password(parsed: Mapping[str, Any], dsn: str) -> bool:
     """Whether libpq split a URL inside its password: a host with '@', a port that is no number (a password's
-    first part, ``user:pa/ss@``), or a database name with '@' where no user was read (``user:12/34@host``)."""
+    first part, ``user:pa/ss@``), or a database name with '@' where no user was read (``user:12/34@host``).
+
+    Only a raw '@' before the query can be such a split: ``%40`` (a percent-encoded '@' in a database name or
+    a socket folder) and ``?dbname=a@b`` are what the user wrote, and libpq reads them as written.
+    """
     host, port, dbname = str(parsed.get("host") or ""), str(parsed.get("port") or ""), str(parsed.get("dbname") or "")
-    if "@" in host:
+    raw = dsn.split("?", 1)[0]
+    if "@" in host and raw.count("@") >= 2:
         return True
     if port and not all(p.strip().isdigit() or not p.strip() for p in port.split(",")):
         return True
-    return "@" in dbname and "user" not in parsed and "password" not in parsed
+    return ("@" in dbname and "user" not in parsed and "password" not in parsed
+            and "@" in raw.split("://", 1)[-1].partition("/")[2])
 
 
 def connect_hint(message: str, target: Target) -> str:

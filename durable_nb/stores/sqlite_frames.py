@@ -237,6 +237,15 @@ def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, 
 # ---------------------------------------------------------------- whose writer is gone
 
 
+def writer_alive(fd: int) -> bool:
+    """Whether a live process holds the writer's lock of the log open at ``fd`` (asked, not taken)."""
+    try:
+        probe = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _PROBE)
+    except OSError:
+        return True  # cannot tell: treat it as alive, never as a log to take over
+    return bool(_FLOCK.unpack(probe)[0] != fcntl.F_UNLCK)
+
+
 def try_lock(fd: int) -> bool:
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _PROBE)

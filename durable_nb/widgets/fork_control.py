@@ -91,8 +91,11 @@ class ForkControl(W.VBox):
         """``store.fork(run, at=selected index)``; the new run id, or None (the reason is shown)."""
         rec = self.record
         if self._unpicked:
-            self._say(f"forked {self.last_fork} just now (a second click is ignored); pick the call to fork "
-                      f"from, then click {FORK_TEXT} again.", "note")
+            # One click swallowed, not every click until a pick: the call shown may be the one a person wants
+            # (a dropdown sends no change for the entry already chosen), and a refresh or a page moves it.
+            self._unpicked = False
+            self._say(f"forked {self.last_fork} just now (a second click is ignored); click {FORK_TEXT} again "
+                      f"to fork the call shown, or pick another call first.", "note")
             return None
         if rec is None:
             self._say("select a call first: the fork keeps the calls before it.", "error")

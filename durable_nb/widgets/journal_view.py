@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
@@ -159,11 +160,18 @@ class JournalView(W.VBox):
             widget.observe(self._on_filter, names="value")
         self.selector.observe(self._on_select, names="value")
         self.live_toggle.observe(self._on_live_toggle, names="value")
-        self.refresh_button.on_click(lambda _: self.refresh())
-        self.first_button.on_click(lambda _: self.go_to_page(0))
-        self.prev_button.on_click(lambda _: self.go_to_page(self.page_index - 1))
-        self.next_button.on_click(lambda _: self.go_to_page(self.page_index + 1))
-        self.last_button.on_click(lambda _: self.go_to_page(self.page_count - 1))
+        self.refresh_button.on_click(self._clicked(self.refresh))
+        self.first_button.on_click(self._clicked(lambda: self.go_to_page(0)))
+        self.prev_button.on_click(self._clicked(lambda: self.go_to_page(self.page_index - 1)))
+        self.next_button.on_click(self._clicked(lambda: self.go_to_page(self.page_index + 1)))
+        self.last_button.on_click(self._clicked(lambda: self.go_to_page(self.page_count - 1)))
+
+    def _clicked(self, then: Callable[[], None]) -> Callable[[Any], None]:
+        """A button's handler: a person's click (refresh, a page) makes the call then shown theirs to fork."""
+        def handler(_button: Any) -> None:
+            self.fork.picked()
+            then()
+        return handler
 
     @property
     def _quiet(self) -> bool:

@@ -170,3 +170,38 @@ def test_a_journal_written_through_a_symlink_in_another_folder_loses_nothing_whe
     assert_recovered_by_child(db, ledger, RUN, recovered.stdout, dnb.Origin.RECONCILED, held_back=False)
     assert integrity(db) == "ok"
     assert list((tmp_path / "links").iterdir()) == [link], "nothing of the journal's may live beside the symlink"
+
+
+@pytest.mark.timeout(60)
+def test_a_log_an_older_version_left_beside_a_symlink_in_another_folder_is_applied_when_opened_through_it(
+    tmp_path: Path,
+) -> None:
+    """Before symlinks were resolved, a process that opened the journal through a symlink in another folder
+    wrote its intent log beside the symlink (registered by file name). After an upgrade the store opens the
+    real path: that log, left by a crash, must still be applied, not counted as gone (its calls ran again)."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    db, ledger = tmp_path / "real" / "journal.db", tmp_path / "ledger.txt"
+    killed = subprocess.run(command(db, ledger, "--kill", "after_call", *LAG), capture_output=True, text=True,
+                            timeout=60)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert raw_calls(db) <= 1 and len(logs(db)) == 1
+    # What an older durable_nb writing through links/journal.db left: its log and counters beside the link.
+    link = tmp_path / "links" / "journal.db"
+    link.symlink_to(db)
+    for companion in [*logs(db), tmp_path / "real" / "journal.db-counters"]:
+        companion.rename(tmp_path / "links" / companion.name)
+
+    store = dnb.SqliteStore(link)
+    try:
+        calls = store.calls(RUN)  # a read applies the dead process's log first
+        assert [c.status for c in calls[:SPECIAL]] == [dnb.Status.SUCCEEDED] * SPECIAL
+        assert [c.result() for c in calls[:SPECIAL]] == [child_mod.result(i) for i in range(SPECIAL)]
+    finally:
+        store.close()
+    assert not list((tmp_path / "links").glob("journal.db-log.*")) and not logs(db)
+
+    recovered = subprocess.run(command(link, ledger, *LAG), capture_output=True, text=True, timeout=60)
+    assert recovered.returncode == 0, recovered.stderr
+    assert_recovered_by_child(db, ledger, RUN, recovered.stdout, dnb.Origin.RECONCILED, held_back=False)
+    assert integrity(db) == "ok"
