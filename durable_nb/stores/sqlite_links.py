@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import JournalWriteError, warn_at_user_code
 from . import sqlite_frames
+from .sqlite_logfile import sync_folder
 
 
 def real_path(given: Path) -> Path:
@@ -78,8 +79,4 @@ def adopt_logs_beside(link: Path, real: Path) -> None:
     if moved:
         sqlite_frames.Counters(real).close()  # a reader applies dead logs only where the counters exist
         with contextlib.suppress(OSError):
-            dir_fd = os.open(real.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            sync_folder(real.parent)

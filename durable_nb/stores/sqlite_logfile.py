@@ -24,6 +24,15 @@ FILL = 64 << 10
 """Bytes of zeros written ahead of the frames at a time (the file grows, and its size is synced, once per FILL)."""
 
 
+def sync_folder(folder: Path) -> None:
+    """fsync a folder: the names created or moved into it are durable (a file's own fsync does not say so)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LogFile:
     """One process's log file: created locked (its writer lives while the lock holds), frames appended in place."""
 
@@ -39,11 +48,7 @@ class LogFile:
         try:
             if not try_lock(self.fd):
                 raise OSError(f"could not lock the new intent log {path}")
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)  # the log's name is durable before any frame in it counts
-            finally:
-                os.close(dir_fd)
+            sync_folder(path.parent)  # the log's name is durable before any frame in it counts
             self._fill(FILL)
         except BaseException:  # e.g. a full disk: no log file is left behind (the caller commits to SQLite)
             self.remove()
