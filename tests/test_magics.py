@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -533,6 +534,56 @@ def test_a_cell_that_changes_its_input_in_place_is_warned_that_running_it_again_
         run(ip, "rebind", rebinding)
         run(ip, "rebind", rebinding)
     assert RAN["charge"] == 3
+
+
+class _Model:
+    """Stands for an estimator a cell fits in place (``model.fit(X)``)."""
+
+    def __init__(self) -> None:
+        self.weights: list[float] | None = None
+
+
+def test_a_replay_after_a_restart_restores_the_inputs_the_cell_changed_in_place(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """``df["score"] = ...`` and ``model.fit(X)`` are how notebooks compute: the first run left the
+    column and the fitted model, so a replay (earlier cells run again, this one replays) must too."""
+    import pandas as pd
+
+    cell = ("tick('score')\ndf['score'] = df['x'] * 2\nmodel.weights = [1.5]\nseen.append(len(df))\n"
+            "settings['done'] = True\nn = len(seen)\n")
+
+    def earlier_cells() -> None:  # what re-running the notebook's cells above this one binds
+        ip.user_ns.update(df=pd.DataFrame({"x": [1, 2]}), model=_Model(), seen=[], settings={})
+
+    earlier_cells()
+    with pytest.warns(dnb.ChangedInputWarning, match=r"'df', 'model', 'seen', 'settings' in place.*restores"):
+        run(ip, "fit", cell)
+    first = {k: ip.user_ns[k] for k in ("df", "model", "seen", "settings")}
+    restart(ip, "df", "model", "seen", "settings", "n")
+    earlier_cells()
+
+    _, log = run(ip, "fit", cell)
+
+    assert RAN["score"] == 1 and "replayed cell 'fit'" in log.text()
+    assert list(ip.user_ns["df"]["score"]) == [2, 4] and ip.user_ns["df"].equals(first["df"])
+    assert ip.user_ns["model"].weights == [1.5]
+    assert (ip.user_ns["seen"], ip.user_ns["settings"], ip.user_ns["n"]) == ([2], {"done": True}, 1)
+
+
+def test_a_notebook_class_the_cell_changed_is_not_replaced_by_a_replay(ip: Any, magics: DurableMagics) -> None:
+    ip.run_cell("class Counter:\n    runs = 0\n")
+    ip.run_cell("c = Counter()")
+    cell = "tick('count')\nCounter.runs += 1\nk = Counter.runs\n"
+    with pytest.warns(dnb.ChangedInputWarning, match="'Counter'"):
+        run(ip, "count", cell)
+    ip.run_cell("Counter.runs = 0")
+    restart(ip, "k")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(ip, "count", cell)
+    assert RAN["count"] == 1 and ip.user_ns["k"] == 1
+    assert isinstance(ip.user_ns["c"], ip.user_ns["Counter"])  # still the notebook's class
 
 
 # ---------------------------------------------------------------- usage errors

@@ -120,6 +120,15 @@ def changed_in_place(
     return changed
 
 
+def changed_values(changed: list[str], tokens: Mapping[str, Any], binds: tuple[str, ...]) -> tuple[str, ...]:
+    """The inputs changed in place that a replay restores: values, not the notebook's classes or functions.
+
+    Why not those: a restored class would be another class than the one the notebook's instances
+    have (``Stats.runs += 1`` leaves the class where it is). A name the cell also binds is an output already.
+    """
+    return tuple(n for n in changed if tokens[n][0] == "value" and n not in binds)
+
+
 def select_inputs(reads: tuple[str, ...], ns: Mapping[str, Any], hidden: Mapping[str, Any],
                   star_imports: tuple[str, ...] = ()) -> dict[str, Any]:
     """The read names that resolve in the notebook namespace (builtins and IPython's own objects left out).

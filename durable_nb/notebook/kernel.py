@@ -31,7 +31,7 @@ from ..journal.records import CallRecord
 from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
-from .cell_inputs import ABSENT, changed_in_place, select_inputs, star_values
+from .cell_inputs import ABSENT, changed_in_place, changed_values, select_inputs, star_values
 from .namespace import unpack_namespace
 from .outcome import CellOutcome, executed_outcome
 from .outputs import OutputRecorder, replay_outputs
@@ -78,14 +78,15 @@ def run_cell(
     run_id = following if (rerun and latest is not None) or latest is None else latest
     quiet = bool(shell.displayhook.semicolon_at_end_of_expression(cell.source))
     if runner == "flink":
-        shipped = CellRun(cell, inputs, args_digest, quiet, reconciler)
+        shipped = CellRun(cell, inputs, args_digest, quiet, reconciler, tokens)
         return _run_on_flink(shell, name, shipped, store, inputs, run_id, strict)
 
     def announce() -> None:  # said before the body runs, so it is not part of the cell's recorded output
         print(f"↻ durable: recovering cell {name!r}: its last attempt did not finish; "
               f"its durable calls replay or reconcile")
 
-    body = _kernel_body(shell, cell, quiet, inputs)
+    changed: list[list[str]] = []  # the inputs the body changed in place, once it finished
+    body = _kernel_body(shell, cell, quiet, inputs, tokens, changed)
     ran: list[bool] = []
 
     def watched() -> tuple[CellOutcome, Any]:
@@ -98,7 +99,8 @@ def run_cell(
             done = perform_cell(ctx.journal, name, args_digest, stoppable(watched), reconciler, announce)
     finally:
         if ran:
-            _warn_changed(name, changed_in_place(inputs, tokens, shell.user_ns, user_module(shell)))
+            _warn_changed(name, changed[0] if changed else
+                          changed_in_place(inputs, tokens, shell.user_ns, user_module(shell)))
     if done.outcome is None:  # another kernel finished it since we looked
         assert done.recorded is not None
         return replay_cell(shell, name, done.recorded)
@@ -110,8 +112,14 @@ def run_cell(
     return None if quiet else done.value
 
 
-def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool, inputs: Mapping[str, Any]) -> Body:
+def _kernel_body(
+    shell: Any, cell: ParsedCell, quiet: bool, inputs: Mapping[str, Any], tokens: Mapping[str, Any],
+    changed: list[list[str]],
+) -> Body:
     """The cell's body in the notebook namespace, its outputs recorded in order while shown live.
+
+    The inputs it changed in place are journaled with the names it binds (see
+    :func:`~.outcome.executed_outcome`) and put in ``changed`` for the cell's warning.
 
     A body that does not finish (an exception, a KeyboardInterrupt) gives the inputs
     it had already rebound (``order = dict(order, ...)``) their values back: run again,
@@ -135,8 +143,9 @@ def _kernel_body(shell: Any, cell: ParsedCell, quiet: bool, inputs: Mapping[str,
             raise
         fmt = None if quiet else shell.display_formatter.format
         binds = analysis.binds + tuple(n for n, was in globals_before.items() if ns.get(n, ABSENT) is not was)
+        changed.append(changed_in_place(inputs, tokens, ns, user_module(shell)))
         outcome = executed_outcome(binds, analysis.deletes, ns, recorder.outputs, last, result, fmt,
-                                   analysis.star_imports)
+                                   analysis.star_imports, changed_values(changed[0], tokens, binds))
         return outcome, result
 
     return body
@@ -162,6 +171,7 @@ def _run_on_flink(
               f"its durable calls replayed or reconciled")
     _warn_skipped(name, done.outcome.skipped, flink=True)
     result = restore(shell, done.outcome, notice=None)
+    _warn_changed(name, [n for n in cell.values if n in done.outcome.values])  # in the worker's copy
     if done.decision is Decision.RECONCILE:
         _say_reconciled(name, done.outcome)
     return None if cell.quiet else result
@@ -308,8 +318,10 @@ def _warn_changed(name: str, changed: list[str]) -> None:
         return
     names = ", ".join(repr(n) for n in changed)
     warnings.warn(
-        f"durable_nb: cell {name!r} changed its input{'s' if len(changed) > 1 else ''} {names} in place. Run "
-        f"again, the cell reads other inputs, so it is a new version of itself and executes again, its durable "
+        f"durable_nb: cell {name!r} changed its input{'s' if len(changed) > 1 else ''} {names} in place. A "
+        f"replay after a restart restores such a value as the cell left it (the notebook's own classes and "
+        f"functions stay as they are), but run again in this kernel the cell reads other inputs, so it is a "
+        f"new version of itself and executes again, its durable "
         f"calls included (a payment would be made twice). Bind new names instead of changing inputs "
         f"(orders2 = [dict(o, charge=...) for o in orders]), or keep the change in a cell of its own.",
         ChangedInputWarning,

@@ -186,9 +186,18 @@ def executed_outcome(
     result: Any,
     fmt: Formatter | None,
     star_imports: tuple[str, ...] = (),
+    changed: tuple[str, ...] = (),
 ) -> CellOutcome:
-    """The outcome of a body that ran in ``ns``; ``fmt=None`` leaves the result out (a cell ending in ``;``)."""
-    packed = pack_namespace(binds, ns)
+    """The outcome of a body that ran in ``ns``; ``fmt=None`` leaves the result out (a cell ending in ``;``).
+
+    ``changed``: inputs the cell changed in place (``df["score"] = ...``, ``model.fit(X)``). They are
+    journaled as the cell left them, so that a replay in a new kernel restores what the first run
+    left, as it does for the names the cell binds; one that cannot be pickled is left out without a
+    warning of its own (the cell's ``ChangedInputWarning`` names it).
+    """
+    packed = pack_namespace(binds + changed, ns)
+    for name in changed:
+        packed.skipped.pop(name, None)
     cell_result = None if fmt is None else pack_result(last, result, packed.values, packed.skipped, fmt)
     return CellOutcome(
         values=packed.values, modules=packed.modules, skipped=packed.skipped,

@@ -22,13 +22,14 @@ import contextlib
 import linecache
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..journal.records import CallRecord
 from ..journal.replay import Decision, Journal, Step
 from .cell import CellAnalysis, analyze, split_last_expression
+from .cell_inputs import changed_in_place, changed_values, input_tokens
 from .outcome import CellOutcome, executed_outcome, reconciled_outcome
 from .outputs import OutputRecorder
 from .runids import cell_call_id
@@ -163,11 +164,13 @@ class CellRun:
 
     def __init__(
         self, cell: ParsedCell, env: dict[str, Any], args_digest: str, quiet: bool,
-        reconciler: Callable[[], Any] | None = None,
+        reconciler: Callable[[], Any] | None = None, tokens: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = cell.name
         self.source = cell.source  # not the tree: the worker parses it again (smaller to ship)
         self.env = env
+        # the inputs a change in place of which comes back as an output, as it does in the kernel
+        self.values = tuple(n for n, token in (tokens or {}).items() if token[0] == "value")
         self.binds = cell.analysis.binds
         self.deletes = cell.analysis.deletes
         self.args_digest = args_digest
@@ -186,6 +189,8 @@ class CellRun:
         filename = f"<durable cell {self.name}>"
         linecache.cache[filename] = (len(self.source), None, self.source.splitlines(True), filename)
         ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__", **self.env}
+        values = {n: self.env[n] for n in self.values}
+        before = input_tokens(values)  # here: digests of the worker's copies compare with each other
         recorder = OutputRecorder(None)
         try:
             with recorder.streams():
@@ -194,7 +199,9 @@ class CellRun:
             attach_worker_details(exc, recorder.outputs, filename)
             raise
         fmt = None if self.quiet else _plain_text
-        return executed_outcome(self.binds, self.deletes, ns, recorder.outputs, last, result, fmt), None
+        changed = changed_values(changed_in_place(values, before, ns), before, self.binds)
+        return executed_outcome(self.binds, self.deletes, ns, recorder.outputs, last, result, fmt,
+                                changed=changed), None
 
 
 def _plain_text(value: Any) -> tuple[dict[str, Any], dict[str, Any]]:

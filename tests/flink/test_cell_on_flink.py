@@ -66,6 +66,7 @@ print("charging", order_id)
 print("careful", file=sys.stderr)
 charge_id = dnb.current_context().durable_execute(charge, ledger, order_id)
 receipt = f"receipt for {charge_id}"
+charges.append(charge_id)  # an input changed in place: it comes back from the worker
 receipt.upper()
 """
 
@@ -74,12 +75,14 @@ receipt.upper()
 def test_cell_runs_on_flink_then_replays_without_a_job(
     flink: None, ip: Any, magics: DurableMagics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ip.user_ns["order_id"] = 7
+    ip.user_ns.update(order_id=7, charges=[])
 
-    result, log = run(ip, "pay --runner flink", PAY)
+    with pytest.warns(dnb.ChangedInputWarning, match="'charges' in place"):
+        result, log = run(ip, "pay --runner flink", PAY)
 
     assert result == "RECEIPT FOR CH_7"
-    assert (ip.user_ns["charge_id"], ip.user_ns["receipt"]) == ("ch_7", "receipt for ch_7")
+    assert (ip.user_ns["charge_id"], ip.user_ns["receipt"], ip.user_ns["charges"]) == (
+        "ch_7", "receipt for ch_7", ["ch_7"])  # as the local runner leaves them
     assert log.items == [("stdout", "charging 7\n"), ("stderr", "careful\n")]
     assert lines(tmp_path / "body.txt") == ["ran"] and lines(tmp_path / "ledger.txt") == ["charge 7"]
     store = magics.store
@@ -93,17 +96,20 @@ def test_cell_runs_on_flink_then_replays_without_a_job(
     # A restarted kernel: the same cell replays from the journal alone, no job, no body.
     for gone in ("charge_id", "receipt"):
         ip.user_ns.pop(gone)
+    ip.user_ns["charges"] = []  # the cell above it ran again
     monkeypatch.setattr(_runner_flink.FlinkRunner, "run", _refuse)
     result, again = run(ip, "pay --runner flink", PAY)
 
     assert result == "RECEIPT FOR CH_7"
-    assert (ip.user_ns["charge_id"], ip.user_ns["receipt"]) == ("ch_7", "receipt for ch_7")
+    assert (ip.user_ns["charge_id"], ip.user_ns["receipt"], ip.user_ns["charges"]) == (
+        "ch_7", "receipt for ch_7", ["ch_7"])
     (kind, text), *rest = again.items
     assert kind == "stdout" and text.startswith("↺ durable: replayed cell 'pay' recorded ")
     assert [("stdout", text.split("\n", 1)[1]), *rest] == log.items  # same outputs, same order
     assert lines(tmp_path / "body.txt") == ["ran"] and lines(tmp_path / "ledger.txt") == ["charge 7"]
     assert [c.finished_at for c in store.calls(run_rec.run_id)] == [c.finished_at for c in calls]
     # the local runner reads the same record
+    ip.user_ns["charges"] = []
     run(ip, "pay", PAY)
     assert lines(tmp_path / "body.txt") == ["ran"]
 
