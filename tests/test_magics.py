@@ -705,6 +705,9 @@ def test_map_usage_errors_come_before_any_run(ip: Any, magics: DurableMagics) ->
     ip.user_ns["orders"] = pd.DataFrame({"id": [1, 2], "amount": [10, 20]})
     with pytest.raises(UsageError, match=r"--key nosuch: .*no field 'nosuch' \(its fields: id, amount\)"):
         run(ip, "enrich --map orders --key nosuch", MAP_CELL)
+    ip.user_ns["indexed"] = ip.user_ns["orders"].set_index("id")
+    with pytest.raises(UsageError, match=r"--key id: map\(key='id'\): 'id' is the DataFrame's index.*reset_index\(\)"):
+        run(ip, "enrich --map indexed --key id", MAP_CELL)
     with pytest.raises(UsageError, match="would replace the records it maps"):
         run(ip, "orders --map orders --key id", MAP_CELL)
     ip.user_ns["emails"] = {"a@x", "b@x"}

@@ -40,6 +40,19 @@ def test_a_key_field_named_like_a_result_column_comes_back_as_key(store: dnb.Sto
         runner.map(lambda rec, ctx: 0, [{"status": 1, "amount": 2}], key="id")
 
 
+def test_a_key_that_is_the_frames_index_says_to_reset_the_index(store: dnb.Store) -> None:
+    """``pd.read_csv(...).set_index("order_id")`` then ``key="order_id"``: the index is not in a record."""
+    import pandas as pd
+
+    orders = pd.DataFrame({"order_id": [7, 8], "amount": [5, 6]}).set_index("order_id")
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(KeyError, match=r"'order_id' is the DataFrame's index, not a column.*df.reset_index\(\)"):
+        runner.map(lambda rec, ctx: rec["amount"], orders, key="order_id")
+    assert store.runs() == []
+    frame = runner.map(lambda rec, ctx: rec["amount"], orders.reset_index(), key="order_id")
+    assert list(frame.order_id) == [7, 8] and list(frame.result) == [5, 6]
+
+
 def test_a_key_function_that_raises_keeps_its_error_and_names_the_record(store: dnb.Store) -> None:
     def region(rec: dict[str, Any]) -> str:
         return rec["region"]

@@ -231,6 +231,8 @@ def run_map(
                          f"name the cell differently, e.g. %%durable {name}_out --map {map_var}")
     try:  # refused before any run is opened, as a UsageError naming the fix
         records = records_of(shell.user_ns[map_var], key)
+    except KeyError as exc:  # the key is the frame's index
+        raise UsageError(f"%%durable {name} --map {map_var} --key {key}: {exc.args[0]}") from None
     except TypeError as exc:
         value = shell.user_ns[map_var]
         if isinstance(value, set | frozenset):

@@ -122,6 +122,11 @@ def records_of(records: Any, key: Key = None) -> list[Any]:
     except ImportError:  # pragma: no cover - pandas is a dependency
         pd = None
     if pd is not None and isinstance(records, pd.DataFrame):
+        if isinstance(key, str) and key not in records.columns and key in records.index.names:
+            raise KeyError(
+                f"map(key={key!r}): {key!r} is the DataFrame's index, not a column, and a record is one row's "
+                f"columns (the index is not part of it). Make the index a column first: df = df.reset_index()."
+            )
         return records.to_dict("records")
     if isinstance(records, (str, bytes, dict)) or not _iterable(records):
         raise TypeError(
