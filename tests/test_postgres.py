@@ -804,7 +804,11 @@ def test_a_valid_url_with_an_at_sign_where_no_password_split_it_is_read(dsn: str
 
 
 @pytest.mark.parametrize("dsn", ["postgresql://postgres:Sec@ret9x@h/db", "postgresql://postgres:1234/5678@h/db",
-                                 "postgresql://postgres:Sec/ret9x@h/db"])
+                                 "postgresql://postgres:Sec/ret9x@h/db",
+                                 # a unix socket (Cloud SQL's /cloudsql/...): the split host was replaced by
+                                 # ?host=, and libpq silently sent 'Sec' as the password
+                                 "postgresql://postgres:Sec@ret9x@/db?host=/cloudsql/p:r:i",
+                                 "postgresql://postgres:Sec@ret9x@h/db?host=/tmp"])
 def test_a_url_split_inside_its_password_is_still_refused_without_a_server(dsn: str) -> None:
     from durable_nb.stores.postgres_schema import parse_dsn
 

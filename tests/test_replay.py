@@ -7,7 +7,9 @@ the right value" alone cannot tell a replay from a re-execution.
 
 from __future__ import annotations
 
+import builtins
 import collections
+import sys
 import warnings
 
 import pytest
@@ -509,6 +511,64 @@ def test_a_result_holding_an_exception_that_refers_to_itself_is_journaled_and_re
     assert linked_runs == [1] and store.calls("linked")[0].status is Status.SUCCEEDED
     assert type(own) is Declined and own.error is own and (own.order, own.code) == ("o3", 7)
     assert type(paired) is ValueError and paired.last[0] is paired and paired.args == ("retry",)
+
+
+class NotFound(OSError):
+    """An OSError subclass with an ``__init__`` of its own (pickle's default loads ``cls(errno, strerror, path)``)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(2, "no such order file", path)
+        self.path = path
+
+
+def gather_os_errors() -> list:
+    return [NotFound("/orders/o7.json")]
+
+
+def test_a_result_holding_an_os_error_with_its_own_init_replays(store):
+    # Was: journaled SUCCEEDED, then every recovery raised RecordDecodeError (the loader called cls(*args)).
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda v, ctx: ctx.durable_execute(gather_os_errors), run_id="os")
+    [missing] = runner.run(lambda v, ctx: ctx.durable_execute(gather_os_errors), run_id="os")
+    assert type(missing) is NotFound and (missing.errno, missing.filename, missing.path) == (2, "/orders/o7.json",
+                                                                                               "/orders/o7.json")
+    assert str(missing) == "[Errno 2] no such order file: '/orders/o7.json'"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11's")
+def test_a_result_holding_an_exception_group_with_its_own_new_replays(store):
+    class Many(builtins.ExceptionGroup):  # type: ignore[misc,name-defined]
+        """A group whose ``__new__`` fixes the message (pickle's default loads ``cls(message, errors)``)."""
+
+        def __new__(cls, errors):  # type: ignore[no-untyped-def]
+            return super().__new__(cls, "several orders failed", errors)
+
+        def __init__(self, errors) -> None:  # type: ignore[no-untyped-def]
+            super().__init__("several orders failed", errors)
+
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda v, ctx: ctx.durable_execute(lambda: [Many([ValueError("o8")])]), run_id="group")
+    [group] = runner.run(lambda v, ctx: ctx.durable_execute(lambda: [Many([ValueError("o8")])]), run_id="group")
+    assert type(group).__name__ == "Many" and str(group) == "several orders failed (1 sub-exception)"
+    assert [type(e) for e in group.exceptions] == [ValueError]
+
+
+def test_a_result_whose_own_loading_code_fails_names_that_code_not_a_class_to_reinstall(store):
+    # A class the notebook defines travels by value: the error named 'type.Exception' as the class to make
+    # importable again (a module name the pickle fetched from its memo was paired with the wrong name).
+    class Refund(Exception):
+        def __init__(self, order: str) -> None:
+            super().__init__(order)
+
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (Refund, ("o9", "extra"))  # loads as Refund("o9", "extra"): a TypeError
+
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda v, ctx: ctx.durable_execute(lambda: [Refund("o9")]), run_id="bad-reduce")
+    with pytest.raises(dnb.RecordDecodeError) as err:
+        runner.run(lambda v, ctx: ctx.durable_execute(lambda: [Refund("o9")]), run_id="bad-reduce")
+    assert err.value.class_name is None, str(err.value)
+    assert "loading code" in str(err.value) and "type." not in str(err.value)
 
 
 def test_run_opened_twice_at_once_is_refused(store):

@@ -435,6 +435,36 @@ def test_a_journal_deleted_while_open_is_refused_at_the_next_run_not_written_int
     fresh.close()
 
 
+def test_a_journal_renamed_while_open_is_refused_at_the_next_run_and_moving_it_back_loses_nothing(tmp_path):
+    """``mv journal.db archive.db`` while a kernel runs: SQLite went on writing the renamed file while its WAL
+    stayed under the old name (archive.db opened empty: every acknowledged run lost from it), and a connection
+    of another thread created a new empty journal.db (a bare 'no such table: runs')."""
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = dnb.LocalRunner(store)
+    effects: list[int] = []
+
+    def effect(i: int) -> int:
+        effects.append(i)
+        return i
+
+    def action(n: int, ctx: dnb.RunnerContext) -> list[int]:
+        return [ctx.durable_execute(effect, i) for i in range(n)]
+
+    assert runner.run(action, 2, run_id="before") == [0, 1]
+    os.rename(tmp_path / "journal.db", tmp_path / "archive.db")
+    with pytest.raises(dnb.JournalWriteError, match="renamed or moved while this store had it open") as err:
+        runner.run(action, 2, run_id="after")
+    assert str(tmp_path / "journal.db") in str(err.value) and "Move the file back" in str(err.value)
+    assert effects == [0, 1] and not (tmp_path / "journal.db").exists()
+
+    os.rename(tmp_path / "archive.db", tmp_path / "journal.db")  # the fix the message names
+    assert runner.run(action, 2, run_id="after") == [0, 1]
+    store.close()
+    again = dnb.SqliteStore(tmp_path / "journal.db")
+    assert [r.run_id for r in again.runs()] == ["before", "after"]
+    again.close()
+
+
 def test_a_journal_opened_through_a_symlink_is_the_real_file_with_its_companions_beside_it(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "links").mkdir()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copyreg
 import dataclasses
+import inspect
 import io
 import pickle
 import re
@@ -88,6 +89,10 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             # as pickle's default does), not as an argument of its loader: an exception an attribute refers back
             # to (``exc.me = exc``, ``exc.pair = (exc, 1)``) pickled as before instead of recursing to the limit.
             return _rebuild_exception, (type(obj), obj.args, {}), getattr(obj, "__dict__", None) or None
+        if isinstance(obj, OSError) and _os_error_with_own_init(type(obj)):
+            # The same for an OSError subclass with an ``__init__`` of its own: pickle's ``cls(errno, strerror,
+            # filename)`` fails to load ``NotFound(path)``. Built as OSError builds it, ``__init__`` not called.
+            return _rebuild_os_error, (type(obj), obj.__reduce__()[1]), getattr(obj, "__dict__", None) or None
         reduced = super().reducer_override(obj)
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.
@@ -109,6 +114,22 @@ def _default_exception_pickle(cls: type[BaseException]) -> bool:
     """Whether ``cls`` pickles the default way: ``__reduce__``, ``__reduce_ex__``, ``__setstate__`` not its own."""
     return (cls.__reduce__ is BaseException.__reduce__ and cls.__reduce_ex__ is BaseException.__reduce_ex__
             and cls.__setstate__ is BaseException.__setstate__)
+
+
+def _os_error_with_own_init(cls: type[OSError]) -> bool:
+    """Whether ``cls`` pickles as OSError does (its ``__reduce__``) but has a Python ``__init__`` of its own."""
+    return (cls.__reduce__ is OSError.__reduce__ and cls.__reduce_ex__ is BaseException.__reduce_ex__
+            and cls.__setstate__ is BaseException.__setstate__
+            and isinstance(inspect.getattr_static(cls, "__init__"), types.FunctionType))
+
+
+def _rebuild_os_error(cls: type[OSError], args: tuple[Any, ...]) -> OSError:
+    """An OSError subclass from ``OSError.__reduce__``'s arguments (errno, strerror, filename, ...), as OSError
+    itself builds and parses them: its own ``__init__`` may take other arguments (the attributes it set come
+    back as the pickle's state)."""
+    exc = OSError.__new__(cls, *args)
+    OSError.__init__(exc, *args)
+    return exc
 
 
 def _main_class_or(qualname: str, make: Any, *args: Any) -> Any:
@@ -193,12 +214,18 @@ class _ExceptionPayload:
         return self.reduced
 
 
+_HEAPTYPE = 1 << 9
+"""``Py_TPFLAGS_HEAPTYPE``: a class made by a ``class`` statement (or at run time), not a builtin one."""
+
+
 def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> BaseException:
     """``cls(*args)`` when its ``__init__`` accepts them, else ``cls.__new__`` with args set; then attributes."""
     try:
         exc = cls(*args)
     except Exception:
-        exc = cls.__new__(cls)
+        # Built by the nearest builtin class, without the class's own ``__new__`` and ``__init__`` (either may
+        # take other arguments: ``ExceptionGroup`` subclasses whose ``__new__`` fixes the message).
+        exc = next(c for c in cls.__mro__ if not c.__flags__ & _HEAPTYPE).__new__(cls, *args)
     exc.args = args
     for name, value in state.items():
         try:
@@ -213,16 +240,28 @@ def missing_global(data: bytes) -> str | None:
     import importlib
     import pickletools
 
-    strings: list[str] = []
     names: list[str] = []
+    memo: dict[int, Any] = {}
+    pushed: list[Any] = []  # what the last operations pushed (a str, else None); memo operations push nothing
     try:
         for op, arg, _pos in pickletools.genops(data):
             if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(str(arg))
-            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                names.append(f"{strings[-2]} {strings[-1]}")
-            elif op.name in ("GLOBAL", "INST"):
-                names.append(str(arg))
+                pushed.append(str(arg))
+            elif op.name in ("BINGET", "LONG_BINGET", "GET"):  # a module name met before comes from the memo
+                pushed.append(memo.get(int(str(arg))))
+            elif op.name == "MEMOIZE":
+                memo[len(memo)] = pushed[-1] if pushed else None
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(str(arg))] = pushed[-1] if pushed else None
+            elif op.name == "STACK_GLOBAL":
+                if len(pushed) >= 2 and isinstance(pushed[-2], str) and isinstance(pushed[-1], str):
+                    names.append(f"{pushed[-2]} {pushed[-1]}")
+                pushed.append(None)
+            else:
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg))
+                pushed.append(None)
+            del pushed[:-2]
     except Exception:
         pass
     for name in names:

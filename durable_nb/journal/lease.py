@@ -294,6 +294,17 @@ class FileLocks:
         except OSError:
             return False
 
+    def moved_from(self, path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` names this file no more (it was renamed or moved away, maybe another file put there):
+        SQLite goes on writing the file, but its WAL and a new connection's file are found by the old name."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) != self._key[1:]
+
     def held_elsewhere(self, run_id: str) -> bool:
         """Whether another process holds the run's OS lock now (a live context there has it open)."""
         if not self.available or self._fd is None:

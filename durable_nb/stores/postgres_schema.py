@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -129,10 +130,22 @@ def _split_password(parsed: Mapping[str, Any], dsn: str) -> bool:
     raw = dsn.split("?", 1)[0]
     if "@" in host and raw.count("@") >= 2:
         return True
+    if "@" in _url_host(dsn):  # the same split, its host then replaced by ``?host=/socket/folder``
+        return True
     if port and not all(p.strip().isdigit() or not p.strip() for p in port.split(",")):
         return True
     return ("@" in dbname and "user" not in parsed and "password" not in parsed
             and "@" in raw.split("://", 1)[-1].partition("/")[2])
+
+
+def _url_host(url: str) -> str:
+    """The host part of a URL as libpq finds it: after the user (and password), which libpq ends at the first
+    '@' or '/', up to the next '/' or '?'; '' when the URL has no user."""
+    rest = url.split("://", 1)[-1]
+    end = min((i for i in (rest.find("@"), rest.find("/")) if i >= 0), default=-1)
+    if end < 0 or rest[end] != "@":
+        return ""
+    return re.split(r"[/?]", rest[end + 1:], maxsplit=1)[0]
 
 
 def connect_hint(message: str, target: Target) -> str:

@@ -643,14 +643,8 @@ class SqliteStore(SqliteTimeTravel, Store):
         if self._pid != current_pid():
             self._reset_process_state()
         files = self._files or self._shared
-        if not (self._boundary and self._boundary_checked) and files.deleted():
-            end_owner(owner)
-            raise JournalWriteError(
-                f"the journal {self.path} was deleted (or its folder removed) while this store had it open: "
-                f"anything journaled now would vanish with this process, so run {run_id!r} was not opened and "
-                f"nothing was written. Restore the file, or open the store again (dnb.SqliteStore({str(self.path)!r}))"
-                f" to start a new journal there."
-            )
+        if not (self._boundary and self._boundary_checked):
+            self._refuse_if_gone(files, run_id, owner)
         if self._boundary:
             self._boundary_checked = True
         with files.lock:
@@ -693,6 +687,27 @@ class SqliteStore(SqliteTimeTravel, Store):
             self._drop_lease(lease)
             raise
         return [_opened(run_id, r) for r in rows if r[3] is not None]
+
+    def _refuse_if_gone(self, files: FileLocks, run_id: str, owner: str) -> None:
+        """JournalWriteError if the file open here is no longer the one at :attr:`path`: deleted, SQLite would
+        write a file that vanishes with the process; renamed or moved, its WAL (what was committed since the
+        last checkpoint) stays behind under the old name and other connections open a new file there."""
+        if files.deleted():
+            end_owner(owner)
+            raise JournalWriteError(
+                f"the journal {self.path} was deleted (or its folder removed) while this store had it open: "
+                f"anything journaled now would vanish with this process, so run {run_id!r} was not opened and "
+                f"nothing was written. Restore the file, or open the store again (dnb.SqliteStore({str(self.path)!r}))"
+                f" to start a new journal there."
+            )
+        if files.moved_from(self.path):
+            end_owner(owner)
+            raise JournalWriteError(
+                f"the journal {self.path} was renamed or moved while this store had it open: its -wal file (what "
+                f"was committed since the last checkpoint) stays beside the old name, so run {run_id!r} was not "
+                f"opened and nothing was written. Move the file back to {str(self.path)!r}, then close this store "
+                f"before moving the journal (with its -wal file); README: Journal files."
+            )
 
     def _take_over(self, lease: Lease) -> list[tuple[Any, ...]]:
         """A steal: every process's logged transitions applied, then the run read and taken, in one transaction.
