@@ -45,19 +45,44 @@ def check_fork_args(run_id: Any, at: Any, new_run_id: Any) -> None:
         raise ValueError(f"new_run_id must be a non-empty string or None, got {new_run_id!r}")
 
 
+@dataclass(frozen=True)
+class FreshHead:
+    """Call 0 of a fork written afresh, PENDING, instead of copied: the fork of a ``%%durable`` cell.
+
+    A cell's call 0 is the cell itself: copied finished, it would make the cell replay as
+    a whole. Its fork keeps call 0 open (as a crash leaves it) and copies calls
+    ``1..at-1``; :meth:`Store.fork_reopened` writes all of it, lineage included, in the
+    fork's one transaction, so a process killed while forking leaves either no fork or
+    the whole fork, never a prefix whose next run would execute calls meant to replay.
+    """
+
+    call_id: str
+    args_digest: str
+    parent_run_id: str | None = None
+    """The lineage to record (None: the forked run), for a fork moved to another run id."""
+    forked_at: int | None = None
+
+    def first_call(self, run_id: str, now: float) -> CallRecord:
+        return CallRecord.pending(run_id, 0, self.call_id, self.args_digest, now)
+
+
 def check_fork(
     run_id: str, at: int, new_run_id: str | None, calls: list[CallRecord] | None, exists: Callable[[str], bool],
-    where: str = "",
+    where: str = "", head: FreshHead | None = None,
 ) -> str:
-    """Validate a fork against the parent's calls (None: no such run); return the new run id."""
+    """Validate a fork against the parent's calls (None: no such run); return the new run id.
+
+    With ``head`` (a cell fork) call 0 is written afresh, not copied: it may be PENDING, and ``at`` is 1 or more.
+    """
     if calls is None:
         raise RunNotFoundError(run_id, where, "Fork an existing run: see store.runs().")
-    if not 0 <= at <= len(calls):
+    low = 0 if head is None else 1
+    if not low <= at <= len(calls):
         raise ValueError(
             f"cannot fork run {run_id!r} at call {at}: it has {len(calls)} calls, so `at` must be in "
-            f"0..{len(calls)} (at=0 copies nothing, at={len(calls)} copies every call)."
+            f"{low}..{len(calls)} (at={low} copies nothing, at={len(calls)} copies every call)."
         )
-    for rec in calls[:at]:
+    for rec in calls[low:at]:
         if rec.status is Status.PENDING:
             what = "an unanswered durable_input" if rec.is_input else "in flight when the run stopped"
             raise ValueError(

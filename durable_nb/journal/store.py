@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from .history import FreshHead
+
 # ---------------------------------------------------------------- the protocol
 
 
@@ -223,8 +225,22 @@ class Store(abc.ABC):
         check_fork_args(run_id, at, new_run_id)
         return self._fork(run_id, at, new_run_id, time.time())
 
-    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
-        """Validate (``history.check_fork``) and copy in one transaction."""
+    def fork_reopened(self, run_id: str, at: int, new_run_id: str, head: FreshHead) -> str:
+        """:meth:`fork`, with call 0 written afresh as ``head`` says (PENDING) instead of copied: a cell's fork.
+
+        Calls ``1..at-1`` are copied; call 0 of ``run_id`` may be PENDING (a cell that
+        crashed mid-way). The new run starts RUNNING with attempts 1 (as a run opened
+        once and stopped before its first call finished), lineage ``head``'s or
+        ``(run_id, at)``. One transaction, like :meth:`fork`: a process killed meanwhile
+        leaves no partial fork.
+        """
+        from .history import check_fork_args
+
+        check_fork_args(run_id, at, new_run_id)
+        return self._fork(run_id, at, new_run_id, time.time(), head)
+
+    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
+        """Validate (``history.check_fork``) and copy in one transaction (call 0 written afresh with ``head``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot fork runs")
 
     def prune(

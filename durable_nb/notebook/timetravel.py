@@ -15,13 +15,14 @@ journal-level time-travel tools apply to a cell:
 * **Fork** (:func:`fork_cell`). ``store.fork`` copies a prefix of a run verbatim,
   call 0 included, and a copied, finished call 0 would make the cell replay as a
   whole. A cell fork therefore keeps call 0 *open* (PENDING, as a crash leaves it)
-  and copies calls ``1..K-1`` with their recorded outcomes, through the journal
-  under the run's lease. The fork gets the id a ``--rerun`` of that cell version
-  would get, so the next run of the unchanged cell reopens it: its body runs
-  again, calls ``1..K-1`` replay, ``K`` on execute. If the cell is edited before
-  it runs, :func:`adopt_fork` moves the same prefix to the new version's run, so
-  an edit after the fork point keeps what came before it. Either way the fork
-  records its parent (``store.set_lineage``), as ``store.fork`` does.
+  and copies calls ``1..K-1`` with their recorded outcomes, all in one transaction
+  (``store.fork_reopened``: a kernel killed meanwhile leaves no half fork). The fork
+  gets the id a ``--rerun`` of that cell version would get, so the next run of the
+  unchanged cell reopens it: its body runs again, calls ``1..K-1`` replay, ``K`` on
+  execute. If the cell is edited before it runs, :func:`adopt_fork` moves the same
+  prefix to the new version's run, so an edit after the fork point keeps what came
+  before it. Either way the fork
+  records its parent, as ``store.fork`` does.
 * **Retention** (:func:`parse_age`) is ``store.prune`` with notebook spellings.
 """
 
@@ -31,7 +32,6 @@ import contextlib
 import dataclasses
 import io
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -40,8 +40,8 @@ from IPython.core.error import UsageError
 
 from ..errors import AwaitingInput, NonDeterminismError
 from ..journal import codec
-from ..journal.context import open_run
-from ..journal.records import CallRecord, Outcome, RunRecord, RunStatus, Status, encode_prompt
+from ..journal.history import FreshHead
+from ..journal.records import RunRecord, RunStatus, Status
 from ..journal.replay import Decision, decide
 from ..journal.store import Store
 from ..journal.timetravel import DryRunReport, DryStep, dry_run
@@ -67,35 +67,6 @@ def parse_age(text: str) -> timedelta:
 
 
 # -- fork ------------------------------------------------------------------------------------
-
-
-class _Built(BaseException):
-    """Leaves the freshly built run exactly as a crash would (call 0 PENDING, run RUNNING)."""
-
-
-def _build_cell_run(store: Store, name: str, run_id: str, args_digest: str, copies: list[CallRecord]) -> None:
-    """Write run ``run_id``: call 0 (the cell) PENDING, then ``copies`` with their recorded outcomes.
-
-    Written through the journal under the run's lease (``open_run``): each copy is
-    journaled PENDING and then completed with the recorded status, origin, payload
-    and previews, the same two transitions a real call makes.
-    """
-    try:
-        with open_run(store, run_id) as ctx:
-            journal = ctx.journal
-            journal.begin(cell_call_id(name), args_digest, False)
-            for rec in copies:
-                step = journal.begin(rec.call_id, rec.args_digest, False)
-                assert not isinstance(step, CallRecord) and rec.origin is not None and rec.payload is not None
-                if rec.prompt is not None:
-                    store.set_prompt(run_id, step.index, encode_prompt(rec.prompt, rec.choices))
-                store.complete_call(
-                    run_id, step.index, Outcome(rec.status, rec.payload, rec.result_preview, rec.error_preview),
-                    origin=rec.origin, finished_at=rec.finished_at if rec.finished_at is not None else time.time(),
-                )
-            raise _Built
-    except _Built:
-        pass
 
 
 def unrun_fork(store: Store, run: RunRecord) -> bool:
@@ -149,11 +120,12 @@ def fork_cell(store: Store, name: str, at: int, run_id: str | None = None) -> tu
                 f"(run the cell again, or ReconcilePanel).")
     base = source.run_id.split("#", 1)[0]
     _, new_id = attempts(store, base)
-    _build_cell_run(store, name, new_id, calls[0].args_digest, kept)
     parent = source
     if unrun_fork(store, source):  # its kept calls are its parent's: the lineage names the run that made them
         parent = store.run(source.parent_run_id) or source  # type: ignore[arg-type]
-    store.set_lineage(new_id, parent.run_id, at)
+    # One transaction (call 0 open, the kept calls, the lineage): a kernel killed while forking
+    # leaves no half fork, whose next run would execute again calls the fork was to replay.
+    store.fork_reopened(source.run_id, at, new_id, FreshHead(cell_call_id(name), calls[0].args_digest, parent.run_id))
     return new_id, parent
 
 
@@ -186,10 +158,9 @@ def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str |
     if run is None or not unrun_fork(store, run):
         return None
     target = following if latest is not None else cell_run_base(name, args_digest)
-    _build_cell_run(store, name, target, args_digest, calls[1:])
-    if run.parent_run_id is not None and run.forked_at is not None:
-        store.set_lineage(target, run.parent_run_id, run.forked_at)
-    store.delete_run(fork_id)
+    head = FreshHead(cell_call_id(name), args_digest, run.parent_run_id, run.forked_at)
+    store.fork_reopened(fork_id, len(calls), target, head)  # whole or not at all, as in fork_cell
+    store.delete_run(fork_id)  # killed before this: an unrun fork of the old version, reopened only by it
     return target
 
 

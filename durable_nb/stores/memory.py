@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import LeaseLostError, RunBusyError
-from ..journal.history import PruneRule, check_fork, forked_calls
+from ..journal.history import FreshHead, PruneRule, check_fork, forked_calls
 from ..journal.lease import Lease, describe_owner, end_owner
 from ..journal.records import (
     CallRecord,
@@ -275,17 +275,22 @@ class MemoryStore(Store):
 
     # -- time travel (rules in journal/history.py) ------------------------------------
 
-    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
+    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
         with self._lock:
             parent = self._runs.get(run_id)
             new_id = check_fork(
-                run_id, at, new_run_id, None if parent is None else parent.calls, self._runs.__contains__, repr(self)
+                run_id, at, new_run_id, None if parent is None else parent.calls, self._runs.__contains__, repr(self),
+                head,
             )
             assert parent is not None
             copies = forked_calls(parent.calls[:at], new_id)
+            lineage = (run_id, at)
+            if head is not None:
+                copies[0] = head.first_call(new_id, now)
+                lineage = (head.parent_run_id or run_id, at if head.forked_at is None else head.forked_at)
             self._runs[new_id] = _Run(
-                RunStatus.RUNNING, now, now, calls=copies, seqs=[next(self._seq) for _ in copies],
-                parent_run_id=run_id, forked_at=at,
+                RunStatus.RUNNING, now, now, attempts=0 if head is None else 1, calls=copies,
+                seqs=[next(self._seq) for _ in copies], parent_run_id=lineage[0], forked_at=lineage[1],
             )
             return new_id
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from ..errors import JournalUnavailableError, LeaseLostError, RunBusyError
 from ..journal import codec
-from ..journal.history import PruneRule, check_fork, fork_id_taken
+from ..journal.history import FreshHead, PruneRule, check_fork, fork_id_taken
 from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 from ..journal.store import Store, calls_where, check_run_id
@@ -540,29 +540,37 @@ class PostgresStore(Store):
 
     # -- time travel --------------------------------------------------------------------------
 
-    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
+    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
         """Forks of one parent take turns (its row locked FOR UPDATE), so two kernels never pick the same
         generated id; an id another parent's fork took meanwhile is refused (explicit) or skipped (generated)."""
         self.flush()
         for _attempt in range(FORK_ATTEMPTS):
             try:
                 with self._guard("fork the run", run_id), self._conn.transaction():
-                    return self._fork_in(self._conn, run_id, at, new_run_id, now)
+                    return self._fork_in(self._conn, run_id, at, new_run_id, now, head)
             except psycopg.errors.UniqueViolation:
                 if new_run_id is not None:  # committed by another client after this one's check: as if before
                     raise fork_id_taken(run_id, new_run_id) from None
         raise RuntimeError(f"could not fork run {run_id!r}: every generated id was taken meanwhile; fork again")
 
-    def _fork_in(self, conn: Any, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
+    def _fork_in(
+        self, conn: Any, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None
+    ) -> str:
         exists = conn.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (run_id,)).fetchone() is not None
         parent = [q.call_record(r, True) for r in conn.execute(q.CALLS_OF_RUN, (run_id,))] if exists else None
 
         def taken(rid: str) -> bool:
             return conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (rid,)).fetchone() is not None
 
-        new_id = check_fork(run_id, at, new_run_id, parent, taken, repr(self))
-        conn.execute(q.FORK_RUN, (new_id, now, now, run_id, at))
+        new_id = check_fork(run_id, at, new_run_id, parent, taken, repr(self), head)
+        if head is None:
+            conn.execute(q.FORK_RUN, (new_id, now, now, 0, run_id, at))
+            conn.execute(q.FORK_CALLS, (new_id, run_id, at))
+            return new_id
+        forked_at = at if head.forked_at is None else head.forked_at
+        conn.execute(q.FORK_RUN, (new_id, now, now, 1, head.parent_run_id or run_id, forked_at))
         conn.execute(q.FORK_CALLS, (new_id, run_id, at))
+        conn.execute(q.REOPEN_FIRST, (head.call_id, head.args_digest, now, new_id))  # same transaction
         return new_id
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:

@@ -146,7 +146,7 @@ DISCARD_COPY = (
 # -- time travel
 FORK_RUN = (
     "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner, n_discarded, parent_run_id, "
-    "forked_at) VALUES (%s, 'RUNNING', %s, %s, 0, NULL, 0, %s, %s)"
+    "forked_at) VALUES (%s, 'RUNNING', %s, %s, %s, NULL, 0, %s, %s)"
 )
 FORK_CALLS = (
     "INSERT INTO calls (run_id, idx, call_id, args_digest, status, origin, payload, payload_format, "
@@ -154,6 +154,12 @@ FORK_CALLS = (
     "status, origin, payload, payload_format, result_preview, error_preview, started_at, finished_at, prompt "
     "FROM calls WHERE run_id = %s AND idx < %s ORDER BY idx"
 )
+REOPEN_FIRST = (
+    "UPDATE calls SET call_id = %s, args_digest = %s, status = 'PENDING', origin = NULL, payload = NULL, "
+    "payload_format = NULL, result_preview = NULL, error_preview = NULL, started_at = %s, finished_at = NULL, "
+    "prompt = NULL WHERE run_id = %s AND idx = 0"
+)
+"""Call 0 of a cell's fork (``history.FreshHead``): begun afresh, PENDING, in the fork's transaction."""
 
 
 @dataclass(frozen=True)

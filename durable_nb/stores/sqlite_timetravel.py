@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from ..journal.history import PruneRule, check_fork
+from ..journal.history import FreshHead, PruneRule, check_fork
 from ..journal.records import CallRecord, RunRecord, Status
 
 # Columns a fork copies (everything but seq, which orders the journal, and run_id).
@@ -22,6 +22,13 @@ _COPIED = (
     "idx, call_id, args_digest, status, origin, payload, payload_format, result_preview, error_preview, "
     "started_at, finished_at, prompt"
 )
+
+REOPEN_FIRST = (
+    "UPDATE calls SET call_id = ?, args_digest = ?, status = 'PENDING', origin = NULL, payload = NULL, "
+    "payload_format = NULL, result_preview = NULL, error_preview = NULL, started_at = ?, finished_at = NULL, "
+    "prompt = NULL WHERE run_id = ? AND idx = 0"
+)
+"""Call 0 of a cell's fork: begun afresh (``history.FreshHead``), the cell open as a crash leaves it."""
 
 RECLAIM_FRACTION = 4
 """VACUUM after a prune when at least 1/RECLAIM_FRACTION of the file's pages are free."""
@@ -48,7 +55,7 @@ class SqliteTimeTravel:
 
         def run_is_open(self, run_id: str) -> bool: ...
 
-    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float) -> str:
+    def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
         with self._write() as conn:
             def exists(rid: str) -> bool:
                 return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (rid,)).fetchone() is not None
@@ -61,17 +68,23 @@ class SqliteTimeTravel:
                         "SELECT idx, call_id, status FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
                     )
                 ]
-            new_id = check_fork(run_id, at, new_run_id, calls, exists, repr(self))
+            new_id = check_fork(run_id, at, new_run_id, calls, exists, repr(self), head)
+            parent, forked_at, attempts = run_id, at, 0
+            if head is not None:
+                parent, attempts = head.parent_run_id or run_id, 1
+                forked_at = at if head.forked_at is None else head.forked_at
             conn.execute(
                 "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, parent_run_id, forked_at) "
-                "VALUES (?, 'RUNNING', ?, ?, 0, ?, ?)",
-                (new_id, now, now, run_id, at),
+                "VALUES (?, 'RUNNING', ?, ?, ?, ?, ?)",
+                (new_id, now, now, attempts, parent, forked_at),
             )
             conn.execute(
                 f"INSERT INTO calls (run_id, {_COPIED}) SELECT ?, {_COPIED} FROM calls "
                 f"WHERE run_id = ? AND idx < ? ORDER BY idx",
                 (new_id, run_id, at),
             )
+            if head is not None:  # the same transaction: no fork is ever seen with its call 0 copied
+                conn.execute(REOPEN_FIRST, (head.call_id, head.args_digest, now, new_id))
         return new_id
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
