@@ -53,6 +53,21 @@ def test_a_key_that_is_the_frames_index_says_to_reset_the_index(store: dnb.Store
     assert list(frame.order_id) == [7, 8] and list(frame.result) == [5, 6]
 
 
+def test_a_key_name_on_dataclass_records_says_it_is_an_attribute_and_how_to_key_by_it(store: dnb.Store) -> None:
+    """It said the record 'has no field 'customer'' while the record's repr showed that field."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Order:
+        id: int
+        customer: str
+
+    with pytest.raises(KeyError, match=r"record 0 is a Order, whose 'customer' is an attribute") as raised:
+        dnb.LocalRunner(store).map(lambda rec, ctx: 0, [Order(1, "ada")], key="customer")
+    assert "has no field" not in str(raised.value) and "key=lambda r: r.customer" in str(raised.value)
+    assert store.runs() == []
+
+
 def test_a_key_function_that_raises_keeps_its_error_and_names_the_record(store: dnb.Store) -> None:
     def region(rec: dict[str, Any]) -> str:
         return rec["region"]

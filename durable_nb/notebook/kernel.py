@@ -251,6 +251,7 @@ def run_map(
     env = select_inputs(reads, shell.user_ns, shell.user_ns_hidden)
     action = _durable_name(name=cell_call_id(name))(CellAction(name, cell.source, env, cell.analysis.binds))
     if runner == "flink":
+        _check_shippable(name, env)  # a UsageError naming the input, as for a plain cell, not FlinkRunner's TypeError
         mapper: Any = flink_runner(store, strict=strict, concurrency=concurrency)
     else:
         from ..runners.local import LocalRunner

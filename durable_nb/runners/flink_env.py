@@ -265,8 +265,18 @@ def prepare(env: Any, python_executable: str | None = None) -> Any:
 
 
 def parse_jobmanager(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    """``(host, port)`` of ``"host:port"`` or of the web UI's ``"http://host:port/"``: read as ``host:port``, that
+    URL's host was ``"http://localhost"``, no loopback name, and a SQLite journal was refused as "on another machine".
+    """
+    where = text.strip()
+    scheme, sep, rest = where.partition("://")
+    if sep:
+        if scheme.lower() != "http":
+            raise ValueError(f"jobmanager must be 'host:port' of the cluster's REST endpoint (or its "
+                             f"http:// address), got {text!r}")
+        where = rest.rstrip("/")
+    host, sep, port = where.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"jobmanager must be 'host:port' of the cluster's REST endpoint, got {text!r}")
     return host.strip("[]"), int(port)
 

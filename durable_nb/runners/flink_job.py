@@ -150,6 +150,9 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
         positive_int("parallelism", parallelism, "instances of the durable stage; None keeps the environment's")
     resolved = open_store(store)
     job = StreamJob(action, action_name(action), key, store_spec(resolved), strict)
+    check_shippable("durable_process", f"the action {job.name!r}", action)  # before PyFlink's bare error
+    if callable(key):
+        check_shippable("durable_process", f"the key function {getattr(key, '__qualname__', key)!r}", key)
     with compat.process_workers():
         prepare(stream.get_execution_environment())
     _warn_unrewound(stream)
@@ -187,7 +190,8 @@ class FlinkRunner:
         checkpoint_interval_ms: how often Flink checkpoints the source position and
             the per-key sequence numbers; records after the last checkpoint are
             reprocessed on failover (and replay from the journal).
-        jobmanager: ``"host:port"`` of a running cluster's REST endpoint; None runs
+        jobmanager: ``"host:port"`` of a running cluster's REST endpoint (or its web UI's
+            ``"http://host:port"``); None runs
             a local mini-cluster inside this process's JVM.
         strict: a replay mismatch raises ``NonDeterminismError`` (a FAILED row)
             instead of discarding the rest of the run.
@@ -354,14 +358,23 @@ def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool) -> l
 
 def _check_action_picklable(job: MapJob) -> None:
     """Fail in the notebook, naming the culprit, before Flink fails with a Java stack trace."""
+    check_shippable("FlinkRunner", f"the action {job.name!r}", job.action)
+
+
+def check_shippable(who: str, what: str, value: Any) -> None:
+    """A ``TypeError`` naming ``what`` (the action, the key function) when it cannot be pickled for the workers.
+
+    Why here: PyFlink pickles functions itself while the job graph is built, and its
+    bare ``cannot pickle '_thread.lock' object`` names neither the function nor the fix.
+    """
     with user_modules_by_value():
         try:
-            cloudpickle.dumps(job.action)
+            cloudpickle.dumps(value)
         except Exception as exc:
             raise TypeError(
-                f"FlinkRunner: the action {job.name!r} cannot be pickled to ship it to the Flink workers "
+                f"{who}: {what} cannot be pickled to ship it to the Flink workers "
                 f"({type(exc).__name__}: {exc}). Keep open files, connections and locks out of its closure "
-                f"and globals; open them inside the action instead."
+                f"and globals; open them inside the function instead."
             ) from exc
 
 

@@ -165,8 +165,15 @@ def key_of(record: Any, key: Key, position: int) -> Any:
     try:
         return record[key]
     except (KeyError, TypeError, IndexError):
-        fields = f" (its fields: {', '.join(map(str, list(record)[:20]))})" if isinstance(record, dict) else ""
         where = f"record {position}" if position >= 0 else "a record"
+        if isinstance(key, str) and not isinstance(record, dict) and hasattr(record, key):
+            # A dataclass or an object: the field is there, but key= names are looked up by indexing.
+            raise KeyError(
+                f"map(key={key!r}): {where} is a {type(record).__name__}, whose {key!r} is an attribute, and "
+                f"key= a name reads record[{key!r}]: {str(record)[:80]}. Pass key=lambda r: r.{key} "
+                f"(or operator.attrgetter({key!r})) instead."
+            ) from None
+        fields = f" (its fields: {', '.join(map(str, list(record)[:20]))})" if isinstance(record, dict) else ""
         raise KeyError(
             f"map(key={key!r}): {where} has no field {key!r}{fields}: {str(record)[:80]}. "
             f"Pass key= the name of a field every record has, or a function of the record."

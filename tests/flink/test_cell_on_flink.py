@@ -183,3 +183,17 @@ def test_an_unpicklable_input_is_named_before_any_job(flink: None, ip: Any, magi
     with pytest.raises(UsageError, match="the cell reads 'lock'"):
         run(ip, "locked --runner flink", "held = lock.locked()\n")
     assert magics.store.runs() == []
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.filterwarnings("ignore::durable_nb.errors.UnpicklableArgumentWarning")
+def test_a_map_cell_reading_an_unpicklable_value_is_a_usage_error_naming_it_before_any_job(
+    flink: None, ip: Any, magics: DurableMagics
+) -> None:
+    """As for a plain cell: the notebook name that cannot travel, not FlinkRunner's TypeError about 'cell:NAME'."""
+    import threading
+
+    ip.user_ns.update(lock=threading.Lock(), items=[{"id": 1}, {"id": 2}])
+    with pytest.raises(UsageError, match="the cell reads 'lock'"):
+        run(ip, "locked --map items --key id --runner flink", "lock.locked()\n")
+    assert magics.store.runs() == []

@@ -143,6 +143,18 @@ def test_a_sqlite_journal_for_a_cluster_on_another_machine_is_refused_naming_pos
     assert "shared filesystem" not in str(refused.value) and "every TaskManager sees" not in str(refused.value)
 
 
+def test_the_web_ui_address_of_a_cluster_on_this_machine_is_this_machine(flink: None, tmp_path: Path) -> None:
+    """"http://localhost:8081" (what Flink's web UI shows) was read as the host "http://localhost": a SQLite
+    journal was refused as being on another machine than a cluster on this one."""
+    runner = FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), jobmanager="http://localhost:8081/")
+    assert runner._options.address == ("localhost", 8081)
+    with pytest.raises(FlinkSetupError, match="flink.example.com runs on another machine"):
+        FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), jobmanager="http://flink.example.com:8081")
+    for wrong in ("https://localhost:8081", "localhost:99999", "localhost"):
+        with pytest.raises(ValueError, match="jobmanager must be 'host:port'"):
+            FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), jobmanager=wrong)
+
+
 class _HeldClientError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -172,3 +184,27 @@ def test_a_row_whose_exception_or_result_holds_a_lock_crosses_to_another_operato
     assert rows[1].result == 1
     assert all(type(row.exception).__name__ == "_HeldClientError" for row in rows[2:])
     assert [row.error for row in rows[2:]] == [f"_HeldClientError: declined {r['id']}" for r in records[2:]]
+
+
+def test_an_action_or_key_function_that_cannot_be_pickled_is_named_when_the_pipeline_is_built(
+    flink: None, tmp_path: Path
+) -> None:
+    """PyFlink pickles them itself while building the graph; its bare "cannot pickle '_thread.lock' object"
+    named neither the function nor the fix."""
+    import threading
+
+    lock = threading.Lock()
+
+    def locked_action(order: Any, ctx: Any) -> Any:
+        with lock:
+            return order
+
+    def locked_key(order: Any) -> Any:
+        with lock:
+            return order["customer"]
+
+    store = dnb.SqliteStore(tmp_path / "j.db")
+    with pytest.raises(TypeError, match=r"durable_process: the action '.*locked_action' cannot be pickled.*lock"):
+        durable_process(_parsed(_orders.orders(2)), locked_action, key="customer", store=store)
+    with pytest.raises(TypeError, match=r"durable_process: the key function '.*locked_key' cannot be pickled"):
+        durable_process(_parsed(_orders.orders(2)), _orders.make_action(tmp_path), key=locked_key, store=store)
