@@ -222,6 +222,56 @@ def test_a_user_who_may_not_create_tables_is_told_how_to_grant_it(pg_server, pg_
         sql(pg_dsn, "DROP ROLE reader")
 
 
+def test_a_user_without_rights_on_the_journals_own_schema_is_told_to_grant_on_that_schema(pg_server, pg_dsn):
+    """The journal lives in ``options=-csearch_path=journal``: a hint naming schema public fixes nothing."""
+    dbname = pg_dsn.rsplit("/", 1)[1]
+    role = "guest_" + dbname[-20:]
+    sql(pg_dsn, "CREATE SCHEMA journal")
+    sql(pg_dsn, f"CREATE ROLE {role} LOGIN PASSWORD 'pw'")
+    dsn = (f"postgresql://{role}:pw@{pg_server.host}:{pg_server.port}/{dbname}"
+           "?options=-csearch_path%3Djournal")
+    try:
+        # No USAGE: PostgreSQL leaves the schema out of the path, which looked like "no such schema".
+        refused = f"lacks USAGE.*GRANT USAGE, CREATE ON SCHEMA journal TO {role}"
+        with pytest.raises(dnb.JournalFormatError, match=refused):
+            dnb.PostgresStore(dsn)
+        sql(pg_dsn, f"GRANT USAGE ON SCHEMA journal TO {role}")
+        with pytest.raises(dnb.JournalUnavailableError) as err:  # may use it, may not create tables in it
+            dnb.PostgresStore(dsn)
+        assert f'GRANT CREATE, USAGE ON SCHEMA journal TO "{role}"' in str(err.value)
+        assert "SCHEMA public" not in str(err.value)
+        dnb.PostgresStore(pg_dsn + "?options=-csearch_path%3Djournal").close()  # the owner creates the journal
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            dnb.PostgresStore(dsn)
+        assert f'ON ALL TABLES IN SCHEMA journal TO "{role}"' in str(err.value)
+        sql(pg_dsn, f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA journal TO {role}")  # the fix
+        store = dnb.PostgresStore(dsn)
+        assert dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(pow, 2, 3), None, run_id="g") == 8
+        store.close()
+    finally:
+        sql(pg_dsn, f"DROP OWNED BY {role}")
+        sql(pg_dsn, f"DROP ROLE {role}")
+
+
+def test_a_connection_limit_reached_says_so_not_that_the_server_is_down(pg_server, pg_dsn):
+    dbname = pg_dsn.rsplit("/", 1)[1]
+    role = "few_" + dbname[-20:]
+    sql(pg_dsn, f"CREATE ROLE {role} LOGIN PASSWORD 'pw' CONNECTION LIMIT 2")
+    sql(pg_dsn, f"GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+    dsn = f"postgresql://{role}:pw@{pg_server.host}:{pg_server.port}/{dbname}"
+    try:
+        store = dnb.PostgresStore(dsn)  # its write connection; a run takes its lease connection too
+        with pytest.raises(dnb.JournalUnavailableError) as err, dnb.LocalRunner(store).context("r"):
+            dnb.PostgresStore(dsn)
+        text = str(err.value)
+        assert "no connection left" in text and "CONNECTION LIMIT" in text and "store.close()" in text, text
+        assert "Is a PostgreSQL server running" not in text
+        store.close()
+    finally:
+        sql(pg_dsn, f"DROP OWNED BY {role}")
+        sql(pg_dsn, f"DROP ROLE {role}")
+
+
 # ---------------------------------------------------------------- opening, pickling
 
 
@@ -783,6 +833,43 @@ def test_a_call_made_from_a_new_thread_after_a_server_restart_takes_the_lock_aga
         worker.join(60)
     assert results == [1]
     assert executed == ["A:0", "A:1", "B: busy"], executed
+
+
+@pytest.mark.parametrize("how", ["restart", "kill -9 the postmaster"])
+def test_after_a_server_restart_between_cells_the_next_run_and_read_just_work(pg_server, pg_dsn, how):
+    """Every connection of the store died with the server while it sat idle. The first run used to fail on the
+    lease session ("the next call reconnects"), the next on the thread's write connection, then each thread's
+    read on its own: three failures for one restart. A dead session holds no lock, so the run takes it on a
+    new one, and the other connections are renewed before their next statement."""
+    import threading
+
+    store = dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 1), None, run_id="before")
+    other: list[Any] = []
+    reader = threading.Thread(target=lambda: other.append(store.runs()))  # a second thread's connection
+    reader.start()
+    reader.join()
+    if how == "restart":
+        pg_server.restart()
+    else:
+        pid = int((pg_server.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:  # the orphaned backends need a moment to leave before a new server may start
+            try:
+                pg_server.start()
+                break
+            except RuntimeError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+
+    assert runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 5), None, run_id="after") == 32
+    reader = threading.Thread(target=lambda: other.append(store.runs()))
+    reader.start()
+    reader.join()
+    assert [r.run_id for r in other[-1]] == ["before", "after"]
+    assert store.run("after").status is dnb.RunStatus.COMPLETED and not store.run_is_open("after")
 
 
 @pytest.mark.parametrize("dsn, dbname, host", [

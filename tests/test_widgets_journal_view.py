@@ -340,3 +340,45 @@ def test_a_journal_with_a_timestamp_out_of_range_opens_and_shows_it(sqlite_store
     assert "1e+300 (not a time)" in shown and "order-2" in shown
     view.selector.value = 0
     assert "1e+300 (not a time)" in text(view.detail.value)
+
+
+REMOTE_HOLDER = """
+import sys, time
+import durable_nb.journal.lease as lease
+lease._HOST = "taskmanager-7"  # its owner ids name another machine, as a Flink worker's do
+import durable_nb as dnb
+
+def slow(i):
+    if i == 1:
+        print("holding", flush=True)
+        time.sleep(120)
+    return i
+
+store = dnb.PostgresStore(sys.argv[1])
+dnb.LocalRunner(store).run(lambda _, ctx: [ctx.durable_execute(slow, i) for i in range(3)], None, run_id="remote")
+"""
+
+
+def test_a_run_another_machine_is_writing_shows_as_open_on_postgresql(pg_dsn: str) -> None:
+    """The lease column asked whether the recorded owner's pid lives on this machine: a run a TaskManager on
+    another host was writing looked like a crashed one. The store's own lock (PostgreSQL's) knows."""
+    holder = subprocess.Popen([sys.executable, "-c", REMOTE_HOLDER, pg_dsn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        store = dnb.PostgresStore(pg_dsn)
+        assert store.run_is_open("remote")
+        view = dnb.JournalView(store)
+        assert "open in a live context" in text(view.runs_table.value)
+        holder.kill()
+        holder.wait(30)
+        deadline = time.monotonic() + 30
+        while store.run_is_open("remote"):  # the server ends the killed client's session
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        view.refresh()
+        assert "RUNNING" in text(view.runs_table.value)  # crashed mid-run: waiting for a recovery
+        assert "open in a live context" not in text(view.runs_table.value)
+        store.close()
+    finally:
+        holder.kill()
+        holder.wait(30)

@@ -51,16 +51,18 @@ from . import postgres_sql as q
 from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import AdvisoryLocks
-from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn
+from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn, sql_name
 
 try:
     import psycopg
+    from psycopg.pq import TransactionStatus
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "PostgresStore needs psycopg 3: pip install 'durable_nb[postgres]'"
     ) from exc
 
 DURABILITY = ("call", "transition", "relaxed")
+IDLE = TransactionStatus.IDLE
 
 FORK_ATTEMPTS = 5
 """Transactions a fork with a generated id tries before giving up (another parent's fork may take an id)."""
@@ -102,7 +104,8 @@ class PostgresStore(Store):
         self._locks = self._new_locks()
 
     def _new_locks(self) -> AdvisoryLocks:
-        return AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}", self._one_trip_open)
+        return AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}", self._one_trip_open,
+                             dropped=self._connections_stale)
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -121,6 +124,7 @@ class PostgresStore(Store):
         self._open_status: dict[str, RunStatus | None] = {}  # owner -> run status at open
         self._outcomes = HeldOutcomes(self._write_held)
         self._boundary = 0  # open durable boundaries: a run's end inside one is held (postgres_commit)
+        self._epoch = 0  # bumped when a connection is found lost: every thread's older one may be dead too
         if hasattr(self, "_locks"):
             self._locks = self._new_locks()
 
@@ -154,7 +158,7 @@ class PostgresStore(Store):
         with self._cond:
             # A connection whose thread ended is closed here, so short-lived threads do not leak them.
             ended = [c for t, c in self._all_conns if not t.is_alive()]
-            self._all_conns = [(t, c) for t, c in self._all_conns if t.is_alive()]
+            self._all_conns = [(t, c) for t, c in self._all_conns if t.is_alive() and not c.closed]
             self._all_conns.append((threading.current_thread(), conn))
         for old in ended:
             with contextlib.suppress(Exception):
@@ -165,13 +169,24 @@ class PostgresStore(Store):
     def _conn(self) -> Any:
         if self._pid != os.getpid():
             self._reset()
-        conn = getattr(self._local, "conn", None)
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.epoch != self._epoch and conn.info.transaction_status == IDLE:
+            # Another connection of this store was found lost since this one was made (a server
+            # restart ends them all): start afresh rather than fail the next call on it as well.
+            with contextlib.suppress(Exception):
+                conn.close()
         if conn is None or conn.closed or conn.broken:
             # A lost connection, or a thread's first one: the server may have restarted since the
             # lease session was last used, and that session with it (checked before the next PENDING).
             self._suspect_leases()
-            conn = self._local.conn = self._connect()
+            local.epoch = self._epoch
+            conn = local.conn = self._connect()
         return conn
+
+    def _connections_stale(self) -> None:
+        """A connection was lost: each thread replaces its own before its next statement outside a transaction."""
+        self._epoch += 1
 
     def _suspect_leases(self) -> None:
         locks = getattr(self, "_locks", None)  # None while the store is being made
@@ -207,12 +222,14 @@ class PostgresStore(Store):
             ) from None
         except psycopg.errors.InsufficientPrivilege as exc:
             reason = " ".join(str(exc).split())
-            user, db = self.target.user, self.target.dbname
-            hint = (f"Let user {user!r} create and write the journal's tables: make it the database's owner "
-                    f"(CREATE DATABASE \"{db}\" OWNER \"{user}\") or GRANT CREATE, USAGE ON SCHEMA public TO "
-                    f"\"{user}\" (PostgreSQL 15 no longer lets every user create tables in public). If another "
-                    f"user created the tables, GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
-                    f"public TO \"{user}\" (or make {user!r} their owner).")
+            user, db, schema = self.target.user, self.target.dbname, sql_name(self._schema_named())
+            owner = (f"make it the schema's owner (ALTER SCHEMA {schema} OWNER TO \"{user}\") or " if schema != "public"
+                     else f"make it the database's owner (CREATE DATABASE \"{db}\" OWNER \"{user}\") or ")
+            hint = (f"Let user {user!r} create and write the journal's tables: {owner}GRANT CREATE, USAGE ON SCHEMA "
+                    f"{schema} TO \"{user}\" (PostgreSQL 15 no longer lets every user create tables in public). "
+                    f"If another user created the tables, GRANT USAGE ON SCHEMA {schema} TO \"{user}\" and "
+                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{user}\" (or "
+                    f"make {user!r} their owner).")
             raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             reason = " ".join(str(exc).split())
@@ -220,9 +237,19 @@ class PostgresStore(Store):
                 hint = connect_hint(reason, self.target)
             else:
                 self._suspect_leases()
+                self._connections_stale()
                 hint = ("The connection was lost (the server restarted, or the network failed); the next "
                         "call reconnects.")
             raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
+
+    def _schema_named(self) -> str:
+        """The journal's schema, for a hint: known once the journal is open, else asked (``public`` if that fails)."""
+        schema = getattr(self, "schema", None)
+        if schema is None:
+            with contextlib.suppress(Exception):  # a refused statement left the connection usable
+                row = self._conn.execute("SELECT current_schema()").fetchone()
+                schema = row[0] if row else None
+        return str(schema or "public")
 
     def close(self) -> None:
         """Commit held-back outcomes, then close every connection (open runs lose their leases)."""

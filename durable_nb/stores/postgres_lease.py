@@ -27,6 +27,11 @@ first one) the lease session is checked with one round trip, and a lock lost wit
 it is taken again, or the context has lost its run. A server that ends only the
 lease session while the others live (``idle_session_timeout`` set for the journal's
 user) is not noticed until the lease connection is used: leave that setting off.
+
+A session the server ended while the store was idle (a restart between two cells)
+is noticed by the next lock taken on it, which is then taken again on a new
+session (:meth:`AdvisoryLocks._lock`): a dead session holds no lock, so that is
+what the call would have done anyway, and the user's next call just works.
 """
 
 from __future__ import annotations
@@ -62,8 +67,13 @@ class AdvisoryLocks:
     run locked at most once and forgets every lock when its connection breaks.
     """
 
-    def __init__(self, connect: Callable[[], Any], namespace: str, one_trip_open: bool = False) -> None:
+    def __init__(self, connect: Callable[[], Any], namespace: str, one_trip_open: bool = False,
+                 dropped: Callable[[], None] = lambda: None) -> None:
         self._connect = connect
+        self._on_dropped = dropped
+        """Told when the server ended a session this class had used (its other connections may be dead too)."""
+        self._dropped = False
+        """The last failed statement found its session ended by the server, not refused by it."""
         self._namespace = namespace
         self._one_trip_open = one_trip_open
         """The journal has :data:`postgres_sql.LOCK_OPEN_FUNCTION`: :meth:`lock_and_open` takes one round trip."""
@@ -153,32 +163,57 @@ class AdvisoryLocks:
 
     def _lock(self, run_id: str, read: tuple[str, tuple[Any, ...]] | None, *, one_trip: bool) -> tuple[bool, list[Any]]:
         with self._mu:
-            conn = self._connection()
-            if run_id in self._held:
-                self._release.discard(run_id)
-                return True, conn.execute(*read).fetchall() if read else []
-            release = [lock_key(self._namespace, r) for r in self._release]
-            key = lock_key(self._namespace, run_id)
-            if one_trip:  # read is OPEN_RUN: the function locks, then reads (no rows: not locked)
-                rows = self._take(conn, q.LOCK_OPEN, (key, release, run_id))
-                if rows:
-                    self._held.add(run_id)
-                return bool(rows), rows
-            if release:
-                rows = self._take(conn, "SELECT pg_try_advisory_lock(%s), (SELECT count(pg_advisory_unlock(k)) "
-                                  "FROM unnest(%s::bigint[]) AS k)", (key, release))
-            else:
-                rows = self._take(conn, "SELECT pg_try_advisory_lock(%s)", (key,))
-            if not (rows and rows[0][0]):
-                return False, []
-            self._held.add(run_id)
-            return True, conn.execute(*read).fetchall() if read else []
+            used = self._live  # a session that served before: the server may have ended it since (a restart)
+            self._dropped = False
+            try:
+                return self._lock_on(self._connection(), run_id, read, one_trip)
+            except Exception:
+                if not (used and self._dropped):
+                    raise
+            # The server ended the session since its last use: it holds no lock any more, so taking the
+            # lock on a new session is what this call would have done (a server still down fails to connect).
+            self._on_dropped()
+            return self._lock_on(self._connection(), run_id, read, one_trip)
+
+    def _lock_on(self, conn: Any, run_id: str, read: tuple[str, tuple[Any, ...]] | None,
+                 one_trip: bool) -> tuple[bool, list[Any]]:
+        if run_id in self._held:
+            self._release.discard(run_id)
+            return True, self._read(conn, read)
+        release = [lock_key(self._namespace, r) for r in self._release]
+        key = lock_key(self._namespace, run_id)
+        if one_trip:  # read is OPEN_RUN: the function locks, then reads (no rows: not locked)
+            rows = self._take(conn, q.LOCK_OPEN, (key, release, run_id))
+            if rows:
+                self._held.add(run_id)
+            return bool(rows), rows
+        if release:
+            rows = self._take(conn, "SELECT pg_try_advisory_lock(%s), (SELECT count(pg_advisory_unlock(k)) "
+                              "FROM unnest(%s::bigint[]) AS k)", (key, release))
+        else:
+            rows = self._take(conn, "SELECT pg_try_advisory_lock(%s)", (key,))
+        if not (rows and rows[0][0]):
+            return False, []
+        self._held.add(run_id)
+        return True, self._read(conn, read)
+
+    def _read(self, conn: Any, read: tuple[str, tuple[Any, ...]] | None) -> list[Any]:
+        """The rows of ``read`` (none without one), on the lock's session."""
+        if read is None:
+            return []
+        try:
+            rows: list[Any] = conn.execute(*read).fetchall()
+        except Exception:
+            self._dropped = conn.broken
+            raise
+        return rows
 
     def _take(self, conn: Any, statement: str, params: tuple[Any, ...]) -> list[Any]:
         """Run the statement that tries a run's lock and unlocks the released runs (forgotten here); its rows."""
         try:
             rows: list[Any] = conn.execute(statement, params).fetchall()
         except Exception:
+            self._dropped = conn.broken
             with contextlib.suppress(Exception):
                 conn.close()  # unsure what it holds now: dropping the session drops every lock
             raise

@@ -151,6 +151,14 @@ def _url_host(url: str) -> str:
 def connect_hint(message: str, target: Target) -> str:
     """What to do about a failed connection, from the server's or libpq's message."""
     text = message.lower()
+    if "too many clients" in text or "too many connections" in text or "connection slots are reserved" in text:
+        # The server is up and the credentials are right: its (or the role's, or the database's) limit is hit.
+        return (f"the server has no connection left for user {target.user!r} on {target.dbname!r}. A PostgresStore "
+                f"keeps one connection per thread that uses it plus one for its runs' leases, in every process "
+                f"(each kernel, each Flink worker): close stores no longer used (store.close()), run fewer threads "
+                f"or processes at once (a lower parallelism), or raise the limit (max_connections in "
+                f"postgresql.conf, ALTER ROLE \"{target.user}\" CONNECTION LIMIT n, ALTER DATABASE "
+                f"\"{target.dbname}\" CONNECTION LIMIT n); then run the action again.")
     if "password authentication failed" in text or "no password supplied" in text or "authentication" in text:
         return (f"the server refused user {target.user!r}: check the user and password in the DSN "
                 f"(postgresql://USER:PASSWORD@{target.host}:{target.port}/{target.dbname}).")
@@ -179,10 +187,7 @@ def create_or_check(conn: psycopg.Connection[Any], where: str) -> tuple[str, boo
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
         schema = conn.execute("SELECT current_schema()").fetchone()
         if schema is None or schema[0] is None:
-            raise JournalFormatError(
-                f"{where} has no schema to hold a journal (search_path names none that exists); "
-                f"create the schema or fix options=-csearch_path in the DSN."
-            )
+            raise JournalFormatError(_no_schema(conn, where))
         name = str(schema[0])
         tables = _tables(conn, name)
         if not tables:
@@ -197,6 +202,32 @@ def create_or_check(conn: psycopg.Connection[Any], where: str) -> tuple[str, boo
             return name, True
         _check(conn, name, tables, where)
         return name, _has_lock_open(conn)
+
+
+def sql_name(name: str) -> str:
+    """``name`` as SQL writes it: a plain lower-case identifier as is, anything else in double quotes."""
+    return name if re.fullmatch(r"[a-z_][a-z0-9_]*", name) else '"' + name.replace('"', '""') + '"'
+
+
+def _no_schema(conn: psycopg.Connection[Any], where: str) -> str:
+    """Why ``current_schema()`` is NULL: no schema of the search_path exists, or the user may not use those
+    that do (PostgreSQL leaves a schema without USAGE out of the path, so both look alike)."""
+    row = conn.execute("SELECT current_user, current_setting('search_path')").fetchone()
+    user, path = (str(row[0]), str(row[1])) if row else ("", "")
+    names = [part.strip().strip('"').replace("$user", user) for part in path.split(",") if part.strip()]
+    found = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) AND NOT has_schema_privilege(oid, 'USAGE')",
+        (names,),
+    ).fetchall()
+    refused = [str(r[0]) for r in found]
+    if refused:
+        schema, role = sql_name(refused[0]), sql_name(user)
+        return (f"{where} may not use schema {refused[0]!r}, which its search_path {path!r} names: the user lacks "
+                f"USAGE on it, so PostgreSQL leaves it out of the path. GRANT USAGE, CREATE ON SCHEMA {schema} TO "
+                f"{role} (or ALTER SCHEMA {schema} OWNER TO {role}), or point options=-csearch_path in the DSN at "
+                f"a schema it may use.")
+    return (f"{where} has no schema to hold a journal (search_path {path!r} names none that exists); "
+            f"create the schema or fix options=-csearch_path in the DSN.")
 
 
 def _has_lock_open(conn: psycopg.Connection[Any]) -> bool:

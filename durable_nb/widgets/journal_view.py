@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from ..journal.lease import owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
 from ..journal.store import Store
 from ..stores import open_store
@@ -87,6 +86,7 @@ class JournalView(W.VBox):
         self.records: list[CallRecord] = []
         """The calls on the visible page (no payloads)."""
         self.runs: list[RunRecord] = []
+        self._open_runs: set[str] = set()  # shown runs a live context holds (any machine, on PostgreSQL)
         self.discarded: list[DiscardedCall] = []
         self._lock = threading.RLock()
         self._tls = threading.local()  # .quiet: this thread is assigning traits, observers stand still
@@ -270,6 +270,9 @@ class JournalView(W.VBox):
         if with_runs:
             started = time.perf_counter()
             self.runs = self.store.runs()
+            # The store knows if a run's owner lives, even on another machine (PostgreSQL: its lock).
+            is_open = self.store.run_is_open
+            self._open_runs = {r.run_id for r in self.runs[-RUNS_SHOWN:] if r.owner and is_open(r.run_id)}
             self._runs_read_at = time.monotonic()
             self._runs_cost = time.perf_counter() - started
         self.discarded = self.store.discarded(flt["run_id"])[-DISCARDED_SHOWN:]
@@ -300,7 +303,7 @@ class JournalView(W.VBox):
                 self.next_button.disabled = self.last_button.disabled = self.page_index >= self.page_count - 1
                 self.table.value = render.calls_table(self.records)
                 self.timeline.value = render.timeline(self.records, self.discarded)
-                self.runs_table.value = render.runs_table(self.runs, RUNS_SHOWN, owner_is_alive)
+                self.runs_table.value = render.runs_table(self.runs, RUNS_SHOWN, self._open_runs)
                 self.discarded_table.value = render.discarded_table(self.discarded)
                 self.detail.value = render.call_detail(self.selected)
                 self._point_fork()

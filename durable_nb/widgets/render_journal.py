@@ -15,7 +15,7 @@ timeline bars are ``.dnb-bar.dnb-status-STATUS`` (``.dnb-origin-RECONCILED`` /
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 
 from ..journal.records import CallRecord, DiscardedCall, RunRecord
 from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, status_cell, table, td
@@ -109,15 +109,15 @@ def lineage(run: RunRecord | None, record: CallRecord | None = None) -> str:
     return text
 
 
-def runs_table(runs: Sequence[RunRecord], shown_at_most: int, owner_alive: Callable[[str | None], bool]) -> str:
-    """The newest ``shown_at_most`` runs, newest first; ``owner_alive`` says whether a run's lease is held."""
+def runs_table(runs: Sequence[RunRecord], shown_at_most: int, open_runs: Collection[str]) -> str:
+    """The newest ``shown_at_most`` runs, newest first; ``open_runs``: the run ids a live context holds."""
     shown = list(runs[-shown_at_most:])[::-1]
     rows = [
         f'<tr class="dnb-run" data-run="{esc(r.run_id)}">' + td(r.run_id)
         + td(r.status.value, f"dnb-run-{r.status.value}")
         + td(r.attempts) + td(r.n_calls) + td(r.n_discarded)
         + td(lineage(r), "dnb-lineage")
-        + td("open in a live context" if owner_alive(r.owner) else "")
+        + td("open in a live context" if r.run_id in open_runs else "")
         + td(fmt_time(r.created_at)) + td(fmt_time(r.updated_at)) + "</tr>"
         for r in shown
     ]
