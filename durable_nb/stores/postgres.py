@@ -621,9 +621,21 @@ class PostgresStore(Store):
         return chosen
 
     def run_is_open(self, run_id: str) -> bool:
-        """Whether a live context on any machine holds the run (its advisory lock is taken)."""
+        """Whether a live context on any machine holds the run (its advisory lock is taken).
+
+        Looked up in ``pg_locks``, not tried as :meth:`_locked_elsewhere` does inside a prune or a
+        delete (which must keep the run closed until they commit): a try-lock holds the lock for a
+        moment, and a process opening the run then (a recovery, while JournalView refreshes) would
+        be told the run is busy.
+        """
+        from .postgres_lease import lock_key
+
+        if self._locks.holds(run_id):
+            return True
+        key = lock_key(f"{self.target.dbname}.{self.schema}", run_id)
         with self._guard("check a run's lease", run_id):
-            return self._locked_elsewhere(self._conn, run_id)
+            got = self._conn.execute(q.LOCK_HELD, (key >> 32 & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
+        return bool(got and got[0])
 
     def _locked_elsewhere(self, conn: Any, run_id: str) -> bool:
         """Whether a live context (any machine) holds the run: its advisory lock is taken."""

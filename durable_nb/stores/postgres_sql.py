@@ -209,3 +209,11 @@ def discarded_record(r: tuple[Any, ...]) -> DiscardedCall:
     return DiscardedCall(
         r[0], r[1], r[2], r[3], Status(r[4]), Origin(r[5]) if r[5] else None, r[6], r[7], r[8], r[9], r[10], r[11]
     )
+
+
+LOCK_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND classid = %s::bigint::oid AND objid = %s::bigint::oid)"
+)
+"""Whether some session holds a run's advisory lock (its 64-bit key as pg_locks shows it: high and low halves)."""
