@@ -66,7 +66,8 @@ class KeyedInput:
 class AgentAction:
     """The durable_nb action that runs a Flink Agents agent on one input; returns the outputs."""
 
-    def __init__(self, plan: AgentPlan, name: str, config: AgentConfiguration) -> None:
+    def __init__(self, plan: AgentPlan, name: str, config: AgentConfiguration,
+                 memory: MemoryByKey | None = None) -> None:
         for action in plan.actions.values():
             if isinstance(action.exec, JavaFunction):
                 raise UnsupportedFeatureError(
@@ -76,7 +77,7 @@ class AgentAction:
         self.config = config
         self.__durable_name__ = name  # the run ids' prefix (durable_nb.runners.mapping.action_name)
         self._resources: ResourceCache | None = None
-        self._memory = MemoryByKey()
+        self._memory = MemoryByKey() if memory is None else memory
 
     def __repr__(self) -> str:
         return f"AgentAction({self.__durable_name__!r})"
@@ -94,6 +95,11 @@ class AgentAction:
         if self._resources is None:
             self._resources = ResourceCache(self.plan.resource_providers, self.config)
         return self._resources
+
+    @property
+    def memory(self) -> MemoryByKey:
+        """The short-term memory of every key this action has run in this process."""
+        return self._memory
 
     def close(self) -> None:
         """Close the resources this process opened (chat model clients, ...)."""
@@ -133,12 +139,22 @@ def drive(coro: Coroutine[Any, Any, Any]) -> Any:
     kernel loop is running but blocked by this call): durable_nb's
     ``durable_execute_async`` then polls its worker thread by bare yields instead of
     scheduling on a loop that cannot turn.
+
+    A Ctrl-C (any ``BaseException``) that lands between two polls is thrown into
+    the coroutine (one that lands elsewhere closes it), where the awaited call waits
+    for its worker thread before it propagates: a re-run of the input (its
+    reconciler) then never overlaps the call still in flight, as with
+    ``asyncio.run``, which waits for its executor.
     """
     pause = 0.0
+    interrupt: BaseException | None = None
     with _no_running_loop():
         try:
             while True:
-                yielded = coro.send(None)
+                if interrupt is None:
+                    yielded = coro.send(None)
+                else:
+                    yielded, interrupt = coro.throw(interrupt), None
                 if yielded is not None:
                     coro.close()
                     raise UnsupportedFeatureError(
@@ -146,10 +162,16 @@ def drive(coro: Coroutine[Any, Any, Any]) -> Any:
                         "Flink Agents drives async actions without an event loop; only "
                         "`await ctx.durable_execute_async(...)` is supported (no asyncio.sleep/gather/create_task)",
                     )
-                time.sleep(pause)
-                pause = min(_MAX_POLL_S, pause + 0.0002)
+                try:
+                    time.sleep(pause)
+                    pause = min(_MAX_POLL_S, pause + 0.0002)
+                except BaseException as exc:  # Ctrl-C while a durable call runs in its worker thread
+                    interrupt = exc
         except StopIteration as stop:
             return stop.value
+        except BaseException:
+            coro.close()  # an interrupt that landed outside the coroutine: closing it waits for the call too
+            raise
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from flink_agents.plan.configuration import AgentConfiguration
 from ..journal.digest import digest_value
 from ..journal.store import Store
 from ..runners.local import LocalRunner
-from ..runners.mapping import GroupedKey, Key, key_of, key_text, records_of, run_id_for
+from ..runners.mapping import GroupedKey, Key, key_name, key_of, key_text, records_of, run_id_for
 from .driver import AgentAction, KeyedInput
 
 if TYPE_CHECKING:
@@ -26,9 +26,19 @@ class _Field:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def __repr__(self) -> str:  # how the note "raised by the key function ..." names it
+        return f"key={self.name!r}"
+
     def __call__(self, record: Any) -> Any:
         if isinstance(record, Mapping):
-            return record[self.name]
+            if self.name in record:
+                return record[self.name]
+            # A misspelt column: LocalRunner.map's message (the record's fields), not a bare KeyError('User').
+            fields = f" (its fields: {', '.join(map(str, list(record)[:20]))})"
+            raise KeyError(
+                f"map(key={self.name!r}): a record has no field {self.name!r}{fields}: {str(record)[:80]}. "
+                f"Pass key= the name of a field every record has, or a function of the record."
+            )
         try:
             return getattr(record, self.name)
         except AttributeError:
@@ -66,6 +76,28 @@ def _memory_key(keyed: KeyedInput) -> str:
 def run_key(key: Any, input: Any) -> str:
     """:func:`input_key`, or the input's digest alone without a key (also a keyed map's record whose key is None)."""
     return digest_value(input)[:16] if key is None else input_key(key, input)
+
+
+def _plan_of(agent: Agent, config: AgentConfiguration) -> AgentPlan:
+    """Flink Agents' plan of ``agent``; an agent class it cannot find again is refused naming the fix.
+
+    The plan finds each action as ``getattr(module, "Class")`` then the method, from the
+    class's ``__qualname__``: a class made inside a function (``make.<locals>.MyAgent``)
+    or nested in a class cannot be found, and the plan fails with a bare
+    ``AttributeError: module '__main__' has no attribute 'make.<locals>.MyAgent'``.
+    """
+    cls = type(agent)
+    try:
+        return AgentPlan.from_agent(agent, config)
+    except AttributeError as exc:
+        if "." not in cls.__qualname__ or cls.__qualname__ not in str(exc):
+            raise
+        where = "a function" if "<locals>" in cls.__qualname__ else "a class"
+        raise TypeError(
+            f"AgentRunner: the agent class {cls.__qualname__} is defined inside {where}; Flink Agents finds an "
+            f"agent's actions by module and class name, and {cls.__module__}.{cls.__qualname__} cannot be looked "
+            f"up. Define the agent class at the top level of a module or notebook cell."
+        ) from exc
 
 
 class AgentRunner:
@@ -108,8 +140,12 @@ class AgentRunner:
         self._compile()
 
     def _compile(self) -> None:
-        self.plan = AgentPlan.from_agent(self.agent, self.config)
-        self.action = AgentAction(self.plan, self.name, self.config)
+        # A recompiled plan (add_resource) keeps the keys' short-term memory, as Flink Agents' keyed state
+        # outlives a change of resources: a key's next input sees what its earlier ones left.
+        previous: AgentAction | None = getattr(self, "action", None)
+        self.plan = _plan_of(self.agent, self.config)
+        self.action = AgentAction(self.plan, self.name, self.config,
+                                  memory=None if previous is None else previous.memory)
         """The durable_nb action ``action(input, ctx) -> outputs`` this runner gives its runner."""
 
     def add_resource(self, name: str, resource_type: ResourceType, instance: Any) -> AgentRunner:
@@ -176,9 +212,9 @@ class AgentRunner:
         # memory the key's earlier inputs left (partitioned by run key, they were spread over the workers).
         frame = self.runner.map(self.action, keyed, key=GroupedKey(_run_key, _memory_key), **options)
         frame["key"] = [k.key for k in keyed] if by is not None else list(range(len(keyed)))
-        if isinstance(key, str):
-            frame = frame.rename(columns={"key": key})
-        return frame  # type: ignore[no-any-return]
+        # The key column is named as LocalRunner.map names it: the field's name, or "key" for a field
+        # named like a result column (key="status" would otherwise give two "status" columns).
+        return frame.rename(columns={"key": key_name(key)})  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Close the resources (chat model clients, ...) opened in this process."""

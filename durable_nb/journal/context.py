@@ -241,14 +241,24 @@ class _Polled:
 
     Flink Agents drives async actions with ``coro.send(None)`` and no event loop;
     code written for it awaits ``durable_execute_async`` this way.
+
+    Interrupted while the function runs (Ctrl-C thrown in by the driver, a crash), it
+    waits for the worker thread before re-raising, as ``asyncio.run`` waits for its
+    executor: the call stays ``PENDING``, and a recovery run right after (its reconciler,
+    or the function again) must not overlap the first attempt still in flight, which
+    would then make its side effect a second time. A second Ctrl-C stops the wait.
     """
 
     def __init__(self, future: concurrent.futures.Future[Any]) -> None:
         self.future = future
 
     def __await__(self) -> Generator[None, None, Any]:
-        while not self.future.done():
-            yield
+        try:
+            while not self.future.done():
+                yield
+        except BaseException:
+            concurrent.futures.wait([self.future])
+            raise
         return self.future.result()
 
 

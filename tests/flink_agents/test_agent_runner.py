@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import collections
 import os
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -231,6 +234,70 @@ def test_unsupported_features_raise_errors_that_name_them(store):
         AgentRunner(ForeignAwaitAgent, dnb.LocalRunner(store))  # type: ignore[arg-type]
 
 
+charges: list[str] = []
+interrupted: list[str] = []
+first_done = threading.Event()
+
+
+def slow_charge(order: str) -> str:
+    """A payment request: the user presses Ctrl-C while the first is in flight; the provider charges when it lands."""
+    first = not interrupted
+    if first:
+        interrupted.append(order)
+        _thread.interrupt_main()  # Ctrl-C, delivered to the thread driving the agent while this one runs
+        time.sleep(0.3)
+    charges.append(order)
+    if first:
+        first_done.set()
+    return f"ch-{order}"
+
+
+def charged(order: str) -> str:
+    """The reconciler: the provider's ledger; charge now if the charge never happened."""
+    return f"ch-{order}" if order in charges else slow_charge(order)
+
+
+class SlowPayAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def process(event: Event, ctx: RunnerContext) -> None:
+        order = InputEvent.from_event(event).input
+        ctx.send_event(OutputEvent(output=await ctx.durable_execute_async(
+            slow_charge, order, reconciler=lambda: charged(order))))
+
+
+def test_ctrl_c_during_an_async_call_waits_for_it_so_the_re_run_reconciles_it_once(store):
+    """Was: the interrupt left the call's worker thread running; the cell run again at once reconciled while the
+    first attempt was still in flight (nothing charged yet), charged, and then the first attempt charged too."""
+    charges.clear()
+    interrupted.clear()
+    first_done.clear()
+    runner = AgentRunner(SlowPayAgent(), dnb.LocalRunner(store))
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("o1", key="u")
+    assert [c.status for c in store.calls(runner.run_id("o1", key="u"))] == [Status.PENDING]  # not its outcome
+    assert runner.run("o1", key="u") == ["ch-o1"]  # the re-run right after: reconciled
+    assert first_done.wait(5)  # the first attempt has finished (it was left running before)
+    assert charges == ["o1"]
+    assert store.calls(runner.run_id("o1", key="u"))[0].origin is Origin.RECONCILED
+
+
+def test_an_agent_class_defined_inside_a_function_is_refused_naming_the_fix(store):
+    """Was: Flink Agents' bare "AttributeError: module 'tests...' has no attribute 'make.<locals>.Echo'"."""
+
+    def make() -> Agent:
+        class Echo(Agent):
+            @action(InputEvent.EVENT_TYPE)
+            @staticmethod
+            def process(event: Event, ctx: RunnerContext) -> None:
+                ctx.send_event(OutputEvent(output=InputEvent.from_event(event).input))
+
+        return Echo()
+
+    with pytest.raises(TypeError, match=r"make\.<locals>\.Echo is defined inside a function.*top level of a module"):
+        AgentRunner(make(), dnb.LocalRunner(store))
+
+
 def test_the_context_type_is_flink_agents_runner_context():
     assert issubclass(AgentContext, RunnerContext)
 
@@ -375,6 +442,46 @@ def test_a_dataframe_row_given_to_run_is_the_input_map_gave_that_row(store):
     assert runner.run_id(frame.iloc[1], key=2) == mapped["run_id"][1]
     assert runner.run(frame.iloc[1], key=2) == mapped["result"][1]  # replayed (a Series was refused before)
 
+
+
+def test_a_misspelt_key_column_names_the_fields_as_local_runner_map_does(store):
+    """Was: a bare KeyError('User') from inside AgentRunner, noted as raised by "<..._Field object at 0x...>"."""
+    import pandas as pd
+
+    runner = AgentRunner(VisitAgent(), dnb.LocalRunner(store), name="typo")
+    with pytest.raises(KeyError, match=r"map\(key='User'\): a record has no field 'User' \(its fields: id, user\)"):
+        runner.map(pd.DataFrame([{"id": 1, "user": "u"}]), key="User")
+    assert store.runs() == []  # refused before any run was opened
+
+
+def test_a_resource_added_between_inputs_keeps_each_keys_short_term_memory(store):
+    """Was: add_resource compiled a new action with an empty memory, so the key's next input saw none of what its
+    earlier inputs left (visits 0 again); a later process, mapping the key's inputs from its first, then found
+    other arguments for that input's durable calls and executed them again."""
+    from flink_agents.api.resource import ResourceType
+    from flink_agents.api.tools.tool import Tool
+
+    runner = AgentRunner(VisitAgent(), dnb.LocalRunner(store), name="resources")
+    assert runner.map(["a", "b"], key=lambda r: "k")["result"].tolist() == [[0], [1]]
+    runner.add_resource("notify_shipping_manager", ResourceType.TOOL, Tool.from_callable(A.notify_shipping_manager))
+    assert runner.run("c", key="k") == [2]  # the key's memory, as before the resource was added
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        again = AgentRunner(VisitAgent(), dnb.LocalRunner(store), name="resources")  # a new kernel
+        assert again.map(["a", "b", "c"], key=lambda r: "k")["result"].tolist() == [[0], [1], [2]]
+
+
+def test_a_key_field_named_like_a_result_column_gives_one_column_each_as_local_runner_map(store):
+    """Was: map(df, key="status") renamed the key column to "status" beside the run's "status" column, so
+    ``frame["status"]`` was a two-column DataFrame and ``frame[frame.status == "FAILED"]`` raised."""
+    import pandas as pd
+
+    runner = AgentRunner(VisitAgent(), dnb.LocalRunner(store), name="columns")
+    frame = runner.map(pd.DataFrame([{"status": "new", "n": 1}, {"status": "new", "n": 2}]), key="status")
+    assert frame.columns.tolist() == ["key", "run_id", "status", "result", "error"]  # as LocalRunner.map names it
+    assert frame["key"].tolist() == ["new", "new"] and frame["status"].tolist() == ["COMPLETED", "COMPLETED"]
+    assert frame["result"].tolist() == [[0], [1]]  # one key: memory carried
+    assert runner.map([{"user": "u"}], key="user").columns.tolist()[0] == "user"  # other fields keep their name
 
 asked: list[str] = []
 asked: list[str] = []
