@@ -168,3 +168,65 @@ def test_flink_agents_style_driving_without_an_event_loop_works(store):
         with dnb.LocalRunner(store).context("drive") as ctx:
             assert drive(action("o7", ctx)) == [{"order": "o7"}, {"order": "o7-b"}]
     assert ran["charge"] == 2
+
+
+
+_started, _release = threading.Event(), threading.Event()
+
+
+def _charge_slowly(order: str) -> str:
+    _started.set()
+    _release.wait(10)
+    ran["charge"] += 1
+    return f"ch_{order}"
+
+
+def test_a_call_whose_await_times_out_is_journaled_when_its_thread_ends_so_a_retry_replays_it(store):
+    """``asyncio.wait_for`` cancels the await, not the thread: the charge still happens. Left PENDING, a
+    retry right after reconciled it before the charge landed (its lookup found nothing: None journaled)."""
+    runner = dnb.LocalRunner(store)
+    _started.clear()
+    _release.clear()
+    reconciled: list[str] = []
+
+    def lookup() -> str | None:
+        reconciled.append("lookup")
+        return None  # nothing charged yet, as a payment provider would answer
+
+    async def action(order, ctx):
+        return await asyncio.wait_for(ctx.durable_execute_async(_charge_slowly, order, reconciler=lookup), 0.05)
+
+    async def main():
+        threading.Timer(0.3, _release.set).start()
+        with pytest.raises(TimeoutError):
+            await runner.run_async(action, "o7", run_id="timeout")
+        return await runner.run_async(action, "o7", run_id="timeout")
+
+    assert asyncio.run(main()) == "ch_o7"
+    assert ran["charge"] == 1 and reconciled == []
+    [call] = store.calls("timeout")
+    assert (call.status, call.origin) == (Status.SUCCEEDED, Origin.EXECUTED)
+
+
+def test_a_second_cancellation_stops_waiting_and_leaves_the_call_pending(store):
+    runner = dnb.LocalRunner(store)
+    _started.clear()
+    _release.clear()
+
+    async def action(order, ctx):
+        return await ctx.durable_execute_async(_charge_slowly, order)
+
+    async def main():
+        task = asyncio.ensure_future(runner.run_async(action, "o8", run_id="twice"))
+        await asyncio.get_running_loop().run_in_executor(None, _started.wait, 5)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert not task.done()  # waiting for the charge's thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        [call] = store.calls("twice")
+        assert call.status is Status.PENDING and ran["charge"] == 0  # as a crash leaves it: recovery reconciles
+        _release.set()
+
+    asyncio.run(main())

@@ -155,18 +155,27 @@ class RunnerContext:
             else functools.partial(func, *args, **kwargs)
         )
 
+        cancelled: list[BaseException] = []
+
         async def run() -> Any:
             __tracebackhide__ = True
             # Marked "inside a durable call" in the worker thread / a copied context only,
             # never in this task: other calls of this task (or of coroutines driven
             # alongside it in this thread) stay journaled.
-            value = await _InCall(bound()) if _is_async(bound) else await _off_loop(as_call(bound))
+            if _is_async(bound):
+                value = await _InCall(bound())
+            else:
+                value = await _outlive_cancel(_off_loop(as_call(bound)), cancelled)
             return await _InCall(value) if inspect.isawaitable(value) else value
 
-        if bound is reconciler:
-            return await journal.perform_async(outcome, run)
-        with journal.arguments_watched(outcome, func, args, kwargs, args_digest):
-            return await journal.perform_async(outcome, run)
+        try:
+            if bound is reconciler:
+                return await journal.perform_async(outcome, run)
+            with journal.arguments_watched(outcome, func, args, kwargs, args_digest):
+                return await journal.perform_async(outcome, run)
+        finally:
+            if cancelled:  # the outcome is journaled: now the cancellation goes on
+                raise cancelled[0]
 
 
 class _Deferred(Coroutine):  # type: ignore[type-arg]
@@ -276,6 +285,29 @@ def _off_loop(func: Callable[[], Any]) -> Awaitable[Any]:
             _pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="durable_nb")
         return _Polled(_pool.submit(runner, func))
     return loop.run_in_executor(None, runner, func)
+
+
+async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException]) -> Any:
+    """Await a function running in a worker thread to its end, even when the awaiting task is cancelled.
+
+    Why: a thread cannot be cancelled. Cancelled and gone (``asyncio.wait_for``'s timeout,
+    a TaskGroup, Ctrl-C under ``asyncio.run``), the call would stay PENDING while its
+    function still runs, and a retry right after would reconcile it before it finished
+    (a lookup that finds no charge yet, or a second charge). Waited for, its outcome is
+    journaled and the cancellation then goes on (``cancelled`` holds it for the caller).
+    A second cancellation stops the wait: the call stays PENDING, as a crash leaves it.
+    """
+    if not isinstance(work, asyncio.Future):  # driven without a loop (Flink Agents): _Polled waits itself
+        return await work
+    while True:
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError as exc:
+            if cancelled or work.cancelled():
+                raise
+            cancelled.append(exc)
+            if work.done():
+                return work.result()
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
