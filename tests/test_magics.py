@@ -571,6 +571,57 @@ def test_a_replay_after_a_restart_restores_the_inputs_the_cell_changed_in_place(
     assert (ip.user_ns["seen"], ip.user_ns["settings"], ip.user_ns["n"]) == ([2], {"done": True}, 1)
 
 
+def test_a_replay_puts_a_changed_input_into_the_object_other_names_hold(ip: Any, magics: DurableMagics) -> None:
+    """``pipeline`` holding ``model``, ``raw = df``: in the first run they saw the change the cell made to
+    the object, so after a restart and a replay they must too (not a fitted ``model`` beside an
+    unfitted pipeline step)."""
+    import pandas as pd
+
+    cell = ("tick('alias')\nmodel.weights = [2.0]\ndf['score'] = df['x'] * 2\nseen.append(1)\n"
+            "counts['a'] += 1\nfitted = model\n")
+
+    def earlier_cells() -> None:
+        model, df = _Model(), pd.DataFrame({"x": [1, 2]})
+        ip.user_ns.update(model=model, pipeline={"steps": [model]}, df=df, raw=df, seen=[],
+                          counts=collections.Counter())
+
+    earlier_cells()
+    with pytest.warns(dnb.ChangedInputWarning):
+        run(ip, "alias", cell)
+    restart(ip, "model", "pipeline", "df", "raw", "seen", "counts", "fitted")
+    earlier_cells()
+    seen = ip.user_ns["seen"]
+
+    _, log = run(ip, "alias", cell)
+
+    ns = ip.user_ns
+    assert RAN["alias"] == 1 and "replayed cell 'alias'" in log.text()
+    assert ns["pipeline"]["steps"][0] is ns["model"] and ns["model"].weights == [2.0]
+    assert ns["fitted"] is ns["model"]  # bound to the changed input in the first run: the same object again
+    assert ns["raw"] is ns["df"] and list(ns["raw"]["score"]) == [2, 4]
+    assert ns["seen"] is seen and seen == [1]
+    assert ns["counts"] == collections.Counter(a=1)
+
+
+def test_a_changed_input_that_cannot_be_pickled_is_named_as_not_restored(ip: Any, magics: DurableMagics) -> None:
+    """The cell's warning says a replay restores a changed input; one that cannot be journaled must not be
+    passed over in silence, neither when the cell runs nor when it replays."""
+    import threading
+
+    cell = "tick('locked')\nbox.append(5)\nm = 1\n"
+    ip.user_ns["box"] = [threading.Lock()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dnb.UnpicklableArgumentWarning)  # the lock is digested by its type
+        with pytest.warns(dnb.UnpicklableOutputWarning, match="box"), pytest.warns(dnb.ChangedInputWarning):
+            run(ip, "locked", cell)
+        restart(ip, "box", "m")
+        ip.user_ns["box"] = [threading.Lock()]
+        _, log = run(ip, "locked", cell)
+
+    assert RAN["locked"] == 1 and ip.user_ns["m"] == 1
+    assert "not restored: box (" in log.text()
+
+
 def test_a_notebook_class_the_cell_changed_is_not_replaced_by_a_replay(ip: Any, magics: DurableMagics) -> None:
     ip.run_cell("class Counter:\n    runs = 0\n")
     ip.run_cell("c = Counter()")

@@ -117,6 +117,28 @@ def test_dry_on_a_crashed_cell_names_the_first_call_that_would_not_replay(
     assert log.text() == ""  # and what it printed was swallowed
 
 
+def test_dry_on_a_crashed_cell_that_changes_an_input_in_place_leaves_the_input_and_the_next_run_alone(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """A dry run that appended to the notebook's list would make the real run after it read other inputs,
+    open a new run and charge again: the very thing the report said would replay."""
+    cell = "orders.append('o1')\n" + ORDER
+    ip.user_ns["orders"] = []
+    with pytest.raises(dnb.SimulatedCrash), pytest.warns(dnb.ChangedInputWarning), \
+            dnb.inject_crash(call=f"{__name__}.send_receipt", point="before_call"):
+        run(ip, "order", cell)
+    orders: list[str] = []
+    ip.user_ns["orders"] = orders  # the kernel restarted and the cells above ran again
+
+    report, _ = run(ip, "order --dry", cell)
+
+    assert (report.stopped_at, report.replayed) == (2, 1) and orders == []
+    with pytest.warns(dnb.ChangedInputWarning):
+        _, log = run(ip, "order", cell)
+    assert "recovering cell 'order'" in log.text() and orders == ["o1"]
+    assert RAN["charge"] == 1 and len(cell_runs(magics.store)) == 1
+
+
 def test_dry_on_an_edited_cell_compares_with_its_latest_run_and_names_the_fork(
     ip: Any, magics: DurableMagics
 ) -> None:

@@ -32,6 +32,7 @@ from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
 from .cell_inputs import ABSENT, changed_in_place, changed_values, select_inputs, star_values
+from .in_place import update_in_place
 from .namespace import unpack_namespace
 from .outcome import CellOutcome, executed_outcome
 from .outputs import OutputRecorder, replay_outputs
@@ -171,7 +172,7 @@ def _run_on_flink(
               f"its durable calls replayed or reconciled")
     _warn_skipped(name, done.outcome.skipped, flink=True)
     result = restore(shell, done.outcome, notice=None)
-    _warn_changed(name, [n for n in cell.values if n in done.outcome.values])  # in the worker's copy
+    _warn_changed(name, list(done.outcome.changed))  # in the worker's copy; not the inputs it rebound
     if done.decision is Decision.RECONCILE:
         _say_reconciled(name, done.outcome)
     return None if cell.quiet else result
@@ -199,6 +200,7 @@ def restore(shell: Any, outcome: CellOutcome, *, notice: str | None) -> Any:
     for module in outcome.star_imports:  # first: names the cell bound after the import override them
         shell.user_ns.update(star_values(module))
     restored, failed = unpack_namespace(outcome.values, outcome.modules)
+    _keep_changed_objects(shell.user_ns, restored, outcome.changed)
     shell.user_ns.update(restored)
     for gone in outcome.deletes:
         shell.user_ns.pop(gone, None)
@@ -214,6 +216,23 @@ def restore(shell: Any, outcome: CellOutcome, *, notice: str | None) -> Any:
     if failure is not None:
         print(f"  not restored: the cell's result ({failure})")
     return value
+
+
+def _keep_changed_objects(ns: Mapping[str, Any], restored: dict[str, Any], changed: tuple[str, ...]) -> None:
+    """The inputs the cell changed in place get the journaled state in the notebook's own objects.
+
+    Why: another name may hold the same object (``pipeline`` holding ``clf``, ``a = df``); it saw
+    the change in the first run, so it sees it in the replay. A name the cell bound to the same
+    object (``model = clf.fit(X)``) is that object again.
+    """
+    for name in changed:
+        if name not in restored or name not in ns:
+            continue
+        copy, live = restored[name], ns[name]
+        if update_in_place(live, copy):
+            for other, value in restored.items():
+                if value is copy:
+                    restored[other] = live
 
 
 def run_map(

@@ -98,6 +98,9 @@ class CellOutcome:
     """The value of the cell's last expression; None when there is none, it was None, or the cell ended in ``;``."""
     star_imports: tuple[str, ...] = ()
     """Modules the cell imported ``*`` from: a replay imports them again (their objects are not copies)."""
+    changed: tuple[str, ...] = ()
+    """Inputs the cell changed in place, among ``values``: a replay puts their state into the notebook's
+    objects (:func:`~.in_place.update_in_place`), so that other names holding them see it too."""
 
     def summary(self) -> str:
         """What the journal view shows for the cell's call: names, outputs, what was left out (never bytes)."""
@@ -120,6 +123,7 @@ class CellOutcome:
             "format": OUTCOME_FORMAT, "values": dict(self.values), "modules": dict(self.modules),
             "skipped": dict(self.skipped), "deletes": list(self.deletes), "outputs": list(self.outputs),
             "result": _result_payload(self.result), "star_imports": list(self.star_imports),
+            "changed": list(self.changed),
         }
 
     @classmethod
@@ -129,6 +133,7 @@ class CellOutcome:
             values=dict(payload["values"]), modules=dict(payload["modules"]), skipped=dict(payload["skipped"]),
             deletes=tuple(payload["deletes"]), outputs=tuple(payload["outputs"]),
             result=_result_from_payload(payload["result"]), star_imports=tuple(payload.get("star_imports", ())),
+            changed=tuple(payload.get("changed", ())),
         )
 
 
@@ -192,17 +197,15 @@ def executed_outcome(
 
     ``changed``: inputs the cell changed in place (``df["score"] = ...``, ``model.fit(X)``). They are
     journaled as the cell left them, so that a replay in a new kernel restores what the first run
-    left, as it does for the names the cell binds; one that cannot be pickled is left out without a
-    warning of its own (the cell's ``ChangedInputWarning`` names it).
+    left, as it does for the names the cell binds; one that cannot be pickled is in ``skipped``, like
+    a bound name, so that the cell warns and a replay says it did not restore it.
     """
     packed = pack_namespace(binds + changed, ns)
-    for name in changed:
-        packed.skipped.pop(name, None)
     cell_result = None if fmt is None else pack_result(last, result, packed.values, packed.skipped, fmt)
     return CellOutcome(
         values=packed.values, modules=packed.modules, skipped=packed.skipped,
         deletes=tuple(n for n in deletes if n not in ns), outputs=tuple(outputs), result=cell_result,
-        star_imports=star_imports,
+        star_imports=star_imports, changed=tuple(n for n in changed if n in packed.values),
     )
 
 

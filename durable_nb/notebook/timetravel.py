@@ -45,6 +45,7 @@ from ..journal.records import RunRecord, RunStatus, Status
 from ..journal.replay import Decision, decide
 from ..journal.store import Store
 from ..journal.timetravel import DryRunReport, DryStep, dry_run
+from ..runners.isolation import isolated_together
 from .cell import source_fingerprint
 from .cell_inputs import input_digest, input_tokens, select_inputs
 from .perform import ParsedCell
@@ -169,14 +170,15 @@ def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str |
 
 def dry_cell(
     store: Store, name: str, args_digest: str, run_id: str | None, run_body: Callable[[dict[str, Any]], Any],
-    namespace: dict[str, Any], has_reconciler: bool, *, same_version: bool = True,
+    namespace: dict[str, Any], has_reconciler: bool, *, same_version: bool = True, inputs: tuple[str, ...] = (),
 ) -> DryRunReport:
     """What running cell ``name`` now would do with run ``run_id``, with nothing executed and nothing written.
 
     ``run_id`` is the run the cell would reopen (None: no record at all); with
     ``same_version=False`` it is a run of another version of the cell (or a pending
     fork), and only the calls inside the body are compared. ``run_body(ns)`` runs
-    the cell's statements in ``ns`` (a copy of ``namespace``).
+    the cell's statements in ``ns`` (a copy of ``namespace``, the cell's ``inputs`` copied too: changed in
+    place, ``orders.append(...)``, they would make the real run after it a new run that executes again).
     """
     call_id = cell_call_id(name)
     recorded = store.call(run_id, 0) if run_id is not None else None
@@ -198,7 +200,7 @@ def dry_cell(
 
     def body(ctx: Any) -> Any:
         ctx.journal.cursor = 1  # call 0 is the cell itself: its body runs again; check the calls inside it
-        ns = dict(namespace)
+        ns = {**namespace, **isolated_together({n: namespace[n] for n in inputs if n in namespace})}
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return run_body(ns)
 
@@ -299,12 +301,12 @@ def cell_inputs_digest(shell: Any, cell: ParsedCell) -> str:
 def run_dry(shell: Any, cell: ParsedCell, store: Store, has_reconciler: bool, pending_fork: str | None) -> DryRunReport:
     """``%%durable NAME --dry``: the report (the cell's result); a hint line when comparing with another version."""
     name = cell.name
-    args_digest = cell_inputs_digest(shell, cell)
+    inputs, args_digest, _ = cell_inputs(shell, cell)
     run_id, same = dry_target(store, name, args_digest, pending_fork)
     filename = f"<durable cell {name} (dry)>"
     report = dry_cell(store, name, args_digest, run_id,
                       lambda ns: perform_run_body(cell.tree, filename, ns)[1], dict(shell.user_ns), has_reconciler,
-                      same_version=same)
+                      same_version=same, inputs=tuple(inputs))
     if not same and run_id != pending_fork and report.stopped_at is None and report.error is None:
         # Every call of the other version's run matched; this version still has no run of its own,
         # so a run now executes the cell: say where a fork of that run would go on executing.

@@ -72,3 +72,15 @@ def isolated(value: T) -> T:
         return copy.deepcopy(value)
     except Exception:
         return value
+
+
+def isolated_together(values: dict[str, T]) -> dict[str, T]:
+    """:func:`isolated` for several named values at once: two names holding one object get one copy.
+
+    For the notebook's ``%%durable --dry``: the cell's inputs, which its body may change in place.
+    Copied together when that works (``raw = df`` stays one frame); else each as :func:`isolated` does.
+    """
+    try:
+        return copy.deepcopy(values)
+    except Exception:
+        return {name: isolated(value) for name, value in values.items()}

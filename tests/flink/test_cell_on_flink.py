@@ -114,6 +114,25 @@ def test_cell_runs_on_flink_then_replays_without_a_job(
     assert lines(tmp_path / "body.txt") == ["ran"]
 
 
+@pytest.mark.timeout(180)
+def test_a_cell_on_flink_warns_only_about_inputs_it_changed_in_place(
+    flink: None, ip: Any, magics: DurableMagics
+) -> None:
+    """``count = count + 1`` rebinds an input, as the kernel sees it: no ChangedInputWarning (warnings are
+    errors here). ``charges.append(...)`` does change one, and the kernel's object takes the worker's change,
+    so a name holding the same list (``seen``) sees it as it would on the local runner."""
+    charges: list[str] = []
+    ip.user_ns.update(order_id=8, count=1, tags=["a"], charges=charges, seen=charges)
+    cell = "count = count + 1\ntags = tags + ['b']\ncharges.append('ch')\n"
+
+    with pytest.warns(dnb.ChangedInputWarning) as caught:
+        run(ip, "rebind --runner flink", cell)
+
+    assert ["changed its input 'charges' in place" in str(w.message) for w in caught] == [True]
+    assert (ip.user_ns["count"], ip.user_ns["tags"]) == (2, ["a", "b"])
+    assert ip.user_ns["charges"] is charges and ip.user_ns["seen"] == ["ch"]
+
+
 def _refuse(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("a replay started a Flink job")
 
