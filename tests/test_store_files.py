@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -404,6 +404,19 @@ def test_a_full_disk_while_the_intent_log_grows_loses_no_acknowledged_call(tmp_p
         again.close()
 
 
+def counting_action(effects: list[int]) -> Callable[[int, dnb.RunnerContext], list[int]]:
+    """An action making ``n`` durable calls, each side effect appended to ``effects``."""
+
+    def effect(i: int) -> int:
+        effects.append(i)
+        return i
+
+    def action(n: int, ctx: dnb.RunnerContext) -> list[int]:
+        return [ctx.durable_execute(effect, i) for i in range(n)]
+
+    return action
+
+
 @pytest.mark.parametrize("durability", ["call", "transition"])
 def test_a_journal_deleted_while_open_is_refused_at_the_next_run_not_written_into_the_void(tmp_path, durability):
     """``rm -rf .durable`` while a kernel runs: SQLite would go on writing the unlinked file, every call
@@ -412,13 +425,7 @@ def test_a_journal_deleted_while_open_is_refused_at_the_next_run_not_written_int
     store = dnb.SqliteStore(folder / "journal.db", durability=durability)
     runner = dnb.LocalRunner(store)
     effects: list[int] = []
-
-    def effect(i: int) -> int:
-        effects.append(i)
-        return i
-
-    def action(n: int, ctx: dnb.RunnerContext) -> list[int]:
-        return [ctx.durable_execute(effect, i) for i in range(n)]
+    action = counting_action(effects)
 
     assert runner.run(action, 2, run_id="before") == [0, 1]
     shutil.rmtree(folder)
@@ -442,13 +449,7 @@ def test_a_journal_renamed_while_open_is_refused_at_the_next_run_and_moving_it_b
     store = dnb.SqliteStore(tmp_path / "journal.db")
     runner = dnb.LocalRunner(store)
     effects: list[int] = []
-
-    def effect(i: int) -> int:
-        effects.append(i)
-        return i
-
-    def action(n: int, ctx: dnb.RunnerContext) -> list[int]:
-        return [ctx.durable_execute(effect, i) for i in range(n)]
+    action = counting_action(effects)
 
     assert runner.run(action, 2, run_id="before") == [0, 1]
     os.rename(tmp_path / "journal.db", tmp_path / "archive.db")
