@@ -21,6 +21,10 @@ class _Slots:
     __slots__ = ("a", "b")
 
 
+class _Tagged(list):  # type: ignore[type-arg]
+    __slots__ = ("source",)
+
+
 class _Plain:
     def __init__(self) -> None:
         self.weights: list[float] | None = None
@@ -47,6 +51,13 @@ def test_the_object_takes_the_journaled_state_and_stays_the_same_object() -> Non
 
     counts = collections.Counter(a=1)
     assert update_in_place(counts, collections.Counter(a=2)) and counts == {"a": 2}  # set, not added
+
+
+def test_a_container_subclass_takes_its_slots_too() -> None:
+    """``class Orders(list)`` with ``__slots__``: the attribute the cell set is part of what it left."""
+    orders, new_orders = _Tagged(), _Tagged([1])
+    orders.source, new_orders.source = "csv", "api"
+    assert update_in_place(orders, new_orders) and (list(orders), orders.source) == ([1], "api")
 
 
 @pytest.mark.parametrize("live, new", [

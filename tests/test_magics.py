@@ -603,6 +603,46 @@ def test_a_replay_puts_a_changed_input_into_the_object_other_names_hold(ip: Any,
     assert ns["counts"] == collections.Counter(a=1)
 
 
+class _Pipe:
+    """Stands for a pipeline holding an estimator (``make_pipeline(scaler, clf)``)."""
+
+    def __init__(self, steps: list[Any]) -> None:
+        self.steps = steps
+        self.parent: Any = None
+
+
+def test_a_replay_keeps_what_held_a_changed_input_in_the_first_run_holding_it(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """The journaled state holds the cell's copy of a changed input: ``pipe`` (changed too) holding
+    ``clf``, a child whose ``parent`` is the input, ``results`` bound by the cell. After the replay
+    they must hold the notebook's own objects, as in the first run, not a copy no other name sees."""
+    import random
+
+    cell = ("tick('held')\npipe.steps[0].weights = [1.0]\nprint(clf.weights)\nrng.random()\n"
+            "child = _Pipe([])\nchild.parent = pipe\npipe.steps.append(child)\n"
+            "frame = pd.DataFrame({'a': [1]})\nresults = {'model': clf, 'rng': rng, 'frame': frame}\n")
+
+    def earlier_cells() -> None:
+        clf = _Model()
+        ip.user_ns.update(clf=clf, pipe=_Pipe([clf]), rng=random.Random(1), pd=pd, _Pipe=_Pipe)
+
+    earlier_cells()
+    with pytest.warns(dnb.ChangedInputWarning):
+        run(ip, "held", cell)
+    restart(ip, "clf", "pipe", "rng", "child", "frame", "results")
+    earlier_cells()
+
+    _, log = run(ip, "held", cell)
+
+    ns = ip.user_ns
+    assert RAN["held"] == 1 and "replayed cell 'held'" in log.text()
+    assert ns["pipe"].steps[0] is ns["clf"] and ns["clf"].weights == [1.0]
+    assert ns["pipe"].steps[1] is ns["child"] and ns["child"].parent is ns["pipe"]
+    assert ns["results"]["model"] is ns["clf"] and ns["results"]["rng"] is ns["rng"]
+    assert ns["results"]["frame"] is ns["frame"]
+
+
 def test_a_changed_input_that_cannot_be_pickled_is_named_as_not_restored(ip: Any, magics: DurableMagics) -> None:
     """The cell's warning says a replay restores a changed input; one that cannot be journaled must not be
     passed over in silence, neither when the cell runs nor when it replays."""

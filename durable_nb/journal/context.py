@@ -297,6 +297,7 @@ async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException]) 
     journaled and the cancellation then goes on (``cancelled`` holds it for the caller).
     A second cancellation stops the wait: the call stays PENDING, as a crash leaves it.
     """
+    __tracebackhide__ = True
     if not isinstance(work, asyncio.Future):  # driven without a loop (Flink Agents): _Polled waits itself
         return await work
     while True:

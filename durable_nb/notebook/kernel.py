@@ -32,7 +32,7 @@ from ..journal.replay import Decision, decide, replay
 from ..journal.store import Store
 from ..runners.mapping import key_of, records_of
 from .cell_inputs import ABSENT, changed_in_place, changed_values, select_inputs, star_values
-from .in_place import update_in_place
+from .in_place import update_all_in_place
 from .namespace import unpack_namespace
 from .outcome import CellOutcome, executed_outcome
 from .outputs import OutputRecorder, replay_outputs
@@ -223,16 +223,10 @@ def _keep_changed_objects(ns: Mapping[str, Any], restored: dict[str, Any], chang
 
     Why: another name may hold the same object (``pipeline`` holding ``clf``, ``a = df``); it saw
     the change in the first run, so it sees it in the replay. A name the cell bound to the same
-    object (``model = clf.fit(X)``) is that object again.
+    object (``model = clf.fit(X)``), or to one holding it (``results = {"model": clf}``), holds that object again.
     """
-    for name in changed:
-        if name not in restored or name not in ns:
-            continue
-        copy, live = restored[name], ns[name]
-        if update_in_place(live, copy):
-            for other, value in restored.items():
-                if value is copy:
-                    restored[other] = live
+    pairs = {n: (ns[n], restored[n]) for n in changed if n in restored and n in ns}
+    restored.update(update_all_in_place(pairs, {n: v for n, v in restored.items() if n not in pairs}))
 
 
 def run_map(
