@@ -230,3 +230,33 @@ def test_a_second_cancellation_stops_waiting_and_leaves_the_call_pending(store):
         _release.set()
 
     asyncio.run(main())
+
+
+def test_a_run_does_not_close_while_a_call_of_a_cancelled_gather_still_runs(store):
+    """A cancelled ``gather`` settles at once; the action returned and its run was COMPLETED with the
+    call PENDING while the charge went on, its outcome then refused: the run now waits for it."""
+    runner = dnb.LocalRunner(store)
+
+    async def action(order, ctx):
+        _started.clear()
+        _release.clear()
+        gathered = asyncio.gather(ctx.durable_execute_async(_charge_slowly, order), asyncio.sleep(5))
+        await asyncio.get_running_loop().run_in_executor(None, _started.wait, 5)
+        gathered.cancel()
+        threading.Timer(0.2, _release.set).start()
+        try:
+            await gathered
+        except asyncio.CancelledError:
+            return "gave up"
+
+    assert runner.run(action, "o9", run_id="sync-door") == "gave up"
+
+    async def main():
+        return await runner.run_async(action, "o10", run_id="async-door")
+
+    assert asyncio.run(main()) == "gave up"
+    for run_id, order in (("sync-door", "o9"), ("async-door", "o10")):
+        [call] = store.calls(run_id)
+        assert (call.status, call.result_preview) == (Status.SUCCEEDED, repr(f"ch_{order}"))
+        assert store.run(run_id).status is dnb.RunStatus.COMPLETED
+    assert ran["charge"] == 2

@@ -287,6 +287,20 @@ def _off_loop(func: Callable[[], Any]) -> Awaitable[Any]:
     return loop.run_in_executor(None, runner, func)
 
 
+async def settle_calls(journal: Journal) -> None:
+    """Wait until no durable call of the run is in flight: before an async action's run closes.
+
+    Why: an action can leave with a call still running in another task (a cancelled
+    ``asyncio.gather`` settles at once, a task it started and never awaited). Closed
+    meanwhile, the run would be COMPLETED with that call PENDING while its function
+    runs on, and the outcome it then tries to journal would be refused. A cancellation
+    of this wait (a second Ctrl-C) closes the run as it is: the call stays PENDING.
+    """
+    __tracebackhide__ = True
+    while journal.in_flight:
+        await asyncio.sleep(0.001)
+
+
 async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException]) -> Any:
     """Await a function running in a worker thread to its end, even when the awaiting task is cancelled.
 

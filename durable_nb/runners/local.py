@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..journal import timetravel
-from ..journal.context import RunnerContext, open_run, refuse_inside_loop
+from ..journal.context import RunnerContext, open_run, refuse_inside_loop, settle_calls
 from ..journal.digest import digest_value
 from ..journal.replay import Journal
 from ..journal.store import Store
@@ -54,13 +54,17 @@ def call_action(action: Action, value: Any, ctx: RunnerContext) -> Any:
     result = action(value, ctx)
     if inspect.isawaitable(result):
         refuse_inside_loop(_RUN_ASYNC, result)
-        return asyncio.run(_await(result))
+        return asyncio.run(_await(result, ctx))
     return result
 
 
-async def _await(awaitable: Any) -> Any:
+async def _await(awaitable: Any, ctx: RunnerContext) -> Any:
+    """The async action's result, once no durable call of its run is in flight (see ``settle_calls``)."""
     __tracebackhide__ = True
-    return await awaitable
+    try:
+        return await awaitable
+    finally:
+        await settle_calls(ctx.journal)
 
 
 def in_fresh_thread(name: str, work: Callable[[], Any]) -> Any:
@@ -128,7 +132,7 @@ class LocalRunner:
         rid = run_id if run_id is not None else default_run_id(action, value)
         with open_run(self.store, rid, strict=self.strict) as ctx:
             result = action(isolated(value), ctx)
-            return await result if inspect.isawaitable(result) else result
+            return await _await(result, ctx) if inspect.isawaitable(result) else result
 
     def map(self, action: Action, records: Any, *, key: Key = None, progress: bool = False) -> pd.DataFrame:
         """One run per record; returns a DataFrame ``[key, run_id, status, result, error]`` in input order.
