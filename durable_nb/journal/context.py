@@ -125,8 +125,7 @@ class RunnerContext:
             # A step of the ReplayStepper ends here: calls gathered with this one that began before it
             # finish and journal their outcomes first, or the loop's end would cancel one whose function
             # already ran, and the next step would run it again.
-            while journal.in_flight:
-                await _off_loop(functools.partial(time.sleep, 0.001))
+            await settle_calls(journal)
             raise
         if isinstance(outcome, CallRecord):
             return replay(outcome)
@@ -288,7 +287,8 @@ def _off_loop(func: Callable[[], Any]) -> Awaitable[Any]:
 
 
 async def settle_calls(journal: Journal) -> None:
-    """Wait until no durable call of the run is in flight: before an async action's run closes.
+    """Wait until no durable call of the run is in flight: before an async action's run closes, and when
+    a step of the ReplayStepper stops the run.
 
     Why: an action can leave with a call still running in another task (a cancelled
     ``asyncio.gather`` settles at once, a task it started and never awaited). Closed
@@ -298,7 +298,7 @@ async def settle_calls(journal: Journal) -> None:
     """
     __tracebackhide__ = True
     while journal.in_flight:
-        await asyncio.sleep(0.001)
+        await _off_loop(functools.partial(time.sleep, 0.001))  # with or without a running event loop
 
 
 async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException]) -> Any:

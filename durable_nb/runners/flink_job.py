@@ -306,7 +306,7 @@ class FlinkRunner:
 
     def _execute(self, job: MapJob, records: list[Any], keys: list[Any], job_name: str,
                  show: bool, groups: list[Any] | None = None) -> list[Shipped]:
-        _check_action_picklable(job)
+        check_shippable("FlinkRunner", f"the action {job.name!r}", job.action)  # before Flink's Java stack trace
         folder = Path(tempfile.mkdtemp(prefix="durable_nb-records-", dir=self.records_dir))
         path = folder / f"{uuid.uuid4().hex}.txt"
         try:
@@ -354,11 +354,6 @@ def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool) -> l
     for shipped in rows.values():
         worker_warnings.warn_again(shipped.warned)
     return [rows[i] for i in range(n)]
-
-
-def _check_action_picklable(job: MapJob) -> None:
-    """Fail in the notebook, naming the culprit, before Flink fails with a Java stack trace."""
-    check_shippable("FlinkRunner", f"the action {job.name!r}", job.action)
 
 
 def check_shippable(who: str, what: str, value: Any) -> None:

@@ -628,23 +628,18 @@ class PostgresStore(Store):
         moment, and a process opening the run then (a recovery, while JournalView refreshes) would
         be told the run is busy.
         """
-        from .postgres_lease import lock_key
-
         if self._locks.holds(run_id):
             return True
-        key = lock_key(f"{self.target.dbname}.{self.schema}", run_id)
+        key = self._locks.key(run_id)
         with self._guard("check a run's lease", run_id):
             got = self._conn.execute(q.LOCK_HELD, (key >> 32 & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
         return bool(got and got[0])
 
     def _locked_elsewhere(self, conn: Any, run_id: str) -> bool:
         """Whether a live context (any machine) holds the run: its advisory lock is taken."""
-        from .postgres_lease import lock_key
-
-        key = lock_key(f"{self.target.dbname}.{self.schema}", run_id)
         if self._locks.holds(run_id):
             return True
-        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (key,)).fetchone()
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (self._locks.key(run_id),)).fetchone()
         return not (got and got[0])
 
     def set_lineage(self, run_id: str, parent_run_id: str, forked_at: int) -> None:

@@ -105,6 +105,10 @@ class AdvisoryLocks:
             conn.execute("SET default_transaction_isolation = 'read committed'")
         return conn
 
+    def key(self, run_id: str) -> int:
+        """The run's advisory lock key in this journal (its database and schema)."""
+        return lock_key(self._namespace, run_id)
+
     def holds(self, run_id: str) -> bool:
         with self._mu:
             return run_id in self._held and run_id not in self._release and self._live
@@ -180,8 +184,8 @@ class AdvisoryLocks:
         if run_id in self._held:
             self._release.discard(run_id)
             return True, self._read(conn, read)
-        release = [lock_key(self._namespace, r) for r in self._release]
-        key = lock_key(self._namespace, run_id)
+        release = [self.key(r) for r in self._release]
+        key = self.key(run_id)
         if one_trip:  # read is OPEN_RUN: the function locks, then reads (no rows: not locked)
             rows = self._take(conn, q.LOCK_OPEN, (key, release, run_id))
             if rows:
@@ -248,7 +252,7 @@ class AdvisoryLocks:
         conn = self._conn
         try:
             conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k",
-                         ([lock_key(self._namespace, r) for r in run_ids],))
+                         ([self.key(r) for r in run_ids],))
         except Exception:
             with contextlib.suppress(Exception):
                 conn.close()  # unsure what it holds now: dropping the session drops every lock

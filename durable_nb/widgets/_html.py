@@ -62,11 +62,8 @@ def label(value: object, limit: int = 200) -> str:
     characters are written as escapes (:func:`~durable_nb.journal.codec.sendable`), and a
     hostile megabyte of run id must not become a megabyte of widget state.
     """
-    text = visible(codec.sendable(str(value)))
+    text = codec.shown(str(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-visible = codec.visible  # bidirectional controls as escapes (kept here: widgets import it from _html)
 
 
 ESC_LIMIT = 10_000
