@@ -70,3 +70,25 @@ def test_what_cannot_take_the_state_is_left_as_it_was(live: Any, new: Any) -> No
     before = _copy(live)
     assert not update_in_place(live, new)
     assert type(live) is type(before) and repr(live) == repr(before)
+
+
+class _Gridded:
+    """Built from an array (``__getnewargs__``), as some scientific classes are: its ``__bool__`` raises."""
+
+    def __new__(cls, grid: Any = None) -> _Gridded:
+        return object.__new__(cls)
+
+    def __init__(self, grid: Any) -> None:
+        self.grid, self.fitted = grid, False
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (self.grid,)
+
+
+def test_an_object_built_from_an_array_argument_is_left_as_it_was_instead_of_failing_the_replay() -> None:
+    """``any(args)`` on the constructor arguments asked an array for its truth: ValueError out of the replay."""
+    live = _Gridded(np.arange(3))
+    new = _copy(live)
+    new.fitted = True
+    assert not update_in_place(live, new)
+    assert live.fitted is False

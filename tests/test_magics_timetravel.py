@@ -350,3 +350,27 @@ print("answer:", answer, c)
     assert magics.store.run(run_id).status.value == "COMPLETED"
     _, log = run(ip, "approve", cell)
     assert "replayed cell" in log.text() and RAN == {"charge": 1}
+
+
+def test_dry_keeps_two_names_of_one_input_one_object_when_the_cell_also_reads_a_module(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """``math`` (a module, which cannot be copied) among the inputs must not make ``alias`` and ``orders``
+    two copies: the body would see ``len(alias) == 0`` after ``orders.append``, unlike the real run, and the
+    report would name a mismatch at the charge that the real run replays."""
+    import math
+
+    cell = (
+        "orders.append('o1')\nctx = dnb.current_context()\n"
+        "c = ctx.durable_execute(charge, 1, math.floor(len(alias)))\nr = ctx.durable_execute(send_receipt, c)\n"
+    )
+    ip.user_ns.update(math=math)
+    ip.user_ns["orders"] = ip.user_ns["alias"] = []
+    with pytest.raises(dnb.SimulatedCrash), pytest.warns(dnb.ChangedInputWarning), \
+            dnb.inject_crash(call=f"{__name__}.send_receipt", point="before_call"):
+        run(ip, "order", cell)
+    ip.user_ns["orders"] = ip.user_ns["alias"] = []  # the kernel restarted and the cells above ran again
+
+    report, _ = run(ip, "order --dry", cell)
+
+    assert (report.stopped_at, report.replayed) == (2, 1), report.rule

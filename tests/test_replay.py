@@ -733,6 +733,25 @@ def test_inject_crash_hits_every_matching_call_in_its_block_unless_times_limits_
     assert store.call("d", 0).status is Status.PENDING
 
 
+def test_inject_crash_with_a_short_name_that_crashed_nothing_says_the_id_to_pass(store):
+    """``call="charge_card"`` for a call journaled as ``tests.test_replay.charge_card`` used to crash nothing,
+    silently: the "recovery" that followed recovered a run that never crashed."""
+    runner = dnb.LocalRunner(store)
+
+    def action(order, ctx):
+        return ctx.durable_execute(charge_card, order, 1)
+
+    said = rf"inject_crash\(call='charge_card'\) crashed nothing.*'{__name__}.charge_card' ran.*pass the full id"
+    with pytest.warns(UserWarning, match=said), dnb.inject_crash(call="charge_card", point="after_call"):
+        runner.run(action, "a", run_id="a")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with dnb.inject_crash(call="charge_card", point="after_call"):
+            runner.run(action, "a", run_id="a")  # a replay runs no call: nothing to say
+        with dnb.inject_crash(call="other", point="after_call"):
+            runner.run(action, "b", run_id="b")  # no call named like it ran: nothing to say either
+
+
 def _add_tax(order: dict) -> float:
     order["tax"] = round(order["amount"] * 0.2, 2)  # changes its argument in place
     return order["amount"] + order["tax"]

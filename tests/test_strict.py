@@ -170,3 +170,12 @@ def test_non_determinism_error_survives_pickling():
     back = pickle.loads(pickle.dumps(err))
     assert (back.run_id, back.index, back.recorded_call_id, back.call_id, str(back)) == (
         "r1", 3, "m.f", "m.g", str(err))
+
+
+@pytest.mark.parametrize("wrong", ["no", "yes", None, 1])
+def test_strict_that_is_not_a_bool_is_refused_before_anything_is_opened(tmp_path, wrong):
+    """``strict="no"`` used to be read as true (any non-empty string), ``strict=None`` as false, silently."""
+    with pytest.raises(TypeError, match=r"strict must be True or False .*NonDeterminismError.*got "):
+        dnb.LocalRunner(tmp_path / "journal.db", strict=wrong)
+    assert not (tmp_path / "journal.db").exists()  # refused before the journal file was made
+

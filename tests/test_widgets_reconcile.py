@@ -268,3 +268,57 @@ def test_a_double_click_runs_the_reconciler_once_and_reports_success_not_somethi
     assert now is not None and (now.status.value, now.origin.value, now.result_preview) == ("SUCCEEDED", "RESOLVED",
                                                                                           "42")
     assert "dnb-message dnb-error" not in panel.message.value and "something else" not in text(panel.message.value)
+
+
+@dnb.durable(name="refund")
+def refund(order: int) -> str:
+    calls["refund"] = calls.get("refund", 0) + 1
+    return f"rf_{order}"
+
+
+def test_a_stale_row_runs_no_reconciler_and_never_settles_the_call_that_replaced_it(store: dnb.Store) -> None:
+    crash(store, 1)
+    found: list[str] = []
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda rec: found.append(rec.run_id) or "ch_found"})
+    # Meanwhile a recovery of a changed action discards charge_card and crashes in refund, at the same index.
+    with pytest.warns(dnb.NonDeterminismWarning), pytest.raises(dnb.SimulatedCrash), \
+            dnb.inject_crash(call="refund", point="after_call"):
+        dnb.LocalRunner(store).run(lambda order, ctx: ctx.durable_execute(refund, order), 1, run_id="order-1")
+    panel.row("order-1", 0).reconcile_button.click()
+    now = store.call("order-1", 0)
+    assert now is not None and (now.call_id, now.status) == ("refund", dnb.Status.PENDING)  # not charge_card's value
+    assert found == []  # the reconciler (a lookup, or a charge-if-absent) did not run for a call that is gone
+    assert "replaced by another PENDING call, refund" in text(panel.message.value)
+    assert "its reconciler was not run" in text(panel.message.value)
+
+
+def test_a_row_settled_elsewhere_runs_no_reconciler_and_is_not_left_pending(store: dnb.Store) -> None:
+    runner = crash(store, 1, 2)
+    found: list[str] = []
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda rec: found.append(rec.run_id) or "late"})
+    runner.run(place_order, 1, run_id="order-1")  # another recovery settles both first
+    runner.run(place_order, 2, run_id="order-2")
+    panel.row("order-1", 0).reconcile_button.click()
+    assert found == [] and "already settled (SUCCEEDED · EXECUTED)" in text(panel.message.value)
+    panel.row("order-2", 0).reexecute_button.click()
+    assert LEFT_TEXT not in text(panel.row("order-2", 0).info.value)
+    assert "already settled (SUCCEEDED · EXECUTED)" in text(panel.message.value)
+
+
+def test_a_journal_that_cannot_be_read_is_shown_by_the_buttons_not_raised(store: dnb.Store,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    crash(store, 1)
+    panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda: "found"})
+    row = panel.row("order-1", 0)
+
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise dnb.JournalUnavailableError("db", "read", "order-1", "the server went away", "")
+
+    for method in ("count_calls", "open_run"):
+        monkeypatch.setattr(store, method, lost)
+    panel.refresh_button.click()  # a click handler's exception is only logged: the panel must say it
+    assert "could not read the journal: JournalUnavailableError" in text(panel.message.value)
+    assert panel.reconcile(row) is False
+    assert "could not open run 'order-1': JournalUnavailableError" in text(panel.message.value)
+    monkeypatch.undo()
+    assert store.call("order-1", 0).status is dnb.Status.PENDING  # type: ignore[union-attr]

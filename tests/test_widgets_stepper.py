@@ -293,3 +293,26 @@ def test_a_run_stopped_at_an_input_waits_and_goes_on_once_answered(store: dnb.St
     stepper.run_to_end()
     assert ran == {"charge_card": 1, "send_receipt": 1}
     assert store.run("refund").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]
+
+
+def test_a_journal_failing_under_a_step_stops_the_step_not_the_run(store: dnb.Store,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    crashed(store)
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1, journal_view=False)
+
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise dnb.JournalUnavailableError("db", "open the run", "order-1", "the server went away", "")
+
+    monkeypatch.setattr(store, "open_run", lost)
+    stepper.step_button.click()  # a click handler's exception is only logged: the stepper must say it
+    assert not stepper.done and stepper.position == 0
+    assert "The step stopped with JournalUnavailableError" in text(stepper.message.value)
+    assert "the run is not FAILED" in text(stepper.message.value)
+    monkeypatch.setattr(store, "query_calls", lost)
+    monkeypatch.setattr(store, "run", lost)
+    stepper.step_button.click()
+    assert not stepper.done and "the journal cannot be read" in text(stepper.message.value)
+    monkeypatch.undo()  # the server is back: the recovery goes on where it was
+    stepper.run_button.click()
+    assert stepper.done and ran == {"reconciler": 1, "send_receipt": 1}
+    assert store.run("order-1").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]

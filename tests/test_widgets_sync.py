@@ -50,3 +50,27 @@ def test_a_reconcile_in_the_panel_redraws_a_journal_view_opened_on_the_same_jour
     panel = dnb.ReconcilePanel(store, reconcilers={"charge_card": lambda: "ch_by_hand"})
     panel.row("order-1", 1).reconcile_button.click()
     assert "'ch_by_hand'" in text(view.table.value)
+
+
+def test_a_widget_that_cannot_read_the_journal_does_not_fail_another_widgets_write(store, monkeypatch):
+    def approve(_, ctx):
+        return ctx.durable_input("Refund?", choices=["yes", "no"])
+
+    with pytest.raises(dnb.AwaitingInput):
+        dnb.LocalRunner(store).run(approve, None, run_id="ask")
+    panel = dnb.ReconcilePanel(store)
+    prompt = panel.input("ask", 0)
+    other = dnb.ReconcilePanel(store)
+    other_prompt = other.input("ask", 0)
+    real_call = store.call
+
+    def lost(*args, **kwargs):
+        raise dnb.JournalUnavailableError("db", "read", None, "the server went away", "")
+
+    monkeypatch.setattr(other, "store", type("Lost", (), {"journal_key": store.journal_key, "count_calls": lost,
+                                                          "call": lost})())
+    monkeypatch.setattr(other_prompt, "store", other.store)
+    assert prompt.answer("yes")  # the answer is journaled and said, whatever the other panel's journal does
+    assert "answered" in text(prompt.message.value)
+    assert "could not read the journal" in text(other_prompt.message.value)
+    assert real_call("ask", 0).origin is dnb.Origin.RESOLVED

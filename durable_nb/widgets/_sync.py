@@ -34,7 +34,16 @@ def watch(widget: _Refreshable) -> None:
 
 
 def changed(store: Store, source: object) -> None:
+    """Tell the other widgets on ``store``'s journal to redraw.
+
+    Called by a click handler *after* its write: another widget that cannot read the
+    journal now (its own connection lost) must not turn that click into a failure, so
+    its error is left to its own next refresh.
+    """
     key = _key(store)
     for widget in list(_widgets):
         if widget is not source and _key(widget.store) == key:
-            widget.refresh()
+            try:
+                widget.refresh()
+            except Exception:  # that widget shows it when it is refreshed next
+                continue

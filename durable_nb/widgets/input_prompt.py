@@ -121,7 +121,11 @@ class InputPrompt(W.VBox):
         """Redraw after another widget wrote (the ``_sync`` protocol); an answer made elsewhere shows here."""
         if self.state != "WAITING":
             return
-        now = self.store.call(self.record.run_id, self.record.index)
+        try:
+            now = self.store.call(self.record.run_id, self.record.index)
+        except Exception as exc:  # shown, not raised: called from another widget's click handler
+            self._say(f"could not read the journal: {type(exc).__name__}: {exc}", "error")
+            return
         if now is not None and now.status.value != "PENDING":
             self.state, self.answer_text = "ANSWERED", now.result_preview
             self.draw()

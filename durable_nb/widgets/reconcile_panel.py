@@ -21,6 +21,9 @@ each row's HTML is ``.dnb-pending-row`` with ``data-call="RUN#INDEX"``; its
 ``FAILED · RECONCILED``, ``SUCCEEDED · RESOLVED`` or
 ``will re-execute on next recovery``; ``.dnb-outcome`` holds the escaped
 preview. The panel's last message is ``.dnb-message`` (``.dnb-ok`` / ``.dnb-error``).
+
+Over 400 lines because each of the three buttons must hold up against a stale view (a call
+settled, deleted or replaced meanwhile) and a journal that fails under it, and says which.
 """
 
 from __future__ import annotations
@@ -189,7 +192,7 @@ class ReconcilePanel(W.VBox):
         self.refresh_button.on_click(lambda _: self.refresh())
         self.prev_button.on_click(lambda _: self._go(self.page_index - 1))
         self.next_button.on_click(lambda _: self._go(self.page_index + 1))
-        self.refresh()
+        self._reload()  # a journal that cannot be read fails the cell that builds the panel
         watch(self)
 
     def __repr__(self) -> str:
@@ -200,7 +203,17 @@ class ReconcilePanel(W.VBox):
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the PENDING calls (settled rows disappear)."""
+        """Re-read the PENDING calls (settled rows disappear); a journal that cannot be read is shown, not raised.
+
+        Called by Refresh, Prev and Next, and by other widgets after they write (``_sync``): an error raised
+        here would only be logged by the click handler, or fail the other widget's click after its write.
+        """
+        try:
+            self._reload()
+        except Exception as exc:
+            self._say(f"could not read the journal: {type(exc).__name__}: {exc}", "error")
+
+    def _reload(self) -> None:
         # A waiting durable_input is PENDING too, but a person answers it (below), not a reconciler: it is
         # neither counted nor listed here, and a page reads that many rows more to stay full.
         asking = self.store.count_calls(status=Status.PENDING, call_id=INPUT_CALL_ID)
@@ -290,10 +303,18 @@ class ReconcilePanel(W.VBox):
                 return self._persist(row, Status.FAILED, Origin.RECONCILED, exc)
             return self._persist(row, Status.SUCCEEDED, Origin.RECONCILED, value)
 
-        return self._under_lease(rec, settle)
+        return self._under_lease(row, settle, skipped="; its reconciler was not run")
 
     def leave(self, row: PendingRow) -> bool:
         """Write nothing: the call stays PENDING and the next recovery runs it again."""
+        if row.settled:
+            return self._already(row)
+        try:
+            if self._stale(row):  # settled elsewhere: "left PENDING" would be untrue
+                return self._settled_elsewhere(row, "")
+        except Exception as exc:
+            return self._say(f"could not read {row.record.run_id} #{row.record.index}: {type(exc).__name__}: "
+                             f"{exc}", "error")
         row.state = LEFT_TEXT
         row.outcome = None
         row.draw()
@@ -311,14 +332,20 @@ class ReconcilePanel(W.VBox):
             return self._say(
                 f"could not read {text!r} as a Python literal ({type(exc).__name__}); type a number, a string "
                 f"in quotes, or a list/dict/tuple of those, e.g. {{'charge_id': 'ch_42'}}.", "error")
-        return self._under_lease(row.record, lambda: self._persist(row, Status.SUCCEEDED, Origin.RESOLVED, value))
+        return self._under_lease(row, lambda: self._persist(row, Status.SUCCEEDED, Origin.RESOLVED, value))
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _under_lease(self, rec: CallRecord, settle: Callable[[], bool]) -> bool:
-        """Settle ``rec`` holding its run's lease: a live context that holds the run (even one that has written
-        nothing yet) refuses it, and no context can open the run until the outcome is written (only if still
-        PENDING, so nothing recorded meanwhile is overwritten)."""
+    def _under_lease(self, row: PendingRow, settle: Callable[[], bool], skipped: str = "") -> bool:
+        """Settle ``row``'s call holding its run's lease: a live context that holds the run (even one that has
+        written nothing yet) refuses it, and no context can open the run until the outcome is written (only if
+        still PENDING, so nothing recorded meanwhile is overwritten).
+
+        The row may be stale (something else settled the call, or a recovery of a changed action put another
+        call at its index): checked under the lease, before the reconciler runs, so a stale click performs no
+        lookup or charge and never writes one call's outcome onto another call.
+        """
+        rec = row.record
         owner = new_owner()
         try:
             self.store.open_run(rec.run_id, owner)
@@ -327,13 +354,43 @@ class ReconcilePanel(W.VBox):
             return self._say(
                 f"run {rec.run_id!r} is open in a live context ({exc.owner}): its recovery is deciding call "
                 f"{rec.index} right now. Settle it after that context ends.", "error")
+        except Exception as exc:  # shown, not raised: a click handler's exception is only logged
+            end_owner(owner)
+            return self._say(f"could not open run {rec.run_id!r}: {type(exc).__name__}: {exc}", "error")
         try:
+            if self._stale(row):
+                return self._settled_elsewhere(row, skipped)
             return settle()
+        except Exception as exc:  # the journal failed under us (a lost server): shown, the call stays as it is
+            return self._say(f"could not settle {rec.run_id} #{rec.index}: {type(exc).__name__}: {exc}", "error")
         finally:
             try:
                 self.store.close_run(rec.run_id, owner, None)
             finally:
                 end_owner(owner)
+
+    def _stale(self, row: PendingRow) -> bool:
+        """The journal no longer holds the row's PENDING call at its index (settled, deleted, or replaced)."""
+        rec = row.record
+        now = self.store.call(rec.run_id, rec.index)
+        return now is None or now.status is not Status.PENDING or (now.call_id, now.args_digest) != (
+            rec.call_id, rec.args_digest)
+
+    def _settled_elsewhere(self, row: PendingRow, extra: str) -> bool:
+        rec = row.record
+        now = self.store.call(rec.run_id, rec.index)
+        if now is None:
+            state = "gone"
+        elif now.status is Status.PENDING:
+            state = f"replaced by another PENDING call, {now.call_id}"
+        else:
+            state = f"{now.status.value} · {now.origin.value}" if now.origin else now.status.value
+            if now.call_id != rec.call_id:
+                state += f", now call {now.call_id}"
+        row.state, row.outcome = state, None
+        row.draw()
+        return self._say(f"{rec.run_id} #{rec.index} was already settled ({state}) by something else; nothing "
+                         f"written{extra}. Refresh to see the calls in flight now.", "error")
 
     def _already(self, row: PendingRow) -> bool:
         """A row this panel settled already (its buttons are disabled; a double click's second click still

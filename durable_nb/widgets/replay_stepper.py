@@ -31,6 +31,9 @@ plan rows are ``tr.dnb-plan-row`` with ``data-index``; the row at the view
 position has class ``dnb-current``; ``.dnb-performed`` cells hold the decision
 performed in this session ("reconcile", "replay", ...); ``.dnb-message`` holds the
 last outcome; ``.dnb-back-note`` the warning about Back.
+
+Over 400 lines because a step must tell apart what stops the run (the action raised: FAILED)
+from what only stops the step (a journal lost under it), and say which in the widget.
 """
 
 from __future__ import annotations
@@ -244,33 +247,18 @@ class ReplayStepper(W.VBox):
     def _perform(self, stop_before: int | None) -> None:
         start = self.performed
         seen: list[tuple[Planned, str]] = []
-        outcome: str
-        kind = "ok"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            try:
-                result = self._run_in_thread(stop_before, seen)
-            except StopRecovery as stop:
-                reached = stop.index
-                outcome = f"Stopped before call {reached}."
-            except RunBusyError as exc:
-                self._say(str(exc), "error")
-                return
-            except AwaitingInput as exc:  # WAITING, not FAILED: once answered, the next step goes on
-                reached = exc.index
-                outcome = f"The run is WAITING at call {reached} for an answer to {exc.prompt!r}; answer, then Step."
-                kind = "note"
-            except (Exception, SimulatedCrash) as exc:
-                self.done = isinstance(exc, Exception)
-                reached = -1
-                outcome = (f"The action raised {codec.error_preview(exc)}; "
-                           + ("the run is FAILED." if self.done else "the run stopped as after a crash."))
-                kind = "error"
-            else:
-                self.done = True
-                reached = -1
-                outcome = f"The action finished; the run is COMPLETED with result {codec.preview(result)}."
-        journal = self.store.query_calls(run_id=self.run_id)
+            attempt = self._attempt(stop_before, seen)
+        if attempt is None:
+            return
+        reached, outcome, kind = attempt
+        try:
+            journal = self.store.query_calls(run_id=self.run_id)
+        except Exception as exc:  # shown, not raised: a click handler's exception is only logged
+            self._say(f"{outcome} The journal cannot be read now ({codec.error_preview(exc)}); the view keeps "
+                      "its last state. Step again once it can be read: what was performed replays.", "error")
+            return
         if reached < 0:
             reached = len(journal)
         self.next_call = None
@@ -296,6 +284,41 @@ class ReplayStepper(W.VBox):
         if self.journal_view is not None:
             self.journal_view.refresh()
         changed(self.store, source=self.journal_view)
+
+    def _attempt(self, stop_before: int | None, seen: list[tuple[Planned, str]]) -> tuple[int, str, str] | None:
+        """Run one step: (position reached, -1 for the end; what happened; message kind), or None (shown).
+
+        An exception makes the stepper *done* only when the run is FAILED in the journal: a journal that
+        failed under the step (a lost server, a payload that cannot be loaded, a lease taken over) stops the
+        step, not the run, and a later Step must still go on once the cause is gone.
+        """
+        try:
+            result = self._run_in_thread(stop_before, seen)
+        except StopRecovery as stop:
+            return stop.index, f"Stopped before call {stop.index}.", "ok"
+        except RunBusyError as exc:
+            self._say(str(exc), "error")
+            return None
+        except AwaitingInput as exc:  # WAITING, not FAILED: once answered, the next step goes on
+            return (exc.index, f"The run is WAITING at call {exc.index} for an answer to {exc.prompt!r}; answer, "
+                    "then Step.", "note")
+        except (Exception, SimulatedCrash) as exc:
+            try:
+                run = self.store.run(self.run_id)
+            except Exception as read_exc:
+                self._say(f"The step stopped with {codec.error_preview(exc)}, and the journal cannot be read "
+                          f"({codec.error_preview(read_exc)}). Step again once it can be read.", "error")
+                return None
+            self.done = isinstance(exc, Exception) and run is not None and run.status.value == "FAILED"
+            if self.done:
+                return -1, f"The action raised {codec.error_preview(exc)}; the run is FAILED.", "error"
+            if isinstance(exc, Exception):  # the view stays at the last call the engine got to
+                reached = max([self.performed] + [planned.index + 1 for planned, _ in seen])
+                return reached, (f"The step stopped with {codec.error_preview(exc)}; the run is not FAILED: Step again "
+                            "once the cause is fixed, what was performed replays."), "error"
+            return -1, f"The action raised {codec.error_preview(exc)}; the run stopped as after a crash.", "error"
+        self.done = True
+        return -1, f"The action finished; the run is COMPLETED with result {codec.preview(result)}.", "ok"
 
     def _run_in_thread(self, stop_before: int | None, seen: list[tuple[Planned, str]]) -> Any:
         """Run the action to ``stop_before`` in a worker thread and return or re-raise its outcome.

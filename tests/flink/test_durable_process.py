@@ -150,9 +150,23 @@ def test_the_web_ui_address_of_a_cluster_on_this_machine_is_this_machine(flink: 
     assert runner._options.address == ("localhost", 8081)
     with pytest.raises(FlinkSetupError, match="flink.example.com runs on another machine"):
         FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), jobmanager="http://flink.example.com:8081")
-    for wrong in ("https://localhost:8081", "localhost:99999", "localhost"):
+    for wrong in ("https://localhost:8081", "localhost:99999", "localhost", ""):  # "": an unset variable
         with pytest.raises(ValueError, match="jobmanager must be 'host:port'"):
             FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), jobmanager=wrong)
+
+
+
+def test_a_runner_option_of_the_wrong_type_is_refused_naming_it(flink: None, tmp_path: Path) -> None:
+    """``strict="no"`` read as true and ``checkpoint_interval_ms="500"`` failed with a bare str < int TypeError."""
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    with pytest.raises(TypeError, match="strict must be True or False"):
+        FlinkRunner(store, strict="no")
+    with pytest.raises(ValueError, match="checkpoint_interval_ms must be an int >= 1"):
+        FlinkRunner(store, checkpoint_interval_ms="500")
+    with pytest.raises(TypeError, match="jobmanager must be 'host:port' \\(a str\\)"):
+        FlinkRunner(store, jobmanager=8081)
+    with pytest.raises(TypeError, match="strict must be True or False"):
+        durable_process(_parsed([]), _orders.make_action(tmp_path), key="customer", store=store, strict="no")
 
 
 class _HeldClientError(Exception):
