@@ -11,6 +11,7 @@ proven.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -76,15 +77,30 @@ def inject_crash(
 @contextmanager
 def _crashing(call: str, point: str, times: int | None) -> Iterator[None]:
     remaining = [times]
+    crashed = [False]
+    near: list[str] = []  # ids of calls that ran whose last name parts are ``call``: a short name was meant
 
     def hook(at: str, call_id: str) -> None:
         if at == point and call_id == call and (remaining[0] is None or remaining[0] > 0):
             if remaining[0] is not None:
                 remaining[0] -= 1
+            crashed[0] = True
             raise SimulatedCrash(call_id, point)
+        if at == point and call_id.endswith("." + call) and call_id not in near:
+            near.append(call_id)
 
     add_hook(hook)
     try:
         yield
     finally:
         remove_hook(hook)
+        if near and not crashed[0]:
+            # inject_crash(call="charge_card") for a call journaled as "__main__.charge_card" crashed nothing,
+            # silently: the tutorial or test then "recovers" a run that never crashed.
+            warnings.warn(
+                f"inject_crash(call={call!r}) crashed nothing: no durable call has that id, but "
+                f"{', '.join(map(repr, near))} ran. Call ids are module.qualname: pass the full id, the "
+                f"function itself (inject_crash(call=charge_card)), or name it with @dnb.durable(name={call!r}).",
+                UserWarning,
+                stacklevel=3,
+            )

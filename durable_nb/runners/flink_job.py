@@ -90,7 +90,7 @@ from .flink_worker import (
     stream_element,
     write_records,
 )
-from .local import Action, check_action, default_run_id
+from .local import Action, check_action, check_strict, default_run_id
 from .mapping import GroupedKey, Key, action_name, key_name, key_of, records_of
 from .progress import MapProgress
 from .rows import MapRow
@@ -143,6 +143,7 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     from .flink_env import prepare
 
     check_action(action, sync=False)  # runs in a worker, where no event loop runs
+    check_strict(strict)
     if key is None:
         raise ValueError("durable_process needs key=: a field name of the records or a function of a record")
     check_concurrency(concurrency)
@@ -228,12 +229,18 @@ class FlinkRunner:
         check_java()
         positive_int("parallelism", parallelism, "parallel instances of the action, task slots used")
         self.concurrency = check_concurrency(concurrency)
+        positive_int("checkpoint_interval_ms", checkpoint_interval_ms, "milliseconds between checkpoints, >= 10")
         if checkpoint_interval_ms < 10:
             raise ValueError(f"checkpoint_interval_ms must be >= 10, got {checkpoint_interval_ms}")
+        check_strict(strict)
+        if jobmanager is not None and not isinstance(jobmanager, str):
+            raise TypeError(f"jobmanager must be 'host:port' (a str) or None for the local mini-cluster, "
+                            f"got {type(jobmanager).__name__} {jobmanager!r}")
+        # "" (an unset environment variable) is refused by parse_jobmanager, not read as "the mini-cluster".
+        address = parse_jobmanager(jobmanager) if jobmanager is not None else None
         self.store = open_store(store)
         self.jobmanager = jobmanager
         """``"host:port"`` of the cluster's REST endpoint, or None for a local mini-cluster."""
-        address = parse_jobmanager(jobmanager) if jobmanager else None
         remote = address[0] if address is not None and not is_this_machine(address[0]) else None
         self._store_spec = store_spec(self.store, remote_host=remote)
         self.parallelism = parallelism

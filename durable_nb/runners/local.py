@@ -90,6 +90,14 @@ def in_fresh_thread(name: str, work: Callable[[], Any]) -> Any:
     return box["result"]
 
 
+def check_strict(strict: Any) -> bool:
+    """``strict`` if it is a bool: ``strict="no"`` or ``strict=None`` would otherwise be read as true or false."""
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict must be True or False (True: a replay mismatch raises NonDeterminismError "
+                        f"instead of discarding the journal), got {type(strict).__name__} {strict!r}")
+    return strict
+
+
 def check_action(action: Any, *, sync: bool = True, instead: str | None = None) -> None:
     """Refuse what cannot run before a run is opened, so a refusal never touches the journal."""
     if not callable(action):
@@ -106,6 +114,7 @@ class LocalRunner:
     """
 
     def __init__(self, store: Store | str | os.PathLike[str] | None = None, *, strict: bool = False) -> None:
+        check_strict(strict)  # before open_store, which may create the journal file
         self.store = open_store(store)
         self.strict = strict
         """Strict mode: a replay mismatch raises NonDeterminismError instead of discarding the journal."""
