@@ -198,7 +198,8 @@ def test_a_call_whose_await_times_out_is_journaled_when_its_thread_ends_so_a_ret
 
     async def main():
         threading.Timer(0.3, _release.set).start()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError), pytest.warns(UserWarning, match=r"await of call 0, .*_charge_slowly was "
+                                                                 r"cancelled .* waiting for it to end"):
             await runner.run_async(action, "o7", run_id="timeout")
         return await runner.run_async(action, "o7", run_id="timeout")
 
@@ -219,8 +220,9 @@ def test_a_second_cancellation_stops_waiting_and_leaves_the_call_pending(store):
     async def main():
         task = asyncio.ensure_future(runner.run_async(action, "o8", run_id="twice"))
         await asyncio.get_running_loop().run_in_executor(None, _started.wait, 5)
-        task.cancel()
-        await asyncio.sleep(0.05)
+        with pytest.warns(UserWarning, match="Cancel again to stop waiting"):
+            task.cancel()
+            await asyncio.sleep(0.05)
         assert not task.done()  # waiting for the charge's thread
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -249,12 +251,14 @@ def test_a_run_does_not_close_while_a_call_of_a_cancelled_gather_still_runs(stor
         except asyncio.CancelledError:
             return "gave up"
 
-    assert runner.run(action, "o9", run_id="sync-door") == "gave up"
+    with pytest.warns(UserWarning, match="waiting for it to end"):
+        assert runner.run(action, "o9", run_id="sync-door") == "gave up"
 
     async def main():
         return await runner.run_async(action, "o10", run_id="async-door")
 
-    assert asyncio.run(main()) == "gave up"
+    with pytest.warns(UserWarning, match="waiting for it to end"):
+        assert asyncio.run(main()) == "gave up"
     for run_id, order in (("sync-door", "o9"), ("async-door", "o10")):
         [call] = store.calls(run_id)
         assert (call.status, call.result_preview) == (Status.SUCCEEDED, repr(f"ch_{order}"))

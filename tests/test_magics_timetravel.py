@@ -7,6 +7,7 @@ journal is read back with the store after every step.
 from __future__ import annotations
 
 import collections
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from IPython.core.error import UsageError
 from shell_harness import _Log, _Stream, run
 
 import durable_nb as dnb
+from durable_nb.errors import UnpicklableArgumentWarning
 from durable_nb.journal import context as journal_context
 from durable_nb.notebook.magics import DurableMagics, magics_of
 
@@ -374,3 +376,25 @@ def test_dry_keeps_two_names_of_one_input_one_object_when_the_cell_also_reads_a_
     report, _ = run(ip, "order --dry", cell)
 
     assert (report.stopped_at, report.replayed) == (2, 1), report.rule
+
+
+def test_dry_names_the_inputs_it_could_not_copy_since_the_real_run_sees_what_the_body_did_to_them(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """A generator cannot be copied: the dry body consumes the notebook's own, so the real run after it reads
+    other values. Said in one line naming it (not the module the cell also reads, which has nothing to consume)."""
+    import math
+
+    cell = "n = next(ids)\nm = math.floor(n)\n" + ORDER
+    ip.user_ns.update(math=math, ids=(i for i in range(10)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnpicklableArgumentWarning)  # the generator, digested by its type
+        with pytest.raises(dnb.SimulatedCrash), \
+                dnb.inject_crash(call=f"{__name__}.send_receipt", point="before_call"):
+            run(ip, "order", cell)
+        report, log = run(ip, "order --dry", cell)
+
+    assert (report.stopped_at, report.replayed) == (2, 1), report.rule
+    note = log.text()
+    assert "--dry: ids cannot be copied" in note and "math" not in note
+    assert next(ip.user_ns["ids"]) == 2  # the note is true: the dry body took 1

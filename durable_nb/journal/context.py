@@ -25,6 +25,7 @@ import functools
 import inspect
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
@@ -164,7 +165,8 @@ class RunnerContext:
             if _is_async(bound):
                 value = await _InCall(bound())
             else:
-                value = await _outlive_cancel(_off_loop(as_call(bound)), cancelled)
+                name = f"call {outcome.index}, {outcome.call_id}"
+                value = await _outlive_cancel(_off_loop(as_call(bound)), cancelled, name)
             return await _InCall(value) if inspect.isawaitable(value) else value
 
         try:
@@ -301,7 +303,7 @@ async def settle_calls(journal: Journal) -> None:
         await _off_loop(functools.partial(time.sleep, 0.001))  # with or without a running event loop
 
 
-async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException]) -> Any:
+async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException], name: str = "the call") -> Any:
     """Await a function running in a worker thread to its end, even when the awaiting task is cancelled.
 
     Why: a thread cannot be cancelled. Cancelled and gone (``asyncio.wait_for``'s timeout,
@@ -310,6 +312,7 @@ async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException]) 
     (a lookup that finds no charge yet, or a second charge). Waited for, its outcome is
     journaled and the cancellation then goes on (``cancelled`` holds it for the caller).
     A second cancellation stops the wait: the call stays PENDING, as a crash leaves it.
+    The wait is announced: a timeout that does not time out is otherwise a mystery.
     """
     __tracebackhide__ = True
     if not isinstance(work, asyncio.Future):  # driven without a loop (Flink Agents): _Polled waits itself
@@ -323,6 +326,11 @@ async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException]) 
             cancelled.append(exc)
             if work.done():
                 return work.result()
+            warnings.warn(
+                f"durable_execute_async: the await of {name} was cancelled while it runs in a thread, which "
+                "cannot be stopped; waiting for it to end so its outcome is journaled (a retry then replays it "
+                "instead of reconciling a call still running). Cancel again to stop waiting: the call stays "
+                "PENDING, as after a crash.", UserWarning, stacklevel=2)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:

@@ -168,7 +168,9 @@ def _object_plan(live: Any, new: Any) -> Apply | None:
     if not isinstance(reduced, tuple) or len(reduced) < 2 or reduced[0] not in _NEWOBJ:
         return None
     args = reduced[1]  # (cls,) or (cls, (), {}): built empty, then given its state, which live can take
-    if not args or args[0] is not type(live) or any(args[1:]) or any(part is not None for part in reduced[3:5]):
+    # by length, not truth: an argument's own __bool__ may raise (an array from __getnewargs__)
+    empty = len(args) == 1 or (reduced[0] is _NEWOBJ[1] and len(args) == 3 and not len(args[1]) and not len(args[2]))
+    if not args or args[0] is not type(live) or not empty or any(part is not None for part in reduced[3:5]):
         return None  # built from constructor arguments (an int, a str subclass): not changeable in place
     state = reduced[2] if len(reduced) > 2 else None
     setstate = getattr(live, "__setstate__", None)

@@ -198,13 +198,21 @@ def dry_cell(
         return DryRunReport(run_id, 0, Decision.RECONCILE, recorded, call_id, recorded.args_digest, step.rule, 0,
                             steps=(step,))
 
+    shared: list[str] = []
+
     def body(ctx: Any) -> Any:
         ctx.journal.cursor = 1  # call 0 is the cell itself: its body runs again; check the calls inside it
-        ns = {**namespace, **isolated_together({n: namespace[n] for n in inputs if n in namespace})}
+        shared.clear()
+        ns = {**namespace, **isolated_together({n: namespace[n] for n in inputs if n in namespace}, shared)}
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return run_body(ns)
 
-    return dry_run(store, run_id, body)
+    report = dry_run(store, run_id, body)
+    if shared:  # what the body did to these (next(gen), fh.read()) the notebook's own objects kept
+        print(f"--dry: {', '.join(shared)} cannot be copied, so the dry body used the notebook's own "
+              f"object{'s' if len(shared) > 1 else ''}: what it consumed or changed there (next(gen), "
+              "fh.read()) stays changed, and the real run sees it.")
+    return report
 
 
 def dry_target(store: Store, name: str, args_digest: str, pending_fork: str | None) -> tuple[str | None, bool]:

@@ -14,6 +14,7 @@ import copy
 import datetime
 import decimal
 import fractions
+import types
 import uuid
 from collections.abc import Iterable
 from typing import Any, TypeVar, cast
@@ -74,13 +75,31 @@ def isolated(value: T) -> T:
         return value
 
 
-def isolated_together(values: dict[str, T]) -> dict[str, T]:
+_NO_STATE = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+
+
+def isolated_together(values: dict[str, T], shared: list[str] | None = None) -> dict[str, T]:
     """:func:`isolated` for several named values at once: two names holding one object get one copy.
 
     For the notebook's ``%%durable --dry``: the cell's inputs, which its body may change in place.
-    Copied together when that works (``raw = df`` stays one frame); else each as :func:`isolated` does.
+    Copied with one memo (``raw = df`` stays one frame), each on its own try: a value that cannot be
+    copied (a module, ``import numpy as np``, read by almost every cell) is passed as it is without
+    making every other input a copy of its own, which split ``raw`` from ``df`` in the dry body.
+    ``shared`` gets the names passed as they are that hold state a body can change (a generator, an
+    open file, a connection; not a module, class or function): the caller says so.
     """
-    try:
-        return copy.deepcopy(values)
-    except Exception:
-        return {name: isolated(value) for name, value in values.items()}
+    memo: dict[int, Any] = {}
+    tried = [memo]  # every memo kept alive until the end: ids in them must not be reused meanwhile
+    out: dict[str, T] = {}
+    for name, value in values.items():
+        trial = dict(memo)  # a failed copy may leave half-built copies in its memo: they must not be shared
+        tried.append(trial)
+        try:
+            out[name] = copy.deepcopy(value, trial)
+        except Exception:
+            out[name] = value
+            if shared is not None and not isinstance(value, _NO_STATE):
+                shared.append(name)
+            continue
+        memo = trial
+    return out
