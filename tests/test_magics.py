@@ -832,6 +832,25 @@ def test_map_action_is_picklable_for_flink(ip: Any, magics: DurableMagics) -> No
     assert copy(1, None) == 4
 
 
+def test_a_map_action_for_flink_warns_when_its_first_record_changes_an_input_in_place(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """In a Flink worker the cell changes a copy: the notebook's ``seen`` never gets the change, so it is named
+    (checked on the worker's first record only). Rebinding an input, or reading it, is no such change."""
+    seen: list[int] = []
+    action = CellAction("m", "seen.append(record)\ntotal = total + record\nlen(limits)\n",
+                        {"seen": seen, "total": 0, "limits": [1]}, ("total",), remote=True)
+    shipped = cloudpickle.loads(cloudpickle.dumps(action))
+    with pytest.warns(dnb.ChangedInputWarning, match=r"cell 'm' changed its input\(s\) 'seen' in place, in a Flink"):
+        assert shipped(1, None) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shipped(2, None)  # not checked again
+        local = CellAction("m", "seen.append(record)\n", {"seen": seen}, ())
+        local(3, None)  # in the kernel the notebook's own list changes: nothing to say
+    assert seen == [3]
+
+
 def test_map_on_flink_without_pyflink_names_the_extra(
     ip: Any, magics: DurableMagics, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -262,7 +262,8 @@ def run_map(
         raise UsageError(f"%%durable {name} --map {map_var} --key {key}: {exc.args[0]}") from None
     reads = tuple(n for n in cell.analysis.reads if n not in MAP_RESERVED)
     env = select_inputs(reads, shell.user_ns, shell.user_ns_hidden)
-    action = _durable_name(name=cell_call_id(name))(CellAction(name, cell.source, env, cell.analysis.binds))
+    cell_action = CellAction(name, cell.source, env, cell.analysis.binds, remote=runner == "flink")
+    action = _durable_name(name=cell_call_id(name))(cell_action)
     if runner == "flink":
         _check_shippable(name, env)  # a UsageError naming the input, as for a plain cell, not FlinkRunner's TypeError
         mapper: Any = flink_runner(store, strict=strict, concurrency=concurrency)

@@ -22,10 +22,12 @@ import contextlib
 import linecache
 import traceback
 import types
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ChangedInputWarning
 from ..journal.records import CallRecord
 from ..journal.replay import Decision, Journal, Step
 from .cell import CellAnalysis, analyze, split_last_expression
@@ -234,11 +236,15 @@ class CellAction:
     cell's last expression, else a dict of the names the cell assigned.
     """
 
-    def __init__(self, name: str, source: str, env: dict[str, Any], binds: tuple[str, ...]) -> None:
+    def __init__(self, name: str, source: str, env: dict[str, Any], binds: tuple[str, ...], *,
+                 remote: bool = False) -> None:
         self.name = name
         self.source = source
         self.env = env
         self.binds = binds
+        self.watch = remote
+        """Run in Flink workers, on copies of ``env``: the first record a worker runs is checked for
+        changes made in place to them, which never reach the notebook (see :meth:`_lost_changes`)."""
 
     def __repr__(self) -> str:
         return f"<CellAction cell:{self.name}>"
@@ -248,10 +254,36 @@ class CellAction:
         ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__", **self.env}
         ns["record"] = record
         ns["ctx"] = ctx
-        last, result = run_body(ast.parse(self.source), f"<durable cell {self.name}>", ns)
+        before = None
+        if self.watch:  # once per worker: two digests of the inputs, not two per record
+            self.watch = False
+            with contextlib.suppress(Exception):  # a check only: it never fails a record
+                before = input_tokens(self.env)
+        try:
+            last, result = run_body(ast.parse(self.source), f"<durable cell {self.name}>", ns)
+        finally:
+            if before is not None:
+                with contextlib.suppress(Exception):
+                    self._lost_changes(changed_in_place(self.env, before, ns))
         if last is not None:
             return result
         return {
             n: ns[n] for n in self.binds
             if n in ns and n not in MAP_RESERVED and not isinstance(ns[n], types.ModuleType)
         }
+
+    def _lost_changes(self, changed: list[str]) -> None:
+        """Say so when a record changed a notebook value in place in a Flink worker.
+
+        Why: on ``--runner local`` the cell changes the notebook's own object (``seen.append(record["id"])``
+        fills ``seen``); in a Flink worker it changes that worker's copy, and the notebook's value stays as it
+        was, without a word. Checked on a worker's first record only: a cell that changes an input does so
+        on every record, and digesting the inputs around each one would cost more than the records.
+        """
+        if changed:
+            names = ", ".join(map(repr, changed))
+            warnings.warn(
+                f"durable_nb: cell {self.name!r} changed its input(s) {names} in place, in a Flink worker's "
+                f"copy: with --map and --runner flink the notebook's value does not get those changes (on "
+                f"--runner local it would). Return what you need from the cell instead (its last expression, "
+                f"or the names it assigns, come back in the result frame).", ChangedInputWarning, stacklevel=2)

@@ -133,6 +133,22 @@ def test_a_cell_on_flink_warns_only_about_inputs_it_changed_in_place(
     assert ip.user_ns["charges"] is charges and ip.user_ns["seen"] == ["ch"]
 
 
+@pytest.mark.timeout(180)
+def test_a_map_cell_on_flink_that_changes_an_input_in_place_says_the_notebook_does_not_get_it(
+    flink: None, ip: Any, magics: DurableMagics
+) -> None:
+    """On --runner local ``seen.append(...)`` fills the notebook's list; in the workers it fills their copies."""
+    seen: list[int] = []
+    ip.user_ns.update(items=[{"id": 1}, {"id": 2}], seen=seen)
+
+    lost = r"'seen' in place, in a Flink worker's copy.*\(in a Flink worker\)"
+    with pytest.warns(dnb.ChangedInputWarning, match=lost):
+        frame, _log = run(ip, "collect --map items --key id --runner flink",
+                          "seen.append(record['id'])\nrecord['id']\n")
+
+    assert frame["result"].tolist() == [1, 2] and ip.user_ns["seen"] is seen and seen == []
+
+
 def _refuse(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("a replay started a Flink job")
 
