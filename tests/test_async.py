@@ -209,6 +209,34 @@ def test_a_call_whose_await_times_out_is_journaled_when_its_thread_ends_so_a_ret
     assert (call.status, call.origin) == (Status.SUCCEEDED, Origin.EXECUTED)
 
 
+def _fallback(order: str) -> str:
+    ran["fallback"] += 1
+    return f"fallback_{order}"
+
+
+def test_an_action_going_on_after_a_cancelled_await_is_told_a_replay_may_take_the_other_branch(store):
+    """``except TimeoutError: fallback``: the timed-out call's outcome is journaled, so a replay gets it at the
+    await at once and goes the other way (the fallback discarded, what follows it run again): said at the
+    first run, with the fix, while the user can still move the timeout into the function."""
+    runner = dnb.LocalRunner(store)
+    _started.clear()
+    _release.clear()
+
+    async def action(order, ctx):
+        try:
+            return await asyncio.wait_for(ctx.durable_execute_async(_charge_slowly, order), 0.05)
+        except TimeoutError:
+            return await ctx.durable_execute_async(_fallback, order)
+
+    threading.Timer(0.3, _release.set).start()
+    with pytest.warns(UserWarning) as caught:
+        assert runner.run(action, "o11", run_id="went-on") == "fallback_o11"
+    [went_on] = [w for w in caught if "goes on to" in str(w.message)]
+    assert "'_fallback' after the await of call 0 (" in str(went_on.message)
+    assert "Put the timeout inside the durable function" in str(went_on.message)
+    assert went_on.filename == __file__  # points at the action's line, not at durable_nb
+
+
 def test_a_second_cancellation_stops_waiting_and_leaves_the_call_pending(store):
     runner = dnb.LocalRunner(store)
     _started.clear()

@@ -58,6 +58,7 @@ class RunnerContext:
     def __init__(self, journal: Journal, *, key: Any = None) -> None:
         self.journal = journal
         self.key = key
+        self._cancelled_awaits: list[str] = []  # calls whose await was cancelled: see _went_on
         """The record key, when the run came from ``map``."""
 
     @property
@@ -82,6 +83,8 @@ class RunnerContext:
         again. ``reconciler`` is never passed to ``func``.
         """
         __tracebackhide__ = True  # IPython leaves durable_nb's own frames out of a user's traceback
+        if self._cancelled_awaits:
+            self._went_on(func)
         return self.journal.execute(func, args, kwargs, reconciler)  # type: ignore[no-any-return]
 
     def durable_input(self, prompt: str, *, choices: Sequence[Any] | None = None) -> Any:
@@ -120,6 +123,8 @@ class RunnerContext:
     ) -> Any:
         __tracebackhide__ = True
         journal = self.journal
+        if self._cancelled_awaits:
+            self._went_on(func)
         try:
             outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None)
         except StopRecovery:
@@ -176,7 +181,24 @@ class RunnerContext:
                 return await journal.perform_async(outcome, run)
         finally:
             if cancelled:  # the outcome is journaled: now the cancellation goes on
+                self._cancelled_awaits.append(f"call {outcome.index} ({outcome.call_id})")
                 raise cancelled[0]
+
+    def _went_on(self, func: Callable[..., Any]) -> None:
+        """Warn once when the action makes another durable call after one whose await was cancelled.
+
+        Why: the first run saw that await cancelled (``except TimeoutError:`` a fallback), but the
+        call's outcome is journaled, so a replay returns it at that await at once and the action
+        may take the other branch: a mismatch, and the calls of that branch executed again. A
+        timeout inside the durable function journals its ``TimeoutError`` and replays it.
+        """
+        cancelled, self._cancelled_awaits = ", ".join(self._cancelled_awaits), []
+        warnings.warn(
+            f"durable_nb: run {self.run_id!r} goes on to {getattr(func, '__qualname__', func)!r} after the await "
+            f"of {cancelled} was cancelled (a timeout caught?). That call's outcome is journaled, so a replay "
+            "returns it at that await instead of the cancellation, and may take another branch (the calls of "
+            "that branch then run again). Put the timeout inside the durable function (its TimeoutError is "
+            "journaled and replayed), or let the cancellation end the action.", UserWarning, stacklevel=3)
 
 
 class _Deferred(Coroutine):  # type: ignore[type-arg]
