@@ -68,6 +68,19 @@ def test_a_key_name_on_dataclass_records_says_it_is_an_attribute_and_how_to_key_
     assert store.runs() == []
 
 
+def test_an_action_name_holding_a_slash_is_warned_about_since_another_actions_run_ids_could_equal_its(
+    store: dnb.Store,
+) -> None:
+    """``shop/eu`` keyed ``c`` and ``shop`` keyed ``eu/c`` both make ``shop/eu/c#0``: the second map replayed
+    the first one's calls as its own."""
+    eu = dnb.durable(name="shop/eu")(lambda r, ctx: ctx.durable_execute(str.upper, r["k"]))
+    shop = dnb.durable(name="shop")(lambda r, ctx: ctx.durable_execute(str.upper, r["k"]))
+    with pytest.warns(UserWarning, match=r"'shop/eu' holds '/'.*name='shop\.eu'"):
+        first = dnb.LocalRunner(store).map(eu, [{"k": "c"}], key="k", progress=False)
+    second = dnb.LocalRunner(store).map(shop, [{"k": "eu/c"}], key="k", progress=False)
+    assert first.run_id[0] == second.run_id[0] == "shop/eu/c#0"  # the collision the warning is about
+
+
 def test_a_key_function_that_raises_keeps_its_error_and_names_the_record(store: dnb.Store) -> None:
     def region(rec: dict[str, Any]) -> str:
         return rec["region"]

@@ -18,6 +18,7 @@ is a run of its own: each such record gets the next ``seq`` (``…/nan#0``,
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,20 @@ Key = str | Callable[[Any], Any] | None
 
 
 def action_name(action: Callable[..., Any]) -> str:
-    return call_identity(action)[0]
+    """The action's id, the first part of its run ids; one holding ``/`` is warned about.
+
+    Why: ``shop/eu`` with the key ``c`` and ``shop`` with the key ``eu/c`` both make
+    ``shop/eu/c#0``, so one action could replay the other's calls. A warning, not an error:
+    a name that held ``/`` until now names the runs its journal already has.
+    """
+    name = call_identity(action)[0]
+    if "/" in name:  # shown once per place by Python's default filter
+        warnings.warn(
+            f"durable_nb: the action's name {name!r} holds '/', which run ids put between the action's name and "
+            f"the record's key ({name}/KEY#SEQ): another action, named {name.split('/')[0]!r} say, could make the "
+            f"same run ids and replay this one's calls. Name it without '/' (@dnb.durable(name="
+            f"{name.replace('/', '.')!r})) before its journal holds runs you need.", UserWarning, stacklevel=3)
+    return name
 
 
 def run_id_for(action: str, key: Any, seq: int) -> str:
