@@ -157,6 +157,45 @@ def test_a_run_held_by_a_live_process_without_any_write_is_busy_here(tmp_path):
         ctx.durable_execute(charge, "o1")
 
 
+CRASHER = textwrap.dedent(
+    """
+    import os, sys
+    import durable_nb as dnb
+    store = dnb.open_store(sys.argv[1])
+    print(os.getpid(), flush=True)
+    with dnb.LocalRunner(store).context("held") as ctx:
+        ctx.durable_execute(os._exit, 9)  # killed inside a durable call: PENDING, the row names this process
+    """
+)
+
+
+def busy_message_while_a_recovery_holds_a_crashed_run(url: str) -> tuple[str, str]:
+    """(the dead process's pid, the RunBusyError a third process gets while a second one recovers the run)."""
+    crashed = subprocess.run([sys.executable, "-c", CRASHER, url], capture_output=True, text=True, timeout=60)
+    dead = crashed.stdout.split()[0]
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER.replace("dnb.SqliteStore", "dnb.open_store"), url],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"  # opened, nothing written
+        with pytest.raises(dnb.RunBusyError) as busy, dnb.LocalRunner(dnb.open_store(url)).context("held"):
+            pass
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=30)
+    return dead, str(busy.value)
+
+
+@pytest.mark.timeout(60)
+def test_a_run_busy_with_a_recovery_does_not_name_the_killed_process_it_recovers(tmp_path):
+    """Two kernels recovering a cell a third one died in: the refused one was told the run "is already
+    open by process P", P being the killed kernel (still named by the run's row), not the recovering one."""
+    dead, message = busy_message_while_a_recovery_holds_a_crashed_run(str(tmp_path / "j.db"))
+    assert f"process {dead} " not in message
+    assert "already open by another process, a recovery" in message
+
+
 def test_a_killed_holder_releases_its_run_with_its_process(tmp_path):
     path = tmp_path / "j.db"
     dnb.SqliteStore(path).close()

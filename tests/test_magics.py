@@ -735,6 +735,22 @@ def test_durable_forget_makes_the_next_run_execute(ip: Any, magics: DurableMagic
         ip.run_line_magic("durable_forget", "")
 
 
+def test_forgetting_a_cell_another_kernel_is_running_says_it_is_running(
+    ip: Any, magics: DurableMagics, capsys: Any
+) -> None:
+    """The refusal read "... two recoveries of one run at once would interleave their journal writes. Wait
+    for the other one to finish, or stop it first. Let it finish (or stop it), then forget.\""""
+    run(ip, "g", 'tick("g")\nx = 1\n')
+    [run_id] = [r.run_id for r in cell_runs(magics.store, "g")]
+    # the other kernel runs the cell again
+    with dnb.LocalRunner(magics.store).context(run_id), pytest.raises(UsageError) as refused:
+        ip.run_line_magic("durable_forget", "g")
+    message = str(refused.value)
+    assert f"run {run_id!r} is running now" in message and "then forget again" in message
+    assert "two recoveries" not in message
+    assert [r.run_id for r in cell_runs(magics.store, "g")] == [run_id]
+
+
 def test_durable_store_switches_and_prints_the_store(
     ip: Any, magics: DurableMagics, tmp_path: Path, capsys: Any
 ) -> None:

@@ -256,6 +256,20 @@ def test_fork_then_edit_moves_the_kept_calls_to_the_edited_cell(ip: Any, magics:
     assert len(cell_runs(magics.store)) == 2  # the crashed original and the edited run; the fork moved
 
 
+def test_forking_a_run_another_kernel_is_running_is_refused(ip: Any, magics: DurableMagics) -> None:
+    """Kernel B runs the cell, kernel A forks it at the call B is executing: A's next run of the cell
+    executed that call again while B's was still running (two shipments), told it was "recovering"."""
+    run(ip, "order", ORDER)
+    [original] = cell_runs(magics.store)
+    # the other kernel's live context
+    with dnb.LocalRunner(magics.store).context(original.run_id), \
+            pytest.raises(UsageError, match="is running now .* Let it finish"):
+        line(ip, "durable_fork", "order --at 2")
+    assert [r.run_id for r in cell_runs(magics.store)] == [original.run_id]  # nothing written
+    new_id, _ = line(ip, "durable_fork", "order --at 2")  # once it has finished
+    assert new_id == original.run_id + "#2"
+
+
 def test_fork_usage_errors_name_the_fix(ip: Any, magics: DurableMagics) -> None:
     with pytest.raises(UsageError, match="run the cell first"):
         line(ip, "durable_fork", "order --at 1")

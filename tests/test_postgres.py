@@ -348,6 +348,22 @@ def test_a_replay_of_a_finished_run_writes_nothing(pg_dsn):
     assert sql(pg_dsn, "SELECT xmin::text FROM calls ORDER BY idx") == calls_before
 
 
+def test_pruning_tens_of_thousands_of_runs_does_not_run_out_of_the_servers_lock_table(pg_dsn):
+    """Every pruned run's advisory lock was held by one transaction: 60,000 old runs (a year of a daily map)
+    failed with "out of shared memory ... max_locks_per_transaction", reported as a lost connection, and
+    nothing was removed. A run a live context holds still stays."""
+    store = dnb.PostgresStore(pg_dsn)
+    fill(store)
+    sql(pg_dsn, "INSERT INTO runs (run_id, status, created_at, updated_at, attempts) "
+                "SELECT 'old-' || g, 'COMPLETED', 1, 1, 1 FROM generate_series(1, 60000) g")
+    runner = dnb.LocalRunner(dnb.PostgresStore(pg_dsn))
+    with runner.context("old-7"):
+        removed = store.prune(keep_last=0)
+    assert len(removed) == 60000  # 59,999 old runs and r0; old-7 was open
+    assert sql(pg_dsn, "SELECT run_id FROM runs") == [("old-7",)]
+    store.close()
+
+
 def test_asking_whether_a_run_is_open_never_makes_it_busy_for_a_process_opening_it(pg_dsn):
     """JournalView asks ``run_is_open`` for every shown run, every refresh, while a recovery opens them.
     Asked with a try-lock, the question held the lock for a moment: 49 of 3,000 opens were RunBusyError."""

@@ -110,6 +110,19 @@ def describe_owner(owner: str | None) -> str:
     return f"process {parts[1]} on {parts[0]}" if parts else (owner or "another process")
 
 
+def describe_lock_holder(recorded: str | None) -> str:
+    """Who holds a run's lock, told from the owner its run row records (the last context that wrote it).
+
+    A recovery holds the lock from its open but claims the row only with its first
+    write, so meanwhile the row still names the context before it: after a crash, a
+    killed process. Naming that one sends the user after a process that is gone.
+    """
+    parts = parse_owner(recorded) if recorded else None
+    if parts is not None and parts[0] == _HOST and not owner_is_alive(recorded):
+        return "another process, a recovery that has not written to the run yet"
+    return describe_owner(recorded)
+
+
 # ---------------------------------------------------------------- one open context
 
 

@@ -248,11 +248,13 @@ class DurableMagics(Magics):
             raise UsageError(f"%durable_forget: give the cell's name, got {name!r}. Example: %durable_forget charge")
         store = self.store
         runs = [r.run_id for r in store.runs() if belongs_to(r.run_id, name)]
-        for run_id in runs:
+        for done, run_id in enumerate(runs):
             try:
                 store.delete_run(run_id)
-            except RunBusyError as exc:
-                raise UsageError(f"%durable_forget {name}: {exc} Let it finish (or stop it), then forget.") from None
+            except RunBusyError as exc:  # its text is about two recoveries; here the cell is simply running
+                before = f" ({done} of its other runs already forgotten)" if done else ""
+                raise UsageError(f"%durable_forget {name}: run {run_id!r} is running now (open in {exc.owner})"
+                                 f"{before}. Let it finish (or stop it), then forget again.") from None
         print(f"durable: forgot cell {name!r} ({len(runs)} run{'s' if len(runs) != 1 else ''})")
 
     @magic_arguments.magic_arguments()

@@ -66,6 +66,9 @@ IDLE = TransactionStatus.IDLE
 
 FORK_ATTEMPTS = 5
 """Transactions a fork with a generated id tries before giving up (another parent's fork may take an id)."""
+PRUNE_BATCH = 1000
+"""Runs a prune deletes per transaction: each holds its run's advisory lock until commit, and the server's
+lock table is shared and bounded (64 per connection by default)."""
 HOLD_MAX = 2**20
 """Larger outcomes are committed at once, not held: held ones ride together in one statement, which
 must stay under PostgreSQL's 1 GiB message limit (a large payload's own round trip costs little extra)."""
@@ -601,23 +604,38 @@ class PostgresStore(Store):
         return new_id
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
+        """Select, then delete in transactions of at most :data:`PRUNE_BATCH` runs.
+
+        Each deleted run's advisory lock is held by its transaction until the delete
+        commits (no context can open it meanwhile); PostgreSQL's lock table holds only
+        ``max_locks_per_transaction`` x connections locks, so one transaction over tens
+        of thousands of old runs failed with "out of shared memory" and removed nothing.
+        """
         self.flush()
         with self._guard("prune runs"), self._conn.transaction():
-            conn = self._conn
-            runs = [q.run_record(r) for r in conn.execute(q.RUN_SELECT)]
-            pending = {r[0] for r in conn.execute("SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING'")}
-            chosen = rule.select(runs, pending, now, lambda r: self._locked_elsewhere(conn, r.run_id))
-            # Read again now that their locks are this transaction's (no context can open them until it
-            # ends): a run written since the first read (run again, or a PENDING call gained) stays.
-            ids = [r.run_id for r in chosen]
-            fresh = {r[0]: q.run_record(r) for r in conn.execute(q.RUN_SELECT + " WHERE r.run_id = ANY(%s)", (ids,))}
-            pending = {r[0] for r in conn.execute(
-                "SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING' AND run_id = ANY(%s)", (ids,))}
-            chosen = [r for r in chosen
-                      if fresh.get(r.run_id) == r and (rule.include_pending or r.run_id not in pending)]
-            ids = [r.run_id for r in chosen]
-            for table in ("calls", "discarded", "runs"):
-                conn.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (ids,))
+            runs = [q.run_record(r) for r in self._conn.execute(q.RUN_SELECT)]
+            pending = {r[0] for r in self._conn.execute("SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING'")}
+        # Whether a live context holds a run is asked under the batch's locks below (select asks it last).
+        selected = rule.select(runs, pending, now, lambda r: False)
+        removed: list[RunRecord] = []
+        for start in range(0, len(selected), PRUNE_BATCH):
+            with self._guard("prune runs"), self._conn.transaction():
+                removed += self._prune_batch(self._conn, rule, selected[start:start + PRUNE_BATCH])
+        return removed
+
+    def _prune_batch(self, conn: Any, rule: PruneRule, batch: list[RunRecord]) -> list[RunRecord]:
+        """Inside a transaction: lock the free runs of ``batch``, read them again, delete those unchanged."""
+        batch = [r for r in batch if not self._locked_elsewhere(conn, r.run_id)]
+        # Read again now that their locks are this transaction's (no context can open them until it
+        # ends): a run written since the first read (run again, or a PENDING call gained) stays.
+        ids = [r.run_id for r in batch]
+        fresh = {r[0]: q.run_record(r) for r in conn.execute(q.RUN_SELECT + " WHERE r.run_id = ANY(%s)", (ids,))}
+        pending = {r[0] for r in conn.execute(
+            "SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING' AND run_id = ANY(%s)", (ids,))}
+        chosen = [r for r in batch if fresh.get(r.run_id) == r and (rule.include_pending or r.run_id not in pending)]
+        ids = [r.run_id for r in chosen]
+        for table in ("calls", "discarded", "runs"):
+            conn.execute(f"DELETE FROM {table} WHERE run_id = ANY(%s)", (ids,))
         return chosen
 
     def run_is_open(self, run_id: str) -> bool:

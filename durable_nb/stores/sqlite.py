@@ -53,7 +53,15 @@ from ..errors import (
     RunBusyError,
     warn_at_user_code,
 )
-from ..journal.lease import FileLocks, Lease, current_pid, describe_owner, end_owner, owner_is_alive
+from ..journal.lease import (
+    FileLocks,
+    Lease,
+    current_pid,
+    describe_lock_holder,
+    describe_owner,
+    end_owner,
+    owner_is_alive,
+)
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
 from ..journal.store import Store, calls_where, check_run_id
 from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema
@@ -661,7 +669,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         if not locked and not steal:
             end_owner(owner)
             rec = self.run(run_id)
-            raise RunBusyError(run_id, describe_owner(rec.owner if rec else None))
+            raise RunBusyError(run_id, describe_lock_holder(rec.owner if rec else None))
         taking_over = steal and (holder is not None or not locked)
         lease = Lease(run_id, owner, None, os_locked=locked, exclusive=locked and files.available and not taking_over)
         files.leases[owner] = lease
