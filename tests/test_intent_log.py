@@ -9,6 +9,7 @@ truncated and removed.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sqlite3
 import struct
@@ -254,3 +255,79 @@ def test_a_subprocess_started_after_a_log_was_closed_gets_its_descriptors(tmp_pa
         done = subprocess.run([sys.executable, "-c", "import sys; print(sys.stdin.read())"], input="fine",
                               capture_output=True, text=True, preexec_fn=lambda: None, check=True, timeout=60)
         assert done.stdout.strip() == "fine"
+
+
+def _registering(db: Path, *names: str, value: str = "0") -> None:
+    """Register ``names`` as intent logs in ``db``'s meta table, as a journal from someone else could."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        for name in names:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (f"intent_log:{name}", value))
+    finally:
+        conn.close()
+
+
+def test_a_registration_naming_no_log_file_never_deletes_that_file(tmp_path: Path) -> None:
+    """A log found dead is read and deleted: a received journal registering its own name, or a file beside it,
+    made a plain ``runs()`` delete the journal itself and the user's file (the journal lost, a file lost)."""
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    with dnb.LocalRunner(store).context("r") as ctx:
+        ctx.durable_execute(str, 1)
+    store.close()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    _registering(db, "notes.txt", "j.db")
+    (tmp_path / "j.db-counters").touch()  # readers look for dead logs once it exists
+    store = dnb.SqliteStore(db)
+    try:
+        assert [r.run_id for r in store.runs()] == ["r"]
+        assert dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 2, run_id="s") == "2"
+    finally:
+        store.close()
+    assert notes.read_text() == "mine"
+    assert db.exists()
+
+
+def test_a_garbled_registration_is_a_journal_error_naming_the_row(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    dnb.SqliteStore(db).close()
+    _registering(db, "j.db-log.1.abcdef01", value="lots")
+    (tmp_path / "j.db-counters").touch()
+    store = dnb.SqliteStore(db)
+    try:
+        with pytest.raises(JournalFormatError, match=r"intent_log:j\.db-log\.1\.abcdef01.*'lots'.*DELETE FROM meta"):
+            store.runs()
+    finally:
+        store.close()
+
+
+def test_a_dead_process_log_this_user_cannot_read_names_it_and_the_fixes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user's log (0600, as every log is created) made runs() fail with a bare PermissionError."""
+    db = tmp_path / "j.db"
+    dnb.SqliteStore(db).close()
+    name = "j.db-log.1.abcdef01"
+    (tmp_path / name).write_bytes(b"\0" * 64)
+    _registering(db, name)
+    (tmp_path / "j.db-counters").touch()
+    real_open = os.open
+
+    def denied(path: object, *args: object, **kwargs: object) -> int:
+        if str(path).endswith(name):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", denied)
+    store = dnb.SqliteStore(db)
+    try:
+        with pytest.raises(dnb.JournalWriteError, match=rf"intent log .*{name}.*cannot be read.*read_only=True"):
+            store.runs()
+    finally:
+        store.close()
+    viewer = dnb.SqliteStore(db, read_only=True)
+    try:
+        assert viewer.runs() == []
+    finally:
+        viewer.close()

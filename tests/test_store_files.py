@@ -272,6 +272,19 @@ def test_a_damaged_journal_says_it_is_damaged_and_how_to_recover(tmp_path):
     damaged.close()
 
 
+def test_a_truncated_journal_says_it_is_a_damaged_journal_not_some_other_file(tmp_path):
+    """A torn copy (a download cut short) read "is not a durable_nb journal ... pass the path of a journal"."""
+    path = tmp_path / "j.db"
+    store = dnb.SqliteStore(path)
+    dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(charge, "o1"), None, run_id="r")
+    store.close()
+    cut = tmp_path / "cut.db"
+    cut.write_bytes(path.read_bytes()[:4096])
+    with pytest.raises(dnb.JournalFormatError, match=r"the journal .*cut\.db is damaged.*\.recover"):
+        dnb.SqliteStore(cut)
+    assert siblings(cut) == []
+
+
 # ---------------------------------------------------------------- read-only journals
 
 

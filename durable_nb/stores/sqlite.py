@@ -96,10 +96,19 @@ _STATUS = {s.value: s for s in Status}
 _ORIGIN = {o.value: o for o in Origin}
 
 
+def _member(cls: type[_E], value: Any, table: str, column: str, run_id: Any, index: Any) -> _E:
+    """``cls(value)``, or :class:`.sqlite_file.BadRow` naming the row ('DONE' typed in was a bare ValueError)."""
+    try:
+        return cls(value)
+    except ValueError:
+        raise sqlite_file.bad_value(table, column, value, run_id, index, [m.value for m in cls]) from None
+
+
 def _call(row: tuple[Any, ...], payload: bytes | None = None, prompt: str | None = None) -> CallRecord:
     return CallRecord(
-        text(row[0]), row[1], text(row[2]), row[3], _STATUS.get(row[4]) or Status(row[4]),
-        (_ORIGIN.get(row[5]) or Origin(row[5])) if row[5] else None,
+        text(row[0]), row[1], text(row[2]), row[3],
+        _STATUS.get(row[4]) or _member(Status, row[4], "calls", "status", row[0], row[1]),
+        (_ORIGIN.get(row[5]) or _member(Origin, row[5], "calls", "origin", row[0], row[1])) if row[5] else None,
         text(row[6]), text(row[7]), row[8], row[9], payload, *(_NO_PROMPT if prompt is None else decode_prompt(prompt)),
     )
 
@@ -112,14 +121,34 @@ def _opened(run_id: str, r: tuple[Any, ...]) -> CallRecord:
     call_id, result_preview, error_preview = r[4], r[8], r[9]
     return CallRecord(
         run_id, r[3], call_id if call_id.__class__ is str else text(call_id), r[5],
-        _STATUS.get(r[6]) or Status(r[6]), (_ORIGIN.get(r[7]) or Origin(r[7])) if r[7] else None,
+        _STATUS.get(r[6]) or _member(Status, r[6], "calls", "status", run_id, r[3]),
+        (_ORIGIN.get(r[7]) or _member(Origin, r[7], "calls", "origin", run_id, r[3])) if r[7] else None,
         result_preview if result_preview.__class__ is not bytes else text(result_preview),
         error_preview if error_preview.__class__ is not bytes else text(error_preview),
         r[10], r[11], r[12],
     )
 
 
+def _in_order(run_id: str, rows: list[tuple[Any, ...]]) -> list[CallRecord]:
+    """A run's calls from ``_OPEN_SELECT`` rows, which replay pairs with the action's calls by position.
+
+    So their indices must be 0, 1, 2...: a row renumbered by hand (-1, a gap, a duplicate, NULL) paired the
+    action's calls with the wrong records, discarding good ones and executing their side effects again.
+    """
+    calls = [_opened(run_id, r) for r in rows if r[3] is not None or r[4] is not None]
+    if any(c.index != i for i, c in enumerate(calls)):
+        found = ", ".join(str(c.index) for c in calls[:12]) + (", ..." if len(calls) > 12 else "")
+        raise sqlite_file.BadRow(
+            f"run {run_id!r} has its calls at indices {found} instead of 0 to {len(calls) - 1} (`SELECT seq, idx, "
+            f"call_id, status FROM calls WHERE run_id = ...` shows them; seq is the order they were journaled), "
+            f"and a replay pairs calls by position",
+            None,
+        )
+    return calls
+
+
 _Read = TypeVar("_Read", bound=Callable[..., Any])
+_E = TypeVar("_E", Status, Origin, RunStatus)
 
 
 def _explains_damage(read: _Read) -> _Read:
@@ -131,6 +160,8 @@ def _explains_damage(read: _Read) -> _Read:
             return read(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
             raise sqlite_file.damaged(self.path, exc) or exc from exc
+        except sqlite_file.BadRow as exc:
+            raise sqlite_file.bad_row(self.path, exc) from None
 
     return reading  # type: ignore[return-value]
 
@@ -548,7 +579,8 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def _run_record(self, row: tuple[Any, ...]) -> RunRecord:
         return RunRecord(
-            text(row[0]), RunStatus(row[1]), row[2], row[3], row[4], row[7], row[6], row[5], row[8], row[9]
+            text(row[0]), _member(RunStatus, row[1], "runs", "status", row[0], None), row[2], row[3], row[4], row[7],
+            row[6], row[5], row[8], row[9],
         )
 
     @property
@@ -601,7 +633,8 @@ class SqliteStore(SqliteTimeTravel, Store):
         rows = self._read().execute(sql + " ORDER BY seq", params).fetchall()
         return [
             DiscardedCall(
-                text(r[0]), r[1], text(r[2]), r[3], Status(r[4]), Origin(r[5]) if r[5] else None,
+                text(r[0]), r[1], text(r[2]), r[3], _member(Status, r[4], "discarded", "status", r[0], r[1]),
+                _member(Origin, r[5], "discarded", "origin", r[0], r[1]) if r[5] else None,
                 text(r[6]), text(r[7]), r[8], r[9], r[10], text(r[11]),
             )
             for r in rows
@@ -688,13 +721,16 @@ class SqliteStore(SqliteTimeTravel, Store):
                 else:
                     rows = pre.rows(self._conn, run_id, _OPEN_SELECT, _OPEN_SELECT_MANY, self._settle)
                 lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
+            return _in_order(run_id, rows)  # inside: a row that cannot be read releases the run
         except sqlite3.DatabaseError as exc:
             self._drop_lease(lease)
             raise sqlite_file.damaged(self.path, exc) or exc from exc
+        except sqlite_file.BadRow as exc:
+            self._drop_lease(lease)
+            raise sqlite_file.bad_row(self.path, exc) from None
         except BaseException:
             self._drop_lease(lease)
             raise
-        return [_opened(run_id, r) for r in rows if r[3] is not None]
 
     def _refuse_if_gone(self, files: FileLocks, run_id: str, owner: str) -> None:
         """JournalWriteError if the file open here is no longer the one at :attr:`path`: deleted, SQLite would

@@ -113,6 +113,8 @@ def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
         finally:
             ro.close()
     except sqlite3.DatabaseError as exc:
+        if _says_journal(path):  # a torn copy of a journal, not "not a journal, pass a journal's path"
+            raise damaged(path, exc) or JournalFormatError(f"the journal {path} cannot be read ({exc})") from None
         raise JournalFormatError(f"{path} is not a durable_nb journal ({exc}). {HINT}") from None
     if problem is not None:
         raise JournalFormatError(f"{path} is not a durable_nb journal: {problem}. {HINT} The file was not changed.")
@@ -134,6 +136,16 @@ def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
     return FileState(version, reason, files)
 
 
+def _says_journal(path: Path) -> bool:
+    """Whether the file's SQLite header carries durable_nb's ``application_id`` (bytes 68-71)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(72)
+    except OSError:
+        return False
+    return head.startswith(b"SQLite format 3\0") and head[68:72] == b"dnbj"
+
+
 def damaged(path: Path, exc: sqlite3.DatabaseError) -> JournalFormatError | None:
     """The error to raise for a journal SQLite finds damaged (a torn copy, a bad disk); None for other errors."""
     text = str(exc)
@@ -144,4 +156,37 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> JournalFormatError | None
         f"copy of the file; `sqlite3 {path} 'PRAGMA integrity_check'` shows the damage, and "
         f"`sqlite3 {path} .recover | sqlite3 recovered.db` saves what can be read (then "
         f"SqliteStore('recovered.db'))."
+    )
+
+
+class BadRow(ValueError):
+    """A row holds what durable_nb never writes (edited by hand, damaged): :func:`bad_row` words it with the path."""
+
+    def __init__(self, what: str, fix: str | None) -> None:
+        self.what = what
+        self.fix = fix
+        super().__init__(what)
+
+
+def _sql(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def bad_value(table: str, column: str, value: object, run_id: object, index: object, allowed: list[str]) -> BadRow:
+    """A status or origin no durable_nb writes, with the ``UPDATE`` that makes the row valid again."""
+    where = f"run_id = {_sql(run_id)}" + (f" AND idx = {index}" if table != "runs" else "")
+    to = "NULL" if column != "status" else "'FAILED'" if table == "runs" else "'PENDING'"
+    kind = "discarded call" if table == "discarded" else "call"
+    call = f"run {run_id!r}" if table == "runs" else f"{kind} {index} of run {run_id!r}"
+    return BadRow(
+        f"{call} has {column} {value!r}, not one of {', '.join(allowed)}",
+        f"UPDATE {table} SET {column} = {to} WHERE {where}",
+    )
+
+
+def bad_row(path: Path, exc: BadRow) -> JournalFormatError:
+    fix = f"or correct it with sqlite3: sqlite3 {path} \"{exc.fix}\"" if exc.fix else "or run it under a new run id"
+    return JournalFormatError(
+        f"the journal {path} holds a row durable_nb never writes: {exc.what}. It was edited by hand or damaged; "
+        f"nothing was written by this operation. Restore it from a backup, {fix}."
     )

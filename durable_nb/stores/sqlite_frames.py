@@ -18,6 +18,7 @@ import logging
 import mmap
 import os
 import pickle
+import re
 import sqlite3
 import struct
 import zlib
@@ -25,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import JournalFormatError
+from ..errors import JournalFormatError, JournalWriteError
 from ..journal.lease import _FLOCK
 
 _log = logging.getLogger("durable_nb")
@@ -198,10 +199,34 @@ def apply_op(conn: sqlite3.Connection, op: Op, fence: dict[str, bool]) -> None:
         raise JournalFormatError(f"the intent log holds an unknown transition {kind!r}: written by a newer durable_nb?")
 
 
+_LOG_NAME = re.compile(r"[^/\\\0]+-log\.[0-9]+\.[0-9a-f]{8}")
+"""What :class:`~.sqlite_intent.IntentLog` names a log (``<journal>-log.<pid>.<token>``); any journal name,
+since a journal moved with its logs keeps their names."""
+
+
 def registered(conn: sqlite3.Connection) -> list[tuple[str, int]]:
-    return [(k, int(v)) for k, v in conn.execute(
+    """The logs registered in ``meta`` and their applied numbers.
+
+    A registration that does not name a log file is skipped: a log found dead is read and then *deleted*,
+    so a journal from someone else registering ``intent_log:notes.txt`` (or the journal's own name) made
+    the next reader delete that file.
+    """
+    out = []
+    for key, value in conn.execute(
         "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (PREFIX, PREFIX[:-1] + ";")
-    )]
+    ):
+        if not (isinstance(key, str) and _LOG_NAME.fullmatch(key[len(PREFIX):])):
+            _log.debug("durable_nb: %r in table meta names no intent log: ignored", key)
+            continue
+        if not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
+            raise JournalFormatError(
+                f"the intent log registration {key!r} in table meta holds {value!r}, not the number of its last "
+                f"applied frame: the journal was edited by hand or damaged. Nothing was applied or written. "
+                f"Restore it from a backup, or delete that row (sqlite3 JOURNAL \"DELETE FROM meta WHERE key = "
+                f"'{key}'\") to open it without what that log holds."
+            )
+        out.append((key, int(value)))
+    return out
 
 
 def log_path(journal: Path, key: str) -> Path:
@@ -221,6 +246,8 @@ def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, 
             data = path.read_bytes()
         except FileNotFoundError:
             data = b""
+        except OSError as exc:
+            raise unreadable(journal, path, exc) from None
         files.append(path)
         frames.extend((ts, seq, key, i, ops) for i, (seq, ts, ops) in enumerate(decode(data, str(path))))
     frames.sort(key=lambda f: (f[0], f[2], f[3]))  # by time written; one log's frames keep their order
@@ -232,6 +259,17 @@ def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, 
         else:
             conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(value), key))
     return files if remove else []
+
+
+def unreadable(journal: Path, path: Path, exc: OSError) -> JournalWriteError:
+    """A registered log this process cannot read (another user's, a permission changed): what to do."""
+    return JournalWriteError(
+        f"the intent log {path} of the journal {journal} cannot be read ({exc.strerror}): it holds the last "
+        f"calls of a process that wrote the journal, which every reader must apply first. Give this user "
+        f"read and write access to it (it belongs to whoever ran that process), or open the journal "
+        f"read-only to view it without those calls: dnb.SqliteStore({str(journal)!r}, read_only=True). "
+        f"Nothing was written."
+    )
 
 
 # ---------------------------------------------------------------- whose writer is gone
@@ -327,11 +365,14 @@ class Watch:
         for key in keys:
             fd = fds.get(key)
             if fd is None:
+                path = log_path(self._journal, key)
                 try:
-                    fd = fds[key] = os.open(log_path(self._journal, key), os.O_RDONLY | os.O_CLOEXEC)
+                    fd = fds[key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     dead.append(key)
                     continue
+                except OSError as exc:
+                    raise unreadable(self._journal, path, exc) from None
             arg = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _PROBE)
             if _FLOCK.unpack(arg)[0] == fcntl.F_UNLCK:
                 dead.append(key)
