@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     AwaitingInput,
+    CancelledAwaitWarning,
     ChangedInputWarning,
     DurableError,
     JournalFormatError,
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AwaitingInput",
     "CallRecord",
+    "CancelledAwaitWarning",
     "ChangedInputWarning",
     "Decision",
     "DiscardedCall",

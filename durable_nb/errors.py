@@ -104,6 +104,14 @@ class NonDeterminismWarning(UserWarning):
     """
 
 
+class CancelledAwaitWarning(UserWarning):
+    """The await of a durable call was cancelled while the call runs on (a timeout around it, say).
+
+    Its outcome is journaled anyway, so a replay returns it at that await instead of
+    the cancellation, and the action may take another branch.
+    """
+
+
 class UnpicklableArgumentWarning(UserWarning):
     """An argument could not be pickled and was digested by its type name only."""
 

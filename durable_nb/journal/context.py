@@ -29,7 +29,14 @@ import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
-from ..errors import AwaitingInput, JournalUnavailableError, JournalWriteError, NonDeterminismError, RecordDecodeError
+from ..errors import (
+    AwaitingInput,
+    CancelledAwaitWarning,
+    JournalUnavailableError,
+    JournalWriteError,
+    NonDeterminismError,
+    RecordDecodeError,
+)
 from .lease import end_owner, new_owner
 from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
 from .records import CallRecord, RunStatus
@@ -198,7 +205,7 @@ class RunnerContext:
             f"of {cancelled} was cancelled (a timeout caught?). That call's outcome is journaled, so a replay "
             "returns it at that await instead of the cancellation, and may take another branch (the calls of "
             "that branch then run again). Put the timeout inside the durable function (its TimeoutError is "
-            "journaled and replayed), or let the cancellation end the action.", UserWarning, stacklevel=3)
+            "journaled and replayed), or let the cancellation end the action.", CancelledAwaitWarning, stacklevel=3)
 
 
 class _Deferred(Coroutine):  # type: ignore[type-arg]
@@ -352,7 +359,7 @@ async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException], 
                 f"durable_execute_async: the await of {name} was cancelled while it runs in a thread, which "
                 "cannot be stopped; waiting for it to end so its outcome is journaled (a retry then replays it "
                 "instead of reconciling a call still running). Cancel again to stop waiting: the call stays "
-                "PENDING, as after a crash.", UserWarning, stacklevel=2)
+                "PENDING, as after a crash.", CancelledAwaitWarning, stacklevel=2)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:

@@ -64,7 +64,7 @@ from ..journal.context import check_open_run_id
 from ..journal.records import RunStatus
 from ..journal.store import Store
 from ..stores import open_store
-from . import compat, worker_warnings
+from . import compat, map_warnings, worker_warnings
 from .flink_concurrent import check_concurrency, durable_stage, positive_int
 from .flink_env import (
     SETUP_MARKER,
@@ -358,8 +358,11 @@ def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool) -> l
     missing = [i for i in range(n) if i not in rows]
     if missing:
         raise FlinkJobError(f"{job_name}: the job ended without results for records {missing[:10]}")
-    for shipped in rows.values():
-        worker_warnings.warn_again(shipped.warned)
+    with map_warnings.summed() as warned:  # one per record of a kind would flood the notebook
+        for shipped in rows.values():
+            if shipped.warned:
+                warned.run_id = shipped.wire[0]
+                worker_warnings.warn_again(shipped.warned)
     return [rows[i] for i in range(n)]
 
 

@@ -25,6 +25,7 @@ from ..journal.digest import digest_value
 from ..journal.replay import Journal
 from ..journal.store import Store
 from ..stores import open_store
+from . import map_warnings
 from .isolation import isolated
 from .mapping import Key, action_name, key_name, keyed, records_of, run_id_for
 from .progress import MapProgress
@@ -162,9 +163,11 @@ class LocalRunner:
         # the previous record's outcome); everything is durable when the DataFrame is returned.
         # Run ids up front: a bad key fails before any run is opened, and the store may read ahead.
         plan = [(k, record, run_id_for(name, k, seq)) for k, seq, record in keyed(items, key)]
+        # Per-record warnings (a second batch reusing the first one's run ids: one each) summed up (map_warnings).
         with MapProgress(len(items), name, enabled=progress) as bar, self.store.boundary(), \
-                self.store.prefetch([rid for _, _, rid in plan]):
+                self.store.prefetch([rid for _, _, rid in plan]), map_warnings.summed() as warned:
             for k, record, rid in plan:
+                warned.run_id = rid  # its warnings are counted under its run
                 row, replayed = self._map_one(action, record, k, rid, count=progress)
                 rows.append(row)
                 bar.add(row, replayed=replayed)

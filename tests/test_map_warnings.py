@@ -1,0 +1,138 @@
+"""Per-record warnings inside one ``map`` are summed up: the first shown as it is, then one summary.
+
+Why: a second batch whose keys reuse the first batch's run ids gave one NonDeterminismWarning per
+record (5,000 records: 5,000 warnings in the notebook). Warnings a filter turns into errors (this
+suite's ``filterwarnings``) still raise for every record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from shell_harness import run
+
+import durable_nb as dnb
+from durable_nb.runners import flink_job
+
+
+def _old(x: int) -> int:
+    return x
+
+
+def _new(x: int) -> int:
+    return x + 1
+
+
+@dnb.durable(name="orders")
+def _first_batch(record: dict[str, int], ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(_old, record["v"])
+
+
+@dnb.durable(name="orders")
+def _second_batch(record: dict[str, int], ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(_new, record["v"])
+
+
+def _batch(n: int) -> list[dict[str, int]]:
+    return [{"customer": i, "v": i} for i in range(n)]
+
+
+@contextlib.contextmanager
+def _shown() -> Iterator[list[warnings.WarningMessage]]:
+    """The warnings a notebook shows (Python's default filter), instead of this suite's errors."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        yield caught
+
+
+def test_a_second_batch_reusing_run_ids_gives_one_warning_and_a_summary_not_one_per_record(
+    store: dnb.Store,
+) -> None:
+    runner = dnb.LocalRunner(store)
+    runner.map(_first_batch, _batch(50), key="customer")
+    with _shown() as caught:
+        frame = runner.map(_second_batch, _batch(50), key="customer")
+    assert list(frame["result"]) == [i + 1 for i in range(50)]  # every record executed again, as before
+    first, summary = [w for w in caught if w.category is dnb.NonDeterminismWarning]
+    assert "run 'orders/0#0' is not deterministic" in str(first.message)
+    text = str(summary.message)
+    assert "49 more record(s) of this map gave a NonDeterminismWarning" in text
+    assert "'orders/1#0', 'orders/2#0', 'orders/3#0', ..." in text
+    assert "Key each batch's records by what is new in it" in text
+    assert summary.filename == __file__  # at the user's map call
+    assert len(caught) == 2
+
+
+def test_a_warning_filter_that_raises_still_raises_for_every_record(store: dnb.Store) -> None:
+    runner = dnb.LocalRunner(store)
+    runner.map(_first_batch, _batch(5), key="customer")
+    frame = runner.map(_second_batch, _batch(5), key="customer")  # pyproject: NonDeterminismWarning is an error
+    assert list(frame["status"]) == ["FAILED"] * 5
+    assert all("NonDeterminismWarning" in e for e in frame["error"])
+
+
+def _locks(record: int, ctx: dnb.RunnerContext) -> int:
+    ctx.durable_execute(threading.Lock)  # cannot be journaled: a warning per call
+    ctx.durable_execute(threading.RLock)
+    warnings.warn(f"the user's own warning {record}", UserWarning, stacklevel=1)
+    return record
+
+
+def test_the_first_records_warnings_are_all_shown_and_the_users_own_warnings_are_left_alone(
+    store: dnb.Store,
+) -> None:
+    with _shown() as caught:
+        dnb.LocalRunner(store).map(_locks, [1, 2, 3, 4])
+    results = [str(w.message) for w in caught if w.category is dnb.UnserializableResultWarning]
+    assert len(results) == 3  # record 0's two calls, then the summary
+    assert "lock" in results[0] and "RLock" in results[1]
+    assert "3 more record(s)" in results[2] and "_locks/1#0', " in results[2]
+    assert [str(w.message) for w in caught if w.category is UserWarning] == [
+        f"the user's own warning {i}" for i in (1, 2, 3, 4)]
+
+
+def test_one_map_cell_gives_one_warning_and_a_summary(ip: Any, store: dnb.Store) -> None:
+    from durable_nb.notebook.magics import magics_of
+
+    magics = magics_of(ip)
+    assert magics is not None
+    saved = magics._store
+    magics.store = store
+    ip.user_ns.update(items=[1, 2, 3], threading=threading)
+    try:
+        with _shown() as caught:
+            run(ip, "locked --map items", "_ = ctx.durable_execute(threading.Lock)\nrecord\n")
+    finally:
+        magics._store = saved
+        for name in ("items", "locked", "threading"):
+            ip.user_ns.pop(name, None)
+    messages = [str(w.message) for w in caught if w.category is dnb.UnserializableResultWarning]
+    assert len(messages) == 2 and "2 more record(s)" in messages[1]
+
+
+class _Stream:
+    """What ``_collect`` reads from Flink: the rows the workers sent, each with its warnings."""
+
+    def __init__(self, shipped: list[tuple[Any, ...]]) -> None:
+        self.shipped = shipped
+
+    @contextlib.contextmanager
+    def execute_and_collect(self, job_name: str) -> Iterator[list[tuple[Any, ...]]]:
+        yield self.shipped
+
+
+def test_the_warnings_flink_workers_send_are_summed_up_in_the_notebook_too() -> None:
+    warned = (("NonDeterminismWarning", "durable_nb: run 'orders/{}#0' is not deterministic"),)
+    rows = [(i, (f"orders/{i}#0", "COMPLETED", None, None), False,
+             ((warned[0][0], warned[0][1].format(i)),)) for i in range(6)]
+    with _shown() as caught:
+        flink_job._collect(_Stream(rows), "durable_nb map orders", 6, 1, False)
+    first, summary = [str(w.message) for w in caught]
+    assert first == "durable_nb: run 'orders/0#0' is not deterministic (in a Flink worker)"
+    assert "5 more record(s)" in summary and "'orders/1#0'" in summary
+    assert all(w.category is dnb.NonDeterminismWarning for w in caught)
+
