@@ -139,20 +139,32 @@ class UnserializableResultWarning(UserWarning):
 
 
 class RecordDecodeError(DurableError):
-    """A journaled result or exception cannot be loaded (its class no longer exists).
+    """A journaled result or exception cannot be loaded (its class no longer exists, or the row is damaged).
 
     Raised on replay instead of the loader's bare ``ModuleNotFoundError`` /
     ``AttributeError``; the journal and the run's status are left unchanged.
     """
 
-    def __init__(self, run_id: str, index: int, call_id: str, class_name: str | None, reason: str) -> None:
+    def __init__(
+        self, run_id: str, index: int, call_id: str, class_name: str | None, reason: str, damage: bool = False
+    ) -> None:
         self.run_id = run_id
         self.index = index
         self.call_id = call_id
         self.class_name = class_name
         """The class or function the payload names that cannot be found; None when all of them can be."""
         self.reason = reason
+        self.damage = damage
+        """Whether the row holds what durable_nb never writes (bytes that are not a pickle, no payload at all,
+        a FAILED call's payload that is no exception): ``reason`` says which; no loading code is to blame."""
         fork = f"fork the run before this call (store.fork({run_id!r}, at={index})) and run the fork."
+        if damage:  # edited by hand, or damaged: nothing to fix in the code, and no class to restore
+            super().__init__(
+                f"cannot load the recorded outcome of call {index} ({call_id!r}) of run {run_id!r}: {reason}. "
+                f"durable_nb never writes such a row: the journal was edited by hand or damaged, and was left "
+                f"unchanged. Restore it from a backup, or {fork[:-1]}, where that call runs again."
+            )
+            return
         if class_name is None:  # everything it names exists: its own loading code fails
             cause = (f"its recorded outcome cannot be loaded ({reason}), although every class it names can be "
                      f"imported: the loading code of one of them (its __reduce__, __setstate__ or __init__) "
@@ -164,7 +176,7 @@ class RecordDecodeError(DurableError):
         super().__init__(f"cannot replay call {index} ({call_id!r}) of run {run_id!r}: {cause}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.run_id, self.index, self.call_id, self.class_name, self.reason))
+        return (type(self), (self.run_id, self.index, self.call_id, self.class_name, self.reason, self.damage))
 
 
 class NonDeterminismError(DurableError):

@@ -2,34 +2,81 @@
 naming the row and the fix, never a bare ValueError, and a run whose calls are renumbered is not replayed.
 
 Replay pairs the action's calls with the journal's by position, so a run whose indices are not 0, 1, 2...
-would match the wrong records: a good record discarded and its side effect executed again.
+would match the wrong records: a good record discarded and its side effect executed again. Every test runs
+on a SQLite file and on a real PostgreSQL database (edited with sqlite3 / psycopg, as a person would).
 """
 
 from __future__ import annotations
 
+import pickle
+import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import durable_nb as dnb
 
+pytestmark = pytest.mark.timeout(120)
+
+
+class Journal:
+    """Run 'r' (two calls, both journaled) in a fresh journal of one kind, then edits applied by hand."""
+
+    def __init__(self, kind: str, place: Path | str) -> None:
+        self.kind, self.place = kind, place
+        self.ran: list[str] = []
+        store = self.open()
+        dnb.LocalRunner(store).run(action(self.ran), "o", run_id="r")
+        store.close()
+        self.ran.clear()
+
+    def open(self) -> dnb.Store:
+        return dnb.SqliteStore(self.place) if self.kind == "sqlite" else dnb.PostgresStore(str(self.place))
+
+    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.kind == "sqlite":
+            conn = sqlite3.connect(self.place, isolation_level=None)
+            try:
+                return conn.execute(statement, params).fetchall()
+            finally:
+                conn.close()
+        import psycopg
+
+        with psycopg.connect(str(self.place), autocommit=True) as conn:
+            cur = conn.execute(statement.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description else []
+
+    def snapshot(self) -> Any:
+        """What the journal holds, to prove an operation wrote nothing."""
+        if self.kind == "sqlite":
+            return Path(self.place).read_bytes()
+        return (self.sql("SELECT * FROM runs ORDER BY run_id"), self.sql("SELECT * FROM calls ORDER BY seq"),
+                self.sql("SELECT * FROM discarded ORDER BY seq"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def made(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Journal]:
+    """``made(*edits)``: a :class:`Journal` on SQLite or PostgreSQL with ``edits`` applied."""
+    place = tmp_path / "j.db" if request.param == "sqlite" else request.getfixturevalue("pg_dsn")
+
+    def make(*edits: str) -> Journal:
+        j = Journal(request.param, place)
+        for edit in edits:
+            j.sql(edit)
+        return j
+
+    return make
+
 
 def journal(tmp_path: Path, *edits: str) -> tuple[Path, list[str]]:
-    """A journal with run 'r' (two calls, both journaled), then ``edits`` applied with plain sqlite3."""
-    path = tmp_path / "j.db"
-    ran: list[str] = []
-    store = dnb.SqliteStore(path)
-    dnb.LocalRunner(store).run(action(ran), "o", run_id="r")
-    store.close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        for edit in edits:
-            conn.execute(edit)
-    finally:
-        conn.close()
-    ran.clear()
-    return path, ran
+    """A SQLite journal with run 'r', then ``edits`` applied with plain sqlite3 (file-level tests)."""
+    j = Journal("sqlite", tmp_path / "j.db")
+    for edit in edits:
+        j.sql(edit)
+    return tmp_path / "j.db", j.ran
 
 
 def action(ran: list[str]):
@@ -51,45 +98,133 @@ def action(ran: list[str]):
      r"call 0 of run 'r' has status 'DONE'.*UPDATE calls SET status = 'PENDING' WHERE run_id = 'r' AND idx = 0"),
     ("UPDATE calls SET origin = 'MAGIC' WHERE idx = 1", r"call 1 of run 'r' has origin 'MAGIC'.*SET origin = NULL"),
 ])
-def test_a_call_with_a_status_or_origin_no_one_writes_names_the_row_and_releases_the_run(tmp_path, edit, match):
-    path, ran = journal(tmp_path, edit)
-    before = path.read_bytes()
-    store = dnb.SqliteStore(path)
+def test_a_call_with_a_status_or_origin_no_one_writes_names_the_row_and_releases_the_run(made, edit, match):
+    j = made(edit)
+    before = j.snapshot()
+    store, other = j.open(), j.open()  # other: another kernel on the same journal
     try:
-        for read in (lambda: store.calls("r"), store.to_pandas):
+        for read in (lambda: store.calls("r"), lambda: store.call("r", int(edit[-1])), store.to_pandas):
             with pytest.raises(dnb.JournalFormatError, match=match):
                 read()
-        for _ in range(2):  # the second attempt is refused for the same reason, not RunBusyError (lease kept)
+        for s in (store, store, other):  # refused again for the same reason, not RunBusyError (lease kept)
             with pytest.raises(dnb.JournalFormatError, match=match):
-                dnb.LocalRunner(store).run(action(ran), "o", run_id="r")
+                dnb.LocalRunner(s).run(action(j.ran), "o", run_id="r")
+        assert not other.run_is_open("r")
     finally:
         store.close()
-    assert ran == []
-    assert path.read_bytes() == before
+        other.close()
+    assert j.ran == []
+    assert j.snapshot() == before
 
 
-def test_a_run_with_a_status_no_one_writes_names_the_row(tmp_path):
-    path, _ = journal(tmp_path, "UPDATE runs SET status = 'WEIRD'")
-    store = dnb.SqliteStore(path)
+def test_the_update_the_error_names_makes_the_run_replay_again(made):
+    j = made("UPDATE calls SET origin = 'MAGIC' WHERE idx = 1")
+    store = j.open()
     try:
-        with pytest.raises(dnb.JournalFormatError, match=r"run 'r' has status 'WEIRD'.*SET status = 'FAILED'"):
-            store.runs()
+        with pytest.raises(dnb.JournalFormatError) as info:
+            store.calls("r")
+        fix = re.search(r"UPDATE calls SET .* AND idx = 1", str(info.value))
+        assert fix is not None
+        j.sql(fix.group())
+        assert dnb.LocalRunner(store).run(action(j.ran), "o", run_id="r") == "charged o1"
+    finally:
+        store.close()
+    assert j.ran == []
+
+
+def test_a_run_taken_over_from_a_dead_owner_with_a_bad_row_is_left_as_it_was(made):
+    j = made("UPDATE runs SET owner = 'host:1:1.0:1'", "UPDATE calls SET status = 'DONE' WHERE idx = 1")
+    before = j.snapshot()
+    store = j.open()
+    try:
+        with pytest.raises(dnb.JournalFormatError, match=r"call 1 of run 'r' has status 'DONE'"):
+            dnb.LocalRunner(store).run(action(j.ran), "o", run_id="r")
+        assert not store.run_is_open("r")
+    finally:
+        store.close()
+    assert j.snapshot() == before, "the take-over (attempts + 1, owner) was undone with the refusal"
+
+
+def test_a_run_with_a_status_no_one_writes_names_the_row(made):
+    j = made("UPDATE runs SET status = 'WEIRD'", "UPDATE discarded SET status = 'X'")
+    store = j.open()
+    try:
+        for read in (store.runs, lambda: store.run("r")):
+            with pytest.raises(dnb.JournalFormatError, match=r"run 'r' has status 'WEIRD'.*SET status = 'FAILED'"):
+                read()
+        for _ in range(2):  # refused at open (a replay overwrote it), and the run released: not RunBusyError
+            with pytest.raises(dnb.JournalFormatError, match=r"run 'r' has status 'WEIRD'"):
+                dnb.LocalRunner(store).run(action(j.ran), "o", run_id="r")
+    finally:
+        store.close()
+
+
+def test_a_discarded_call_with_a_status_no_one_writes_names_the_row(made):
+    j = made()
+    j.sql("INSERT INTO discarded (run_id, idx, call_id, args_digest, status, origin, started_at, discarded_at, "
+          "reason) VALUES ('r', 1, 'charge', 'd', 'GONE', NULL, 1.0, 2.0, 'hand')")
+    store = j.open()
+    try:
+        with pytest.raises(dnb.JournalFormatError, match=r"discarded call 1 of run 'r' has status 'GONE'.*"
+                                                         r"UPDATE discarded SET status = 'PENDING'"):
+            store.discarded("r")
     finally:
         store.close()
 
 
 @pytest.mark.parametrize("edit", [
     "UPDATE calls SET idx = -1 WHERE idx = 1",  # negative: sorted first, so call 0 met call 1's record
-    "UPDATE calls SET idx = 7 WHERE idx = 1",  # a gap
+    "UPDATE calls SET idx = 7 WHERE idx = 1",  # a gap: call 1 replayed the record of call 7
 ])
-def test_a_run_whose_calls_were_renumbered_is_refused_not_replayed_by_position(tmp_path, edit):
-    path, ran = journal(tmp_path, edit)
-    store = dnb.SqliteStore(path)
+def test_a_run_whose_calls_were_renumbered_is_refused_not_replayed_by_position(made, edit):
+    j = made(edit)
+    before = j.snapshot()
+    store = j.open()
     try:
-        with pytest.raises(dnb.JournalFormatError, match=r"run 'r' has its calls at indices .* instead of 0 to 1"):
-            dnb.LocalRunner(store).run(action(ran), "o", run_id="r")
+        for _ in range(2):  # not RunBusyError the second time: the run was released
+            with pytest.raises(dnb.JournalFormatError, match=r"run 'r' has its calls at indices .* instead of 0 to 1"):
+                dnb.LocalRunner(store).run(action(j.ran), "o", run_id="r")
         assert len(store.calls("r")) == 2, "viewing still shows the run as it is"
+        assert store.discarded("r") == []
     finally:
         store.close()
-    assert ran == [], "no journaled side effect ran again"
-    assert store.discarded("r") == []
+    assert j.ran == [], "no journaled side effect ran again"
+    assert j.snapshot() == before
+
+
+# ---------------------------------------------------------------- payloads that are no outcome
+
+
+@pytest.mark.parametrize(("assign", "value", "index", "what"), [
+    ("payload = ?", b"\xde\xad\xbe\xef", 0, r"its payload \(4 bytes, starting b'\\xde.*not a pickle \(at position 0"),
+    ("payload = ?", b"charged o0", 1, r"its payload \(10 bytes, starting b'charged o0'\) is not a pickle"),
+    ("payload = ?", b"", 0, r"its payload is empty \(0 bytes\), not a pickle"),
+    # a torn copy: a pickle cut short
+    ("payload = ?", pickle.dumps("charged o1")[:-3], 1, r"its payload \(22 bytes, starting b'\\x80.*is not a pickle"),
+    ("payload = NULL", None, 0, r"it is SUCCEEDED, but the journal holds no payload for it"),
+    ("status = 'FAILED', payload = ?", pickle.dumps("declined"), 1,
+     r"it FAILED, but its payload holds a str \('declined'\), not an exception"),
+    ("status = 'FAILED', payload = NULL", None, 1, r"it is FAILED, but the journal holds no payload for it"),
+])
+def test_a_payload_that_is_no_outcome_is_named_as_damage_not_blamed_on_a_class(made, assign, value, index, what):
+    j = made()
+    j.sql(f"UPDATE calls SET {assign} WHERE idx = {index}", () if value is None else (value,))
+    before = j.snapshot()
+    match = (rf"cannot load the recorded outcome of call {index} \('charge'\) of run 'r': {what}.*edited by "
+             rf"hand or damaged.*Restore it from a backup, or fork the run before this call "
+             rf"\(store\.fork\('r', at={index}\)\)")
+    store = j.open()
+    try:
+        record = store.calls("r")[index]
+        with pytest.raises(dnb.RecordDecodeError, match=match) as read:  # was a bare UnpicklingError, an assert
+            record.result() if record.status is dnb.Status.SUCCEEDED else record.error()
+        for _ in range(2):  # and the run stays free: refused again the same way, not RunBusyError
+            with pytest.raises(dnb.RecordDecodeError, match=match) as replayed:
+                dnb.LocalRunner(store).run(action(j.ran), "o", run_id="r")
+    finally:
+        store.close()
+    for err in (read.value, replayed.value, pickle.loads(pickle.dumps(replayed.value))):
+        assert (err.run_id, err.index, err.damage, err.class_name) == ("r", index, True, None)
+        assert "loading code" not in str(err) and "importable" not in str(err) and "without its payload" not in str(err)
+    assert j.ran == [], "nothing ran again"
+    assert j.snapshot() == before

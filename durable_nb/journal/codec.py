@@ -235,6 +235,24 @@ def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: d
     return exc
 
 
+def not_a_pickle(data: bytes) -> str | None:
+    """Why ``data`` is no pickle at all (bytes typed in by hand, a torn copy), or None when it is one.
+
+    Asked only after loading ``data`` failed (replaying valid payloads never pays for it), so that such
+    bytes are not blamed on a class or its loading code.
+    """
+    import pickletools
+
+    if not data:
+        return "its payload is empty (0 bytes), not a pickle"
+    try:
+        for _ in pickletools.genops(data):
+            pass
+    except Exception as exc:
+        return f"its payload ({len(data):,} bytes, starting {bytes(data[:12])!r}) is not a pickle ({exc})"
+    return None
+
+
 def missing_global(data: bytes) -> str | None:
     """The first ``module.qualname`` a pickle refers to that cannot be imported now (for error messages)."""
     import importlib

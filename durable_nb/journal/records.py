@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import RecordDecodeError
 from . import codec
 
 INPUT_CALL_ID = "durable_nb.durable_input"
@@ -148,6 +149,8 @@ class CallRecord:
     """The question of a ``durable_input`` call (None for other calls)."""
     choices: tuple[Any, ...] | None = None
     """The allowed answers of a ``durable_input`` call, if it restricted them."""
+    payload_left_out: bool = field(default=False, repr=False, compare=False)
+    """Read without its payload (``query_calls``): a None payload says nothing about the journal."""
 
     @classmethod
     def pending(cls, run_id: str, index: int, call_id: str, args_digest: str, started_at: float) -> CallRecord:
@@ -179,7 +182,7 @@ class CallRecord:
                 f"call {self.index} ({self.call_id!r}) of run {self.run_id!r} is {self.status.value}, "
                 f"it has no result; check record.status first."
             )
-        return codec.loads(self._payload_loaded())
+        return self._load(self._payload_loaded())
 
     def error(self) -> BaseException:
         """Unpickle and return the recorded exception (trusted journals only)."""
@@ -188,12 +191,25 @@ class CallRecord:
                 f"call {self.index} ({self.call_id!r}) of run {self.run_id!r} is {self.status.value}, "
                 f"it has no error; check record.status first."
             )
-        err = codec.loads(self._payload_loaded())
-        assert isinstance(err, BaseException)
+        err = self._load(self._payload_loaded())
+        if not isinstance(err, BaseException):
+            raise damaged(self, f"it FAILED, but its payload holds a {type_name(err)} ({codec.preview(err)}), "
+                                f"not an exception")
         return err
+
+    def _load(self, data: bytes) -> Any:
+        try:
+            return codec.loads(data)
+        except Exception:
+            why = codec.not_a_pickle(data)  # only after a failure: loading valid payloads costs nothing more
+            if why is None:
+                raise  # a pickle whose class or loading code fails: the caller's to explain
+            raise damaged(self, why) from None
 
     def _payload_loaded(self) -> bytes:
         if self.payload is None:
+            if not self.payload_left_out:  # read with its payload, and there is none: the journal lacks it
+                raise damaged(self, f"it is {self.status.value}, but the journal holds no payload for it")
             raise ValueError(
                 f"call {self.index} ({self.call_id!r}) of run {self.run_id!r} was read without its payload "
                 f"(query_calls, pending() and waiting() leave payloads out to stay fast); read it with "
@@ -203,6 +219,11 @@ class CallRecord:
 
     def matches(self, call_id: str, args_digest: str) -> bool:
         return self.call_id == call_id and self.args_digest == args_digest
+
+
+def damaged(record: CallRecord, why: str) -> RecordDecodeError:
+    """The error for a terminal call whose payload durable_nb never wrote: ``why`` says what is wrong."""
+    return RecordDecodeError(record.run_id, record.index, record.call_id, None, why, True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,7 @@ from . import codec, faults
 from .callid import call_identity
 from .digest import digest, type_name
 from .nesting import as_call, check_sync, inside_call, is_async_callable
-from .records import INPUT_CALL_ID, CallRecord, Origin, Outcome, Status, _Name, check_choices, encode_prompt
+from .records import INPUT_CALL_ID, CallRecord, Origin, Outcome, Status, _Name, check_choices, damaged, encode_prompt
 from .store import Store
 
 
@@ -557,14 +557,19 @@ class StopRecovery(BaseException):
 def replay(recorded: CallRecord) -> Any:
     """Return the recorded result or raise the recorded exception.
 
-    A payload that cannot be loaded (its class was deleted or renamed) raises
-    :class:`RecordDecodeError`, which leaves the run as it was (``open_run``).
+    A payload that cannot be loaded (its class was deleted or renamed, or the row was damaged: bytes that
+    are no pickle, no payload) raises :class:`RecordDecodeError`, which leaves the run as it was (``open_run``).
     """
     try:
         if recorded.status is Status.SUCCEEDED and recorded.payload is not None:
             return codec.loads(recorded.payload)  # recorded.result() without its checks, made just here
         outcome = recorded.result() if recorded.status is Status.SUCCEEDED else recorded.error()
+    except RecordDecodeError:
+        raise  # the record said what is wrong with its row
     except Exception as exc:
+        why = None if recorded.payload is None else codec.not_a_pickle(recorded.payload)
+        if why is not None:
+            raise damaged(recorded, why) from None
         missing = codec.missing_global(recorded.payload or b"")
         raise RecordDecodeError(
             recorded.run_id, recorded.index, recorded.call_id, missing, f"{type(exc).__name__}: {exc}"

@@ -136,7 +136,7 @@ class MemoryStore(Store):
     ) -> list[CallRecord]:
         found = self._matching(run_id, status, call_id)
         end = None if limit is None else offset + limit
-        return [dataclasses.replace(c, payload=None) for c in found[offset:end]]
+        return [dataclasses.replace(c, payload=None, payload_left_out=True) for c in found[offset:end]]
 
     def count_calls(
         self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None

@@ -41,13 +41,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import JournalUnavailableError, LeaseLostError, RunBusyError
+from ..errors import JournalFormatError, JournalUnavailableError, LeaseLostError, RunBusyError
 from ..journal import codec
 from ..journal.history import FreshHead, PruneRule, check_fork, fork_id_taken
 from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 from ..journal.store import Store, calls_where, check_run_id
 from . import postgres_sql as q
+from .bad_rows import BadRow, in_order, journal_error, member
 from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import AdvisoryLocks
@@ -205,6 +206,8 @@ class PostgresStore(Store):
             if run_id is None or exc.run_id is not None:
                 raise
             raise JournalUnavailableError(exc.where, doing, run_id, exc.reason, exc.hint) from None
+        except BadRow as exc:  # a row typed in by hand: where, and the statement that fixes it
+            raise self._bad_row(exc) from None
         except (psycopg.DataError, UnicodeEncodeError) as exc:
             if isinstance(exc, psycopg.DataError) and "NUL" not in str(exc):
                 raise
@@ -245,6 +248,11 @@ class PostgresStore(Store):
                         "call reconnects.")
             raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
 
+    def _bad_row(self, exc: BadRow) -> JournalFormatError:
+        schema = self._schema_named()
+        fix = exc.fix(None if schema == "public" else sql_name(schema))
+        return journal_error(str(self.target), exc, f"psql on that database: {fix}" if fix else None)
+
     def _schema_named(self) -> str:
         """The journal's schema, for a hint: known once the journal is open, else asked (``public`` if that fails)."""
         schema = getattr(self, "schema", None)
@@ -280,7 +288,7 @@ class PostgresStore(Store):
         self.flush()
         with self._guard("read a run", run_id):
             row = self._conn.execute(q.RUN_SELECT + " WHERE r.run_id = %s", (run_id,)).fetchone()
-        return q.run_record(row) if row else None
+            return q.run_record(row) if row else None
 
     def calls(self, run_id: str) -> list[CallRecord]:
         self.flush()
@@ -291,7 +299,7 @@ class PostgresStore(Store):
         self.flush()
         with self._guard("read a call", run_id):
             row = self._conn.execute(q.ONE_CALL, (run_id, index)).fetchone()
-        return q.call_record(row, True) if row else None
+            return q.call_record(row, True) if row else None
 
     def discarded(self, run_id: str | None = None) -> list[DiscardedCall]:
         self.flush()
@@ -362,24 +370,25 @@ class PostgresStore(Store):
         """The lease and the run's calls, read under its lock (``run_row``, ``call_rows``: read with it)."""
         conn = self._conn
         lease = Lease(run_id, owner, None if run_row is None else int(run_row[0]), os_locked=locked)
-        status = None if run_row is None else RunStatus(run_row[2])
+        status = None if run_row is None else member(RunStatus, run_row[2], "runs", "status", run_id, None)
+        # Records made before the lease is registered: a row no one writes (BadRow) leaves the run unlocked.
         if steal or (run_row is not None and run_row[1] is not None):
             # Someone claimed it and never closed it (a crash), or we steal it from a live holder:
             # take it over now (its writes are fenced off from here), and read the calls after the
-            # take-over in the same transaction, so nothing it wrote is missed.
+            # take-over in the same transaction, so nothing it wrote is missed (and a BadRow undoes it).
             with conn.transaction():
                 conn.execute(q.TAKE_OVER, {"run": run_id, "now": time.time(), "owner": owner})
-                rows = conn.execute(q.CALLS_OF_RUN, (run_id,)).fetchall()
+                calls = in_order(run_id, [q.call_record(r, True) for r in conn.execute(q.CALLS_OF_RUN, (run_id,))])
             lease.wrote = True
         else:
-            rows = call_rows
+            calls = in_order(run_id, [q.call_record(r, True) for r in call_rows])
         with self._cond:
             if holder is not None and holder in self._leases:
                 self._leases[holder].lost = "the run was taken over (steal=True) by another context"
             self._leases[owner] = lease
             self._by_run[run_id] = owner
             self._open_status[owner] = status
-        return [q.call_record(r, True) for r in rows]
+        return calls
 
     def _lease(self, run_id: str, owner: str | None) -> Lease:
         """The live lease of ``owner`` (default: the context holding ``run_id`` here), or LeaseLostError."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..journal.records import CallRecord, DiscardedCall, Origin, RunRecord, RunStatus, Status, decode_prompt
+from .bad_rows import member
 
 CALL_COLS = (
     "run_id, idx, call_id, args_digest, status, origin, result_preview, error_preview, started_at, finished_at, prompt"
@@ -192,22 +193,27 @@ _ORIGIN = {o.value: o for o in Origin}
 
 
 def call_record(row: tuple[Any, ...], with_payload: bool = False) -> CallRecord:
+    """A row of ``calls`` (``CALL_COLS``, then the payload); :class:`.bad_rows.BadRow` for a value no one writes."""
     prompt, choices = decode_prompt(row[10])
     return CallRecord(
-        row[0], row[1], row[2], row[3], _STATUS.get(row[4]) or Status(row[4]),
-        (_ORIGIN.get(row[5]) or Origin(row[5])) if row[5] else None,
+        row[0], row[1], row[2], row[3],
+        _STATUS.get(row[4]) or member(Status, row[4], "calls", "status", row[0], row[1]),
+        (_ORIGIN.get(row[5]) or member(Origin, row[5], "calls", "origin", row[0], row[1])) if row[5] else None,
         row[6], row[7], row[8], row[9], bytes(row[11]) if with_payload and row[11] is not None else None,
-        prompt, choices,
+        prompt, choices, not with_payload,
     )
 
 
 def run_record(row: tuple[Any, ...]) -> RunRecord:
-    return RunRecord(row[0], RunStatus(row[1]), row[2], row[3], row[4], row[7], row[6], row[5], row[8], row[9])
+    status = member(RunStatus, row[1], "runs", "status", row[0], None)
+    return RunRecord(row[0], status, row[2], row[3], row[4], row[7], row[6], row[5], row[8], row[9])
 
 
 def discarded_record(r: tuple[Any, ...]) -> DiscardedCall:
     return DiscardedCall(
-        r[0], r[1], r[2], r[3], Status(r[4]), Origin(r[5]) if r[5] else None, r[6], r[7], r[8], r[9], r[10], r[11]
+        r[0], r[1], r[2], r[3], member(Status, r[4], "discarded", "status", r[0], r[1]),
+        member(Origin, r[5], "discarded", "origin", r[0], r[1]) if r[5] else None,
+        r[6], r[7], r[8], r[9], r[10], r[11],
     )
 
 

@@ -65,6 +65,7 @@ from ..journal.lease import (
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
 from ..journal.store import Store, calls_where, check_run_id
 from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema
+from .bad_rows import BadRow, in_order, member
 from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
 from .sqlite_intent import IntentLog, LogClosed
@@ -94,22 +95,17 @@ _OPEN_SELECT_MANY = "SELECT " + _OPEN_COLS + " WHERE r.run_id IN ({}) ORDER BY r
 # Dict lookups instead of Enum(value) calls: opening a run builds one record per call.
 _STATUS = {s.value: s for s in Status}
 _ORIGIN = {o.value: o for o in Origin}
+_RUN_STATUS = {s.value for s in RunStatus}
 
 
-def _member(cls: type[_E], value: Any, table: str, column: str, run_id: Any, index: Any) -> _E:
-    """``cls(value)``, or :class:`.sqlite_file.BadRow` naming the row ('DONE' typed in was a bare ValueError)."""
-    try:
-        return cls(value)
-    except ValueError:
-        raise sqlite_file.bad_value(table, column, value, run_id, index, [m.value for m in cls]) from None
-
-
-def _call(row: tuple[Any, ...], payload: bytes | None = None, prompt: str | None = None) -> CallRecord:
+def _call(row: tuple[Any, ...], payload: bytes | None = None, prompt: str | None = None, left_out: bool = False,
+          ) -> CallRecord:
     return CallRecord(
         text(row[0]), row[1], text(row[2]), row[3],
-        _STATUS.get(row[4]) or _member(Status, row[4], "calls", "status", row[0], row[1]),
-        (_ORIGIN.get(row[5]) or _member(Origin, row[5], "calls", "origin", row[0], row[1])) if row[5] else None,
+        _STATUS.get(row[4]) or member(Status, row[4], "calls", "status", row[0], row[1]),
+        (_ORIGIN.get(row[5]) or member(Origin, row[5], "calls", "origin", row[0], row[1])) if row[5] else None,
         text(row[6]), text(row[7]), row[8], row[9], payload, *(_NO_PROMPT if prompt is None else decode_prompt(prompt)),
+        left_out,
     )
 
 
@@ -121,34 +117,24 @@ def _opened(run_id: str, r: tuple[Any, ...]) -> CallRecord:
     call_id, result_preview, error_preview = r[4], r[8], r[9]
     return CallRecord(
         run_id, r[3], call_id if call_id.__class__ is str else text(call_id), r[5],
-        _STATUS.get(r[6]) or _member(Status, r[6], "calls", "status", run_id, r[3]),
-        (_ORIGIN.get(r[7]) or _member(Origin, r[7], "calls", "origin", run_id, r[3])) if r[7] else None,
+        _STATUS.get(r[6]) or member(Status, r[6], "calls", "status", run_id, r[3]),
+        (_ORIGIN.get(r[7]) or member(Origin, r[7], "calls", "origin", run_id, r[3])) if r[7] else None,
         result_preview if result_preview.__class__ is not bytes else text(result_preview),
         error_preview if error_preview.__class__ is not bytes else text(error_preview),
         r[10], r[11], r[12],
     )
 
 
-def _in_order(run_id: str, rows: list[tuple[Any, ...]]) -> list[CallRecord]:
-    """A run's calls from ``_OPEN_SELECT`` rows, which replay pairs with the action's calls by position.
-
-    So their indices must be 0, 1, 2...: a row renumbered by hand (-1, a gap, a duplicate, NULL) paired the
-    action's calls with the wrong records, discarding good ones and executing their side effects again.
-    """
-    calls = [_opened(run_id, r) for r in rows if r[3] is not None or r[4] is not None]
-    if any(c.index != i for i, c in enumerate(calls)):
-        found = ", ".join(str(c.index) for c in calls[:12]) + (", ..." if len(calls) > 12 else "")
-        raise sqlite_file.BadRow(
-            f"run {run_id!r} has its calls at indices {found} instead of 0 to {len(calls) - 1} (`SELECT seq, idx, "
-            f"call_id, status FROM calls WHERE run_id = ...` shows them; seq is the order they were journaled), "
-            f"and a replay pairs calls by position",
-            None,
-        )
-    return calls
+def _seen(run_id: str, rows: list[tuple[Any, ...]]) -> tuple[Any, Any]:
+    """The run's attempts and status from ``_OPEN_SELECT`` rows; a status no one writes is a BadRow, as in
+    :meth:`SqliteStore.runs` (a replay overwrote it with its own, hiding the edit)."""
+    if not rows:
+        return None, None
+    status = rows[0][2]
+    return rows[0][1], status if status in _RUN_STATUS else member(RunStatus, status, "runs", "status", run_id, None)
 
 
 _Read = TypeVar("_Read", bound=Callable[..., Any])
-_E = TypeVar("_E", Status, Origin, RunStatus)
 
 
 def _explains_damage(read: _Read) -> _Read:
@@ -160,7 +146,7 @@ def _explains_damage(read: _Read) -> _Read:
             return read(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
             raise sqlite_file.damaged(self.path, exc) or exc from exc
-        except sqlite_file.BadRow as exc:
+        except BadRow as exc:
             raise sqlite_file.bad_row(self.path, exc) from None
 
     return reading  # type: ignore[return-value]
@@ -579,7 +565,7 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def _run_record(self, row: tuple[Any, ...]) -> RunRecord:
         return RunRecord(
-            text(row[0]), _member(RunStatus, row[1], "runs", "status", row[0], None), row[2], row[3], row[4], row[7],
+            text(row[0]), member(RunStatus, row[1], "runs", "status", row[0], None), row[2], row[3], row[4], row[7],
             row[6], row[5], row[8], row[9],
         )
 
@@ -633,8 +619,8 @@ class SqliteStore(SqliteTimeTravel, Store):
         rows = self._read().execute(sql + " ORDER BY seq", params).fetchall()
         return [
             DiscardedCall(
-                text(r[0]), r[1], text(r[2]), r[3], _member(Status, r[4], "discarded", "status", r[0], r[1]),
-                _member(Origin, r[5], "discarded", "origin", r[0], r[1]) if r[5] else None,
+                text(r[0]), r[1], text(r[2]), r[3], member(Status, r[4], "discarded", "status", r[0], r[1]),
+                member(Origin, r[5], "discarded", "origin", r[0], r[1]) if r[5] else None,
                 text(r[6]), text(r[7]), r[8], r[9], r[10], text(r[11]),
             )
             for r in rows
@@ -653,7 +639,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         where, params = calls_where(run_id, status, call_id, "?")
         sql = f"SELECT {_CALL_COLS}, {self._prompt_col} FROM calls{where} ORDER BY seq LIMIT ? OFFSET ?"
         rows = self._read().execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
-        return [_call(r, None, r[10]) for r in rows]
+        return [_call(r, None, r[10], True) for r in rows]
 
     @_explains_damage
     def count_calls(
@@ -720,12 +706,14 @@ class SqliteStore(SqliteTimeTravel, Store):
                     rows = self._conn.execute(_OPEN_SELECT, (run_id,)).fetchall()
                 else:
                     rows = pre.rows(self._conn, run_id, _OPEN_SELECT, _OPEN_SELECT_MANY, self._settle)
-                lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
-            return _in_order(run_id, rows)  # inside: a row that cannot be read releases the run
+                lease.seen_attempts, lease.seen_status = _seen(run_id, rows)
+            # Inside the try: a row that cannot be read releases the run. ``r[4]``: a call whose idx was
+            # set NULL by hand is still a call (in_order refuses it).
+            return in_order(run_id, [_opened(run_id, r) for r in rows if r[3] is not None or r[4] is not None])
         except sqlite3.DatabaseError as exc:
             self._drop_lease(lease)
             raise sqlite_file.damaged(self.path, exc) or exc from exc
-        except sqlite_file.BadRow as exc:
+        except BadRow as exc:
             self._drop_lease(lease)
             raise sqlite_file.bad_row(self.path, exc) from None
         except BaseException:
@@ -768,7 +756,7 @@ class SqliteStore(SqliteTimeTravel, Store):
             others = [k for k, _ in sqlite_frames.registered(conn) if own is None or k != own.key]
             sqlite_frames.apply_logs(conn, self.path, others, remove=False)
             rows = conn.execute(_OPEN_SELECT, (lease.run_id,)).fetchall()
-            lease.seen_attempts, lease.seen_status = (rows[0][1], rows[0][2]) if rows else (None, None)
+            lease.seen_attempts, lease.seen_status = _seen(lease.run_id, rows)  # before the fence: BadRow undoes it
             self._fence(conn, lease, time.time())
         lease.wrote = lease.dirty = True
         return rows

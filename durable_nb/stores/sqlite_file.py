@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import JournalFormatError, JournalReadOnlyError
 from ..journal.lease import FileLocks
 from . import sqlite_schema as schema
+from .bad_rows import BadRow, journal_error
 
 HINT = (
     "Pass the path of a durable_nb journal, or a new path to create one "
@@ -159,34 +160,7 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> JournalFormatError | None
     )
 
 
-class BadRow(ValueError):
-    """A row holds what durable_nb never writes (edited by hand, damaged): :func:`bad_row` words it with the path."""
-
-    def __init__(self, what: str, fix: str | None) -> None:
-        self.what = what
-        self.fix = fix
-        super().__init__(what)
-
-
-def _sql(value: object) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def bad_value(table: str, column: str, value: object, run_id: object, index: object, allowed: list[str]) -> BadRow:
-    """A status or origin no durable_nb writes, with the ``UPDATE`` that makes the row valid again."""
-    where = f"run_id = {_sql(run_id)}" + (f" AND idx = {index}" if table != "runs" else "")
-    to = "NULL" if column != "status" else "'FAILED'" if table == "runs" else "'PENDING'"
-    kind = "discarded call" if table == "discarded" else "call"
-    call = f"run {run_id!r}" if table == "runs" else f"{kind} {index} of run {run_id!r}"
-    return BadRow(
-        f"{call} has {column} {value!r}, not one of {', '.join(allowed)}",
-        f"UPDATE {table} SET {column} = {to} WHERE {where}",
-    )
-
-
 def bad_row(path: Path, exc: BadRow) -> JournalFormatError:
-    fix = f"or correct it with sqlite3: sqlite3 {path} \"{exc.fix}\"" if exc.fix else "or run it under a new run id"
-    return JournalFormatError(
-        f"the journal {path} holds a row durable_nb never writes: {exc.what}. It was edited by hand or damaged; "
-        f"nothing was written by this operation. Restore it from a backup, {fix}."
-    )
+    """``exc`` (:mod:`.bad_rows`) with the journal's path and the sqlite3 command that fixes the row."""
+    fix = exc.fix()
+    return journal_error(str(path), exc, f"sqlite3: sqlite3 {path} \"{fix}\"" if fix else None)
