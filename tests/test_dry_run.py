@@ -253,6 +253,74 @@ def test_an_async_action_that_would_not_replay_stops_there_and_runs_and_writes_n
     assert ran == {}
 
 
+async def place_order_in_a_task_group(order: str, ctx: dnb.RunnerContext) -> str:
+    async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined]  # Python 3.11+
+        charged = tg.create_task(ctx.durable_execute_async(charge, order, 10, reconciler=lookup))
+        mailed = tg.create_task(ctx.durable_execute_async(notify, order))
+    return f"{charged.result()['charged']} {mailed.result()}"
+
+
+async def place_order_in_a_task_group_edited(order: str, ctx: dnb.RunnerContext) -> str:
+    async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined]
+        tg.create_task(ctx.durable_execute_async(charge, order, 10, reconciler=lookup))
+        tg.create_task(ctx.durable_execute_async(notify, order + "!"))  # the mail was edited
+    return "done"
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "TaskGroup"), reason="asyncio.TaskGroup is Python 3.11+")
+@pytest.mark.parametrize("door", ["sync", "async"])
+def test_a_call_in_a_task_group_that_would_not_replay_is_reported_not_raised(store, door):
+    """A TaskGroup wraps what its task raised in a BaseExceptionGroup: the dry stop in such a group used to
+    escape dry_run (an "unhandled errors in a TaskGroup" traceback) instead of the report of that call."""
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order_in_a_task_group, "o1", run_id="r1")
+    ran.clear()
+    before = snapshot(store)
+    if door == "sync":
+        report = runner.dry_run(place_order_in_a_task_group_edited, "o1", run_id="r1")
+    else:
+        report = asyncio.run(runner.dry_run_async(place_order_in_a_task_group_edited, "o1", run_id="r1"))
+    assert (report.stopped_at, report.decision, report.replayed) == (1, Decision.MISMATCH, 1)
+    assert report.error is None
+    assert ran == {}
+    assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("door", ["sync", "async"])
+def test_a_dry_run_made_inside_a_durable_call_still_executes_nothing(door):
+    """A durable function that dry-runs another run (a check before a batch): its calls are plain calls of
+    the outer one only for a real run of that call, so the dry run must still stop at them. Inside the
+    call it used to run every function for real and report "nothing would run"."""
+    store = dnb.MemoryStore()
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    ran.clear()
+
+    def journal_of_r1() -> list:
+        return [(c.index, c.status, c.origin, c.finished_at) for c in store.calls("r1")]
+
+    before = journal_of_r1()
+
+    def check() -> tuple:
+        report = runner.dry_run(place_order_edited, "o1", run_id="r1")
+        return report.stopped_at, report.decision
+
+    async def check_async() -> tuple:
+        report = await runner.dry_run_async(place_order_async_longer, "o1", run_id="r1")
+        return report.stopped_at, report.decision
+
+    async def outer_async(_: Any, ctx: dnb.RunnerContext) -> tuple:
+        return await ctx.durable_execute_async(check_async)
+
+    if door == "sync":
+        verdict = runner.run(lambda _, ctx: ctx.durable_execute(check), None, run_id="checker")
+        assert verdict == (0, Decision.MISMATCH)
+    else:
+        assert runner.run(outer_async, None, run_id="checker") == (2, Decision.EXECUTE)
+    assert ran == {}
+    assert journal_of_r1() == before and store.discarded("r1") == []
+
+
 def test_the_default_run_id_is_the_one_run_uses(store):
     runner = dnb.LocalRunner(store)
     runner.run(place_order, "o1")

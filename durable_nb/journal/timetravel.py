@@ -12,7 +12,10 @@ rules stay in one place.
 Nothing runs at the stop (neither the function nor its reconciler) and nothing
 is written: the journal is read with ``store.calls`` only, no lease is taken, and
 the dry journal never calls a store write method. The action's own plain code
-(between durable calls) does run: it is what is being checked.
+(between durable calls) does run: it is what is being checked. A dry run started
+inside a durable call (a durable function that checks another run) starts outside
+any call, as ``open_run`` does: otherwise its durable calls would be plain calls,
+run for real, and the report would say nothing ran.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import codec
+from .nesting import enter_run, leave_run
 from .records import INPUT_CALL_ID, CallRecord
 from .replay import Decision, Journal, decide
 from .store import Store
@@ -230,7 +234,7 @@ def dry_run(store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, 
     check_open_run_id(run_id)
     journal = DryJournal(store, run_id, store.calls(run_id))
     ctx = RunnerContext(journal, key=key)
-    token = _current.set(ctx)
+    token, outside = _current.set(ctx), enter_run()
     try:
         started = _dry_start(journal, call, ctx)
         if isinstance(started, DryRunReport):
@@ -238,6 +242,7 @@ def dry_run(store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, 
         refuse_inside_loop(DRY_RUN_ASYNC, started)
         return asyncio.run(_dry_finish(journal, started))
     finally:
+        leave_run(outside)
         _current.reset(token)
 
 
@@ -250,11 +255,12 @@ async def dry_run_async(
     check_open_run_id(run_id)
     journal = DryJournal(store, run_id, store.calls(run_id))
     ctx = RunnerContext(journal, key=key)
-    token = _current.set(ctx)
+    token, outside = _current.set(ctx), enter_run()
     try:
         started = _dry_start(journal, call, ctx)
         return started if isinstance(started, DryRunReport) else await _dry_finish(journal, started)
     finally:
+        leave_run(outside)
         _current.reset(token)
 
 
@@ -264,10 +270,12 @@ def _dry_start(
     """Call the action: the report, or the awaitable an async action returned (its caller awaits it)."""
     try:
         result = call(ctx)
-    except _DryStop:
-        return _report(journal, None, None)
     except Exception as exc:
         return _report(journal, None, exc)
+    except BaseException as exc:
+        if not _stopped(exc):
+            raise
+        return _report(journal, None, None)
     return result if inspect.isawaitable(result) else _report(journal, result, None)
 
 
@@ -275,8 +283,23 @@ async def _dry_finish(journal: DryJournal, awaitable: Awaitable[Any]) -> DryRunR
     """Await an async action's coroutine: the report of the whole dry run."""
     try:
         result = await awaitable
-    except _DryStop:
-        return _report(journal, None, None)
     except Exception as exc:
         return _report(journal, None, exc)
+    except BaseException as exc:
+        if not _stopped(exc):
+            raise
+        return _report(journal, None, None)
     return _report(journal, result, None)
+
+
+def _stopped(exc: BaseException) -> bool:
+    """The dry stop, alone or in the exception group an ``asyncio.TaskGroup`` wraps it in.
+
+    Why the group: a call in a TaskGroup's task that would not replay raises the stop
+    there, and the group re-raises it as a ``BaseExceptionGroup``; not recognised,
+    it escaped ``dry_run`` instead of the report of the call it stopped at.
+    """
+    if isinstance(exc, _DryStop):
+        return True
+    members = getattr(exc, "exceptions", None)  # (Base)ExceptionGroup, builtin or the 3.10 backport's
+    return isinstance(members, tuple) and any(isinstance(e, BaseException) and _stopped(e) for e in members)
