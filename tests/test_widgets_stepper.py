@@ -276,6 +276,23 @@ def test_stepping_gathered_async_calls_runs_each_once(store: dnb.Store) -> None:
 
 
 
+def test_stepping_calls_made_in_a_task_group_stops_before_each_call(store: dnb.Store) -> None:
+    """The step's stop, raised in a TaskGroup's task, left the action as a BaseExceptionGroup: the click
+    failed with a traceback in the log and the stepper said nothing."""
+    async def charge_all(orders: list[int], ctx: dnb.RunnerContext) -> list[str]:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(ctx.durable_execute_async(charge_card, o)) for o in orders]
+        return [t.result() for t in tasks]
+
+    stepper = dnb.ReplayStepper(store, "grouped", charge_all, [1, 2], journal_view=False)
+    stepper.step()
+    assert "Stopped before call 1" in text(stepper.message.value)
+    assert [c.status.value for c in store.calls("grouped")] == ["SUCCEEDED"]
+    stepper.run_to_end()
+    assert ran == {"charge_card": 2} and stepper.done
+    assert store.run("grouped").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]
+
+
 def test_a_run_stopped_at_an_input_waits_and_goes_on_once_answered(store: dnb.Store) -> None:
     def refund(order: int, ctx: dnb.RunnerContext) -> str:
         charge = ctx.durable_execute(charge_card, order)

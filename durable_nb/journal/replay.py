@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import (
     AwaitingInput,
@@ -552,6 +552,25 @@ class StopRecovery(BaseException):
     def __init__(self, index: int) -> None:
         self.index = index
         super().__init__(f"recovery stopped before call {index}")
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def found_in(exc: BaseException, cls: type[E]) -> E | None:
+    """``exc`` if it is a ``cls``, or the first ``cls`` inside the exception group(s) it is.
+
+    Why: durable_nb's own stops (a stepped recovery's, a dry run's) are raised at a call;
+    when that call runs in an ``asyncio.TaskGroup`` task, they come out of the action
+    wrapped in a ``BaseExceptionGroup``, which an ``except StopRecovery`` does not catch.
+    """
+    if isinstance(exc, cls):
+        return exc
+    for member in getattr(exc, "exceptions", None) or ():  # (Base)ExceptionGroup, or the 3.10 backport's
+        inner = found_in(member, cls) if isinstance(member, BaseException) else None
+        if inner is not None:
+            return inner
+    return None
 
 
 def replay(recorded: CallRecord) -> Any:

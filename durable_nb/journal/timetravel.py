@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from . import codec
 from .nesting import enter_run, leave_run
 from .records import INPUT_CALL_ID, CallRecord
-from .replay import Decision, Journal, decide
+from .replay import Decision, Journal, decide, found_in
 from .store import Store
 
 if TYPE_CHECKING:
@@ -293,13 +293,5 @@ async def _dry_finish(journal: DryJournal, awaitable: Awaitable[Any]) -> DryRunR
 
 
 def _stopped(exc: BaseException) -> bool:
-    """The dry stop, alone or in the exception group an ``asyncio.TaskGroup`` wraps it in.
-
-    Why the group: a call in a TaskGroup's task that would not replay raises the stop
-    there, and the group re-raises it as a ``BaseExceptionGroup``; not recognised,
-    it escaped ``dry_run`` instead of the report of the call it stopped at.
-    """
-    if isinstance(exc, _DryStop):
-        return True
-    members = getattr(exc, "exceptions", None)  # (Base)ExceptionGroup, builtin or the 3.10 backport's
-    return isinstance(members, tuple) and any(isinstance(e, BaseException) and _stopped(e) for e in members)
+    """The dry stop, alone or in the exception group an ``asyncio.TaskGroup`` wraps it in (``found_in``)."""
+    return found_in(exc, _DryStop) is not None

@@ -13,6 +13,7 @@ map helpers they share are in :mod:`.mapping` (keys, run ids), :mod:`.rows`
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 import threading
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..journal import timetravel
 from ..journal.context import RunnerContext, open_run, refuse_inside_loop, settle_calls
 from ..journal.digest import digest_value
-from ..journal.replay import Journal
+from ..journal.replay import Journal, StopRecovery, found_in
 from ..journal.store import Store
 from ..stores import open_store
 from . import map_warnings
@@ -59,11 +60,20 @@ def call_action(action: Action, value: Any, ctx: RunnerContext) -> Any:
     return result
 
 
+_GROUPS: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(builtins, "BaseExceptionGroup", None),) if t is not None)  # none before Python 3.11
+
+
 async def _await(awaitable: Any, ctx: RunnerContext) -> Any:
     """The async action's result, once no durable call of its run is in flight (see ``settle_calls``)."""
     __tracebackhide__ = True
     try:
         return await awaitable
+    except _GROUPS as group:  # a TaskGroup's: a stepped recovery's stop comes out as itself
+        stop = found_in(group, StopRecovery)
+        if stop is None:
+            raise
+        raise stop from None
     finally:
         await settle_calls(ctx.journal)
 
