@@ -115,6 +115,19 @@ def test_a_pending_call_without_a_reconciler_would_re_execute(store):
     assert ran == {}
 
 
+def test_a_run_held_by_a_live_context_is_reported_busy_since_its_pending_call_may_be_running(store):
+    """The journal alone shows call 0 PENDING, "would reconcile", while it is running in another thread;
+    a real run now raises RunBusyError: the report says the run is held."""
+    runner = dnb.LocalRunner(store)
+    with runner.context("held") as ctx:
+        ctx.durable_execute(notify, "o1")
+        report = runner.dry_run(place_order, "o1", run_id="held")
+        with pytest.raises(dnb.RunBusyError):
+            runner.run(place_order, "o1", run_id="held")
+    assert report.busy and "open in a live context now" in repr(report) and ran == {"notify": 1}
+    assert not runner.dry_run(place_order, "o1", run_id="held").busy  # the context ended
+
+
 def test_a_call_beyond_the_journal_would_execute(store):
     def longer(order: str, ctx: dnb.RunnerContext) -> str:
         place_order(order, ctx)

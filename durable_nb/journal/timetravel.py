@@ -21,6 +21,7 @@ run for real, and the report would say nothing ran.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import inspect
 from collections.abc import Awaitable, Callable
@@ -105,6 +106,9 @@ class DryRunReport:
     """Preview of the action's result when it finished with every call replayed."""
     steps: tuple[DryStep, ...] = ()
     """Every call examined, in order (the replayed ones, then the stop)."""
+    busy: bool = False
+    """A live context holds the run now (another thread, kernel or process): a run now gets ``RunBusyError``,
+    and a call the journal shows PENDING may be running there, not crashed."""
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per examined call: the decision, the current and the recorded call id and digest."""
@@ -146,10 +150,14 @@ class DryRunReport:
         return lines
 
     def _lines(self) -> list[str]:
+        lines = self._summary()
+        if self.busy:
+            lines.append("the run is open in a live context now: running it now raises RunBusyError, and a "
+                         "PENDING call may still be running there; dry-run it again once that context ends")
         # The recorded call id, the rule and the error come from the journal, which may be someone else's:
         # shown with lone surrogates and NULs as escapes (display outputs travel as UTF-8; one would fail
         # the cell's output) and bidirectional controls as escapes (an id must not display reversed).
-        return [codec.shown(line) for line in self._summary()]
+        return [codec.shown(line) for line in lines]
 
     def __repr__(self) -> str:
         return "\n".join(self._lines())
@@ -237,10 +245,10 @@ def dry_run(store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, 
     token, outside = _current.set(ctx), enter_run()
     try:
         started = _dry_start(journal, call, ctx)
-        if isinstance(started, DryRunReport):
-            return started
-        refuse_inside_loop(DRY_RUN_ASYNC, started)
-        return asyncio.run(_dry_finish(journal, started))
+        if not isinstance(started, DryRunReport):
+            refuse_inside_loop(DRY_RUN_ASYNC, started)
+            started = asyncio.run(_dry_finish(journal, started))
+        return _held(store, started)
     finally:
         leave_run(outside)
         _current.reset(token)
@@ -258,7 +266,7 @@ async def dry_run_async(
     token, outside = _current.set(ctx), enter_run()
     try:
         started = _dry_start(journal, call, ctx)
-        return started if isinstance(started, DryRunReport) else await _dry_finish(journal, started)
+        return _held(store, started if isinstance(started, DryRunReport) else await _dry_finish(journal, started))
     finally:
         leave_run(outside)
         _current.reset(token)
@@ -290,6 +298,12 @@ async def _dry_finish(journal: DryJournal, awaitable: Awaitable[Any]) -> DryRunR
             raise
         return _report(journal, None, None)
     return _report(journal, result, None)
+
+
+def _held(store: Store, report: DryRunReport) -> DryRunReport:
+    """``report``, saying whether a live context holds its run: the journal alone cannot tell a PENDING call
+    that crashed from one running now, and "would reconcile" about a running charge is not what a run does."""
+    return dataclasses.replace(report, busy=True) if store.run_is_open(report.run_id) else report
 
 
 def _stopped(exc: BaseException) -> bool:
