@@ -331,3 +331,59 @@ def test_a_dead_process_log_this_user_cannot_read_names_it_and_the_fixes(
         assert viewer.runs() == []
     finally:
         viewer.close()
+
+
+def test_a_run_taken_by_a_synced_commit_is_not_taken_again_by_the_next_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the SIGKILL fuzzer (8 threads recovering runs): a recovery's first write, a reconciled outcome
+    held back, was committed by another thread's synced transaction (a dead process's log applied at an
+    open), which takes the run. The next commit went through the log before that transaction had marked
+    the context as having taken its run, so its frame took the run again with the stale attempts count;
+    applying it found the run already taken and dropped the frame: the run stayed RUNNING, its later calls
+    were missing while their side effects had happened (a recovery would do them twice)."""
+    from durable_nb.stores import sqlite as sqlite_mod
+
+    monkeypatch.setattr(sqlite_mod, "FLUSH_DELAY", 600.0)  # the held outcome waits for a commit to carry it
+    db = tmp_path / "journal.db"
+    store = dnb.SqliteStore(db)
+    runner = dnb.LocalRunner(store)
+    effects: list[int] = []
+
+    @dnb.durable(name="t.charge")
+    def charge(i: int) -> int:
+        effects.append(i)
+        return i * 10
+
+    with dnb.inject_crash(call="t.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(lambda _, ctx: ctx.durable_execute(charge, 0), None, run_id="r")  # call 0 left PENDING
+
+    committed, go_on = threading.Event(), threading.Event()
+    on_commit = store._committer._on_commit
+
+    def slow_hooks() -> None:  # the other thread's transaction committed; its hooks come after this
+        committed.set()
+        go_on.wait(1.0)
+        on_commit()
+
+    with runner.context("r") as ctx:
+        assert ctx.durable_execute(charge, 0, reconciler=lambda: 0) == 0  # reconciled, held back
+        monkeypatch.setattr(store._committer, "_on_commit", slow_hooks)
+        other = threading.Thread(target=store.delete_run, args=("unrelated",))  # a synced transaction
+        other.start()
+        assert committed.wait(10)
+        monkeypatch.setattr(store._committer, "_on_commit", on_commit)
+        assert ctx.durable_execute(charge, 1, reconciler=lambda: 10) == 10  # through the log
+    go_on.set()
+    other.join(10)
+    store.close()
+
+    store = dnb.SqliteStore(db)
+    try:
+        assert store.run("r").status is dnb.RunStatus.COMPLETED
+        calls = store.calls("r")
+        assert [(c.index, c.status, c.origin) for c in calls] == [
+            (0, dnb.Status.SUCCEEDED, dnb.Origin.RECONCILED), (1, dnb.Status.SUCCEEDED, dnb.Origin.EXECUTED)]
+        assert effects == [0, 1]
+    finally:
+        store.close()

@@ -227,6 +227,25 @@ def test_new_journals_carry_application_id_and_user_version(tmp_path):
         conn.close()
 
 
+def test_a_database_without_tables_gets_the_schema_at_open_and_read_only_says_there_is_no_journal(tmp_path):
+    # What a process killed while creating a journal leaves (the WAL switch wrote SQLite's header, the schema
+    # never committed), and what another process sees while one creates it: every read and run failed with
+    # "no such table: runs" (tests/kill/test_kill_create.py kills a real creator).
+    path = tmp_path / "journal.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    assert path.stat().st_size > 0
+    with pytest.raises(dnb.JournalReadOnlyError, match="no journal in .*journal.db yet.*mode=ro"):
+        dnb.open_store(f"sqlite:///{path}?mode=ro")
+    store = dnb.SqliteStore(path)
+    assert store.runs() == [] and store.to_pandas().empty
+    out = dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(charge, "o1"), None, run_id="r")
+    assert out == "charged o1"
+    store.close()
+    assert [r.run_id for r in dnb.open_store(f"sqlite:///{path}?mode=ro").runs()] == ["r"]
+
+
 def test_an_old_journal_is_migrated_at_the_first_write_never_on_a_read(tmp_path):
     path = tmp_path / "v1.db"
     shutil.copy(GOLDEN, path)

@@ -236,14 +236,7 @@ class SqliteStore(SqliteTimeTravel, Store):
             self._files = sqlite_file.create(path)
             self.read_only: str | None = None
             self._version = 0
-            try:
-                with self._write():  # a new file: the schema now, so other processes see a journal
-                    pass
-            except sqlite3.Error as exc:
-                raise JournalWriteError(
-                    f"could not create a journal at {path} ({exc}). Give a path to a new or existing journal "
-                    f"file in a folder you can write, e.g. SqliteStore('.durable/journal.db')."
-                ) from None
+            self._create_schema()
             return
         links = path.stat().st_nlink
         if links > 1:
@@ -253,6 +246,28 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"does not see a crashed process's log and would run its acknowledged calls again.", UserWarning)
         state = sqlite_file.inspect(path, want_read_only=read_only)
         self._version, self.read_only, self._files = state.version, state.read_only, state.files
+        if self._version == 0:
+            # A database with no schema at all: a process killed while creating this journal (after the
+            # WAL switch wrote the header, before the schema committed), or one being created right now.
+            # Reads and open_run need the tables, so the schema now, as for a new file.
+            if self.read_only:
+                raise JournalReadOnlyError(
+                    f"there is no journal in {path} yet (an SQLite database without tables: the process creating "
+                    f"it died or is still at it) to open read-only ({self.read_only}). Open it once without "
+                    f"mode=ro where it can be written, which creates the journal, or check the path."
+                )
+            self._create_schema()
+
+    def _create_schema(self) -> None:
+        """The schema, committed now, so other processes see a journal (a no-op once another made it)."""
+        try:
+            with self._write():
+                pass
+        except sqlite3.Error as exc:
+            raise JournalWriteError(
+                f"could not create a journal at {self.path} ({exc}). Give a path to a new or existing journal "
+                f"file in a folder you can write, e.g. SqliteStore('.durable/journal.db')."
+            ) from None
 
     def _reset_process_state(self) -> None:
         """Per-process state; rebuilt in a forked child, which must not reuse the parent's."""

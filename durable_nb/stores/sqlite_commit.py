@@ -309,24 +309,28 @@ class Committer:
         after: list[Callable[[], None]] = []
         turn = self._turn
         try:
-            with write_transaction(self._connect(), turn) as conn:
-                self.fenced.clear()
-                self._on_begin(conn, after)
-                self._apply_held(conn, held, after, True)
-                yield conn
-        except BaseException:
-            self._restore(held)
-            raise
+            try:
+                with write_transaction(self._connect(), turn) as conn:
+                    self.fenced.clear()
+                    self._on_begin(conn, after)
+                    self._apply_held(conn, held, after, True)
+                    yield conn
+            except BaseException:
+                self._restore(held)
+                raise
+            # Still the only committer, as in _commit: a hook marks a lease as having taken its run
+            # (lease.wrote). The next commit must see that, or its log frame takes the run once more
+            # with a stale attempts count, and applying it drops that context's transitions.
+            if self._on_commit is not None:
+                self._on_commit()
+            self._release(held)
+            for hook in after:
+                hook()
         finally:
             with cond:
                 self._busy = False
                 if self._waiting:
                     cond.notify_all()
-        if self._on_commit is not None:
-            self._on_commit()
-        self._release(held)
-        for hook in after:
-            hook()
 
     def _apply(self, conn: sqlite3.Connection, op: Op, after: list[Callable[[], None]], isolate: bool) -> Any:
         if not isolate:
