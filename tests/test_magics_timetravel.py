@@ -270,6 +270,18 @@ def test_forking_a_run_another_kernel_is_running_is_refused(ip: Any, magics: Dur
     assert new_id == original.run_id + "#2"
 
 
+def test_forking_a_run_this_kernel_holds_open_names_that_way_out_too(ip: Any, magics: DurableMagics) -> None:
+    """A `with runner.context(run_id)` left open in this kernel holds the run as another kernel would: the
+    refusal said only "another kernel is running the cell ... stop that kernel", sending the user after a
+    kernel that does not exist (or telling them to stop their own)."""
+    run(ip, "order", ORDER)
+    [original] = cell_runs(magics.store)
+    with dnb.LocalRunner(magics.store).context(original.run_id), pytest.raises(UsageError) as refused:
+        line(ip, "durable_fork", "order --at 2")
+    assert f"a `with runner.context({original.run_id!r})` left open here" in str(refused.value)
+    assert "close that context" in str(refused.value)
+
+
 def test_fork_usage_errors_name_the_fix(ip: Any, magics: DurableMagics) -> None:
     with pytest.raises(UsageError, match="run the cell first"):
         line(ip, "durable_fork", "order --at 1")

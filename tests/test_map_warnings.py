@@ -136,3 +136,22 @@ def test_the_warnings_flink_workers_send_are_summed_up_in_the_notebook_too() -> 
     assert "5 more record(s)" in summary and "'orders/1#0'" in summary
     assert all(w.category is dnb.NonDeterminismWarning for w in caught)
 
+
+
+def test_a_map_inside_another_maps_records_is_summed_up_with_it(store: dnb.Store) -> None:
+    """Each inner map showed its own first warning and summary: one pair per outer record, and the outer
+    summary then counted the inner summaries under the outer runs, which gave no warning of their own."""
+    runner = dnb.LocalRunner(store)
+
+    def outer(record: dict[str, int], ctx: dnb.RunnerContext) -> int:
+        batch = [{"customer": record["o"] * 10 + i, "v": i} for i in range(3)]
+        runner.map(_first_batch, batch, key="customer")
+        runner.map(_second_batch, batch, key="customer")
+        return record["o"]
+
+    with _shown() as caught:
+        frame = runner.map(outer, [{"o": o} for o in range(4)], key="o")
+    assert list(frame["status"]) == ["COMPLETED"] * 4
+    first, summary = [str(w.message) for w in caught if w.category is dnb.NonDeterminismWarning]
+    assert "run 'orders/0#0' is not deterministic" in first
+    assert "11 more record(s) of this map" in summary and "'orders/1#0', 'orders/2#0', 'orders/10#0', ..." in summary

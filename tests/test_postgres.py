@@ -364,6 +364,34 @@ def test_pruning_tens_of_thousands_of_runs_does_not_run_out_of_the_servers_lock_
     store.close()
 
 
+def test_a_prune_that_fails_midway_says_the_runs_of_the_batches_before_are_gone(pg_dsn, monkeypatch):
+    """Pruned in batches, a connection lost at the third batch leaves the first two deleted; the error said
+    only "could not prune runs", which a user reads as "nothing was removed" (true before the batches)."""
+    from durable_nb.stores import postgres
+
+    store = dnb.PostgresStore(pg_dsn)
+    sql(pg_dsn, "INSERT INTO runs (run_id, status, created_at, updated_at, attempts) "
+                "SELECT 'old-' || g, 'COMPLETED', g, g, 1 FROM generate_series(1, 5) g")
+    monkeypatch.setattr(postgres, "PRUNE_BATCH", 2)
+    batch = postgres.PostgresStore._prune_batch
+    done = []
+
+    def failing(self, conn, rule, runs):
+        if len(done) == 2:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        done.append(runs)
+        return batch(self, conn, rule, runs)
+
+    monkeypatch.setattr(postgres.PostgresStore, "_prune_batch", failing)
+    with pytest.raises(dnb.JournalUnavailableError, match=r"could not prune runs \(4 of the 5 selected were "
+                                                           r"removed before this; prune again to remove the rest\)"):
+        store.prune(keep_last=0)
+    assert sql(pg_dsn, "SELECT run_id FROM runs") == [("old-5",)]
+    monkeypatch.setattr(postgres.PostgresStore, "_prune_batch", batch)
+    assert [r.run_id for r in store.prune(keep_last=0)] == ["old-5"]
+    store.close()
+
+
 def test_asking_whether_a_run_is_open_never_makes_it_busy_for_a_process_opening_it(pg_dsn):
     """JournalView asks ``run_is_open`` for every shown run, every refresh, while a recovery opens them.
     Asked with a try-lock, the question held the lock for a moment: 49 of 3,000 opens were RunBusyError."""

@@ -113,10 +113,12 @@ def fork_cell(store: Store, name: str, at: int, run_id: str | None = None) -> tu
         raise ValueError(f"--at {at} is outside 1..{len(calls)} for run {source.run_id!r} (call 0 is the cell "
                          f"itself; --at 1 keeps none of its calls, --at {len(calls)} keeps them all)")
     if store.run_is_open(source.run_id):  # its PENDING call K is not a crash's: it may be running right now
+        # Not always another kernel: this one holds it while a `with runner.context(...)` on it is left open.
         raise ValueError(
-            f"run {source.run_id!r} is running now (a live context holds it: another kernel is running the cell); "
-            f"call {at} and later may still be executing there, and the fork would run them again. Let it "
-            f"finish (or stop that kernel), then fork.")
+            f"run {source.run_id!r} is running now (a live context holds it: the cell running in another kernel, "
+            f"or in this one from a thread, or a `with runner.context({source.run_id!r})` left open here); call "
+            f"{at} and later may still be executing there, and the fork would run them again. Let it finish "
+            f"(close that context, or stop that kernel), then fork.")
     kept = calls[1:at]
     for rec in kept:
         if rec.status is Status.PENDING:

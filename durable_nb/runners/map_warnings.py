@@ -45,12 +45,16 @@ _summary: contextvars.ContextVar[Summary | None] = contextvars.ContextVar("durab
 class Summary:
     """The warnings of one map: per category, the run that showed it, and the later runs that got it."""
 
-    __slots__ = ("_kinds", "_token", "run_id")
+    __slots__ = ("_kinds", "_outer", "_token", "run_id")
 
-    def __init__(self) -> None:
+    def __init__(self, outer: Summary | None = None) -> None:
         self.run_id: str | None = None
         """The run of the record being applied: the map sets it before each record (one attribute store)."""
-        self._kinds: dict[type[Warning], tuple[str | None, list[str]]] = {}
+        self._outer = outer
+        """The map this one runs inside (a map in an action of another map's record), if any."""
+        # A nested map counts in the outermost map's tally, which alone gives the summaries: its own
+        # first-of-a-kind for every outer record showed one warning (and one summary) per outer record.
+        self._kinds: dict[type[Warning], tuple[str | None, list[str]]] = {} if outer is None else outer._kinds
         self._token: contextvars.Token[Summary | None] | None = None
 
     def __enter__(self) -> Summary:
@@ -62,7 +66,8 @@ class Summary:
         if self._token is not None:
             _summary.reset(self._token)
             self._token = None
-        self.give()
+        if self._outer is None:
+            self.give()
 
     def take(self, category: type[Warning]) -> bool:
         """Whether to hold this warning back: a later record's warning of a kind already shown."""
@@ -106,8 +111,9 @@ def summed() -> Summary:
     """Inside: durable_nb's warnings of records after the first of a kind are held back and summed up at the end.
 
     The hook is put into ``warnings.showwarning`` whenever it is not there (a ``catch_warnings``
-    block, pytest's per test, puts back what it found when it ends).
+    block, pytest's per test, puts back what it found when it ends). A map inside another map's
+    record counts in the outer map's summary, under its own records' run ids.
     """
     if not getattr(warnings.showwarning, "durable_nb_summing", False):
         warnings.showwarning = _hook(warnings.showwarning)
-    return Summary()
+    return Summary(_summary.get())

@@ -628,7 +628,11 @@ class PostgresStore(Store):
         selected = rule.select(runs, pending, now, lambda r: False)
         removed: list[RunRecord] = []
         for start in range(0, len(selected), PRUNE_BATCH):
-            with self._guard("prune runs"), self._conn.transaction():
+            # A failed batch leaves the ones before it committed: the error says so (not "nothing removed").
+            doing = "prune runs" if not start else (
+                f"prune runs ({len(removed)} of the {len(selected)} selected were removed before this; "
+                f"prune again to remove the rest)")
+            with self._guard(doing), self._conn.transaction():
                 removed += self._prune_batch(self._conn, rule, selected[start:start + PRUNE_BATCH])
         return removed
 
