@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from ..errors import SimulatedCrash
+from ..errors import SimulatedCrash, warn_at_user_code
 from .callid import call_identity
 
 #: Public points: PENDING is durable and the function has not run / the function
@@ -27,6 +27,7 @@ POINTS = ("before_pending_commit", *PUBLIC_POINTS)
 Hook = Callable[[str, str], None]
 _hooks: list[Hook] = []
 _lock = threading.Lock()
+_injections: list[str] = []  # what the active inject_crash blocks crash, for runners whose calls run elsewhere
 
 
 def fire(point: str, call_id: str) -> None:
@@ -34,6 +35,33 @@ def fire(point: str, call_id: str) -> None:
     if _hooks:
         for hook in list(_hooks):
             hook(point, call_id)
+
+
+def active_injections() -> list[str]:
+    """The active ``inject_crash`` blocks (``"call=... point=..."``), newest last.
+
+    Hooks live in this process: a runner whose actions run in other processes
+    (Flink workers) asks this to say that those blocks will crash nothing there.
+    """
+    with _lock:
+        return list(_injections)
+
+
+def warn_out_of_reach(runner: str) -> None:
+    """Warn that the active ``inject_crash`` blocks cannot crash the actions ``runner`` runs in other processes.
+
+    Without it, ``with dnb.inject_crash(...): FlinkRunner(...).map(...)`` crashes
+    nothing, silently, and a failover demo "recovers" a job that never failed.
+    """
+    active = active_injections()
+    if active:
+        warn_at_user_code(
+            f"{', '.join(active)} is active, but {runner} runs the actions in Flink worker processes, which "
+            f"it does not reach: no durable call of this job will crash. To provoke a failover, make the "
+            f"action itself fail on its first attempt in the worker (raise dnb.SimulatedCrash, or end the "
+            f"worker process with os._exit), or crash the run on LocalRunner and recover it on {runner}.",
+            UserWarning,
+        )
 
 
 def add_hook(hook: Hook) -> None:
@@ -89,11 +117,16 @@ def _crashing(call: str, point: str, times: int | None) -> Iterator[None]:
         if at == point and call_id.endswith("." + call) and call_id not in near:
             near.append(call_id)
 
+    what = f"inject_crash(call={call!r}, point={point!r})"
     add_hook(hook)
+    with _lock:
+        _injections.append(what)
     try:
         yield
     finally:
         remove_hook(hook)
+        with _lock:
+            _injections.remove(what)
         if near and not crashed[0]:
             # inject_crash(call="charge_card") for a call journaled as "__main__.charge_card" crashed nothing,
             # silently: the tutorial or test then "recovers" a run that never crashed.

@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from ..errors import warn_at_user_code
+from ..journal import faults
 from ..journal.context import check_open_run_id
 from ..journal.records import RunStatus
 from ..journal.store import Store
@@ -277,6 +278,7 @@ class FlinkRunner:
         from ..journal.frames import map_frame
 
         check_action(action, sync=False)
+        faults.warn_out_of_reach("FlinkRunner")
         items = records_of(records, key)
         keys = [key_of(record, key, position) for position, record in enumerate(items)]
         name = action_name(action)
@@ -297,6 +299,7 @@ class FlinkRunner:
         the input, so running it again (on either runner) replays the journal.
         """
         check_action(action, sync=False)
+        faults.warn_out_of_reach("FlinkRunner")
         rid = run_id if run_id is not None else default_run_id(action, value)
         check_open_run_id(rid)  # before the job: "" named another run in the worker
         job = MapJob(action, action_name(action), self._store_spec, self.strict, run_id=rid)

@@ -192,6 +192,23 @@ def test_an_unpicklable_action_or_record_is_named_before_the_job_starts(flink: N
     assert runner.store.runs() == []
 
 
+def test_inject_crash_around_a_flink_job_says_it_cannot_reach_the_workers(flink: None, tmp_path: Path) -> None:
+    """Was: ``with dnb.inject_crash(...): FlinkRunner(...).map(...)`` crashed nothing, silently (the hook lives
+    in the notebook, the calls run in worker processes), and the "recovered" job had never failed."""
+    import warnings
+
+    runner = FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"))
+    with dnb.inject_crash(call="_orders.charge_card", point="after_call"):
+        with pytest.warns(UserWarning, match=r"inject_crash\(call='_orders.charge_card'.*Flink worker processes"):
+            assert runner.map(_fails_on_odd, [], key="id").empty  # no records: no job, the warning all the same
+        with pytest.warns(UserWarning, match="no durable call of this job will crash"), \
+                pytest.raises(ValueError, match="run_id must be a non-empty string"):
+            runner.run(_fails_on_odd, {"id": 2}, run_id="")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # outside the block: nothing to say
+        assert runner.map(_fails_on_odd, [], key="id").empty
+
+
 @pytest.mark.timeout(120)
 def test_a_journal_the_workers_cannot_see_fails_the_job_with_a_clear_error(flink: None, tmp_path: Path) -> None:
     store = dnb.SqliteStore(tmp_path / "journal.db")
