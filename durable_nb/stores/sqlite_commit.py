@@ -217,6 +217,12 @@ class Committer:
                 if turn is not None:
                     turn.end_write()
             break
+        self._committed(held, after)
+
+    def _committed(self, held: list[tuple[str, Op]], after: list[Callable[[], None]]) -> None:
+        """After a commit, while still the only committer: a hook marks a lease as having taken its run
+        (lease.wrote); the next commit must see that, or its log frame takes the run once more with a
+        stale attempts count, and applying it drops that context's transitions."""
         if self._on_commit is not None:
             self._on_commit()
         self._release(held)
@@ -318,14 +324,7 @@ class Committer:
             except BaseException:
                 self._restore(held)
                 raise
-            # Still the only committer, as in _commit: a hook marks a lease as having taken its run
-            # (lease.wrote). The next commit must see that, or its log frame takes the run once more
-            # with a stale attempts count, and applying it drops that context's transitions.
-            if self._on_commit is not None:
-                self._on_commit()
-            self._release(held)
-            for hook in after:
-                hook()
+            self._committed(held, after)  # still the only committer, as in _commit
         finally:
             with cond:
                 self._busy = False
