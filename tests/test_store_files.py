@@ -246,6 +246,31 @@ def test_a_database_without_tables_gets_the_schema_at_open_and_read_only_says_th
     assert [r.run_id for r in dnb.open_store(f"sqlite:///{path}?mode=ro").runs()] == ["r"]
 
 
+@pytest.mark.parametrize(
+    ("pragmas", "match"),
+    [
+        (["VACUUM"], "empty SQLite database .*rollback-journal mode"),  # `sqlite3 other.db VACUUM`
+        (["PRAGMA user_version = 7"], r"empty database of another application \(PRAGMA user_version = 7\)"),
+        (["PRAGMA journal_mode = WAL", "PRAGMA user_version = 3"], r"another application.*user_version = 3"),
+    ],
+)
+@pytest.mark.parametrize("read_only", [False, True])
+def test_another_applications_empty_database_is_refused_not_turned_into_a_journal(tmp_path, pragmas, match,
+                                                                                   read_only):
+    # Only a database a journal's creation leaves (WAL mode, nothing else set) gets the schema at open; the
+    # schema at open first made every empty database of another application a journal, its user_version lost.
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    for pragma in pragmas:
+        conn.execute(pragma)
+    conn.close()
+    before = file_digest(path)
+    with pytest.raises(dnb.JournalFormatError, match=match + ".*not changed"):
+        dnb.SqliteStore(path, read_only=read_only)
+    assert file_digest(path) == before
+    assert siblings(path) == []
+
+
 def test_an_old_journal_is_migrated_at_the_first_write_never_on_a_read(tmp_path):
     path = tmp_path / "v1.db"
     shutil.copy(GOLDEN, path)

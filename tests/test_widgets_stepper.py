@@ -333,3 +333,19 @@ def test_a_journal_failing_under_a_step_stops_the_step_not_the_run(store: dnb.St
     stepper.run_button.click()
     assert stepper.done and ran == {"reconciler": 1, "send_receipt": 1}
     assert store.run("order-1").status is dnb.RunStatus.COMPLETED  # type: ignore[union-attr]
+
+
+def test_dry_run_of_a_run_a_live_context_holds_says_so_in_the_stepper(store: dnb.Store) -> None:
+    """The report's text said the run was held (a PENDING call may be running there, a run raises RunBusyError);
+    the stepper's Dry run button showed only "would reconcile"."""
+    crashed(store)
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1, journal_view=False)
+    with dnb.LocalRunner(store).context("order-1"):  # another kernel's recovery, running charge_card now
+        report = stepper.dry_run()
+    assert report is not None and report.busy
+    for shown in (stepper.message.value, stepper.dry_html.value):
+        assert "call 1 would reconcile; but the run is open in a live context now" in text(shown)
+        assert "RunBusyError" in text(shown)
+    assert ran == {}
+    report = stepper.dry_run()
+    assert report is not None and not report.busy and "live context" not in text(stepper.dry_html.value)

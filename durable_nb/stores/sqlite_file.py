@@ -120,6 +120,12 @@ def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
     if problem is not None:
         raise JournalFormatError(f"{path} is not a durable_nb journal: {problem}. {HINT} The file was not changed.")
     assert version is not None
+    if version == 0 and not _wal_header(path):
+        raise JournalFormatError(
+            f"{path} is not a durable_nb journal: it is an empty SQLite database (no tables) in rollback-journal "
+            f"mode, which durable_nb never leaves behind (a journal being created, or whose creator died, is in "
+            f"WAL mode). {HINT} The file was not changed; delete it first if it should become a journal."
+        )
     if version > schema.LATEST:
         raise JournalFormatError(
             f"{path} has journal schema version {version}, newer than this durable_nb "
@@ -137,13 +143,24 @@ def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
     return FileState(version, reason, files)
 
 
-def _says_journal(path: Path) -> bool:
-    """Whether the file's SQLite header carries durable_nb's ``application_id`` (bytes 68-71)."""
+def _header(path: Path) -> bytes:
+    """The first 100 bytes of the file (SQLite's header), or none if it cannot be read."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(72)
+            return fh.read(100)
     except OSError:
-        return False
+        return b""
+
+
+def _wal_header(path: Path) -> bool:
+    """Whether the file's SQLite header says WAL mode (bytes 18-19 are 2): creating a journal switches the empty
+    file to WAL first, so a database without tables in rollback mode was made by something else."""
+    return _header(path)[18:20] == b"\x02\x02"
+
+
+def _says_journal(path: Path) -> bool:
+    """Whether the file's SQLite header carries durable_nb's ``application_id`` (bytes 68-71)."""
+    head = _header(path)
     return head.startswith(b"SQLite format 3\0") and head[68:72] == b"dnbj"
 
 

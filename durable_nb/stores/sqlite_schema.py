@@ -176,6 +176,8 @@ def detect_version(conn: sqlite3.Connection) -> tuple[int | None, str | None]:
     if app_id != 0:
         return None, f"it belongs to another application (PRAGMA application_id = {app_id:#x})"
     if not objects:
+        if user_version != 0:  # an application that versions its schema claimed it; durable_nb never sets only this
+            return None, f"it is an empty database of another application (PRAGMA user_version = {user_version})"
         return 0, None
     if ("table", "meta") not in objects:
         kinds: dict[str, list[str]] = {}

@@ -18,9 +18,18 @@ from typing import Any
 
 from ._html import esc, page, table, td
 
+BUSY = ("; but the run is open in a live context now: running it raises RunBusyError, and a PENDING call may still "
+        "be running there (dry-run it again once that context ends)")
+"""What the summary adds for ``report.busy``, as the report's own text does: the Dry run button of a stepper on a
+run another kernel is running showed "would reconcile" about a call that was running, and nothing else."""
+
 
 def dry_summary(report: Any) -> str:
     """One line: how many calls replay, and what happens at the stop (plain text)."""
+    return _decisions(report) + (BUSY if getattr(report, "busy", False) else "")
+
+
+def _decisions(report: Any) -> str:
     if report.stopped_at is None:
         text = f"every call replays ({report.replayed}); nothing would run"
         if getattr(report, "unreached", 0):
