@@ -290,6 +290,16 @@ def test_open_store_opens_postgresql_urls_and_the_store_pickles_without_showing_
     assert [c.result() for c in transition.calls("r0")] == [1, 2, 4]
 
 
+def test_durability_in_the_url_given_to_the_constructor_is_refused_saying_where_it_goes():
+    """The hint said URL parameters were libpq's keywords "and durability=", then refused durability= in the URL:
+    only open_store reads it there. No server needed: the DSN is read before any connection."""
+    with pytest.raises(ValueError, match="durability") as refused:
+        dnb.PostgresStore("postgresql://app:secret@db-host/journal?durability=transition")
+    text = str(refused.value)
+    assert "PostgresStore(dsn, durability='transition')" in text and "open_store(" in text
+    assert "and durability=" not in text and "\n" not in text and "secret" not in text
+
+
 @pytest.mark.parametrize("durability", ["call", "transition", "relaxed"])
 def test_every_durability_level_journals_the_same_calls(pg_dsn, durability):
     store = dnb.PostgresStore(pg_dsn, durability=durability)

@@ -170,3 +170,15 @@ def sources_that_do_not_rewind(stream: Any) -> list[str]:
             found.append(str(transformation.getName()))
         pending.extend(transformation.getInputs())
     return found
+
+
+def configured(env: Any, key: str) -> str | None:
+    """The value ``env`` holds for the option ``key`` (None when unset).
+
+    Missing public API: a StreamExecutionEnvironment takes options (``configure``) but
+    does not give them back. ``durable_process`` reads ``execution.target`` and
+    ``rest.address`` to refuse a SQLite journal for a cluster on another machine, as
+    ``FlinkRunner`` does from its ``jobmanager=``.
+    """
+    value = env._j_stream_execution_environment.getConfiguration().toMap().get(key)
+    return None if value is None else str(value)

@@ -1,5 +1,7 @@
 """Where Flink jobs run: Java, the gateway JVM, shipping code to workers, and the job's configuration.
 
+Over 400 lines because the environment, the store's spec and the shipping of code are one job's setup.
+
 The job (what runs per record) is :mod:`.flink_job`; this module prepares its ground:
 
 * :func:`check_java` - Flink 2.x needs Java 11+; a clear :class:`FlinkSetupError` otherwise.
@@ -286,9 +288,23 @@ def is_this_machine(host: str) -> bool:
     if host in ("localhost", socket.gethostname(), socket.getfqdn()):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    # One of this machine's own interface addresses (a cluster started with its LAN address) is this machine too.
+    import psutil
+
+    own = {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs}
+    return address.is_loopback or address.is_unspecified or str(address) in own
+
+
+def remote_host(env: Any) -> str | None:
+    """The host of the cluster ``env`` submits to (``execution.target: remote``) if it is another machine, else None."""
+    try:
+        target, host = compat.configured(env, "execution.target"), compat.configured(env, "rest.address")
+    except Exception:  # the options could not be read (another PyFlink): nothing to refuse
+        return None
+    return host if target == "remote" and host and not is_this_machine(host) else None
 
 
 def probe_jobmanager(host: str, port: int) -> None:

@@ -1,5 +1,7 @@
 """``FlinkRunner`` and ``durable_process``: durable actions as a keyed PyFlink job.
 
+Over 400 lines because FlinkRunner and durable_process share its checks and job stages.
+
 Thin on purpose, like :mod:`durable_nb.runners.local`: this module decides only
 *where* actions run (Flink task slots, in Python worker processes) and *how they
 reach the store* (reopened once per worker). Every replay decision is made by
@@ -77,6 +79,7 @@ from .flink_env import (
     is_this_machine,
     log_dir,
     parse_jobmanager,
+    remote_host,
     require_pyflink,
     store_spec,
     user_modules_by_value,
@@ -150,13 +153,14 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     check_concurrency(concurrency)
     if parallelism is not None:
         positive_int("parallelism", parallelism, "instances of the durable stage; None keeps the environment's")
-    resolved = open_store(store)
-    job = StreamJob(action, action_name(action), key, store_spec(resolved), strict)
+    faults.warn_out_of_reach("durable_process")  # an inject_crash around the build reaches no worker
+    env, resolved = stream.get_execution_environment(), open_store(store)
+    job = StreamJob(action, action_name(action), key, store_spec(resolved, remote_host=remote_host(env)), strict)
     check_shippable("durable_process", f"the action {job.name!r}", action)  # before PyFlink's bare error
     if callable(key):
         check_shippable("durable_process", f"the key function {getattr(key, '__qualname__', key)!r}", key)
     with compat.process_workers():
-        prepare(stream.get_execution_environment())
+        prepare(env)
     _warn_unrewound(stream)
     with user_modules_by_value():  # the action and key function are pickled here
         keyed = stream.key_by(KeyText(key), key_type=Types.STRING())

@@ -143,6 +143,52 @@ def test_a_sqlite_journal_for_a_cluster_on_another_machine_is_refused_naming_pos
     assert "shared filesystem" not in str(refused.value) and "every TaskManager sees" not in str(refused.value)
 
 
+def test_a_sqlite_journal_for_a_pipeline_submitted_to_another_machine_is_refused_when_it_is_built(
+    flink: None, tmp_path: Path
+) -> None:
+    """FlinkRunner refused it from its jobmanager=; durable_process on an environment submitting to another
+    host built the job, whose workers there then failed (or journaled into a network share's SQLite file)."""
+    from pyflink.common import Configuration
+
+    stream = _parsed(_orders.orders(2))
+    remote = Configuration()
+    remote.set_string("execution.target", "remote")
+    remote.set_string("rest.address", "flink.example.com")
+    stream.get_execution_environment().configure(remote)  # what environment(jobmanager=...) sets
+    with pytest.raises(FlinkSetupError, match="flink.example.com runs on another machine.*PostgreSQL"):
+        durable_process(stream, _orders.make_action(tmp_path), key="customer", store=tmp_path / "journal.db")
+    remote.set_string("rest.address", "127.0.0.1")  # a cluster on this machine shares its disk
+    stream.get_execution_environment().configure(remote)
+    durable_process(stream, _orders.make_action(tmp_path), key="customer", store=tmp_path / "journal.db")
+
+
+def test_an_inject_crash_around_the_pipeline_says_it_reaches_no_worker_when_it_is_built(
+    flink: None, tmp_path: Path
+) -> None:
+    """The pipeline's calls run in Flink's worker processes at env.execute(): the block crashed nothing, silently."""
+    with dnb.inject_crash(call="x.charge"), pytest.warns(UserWarning, match="durable_process runs the actions in "
+                                                                           "Flink worker processes"):
+        durable_process(_parsed(_orders.orders(2)), _orders.make_action(tmp_path), key="customer",
+                        store=dnb.SqliteStore(tmp_path / "journal.db"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no block active: nothing to say
+        durable_process(_parsed(_orders.orders(2)), _orders.make_action(tmp_path), key="customer",
+                        store=dnb.SqliteStore(tmp_path / "journal.db"))
+
+
+def test_this_machines_own_interface_address_is_this_machine() -> None:
+    """A cluster addressed by this machine's LAN address (its rest.address) was refused a SQLite journal as being
+    on another machine."""
+    import psutil
+
+    from durable_nb.runners.flink_env import is_this_machine
+
+    own = [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family.name == "AF_INET"]
+    assert own and all(is_this_machine(address) for address in own)
+    assert is_this_machine("0.0.0.0")  # the unspecified address reaches this machine
+    assert not is_this_machine("flink.example.com") and ("203.0.113.7" in own or not is_this_machine("203.0.113.7"))
+
+
 def test_the_web_ui_address_of_a_cluster_on_this_machine_is_this_machine(flink: None, tmp_path: Path) -> None:
     """"http://localhost:8081" (what Flink's web UI shows) was read as the host "http://localhost": a SQLite
     journal was refused as being on another machine than a cluster on this one."""
