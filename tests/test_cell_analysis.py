@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from typing import Any, ClassVar
 
@@ -17,6 +18,7 @@ from durable_nb.notebook.cell import (
     analyze,
     input_digest,
     pack_namespace,
+    replay_outputs,
     select_inputs,
     source_fingerprint,
     split_last_expression,
@@ -348,3 +350,40 @@ def test_recorder_keeps_one_ordered_list_and_tees(capsys: pytest.CaptureFixture[
     assert captured.out == "a\nb\nc\n" and captured.err == "err\n"  # shown live
     assert shell.display_pub.shown == [{"text/html": "<b>x</b>"}]
     assert "publish" not in vars(shell.display_pub)  # restored
+
+
+def test_a_loop_of_prints_is_recorded_in_linear_time() -> None:
+    """8 MB printed line by line: joining each write onto the text so far copied gigabytes (a minute in a kernel)."""
+    recorder = OutputRecorder(_Shell())
+    line = "x" * 999 + "\n"
+    start = time.perf_counter()
+    with recorder.streams():
+        for _ in range(8000):
+            sys.stdout.write(line)
+    elapsed = time.perf_counter() - start
+    assert recorder.outputs == [("stdout", line * 8000)]
+    assert elapsed < 1.0, f"recording 8 MB took {elapsed:.1f} s"
+
+
+def test_a_replay_sends_what_was_printed_before_it_ahead_of_its_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel sends stdout and stderr separately: the replay notice must not arrive after the cell's stderr."""
+    sent: list[str] = []
+
+    class Buffered:
+        def __init__(self, name: str) -> None:
+            self.name, self.pending = name, ""
+
+        def write(self, text: str) -> int:
+            self.pending += text
+            return len(text)
+
+        def flush(self) -> None:
+            if self.pending:
+                sent.append(f"{self.name}:{self.pending}")
+            self.pending = ""
+
+    monkeypatch.setattr(sys, "stdout", Buffered("out"))
+    monkeypatch.setattr(sys, "stderr", Buffered("err"))
+    print("replayed cell 'bar'")
+    replay_outputs(_Shell(), [("stderr", "100%\n"), ("stdout", "done\n")])
+    assert sent == ["out:replayed cell 'bar'\n", "err:100%\n", "out:done\n"]

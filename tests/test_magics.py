@@ -285,6 +285,24 @@ def test_widget_views_are_stripped_on_replay(ip: Any, magics: DurableMagics) -> 
     assert again.items[1] == ("display", {"text/plain": "Button()"})
 
 
+def test_a_widget_replays_as_the_text_of_its_final_state_not_the_one_it_was_shown_with(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """A progress bar shown at 0% and driven to 100% replays as 100% (its model died with the kernel)."""
+    cell = (
+        "import ipywidgets\n"
+        "from IPython.display import display\n"
+        "bar = ipywidgets.IntProgress(value=0, max=5)\n"
+        "display(bar)\n"
+        "bar.value = 5\n"
+        "del bar\n"
+    )
+    _, first = run(ip, "progress", cell)
+    assert first.items[0][1]["text/plain"] == "IntProgress(value=0, max=5)"  # as shown live
+    _, again = run(ip, "progress", cell)
+    assert again.items[1] == ("display", {"text/plain": "IntProgress(value=5, max=5)"})
+
+
 def test_display_updates_and_clear_output_replay_their_final_state(ip: Any, magics: DurableMagics) -> None:
     cell = (
         "from IPython.display import display, clear_output\n"
@@ -330,6 +348,24 @@ def test_replayed_failure_says_it_was_replayed(ip: Any, magics: DurableMagics) -
     finally:
         sys.stdout = saved
     assert "replayed the failure of cell 'bad'" in log.text()
+
+
+def test_a_replayed_failure_shows_what_the_cell_printed_and_where_in_the_cell_it_raised(
+    ip: Any, magics: DurableMagics
+) -> None:
+    ip.user_ns["sys"] = sys
+    cell = 'tick("f")\nprint("charged 42")\nprint("careful", file=sys.stderr)\nraise ValueError("bad thing")\n'
+    with pytest.raises(ValueError):
+        run(ip, "boom", cell)
+    log = _Log()
+    with pytest.raises(ValueError, match="bad thing") as replayed:
+        run(ip, "boom", cell, log)
+    assert RAN["f"] == 1
+    assert log.items == [("stdout", f"{log.items[0][1].splitlines()[0]}\ncharged 42\n"), ("stderr", "careful\n")]
+    assert "replayed the failure of cell 'boom'" in log.text()
+    [note] = replayed.value.__notes__
+    assert note.startswith("Raised in cell 'boom' when it ran:\n  <durable cell boom>, line 4")
+    assert 'raise ValueError("bad thing")' in note
 
 
 PAY = """\
@@ -431,8 +467,8 @@ def test_a_cell_reconciler_of_the_wrong_shape_is_not_journaled_and_a_fixed_one_r
     ip: Any, magics: DurableMagics
 ) -> None:
     crash_pay(ip, 4, "cell:pay")
-    with pytest.raises(TypeError, match="must return the cell's outputs as a dict"):
-        run(ip, 'pay --reconciler "lambda: 5"', PAY)
+    with pytest.raises(UsageError, match="must return the cell's outputs as a dict.*a fixed --reconciler"):
+        run(ip, 'pay --reconciler "lambda: 5"', PAY)  # the magic's argument is wrong: no traceback
     [rec] = cell_runs(magics.store, "pay")
     assert magics.store.calls(rec.run_id)[0].status is dnb.Status.PENDING  # not FAILED forever
     run(ip, "pay --reconciler \"lambda: {'receipt': 'from ledger'}\"", PAY)
@@ -689,6 +725,7 @@ def test_a_notebook_class_the_cell_changed_is_not_replaced_by_a_replay(ip: Any, 
         ("calc --reconciler 42", "reconciler must be callable"),
         ('calc --reconciler "lambda order: order"', "no arguments"),
         ("calc --reconciler nowhere", "could not be evaluated (NameError"),
+        ("calc --reconciler lambda: lookup(1)", "unrecognized arguments: lookup(1). An expression with spaces"),
         ("calc --key id", "--key only makes sense with --map"),
         ("calc --concurrency 4", "--concurrency only makes sense with --map"),
         ("calc --map rows --concurrency 4", "add --runner flink"),

@@ -17,6 +17,7 @@ This module works on an IPython shell; only :mod:`durable_nb.notebook.magics` im
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import warnings
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from .namespace import unpack_namespace
 from .outcome import CellOutcome, executed_outcome
 from .outputs import OutputRecorder, replay_outputs
 from .perform import (
+    CELL_TRACEBACK,
     MAP_RESERVED,
     WORKER_OUTPUTS,
     Body,
@@ -44,6 +46,9 @@ from .perform import (
     CellRun,
     ParsedCell,
     Performed,
+    ReconcilerResultError,
+    cell_traceback,
+    keep_cell_details,
     perform_cell,
     run_body,
 )
@@ -98,6 +103,9 @@ def run_cell(
     try:
         with open_run(store, run_id, strict=strict) as ctx, unwrap_stopped():
             done = perform_cell(ctx.journal, name, args_digest, stoppable(watched), reconciler, announce)
+    except ReconcilerResultError as exc:  # the magic's argument is wrong, not the cell
+        raise UsageError(f"{exc}. Nothing was journaled: the cell's last attempt stays unfinished, and "
+                         f"a fixed --reconciler (or --rerun) recovers it.") from None
     finally:
         if ran:
             _warn_changed(name, changed[0] if changed else
@@ -136,11 +144,14 @@ def _kernel_body(
         filename = shell.compile.cache(cell.source, shell.execution_count)  # tracebacks show the cell's lines
         ns = shell.user_ns
         globals_before = {n: ns.get(n, ABSENT) for n in analysis.global_binds}
+        recorder = OutputRecorder(shell)
         try:
-            with OutputRecorder(shell).recording() as recorder:
+            with recorder.recording():
                 last, result = run_body(cell.tree, filename, shell.user_global_ns, ns, shell.compile)
-        except BaseException:
+        except BaseException as exc:
             ns.update(rebound)
+            if isinstance(exc, Exception):  # journaled as FAILED: its replay shows these
+                keep_cell_details(exc, recorder.outputs, cell_traceback(exc, filename, f"<durable cell {cell.name}>"))
             raise
         fmt = None if quiet else shell.display_formatter.format
         binds = analysis.binds + tuple(n for n, was in globals_before.items() if ns.get(n, ABSENT) is not was)
@@ -186,7 +197,11 @@ def replay_cell(shell: Any, name: str, recorded: CallRecord) -> Any:
         payload = replay(recorded)
     except Exception as exc:
         print(notice.replace("replayed cell", "replayed the failure of cell"))
-        replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])  # a failure recorded on Flink
+        replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])  # what the cell showed before it raised
+        where = getattr(exc, CELL_TRACEBACK, None)
+        if isinstance(where, str) and where:
+            with contextlib.suppress(Exception):
+                exc.add_note(f"Raised in cell {name!r} when it ran:\n{where}")
         raise
     return restore(shell, CellOutcome.from_payload(payload), notice=notice)
 

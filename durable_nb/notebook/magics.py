@@ -46,6 +46,23 @@ def _strip_quotes(text: str) -> str:
     return text
 
 
+def _parse_durable_line(magic: Callable[..., Any], line: str) -> argparse.Namespace:
+    """The ``%%durable`` line parsed; an unquoted ``--reconciler`` expression with spaces gets the fix named.
+
+    Why: ``--reconciler lambda: lookup(42)`` splits into several words, and argparse's own
+    "unrecognized arguments: lookup(42)" does not say that the expression needs quotes.
+    """
+    try:
+        return magic_arguments.parse_argstring(magic, line)
+    except UsageError as exc:
+        if "--reconciler" not in line or "unrecognized arguments" not in str(exc):
+            raise
+        raise UsageError(
+            f"%%durable: {exc}. An expression with spaces after --reconciler must be quoted as one "
+            f"word: %%durable charge --reconciler \"lambda: lookup(42)\""
+        ) from None
+
+
 @magics_class
 class DurableMagics(Magics):
     """``%%durable``, ``%durable_journal``, ``%durable_forget``, ``%durable_store``, ``%durable_fork``,
@@ -143,7 +160,7 @@ class DurableMagics(Magics):
         ``ctx.durable_execute`` calls replay or reconcile.
         """
         __tracebackhide__ = True
-        args = magic_arguments.parse_argstring(self.durable, line)
+        args = _parse_durable_line(self.durable, line)
         name: str = args.name
         if not name.isidentifier():
             raise UsageError(

@@ -85,17 +85,38 @@ class OutputRecorder:
     """
 
     shell: Any
-    outputs: list[Output] = field(default_factory=list)
+    _items: list[Output] = field(default_factory=list)
     _publishing: bool = False
+    _tail: list[str] = field(default_factory=list)
+    """Pieces of the last stream output not yet joined into it: a loop of prints stays linear, not quadratic."""
+
+    @property
+    def outputs(self) -> list[Output]:
+        """The outputs so far, in order (consecutive writes to one stream joined)."""
+        self._join()
+        return self._items
+
+    @outputs.setter
+    def outputs(self, items: list[Output]) -> None:
+        self._tail = []
+        self._items = items
+
+    def _join(self) -> None:
+        if self._tail:
+            self._items[-1] = (self._items[-1][0], "".join(self._tail))
+            self._tail = []
 
     def add_stream(self, name: str, text: str) -> None:
         if self._publishing:
             return  # a terminal shell prints display data to stdout: it is already recorded as display
-        last = self.outputs[-1] if self.outputs else None
+        last = self._items[-1] if self._items else None
         if last is not None and last[0] == name:
-            self.outputs[-1] = (name, last[1] + text)
+            if not self._tail:
+                self._tail.append(last[1])
+            self._tail.append(text)
         else:
-            self.outputs.append((name, text))
+            self._join()
+            self._items.append((name, text))
 
     def add_display(self, data: Mapping[str, Any], metadata: Mapping[str, Any] | None,
                     transient: Mapping[str, Any] | None, update: bool) -> None:
@@ -110,7 +131,7 @@ class OutputRecorder:
         self.outputs.append(item)
 
     def clear(self) -> None:
-        self.outputs.clear()
+        self.outputs = []
 
     @contextmanager
     def streams(self) -> Iterator[OutputRecorder]:
@@ -159,7 +180,33 @@ class OutputRecorder:
                 else:
                     setattr(pub, attr, saved)
             # outputs hold their final display ids only while recording
-            self.outputs = [o if o[0] != "display" else o[:3] for o in self.outputs]
+            self.outputs = [o if o[0] != "display" else self._final_view(o[:3]) for o in self.outputs]
+
+    def _final_view(self, item: Output) -> Output:
+        """A widget view's text as the widget ended, not as it was first shown.
+
+        Why: a replay cannot show the widget (its model died with the kernel), only this
+        text; a progress bar displayed at 0% and driven to 100% must replay as 100%.
+        """
+        data = item[1]
+        view = data.get(WIDGET_VIEW_MIME)
+        widget = _live_widget(view.get("model_id") if isinstance(view, Mapping) else None)
+        if widget is None:
+            return item
+        try:
+            text = self.shell.display_formatter.format(widget, include={"text/plain"})[0]["text/plain"]
+        except Exception:  # a widget whose repr fails keeps the text it was shown with
+            return item
+        return (item[0], {**data, "text/plain": text}, item[2])
+
+
+def _live_widget(model_id: Any) -> Any:
+    """The ipywidgets widget with this model id in this kernel, if ipywidgets is in use and it is alive."""
+    module = sys.modules.get("ipywidgets.widgets.widget")
+    instances = getattr(module, "_instances", None)
+    if model_id is None or not isinstance(instances, Mapping):
+        return None
+    return instances.get(model_id)
 
 
 def _flush_inline_figures() -> None:
@@ -182,6 +229,8 @@ def replay_outputs(shell: Any, outputs: list[Output]) -> None:
     that recorded them, and a view of a missing model renders "Loading widget..."
     forever; their ``text/plain`` fallback is shown instead.
     """
+    for stream in (sys.stdout, sys.stderr):  # what was printed before (the replay notice) comes first
+        stream.flush()
     for item in outputs:
         kind = item[0]
         if kind == "stdout" or kind == "stderr":

@@ -38,6 +38,8 @@ from .runids import cell_call_id
 
 #: Attribute of an exception raised by a cell in a Flink worker: what the cell printed before it.
 WORKER_OUTPUTS = "_durable_nb_outputs"
+#: Attribute of an exception a cell raised in the kernel: where in the cell, shown when its failure replays.
+CELL_TRACEBACK = "_durable_nb_traceback"
 #: Names ``--map`` binds inside the cell; never part of its result.
 MAP_RESERVED = ("record", "ctx")
 
@@ -139,9 +141,13 @@ def perform_cell(
     try:
         journal.perform(step, run, lambda _payload: live[0][0].summary())
     except _WrongShape as wrong:
-        raise wrong.error from None  # call 0 stays PENDING: a fixed --reconciler recovers the cell
+        raise ReconcilerResultError(str(wrong.error)) from None  # call 0 stays PENDING: a fixed one recovers it
     outcome, value = live[0]
     return Performed(step.decision, outcome, value=value)
+
+
+class ReconcilerResultError(TypeError):
+    """A cell's ``--reconciler`` returned something other than a dict of variable names: nothing was journaled."""
 
 
 class _WrongShape(BaseException):
@@ -211,6 +217,30 @@ def _plain_text(value: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"text/plain": repr(value)}, {}
 
 
+def cell_traceback(exc: BaseException, filename: str, shown_as: str | None = None) -> str:
+    """The traceback of ``exc`` from the cell's own frame on, as text (pickling an exception drops it).
+
+    ``shown_as`` replaces the cell's file name in it (a kernel's cache file means nothing after a restart).
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    text = "".join(traceback.format_tb(tb) if tb is not None else []).rstrip()
+    return text if shown_as is None else text.replace(f'File "{filename}"', shown_as)
+
+
+def keep_cell_details(exc: BaseException, outputs: list[Any], traceback_text: str | None = None) -> None:
+    """Keep what a failing cell printed (and where it failed) on the exception, so its FAILED record holds them.
+
+    Why: a replay of the failure shows what the first run showed before the traceback,
+    and says where in the cell it was raised, which the journaled exception alone cannot.
+    """
+    with contextlib.suppress(Exception):
+        setattr(exc, WORKER_OUTPUTS, list(outputs))
+        if traceback_text:
+            setattr(exc, CELL_TRACEBACK, traceback_text)
+
+
 def attach_worker_details(exc: Exception, outputs: list[Any], filename: str) -> None:
     """Keep what a failing cell printed, and where in the cell it failed, on the exception itself.
 
@@ -218,13 +248,9 @@ def attach_worker_details(exc: Exception, outputs: list[Any], filename: str) -> 
     record): the kernel shows the outputs, and the traceback from the worker
     (which pickling drops) is added as a note.
     """
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
-        tb = tb.tb_next
-    lines = traceback.format_tb(tb) if tb is not None else []
+    keep_cell_details(exc, outputs)
     with contextlib.suppress(Exception):
-        setattr(exc, WORKER_OUTPUTS, list(outputs))
-        exc.add_note("Raised in the Flink worker running the cell:\n" + "".join(lines).rstrip())
+        exc.add_note("Raised in the Flink worker running the cell:\n" + cell_traceback(exc, filename))
 
 
 class CellAction:
