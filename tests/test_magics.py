@@ -303,6 +303,32 @@ def test_a_widget_replays_as_the_text_of_its_final_state_not_the_one_it_was_show
     assert again.items[1] == ("display", {"text/plain": "IntProgress(value=5, max=5)"})
 
 
+def test_a_widget_whose_repr_fails_at_the_end_of_the_cell_shows_no_traceback_and_keeps_its_shown_text(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """Re-reading a widget's text when the cell ends is durable_nb's doing: a failing repr there is not the user's."""
+    cell = (
+        "import ipywidgets\n"
+        "from IPython.display import display\n"
+        "class Fragile(ipywidgets.IntProgress):\n"
+        "    broken = False\n"
+        "    def __repr__(self):\n"
+        "        if self.broken:\n"
+        "            raise RuntimeError('repr broke')\n"
+        "        return 'Fragile(ok)'\n"
+        "bar = Fragile(value=0, max=5)\n"
+        "display(bar)\n"
+        "bar.broken = True\n"
+        "print('done')\n"
+        "del bar, Fragile\n"
+    )
+    _, first = run(ip, "fragile", cell)
+    assert "repr broke" not in str(first.items)  # no traceback after a cell that succeeded
+    assert first.kinds() == ["display:application/vnd.jupyter.widget-view+json,text/plain", "stdout"]
+    _, again = run(ip, "fragile", cell)
+    assert again.items[1] == ("display", {"text/plain": "Fragile(ok)"})
+
+
 def test_display_updates_and_clear_output_replay_their_final_state(ip: Any, magics: DurableMagics) -> None:
     cell = (
         "from IPython.display import display, clear_output\n"

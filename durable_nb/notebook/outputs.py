@@ -193,11 +193,12 @@ class OutputRecorder:
         widget = _live_widget(view.get("model_id") if isinstance(view, Mapping) else None)
         if widget is None:
             return item
-        try:
-            text = self.shell.display_formatter.format(widget, include={"text/plain"})[0]["text/plain"]
+        try:  # the widget's own bundle, not the shell's formatter: that one prints a failing repr's traceback
+            bundle = getattr(widget, "_repr_mimebundle_", None)
+            text = bundle()["text/plain"] if callable(bundle) else repr(widget)
         except Exception:  # a widget whose repr fails keeps the text it was shown with
             return item
-        return (item[0], {**data, "text/plain": text}, item[2])
+        return (item[0], {**data, "text/plain": text}, item[2]) if isinstance(text, str) else item
 
 
 def _live_widget(model_id: Any) -> Any:

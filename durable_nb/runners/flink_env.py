@@ -285,17 +285,18 @@ def parse_jobmanager(text: str) -> tuple[str, int]:
 
 def is_this_machine(host: str) -> bool:
     """Whether ``host`` names this machine (loopback or its own name): a cluster that shares our disk."""
-    if host in ("localhost", socket.gethostname(), socket.getfqdn()):
-        return True
+    if host.lower() in {name.lower() for name in ("localhost", socket.gethostname(), socket.getfqdn())}:
+        return True  # host names are case-insensitive
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    # One of this machine's own interface addresses (a cluster started with its LAN address) is this machine too.
+    # One of this machine's own interface addresses (a cluster started with its LAN address) is this machine too;
+    # a link-local one is compared without its "%interface" scope, on either side.
     import psutil
 
     own = {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs}
-    return address.is_loopback or address.is_unspecified or str(address) in own
+    return address.is_loopback or address.is_unspecified or str(address).split("%")[0] in own
 
 
 def remote_host(env: Any) -> str | None:
@@ -304,7 +305,8 @@ def remote_host(env: Any) -> str | None:
         target, host = compat.configured(env, "execution.target"), compat.configured(env, "rest.address")
     except Exception:  # the options could not be read (another PyFlink): nothing to refuse
         return None
-    return host if target == "remote" and host and not is_this_machine(host) else None
+    remote = (target or "").lower() == "remote"  # Flink picks its remote executor ignoring case
+    return host if remote and host and not is_this_machine(host) else None
 
 
 def probe_jobmanager(host: str, port: int) -> None:

@@ -189,6 +189,42 @@ def test_this_machines_own_interface_address_is_this_machine() -> None:
     assert not is_this_machine("flink.example.com") and ("203.0.113.7" in own or not is_this_machine("203.0.113.7"))
 
 
+def test_this_machines_link_local_address_with_its_scope_and_its_name_in_capitals_are_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """psutil lists an IPv6 link-local address as "fe80::...%eth0": that exact text (what a user copies from
+    ``ip addr``) was not this machine; nor was the host name in other letter case (names are case-insensitive)."""
+    import socket
+    from types import SimpleNamespace
+
+    import psutil
+
+    from durable_nb.runners.flink_env import is_this_machine
+
+    addrs = {"eth0": [SimpleNamespace(address="fe80::fc:ff:fe00:1%eth0"), SimpleNamespace(address="02:fc:00:00:00:01")]}
+    monkeypatch.setattr(psutil, "net_if_addrs", lambda: addrs)
+    assert is_this_machine("fe80::fc:ff:fe00:1%eth0") and is_this_machine("fe80::fc:ff:fe00:1")
+    assert not is_this_machine("fe80::fc:ff:fe00:2%eth0")
+    assert is_this_machine("LOCALHOST") and is_this_machine(socket.gethostname().upper())
+    assert not is_this_machine("") and not is_this_machine("not a host%eth0")
+
+
+def test_a_remote_target_in_other_letter_case_is_still_a_cluster_on_another_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flink picks its remote executor for execution.target "Remote" too (equalsIgnoreCase): such a pipeline
+    reached the other machine while a SQLite journal for it was not refused."""
+    from durable_nb.runners import compat
+    from durable_nb.runners.flink_env import remote_host
+
+    for target in ("remote", "Remote", "REMOTE"):
+        options = {"execution.target": target, "rest.address": "flink.example.com"}
+        monkeypatch.setattr(compat, "configured", lambda _env, key, options=options: options.get(key))
+        assert remote_host(object()) == "flink.example.com"
+    monkeypatch.setattr(compat, "configured", lambda _env, key: {"execution.target": "local"}.get(key))
+    assert remote_host(object()) is None
+
+
 def test_the_web_ui_address_of_a_cluster_on_this_machine_is_this_machine(flink: None, tmp_path: Path) -> None:
     """"http://localhost:8081" (what Flink's web UI shows) was read as the host "http://localhost": a SQLite
     journal was refused as being on another machine than a cluster on this one."""
