@@ -154,7 +154,9 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     if parallelism is not None:
         positive_int("parallelism", parallelism, "instances of the durable stage; None keeps the environment's")
     faults.warn_out_of_reach("durable_process")  # an inject_crash around the build reaches no worker
-    env, resolved = stream.get_execution_environment(), open_store(store)
+    with compat.process_workers():  # a new env wrapper starts loopback workers in this process otherwise
+        env = stream.get_execution_environment()
+    resolved = open_store(store)
     job = StreamJob(action, action_name(action), key, store_spec(resolved, remote_host=remote_host(env)), strict)
     check_shippable("durable_process", f"the action {job.name!r}", action)  # before PyFlink's bare error
     if callable(key):

@@ -83,6 +83,10 @@ def test_durable_process_gives_local_runner_run_ids_and_replays_on_a_second_pipe
         assert by_run[run_id].result == result
     assert (tmp_path / "work.txt").read_text() == work_after_first, "a replay re-ran a durable call"
     assert sum(_orders.ledger_counts(tmp_path).values()) == 30
+    # The actions ran in Python worker processes, not in threads of this one (PyFlink's loopback mode, which
+    # also leaves PYFLINK_GATEWAY_DISABLED here: a notebook kernel started from this process could not start
+    # Flink, and a crashing action would kill the notebook's kernel).
+    assert "PYFLINK_GATEWAY_DISABLED" not in os.environ
 
 
 @pytest.mark.timeout(180)
