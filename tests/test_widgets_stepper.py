@@ -349,3 +349,34 @@ def test_dry_run_of_a_run_a_live_context_holds_says_so_in_the_stepper(store: dnb
     assert ran == {}
     report = stepper.dry_run()
     assert report is not None and not report.busy and "live context" not in text(stepper.dry_html.value)
+
+
+def test_run_to_end_over_a_long_run_keeps_memory_linear_in_its_calls(tmp_path):
+    """Each position a Run to end passed kept its own copy of the journal: 10,000 calls held half a GB.
+    The positions share the two journals now; Back still shows each one as it was."""
+    import tracemalloc
+
+    def many(n: int, ctx: dnb.RunnerContext) -> int:
+        return sum(ctx.durable_execute(halve, i) for i in range(n))
+
+    store = dnb.SqliteStore(tmp_path / "j.db")
+    dnb.LocalRunner(store).run(many, 2000, run_id="long")
+    half = store.fork("long", at=1000)
+    stepper = dnb.ReplayStepper(store, half, many, 2000, journal_view=False)
+    tracemalloc.start()
+    try:
+        stepper.run_to_end()
+        held = tracemalloc.take_snapshot().statistics("filename")
+    finally:
+        tracemalloc.stop()
+    held_by_stepper = sum(s.size for s in held if "replay_stepper" in str(s.traceback))
+    assert held_by_stepper < 1_000_000  # 2000 positions x ~1500 records each: ~25 MB
+    assert stepper.position == stepper.performed == 2000
+    stepper.back()
+    assert "position 1999 of 2000 calls" in text(stepper.position_label.value)
+    assert [r.index for r in stepper.snapshots[1500].records()] == list(range(1500))
+    stepper.close()
+
+
+def halve(i: int) -> int:
+    return i // 2

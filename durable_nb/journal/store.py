@@ -271,7 +271,7 @@ class Store(abc.ABC):
         return self._prune(rule, time.time())
 
     def _prune(self, rule: Any, now: float) -> list[RunRecord]:
-        """Select with ``rule.select`` and delete in one transaction."""
+        """Select with ``rule.select`` and delete (in transactions of a bounded number of runs)."""
         raise NotImplementedError(f"{type(self).__name__} cannot prune runs")
 
     def set_lineage(self, run_id: str, parent_run_id: str, forked_at: int) -> None:

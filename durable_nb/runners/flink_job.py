@@ -79,6 +79,7 @@ from .flink_env import (
     is_this_machine,
     log_dir,
     parse_jobmanager,
+    prepare,
     remote_host,
     require_pyflink,
     store_spec,
@@ -143,8 +144,6 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     mini-cluster; a default local environment runs them in threads of this process.
     """
     from pyflink.common import Types
-
-    from .flink_env import prepare
 
     check_action(action, sync=False)  # runs in a worker, where no event loop runs
     check_strict(strict)

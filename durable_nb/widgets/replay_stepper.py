@@ -78,6 +78,25 @@ class Performed:
     """Status (and origin, preview) persisted for the call after the step."""
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """The run's journal at one view position: ``newer``'s calls before ``at``, ``older``'s from ``at`` on (all
+    of ``newer`` without ``older``).
+
+    The positions a Run to end passes share its two journals: a list of records per
+    position held n²/2 records (10,000 calls: half a GB).
+    """
+
+    newer: list[CallRecord]
+    older: list[CallRecord] | None = None
+    at: int = 0
+
+    def records(self) -> list[CallRecord]:
+        if self.older is None:
+            return self.newer
+        return [r for r in self.newer if r.index < self.at] + [r for r in self.older if r.index >= self.at]
+
+
 def planned_decision(rec: CallRecord) -> str:
     """The replay rules applied to a recorded entry, before knowing what the action calls.
 
@@ -143,7 +162,7 @@ class ReplayStepper(W.VBox):
         self.history: list[Performed] = []
         initial = self.store.query_calls(run_id=run_id)
         self.plan: list[tuple[CallRecord, str]] = [(r, planned_decision(r)) for r in initial]
-        self.snapshots: list[list[CallRecord]] = [initial]
+        self.snapshots: list[_Snapshot] = [_Snapshot(initial)]
         """Journal of the run (no payloads) as it stood at each position."""
 
         self.step_button = W.Button(description="Step", button_style="primary", tooltip="perform the next call")
@@ -273,11 +292,11 @@ class ReplayStepper(W.VBox):
                 done_now.append(f"call {planned.index} {call_id}: {planned.decision.value} → {after}.")
         if self.next_call is not None:
             outcome += f" Next: call {self.next_call.index} {self.next_call_id} → {self.next_call.decision.value}."
-        previous = self.snapshots[self.performed]
+        previous = self.snapshots[self.performed].records()
         del self.snapshots[self.performed + 1:]
         for p in range(self.performed + 1, reached + 1):  # in-between positions of a Run to end
-            self.snapshots.append([r for r in journal if r.index < p] + [r for r in previous if r.index >= p])
-        self.snapshots[reached] = journal
+            self.snapshots.append(_Snapshot(journal, previous, p))
+        self.snapshots[reached] = _Snapshot(journal)
         self.performed = self.position = reached
         notes = [str(w.message) for w in caught]
         self._say(" ".join([*done_now, outcome, *notes]), "error" if notes else kind)
@@ -344,7 +363,7 @@ class ReplayStepper(W.VBox):
         self.message.value = message(text, kind)
 
     def _draw(self) -> None:
-        snapshot = self.snapshots[min(self.position, len(self.snapshots) - 1)]
+        snapshot = self.snapshots[min(self.position, len(self.snapshots) - 1)].records()
         now = {r.index: r for r in snapshot}
         performed: dict[int, Decision] = {}
         for event in self.history:
@@ -392,7 +411,7 @@ class ReplayStepper(W.VBox):
         return self.done and self.position == self.performed
 
     def _position_text(self) -> str:
-        total = max(len(self.plan), len(self.snapshots[self.performed]))
+        total = max(len(self.plan), len(self.snapshots[self.performed].records()))
         text = f"position {self.position} of {total} calls"
         if self._at_end():
             return text + " · the action has finished"
