@@ -259,7 +259,8 @@ class Store(abc.ABC):
         and of ``status`` where given: the filters combine. RUNNING and WAITING runs
         and runs with PENDING calls stay unless ``include_pending=True``; a run a live
         process holds open always stays. ``dry_run=True`` returns what would go and
-        writes nothing.
+        writes nothing. Runs go in transactions of 1,000 (a store's locks stay bounded):
+        an error in a later one leaves the earlier ones removed; prune again for the rest.
         """
         from .history import PruneRule, check_flag
 
