@@ -7,6 +7,7 @@ they survive the pickle round trip into and out of a journal.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -15,10 +16,15 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def warn_at_user_code(message: str, category: type[Warning]) -> None:
-    """Warn at the first frame outside durable_nb: the user's line, however deep the call inside is."""
+    """Warn at the first frame outside durable_nb: the user's line, however deep the call inside is.
+
+    ``contextlib``'s frames count as durable_nb's: a check made as a ``@contextmanager`` of
+    durable_nb exits there, and a warning pointing at ``contextlib.py`` tells the user nothing.
+    """
     frame = sys._getframe(0)
     level = 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while frame.f_back is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
+                                        or frame.f_code.co_filename == contextlib.__file__):
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)

@@ -217,6 +217,17 @@ def test_fork_makes_the_next_run_of_the_cell_continue_from_call_k(ip: Any, magic
     assert "replayed cell" in log.text() and RAN == {"charge": 1, "send_receipt": 2}
 
 
+def test_a_fork_at_1_says_the_next_run_executes_every_call_not_that_it_replays_them(
+    ip: Any, magics: DurableMagics
+) -> None:
+    run(ip, "order", ORDER)
+    _, log = line(ip, "durable_fork", "order --at 1")
+    assert "keeps none of its calls" in log.text() and "executes its calls from call 1 on" in log.text()
+    assert "replays them" not in log.text()
+    run(ip, "order", ORDER)
+    assert RAN == {"charge": 2, "send_receipt": 2}  # as it said: nothing kept, every call ran again
+
+
 def test_forking_again_before_the_cell_runs_replaces_the_first_fork(ip: Any, magics: DurableMagics) -> None:
     """A user who changes their mind (--at 3, then --at 2) gets one fork, from the run that ran; no orphan
     RUNNING fork with call 0 PENDING is left for ReconcilePanel to offer."""

@@ -774,8 +774,9 @@ def test_a_durable_function_that_changes_its_arguments_in_place_is_warned_about(
 
     action = place_async if awaited else place
     with pytest.warns(dnb.ChangedInputWarning, match=r"durable call '.*_add_tax.*' \(run 'r', index 0\) changed its "
-                      r"arguments in place.*executes again"):
+                      r"arguments in place.*executes again") as caught:
         assert dnb.LocalRunner(store).run(action, {"amount": 10.0}, run_id="r") == 12.0
+    assert caught[0].filename == __file__  # the action's line, not contextlib's, which durable_nb's check runs in
     assert dnb.LocalRunner(store).run(action, {"amount": 10.0}, run_id="r") == 12.0  # a replay: nothing runs, no word
 
 

@@ -358,8 +358,9 @@ def run_fork(store: Store, name: str, at: int, run_id: str | None, forks: dict[s
         store.delete_run(old)
     forks[name] = new_id
     kept = "none of its calls" if at == 1 else f"calls 1..{at - 1}"
+    then = "executes its calls from call 1 on" if at == 1 else f"replays them and executes from call {at} on"
     print(f"durable: forked cell {name!r}: run {new_id!r} keeps {kept} of {source.run_id!r}; the next run of "
-          f"the cell replays them and executes from call {at} on"
+          f"the cell {then}"
           + "".join(f"\n  replaces fork {old!r}, which never ran (removed)" for old in replaced))
     return new_id
 
