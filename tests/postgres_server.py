@@ -168,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.dir or "/tmp/durable_nb_pg"
     server = PostgresServer(folder, args.port)
     if args.stop:
+        running = (server.data / "postmaster.pid").exists()
         server.stop()
-        print(f"dev pg: stopped the server in {server.data}", file=sys.stderr)
+        print(f"dev pg: {'stopped the server' if running else 'no server runs'} in {server.data}", file=sys.stderr)
         return 0
     if (server.data / "postmaster.pid").exists():
         print(f"dev pg: a server already runs in {server.data}", file=sys.stderr)
