@@ -310,8 +310,9 @@ class ReconcilePanel(W.VBox):
         if row.settled:
             return self._already(row)
         try:
-            if self._stale(row):  # settled elsewhere: "left PENDING" would be untrue
-                return self._settled_elsewhere(row, "")
+            there = self._stale(row)
+            if there is not None:  # settled elsewhere: "left PENDING" would be untrue
+                return self._settled_elsewhere(row, there, "")
         except Exception as exc:
             return self._say(f"could not read {row.record.run_id} #{row.record.index}: {type(exc).__name__}: "
                              f"{exc}", "error")
@@ -358,8 +359,9 @@ class ReconcilePanel(W.VBox):
             end_owner(owner)
             return self._say(f"could not open run {rec.run_id!r}: {type(exc).__name__}: {exc}", "error")
         try:
-            if self._stale(row):
-                return self._settled_elsewhere(row, skipped)
+            there = self._stale(row)
+            if there is not None:
+                return self._settled_elsewhere(row, there, skipped)
             return settle()
         except Exception as exc:  # the journal failed under us (a lost server): shown, the call stays as it is
             return self._say(f"could not settle {rec.run_id} #{rec.index}: {type(exc).__name__}: {exc}", "error")
@@ -369,24 +371,22 @@ class ReconcilePanel(W.VBox):
             finally:
                 end_owner(owner)
 
-    def _stale(self, row: PendingRow) -> bool:
-        """The journal no longer holds the row's PENDING call at its index (settled, deleted, or replaced)."""
-        rec = row.record
-        now = self.store.call(rec.run_id, rec.index)
-        return now is None or now.status is not Status.PENDING or (now.call_id, now.args_digest) != (
-            rec.call_id, rec.args_digest)
-
-    def _settled_elsewhere(self, row: PendingRow, extra: str) -> bool:
+    def _stale(self, row: PendingRow) -> str | None:
+        """What the journal holds at the row's index instead of its PENDING call (settled, gone, or replaced by
+        another call); None while the call is still there, PENDING. One read serves the check and the message."""
         rec = row.record
         now = self.store.call(rec.run_id, rec.index)
         if now is None:
-            state = "gone"
-        elif now.status is Status.PENDING:
-            state = f"replaced by another PENDING call, {now.call_id}"
-        else:
-            state = f"{now.status.value} · {now.origin.value}" if now.origin else now.status.value
-            if now.call_id != rec.call_id:
-                state += f", now call {now.call_id}"
+            return "gone"
+        if now.status is Status.PENDING:
+            if (now.call_id, now.args_digest) == (rec.call_id, rec.args_digest):
+                return None
+            return f"replaced by another PENDING call, {now.call_id}"
+        state = f"{now.status.value} · {now.origin.value}" if now.origin else now.status.value
+        return state + (f", now call {now.call_id}" if now.call_id != rec.call_id else "")
+
+    def _settled_elsewhere(self, row: PendingRow, state: str, extra: str) -> bool:
+        rec = row.record
         row.state, row.outcome = state, None
         row.draw()
         return self._say(f"{rec.run_id} #{rec.index} was already settled ({state}) by something else; nothing "
