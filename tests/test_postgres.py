@@ -377,12 +377,13 @@ def test_pruning_tens_of_thousands_of_runs_does_not_run_out_of_the_servers_lock_
 def test_a_prune_that_fails_midway_says_the_runs_of_the_batches_before_are_gone(pg_dsn, monkeypatch):
     """Pruned in batches, a connection lost at the third batch leaves the first two deleted; the error said
     only "could not prune runs", which a user reads as "nothing was removed" (true before the batches)."""
+    from durable_nb.journal import history
     from durable_nb.stores import postgres
 
     store = dnb.PostgresStore(pg_dsn)
     sql(pg_dsn, "INSERT INTO runs (run_id, status, created_at, updated_at, attempts) "
                 "SELECT 'old-' || g, 'COMPLETED', g, g, 1 FROM generate_series(1, 5) g")
-    monkeypatch.setattr(postgres, "PRUNE_BATCH", 2)
+    monkeypatch.setattr(history, "PRUNE_BATCH", 2)
     batch = postgres.PostgresStore._prune_batch
     done = []
 

@@ -259,12 +259,12 @@ def test_a_run_written_by_another_kernel_after_prune_read_it_stays(kind, tmp_pat
 def test_a_sqlite_prune_of_many_runs_locks_them_a_batch_at_a_time(tmp_path, monkeypatch):
     """Linux walks a file's whole list of record locks at every lock call: a prune that locked all of
     80,000 selected runs at once took 3 minutes (20,000: 5 s). It locks and deletes a batch at a time."""
+    from durable_nb.journal import history
     from durable_nb.journal.lease import FileLocks
-    from durable_nb.stores import sqlite_timetravel
 
     store = dnb.SqliteStore(tmp_path / "j.db")
     dnb.LocalRunner(store).map(ok, list(range(30)))
-    monkeypatch.setattr(sqlite_timetravel, "PRUNE_BATCH", 8, raising=False)
+    monkeypatch.setattr(history, "PRUNE_BATCH", 8)
     most = [0]
     try_lock = FileLocks.try_lock
 

@@ -23,7 +23,7 @@ Decisions, documented in README "Time travel":
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -64,6 +64,28 @@ class FreshHead:
 
     def first_call(self, run_id: str, now: float) -> CallRecord:
         return CallRecord.pending(run_id, 0, self.call_id, self.args_digest, now)
+
+
+def fork_row(head: FreshHead | None, run_id: str, at: int) -> tuple[str, int, int]:
+    """``(parent_run_id, forked_at, attempts)`` of a fork's run row, the same on every store.
+
+    A plain fork records ``(run_id, at)`` and was never opened; a cell's fork (``head``)
+    records the lineage ``head`` gives, else the same, and counts as opened once.
+    """
+    if head is None:
+        return run_id, at, 0
+    return head.parent_run_id or run_id, at if head.forked_at is None else head.forked_at, 1
+
+
+PRUNE_BATCH = 1000
+"""Runs a prune deletes per transaction, on every store: each batch's runs stay locked until it commits, and
+locks are bounded (PostgreSQL's shared lock table; on SQLite every OS lock call walks the file's lock list)."""
+
+
+def prune_batches(selected: list[RunRecord]) -> Iterator[list[RunRecord]]:
+    """``selected`` in batches of :data:`PRUNE_BATCH`, in order."""
+    for start in range(0, len(selected), PRUNE_BATCH):
+        yield selected[start:start + PRUNE_BATCH]
 
 
 def check_fork(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import LeaseLostError, RunBusyError
-from ..journal.history import FreshHead, PruneRule, check_fork, forked_calls
+from ..journal.history import FreshHead, PruneRule, check_fork, fork_row, forked_calls
 from ..journal.lease import Lease, describe_owner, end_owner
 from ..journal.records import (
     CallRecord,
@@ -284,13 +284,12 @@ class MemoryStore(Store):
             )
             assert parent is not None
             copies = forked_calls(parent.calls[:at], new_id)
-            lineage = (run_id, at)
             if head is not None:
                 copies[0] = head.first_call(new_id, now)
-                lineage = (head.parent_run_id or run_id, at if head.forked_at is None else head.forked_at)
+            parent_run_id, forked_at, attempts = fork_row(head, run_id, at)
             self._runs[new_id] = _Run(
-                RunStatus.RUNNING, now, now, attempts=0 if head is None else 1, calls=copies,
-                seqs=[next(self._seq) for _ in copies], parent_run_id=lineage[0], forked_at=lineage[1],
+                RunStatus.RUNNING, now, now, attempts=attempts, calls=copies,
+                seqs=[next(self._seq) for _ in copies], parent_run_id=parent_run_id, forked_at=forked_at,
             )
             return new_id
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from ..errors import JournalFormatError, JournalUnavailableError, LeaseLostError, RunBusyError
 from ..journal import codec
-from ..journal.history import FreshHead, PruneRule, check_fork, fork_id_taken
+from ..journal.history import FreshHead, PruneRule, check_fork, fork_id_taken, fork_row, prune_batches
 from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 from ..journal.store import Store, calls_where, check_run_id
@@ -67,9 +67,6 @@ IDLE = TransactionStatus.IDLE
 
 FORK_ATTEMPTS = 5
 """Transactions a fork with a generated id tries before giving up (another parent's fork may take an id)."""
-PRUNE_BATCH = 1000
-"""Runs a prune deletes per transaction: each holds its run's advisory lock until commit, and the server's
-lock table is shared and bounded (64 per connection by default)."""
 HOLD_MAX = 2**20
 """Larger outcomes are committed at once, not held: held ones ride together in one statement, which
 must stay under PostgreSQL's 1 GiB message limit (a large payload's own round trip costs little extra)."""
@@ -602,18 +599,15 @@ class PostgresStore(Store):
             return conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (rid,)).fetchone() is not None
 
         new_id = check_fork(run_id, at, new_run_id, parent, taken, repr(self), head)
-        if head is None:
-            conn.execute(q.FORK_RUN, (new_id, now, now, 0, run_id, at))
-            conn.execute(q.FORK_CALLS, (new_id, run_id, at))
-            return new_id
-        forked_at = at if head.forked_at is None else head.forked_at
-        conn.execute(q.FORK_RUN, (new_id, now, now, 1, head.parent_run_id or run_id, forked_at))
+        parent_run_id, forked_at, attempts = fork_row(head, run_id, at)
+        conn.execute(q.FORK_RUN, (new_id, now, now, attempts, parent_run_id, forked_at))
         conn.execute(q.FORK_CALLS, (new_id, run_id, at))
-        conn.execute(q.REOPEN_FIRST, (head.call_id, head.args_digest, now, new_id))  # same transaction
+        if head is not None:
+            conn.execute(q.REOPEN_FIRST, (head.call_id, head.args_digest, now, new_id))  # same transaction
         return new_id
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
-        """Select, then delete in transactions of at most :data:`PRUNE_BATCH` runs.
+        """Select, then delete in transactions of at most ``history.PRUNE_BATCH`` runs.
 
         Each deleted run's advisory lock is held by its transaction until the delete
         commits (no context can open it meanwhile); PostgreSQL's lock table holds only
@@ -627,13 +621,13 @@ class PostgresStore(Store):
         # Whether a live context holds a run is asked under the batch's locks below (select asks it last).
         selected = rule.select(runs, pending, now, lambda r: False)
         removed: list[RunRecord] = []
-        for start in range(0, len(selected), PRUNE_BATCH):
+        for i, batch in enumerate(prune_batches(selected)):
             # A failed batch leaves the ones before it committed: the error says so (not "nothing removed").
-            doing = "prune runs" if not start else (
+            doing = "prune runs" if not i else (
                 f"prune runs ({len(removed)} of the {len(selected)} selected were removed before this; "
                 f"prune again to remove the rest)")
             with self._guard(doing), self._conn.transaction():
-                removed += self._prune_batch(self._conn, rule, selected[start:start + PRUNE_BATCH])
+                removed += self._prune_batch(self._conn, rule, batch)
         return removed
 
     def _prune_batch(self, conn: Any, rule: PruneRule, batch: list[RunRecord]) -> list[RunRecord]:

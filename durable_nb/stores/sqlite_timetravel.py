@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from ..journal.history import FreshHead, PruneRule, check_fork
+from ..journal.history import FreshHead, PruneRule, check_fork, fork_row, prune_batches
 from ..journal.records import CallRecord, RunRecord, Status
 
 # Columns a fork copies (everything but seq, which orders the journal, and run_id).
@@ -30,8 +30,6 @@ REOPEN_FIRST = (
 )
 """Call 0 of a cell's fork: begun afresh (``history.FreshHead``), the cell open as a crash leaves it."""
 
-PRUNE_BATCH = 1000
-"""Runs a prune locks and deletes in one transaction (a batch's locks are held until it commits)."""
 RECLAIM_FRACTION = 4
 """VACUUM after a prune when at least 1/RECLAIM_FRACTION of the file's pages are free."""
 RECLAIM_WAIT_MS = 2000
@@ -71,10 +69,7 @@ class SqliteTimeTravel:
                     )
                 ]
             new_id = check_fork(run_id, at, new_run_id, calls, exists, repr(self), head)
-            parent, forked_at, attempts = run_id, at, 0
-            if head is not None:
-                parent, attempts = head.parent_run_id or run_id, 1
-                forked_at = at if head.forked_at is None else head.forked_at
+            parent, forked_at, attempts = fork_row(head, run_id, at)
             conn.execute(
                 "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, parent_run_id, forked_at) "
                 "VALUES (?, 'RUNNING', ?, ?, ?, ?, ?)",
@@ -90,7 +85,7 @@ class SqliteTimeTravel:
         return new_id
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
-        """Select, then delete in transactions of at most :data:`PRUNE_BATCH` runs.
+        """Select, then delete in transactions of at most ``history.PRUNE_BATCH`` runs.
 
         Each batch's runs are OS-locked until its delete commits. Linux keeps a file's
         record locks in one list that every lock call walks, so locking all of tens of
@@ -99,8 +94,8 @@ class SqliteTimeTravel:
         with_pending = {c.run_id for c in self.query_calls(status=Status.PENDING)}
         selected = rule.select(self.runs(), with_pending, now, lambda r: self.run_is_open(r.run_id))
         chosen: list[RunRecord] = []
-        for start in range(0, len(selected), PRUNE_BATCH):
-            chosen += self._prune_batch(rule, selected[start:start + PRUNE_BATCH])
+        for batch in prune_batches(selected):
+            chosen += self._prune_batch(rule, batch)
         if chosen:
             self._reclaim()
         return chosen
