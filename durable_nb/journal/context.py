@@ -65,8 +65,8 @@ class RunnerContext:
     def __init__(self, journal: Journal, *, key: Any = None) -> None:
         self.journal = journal
         self.key = key
-        self._cancelled_awaits: list[str] = []  # calls whose await was cancelled: see _went_on
         """The record key, when the run came from ``map``."""
+        self._cancelled_awaits: list[str] = []  # calls whose await was cancelled: see _went_on
 
     @property
     def run_id(self) -> str:

@@ -11,7 +11,6 @@ proven.
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -130,10 +129,9 @@ def _crashing(call: str, point: str, times: int | None) -> Iterator[None]:
         if near and not crashed[0]:
             # inject_crash(call="charge_card") for a call journaled as "__main__.charge_card" crashed nothing,
             # silently: the tutorial or test then "recovers" a run that never crashed.
-            warnings.warn(
+            warn_at_user_code(
                 f"inject_crash(call={call!r}) crashed nothing: no durable call has that id, but "
                 f"{', '.join(map(repr, near))} ran. Call ids are module.qualname: pass the full id, the "
                 f"function itself (inject_crash(call=charge_card)), or name it with @dnb.durable(name={call!r}).",
                 UserWarning,
-                stacklevel=3,
             )

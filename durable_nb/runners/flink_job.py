@@ -160,8 +160,7 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     check_shippable("durable_process", f"the action {job.name!r}", action)  # before PyFlink's bare error
     if callable(key):
         check_shippable("durable_process", f"the key function {getattr(key, '__qualname__', key)!r}", key)
-    with compat.process_workers():
-        prepare(env)
+    prepare(env)  # configures the env fetched above: no new env wrapper, so no loopback workers to keep out
     _warn_unrewound(stream)
     with user_modules_by_value():  # the action and key function are pickled here
         keyed = stream.key_by(KeyText(key), key_type=Types.STRING())

@@ -18,11 +18,11 @@ is a run of its own: each such record gets the next ``seq`` (``…/nan#0``,
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import warn_at_user_code
 from ..journal.callid import call_identity
 from ..journal.frames import MAP_COLUMNS
 
@@ -38,11 +38,11 @@ def action_name(action: Callable[..., Any]) -> str:
     """
     name = call_identity(action)[0]
     if "/" in name:  # shown once per place by Python's default filter
-        warnings.warn(
+        warn_at_user_code(
             f"durable_nb: the action's name {name!r} holds '/', which run ids put between the action's name and "
             f"the record's key ({name}/KEY#SEQ): another action, named {name.split('/')[0]!r} say, could make the "
             f"same run ids and replay this one's calls. Name it without '/' (@dnb.durable(name="
-            f"{name.replace('/', '.')!r})) before its journal holds runs you need.", UserWarning, stacklevel=3)
+            f"{name.replace('/', '.')!r})) before its journal holds runs you need.", UserWarning)
     return name
 
 
