@@ -17,6 +17,8 @@ class _Log:
 
     def __init__(self) -> None:
         self.items: list[tuple[str, Any]] = []
+        self.published: list[dict[str, Any]] = []
+        """Every display message as the kernel would send it: data, metadata, transient, update."""
 
     def stream(self, name: str, text: str) -> None:
         if self.items and self.items[-1][0] == name:
@@ -47,7 +49,11 @@ class _Publisher(DisplayPublisher):
     log: _Log
 
     def publish(self, data: Any, metadata: Any = None, *args: Any, **kwargs: Any) -> None:
-        self.log.items.append(("display", dict(data)))
+        self.log.published.append({"data": dict(data), "metadata": dict(metadata or {}),
+                                   "transient": dict(kwargs.get("transient") or {}),
+                                   "update": bool(kwargs.get("update"))})
+        if not kwargs.get("update"):
+            self.log.items.append(("display", dict(data)))
 
     def clear_output(self, wait: bool = False) -> None:
         self.log.items.clear()

@@ -343,6 +343,55 @@ def test_display_updates_and_clear_output_replay_their_final_state(ip: Any, magi
     assert "gone" not in again.text()
 
 
+def test_a_replayed_display_keeps_its_display_id_so_a_later_update_redraws_it(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """After a restart, ``update_display(..., display_id=h.display_id)`` in a later cell must find the output."""
+    cell = (
+        "from IPython.display import display\n"
+        "h = display('v1', display_id=True)\n"
+        "h.update('v2')\n"
+        "display('fixed', display_id='status')\n"
+        "display('no id')\n"
+    )
+    _, first = run(ip, "ids", cell)
+    shown = [m for m in first.published if not m["update"]]
+    ids = [m["transient"].get("display_id") for m in shown]
+    assert ids[1:] == ["status", None] and ids[0]
+    restart(ip, "h")
+    _, again = run(ip, "ids", cell)
+    assert [(m["data"]["text/plain"], m["transient"], m["update"]) for m in again.published] == [
+        ("'v2'", {"display_id": ids[0]}, False), ("'fixed'", {"display_id": "status"}, False),
+        ("'no id'", {}, False),
+    ]
+    assert ip.user_ns["h"].display_id == ids[0]  # the restored handle updates the replayed output
+
+
+def test_an_update_of_another_cells_display_replays_as_that_update(ip: Any, magics: DurableMagics) -> None:
+    """A durable cell that redraws a status line shown above must redraw it on replay too, not drop it."""
+    cell = "from IPython.display import update_display\nupdate_display('loaded 3 files', display_id='status')\n"
+    _, first = run(ip, "status", cell)
+    assert [m["update"] for m in first.published] == [True]
+    _, again = run(ip, "status", cell)
+    assert [(m["data"], m["transient"], m["update"]) for m in again.published] == [
+        ({"text/plain": "'loaded 3 files'"}, {"display_id": "status"}, True)
+    ]
+
+
+def test_clear_output_wait_clears_only_when_the_next_output_arrives(ip: Any, magics: DurableMagics) -> None:
+    """As in the frontend: a cell ending in ``clear_output(wait=True)`` still shows its last output."""
+    cell = (
+        "from IPython.display import clear_output\n"
+        "for i in range(3):\n"
+        "    clear_output(wait=True)\n"
+        "    print('step', i)\n"
+        "clear_output(wait=True)\n"
+    )
+    run(ip, "wait", cell)
+    _, again = run(ip, "wait", cell)
+    assert again.text().endswith("(use --rerun to execute)\nstep 2\n")
+
+
 # ---------------------------------------------------------------- failures and recovery
 
 

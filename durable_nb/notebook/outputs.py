@@ -21,7 +21,8 @@ from typing import Any
 
 WIDGET_VIEW_MIME = "application/vnd.jupyter.widget-view+json"
 
-#: One output: ``("stdout" | "stderr", text)`` or ``("display", data, metadata)``.
+#: One output: ``("stdout" | "stderr", text)``, ``("display", data, metadata[, display_id])``, or
+#: ``("update", data, metadata, display_id)``: the cell redrew a display id it did not show itself.
 Output = tuple[Any, ...]
 
 
@@ -87,6 +88,7 @@ class OutputRecorder:
     shell: Any
     _items: list[Output] = field(default_factory=list)
     _publishing: bool = False
+    _clear_pending: bool = False
     _tail: list[str] = field(default_factory=list)
     """Pieces of the last stream output not yet joined into it: a loop of prints stays linear, not quadratic."""
 
@@ -109,6 +111,8 @@ class OutputRecorder:
     def add_stream(self, name: str, text: str) -> None:
         if self._publishing:
             return  # a terminal shell prints display data to stdout: it is already recorded as display
+        if self._clear_pending:
+            self.clear()
         last = self._items[-1] if self._items else None
         if last is not None and last[0] == name:
             if not self._tail:
@@ -124,14 +128,27 @@ class OutputRecorder:
         item: Output = ("display", dict(data), dict(metadata or {}), display_id)
         if update and display_id is not None:
             # An update redraws an earlier output in place: keep the final state there.
+            shown = False
             for i, old in enumerate(self.outputs):
-                if old[0] == "display" and old[3] == display_id:
+                if old[0] == "display" and len(old) > 3 and old[3] == display_id:
                     self.outputs[i] = item
+                    shown = True
+            if not shown:  # an output of another cell (a status line above): its replay redraws it too
+                self.outputs.append(("update", *item[1:]))
             return
+        if self._clear_pending:
+            self.clear()
         self.outputs.append(item)
 
-    def clear(self) -> None:
-        self.outputs = []
+    def clear(self, wait: bool = False) -> None:
+        """``clear_output(wait=True)`` clears when the next output arrives, as the frontend does.
+
+        Why: a cell ending in ``clear_output(wait=True)`` keeps showing what it showed
+        before (nothing new arrived to replace it), so its replay shows that too.
+        """
+        self._clear_pending = wait
+        if not wait:
+            self.outputs = []
 
     @contextmanager
     def streams(self) -> Iterator[OutputRecorder]:
@@ -161,9 +178,9 @@ class OutputRecorder:
             finally:
                 self._publishing = False
 
-        def clear_output(*args: Any, **kwargs: Any) -> Any:
-            self.clear()
-            return orig_clear(*args, **kwargs)
+        def clear_output(wait: bool = False, *args: Any, **kwargs: Any) -> Any:
+            self.clear(bool(wait))
+            return orig_clear(wait, *args, **kwargs)
 
         pub.publish = publish
         pub.clear_output = clear_output
@@ -179,8 +196,8 @@ class OutputRecorder:
                     vars(pub).pop(attr, None)
                 else:
                     setattr(pub, attr, saved)
-            # outputs hold their final display ids only while recording
-            self.outputs = [o if o[0] != "display" else self._final_view(o[:3]) for o in self.outputs]
+            # a display id is kept only when there is one (the journal stays as small as before)
+            self.outputs = [o if o[0] == "stdout" or o[0] == "stderr" else self._final_view(o) for o in self.outputs]
 
     def _final_view(self, item: Output) -> Output:
         """A widget view's text as the widget ended, not as it was first shown.
@@ -188,6 +205,7 @@ class OutputRecorder:
         Why: a replay cannot show the widget (its model died with the kernel), only this
         text; a progress bar displayed at 0% and driven to 100% must replay as 100%.
         """
+        item = item if item[0] == "update" or item[3:4] != (None,) else item[:3]
         data = item[1]
         view = data.get(WIDGET_VIEW_MIME)
         widget = _live_widget(view.get("model_id") if isinstance(view, Mapping) else None)
@@ -198,7 +216,7 @@ class OutputRecorder:
             text = bundle()["text/plain"] if callable(bundle) else repr(widget)
         except Exception:  # a widget whose repr fails keeps the text it was shown with
             return item
-        return (item[0], {**data, "text/plain": text}, item[2]) if isinstance(text, str) else item
+        return (item[0], {**data, "text/plain": text}, *item[2:]) if isinstance(text, str) else item
 
 
 def _live_widget(model_id: Any) -> Any:
@@ -224,11 +242,15 @@ def _flush_inline_figures() -> None:
 
 
 def replay_outputs(shell: Any, outputs: list[Output]) -> None:
-    """Show recorded outputs again, in order, with their MIME types.
+    """Show recorded outputs again, in order, with their MIME types and display ids.
 
     Widget views are dropped: the widget model they point at lived in the kernel
     that recorded them, and a view of a missing model renders "Loading widget..."
     forever; their ``text/plain`` fallback is shown instead.
+
+    A display keeps its display id, so that a later cell's ``update_display`` (or a
+    restored ``DisplayHandle``'s ``update``) redraws the replayed output as it redrew
+    the first one; an update of another cell's display id is sent again as an update.
     """
     for stream in (sys.stdout, sys.stderr):  # what was printed before (the replay notice) comes first
         stream.flush()
@@ -238,10 +260,16 @@ def replay_outputs(shell: Any, outputs: list[Output]) -> None:
             stream = sys.stdout if kind == "stdout" else sys.stderr
             stream.write(item[1])
             stream.flush()  # keep stdout/stderr interleaving as recorded
-        elif kind == "display":
+        elif kind == "display" or kind == "update":
             data = {k: v for k, v in item[1].items() if k != WIDGET_VIEW_MIME}
-            if data:
+            display_id = item[3] if len(item) > 3 else None
+            if not data:
+                continue
+            if display_id is None:
                 shell.display_pub.publish(data=data, metadata=item[2])
+            else:
+                shell.display_pub.publish(data=data, metadata=item[2], transient={"display_id": display_id},
+                                          update=kind == "update")
 
 
 class RecordedResult:
