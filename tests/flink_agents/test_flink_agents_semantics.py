@@ -1,0 +1,217 @@
+"""Flink Agents' documented durable-execution semantics, on ``AgentRunner``.
+
+Ported (in our own words) from Flink Agents' e2e agents (``execute_test_agent.py``:
+one call, keyword arguments, a caught synchronous exception) and from the examples
+of its "Durable Execution" documentation (``workflow_agent.md``: a function and a
+payment reconciler defined inside the action, an async action), plus what that page
+promises: a call that is never awaited is not recorded, a reconciler only runs for a
+call whose outcome was not persisted, and ``AgentContext`` has exactly the methods and
+signatures of Flink Agents' ``RunnerContext``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import pytest
+
+try:
+    import flink_agents.api.runner_context  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the machine
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("flink-agents is not installed: see durable_nb.flink_agents.INSTALL_HINT", allow_module_level=True)
+
+import _fa_agents as A
+from flink_agents.api.agents.agent import Agent
+from flink_agents.api.decorators import action
+from flink_agents.api.events.event import Event, InputEvent, OutputEvent
+from flink_agents.api.runner_context import AsyncExecutionResult, RunnerContext
+
+import durable_nb as dnb
+from durable_nb import Origin, Status
+from durable_nb.flink_agents import AgentContext, AgentRunner
+
+effects: list[tuple[str, object]] = []
+
+
+def compute_value(x: int, y: int) -> int:
+    effects.append(("compute", (x, y)))
+    return x + y
+
+
+def raise_exception(message: str) -> None:
+    effects.append(("raise", message))
+    raise ValueError(message)
+
+
+class ExecuteAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        data = InputEvent.from_event(event).input
+        ctx.send_event(OutputEvent(output={"id": data["id"], "result": ctx.durable_execute(compute_value,
+                                                                                            data["value"], 10)}))
+
+
+class KwargsAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        data = InputEvent.from_event(event).input
+        result = ctx.durable_execute(compute_value, x=data["value"], y=20)
+        ctx.send_event(OutputEvent(output={"id": data["id"], "result": result}))
+
+
+class SyncExceptionAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        data = InputEvent.from_event(event).input
+        try:
+            ctx.durable_execute(raise_exception, f"Test error: {data['value']}")
+        except ValueError as exc:
+            ctx.send_event(OutputEvent(output={"id": data["id"], "error": f"Caught: {exc}"}))
+
+
+@pytest.mark.parametrize("agent_cls", [ExecuteAgent, KwargsAgent, SyncExceptionAgent])
+def test_the_e2e_agents_output_what_flink_agents_outputs_and_replay_without_running_anything(agent_cls):
+    expected = A.without_durability(agent_cls(), A.NUMBERS)
+    effects.clear()
+    store = dnb.MemoryStore()
+    for _ in range(2):  # the second time everything replays, the caught exception too
+        frame = AgentRunner(agent_cls(), dnb.LocalRunner(store)).map(A.NUMBERS, key="id")
+        assert list(frame["result"]) == expected
+    assert len(effects) == len(A.NUMBERS)
+    calls = [c for rid in frame["run_id"] for c in store.calls(rid)]
+    assert [c.status for c in calls] == [Status.FAILED if agent_cls is SyncExceptionAgent else Status.SUCCEEDED] * 2
+
+
+class PaymentClient:
+    """A payment service the reconciler can ask what happened."""
+
+    def __init__(self) -> None:
+        self.payments: dict[str, str] = {}
+
+    def submit(self, order_id: str) -> str:
+        effects.append(("submit", order_id))
+        self.payments[order_id] = f"pay-{order_id}"
+        return self.payments[order_id]
+
+    def get_status(self, order_id: str) -> str:
+        return "SUCCEEDED" if order_id in self.payments else "FAILED"
+
+    def lookup_completed_payment(self, order_id: str) -> str:
+        effects.append(("lookup", order_id))
+        return self.payments[order_id]
+
+    def get_failure(self, order_id: str) -> Exception:
+        return RuntimeError(f"no payment for {order_id}")
+
+
+payment_client = PaymentClient()
+
+
+class DocsAgent(Agent):
+    """The documentation's examples: functions and the reconciler are local to the action."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process_input(event: Event, ctx: RunnerContext) -> None:
+        input_event = InputEvent.from_event(event)
+
+        def slow_external_call(data: str) -> str:
+            effects.append(("slow", data))
+            return f"Processed: {data}"
+
+        processed = ctx.durable_execute(slow_external_call, input_event.input)
+
+        def submit_payment(order_id: str) -> str:
+            return payment_client.submit(order_id)
+
+        def payment_reconciler() -> str:
+            if payment_client.get_status(input_event.input) == "SUCCEEDED":
+                return payment_client.lookup_completed_payment(input_event.input)
+            raise payment_client.get_failure(input_event.input)
+
+        paid = ctx.durable_execute(submit_payment, input_event.input, reconciler=payment_reconciler)
+        ctx.send_event(Event(type="paid", attributes={"processed": processed, "paid": paid}))
+
+    @action("paid")
+    @staticmethod
+    async def process_with_async(event: Event, ctx: RunnerContext) -> None:
+        def slow_external_call(data: str) -> str:
+            effects.append(("async", data))
+            return f"Async: {data}"
+
+        pending = ctx.durable_execute_async(slow_external_call, event.get_attr("paid"))
+        assert isinstance(pending, AsyncExecutionResult)
+        ctx.send_event(OutputEvent(output=[event.get_attr("processed"), await pending]))
+
+
+SUBMIT = f"{__name__}.DocsAgent.process_input.<locals>.submit_payment"
+
+
+def test_the_documented_reconciler_recovers_a_payment_whose_outcome_was_not_persisted(sqlite_store):
+    effects.clear()
+    payment_client.payments.clear()
+    runner = AgentRunner(DocsAgent(), dnb.LocalRunner(sqlite_store))
+    with dnb.inject_crash(call=SUBMIT, point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run("o1", key="o1")
+    assert effects == [("slow", "o1"), ("submit", "o1")]
+    # a new runner and agent instance (a restarted kernel): the local functions are recognised again
+    recovered = AgentRunner(DocsAgent(), dnb.LocalRunner(sqlite_store))
+    assert recovered.run("o1", key="o1") == [["Processed: o1", "Async: pay-o1"]]
+    assert effects[2:] == [("lookup", "o1"), ("async", "pay-o1")]
+    calls = sqlite_store.calls(runner.run_id("o1", "o1"))
+    assert [(c.status, c.origin) for c in calls] == [(Status.SUCCEEDED, Origin.EXECUTED),
+                                                     (Status.SUCCEEDED, Origin.RECONCILED),
+                                                     (Status.SUCCEEDED, Origin.EXECUTED)]
+    assert recovered.run("o1", key="o1") == [["Processed: o1", "Async: pay-o1"]]
+    assert len(effects) == 4  # all replayed
+
+
+def test_the_documented_reconciler_that_raises_fails_the_call_and_the_run(sqlite_store):
+    effects.clear()
+    payment_client.payments.clear()
+    runner = AgentRunner(DocsAgent(), dnb.LocalRunner(sqlite_store))
+    with dnb.inject_crash(call=SUBMIT, point="before_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run("o2", key="o2")  # died before the payment was submitted
+    for _ in range(2):  # the reconciler's failure is journaled: the second attempt replays it
+        with pytest.raises(RuntimeError, match="no payment for o2"):
+            runner.run("o2", key="o2")
+    assert effects == [("slow", "o2")]
+    calls = sqlite_store.calls(runner.run_id("o2", "o2"))
+    assert [(c.status, c.origin) for c in calls] == [(Status.SUCCEEDED, Origin.EXECUTED),
+                                                     (Status.FAILED, Origin.RECONCILED)]
+
+
+class FireAndForgetAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def process(event: Event, ctx: RunnerContext) -> None:
+        ctx.durable_execute_async(compute_value, 1, 2)  # never awaited: not run, not recorded
+        ctx.send_event(OutputEvent(output=await ctx.durable_execute_async(compute_value, 3, y=4)))
+
+
+def test_a_call_that_is_never_awaited_is_not_recorded_and_the_next_one_replays():
+    effects.clear()
+    store = dnb.MemoryStore()
+    runner = AgentRunner(FireAndForgetAgent(), dnb.LocalRunner(store))
+    assert runner.run("x", key="k") == [7] and runner.run("x", key="k") == [7]
+    assert effects == [("compute", (3, 4))]
+    assert [c.status for c in store.calls(runner.run_id("x", "k"))] == [Status.SUCCEEDED]
+
+
+def test_agent_context_has_every_runner_context_method_with_its_exact_signature():
+    for name, member in vars(RunnerContext).items():
+        if name.startswith("_") or not getattr(member, "__isabstractmethod__", False):
+            continue
+        ours = inspect.getattr_static(AgentContext, name)
+        if isinstance(member, property):
+            assert isinstance(ours, property), name
+            continue
+        theirs = [(p.name, p.kind, p.default) for p in inspect.signature(member).parameters.values()]
+        assert [(p.name, p.kind, p.default) for p in inspect.signature(ours).parameters.values()] == theirs, name
+    assert not AgentContext.__abstractmethods__
