@@ -192,6 +192,19 @@ def test_a_run_whose_calls_were_renumbered_is_refused_not_replayed_by_position(m
     assert j.snapshot() == before
 
 
+def test_a_dry_run_of_a_renumbered_run_is_refused_as_the_real_run_is(made):
+    """The dry run read the calls as they are and paired them by position: 'call 0 replays, then call 1
+    would mismatch', where the real run refuses the journal (and a recovery would execute the calls again)."""
+    j = made("UPDATE calls SET idx = 7 WHERE idx = 1")
+    store = j.open()
+    try:
+        with pytest.raises(dnb.JournalFormatError, match=r"run 'r' has its calls at indices 0, 7 instead of 0 to 1"):
+            dnb.LocalRunner(store).dry_run(action(j.ran), "o", run_id="r")
+    finally:
+        store.close()
+    assert j.ran == []
+
+
 # ---------------------------------------------------------------- payloads that are no outcome
 
 

@@ -67,6 +67,18 @@ def test_a_second_batch_reusing_run_ids_gives_one_warning_and_a_summary_not_one_
     assert len(caught) == 2
 
 
+def test_the_summary_of_an_edited_actions_rerun_names_that_cause_not_only_reused_keys(store: dnb.Store) -> None:
+    """The same batch again after an edit of the action (the commonest cause) gave a summary whose only
+    explanation and fix were a new batch reusing old keys: 'Key each batch's records by what is new'."""
+    runner = dnb.LocalRunner(store)
+    runner.map(_first_batch, _batch(5), key="customer")
+    with _shown() as caught:
+        runner.map(_second_batch, _batch(5), key="customer")  # same records, the action edited
+    summary = [w for w in caught if w.category is dnb.NonDeterminismWarning][-1]
+    assert "4 more record(s)" in str(summary.message)
+    assert "If the action was changed since those runs" in str(summary.message)
+
+
 def test_a_warning_filter_that_raises_still_raises_for_every_record(store: dnb.Store) -> None:
     runner = dnb.LocalRunner(store)
     runner.map(_first_batch, _batch(5), key="customer")

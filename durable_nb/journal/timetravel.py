@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import JournalFormatError
 from . import codec
 from .nesting import enter_run, leave_run
 from .records import INPUT_CALL_ID, CallRecord
@@ -240,7 +241,7 @@ def dry_run(store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, 
     from .context import RunnerContext, _current, check_open_run_id, refuse_inside_loop
 
     check_open_run_id(run_id)
-    journal = DryJournal(store, run_id, store.calls(run_id))
+    journal = DryJournal(store, run_id, _recorded(store, run_id))
     ctx = RunnerContext(journal, key=key)
     token, outside = _current.set(ctx), enter_run()
     try:
@@ -261,7 +262,7 @@ async def dry_run_async(
     from .context import RunnerContext, _current, check_open_run_id
 
     check_open_run_id(run_id)
-    journal = DryJournal(store, run_id, store.calls(run_id))
+    journal = DryJournal(store, run_id, _recorded(store, run_id))
     ctx = RunnerContext(journal, key=key)
     token, outside = _current.set(ctx), enter_run()
     try:
@@ -270,6 +271,24 @@ async def dry_run_async(
     finally:
         leave_run(outside)
         _current.reset(token)
+
+
+def _recorded(store: Store, run_id: str) -> list[CallRecord]:
+    """The run's calls, refused as ``open_run`` refuses them when they are not numbered 0, 1, 2...
+
+    Why: ``store.calls`` reads them as they are, and the dry journal paired them by position, so a
+    run renumbered by hand (that the real run refuses with this error) was reported as replaying
+    some calls and then mismatching, which a recovery would answer by executing them again.
+    """
+    calls = store.calls(run_id)
+    if any(c.index != i for i, c in enumerate(calls)):
+        shown = ", ".join(str(c.index) for c in calls[:12]) + (", ..." if len(calls) > 12 else "")
+        raise JournalFormatError(
+            f"the journal {store!r} holds rows durable_nb never writes: run {run_id!r} has its calls at indices "
+            f"{shown} instead of 0 to {len(calls) - 1}, and a replay pairs calls by position: running it is refused "
+            f"with this error too. It was edited by hand or damaged; restore it from a backup, or run it under a "
+            f"new run id.")
+    return calls
 
 
 def _dry_start(

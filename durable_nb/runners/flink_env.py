@@ -284,19 +284,45 @@ def parse_jobmanager(text: str) -> tuple[str, int]:
 
 
 def is_this_machine(host: str) -> bool:
-    """Whether ``host`` names this machine (loopback or its own name): a cluster that shares our disk."""
-    if host.lower() in {name.lower() for name in ("localhost", socket.gethostname(), socket.getfqdn())}:
+    """Whether ``host`` names this machine (loopback or its own name): a cluster that shares our disk.
+
+    A name other than ``localhost`` and this machine's own is looked up: an alias in ``/etc/hosts``
+    (``127.0.0.1 runsc``, ``localhost.localdomain``) named this machine and was refused a SQLite
+    journal as "another machine". The job's client resolves the name anyway to reach the cluster.
+    """
+    host = host.strip().strip("[]")  # "[::1]", as a URL or rest.address may bracket it
+    if host.rstrip(".").lower() in {name.lower() for name in ("localhost", socket.gethostname(), socket.getfqdn())}:
         return True  # host names are case-insensitive
     try:
-        address = ipaddress.ip_address(host)
+        addresses = [ipaddress.ip_address(host)]
     except ValueError:
+        addresses = _resolved(host)
+    if not addresses:
         return False
     # One of this machine's own interface addresses (a cluster started with its LAN address) is this machine too;
     # a link-local one is compared without its "%interface" scope, on either side.
     import psutil
 
     own = {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs}
+    return all(_own_address(address, own) for address in addresses)
+
+
+def _own_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address, own: set[str]) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is 127.0.0.1
+    if mapped is not None:
+        address = mapped
     return address.is_loopback or address.is_unspecified or str(address).split("%")[0] in own
+
+
+def _resolved(name: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses ``name`` resolves to; none if it does not resolve (then it is no name of this machine)."""
+    if not name or any(c.isspace() or c in "%/" for c in name):
+        return []
+    try:
+        infos = socket.getaddrinfo(name, None)
+    except (OSError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 def remote_host(env: Any) -> str | None:

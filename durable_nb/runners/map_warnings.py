@@ -27,11 +27,14 @@ EXAMPLES = 3
 """How many of the summed records' run ids the summary names."""
 
 FIXES: dict[type[Warning], str] = {
+    # Two causes, both common: the action was edited since those runs, or a new batch reuses old keys.
     errors.NonDeterminismWarning: (
-        "A record's run id is action/key#seq, so a new batch whose keys an earlier batch used gets that batch's "
-        "runs, and its calls do not match them. Key each batch's records by what is new in it (an order id), or "
-        "give the batch an action name of its own; to run old runs afresh, fork them (store.fork) or drop them "
-        "first (store.prune, %durable_forget)."
+        "If the action was changed since those runs, that is the recovery of a changed action: each run's journal "
+        "from its first differing call on was discarded and the calls ran again (strict=True refuses instead). "
+        "Otherwise this batch's keys may be an earlier batch's: a record's run id is action/key#seq, so a new "
+        "batch whose keys an earlier batch used gets that batch's runs, and its calls do not match them. Key each "
+        "batch's records by what is new in it (an order id), or give the batch an action name of its own; to run "
+        "old runs afresh, fork them (store.fork) or drop them first (store.prune, %durable_forget)."
     ),
     errors.UnserializableResultWarning: "Return plain data from durable calls to journal their results.",
     errors.ChangedInputWarning: "Return the change instead of changing a value in place.",

@@ -308,3 +308,23 @@ def test_an_action_or_key_function_that_cannot_be_pickled_is_named_when_the_pipe
         durable_process(_parsed(_orders.orders(2)), locked_action, key="customer", store=store)
     with pytest.raises(TypeError, match=r"durable_process: the key function '.*locked_key' cannot be pickled"):
         durable_process(_parsed(_orders.orders(2)), _orders.make_action(tmp_path), key=locked_key, store=store)
+
+
+def test_a_name_resolving_to_this_machine_is_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An alias of this machine in /etc/hosts (``127.0.0.1 runsc``), ``[::1]`` as a URL brackets it, and an
+    IPv4-mapped loopback were "another machine": FlinkRunner refused a SQLite journal for a cluster on this one."""
+    import socket
+
+    from durable_nb.runners.flink_env import is_this_machine
+
+    table = {"flink-local": "127.0.1.1", "flink-remote": "203.0.113.7"}
+
+    def lookup(name: str, *args: object) -> list[tuple[object, ...]]:
+        if name not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (table[name], 0))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    assert is_this_machine("flink-local") and not is_this_machine("flink-remote")
+    assert not is_this_machine("flink.example.com")  # does not resolve: no name of this machine
+    assert is_this_machine("[::1]") and is_this_machine("::ffff:127.0.0.1")
