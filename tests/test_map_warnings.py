@@ -167,3 +167,41 @@ def test_a_map_inside_another_maps_records_is_summed_up_with_it(store: dnb.Store
     first, summary = [str(w.message) for w in caught if w.category is dnb.NonDeterminismWarning]
     assert "run 'orders/0#0' is not deterministic" in first
     assert "11 more record(s) of this map" in summary and "'orders/1#0', 'orders/2#0', 'orders/10#0', ..." in summary
+
+
+def _returns(record: dict[str, Any], ctx: dnb.RunnerContext) -> Any:
+    """A record's call returns something that cannot be journaled: a lock for most, a generator for some."""
+    make = (lambda: (i for i in ())) if record["v"] % 10 == 7 else threading.Lock
+    return type(ctx.durable_execute(make))
+
+
+def test_a_later_records_warning_that_says_something_else_is_shown_not_summed_as_like_the_first(
+    store: dnb.Store,
+) -> None:
+    """Record 7's result was a generator, every other record's a lock: 'like the one shown above' hid it."""
+    with _shown() as caught:
+        dnb.LocalRunner(store).map(_returns, _batch(30), key="customer")
+    said = [str(w.message) for w in caught if w.category is dnb.UnserializableResultWarning]
+    assert [("lock" in s, "generator" in s) for s in said[:2]] == [(True, False), (False, True)]
+    assert "28 more record(s) of this map gave a UnserializableResultWarning like one shown above" in said[2]
+    assert len(said) == 3
+
+
+def _refuses_pickling(self: object) -> Any:
+    raise TypeError("not journaled")
+
+
+def _own_type(record: dict[str, Any], ctx: dnb.RunnerContext) -> str:
+    """Each record's call returns an instance of a class of its own (a text that differs per record)."""
+    make = type(f"Thing{record['v']}", (), {"__reduce__": _refuses_pickling})
+    return type(ctx.durable_execute(make)).__name__
+
+
+def test_texts_that_differ_in_every_record_do_not_flood_the_notebook(store: dnb.Store) -> None:
+    """A text that names something of each record shows at most a few times, then one summary."""
+    with _shown() as caught:
+        dnb.LocalRunner(store).map(_own_type, _batch(40), key="customer")
+    said = [str(w.message) for w in caught if w.category is dnb.UnserializableResultWarning]
+    assert [f"Thing{i}" in s for i, s in enumerate(said[:3])] == [True] * 3  # three texts a category at most
+    assert "37 more record(s)" in said[3]
+    assert len(said) == 4

@@ -6,6 +6,9 @@ its own per record, so Python's filter shows every one: 5,000 records, 5,000 war
 notebook. Inside :func:`summed`, the records that gave the first warning of a kind show theirs as
 they are; later records' warnings of that kind are counted, and the map ends with one warning of
 the same category saying how many more records got it, with a few of their run ids and the fix.
+A kind is a category and the warning's text without its run id, so a later record's warning
+that says something else (another call, another type that cannot be journaled) is shown too, up
+to :data:`EXAMPLES` texts a category: texts that differ per record (a digest) cannot flood.
 
 One mechanism for every map: ``LocalRunner.map`` (and ``%%durable --map`` on it) gives the
 warnings here; ``FlinkRunner.map`` gives them here again from the rows its workers send
@@ -24,7 +27,7 @@ from typing import Any
 from .. import errors
 
 EXAMPLES = 3
-"""How many of the summed records' run ids the summary names."""
+"""How many of the summed records' run ids the summary names, and how many texts a category shows."""
 
 FIXES: dict[type[Warning], str] = {
     # Two causes, both common: the action was edited since those runs, or a new batch reuses old keys.
@@ -57,7 +60,7 @@ class Summary:
         """The map this one runs inside (a map in an action of another map's record), if any."""
         # A nested map counts in the outermost map's tally, which alone gives the summaries: its own
         # first-of-a-kind for every outer record showed one warning (and one summary) per outer record.
-        self._kinds: dict[type[Warning], tuple[str | None, list[str]]] = {} if outer is None else outer._kinds
+        self._kinds: dict[type[Warning], _Kind] = {} if outer is None else outer._kinds
         self._token: contextvars.Token[Summary | None] | None = None
 
     def __enter__(self) -> Summary:
@@ -72,37 +75,53 @@ class Summary:
         if self._outer is None:
             self.give()
 
-    def take(self, category: type[Warning]) -> bool:
+    def take(self, category: type[Warning], text: str = "") -> bool:
         """Whether to hold this warning back: a later record's warning of a kind already shown."""
         if category.__module__ != errors.__name__:
             return False  # the user's own warnings, and Python's, are the user's to filter
         kind = self._kinds.get(category)
         if kind is None:
-            self._kinds[category] = (self.run_id, [])
+            kind = self._kinds[category] = _Kind(self.run_id)
+        said = text.replace(self.run_id, "") if self.run_id else text
+        if self.run_id == kind.first:
+            kind.texts.add(said)
+            return False  # the first record's warnings of a category are all shown
+        if said not in kind.texts and len(kind.texts) < EXAMPLES:
+            kind.texts.add(said)  # news: another call, another type
             return False
-        shown_in, later = kind
-        if self.run_id == shown_in:
-            return False  # the first record's warnings of a kind are all shown
-        if not later or later[-1] != self.run_id:
-            later.append(self.run_id or "?")
+        if not kind.later or kind.later[-1] != self.run_id:
+            kind.later.append(self.run_id or "?")
         return True
 
     def give(self) -> None:
         """One warning per category whose later records were held back: how many, which, and the fix."""
-        for category, (_, later) in self._kinds.items():
+        for category, kind in self._kinds.items():
+            later = kind.later
             if not later:
                 continue
             examples = ", ".join(map(repr, later[:EXAMPLES])) + (", ..." if len(later) > EXAMPLES else "")
             fix = FIXES.get(category, "The first one, above, says why and what to do.")
             errors.warn_at_user_code(
-                f"durable_nb: {len(later)} more record(s) of this map gave a {category.__name__} like the one "
-                f"shown above (runs {examples}); only the first is shown. {fix}", category)
+                f"durable_nb: {len(later)} more record(s) of this map gave a {category.__name__} like one "
+                f"shown above (runs {examples}); only the first of each is shown. {fix}", category)
+
+
+class _Kind:
+    """One category's warnings in a map: the record that showed it first, the texts shown, the runs held back."""
+
+    __slots__ = ("first", "later", "texts")
+
+    def __init__(self, first: str | None) -> None:
+        self.first = first
+        self.texts: set[str] = set()
+        """Texts (without their run id) shown by later records: each new one is shown once."""
+        self.later: list[str] = []
 
 
 def _hook(shown: Any) -> Any:
     def hold_back(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         summary = _summary.get()
-        if summary is not None and summary.take(category):
+        if summary is not None and summary.take(category, str(message)):
             return
         shown(message, category, *args, **kwargs)
 
