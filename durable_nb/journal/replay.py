@@ -188,6 +188,8 @@ class Journal:
         """Calls this context replayed from the journal (what a map's progress bar counts)."""
         self.performed = 0
         """Calls this context did more than replay (executed, re-executed, reconciled, mismatched)."""
+        self._unwritten: tuple[int, str, str] | None = None
+        """(index, call id, digest) of the last call if its outcome could not be written: see _uncomplete."""
 
     @property
     def calls(self) -> list[CallRecord]:
@@ -224,6 +226,10 @@ class Journal:
         with self._lock:
             if self.closed is not None:
                 raise LeaseLostError(self.run_id, self.owner or "this context", self.closed)
+            if self._unwritten is not None:
+                if self._unwritten == (self.cursor - 1, call_id, args_digest):
+                    self.cursor -= 1  # a retry of the call whose outcome could not be written: see _uncomplete
+                self._unwritten = None
             index = self.cursor
             recorded = self._log[index] if index < len(self._log) else None
             decision = decide(recorded, call_id, args_digest, has_reconciler)
@@ -303,12 +309,30 @@ class Journal:
 
     def _complete(self, step: Step, outcome: Outcome) -> None:
         now = time.time()
-        self.store.complete_call(
-            self.run_id, step.index, outcome, origin=step.origin, finished_at=now, owner=self.owner
-        )
+        try:
+            self.store.complete_call(
+                self.run_id, step.index, outcome, origin=step.origin, finished_at=now, owner=self.owner
+            )
+        except Exception as exc:
+            self._uncomplete(step.index, exc)
+            raise
         with self._lock:
             if step.index < len(self._log):
                 self._log[step.index] = self._log[step.index].completed(outcome, step.origin, now)
+
+    def _uncomplete(self, index: int, exc: BaseException) -> None:
+        """The outcome of call ``index`` could not be written: the journal holds it PENDING.
+
+        Why: the error says the next call may retry (a server back after a restart). If
+        the next call is that same call again (same id and arguments), it is a retry: it
+        meets that PENDING call, as a recovery would (reconcile it, or re-execute it),
+        instead of running the function again as the next call and shifting every later
+        call by one. Any other next call goes on after it and leaves it PENDING, for a
+        recovery to reconcile (an action that logs the failure and moves on).
+        """
+        with self._lock:
+            if self.cursor == index + 1 and index < len(self._log):
+                self._unwritten = (index, self._log[index].call_id, self._log[index].args_digest)
 
     def _discard(self, index: int, reason: str) -> None:
         self.store.discard_from(self.run_id, index, reason, time.time(), owner=self.owner)

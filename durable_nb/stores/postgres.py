@@ -123,6 +123,7 @@ class PostgresStore(Store):
         self._leases: dict[str, Lease] = {}  # owner -> lease
         self._by_run: dict[str, str] = {}  # run_id -> owner open in this store
         self._open_status: dict[str, RunStatus | None] = {}  # owner -> run status at open
+        self._unsure: dict[str, int] = {}  # owner -> index of a PENDING whose commit was not acknowledged
         self._outcomes = HeldOutcomes(self._write_held)
         self._boundary = 0  # open durable boundaries: a run's end inside one is held (postgres_commit)
         self._epoch = 0  # bumped when a connection is found lost: every thread's older one may be dead too
@@ -154,6 +155,11 @@ class PostgresStore(Store):
             conn = psycopg.connect(self.dsn, autocommit=True, **extra)
             if self.durability == "relaxed":
                 conn.execute("SET synchronous_commit = off")
+            # A journal's sessions sit idle while durable calls run (the lease session holds the runs'
+            # locks all along): a server set to end idle sessions (idle_session_timeout, PostgreSQL 14+)
+            # would fail every call longer than it, and free the run to another process meanwhile.
+            with contextlib.suppress(psycopg.errors.UndefinedObject):  # an older server has no such setting
+                conn.execute("SET idle_session_timeout = 0")
         if not register:
             return conn
         with self._cond:
@@ -233,6 +239,14 @@ class PostgresStore(Store):
                     f"If another user created the tables, GRANT USAGE ON SCHEMA {schema} TO \"{user}\" and "
                     f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{user}\" (or "
                     f"make {user!r} their owner).")
+            raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
+        except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
+            reason = " ".join(str(exc).split())  # the session lives: nothing to reconnect, no lease to doubt
+            hint = (f"PostgreSQL cancelled the statement (statement_timeout or lock_timeout is set for this database "
+                    f"or user, or someone cancelled it); the connection is fine and nothing of that statement was "
+                    f"written. The journal's statements are short: a long one waited for a lock another session "
+                    f"holds on the journal's tables. Let the journal's user wait: ALTER ROLE \"{self.target.user}\" "
+                    f"SET statement_timeout = 0 (and lock_timeout), then call again.")
             raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             reason = " ".join(str(exc).split())
@@ -425,6 +439,7 @@ class PostgresStore(Store):
         with self._cond:
             lease = self._leases.pop(owner, None)
             at_open = self._open_status.pop(owner, None)
+            self._unsure.pop(owner, None)
             if self._by_run.get(run_id) == owner:
                 del self._by_run[run_id]
         if lease is None:
@@ -481,6 +496,8 @@ class PostgresStore(Store):
             if not locked:
                 raise self._lost(lease, "its lock went with its connection (the server restarted?) and another "
                                  "process holds the run now")
+        if lease.owner in self._unsure:
+            self._settle_unsure(lease, index)
         held = self._outcomes.take(run_id)
         closing = self._outcomes.take_closing()
         pending = (run_id, index, call_id, args_digest, started_at, run_id, lease.owner)
@@ -501,9 +518,12 @@ class PostgresStore(Store):
                             self._claim(conn, lease)
                         self._write_closing(held, closing)
                         ok = conn.execute(q.PENDING, pending).rowcount == 1
-        except BaseException:
+        except BaseException as exc:
             self._outcomes.put_back(run_id, held)
             self._outcomes.put_back_closing(closing)
+            if isinstance(exc, JournalUnavailableError):
+                with self._cond:
+                    self._unsure.setdefault(lease.owner, index)
             raise
         if closing:  # durable: their runs' locks go with this process's next lock (or the boundary's end)
             self._outcomes.committed(closing)
@@ -512,6 +532,26 @@ class PostgresStore(Store):
             raise self._lost(lease, "another context wrote to the run after this one opened it" if claiming
                              else "another context took the run over")
         lease.wrote = True
+
+    def _settle_unsure(self, lease: Lease, index: int) -> None:
+        """Undo a PENDING that may have committed although its write failed (the connection was lost
+        after the server committed, before the answer came back).
+
+        Why: the context forgot that call (its function never ran), and the error told the user
+        that the next call reconnects. A retry writes the same index again, which the committed
+        row refused as a duplicate key, again and again; a first write (the claim) that committed
+        made the retry's claim look like another context's. Under the run's fence: a row at
+        or after that index is only that PENDING, never run, so it goes.
+        """
+        since = self._unsure[lease.owner]
+        with self._guard(f"write call {index}", lease.run_id), self._conn.transaction():
+            row = self._conn.execute("SELECT owner FROM runs WHERE run_id = %s FOR UPDATE", (lease.run_id,)).fetchone()
+            if row is not None and row[0] == lease.owner:
+                lease.wrote = True  # the claim committed
+                self._conn.execute("DELETE FROM calls WHERE run_id = %s AND idx >= %s AND status = 'PENDING'",
+                                   (lease.run_id, since))
+        with self._cond:
+            self._unsure.pop(lease.owner, None)
 
     def complete_call(
         self,

@@ -24,9 +24,10 @@ take the run (its lock is free) and execute that call a second time. So before
 every PENDING the store asks :meth:`AdvisoryLocks.ensure`: after any sign that the
 server may have restarted (a connection of the store broke, or a thread opened its
 first one) the lease session is checked with one round trip, and a lock lost with
-it is taken again, or the context has lost its run. A server that ends only the
-lease session while the others live (``idle_session_timeout`` set for the journal's
-user) is not noticed until the lease connection is used: leave that setting off.
+it is taken again, or the context has lost its run. A server that ends idle
+sessions (``idle_session_timeout``) would end the lease session while a long call
+runs, unnoticed until it is used again: every session of the store turns that
+setting off for itself (``PostgresStore._connect``).
 
 A session the server ended while the store was idle (a restart between two cells)
 is noticed by the next lock taken on it, which is then taken again on a new

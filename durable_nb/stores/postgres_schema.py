@@ -162,6 +162,13 @@ def connect_hint(message: str, target: Target) -> str:
                 f"or processes at once (a lower parallelism), or raise the limit (max_connections in "
                 f"postgresql.conf, ALTER ROLE \"{target.user}\" CONNECTION LIMIT n, ALTER DATABASE "
                 f"\"{target.dbname}\" CONNECTION LIMIT n); then run the action again.")
+    if "ssl negotiation" in text or "gssapi negotiation" in text or "expected authentication request" in text:
+        # Checked before "authentication" and "invalid": libpq's "received invalid response to SSL
+        # negotiation" (or "expected authentication request from server, but received H") is a port that
+        # answers, but not as PostgreSQL does (a web server, an SSH daemon): the DSN is well formed and
+        # no password was tried.
+        return (f"something that is not PostgreSQL answers at {target.host}:{target.port}: check the port (and "
+                f"host) in the DSN; PostgreSQL's default port is 5432.")
     if "password authentication failed" in text or "no password supplied" in text or "authentication" in text:
         return (f"the server refused user {target.user!r}: check the user and password in the DSN "
                 f"(postgresql://USER:PASSWORD@{target.host}:{target.port}/{target.dbname}).")

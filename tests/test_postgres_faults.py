@@ -1,0 +1,225 @@
+"""PostgresStore under what a shared server does to its clients: sessions it ends, statements it cancels,
+restarts and lost connections in the middle of a write, and a user who retries the call the error named.
+
+Every server is real (tests/postgres_server.py); a connection lost after the server committed is made by a
+small TCP proxy that drops the server's answer.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+import durable_nb as dnb
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def sql(dsn: str, statement: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+def dbname(dsn: str) -> str:
+    return dsn.rsplit("/", 1)[1]
+
+
+def retried(ctx: dnb.RunnerContext, func: Any, i: int) -> Any:
+    """What a user who reads "the next call reconnects" writes: the same call again."""
+    for _ in range(4):
+        try:
+            return ctx.durable_execute(func, i, reconciler=lambda: i * 10)
+        except dnb.JournalUnavailableError:
+            time.sleep(0.2)
+    raise AssertionError("the call never went through")
+
+
+class DropAnswer:
+    """A TCP proxy to the server; ``drop = True`` ends the connection when the server's next answer comes,
+    without passing it on: the statement ran (and committed), the client only sees a lost connection."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = ("127.0.0.1", port)
+        self.drop = False
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if answers and self.drop:
+                    self.drop = False
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_a_database_that_ends_idle_sessions_ends_neither_a_runs_calls_nor_its_lock(pg_dsn):
+    """idle_session_timeout (set by many managed servers) ended the store's sessions while a call ran:
+    the next call failed as if the server had restarted, and the run's lock was free meanwhile."""
+    sql(pg_dsn, f"ALTER DATABASE \"{dbname(pg_dsn)}\" SET idle_session_timeout = '300ms'")
+    seen: list[str] = []
+
+    def slow(i: int) -> int:
+        time.sleep(0.8)  # longer than the server lets a session idle
+        try:
+            dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(lambda _, ctx: ctx.durable_execute(pow, 2, 1), run_id="r")
+            seen.append("taken")
+        except dnb.RunBusyError:
+            seen.append("busy")
+        return i
+
+    runner = dnb.LocalRunner(dnb.PostgresStore(pg_dsn))
+    assert runner.run(lambda _, ctx: [ctx.durable_execute(slow, i) for i in range(2)], None, run_id="r") == [0, 1]
+    assert seen == ["busy", "busy"]
+
+
+def test_a_statement_cancelled_by_statement_timeout_says_so_not_that_the_connection_was_lost(pg_dsn):
+    sql(pg_dsn, f"ALTER DATABASE \"{dbname(pg_dsn)}\" SET statement_timeout = '300ms'")
+    runner = dnb.LocalRunner(dnb.PostgresStore(pg_dsn))
+    runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 1), None, run_id="a")  # the tables exist
+    with psycopg.connect(pg_dsn) as admin:  # another session holds the journal's table for a while
+        admin.execute("SET statement_timeout = 0")
+        admin.execute("LOCK TABLE calls IN EXCLUSIVE MODE")
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 2), None, run_id="b")
+    text = str(err.value)
+    assert "statement_timeout" in text and 'ALTER ROLE "postgres" SET statement_timeout = 0' in text
+    assert "connection was lost" not in text
+    assert runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 2), None, run_id="b") == 4
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_retrying_a_call_whose_outcome_a_restart_kept_from_the_journal_reconciles_it_not_runs_it_again(
+    pg_server, pg_dsn, mode
+):
+    """Under "transition" the outcome of call 1 cannot be written (the server restarted while it ran). The
+    retry ran the function a second time as call 2, and every later call moved down one index (a recovery
+    then discarded them and ran them again)."""
+    store = dnb.PostgresStore(pg_dsn, durability="transition")
+    executed: list[int] = []
+
+    def step(i: int) -> int:
+        executed.append(i)
+        if i == 1 and executed.count(1) == 1:
+            pg_server.restart(mode)
+        return i * 10
+
+    action = lambda _, ctx: [retried(ctx, step, i) for i in range(3)]  # noqa: E731
+    assert dnb.LocalRunner(store).run(action, None, run_id="r") == [0, 10, 20]
+    assert executed == [0, 1, 2]
+    calls = dnb.PostgresStore(pg_dsn).calls("r")
+    assert [(c.index, c.result(), c.origin) for c in calls] == [
+        (0, 0, dnb.Origin.EXECUTED), (1, 10, dnb.Origin.RECONCILED), (2, 20, dnb.Origin.EXECUTED)]
+    assert dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(action, None, run_id="r") == [0, 10, 20]
+    assert executed == [0, 1, 2] and dnb.PostgresStore(pg_dsn).discarded("r") == []
+
+
+@pytest.mark.parametrize("durability", ["call", "transition"])
+@pytest.mark.parametrize("lost", [0, 1])
+def test_a_pending_committed_before_its_connection_was_lost_does_not_refuse_the_retry(pg_server, pg_dsn,
+                                                                                      durability, lost):
+    """The server committed call ``lost``'s PENDING (call 0: with the run's claim), the answer never came.
+    The retry was refused with psycopg's UniqueViolation on every try (call 0: LeaseLostError, "another
+    context wrote to the run"), though no other context had."""
+    proxy = DropAnswer(pg_server.port)
+    store = dnb.PostgresStore(pg_dsn.replace(f":{pg_server.port}/", f":{proxy.port}/"), durability=durability)
+    executed: list[int] = []
+
+    def step(i: int) -> int:
+        executed.append(i)
+        return i * 10
+
+    def action(_: Any, ctx: dnb.RunnerContext) -> list[int]:
+        out = []
+        for i in range(3):
+            proxy.drop = i == lost
+            out.append(retried(ctx, step, i))
+        return out
+
+    assert dnb.LocalRunner(store).run(action, None, run_id="r") == [0, 10, 20]
+    assert executed == [0, 1, 2]
+    calls = dnb.PostgresStore(pg_dsn).calls("r")
+    assert [(c.index, c.result(), c.origin) for c in calls] == [(i, i * 10, dnb.Origin.EXECUTED) for i in range(3)]
+    assert dnb.PostgresStore(pg_dsn).run("r").status is dnb.RunStatus.COMPLETED
+
+
+@pytest.mark.parametrize("sslmode", ["prefer", "disable"])
+def test_a_port_where_something_else_than_postgresql_answers_is_named_not_called_a_malformed_dsn(sslmode):
+    """An HTTP server on the DSN's port made libpq say "received invalid response to SSL negotiation", and
+    the hint, matching "invalid", told the user to fix the syntax of a DSN that was well formed."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            dnb.PostgresStore(f"postgresql://someone:pw@127.0.0.1:{port}/orders?sslmode={sslmode}")
+    finally:
+        listener.close()
+    text = str(err.value)
+    assert f"not PostgreSQL answers at 127.0.0.1:{port}" in text and "malformed" not in text
+
+
+def test_an_action_that_logs_a_calls_lost_outcome_and_moves_on_leaves_it_for_the_recovery(pg_server, pg_dsn):
+    """The next call is another one (the action logs the failure and goes on to the next order): it goes after
+    the call whose outcome the restart kept from the journal, which stays PENDING, and a recovery reconciles it
+    once; the call after it replays. (Treating any next call as that call's retry discarded it, so the
+    recovery sent the first order again and executed the second again.)"""
+    store = dnb.PostgresStore(pg_dsn, durability="transition")
+    sent: list[int] = []
+
+    def send(i: int) -> int:
+        sent.append(i)
+        if i == 1 and sent.count(1) == 1:
+            pg_server.restart("fast")
+        return i * 10
+
+    def action(_: Any, ctx: dnb.RunnerContext) -> list[Any]:
+        out: list[Any] = []
+        for i in range(3):
+            try:
+                out.append(ctx.durable_execute(send, i, reconciler=lambda i=i: i * 10))
+            except dnb.JournalUnavailableError:
+                out.append("later")
+        return out
+
+    assert dnb.LocalRunner(store).run(action, None, run_id="r") == [0, "later", 20]
+    calls = dnb.PostgresStore(pg_dsn).calls("r")
+    assert [(c.index, c.call_id.rsplit(".", 1)[-1], c.status) for c in calls] == [
+        (0, "send", dnb.Status.SUCCEEDED), (1, "send", dnb.Status.PENDING), (2, "send", dnb.Status.SUCCEEDED)]
+    assert dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(action, None, run_id="r") == [0, 10, 20]
+    assert sent == [0, 1, 2] and dnb.PostgresStore(pg_dsn).discarded("r") == []
