@@ -292,3 +292,33 @@ def test_a_run_does_not_close_while_a_call_of_a_cancelled_gather_still_runs(stor
         assert (call.status, call.result_preview) == (Status.SUCCEEDED, repr(f"ch_{order}"))
         assert store.run(run_id).status is dnb.RunStatus.COMPLETED
     assert ran["charge"] == 2
+
+
+def test_a_durable_function_that_cannot_be_started_at_interpreter_shutdown_stays_pending(store, monkeypatch):
+    """A Flink attempt being cancelled shuts its worker's interpreter down while a record's action still
+    runs: no thread pool takes new work, so the function never started. That ``RuntimeError`` was journaled
+    as the call's FAILED outcome (origin EXECUTED), and every later attempt replayed it: a charge never made,
+    reported failed for good."""
+    import concurrent.futures.thread
+
+    runner = dnb.LocalRunner(store)
+
+    async def action(order, ctx):
+        return await ctx.durable_execute_async(slow_charge, order)
+
+    from durable_nb.journal.replay import Journal
+
+    wait_durable = Journal.wait_durable
+
+    def then_shut_down(journal, *args):  # the call's PENDING is durable, then the interpreter shuts down
+        wait_durable(journal, *args)
+        monkeypatch.setattr(concurrent.futures.thread, "_shutdown", True)  # what interpreter shutdown sets
+
+    monkeypatch.setattr(Journal, "wait_durable", then_shut_down)
+    with pytest.raises(BaseException, match="cannot schedule new futures"):
+        runner.run(action, "o1", run_id="shutdown")
+    monkeypatch.undo()
+    assert ran["charge"] == 0
+    assert [c.status for c in store.calls("shutdown")] == [Status.PENDING]  # not the function's outcome
+    assert runner.run(action, "o1", run_id="shutdown") == {"order": "o1"}  # the next attempt runs it
+    assert ran["charge"] == 1

@@ -150,6 +150,23 @@ def test_a_result_that_cannot_travel_makes_the_row_failed_and_says_why() -> None
     assert plain.portable() is plain
 
 
+class _LoadsOnlyWhereMade(Exception):
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _refuse_to_load, ()
+
+
+def _refuse_to_load() -> None:
+    raise RuntimeError("not reachable here")
+
+
+def test_a_payload_the_notebook_cannot_load_fails_only_its_own_row() -> None:
+    done = MapRow.from_wire("k", ("a/k#0", "COMPLETED", pickle.dumps(_LoadsOnlyWhereMade()), None))
+    assert done.status is dnb.RunStatus.FAILED and done.result is None
+    assert "cannot be loaded in the notebook (RuntimeError: not reachable here)" in str(done.error)
+    failed = MapRow.from_wire("k", ("a/k#1", "FAILED", pickle.dumps(_LoadsOnlyWhereMade()), "Boom: no"))
+    assert (failed.status, failed.error, failed.exception) == (dnb.RunStatus.FAILED, "Boom: no", None)
+
+
 def test_apply_action_lets_errors_of_the_run_itself_propagate() -> None:
     class Broken:
         def __enter__(self) -> Any:

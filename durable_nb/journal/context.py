@@ -304,17 +304,34 @@ class _Polled:
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
 
+class CallNotStarted(BaseException):
+    """No thread took a durable function (the interpreter is shutting down, the event loop is closed).
+
+    A ``BaseException``, as a crash is: the function never ran, so this is not its
+    outcome. As a ``RuntimeError`` it was journaled FAILED (origin EXECUTED) and every
+    later attempt replayed it; now the call stays ``PENDING`` and the next attempt
+    reconciles or runs it. A Flink attempt being cancelled shuts its worker down so,
+    while records still run.
+    """
+
+
 def _off_loop(func: Callable[[], Any]) -> Awaitable[Any]:
     """Run ``func`` in a worker thread (with this context's variables) and await it."""
     runner = contextvars.copy_context().run
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
+        loop = None
+    try:
+        if loop is not None:
+            return loop.run_in_executor(None, runner, func)
         global _pool
         if _pool is None:
             _pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="durable_nb")
         return _Polled(_pool.submit(runner, func))
-    return loop.run_in_executor(None, runner, func)
+    except RuntimeError as exc:  # "cannot schedule new futures after interpreter shutdown", "Event loop is closed"
+        raise CallNotStarted(f"durable_nb: a durable call's function was not started ({exc}); it stays PENDING") \
+            from exc
 
 
 async def settle_calls(journal: Journal) -> None:

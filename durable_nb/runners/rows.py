@@ -89,9 +89,20 @@ class MapRow:
 
     @classmethod
     def from_wire(cls, key: Any, wire: WireRow) -> MapRow:
-        """Read back a row a worker sent (unpickles its payload: the job's own output, trusted)."""
+        """Read back a row a worker sent (unpickles its payload: the job's own output, trusted).
+
+        A payload that pickled in the worker but cannot be rebuilt here (its ``__reduce__`` needs what only
+        the worker has) makes this one row FAILED, saying why: raised, it lost every row of the map.
+        """
         run_id, status, payload, error = wire
-        value = codec.loads(payload) if payload is not None else None
+        try:
+            value = codec.loads(payload) if payload is not None else None
+        except Exception as exc:
+            if status != RunStatus.COMPLETED.value:  # the error's text is at hand: the row keeps it
+                return cls(key, run_id, RunStatus(status), None, error)
+            return cls(key, run_id, RunStatus.FAILED, None, (
+                f"the action's result came back from Flink but cannot be loaded in the notebook "
+                f"({type(exc).__name__}: {exc}); the run ended COMPLETED in the journal: store.run({run_id!r})"))
         if status == RunStatus.COMPLETED.value:
             return cls(key, run_id, RunStatus.COMPLETED, value)
         exc = value if isinstance(value, BaseException) else None

@@ -138,6 +138,37 @@ def test_from_a_notebook_an_async_action_runs_a_big_result_comes_back_and_an_exc
     store.close()
 
 
+class LoadsOnlyWhereMade:
+    """A result that pickles in the worker but cannot be rebuilt in the notebook (its ``__reduce__`` needs
+    something only the worker has: a connection, a model on a GPU)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_elsewhere, ()
+
+
+def _rebuild_elsewhere() -> None:
+    raise RuntimeError("the client this result reconnects to is not reachable here")
+
+
+def _returns_per_id(record: dict[str, int], ctx: dnb.RunnerContext) -> Any:
+    return LoadsOnlyWhereMade() if record["id"] == 1 else record["id"] * 10
+
+
+@pytest.mark.timeout(120)
+def test_a_result_the_notebook_cannot_load_is_its_records_failed_row_and_the_other_rows_come_back(
+    flink: None, tmp_path: Path
+) -> None:
+    """It raised out of ``map`` after the job had succeeded: every row lost for one record's result."""
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    df = FlinkRunner(store, parallelism=1).map(_returns_per_id, [{"id": i} for i in range(3)], key="id")
+
+    assert list(df["status"]) == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert [df["result"][0], df["result"][2]] == [0, 20]
+    assert "cannot be loaded in the notebook" in df["error"][1] and "not reachable here" in df["error"][1]
+    assert store.run(df["run_id"][1]).status.value == "COMPLETED"  # the run itself ended well
+    store.close()
+
+
 def _makes_a_lock(record: int, ctx: dnb.RunnerContext) -> str:
     lock = ctx.durable_execute(threading.Lock)  # cannot be journaled: the call stays PENDING, with a warning
     return f"{record}: locked {lock.locked()}"
