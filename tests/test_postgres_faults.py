@@ -223,3 +223,13 @@ def test_an_action_that_logs_a_calls_lost_outcome_and_moves_on_leaves_it_for_the
         (0, "send", dnb.Status.SUCCEEDED), (1, "send", dnb.Status.PENDING), (2, "send", dnb.Status.SUCCEEDED)]
     assert dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(action, None, run_id="r") == [0, 10, 20]
     assert sent == [0, 1, 2] and dnb.PostgresStore(pg_dsn).discarded("r") == []
+
+
+@pytest.mark.parametrize("host", ["db.invalid", "missing-host.example.invalid"])
+def test_a_host_whose_name_holds_a_word_the_hints_look_for_is_not_called_a_malformed_dsn(host):
+    """libpq quotes the host ('could not translate host name "db.invalid"'): the hint matched 'invalid' in it."""
+    with pytest.raises(dnb.JournalUnavailableError) as err:
+        dnb.PostgresStore(f"postgresql://u@{host}:5432/journal")
+    text = str(err.value)
+    assert "malformed" not in text
+    assert f"reachable at {host}:5432" in text

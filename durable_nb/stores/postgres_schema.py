@@ -152,8 +152,14 @@ def _url_host(url: str) -> str:
 
 
 def connect_hint(message: str, target: Target) -> str:
-    """What to do about a failed connection, from the server's or libpq's message."""
+    """What to do about a failed connection, from the server's or libpq's message.
+
+    The names the message quotes (host, database, user) are taken out before matching
+    words in it: a host ``db.invalid`` made a name that does not resolve a "malformed DSN".
+    """
     text = message.lower()
+    for name in {target.host, target.dbname, target.user} - {""}:
+        text = text.replace(name.lower(), "")
     if "too many clients" in text or "too many connections" in text or "connection slots are reserved" in text:
         # The server is up and the credentials are right: its (or the role's, or the database's) limit is hit.
         return (f"the server has no connection left for user {target.user!r} on {target.dbname!r}. A PostgresStore "
