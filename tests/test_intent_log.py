@@ -387,3 +387,57 @@ def test_a_run_taken_by_a_synced_commit_is_not_taken_again_by_the_next_frame(
         assert effects == [0, 1]
     finally:
         store.close()
+
+
+def test_a_log_left_unregistered_by_a_dead_process_is_removed_by_the_next_writer(tmp_path: Path) -> None:
+    """A process killed while creating its log (or a daemon thread starting one during exit) left a file no
+    registration names: readers look for dead logs through registrations, so each such file stayed forever.
+    A live log (locked) that is not registered yet is another process's, about to register: it stays."""
+    db = tmp_path / "j.db"
+    dnb.SqliteStore(db).close()
+    orphan, new = tmp_path / "j.db-log.999999.0badf00d", tmp_path / "j.db-log.999998.0badf00d.new"
+    for path in (orphan, new):
+        path.write_bytes(bytes(sqlite_logfile.FILL))
+    live = tmp_path / "j.db-log.999997.0badf00d"
+    live.write_bytes(b"")
+    fd = os.open(live, os.O_RDWR)
+    try:
+        assert sqlite_logfile.try_lock(fd)  # an open file description of its own: as another process holds it
+        store = dnb.SqliteStore(db)
+        try:
+            with dnb.LocalRunner(store).context("r") as ctx:
+                ctx.durable_execute(str, 1)
+            assert not orphan.exists() and not new.exists()
+            assert live.exists()
+        finally:
+            store.close()
+    finally:
+        os.close(fd)
+    assert [p.name for p in logs(db)] == [live.name]
+
+
+def test_a_write_after_the_logs_were_closed_at_exit_starts_no_log(tmp_path: Path) -> None:
+    """At exit the logs are closed after the held-back writes; a daemon thread still writing then started a
+    new log, which the exiting interpreter left half made (unregistered) beside the journal."""
+    db = tmp_path / "j.db"
+    script = (
+        "import sys, durable_nb as dnb\n"
+        "from durable_nb.stores import sqlite_intent\n"
+        "store = dnb.SqliteStore(sys.argv[1])\n"
+        "runner = dnb.LocalRunner(store)\n"
+        "with runner.context('a') as ctx:\n"
+        "    ctx.durable_execute(str, 1)\n"
+        "sqlite_intent.close_all()  # what the exit hook does, before the daemon thread's next call\n"
+        "with runner.context('b') as ctx:\n"
+        "    ctx.durable_execute(str, 2)\n"
+        "import glob\n"
+        "print(len(glob.glob(sys.argv[1] + '-log.*')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]
+    store = dnb.SqliteStore(db)
+    try:
+        assert [len(store.calls(r)) for r in ("a", "b")] == [1, 1]
+    finally:
+        store.close()

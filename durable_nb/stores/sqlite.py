@@ -40,6 +40,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -274,7 +275,15 @@ class SqliteStore(SqliteTimeTravel, Store):
         forked = getattr(self, "_pid", None) not in (None, current_pid())
         self._pid = current_pid()
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        """Every thread's connection, closed by :meth:`close`, when its thread ended, or when the store is
+        collected: this Python's sqlite3 leaves a connection it collects open (its descriptor and page
+        cache) while another connection of the process is open on the file."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()  # a forked child must not close its parent's connections
+        self._finalizer = weakref.finalize(self, _close_connections, self._conns, current_pid())
+        self._finalizer.atexit = False  # at exit the held-back writes commit first (sqlite_commit)
         self._committer = Committer(
             self._conn_fn, self._begin, FLUSH_DELAY, self._wrote, _Turn(self),
             self._via_log if self.durability == "call" and _CAN_LOG else None,
@@ -348,7 +357,11 @@ class SqliteStore(SqliteTimeTravel, Store):
         if conn is None or local.pid != current_pid():
             conn = local.conn = self._connect()
             local.pid = current_pid()
-            self._conns.append(conn)
+            conns = self._conns
+            ended = [c for t, c in conns if not t.is_alive()]  # their thread-locals, and so these, are gone
+            conns[:] = [(t, c) for t, c in conns if t.is_alive()]
+            conns.append((threading.current_thread(), conn))
+            _close_connections(ended)
         return conn
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
@@ -370,11 +383,10 @@ class SqliteStore(SqliteTimeTravel, Store):
         if self._watch is not None:
             self._watch.close()
             self._watch = None
-        conns, self._conns = self._conns, []
+        conns = [c for _, c in self._conns]
+        self._conns.clear()
         self._local = threading.local()
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        _close_connections(conns)
         files, self._files = self._files, None
         if files is not None:
             files.release()  # after the connections: see FileLocks on closing descriptors
@@ -1054,6 +1066,17 @@ def _writer(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout = 60000")
     conn.execute("PRAGMA synchronous = FULL")
     return conn
+
+
+def _close_connections(conns: list[Any], pid: int | None = None) -> None:
+    """Close connections (or ``(thread, connection)`` pairs); a store's finalizer passes the pid that opened them."""
+    if pid is not None and pid != current_pid():
+        return  # a forked child's copies: closing them is the parent's business
+    for conn in conns:
+        if isinstance(conn, tuple):
+            conn = conn[1]
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
 
 
 def _reopen(path: str, durability: str, read_only: bool) -> SqliteStore:

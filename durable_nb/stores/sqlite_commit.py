@@ -137,10 +137,9 @@ class Committer:
         lock = self._lock = threading.Lock()  # `with self._lock` where no wait: Condition.__enter__ is Python
         self._cond = threading.Condition(lock)
         # The flusher waits on its own condition (same lock): a commit wakes only the callers
-        # queued behind it, and a held op wakes the flusher only when it sleeps (see _flush_loop).
+        # queued behind it; the flusher ticks instead of being woken by each held op (see _flush_loop).
         self._flush_cond = threading.Condition(lock)
         self._waiting = 0
-        self._flusher_asleep = False
         self._queue: list[_Waiter] = []
         self._busy = False
         self._held: list[tuple[str, Op]] = []
@@ -362,8 +361,7 @@ class Committer:
             if not self._held:
                 self._held_since = time.monotonic()
             self._held[:0] = held
-            if self._flusher_asleep:
-                self._flush_cond.notify()
+            self._start_flusher()
 
     def _release(self, held: list[tuple[str, Op]]) -> None:
         if not held:
@@ -379,17 +377,18 @@ class Committer:
     def hold(self, run_id: str, op: Op) -> None:
         """Keep ``op`` for the next commit; the flusher commits it within :attr:`delay` otherwise."""
         with self._lock:
-            first = not self._held
-            if first:
+            if not self._held:
                 self._held_since = time.monotonic()
             self._held.append((run_id, op))
             self.held_runs[run_id] += 1
-            if self._flusher is None:
-                self._closed = False
-                self._flusher = threading.Thread(target=self._flush_loop, name="durable_nb-flush", daemon=True)
-                self._flusher.start()
-            elif first and self._flusher_asleep:  # awake, it ticks every `delay` and finds the op itself
-                self._flush_cond.notify()
+            self._start_flusher()  # a running one ticks every `delay` and finds the op itself
+
+    def _start_flusher(self) -> None:
+        """Start the flusher unless one runs (under ``_lock``)."""
+        if self._flusher is None:
+            self._closed = False
+            self._flusher = threading.Thread(target=self._flush_loop, name="durable_nb-flush", daemon=True)
+            self._flusher.start()
 
     @property
     def holding(self) -> bool:
@@ -405,23 +404,23 @@ class Committer:
 
         While writes keep coming it ticks every ``delay`` instead of being woken by
         each held op (a thread switch per durable call); after a second with nothing
-        held it sleeps until :meth:`hold` wakes it.
+        held it ends, and :meth:`hold` starts another. Why not sleep until woken: the
+        thread holds the committer, which holds the store, so a store dropped without
+        ``close()`` (a notebook cell run again) would keep its thread and connections forever.
         """
         cond = self._flush_cond
+        me = threading.current_thread()
         idle_ticks = 0
         while True:
             with cond:
-                if self._closed:
+                if self._closed or self._flusher is not me:
                     return
                 if not self._held:
                     if idle_ticks * self.delay >= 1.0:
-                        self._flusher_asleep = True
-                        cond.wait()
-                        self._flusher_asleep = False
-                        idle_ticks = 0
-                    else:
-                        idle_ticks += 1
-                        cond.wait(self.delay)
+                        self._flusher = None
+                        return
+                    idle_ticks += 1
+                    cond.wait(self.delay)
                     continue
                 idle_ticks = 0
                 wait = self._held_since + self.delay - time.monotonic()

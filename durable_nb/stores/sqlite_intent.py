@@ -32,6 +32,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -44,7 +45,7 @@ from typing import ClassVar
 from ..errors import JournalFormatError
 from ..journal.lease import FileLocks, current_pid
 from . import sqlite_commit
-from .sqlite_frames import LOGS, PREFIX, STEALS, Counters, Op, apply_frames, encode
+from .sqlite_frames import LOGS, PREFIX, STEALS, Counters, Op, apply_frames, encode, registered, writer_alive
 from .sqlite_logfile import LogFile
 
 _log = logging.getLogger("durable_nb")
@@ -80,11 +81,16 @@ class IntentLog:
 
     _all: ClassVar[dict[tuple[int, int, int], IntentLog]] = {}
     _all_lock: ClassVar[threading.Lock] = threading.Lock()
+    exited: ClassVar[bool] = False
+    """Set by :func:`close_all` at exit: no log is started after the logs were closed."""
 
     @classmethod
     def of(cls, journal: Path, files: FileLocks, connect: Callable[[], sqlite3.Connection]) -> IntentLog:
+        """This process's open log of the file, or a new one; OSError once :func:`close_all` ran at exit."""
         key = files._key
         with cls._all_lock:
+            if cls.exited:  # a daemon thread writing during exit: a log started now would outlive the
+                raise OSError("the interpreter is exiting")  # process unregistered; a synced commit instead
             log = cls._all.get(key)
             if log is None or log.closed:
                 log = cls._all[key] = cls(journal, files, connect)
@@ -123,6 +129,7 @@ class IntentLog:
         except BaseException:  # the file goes too: the caller commits to SQLite instead
             self.file.remove()
             raise
+        sweep_orphans(journal, self._connection())  # once per process and journal: the first logged write
 
     def _connection(self) -> sqlite3.Connection:
         """The log's own connection (applier, synced commits), closed with the log, never left to the GC:
@@ -310,8 +317,51 @@ class IntentLog:
             self._conn = None
 
 
+def sweep_orphans(journal: Path, conn: sqlite3.Connection) -> None:
+    """Delete the logs beside ``journal`` that no process writes and no registration names (best effort).
+
+    Why: a process killed while creating its log (or after removing its registration, before its file;
+    or a daemon thread starting a log during interpreter exit) leaves a file that
+    :class:`.sqlite_frames.Watch` never sees, as it looks at registrations only: each stayed forever.
+    Such a file holds nothing to apply (a frame is acknowledged only after its log's registration
+    committed, and a registration is removed only once its frames are applied). Safe against live
+    writers: a log gets its name already locked (:class:`.LogFile`), and the registrations are read
+    *after* the locks were seen free,
+    so a writer that registered and then died is seen registered. ``conn`` must be outside a transaction.
+    """
+    name = re.compile(re.escape(journal.name) + r"-log\.[0-9]+\.[0-9a-f]{8}(?:\.new)?")
+    try:
+        found = [n for n in os.listdir(journal.parent) if name.fullmatch(n)]
+    except OSError:
+        return
+    free = []
+    for n in found:
+        try:
+            fd = os.open(journal.with_name(n), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not writer_alive(fd):
+                free.append(n)
+        finally:
+            os.close(fd)
+    if not free:
+        return
+    try:
+        known = {key[len(PREFIX):] for key, _ in registered(conn)}
+    except (sqlite3.Error, JournalFormatError):
+        return
+    for n in free:
+        if n not in known:
+            _log.debug("durable_nb: removing %s, an intent log no process writes or registers", n)
+            with contextlib.suppress(OSError):
+                os.unlink(journal.with_name(n))
+
+
 def close_all() -> None:
     """At a normal exit (after the held-back writes were appended): apply and remove every log of this process."""
+    with IntentLog._all_lock:
+        IntentLog.exited = True
     for log in list(IntentLog._all.values()):
         try:
             log.close()

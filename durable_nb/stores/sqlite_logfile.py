@@ -20,6 +20,8 @@ from pathlib import Path
 
 from .sqlite_frames import try_lock
 
+NEW = ".new"
+"""Suffix of a log being created: it gets its name once locked, so a log named and unlocked is a dead one's."""
 FILL = 64 << 10
 """Bytes of zeros written ahead of the frames at a time (the file grows, and its size is synced, once per FILL)."""
 
@@ -38,7 +40,9 @@ class LogFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        new = path.with_name(path.name + NEW)
+        self.fd = os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._named = False
         self.size = 0
         """Where the next frame goes: the bytes before it are frames, the bytes after it zeros."""
         self.filled = 0
@@ -46,8 +50,14 @@ class LogFile:
         self.broken = False
         """It could be neither zeroed nor emptied: no more frames may go in (they could hide behind zeros)."""
         try:
-            if not try_lock(self.fd):
-                raise OSError(f"could not lock the new intent log {path}")
+            try:
+                if not try_lock(self.fd):
+                    raise OSError(f"could not lock the new intent log {path}")
+                os.rename(new, path)  # the log's name appears locked: see sqlite_frames.sweep_orphans
+                self._named = True
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(new)
             sync_folder(path.parent)  # the log's name is durable before any frame in it counts
             self._fill(FILL)
         except BaseException:  # e.g. a full disk: no log file is left behind (the caller commits to SQLite)
@@ -87,8 +97,9 @@ class LogFile:
         self.size = 0
 
     def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if self._named:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         self.forget()
 
     def forget(self) -> None:

@@ -1,0 +1,84 @@
+"""What a long-lived kernel or service keeps of the stores it used: threads, connections, descriptors.
+
+A notebook re-runs ``store = dnb.SqliteStore(...)`` and drops the old object without
+``close()``; a service calls one store from a new thread per request. Neither may
+grow the process's threads or open files with each cycle.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+
+import durable_nb as dnb
+
+
+def _flushers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "durable_nb-flush"]
+
+
+def _descriptors_on(db: Path) -> int:
+    """Open descriptors of this process on the journal and its companions (Linux)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        n += target.startswith(str(db))
+    return n
+
+
+def _until(done: object, seconds: float = 30.0) -> None:
+    """Wait for ``done()`` (the flusher ends a while after its last held write); the test asserts after."""
+    end = time.monotonic() + seconds
+    while not done() and time.monotonic() < end:  # type: ignore[operator]
+        time.sleep(0.05)
+
+
+def test_a_store_dropped_without_close_is_collected_with_its_flusher_and_connections(tmp_path: Path) -> None:
+    """The flusher thread slept forever holding the committer, which holds the store: every store a notebook
+    dropped kept a thread and its SQLite connections (descriptors, page cache) until the kernel died."""
+    before = len(_flushers())
+    refs, conns = [], []
+    for i in range(5):
+        store = dnb.SqliteStore(tmp_path / "j.db")
+        with dnb.LocalRunner(store).context(f"r{i}") as ctx:
+            ctx.durable_execute(str, 1)
+            ctx.durable_execute(str, 2)  # its outcome is held back: the flusher starts
+        refs.append(weakref.ref(store))
+        conns.append(store._conn)
+        del store, ctx
+    _until(lambda: len(_flushers()) <= before)
+    gc.collect()
+    assert len(_flushers()) <= before
+    assert [r() for r in refs] == [None] * 5
+    for conn in conns:  # closed when its store was collected (this Python's sqlite3 leaves them open)
+        with pytest.raises(Exception, match="closed"):
+            conn.execute("SELECT 1")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_a_store_used_from_a_new_thread_each_time_keeps_no_connection_per_ended_thread(tmp_path: Path) -> None:
+    """One connection per thread, kept until ``close()``: a service calling a long-lived store from a new
+    thread per request gained a connection (descriptors, page cache) per request."""
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    runner = dnb.LocalRunner(store)
+    try:
+        runner.run(lambda v, ctx: ctx.durable_execute(str, v), 0, run_id="r0")
+        for i in range(1, 41):
+            t = threading.Thread(target=runner.run, args=(lambda v, ctx: ctx.durable_execute(str, v), i),
+                                 kwargs={"run_id": f"r{i}"})
+            t.start()
+            t.join()
+        assert _descriptors_on(db) < 20
+        assert len(store.runs()) == 41
+    finally:
+        store.close()
