@@ -13,7 +13,7 @@ The same N-step run on each, alternated round by round on the same disk:
   so the code runs again and each step replays; it goes through DBOS's internal
   queue, so its time includes that dispatch).
 
-DBOS is a benchmark-only dependency (``pip install dbos``); without it this prints
+DBOS is a benchmark-only dependency (``pip install -e '.[bench]'``); without it this prints
 why and exits. Both are timed in one process, the baseline for each row being
 the other system measured in the same round. Both journals are warmed up alike
 (a 1,200-step run each, so their WALs have wrapped) and stay open across rounds;
@@ -116,7 +116,7 @@ def main() -> None:
     try:
         import dbos  # noqa: F401
     except ImportError:
-        print("DBOS Transact is not installed (pip install dbos, a benchmark-only dependency): nothing to compare.")
+        print("DBOS Transact is not installed (pip install -e '.[bench]', a benchmark-only extra): nothing to compare.")
         return
     n = args.steps
     with tempfile.TemporaryDirectory(prefix="bench_dbos-", dir=args.dir or ".") as tmp:

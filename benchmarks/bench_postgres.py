@@ -6,7 +6,7 @@
 * **PostgresStore**: ``ctx.durable_execute(step, i)`` inside one open run, under
   durability ``"call"`` (default: one commit per call, outcome k with PENDING k+1)
   and ``"transition"`` (two commits per call).
-* **DBOS Transact** (``pip install dbos``, a benchmark-only dependency): a workflow
+* **DBOS Transact** (``pip install -e '.[bench]'``, a benchmark-only extra; ``--no-dbos`` skips it): a workflow
   of ``@DBOS.step()`` calls of the same function, its system database on the same
   server.
 * **LocalRunner.map** on PostgresStore, 2,000 records of one call each: first run
@@ -28,6 +28,7 @@ Debian's postgresql, initdb in /tmp, loopback, default durability settings).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import statistics
 import sys
@@ -38,9 +39,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
-
 import durable_nb as dnb
+
+try:
+    import psycopg
+except ImportError:  # without the extra a bare ModuleNotFoundError said nothing about how to get it
+    sys.exit("bench_postgres needs psycopg 3: pip install -e '.[postgres,bench]' (bench: DBOS Transact; "
+             "or run with --no-dbos)")
 
 TARGET_FLOOR_RATIO = 2.5
 TARGET_DBOS_SPEEDUP = 3.0
@@ -168,6 +173,9 @@ def main() -> None:
     parser.add_argument("--no-dbos", action="store_true")
     parser.add_argument("--map-records", type=int, default=2000, help="records of the LocalRunner.map rows")
     args = parser.parse_args()
+    if not args.no_dbos and importlib.util.find_spec("dbos") is None:
+        sys.exit("DBOS Transact is not installed: pip install -e '.[bench]' (a benchmark-only extra), "
+                     "or run with --no-dbos")
     server = None if args.dsn else start_server()
     admin = args.dsn or server.dsn()
 

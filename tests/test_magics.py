@@ -984,8 +984,9 @@ def test_map_on_flink_without_pyflink_names_the_extra(
 ) -> None:
     monkeypatch.setitem(sys.modules, "pyflink", None)
     ip.user_ns["items"] = [1]
-    with pytest.raises(UsageError, match=r"pip install 'durable_nb\[flink\]'"):
+    with pytest.raises(UsageError, match=r"pip install 'durable_nb\[flink\]'") as raised:
         run(ip, "f --map items --runner flink", "record\n")
+    assert str(raised.value).count("pip install") == 1, raised.value  # the hint once, not twice
 
 
 def test_unload_removes_the_magics(ip: Any) -> None:

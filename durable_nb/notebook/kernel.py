@@ -301,10 +301,10 @@ def flink_runner(store: Store, **options: Any) -> Any:
         except (FlinkSetupError, ValueError) as exc:
             raise UsageError(f"%%durable --runner flink: {exc}") from None
     except ImportError as exc:
-        raise UsageError(
-            f"%%durable --runner flink needs PyFlink, which is not installed here ({exc}). "
-            f"Install it with: {FLINK_HINT}"
-        ) from None
+        # FlinkRunner's own ImportError already names the extra: say it once, not twice.
+        hint = "" if FLINK_HINT in str(exc) else f" Install it with: {FLINK_HINT}"
+        message = f"%%durable --runner flink needs PyFlink, which is not installed here ({exc})."
+        raise UsageError(message + hint) from None
 
 
 def _check_shippable(name: str, inputs: Mapping[str, Any]) -> None:
