@@ -6,6 +6,7 @@ because "it returned the right value" cannot tell a replay from a re-execution.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import collections
 import importlib
@@ -13,6 +14,7 @@ import math
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,62 @@ def test_sixteen_threads_sharing_one_context_each_journal_their_own_calls(store)
     assert len(results) == 16 and len(calls) == 16
     assert {c.call_id.rsplit(".", 1)[-1] for c in calls} == {"work"}
     assert all(c.status is Status.SUCCEEDED for c in calls)
+
+
+def _call_in_a_thread(ctx, func, results):
+    """Start a thread making one durable call in ``ctx``'s run; it appends the result or the error's name."""
+    def main() -> None:
+        try:
+            results.append(ctx.durable_execute(func))
+        except BaseException as exc:
+            results.append(type(exc).__name__)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    return thread
+
+
+def test_a_run_ends_only_once_a_durable_call_another_thread_makes_in_it_is_journaled(store):
+    started, results = threading.Event(), []
+
+    def ship() -> str:
+        started.set()
+        ran["ship"] += 1
+        time.sleep(0.3)  # still running when the with block ends
+        return "parcel"
+
+    ran.clear()
+    with dnb.LocalRunner(store).context("bg") as ctx:
+        thread = _call_in_a_thread(ctx, ship, results)
+        assert started.wait(10)
+    thread.join()
+    assert results == ["parcel"]  # its outcome was not refused as written after the run's end
+    assert journal(store, "bg") == [(0, "ship", *DONE)]
+    assert store.run("bg").status is RunStatus.COMPLETED
+    with dnb.LocalRunner(store).context("bg") as ctx:  # a recovery replays it: shipped once
+        assert ctx.durable_execute(ship) == "parcel"
+    assert ran["ship"] == 1
+
+
+def test_ctrl_c_while_a_run_waits_for_another_threads_call_leaves_it_pending_and_the_run_free(store):
+    started, release, results = threading.Event(), threading.Event(), []
+
+    def ship() -> str:
+        started.set()
+        release.wait(10)
+        return "parcel"
+
+    with pytest.raises(KeyboardInterrupt), dnb.LocalRunner(store).context("bg") as ctx:
+        thread = _call_in_a_thread(ctx, ship, results)
+        assert started.wait(10)
+        threading.Timer(0.2, _thread.interrupt_main).start()  # the user presses Interrupt during the wait
+    release.set()
+    thread.join()
+    assert results == ["LeaseLostError"]  # the run was closed as a crash leaves it: nothing written late
+    assert [(c.status, c.origin) for c in store.calls("bg")] == [(Status.PENDING, None)]
+    assert store.run("bg").status is RunStatus.RUNNING
+    with dnb.LocalRunner(store).context("bg") as ctx:  # not busy: a recovery reconciles it
+        assert ctx.durable_execute(ship, reconciler=lambda: "found") == "found"
 
 
 def test_asyncio_tasks_track_nesting_separately(store):

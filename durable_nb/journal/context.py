@@ -345,7 +345,7 @@ async def settle_calls(journal: Journal) -> None:
     of this wait (a second Ctrl-C) closes the run as it is: the call stays PENDING.
     """
     __tracebackhide__ = True
-    while journal.in_flight:
+    while journal.in_flight or journal.running:  # running: sync calls other threads make in the run
         await _off_loop(functools.partial(time.sleep, 0.001))  # with or without a running event loop
 
 
@@ -448,6 +448,8 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         ctx, store, run_id, owner = self._ctx, self._store, self.run_id, self._owner
         try:
+            if exc_type is None or issubclass(exc_type, Exception):
+                self._settle_threads()
             if exc_type is None:
                 _close_completed(ctx, store, run_id, owner, self._kept_status)
             elif issubclass(exc_type, (StopRecovery, RecordDecodeError, NonDeterminismError)):
@@ -483,6 +485,19 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
             leave_run(self._outside)
             _current.reset(self._token)
 
+
+    def _settle_threads(self) -> None:
+        """Wait for durable calls other threads are still making in the run (see ``Journal.wait_running``).
+
+        A Ctrl-C during the wait closes the run as a crash leaves it, lease released, and goes on.
+        """
+        try:
+            self._ctx.journal.wait_running()
+        except BaseException:
+            end_owner(self._owner)
+            with contextlib.suppress(Exception):
+                self._store.close_run(self.run_id, self._owner, None)
+            raise
 
     def _kept_status(self, exc_type: type[BaseException]) -> RunStatus | None:
         """The status a strict run had, if its first write (a PENDING call re-executed) made it RUNNING."""

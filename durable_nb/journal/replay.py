@@ -178,6 +178,9 @@ class Journal:
         """If set, stepping stops (with :class:`StopRecovery`) before this call index."""
         self.in_flight = 0
         """Awaited calls begun (decided to run) and not yet finished: a stop waits for them (gathered calls)."""
+        self.running = 0
+        """Sync calls being performed, in any thread: the run's end waits for them (:meth:`wait_running`)."""
+        self._finished = threading.Condition(self._lock)
         self.observer: Callable[[Planned, str], None] | None = None
         """Told each decision (with the call id) before it is carried out: the ReplayStepper's view."""
         self.strict = False
@@ -436,16 +439,38 @@ class Journal:
         outcome = self.begin(call_id, args_digest, reconciler is not None)
         if isinstance(outcome, CallRecord):
             return replay(outcome)
-        if outcome.decision is Decision.RECONCILE:
-            assert reconciler is not None
-            return self.perform(outcome, as_call(reconciler))
+        lock = self._lock
+        with lock:  # a call being performed: the run's end waits for it (wait_running); a replay costs nothing
+            self.running += 1
+        try:
+            if outcome.decision is Decision.RECONCILE:
+                assert reconciler is not None
+                return self.perform(outcome, as_call(reconciler))
 
-        def call() -> Any:
-            __tracebackhide__ = True
-            return func(*args, **kwargs)
+            def call() -> Any:
+                __tracebackhide__ = True
+                return func(*args, **kwargs)
 
-        with self.arguments_watched(outcome, func, args, kwargs, args_digest):
-            return self.perform(outcome, as_call(call))
+            with self.arguments_watched(outcome, func, args, kwargs, args_digest):
+                return self.perform(outcome, as_call(call))
+        finally:
+            with lock:
+                self.running -= 1
+                if not self.running:
+                    self._finished.notify_all()
+
+    def wait_running(self) -> None:
+        """Wait until no sync call of the run is being performed (by another thread).
+
+        Why: a thread started in an action or a ``%%durable`` cell can still be inside a
+        durable call when the action returns. Closed meanwhile, the run would be COMPLETED
+        with that call PENDING while its function runs on (its side effect made), and the
+        outcome it then tries to journal would be refused. Interruptible: a Ctrl-C stops
+        the wait, and the caller closes the run as a crash leaves it (the call PENDING).
+        """
+        with self._lock:
+            while self.running:
+                self._finished.wait(0.05)
 
     @contextlib.contextmanager
     def arguments_watched(self, step: Step, func: Callable[..., Any], args: tuple[Any, ...],
