@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import sqlite3
 import struct
 import subprocess
@@ -439,5 +440,73 @@ def test_a_write_after_the_logs_were_closed_at_exit_starts_no_log(tmp_path: Path
     store = dnb.SqliteStore(db)
     try:
         assert [len(store.calls(r)) for r in ("a", "b")] == [1, 1]
+    finally:
+        store.close()
+
+
+def test_a_copy_beside_the_journal_leaves_the_journal_s_dead_log_to_the_journal(tmp_path: Path) -> None:
+    """A backup (SQLite's backup API, or ``cp``) carries the journal's log registrations. Once the kernel writing
+    the journal was killed, the copy's first reader applied the journal's log to the copy and deleted it: the
+    journal lost the run the log held (its acknowledged charge would run again), the copy gained calls made after it."""
+    db, copy = tmp_path / "j.db", tmp_path / "copy.db"
+    kernel = f"""
+import os, sqlite3, durable_nb as dnb
+from durable_nb.stores import sqlite_intent
+sqlite_intent.DELAY = 600.0  # SQLite is not written from the log before the kill
+store = dnb.SqliteStore({str(db)!r})
+for run in ("first", "second"):
+    with dnb.LocalRunner(store).context(run) as ctx:
+        ctx.durable_execute(str, run)
+store.flush()
+src, dst = sqlite3.connect({str(db)!r}), sqlite3.connect({str(copy)!r})
+src.backup(dst)
+dst.close(); src.close()
+with dnb.LocalRunner(store).context("order") as ctx:
+    ctx.durable_execute(str, "charge")
+    os.kill(os.getpid(), 9)
+"""
+    subprocess.run([sys.executable, "-c", kernel], timeout=120, check=False)
+    assert raw_count(db, "order") == 0 and len(logs(db)) == 1  # the charge is in the killed kernel's log only
+    backup = dnb.SqliteStore(copy)
+    try:
+        dnb.LocalRunner(backup).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="look")
+        assert [r.run_id for r in backup.runs()] == ["first", "second", "look"]
+    finally:
+        backup.close()
+    assert len(logs(db)) == 1
+    store = dnb.SqliteStore(db)
+    try:
+        assert [c.status for c in store.calls("order")] == [dnb.Status.PENDING]
+    finally:
+        store.close()
+
+
+def test_the_readme_s_copy_of_an_open_journal_holds_every_acknowledged_call(tmp_path: Path, lagging: None) -> None:
+    """README, Journal files: ``cp`` of an open journal misses its WAL and intent log; flush + SQLite's backup
+    API copies every call that returned, a held-back outcome included."""
+    db, copy = tmp_path / "j.db", tmp_path / "backup.db"
+    store = dnb.SqliteStore(db)
+    try:
+        runner = dnb.LocalRunner(store)
+        runner.run(lambda v, ctx: [ctx.durable_execute(str, k) for k in range(3)], None, run_id="done")
+        with runner.context("open") as ctx:
+            ctx.durable_execute(str, "last")
+            shutil.copy(db, tmp_path / "cp.db")
+            store.flush()
+            src = sqlite3.connect(store.path)
+            src.backup(dst := sqlite3.connect(copy))
+            dst.close()
+            src.close()
+        plain = sqlite3.connect(tmp_path / "cp.db")
+        try:  # the schema and the runs are in j.db-wal still
+            assert plain.execute("SELECT count(*) FROM sqlite_master WHERE name = 'calls'").fetchone() == (0,)
+        finally:
+            plain.close()
+        backup = dnb.SqliteStore(copy)
+        try:
+            assert [len(backup.calls(r)) for r in ("done", "open")] == [3, 1]
+            assert backup.calls("open")[0].status is dnb.Status.SUCCEEDED
+        finally:
+            backup.close()
     finally:
         store.close()

@@ -8,6 +8,7 @@ a cell's digest by name and do not change its inputs as they count.
 from __future__ import annotations
 
 import collections
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator
@@ -874,6 +875,25 @@ def test_durable_store_switches_and_prints_the_store(
     out = capsys.readouterr().out
     assert "nb.db" in out.splitlines()[-1]
     assert [r.run_id.split(":")[1] for r in dnb.SqliteStore(tmp_path / "nb.db").runs()] == ["s"]
+
+
+def test_a_cell_after_its_journal_was_deleted_journals_in_a_new_one_at_that_path(
+    ip: Any, magics: DurableMagics, tmp_path: Path
+) -> None:
+    """``rm -rf`` of the journal's folder made every later cell fail with JournalWriteError ("open the store
+    again"), and ``%durable_store`` with the same URL returned the same cached store: only a restart helped."""
+    folder = tmp_path / "nb"
+    url = f"sqlite:///{folder}/nb.db"
+    ip.run_line_magic("durable_store", url)
+    run(ip, "before", "x = 1\n")
+    shutil.rmtree(folder)
+    run(ip, "after", "y = 2\n")
+    run(ip, f"other --store {url}", "z = 3\n")
+    journal = dnb.SqliteStore(folder / "nb.db")
+    try:
+        assert sorted(r.run_id.split(":")[1] for r in journal.runs()) == ["after", "other"]
+    finally:
+        journal.close()
 
 
 def test_durable_journal_shows_the_journal_view(ip: Any, magics: DurableMagics) -> None:

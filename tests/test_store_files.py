@@ -582,3 +582,21 @@ def test_a_journal_path_in_a_symlink_loop_is_a_journal_error_naming_the_path(tmp
     with pytest.raises(dnb.DurableError) as err:  # was a bare RuntimeError('Symlink loop ...') from Path.resolve
         dnb.SqliteStore(tmp_path / "a.db")
     assert str(tmp_path / "a.db") in str(err.value) and "symbolic links" in str(err.value)
+
+
+def test_the_default_store_after_its_folder_was_removed_is_a_new_journal_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``default_store()`` is cached by path: after ``rm -rf .durable`` it returned the store of the deleted
+    file, which refuses every run (JournalWriteError), so ``LocalRunner()`` could not run until a restart."""
+    monkeypatch.chdir(tmp_path)
+    first = dnb.LocalRunner()
+    first.run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="a")
+    shutil.rmtree(tmp_path / ".durable")
+    with pytest.raises(dnb.JournalWriteError, match="was deleted"):
+        first.run(lambda v, ctx: ctx.durable_execute(str, v), 2, run_id="b")
+    again = dnb.LocalRunner()
+    assert again.run(lambda v, ctx: ctx.durable_execute(str, v), 2, run_id="b") == "2"
+    assert [r.run_id for r in again.store.runs()] == ["b"]
+    again.store.close()
+    first.store.close()

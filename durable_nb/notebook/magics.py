@@ -26,7 +26,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from ..errors import DurableError, RunBusyError
 from ..journal.replay import check_reconciler
 from ..journal.store import Store
-from ..stores import default_store, open_store
+from ..stores import default_store, open_store, reopened
 from ..stores.dsn import mask_dsn
 from . import inputs
 from .inline_magics import has_top_level_await
@@ -84,8 +84,7 @@ class DurableMagics(Magics):
     @property
     def store(self) -> Store:
         """The notebook's store: ``%durable_store URL``, else ``.durable/journal.db`` under the cwd."""
-        if self._store is None:
-            self._store = default_store()
+        self._store = default_store() if self._store is None else reopened(self._store)
         return self._store
 
     @store.setter
@@ -95,7 +94,9 @@ class DurableMagics(Magics):
     def _open(self, url: str) -> Store:
         url = _strip_quotes(url)
         store = self._opened.get(url)
-        if store is None:
+        if store is not None:
+            store = self._opened[url] = reopened(store)  # a journal deleted meanwhile: a new one at its path
+        else:
             try:
                 store = open_store(url)
             except (ValueError, TypeError, OSError, DurableError) as exc:  # DurableError: a directory, not a journal

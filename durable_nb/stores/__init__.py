@@ -31,9 +31,20 @@ def default_store() -> Store:
     path = str((Path.cwd() / DEFAULT_PATH).resolve())
     with _defaults_lock:
         store = _defaults.get(path)
-        if store is None:
-            store = _defaults[path] = SqliteStore(path)
+        store = _defaults[path] = SqliteStore(path) if store is None else reopened(store)
         return store
+
+
+def reopened(store: Store) -> Store:
+    """``store``, or a new store on its file's path (same settings) if that file was deleted while it was open.
+
+    Why: a deleted journal refuses every later run and says to open the store again, but the default store
+    and the notebook's stores are cached by path: after ``rm -rf .durable`` opening again returned the same
+    store, and only a kernel restart let the notebook journal anything.
+    """
+    if isinstance(store, SqliteStore) and store._deleted():
+        return SqliteStore(store.path, durability=store.durability, read_only=store._forced_ro)
+    return store
 
 
 def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:

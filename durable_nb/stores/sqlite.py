@@ -768,6 +768,11 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"before moving the journal (with its -wal file); README: Journal files."
             )
 
+    def _deleted(self) -> bool:
+        """Whether the file this store has open was deleted since (it refuses every run: :meth:`_refuse_if_gone`)."""
+        files = self._files
+        return files is not None and self._pid == current_pid() and files.deleted()
+
     def _take_over(self, lease: Lease) -> list[tuple[Any, ...]]:
         """A steal: every process's logged transitions applied, then the run read and taken, in one transaction.
 
@@ -780,7 +785,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         with self._write() as conn:
             if counters is not None:
                 counters.bump(STEALS)
-            others = [k for k, _ in sqlite_frames.registered(conn) if own is None or k != own.key]
+            others = [k for k, _ in sqlite_frames.registered(conn, self.path) if own is None or k != own.key]
             sqlite_frames.apply_logs(conn, self.path, others, remove=False)
             rows = conn.execute(_OPEN_SELECT, (lease.run_id,)).fetchall()
             lease.seen_attempts, lease.seen_status = _seen(lease.run_id, rows)  # before the fence: BadRow undoes it
@@ -906,7 +911,9 @@ class SqliteStore(SqliteTimeTravel, Store):
             raise JournalReadOnlyError(
                 f"the journal {self.path} is open read-only: {self.read_only}; nothing can be written{where}. "
                 f"It can still be listed (runs(), calls(), to_pandas()) and viewed. To run actions, open a "
-                f"writable copy, e.g. shutil.copy it and SqliteStore(copy)."
+                f"writable copy made with SQLite's backup API, which reads the journal's -wal as a plain copy "
+                f"does not (sqlite3.connect(path).backup(sqlite3.connect(copy)), or sqlite3 PATH '.backup COPY'), "
+                f"then SqliteStore(copy)."
             )
 
     def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:

@@ -7,6 +7,9 @@ from it, whoever wrote the file. A transition is written exactly as the synced p
 writes it, and only while its context still owns the run (the fence the synced path
 checks in the same transaction). A log's writer holds an OS lock on it while it
 lives (:class:`Watch` asks): a log whose lock is free belongs to a dead process.
+
+Over 400 lines because a frame's format, how it is applied and which registered logs a reader applies
+(whose writer died, which journal they belong to) are read together; the file itself is :mod:`.sqlite_logfile`.
 """
 
 from __future__ import annotations
@@ -204,12 +207,12 @@ _LOG_NAME = re.compile(r"[^/\\\0]+-log\.[0-9]+\.[0-9a-f]{8}")
 since a journal moved with its logs keeps their names."""
 
 
-def registered(conn: sqlite3.Connection) -> list[tuple[str, int]]:
-    """The logs registered in ``meta`` and their applied numbers.
+def registered(conn: sqlite3.Connection, journal: Path) -> list[tuple[str, int]]:
+    """The logs of ``journal`` registered in its ``meta`` and their applied numbers.
 
     A registration that does not name a log file is skipped: a log found dead is read and then *deleted*,
     so a journal from someone else registering ``intent_log:notes.txt`` (or the journal's own name) made
-    the next reader delete that file.
+    the next reader delete that file. So is one naming another journal's log (:func:`_foreign`).
     """
     out = []
     for key, value in conn.execute(
@@ -217,6 +220,9 @@ def registered(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     ):
         if not (isinstance(key, str) and _LOG_NAME.fullmatch(key[len(PREFIX):])):
             _log.debug("durable_nb: %r in table meta names no intent log: ignored", key)
+            continue
+        if _foreign(journal, key[len(PREFIX):]):
+            _log.debug("durable_nb: %r in %s is another journal's intent log (a copy's): ignored", key, journal)
             continue
         if not (isinstance(value, int) or (isinstance(value, str) and value.isdigit())):
             raise JournalFormatError(
@@ -227,6 +233,25 @@ def registered(conn: sqlite3.Connection) -> list[tuple[str, int]]:
             )
         out.append((key, int(value)))
     return out
+
+
+def _foreign(journal: Path, name: str) -> bool:
+    """Whether the log ``name`` belongs to another journal: one beside ``journal``, named in ``name``.
+
+    A copy of a journal (``cp``, SQLite's backup) carries its registrations: once the original's writer
+    died, the copy's first reader applied the original's log to the copy and deleted it, and the original
+    lost the acknowledged calls it held. A journal renamed with its logs (no file of the old name) keeps them.
+    """
+    owner = _OWNER.sub("", name)
+    if owner == journal.name:
+        return False
+    try:
+        return not os.path.samefile(journal.with_name(owner), journal)
+    except OSError:  # no such file: this journal, renamed with its logs
+        return False
+
+
+_OWNER = re.compile(r"-log\.[0-9]+\.[0-9a-f]{8}\Z")
 
 
 def log_path(journal: Path, key: str) -> Path:
@@ -251,7 +276,7 @@ def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, 
         files.append(path)
         frames.extend((ts, seq, key, i, ops) for i, (seq, ts, ops) in enumerate(decode(data, str(path))))
     frames.sort(key=lambda f: (f[0], f[2], f[3]))  # by time written; one log's frames keep their order
-    applied: dict[str, int] = {k: v for k, v in registered(conn) if k in keys}
+    applied: dict[str, int] = {k: v for k, v in registered(conn, journal) if k in keys}
     _apply(conn, ((key, seq, ops) for _ts, seq, key, _, ops in frames), applied)
     for key, value in applied.items():
         if remove:
@@ -352,7 +377,7 @@ class Watch:
         """
         epoch = self.counters.value(LOGS)
         if epoch != self._epoch:
-            self._keys, self._epoch = [k for k, _ in registered(conn)], epoch
+            self._keys, self._epoch = [k for k, _ in registered(conn, self._journal)], epoch
         seen_epoch, seen_own, keys = self._others
         if seen_epoch != epoch or seen_own != own:
             keys = [k for k in self._keys if k != own]

@@ -348,7 +348,7 @@ def sweep_orphans(journal: Path, conn: sqlite3.Connection) -> None:
     if not free:
         return
     try:
-        known = {key[len(PREFIX):] for key, _ in registered(conn)}
+        known = {key[len(PREFIX):] for key, _ in registered(conn, journal)}
     except (sqlite3.Error, JournalFormatError):
         return
     for n in free:
