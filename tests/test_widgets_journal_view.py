@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import html
 import json
+import os
 import re
 import subprocess
 import sys
@@ -382,3 +384,89 @@ def test_a_run_another_machine_is_writing_shows_as_open_on_postgresql(pg_dsn: st
     finally:
         holder.kill()
         holder.wait(30)
+
+
+# -- closing: every model, the thread, the store it opened -------------------------------
+
+def open_models() -> collections.Counter[str]:
+    """The widget models open in this kernel, by class (ipywidgets keeps each one until it is closed)."""
+    from ipywidgets.widgets import widget
+
+    return collections.Counter(type(w).__name__ for w in widget._instances.values())
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+
+
+def test_close_leaves_no_widget_model_open(sqlite_store: dnb.SqliteStore) -> None:
+    # Widget.close() closes one model: the buttons' Layout and ButtonStyle, the HTMLs' styles stayed (~50).
+    many_calls(sqlite_store, 3)
+    before = open_models()
+    view = dnb.JournalView(sqlite_store, page_size=2)
+    view.go_to_page(1)
+    view.fork.button.click()  # a fork: the view switches run and redraws
+    view.close()
+    assert open_models() - before == collections.Counter()
+
+
+@needs_proc
+def test_a_view_closes_the_store_it_opened_from_a_path_and_not_one_passed_in(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with dnb.SqliteStore(path) as store:
+        many_calls(store, 2)
+    fds = open_fds()
+    for _ in range(3):
+        view = dnb.JournalView(str(path), live=True, interval=0.01)
+        view.close()
+    assert open_fds() == fds  # each view left its connections and lock files open (~6 descriptors)
+    store = dnb.SqliteStore(path)
+    try:
+        view = dnb.JournalView(store)
+        view.close()
+        assert store.count_calls() == 2  # still the caller's, open
+    finally:
+        store.close()
+
+
+@needs_proc
+def test_a_closed_view_is_not_redrawn_by_another_widgets_write(tmp_path: Path) -> None:
+    # A closed view stayed registered for redraws: the next write elsewhere reopened the store it had closed.
+    path = tmp_path / "journal.db"
+    with dnb.SqliteStore(path) as store:
+        many_calls(store, 2)
+    closed = dnb.JournalView(str(path))
+    closed.close()
+    fds = open_fds()
+    other = dnb.JournalView(str(path))
+    other.fork.button.click()  # writes, then tells the widgets on this journal to redraw
+    other.close()
+    assert open_fds() == fds
+
+
+def test_a_live_view_nobody_refers_to_lets_its_thread_end() -> None:
+    # The polling thread held its widget: a view ipywidgets let go of would still have polled (and kept its store
+    # open) for the life of the kernel. An open widget is not let go (ipywidgets' registry keeps it, and the page
+    # may show it), so this checks the poller on its own.
+    from durable_nb.widgets._poll import Poller
+
+    class Owner:
+        ticks = 0
+
+        def tick(self) -> None:
+            Owner.ticks += 1
+
+    owner = Owner()
+    poller = Poller(owner.tick, "test-poller", 0.01)
+    poller.start()
+    deadline = time.monotonic() + 10
+    while Owner.ticks == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    thread = poller._thread
+    assert thread is not None and Owner.ticks > 0
+    del owner
+    thread.join(10)
+    assert not thread.is_alive()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import html
+import os
 import re
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -380,3 +384,40 @@ def test_run_to_end_over_a_long_run_keeps_memory_linear_in_its_calls(tmp_path):
 
 def halve(i: int) -> int:
     return i // 2
+
+
+# -- closing: every model, the journal view's thread, the store it opened ----------------------
+
+def open_models() -> collections.Counter[str]:
+    """The widget models open in this kernel, by class (ipywidgets keeps each one until it is closed)."""
+    from ipywidgets.widgets import widget
+
+    return collections.Counter(type(w).__name__ for w in widget._instances.values())
+
+
+def test_close_leaves_no_widget_model_or_thread(sqlite_store: dnb.SqliteStore) -> None:
+    # The stepper closed its buttons but not their Layouts/styles, nor the HBox holding them (~70 models).
+    crashed(sqlite_store)
+    before, threads = open_models(), threading.active_count()
+    stepper = dnb.ReplayStepper(sqlite_store, "order-1", place_order, 1)
+    assert stepper.journal_view is not None
+    stepper.journal_view.start_live(0.01)
+    stepper.step()
+    stepper.dry_run()
+    stepper.close()
+    assert open_models() - before == collections.Counter()
+    assert not stepper.journal_view.live and threading.active_count() == threads
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_a_stepper_closes_the_store_it_opened_from_a_path_and_not_one_passed_in(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    with dnb.SqliteStore(path) as store:
+        crashed(store)
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        dnb.ReplayStepper(str(path), "order-1", place_order, 1).close()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    with dnb.SqliteStore(path) as store:
+        dnb.ReplayStepper(store, "order-1", place_order, 1).close()
+        assert store.count_calls(run_id="order-1") == 2  # still the caller's, open

@@ -7,6 +7,7 @@ wrote, and how often each side effect ran when the fork or the answered run goes
 
 from __future__ import annotations
 
+import collections
 import html
 import re
 from typing import Any
@@ -327,3 +328,23 @@ def test_after_a_fork_a_person_can_fork_the_call_shown_again_without_picking_ano
     assert view.fork.fork() is None  # the second click of a double click
     fourth = view.fork.fork()  # a person, who read the note, clicks again
     assert fourth not in (None, first, second, third) and len(store.runs()) == 5
+
+
+def test_closing_an_answer_widget_closes_every_model_it_made(store: dnb.Store) -> None:
+    # A choice prompt makes a text box and an Answer button it does not show: nothing closed them, nor any
+    # Layout or style (a prompt dropped by a ReconcilePanel refresh left ~20 models).
+    from ipywidgets.widgets import widget
+
+    def models() -> collections.Counter[str]:
+        return collections.Counter(type(w).__name__ for w in widget._instances.values())
+
+    waiting_run(store)
+    waiting_run(store, ask_reason, None, "why")
+    before = models()
+    for record in store.waiting():
+        InputPrompt(store, record).close()
+    panel = dnb.ReconcilePanel(store)
+    panel.input("refund-1", store.waiting("refund-1")[0].index).choice_buttons[0].click()
+    panel.refresh()
+    panel.close()
+    assert models() - before == collections.Counter()

@@ -97,12 +97,13 @@ class MapRow:
         run_id, status, payload, error = wire
         try:
             value = codec.loads(payload) if payload is not None else None
-        except Exception as exc:
+        except Exception as unloadable:
             if status != RunStatus.COMPLETED.value:  # the error's text is at hand: the row keeps it
                 return cls(key, run_id, RunStatus(status), None, error)
             return cls(key, run_id, RunStatus.FAILED, None, (
                 f"the action's result came back from Flink but cannot be loaded in the notebook "
-                f"({type(exc).__name__}: {exc}); the run ended COMPLETED in the journal: store.run({run_id!r})"))
+                f"({type(unloadable).__name__}: {unloadable}); the run ended COMPLETED in the journal: "
+                f"store.run({run_id!r})"))
         if status == RunStatus.COMPLETED.value:
             return cls(key, run_id, RunStatus.COMPLETED, value)
         exc = value if isinstance(value, BaseException) else None

@@ -10,7 +10,8 @@ Every widget reads previews, never payloads, and escapes every string it shows
 Rooms: the widget classes are controllers (``journal_view.py``, ``replay_stepper.py``,
 ``reconcile_panel.py`` and the parts they embed); the HTML they show comes from
 pure record→HTML functions (``render_journal.py``, ``_html.py``); a live mode's
-polling thread is ``_poll.Poller``; ``_sync.py`` tells the other widgets on the
+polling thread is ``_poll.Poller``; ``_close.py`` closes the models a widget made and the
+store it opened; ``_sync.py`` tells the other widgets on the
 same store to redraw after a write.
 """
 

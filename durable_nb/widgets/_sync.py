@@ -33,6 +33,11 @@ def watch(widget: _Refreshable) -> None:
     _widgets.add(widget)
 
 
+def unwatch(widget: object) -> None:
+    """A closed widget redraws no more: its refresh would reopen the store its ``close()`` closed."""
+    _widgets.discard(widget)
+
+
 def changed(store: Store, source: object) -> None:
     """Tell the other widgets on ``store``'s journal to redraw.
 

@@ -33,8 +33,9 @@ import ipywidgets as W
 
 from ..journal.records import CallRecord
 from ..journal.store import Store
+from ._close import close_children, close_tree
 from ._html import esc, label, message, page
-from ._sync import changed, watch
+from ._sync import changed, unwatch, watch
 
 ANSWER_TEXT = "Answer"
 NO_QUESTION = "(no question on record: the run stopped before asking; run the action again so it asks)"
@@ -85,6 +86,17 @@ class InputPrompt(W.VBox):
     def __repr__(self) -> str:
         # Stable text/plain in saved notebooks: no widget state, no timestamps.
         return f"InputPrompt({self.record.run_id!r}, {self.record.index}, {self.record.prompt!r})"
+
+    def close(self) -> None:
+        """Close the prompt and every widget it made, the text box and Answer button a choice prompt does not show
+        included."""
+        unwatch(self)
+        close_children(self)
+        for part in ("text", "answer_button"):
+            widget = getattr(self, part, None)  # None on a prompt whose __init__ failed
+            if widget is not None:
+                close_tree(widget)
+        super().close()
 
     def draw(self) -> None:
         r = self.record

@@ -36,9 +36,10 @@ from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
 from ..journal.store import Store
 from ..stores import open_store
 from . import render_journal as render
+from ._close import close_children, owns_store
 from ._html import ESC_LIMIT, fmt_time, label
 from ._poll import Poller
-from ._sync import changed, watch
+from ._sync import changed, unwatch, watch
 from .fork_control import ForkControl
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class JournalView(W.VBox):
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
         self.store = open_store(store)
+        self._own_store = owns_store(store)
         self.page_size = page_size
         self._poller = Poller(self._poll_tick, "durable_nb-journal-view", interval)
         self.page_index = 0
@@ -366,24 +368,19 @@ class JournalView(W.VBox):
             self.stop_live()
 
     def close(self) -> None:
-        """Stop live mode and close the widget and its children."""
-        # Also called by ipywidgets' __del__, possibly on an instance whose __init__ failed.
-        if getattr(self, "_poller", None) is None:
-            super().close()
-            return
-        self.stop_live()
-        for child in self._all_children():
-            child.close()
-        super().close()
+        """Stop live mode, close the widget and every widget it made, and the store if it opened it.
 
-    def _all_children(self) -> list[W.Widget]:
-        found: list[W.Widget] = []
-        stack: list[W.Widget] = list(self.children)
-        while stack:
-            w = stack.pop()
-            found.append(w)
-            stack.extend(getattr(w, "children", ()))
-        return found
+        A store passed in is the caller's and stays open; one opened from a path or URL is closed.
+        """
+        # Also called by ipywidgets' __del__, possibly on an instance whose __init__ failed.
+        unwatch(self)
+        if getattr(self, "live_toggle", None) is not None:
+            self.stop_live()
+        close_children(self)
+        super().close()
+        if getattr(self, "_own_store", False):
+            self._own_store = False
+            self.store.close()
 
     # -- export ------------------------------------------------------------------------
 

@@ -42,8 +42,9 @@ from ..journal.records import INPUT_CALL_ID, CallRecord, Origin, Status
 from ..journal.replay import settle_pending
 from ..journal.store import Store
 from ..stores import open_store
+from ._close import close_children, close_tree, owns_store
 from ._html import esc, fmt_time, message, page
-from ._sync import changed, watch
+from ._sync import changed, unwatch, watch
 from .input_prompt import InputPrompt
 
 Reconciler = Callable[[CallRecord], Any] | Callable[[], Any]
@@ -162,10 +163,11 @@ class ReconcilePanel(W.VBox):
         *,
         page_size: int = 20,
     ) -> None:
-        self.store = open_store(store)
         self.reconcilers: dict[str, Reconciler] = dict(reconcilers or {})
         for call_id, reconciler in self.reconcilers.items():
             takes_record(reconciler, call_id)  # a misconfigured panel fails here, not at a click
+        self.store = open_store(store)
+        self._own_store = owns_store(store)
         self.page_size = page_size
         self.page_index = 0
         self.total = 0
@@ -192,8 +194,24 @@ class ReconcilePanel(W.VBox):
         self.refresh_button.on_click(lambda _: self.refresh())
         self.prev_button.on_click(lambda _: self._go(self.page_index - 1))
         self.next_button.on_click(lambda _: self._go(self.page_index + 1))
-        self._reload()  # a journal that cannot be read fails the cell that builds the panel
+        try:
+            self._reload()  # a journal that cannot be read fails the cell that builds the panel
+        except BaseException:
+            self.close()  # and leaves no widget models, nor the store it opened, behind
+            raise
         watch(self)
+
+    def close(self) -> None:
+        """Close the panel and every widget it made (rows, answer controls), and the store if it opened it.
+
+        A store passed in is the caller's and stays open; one opened from a path or URL is closed.
+        """
+        unwatch(self)
+        close_children(self)
+        super().close()
+        if getattr(self, "_own_store", False):  # False too on a panel whose __init__ failed early
+            self._own_store = False
+            self.store.close()
 
     def __repr__(self) -> str:
         return f"ReconcilePanel({self.store!r}, reconcilers={sorted(self.reconcilers)!r})"
@@ -241,10 +259,7 @@ class ReconcilePanel(W.VBox):
             self.prev_button.disabled = self.page_index == 0
             self.next_button.disabled = self.page_index >= pages - 1
         for row in old:  # dropped rows: free their front-end models
-            for w in (row.info, row.reconcile_button, row.reexecute_button, row.resolve_text,
-                      row.resolve_button, *row.children):
-                w.close()
-            row.close()
+            close_tree(row)
 
     def _refresh_inputs(self) -> None:
         """Re-read the waiting inputs: one :class:`InputPrompt` each (prompt, choices or a text box)."""
@@ -261,10 +276,7 @@ class ReconcilePanel(W.VBox):
                 + (' <span class="dnb-note">answer one, then run its action or cell again</span>' if n else "")
             )
         for prompt in old:
-            for w in (prompt.info, prompt.message, prompt.text, prompt.answer_button, *prompt.choice_buttons,
-                      *prompt.children):
-                w.close()
-            prompt.close()
+            close_tree(prompt)
 
     def _still_waiting(self, run_id: str) -> bool:
         run = self.store.run(run_id)

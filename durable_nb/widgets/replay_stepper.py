@@ -56,6 +56,7 @@ from ..journal.timetravel import dry_run as _dry_run
 from ..runners.isolation import isolated
 from ..runners.local import Action, call_action, check_action, in_fresh_thread
 from ..stores import open_store
+from ._close import close_children, owns_store
 from ._html import esc, message, page, status_cell, table, td
 from ._sync import changed
 from .journal_view import JournalView
@@ -146,7 +147,7 @@ class ReplayStepper(W.VBox):
         check_action(action, sync=False)  # steps and dry runs run in a worker thread: async is fine in a loop
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
-        self.store = open_store(store)
+        self.store, self._own_store = open_store(store), owns_store(store)
         self.run_id = run_id
         self.action = action
         self.value = value
@@ -160,7 +161,7 @@ class ReplayStepper(W.VBox):
         """What the engine will do with the next call, learned when the action stopped before it."""
         self.next_call_id: str | None = None
         self.history: list[Performed] = []
-        initial = self.store.query_calls(run_id=run_id)
+        initial = self._recorded()
         self.plan: list[tuple[CallRecord, str]] = [(r, planned_decision(r)) for r in initial]
         self.snapshots: list[_Snapshot] = [_Snapshot(initial)]
         """Journal of the run (no payloads) as it stood at each position."""
@@ -194,21 +195,26 @@ class ReplayStepper(W.VBox):
                   "Step performs them one by one.", "note")
         self._draw()
 
+    def _recorded(self) -> list[CallRecord]:
+        """The run's recorded calls; a journal that cannot be read fails the cell, and closes the store opened here."""
+        try:
+            return self.store.query_calls(run_id=self.run_id)
+        except BaseException:
+            self.close()
+            raise
+
     def __repr__(self) -> str:
         return f"ReplayStepper({self.store!r}, {self.run_id!r}, {getattr(self.action, '__qualname__', self.action)})"
 
     def close(self) -> None:
-        """Close the stepper, its journal view (stopping its live mode) and their children."""
+        """Close the stepper, its journal view (stopping its live mode), every widget they made, and the store
+        if the stepper opened it (a store passed in is the caller's and stays open)."""
         # Also called by ipywidgets' __del__, possibly on an instance whose __init__ failed.
-        view = getattr(self, "journal_view", None)
-        if view is not None:
-            view.close()
-        for name in ("step_button", "back_button", "run_button", "dry_button", "position_label", "plan_table",
-                     "log_html", "dry_html", "message", "note"):
-            child = getattr(self, name, None)
-            if child is not None:
-                child.close()
+        close_children(self)
         super().close()
+        if getattr(self, "_own_store", False):
+            self._own_store = False
+            self.store.close()
 
     # -- buttons ---------------------------------------------------------------------
 
