@@ -82,3 +82,71 @@ def test_a_store_used_from_a_new_thread_each_time_keeps_no_connection_per_ended_
         assert len(store.runs()) == 41
     finally:
         store.close()
+
+
+def _sessions(dsn: str) -> int:
+    """Server sessions on the database of ``dsn`` (pg_stat_activity), this probe's own excluded."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid()").fetchone()
+    return int(row[0]) if row else -1
+
+
+def test_a_postgres_store_dropped_without_close_ends_its_sessions(pg_dsn: str) -> None:
+    """Its lease and held-outcome helpers called back into the store (reference cycles) and the flusher held it
+    5 s: a notebook re-running ``store = dnb.PostgresStore(dsn)`` kept two server sessions per old store until a
+    full garbage collection, and a loop of them ran the server out of connections ("too many clients")."""
+    refs = []
+    gc.collect()
+    gc.disable()  # what only the cycle collector frees is kept: the store must go by its reference count
+    try:
+        for i in range(5):
+            store = dnb.PostgresStore(pg_dsn)
+            with dnb.LocalRunner(store).context(f"r{i}") as ctx:
+                ctx.durable_execute(str, 1)
+                ctx.durable_execute(str, 2)
+            cm = dnb.LocalRunner(store).context(f"open{i}")
+            ctx = cm.__enter__()
+            ctx.durable_execute(str, 3)  # held back when the store is dropped: committed before it goes
+            refs.append(weakref.ref(store))
+            del store, ctx, cm
+        _until(lambda: not any(r() for r in refs) and not [t for t in threading.enumerate()
+                                                          if t.name == "durable_nb-pg-flush"])
+        assert [r() for r in refs] == [None] * 5
+        assert _sessions(pg_dsn) == 0
+    finally:
+        gc.enable()
+    check = dnb.PostgresStore(pg_dsn)
+    try:
+        assert [c.status.value for c in check.calls("open4")] == ["SUCCEEDED"]
+        with dnb.LocalRunner(check).context("open4"):  # its lock went with its lease session
+            pass
+    finally:
+        check.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_a_forked_child_closing_an_inherited_postgres_store_keeps_the_parents_sessions(pg_dsn: str) -> None:
+    """``close()`` in a forked child closed the connections it inherited: libpq ended the parent's sessions,
+    its lease session among them, and another process could open a run the parent still had open."""
+    store = dnb.PostgresStore(pg_dsn)
+    other = dnb.PostgresStore(pg_dsn)
+    try:
+        with dnb.LocalRunner(store).context("parents") as ctx:
+            ctx.durable_execute(str, 1)
+            store.flush()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    store.close()
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            with pytest.raises(dnb.RunBusyError), dnb.LocalRunner(other).context("parents"):
+                pass
+            assert ctx.durable_execute(str, 2) == "2"
+    finally:
+        other.close()
+        store.close()

@@ -38,7 +38,8 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import JournalFormatError, JournalUnavailableError, LeaseLostError, RunBusyError
@@ -103,10 +104,28 @@ class PostgresStore(Store):
                 conn.close()  # a refused database keeps no connection of ours open
             raise
         self._locks = self._new_locks()
+        self._watch()
 
     def _new_locks(self) -> AdvisoryLocks:
-        return AdvisoryLocks(self._lease_connect, f"{self.target.dbname}.{self.schema}", self._one_trip_open,
-                             dropped=self._connections_stale)
+        # Weak callbacks: the store's parts hold no reference to it (see _watch).
+        return AdvisoryLocks(_weakly(self._lease_connect), f"{self.target.dbname}.{self.schema}",
+                             self._one_trip_open, dropped=_weakly(self._connections_stale))
+
+    def _watch(self) -> None:
+        """Close this process's connections (lease session included) when the store is collected.
+
+        A notebook re-runs ``store = dnb.PostgresStore(dsn)`` and drops the old store
+        without ``close()``: its sessions counted against the server's ``max_connections``
+        until a full garbage collection found the store's reference cycles (its lease
+        and held-outcome helpers called back into it), and the held-outcome flusher kept
+        it 5 s more. Now nothing but the user (and held outcomes not yet committed) keeps
+        a store, so the old one's sessions end when ``store`` is bound again.
+        """
+        old = getattr(self, "_finalizer", None)
+        if old is not None:
+            old.detach()  # a forked child: the parent's connections are the parent's to close
+        self._finalizer = weakref.finalize(self, _close_connections, self._all_conns, self._locks, self._pid)
+        self._finalizer.atexit = False  # at exit the process's sockets close anyway
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -129,6 +148,7 @@ class PostgresStore(Store):
         self._epoch = 0  # bumped when a connection is found lost: every thread's older one may be dead too
         if hasattr(self, "_locks"):
             self._locks = self._new_locks()
+            self._watch()
 
     @property
     def journal_key(self) -> object:
@@ -165,7 +185,7 @@ class PostgresStore(Store):
         with self._cond:
             # A connection whose thread ended is closed here, so short-lived threads do not leak them.
             ended = [c for t, c in self._all_conns if not t.is_alive()]
-            self._all_conns = [(t, c) for t, c in self._all_conns if t.is_alive() and not c.closed]
+            self._all_conns[:] = [(t, c) for t, c in self._all_conns if t.is_alive() and not c.closed]
             self._all_conns.append((threading.current_thread(), conn))
         for old in ended:
             with contextlib.suppress(Exception):
@@ -274,11 +294,18 @@ class PostgresStore(Store):
         return str(schema or "public")
 
     def close(self) -> None:
-        """Commit held-back outcomes, then close every connection (open runs lose their leases)."""
+        """Commit held-back outcomes, then close every connection (open runs lose their leases).
+
+        In a forked child the store's connections are its parent's sessions (a child
+        closing them ended them, and the parent's run locks with them): it drops them.
+        """
+        if self._pid != os.getpid():
+            self._reset()
         with contextlib.suppress(Exception):
             self.flush()
         with self._cond:
-            conns, self._all_conns = [c for _, c in self._all_conns], []
+            conns = [c for _, c in self._all_conns]
+            self._all_conns.clear()
             self._leases.clear()
             self._by_run.clear()
             self._cond.notify_all()
@@ -774,6 +801,29 @@ def unstorable(what: str, fix: str = "") -> str:
     """Why text with a NUL character or a lone surrogate cannot reach PostgreSQL, and what to do."""
     return (f"{what}: PostgreSQL's text type cannot hold NUL characters (\\x00) or lone surrogates, and the text "
             f"has one. Nothing was written. Use text without them{'; ' + fix if fix else ''}.")
+
+
+def _weakly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` called through a weak reference to its store (a collected store's parts are not called)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> Any:
+        bound = ref()
+        if bound is None:
+            raise ReferenceError("the PostgresStore was collected")
+        return bound(*args)
+
+    return call
+
+
+def _close_connections(conns: list[tuple[threading.Thread, Any]], locks: AdvisoryLocks, pid: int) -> None:
+    """A collected store's finalizer: close its connections, unless this is a forked child (they are the parent's)."""
+    if pid != os.getpid():
+        return
+    for _, conn in list(conns):
+        with contextlib.suppress(Exception):
+            conn.close()
+    locks.close()
 
 
 def _reopen(dsn: str, durability: str) -> PostgresStore:

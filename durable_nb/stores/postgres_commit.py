@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +55,10 @@ class HeldOutcomes:
     """Outcomes (and run ends) not committed yet, per run; ``write(outcomes, closing)`` commits in one transaction."""
 
     def __init__(self, write: Callable[[list[Outcome], list[Closing]], None]) -> None:
-        self._write = write
+        self._write_of = weakref.WeakMethod(write)
+        """The store's write, weakly: the store is collected once dropped (see PostgresStore._watch)."""
+        self._keep: Any = None
+        """The store's write while something is held: a store dropped meanwhile commits it before it goes."""
         self._cond = threading.Condition(threading.Lock())
         self._held: dict[str, list[Outcome]] = {}
         self._closes: dict[str, Close] = {}
@@ -71,6 +75,8 @@ class HeldOutcomes:
             self._since.setdefault(outcome.run_id, time.monotonic())
             self._held.setdefault(outcome.run_id, []).append(outcome)
             self._wake()
+            if self._keep is None:
+                self._keep = self._write_of()
 
     def hold_close(self, run_id: str, close: Close) -> None:
         """Hold the run's end (after its outcomes) for the next PENDING of this process to commit."""
@@ -78,6 +84,8 @@ class HeldOutcomes:
             self._since.setdefault(run_id, time.monotonic())
             self._closes[run_id] = close
             self._wake()
+            if self._keep is None:
+                self._keep = self._write_of()
 
     def _wake(self) -> None:
         """Start the flusher, or wake it if it waits with nothing held.
@@ -152,7 +160,7 @@ class HeldOutcomes:
             closing = [] if close is None else [(outcomes, close)]
             if outcomes or closing:
                 try:
-                    self._write([] if closing else outcomes, closing)
+                    self._write()([] if closing else outcomes, closing)
                 except BaseException:
                     if closing:
                         self.put_back_closing(closing)
@@ -183,7 +191,7 @@ class HeldOutcomes:
         try:
             outcomes = [o for items in batch.values() for o in items]
             if outcomes or closing:
-                self._write(outcomes, closing)
+                self._write()(outcomes, closing)
         except BaseException:
             self.put_back_closing(closing)
             with self._cond:
@@ -198,10 +206,29 @@ class HeldOutcomes:
                 self._busy.difference_update(closes)
                 self._cond.notify_all()
 
+    def _write(self) -> Callable[[list[Outcome], list[Closing]], None]:
+        write = self._write_of()
+        if write is None:  # cannot happen while something is held (_keep): nothing to commit
+            raise ReferenceError("the PostgresStore was collected")
+        return write
+
     def _loop(self) -> None:
-        """Commit outcomes held for FLUSH_DELAY seconds with no next write to carry them."""
+        """Commit outcomes held for FLUSH_DELAY seconds with no next write to carry them.
+
+        With nothing held it lets go of the store (:attr:`_keep`) before it waits: a
+        store the user dropped is collected then, and this thread ends with it (else
+        after 5 s idle).
+        """
         while True:
             with self._cond:
+                keep = None
+                if not self._held and not self._closes:
+                    keep, self._keep = self._keep, None
+            del keep  # outside the lock: the store's finalizer may run here
+            with self._cond:
+                if self._write_of() is None:  # collected: nothing can be held any more
+                    self._flusher = None
+                    return
                 if not self._held and not self._closes:
                     self._idle = True
                     try:
