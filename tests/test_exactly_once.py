@@ -166,6 +166,58 @@ def test_a_run_ends_only_once_a_durable_call_another_thread_makes_in_it_is_journ
     assert ran["ship"] == 1
 
 
+def test_a_run_ending_while_another_threads_pending_commits_waits_for_that_call(store, monkeypatch):
+    """The call counted only once its PENDING was durable: a run that ended during that commit's wait (an
+    fsync; the thread descheduled) was COMPLETED with the call PENDING, the function then ran (shipped),
+    and its outcome was refused as written after the run's end."""
+    from durable_nb.journal.replay import Journal
+
+    waiting, results = threading.Event(), []
+    wait_durable = Journal.wait_durable
+
+    def slow_wait(self, step, durable):
+        wait_durable(self, step, durable)
+        waiting.set()
+        time.sleep(0.3)  # the PENDING is durable; the thread has not come back from the wait yet
+
+    monkeypatch.setattr(Journal, "wait_durable", slow_wait)
+    ran.clear()
+
+    def ship() -> str:
+        ran["ship"] += 1
+        return "parcel"
+
+    with dnb.LocalRunner(store).context("bg") as ctx:
+        thread = _call_in_a_thread(ctx, ship, results)
+        assert waiting.wait(10)
+    thread.join()
+    assert results == ["parcel"]
+    assert journal(store, "bg") == [(0, "ship", *DONE)]
+    assert store.run("bg").status is RunStatus.COMPLETED
+
+
+def test_a_run_ends_only_once_an_async_call_on_another_threads_event_loop_is_journaled(store):
+    """Only sync calls were waited for: a thread running ``asyncio.run`` over ``durable_execute_async`` left
+    the run COMPLETED with its call PENDING, shipped, and the outcome refused."""
+    started, results = threading.Event(), []
+
+    def ship() -> str:
+        started.set()
+        ran["ship"] += 1
+        time.sleep(0.3)
+        return "parcel"
+
+    ran.clear()
+    with dnb.LocalRunner(store).context("bg") as ctx:
+        thread = threading.Thread(target=lambda: results.append(asyncio.run(ctx.durable_execute_async(ship))))
+        thread.start()
+        assert started.wait(10)
+    thread.join()
+    assert results == ["parcel"]
+    assert journal(store, "bg") == [(0, "ship", *DONE)]
+    assert store.run("bg").status is RunStatus.COMPLETED
+
+
 def test_ctrl_c_while_a_run_waits_for_another_threads_call_leaves_it_pending_and_the_run_free(store):
     started, release, results = threading.Event(), threading.Event(), []
 

@@ -24,6 +24,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
@@ -132,8 +133,11 @@ class RunnerContext:
         journal = self.journal
         if self._cancelled_awaits:
             self._went_on(func)
+        # On another thread's event loop (a thread the action started): the run's end waits for it as for
+        # a sync call (wait_running). Not on the run's own thread: its end would block the loop the call needs.
+        count = threading.get_ident() != journal.home
         try:
-            outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None)
+            outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None, count=count)
         except StopRecovery:
             # A step of the ReplayStepper ends here: calls gathered with this one that began before it
             # finish and journal their outcomes first, or the loop's end would cancel one whose function
@@ -147,6 +151,8 @@ class RunnerContext:
             return await self._perform_async(outcome, durable, func, args, kwargs, reconciler, args_digest)
         finally:
             journal.in_flight -= 1
+            if count:
+                journal.done_running()
 
     async def _perform_async(
         self,

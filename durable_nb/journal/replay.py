@@ -179,7 +179,10 @@ class Journal:
         self.in_flight = 0
         """Awaited calls begun (decided to run) and not yet finished: a stop waits for them (gathered calls)."""
         self.running = 0
-        """Sync calls being performed, in any thread: the run's end waits for them (:meth:`wait_running`)."""
+        """Calls being performed by sync code in any thread, or on another thread's event loop: the run's end
+        waits for them (:meth:`wait_running`)."""
+        self.home = threading.get_ident()
+        """The thread that opened the run, and ends it."""
         self._finished = threading.Condition(self._lock)
         self.observer: Callable[[Planned, str], None] | None = None
         """Told each decision (with the call id) before it is carried out: the ReplayStepper's view."""
@@ -202,16 +205,22 @@ class Journal:
 
     # -- performing -------------------------------------------------------------------
 
-    def begin(self, call_id: str, args_digest: str, has_reconciler: bool) -> Step | CallRecord:
+    def begin(self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False) -> Step | CallRecord:
         """Apply the rules at the cursor and advance it.
 
         Returns the recorded call to replay, or a :class:`Step` to run. For a new
-        call, PENDING is durable when this returns.
+        call, PENDING is durable when this returns. ``count``: a Step counts in
+        :attr:`running` from the moment it is decided (the caller calls :meth:`done_running`).
         """
-        outcome, durable = self.begin_queued(call_id, args_digest, has_reconciler)
+        outcome, durable = self.begin_queued(call_id, args_digest, has_reconciler, count=count)
         if durable is not None:
             # Outside the lock: calls begun meanwhile (other threads) join the same commit.
-            self.wait_durable(outcome, durable)
+            try:
+                self.wait_durable(outcome, durable)
+            except BaseException:
+                if count:
+                    self.done_running()
+                raise
         return outcome
 
     def wait_durable(self, step: Step | CallRecord, durable: Callable[[], None]) -> None:
@@ -223,7 +232,7 @@ class Journal:
             raise
 
     def begin_queued(
-        self, call_id: str, args_digest: str, has_reconciler: bool
+        self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False
     ) -> tuple[Step | CallRecord, Callable[[], None] | None]:
         """:meth:`begin` without the wait: a new call's PENDING is queued, and what waits for it returned."""
         with self._lock:
@@ -265,6 +274,8 @@ class Journal:
                 durable = self.store.queue_pending(self.run_id, index, call_id, args_digest, now, owner=self.owner)
                 self._log.append(CallRecord.pending(self.run_id, index, call_id, args_digest, now))
             self.cursor += 1
+            if count:  # under the lock that checked `closed`: the run's end cannot slip in before it counts
+                self.running += 1
         origin = Origin.RECONCILED if decision is Decision.RECONCILE else Origin.EXECUTED
         return Step(index, call_id, decision, origin, mismatch), durable
 
@@ -436,12 +447,10 @@ class Journal:
         if inside_call():  # part of the enclosing durable call: a plain call (module docstring)
             return func(*args, **kwargs)
         call_id, args_digest = identify(func, args, kwargs)
-        outcome = self.begin(call_id, args_digest, reconciler is not None)
+        # counted from its decision on (its PENDING being written too): the run's end waits for it
+        outcome = self.begin(call_id, args_digest, reconciler is not None, count=True)
         if isinstance(outcome, CallRecord):
-            return replay(outcome)
-        lock = self._lock
-        with lock:  # a call being performed: the run's end waits for it (wait_running); a replay costs nothing
-            self.running += 1
+            return replay(outcome)  # a replay costs nothing
         try:
             if outcome.decision is Decision.RECONCILE:
                 assert reconciler is not None
@@ -454,10 +463,14 @@ class Journal:
             with self.arguments_watched(outcome, func, args, kwargs, args_digest):
                 return self.perform(outcome, as_call(call))
         finally:
-            with lock:
-                self.running -= 1
-                if not self.running:
-                    self._finished.notify_all()
+            self.done_running()
+
+    def done_running(self) -> None:
+        """A call counted by ``begin(count=True)`` is over (journaled, or left as a crash leaves it)."""
+        with self._lock:
+            self.running -= 1
+            if not self.running:
+                self._finished.notify_all()
 
     def wait_running(self) -> None:
         """Wait until no sync call of the run is being performed (by another thread).
@@ -471,6 +484,8 @@ class Journal:
         with self._lock:
             while self.running:
                 self._finished.wait(0.05)
+            if self.closed is None:  # a call begun from now on is refused (it would write into a closed run)
+                self.closed = "its `with` block has ended (the run was closed)"
 
     @contextlib.contextmanager
     def arguments_watched(self, step: Step, func: Callable[..., Any], args: tuple[Any, ...],

@@ -187,8 +187,13 @@ class DryJournal(Journal):
         self.steps: list[DryStep] = []
         self.stop: DryStep | None = None
 
-    def begin_queued(self, call_id: str, args_digest: str, has_reconciler: bool) -> tuple[Any, None]:
-        """Replay, or stop before anything is decided for real: the one door of sync and async calls."""
+    def begin_queued(
+        self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False
+    ) -> tuple[Any, None]:
+        """Replay, or stop before anything is decided for real: the one door of sync and async calls.
+
+        ``count`` is moot: a replay is not counted, and anything else stops here.
+        """
         with self._lock:
             if self.stop is not None:  # a concurrent call after the stop (asyncio.gather)
                 raise _DryStop(self.stop)

@@ -358,10 +358,13 @@ class SqliteStore(SqliteTimeTravel, Store):
             conn = local.conn = self._connect()
             local.pid = current_pid()
             conns = self._conns
-            ended = [c for t, c in conns if not t.is_alive()]  # their thread-locals, and so these, are gone
-            conns[:] = [(t, c) for t, c in conns if t.is_alive()]
+            # Not in a forked child (until _here): every other thread looks ended there, and closing the copy of
+            # a connection inside a parent's write transaction rolls it back in the WAL index the two share.
+            if self._pid == current_pid():
+                ended = [c for t, c in conns if not t.is_alive()]  # their thread-locals, and so these, are gone
+                conns[:] = [(t, c) for t, c in conns if t.is_alive()]
+                _close_connections(ended)
             conns.append((threading.current_thread(), conn))
-            _close_connections(ended)
         return conn
 
     def _write(self) -> AbstractContextManager[sqlite3.Connection]:
