@@ -399,6 +399,7 @@ def test_a_log_left_unregistered_by_a_dead_process_is_removed_by_the_next_writer
     orphan, new = tmp_path / "j.db-log.999999.0badf00d", tmp_path / "j.db-log.999998.0badf00d.new"
     for path in (orphan, new):
         path.write_bytes(bytes(sqlite_logfile.FILL))
+        os.utime(path, (1, 1))  # left long ago: see the test below for a fresh one
     live = tmp_path / "j.db-log.999997.0badf00d"
     live.write_bytes(b"")
     fd = os.open(live, os.O_RDWR)
@@ -415,6 +416,29 @@ def test_a_log_left_unregistered_by_a_dead_process_is_removed_by_the_next_writer
     finally:
         os.close(fd)
     assert [p.name for p in logs(db)] == [live.name]
+
+
+def test_a_log_an_older_version_is_creating_is_not_removed_before_it_is_locked(tmp_path: Path) -> None:
+    """Versions before the ``.new`` name (users upgrade one kernel at a time, so they share journals with this
+    one) create their log under its final name, O_EXCL, and lock it just after. A writer of this version whose
+    first logged write came in between removed it as a dead process's orphan: the older writer then locked,
+    registered and appended to a file no one else could find, and every call it acknowledged was lost at its
+    kill (the next reader found the registered log gone and dropped it)."""
+    db = tmp_path / "j.db"
+    dnb.SqliteStore(db).close()
+    older = tmp_path / "j.db-log.999996.0badf00d"
+    fd = os.open(older, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)  # as the older LogFile does
+    try:
+        store = dnb.SqliteStore(db)
+        try:
+            with dnb.LocalRunner(store).context("r") as ctx:
+                ctx.durable_execute(str, 1)  # this process's first logged write: it sweeps orphans
+        finally:
+            store.close()
+        assert sqlite_logfile.try_lock(fd)  # the older writer goes on: locks, then registers
+        assert older.exists(), "the older version's log was removed while it was being created"
+    finally:
+        os.close(fd)
 
 
 def test_a_write_after_the_logs_were_closed_at_exit_starts_no_log(tmp_path: Path) -> None:

@@ -317,6 +317,12 @@ class IntentLog:
             self._conn = None
 
 
+ORPHAN_AGE = 60.0
+"""Seconds since an unlocked, unregistered log was last written (or created) before :func:`sweep_orphans` takes it
+for a dead process's: an older version's writer leaves its new log unlocked for the moment between creating
+and locking it (a process descheduled there on a busy machine, for far less than this)."""
+
+
 def sweep_orphans(journal: Path, conn: sqlite3.Connection) -> None:
     """Delete the logs beside ``journal`` that no process writes and no registration names (best effort).
 
@@ -328,6 +334,9 @@ def sweep_orphans(journal: Path, conn: sqlite3.Connection) -> None:
     writers: a log gets its name already locked (:class:`.LogFile`), and the registrations are read
     *after* the locks were seen free,
     so a writer that registered and then died is seen registered. ``conn`` must be outside a transaction.
+    A file younger than :data:`ORPHAN_AGE` stays: older versions (a journal is shared while users upgrade one
+    kernel at a time) create their log under its final name and lock it just after; removed in between, the
+    log they then wrote was found by no one, and the calls it acknowledged were lost at their kill.
     """
     name = re.compile(re.escape(journal.name) + r"-log\.[0-9]+\.[0-9a-f]{8}(?:\.new)?")
     try:
@@ -341,8 +350,12 @@ def sweep_orphans(journal: Path, conn: sqlite3.Connection) -> None:
         except OSError:
             continue
         try:
-            if not writer_alive(fd):
+            st = os.fstat(fd)
+            young = time.time() - st.st_mtime < ORPHAN_AGE  # a clock set back: young too
+            if not young and not writer_alive(fd):
                 free.append(n)
+        except OSError:
+            continue
         finally:
             os.close(fd)
     if not free:
