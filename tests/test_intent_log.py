@@ -534,3 +534,40 @@ def test_the_readme_s_copy_of_an_open_journal_holds_every_acknowledged_call(tmp_
             backup.close()
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("new_journal_writes", [False, True])
+def test_a_journal_renamed_after_its_kernel_died_keeps_its_log_when_a_new_journal_takes_its_name(
+    tmp_path: Path, new_journal_writes: bool
+) -> None:
+    """``mv j.db old.db`` once the kernel writing it was killed (its log keeps the name ``j.db-log.*``), then a new
+    ``j.db`` (the default store recreates it): old.db's reader took the log for the new j.db's (a copy's) and
+    skipped it, and the new j.db's first write swept it as an orphan: the acknowledged charge was lost."""
+    db, old = tmp_path / "j.db", tmp_path / "old.db"
+    kernel = f"""
+import os, durable_nb as dnb
+from durable_nb.stores import sqlite_intent
+sqlite_intent.DELAY = 600.0
+store = dnb.SqliteStore({str(db)!r})
+with dnb.LocalRunner(store).context("order") as ctx:
+    ctx.durable_execute(str, "charge")
+    os.kill(os.getpid(), 9)
+"""
+    subprocess.run([sys.executable, "-c", kernel], timeout=120, check=False)
+    assert len(logs(db)) == 1
+    for suffix in ("", "-wal", "-shm"):
+        if (tmp_path / f"j.db{suffix}").exists():
+            os.rename(tmp_path / f"j.db{suffix}", tmp_path / f"old.db{suffix}")
+    new = dnb.SqliteStore(db)
+    try:
+        if new_journal_writes:
+            dnb.LocalRunner(new).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="other")
+    finally:
+        new.close()
+    store = dnb.SqliteStore(old)
+    try:
+        dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="look")
+        assert [c.status for c in store.calls("order")] == [dnb.Status.PENDING]
+    finally:
+        store.close()
+    assert logs(db) == []

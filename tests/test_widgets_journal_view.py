@@ -470,3 +470,22 @@ def test_a_live_view_nobody_refers_to_lets_its_thread_end() -> None:
     del owner
     thread.join(10)
     assert not thread.is_alive()
+
+
+@needs_proc
+def test_a_closed_view_reads_nothing_and_refuses_to_go_live(tmp_path: Path) -> None:
+    # A user holding a closed view (or the JournalView of a closed ReplayStepper) and calling refresh() reopened the
+    # store its close() had closed, for good; start_live() polled that store forever for a view no page can show.
+    path = tmp_path / "journal.db"
+    with dnb.SqliteStore(path) as store:
+        many_calls(store, 2)
+    fds = open_fds()
+    stepper = dnb.ReplayStepper(str(path), "bulk", lambda v, ctx: ctx.durable_execute(str, v), 1)
+    for view in (dnb.JournalView(str(path)), stepper.journal_view):
+        (stepper if view is stepper.journal_view else view).close()
+        view.refresh()
+        view.go_to_page(1)
+        with pytest.raises(RuntimeError, match="closed"):
+            view.start_live()
+        assert view._poller._thread is None
+    assert open_fds() == fds

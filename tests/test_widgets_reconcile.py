@@ -363,3 +363,18 @@ def test_a_panel_closes_the_store_it_opened_from_a_path_and_not_one_passed_in(tm
     with dnb.SqliteStore(path) as store:
         dnb.ReconcilePanel(store).close()
         assert store.count_calls(status="PENDING") == 1  # still the caller's, open
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+def test_a_closed_panel_reads_nothing_more(tmp_path: Path) -> None:
+    # A panel's Refresh (its button held by the user, or panel.refresh()) after close() reopened the store it had
+    # closed, and nothing closed it again.
+    path = tmp_path / "journal.db"
+    with dnb.SqliteStore(path) as store:
+        crash(store, 1)
+    fds = len(os.listdir("/proc/self/fd"))
+    panel = dnb.ReconcilePanel(str(path))
+    panel.close()
+    panel.refresh()
+    panel.next_button.click()
+    assert len(os.listdir("/proc/self/fd")) == fds

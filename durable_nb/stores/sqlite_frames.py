@@ -240,18 +240,63 @@ def _foreign(journal: Path, name: str) -> bool:
 
     A copy of a journal (``cp``, SQLite's backup) carries its registrations: once the original's writer
     died, the copy's first reader applied the original's log to the copy and deleted it, and the original
-    lost the acknowledged calls it held. A journal renamed with its logs (no file of the old name) keeps them.
+    lost the acknowledged calls it held. A journal renamed with its logs keeps them, even once a new journal
+    was created at its old name (``mv j.db old.db`` after a crash, then the default store): that one does not
+    register the log, the original of a copy does.
     """
     owner = _OWNER.sub("", name)
     if owner == journal.name:
         return False
+    other = journal.with_name(owner)
     try:
-        return not os.path.samefile(journal.with_name(owner), journal)
+        if os.path.samefile(other, journal):
+            return False
     except OSError:  # no such file: this journal, renamed with its logs
         return False
+    return registers(other, PREFIX + name)
+
+
+def registers(journal: Path, key: str) -> bool:
+    """Whether the file ``journal`` is a journal registering the log ``key``; True when that cannot be read.
+
+    Read-only, never written. Why True: a reader applies and deletes the logs it takes for its own, so a log
+    whose journal cannot be told is left alone (it stays on disk; the journal that registers it applies it).
+    A database without a ``meta`` table (another application's) registers nothing.
+    """
+    try:
+        conn = sqlite3.connect(f"{journal.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
+    except (sqlite3.Error, ValueError):
+        return True
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+            return False
+        return conn.execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is not None
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
 
 
 _OWNER = re.compile(r"-log\.[0-9]+\.[0-9a-f]{8}\Z")
+
+
+def claimed(journal: Path, name: str, logs: list[str]) -> bool:
+    """Whether another journal beside ``journal`` registers the log ``name`` (then it is no orphan).
+
+    Why: ``mv j.db old.db`` once the kernel writing it died leaves its log named ``j.db-log.*``; a new ``j.db``
+    (the default store makes one) found that log free and unregistered, and deleted old.db's acknowledged calls.
+    """
+    try:
+        others = [e.path for e in os.scandir(journal.parent) if e.name not in {journal.name, *logs} and e.is_file()]
+    except OSError:
+        return True
+    return any(_is_sqlite(p) and registers(Path(p), PREFIX + name) for p in others)
+
+
+def _is_sqlite(path: str) -> bool:
+    with contextlib.suppress(OSError), open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\0"
+    return False
 
 
 def log_path(journal: Path, key: str) -> Path:

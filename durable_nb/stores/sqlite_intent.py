@@ -32,7 +32,6 @@ import contextlib
 import itertools
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import threading
@@ -45,8 +44,8 @@ from typing import ClassVar
 from ..errors import JournalFormatError
 from ..journal.lease import FileLocks, current_pid
 from . import sqlite_commit
-from .sqlite_frames import LOGS, PREFIX, STEALS, Counters, Op, apply_frames, encode, registered, writer_alive
-from .sqlite_logfile import LogFile
+from .sqlite_frames import LOGS, PREFIX, STEALS, Counters, Op, apply_frames, encode
+from .sqlite_logfile import LogFile, sweep_orphans
 
 _log = logging.getLogger("durable_nb")
 
@@ -315,60 +314,6 @@ class IntentLog:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
-
-
-ORPHAN_AGE = 60.0
-"""Seconds since an unlocked, unregistered log was last written (or created) before :func:`sweep_orphans` takes it
-for a dead process's: an older version's writer leaves its new log unlocked for the moment between creating
-and locking it (a process descheduled there on a busy machine, for far less than this)."""
-
-
-def sweep_orphans(journal: Path, conn: sqlite3.Connection) -> None:
-    """Delete the logs beside ``journal`` that no process writes and no registration names (best effort).
-
-    Why: a process killed while creating its log (or after removing its registration, before its file;
-    or a daemon thread starting a log during interpreter exit) leaves a file that
-    :class:`.sqlite_frames.Watch` never sees, as it looks at registrations only: each stayed forever.
-    Such a file holds nothing to apply (a frame is acknowledged only after its log's registration
-    committed, and a registration is removed only once its frames are applied). Safe against live
-    writers: a log gets its name already locked (:class:`.LogFile`), and the registrations are read
-    *after* the locks were seen free,
-    so a writer that registered and then died is seen registered. ``conn`` must be outside a transaction.
-    A file younger than :data:`ORPHAN_AGE` stays: older versions (a journal is shared while users upgrade one
-    kernel at a time) create their log under its final name and lock it just after; removed in between, the
-    log they then wrote was found by no one, and the calls it acknowledged were lost at their kill.
-    """
-    name = re.compile(re.escape(journal.name) + r"-log\.[0-9]+\.[0-9a-f]{8}(?:\.new)?")
-    try:
-        found = [n for n in os.listdir(journal.parent) if name.fullmatch(n)]
-    except OSError:
-        return
-    free = []
-    for n in found:
-        try:
-            fd = os.open(journal.with_name(n), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            st = os.fstat(fd)
-            young = time.time() - st.st_mtime < ORPHAN_AGE  # a clock set back: young too
-            if not young and not writer_alive(fd):
-                free.append(n)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-    if not free:
-        return
-    try:
-        known = {key[len(PREFIX):] for key, _ in registered(conn, journal)}
-    except (sqlite3.Error, JournalFormatError):
-        return
-    for n in free:
-        if n not in known:
-            _log.debug("durable_nb: removing %s, an intent log no process writes or registers", n)
-            with contextlib.suppress(OSError):
-                os.unlink(journal.with_name(n))
 
 
 def close_all() -> None:

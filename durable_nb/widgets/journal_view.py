@@ -66,6 +66,8 @@ class JournalView(W.VBox):
     returns every call matching the current filters (not just the visible page).
     """
 
+    _closed = False  # set by close(): a closed view reads nothing more and cannot go live
+
     def __init__(
         self,
         store: Store | str | os.PathLike[str],
@@ -244,11 +246,10 @@ class JournalView(W.VBox):
     # -- reading the store ---------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-read the visible page, the counts and the runs from the store, and redraw.
+        """Re-read the visible page, the counts and the runs from the store, and redraw (nothing once closed).
 
-        Safe to call from any thread (live mode calls it from its poller); errors
-        reading the store are shown in the widget instead of raised into a callback.
-        """
+        Safe to call from any thread (live mode calls it from its poller); errors reading the store are shown
+        in the widget instead of raised into a callback."""
         self._refresh(with_runs=True)
 
     def _refresh(self, with_runs: bool) -> None:
@@ -256,6 +257,8 @@ class JournalView(W.VBox):
         # change when the user pages, and reading it is the one cost that grows with the
         # number of runs (100,000 one-call runs from a map take ~0.5 s in SQLite).
         with self._lock:
+            if self._closed:  # its models are gone from the page; a read would reopen the store close() closed
+                return
             try:
                 self._fetch(with_runs)
             except Exception as exc:  # a locked/removed file must not kill the poller
@@ -336,6 +339,8 @@ class JournalView(W.VBox):
         stays free for other cells.
         """
         with self._lock:
+            if self._closed:
+                raise RuntimeError("this JournalView was closed (or the widget showing it): make a new one to watch")
             if interval is not None:
                 self.interval = interval
             if self._poller.start():
@@ -368,11 +373,10 @@ class JournalView(W.VBox):
             self.stop_live()
 
     def close(self) -> None:
-        """Stop live mode, close the widget and every widget it made, and the store if it opened it.
-
-        A store passed in is the caller's and stays open; one opened from a path or URL is closed.
-        """
+        """Stop live mode, close the widget, every widget it made and the store it opened from a path or URL
+        (a store passed in is the caller's and stays open)."""
         # Also called by ipywidgets' __del__, possibly on an instance whose __init__ failed.
+        self._closed = True
         unwatch(self)
         if getattr(self, "live_toggle", None) is not None:
             self.stop_live()

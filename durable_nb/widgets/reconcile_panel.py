@@ -156,6 +156,8 @@ class ReconcilePanel(W.VBox):
     refused: that context's own recovery is deciding it.
     """
 
+    _closed = False  # set by close(): a closed panel reads nothing more
+
     def __init__(
         self,
         store: Store | str | os.PathLike[str],
@@ -206,6 +208,7 @@ class ReconcilePanel(W.VBox):
 
         A store passed in is the caller's and stays open; one opened from a path or URL is closed.
         """
+        self._closed = True
         unwatch(self)
         close_children(self)
         super().close()
@@ -225,7 +228,10 @@ class ReconcilePanel(W.VBox):
 
         Called by Refresh, Prev and Next, and by other widgets after they write (``_sync``): an error raised
         here would only be logged by the click handler, or fail the other widget's click after its write.
+        A closed panel reads nothing: the read would reopen the store its ``close()`` closed, for good.
         """
+        if self._closed:
+            return
         try:
             self._reload()
         except Exception as exc:
