@@ -16,24 +16,13 @@ import weakref
 from pathlib import Path
 
 import pytest
+from descriptors import descriptors_on, needs_proc
 
 import durable_nb as dnb
 
 
 def _flushers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "durable_nb-flush"]
-
-
-def _descriptors_on(db: Path) -> int:
-    """Open descriptors of this process on the journal and its companions (Linux)."""
-    n = 0
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        n += target.startswith(str(db))
-    return n
 
 
 def _until(done: object, seconds: float = 30.0) -> None:
@@ -65,7 +54,7 @@ def test_a_store_dropped_without_close_is_collected_with_its_flusher_and_connect
             conn.execute("SELECT 1")
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+@needs_proc
 def test_a_store_used_from_a_new_thread_each_time_keeps_no_connection_per_ended_thread(tmp_path: Path) -> None:
     """One connection per thread, kept until ``close()``: a service calling a long-lived store from a new
     thread per request gained a connection (descriptors, page cache) per request."""
@@ -79,7 +68,7 @@ def test_a_store_used_from_a_new_thread_each_time_keeps_no_connection_per_ended_
                                  kwargs={"run_id": f"r{i}"})
             t.start()
             t.join()
-        assert _descriptors_on(db) < 20
+        assert descriptors_on(db) < 20
         assert len(store.runs()) == 41
     finally:
         store.close()

@@ -6,7 +6,6 @@ import collections
 import contextlib
 import html
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from descriptors import descriptors_on, needs_proc
 
 import durable_nb as dnb
 
@@ -395,13 +395,6 @@ def open_models() -> collections.Counter[str]:
     return collections.Counter(type(w).__name__ for w in widget._instances.values())
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
-
-
 def test_close_leaves_no_widget_model_open(sqlite_store: dnb.SqliteStore) -> None:
     # Widget.close() closes one model: the buttons' Layout and ButtonStyle, the HTMLs' styles stayed (~50).
     many_calls(sqlite_store, 3)
@@ -418,11 +411,11 @@ def test_a_view_closes_the_store_it_opened_from_a_path_and_not_one_passed_in(tmp
     path = tmp_path / "journal.db"
     with dnb.SqliteStore(path) as store:
         many_calls(store, 2)
-    fds = open_fds()
+    fds = descriptors_on(tmp_path)
     for _ in range(3):
         view = dnb.JournalView(str(path), live=True, interval=0.01)
         view.close()
-    assert open_fds() == fds  # each view left its connections and lock files open (~6 descriptors)
+    assert descriptors_on(tmp_path) == fds  # each view left its connections and lock files open (~6 descriptors)
     store = dnb.SqliteStore(path)
     try:
         view = dnb.JournalView(store)
@@ -440,11 +433,11 @@ def test_a_closed_view_is_not_redrawn_by_another_widgets_write(tmp_path: Path) -
         many_calls(store, 2)
     closed = dnb.JournalView(str(path))
     closed.close()
-    fds = open_fds()
+    fds = descriptors_on(tmp_path)
     other = dnb.JournalView(str(path))
     other.fork.button.click()  # writes, then tells the widgets on this journal to redraw
     other.close()
-    assert open_fds() == fds
+    assert descriptors_on(tmp_path) == fds
 
 
 def test_a_live_view_nobody_refers_to_lets_its_thread_end() -> None:
@@ -479,7 +472,7 @@ def test_a_closed_view_reads_nothing_and_refuses_to_go_live(tmp_path: Path) -> N
     path = tmp_path / "journal.db"
     with dnb.SqliteStore(path) as store:
         many_calls(store, 2)
-    fds = open_fds()
+    fds = descriptors_on(tmp_path)
     stepper = dnb.ReplayStepper(str(path), "bulk", lambda v, ctx: ctx.durable_execute(str, v), 1)
     for view in (dnb.JournalView(str(path)), stepper.journal_view):
         (stepper if view is stepper.journal_view else view).close()
@@ -488,4 +481,4 @@ def test_a_closed_view_reads_nothing_and_refuses_to_go_live(tmp_path: Path) -> N
         with pytest.raises(RuntimeError, match="closed"):
             view.start_live()
         assert view._poller._thread is None
-    assert open_fds() == fds
+    assert descriptors_on(tmp_path) == fds

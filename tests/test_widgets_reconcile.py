@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import collections
 import html
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from descriptors import descriptors_on, needs_proc
 
 import durable_nb as dnb
 from durable_nb.widgets.reconcile_panel import LEFT_TEXT, call_reconciler
@@ -351,30 +351,30 @@ def test_refresh_and_close_leave_no_widget_model_open(sqlite_store: dnb.SqliteSt
     assert open_models() - before == collections.Counter()
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+@needs_proc
 def test_a_panel_closes_the_store_it_opened_from_a_path_and_not_one_passed_in(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     with dnb.SqliteStore(path) as store:
         crash(store, 1)
-    fds = len(os.listdir("/proc/self/fd"))
+    fds = descriptors_on(tmp_path)
     for _ in range(3):
         dnb.ReconcilePanel(f"sqlite:///{path}").close()
-    assert len(os.listdir("/proc/self/fd")) == fds
+    assert descriptors_on(tmp_path) == fds
     with dnb.SqliteStore(path) as store:
         dnb.ReconcilePanel(store).close()
         assert store.count_calls(status="PENDING") == 1  # still the caller's, open
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+@needs_proc
 def test_a_closed_panel_reads_nothing_more(tmp_path: Path) -> None:
     # A panel's Refresh (its button held by the user, or panel.refresh()) after close() reopened the store it had
     # closed, and nothing closed it again.
     path = tmp_path / "journal.db"
     with dnb.SqliteStore(path) as store:
         crash(store, 1)
-    fds = len(os.listdir("/proc/self/fd"))
+    fds = descriptors_on(tmp_path)
     panel = dnb.ReconcilePanel(str(path))
     panel.close()
     panel.refresh()
     panel.next_button.click()
-    assert len(os.listdir("/proc/self/fd")) == fds
+    assert descriptors_on(tmp_path) == fds

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import html
-import os
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from descriptors import descriptors_on, needs_proc
 
 import durable_nb as dnb
 from durable_nb.widgets.replay_stepper import BACK_NOTE
@@ -398,7 +397,7 @@ def open_models() -> collections.Counter[str]:
 def test_close_leaves_no_widget_model_or_thread(sqlite_store: dnb.SqliteStore) -> None:
     # The stepper closed its buttons but not their Layouts/styles, nor the HBox holding them (~70 models).
     crashed(sqlite_store)
-    before, threads = open_models(), threading.active_count()
+    before = open_models()
     stepper = dnb.ReplayStepper(sqlite_store, "order-1", place_order, 1)
     assert stepper.journal_view is not None
     stepper.journal_view.start_live(0.01)
@@ -406,18 +405,19 @@ def test_close_leaves_no_widget_model_or_thread(sqlite_store: dnb.SqliteStore) -
     stepper.dry_run()
     stepper.close()
     assert open_models() - before == collections.Counter()
-    assert not stepper.journal_view.live and threading.active_count() == threads
+    assert not stepper.journal_view.live
+    assert stepper.journal_view._poller._thread is None  # its poller thread was stopped and joined
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
+@needs_proc
 def test_a_stepper_closes_the_store_it_opened_from_a_path_and_not_one_passed_in(tmp_path: Path) -> None:
     path = tmp_path / "journal.db"
     with dnb.SqliteStore(path) as store:
         crashed(store)
-    fds = len(os.listdir("/proc/self/fd"))
+    fds = descriptors_on(tmp_path)
     for _ in range(3):
         dnb.ReplayStepper(str(path), "order-1", place_order, 1).close()
-    assert len(os.listdir("/proc/self/fd")) == fds
+    assert descriptors_on(tmp_path) == fds
     with dnb.SqliteStore(path) as store:
         dnb.ReplayStepper(store, "order-1", place_order, 1).close()
         assert store.count_calls(run_id="order-1") == 2  # still the caller's, open
