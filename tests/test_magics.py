@@ -810,6 +810,16 @@ def test_a_notebook_class_the_cell_changed_is_not_replaced_by_a_replay(ip: Any, 
         ("calc --map rows --rerun", "--rerun cannot be combined with --map"),
         ("calc --map missing_var", "no variable 'missing_var'"),
         ("calc --store ftp://x", "cannot open store"),
+        # an empty value was read as "not given": the cell journaled in the notebook's store, or keyed by position
+        ("calc --store=", "--store needs a value, got an empty one"),
+        ("calc --reconciler=", "--reconciler needs a value, got an empty one"),
+        ("calc --map rows --key=", "--key needs a value, got an empty one"),
+        # argparse's own words named neither the magic nor the fix
+        ("calc --rerrun", "%%durable: unrecognized arguments: --rerrun (did you mean --rerun?)"),
+        ("calc --dry-run", "unrecognized arguments: --dry-run (did you mean --dry?)"),
+        ("calc --help", "(help is %%durable?, not --help)"),
+        ("", "%%durable: the following arguments are required: name. Example: %%durable charge"),
+        ("--rerun", "the following arguments are required: name. Example: %%durable charge"),
     ],
 )
 def test_usage_errors_are_raised_before_anything_runs(
@@ -825,6 +835,49 @@ def _escape(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+def test_help_shows_the_cell_magic_as_it_is_typed(ip: Any, magics: DurableMagics) -> None:
+    """``%%durable?`` showed the usage as ``%durable [--reconciler EXPR] ...``, a line magic that does not exist."""
+    doc = ip.find_cell_magic("durable").__doc__
+    assert "%%durable [--reconciler EXPR]" in doc
+    assert "\n  %durable " not in doc
+
+
+def test_durable_store_refuses_an_option_or_a_comment_instead_of_a_file_named_after_it(
+    ip: Any, magics: DurableMagics, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """``%durable_store --store x`` opened a journal file named '--store x', and ``%durable_store URL # mine`` one
+    named 'URL # mine': the cells journaled there, and the journal at URL (after a restart) had none of them."""
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    before = magics.store
+    with pytest.raises(UsageError, match=r"%durable_store takes a URL, not an option.*Example: %durable_store"):
+        ip.run_line_magic("durable_store", "--store x")
+    with pytest.raises(UsageError, match="a comment after the URL would be part of it"):
+        ip.run_line_magic("durable_store", f"sqlite:///{folder}/nb.db # mine")
+    assert magics.store is before and list(folder.iterdir()) == []
+
+
+def test_line_magic_usage_errors_name_the_magic_and_an_example(ip: Any, magics: DurableMagics) -> None:
+    with pytest.raises(UsageError, match=r"%durable_fork: the following arguments are required: --at\. "
+                                         r"Example: %durable_fork charge --at 2"):
+        ip.run_line_magic("durable_fork", "charge")
+    with pytest.raises(UsageError, match=r"%durable_prune: unrecognized arguments: --olderthan 30d "
+                                         r"\(did you mean --older-than\?\)"):
+        ip.run_line_magic("durable_prune", "--olderthan 30d")
+
+
+def test_a_body_that_does_not_parse_names_its_line_as_a_run_does_and_journals_nothing(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """The SyntaxError said ``File <unknown>:2``: the other tracebacks of a cell's body say ``Cell In[N], line 2``."""
+    with pytest.raises(SyntaxError) as raised:
+        run(ip, "broken", 'tick("broken")\ny = (\n')
+    assert raised.value.filename == ip.compile.cache('tick("broken")\ny = (\n', ip.execution_count)
+    assert raised.value.lineno == 2
+    assert RAN["broken"] == 0 and magics.store.runs() == []
 
 
 def test_name_error_message_gives_an_example(ip: Any, magics: DurableMagics) -> None:

@@ -11,11 +11,15 @@ shows an example), and delegates: a cell to :func:`durable_nb.notebook.kernel.ru
   workers alike; no IPython import);
 - :mod:`~durable_nb.notebook.runids`: how cells are named in the journal;
 - :mod:`~durable_nb.notebook.kernel`: replay, perform, recover and restore in the kernel.
+
+Over 400 lines because each magic's argparse declarations (the help ``%%durable?`` shows) and the
+refusals that name the fix sit beside the magic they describe.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -46,21 +50,39 @@ def _strip_quotes(text: str) -> str:
     return text
 
 
-def _parse_durable_line(magic: Callable[..., Any], line: str) -> argparse.Namespace:
-    """The ``%%durable`` line parsed; an unquoted ``--reconciler`` expression with spaces gets the fix named.
+def _parse_line(magic: Callable[..., Any], line: str, label: str, example: str) -> argparse.Namespace:
+    """The magic's line parsed; argparse's refusal gets the magic's name, the option meant, and an example.
 
-    Why: ``--reconciler lambda: lookup(42)`` splits into several words, and argparse's own
-    "unrecognized arguments: lookup(42)" does not say that the expression needs quotes.
+    Why: argparse says only "unrecognized arguments: --rerrun" or "the following arguments
+    are required: name", which names neither the magic nor the fix; and an unquoted
+    ``--reconciler lambda: lookup(42)`` splits into several words whose refusal does not
+    say that the expression needs quotes.
     """
     try:
         return magic_arguments.parse_argstring(magic, line)
     except UsageError as exc:
-        if "--reconciler" not in line or "unrecognized arguments" not in str(exc):
-            raise
+        message = str(exc)
+    if "--reconciler" in line and "unrecognized arguments" in message:
         raise UsageError(
-            f"%%durable: {exc}. An expression with spaces after --reconciler must be quoted as one "
+            f"{label}: {message}. An expression with spaces after --reconciler must be quoted as one "
             f"word: %%durable charge --reconciler \"lambda: lookup(42)\""
-        ) from None
+        )
+    words = message.split("unrecognized arguments: ", 1)[1].split() if "unrecognized arguments: " in message else []
+    hints = "".join(f" (did you mean {meant}?)" for w in words if (meant := _meant_option(magic, w)))
+    asked = [w for w in words if w in ("-h", "--help")]
+    helps = f" (help is {label}?, not {asked[0]})" if asked else ""
+    raise UsageError(f"{label}: {message}{hints}{helps}. Example: {example}; {label}? lists every option")
+
+
+def _meant_option(magic: Callable[..., Any], word: str) -> str | None:
+    """The option a mistyped ``--word`` most likely meant: one it extends (``--dry-run``), else the closest."""
+    if not word.startswith("--") or word in ("--help",):
+        return None
+    word = word.split("=", 1)[0]
+    parser = magic.parser  # type: ignore[attr-defined]  # set by IPython's @magic_arguments
+    options = [o for action in parser._actions for o in action.option_strings]
+    extended = [o for o in options if word.startswith(o)]
+    return max(extended, key=len) if extended else next(iter(difflib.get_close_matches(word, options, n=1)), None)
 
 
 @magics_class
@@ -106,7 +128,7 @@ class DurableMagics(Magics):
 
     # -- %%durable ------------------------------------------------------------------
 
-    @magic_arguments.magic_arguments()
+    @magic_arguments.magic_arguments("%durable")  # IPython writes "%" before it: the usage shows %%durable
     @magic_arguments.argument("name", help="the cell's durable name, an identifier: %%%%durable charge")
     @magic_arguments.argument(
         "--reconciler", metavar="EXPR",
@@ -161,7 +183,7 @@ class DurableMagics(Magics):
         ``ctx.durable_execute`` calls replay or reconcile.
         """
         __tracebackhide__ = True
-        args = _parse_durable_line(self.durable, line)
+        args = _parse_line(self.durable, line, "%%durable", "%%durable charge")
         name: str = args.name
         if not name.isidentifier():
             raise UsageError(
@@ -170,7 +192,7 @@ class DurableMagics(Magics):
         self._check_combination(args)
         reconciler = self._reconciler(args.reconciler) if args.reconciler else None
         store = self._open(args.store) if args.store else self.store
-        parsed = ParsedCell.parse(name, self.shell.transform_cell(cell))  # type: ignore[union-attr]
+        parsed = self._parse_cell(name, cell)
         if has_top_level_await(parsed.tree):  # refused before anything is journaled (issue 9)
             raise UsageError(
                 f"%%durable {name}: the cell uses top-level `await`, which a durable cell cannot run (it is "
@@ -191,7 +213,25 @@ class DurableMagics(Magics):
         return run_cell(self.shell, parsed, store, reconciler, rerun=args.rerun, runner=args.runner,
                         strict=args.strict)
 
+    def _parse_cell(self, name: str, cell: str) -> ParsedCell:
+        """The cell parsed; a syntax error points at the cell's line as a run's traceback does.
+
+        ``ast.parse`` named the file ``<unknown>`` and the traceback went on through
+        ast.py: the line the error names is the one IPython shows as ``Cell In[N]``.
+        """
+        __tracebackhide__ = True
+        source = self.shell.transform_cell(cell)  # type: ignore[union-attr]
+        try:
+            return ParsedCell.parse(name, source)
+        except SyntaxError as exc:
+            exc.filename = self.shell.compile.cache(source, self.shell.execution_count)  # type: ignore[union-attr]
+            raise exc.with_traceback(None) from None
+
     def _check_combination(self, args: argparse.Namespace) -> None:
+        for flag, value in (("--store", args.store), ("--reconciler", args.reconciler), ("--key", args.key)):
+            if value is not None and not _strip_quotes(value).strip():  # `--store=` is not "no --store"
+                raise UsageError(f"%%durable: {flag} needs a value, got an empty one; give one, or leave {flag} out. "
+                                 f"Example: %%durable charge --store sqlite:///journal.db")
         if args.dry:
             for flag, value in (("--rerun", args.rerun), ("--map", args.map_var), ("--strict", args.strict)):
                 if value:
@@ -294,7 +334,7 @@ class DurableMagics(Magics):
         their recorded outcomes and replay, the cell's body runs again, and call K on
         execute. Returns the new run id.
         """
-        args = magic_arguments.parse_argstring(self.durable_fork, line)
+        args = _parse_line(self.durable_fork, line, "%durable_fork", "%durable_fork charge --at 2")
         name = _strip_quotes(args.name)
         if not name.isidentifier():
             raise UsageError(f"%durable_fork: NAME must be a cell name, got {name!r}. "
@@ -329,13 +369,19 @@ class DurableMagics(Magics):
         The filters combine (``store.prune``); runs still in flight stay unless
         ``--include-pending``. Returns the removed runs (``RunRecord`` list).
         """
-        args = magic_arguments.parse_argstring(self.durable_prune, line)
+        args = _parse_line(self.durable_prune, line, "%durable_prune", "%durable_prune --older-than 30d --dry-run")
         return run_prune(self.store, args)
 
     @line_magic
     def durable_store(self, line: str) -> None:
         """Choose the notebook's store: ``%durable_store sqlite:///path.db``; without an argument, show it."""
         url = line.strip()
+        if url.startswith("-"):  # as a file name it would open a journal named '--store x'
+            raise UsageError(f"%durable_store takes a URL, not an option: got {url!r} (options such as --store belong "
+                             f"to %%durable). Example: %durable_store sqlite:///journal.db")
+        if " #" in url:  # IPython passes a line magic its comment too: the journal would be 'x.db # mine'
+            raise UsageError(f"%durable_store {mask_dsn(url)}: a comment after the URL would be part of it (a journal "
+                             f"file named after it); put the comment on a line of its own")
         if url:
             self._store = self._open(url)
         print(f"durable: store {self.store!r}")
