@@ -1098,3 +1098,27 @@ def test_map_on_flink_runs_the_cell_as_a_job_and_replays_on_the_local_runner(
         assert [(c.run_id, c.finished_at) for c in sqlite_store.query_calls()] == journaled  # replayed, not re-run
     finally:
         m._store = saved
+
+
+def test_a_relative_store_after_cd_is_the_journal_there_as_after_a_restart(
+    ip: Any, magics: DurableMagics, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """``--store rel.db`` in A, then ``%cd B`` and ``--store rel.db`` again: the second cell journaled in A/rel.db (the
+    notebook's stores were keyed by the URL's text), so after a restart in B it found no record and charged again."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    a.mkdir()
+    b.mkdir()
+    monkeypatch.chdir(a)
+    run(ip, "first --store sqlite:///rel.db", "x = charge(1, 10)\n")
+    monkeypatch.chdir(b)
+    run(ip, "second --store sqlite:///rel.db", "y = charge(2, 20)\n")
+    assert RAN["charge"] == 2
+    for opened in magics._opened.values():
+        opened.flush()  # what the log holds reaches the file another reader opens
+    for folder, name in ((a, "first"), (b, "second")):
+        with dnb.SqliteStore(folder / "rel.db", read_only=True) as journal:
+            assert [r.run_id for r in journal.runs()] and all(name in r.run_id for r in journal.runs()), folder
+    magics._opened.clear()  # a restart, in B
+    restart(ip, "y")
+    run(ip, "second --store sqlite:///rel.db", "y = charge(2, 20)\n")
+    assert RAN["charge"] == 2  # replayed from B/rel.db

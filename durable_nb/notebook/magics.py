@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,28 @@ def _meant_option(magic: Callable[..., Any], word: str) -> str | None:
     return max(extended, key=len) if extended else next(iter(difflib.get_close_matches(word, options, n=1)), None)
 
 
+def _cache_key(url: str) -> str:
+    """The key of the store ``url`` opens among the notebook's: a relative file path with the working directory.
+
+    Why: ``--store rel.db`` after ``%cd B`` is B/rel.db, as a restarted kernel opens it there; keyed by
+    its text alone it stayed the journal first opened in A, so after a restart the cell found no record
+    in B/rel.db and ran again.
+    """
+    text = url.strip()
+    scheme, colon, rest = text.partition(":")
+    if colon and len(scheme) > 1:  # a URL; "C:" would be a drive letter
+        scheme = scheme.lower()
+        if scheme == "sqlite":
+            relative = not rest.startswith("////")
+        elif scheme == "file":
+            relative = not rest.startswith("/")
+        else:
+            relative = False  # memory://, postgresql://: no working directory in them
+    else:
+        relative = not os.path.isabs(os.path.expanduser(text)) and "=" not in text  # "host=... dbname=..."
+    return f"{os.getcwd()}\0{text}" if relative else text
+
+
 @magics_class
 class DurableMagics(Magics):
     """``%%durable``, ``%durable_journal``, ``%durable_forget``, ``%durable_store``, ``%durable_fork``,
@@ -115,15 +138,16 @@ class DurableMagics(Magics):
 
     def _open(self, url: str) -> Store:
         url = _strip_quotes(url)
-        store = self._opened.get(url)
+        key = _cache_key(url)
+        store = self._opened.get(key)
         if store is not None:
-            store = self._opened[url] = reopened(store)  # a journal deleted meanwhile: a new one at its path
+            store = self._opened[key] = reopened(store)  # a journal deleted meanwhile: a new one at its path
         else:
             try:
                 store = open_store(url)
             except (ValueError, TypeError, OSError, DurableError) as exc:  # DurableError: a directory, not a journal
                 raise UsageError(f"%durable: cannot open store {mask_dsn(url)!r}: {exc}") from None
-            self._opened[url] = store
+            self._opened[key] = store
         return store
 
     # -- %%durable ------------------------------------------------------------------
