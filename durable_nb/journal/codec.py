@@ -15,6 +15,11 @@ working; a copy would be another class), and a process that never defined the
 class, or a replayed cell that defines it itself, still loads the copy.
 Previews are produced once, at write time, so nothing that displays a journal
 ever needs to unpickle it.
+
+Over 400 lines because the loaders a payload names (``_rebuild_exception``,
+``_main_class_or``, ...) must stay at these names for every journal already
+written, and the pickler that chooses them (an exception with its chain, a
+memoryview, a notebook's classes) belongs beside them.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import copyreg
 import dataclasses
 import inspect
 import io
+import operator
 import pickle
 import re
 import reprlib
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
@@ -80,19 +87,19 @@ for _marker_type in _DATACLASS_MARKERS:
 class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with the classes and functions ``__main__`` defines by value and by name (module docstring)."""
 
+    def __init__(self, file: Any, protocol: int | None = None, *, members: dict[int, Any] | None = None) -> None:
+        super().__init__(file, protocol=protocol)
+        self._members = {} if members is None else members  # id(exception) -> what :meth:`_member` chose
+
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, BaseException) and _default_exception_pickle(type(obj)):
-            # An exception inside a result (``gather(..., return_exceptions=True)``) or a cell's names: pickle's
-            # default ``cls(*exc.args)`` fails to *load* for an ``__init__(self, a, b)`` or a keyword-only one,
-            # which journaled a SUCCEEDED call that no recovery could replay. Same state, a loader that copes.
-            # The attributes go as the state pickle sets once the exception exists (``BaseException.__setstate__``,
-            # as pickle's default does), not as an argument of its loader: an exception an attribute refers back
-            # to (``exc.me = exc``, ``exc.pair = (exc, 1)``) pickled as before instead of recursing to the limit.
-            return _rebuild_exception, (type(obj), obj.args, {}), getattr(obj, "__dict__", None) or None
-        if isinstance(obj, OSError) and _os_error_with_own_init(type(obj)):
-            # The same for an OSError subclass with an ``__init__`` of its own: pickle's ``cls(errno, strerror,
-            # filename)`` fails to load ``NotFound(path)``. Built as OSError builds it, ``__init__`` not called.
-            return _rebuild_os_error, (type(obj), obj.__reduce__()[1]), getattr(obj, "__dict__", None) or None
+        if isinstance(obj, BaseException):
+            reduced = self._exception(obj)
+            if reduced is not None:
+                return reduced
+        if type(obj) is memoryview:
+            reduced = _memoryview_reduction(obj)
+            if reduced is not None:
+                return reduced
         reduced = super().reducer_override(obj)
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.
@@ -108,6 +115,101 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             return _main_class_or, (obj.__qualname__, make, *args), (set_state, state), items, pairs, _set_unless_main
         return (_main_function_or, (obj.__qualname__, fingerprint_code(obj), make, *args), (set_state, state),
                 items, pairs, _set_unless_main)
+
+    def _exception(self, exc: BaseException) -> tuple[Any, ...] | None:
+        """An exception's reduction with its chain in its state, or None to leave it to pickle's default.
+
+        Pickle's default keeps ``args`` and ``__dict__``: ``__cause__``, ``__context__`` and
+        ``__suppress_context__`` (what ``raise ... from ...`` and ``raise`` in an ``except`` set, and what
+        the traceback shows as "The above exception was the direct cause ..."), and AttributeError's and
+        NameError's ``name``, were lost, so the replay after a restart raised the error without the one
+        behind it. They go into the state ``BaseException.__setstate__`` sets, as ``__dict__`` does (a
+        journal an older durable_nb reads loads them the same way).
+        """
+        cls = type(exc)
+        make: Callable[..., Any]
+        args: tuple[Any, ...]
+        state: dict[str, Any] | None
+        if _default_exception_pickle(cls):
+            # An exception inside a result (``gather(..., return_exceptions=True)``) or a cell's names: pickle's
+            # default ``cls(*exc.args)`` fails to *load* for an ``__init__(self, a, b)`` or a keyword-only one,
+            # which journaled a SUCCEEDED call that no recovery could replay. Same state, a loader that copes.
+            # The attributes go as the state pickle sets once the exception exists (``BaseException.__setstate__``,
+            # as pickle's default does), not as an argument of its loader: an exception an attribute refers back
+            # to (``exc.me = exc``, ``exc.pair = (exc, 1)``) pickled as before instead of recursing to the limit.
+            make, args, state = _rebuild_exception, (cls, exc.args, {}), getattr(exc, "__dict__", None)
+        elif isinstance(exc, OSError) and _os_error_with_own_init(type(exc)):
+            # The same for an OSError subclass with an ``__init__`` of its own: pickle's ``cls(errno, strerror,
+            # filename)`` fails to load ``NotFound(path)``. Built as OSError builds it, ``__init__`` not called.
+            make, args, state = _rebuild_os_error, (cls, exc.__reduce__()[1]), getattr(exc, "__dict__", None)
+        elif cls.__setstate__ is BaseException.__setstate__:  # its own __reduce__ (OSError, ImportError, ...)
+            reduced = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+            if not (isinstance(reduced, tuple) and len(reduced) in (2, 3)
+                    and (len(reduced) == 2 or reduced[2] is None or isinstance(reduced[2], dict))):
+                return None
+            make, args, state = reduced[0], reduced[1], reduced[2] if len(reduced) == 3 else None
+        else:
+            return None
+        return make, args, {**(state or {}), **_chain_state(exc, self._member)} or None
+
+    def _member(self, exc: BaseException) -> Any:
+        """A cause or context as it can be journaled: itself, else its class, args and picklable attributes
+        (as :func:`dumps_exception` keeps a failure), else None; decided once per exception for the whole pickle.
+
+        Why: an unpicklable cause (an attribute holding a lock) must lose only what cannot be pickled, not make
+        the exception, or a result holding it, unpicklable. Counted as picklable while its own trial runs, so
+        a chain that refers back ends (the real pickle's memo resolves it).
+        """
+        key = id(exc)
+        if key not in self._members:
+            self._members[key] = exc
+            try:
+                _Pickler(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL, members=self._members).dump(exc)
+            except Exception:  # RecursionError too: a chain deeper than pickle can go loses its far end
+                self._members[key] = None  # while its own chain is decided: one that refers back ends
+                try:
+                    self._members[key] = _degraded(exc, self._member)
+                    dumps(self._members[key])
+                except Exception:
+                    self._members[key] = None
+        return self._members[key]
+
+
+def _chain_state(exc: BaseException, member_of: Callable[[BaseException], Any]) -> dict[str, Any]:
+    """What pickle's default leaves out of an exception and ``setattr`` can restore (:meth:`_Pickler._exception`).
+
+    ``__suppress_context__`` comes last: setting ``__cause__`` sets it to True.
+    """
+    state: dict[str, Any] = {}
+    if isinstance(exc, AttributeError | NameError) and "name" not in getattr(exc, "__dict__", {}) \
+            and isinstance(exc.name, str):
+        state["name"] = exc.name  # not AttributeError.obj: the object itself (a whole DataFrame, a client)
+    for name in ("__cause__", "__context__"):
+        member = getattr(exc, name)
+        kept = None if member is None else member_of(member)
+        if kept is not None:
+            state[name] = kept
+    if state.get("__cause__") is not None or state.get("__context__") is not None or exc.__suppress_context__:
+        state["__suppress_context__"] = exc.__suppress_context__
+    return state
+
+
+def _memoryview_reduction(view: memoryview) -> tuple[Any, ...] | None:
+    """A memoryview as a memoryview of a copy of its bytes, with its format, shape and writability.
+
+    cloudpickle journals one as ``bytes``: the replay returned another type (no ``.format``, ``.tolist()``
+    of the items, ``.cast``). Loads with builtins only. None (cloudpickle's bytes, as before) for a view
+    ``cast`` cannot rebuild (a numpy structured format).
+    """
+    data = view.tobytes()
+    base = data if view.readonly else bytearray(data)
+    if view.format == "B" and view.ndim == 1:
+        return memoryview, (base,)
+    try:
+        memoryview(base).cast(view.format, view.shape)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+    return operator.methodcaller("cast", view.format, view.shape), (memoryview(base),)
 
 
 def _default_exception_pickle(cls: type[BaseException]) -> bool:
@@ -183,6 +285,14 @@ def dumps_exception(exc: BaseException) -> bytes:
             return data
     except Exception:
         pass
+    data = dumps(_degraded(exc, _Pickler(io.BytesIO())._member))
+    pickle.loads(data)  # must load now, or the caller falls back to a RecordedError
+    return data
+
+
+def _degraded(exc: BaseException, member_of: Callable[[BaseException], Any] | None = None) -> _ExceptionPayload:
+    """What of ``exc`` pickles: its class, its args (a preview for those that do not), its picklable attributes,
+    and its cause and context as ``member_of`` keeps them (:meth:`_Pickler._member`)."""
     args = tuple(_picklable_or_repr(a) for a in exc.args)
     state = {}
     for name, value in getattr(exc, "__dict__", {}).items():
@@ -191,9 +301,9 @@ def dumps_exception(exc: BaseException) -> bytes:
         except Exception:
             continue  # dropped: only this attribute is lost on replay
         state[name] = value
-    data = dumps(_ExceptionPayload(type(exc), args, state))
-    pickle.loads(data)  # must load now, or the caller falls back to a RecordedError
-    return data
+    if member_of is not None:
+        state.update(_chain_state(exc, member_of))
+    return _ExceptionPayload(type(exc), args, state)
 
 
 def _picklable_or_repr(value: Any) -> Any:
