@@ -1122,3 +1122,23 @@ def test_a_relative_store_after_cd_is_the_journal_there_as_after_a_restart(
     restart(ip, "y")
     run(ip, "second --store sqlite:///rel.db", "y = charge(2, 20)\n")
     assert RAN["charge"] == 2  # replayed from B/rel.db
+
+
+@pytest.mark.parametrize("url, relative", [
+    ("date=2024-01-01.db", True), ("runs:v2.db", True), ("sqlite:///rel.db", True), ("sqlite:rel.db", True),
+    ("file:rel.db", True), ("SQLITE:///rel.db", True), ("sqlite:/abs.db", False), ("sqlite:////abs.db", False),
+    ("file:///abs.db", False), ("/abs.db", False), ("~/j.db", False), ("host=x dbname=y", False),
+    ("memory://n", False), ("postgresql://u@h/db", False),
+])
+def test_a_store_is_keyed_with_the_working_directory_exactly_when_open_store_reads_a_relative_file(
+    url: str, relative: bool, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A file path with '=' or ':' (``date=2024-01-01.db``, a Hive-style name) is a relative journal for open_store,
+    but was keyed as a DSN or a URL by its text: after ``%cd`` the cell journaled in the first folder's file."""
+    from durable_nb.notebook.magics import _cache_key
+
+    monkeypatch.chdir(tmp_path)
+    first = _cache_key(url)
+    (tmp_path / "B").mkdir()
+    monkeypatch.chdir(tmp_path / "B")
+    assert (first != _cache_key(url)) is relative

@@ -202,3 +202,37 @@ with dnb.LocalRunner(store).context("locked") as ctx:
 def test_an_exception_kept_without_its_unpicklable_attributes_keeps_its_cause(tmp_path: Path) -> None:
     first, replay = twice(tmp_path, LOCKED_WITH_CAUSE)
     assert first == replay == ["raised Locked('locked 7') 7 KeyError('card') True"]
+
+
+def test_a_failure_larger_than_the_store_holds_is_journaled_as_its_class_and_args() -> None:
+    """A context holding a large object (now journaled with the exception) made a FAILED payload larger than
+    ``max_payload``: a store cannot commit it (the call stayed PENDING, run again by a recovery). Its class and
+    args are kept instead, so the replay takes the same ``except`` branch."""
+    import durable_nb as dnb
+
+    store = dnb.MemoryStore()
+    store.max_payload = 20_000  # type: ignore[misc]
+
+    class Big(Exception):
+        pass
+
+    def f() -> None:
+        try:
+            big = Big("big")
+            big.blob = b"x" * 50_000  # type: ignore[attr-defined]
+            raise big
+        except Big:
+            raise ValueError("the real error") from None
+
+    def act(_: object, ctx: dnb.RunnerContext) -> str:
+        try:
+            ctx.durable_execute(f)
+        except ValueError as exc:
+            return str(exc)
+        return "no error"
+
+    runner = dnb.LocalRunner(store)
+    assert runner.run(act, None, run_id="r") == "the real error"
+    [call] = store.calls("r")
+    assert call.status is dnb.Status.FAILED and len(call.payload or b"") <= 20_000
+    assert runner.run(act, None, run_id="r") == "the real error"  # replayed: still a ValueError

@@ -290,6 +290,15 @@ def dumps_exception(exc: BaseException) -> bytes:
     return data
 
 
+def dumps_exception_bare(exc: BaseException) -> bytes:
+    """``exc`` as its class and args alone (no attributes, no cause or context): for a payload the store cannot hold.
+
+    Why: a replay must still raise the class the first run raised (``except ValueError:`` takes the same branch)
+    when what made the pickle too large is an attribute or a member of its chain (a context holding a DataFrame).
+    """
+    return dumps(_ExceptionPayload(type(exc), tuple(_picklable_or_repr(a) for a in exc.args), {}))
+
+
 def _degraded(exc: BaseException, member_of: Callable[[BaseException], Any] | None = None) -> _ExceptionPayload:
     """What of ``exc`` pickles: its class, its args (a preview for those that do not), its picklable attributes,
     and its cause and context as ``member_of`` keeps them (:meth:`_Pickler._member`)."""

@@ -319,8 +319,19 @@ class Journal:
         self._complete(step, encoded)
 
     def fail(self, step: Step, exc: Exception) -> None:
-        """Persist an exception as FAILED (its class kept whenever it is importable)."""
-        self._complete(step, encode_failure(exc))
+        """Persist an exception as FAILED (its class kept whenever it is importable).
+
+        One larger than the store holds (an attribute, or a cause or context holding a large object) is
+        journaled as its class and args alone: the store would fail to commit it, and the call stayed PENDING
+        (run again by a recovery) or failed the commits after it.
+        """
+        outcome = encode_failure(exc)
+        limit = self.store.max_payload
+        if limit is not None and outcome.payload is not None and len(outcome.payload) > limit:
+            bare = encode_failure(exc, bare=True)
+            outcome = bare if bare.payload is not None and len(bare.payload) <= limit else encode_failure(
+                RecordedError(type_name(exc), outcome.error_preview or ""))
+        self._complete(step, outcome)
 
     def _complete(self, step: Step, outcome: Outcome) -> None:
         now = time.time()
@@ -580,13 +591,14 @@ def check_size(outcome: Outcome, store: Store, run_id: str, index: int, call_id:
         )
 
 
-def encode_failure(exc: BaseException) -> Outcome:
-    """The exception itself if it round-trips; else its class, args and picklable attributes.
+def encode_failure(exc: BaseException, *, bare: bool = False) -> Outcome:
+    """The exception itself if it round-trips; else its class, args and picklable attributes (``bare``: its
+    class and args alone, :meth:`Journal.fail`).
 
     :class:`RecordedError` (type name and message) only when not even the class pickles.
     """
     try:
-        payload = codec.dumps_exception(exc)
+        payload = codec.dumps_exception_bare(exc) if bare else codec.dumps_exception(exc)
     except Exception:
         try:
             message = str(exc)

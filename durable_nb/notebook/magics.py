@@ -32,7 +32,7 @@ from ..errors import DurableError, RunBusyError
 from ..journal.replay import check_reconciler
 from ..journal.store import Store
 from ..stores import default_store, open_store, reopened
-from ..stores.dsn import mask_dsn
+from ..stores.dsn import LIBPQ_KEYWORDS, mask_dsn
 from . import inputs
 from .inline_magics import has_top_level_await
 from .kernel import run_cell, run_map
@@ -95,16 +95,15 @@ def _cache_key(url: str) -> str:
     """
     text = url.strip()
     scheme, colon, rest = text.partition(":")
-    if colon and len(scheme) > 1:  # a URL; "C:" would be a drive letter
-        scheme = scheme.lower()
-        if scheme == "sqlite":
-            relative = not rest.startswith("////")
-        elif scheme == "file":
-            relative = not rest.startswith("/")
-        else:
-            relative = False  # memory://, postgresql://: no working directory in them
-    else:
-        relative = not os.path.isabs(os.path.expanduser(text)) and "=" not in text  # "host=... dbname=..."
+    scheme = scheme.lower()
+    if colon and scheme in ("sqlite", "file"):  # the path as open_store reads it: sqlite:///rel.db, file:/abs.db
+        path = rest.partition("?")[0]
+        path = path[3:] if scheme == "sqlite" and path.startswith("///") else path
+        relative = not path.startswith(("/", "~"))  # "sqlite:" alone is .durable/journal.db, relative too
+    elif (colon and scheme in ("memory", "postgresql", "postgres")) or "://" in text or LIBPQ_KEYWORDS.match(text):
+        relative = False  # no working directory in them ("host=x dbname=y" too)
+    else:  # a file path, as open_store opens it: "date=2024-01-01.db" and "runs:v2.db" too
+        relative = not os.path.isabs(os.path.expanduser(text))
     return f"{os.getcwd()}\0{text}" if relative else text
 
 
