@@ -287,3 +287,43 @@ def test_set_keys_of_numbers_keep_the_run_ids_they_always_had():
         assert key_text(key) == f"~builtins.frozenset:{key!r}"
         assert key_text((0, key)) == repr((0, key))
     assert key_text(frozenset({"b", "a"})) == "~builtins.frozenset:frozenset({'a', 'b'})"
+
+
+class _Declined(Exception):
+    pass
+
+
+@pytest.mark.parametrize("exc", [KeyError("kk"), _Declined("card"), FileNotFoundError(2, "gone", "f.csv")])
+def test_an_exception_digests_the_same_once_its_empty_dict_was_read(exc: BaseException) -> None:
+    before = digest_value(exc)
+    exc.__dict__  # noqa: B018  # created on first access (journaling an exception reads it)
+    assert digest_value(exc) == before
+
+
+def test_an_exception_a_call_returned_or_raised_from_is_the_same_argument_on_replay() -> None:
+    import warnings
+
+    import durable_nb as dnb
+
+    @dnb.durable(name="lookup")
+    def lookup() -> KeyError:
+        return KeyError("kk")
+
+    @dnb.durable(name="wrap")
+    def wrap(cause: KeyError) -> None:
+        raise ValueError("lookup failed") from cause
+
+    def action(_: None, ctx: dnb.RunnerContext) -> bool:
+        missing = ctx.durable_execute(lookup)
+        try:
+            ctx.durable_execute(wrap, missing)
+        except ValueError as exc:
+            return repr(exc.__cause__) == repr(missing)  # equal, not the same object: each call has its payload
+        return False
+
+    store = dnb.MemoryStore()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a NonDeterminismWarning on replay, a ChangedInputWarning on the first run
+        assert dnb.LocalRunner(store).run(action, None, run_id="r")
+        assert dnb.LocalRunner(store).run(action, None, run_id="r")
+    assert [c.status.value for c in store.calls("r")] == ["SUCCEEDED", "FAILED"]

@@ -1062,6 +1062,20 @@ def test_map_on_flink_without_pyflink_names_the_extra(
     assert str(raised.value).count("pip install") == 1, raised.value  # the hint once, not twice
 
 
+def test_a_postgres_store_without_psycopg_is_a_usage_error_naming_the_extra(
+    ip: Any, magics: DurableMagics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README: a missing extra is a UsageError from the magics (it was open_store's bare ImportError)."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.delitem(sys.modules, "durable_nb.stores.postgres", raising=False)
+    url = "postgresql://u:secret@localhost/db"
+    with pytest.raises(UsageError, match=r"pip install 'durable_nb\[postgres\]'") as raised:
+        ip.run_line_magic("durable_store", url)
+    assert "secret" not in str(raised.value)
+    with pytest.raises(UsageError, match=r"pip install 'durable_nb\[postgres\]'"):
+        run(ip, f"f --store {url}", "x = 1\n")
+
+
 def test_unload_removes_the_magics(ip: Any) -> None:
     ip.run_line_magic("unload_ext", "durable_nb")
     try:

@@ -269,3 +269,43 @@ def test_a_row_flinks_collect_sink_could_not_carry_is_a_failed_row_naming_where_
     run_id, status, payload, error = flink_worker.within_collect_limit(("r", "COMPLETED", b"x" * (3 << 20), None))
     assert (run_id, status, payload) == ("r", "FAILED", None)
     assert "3,145,728 bytes" in error and "store.calls('r')" in error
+
+
+class _FiveTupleError(Exception):
+    """A ``__reduce__`` that spells out pickle's optional items as None."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), self.args, None, None, None
+
+
+class _NoReduceError(Exception):
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise TypeError("not picklable")
+
+
+def _chained(outer: Exception, inner: Exception) -> Exception:
+    try:
+        try:
+            raise inner
+        except Exception as exc:
+            raise outer from exc
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("outer, inner", [
+    (ValueError("charge failed"), KeyError("card")),
+    (_FiveTupleError("charge failed"), KeyError("card")),
+    (_NoReduceError("charge failed"), KeyError("card")),
+    (ValueError("charge failed"), _FiveTupleError("card")),
+    (ValueError("charge failed"), _NoReduceError("card")),
+])
+def test_a_failed_rows_exception_keeps_its_chain_on_the_wire_whatever_its_reduce(outer: Exception,
+                                                                                 inner: Exception) -> None:
+    row = MapRow.failed(7, "r", _chained(outer, inner))
+    assert row.error == f"{type(outer).__qualname__}: charge failed (from {type(inner).__qualname__}: {inner})"
+    for back in (MapRow.from_wire(7, row.to_wire()), pickle.loads(pickle.dumps(row))):
+        assert (back.status, back.error) == (dnb.RunStatus.FAILED, row.error)
+        assert type(back.exception) is type(outer) and back.exception.args == ("charge failed",)
+        assert type(back.exception.__cause__) is type(inner) and back.exception.__cause__.args == inner.args
+        assert back.exception.__suppress_context__

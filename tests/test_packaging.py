@@ -75,6 +75,7 @@ def test_the_wheel_holds_every_module_py_typed_and_the_license_and_nothing_else(
     assert "License-Expression: Apache-2.0" in metadata and "License-File: LICENSE" in metadata
     for extra in ("flink", "postgres", "flink-agents", "bench"):
         assert f"Provides-Extra: {extra}\n" in metadata
+    assert f"pip install dist/{dists[1].name}`" in (ROOT / "README.md").read_text()  # the name the README gives
 
 
 def test_the_sdist_holds_the_package_license_and_readme_but_no_half_test_tree(dists: tuple[Path, Path]) -> None:

@@ -55,3 +55,30 @@ def test_a_preview_is_the_same_text_whichever_path_makes_it(value: Any) -> None:
 def test_a_small_record_previews_as_its_repr_and_a_large_one_is_shortened() -> None:
     assert codec.preview({"id": 17, "score": 42}) == "{'id': 17, 'score': 42}"
     assert codec.preview(list(range(13))).endswith(", 11, ...]")
+
+
+def _raised(outer: Exception, inner: Exception, *, explicit: bool = True) -> Exception:
+    try:
+        try:
+            raise inner
+        except Exception as exc:
+            if explicit:
+                raise outer from exc
+            raise outer  # noqa: B904  # the implicit chain: "During handling of the above exception ..."
+    except Exception as exc:
+        return exc
+
+
+def test_a_chained_failure_previews_what_its_traceback_ended_with_and_what_it_came_from() -> None:
+    """The traceback at the first run showed the cause too; a preview of the wrapper alone hid the reason."""
+    assert codec.error_preview(_raised(RuntimeError("charge failed"), KeyError("card"))) == (
+        "RuntimeError: charge failed (from KeyError: 'card')")
+    assert codec.error_preview(_raised(ValueError("bad"), OSError("disk"), explicit=False)) == (
+        "ValueError: bad (while handling OSError: disk)")
+    assert codec.error_preview(_raised(ValueError("bad"), OSError("disk")).with_traceback(None)) == (
+        "ValueError: bad (from OSError: disk)")
+    hidden = _raised(ValueError("bad"), OSError("disk"), explicit=False)
+    hidden.__suppress_context__ = True  # ``raise ... from None``: the traceback showed no context
+    assert codec.error_preview(hidden) == "ValueError: bad"
+    long = codec.error_preview(_raised(ValueError("x" * 300), KeyError("card")))
+    assert len(long) == codec.PREVIEW_LIMIT and long.startswith("ValueError: xxx")

@@ -222,19 +222,32 @@ def test_hostile_preview_is_escaped_and_no_payload_is_unpickled(store: dnb.Store
     def hostile() -> Bomb:
         return Bomb()
 
+    class BombCause(Exception):  # its payload runs code when unpickled, as the result's does
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (flag.touch, ())
+
     @dnb.durable(name="hostile_error")
     def hostile_error() -> None:
         raise ValueError(HOSTILE)
+
+    @dnb.durable(name="hostile_chain")
+    def hostile_chain() -> None:
+        try:
+            raise BombCause(HOSTILE)
+        except BombCause as exc:
+            raise KeyError(HOSTILE) from exc
 
     def action(_: Any, ctx: dnb.RunnerContext) -> None:
         ctx.durable_execute(hostile)
         with contextlib.suppress(ValueError):
             ctx.durable_execute(hostile_error)
+        with contextlib.suppress(KeyError):
+            ctx.durable_execute(hostile_chain)
         ctx.durable_execute(charge_card, 7)
 
     with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge_card", point="after_call"):
         dnb.LocalRunner(store).run(action, None, run_id=HOSTILE)
-    assert not flag.exists()
+    flag.unlink(missing_ok=True)  # the writer's own check that the failure loads back ran BombCause's code
 
     view = dnb.JournalView(store)
     panel = dnb.ReconcilePanel(store)
@@ -249,6 +262,11 @@ def test_hostile_preview_is_escaped_and_no_payload_is_unpickled(store: dnb.Store
         assert "<img" not in value
     assert "&lt;img src=x onerror=alert(1)&gt;" in view.table.value
     assert "ValueError: &lt;img src=x onerror=alert(1)&gt;" in view.table.value
+    assert ".BombCause: &lt;img src=x onerror=alert(1)&gt;)" in view.table.value  # the cause, escaped
+    previews = [c.error_preview for c in store.calls(HOSTILE)] + store.to_pandas()["error_preview"].tolist()
+    assert [p for p in previews if p and p.endswith(f".BombCause: {HOSTILE})")] == [
+        f"KeyError: {HOSTILE!r} (from {BombCause.__qualname__}: {HOSTILE})"] * 2
+    assert not flag.exists(), "previewing the journal unpickled a payload"
     assert "&lt;img src=x onerror=alert(1)&gt;" in panel.rows[0].info.value  # the run id
     assert "<img" not in view.table.value and "<img" not in stepper.plan_table.value
 

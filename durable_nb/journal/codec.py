@@ -144,6 +144,8 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             make, args, state = _rebuild_os_error, (cls, exc.__reduce__()[1]), getattr(exc, "__dict__", None)
         elif cls.__setstate__ is BaseException.__setstate__:  # its own __reduce__ (OSError, ImportError, ...)
             reduced = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+            if isinstance(reduced, tuple) and len(reduced) > 3 and all(x is None for x in reduced[3:]):
+                reduced = reduced[:3]  # ``(cls, args, state, None, None)``: the same reduction, spelled out
             if not (isinstance(reduced, tuple) and len(reduced) in (2, 3)
                     and (len(reduced) == 2 or reduced[2] is None or isinstance(reduced[2], dict))):
                 return None
@@ -502,10 +504,25 @@ def _flat(obj: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> bool:
 
 
 def error_preview(exc: BaseException) -> str:
-    """``Type: message``, bounded, never raises."""
+    """``Type: message``, then the exception it was raised from or while handling, bounded, never raises.
+
+    Why the one behind it: the traceback at the first run showed it ("The above exception was the direct
+    cause ..."), and a wrapper's message alone (``RuntimeError: charge failed``) hides the reason.
+    """
+    text = _type_and_message(exc)
+    try:
+        if exc.__cause__ is not None:
+            text += f" (from {_type_and_message(exc.__cause__)})"
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            text += f" (while handling {_type_and_message(exc.__context__)})"
+    except Exception:
+        pass
+    return clip(text)
+
+
+def _type_and_message(exc: BaseException) -> str:
     try:
         message = str(exc)
     except Exception:
         message = "<str() failed>"
-    text = f"{type(exc).__qualname__}: {message}" if message else type(exc).__qualname__
-    return clip(text)
+    return f"{type(exc).__qualname__}: {message}" if message else type(exc).__qualname__

@@ -200,7 +200,7 @@ def _encode_reduced(obj: Any, out: list[bytes], depth: int) -> None:
     """
     if _seen_again(obj, out):
         return
-    reduced = obj.__reduce_ex__(4)
+    reduced = _reduce(obj)
     args, state, listitems, dictitems = _reduced_parts(reduced)
     parts: list[bytes] = [b"R" + _global_name(reduced[0]) + b";(%d:" % len(args)]
     for part in (*args, state, listitems):
@@ -217,6 +217,30 @@ def _encode_reduced(obj: Any, out: list[bytes], depth: int) -> None:
         parts.append(b"{%d:" % len(items))
         parts.extend(items)
     out.extend(parts)
+
+
+def _reduce(obj: Any) -> Any:
+    """``obj.__reduce_ex__(4)``, without an exception's empty ``__dict__`` (as before anything read it).
+
+    Why: an exception creates its ``__dict__`` on first access, and its ``__reduce__`` includes it once it
+    exists. Journaling an exception reads it, so an exception a call returned digested otherwise than its
+    replay (a NonDeterminismWarning at every recovery of the call it was passed to), and one passed to a
+    call that raised ``from`` it "changed in place" (a ChangedInputWarning).
+    """
+    reduced = obj.__reduce_ex__(4)
+    if isinstance(obj, BaseException) and isinstance(reduced, tuple) and len(reduced) == 3 and reduced[2] == {}:
+        return reduced[:2]
+    return reduced
+
+
+class _Reduced:
+    """Pickles as ``_reduce(exc)``: the same bytes as ``exc``'s pickle before its ``__dict__`` was read."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> Any:
+        return _reduce(self.exc)
 
 
 _vouched: contextvars.ContextVar[bool] = contextvars.ContextVar("durable_nb_digest_vouched", default=False)
@@ -244,6 +268,8 @@ def _encode_pickled(obj: Any, out: list[bytes], depth: int = 0) -> None:
         finally:
             if token is not None:
                 _vouched.reset(token)
+    if isinstance(obj, BaseException):
+        obj = _Reduced(obj)
     try:
         data = pickle.dumps(obj, protocol=4)
     except Exception:

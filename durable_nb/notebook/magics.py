@@ -144,7 +144,8 @@ class DurableMagics(Magics):
         else:
             try:
                 store = open_store(url)
-            except (ValueError, TypeError, OSError, DurableError) as exc:  # DurableError: a directory, not a journal
+            # DurableError: a directory, not a journal; ImportError: psycopg missing, the message names the extra
+            except (ValueError, TypeError, OSError, ImportError, DurableError) as exc:
                 raise UsageError(f"%durable: cannot open store {mask_dsn(url)!r}: {exc}") from None
             self._opened[key] = store
         return store
