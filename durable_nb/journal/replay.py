@@ -184,7 +184,7 @@ class Journal:
         self.home = threading.get_ident()
         """The thread that opened the run, and ends it."""
         self._finished: threading.Condition | None = None
-        """Made by the first wait for :attr:`running`: one per run cost a map replay ~10% (measured; most runs never wait)."""
+        """Made by the first wait for :attr:`running`: one per run cost a map replay ~10% (most runs never wait)."""
         self.observer: Callable[[Planned, str], None] | None = None
         """Told each decision (with the call id) before it is carried out: the ReplayStepper's view."""
         self.strict = False
