@@ -230,6 +230,29 @@ def test_reconcile_panel_lists_waiting_inputs_with_an_answer_control(store: dnb.
     assert calls == {}
 
 
+def test_reconcile_panel_pages_show_every_pending_call_once_when_inputs_wait_between_them(store: dnb.Store) -> None:
+    # Journal order a, b0, b1 (waiting inputs), c, d, e: pages of two must be [a, c] and [d, e], not [c, d].
+    def crash(_: Any, ctx: dnb.RunnerContext) -> None:
+        def ship() -> None:
+            raise KeyboardInterrupt  # an interrupt is not the call's outcome: the call stays PENDING
+
+        ctx.durable_execute(ship)
+
+    for run_id in ("a", "b0", "b1", "c", "d", "e"):
+        if run_id.startswith("b"):
+            waiting_run(store, ask_reason, None, run_id)
+        else:
+            with pytest.raises(KeyboardInterrupt):
+                dnb.LocalRunner(store).run(crash, None, run_id=run_id)
+    panel = dnb.ReconcilePanel(store, page_size=2)
+    pages = []
+    for index in range(3):
+        panel._go(index)
+        pages.append([row.record.run_id for row in panel.rows])
+    assert panel.total == 4
+    assert pages == [["a", "c"], ["d", "e"], ["d", "e"]]  # the last page stays the last
+
+
 def test_reconcile_panel_survives_a_reopened_store(tmp_path: Any) -> None:
     path = tmp_path / "journal.db"
     first = dnb.SqliteStore(path)
