@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import collections
 import dataclasses
 import enum
 import json
@@ -9,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -327,3 +330,64 @@ def test_an_exception_a_call_returned_or_raised_from_is_the_same_argument_on_rep
         assert dnb.LocalRunner(store).run(action, None, run_id="r")
         assert dnb.LocalRunner(store).run(action, None, run_id="r")
     assert [c.status.value for c in store.calls("r")] == ["SUCCEEDED", "FAILED"]
+
+
+class _Sentinel(Exception):
+    def __reduce__(self) -> str:
+        return "_SENTINEL"  # a module's singleton, pickled by its name
+
+
+_SENTINEL = _Sentinel("stop")
+
+
+class _OwnReduction(Exception):
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), self.args, {}  # its own: always a state, read or not
+
+
+def _self_referring() -> Exception:
+    exc = _Declined("loop")
+    exc.me = exc  # type: ignore[attr-defined]
+    return exc
+
+
+def _pickle_digest(obj: Any) -> str:
+    import hashlib
+    import pickle
+
+    data = pickle.dumps(obj, protocol=4)
+    return hashlib.blake2b(b"(1:p%d:" % len(data) + data, digest_size=16).hexdigest()
+
+
+@pytest.mark.parametrize("make", [_self_referring, lambda: _SENTINEL, lambda: _OwnReduction("own")])
+def test_an_exception_that_pickle_reduces_its_own_way_keeps_the_digest_of_its_pickle(
+        make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Journals written before keep matching: only a built-in reduction's empty ``__dict__`` is left out."""
+    import warnings
+
+    from durable_nb.journal import digest as digest_module
+
+    monkeypatch.setattr(digest_module, "is_user_class", lambda cls: False)  # an installed package's exception
+    exc = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not "cannot be pickled ... digested by its type name only"
+        assert digest_value(exc) == _pickle_digest(exc)
+
+
+_GROUP = getattr(builtins, "ExceptionGroup", None)  # Python 3.11 on
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: _GROUP("several", [KeyError("kk"), ValueError("v")]),  # type: ignore[misc]
+                 marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11's")),
+    lambda: ValueError(KeyError("kk")),
+    lambda: collections.OrderedDict(e=KeyError("kk")),
+])
+def test_an_exception_inside_a_pickled_argument_digests_the_same_once_its_empty_dict_was_read(make: Any) -> None:
+    """An ExceptionGroup a call returned, passed to a later call, mismatched at every recovery as one exception did."""
+    value, fresh = make(), make()
+    inner = (*getattr(value, "args", ()), *getattr(value, "exceptions", ()), *getattr(value, "values", list)())
+    for exc in (value, *inner):
+        if isinstance(exc, BaseException):
+            exc.__dict__  # noqa: B018  # what journaling the call that returned it does
+    assert digest_value(value) == digest_value(fresh)

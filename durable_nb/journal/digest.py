@@ -57,6 +57,7 @@ import contextvars
 import dataclasses
 import enum
 import hashlib
+import io
 import pickle
 import types
 from typing import Any
@@ -222,25 +223,43 @@ def _encode_reduced(obj: Any, out: list[bytes], depth: int) -> None:
 def _reduce(obj: Any) -> Any:
     """``obj.__reduce_ex__(4)``, without an exception's empty ``__dict__`` (as before anything read it).
 
-    Why: an exception creates its ``__dict__`` on first access, and its ``__reduce__`` includes it once it
-    exists. Journaling an exception reads it, so an exception a call returned digested otherwise than its
-    replay (a NonDeterminismWarning at every recovery of the call it was passed to), and one passed to a
-    call that raised ``from`` it "changed in place" (a ChangedInputWarning).
+    Why: an exception creates its ``__dict__`` on first access, and its built-in ``__reduce__`` includes it
+    once it exists. Journaling an exception reads it, so an exception a call returned digested otherwise
+    than its replay (a NonDeterminismWarning at every recovery of the call it was passed to), and one passed
+    to a call that raised ``from`` it "changed in place" (a ChangedInputWarning). Only the built-in (C)
+    reductions: a ``__reduce__`` of the user's own returned what it returns before this commit too.
     """
     reduced = obj.__reduce_ex__(4)
-    if isinstance(obj, BaseException) and isinstance(reduced, tuple) and len(reduced) == 3 and reduced[2] == {}:
+    if (isinstance(obj, BaseException) and isinstance(reduced, tuple) and len(reduced) == 3 and reduced[2] == {}
+            and type(obj).__reduce_ex__ is BaseException.__reduce_ex__
+            and isinstance(type(obj).__reduce__, types.MethodDescriptorType)):
         return reduced[:2]
     return reduced
 
 
-class _Reduced:
-    """Pickles as ``_reduce(exc)``: the same bytes as ``exc``'s pickle before its ``__dict__`` was read."""
+def _exception_reducer(obj: Any) -> Any:
+    return _reduce(obj) if isinstance(obj, BaseException) else NotImplemented
 
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
-    def __reduce__(self) -> Any:
-        return _reduce(self.exc)
+class _Pickler(pickle.Pickler):
+    """Pickle's bytes, with every exception in them (an ExceptionGroup's members, an exception among
+    another's args) reduced by :func:`_reduce`: the same object pickle meets, so its memo (an exception an
+    attribute refers back to) and a reduction to a global name (a module's singleton) are pickle's own."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        return _exception_reducer(obj)
+
+
+class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = _exception_reducer(obj)
+        return super().reducer_override(obj) if reduced is NotImplemented else reduced
+
+
+def _dumps(pickler: type[pickle.Pickler], obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    pickler(buffer, protocol=4).dump(obj)
+    return buffer.getvalue()
 
 
 _vouched: contextvars.ContextVar[bool] = contextvars.ContextVar("durable_nb_digest_vouched", default=False)
@@ -268,13 +287,11 @@ def _encode_pickled(obj: Any, out: list[bytes], depth: int = 0) -> None:
         finally:
             if token is not None:
                 _vouched.reset(token)
-    if isinstance(obj, BaseException):
-        obj = _Reduced(obj)
     try:
-        data = pickle.dumps(obj, protocol=4)
+        data = _dumps(_Pickler, obj)
     except Exception:
         try:
-            data = cloudpickle.dumps(obj, protocol=4)
+            data = _dumps(_CloudPickler, obj)
         except Exception as exc:
             if _vouched.get():
                 raise _Unpicklable from exc
