@@ -347,6 +347,8 @@ def test_prune_usage_errors(ip: Any, magics: DurableMagics) -> None:
         line(ip, "durable_prune", "--older-than 99999999999d")
     with pytest.raises(UsageError, match="status"):
         line(ip, "durable_prune", "--status DONE")
+    with pytest.raises(UsageError, match="include-pending"):  # "removed 0 runs" hid why
+        line(ip, "durable_prune", "--status WAITING")
 
 
 @pytest.mark.parametrize("status", ["--status=", "--status ,", "--status=,,"])

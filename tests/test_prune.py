@@ -256,6 +256,51 @@ def test_a_run_written_by_another_kernel_after_prune_read_it_stays(kind, tmp_pat
     assert [c.index for c in store.calls("old")] == [0, 1]
 
 
+def asks(x: int, ctx: dnb.RunnerContext) -> bool:
+    ctx.durable_execute(work, x)
+    return ctx.durable_input("refund?", choices=["yes", "no"]) == "yes"
+
+
+def waiting_run(store: dnb.Store, run_id: str) -> None:
+    with pytest.raises(dnb.AwaitingInput):
+        dnb.LocalRunner(store).run(asks, 1, run_id=run_id)
+
+
+def test_an_answer_is_activity_so_a_just_answered_run_is_not_older_than(store):
+    """``store.answer`` (and a ReconcilePanel outcome) writes the run from outside it: the run was last
+    updated then, so ``older_than`` must not take it for an old run and delete the answer with it."""
+    waiting_run(store, "w")
+    time.sleep(0.3)
+    store.answer("w", 1, "yes")
+    assert store.prune(older_than=timedelta(seconds=0.2), include_pending=True) == []
+    assert dnb.LocalRunner(store).run(asks, 1, run_id="w") is True
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_run_answered_by_another_kernel_after_prune_read_it_stays(kind, tmp_path, request, monkeypatch):
+    """A WAITING run is answered between prune's read and its delete: the acknowledged answer must not go."""
+    from durable_nb.journal import history
+
+    if kind == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        store, other = dnb.PostgresStore(dsn), dnb.PostgresStore(dsn)
+    else:
+        store, other = dnb.SqliteStore(tmp_path / "j.db"), dnb.SqliteStore(tmp_path / "j.db")
+    request.addfinalizer(store.close)
+    request.addfinalizer(other.close)
+    waiting_run(store, "w")
+    select = history.PruneRule.select
+
+    def answer_first(self, *args, **kwargs):  # after prune read the runs, before it looks at any
+        monkeypatch.setattr(history.PruneRule, "select", select)
+        other.answer("w", 1, "yes")
+        return select(self, *args, **kwargs)
+
+    monkeypatch.setattr(history.PruneRule, "select", answer_first)
+    assert store.prune(status="WAITING", include_pending=True) == []
+    assert dnb.LocalRunner(store).run(asks, 1, run_id="w") is True
+
+
 def test_a_sqlite_prune_of_many_runs_locks_them_a_batch_at_a_time(tmp_path, monkeypatch):
     """Linux walks a file's whole list of record locks at every lock call: a prune that locked all of
     80,000 selected runs at once took 3 minutes (20,000: 5 s). It locks and deletes a batch at a time."""

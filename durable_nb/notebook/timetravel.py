@@ -374,6 +374,10 @@ def run_prune(store: Store, args: Any) -> list[RunRecord]:
     if statuses is not None and not all(statuses):  # "--status=" is no filter: it would remove every finished run
         raise UsageError(f"%durable_prune --status {args.status!r}: name one or more statuses, comma-separated "
                          f"({', '.join(s.value for s in RunStatus)}), e.g. --status COMPLETED,FAILED")
+    if statuses is not None and set(statuses) <= {"RUNNING", "WAITING"} and not args.include_pending:
+        # store.prune keeps such runs without include_pending, as the contract says: "removed 0 runs" hid why
+        raise UsageError(f"%durable_prune --status {args.status}: RUNNING and WAITING runs stay unless you add "
+                         f"--include-pending (nothing would recover them once removed)")
     try:
         older = parse_age(args.older_than) if args.older_than is not None else None
         status: Any = statuses if statuses is None or len(statuses) > 1 else statuses[0]  # prune takes several too

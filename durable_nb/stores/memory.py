@@ -249,6 +249,8 @@ class MemoryStore(Store):
                 outcome.result_preview, outcome.error_preview, old.started_at, finished_at, outcome.payload,
                 old.prompt, old.choices,
             )
+            if owner is None:  # an answer or a reconciled outcome: the run's last activity (prune --older-than)
+                run.updated_at = max(run.updated_at, finished_at)
             return True
 
     def discard_from(self, run_id: str, index: int, reason: str, at: float, *, owner: str | None = None) -> None:

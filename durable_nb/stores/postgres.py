@@ -596,8 +596,11 @@ class PostgresStore(Store):
         if owner is None:  # from outside any run (ReconcilePanel, answer): unfenced, committed now
             self.flush()
             sql = q.COMPLETE_IF_PENDING if only_if_pending else q.COMPLETE
-            with self._guard(f"write call {index}", run_id):
-                return bool(self._conn.execute(sql, row.values()).rowcount == 1)
+            with self._guard(f"write call {index}", run_id), self._conn.transaction():
+                written: bool = self._conn.execute(sql, row.values()).rowcount == 1
+                if written:  # the run's last activity: a prune that read it before keeps it (sqlite._TOUCH_RUN)
+                    self._conn.execute(q.TOUCH_RUN, (finished_at, run_id))
+                return written
         lease = self._lease(run_id, owner)
         if self.durability != "transition" and lease.wrote and len(outcome.payload or b"") <= HOLD_MAX:
             self._outcomes.hold(row)

@@ -93,6 +93,7 @@ _SET_OUTCOME = (
     "error_preview = %s, finished_at = %s WHERE run_id = %s AND idx = %s"
 )
 COMPLETE = _SET_OUTCOME
+TOUCH_RUN = "UPDATE runs SET updated_at = greatest(updated_at, %s) WHERE run_id = %s"
 COMPLETE_FENCED = f"{_SET_OUTCOME} AND EXISTS ({_FENCE_ROW})"
 COMPLETE_IF_PENDING = f"{_SET_OUTCOME} AND status = 'PENDING'"
 # Outcome k and PENDING k+1 in one statement: one round trip, one commit, one fence.

@@ -92,6 +92,9 @@ _OPEN_COLS = (
 _OPEN_SELECT = f"SELECT {_OPEN_COLS} WHERE r.run_id = ? ORDER BY c.idx"
 _OPEN_SELECT_MANY = "SELECT " + _OPEN_COLS + " WHERE r.run_id IN ({}) ORDER BY r.run_id, c.idx"
 """The same for a chunk of runs (:mod:`.sqlite_prefetch`); ``{}`` takes the placeholders."""
+_TOUCH_RUN = "UPDATE runs SET updated_at = max(updated_at, ?) WHERE run_id = ?"
+"""An outcome written from outside the run (``store.answer``, ReconcilePanel) is the run's last activity:
+``prune --older-than`` keeps it, and a prune that read the run before sees it changed and keeps it."""
 
 # Dict lookups instead of Enum(value) calls: opening a run builds one record per call.
 _STATUS = {s.value: s for s in Status}
@@ -995,7 +998,10 @@ class SqliteStore(SqliteTimeTravel, Store):
                   outcome.payload, outcome.result_preview, outcome.error_preview, finished_at, run_id, index)
 
         def op(conn: sqlite3.Connection, after: list[Callable[[], None]]) -> bool:
-            return conn.execute(sql, params).rowcount == 1
+            written = conn.execute(sql, params).rowcount == 1
+            if written and lease is None:  # an answer or a reconciled outcome: the run's last activity (prune)
+                conn.execute(_TOUCH_RUN, (finished_at, run_id))
+            return written
 
         hold = lease is not None and self.durability == "call" and not only_if_pending
         if hold:
