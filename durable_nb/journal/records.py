@@ -221,6 +221,20 @@ class CallRecord:
         return self.call_id == call_id and self.args_digest == args_digest
 
 
+def misnumbered(run_id: str, calls: list[CallRecord]) -> str | None:
+    """What is wrong with a run whose calls are not numbered 0, 1, 2... (None when they are).
+
+    Replay pairs the action's calls with the recorded ones by position, so a row renumbered by hand
+    (-1, a gap, a duplicate) would pair them with the wrong records. Opening a run and a dry run both
+    refuse it with this text.
+    """
+    n = len(calls)  # one call is the usual map record's run: its check stays a comparison (a replay's hot path)
+    if not ((n and calls[0].index != 0) or (n > 1 and any(c.index != i for i, c in enumerate(calls)))):
+        return None
+    shown = ", ".join(str(c.index) for c in calls[:12]) + (", ..." if n > 12 else "")
+    return f"run {run_id!r} has its calls at indices {shown} instead of 0 to {n - 1}"
+
+
 def damaged(record: CallRecord, why: str) -> RecordDecodeError:
     """The error for a terminal call whose payload durable_nb never wrote: ``why`` says what is wrong."""
     return RecordDecodeError(record.run_id, record.index, record.call_id, None, why, True)

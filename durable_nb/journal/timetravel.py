@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import JournalFormatError
 from . import codec
 from .nesting import enter_run, leave_run
-from .records import INPUT_CALL_ID, CallRecord
+from .records import INPUT_CALL_ID, CallRecord, misnumbered
 from .replay import Decision, Journal, decide, found_in
 from .store import Store
 
@@ -286,13 +286,12 @@ def _recorded(store: Store, run_id: str) -> list[CallRecord]:
     some calls and then mismatching, which a recovery would answer by executing them again.
     """
     calls = store.calls(run_id)
-    if any(c.index != i for i, c in enumerate(calls)):
-        shown = ", ".join(str(c.index) for c in calls[:12]) + (", ..." if len(calls) > 12 else "")
+    wrong = misnumbered(run_id, calls)
+    if wrong is not None:
         raise JournalFormatError(
-            f"the journal {store!r} holds rows durable_nb never writes: run {run_id!r} has its calls at indices "
-            f"{shown} instead of 0 to {len(calls) - 1}, and a replay pairs calls by position: running it is refused "
-            f"with this error too. It was edited by hand or damaged; restore it from a backup, or run it under a "
-            f"new run id.")
+            f"the journal {store!r} holds rows durable_nb never writes: {wrong}, and a replay pairs calls by "
+            f"position: running it is refused with this error too. It was edited by hand or damaged; restore it "
+            f"from a backup, or run it under a new run id.")
     return calls
 
 

@@ -8,11 +8,10 @@ typed in by hand reads the same on both, and neither store imports the other's i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from ..errors import JournalFormatError
-from ..journal.records import CallRecord, Origin, RunStatus, Status
+from ..journal.records import CallRecord, Origin, RunStatus, Status, misnumbered
 
 _E = TypeVar("_E", Status, Origin, RunStatus)
 
@@ -64,19 +63,14 @@ def in_order(run_id: str, calls: list[CallRecord]) -> list[CallRecord]:
     So their indices must be 0, 1, 2...: a row renumbered by hand (-1, a gap, a duplicate, NULL) paired the
     action's calls with the wrong records, discarding good ones and executing their side effects again.
     """
-    n = len(calls)  # one call is the usual map record's run: its check stays a comparison (a replay's hot path)
-    if (n and calls[0].index != 0) or (n > 1 and any(c.index != i for i, c in enumerate(calls))):
+    wrong = misnumbered(run_id, calls)
+    if wrong is not None:
         raise BadRow(
-            f"run {run_id!r} has its calls at indices {_indices(calls)} instead of 0 to {len(calls) - 1} (`SELECT "
-            f"seq, idx, call_id, status FROM calls WHERE run_id = ...` shows them; seq is the order they were "
-            f"journaled), and a replay pairs calls by position",
+            f"{wrong} (`SELECT seq, idx, call_id, status FROM calls WHERE run_id = ...` shows them; seq is the "
+            f"order they were journaled), and a replay pairs calls by position",
             None,
         )
     return calls
-
-
-def _indices(calls: Sequence[CallRecord]) -> str:
-    return ", ".join(str(c.index) for c in calls[:12]) + (", ..." if len(calls) > 12 else "")
 
 
 def journal_error(journal: str, exc: BadRow, correct: str | None) -> JournalFormatError:
