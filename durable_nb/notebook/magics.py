@@ -31,8 +31,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from ..errors import DurableError, RunBusyError
 from ..journal.replay import check_reconciler
 from ..journal.store import Store
-from ..stores import default_store, open_store, reopened
-from ..stores.dsn import LIBPQ_KEYWORDS, mask_dsn
+from ..stores import default_store, file_of, open_store, reopened
+from ..stores.dsn import mask_dsn
 from . import inputs
 from .inline_magics import has_top_level_await
 from .kernel import run_cell, run_map
@@ -94,16 +94,8 @@ def _cache_key(url: str) -> str:
     in B/rel.db and ran again.
     """
     text = url.strip()
-    scheme, colon, rest = text.partition(":")
-    scheme = scheme.lower()
-    if colon and scheme in ("sqlite", "file"):  # the path as open_store reads it: sqlite:///rel.db, file:/abs.db
-        path = rest.partition("?")[0]
-        path = path[3:] if scheme == "sqlite" and path.startswith("///") else path
-        relative = not path.startswith(("/", "~"))  # "sqlite:" alone is .durable/journal.db, relative too
-    elif (colon and scheme in ("memory", "postgresql", "postgres")) or "://" in text or LIBPQ_KEYWORDS.match(text):
-        relative = False  # no working directory in them ("host=x dbname=y" too)
-    else:  # a file path, as open_store opens it: "date=2024-01-01.db" and "runs:v2.db" too
-        relative = not os.path.isabs(os.path.expanduser(text))
+    path = file_of(text)  # as open_store reads it: "date=2024-01-01.db" is a file, "host=x dbname=y" a DSN
+    relative = path is not None and not os.path.isabs(os.path.expanduser(path))
     return f"{os.getcwd()}\0{text}" if relative else text
 
 

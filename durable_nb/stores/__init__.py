@@ -59,29 +59,25 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
             f"open_store expects a URL or path string (or a Store), got {type(url).__name__} {url!r}; "
             f"e.g. open_store('sqlite:///journal.db') or open_store('memory://')."
         )
-    if text.strip() != text and text.strip().partition(":")[0].lower() in _SCHEMES:
-        text = text.strip()  # a URL pasted with a space around it (a file name would keep its spaces)
-    scheme, colon, rest = text.partition(":")
-    if colon and scheme.lower() in _SCHEMES:
-        text = scheme.lower() + ":" + rest  # URL schemes are case-insensitive
-        if text.startswith("memory:") and not text.startswith("memory://"):
-            raise ValueError(
-                f"open_store: {url!r} is not a memory URL; write 'memory://' (or 'memory://name' for a named "
-                f"store). A file of that name would be 'sqlite:///{text}'."
-            )
+    text = _normalized(text)
+    if text.startswith("memory:") and not text.startswith("memory://"):
+        raise ValueError(
+            f"open_store: {url!r} is not a memory URL; write 'memory://' (or 'memory://name' for a named "
+            f"store). A file of that name would be 'sqlite:///{text}'."
+        )
     if text.startswith("memory://"):
         name = text[len("memory://") :]
         return MemoryStore.named(name) if name else MemoryStore()
     if text.startswith(("sqlite:", "file:")):
         return _sqlite_from_url(text)
-    if text.startswith(("postgresql://", "postgres://")) or LIBPQ_KEYWORDS.match(text):
+    if _is_postgres(text):
         from .postgres import PostgresStore  # psycopg: the optional extra durable_nb[postgres]
 
         # A libpq "host=... dbname=..." string too: as a file name it would put the password on disk.
         return PostgresStore.from_url(text) if "://" in text else PostgresStore(text)
     if "://" in text:
         shown = mask_dsn(text)
-        dialect = " (drop the SQLAlchemy driver suffix '+...')" if scheme.lower().startswith("postgres") else ""
+        dialect = " (drop the SQLAlchemy driver suffix '+...')" if text.lower().startswith("postgres") else ""
         raise ValueError(
             f"open_store: unsupported URL {shown!r}{dialect}; use 'sqlite:///path/to/journal.db', "
             f"a plain file path, 'memory://', or 'postgresql://user@host:5432/db'."
@@ -92,6 +88,34 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
             "'sqlite:////abs/path/journal.db', a file path, 'memory://', or None for .durable/journal.db."
         )
     return SqliteStore(text)
+
+
+def file_of(url: str) -> str | None:
+    """The journal file ``url`` names, as :func:`open_store` reads it (not checked, not opened), or None
+    for a memory or PostgreSQL store (or a URL open_store refuses)."""
+    text = _normalized(url)
+    if text.startswith(("sqlite:", "file:")):
+        try:
+            path, _ = _url_path(text)
+        except ValueError:
+            return None
+        return path or str(DEFAULT_PATH)
+    if text.startswith("memory:") or _is_postgres(text) or "://" in text:
+        return None
+    return text
+
+
+def _normalized(text: str) -> str:
+    """``text`` with a URL's scheme in lower case (schemes are case-insensitive) and a pasted URL's spaces gone."""
+    if text.strip() != text and text.strip().partition(":")[0].lower() in _SCHEMES:
+        text = text.strip()  # a URL pasted with a space around it (a file name would keep its spaces)
+    scheme, colon, rest = text.partition(":")
+    return scheme.lower() + ":" + rest if colon and scheme.lower() in _SCHEMES else text
+
+
+def _is_postgres(text: str) -> bool:
+    """A PostgreSQL URL, or a libpq "host=... dbname=..." string (as a file name it would put the password on disk)."""
+    return text.startswith(("postgresql://", "postgres://")) or LIBPQ_KEYWORDS.match(text) is not None
 
 
 _SCHEMES = frozenset({"memory", "sqlite", "file", "postgresql", "postgres"})
@@ -105,22 +129,7 @@ def _sqlite_from_url(text: str) -> SqliteStore:
     says how to open it (``?mode=ro``: read-only, ``?durability=relaxed``); nothing
     after ``?`` ever becomes part of a file name.
     """
-    scheme, rest = text.split(":", 1)
-    rest, _, query = rest.partition("?")
-    if scheme == "sqlite":
-        if rest.startswith("///"):
-            rest = rest[3:]  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db (SQLAlchemy's rule)
-        elif rest.startswith("//"):
-            raise ValueError(
-                f"open_store: {text!r} names a host; a SQLite journal is a local file: use "
-                f"'sqlite:///relative/journal.db' or 'sqlite:////absolute/journal.db'."
-            )
-    elif rest.startswith("//"):  # file://host/path: only an empty host or localhost is local
-        host, _, path = rest[2:].partition("/")
-        if host not in ("", "localhost"):
-            raise ValueError(f"open_store: {text!r} names the host {host!r}; use file:///absolute/journal.db.")
-        rest = "/" + path
-    path = urllib.parse.unquote(rest, errors="surrogateescape")
+    path, query = _url_path(text)
     params = urllib.parse.parse_qs(query, keep_blank_values=True)
     for name, values in params.items():
         allowed = _SQLITE_PARAMS.get(name)
@@ -140,3 +149,23 @@ def _sqlite_from_url(text: str) -> SqliteStore:
             f"open_store: {text!r} asks for mode=rw but there is no journal at {path}; drop mode=rw to create one."
         )
     return SqliteStore(path, durability=durability, read_only=mode == "ro")
+
+
+def _url_path(text: str) -> tuple[str, str]:
+    """The (percent-decoded) path and the query of a ``sqlite:`` or ``file:`` URL; ValueError for a remote host."""
+    scheme, rest = text.split(":", 1)
+    rest, _, query = rest.partition("?")
+    if scheme == "sqlite":
+        if rest.startswith("///"):
+            rest = rest[3:]  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db (SQLAlchemy's rule)
+        elif rest.startswith("//"):
+            raise ValueError(
+                f"open_store: {text!r} names a host; a SQLite journal is a local file: use "
+                f"'sqlite:///relative/journal.db' or 'sqlite:////absolute/journal.db'."
+            )
+    elif rest.startswith("//"):  # file://host/path: only an empty host or localhost is local
+        host, _, path = rest[2:].partition("/")
+        if host not in ("", "localhost"):
+            raise ValueError(f"open_store: {text!r} names the host {host!r}; use file:///absolute/journal.db.")
+        rest = "/" + path
+    return urllib.parse.unquote(rest, errors="surrogateescape"), query
