@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import ipywidgets as W
 
 from ..journal.store import Store
+from ..stores import open_store
 
 
 def _parts(widget: W.Widget) -> Iterator[W.Widget]:
@@ -60,6 +60,16 @@ def close_tree(root: W.Widget) -> None:
     root.close()
 
 
-def owns_store(given: Store | str | os.PathLike[str] | Any) -> bool:
-    """Whether a widget given ``given`` opens a store of its own (a path or URL), which its ``close()`` closes."""
-    return given is not None and not isinstance(given, Store)
+def open_own(widget: W.Widget, given: Store | str | os.PathLike[str] | None) -> Store:
+    """``open_store(given)`` for ``widget``, remembering whether it opened a store of its own (a path or URL),
+    which :func:`close_own_store` closes; a store passed in, or the default (``None``), is not its own."""
+    store = open_store(given)
+    widget._own_store = given is not None and not isinstance(given, Store)
+    return store
+
+
+def close_own_store(widget: W.Widget) -> None:
+    """Close the store ``widget`` opened itself, once (nothing for a widget whose ``__init__`` failed early)."""
+    if getattr(widget, "_own_store", False):
+        widget._own_store = False
+        widget.store.close()

@@ -34,9 +34,8 @@ import ipywidgets as W
 
 from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
 from ..journal.store import Store
-from ..stores import open_store
 from . import render_journal as render
-from ._close import close_children, owns_store
+from ._close import close_children, close_own_store, open_own
 from ._html import ESC_LIMIT, fmt_time, label
 from ._poll import Poller
 from ._sync import changed, unwatch, watch
@@ -79,8 +78,7 @@ class JournalView(W.VBox):
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
-        self.store = open_store(store)
-        self._own_store = owns_store(store)
+        self.store = open_own(self, store)
         self.page_size = page_size
         self._poller = Poller(self._poll_tick, "durable_nb-journal-view", interval)
         self.page_index = 0
@@ -382,9 +380,7 @@ class JournalView(W.VBox):
             self.stop_live()
         close_children(self)
         super().close()
-        if getattr(self, "_own_store", False):
-            self._own_store = False
-            self.store.close()
+        close_own_store(self)
 
     # -- export ------------------------------------------------------------------------
 

@@ -41,8 +41,7 @@ from ..journal.lease import end_owner, new_owner
 from ..journal.records import INPUT_CALL_ID, CallRecord, Origin, Status
 from ..journal.replay import settle_pending
 from ..journal.store import Store
-from ..stores import open_store
-from ._close import close_children, close_tree, owns_store
+from ._close import close_children, close_own_store, close_tree, open_own
 from ._html import esc, fmt_time, message, page
 from ._sync import changed, unwatch, watch
 from .input_prompt import InputPrompt
@@ -168,8 +167,7 @@ class ReconcilePanel(W.VBox):
         self.reconcilers: dict[str, Reconciler] = dict(reconcilers or {})
         for call_id, reconciler in self.reconcilers.items():
             takes_record(reconciler, call_id)  # a misconfigured panel fails here, not at a click
-        self.store = open_store(store)
-        self._own_store = owns_store(store)
+        self.store = open_own(self, store)
         self.page_size = page_size
         self.page_index = 0
         self.total = 0
@@ -212,9 +210,7 @@ class ReconcilePanel(W.VBox):
         unwatch(self)
         close_children(self)
         super().close()
-        if getattr(self, "_own_store", False):  # False too on a panel whose __init__ failed early
-            self._own_store = False
-            self.store.close()
+        close_own_store(self)
 
     def __repr__(self) -> str:
         return f"ReconcilePanel({self.store!r}, reconcilers={sorted(self.reconcilers)!r})"

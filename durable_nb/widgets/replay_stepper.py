@@ -55,8 +55,7 @@ from ..journal.timetravel import DryRunReport
 from ..journal.timetravel import dry_run as _dry_run
 from ..runners.isolation import isolated
 from ..runners.local import Action, call_action, check_action, in_fresh_thread
-from ..stores import open_store
-from ._close import close_children, owns_store
+from ._close import close_children, close_own_store, open_own
 from ._html import esc, message, page, status_cell, table, td
 from ._sync import changed
 from .journal_view import JournalView
@@ -147,7 +146,7 @@ class ReplayStepper(W.VBox):
         check_action(action, sync=False)  # steps and dry runs run in a worker thread: async is fine in a loop
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
-        self.store, self._own_store = open_store(store), owns_store(store)
+        self.store = open_own(self, store)
         self.run_id = run_id
         self.action = action
         self.value = value
@@ -212,9 +211,7 @@ class ReplayStepper(W.VBox):
         # Also called by ipywidgets' __del__, possibly on an instance whose __init__ failed.
         close_children(self)
         super().close()
-        if getattr(self, "_own_store", False):
-            self._own_store = False
-            self.store.close()
+        close_own_store(self)
 
     # -- buttons ---------------------------------------------------------------------
 
