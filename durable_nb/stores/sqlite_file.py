@@ -158,6 +158,11 @@ def _wal_header(path: Path) -> bool:
     return _header(path)[18:20] == b"\x02\x02"
 
 
+def is_sqlite(path: Path | str) -> bool:
+    """Whether the file starts with SQLite's header (any SQLite database, a journal or not)."""
+    return _header(Path(path)).startswith(b"SQLite format 3\0")
+
+
 def _says_journal(path: Path) -> bool:
     """Whether the file's SQLite header carries durable_nb's ``application_id`` (bytes 68-71)."""
     head = _header(path)

@@ -31,6 +31,7 @@ from typing import Any
 
 from ..errors import JournalFormatError, JournalWriteError
 from ..journal.lease import _FLOCK
+from .sqlite_file import is_sqlite
 
 _log = logging.getLogger("durable_nb")
 
@@ -290,13 +291,7 @@ def claimed(journal: Path, name: str, logs: list[str]) -> bool:
         others = [e.path for e in os.scandir(journal.parent) if e.name not in {journal.name, *logs} and e.is_file()]
     except OSError:
         return True
-    return any(_is_sqlite(p) and registers(Path(p), PREFIX + name) for p in others)
-
-
-def _is_sqlite(path: str) -> bool:
-    with contextlib.suppress(OSError), open(path, "rb") as f:
-        return f.read(16) == b"SQLite format 3\0"
-    return False
+    return any(is_sqlite(p) and registers(Path(p), PREFIX + name) for p in others)
 
 
 def log_path(journal: Path, key: str) -> Path:
