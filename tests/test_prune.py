@@ -224,12 +224,8 @@ def test_a_run_another_process_holds_open_without_writing_is_never_removed(tmp_p
     store.close()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_a_run_written_by_another_kernel_after_prune_read_it_stays(kind, tmp_path, request, monkeypatch):
-    """Another kernel runs an edited action on an old run between prune's read of the runs and its
-    delete: the run is fresh now (a call was just executed), so it must stay."""
-    from durable_nb.journal import history
-
+def two_stores(kind: str, tmp_path, request) -> tuple[dnb.Store, dnb.Store]:
+    """Two stores on one journal (two kernels), closed after the test."""
     if kind == "postgres":
         dsn = request.getfixturevalue("pg_dsn")
         store, other = dnb.PostgresStore(dsn), dnb.PostgresStore(dsn)
@@ -237,21 +233,40 @@ def test_a_run_written_by_another_kernel_after_prune_read_it_stays(kind, tmp_pat
         store, other = dnb.SqliteStore(tmp_path / "j.db"), dnb.SqliteStore(tmp_path / "j.db")
     request.addfinalizer(store.close)
     request.addfinalizer(other.close)
+    return store, other
+
+
+def between_read_and_select(monkeypatch, meanwhile) -> None:
+    """Run ``meanwhile()`` once, after the next prune read the runs and before it looks at any of them."""
+    from durable_nb.journal import history
+
+    select = history.PruneRule.select
+
+    def first(self, *args, **kwargs):
+        monkeypatch.setattr(history.PruneRule, "select", select)
+        meanwhile()
+        return select(self, *args, **kwargs)
+
+    monkeypatch.setattr(history.PruneRule, "select", first)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_run_written_by_another_kernel_after_prune_read_it_stays(kind, tmp_path, request, monkeypatch):
+    """Another kernel runs an edited action on an old run between prune's read of the runs and its
+    delete: the run is fresh now (a call was just executed), so it must stay."""
+    store, other = two_stores(kind, tmp_path, request)
 
     def longer(x: int, ctx: dnb.RunnerContext) -> int:
         return ok(x, ctx) + ctx.durable_execute(work, x + 1)
 
     dnb.LocalRunner(store).run(ok, 1, run_id="old")
     time.sleep(0.3)
-    select = history.PruneRule.select
 
-    def rerun_first(self, *args, **kwargs):  # after prune read the runs, before it looks at any
-        monkeypatch.setattr(history.PruneRule, "select", select)
+    def rerun() -> None:
         dnb.LocalRunner(other).run(longer, 1, run_id="old")
         other.flush()
-        return select(self, *args, **kwargs)
 
-    monkeypatch.setattr(history.PruneRule, "select", rerun_first)
+    between_read_and_select(monkeypatch, rerun)
     assert store.prune(older_than=timedelta(seconds=0.2)) == []
     assert [c.index for c in store.calls("old")] == [0, 1]
 
@@ -279,24 +294,9 @@ def test_an_answer_is_activity_so_a_just_answered_run_is_not_older_than(store):
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
 def test_a_run_answered_by_another_kernel_after_prune_read_it_stays(kind, tmp_path, request, monkeypatch):
     """A WAITING run is answered between prune's read and its delete: the acknowledged answer must not go."""
-    from durable_nb.journal import history
-
-    if kind == "postgres":
-        dsn = request.getfixturevalue("pg_dsn")
-        store, other = dnb.PostgresStore(dsn), dnb.PostgresStore(dsn)
-    else:
-        store, other = dnb.SqliteStore(tmp_path / "j.db"), dnb.SqliteStore(tmp_path / "j.db")
-    request.addfinalizer(store.close)
-    request.addfinalizer(other.close)
+    store, other = two_stores(kind, tmp_path, request)
     waiting_run(store, "w")
-    select = history.PruneRule.select
-
-    def answer_first(self, *args, **kwargs):  # after prune read the runs, before it looks at any
-        monkeypatch.setattr(history.PruneRule, "select", select)
-        other.answer("w", 1, "yes")
-        return select(self, *args, **kwargs)
-
-    monkeypatch.setattr(history.PruneRule, "select", answer_first)
+    between_read_and_select(monkeypatch, lambda: other.answer("w", 1, "yes"))
     assert store.prune(status="WAITING", include_pending=True) == []
     assert dnb.LocalRunner(store).run(asks, 1, run_id="w") is True
 
