@@ -140,6 +140,18 @@ def test_fork_refuses_a_non_integer_index(store):
         store.fork("r1", at="2")  # type: ignore[arg-type]
 
 
+def test_fork_takes_an_index_read_from_a_dataframe(store):
+    """``store.to_pandas()`` gives numpy integers: forking at the failed call it shows must not be a TypeError."""
+    dnb.LocalRunner(store).run(place_order, "o1", run_id="r1")
+    at = store.to_pandas(run_id="r1")["index"].iloc[1]
+    assert type(at).__module__ == "numpy"
+    new_id = store.fork("r1", at=at)
+    assert store.run(new_id).forked_at == 1 and type(store.run(new_id).forked_at) is int
+    assert len(store.calls(new_id)) == 1
+    with pytest.raises(TypeError, match="call index"):
+        store.fork("r1", at=True)
+
+
 def test_fork_refuses_an_existing_new_run_id(store):
     runner = dnb.LocalRunner(store)
     runner.run(place_order, "o1", run_id="r1")

@@ -318,6 +318,26 @@ def test_dry_report_html_escapes_call_ids(store: dnb.Store) -> None:
     assert "<img" not in out and "&lt;img src=x onerror=alert(1)&gt;" in out
 
 
+def test_the_dry_report_of_a_long_run_draws_the_calls_before_the_stop_not_every_one(store: dnb.Store) -> None:
+    """A dry run of a 100,000-call run drew a 21 MB table; the rows left out all replayed, and are counted."""
+    from durable_nb.widgets import render_dry
+
+    def many(n: int, ctx: dnb.RunnerContext) -> None:
+        for i in range(n):
+            ctx.durable_execute(step, i)
+
+    runner = dnb.LocalRunner(store)
+    runner.run(many, 1000, run_id="long")
+    report = runner.dry_run(many, 1001, run_id="long")
+    assert report.stopped_at == 1000 and len(report.steps) == 1001
+    out = render_dry.dry_report_html(report)
+    assert 'tr class="dnb-dry-row dnb-current" data-index="1000"' in out
+    assert 'data-index="0"' not in out and out.count('class="dnb-dry-row') < 1001
+    shown = getattr(render_dry, "DRY_ROWS", 1001)
+    assert out.count('class="dnb-dry-row') == shown and f'data-index="{1001 - shown}"' in out
+    assert f"calls 0–{1000 - shown} replay and are not drawn" in text(out)
+
+
 def test_a_double_click_on_fork_from_here_makes_one_fork(store: dnb.Store) -> None:
     """The second click of a double click arrives after the view switched to the new fork: it must not fork
     the fork (a stray RUNNING run); once a person picks a call, Fork from here forks again."""

@@ -22,6 +22,7 @@ Decisions, documented in README "Time travel":
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -35,14 +36,24 @@ from .records import CallRecord, RunRecord, RunStatus, Status, type_name
 # ---------------------------------------------------------------- fork
 
 
-def check_fork_args(run_id: Any, at: Any, new_run_id: Any) -> None:
-    """Type checks made before a store is touched."""
+def check_fork_args(run_id: Any, at: Any, new_run_id: Any) -> int:
+    """Type checks made before a store is touched; ``at`` as a plain int.
+
+    Any integer ``at`` is taken (``operator.index``), not only ``int``: an index read from
+    ``store.to_pandas()`` or ``report.to_pandas()`` is a ``numpy.int64``, and refusing it
+    made the obvious "fork at the failed call" from a DataFrame fail.
+    """
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
-    if isinstance(at, bool) or not isinstance(at, int):
+    try:
+        index = operator.index(at)
+    except TypeError:
+        index = None
+    if isinstance(at, bool) or index is None:
         raise TypeError(f"at must be a call index (int), got {type(at).__name__} {at!r}")
     if new_run_id is not None and (not isinstance(new_run_id, str) or not new_run_id):
         raise ValueError(f"new_run_id must be a non-empty string or None, got {new_run_id!r}")
+    return index
 
 
 @dataclass(frozen=True)

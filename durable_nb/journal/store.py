@@ -222,8 +222,7 @@ class Store(abc.ABC):
         """
         from .history import check_fork_args
 
-        check_fork_args(run_id, at, new_run_id)
-        return self._fork(run_id, at, new_run_id, time.time())
+        return self._fork(run_id, check_fork_args(run_id, at, new_run_id), new_run_id, time.time())
 
     def fork_reopened(self, run_id: str, at: int, new_run_id: str, head: FreshHead) -> str:
         """:meth:`fork`, with call 0 written afresh as ``head`` says (PENDING) instead of copied: a cell's fork.
@@ -236,8 +235,7 @@ class Store(abc.ABC):
         """
         from .history import check_fork_args
 
-        check_fork_args(run_id, at, new_run_id)
-        return self._fork(run_id, at, new_run_id, time.time(), head)
+        return self._fork(run_id, check_fork_args(run_id, at, new_run_id), new_run_id, time.time(), head)
 
     def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
         """Validate (``history.check_fork``) and copy in one transaction (call 0 written afresh with ``head``)."""

@@ -9,7 +9,8 @@ holds previews only).
 Stable hooks (for browser tests): the root is ``.dnb-dry``; the summary line is
 ``.dnb-dry-summary`` ("2 calls replay, then call 2 would mismatch" or "every call
 replays"); each examined call is ``tr.dnb-dry-row`` with ``data-index`` and a
-``.dnb-decision`` cell; the stop row also has class ``dnb-current``.
+``.dnb-decision`` cell; the stop row also has class ``dnb-current``. A long report draws its last
+:data:`DRY_ROWS` examined calls, and ``.dnb-dry-left-out`` says how many replayed calls before them are not drawn.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from ._html import esc, page, table, td
+
+DRY_ROWS = 200
+"""Examined calls drawn at most: the last ones, up to and including the stop. Why: every call examined was drawn,
+and a dry run of a 100,000-call run made a 21 MB table for the widget to send and the browser to lay out (the
+journal view pages for the same reason); the calls left out all replayed, and ``report.to_pandas()`` lists them."""
 
 BUSY = ("; but the run is open in a live context now: running it raises RunBusyError, and a PENDING call may still "
         "be running there (dry-run it again once that context ends)")
@@ -44,7 +50,8 @@ def _decisions(report: Any) -> str:
 def dry_report_html(report: Any) -> str:
     """The report as a table of the examined calls, the stop highlighted, with the rule that applies."""
     rows = []
-    for s in report.steps:
+    steps = report.steps[-DRY_ROWS:]
+    for s in steps:
         rec = s.recorded
         current = " dnb-current" if s.index == report.stopped_at else ""
         rows.append(
@@ -57,6 +64,11 @@ def dry_report_html(report: Any) -> str:
     head = (f'<div class="dnb-dry-summary"><b>dry run of {esc(report.run_id)}</b>: {esc(dry_summary(report))}'
             "</div>"
             f'<div class="dnb-note">{esc(report.rule)}</div>')
+    left_out = len(report.steps) - len(steps)
+    if left_out:
+        first, last = report.steps[0].index, report.steps[left_out - 1].index
+        head += (f'<div class="dnb-note dnb-dry-left-out">calls {first}–{last} replay and are not drawn '
+                 f"({left_out:,} rows); report.to_pandas() lists every examined call</div>")
     return page(
         head + table(["#", "decision", "call id now", "args now", "call id recorded", "args recorded", "recorded"],
                      rows, empty="the action made no durable call"),
