@@ -1158,8 +1158,19 @@ def test_a_store_is_keyed_with_the_working_directory_exactly_when_open_store_rea
     assert (first != _cache_key(url)) is relative
 
 
-@pytest.mark.xfail(strict=True, reason="runids.attempts looks past at most GAP (8) missing ids after the first "
-                   "attempt it finds; finding later ones needs a run-id prefix lookup the Store protocol lacks")
+def test_a_cells_attempts_are_only_its_own_numbered_runs() -> None:
+    """Every run id starting with the cell's base is read: forks of an attempt and ids made by hand
+    (``#02``, ``#²``, ``#1``) are no attempts, and none of them breaks the lookup."""
+    from durable_nb.notebook.runids import attempts
+
+    store = dnb.MemoryStore()
+    base = "cell:g:0123456789abcdef"
+    assert attempts(store, base) == (None, base)
+    for suffix in ("#3", "#3.fork-1", "#02", "#\u00b2", "#1", "#7x", "0", ".fork-1", "#"):
+        dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id=base + suffix)
+    assert attempts(store, base) == (f"{base}#3", f"{base}#4")
+
+
 def test_a_first_attempt_kept_with_many_later_ones_pruned_replays_the_newest(ip: Any, magics: DurableMagics) -> None:
     """A prune that keeps the first attempt (``--status COMPLETED`` after it FAILED) and the newest of eleven
     removes nine in between: the cell must replay the newest, and a ``--rerun`` must come after it (it took

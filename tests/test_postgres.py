@@ -143,13 +143,18 @@ def has_lock_open(dsn: str) -> bool:
     return bool(sql(dsn, "SELECT to_regprocedure(%s) IS NOT NULL", (LOCK_OPEN,))[0][0])
 
 
+def has_prefix_index(dsn: str) -> bool:
+    return bool(sql(dsn, "SELECT to_regclass('runs_by_prefix') IS NOT NULL")[0][0])
+
+
 def test_a_journal_made_without_the_one_round_trip_open_gets_it_and_replays_as_before(pg_dsn):
-    """A journal from before the function (or whose function was dropped) is given it at open."""
+    """A journal from before the function and the prefix index (or whose were dropped) is given them at open."""
     fill(dnb.PostgresStore(pg_dsn))
-    assert has_lock_open(pg_dsn)
+    assert has_lock_open(pg_dsn) and has_prefix_index(pg_dsn)
     sql(pg_dsn, f"DROP FUNCTION {LOCK_OPEN}")
+    sql(pg_dsn, "DROP INDEX runs_by_prefix")
     store = dnb.PostgresStore(pg_dsn)
-    assert has_lock_open(pg_dsn)
+    assert has_lock_open(pg_dsn) and has_prefix_index(pg_dsn)
     with dnb.LocalRunner(store).context("r0") as ctx:
         assert [ctx.durable_execute(pow, 2, i) for i in range(4)] == [1, 2, 4, 8]
         assert ctx.journal.replayed == 3
@@ -157,9 +162,11 @@ def test_a_journal_made_without_the_one_round_trip_open_gets_it_and_replays_as_b
 
 
 def test_a_role_that_may_not_create_functions_opens_runs_with_two_round_trips(pg_dsn):
-    """Without CREATE on the schema the function is not made, and runs open and replay all the same."""
+    """Without CREATE on the schema the function (and the prefix index) is not made, and runs open, replay and
+    are found by prefix all the same."""
     fill(dnb.PostgresStore(pg_dsn))
     sql(pg_dsn, f"DROP FUNCTION {LOCK_OPEN}")
+    sql(pg_dsn, "DROP INDEX runs_by_prefix")
     sql(pg_dsn, "DROP ROLE IF EXISTS journal_user")
     sql(pg_dsn, "CREATE ROLE journal_user LOGIN PASSWORD 'pw'")
     try:
@@ -168,7 +175,8 @@ def test_a_role_that_may_not_create_functions_opens_runs_with_two_round_trips(pg
         sql(pg_dsn, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO journal_user")
         sql(pg_dsn, "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO journal_user")
         store = dnb.PostgresStore(pg_dsn.replace("postgres:durable@", "journal_user:pw@"))
-        assert not has_lock_open(pg_dsn)
+        assert not has_lock_open(pg_dsn) and not has_prefix_index(pg_dsn)
+        assert store.run_ids_with_prefix("r") == ["r0"] and store.run_ids_with_prefix("r1") == []
         with dnb.LocalRunner(store).context("r0") as ctx:
             assert [ctx.durable_execute(pow, 2, i) for i in range(4)] == [1, 2, 4, 8]
             assert ctx.journal.replayed == 3

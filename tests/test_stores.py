@@ -246,3 +246,49 @@ def test_a_run_id_that_is_not_a_str_is_a_type_error_on_every_store(store):
         with pytest.raises(TypeError, match="a run id is a str"):
             read()
     assert len(store.calls("5")) == 1
+
+
+PREFIX_IDS = [
+    "a", "A", "ab", "aB", "a%", "a%b", "a_", "a_b", "axb", "a\\", "a\\b", "a\\\\", "e", "ea", "é", "éa", "f",
+    "cell:g:0123", "cell:g:0123#2", "cell:g:0123#11", "cell:g:01234", "\ud7ff", "\ud7ffz", "\ue000",
+    "\U0010ffff", "\U0010ffffx",
+]
+PREFIXES = ["", "a", "A", "a%", "a_", "a\\", "a\\\\", "e", "é", "cell:g:0123", "cell:g:0123#", "cell:g:0123#1",
+            "\ud7ff", "\U0010ffff", "zzz", "a\udc80", "\x00"]
+
+
+def test_run_ids_with_prefix_match_exactly_on_every_store(store):
+    """A prefix is literal text (``%``, ``_`` and ``\\`` are no wildcards, case counts, ``é`` is not ``e``) and
+    the ids come in code point order; a lone surrogate in an id (which SQLite keeps as a BLOB) is found too."""
+    assert store.run_ids_with_prefix("a") == []  # a new journal
+    ids = PREFIX_IDS + ([] if isinstance(store, dnb.PostgresStore) else ["a\udc80", "a\udc80b"])
+    runner = dnb.LocalRunner(store)
+    for run_id in ids:
+        runner.run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id=run_id)
+    for prefix in PREFIXES:
+        assert store.run_ids_with_prefix(prefix) == sorted(i for i in ids if i.startswith(prefix)), prefix
+    with pytest.raises(TypeError, match="a run-id prefix is a str"):
+        store.run_ids_with_prefix(None)
+
+
+def test_run_ids_with_prefix_read_an_index_not_every_run(store):
+    """A cell looks up its attempts at every run: on a journal of many runs that must be an index range."""
+    if isinstance(store, dnb.MemoryStore):
+        pytest.skip("no query plan")
+    dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="a")
+    if isinstance(store, dnb.SqliteStore):
+        from durable_nb.stores.sqlite_text import prefix_where
+
+        for prefix in ("cell:g:0123", "a\udc80"):
+            where, params = prefix_where(prefix)
+            plan = store._read().execute("EXPLAIN QUERY PLAN SELECT run_id FROM runs" + where, params).fetchall()
+            assert any("SEARCH" in row[-1] for row in plan) and not any("SCAN" in row[-1] for row in plan), plan
+        return
+    from durable_nb.stores import postgres_sql as q
+
+    with store._conn.transaction():
+        store._conn.execute("SET LOCAL enable_seqscan = off")
+        store._conn.execute("SET LOCAL enable_bitmapscan = off")
+        plan = [r[0] for r in store._conn.execute("EXPLAIN " + q.RUN_IDS_LIKE, (q.like_prefix("cell:g:0123"),))]
+        store._conn.execute("SET LOCAL enable_seqscan = on")
+    assert "Index" in plan[0] and "Index Cond" in plan[1], plan

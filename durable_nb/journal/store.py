@@ -61,6 +61,16 @@ class Store(abc.ABC):
     def run(self, run_id: str) -> RunRecord | None:
         """One run, or None if it was never opened."""
 
+    def run_ids_with_prefix(self, prefix: str) -> list[str]:
+        """Ids of the runs whose id starts with ``prefix`` (exactly, case and all), in code point order.
+
+        Why: a cell's attempts (``base``, ``base#2`` ...) outlive a prune in any pattern, so
+        :func:`durable_nb.notebook.runids.attempts` cannot probe ids one by one. The stores answer
+        from an index on the run id; this default, for other subclasses, reads :meth:`runs`.
+        """
+        check_prefix(prefix)
+        return sorted(r.run_id for r in self.runs() if r.run_id.startswith(prefix))
+
     @abc.abstractmethod
     def calls(self, run_id: str) -> list[CallRecord]:
         """The run's live calls in index order (discarded ones excluded), payloads included."""
@@ -337,6 +347,12 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def check_prefix(prefix: object) -> None:
+    """A run-id prefix is a str, like a run id."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"a run-id prefix is a str (e.g. 'order-'), got {type(prefix).__name__} {prefix!r}")
 
 
 def check_status(status: Status | str | None) -> str | None:

@@ -25,42 +25,27 @@ def cell_run_base(name: str, digest: str) -> str:
     return f"cell:{name}:{digest[:16]}"
 
 
-GAP = 8
-"""Missing attempt ids looked past: a prune may remove some attempts of a cell version and keep later ones."""
-
-
 def attempts(store: Store, base: str) -> tuple[str | None, str]:
     """The newest existing run of a cell version (``base``, ``base#2`` ...), and the id a rerun would use.
 
-    Attempts a prune removed are looked past (up to :data:`GAP` in a row): with ``base`` or
-    ``base#2`` gone and ``base#3`` kept (``%durable_prune --keep-last 1``, ``--status FAILED``),
-    the cell replays ``base#3`` instead of an older attempt or a new run. With none of the first
-    ones there, the cell's runs are looked up through their call 0 (a scan of the journal's calls,
-    on the first run of a new version of a cell).
+    One lookup of the run ids starting with ``base`` (an index range): a prune may have removed
+    any of the attempts (``%durable_prune --keep-last 1``, ``--status FAILED``), and the cell must
+    still replay the newest kept one, and a rerun must take a number after it, never a used one.
     """
-    latest = 1 if store.run(base) is not None else 0
-    n, missing = 2, 0
-    while missing < GAP:
-        if store.run(_attempt_id(base, n)) is not None:
-            latest, missing = n, 0
-        else:
-            missing += 1
-        n += 1
-    if latest == 0:  # none near the start: a prune may have kept only a later one; ask the cell's call 0s
-        name = base[len("cell:"):base.rindex(":")]
-        found = [_attempt(rec.run_id, base) for rec in store.query_calls(call_id=cell_call_id(name))]
-        latest = max((k for k in found if k is not None), default=0)
-        if latest == 0:
-            return None, base
+    found = (_attempt(run_id, base) for run_id in store.run_ids_with_prefix(base))
+    latest = max((k for k in found if k is not None), default=0)
+    if latest == 0:
+        return None, base
     return _attempt_id(base, latest), _attempt_id(base, latest + 1)
 
 
 def _attempt(run_id: str, base: str) -> int | None:
-    """1 for ``base``, n for ``base#n``, None for any other run."""
+    """1 for ``base``, n for ``base#n``, None for any other run (a fork ``base#2.fork-1``, ``base#02``)."""
     if run_id == base:
         return 1
     number = run_id[len(base) + 1:] if run_id.startswith(f"{base}#") else ""
-    return int(number) if number.isdigit() else None
+    ok = number.isascii() and number.isdigit() and not number.startswith("0") and number != "1"
+    return int(number) if ok else None
 
 
 def _attempt_id(base: str, n: int) -> str:

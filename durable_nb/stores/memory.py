@@ -28,7 +28,7 @@ from ..journal.records import (
     Status,
     decode_prompt,
 )
-from ..journal.store import Store, check_run_id, check_status
+from ..journal.store import Store, check_prefix, check_run_id, check_status
 
 
 @dataclass
@@ -96,6 +96,11 @@ class MemoryStore(Store):
         with self._lock:
             run = self._runs.get(run_id)
             return self._record(run_id, run) if run else None
+
+    def run_ids_with_prefix(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
+        with self._lock:
+            return sorted(k for k in self._runs if k.startswith(prefix))
 
     def calls(self, run_id: str) -> list[CallRecord]:
         check_run_id(run_id)

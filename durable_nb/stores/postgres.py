@@ -47,7 +47,7 @@ from ..journal import codec
 from ..journal.history import FreshHead, PruneRule, check_fork, fork_id_taken, fork_row, prune_batches
 from ..journal.lease import Lease, describe_owner, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
-from ..journal.store import Store, calls_where, check_run_id
+from ..journal.store import Store, calls_where, check_prefix, check_run_id
 from . import postgres_sql as q
 from .bad_rows import BadRow, in_order, journal_error, member
 from .dsn import mask_dsn, without_parameter
@@ -327,6 +327,14 @@ class PostgresStore(Store):
         with self._guard("read a run", run_id):
             row = self._conn.execute(q.RUN_SELECT + " WHERE r.run_id = %s", (run_id,)).fetchone()
             return q.run_record(row) if row else None
+
+    def run_ids_with_prefix(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
+        if codec.sendable(prefix) != prefix:  # a NUL character or a lone surrogate: no stored id holds one
+            return []
+        self.flush()
+        with self._guard("read run ids"):
+            return sorted(r[0] for r in self._conn.execute(q.RUN_IDS_LIKE, (q.like_prefix(prefix),)))
 
     def calls(self, run_id: str) -> list[CallRecord]:
         self.flush()

@@ -49,10 +49,14 @@ TABLES: dict[str, str] = {
         "finished_at double precision, discarded_at double precision NOT NULL, reason text NOT NULL"
     ),
 }
+# Run ids by prefix (a cell's attempts, runids.attempts): LIKE 'prefix%' can scan the primary key only
+# in a database whose collation is "C"; this one serves it under any collation.
+PREFIX_INDEX = "CREATE INDEX IF NOT EXISTS runs_by_prefix ON runs (run_id text_pattern_ops)"
 INDEXES = (
     # Only PENDING rows: what the ReconcilePanel lists; keeps each commit to one small index page.
     "CREATE INDEX calls_pending ON calls (seq) WHERE status = 'PENDING'",
     "CREATE INDEX discarded_by_run ON discarded (run_id, seq)",
+    PREFIX_INDEX,
 )
 
 
@@ -217,7 +221,7 @@ def create_or_check(conn: psycopg.Connection[Any], where: str) -> tuple[str, boo
             conn.execute(q.CREATE_LOCK_OPEN)
             return name, True
         _check(conn, name, tables, where)
-        return name, _has_lock_open(conn)
+        return name, _complete(conn)
 
 
 def sql_name(name: str) -> str:
@@ -246,15 +250,29 @@ def _no_schema(conn: psycopg.Connection[Any], where: str) -> str:
             f"create the schema or fix options=-csearch_path in the DSN.")
 
 
-def _has_lock_open(conn: psycopg.Connection[Any]) -> bool:
-    """The one-round-trip open exists, or was just created (a role that may not create it does without)."""
-    row = conn.execute("SELECT to_regprocedure(%s) IS NOT NULL", (q.LOCK_OPEN_SIGNATURE,)).fetchone()
-    if row and row[0]:
-        return True
+def _complete(conn: psycopg.Connection[Any]) -> bool:
+    """Add what a journal made before them lacks; whether it has the one-round-trip open.
+
+    The prefix index and the function (:data:`postgres_sql.CREATE_LOCK_OPEN`) are created where
+    missing, each in a savepoint: a role that may not create them does without (a scan of the runs
+    for a prefix, two round trips to open a run).
+    """
+    row = conn.execute(
+        "SELECT to_regprocedure(%s) IS NOT NULL, to_regclass('runs_by_prefix') IS NOT NULL",
+        (q.LOCK_OPEN_SIGNATURE,),
+    ).fetchone()
+    has_open, has_index = (bool(row[0]), bool(row[1])) if row else (False, False)
+    if not has_index:
+        _try(conn, PREFIX_INDEX)
+    return has_open or _try(conn, q.CREATE_LOCK_OPEN)
+
+
+def _try(conn: psycopg.Connection[Any], statement: str) -> bool:
+    """Run ``statement`` in a savepoint; False (and nothing changed) if it is refused."""
     try:
         with conn.transaction():  # a savepoint: a refusal leaves the checks above as they were
-            conn.execute(q.CREATE_LOCK_OPEN)
-    except Exception:  # e.g. no CREATE privilege on the schema
+            conn.execute(statement)
+    except Exception:  # e.g. no CREATE privilege on the schema, not the table's owner
         return False
     return True
 

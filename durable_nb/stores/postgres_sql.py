@@ -21,6 +21,17 @@ RUN_SELECT = (
     "SELECT r.run_id, r.status, r.created_at, r.updated_at, r.attempts, r.owner, r.n_discarded, "
     "(SELECT count(*) FROM calls c WHERE c.run_id = r.run_id), r.parent_run_id, r.forked_at FROM runs r"
 )
+# LIKE, not a range: a range compares in the database's collation, where (outside "C") the ids that
+# start with a prefix need not lie between two strings. A literal prefix lets the planner scan an
+# index: the primary key in a "C" database, else runs_by_prefix (text_pattern_ops, postgres_schema).
+RUN_IDS_LIKE = "SELECT run_id FROM runs WHERE run_id LIKE %s"
+
+
+def like_prefix(prefix: str) -> str:
+    """The ``LIKE`` pattern of the strings that start with ``prefix`` (``\\``, ``%``, ``_`` escaped)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 CALLS_OF_RUN = f"SELECT {CALL_COLS}, payload FROM calls WHERE run_id = %s ORDER BY idx"
 # A run at its open, in one statement: its row (attempts, owner, status; NULLs if none) on every row,
 # then its calls in index order (a run without calls: one row of NULL call columns).

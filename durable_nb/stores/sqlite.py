@@ -64,14 +64,14 @@ from ..journal.lease import (
     owner_is_alive,
 )
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
-from ..journal.store import Store, calls_where, check_run_id
+from ..journal.store import Store, calls_where, check_prefix, check_run_id
 from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema
 from .bad_rows import BadRow, in_order, member
 from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
 from .sqlite_intent import IntentLog, LogClosed
 from .sqlite_prefetch import Prefetch
-from .sqlite_text import Connection, text
+from .sqlite_text import Connection, prefix_where, text
 from .sqlite_timetravel import SqliteTimeTravel, delete_runs
 
 _log = logging.getLogger("durable_nb")
@@ -614,6 +614,13 @@ class SqliteStore(SqliteTimeTravel, Store):
     def runs(self) -> list[RunRecord]:
         rows = self._read().execute(self._run_select + " ORDER BY r.created_at, r.rowid").fetchall()
         return [self._run_record(r) for r in rows]
+
+    @_explains_damage
+    def run_ids_with_prefix(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
+        where, params = prefix_where(prefix)
+        rows = self._read().execute("SELECT run_id FROM runs" + where, params).fetchall()
+        return sorted(text(r[0]) for r in rows)
 
     @_explains_damage
     def run(self, run_id: str) -> RunRecord | None:

@@ -55,3 +55,34 @@ class Connection(sqlite3.Connection):
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> sqlite3.Cursor:
         return super().executemany(sql, (bindable(p) for p in seq_of_parameters))
+
+
+def prefix_where(prefix: str) -> tuple[str, tuple[Any, ...]]:
+    """The ``WHERE`` of the run ids that start with ``prefix``: ranges the primary key's index serves.
+
+    Why ranges, not ``LIKE``: SQLite's ``LIKE`` ignores ASCII case and uses no index on a
+    BINARY column. TEXT compares as its UTF-8 bytes (as code points), so the ids starting
+    with ``prefix`` lie in ``[prefix, prefix_end)``; ids held as BLOBs (a lone surrogate,
+    :func:`bindable`) sort after every TEXT and need a range of bytes of their own.
+    """
+    low = prefix.encode("utf-8", "surrogatepass")
+    high = low.rstrip(b"\xff")
+    blob = "run_id >= ?" if not high else "run_id >= ? AND run_id < ?"
+    params: tuple[Any, ...] = (low,) if not high else (low, high[:-1] + bytes([high[-1] + 1]))
+    if isinstance(_exact(prefix), bytes):  # a lone surrogate: no TEXT id starts with it
+        return f" WHERE {blob}", params
+    end = _text_end(prefix)
+    within = "run_id >= ? AND typeof(run_id) = 'text'" if end is None else "run_id >= ? AND run_id < ?"
+    return f" WHERE ({within}) OR ({blob})", (prefix,) + (() if end is None else (end,)) + params
+
+
+def _text_end(prefix: str) -> str | None:
+    """The least text above every text that starts with ``prefix`` (None: none, e.g. for ``""``).
+
+    The last character below U+10FFFF goes up by one; the surrogates, which no TEXT holds, are skipped.
+    """
+    head = prefix.rstrip(chr(0x10FFFF))
+    if not head:
+        return None
+    up = ord(head[-1]) + 1
+    return head[:-1] + chr(0xE000 if 0xD800 <= up <= 0xDFFF else up)
