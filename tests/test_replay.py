@@ -683,6 +683,22 @@ def test_async_action_from_a_running_loop_is_refused_before_the_run_is_touched(s
     assert store.run("nb") is None
 
 
+def test_an_action_that_cannot_take_input_and_ctx_is_refused_before_any_run_is_touched(store):
+    """``runner.run(lambda order: ...)``: a TypeError naming action(input, ctx), not one FAILED run per record."""
+    runner = dnb.LocalRunner(store)
+
+    def one_parameter(order):
+        return order
+
+    for call in (lambda: runner.run(one_parameter, 1, run_id="r"), lambda: runner.map(one_parameter, [1, 2]),
+                 lambda: runner.dry_run(one_parameter, 1, run_id="r")):
+        with pytest.raises(TypeError, match=r"action\(input, ctx\).*one_parameter.*\(order\)"):
+            call()
+    assert store.runs() == []
+    runner.run(lambda order, ctx, *rest, extra=None: order, 1, run_id="ok")  # what binds two arguments runs
+    runner.run(print, 1, run_id="builtin")  # and what has no signature to read is left to run
+
+
 def test_another_process_can_recover_a_run_right_after_an_injected_crash(sqlite_store):
     import subprocess
     import sys

@@ -500,3 +500,16 @@ def test_a_closed_view_reads_nothing_and_refuses_to_go_live(tmp_path: Path) -> N
             view.start_live()
         assert view._poller._thread is None
     assert descriptors_on(tmp_path) == fds
+
+
+@pytest.mark.parametrize("widget", ["JournalView", "ReconcilePanel"])
+def test_a_viewer_given_a_path_with_no_journal_says_so_and_creates_nothing(tmp_path: Path, widget: str) -> None:
+    # A mistyped path showed "no runs yet" and left an empty journal (and its folders) where it pointed.
+    missing = tmp_path / "no-such-dir" / "jounral.db"
+    for given in (str(missing), missing, f"sqlite:///{missing}"):
+        with pytest.raises(FileNotFoundError, match=rf"{widget}: no journal at '{re.escape(str(missing))}'"):
+            getattr(dnb, widget)(given)
+    assert list(tmp_path.iterdir()) == []
+    path = tmp_path / "journal.db"
+    dnb.SqliteStore(path).close()
+    getattr(dnb, widget)(str(path)).close()  # an existing journal, even an empty one, opens as before

@@ -155,8 +155,9 @@ class DurableMagics(Magics):
     @magic_arguments.argument(
         "--runner", choices=("local", "flink"), default="local",
         help="where the cell runs: in this kernel (local), or as a PyFlink job (flink: one run on one "
-        "worker, or with --map one run per record). flink needs a SQLite store the workers can reach; the "
-        "cell's names, printed output and result come back to the notebook when the job ends",
+        "worker, or with --map one run per record). flink needs a store the workers can reach (SQLite on this "
+        "machine, PostgreSQL across machines; not memory://); the cell's names, printed output and result "
+        "come back to the notebook when the job ends",
     )
     @magic_arguments.argument(
         "--rerun", action="store_true",

@@ -113,8 +113,27 @@ def check_action(action: Any, *, sync: bool = True, instead: str | None = None) 
     """Refuse what cannot run before a run is opened, so a refusal never touches the journal."""
     if not callable(action):
         raise TypeError(f"an action must be a function action(input, ctx), got {type(action).__name__}")
+    _check_takes_input_and_ctx(action)
     if sync and inspect.iscoroutinefunction(action):
         refuse_inside_loop(instead or _RUN_ASYNC)
+
+
+def _check_takes_input_and_ctx(action: Any) -> None:
+    """A TypeError naming the shape when ``action`` cannot be called as ``action(input, ctx)``.
+
+    Called with the wrong arity, the action would fail inside its run: one FAILED run per record
+    of a map (on Flink, after the job started) and a message that does not say what an action is.
+    """
+    try:
+        sig = inspect.signature(action)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return
+    try:
+        sig.bind(None, None)
+    except TypeError:
+        name = getattr(action, "__qualname__", None) or type(action).__name__
+        raise TypeError(f"an action is called as action(input, ctx), but {name!r} takes {sig}: give it a ctx "
+                        f"parameter, through which it makes its durable calls (ctx.durable_execute(...))") from None
 
 
 class LocalRunner:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import ipywidgets as W
 
 from ..journal.store import Store
-from ..stores import open_store
+from ..stores import file_of, open_store
 
 
 def _parts(widget: W.Widget) -> Iterator[W.Widget]:
@@ -60,9 +60,20 @@ def close_tree(root: W.Widget) -> None:
     root.close()
 
 
-def open_own(widget: W.Widget, given: Store | str | os.PathLike[str] | None) -> Store:
+def open_own(widget: W.Widget, given: Store | str | os.PathLike[str] | None, *, existing: bool = False) -> Store:
     """``open_store(given)`` for ``widget``, remembering whether it opened a store of its own (a path or URL),
-    which :func:`close_own_store` closes; a store passed in, or the default (``None``), is not its own."""
+    which :func:`close_own_store` closes; a store passed in, or the default (``None``), is not its own.
+
+    ``existing``: a path or URL must name a journal file that exists. A viewer given a mistyped path
+    would otherwise create an empty journal there (its folders too) and show "no runs yet".
+    """
+    text = os.fspath(given) if existing and isinstance(given, str | os.PathLike) else None
+    if isinstance(text, str):
+        path = file_of(text)
+        if path not in (None, "", ":memory:") and not os.path.exists(path):
+            name = type(widget).__name__
+            raise FileNotFoundError(f"{name}: no journal at {path!r} (relative paths start at {os.getcwd()!r}); "
+                                    f"check the path, or pass the store itself: {name}(runner.store)")
     store = open_store(given)
     widget._own_store = given is not None and not isinstance(given, Store)
     return store

@@ -78,7 +78,7 @@ class JournalView(W.VBox):
     ) -> None:
         if page_size < 1:
             raise ValueError(f"page_size must be at least 1, got {page_size}")
-        self.store = open_own(self, store)
+        self.store = open_own(self, store, existing=True)
         self.page_size = page_size
         self._poller = Poller(self._poll_tick, "durable_nb-journal-view", interval)
         self.page_index = 0

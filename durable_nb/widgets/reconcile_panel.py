@@ -167,7 +167,7 @@ class ReconcilePanel(W.VBox):
         self.reconcilers: dict[str, Reconciler] = dict(reconcilers or {})
         for call_id, reconciler in self.reconcilers.items():
             takes_record(reconciler, call_id)  # a misconfigured panel fails here, not at a click
-        self.store = open_own(self, store)
+        self.store = open_own(self, store, existing=True)
         self.page_size = page_size
         self.page_index = 0
         self.total = 0
