@@ -42,7 +42,7 @@ import cloudpickle
 from ..errors import DurableError
 from ..journal.store import Store
 from ..journal.usercode import is_user_module
-from . import compat
+from . import compat, flink_scratch
 
 __all__ = ["EnvOptions", "FlinkJobError", "FlinkSetupError", "StoreSpec", "check_java", "environment", "gateway",
            "prepare", "store_spec", "user_modules_by_value"]
@@ -147,7 +147,9 @@ def gateway() -> Any:
     notebook, and PyFlink's launcher lets the JVM inherit it; pointing fd 1 at a
     log file just while the JVM is spawned keeps Flink's output out of cells.
     Every job of the process (FlinkRunner, ``durable_process``, plain PyFlink)
-    then shares this JVM.
+    then shares this JVM. Its temp folder (``java.io.tmpdir``, where Flink's local
+    mode writes) is one this process removes at exit, with the JVM stopped first
+    (:mod:`.flink_scratch`): the mini-cluster's files outlived every session otherwise.
     """
     require_pyflink()
     import pyflink.java_gateway as jg
@@ -157,21 +159,25 @@ def gateway() -> Any:
             check_java()
             logs = log_dir()
             os.environ["FLINK_LOG_DIR"] = logs
+            launching = "PYFLINK_GATEWAY_PORT" not in os.environ  # else the JVM that started us: not ours
             sys.stdout.flush()
             saved = os.dup(1)
             try:
                 with open(os.path.join(logs, "client-jvm.out"), "ab") as sink:
                     os.dup2(sink.fileno(), 1)
-                    jg.get_gateway()
+                    with flink_scratch.jvm_tmpdir() if launching else contextlib.nullcontext():
+                        jg.get_gateway()
             finally:
                 os.dup2(saved, 1)
                 os.close(saved)
+            if launching:
+                flink_scratch.adopt_jvm(jg.get_gateway())
     return jg.get_gateway()
 
 
 @functools.cache
 def _checkpoint_dir() -> str:
-    return tempfile.mkdtemp(prefix="durable_nb-checkpoints-")
+    return flink_scratch.folder("durable_nb-checkpoints-")  # removed at exit, as the ship folder
 
 
 @functools.cache
@@ -180,10 +186,11 @@ def shipped_package() -> str:
 
     Flink puts the attached folder on the workers' ``sys.path``, so the package
     must sit *inside* it. Copied once per process, so every job of this session
-    ships the code the notebook runs.
+    ships the code the notebook runs; removed when the process exits (:mod:`.flink_scratch`),
+    when no job of this process can still need it.
     """
     here = Path(__file__).resolve().parent.parent  # the durable_nb package
-    dest = Path(tempfile.mkdtemp(prefix="durable_nb-ship-"))
+    dest = Path(flink_scratch.folder("durable_nb-ship-", shipped=True))
     shutil.copytree(here, dest / "durable_nb", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return str(dest)
 
