@@ -505,6 +505,52 @@ with dnb.LocalRunner(store).context("order") as ctx:
         store.close()
 
 
+@pytest.mark.parametrize("moved", [False, True])
+def test_a_journal_without_its_counters_file_still_applies_a_killed_kernel_s_log(tmp_path: Path, moved: bool) -> None:
+    """``cp j.db j.db-wal j.db-log.* elsewhere/`` after a kill (or ``rm j.db-counters``, 16 bytes that look
+    disposable): reads looked for dead logs only where ``-counters`` exists, so the killed kernel's acknowledged
+    calls were skipped and its charges ran again."""
+    db, effects = tmp_path / "j.db", tmp_path / "effects.txt"
+    kernel = f"""
+import os, durable_nb as dnb
+from durable_nb.stores import sqlite_intent
+sqlite_intent.DELAY = 600.0  # SQLite is not written from the log before the kill
+def charge(i):
+    with open({str(effects)!r}, "a") as f:
+        f.write(f"{{i}}\\n")
+    return i
+with dnb.LocalRunner(dnb.SqliteStore({str(db)!r})).context("order") as ctx:
+    for i in range(3):
+        ctx.durable_execute(charge, i)
+    os.kill(os.getpid(), 9)
+"""
+    subprocess.run([sys.executable, "-c", kernel], timeout=120, check=False)
+    assert raw_count(db, "order") == 0 and len(logs(db)) == 1
+    if moved:
+        (tmp_path / "elsewhere").mkdir()
+        for p in [db, tmp_path / "j.db-wal", *logs(db)]:
+            if p.exists():
+                shutil.copy(p, tmp_path / "elsewhere" / p.name)
+        db = tmp_path / "elsewhere" / "j.db"
+    else:
+        (tmp_path / "j.db-counters").unlink()
+    store = dnb.SqliteStore(db)
+    try:
+        assert [c.status for c in store.calls("order")] == [dnb.Status.SUCCEEDED] * 2 + [dnb.Status.PENDING]
+
+        def charge(i: int) -> int:
+            with open(effects, "a") as f:
+                f.write(f"{i}\n")
+            return i
+
+        charge.__module__, charge.__qualname__ = "__main__", "charge"
+        with dnb.LocalRunner(store).context("order") as ctx:
+            assert [ctx.durable_execute(charge, i) for i in range(3)] == [0, 1, 2]
+    finally:
+        store.close()
+    assert effects.read_text().split() == ["0", "1", "2", "2"], "only the PENDING call may run again"
+
+
 def test_the_readme_s_copy_of_an_open_journal_holds_every_acknowledged_call(tmp_path: Path, lagging: None) -> None:
     """README, Journal files: ``cp`` of an open journal misses its WAL and intent log; flush + SQLite's backup
     API copies every call that returned, a held-back outcome included."""

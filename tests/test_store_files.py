@@ -15,6 +15,8 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -365,7 +367,7 @@ def test_a_journal_on_a_read_only_filesystem_is_viewable_and_refuses_writes_sayi
         assert [c.result() for c in store.calls("r")] == ["charged o1"]
         assert list(store.to_pandas()["run_id"]) == ["r"]
         with (
-            pytest.raises(dnb.JournalReadOnlyError, match=r"read-only filesystem.*run 'r'.*writable copy"),
+            pytest.raises(dnb.JournalReadOnlyError, match=r"read-only filesystem.*run 'r'.*-log\.\* files.*writable"),
             dnb.LocalRunner(store).context("r"),
         ):
             pass
@@ -373,6 +375,65 @@ def test_a_journal_on_a_read_only_filesystem_is_viewable_and_refuses_writes_sayi
             dnb.SqliteStore(mnt / "sub" / "new.db")
         store.close()
         assert file_digest(path) == before
+        remount(mnt, "rw")
+
+
+def test_a_killed_kernel_s_last_calls_show_read_only_and_the_advised_copy_does_not_run_them_again(tmp_path):
+    """A kernel killed while its last calls were in its intent log only, then its disk read-only (ext4's
+    errors=remount-ro, a read-only share): the read-only view lacked the whole run, and the writable copy the
+    refusal advised (SQLite's backup API) left the log behind, so recovering the copy charged the card again."""
+    effects = tmp_path / "effects.txt"
+    with tmpfs(tmp_path / "mnt", "4m") as mnt:
+        db = mnt / "j.db"
+        kernel = f"""
+import os, durable_nb as dnb
+from durable_nb.stores import sqlite_intent
+sqlite_intent.DELAY = 600.0  # SQLite is not written from the log before the kill
+def charge(i):
+    with open({str(effects)!r}, "a") as f:
+        f.write(f"{{i}}\\n")
+    return f"charged {{i}}"
+with dnb.LocalRunner(dnb.SqliteStore({str(db)!r})).context("order") as ctx:
+    for i in range(3):
+        ctx.durable_execute(charge, i)
+    os.kill(os.getpid(), 9)
+"""
+        subprocess.run([sys.executable, "-c", kernel], timeout=120, check=False)
+        assert effects.read_text().split() == ["0", "1", "2"]
+        remount(mnt, "ro")
+        before = {p.name: file_digest(p) for p in mnt.iterdir()}
+        store = dnb.SqliteStore(db)
+        assert store.read_only
+        calls = store.calls("order")
+        assert [c.status for c in calls] == [Status.SUCCEEDED, Status.SUCCEEDED, Status.PENDING]
+        assert [c.result() for c in calls[:2]] == ["charged 0", "charged 1"]
+        assert [r.run_id for r in store.runs()] == ["order"] and len(store.to_pandas()) == 3
+
+        def action(_: object, ctx: dnb.RunnerContext) -> list[str]:
+            return [ctx.durable_execute(charge_effect, i) for i in range(3)]
+
+        def charge_effect(i: int) -> str:
+            with open(effects, "a") as f:
+                f.write(f"{i}\n")
+            return f"charged {i}"
+
+        charge_effect.__qualname__ = charge_effect.__name__ = "charge"
+        charge_effect.__module__ = "__main__"
+        with pytest.raises(dnb.JournalReadOnlyError) as err:
+            dnb.LocalRunner(store).run(action, None, run_id="order")
+        assert "j.db-log.* files" in str(err.value)
+        store.close()
+        assert {p.name: file_digest(p) for p in mnt.iterdir()} == before
+
+        folder = tmp_path / "copy"  # the copy the refusal describes
+        folder.mkdir()
+        for p in mnt.iterdir():
+            if p.name == "j.db" or p.name == "j.db-wal" or p.name.startswith("j.db-log."):
+                shutil.copy(p, folder / p.name)
+        copy = dnb.SqliteStore(folder / "j.db")
+        assert dnb.LocalRunner(copy).run(action, None, run_id="order") == ["charged 0", "charged 1", "charged 2"]
+        copy.close()
+        assert effects.read_text().split() == ["0", "1", "2", "2"], "only the PENDING call may run again"
         remount(mnt, "rw")
 
 
@@ -459,6 +520,31 @@ def test_a_full_disk_while_the_intent_log_grows_loses_no_acknowledged_call(tmp_p
                                          None, run_id="small")
         assert out == [str(i) for i in range(len(made))]
         again.close()
+
+
+def test_a_full_disk_is_warned_about_once_not_several_times_a_second_until_it_is_freed(tmp_path, caplog):
+    """After the JournalWriteError, the applier and the flusher retried every 0.1-0.15 s, each retry a WARNING:
+    a notebook cell's output filled with the same red line until the disk was freed."""
+    with tmpfs(tmp_path / "mnt", "2m") as mnt:
+        store = dnb.SqliteStore(mnt / "j.db")
+        with dnb.LocalRunner(store).context("warm") as ctx:
+            ctx.durable_execute(str, 0)
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        with caplog.at_level("WARNING", logger="durable_nb"), pytest.raises(dnb.JournalWriteError):
+            dnb.LocalRunner(store).map(lambda r, ctx: [ctx.durable_execute(str, (r, i)) for i in range(5)],
+                                       list(range(3000)))
+        with caplog.at_level("WARNING", logger="durable_nb"):
+            time.sleep(1.5)
+        retries = [r for r in caplog.records if r.name == "durable_nb" and "could not" in r.getMessage()]
+        assert 1 <= len(retries) <= 2, [r.getMessage() for r in retries]
+        filler.unlink()
+        store.close()
+        assert [r.run_id for r in dnb.SqliteStore(mnt / "j.db").runs()][:1] == ["warm"]
 
 
 def counting_action(effects: list[int]) -> Callable[[int, dnb.RunnerContext], list[int]]:

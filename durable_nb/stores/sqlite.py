@@ -27,7 +27,7 @@ reads its runs ahead in chunks, under their OS locks (:mod:`.sqlite_prefetch`).
 
 Over 400 lines because the store protocol's reads, leases and writes share one
 connection scheme and one fence; what could live apart (commits, prefetch, file
-checks, schema, text binding, time travel) is in the ``sqlite_*`` modules.
+checks, schema, text binding, time travel, read-only views) is in the ``sqlite_*`` modules.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from ..journal.lease import (
 )
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
 from ..journal.store import Store, calls_where, check_prefix, check_run_id
-from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema
+from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema, sqlite_view
 from .bad_rows import BadRow, in_order, member
 from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
@@ -250,6 +250,10 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"does not see a crashed process's log and would run its acknowledged calls again.", UserWarning)
         state = sqlite_file.inspect(path, want_read_only=read_only)
         self._version, self.read_only, self._files = state.version, state.read_only, state.files
+        if not self.read_only and not os.path.exists(f"{path}-counters") and sqlite_view.logs_beside(path):
+            # Copied or moved without its -counters: reads look for dead logs only where that file exists,
+            # so a killed process's acknowledged calls were skipped and ran again.
+            sqlite_frames.Counters(path).close()
         if self._version == 0:
             # A database with no schema at all: a process killed while creating this journal (after the
             # WAL switch wrote the header, before the schema committed), or one being created right now.
@@ -334,10 +338,14 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
-            return sqlite3.connect(
+            reader: sqlite3.Connection = sqlite3.connect(
                 sqlite_file.ro_uri(self.path), uri=True, timeout=60.0, isolation_level=None, check_same_thread=False,
                 factory=Connection,
             )
+            if not self._version:
+                return reader
+            self._local.view, self._local.view_at = sqlite_view.signature(self.path), time.monotonic()
+            return sqlite_view.applied(self.path, reader)
         conn = _writer(self.path)
         if self.durability == "relaxed":
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -451,7 +459,19 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def _settle(self, run_id: str | None) -> None:
         """Before a read: dead processes' logs applied, and this process's (all, or ``run_id``'s transitions)."""
-        if self.read_only or not self._version:
+        if self.read_only:
+            local = self._local
+            view = getattr(local, "view", None)
+            if view is None or time.monotonic() - local.view_at < sqlite_view.RECHECK:
+                return
+            local.view_at = time.monotonic()
+            if view != sqlite_view.signature(self.path):
+                # A log was applied, removed or its writer died: read the view again (a new connection).
+                old, local.conn, local.view = local.conn, None, None
+                self._conns[:] = [(t, c) for t, c in self._conns if c is not old]
+                _close_connections([old])
+            return
+        if not self._version:
             return  # nothing to read yet (a new file gets its schema in its first write)
         log = self._log()
         own = None
@@ -921,12 +941,13 @@ class SqliteStore(SqliteTimeTravel, Store):
     def _refuse_if_read_only(self, run_id: str | None, index: int | None) -> None:
         if self.read_only:
             where = "" if run_id is None else f" (run {run_id!r}" + ("" if index is None else f", call {index}") + ")"
+            name = self.path.name
             raise JournalReadOnlyError(
                 f"the journal {self.path} is open read-only: {self.read_only}; nothing can be written{where}. "
-                f"It can still be listed (runs(), calls(), to_pandas()) and viewed. To run actions, open a "
-                f"writable copy made with SQLite's backup API, which reads the journal's -wal as a plain copy "
-                f"does not (sqlite3.connect(path).backup(sqlite3.connect(copy)), or sqlite3 PATH '.backup COPY'), "
-                f"then SqliteStore(copy)."
+                f"It can still be listed (runs(), calls(), to_pandas()) and viewed. To run actions, copy it with "
+                f"its {name}-wal and {name}-log.* files (those that exist) to a writable folder, keeping their "
+                f"names (the -log files hold the last calls of a process that was killed: a copy without them "
+                f"runs those calls again), then SqliteStore('FOLDER/{name}')."
             )
 
     def close_run(self, run_id: str, owner: str, status: RunStatus | None) -> None:

@@ -411,6 +411,7 @@ class Committer:
         cond = self._flush_cond
         me = threading.current_thread()
         idle_ticks = 0
+        failing = False  # a full disk fails every retry: warn once, not several times a second until it is freed
         while True:
             with cond:
                 if self._closed or self._flusher is not me:
@@ -429,8 +430,11 @@ class Committer:
                     continue
             try:
                 self.flush()
+                failing = False
             except Exception as exc:  # e.g. disk full: the ops stay held; the next write reports it
-                _log.warning("durable_nb: could not flush held-back journal writes: %s", exc)
+                (_log.debug if failing else _log.warning)(
+                    "durable_nb: could not flush held-back journal writes (retrying quietly): %s", exc)
+                failing = True
                 time.sleep(self.delay * 5)
 
     def close(self) -> None:

@@ -265,6 +265,7 @@ class IntentLog:
     def _loop(self) -> None:
         """Apply frames ``DELAY`` after they come (in batches); truncate the log once idle; then sleep."""
         idle = 0.0
+        failing = False  # a full disk fails every retry: warn once, not several times a second until it is freed
         while True:
             with self._cond:
                 if self.closed:
@@ -285,8 +286,12 @@ class IntentLog:
                     continue
             try:
                 work()
+                failing = False
             except Exception as exc:  # e.g. disk full: the frames stay in the log; a read reports it
-                _log.warning("durable_nb: could not apply the intent log %s to the journal: %s", self.path, exc)
+                (_log.debug if failing else _log.warning)(
+                    "durable_nb: could not apply the intent log %s to the journal (retrying quietly): %s",
+                    self.path, exc)
+                failing = True
                 time.sleep(DELAY * 50)
 
     def _apply_later(self) -> None:

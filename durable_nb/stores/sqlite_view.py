@@ -1,0 +1,103 @@
+"""What a read-only SqliteStore reads: the journal with its dead writers' intent logs applied, in memory.
+
+Why: under ``"call"`` a process's last calls are durable in its intent log (``<journal>-log.*``) until it
+writes them into SQLite; after a kill the next *writer* applies them. A read-only store cannot write, so it
+read the file alone: a killed kernel's acknowledged calls were missing (a whole run could be absent), on a
+read-only disk for good, and a copy made from what it showed ran their side effects again. So when a dead
+writer's log holds frames the journal lacks, a read-only store reads an in-memory copy of the journal with
+them applied. Nothing on disk changes; a log whose writer lives is left to it (it applies it within
+milliseconds), and one this user cannot read is left out (:func:`.sqlite_frames.unreadable` says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from pathlib import Path
+
+from ..errors import JournalFormatError
+from .sqlite_frames import apply_logs, decode, log_path, registered, writer_alive
+
+RECHECK = 0.05
+"""Seconds between two checks of a read-only store's view (a directory scan and a stat per log): a view
+in another process is a few milliseconds behind anyway, and a check on every read tripled its cost."""
+
+
+def applied(journal: Path, conn: sqlite3.Connection) -> sqlite3.Connection:
+    """``conn`` (a read-only connection to ``journal``), or an in-memory copy with the dead logs applied."""
+    keys = _unapplied(journal, conn)
+    if not keys:
+        return conn
+    view = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False, factory=type(conn))
+    try:
+        conn.backup(view)
+        view.execute("BEGIN")
+        apply_logs(view, journal, keys, remove=True)
+        view.execute("COMMIT")
+    except BaseException:
+        view.close()
+        raise
+    conn.close()
+    return view
+
+
+def _unapplied(journal: Path, conn: sqlite3.Connection) -> list[str]:
+    """The registered logs whose writer is gone and that hold frames after their applied number."""
+    keys = []
+    for key, done in registered(conn, journal):
+        try:
+            fd = os.open(log_path(journal, key), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone (nothing to show), or not readable by this user: viewed without it
+        try:
+            if writer_alive(fd):
+                continue
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read()
+        finally:
+            os.close(fd)
+        try:
+            frames = decode(data, str(log_path(journal, key)))
+        except JournalFormatError:
+            continue  # damaged: a writer refuses it, saying how to move it away; a view goes without it
+        if any(seq > done for seq, _ts, _ops in frames):
+            keys.append(key)
+    return keys
+
+
+def signature(journal: Path) -> tuple[object, ...]:
+    """What a read-only view depends on: the journal, its WAL, and each log (its size, time, writer alive).
+
+    A view is read again when this changed: a writer that applied or removed a log, or died, changes it.
+    """
+    parts: list[object] = []
+    for path in (journal, Path(f"{journal}-wal")):
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            parts.append((path.name, st.st_size, st.st_mtime_ns, st.st_ino))
+    prefix = f"{journal.name}-log."
+    with contextlib.suppress(OSError), os.scandir(journal.parent) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if not entry.name.startswith(prefix):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+                parts.append((entry.name, st.st_size, st.st_mtime_ns, writer_alive(fd)))
+            finally:
+                os.close(fd)
+    return tuple(parts)
+
+
+def logs_beside(journal: Path) -> bool:
+    """Whether an intent log of ``journal`` (a file named ``<journal>-log.*``) lies beside it."""
+    prefix = f"{journal.name}-log."
+    try:
+        with os.scandir(journal.parent) as entries:
+            return any(e.name.startswith(prefix) for e in entries)
+    except OSError:
+        return False
