@@ -31,12 +31,25 @@ def dbname(dsn: str) -> str:
 
 def retried(ctx: dnb.RunnerContext, func: Any, i: int) -> Any:
     """What a user who reads "the next call reconnects" writes: the same call again."""
-    for _ in range(4):
+    for _ in range(50):
         try:
             return ctx.durable_execute(func, i, reconciler=lambda: i * 10)
         except dnb.JournalUnavailableError:
             time.sleep(0.2)
     raise AssertionError("the call never went through")
+
+
+def restart_later(pg_server: Any, mode: str = "fast") -> threading.Event:
+    """Stop the server now and start it again from another thread: set when it accepts connections again.
+
+    A restart that is over when the call returns is no fault any more: the store's lease watcher saw the
+    sessions end and the next statement goes out on a new one. A call that ends while the server is still
+    down cannot write its outcome.
+    """
+    back = threading.Event()
+    pg_server.stop(mode)
+    threading.Thread(target=lambda: (time.sleep(0.3), pg_server.start(), back.set()), daemon=True).start()
+    return back
 
 
 class DropAnswer:
@@ -125,7 +138,7 @@ def test_retrying_a_call_whose_outcome_a_restart_kept_from_the_journal_reconcile
     def step(i: int) -> int:
         executed.append(i)
         if i == 1 and executed.count(1) == 1:
-            pg_server.restart(mode)
+            restart_later(pg_server, mode)
         return i * 10
 
     action = lambda _, ctx: [retried(ctx, step, i) for i in range(3)]  # noqa: E731
@@ -202,10 +215,12 @@ def test_an_action_that_logs_a_calls_lost_outcome_and_moves_on_leaves_it_for_the
     store = dnb.PostgresStore(pg_dsn, durability="transition")
     sent: list[int] = []
 
+    back: list[threading.Event] = []
+
     def send(i: int) -> int:
         sent.append(i)
         if i == 1 and sent.count(1) == 1:
-            pg_server.restart("fast")
+            back.append(restart_later(pg_server))
         return i * 10
 
     def action(_: Any, ctx: dnb.RunnerContext) -> list[Any]:
@@ -215,6 +230,7 @@ def test_an_action_that_logs_a_calls_lost_outcome_and_moves_on_leaves_it_for_the
                 out.append(ctx.durable_execute(send, i, reconciler=lambda i=i: i * 10))
             except dnb.JournalUnavailableError:
                 out.append("later")
+                assert back[0].wait(60)
         return out
 
     assert dnb.LocalRunner(store).run(action, None, run_id="r") == [0, "later", 20]
@@ -233,3 +249,84 @@ def test_a_host_whose_name_holds_a_word_the_hints_look_for_is_not_called_a_malfo
     text = str(err.value)
     assert "malformed" not in text
     assert f"reachable at {host}:5432" in text
+
+
+# ---------------------------------------------------------------- a live holder whose lock the server dropped
+
+LIVE_HOLDER = """
+import os, sys, time
+import durable_nb as dnb
+dsn, run_id, release, effects = sys.argv[1:5]
+
+@dnb.durable(name="charge")
+def charge(i):
+    with open(effects, "a") as f:
+        f.write(f"A:{i}\\n")
+    if i == 1:  # a long call: its lock is lost while it runs
+        print("inside", flush=True)
+        while not os.path.exists(release):
+            time.sleep(0.01)
+    return i
+
+try:
+    dnb.LocalRunner(dnb.PostgresStore(dsn)).run(lambda _, ctx: [ctx.durable_execute(charge, i) for i in range(3)],
+                                                None, run_id=run_id)
+    print("done", flush=True)
+except dnb.DurableError as exc:
+    print(type(exc).__name__, exc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["terminate its lease session", "restart the server"])
+def test_a_run_whose_live_holder_lost_its_lock_to_the_server_is_not_taken_over_mid_call(pg_server, pg_dsn,
+                                                                                       tmp_path, how):
+    """The holder's advisory lock went with its session while call 1 ran. Another process found the lock
+    free, took the run over and ran the PENDING call 1 again (the charge twice) while the holder still ran
+    it. The holder takes its lock back at once (its lease watcher); the other process waits for that and is
+    refused, and the holder finishes the run."""
+    import subprocess
+    import sys
+
+    effects, release = tmp_path / "effects", tmp_path / "release"
+    holder = subprocess.Popen([sys.executable, "-c", LIVE_HOLDER, pg_dsn, "order", str(release), str(effects)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "inside", holder.communicate()
+    if how == "restart the server":
+        pg_server.restart()
+    else:
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
+
+    @dnb.durable(name="charge")
+    def charge(i: int) -> int:
+        with effects.open("a") as f:
+            f.write(f"B:{i}\n")
+        return i
+
+    with pytest.raises(dnb.RunBusyError, match="order"):
+        dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(
+            lambda _, ctx: [ctx.durable_execute(charge, i) for i in range(3)], None, run_id="order")
+    release.touch()
+    out, err = holder.communicate(timeout=60)
+    assert out.splitlines()[-1] == "done", out + err
+    assert effects.read_text().split() == ["A:0", "A:1", "A:2"]
+    calls = dnb.PostgresStore(pg_dsn).calls("order")
+    assert [(c.result(), c.origin) for c in calls] == [(i, dnb.Origin.EXECUTED) for i in range(3)]
+
+
+def test_a_run_claimed_by_a_context_that_never_takes_its_lock_back_is_taken_over_after_the_grace(pg_dsn):
+    """What the wait for a live holder must not break: a context on another machine that crashed (or whose
+    machine is gone) never takes the lock back, and the run is recovered after the grace."""
+    from durable_nb.stores.postgres_lease import RELOCK_GRACE
+
+    store = dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="builtins.pow", point="after_call"):
+        runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 5), None, run_id="abandoned")
+    sql(pg_dsn, "UPDATE runs SET owner = 'elsewhere:4242:1.00:1' WHERE run_id = 'abandoned'")
+    start = time.monotonic()
+    assert runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 5, reconciler=lambda: 32), None,
+                      run_id="abandoned") == 32
+    assert time.monotonic() - start >= RELOCK_GRACE
+    assert store.calls("abandoned")[0].origin is dnb.Origin.RECONCILED
+    assert store.run("abandoned").attempts == 2

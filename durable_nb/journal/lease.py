@@ -105,6 +105,16 @@ def owner_is_alive(owner: str | None) -> bool:
     return _process_start(pid) == start
 
 
+def owner_gone(owner: str) -> bool:
+    """Whether the context holding ``owner`` surely ended: checkable on this host only (False elsewhere).
+
+    Why: a run whose lock is free is not proof that its holder is gone when the
+    lock lives on a server session, which a server restart ends under a live holder.
+    """
+    parts = parse_owner(owner)
+    return parts is not None and parts[0] == _HOST and not owner_is_alive(owner)
+
+
 def describe_owner(owner: str | None) -> str:
     parts = parse_owner(owner) if owner else None
     return f"process {parts[1]} on {parts[0]}" if parts else (owner or "another process")

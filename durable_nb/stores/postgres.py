@@ -45,14 +45,14 @@ from typing import Any
 from ..errors import JournalFormatError, JournalUnavailableError, LeaseLostError, RunBusyError
 from ..journal import codec
 from ..journal.history import FreshHead, PruneRule, check_fork, fork_id_taken, fork_row, prune_batches
-from ..journal.lease import Lease, describe_owner, owner_is_alive
+from ..journal.lease import Lease, describe_owner, owner_gone, owner_is_alive
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 from ..journal.store import Store, calls_where, check_prefix, check_run_id
 from . import postgres_sql as q
 from .bad_rows import BadRow, in_order, journal_error, member
 from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
-from .postgres_lease import AdvisoryLocks
+from .postgres_lease import RELOCK_GRACE, AdvisoryLocks
 from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn, sql_name
 
 try:
@@ -395,6 +395,8 @@ class PostgresStore(Store):
         self._outcomes.flush_run(run_id)
         with self._guard("open the run", run_id):
             locked, rows = self._locks.lock_and_open(run_id)
+            if locked and not steal and holder is None and self._holder_may_come_back(run_id, rows):
+                locked, rows = self._locks.lock_and_open(run_id)
             if not locked and not steal:
                 row = self._conn.execute("SELECT owner FROM runs WHERE run_id = %s", (run_id,)).fetchone()
                 raise RunBusyError(run_id, describe_owner(row[0] if row else None) + " (it holds the run's lock)")
@@ -410,6 +412,21 @@ class PostgresStore(Store):
                 if still_ours and holder is None:
                     self._locks.unlock(run_id)
                 raise
+
+    def _holder_may_come_back(self, run_id: str, rows: list[Any]) -> bool:
+        """Whether the run is claimed by a context that may live on, its lock lost with its session: then
+        unlock and wait :data:`~postgres_lease.RELOCK_GRACE` for its lease watcher to take the lock back.
+
+        Why: a server restart (or an ended session) frees the locks of live contexts too;
+        taking such a run over would run its PENDING call again while the holder still
+        runs it. A holder this host sees ended is taken over at once (the usual recovery).
+        """
+        claimed_by = rows[0][1] if rows and rows[0][0] is not None else None
+        if claimed_by is None or owner_gone(claimed_by):
+            return False
+        self._locks.unlock(run_id)
+        time.sleep(RELOCK_GRACE)
+        return True
 
     def _load(self, run_id: str, owner: str, holder: str | None, steal: bool, run_row: Any,
               call_rows: list[Any], locked: bool) -> list[CallRecord]:

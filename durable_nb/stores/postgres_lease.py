@@ -33,13 +33,25 @@ A session the server ended while the store was idle (a restart between two cells
 is noticed by the next lock taken on it, which is then taken again on a new
 session (:meth:`AdvisoryLocks._lock`): a dead session holds no lock, so that is
 what the call would have done anyway, and the user's next call just works.
+
+Checking before the next PENDING is too late while a call runs: another process
+finding the run's lock free takes the run over and runs that PENDING call again
+while the first still runs it. So while the store holds runs a watcher thread
+looks at the lease session's socket four times a second (no statement, no round
+trip) and, once the server ended the session (``pg_terminate_backend``, a restart), takes every
+held lock back on a new session, retrying until the server answers
+(:meth:`AdvisoryLocks._watch_session`). A taker that finds a claimed run's lock
+free waits :data:`RELOCK_GRACE` for that before taking the run over, unless it
+can see the holder is gone (``PostgresStore.open_run``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +64,14 @@ LEASE_SETTINGS = (
     "SET tcp_keepalives_count = 3",
     "SET tcp_user_timeout = 25000",
 )
+
+
+RELOCK_GRACE = 2.0
+"""Seconds a live holder's watcher has to take back a lock its session lost (it needs milliseconds)."""
+_RETRY = 0.1
+"""Seconds between the watcher's attempts to reach a server that is restarting."""
+_WATCH_EVERY = 0.25
+"""Seconds between the watcher's looks at the lease session: well within :data:`RELOCK_GRACE`."""
 
 
 def lock_key(namespace: str, run_id: str) -> int:
@@ -84,6 +104,10 @@ class AdvisoryLocks:
         """Held runs whose contexts ended and whose ends are durable: unlocked with the next lock taken."""
         self._suspect = False
         """A connection of the store broke: the lease session may have died with the server."""
+        self._regain: set[str] = set()
+        """Runs held on a session that died: the watcher takes their locks back on a new one."""
+        self._watcher: threading.Thread | None = None
+        self._closed = False
         self._mu = threading.Lock()
 
     @property
@@ -95,6 +119,7 @@ class AdvisoryLocks:
     def _connection(self) -> Any:
         conn = self._conn
         if not self._live:
+            self._regain |= self._held - self._release  # still open here: the watcher takes them back
             self._held.clear()  # a new session holds nothing
             self._release.clear()
             conn = self._conn = self._connect()
@@ -136,11 +161,7 @@ class AdvisoryLocks:
         with self._mu:
             if self._suspect and self._live:
                 self._suspect = False
-                try:
-                    self._conn.execute("SELECT 1")  # a session the server lost fails here, and is marked broken
-                except Exception:
-                    with contextlib.suppress(Exception):
-                        self._conn.close()
+                self._check_session(self._conn, now=True)  # a session the server lost fails here
             if run_id in self._held and self._live:
                 return True
         return self.try_lock(run_id)
@@ -190,7 +211,7 @@ class AdvisoryLocks:
         if one_trip:  # read is OPEN_RUN: the function locks, then reads (no rows: not locked)
             rows = self._take(conn, q.LOCK_OPEN, (key, release, run_id))
             if rows:
-                self._held.add(run_id)
+                self._hold(run_id)
             return bool(rows), rows
         if release:
             rows = self._take(conn, "SELECT pg_try_advisory_lock(%s), (SELECT count(pg_advisory_unlock(k)) "
@@ -199,8 +220,73 @@ class AdvisoryLocks:
             rows = self._take(conn, "SELECT pg_try_advisory_lock(%s)", (key,))
         if not (rows and rows[0][0]):
             return False, []
-        self._held.add(run_id)
+        self._hold(run_id)
         return True, self._read(conn, read)
+
+    def _hold(self, run_id: str) -> None:
+        """Count the run as locked on the lease session, and have that session watched (under the mutex)."""
+        self._held.add(run_id)
+        self._regain.discard(run_id)
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch_session, name="durable_nb lease watcher", daemon=True)
+            self._watcher.start()
+
+    def _watch_session(self) -> None:
+        """The watcher thread: every :data:`_WATCH_EVERY` s, see whether the server ended the lease session;
+        if so, take the locks back.
+
+        It looks, under the mutex, for something the server sent the idle session unasked (the
+        message that ends a session). It polls rather than waits on the socket: a wait woke at
+        the answer to every lock statement (one per record of a map), which cost a map ~10%.
+        It ends when the store holds no run (the next lock starts another).
+        """
+        while True:
+            with self._mu:
+                if self._closed or not (self._held - self._release or self._regain):
+                    self._watcher = None
+                    return
+                if not self._regain:
+                    self._check_session(self._conn)
+                if self._regain or (not self._live and self._held - self._release):
+                    self._take_back()
+                again = bool(self._regain)
+            time.sleep(_RETRY if again else _WATCH_EVERY)  # again: the server is not back yet
+
+    def _check_session(self, conn: Any, *, now: bool = False) -> None:
+        """Read what the server sent the idle lease session (under the mutex): an ended session breaks here,
+        and the store is told its other sessions may be gone too. ``now``: ask the server even if it sent nothing.
+        """
+        if not self._live:
+            return
+        try:
+            if not now and not select.select([conn.fileno()], [], [], 0)[0]:
+                return  # nothing came unasked
+            conn.execute("SELECT 1")
+        except Exception:
+            broken = conn.broken
+            with contextlib.suppress(Exception):
+                conn.close()
+            if broken:
+                self._on_dropped()  # the server ended it: the store's other sessions may be gone too
+
+    def _take_back(self) -> None:
+        """Lock every run the lost session held, on a new session (under the mutex; fails quietly, retried).
+
+        A run another session locked meanwhile is not taken back: its context finds
+        out at its next write (:meth:`ensure` fails, LeaseLostError), and a taker that
+        waited :data:`RELOCK_GRACE` finds the lock held and refuses the run.
+        """
+        try:
+            conn = self._connection()
+            runs = sorted(self._regain)
+            rows = conn.execute("SELECT pg_try_advisory_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(k, n) "
+                                "ORDER BY n", ([self.key(r) for r in runs],)).fetchall()
+        except Exception:
+            return
+        for run_id, (locked,) in zip(runs, rows, strict=True):
+            if locked:
+                self._held.add(run_id)
+        self._regain.clear()
 
     def _read(self, conn: Any, read: tuple[str, tuple[Any, ...]] | None) -> list[Any]:
         """The rows of ``read`` (none without one), on the lock's session."""
@@ -261,6 +347,7 @@ class AdvisoryLocks:
     def unlock(self, run_id: str) -> None:
         """Release the run's lock; a broken connection has released it already."""
         with self._mu:
+            self._regain.discard(run_id)
             if run_id not in self._held:
                 return
             self._held.discard(run_id)
@@ -269,8 +356,10 @@ class AdvisoryLocks:
 
     def close(self) -> None:
         with self._mu:
+            self._closed = True  # the watcher ends
             self._held.clear()
             self._release.clear()
+            self._regain.clear()
             if self._conn is not None:
                 with contextlib.suppress(Exception):
                     self._conn.close()
