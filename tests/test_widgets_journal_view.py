@@ -336,6 +336,26 @@ def test_a_hostile_megabyte_of_run_id_stays_kilobytes_of_widget_state(kind: str,
     assert "…" in view.table.value
 
 
+def test_long_run_ids_offer_short_distinct_options_in_the_run_filter() -> None:
+    """1,000 runs keyed by long texts (a map over documents) offered their whole ids, 10 kB each: a 10 MB option
+    list. Options are short now, two ids with one beginning stay two options, and picking one filters by its run;
+    a whole id typed in still filters by that id."""
+    store = dnb.MemoryStore()
+    runner = dnb.LocalRunner(store)
+    ids = [f"{'doc text ' * 1000}{k}" for k in range(300)]
+    for run_id in ids:
+        runner.run(lambda v, ctx: ctx.durable_execute(charge_card, v), 1, run_id=run_id)
+    view = dnb.JournalView(store)
+    options = view.run_filter.options
+    assert len(options) == len(set(options)) == 300
+    assert sum(len(o) for o in options) < 100_000  # was 300 x 9,000 characters
+    view.run_filter.value = options[0]  # the newest run: the last one written
+    assert {r.run_id for r in view.records} == {ids[-1]}
+    view.run_filter.value = ids[7]
+    assert {r.run_id for r in view.records} == {ids[7]}
+    view.close()
+
+
 def test_every_bidirectional_control_shows_as_an_escape() -> None:
     """Unicode's Bidi_Control set: the Arabic letter mark (U+061C) reorders text like the marks U+200E/F."""
     from durable_nb.widgets._html import esc, label

@@ -77,6 +77,27 @@ def test_waiting_inputs_neither_count_as_nor_crowd_out_pending_calls(store: dnb.
     assert "1 PENDING call" in text(panel.header.value) and [r.record.run_id for r in panel.rows] == ["order-7"]
 
 
+def test_more_waiting_inputs_than_listed_are_counted_in_full_and_the_oldest_listed() -> None:
+    """The panel read every waiting input to list the oldest INPUTS_SHOWN, and counted the list: 5,000 runs
+    waiting for an answer said "50 waiting inputs". It counts them all and says where the rest are."""
+    from durable_nb.widgets.reconcile_panel import INPUTS_SHOWN
+
+    def ask(n: int, ctx: dnb.RunnerContext) -> str:
+        return ctx.durable_input(f"approve {n}?", choices=["yes", "no"])
+
+    store = dnb.MemoryStore()
+    runner = dnb.LocalRunner(store)
+    waiting = INPUTS_SHOWN + 10
+    for n in range(waiting):
+        with pytest.raises(dnb.AwaitingInput):
+            runner.run(ask, n, run_id=f"ask-{n:02d}")
+    panel = dnb.ReconcilePanel(store)
+    assert f"{waiting} waiting inputs" in text(panel.inputs_header.value)
+    assert f"the oldest {INPUTS_SHOWN} are listed, store.waiting() lists every one" in text(panel.inputs_header.value)
+    assert [p.record.run_id for p in panel.inputs] == [f"ask-{n:02d}" for n in range(INPUTS_SHOWN)]
+    panel.close()
+
+
 def test_reconcile_persists_the_reconcilers_value_as_reconciled(store: dnb.Store) -> None:
     runner = crash(store, 1, 2)
     seen: list[dnb.CallRecord] = []

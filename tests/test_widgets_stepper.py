@@ -421,3 +421,38 @@ def test_a_stepper_closes_the_store_it_opened_from_a_path_and_not_one_passed_in(
     with dnb.SqliteStore(path) as store:
         dnb.ReplayStepper(store, "order-1", place_order, 1).close()
         assert store.count_calls(run_id="order-1") == 2  # still the caller's, open
+
+
+def many_halves(n: int, ctx: dnb.RunnerContext) -> int:
+    return sum(ctx.durable_execute(halve, i) for i in range(n))
+
+
+def test_a_long_runs_plan_and_log_draw_a_bounded_window_around_the_view_position() -> None:
+    """Every recorded call was a plan row (a 100,000-call run: a 16 MB table, redrawn on every Step and Back),
+    and a Run to end logged every call it performed. The table draws PLAN_ROWS rows around the position and
+    names the calls left out; the log its last LOG_ROWS decisions."""
+    from durable_nb.widgets import replay_stepper
+
+    store = dnb.MemoryStore()
+    dnb.LocalRunner(store).run(many_halves, 2000, run_id="long")
+    half = store.fork("long", at=1000)
+    stepper = dnb.ReplayStepper(store, half, many_halves, 2000, journal_view=False)
+    shown = getattr(replay_stepper, "PLAN_ROWS", 2000)
+    plan = stepper.plan_table.value
+    assert plan.count('class="dnb-plan-row') == shown < 2000
+    assert 'class="dnb-plan-row dnb-current" data-index="0"' in plan
+    assert f"calls {shown}–999 are not drawn" in text(plan) and len(plan) < 200_000  # 1,000 calls recorded
+
+    stepper.run_to_end()
+    assert stepper.position == 2000 and len(stepper.history) == 2000
+    plan = stepper.plan_table.value
+    assert plan.count('class="dnb-plan-row') == shown and 'data-index="1999"' in plan
+    assert f"calls 0–{1999 - shown} are not drawn" in text(plan)
+    log = stepper.log_html.value
+    assert log.count('class="dnb-log-row"') == replay_stepper.LOG_ROWS and 'data-index="1999"' in log
+    assert "earlier decisions are not drawn" in text(log)
+
+    for _ in range(3):
+        stepper.back()
+    assert 'class="dnb-plan-row dnb-current" data-index="1997"' in stepper.plan_table.value
+    stepper.close()

@@ -20,10 +20,13 @@ store); the HTML comes from pure functions in
 :mod:`durable_nb.widgets.render_journal` (its docstring lists the stable CSS
 hooks browser tests use), and the polling thread is a
 :class:`durable_nb.widgets._poll.Poller`.
+
+Over 400 lines because filters, paging, live mode and the run filter's labels share one lock and one redraw.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -36,7 +39,7 @@ from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
 from ..journal.store import Store
 from . import render_journal as render
 from ._close import close_children, close_own_store, open_own
-from ._html import ESC_LIMIT, fmt_time, label
+from ._html import fmt_time, label
 from ._poll import Poller
 from ._sync import changed, unwatch, watch
 from .fork_control import ForkControl
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 ALL = ""
 RUN_OPTIONS_LIMIT = 1000
 """At most this many run ids are offered as suggestions (newest first); any id can be typed."""
+RUN_LABEL_CHARS = 160  # characters of a run option at most (_run_label); any id can be typed
 RUNS_SHOWN = 200
 DISCARDED_SHOWN = 200
 
@@ -392,5 +396,10 @@ class JournalView(W.VBox):
 
 
 def _run_label(run_id: str) -> str:
-    """How the run filter shows a run id (sendable, bounded); ``_run_by_label`` maps it back."""
-    return label(run_id, ESC_LIMIT)
+    """How the run filter shows a run id (sendable, bounded); ``_run_by_label`` maps it back. A long id is cut and
+    tagged with a hash of the whole id, so ids with one beginning stay apart: 1,000 options of 10,000-character
+    run ids (``map(key=...)`` over documents) were a 10 MB option list."""
+    if len(run_id) <= RUN_LABEL_CHARS:
+        return label(run_id, RUN_LABEL_CHARS)
+    digest = hashlib.sha256(run_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return label(run_id, RUN_LABEL_CHARS - 16) + f" [{digest}]"

@@ -248,7 +248,7 @@ class ReconcilePanel(W.VBox):
             records = [r for r in records if r.call_id != INPUT_CALL_ID][start:start + self.page_size]
         else:
             records = self.store.query_calls(status=Status.PENDING, offset=start, limit=self.page_size)
-        self._refresh_inputs()
+        self._refresh_inputs(asking)
         old = self.rows
         self.rows = [PendingRow(r, r.call_id in self.reconcilers) for r in records]
         for row in self.rows:
@@ -267,19 +267,24 @@ class ReconcilePanel(W.VBox):
         for row in old:  # dropped rows: free their front-end models
             close_tree(row)
 
-    def _refresh_inputs(self) -> None:
-        """Re-read the waiting inputs: one :class:`InputPrompt` each (prompt, choices or a text box)."""
-        waiting = self.store.waiting()[:INPUTS_SHOWN]
+    def _refresh_inputs(self, n: int) -> None:
+        """Re-read the oldest waiting inputs (``n`` wait in all): one :class:`InputPrompt` each.
+
+        Only the :data:`INPUTS_SHOWN` listed are read: 5,000 waiting inputs were all read on every refresh to
+        list 50, and the count said "50 waiting inputs"."""
+        waiting = self.store.query_calls(status=Status.PENDING, call_id=INPUT_CALL_ID, limit=INPUTS_SHOWN)
         # An input answered here stays listed (ANSWERED) while its run still waits to be run again.
         kept = [p for p in self.inputs if p.state == "ANSWERED" and self._still_waiting(p.record.run_id)]
         old = [p for p in self.inputs if p not in kept]
         self.inputs = kept + [InputPrompt(self.store, r) for r in waiting]
-        n = len(waiting)
+        more = (f"; the oldest {len(waiting):,} are listed, store.waiting() lists every one"
+                if n > len(waiting) else "")
         with self.hold_sync():
             self.inputs_box.children = self.inputs
             self.inputs_header.value = page(
                 f'<span class="dnb-waiting-count">{n:,} waiting input{"" if n == 1 else "s"}</span>'
-                + (' <span class="dnb-note">answer one, then run its action or cell again</span>' if n else "")
+                + (f' <span class="dnb-note">answer one, then run its action or cell again{esc(more)}</span>'
+                   if n else "")
             )
         for prompt in old:
             close_tree(prompt)

@@ -30,7 +30,9 @@ position text is ``.dnb-position`` ("position 1 of 3 recorded · next: call 1 ..
 plan rows are ``tr.dnb-plan-row`` with ``data-index``; the row at the view
 position has class ``dnb-current``; ``.dnb-performed`` cells hold the decision
 performed in this session ("reconcile", "replay", ...); ``.dnb-message`` holds the
-last outcome; ``.dnb-back-note`` the warning about Back.
+last outcome; ``.dnb-back-note`` the warning about Back. A long run's plan draws :data:`PLAN_ROWS` rows around
+the view position, and ``.dnb-plan-left-out`` names the calls not drawn; the session log draws its last
+:data:`LOG_ROWS` decisions (``.dnb-log-left-out``).
 
 Over 400 lines because a step must tell apart what stops the run (the action raised: FAILED)
 from what only stops the step (a journal lost under it), and say which in the widget.
@@ -60,6 +62,13 @@ from ._html import esc, message, page, status_cell, table, td
 from ._sync import changed
 from .journal_view import JournalView
 from .render_dry import dry_report_html, dry_summary
+
+PLAN_ROWS = 200
+"""Plan rows drawn at most, around the view position. Why: every recorded call was a row, and the plan of a
+100,000-call run was a 16 MB table for the widget to send (and redraw on every Step and Back); the journal view
+pages and the dry-run table is capped (``render_dry.DRY_ROWS``) for the same reason."""
+LOG_ROWS = 200
+"""Decisions of the session log drawn at most (the latest): a Run to end over a long run logged every call."""
 
 BACK_NOTE = (
     "Back only moves the view: side effects already performed (calls executed or reconciled) are not "
@@ -366,55 +375,65 @@ class ReplayStepper(W.VBox):
         self.message.value = message(text, kind)
 
     def _draw(self) -> None:
-        snapshot = self.snapshots[min(self.position, len(self.snapshots) - 1)].records()
-        now = {r.index: r for r in snapshot}
-        performed: dict[int, Decision] = {}
-        for event in self.history:
-            performed[event.index] = event.decision
+        snapshot = self._snapshot_at(self.position)
         n = max(len(self.plan), len(snapshot), 0 if self._at_end() else self.position + 1)
-        rows = []
-        for i in range(n):
-            rec, plan = self.plan[i] if i < len(self.plan) else (None, "execute (not on record yet)")
-            cls = "dnb-plan-row" + (" dnb-current" if i == self.position and not self._at_end() else "")
-            cls += " dnb-done" if i < self.position else ""
-            decision = performed.get(i) if i < self.position else None
-            if i == self.position and self.next_call is not None and self.position == self.performed:
-                next_text = f"next → {self.next_call.decision.value}"
-            else:
-                next_text = ""
-            current = now.get(i)
-            rows.append(
-                f'<tr class="{cls}" data-index="{i}">' + td(i)
-                + td(rec.call_id if rec else (current.call_id if current else ""))
-                + (status_cell(rec.status.value, rec.origin.value if rec.origin else None) if rec else td("—"))
-                + td(plan, "dnb-planned")
-                + td(decision.value if decision else next_text, "dnb-performed")
-                + (status_cell(current.status.value, current.origin.value if current.origin else None)
-                   if current else td("—")) + td(_preview(current), "dnb-preview") + "</tr>"
-            )
+        lo, hi = plan_window(n, self.position)
+        now = {r.index: r for r in snapshot if lo <= r.index < hi}
+        performed = {e.index: e.decision for e in self.history if lo <= e.index < hi}
+        rows = [self._plan_row(i, now.get(i), performed.get(i)) for i in range(lo, hi)]
         self.plan_table.value = page(
-            table(["#", "call id", "recorded before", "plan", "performed", "now", "result / error"], rows)
+            _left_out(lo, hi, n, "plan-left-out", "stepper.plan lists every recorded call and its plan; "
+                      "store.to_pandas(run_id=...) the journal now")
+            + table(["#", "call id", "recorded before", "plan", "performed", "now", "result / error"], rows)
             + '<div class="dnb-note">then: execute any further calls the action makes; a call that differs '
             "from the recorded one at its position is a mismatch (the rest of the run is discarded).</div>"
         )
         self.position_label.value = page(f'<span class="dnb-position">{esc(self._position_text())}</span>')
+        shown = self.history[-LOG_ROWS:]
         log_rows = [
             f'<tr class="dnb-log-row" data-index="{e.index}">' + td(e.index) + td(e.call_id)
             + td(e.decision.value, "dnb-decision") + td(e.outcome, "dnb-preview") + "</tr>"
-            for e in self.history
+            for e in shown
         ]
+        earlier = len(self.history) - len(shown)
         self.log_html.value = page(
             "<b>performed in this session</b>"
+            + (f'<div class="dnb-note dnb-log-left-out">the {earlier:,} earlier decisions are not drawn; '
+               "stepper.history lists every one</div>" if earlier else "")
             + table(["#", "call id", "decision", "now on record"], log_rows, empty="nothing performed yet")
         )
         self.back_button.disabled = self.position == 0
         self.step_button.disabled = self.run_button.disabled = self._at_end()  # click() still works in tests
 
+    def _snapshot_at(self, position: int) -> list[CallRecord]:
+        return self.snapshots[min(position, len(self.snapshots) - 1)].records()
+
+    def _plan_row(self, i: int, current: CallRecord | None, decision: Decision | None) -> str:
+        """Row ``i`` of the plan table: recorded entry and plan, the decision performed, the call as it is now."""
+        rec, plan = self.plan[i] if i < len(self.plan) else (None, "execute (not on record yet)")
+        cls = "dnb-plan-row" + (" dnb-current" if i == self.position and not self._at_end() else "")
+        cls += " dnb-done" if i < self.position else ""
+        if i >= self.position:
+            decision = None
+        if i == self.position and self.next_call is not None and self.position == self.performed:
+            next_text = f"next → {self.next_call.decision.value}"
+        else:
+            next_text = ""
+        return (
+            f'<tr class="{cls}" data-index="{i}">' + td(i)
+            + td(rec.call_id if rec else (current.call_id if current else ""))
+            + (status_cell(rec.status.value, rec.origin.value if rec.origin else None) if rec else td("—"))
+            + td(plan, "dnb-planned")
+            + td(decision.value if decision else next_text, "dnb-performed")
+            + (status_cell(current.status.value, current.origin.value if current.origin else None)
+               if current else td("—")) + td(_preview(current), "dnb-preview") + "</tr>"
+        )
+
     def _at_end(self) -> bool:
         return self.done and self.position == self.performed
 
     def _position_text(self) -> str:
-        total = max(len(self.plan), len(self.snapshots[self.performed].records()))
+        total = max(len(self.plan), len(self._snapshot_at(self.performed)))
         text = f"position {self.position} of {total} calls"
         if self._at_end():
             return text + " · the action has finished"
@@ -424,6 +443,22 @@ class ReplayStepper(W.VBox):
             return text + (f" · next: call {self.next_call.index} {self.next_call_id} → "
                            f"{self.next_call.decision.value}")
         return text + f" · next: call {self.position}"
+
+
+def plan_window(n: int, position: int) -> tuple[int, int]:
+    """The rows ``lo..hi-1`` of an ``n``-row plan the table draws: at most :data:`PLAN_ROWS`, the view position
+    among them (a quarter of the window before it, so the calls about to be performed show)."""
+    lo = max(0, min(position - PLAN_ROWS // 4, n - PLAN_ROWS))
+    return lo, min(n, lo + PLAN_ROWS)
+
+
+def _left_out(lo: int, hi: int, n: int, hook: str, where: str) -> str:
+    """The note naming the rows of an ``n``-row table a window ``lo..hi-1`` leaves out, and where to see them."""
+    parts = ([f"calls 0–{lo - 1}"] if lo else []) + ([f"calls {hi}–{n - 1}"] if hi < n else [])
+    if not parts:
+        return ""
+    return (f'<div class="dnb-note dnb-{hook}">{esc(" and ".join(parts))} are not drawn ({n - (hi - lo):,} rows; '
+            f"Step and Back move the window); {esc(where)}</div>")
 
 
 def _preview(rec: CallRecord | None) -> str:
