@@ -873,6 +873,18 @@ def test_no_message_or_repr_shows_the_password(alice_dsn: str, ip: Any) -> None:
         assert password not in text and "Secret" not in text and "KeyPw" not in text, text
 
 
+def test_a_dsn_libpq_cannot_read_keeps_no_error_quoting_the_password_in_its_chain() -> None:
+    """``from None`` only hides the context from tracebacks: anything that walks ``__context__`` (an error
+    reporter, a debugger) read psycopg's message, ``invalid percent-encoded token: "Secret9%zz"``."""
+    with pytest.raises(ValueError) as err:
+        dnb.PostgresStore("postgresql://alice:Secret9%zz@127.0.0.1:1/db")
+    seen, exc = [], err.value
+    while exc is not None:
+        seen.append(f"{exc} {exc.args!r}")
+        exc = exc.__cause__ or exc.__context__
+    assert "percent-encode" in seen[0] and not any("Secret9" in text for text in seen), seen
+
+
 def test_a_raw_at_or_slash_in_a_url_password_is_refused_without_showing_any_piece_of_it(pg_dsn: str) -> None:
     """libpq ends ``user:password`` at the first '@' or '/': the rest of the password became the host, the
     port or the database name, and the connection error showed it (``host 'ble@127.0.0.1'``)."""

@@ -27,6 +27,7 @@ import pickle
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -129,12 +130,30 @@ def check_java() -> str:
 
 
 def log_dir() -> str:
-    """Where the client JVM writes Flink's logs: FLINK_LOG_DIR, else a per-user temp folder."""
-    path = os.environ.get("FLINK_LOG_DIR") or os.path.join(
-        tempfile.gettempdir(), f"durable_nb-flink-logs-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    )
-    os.makedirs(path, exist_ok=True)
-    return path
+    """Where the client JVM writes Flink's logs: FLINK_LOG_DIR, else a per-user temp folder (0700).
+
+    The temp folder's name is predictable and the temp folder is shared: another local user could
+    create it first (or a symlink by that name) and read, or redirect through planted symlinks,
+    what the JVM writes there. A folder by that name that is not a real folder of this user is
+    not used: a new private one is, with a warning.
+    """
+    if os.environ.get("FLINK_LOG_DIR"):
+        os.makedirs(os.environ["FLINK_LOG_DIR"], exist_ok=True)
+        return os.environ["FLINK_LOG_DIR"]
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    path = os.path.join(tempfile.gettempdir(), f"durable_nb-flink-logs-{uid}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not hasattr(os, "getuid") or (stat.S_ISDIR(st.st_mode) and st.st_uid == uid):
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(path, 0o700)  # made 0755 by an older durable_nb: its logs stay this user's
+        return path
+    private = tempfile.mkdtemp(prefix=f"durable_nb-flink-logs-{uid}-")
+    warnings.warn(
+        f"{path} is not a folder of this user (another user or a symlink put it there), so Flink's logs go "
+        f"to {private} instead. Remove it, or set FLINK_LOG_DIR to a folder of yours.", UserWarning, stacklevel=2)
+    return private
 
 
 _gateway_lock = threading.Lock()

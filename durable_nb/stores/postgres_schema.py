@@ -101,19 +101,21 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
     from .dsn import mask_dsn
 
     try:
-        parsed = conninfo_to_dict(dsn)
+        parsed, error = conninfo_to_dict(dsn), ""
     except psycopg.ProgrammingError as exc:
-        reason = str(exc).split('"', 1)[0].strip().rstrip(":")  # what follows may be a piece of the password
+        parsed, error = {}, str(exc)
+    if error:  # raised outside the except: psycopg's error, which may quote the password, is not kept as context
+        reason = error.split('"', 1)[0].strip().rstrip(":")  # what follows may be a piece of the password
         hint = ("percent-encode special characters of a password in a URL (urllib.parse.quote(password, "
                 "safe='')), or write key=value pairs: host=... dbname=... user=... password='...'")
         if "query parameter" in reason:
-            reason = str(exc).strip()  # the parameter's name (libpq's message ends in a newline)
+            reason = error.strip()  # the parameter's name (libpq's message ends in a newline)
             hint = ("URL parameters are libpq's keywords (sslmode=, connect_timeout=, ...); "
                     "a schema is chosen with options=-csearch_path%3Dname")
             if '"durability"' in reason:  # open_store reads it from the URL; the constructor takes an argument
                 hint = ("durability is no libpq keyword: PostgresStore(dsn, durability='transition'), or "
                         "open_store('postgresql://...?durability=transition'), which reads it from the URL")
-        raise ValueError(f"PostgresStore: cannot read the DSN {mask_dsn(dsn)!r}: {reason}; {hint}") from None
+        raise ValueError(f"PostgresStore: cannot read the DSN {mask_dsn(dsn)!r}: {reason}; {hint}")
     if "://" in dsn and _split_password(parsed, dsn):
         # libpq ends a URL's user:password at the first '@' or '/': a raw one in the password puts the rest of
         # it into the host, port or database name, which every message would then show.

@@ -231,6 +231,12 @@ class SqliteStore(SqliteTimeTravel, Store):
         path = self.path
         sqlite_file.check_path(path)
         self._forced_ro = read_only
+        exposed = sqlite_file.exposure(path)
+        if exposed:
+            warn_at_user_code(
+                f"another local user can change the journal {path}: {exposed}. Its payloads are pickles, and a "
+                f"replay (or record.result()) runs what they hold as you; replay it only if you trust every "
+                f"user who can write there, or keep journals in a folder only you can write.", UserWarning)
         if not path.exists() or path.stat().st_size == 0:
             if read_only:
                 raise JournalReadOnlyError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import stat
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,41 @@ def create(path: Path) -> FileLocks:
             f"cannot create the journal {path}: {_reason(exc, path if path.exists() else path.parent)}. "
             f"Choose a writable location, e.g. SqliteStore('~/journal.db') or a folder you own."
         ) from None
+
+
+def exposure(path: Path) -> str | None:
+    """Why another local user could change what a replay of the journal at ``path`` unpickles, or None.
+
+    A journal holds pickles: whoever can write it, its ``-wal``/``-shm``/``-counters``, or its folder (to
+    put another file in its place) runs code as this user when it replays. So: the folder is another user's
+    (root's aside) or writable by others without the sticky bit; or one of the files is another user's, a
+    symlink, or writable by others. Not on platforms without uids.
+    """
+    if not hasattr(os, "geteuid"):
+        return None
+    me = os.geteuid()
+    try:
+        folder = os.stat(path.parent)
+    except OSError:
+        return None
+    if folder.st_uid not in (me, 0):
+        return f"its folder {path.parent} belongs to another user (uid {folder.st_uid})"
+    if folder.st_mode & 0o022 and not folder.st_mode & stat.S_ISVTX:
+        return f"its folder {path.parent} can be written by {'everyone' if folder.st_mode & 0o002 else 'its group'}"
+    for name in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-counters"))):
+        try:
+            st = os.lstat(name)
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode):  # the journal's own path is resolved: a loop, refused at open
+            if name == path:
+                continue
+            return f"{name} is a symlink (durable_nb never makes one)"
+        if st.st_uid != me:
+            return f"{name} belongs to another user (uid {st.st_uid})"
+        if st.st_mode & 0o022:
+            return f"{name} can be written by {'everyone' if st.st_mode & 0o002 else 'its group'}"
+    return None
 
 
 def inspect(path: Path, *, want_read_only: bool = False) -> FileState:

@@ -15,6 +15,7 @@ Over 400 lines because a frame's format, how it is applied and which registered 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import logging
@@ -371,7 +372,18 @@ class Counters:
     """
 
     def __init__(self, journal: Path) -> None:
-        fd = os.open(f"{journal}-counters", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Never through a symlink: durable_nb makes none, and one planted in a folder others can write
+        # (a shared .durable/) made the counters overwrite bytes of whatever file it named.
+        try:
+            fd = os.open(f"{journal}-counters", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise JournalWriteError(
+                f"{journal}-counters is a symlink; durable_nb never makes one, so whoever can write the folder "
+                f"{journal.parent} planted it (and could change the journal too). Check the folder, remove the "
+                f"link, and keep journals in a folder only you can write."
+            ) from None
         try:
             if os.fstat(fd).st_size < 16:
                 os.ftruncate(fd, 16)
