@@ -48,16 +48,18 @@ class RunBusyError(DurableError):
     one is refused instead.
     """
 
-    def __init__(self, run_id: str, owner: str) -> None:
+    def __init__(self, run_id: str, owner: str, message: str | None = None) -> None:
+        """``message`` replaces the text for a caller that knows what the run is (a notebook cell)."""
         self.run_id = run_id
         self.owner = owner
-        super().__init__(
+        self._message = message
+        super().__init__(message or (
             f"run {run_id!r} is already open by {owner}; two recoveries of one run at once would "
             f"interleave their journal writes. Wait for the other one to finish, or stop it first."
-        )
+        ))
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.run_id, self.owner))
+        return (type(self), (self.run_id, self.owner, self._message))
 
 
 class UnserializableResultError(DurableError):

@@ -174,3 +174,33 @@ def test_two_processes_racing_for_one_run_one_gets_it_the_other_run_busy(tmp_pat
         assert len(store.calls("race")) == 1
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+def test_deleting_a_run_another_process_is_writing_names_that_process(tmp_path: Path) -> None:
+    """``%durable_forget`` from a second kernel said "open in a live context of another process", where a
+    second kernel running the cell is told "process 4242 on host": which kernel to wait for, or stop."""
+    db = tmp_path / "journal.db"
+    script = textwrap.dedent(
+        """
+        import sys
+        import durable_nb as dnb
+        with dnb.LocalRunner(dnb.SqliteStore(sys.argv[1])).context("shared") as ctx:
+            ctx.durable_execute(abs, -1)
+            print("open", flush=True)
+            sys.stdin.readline()
+        """
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    store = dnb.SqliteStore(db)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(dnb.RunBusyError) as refused:
+            store.delete_run("shared")
+        assert refused.value.owner.startswith(f"process {holder.pid} on ")
+    finally:
+        tell(holder, "leave")
+        holder.wait(timeout=30)
+        store.close()
+    assert holder.returncode == 0

@@ -917,6 +917,42 @@ def test_forgetting_a_cell_another_kernel_is_running_says_it_is_running(
     assert [r.run_id for r in cell_runs(magics.store, "g")] == [run_id]
 
 
+def test_a_cell_another_kernel_is_running_says_so_and_that_its_result_will_replay_here(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """Two notebooks in one folder share .durable/journal.db; the second to run the same cell read
+    "run '...' is already open by process N on host; two recoveries of one run at once would interleave
+    their journal writes", with nothing saying that it is this cell, running in the other kernel."""
+    INTERRUPTS.clear()
+    ip.user_ns.update(order_id=3, interrupt_once=interrupt_once)
+    cell = PAY.replace("print(receipt)", "interrupt_once()\nprint(receipt)")
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, "pay", cell)
+    [rec] = cell_runs(magics.store, "pay")
+    with dnb.LocalRunner(magics.store).context(rec.run_id), pytest.raises(dnb.RunBusyError) as refused:
+        run(ip, "pay", cell)  # the other kernel is recovering the cell now
+    message = str(refused.value)
+    assert message.startswith(f"%%durable pay: this cell, with the same code and inputs (run {rec.run_id!r}), "
+                              f"is running now in process ")
+    assert "Nothing was run here" in message and "replays that result" in message
+    assert "two recoveries" not in message and refused.value.run_id == rec.run_id
+    assert RAN["charge"] == 1 and RAN["send_receipt"] == 1
+    # a RunBusyError the cell's own code raises is the cell's, told as the store tells it
+    HELD.append(magics.store)
+    ip.user_ns["open_held"] = open_held
+    with dnb.LocalRunner(magics.store).context("held"), pytest.raises(dnb.RunBusyError, match="two recoveries"):
+        run(ip, "inner", "open_held()\n")
+
+
+HELD: list[dnb.Store] = []
+
+
+def open_held() -> None:
+    """A cell's own code opening a run that is open elsewhere."""
+    with dnb.LocalRunner(HELD.pop()).context("held"):
+        pass
+
+
 def test_durable_store_switches_and_prints_the_store(
     ip: Any, magics: DurableMagics, tmp_path: Path, capsys: Any
 ) -> None:

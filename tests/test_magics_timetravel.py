@@ -325,6 +325,18 @@ def test_prune_dry_run_then_prune(ip: Any, magics: DurableMagics) -> None:
     assert len(magics.store.runs()) == 0
 
 
+def test_prune_of_many_runs_lists_twenty_and_counts_the_rest(ip: Any, magics: DurableMagics) -> None:
+    """Pruning a 20,000-record map's runs printed 20,000 lines into the cell's output."""
+    runner = dnb.LocalRunner(magics.store)
+    for i in range(25):
+        runner.run(lambda v, ctx: v, i, run_id=f"old-{i:02}")
+    removed, log = line(ip, "durable_prune", "--status COMPLETED --dry-run")
+    assert len(removed) == 25
+    printed = log.text().splitlines()
+    assert printed[0] == "durable: would remove 25 runs" and len(printed) == 22
+    assert printed[-1] == "  ... and 5 more (the list this magic returns holds every one)"
+
+
 def test_prune_lists_odd_run_ids_as_escapes(ip: Any, magics: DurableMagics) -> None:
     """A lone surrogate (a non-UTF-8 file name) in a run id failed the printed list; a right-to-left
     override displayed another id than the one removed."""

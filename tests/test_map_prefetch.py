@@ -125,6 +125,22 @@ def test_runs_a_map_has_locked_ahead_are_busy_for_other_processes_until_it_has_p
 
 
 @pytest.mark.timeout(120)
+def test_a_first_map_gives_back_its_first_chunk_once_it_has_passed_it(tmp_path):
+    """A map that writes reads one chunk, then every run on its own; the first chunk's 255 locks were
+    given back only when the map returned, so for a long map (an hour of LLM calls) another kernel found
+    runs it finished long ago busy: RunBusyError, FAILED rows in its own map of the same records."""
+    path = tmp_path / "j.db"
+    store = dnb.SqliteStore(path)
+    seen: list[str] = []
+    BEFORE[400] = lambda: seen.extend(probe(path, [run_ids(store)[i] for i in (10, 254, 300)]))
+    df = dnb.LocalRunner(store).map(action, RECORDS, key="id")
+    assert seen == ["free"] * 3
+    assert (df["status"] == "COMPLETED").all()
+    executed = list(CALLS)
+    assert executed == [r["id"] for r in RECORDS]  # each record once
+
+
+@pytest.mark.timeout(120)
 def test_a_run_another_process_holds_is_a_failed_row_and_the_others_replay(tmp_path):
     path = tmp_path / "j.db"
     store = dnb.SqliteStore(path)

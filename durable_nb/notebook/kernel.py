@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ..errors import ChangedInputWarning, UnpicklableOutputWarning
+from ..errors import ChangedInputWarning, RunBusyError, UnpicklableOutputWarning
 from ..journal.callid import durable as _durable_name
 from ..journal.context import open_run
 from ..journal.records import CallRecord
@@ -101,7 +101,8 @@ def run_cell(
         return body()
 
     try:
-        with open_run(store, run_id, strict=strict) as ctx, unwrap_stopped():
+        with contextlib.ExitStack() as opened, unwrap_stopped():
+            ctx = _open_cell_run(opened, name, store, run_id, strict)
             done = perform_cell(ctx.journal, name, args_digest, stoppable(watched), reconciler, announce)
     except ReconcilerResultError as exc:  # the magic's argument is wrong, not the cell
         raise UsageError(f"{exc}. Nothing was journaled: the cell's last attempt stays unfinished, and "
@@ -119,6 +120,28 @@ def run_cell(
         _say_reconciled(name, done.outcome)
         return None
     return None if quiet else done.value
+
+
+def _open_cell_run(opened: contextlib.ExitStack, name: str, store: Store, run_id: str, strict: bool) -> Any:
+    """The cell's run opened on ``opened``; a run open elsewhere is told as what it is: this cell, running now.
+
+    The store's text spoke of "two recoveries of one run"; the common case is two
+    notebooks in one folder (one default journal) running the same cell, and the
+    user needs to know that nothing ran here and that the other kernel's result
+    replays here once it is done. Only the open is translated: a RunBusyError the
+    cell's own code raises is the cell's.
+    """
+    __tracebackhide__ = True
+    try:
+        return opened.enter_context(open_run(store, run_id, strict=strict))
+    except RunBusyError as exc:
+        raise RunBusyError(exc.run_id, exc.owner, (
+            f"%%durable {name}: this cell, with the same code and inputs (run {exc.run_id!r}), is running now in "
+            f"{exc.owner}: another kernel using the journal {store!r} (notebooks in one folder share "
+            f".durable/journal.db by default), or a context left open in this kernel. Nothing was run here. Once it "
+            f"finishes, run this cell again: it replays that result (names and output) without executing the cell. "
+            f"If that kernel is stuck, stop it (or restart it) and run this cell again to recover the run here."
+        )) from None
 
 
 def _kernel_body(

@@ -365,6 +365,10 @@ def run_fork(store: Store, name: str, at: int, run_id: str | None, forks: dict[s
     return new_id
 
 
+PRUNE_LISTED = 20
+"""Runs ``%durable_prune`` names one per line; it counts the rest."""
+
+
 def run_prune(store: Store, args: Any) -> list[RunRecord]:
     """``%durable_prune ...``: ``store.prune`` with the parsed options; prints what went (or would go)."""
     if args.older_than is None and args.keep_last is None and args.status is None:
@@ -386,6 +390,9 @@ def run_prune(store: Store, args: Any) -> list[RunRecord]:
     except (TypeError, ValueError) as exc:
         raise UsageError(f"%durable_prune: {exc}") from None
     verb = "would remove" if args.dry_run else "removed"
+    # Listed up to PRUNE_LISTED: a prune of a map's 100,000 runs printed 100,000 lines into the notebook.
+    more = len(removed) - PRUNE_LISTED
     print(f"durable: {verb} {len(removed)} run{'' if len(removed) == 1 else 's'}"
-          + "".join(f"\n  {codec.shown(r.run_id)}  {r.status.value}" for r in removed))  # ids are data
+          + "".join(f"\n  {codec.shown(r.run_id)}  {r.status.value}" for r in removed[:PRUNE_LISTED])  # ids are data
+          + (f"\n  ... and {more} more (the list this magic returns holds every one)" if more > 0 else ""))
     return removed

@@ -1062,9 +1062,11 @@ class SqliteStore(SqliteTimeTravel, Store):
         """Refused (:class:`RunBusyError`) while a live context holds the run; its OS lock keeps one out meanwhile."""
         self._refuse_if_read_only(run_id, None)
         with self._kept_out([run_id]) as free:
-            if not free:
+            if not free:  # the other process named as open_run names it (%durable_forget from another kernel)
                 holder = self._shared.holders.get(run_id)
-                raise RunBusyError(run_id, describe_owner(holder) if holder else "a live context of another process")
+                rec = None if holder else self.run(run_id)
+                raise RunBusyError(run_id, describe_owner(holder) if holder else
+                                   describe_lock_holder(rec.owner if rec else None))
             with self._write() as conn:
                 delete_runs(conn, [run_id])
 

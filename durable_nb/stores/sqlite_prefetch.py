@@ -12,7 +12,7 @@ context of this process has open, are left out of the chunk). From then on no
 other process can open those runs: each run is held without a gap from before its
 rows were read until its context closes, exactly as if it had been opened then.
 Each context takes a lock count of its own; the prefetch gives its counts back
-when the ``map`` has passed the chunk (with one system call per gap between the
+when the ``map`` has passed them (with one system call per gap between the
 locks still held, not one per run), so a run stays busy for other processes a
 few milliseconds after its context closed, as a run whose end is held back does.
 
@@ -81,9 +81,33 @@ class Prefetch:
             return cached
         start = self._position.get(run_id)
         if start is None or not quiet or (stamp == self._stamp and start < self._end):
+            if self._held and start is not None:
+                self._pass(start)
             settle(run_id)
             return conn.execute(select_one, (run_id,)).fetchall()  # busy at chunk time, or the journal is moving
         return self._chunk(conn, run_id, start, select_many, settle)
+
+    def _pass(self, start: int) -> None:
+        """Give back the locks of the runs before ``start``: the map has passed them.
+
+        Why here too: a map that writes reads no chunk after its first one, and
+        that chunk's locks, given back only by the next chunk, stayed held until
+        the map returned (runs it finished an hour ago busy for every other
+        kernel). The held runs are in map order but for runs locked late, so
+        stopping at the first one ahead costs O(1) per open; a late one left
+        behind goes with the next chunk or at the end.
+        """
+        files, held = self._files, self._held
+        with files.lock:
+            behind = []
+            for rid, at in held.items():
+                if at >= start:
+                    break
+                behind.append(rid)
+            if behind:
+                files.unlock_many(behind)
+                for rid in behind:
+                    del held[rid]
 
     def _chunk(
         self, conn: sqlite3.Connection, run_id: str, start: int, select_many: str,
