@@ -15,6 +15,7 @@ from ..journal.store import Store
 from ..runners.local import LocalRunner
 from ..runners.mapping import GroupedKey, Key, key_name, key_of, key_text, records_of, run_id_for
 from .driver import AgentAction, KeyedInput
+from .memory import memory_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -145,7 +146,7 @@ class AgentRunner:
         previous: AgentAction | None = getattr(self, "action", None)
         self.plan = _plan_of(self.agent, self.config)
         self.action = AgentAction(self.plan, self.name, self.config,
-                                  memory=None if previous is None else previous.memory)
+                                  memory=memory_of(self.store, self.name) if previous is None else previous.memory)
         """The durable_nb action ``action(input, ctx) -> outputs`` this runner gives its runner."""
 
     def add_resource(self, name: str, resource_type: ResourceType, instance: Any) -> AgentRunner:

@@ -530,6 +530,29 @@ def test_running_inputs_again_in_the_same_process_replays_with_the_memory_they_f
     assert asked == ["a", "a", "a|b"]  # only the request in flight (no reconciler) went again
 
 
+def test_a_runner_built_again_in_the_same_kernel_replays_what_the_last_one_ran_and_charges_nothing_twice(
+        tmp_path: Path):
+    """A notebook runs the cell that builds the runner again, then the cell of an input already run: the
+    memory was the old runner object's, so the input started from an empty one, its request did not match
+    its journal, which was discarded, and the model was asked (a charge made) again."""
+    asked.clear()
+    AgentRunner(ChatAgent(), dnb.LocalRunner(dnb.SqliteStore(tmp_path / "j.db"))).map(["hi", "how"], key=lambda t: "u")
+    again = AgentRunner(ChatAgent(), dnb.LocalRunner(dnb.SqliteStore(tmp_path / "j.db")))  # the cell run again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        assert again.run("how", key="u") == ["answer 2"]
+        assert again.run("bye", key="u") == ["answer 3"]  # and a new input sees what the key's inputs left
+    assert asked == ["hi", "hi|how", "hi|how|bye"]
+    store = again.store
+    store.prune(keep_last=0)  # starting over: the journal's runs go, and so does their memory
+    assert AgentRunner(ChatAgent(), dnb.LocalRunner(store)).run("how", key="u") == ["answer 1"]
+    # another journal is another memory, also a new MemoryStore reusing a dead one's id
+    assert AgentRunner(ChatAgent(), dnb.LocalRunner(dnb.SqliteStore(tmp_path / "k.db"))).run("how", key="u") == [
+        "answer 1"]
+    for _ in range(3):
+        assert AgentRunner(ChatAgent(), dnb.LocalRunner(dnb.MemoryStore())).run("how", key="u") == ["answer 1"]
+
+
 class FlakyChatAgent(Agent):
     """Fails once on "how", outside any durable call (a transient error), after writing its history."""
 
@@ -581,6 +604,49 @@ def test_a_run_whose_starting_memory_is_no_longer_kept_is_refused_naming_what_to
         with memory.for_run("k", run_id) as m:
             assert m.get("n", 0) == seen
             m["n"] = seen + 1
+
+
+def count_messages(messages: list[dict[str, str]]) -> int:
+    return len(messages)
+
+
+class MessagesAgent(Agent):
+    """A conversation kept as Flink Agents wants memory values: a list of JSON-like messages."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        messages = ctx.short_term_memory.get("messages") or []
+        messages.append({"role": "user", "content": f"{InputEvent.from_event(event).input} " + "." * 40})
+        ctx.short_term_memory.set("messages", messages)
+        ctx.send_event(OutputEvent(output=ctx.durable_execute(count_messages, messages)))
+
+
+def test_a_keys_growing_memory_keeps_starting_copies_within_a_byte_budget_not_one_deep_copy_per_input(monkeypatch):
+    """Each input's starting memory was kept as a deep copy: a history growing with every input made the
+    kept copies grow with the square of the inputs (1,000 inputs of one key: 318 MB, 4,000: 3.1 GB)."""
+    import tracemalloc
+
+    from durable_nb.flink_agents import memory
+
+    monkeypatch.setattr(memory, "SNAPSHOT_BYTES", 100_000, raising=False)
+    runner = AgentRunner(MessagesAgent(), dnb.LocalRunner(dnb.MemoryStore()))
+    turns = [f"turn {i:03d}" for i in range(300)]
+    runner.map(["warm-up"], key=lambda t: "another user")  # what a first map imports is not kept memory
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        frame = runner.map(turns, key=lambda t: "user")
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert frame["result"].tolist()[-1] == [300]
+    assert kept < 3_000_000, f"{kept:,} bytes kept for a memory of 300 messages"  # deep copies: 9 MB
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        assert runner.run(turns[-2], key="user") == [299]  # a recent input still replays from what it saw
+    with pytest.raises(RuntimeError, match=r"no longer kept.*up to 0.0954 MB.*from its first one"):
+        runner.run(turns[1], key="user")  # an early one's copy went over the budget: refused, naming the fix
 
 
 def echo(event: Event, ctx: RunnerContext) -> None:
