@@ -330,3 +330,56 @@ def test_a_run_claimed_by_a_context_that_never_takes_its_lock_back_is_taken_over
     assert time.monotonic() - start >= RELOCK_GRACE
     assert store.calls("abandoned")[0].origin is dnb.Origin.RECONCILED
     assert store.run("abandoned").attempts == 2
+
+
+def test_the_lease_watcher_keeps_a_live_session_in_a_process_with_over_1024_files_open(pg_dsn):
+    """select() refuses a descriptor numbered 1024 or more (a kernel with many files and sockets open): the
+    watcher took that for an ended session, closed the live lease session and took the locks back on a new
+    one, four times a second, the run's lock free each time."""
+    import os
+
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"this process may not open 1,200 files (hard limit {hard})")
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200 if hard == resource.RLIM_INFINITY else min(hard, 4096), hard))
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # the store's sockets come after them
+    store = dnb.PostgresStore(pg_dsn)
+    try:
+        holders: set[int] = set()
+        with dnb.LocalRunner(store).context("r") as ctx:
+            ctx.durable_execute(pow, 2, 1)
+            for _ in range(8):  # two seconds' worth of the watcher's looks
+                time.sleep(0.25)
+                with psycopg.connect(pg_dsn) as admin:
+                    holders.update(pid for (pid,) in admin.execute(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted").fetchall())
+        assert len(holders) == 1  # one lease session all along
+    finally:
+        store.close()
+        for fd in filler:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_store_used_again_after_close_still_takes_a_lost_lock_back(pg_dsn):
+    """close() left its lease watcher stopped for good, while the store reconnects and runs on: a run opened
+    after it lost its lock with its session and never took it back, so another process took the run over
+    mid-call (after the grace) and ran the call again."""
+    store = dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 1), None, run_id="before")
+    store.close()
+    other = dnb.PostgresStore(pg_dsn)
+    try:
+        with runner.context("after") as ctx:
+            ctx.durable_execute(pow, 2, 2)
+            sql(pg_dsn, "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
+            with pytest.raises(dnb.RunBusyError, match="after"):  # the holder took its lock back within the grace
+                dnb.LocalRunner(other).run(lambda _, ctx: ctx.durable_execute(pow, 2, 2), None, run_id="after")
+            ctx.durable_execute(pow, 2, 3)
+    finally:
+        other.close()
+        store.close()
+    assert [c.result() for c in dnb.PostgresStore(pg_dsn).calls("after")] == [4, 8]

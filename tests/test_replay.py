@@ -699,6 +699,37 @@ def test_an_action_that_cannot_take_input_and_ctx_is_refused_before_any_run_is_t
     runner.run(print, 1, run_id="builtin")  # and what has no signature to read is left to run
 
 
+def test_a_decorated_action_is_judged_by_the_signature_that_gets_called(store):
+    """A ``functools.wraps`` decorator that supplies ctx or adds an argument runs; its wrapped function's
+    signature (what ``inspect.signature`` reports by default) is not what the runner calls."""
+    import functools
+
+    def ctx_aware(f):
+        @functools.wraps(f)
+        def wrapper(order, ctx):
+            return f(order)
+        return wrapper
+
+    def with_retries(f):
+        @functools.wraps(f)
+        def wrapper(order, ctx):
+            return f(order, ctx, 3)
+        return wrapper
+
+    @ctx_aware
+    def plain(order):
+        return order * 2
+
+    @with_retries
+    def three(order, ctx, retries):
+        return order + retries
+
+    runner = dnb.LocalRunner(store)
+    assert runner.run(plain, 1, run_id="plain") == 2
+    assert runner.run(three, 1, run_id="three") == 4
+    assert runner.map(plain, [1, 2])["result"].tolist() == [2, 4]
+
+
 def test_another_process_can_recover_a_run_right_after_an_injected_crash(sqlite_store):
     import subprocess
     import sys

@@ -15,6 +15,7 @@ Python process while the mini-cluster is still shutting down, plus one
   exits, since it reads our pipe; stopping it here lets the folders go once it is gone), then the folders go.
   A JVM this process did not launch (``PYFLINK_GATEWAY_PORT``: ``flink run`` started us) is left
   alone; only the zips Flink made of our package in its temp folder are removed.
+* A Jupyter kernel asked to shut down does all of that first (:func:`_hook_kernel_shutdown`).
 * A forked child forgets them: its exit must not remove its parent's folders.
 """
 
@@ -24,6 +25,7 @@ import atexit
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -92,6 +94,34 @@ def adopt_jvm(gateway: Any) -> None:
             _jvm_pid = pid
     except Exception:  # no pid to stop: the folders are removed all the same
         _jvm_pid = None
+    _hook_kernel_shutdown()
+
+
+def _hook_kernel_shutdown() -> None:
+    """In a Jupyter kernel: stop the JVM and remove the folders when the kernel is asked to shut down.
+
+    Why: ipykernel answers a shutdown request by terminating its child processes, waiting for them,
+    before it exits; the JVM spends seconds in Flink's shutdown hooks, and Jupyter, which waits 2.5 s
+    for a kernel to exit, then sent the kernel SIGTERM: the exit hook never ran, the JVM outlived the
+    kernel, and the ~25 MB of each session stayed in the temp folder. ``do_shutdown`` is ipykernel's
+    documented place for what a kernel does when its frontend shuts it down.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    kernel = getattr(shell, "kernel", None)
+    original = getattr(kernel, "do_shutdown", None)
+    if original is None or getattr(original, "_durable_nb", False):
+        return
+    if type(kernel).__module__.startswith("ipykernel.inprocess"):
+        return  # its shutdown does not end this process, whose later jobs need the JVM
+    owner = os.getpid()
+
+    def do_shutdown(restart: bool) -> Any:
+        _clean(owner)
+        return original(restart)
+
+    do_shutdown._durable_nb = True  # type: ignore[attr-defined]
+    kernel.do_shutdown = do_shutdown  # type: ignore[union-attr]
 
 
 def _forget() -> None:
@@ -108,12 +138,19 @@ if hasattr(os, "register_at_fork"):
 
 
 def _clean(owner: int) -> None:
+    """Stop the JVM we launched and remove the folders; once (a kernel's shutdown, then its exit hook)."""
+    global _jvm_pid
     if os.getpid() != owner:  # a forked child inherits the hook: its exit is not its parent's
         return
     _remove_shipped_zips()  # where a user's own java.io.tmpdir put them; ours goes whole below
     if _jvm_pid is not None:
         _stop(_jvm_pid)
-    for path in _folders:
+        _jvm_pid = None
+    with _lock:
+        paths = list(_folders)
+        _folders.clear()
+        _ship_names.clear()
+    for path in paths:
         shutil.rmtree(path, ignore_errors=True)
 
 

@@ -123,9 +123,11 @@ def _check_takes_input_and_ctx(action: Any) -> None:
 
     Called with the wrong arity, the action would fail inside its run: one FAILED run per record
     of a map (on Flink, after the job started) and a message that does not say what an action is.
+    The signature read is the one that gets called: a ``functools.wraps`` decorator that supplies or
+    adapts arguments (``wrapper(x, ctx)`` around ``f(x)``) is valid however its wrapped function reads.
     """
     try:
-        sig = inspect.signature(action)
+        sig = inspect.signature(action, follow_wrapped=False)
     except (TypeError, ValueError):  # a builtin without a signature: let the call decide
         return
     try:

@@ -74,6 +74,20 @@ _WATCH_EVERY = 0.25
 """Seconds between the watcher's looks at the lease session: well within :data:`RELOCK_GRACE`."""
 
 
+def _readable(fd: int) -> bool:
+    """Whether the server sent something on ``fd``, without waiting.
+
+    ``poll``, not ``select``: select refuses a descriptor numbered 1024 or more (a kernel with
+    many files and sockets open), and the watcher took that refusal for an ended session: it
+    closed the live lease session four times a second, freeing the runs' locks each time.
+    """
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # Windows: no poll, and no such limit on socket numbers
+
+
 def lock_key(namespace: str, run_id: str) -> int:
     """The advisory lock key of a run: a signed 64-bit hash of schema and run id (no collisions in practice)."""
     raw = hashlib.blake2b(f"{namespace}\0{run_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -107,7 +121,7 @@ class AdvisoryLocks:
         self._regain: set[str] = set()
         """Runs held on a session that died: the watcher takes their locks back on a new one."""
         self._watcher: threading.Thread | None = None
-        self._closed = False
+        """The one thread watching the lease session; a thread that is no longer it ends (see :meth:`close`)."""
         self._mu = threading.Lock()
 
     @property
@@ -238,11 +252,15 @@ class AdvisoryLocks:
         It looks, under the mutex, for something the server sent the idle session unasked (the
         message that ends a session). It polls rather than waits on the socket: a wait woke at
         the answer to every lock statement (one per record of a map), which cost a map ~10%.
-        It ends when the store holds no run (the next lock starts another).
+        It ends when the store holds no run (the next lock starts another), or when the store is
+        closed: a store used again after ``close()`` gets a watcher of its own with its next lock.
         """
+        me = threading.current_thread()
         while True:
             with self._mu:
-                if self._closed or not (self._held - self._release or self._regain):
+                if self._watcher is not me:
+                    return  # closed meanwhile (a later lock may have started another)
+                if not (self._held - self._release or self._regain):
                     self._watcher = None
                     return
                 if not self._regain:
@@ -259,7 +277,7 @@ class AdvisoryLocks:
         if not self._live:
             return
         try:
-            if not now and not select.select([conn.fileno()], [], [], 0)[0]:
+            if not now and not _readable(conn.fileno()):
                 return  # nothing came unasked
             conn.execute("SELECT 1")
         except Exception:
@@ -356,7 +374,10 @@ class AdvisoryLocks:
 
     def close(self) -> None:
         with self._mu:
-            self._closed = True  # the watcher ends
+            # The watcher ends. Not a flag that stays: a store is used again after close() (it reconnects),
+            # and a closed flag kept every later watcher from starting, so a lock lost while a later
+            # run's call ran was never taken back and another process could run that call again.
+            self._watcher = None
             self._held.clear()
             self._release.clear()
             self._regain.clear()

@@ -91,3 +91,45 @@ def test_a_forked_child_leaves_its_parents_temp_folders_alone(tmp_path: Path) ->
     parent_folder, existed = parent_line.rsplit(" ", 1)
     assert existed == "True", "the child's exit removed its parent's folder"
     assert not Path(child_folder).exists() and not Path(parent_folder).exists()
+
+
+@pytest.mark.flink
+@pytest.mark.timeout(240)
+def test_a_jupyter_kernel_shut_down_after_a_flink_map_exits_in_time_and_leaves_nothing_in_the_temp_folder(
+    tmp_path: Path,
+) -> None:
+    # ipykernel terminates its children before it exits and waited seconds for the JVM (in Flink's
+    # shutdown hooks); Jupyter waits 2.5 s, then SIGTERMed the kernel: no exit hook ran, ~25 MB stayed.
+    _java_or_skip()
+    import time
+
+    from jupyter_client.manager import KernelManager
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env=_child_env(tmp, FLINK_LOG_DIR=str(tmp_path / "logs")), cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        reply = client.execute_interactive(textwrap.dedent("""
+            import durable_nb as dnb
+
+            def absolute(x, ctx):
+                return ctx.durable_execute(abs, -x)
+
+            df = dnb.FlinkRunner(dnb.SqliteStore("journal.db"), parallelism=1).map(absolute, [1, 2])
+            assert list(df["result"]) == [1, 2], df
+        """), timeout=200, output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert list(tmp.iterdir()), "the map wrote nothing to the temp folder: nothing tested"
+        start = time.monotonic()
+        manager.shutdown_kernel(now=False)
+        took = time.monotonic() - start
+    finally:
+        client.stop_channels()
+        if manager.has_kernel:
+            manager.shutdown_kernel(now=True)
+    assert sorted(p.name for p in tmp.iterdir()) == []
+    assert took < manager.shutdown_wait_time / 2, f"Jupyter had to SIGTERM the kernel ({took:.1f} s)"
