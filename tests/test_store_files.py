@@ -56,6 +56,17 @@ def remount(where: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
 
 
+def fill(mnt: Path) -> Path:
+    """Fill the filesystem at ``mnt`` with a file of zeros (returned) until a write fails."""
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    with contextlib.suppress(OSError):
+        while True:
+            os.write(fd, b"\0" * 4096)
+    os.close(fd)
+    return filler
+
+
 def charge(order: str) -> str:
     return f"charged {order}"
 
@@ -444,12 +455,7 @@ def test_a_full_disk_names_journal_run_and_call_releases_the_lease_and_loses_not
     with tmpfs(tmp_path / "mnt", "600k") as mnt:
         path = mnt / "j.db"
         store = dnb.SqliteStore(path)
-        filler = mnt / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        with contextlib.suppress(OSError):  # fill the disk, then give a little room back
-            while True:
-                os.write(fd, b"\0" * 4096)
-        os.close(fd)
+        filler = fill(mnt)  # then give a little room back
         os.truncate(filler, max(0, filler.stat().st_size - 160_000))
 
         def big(i: int) -> bytes:
@@ -491,12 +497,7 @@ def test_a_full_disk_while_the_intent_log_grows_loses_no_acknowledged_call(tmp_p
         store = dnb.SqliteStore(path)
         with dnb.LocalRunner(store).context("warm") as ctx:
             ctx.durable_execute(str, 0)  # the schema, the WAL and the log exist before the disk fills
-        filler = mnt / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-        os.close(fd)
+        filler = fill(mnt)
 
         made: list[int] = []
 
@@ -529,12 +530,7 @@ def test_a_full_disk_is_warned_about_once_not_several_times_a_second_until_it_is
         store = dnb.SqliteStore(mnt / "j.db")
         with dnb.LocalRunner(store).context("warm") as ctx:
             ctx.durable_execute(str, 0)
-        filler = mnt / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-        with contextlib.suppress(OSError):
-            while True:
-                os.write(fd, b"\0" * 4096)
-        os.close(fd)
+        filler = fill(mnt)
         with caplog.at_level("WARNING", logger="durable_nb"), pytest.raises(dnb.JournalWriteError):
             dnb.LocalRunner(store).map(lambda r, ctx: [ctx.durable_execute(str, (r, i)) for i in range(5)],
                                        list(range(3000)))

@@ -13,8 +13,8 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def flink() -> None:
-    """The PyFlink gateway JVM, started once per test session."""
+def java() -> None:
+    """PyFlink and Java 11+ are here: skipped (failed in CI) otherwise. For tests whose jobs run in a child process."""
     # Locally a machine without Flink skips these; in CI (CI=true) that would be a
     # skipped test counted as passing, so it fails instead.
     give_up = pytest.fail if os.environ.get("CI") else pytest.skip
@@ -22,10 +22,17 @@ def flink() -> None:
         import pyflink  # noqa: F401
     except ImportError:
         give_up("apache-flink is not installed: pip install 'durable_nb[flink]'")
-    from durable_nb.runners.flink_env import FlinkSetupError, check_java, gateway
+    from durable_nb.runners.flink_env import FlinkSetupError, check_java
 
     try:
         check_java()
     except FlinkSetupError as exc:
         give_up(str(exc))
+
+
+@pytest.fixture(scope="session")
+def flink(java: None) -> None:
+    """The PyFlink gateway JVM, started once per test session."""
+    from durable_nb.runners.flink_env import gateway
+
     gateway()

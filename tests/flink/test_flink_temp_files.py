@@ -24,26 +24,13 @@ def _child_env(tmp: Path, **more: str) -> dict[str, str]:
     return env
 
 
-def _java_or_skip() -> None:
-    give_up = pytest.fail if os.environ.get("CI") else pytest.skip
-    try:
-        import pyflink  # noqa: F401
-    except ImportError:
-        give_up("apache-flink is not installed: pip install 'durable_nb[flink]'")
-    from durable_nb.runners.flink_env import FlinkSetupError, check_java
-
-    try:
-        check_java()
-    except FlinkSetupError as exc:
-        give_up(str(exc))
-
-
 @pytest.mark.flink
 @pytest.mark.timeout(240)
-def test_a_process_that_ran_a_flink_map_leaves_nothing_in_the_temp_folder_after_it_exits(tmp_path: Path) -> None:
+def test_a_process_that_ran_a_flink_map_leaves_nothing_in_the_temp_folder_after_it_exits(
+    tmp_path: Path, java: None
+) -> None:
     # Flink's own files (the mini-cluster's folder, its 24 MB RPC jar, one zip of the package per job)
     # and ours (the package copy, the checkpoints) outlived every session, ~25 MB each.
-    _java_or_skip()
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     code = textwrap.dedent("""
@@ -96,11 +83,10 @@ def test_a_forked_child_leaves_its_parents_temp_folders_alone(tmp_path: Path) ->
 @pytest.mark.flink
 @pytest.mark.timeout(240)
 def test_a_jupyter_kernel_shut_down_after_a_flink_map_exits_in_time_and_leaves_nothing_in_the_temp_folder(
-    tmp_path: Path,
+    tmp_path: Path, java: None,
 ) -> None:
     # ipykernel terminates its children before it exits and waited seconds for the JVM (in Flink's
     # shutdown hooks); Jupyter waits 2.5 s, then SIGTERMed the kernel: no exit hook ran, ~25 MB stayed.
-    _java_or_skip()
     import time
 
     from jupyter_client.manager import KernelManager
