@@ -155,6 +155,52 @@ def test_flush_and_boundary_make_held_outcomes_durable(path):
     store.close()
 
 
+@pytest.mark.parametrize("reader", ["the boundary's end", "a read of this store"])
+def test_a_held_outcome_the_background_flush_is_committing_is_waited_for_not_skipped(path, reader):
+    """The flusher took the held outcome and is still inside its commit (an fdatasync slowed by a loaded
+    disk): no longer held, not yet durable. A boundary (``map``'s return) must wait for that commit, or the
+    map returns with the outcome lost to a crash right after (recovery runs the call again); so must a read
+    of this store, or it shows the finished call PENDING. The test wakes the flusher when it wants it, and
+    its commit waits until the main thread waits for it (10 s at most: then the assertions fail)."""
+    store = dnb.SqliteStore(path)
+    committer = store._committer
+    committer.delay = 3600.0
+    commit = committer._commit
+    entered = threading.Event()
+    done = threading.Event()
+
+    def gated(batch, held):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "durable_nb-flush" and held and not entered.is_set():
+            entered.set()
+            deadline = time.monotonic() + 10.0
+            while not committer._waiting and not done.is_set() and time.monotonic() < deadline:
+                time.sleep(0.001)  # until another thread waits for this commit
+        return commit(batch, held)
+
+    def flush_in_background() -> None:
+        with committer._flush_cond:
+            committer.delay = 0.0
+            committer._flush_cond.notify_all()
+        assert entered.wait(10.0)  # the flusher took what is held and is committing it
+
+    committer._commit = gated
+    try:
+        with store.boundary():
+            with dnb.LocalRunner(store).context("b") as ctx:
+                ctx.durable_execute(abs, -1)
+                if reader == "a read of this store":
+                    flush_in_background()
+                    assert [c.status for c in store.calls("b")] == [Status.SUCCEEDED]
+            if reader == "the boundary's end":
+                flush_in_background()  # the outcome and the run's end
+        assert other_view(path, "b") == [Status.SUCCEEDED]  # what a crash right after the boundary leaves
+        assert [c.status for c in store.calls("b")] == [Status.SUCCEEDED]
+        assert dnb.SqliteStore(path).run("b").status is RunStatus.COMPLETED
+    finally:
+        done.set()
+        store.close()
+
+
 def test_gathered_async_calls_in_one_context_share_commits_and_each_pending_is_durable_first(path):
     """``asyncio.gather`` of durable calls in ONE context: fewer commits than calls, and inside each
     function its own PENDING is already on disk (read by another store object)."""

@@ -142,6 +142,9 @@ class Committer:
         self._waiting = 0
         self._queue: list[_Waiter] = []
         self._busy = False
+        self._carrier: threading.Thread | None = None
+        """The thread committing while ``_busy``: the held and queued ops it took are neither held nor durable
+        until it is done, so a boundary or a read of another thread waits for it (:meth:`flush`)."""
         self._held: list[tuple[str, Op]] = []
         self._held_since = 0.0
         self.held_runs: Counter[str] = Counter()
@@ -174,7 +177,7 @@ class Committer:
                     cond.wait()
                     self._waiting -= 1
                     continue
-                self._busy = True
+                self._busy, self._carrier = True, threading.current_thread()  # before the ops leave the lists
                 batch, self._queue = self._queue, []
                 held, self._held = self._held, []
                 cond.release()
@@ -182,7 +185,7 @@ class Committer:
                     self._commit(batch, held)
                 finally:
                     cond.acquire()
-                    self._busy = False
+                    self._busy, self._carrier = False, None
                     for w in batch:
                         w.done = True
                     if self._waiting:
@@ -309,7 +312,7 @@ class Committer:
                 self._waiting += 1
                 cond.wait()
                 self._waiting -= 1
-            self._busy = True
+            self._busy, self._carrier = True, threading.current_thread()
             held, self._held = self._held, []
         after: list[Callable[[], None]] = []
         turn = self._turn
@@ -326,7 +329,7 @@ class Committer:
             self._committed(held, after)  # still the only committer, as in _commit
         finally:
             with cond:
-                self._busy = False
+                self._busy, self._carrier = False, None
                 if self._waiting:
                     cond.notify_all()
 
@@ -392,12 +395,32 @@ class Committer:
 
     @property
     def holding(self) -> bool:
-        return bool(self._held or self._queue)
+        """Ops held or queued, or another thread's commit carrying some (the flusher's, mid-fdatasync)."""
+        if self._held or self._queue:  # read before the carrier: a commit sets it before taking the ops
+            return True
+        carrier = self._carrier
+        return carrier is not None and carrier is not threading.current_thread()
 
     def flush(self) -> None:
-        """Commit every held (and queued, never waited for) op now (a durable boundary)."""
-        if self._held or self._queue:
-            self.run(None)
+        """Commit every held (and queued, never waited for) op now (a durable boundary).
+
+        Why it first waits for another thread's commit: the flusher may have taken the held
+        ops and be inside its commit; they are no longer held but not durable yet, and a
+        boundary that returned then (``map``'s) lost them to a crash right after, as a read
+        that did not wait showed a finished call PENDING. Not for this thread's own commit
+        (a read inside :meth:`exclusive`): that would wait for itself.
+        """
+        me = threading.current_thread()
+        cond = self._cond
+        with cond:
+            while not (self._held or self._queue):
+                carrier = self._carrier
+                if carrier is None or carrier is me:
+                    return
+                self._waiting += 1
+                cond.wait()
+                self._waiting -= 1
+        self.run(None)
 
     def _flush_loop(self) -> None:
         """Commit held ops ``delay`` seconds after the first was held, unless a commit took them first.
