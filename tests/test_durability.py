@@ -234,3 +234,24 @@ def test_gathered_async_calls_in_one_context_share_commits_and_each_pending_is_d
     assert asyncio.run(dnb.LocalRunner(store).run_async(action, None, run_id="gathered")) == [i * 2 for i in range(32)]
     assert on_disk == {}
     store.close()
+
+
+def test_a_second_store_object_on_the_file_opening_a_run_whose_end_another_holds_back_replays_it(path):
+    """Inside one store object's map (a boundary) a finished run's last outcome and end are held in that
+    object's memory. A second store object on the file in the same process (another thread's runner)
+    opened the run, read its last call as PENDING and charged again. It now commits them first."""
+    charged: list[int] = []
+
+    def charge(amount: int) -> int:
+        charged.append(amount)
+        return amount
+
+    first, second = dnb.SqliteStore(path), dnb.SqliteStore(path)
+    first._committer.delay = 3600.0  # the held end stays held until the boundary's end
+    with first.boundary():
+        assert dnb.LocalRunner(first).run(lambda _, ctx: ctx.durable_execute(charge, 7), None, run_id="order") == 7
+        assert dnb.LocalRunner(second).run(lambda _, ctx: ctx.durable_execute(charge, 7), None, run_id="order") == 7
+    assert charged == [7]
+    assert [c.origin for c in second.calls("order")] == [dnb.Origin.EXECUTED]
+    first.close()
+    second.close()

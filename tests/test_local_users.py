@@ -122,3 +122,31 @@ def test_a_journal_in_a_folder_of_this_user_opens_without_a_warning(tmp_path: Pa
         dnb.LocalRunner(store).run(_action, -1, run_id="r")
         store.close()
         dnb.SqliteStore(tmp_path / ".durable" / "journal.db").close()
+
+
+def test_a_group_writable_folder_whose_group_holds_only_this_user_opens_without_a_warning(tmp_path: Path) -> None:
+    """umask 002 (Debian, Ubuntu: every user has a group of their own) makes project folders 0775: no one else."""
+    if not hasattr(os, "geteuid"):
+        pytest.skip("no uids")
+    folder = tmp_path / "project"
+    folder.mkdir()
+    os.chown(folder, -1, os.getegid() if os.geteuid() else 0)
+    folder.chmod(0o775)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = dnb.SqliteStore(folder / "orders.db")
+        dnb.LocalRunner(store).run(_action, -1, run_id="r")
+        store.close()
+        dnb.SqliteStore(folder / "orders.db").close()
+
+
+def test_a_group_writable_folder_whose_group_has_another_member_warns_naming_them(tmp_path: Path) -> None:
+    need_other()
+    import pwd
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    os.chown(folder, -1, pwd.getpwnam(OTHER).pw_gid)
+    folder.chmod(0o775)
+    with pytest.warns(UserWarning, match=rf"can be written by its group \(gid \d+: .*{OTHER}"):
+        dnb.SqliteStore(folder / "orders.db").close()

@@ -383,3 +383,28 @@ def test_a_store_used_again_after_close_still_takes_a_lost_lock_back(pg_dsn):
         other.close()
         store.close()
     assert [c.result() for c in dnb.PostgresStore(pg_dsn).calls("after")] == [4, 8]
+
+
+@pytest.mark.parametrize("durability", ["call", "transition"])
+def test_sessions_ended_quicker_than_the_watcher_looks_do_not_fail_the_next_call(pg_dsn, monkeypatch, durability):
+    """A restart over within the lease watcher's poll interval (0.25 s), and a call that returns right away:
+    the next write went out on the dead session and failed with JournalUnavailableError ("the next call
+    reconnects"). The store looks at its lease session's socket before a write (no statement): the message
+    that ended it is there, so the write goes out on new sessions. Here the watcher is made slow so that the
+    sessions' end (all of them ended at once, as a restart does) always falls between two of its looks."""
+    from durable_nb.stores import postgres_lease
+
+    monkeypatch.setattr(postgres_lease, "_WATCH_EVERY", 60.0)
+    store = dnb.PostgresStore(pg_dsn, durability=durability)
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 1), None, run_id="warm")  # the watcher sleeps now
+
+    def cut(i: int) -> int:
+        sql(pg_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        time.sleep(0.05)  # the server's goodbye reaches the sockets
+        return i
+
+    assert runner.run(lambda _, ctx: [ctx.durable_execute(cut, 1), ctx.durable_execute(pow, 2, 3)], None,
+                      run_id="r") == [1, 8]
+    assert [(c.result(), c.origin) for c in store.calls("r")] == [(1, dnb.Origin.EXECUTED), (8, dnb.Origin.EXECUTED)]

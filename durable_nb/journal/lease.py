@@ -31,8 +31,9 @@ import os
 import socket
 import struct
 import threading
+import weakref
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import psutil
 
@@ -228,6 +229,9 @@ class FileLocks:
         self._offsets: dict[str, int] = {}
         self.writes = 0
         """Commits to the file by this process (every store object on it): what a prefetch checks."""
+        self.committers: weakref.WeakSet[Any] = weakref.WeakSet()
+        """The committers of the store objects that opened runs here: one holding a closed run's writes back (a
+        map's boundary) is flushed by another store object opening that run, which reads the file without them."""
         self._writer = threading.RLock()  # re-entrant: a write inside a write transaction must not hang
         self._depth = 0
 

@@ -542,12 +542,7 @@ class PostgresStore(Store):
     ) -> None:
         """One statement where it can be: held outcomes, run ends held in a boundary, claim and PENDING."""
         lease = self._lease(run_id, owner)
-        if lease.os_locked and not self._locks.surely_held(run_id):
-            with self._guard(f"write call {index}", run_id):
-                locked = self._locks.ensure(run_id)
-            if not locked:
-                raise self._lost(lease, "its lock went with its connection (the server restarted?) and another "
-                                 "process holds the run now")
+        self._check_lock(lease, index)
         if lease.owner in self._unsure:
             self._settle_unsure(lease, index)
         held = self._outcomes.take(run_id)
@@ -584,6 +579,16 @@ class PostgresStore(Store):
             raise self._lost(lease, "another context wrote to the run after this one opened it" if claiming
                              else "another context took the run over")
         lease.wrote = True
+
+    def _check_lock(self, lease: Lease, index: int) -> None:
+        """Before a write of a context holding the run's lock: the lock is still held (taken back on a new session
+        if the server ended the lease session, as a restart does, since the watcher last looked)."""
+        if lease.os_locked and not self._locks.surely_held(lease.run_id):
+            with self._guard(f"write call {index}", lease.run_id):
+                locked = self._locks.ensure(lease.run_id)
+            if not locked:
+                raise self._lost(lease, "its lock went with its connection (the server restarted?) and another "
+                                 "process holds the run now")
 
     def _settle_unsure(self, lease: Lease, index: int) -> None:
         """Undo a PENDING that may have committed although its write failed (the connection was lost
@@ -630,6 +635,7 @@ class PostgresStore(Store):
         if self.durability != "transition" and lease.wrote and len(outcome.payload or b"") <= HOLD_MAX:
             self._outcomes.hold(row)
             return True
+        self._check_lock(lease, index)
         with self._guard(f"write call {index}", run_id):
             conn = self._conn
             if lease.wrote:

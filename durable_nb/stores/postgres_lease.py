@@ -162,8 +162,18 @@ class AdvisoryLocks:
 
         Read without the mutex (set membership and flags, atomic under the GIL): it is
         asked before every PENDING, and a wrong "no" only costs :meth:`ensure`'s check.
+        The lease socket is looked at too (one poll, no statement): a restart over between
+        two of the watcher's looks left a session that seemed live, and the write went out on
+        the store's dead sessions, failing with JournalUnavailableError.
         """
-        return not self._suspect and run_id in self._held and self._live
+        return not self._suspect and run_id in self._held and self._live and not self._told()
+
+    def _told(self) -> bool:
+        """Whether the server sent the idle lease session something unasked (the message ending it), or may have."""
+        try:
+            return _readable(self._conn.fileno())
+        except Exception:  # closed meanwhile (the watcher): not surely held
+            return True
 
     def ensure(self, run_id: str) -> bool:
         """Whether this session holds the run's lock now, taking it again if the session was lost.
@@ -173,9 +183,9 @@ class AdvisoryLocks:
         refuses it if another context took the run over in between.
         """
         with self._mu:
-            if self._suspect and self._live:
-                self._suspect = False
-                self._check_session(self._conn, now=True)  # a session the server lost fails here
+            if self._live and (self._suspect or self._told()):
+                now, self._suspect = self._suspect, False
+                self._check_session(self._conn, now=now)  # a session the server lost fails here
             if run_id in self._held and self._live:
                 return True
         return self.try_lock(run_id)

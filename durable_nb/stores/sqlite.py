@@ -301,6 +301,8 @@ class SqliteStore(SqliteTimeTravel, Store):
             self._conn_fn, self._begin, FLUSH_DELAY, self._wrote, _Turn(self),
             self._via_log if self.durability == "call" and _CAN_LOG else None,
         )
+        self._joined: FileLocks | None = None
+        """The file whose ``committers`` this store's committer joined (:meth:`_flush_others`)."""
         self._intent: IntentLog | None = None
         self._watch: Watch | None = None
         if forked and self._files is not None:  # the parent's descriptor and leases are not ours
@@ -759,6 +761,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         lease = Lease(run_id, owner, None, os_locked=locked, exclusive=locked and files.available and not taking_over)
         files.leases[owner] = lease
         try:
+            self._flush_others(files, run_id)
             if taking_over:
                 rows = self._take_over(lease)
             else:
@@ -785,6 +788,23 @@ class SqliteStore(SqliteTimeTravel, Store):
         except BaseException:
             self._drop_lease(lease)
             raise
+
+    def _flush_others(self, files: FileLocks, run_id: str) -> None:
+        """Commit what another store object of this process holds back of ``run_id`` before it is read here.
+
+        Why: a run whose context closed inside another store object's ``map`` keeps its end (and its last
+        call's outcome) in that store's memory until the map's boundary; the OS lock kept it from other
+        processes, but a second store object on the file in this process (another thread) read the run
+        without them and ran its last call again.
+        """
+        committers = files.committers
+        if self._joined is not files:  # once per file, not per run: a map opens one run per record
+            committers.add(self._committer)
+            self._joined = files
+        if len(committers) > 1:
+            for other in list(committers):
+                if other is not self._committer and run_id in other.held_runs:
+                    other.run(None)  # also waits for a commit of them under way in another thread
 
     def _refuse_if_gone(self, files: FileLocks, run_id: str, owner: str) -> None:
         """JournalWriteError if the file open here is no longer the one at :attr:`path`: deleted, SQLite would

@@ -12,6 +12,7 @@ created for them ``0700``: journals hold pickles of users' results.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sqlite3
 import stat
@@ -111,7 +112,9 @@ def exposure(path: Path) -> str | None:
     A journal holds pickles: whoever can write it, its ``-wal``/``-shm``/``-counters``, or its folder (to
     put another file in its place) runs code as this user when it replays. So: the folder is another user's
     (root's aside) or writable by others without the sticky bit; or one of the files is another user's, a
-    symlink, or writable by others. Not on platforms without uids.
+    symlink, or writable by others. Group-writable counts only when the group has another member: with
+    umask 002 (Debian, Ubuntu: each user's own group) a group-writable project folder is the normal case,
+    and its group holds nobody else. Not on platforms without uids.
     """
     if not hasattr(os, "geteuid"):
         return None
@@ -122,8 +125,8 @@ def exposure(path: Path) -> str | None:
         return None
     if folder.st_uid not in (me, 0):
         return f"its folder {path.parent} belongs to another user (uid {folder.st_uid})"
-    if folder.st_mode & 0o022 and not folder.st_mode & stat.S_ISVTX:
-        return f"its folder {path.parent} can be written by {'everyone' if folder.st_mode & 0o002 else 'its group'}"
+    if not folder.st_mode & stat.S_ISVTX and (writers := _writers(folder, me)):
+        return f"its folder {path.parent} can be written by {writers}"
     for name in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-counters"))):
         try:
             st = os.lstat(name)
@@ -135,9 +138,48 @@ def exposure(path: Path) -> str | None:
             return f"{name} is a symlink (durable_nb never makes one)"
         if st.st_uid != me:
             return f"{name} belongs to another user (uid {st.st_uid})"
-        if st.st_mode & 0o022:
-            return f"{name} can be written by {'everyone' if st.st_mode & 0o002 else 'its group'}"
+        if writers := _writers(st, me):
+            return f"{name} can be written by {writers}"
     return None
+
+
+def _writers(st: os.stat_result, me: int) -> str | None:
+    """Who besides its owner can write a file or folder: 'everyone', its group's other members, or None."""
+    if st.st_mode & 0o002:
+        return "everyone"
+    if not st.st_mode & 0o020:
+        return None
+    others = _other_members(st.st_gid, me)
+    if not others:
+        return None
+    return f"its group (gid {st.st_gid}: {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})"
+
+
+@functools.lru_cache(maxsize=64)
+def _other_members(gid: int, me: int) -> tuple[str, ...]:
+    """The users besides ``me`` (and root, who can write anything anyway) in group ``gid``: members or primary.
+
+    Cached for the process: it reads every user (``getpwall``), and a store opens often in a
+    group-writable folder (umask 002) while groups rarely change under a running kernel.
+    """
+    import grp
+    import pwd
+
+    try:
+        named = grp.getgrgid(gid).gr_mem
+    except KeyError:  # a gid with no name (a container's --user 1000:1000): only primary groups can hold it
+        named = []
+    others = []
+    for name in named:
+        try:
+            uid = pwd.getpwnam(name).pw_uid
+        except KeyError:
+            uid = -1  # a member name with no user: cannot tell it is this user
+        if uid not in (me, 0):
+            others.append(name)
+    others += [u.pw_name for u in pwd.getpwall() if u.pw_gid == gid and u.pw_uid not in (me, 0)
+               and u.pw_name not in others]
+    return tuple(others)
 
 
 def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
