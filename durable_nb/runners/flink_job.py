@@ -85,6 +85,7 @@ from .flink_env import (
     store_spec,
     user_modules_by_value,
 )
+from .flink_wait import collected
 from .flink_worker import (
     KeyText,
     MapJob,
@@ -352,12 +353,11 @@ def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool) -> l
     rows: dict[int, Shipped] = {}
     bar = MapProgress(n, job_name, enabled=show)
     try:
-        with stream.execute_and_collect(job_name) as collected:
-            for wire in collected:
-                shipped = Shipped(*wire)
-                if shipped.index not in rows:
-                    rows[shipped.index] = shipped
-                    bar.record(shipped.status, replayed=shipped.replayed)
+        for wire in collected(stream, job_name):  # Ctrl-C while it waits cancels the job (see flink_wait)
+            shipped = Shipped(*wire)
+            if shipped.index not in rows:
+                rows[shipped.index] = shipped
+                bar.record(shipped.status, replayed=shipped.replayed)
     except Exception as exc:
         raise job_error(exc, job_name, attempts) from exc
     finally:
