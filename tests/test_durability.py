@@ -7,6 +7,8 @@ where the background flush is involved the test waits for it with a generous bou
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 
 import durable_nb as dnb
 from durable_nb import RunStatus, Status
+from durable_nb.stores import sqlite_commit
 
 
 def other_view(path: Path, run_id: str) -> list[Status]:
@@ -198,6 +201,49 @@ def test_a_held_outcome_the_background_flush_is_committing_is_waited_for_not_ski
         assert dnb.SqliteStore(path).run("b").status is RunStatus.COMPLETED
     finally:
         done.set()
+        store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_exits_although_the_parents_flusher_was_committing_at_the_fork(path):
+    """A child forked while the parent's flusher was inside its commit got a copy of the committer whose
+    carrier is a thread the child does not have; its normal exit (the at-exit flush) waited for that commit
+    forever. The parent's held writes are the parent's to commit: the child leaves them alone."""
+    store = dnb.SqliteStore(path)
+    committer = store._committer
+    committer.delay = 3600.0
+    commit = committer._commit
+    entered, release = threading.Event(), threading.Event()
+
+    def gated(batch, held):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "durable_nb-flush" and held and not entered.is_set():
+            entered.set()
+            release.wait(10.0)
+        return commit(batch, held)
+
+    committer._commit = gated
+    try:
+        with dnb.LocalRunner(store).context("f") as ctx:
+            ctx.durable_execute(abs, -1)
+            with committer._flush_cond:
+                committer.delay = 0.0
+                committer._flush_cond.notify_all()
+            assert entered.wait(10.0)  # the flusher is inside its commit
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                try:
+                    signal.signal(signal.SIGALRM, lambda *_: os._exit(3))  # hung: report it, do not hang pytest
+                    signal.alarm(5)
+                    sqlite_commit._flush_at_exit()  # what its normal exit runs
+                finally:
+                    os._exit(0)
+            release.set()
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+            assert ctx.durable_execute(abs, -2) == 2
+        assert [c.status for c in store.calls("f")] == [Status.SUCCEEDED, Status.SUCCEEDED]
+    finally:
+        release.set()
         store.close()
 
 

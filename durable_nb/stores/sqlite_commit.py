@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -69,8 +70,16 @@ at_exit: list[Callable[[], None]] = []
 
 @atexit.register
 def _flush_at_exit() -> None:
-    """A normal interpreter exit is a durable boundary: commit what is still held back."""
+    """A normal interpreter exit is a durable boundary: commit what is still held back.
+
+    Not a forked child's copies of its parent's committers: their held ops are the parent's to commit
+    (under its leases), and one copied while the parent's flusher was inside its commit names a carrier
+    thread the child does not have, so :meth:`Committer.flush` waited for it forever (the child never exited).
+    """
+    pid = os.getpid()
     for committer in list(_live):
+        if committer.pid != pid:
+            continue
         try:
             committer.flush()
         except Exception as exc:
@@ -150,6 +159,8 @@ class Committer:
         self.held_runs: Counter[str] = Counter()
         self._flusher: threading.Thread | None = None
         self._closed = False
+        self.pid = os.getpid()
+        """The process that made it: a forked child's copy is its parent's (:func:`_flush_at_exit`)."""
         self.fenced: set[str] = set()
         """Lease owners already fenced in the current write transaction (one check each per commit)."""
         _live.add(self)
@@ -173,9 +184,7 @@ class Committer:
         with self._lock:
             while not me.done:
                 if self._busy:
-                    self._waiting += 1
-                    cond.wait()
-                    self._waiting -= 1
+                    self._wait(cond)
                     continue
                 self._busy, self._carrier = True, threading.current_thread()  # before the ops leave the lists
                 batch, self._queue = self._queue, []
@@ -309,9 +318,7 @@ class Committer:
         cond = self._cond
         with cond:
             while self._busy:
-                self._waiting += 1
-                cond.wait()
-                self._waiting -= 1
+                self._wait(cond)
             self._busy, self._carrier = True, threading.current_thread()
             held, self._held = self._held, []
         after: list[Callable[[], None]] = []
@@ -393,6 +400,15 @@ class Committer:
             self._flusher = threading.Thread(target=self._flush_loop, name="durable_nb-flush", daemon=True)
             self._flusher.start()
 
+    def _wait(self, cond: threading.Condition) -> None:
+        """Wait for the committing thread (``cond`` held), counted so that its end wakes us; uncounted
+        however the wait ends (an interrupt too: a count left behind woke every later commit's waiters)."""
+        self._waiting += 1
+        try:
+            cond.wait()
+        finally:
+            self._waiting -= 1
+
     @property
     def holding(self) -> bool:
         """Ops held or queued, or another thread's commit carrying some (the flusher's, mid-fdatasync)."""
@@ -417,9 +433,7 @@ class Committer:
                 carrier = self._carrier
                 if carrier is None or carrier is me:
                     return
-                self._waiting += 1
-                cond.wait()
-                self._waiting -= 1
+                self._wait(cond)
         self.run(None)
 
     def _flush_loop(self) -> None:
