@@ -51,9 +51,9 @@ class _Collector(threading.Thread):
             with self._lock:
                 self._iterator = iterator
                 cancelled = self._cancelled
-            with iterator:  # closing cancels the job if it still runs
+            with iterator as rows:  # closing cancels the job if it still runs
                 if not cancelled:  # interrupted while the job was being submitted
-                    for wire in iterator:
+                    for wire in rows:
                         self.items.put((_ROW, wire))
         except BaseException as exc:  # handed to the main thread, which raises it there
             self.items.put((_ERROR, exc))
