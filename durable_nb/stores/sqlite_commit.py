@@ -150,10 +150,9 @@ class Committer:
         self._flush_cond = threading.Condition(lock)
         self._waiting = 0
         self._queue: list[_Waiter] = []
-        self._busy = False
         self._carrier: threading.Thread | None = None
-        """The thread committing while ``_busy``: the held and queued ops it took are neither held nor durable
-        until it is done, so a boundary or a read of another thread waits for it (:meth:`flush`)."""
+        """The thread committing now (None: no commit runs): the held and queued ops it took are neither held nor
+        durable until it is done, so a boundary or a read of another thread waits for it (:meth:`flush`)."""
         self._held: list[tuple[str, Op]] = []
         self._held_since = 0.0
         self.held_runs: Counter[str] = Counter()
@@ -183,10 +182,10 @@ class Committer:
         cond = self._cond
         with self._lock:
             while not me.done:
-                if self._busy:
+                if self._carrier is not None:
                     self._wait(cond)
                     continue
-                self._busy, self._carrier = True, threading.current_thread()  # before the ops leave the lists
+                self._carrier = threading.current_thread()  # before the ops leave the lists
                 batch, self._queue = self._queue, []
                 held, self._held = self._held, []
                 cond.release()
@@ -194,7 +193,7 @@ class Committer:
                     self._commit(batch, held)
                 finally:
                     cond.acquire()
-                    self._busy, self._carrier = False, None
+                    self._carrier = None
                     for w in batch:
                         w.done = True
                     if self._waiting:
@@ -317,9 +316,9 @@ class Committer:
         """One write transaction of the caller's own (with the held ops), outside the queue."""
         cond = self._cond
         with cond:
-            while self._busy:
+            while self._carrier is not None:
                 self._wait(cond)
-            self._busy, self._carrier = True, threading.current_thread()
+            self._carrier = threading.current_thread()
             held, self._held = self._held, []
         after: list[Callable[[], None]] = []
         turn = self._turn
@@ -336,7 +335,7 @@ class Committer:
             self._committed(held, after)  # still the only committer, as in _commit
         finally:
             with cond:
-                self._busy, self._carrier = False, None
+                self._carrier = None
                 if self._waiting:
                     cond.notify_all()
 
