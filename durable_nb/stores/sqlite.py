@@ -256,7 +256,7 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"does not see a crashed process's log and would run its acknowledged calls again.", UserWarning)
         state = sqlite_file.inspect(path, want_read_only=read_only)
         self._version, self.read_only, self._files = state.version, state.read_only, state.files
-        if not self.read_only and not os.path.exists(f"{path}-counters") and sqlite_view.logs_beside(path):
+        if not self.read_only and not os.path.exists(f"{path}-counters") and sqlite_file.logs_beside(path):
             # Copied or moved without its -counters: reads look for dead logs only where that file exists,
             # so a killed process's acknowledged calls were skipped and ran again.
             sqlite_frames.Counters(path).close()

@@ -106,6 +106,16 @@ def create(path: Path) -> FileLocks:
         ) from None
 
 
+def logs_beside(journal: Path) -> list[Path]:
+    """The files named like an intent log of ``journal`` (``<journal>-log.*``) beside it, by name."""
+    prefix = f"{journal.name}-log."
+    try:
+        with os.scandir(journal.parent) as entries:
+            return sorted(Path(e.path) for e in entries if e.name.startswith(prefix))
+    except OSError:
+        return []
+
+
 def exposure(path: Path) -> str | None:
     """Why another local user could change what a replay of the journal at ``path`` unpickles, or None.
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
 import shutil
 from pathlib import Path
 
 from ..errors import JournalWriteError, warn_at_user_code
 from . import sqlite_frames
+from .sqlite_file import logs_beside
 from .sqlite_logfile import sync_folder
 
 
@@ -39,12 +39,8 @@ def adopt_logs_beside(link: Path, real: Path) -> None:
     any dead process's log. A log whose writer still lives (a process of an older durable_nb writing now) is
     left where it is, with a warning.
     """
-    try:
-        found = sorted(link.parent.glob(glob.escape(link.name) + "-log.*"))
-    except OSError:
-        return
     moved = False
-    for log in found:
+    for log in logs_beside(link):
         target = real.with_name(log.name)
         try:
             if target.exists() and os.path.samefile(log, target):

@@ -17,6 +17,7 @@ import sqlite3
 from pathlib import Path
 
 from ..errors import JournalFormatError
+from .sqlite_file import logs_beside
 from .sqlite_frames import apply_logs, decode, log_path, registered, writer_alive
 
 RECHECK = 0.05
@@ -76,28 +77,14 @@ def signature(journal: Path) -> tuple[object, ...]:
         with contextlib.suppress(OSError):
             st = os.stat(path)
             parts.append((path.name, st.st_size, st.st_mtime_ns, st.st_ino))
-    prefix = f"{journal.name}-log."
-    with contextlib.suppress(OSError), os.scandir(journal.parent) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            if not entry.name.startswith(prefix):
-                continue
-            try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                st = os.fstat(fd)
-                parts.append((entry.name, st.st_size, st.st_mtime_ns, writer_alive(fd)))
-            finally:
-                os.close(fd)
+    for path in logs_beside(journal):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            parts.append((path.name, st.st_size, st.st_mtime_ns, writer_alive(fd)))
+        finally:
+            os.close(fd)
     return tuple(parts)
-
-
-def logs_beside(journal: Path) -> bool:
-    """Whether an intent log of ``journal`` (a file named ``<journal>-log.*``) lies beside it."""
-    prefix = f"{journal.name}-log."
-    try:
-        with os.scandir(journal.parent) as entries:
-            return any(e.name.startswith(prefix) for e in entries)
-    except OSError:
-        return False
