@@ -599,6 +599,23 @@ def test_unpicklable_outputs_are_left_out_with_a_warning_and_named_on_replay(
     assert "not restored: fh (_io.TextIOWrapper" in log.text() and "lock (_thread.lock" in log.text()
 
 
+def test_cell_warnings_name_the_cell_not_durable_nbs_source(ip: Any, magics: DurableMagics, tmp_path: Path) -> None:
+    """The warning pointed at durable_nb/notebook/magics.py, so the notebook showed that path and the magic's
+    own line ``return run_cell(self.shell, ...)`` under it; and one name "cannot be journaled and were left out"."""
+    ip.user_ns["path"] = str(tmp_path / "w.txt")
+    ip.user_ns["orders"] = [1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(ip, "warned", "fh = open(path, 'w')\norders.append(2)\n")
+    ip.user_ns["fh"].close()
+    kinds = {type(w.message): w for w in caught}
+    assert set(kinds) == {dnb.UnpicklableOutputWarning, dnb.ChangedInputWarning}
+    for w in caught:
+        assert w.filename == "<durable cell warned>", w.filename
+    text = str(kinds[dnb.UnpicklableOutputWarning].message)
+    assert "cannot be journaled and was left out" in text and "will not restore this name" in text
+
+
 def test_a_file_still_open_for_reading_is_left_out_not_journaled_as_a_copy(
     ip: Any, magics: DurableMagics, tmp_path: Path
 ) -> None:
@@ -818,6 +835,9 @@ def test_a_notebook_class_the_cell_changed_is_not_replaced_by_a_replay(ip: Any, 
         ("calc --rerrun", "%%durable: unrecognized arguments: --rerrun (did you mean --rerun?)"),
         ("calc --dry-run", "unrecognized arguments: --dry-run (did you mean --dry?)"),
         ("calc --help", "(help is %%durable?, not --help)"),
+        # an option of another magic: difflib's nearest (--map for --at) was the wrong fix
+        ("calc --at 2", "unrecognized arguments: --at 2 (--at belongs to %durable_fork: %durable_fork calc --at 2)"),
+        ("calc --older-than 30d", "(--older-than belongs to %durable_prune: %durable_prune --older-than 30d)"),
         ("", "%%durable: the following arguments are required: name. Example: %%durable charge"),
         ("--rerun", "the following arguments are required: name. Example: %%durable charge"),
     ],

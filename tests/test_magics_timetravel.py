@@ -103,6 +103,16 @@ def test_dry_on_a_finished_cell_says_it_replays_and_runs_nothing(ip: Any, magics
     assert snapshot(magics.store) == before and dict(RAN) == ran
 
 
+def test_dry_on_a_finished_cell_shows_why_it_replays_not_all_1_calls(ip: Any, magics: DurableMagics) -> None:
+    """What the user sees is the report's repr: it read "all 1 calls replay" for a cell whose journal shows
+    three calls, and left out the rule that says the cell replays as a whole."""
+    run(ip, "order", ORDER)
+    report, _ = run(ip, "order --dry", ORDER)
+    shown = repr(report).splitlines()
+    assert shown[0].endswith(": 1 call replays; nothing would run")
+    assert "replays as a whole (names, outputs)" in shown[1]
+
+
 def test_dry_on_a_crashed_cell_names_the_first_call_that_would_not_replay(
     ip: Any, magics: DurableMagics, tmp_path: Path
 ) -> None:

@@ -128,8 +128,12 @@ class DryRunReport:
         return pd.DataFrame.from_records(rows, columns=columns)
 
     def _summary(self) -> list[str]:
+        replayed = f"{self.replayed} call replays" if self.replayed == 1 else f"{self.replayed} calls replay"
         if self.stopped_at is None:
-            lines = [f"dry run of {self.run_id!r}: all {self.replayed} calls replay; nothing would run"]
+            # the rule says what replaying means here: a finished %%durable cell is one call (its record), not
+            # "all 1 calls" of a run whose journal shows three
+            lines = [f"dry run of {self.run_id!r}: {'all ' * (self.replayed > 1)}{replayed}; nothing would run",
+                     f"  {self.rule}"]
             if self.unreached:
                 lines.append(f"but {self.unreached} recorded call(s) are never reached and would be discarded "
                              f"(strict mode: NonDeterminismError)")
@@ -138,7 +142,7 @@ class DryRunReport:
             return lines
         assert self.decision is not None
         lines = [
-            f"dry run of {self.run_id!r}: {self.replayed} calls replay, then call {self.stopped_at} would "
+            f"dry run of {self.run_id!r}: {replayed}, then call {self.stopped_at} would "
             f"{self.decision.value}",
             f"  now:      {self.call_id}  args {str(self.args_digest)[:16]}",
         ]

@@ -353,26 +353,23 @@ def _check_shippable(name: str, inputs: Mapping[str, Any]) -> None:
 def _warn_skipped(name: str, skipped: Mapping[str, str], *, flink: bool = False) -> None:
     if not skipped:
         return
-    where = ("could not come back from the Flink worker and were left out of the journal; the cell's other "
-             "outputs are restored and journaled, and a replay will not restore these names either"
+    were, these = ("was", "this name") if len(skipped) == 1 else ("were", "these names")
+    where = (f"could not come back from the Flink worker and {were} left out of the journal; the cell's other "
+             f"outputs are restored and journaled, and a replay will not restore {these} either"
              if flink else
-             "were left out of the journal; the cell's other outputs are journaled, and a replay will not "
-             "restore these names")
-    warnings.warn(
-        f"durable_nb: cell {name!r}: "
-        + ", ".join(f"{n} ({why})" for n, why in skipped.items())
-        + f" cannot be journaled and {where}. Keep live objects (open files, "
-        "connections) out of durable cells, or recreate them in a cell of their own.",
-        UnpicklableOutputWarning,
-        stacklevel=3,
-    )
+             f"{were} left out of the journal; the cell's other outputs are journaled, and a replay will not "
+             f"restore {these}")
+    _warn_cell(name, f"durable_nb: cell {name!r}: " + ", ".join(f"{n} ({why})" for n, why in skipped.items())
+               + f" cannot be journaled and {where}. Keep live objects (open files, connections) out of durable "
+               "cells, or recreate them in a cell of their own.", UnpicklableOutputWarning)
 
 
 def _warn_changed(name: str, changed: list[str]) -> None:
     if not changed:
         return
     names = ", ".join(repr(n) for n in changed)
-    warnings.warn(
+    _warn_cell(
+        name,
         f"durable_nb: cell {name!r} changed its input{'s' if len(changed) > 1 else ''} {names} in place. A "
         f"replay after a restart restores such a value as the cell left it (the notebook's own classes and "
         f"functions stay as they are), but run again in this kernel the cell reads other inputs, so it is a "
@@ -380,8 +377,13 @@ def _warn_changed(name: str, changed: list[str]) -> None:
         f"calls included (a payment would be made twice). Bind new names instead of changing inputs "
         f"(orders2 = [dict(o, charge=...) for o in orders]), or keep the change in a cell of its own.",
         ChangedInputWarning,
-        stacklevel=3,
     )
+
+
+def _warn_cell(name: str, message: str, category: type[Warning]) -> None:
+    """Warn from the cell: with a stacklevel the warning named durable_nb/notebook/magics.py and showed the
+    magic's own line (``return run_cell(self.shell, ...``) under it, library source on the user's screen."""
+    warnings.warn_explicit(message, category, f"<durable cell {name}>", 1, module="__main__")
 
 
 def _say_reconciled(name: str, outcome: CellOutcome) -> None:

@@ -69,10 +69,29 @@ def _parse_line(magic: Callable[..., Any], line: str, label: str, example: str) 
             f"word: %%durable charge --reconciler \"lambda: lookup(42)\""
         )
     words = message.split("unrecognized arguments: ", 1)[1].split() if "unrecognized arguments: " in message else []
-    hints = "".join(f" (did you mean {meant}?)" for w in words if (meant := _meant_option(magic, w)))
+    hints = "".join(f" ({hint})" if (hint := _belongs_elsewhere(label, w, line)) else
+                    f" (did you mean {meant}?)" if (meant := _meant_option(magic, w)) else "" for w in words)
     asked = [w for w in words if w in ("-h", "--help")]
     helps = f" (help is {label}?, not {asked[0]})" if asked else ""
     raise UsageError(f"{label}: {message}{hints}{helps}. Example: {example}; {label}? lists every option")
+
+
+_OTHER_MAGICS = {"--at": ("%durable_fork", "2"), "--run": ("%durable_fork", "RUN_ID"),
+                 "--older-than": ("%durable_prune", "30d"), "--keep-last": ("%durable_prune", "100"),
+                 "--include-pending": ("%durable_prune", "")}
+
+
+def _belongs_elsewhere(label: str, word: str, line: str) -> str | None:
+    """An option of a line magic given to ``%%durable``: that magic, with an example, not the nearest option.
+
+    Why: ``%%durable charge --at 2`` said "did you mean --map?", the wrong fix for a user who meant to fork.
+    """
+    if label != "%%durable" or word not in _OTHER_MAGICS:
+        return None
+    other, value = _OTHER_MAGICS[word]
+    first = (line.split() or ["charge"])[0]
+    name = f"{first if first.isidentifier() else 'charge'} " if other == "%durable_fork" else ""
+    return f"{word} belongs to {other}: {other} {name}{word} {value}".rstrip()
 
 
 def _meant_option(magic: Callable[..., Any], word: str) -> str | None:
