@@ -68,21 +68,34 @@ class UnserializableResultError(DurableError):
     The call stays PENDING in the journal: a recovery reconciles or re-executes it.
     """
 
-    def __init__(self, run_id: str, index: int, call_id: str, type_name: str, reason: str) -> None:
+    def __init__(
+        self, run_id: str, index: int, call_id: str, type_name: str, reason: str, prompt: str | None = None
+    ) -> None:
         self.run_id = run_id
         self.index = index
         self.call_id = call_id
         self.type_name = type_name
         self.reason = reason
-        super().__init__(
-            f"durable call {call_id!r} (run {run_id!r}, index {index}) produced a {type_name} that "
-            f"cannot be journaled ({reason}). The call stays PENDING in the journal. Return plain data "
-            f"(dicts, lists, numbers, strings, DataFrames) instead of live objects such as open files, "
-            f"locks or connections."
-        )
+        self.prompt = prompt
+        """The question of the ``durable_input`` the value was to answer (``store.answer``); None: a call's result."""
+        if prompt is not None:  # a person answering returned nothing: say what they did and what still holds
+            message = (
+                f"the answer to input {index} of run {run_id!r} ({prompt!r}) is a {type_name} that cannot be "
+                f"journaled ({reason}); nothing was written and the input still waits. Answer with plain data "
+                f"(dicts, lists, numbers, strings, DataFrames), not live objects such as open files, locks or "
+                f"connections."
+            )
+        else:
+            message = (
+                f"durable call {call_id!r} (run {run_id!r}, index {index}) produced a {type_name} that "
+                f"cannot be journaled ({reason}). The call stays PENDING in the journal. Return plain data "
+                f"(dicts, lists, numbers, strings, DataFrames) instead of live objects such as open files, "
+                f"locks or connections."
+            )
+        super().__init__(message)
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.run_id, self.index, self.call_id, self.type_name, self.reason))
+        return (type(self), (self.run_id, self.index, self.call_id, self.type_name, self.reason, self.prompt))
 
 
 class SimulatedCrash(BaseException):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,38 @@ def test_a_free_answer_can_be_any_picklable_value(store):
     assert store.run("r1").status is RunStatus.COMPLETED
 
 
+def test_an_answer_that_cannot_be_pickled_is_refused_as_an_answer_and_the_input_still_waits(store):
+    # The refusal used to read as a durable call's result ("produced a _thread.lock ... Return plain
+    # data"): the person answering returned nothing, and was not told the input still waits.
+    def action(_: object, ctx: dnb.RunnerContext) -> Any:
+        return ctx.durable_input("Which lock?")
+
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput):
+        runner.run(action, None, run_id="r1")
+    refused = r"(?s)the answer to input 0 of run 'r1' \('Which lock\?'\) is a _thread.lock.*nothing was written.*"
+    with pytest.raises(dnb.UnserializableResultError, match=refused + "still waits.*Answer with plain data") as info:
+        store.answer("r1", 0, threading.Lock())
+    assert (info.value.run_id, info.value.index, info.value.prompt) == ("r1", 0, "Which lock?")
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+    assert store.call("r1", 0).status is Status.PENDING
+    store.answer("r1", 0, "the blue one")
+    assert runner.run(action, None, run_id="r1") == "the blue one"
+
+
+def test_an_input_can_be_answered_at_an_index_read_from_a_dataframe(store):
+    # store.to_pandas() gives numpy integers; answering the PENDING row it shows was a TypeError,
+    # though fork takes the same index.
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput):
+        runner.run(refund_flow, "o1", run_id="r1")
+    frame = store.to_pandas()
+    row = frame[frame["status"] == "PENDING"].iloc[0]
+    assert type(row["index"]).__module__ == "numpy"
+    assert store.answer(row["run_id"], row["index"], "yes").origin is Origin.RESOLVED
+    assert runner.run(refund_flow, "o1", run_id="r1") == "refunded 120 on o1"
+
+
 def test_choices_must_be_plain_values_and_the_prompt_a_string(store):
     def bad_choices(_: object, ctx: dnb.RunnerContext) -> Any:
         return ctx.durable_input("pick", choices=[object()])
@@ -250,6 +284,30 @@ def test_an_action_that_swallows_awaiting_input_still_leaves_the_run_waiting(sto
     with pytest.raises(dnb.AwaitingInput):
         dnb.LocalRunner(store).run(swallow, None, run_id="r1")
     assert store.run("r1").status is RunStatus.WAITING
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_no_durable_call_runs_after_an_unanswered_input_an_action_swallowed(store, strict):
+    # AwaitingInput is an Exception: a broad ``except Exception`` (a default, a log line) around the
+    # question let the action go on as if "no" had been answered: the next call ran for real, and after
+    # the real answer its recorded call no longer matched (strict mode: NonDeterminismError for ever).
+    def flow(order: str, ctx: dnb.RunnerContext) -> str:
+        try:
+            answer = ctx.durable_input("Refund 120 EUR?", choices=["yes", "no"])
+        except Exception:
+            answer = "no"
+        return ctx.durable_execute(refund, order, 120 if answer == "yes" else 0)
+
+    runner = dnb.LocalRunner(store, strict=strict)
+    with pytest.raises(dnb.AwaitingInput) as info:
+        runner.run(flow, "o1", run_id="r1")
+    assert info.value.index == 0
+    assert ran["refund"] == 0
+    assert [c.call_id for c in store.calls("r1")] == [INPUT_CALL_ID]
+    assert store.run("r1").status is RunStatus.WAITING
+    store.answer("r1", 0, "yes")
+    assert runner.run(flow, "o1", run_id="r1") == "refunded 120 on o1"
+    assert ran["refund"] == 1
 
 
 def test_an_async_action_waits_and_resumes(store):

@@ -71,6 +71,15 @@ def test_keep_last_zero_keeps_none(store):
     assert store.runs() == []
 
 
+def test_keep_last_takes_a_count_read_from_a_dataframe(store):
+    # A count from pandas/numpy (``len`` is plain, but ``df["run_id"].nunique()`` and sums are numpy
+    # integers) was refused as "not an int", unlike fork's ``at``.
+    make_runs(store, "CCF")
+    keep = store.to_pandas()["run_id"].str.startswith("F").sum()
+    assert type(keep).__module__ == "numpy"
+    assert ids(store.prune(keep_last=keep)) == ["C0", "C1"]
+
+
 def test_older_than_compares_the_last_update(store):
     make_runs(store, "CC")
     assert store.prune(older_than=timedelta(days=30)) == []

@@ -45,15 +45,26 @@ def check_fork_args(run_id: Any, at: Any, new_run_id: Any) -> int:
     """
     if not isinstance(run_id, str) or not run_id:
         raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
-    try:
-        index = operator.index(at)
-    except TypeError:
-        index = None
-    if isinstance(at, bool) or index is None:
+    index = as_int(at)
+    if index is None:
         raise TypeError(f"at must be a call index (int), got {type(at).__name__} {at!r}")
     if new_run_id is not None and (not isinstance(new_run_id, str) or not new_run_id):
         raise ValueError(f"new_run_id must be a non-empty string or None, got {new_run_id!r}")
     return index
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` as a plain int if it is an integer (a numpy one too, not a bool), else None.
+
+    Why: indexes and counts read from ``store.to_pandas()`` are ``numpy.int64``; fork's ``at``,
+    answer's ``index`` and prune's ``keep_last`` take them alike.
+    """
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -182,8 +193,12 @@ class PruneRule:
                 )
             if older_than < timedelta(0):
                 raise ValueError(f"older_than must not be negative, got {older_than!r}")
-        if keep_last is not None and (isinstance(keep_last, bool) or not isinstance(keep_last, int)):
-            raise TypeError(f"keep_last must be an int >= 0 or None, got {type(keep_last).__name__} {keep_last!r}")
+        if keep_last is not None:
+            count = as_int(keep_last)
+            if count is None:
+                raise TypeError(
+                    f"keep_last must be an int >= 0 or None, got {type(keep_last).__name__} {keep_last!r}")
+            keep_last = count
         if keep_last is not None and keep_last < 0:
             raise ValueError(f"keep_last must be >= 0 (0 keeps none), got {keep_last}")
         check_flag("include_pending", include_pending)

@@ -239,6 +239,13 @@ class Journal:
         with self._lock:
             if self.closed is not None:
                 raise LeaseLostError(self.run_id, self.owner or "this context", self.closed)
+            if self.awaiting is not None:
+                # The run stopped at an unanswered input. AwaitingInput is an Exception, so a broad
+                # ``except Exception`` around the question lets the action go on as if answered: no
+                # later call may run (its side effect would not depend on the person's answer, and
+                # after the answer its record would mismatch). Every durable call says it again.
+                waiting = self.awaiting
+                raise AwaitingInput(waiting.run_id, waiting.index, waiting.prompt, waiting.choices)
             if self._unwritten is not None:
                 if self._unwritten == (self.cursor - 1, call_id, args_digest):
                     self.cursor -= 1  # a retry of the call whose outcome could not be written: see _uncomplete

@@ -310,14 +310,17 @@ class Store(abc.ABC):
         outside the input's ``choices``, a value that cannot be pickled, a run a live context
         holds (:class:`RunBusyError`).
         """
-        from .history import check_answer
+        from ..errors import UnserializableResultError
+        from .history import as_int, check_answer
         from .replay import settle_pending
 
-        if not isinstance(run_id, str) or isinstance(index, bool) or not isinstance(index, int):
+        position = as_int(index)  # a numpy index read from store.to_pandas() too
+        if not isinstance(run_id, str) or position is None:
             raise TypeError(
                 f"answer(run_id, index, value) takes the run id as a str and the call index as an int, got "
                 f"{run_id!r} and {index!r}; e.g. store.answer('order-42', 2, 'yes') (see store.waiting())."
             )
+        index = position
         rec = self.call(run_id, index)
         check_answer(run_id, index, value, self.run(run_id), rec, self.waiting(run_id), repr(self))
         assert rec is not None
@@ -325,7 +328,12 @@ class Store(abc.ABC):
             from ..errors import RunBusyError
 
             raise RunBusyError(run_id, "a live context (answer once it has stopped at the input)")
-        if not settle_pending(self, rec, value, failed=False, origin=Origin.RESOLVED):
+        try:
+            settled = settle_pending(self, rec, value, failed=False, origin=Origin.RESOLVED)
+        except UnserializableResultError as exc:  # told as an answer refused, not as a call's result
+            raise UnserializableResultError(
+                run_id, index, exc.call_id, exc.type_name, exc.reason, rec.prompt or "") from None
+        if not settled:
             raise ValueError(
                 f"the input at index {index} of run {run_id!r} was answered by someone else meanwhile: "
                 f"{self.call(run_id, index)!r}"
