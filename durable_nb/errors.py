@@ -261,6 +261,23 @@ class AwaitingInput(DurableError):
         return (type(self), (self.run_id, self.index, self.prompt, self.choices))
 
 
+class RunIdTypeError(TypeError, ValueError):
+    """A run id that is not a str: a ``TypeError``, and a ``ValueError`` as these refusals always were."""
+
+
+def refuse_run_id(name: str, value: object) -> None:
+    """Raise for a run id argument that is not a non-empty str, naming its type and the fix.
+
+    Why: "run_id must be a non-empty string, got 5" was a ValueError only, while the store's
+    reads raised TypeError for the same int; callers catching either now catch it.
+    """
+    if not isinstance(value, str):
+        raise RunIdTypeError(f"{name} must be a non-empty string, got {type(value).__name__} {value!r:.200}; a run "
+                             f"id is a str (e.g. 'order-42'); convert an id read from a number column with str(...)")
+    if not value:
+        raise ValueError(f"{name} must be a non-empty string, got ''; name the run, e.g. {name}='order-42'")
+
+
 class RunNotFoundError(DurableError, KeyError):
     """No run with this id is in the store (a ``KeyError`` too)."""
 

@@ -114,6 +114,26 @@ def test_answers_are_checked_before_anything_is_written(store):
     assert ran == {"quote": 1}
 
 
+def test_an_index_past_64_bits_is_no_such_call_and_a_numpy_index_answers(store):
+    """``store.answer(run, 10**20, ...)`` raised OverflowError from SQLite; a ``numpy.int64`` index (read from
+    ``store.to_pandas()``) was refused as not an int, though ``store.fork(at=...)`` takes one."""
+    import numpy as np
+
+    runner = dnb.LocalRunner(store)
+    with pytest.raises(dnb.AwaitingInput):
+        runner.run(refund_flow, "o1", run_id="r1")
+    for index in (10**20, -(10**20), -1):
+        with pytest.raises(ValueError, match=f"no call at index {index}; its inputs waiting.*index 1"):
+            store.answer("r1", index, "yes")
+    with pytest.raises(TypeError, match="call index as an int, got 'r1' and True"):
+        store.answer("r1", True, "yes")
+    assert store.calls("r1")[1].status is Status.PENDING
+    index = store.to_pandas(run_id="r1")["index"].iloc[1]
+    assert isinstance(index, np.integer)
+    assert store.answer("r1", index, "yes").index == 1
+    assert runner.run(refund_flow, "o1", run_id="r1") == "refunded 120 on o1"
+
+
 def test_an_input_cannot_be_answered_while_a_live_context_holds_its_run(store):
     """Answered under a context still open, the run would close WAITING over an answered input."""
     with pytest.raises(dnb.AwaitingInput), dnb.LocalRunner(store).context("held") as ctx:  # closes WAITING

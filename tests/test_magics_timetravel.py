@@ -373,6 +373,22 @@ def test_prune_usage_errors(ip: Any, magics: DurableMagics) -> None:
         line(ip, "durable_prune", "--status WAITING")
 
 
+def test_option_values_quoted_as_one_word_are_read_without_their_quotes(ip: Any, magics: DurableMagics) -> None:
+    """Magic lines split non-POSIX: ``--older-than '30d'``, ``--status 'COMPLETED'`` and ``--run '<id>'`` (a
+    run id quoted because it holds ``#``) kept their quotes and were refused, while ``--store``/``--key`` and
+    ``%durable_fork 'NAME'`` took quotes off."""
+    run(ip, "order", ORDER)
+    [first] = cell_runs(magics.store)
+    fork, _ = line(ip, "durable_fork", f"order --at 2 --run '{first.run_id}'")
+    assert magics.store.run(fork).parent_run_id == first.run_id
+    removed, _ = line(ip, "durable_prune", "--older-than '0d' --status \"COMPLETED\" --dry-run")
+    assert [r.run_id for r in removed] == [first.run_id]
+    run(ip, "'order'", ORDER)  # the fork, run under the cell's name given quoted
+    assert RAN == {"charge": 1, "send_receipt": 2}
+    with pytest.raises(UsageError, match="name one or more statuses"):
+        line(ip, "durable_prune", "--status ''")
+
+
 @pytest.mark.parametrize("status", ["--status=", "--status ,", "--status=,,"])
 def test_an_empty_status_is_refused_not_taken_as_no_filter(ip: Any, magics: DurableMagics, status: str) -> None:
     """``--status=`` passed the "at least one filter" check and then filtered nothing: every finished run went."""

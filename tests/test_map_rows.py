@@ -130,6 +130,14 @@ def test_map_without_progress_prints_nothing(store: dnb.Store, capsys: Any) -> N
     assert capsys.readouterr().err == ""
 
 
+def test_map_progress_must_be_true_or_false_and_nothing_runs_otherwise(store: dnb.Store, capsys: Any) -> None:
+    """``progress="no"`` showed a bar (any non-empty string is true), as ``strict="no"`` once meant strict."""
+    for bad in ("no", 1, None):
+        with pytest.raises(TypeError, match="progress must be True or False, got"):
+            dnb.LocalRunner(store).map(double_unless_three, [1, 2], progress=bad)  # type: ignore[arg-type]
+    assert capsys.readouterr().err == "" and store.runs() == []
+
+
 def test_a_row_travels_from_a_worker_as_plain_values() -> None:
     ok = MapRow.from_wire("k", MapRow("k", "a/k#0", dnb.RunStatus.COMPLETED, {"v": 1}).to_wire())
     assert ok == MapRow("k", "a/k#0", dnb.RunStatus.COMPLETED, {"v": 1})

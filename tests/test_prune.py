@@ -71,13 +71,17 @@ def test_keep_last_zero_keeps_none(store):
     assert store.runs() == []
 
 
-def test_keep_last_takes_a_count_read_from_a_dataframe(store):
-    # A count from pandas/numpy (``len`` is plain, but ``df["run_id"].nunique()`` and sums are numpy
-    # integers) was refused as "not an int", unlike fork's ``at``.
-    make_runs(store, "CCF")
-    keep = store.to_pandas()["run_id"].str.startswith("F").sum()
-    assert type(keep).__module__ == "numpy"
-    assert ids(store.prune(keep_last=keep)) == ["C0", "C1"]
+def test_keep_last_takes_a_numpy_integer_as_fork_takes_one(store):
+    """A count computed with numpy or read from a DataFrame (``numpy.int64``) was refused as not an int."""
+    import numpy as np
+
+    make_runs(store, "CCC")
+    with pytest.raises(ValueError, match="keep_last must be >= 0"):
+        store.prune(keep_last=np.int64(-1))
+    with pytest.raises(TypeError, match="keep_last must be an int"):
+        store.prune(keep_last=np.float64(1.0))
+    assert ids(store.prune(keep_last=np.int64(1))) == ["C0", "C1"]
+    assert remaining(store) == ["C2"]
 
 
 def test_older_than_compares_the_last_update(store):

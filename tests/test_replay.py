@@ -392,6 +392,50 @@ def test_default_call_id_is_module_qualname(store):
     assert [c.call_id for c in store.calls("q")] == [f"{__name__}.charge_card", f"{__name__}.Ledger.charge"]
 
 
+class _AnswersEveryName:
+    """A proxy's method (``xmlrpc.client.ServerProxy(...).charge``): ``__getattr__`` answers every name."""
+
+    def __getattr__(self, name):
+        return _AnswersEveryName()
+
+    def __call__(self, x):
+        return x * 2
+
+
+def test_a_proxy_whose_getattr_answers_every_name_gets_a_str_call_id_and_the_journal_stays_readable(store):
+    """Its ``__durable_name__`` was the proxy object itself: the SQLite intent log could not encode it and
+    the journal then refused to open (JournalFormatError) for every later run."""
+    runner = dnb.LocalRunner(store)
+    assert runner.run(lambda x, ctx: ctx.durable_execute(_AnswersEveryName(), x), 2, run_id="proxy") == 4
+    assert runner.run(lambda x, ctx: ctx.durable_execute(_AnswersEveryName(), x), 2, run_id="proxy") == 4
+    [rec] = store.calls("proxy")
+    assert rec.call_id == f"{__name__}._AnswersEveryName.__call__"
+    assert (rec.status, store.run("proxy").status) == (Status.SUCCEEDED, RunStatus.COMPLETED)
+
+
+class _NamedCall:
+    @dnb.durable(name="named-call")
+    def __call__(self, x):
+        return x
+
+
+@dnb.durable(name="named-class")
+class _NamedClass:
+    def __call__(self, x):
+        return ("called", x)
+
+
+def test_a_callable_instance_takes_its_name_from_its_decorated_call_not_from_a_decorated_class(store):
+    """Decorating ``__call__`` in the class body (as the @durable error message advises) was ignored;
+    an instance of a decorated class took the class's id, so constructing and calling shared one."""
+    with dnb.LocalRunner(store).context("inst") as ctx:
+        ctx.durable_execute(_NamedCall(), 1)
+        ctx.durable_execute(_NamedClass)
+        ctx.durable_execute(_NamedClass(), 2)
+    assert [c.call_id for c in store.calls("inst")] == [
+        "named-call", "named-class", f"{__name__}._NamedClass.__call__"]
+
+
 def test_unserializable_result_warns_returns_the_value_and_leaves_pending(store):
     import threading
 

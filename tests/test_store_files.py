@@ -130,6 +130,10 @@ def test_open_store_parses_urls_as_urls(tmp_path, monkeypatch):
     assert isinstance(dnb.open_store("MEMORY://"), dnb.MemoryStore)
     with pytest.raises(ValueError, match="not a memory URL; write 'memory://'"):
         dnb.open_store("memory:")
+    for postgres_like in ("postgres:", "postgresql:j", "Postgres:/db", "postgresql:u:secret@h/db"):
+        with pytest.raises(ValueError, match="without '//' is not a PostgreSQL URL; write 'postgresql://") as err:
+            dnb.open_store(postgres_like)  # it made a SQLite file of that name in the working directory
+        assert "secret" not in str(err.value)
     for memory_like in (":memory:", "sqlite:///:memory:"):  # sqlite3's and SQLAlchemy's in-memory database
         with pytest.raises(ValueError, match="in memory use dnb.MemoryStore"):
             dnb.open_store(memory_like)
@@ -160,6 +164,19 @@ def test_new_journals_are_private_to_their_user(tmp_path):
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     for name in siblings(store.path):
         assert stat.S_IMODE((store.path.parent / name).stat().st_mode) & 0o077 == 0
+
+
+def test_a_path_that_is_not_text_or_cannot_name_a_file_is_refused_naming_the_fix(tmp_path):
+    """pathlib's errors ("expected str, bytes or os.PathLike object", "embedded null byte", a bare OSError
+    File name too long) named neither the argument nor what to pass."""
+    for bad in (None, 5, b"journal.db"):
+        with pytest.raises(TypeError, match=r"SqliteStore\(path\) takes the journal file's path as a str"):
+            dnb.SqliteStore(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cannot hold a NUL character"):
+        dnb.SqliteStore(tmp_path / "a\x00b.db")
+    with pytest.raises(ValueError, match="File name too long. Choose a shorter path"):
+        dnb.open_store(str(tmp_path / ("x" * 10_000)))
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_directory_path_is_refused_naming_the_fix(tmp_path):

@@ -248,6 +248,38 @@ def test_a_run_id_that_is_not_a_str_is_a_type_error_on_every_store(store):
     assert len(store.calls("5")) == 1
 
 
+def test_a_run_id_that_is_not_a_str_is_a_type_error_at_run_context_and_fork_too(store):
+    """runner.run/context/dry_run and store.fork said ValueError for run_id=5 where the store's reads say
+    TypeError: now both (a TypeError that is a ValueError too), naming the type and the fix; nothing written."""
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda v, ctx: ctx.durable_execute(str, v), 5, run_id="5")
+    before = (store.runs(), store.calls("5"))
+    refusals = (lambda: runner.run(lambda v, ctx: v, 1, run_id=5), lambda: runner.context(b"5").__enter__(),
+                lambda: runner.dry_run(lambda v, ctx: v, 1, run_id=5.0), lambda: store.fork(5, at=0),
+                lambda: store.fork("5", at=0, new_run_id=6))
+    for refuse in refusals:
+        with pytest.raises(TypeError, match="must be a non-empty string, got (int|bytes|float) .*a run id is a str") \
+                as err:
+            refuse()
+        assert isinstance(err.value, ValueError)
+    with pytest.raises(ValueError, match="got ''; name the run"):
+        runner.run(lambda v, ctx: v, 1, run_id="")
+    assert (store.runs(), store.calls("5")) == before
+
+
+def test_a_numpy_str_run_id_is_kept_as_a_plain_str_on_every_store(store):
+    """An id read from a numpy array (``numpy.str_``) was kept as one by MemoryStore (SQLite returned str)."""
+    import numpy as np
+
+    ids = np.array(["np-run", "np-fork"])
+    runner = dnb.LocalRunner(store)
+    assert runner.run(lambda v, ctx: ctx.durable_execute(str, v), 5, run_id=ids[0]) == "5"
+    assert store.fork("np-run", at=1, new_run_id=ids[1]) == "np-fork"
+    assert sorted((type(r.run_id), r.run_id) for r in store.runs()) == [(str, "np-fork"), (str, "np-run")]
+    assert {type(c.run_id) for rid in ("np-run", "np-fork") for c in store.calls(rid)} == {str}
+    assert runner.run(lambda v, ctx: ctx.durable_execute(str, v), 5, run_id=ids[1]) == "5"
+
+
 PREFIX_IDS = [
     "a", "A", "ab", "aB", "a%", "a%b", "a_", "a_b", "axb", "a\\", "a\\b", "a\\\\", "e", "ea", "é", "éa", "f",
     "cell:g:0123", "cell:g:0123#2", "cell:g:0123#11", "cell:g:01234", "\ud7ff", "\ud7ffz", "\ue000",

@@ -127,6 +127,20 @@ def test_run_id_argument_starts_filtered(store: dnb.Store) -> None:
     assert repr(view) == f"JournalView({store!r}, run_id='order-1')"
 
 
+def test_a_run_id_or_page_size_of_the_wrong_type_is_refused_naming_it(store: dnb.Store) -> None:
+    """``run_id=5`` failed with "object of type 'int' has no len()", ``run_id=b'..'`` showed an empty view,
+    ``page_size="50"`` failed comparing str and int; a numpy page size is an int."""
+    import numpy as np
+
+    crashed_journal(store)
+    for bad in (5, b"order-1"):
+        with pytest.raises(TypeError, match="a run id is a str"):
+            dnb.JournalView(store, run_id=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="page_size must be an int"):
+        dnb.JournalView(store, page_size="50")  # type: ignore[arg-type]
+    assert dnb.JournalView(store, run_id="order-1", page_size=np.int64(1)).page_size == 1
+
+
 def test_detail_shows_the_selected_call(store: dnb.Store) -> None:
     crashed_journal(store)
     view = dnb.JournalView(store)

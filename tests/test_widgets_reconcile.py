@@ -140,6 +140,17 @@ def test_call_reconciler_rejects_a_reconciler_with_two_arguments() -> None:
         call_reconciler(lambda a, b: None, record)  # type: ignore[arg-type,misc]
 
 
+def test_reconcilers_not_keyed_by_call_id_are_refused_naming_the_key_to_use(store: dnb.Store) -> None:
+    """A list failed with dict()'s "cannot convert dictionary update sequence"; a function or int key was
+    taken and matched no call, so every row said no reconciler was registered."""
+    with pytest.raises(TypeError, match=r"reconcilers must be a dict \{call_id: reconciler\}, got list"):
+        dnb.ReconcilePanel(store, reconcilers=[charge_card])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="keyed by call id.*use its call id 'charge_card' as the key"):
+        dnb.ReconcilePanel(store, reconcilers={charge_card: lambda: "x"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="keyed by call id.*got int 5; use a call id string"):
+        dnb.ReconcilePanel(store, reconcilers={5: lambda: "x"})  # type: ignore[dict-item]
+
+
 def test_a_reconciler_exception_is_persisted_failed_and_shown(store: dnb.Store) -> None:
     runner = crash(store, 1)
 

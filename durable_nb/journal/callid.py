@@ -57,12 +57,35 @@ def durable(func: F | None = None, /, *, name: str | None = None) -> F | Callabl
     return mark(func) if func is not None else mark
 
 
+def explicit_name(func: Callable[..., Any]) -> str | None:
+    """The id ``@durable(name=...)`` gave ``func``, or None; only ever a str.
+
+    Why not plain ``getattr(func, "__durable_name__")``: an object whose ``__getattr__``
+    answers every name (an ``xmlrpc`` proxy's method, an RPC stub) returned an object,
+    which the SQLite intent log could not encode, and the journal then refused to
+    open. A callable instance takes the name from its own attributes or its class's
+    ``__call__`` (decorated in the class body), not from a decorated class: calling
+    an instance is not constructing one.
+    """
+    if isinstance(func, (types.FunctionType, types.MethodType, type, functools.partial)):
+        name = getattr(func, _ATTR, None)
+    else:
+        own = getattr(func, "__dict__", None)
+        name = own.get(_ATTR) if isinstance(own, dict) else None
+        if name is None:
+            call = next((vars(k)["__call__"] for k in type(func).__mro__ if "__call__" in vars(k)), None)
+            name = getattr(call, _ATTR, None)
+    return name if isinstance(name, str) else None
+
+
 def default_call_id(func: Callable[..., Any]) -> str:
     target: Any = func
     while isinstance(target, functools.partial):
         target = target.func
     module = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None)
+    if not isinstance(module, str | None) or not isinstance(qualname, str | None):
+        qualname = None  # a proxy whose __getattr__ answers every name: named by its class
     if qualname is None:  # a callable instance
         cls = type(target)
         module, qualname = cls.__module__, f"{cls.__qualname__}.__call__"
@@ -71,7 +94,7 @@ def default_call_id(func: Callable[..., Any]) -> str:
 
 def call_identity(func: Callable[..., Any]) -> tuple[str, bytes]:
     """``(call_id, salt)`` where ``salt`` goes into the argument digest (empty when not needed)."""
-    explicit = getattr(func, _ATTR, None)
+    explicit = explicit_name(func)
     if explicit is not None:
         return explicit, b""
     if type(func) is types.FunctionType:  # default_call_id's answer, without the call (every durable call)

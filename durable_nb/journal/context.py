@@ -37,6 +37,7 @@ from ..errors import (
     JournalWriteError,
     NonDeterminismError,
     RecordDecodeError,
+    refuse_run_id,
 )
 from .lease import end_owner, new_owner
 from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
@@ -394,7 +395,7 @@ def _is_async(func: Callable[..., Any]) -> bool:
 def check_open_run_id(run_id: object) -> None:
     """The run ids ``open_run`` accepts; ``runner.dry_run`` checks the same, never predicting a refused run."""
     if not isinstance(run_id, str) or not run_id:
-        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        refuse_run_id("run_id", run_id)
 
 
 def refuse_inside_loop(instead: str, awaitable: Any = None) -> None:
@@ -436,6 +437,8 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
         __tracebackhide__ = True  # a RunBusyError shows where the store raised it, not this frame too
         run_id, store = self.run_id, self._store
         check_open_run_id(run_id)
+        if type(run_id) is not str:  # a numpy.str_ (an id read from an array): a MemoryStore kept it as one
+            run_id = self.run_id = str(run_id)
         owner = self._owner = new_owner()
         # Strict mode keeps the run's status when it raises NonDeterminismError: remember it (a read, strict only).
         self._before = getattr(store.run(run_id), "status", None) if self._strict else None

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ..errors import RunNotFoundError
+from ..errors import RunNotFoundError, refuse_run_id
 from .lease import owner_is_alive
 from .records import CallRecord, RunRecord, RunStatus, Status, type_name
 
@@ -44,12 +44,12 @@ def check_fork_args(run_id: Any, at: Any, new_run_id: Any) -> int:
     made the obvious "fork at the failed call" from a DataFrame fail.
     """
     if not isinstance(run_id, str) or not run_id:
-        raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        refuse_run_id("run_id", run_id)
     index = as_int(at)
     if index is None:
         raise TypeError(f"at must be a call index (int), got {type(at).__name__} {at!r}")
     if new_run_id is not None and (not isinstance(new_run_id, str) or not new_run_id):
-        raise ValueError(f"new_run_id must be a non-empty string or None, got {new_run_id!r}")
+        refuse_run_id("new_run_id", new_run_id)  # None: a generated id
     return index
 
 

@@ -232,7 +232,10 @@ class Store(abc.ABC):
         """
         from .history import check_fork_args
 
-        return self._fork(run_id, check_fork_args(run_id, at, new_run_id), new_run_id, time.time())
+        index = check_fork_args(run_id, at, new_run_id)
+        if type(new_run_id) not in (str, type(None)):  # a numpy.str_: a MemoryStore kept it as one
+            new_run_id = str(new_run_id)
+        return self._fork(run_id, index, new_run_id, time.time())
 
     def fork_reopened(self, run_id: str, at: int, new_run_id: str, head: FreshHead) -> str:
         """:meth:`fork`, with call 0 written afresh as ``head`` says (PENDING) instead of copied: a cell's fork.
@@ -310,7 +313,7 @@ class Store(abc.ABC):
         outside the input's ``choices``, a value that cannot be pickled, a run a live context
         holds (:class:`RunBusyError`).
         """
-        from ..errors import UnserializableResultError
+        from ..errors import RunBusyError, UnserializableResultError
         from .history import as_int, check_answer
         from .replay import settle_pending
 
@@ -321,12 +324,11 @@ class Store(abc.ABC):
                 f"{run_id!r} and {index!r}; e.g. store.answer('order-42', 2, 'yes') (see store.waiting())."
             )
         index = position
-        rec = self.call(run_id, index)
+        # An index past SQLite's 64-bit integers raised OverflowError from the query: no such call, said so.
+        rec = self.call(run_id, index) if 0 <= index < 2**63 else None
         check_answer(run_id, index, value, self.run(run_id), rec, self.waiting(run_id), repr(self))
         assert rec is not None
         if self.run_is_open(run_id):  # it would close WAITING over an answered input, or decide it itself
-            from ..errors import RunBusyError
-
             raise RunBusyError(run_id, "a live context (answer once it has stopped at the input)")
         try:
             settled = settle_pending(self, rec, value, failed=False, origin=Origin.RESOLVED)

@@ -60,9 +60,14 @@ def _parse_line(magic: Callable[..., Any], line: str, label: str, example: str) 
     say that the expression needs quotes.
     """
     try:
-        return magic_arguments.parse_argstring(magic, line)
+        args = magic_arguments.parse_argstring(magic, line)
     except UsageError as exc:
         message = str(exc)
+    else:  # quoted as one word (a run id holding '#', an age): every value, as --store and --key always were
+        for option, value in vars(args).items():
+            if isinstance(value, str) and option != "reconciler":  # an expression: _reconciler reads its quotes
+                setattr(args, option, _strip_quotes(value))
+        return args
     if "--reconciler" in line and "unrecognized arguments" in message:
         raise UsageError(
             f"{label}: {message}. An expression with spaces after --reconciler must be quoted as one "

@@ -64,6 +64,7 @@ import cloudpickle
 from ..errors import warn_at_user_code
 from ..journal import faults
 from ..journal.context import check_open_run_id
+from ..journal.history import check_flag
 from ..journal.records import RunStatus
 from ..journal.store import Store
 from ..stores import open_store
@@ -239,6 +240,7 @@ class FlinkRunner:
         if checkpoint_interval_ms < 10:
             raise ValueError(f"checkpoint_interval_ms must be >= 10, got {checkpoint_interval_ms}")
         check_strict(strict)
+        check_flag("progress", progress)
         if jobmanager is not None and not isinstance(jobmanager, str):
             raise TypeError(f"jobmanager must be 'host:port' (a str) or None for the local mini-cluster, "
                             f"got {type(jobmanager).__name__} {jobmanager!r}")
@@ -283,6 +285,8 @@ class FlinkRunner:
         from ..journal.frames import map_frame
 
         check_action(action, sync=False)
+        if progress is not None:  # before the job: progress="no" would show a bar
+            check_flag("progress", progress)
         faults.warn_out_of_reach("FlinkRunner")
         items = records_of(records, key)
         keys = [key_of(record, key, position) for position, record in enumerate(items)]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ..journal import timetravel
 from ..journal.context import RunnerContext, open_run, refuse_inside_loop, settle_calls
 from ..journal.digest import digest_value
+from ..journal.history import check_flag
 from ..journal.replay import Journal, StopRecovery, found_in
 from ..journal.store import Store
 from ..stores import open_store
@@ -187,6 +188,7 @@ class LocalRunner:
         from ..journal.frames import map_frame
 
         check_action(action)
+        check_flag("progress", progress)  # progress="no" showed a bar, as strict="no" once meant strict
         name = action_name(action)
         items = records_of(records, key)
         rows: list[MapRow] = []

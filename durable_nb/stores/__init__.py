@@ -65,6 +65,12 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
             f"open_store: {url!r} is not a memory URL; write 'memory://' (or 'memory://name' for a named "
             f"store). A file of that name would be 'sqlite:///{text}'."
         )
+    if text.startswith(("postgresql:", "postgres:")) and not _is_postgres(text):
+        # It became a SQLite file named "postgres:..." in the working directory. Not echoed: it may hold a password.
+        raise ValueError(
+            f"open_store: a URL starting {text.partition(':')[0] + ':'!r} without '//' is not a PostgreSQL URL; "
+            f"write 'postgresql://user@host:5432/db' (a file of such a name: 'sqlite:///name')."
+        )
     if text.startswith("memory://"):
         name = text[len("memory://") :]
         return MemoryStore.named(name) if name else MemoryStore()
@@ -100,7 +106,7 @@ def file_of(url: str) -> str | None:
         except ValueError:
             return None
         return path or str(DEFAULT_PATH)
-    if text.startswith("memory:") or _is_postgres(text) or "://" in text:
+    if text.startswith(("memory:", "postgresql:", "postgres:")) or _is_postgres(text) or "://" in text:
         return None
     return text
 

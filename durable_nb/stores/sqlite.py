@@ -156,6 +156,20 @@ def _explains_damage(read: _Read) -> _Read:
     return reading  # type: ignore[return-value]
 
 
+def check_path_type(path: object) -> None:
+    """A journal path is text: pathlib's own errors ("expected str, bytes or os.PathLike object", "embedded
+    null byte" from deep in realpath) named neither the argument nor what to pass instead."""
+    text = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+    if not isinstance(text, str):
+        raise TypeError(
+            f"SqliteStore(path) takes the journal file's path as a str or pathlib.Path, got "
+            f"{type(path).__name__} {path!r:.200}; e.g. SqliteStore('journal.db'), or SqliteStore() for "
+            f".durable/journal.db."
+        )
+    if "\x00" in text:
+        raise ValueError(f"SqliteStore({text!r:.200}): a file path cannot hold a NUL character; remove it.")
+
+
 class SqliteStore(SqliteTimeTravel, Store):
     """A journal in one SQLite file (created with its folder if missing).
 
@@ -191,6 +205,7 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"durability must be one of {', '.join(map(repr, DURABILITY))}, got {durability!r}: 'call' (default, "
                 f"one fsync per call), 'transition' (every transition on its own), 'relaxed' (no fsync)."
             )
+        check_path_type(path)
         if os.fspath(path) in (":memory:", ""):
             raise ValueError(
                 f"SqliteStore({os.fspath(path)!r}): a SqliteStore is a journal file that outlives the process "

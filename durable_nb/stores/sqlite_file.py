@@ -81,7 +81,13 @@ def _reason(exc: OSError, path: Path) -> str:
 
 
 def check_path(path: Path) -> None:
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:  # ENAMETOOLONG: pathlib passes it on, as a bare OSError
+        raise ValueError(
+            f"cannot open the journal {str(path)[:200]!r}: {exc.strerror}. Choose a shorter path."
+        ) from None
+    if is_dir:
         raise JournalFormatError(
             f"{path} is a directory, not a journal file. Pass a file path inside it, "
             f"e.g. {path / 'journal.db'}."

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
-from ..journal.store import Store
+from ..journal.store import Store, check_run_id
 from . import render_journal as render
 from ._close import close_children, close_own_store, open_own
 from ._html import fmt_time, label
@@ -53,6 +53,19 @@ RUN_OPTIONS_LIMIT = 1000
 RUN_LABEL_CHARS = 160  # characters of a run option at most (_run_label); any id can be typed
 RUNS_SHOWN = 200
 DISCARDED_SHOWN = 200
+
+
+def _checked_args(run_id: object, page_size: object) -> int:
+    """The page size as an int, once both arguments are checked: ``run_id=5`` failed with "object of type
+    'int' has no len()", ``run_id=b'..'`` showed nothing, ``page_size="50"`` failed comparing str and int."""
+    if run_id is not None:
+        check_run_id(run_id)
+    if isinstance(page_size, bool) or not hasattr(page_size, "__index__"):
+        raise TypeError(f"page_size must be an int (rows per page), got {type(page_size).__name__} {page_size!r}")
+    size: int = page_size.__index__()
+    if size < 1:
+        raise ValueError(f"page_size must be at least 1, got {size}")
+    return size
 
 
 class JournalView(W.VBox):
@@ -80,8 +93,7 @@ class JournalView(W.VBox):
         live: bool = False,
         interval: float = 1.0,
     ) -> None:
-        if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, got {page_size}")
+        page_size = _checked_args(run_id, page_size)
         self.store = open_own(self, store, existing=True)
         self.page_size = page_size
         self._poller = Poller(self._poll_tick, "durable_nb-journal-view", interval)

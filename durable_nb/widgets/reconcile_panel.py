@@ -54,6 +54,32 @@ INPUTS_SHOWN = 50
 """At most this many waiting ``durable_input`` questions are listed (oldest first)."""
 
 
+def checked_reconcilers(reconcilers: Any) -> dict[str, Reconciler]:
+    """``reconcilers`` as a dict keyed by call id; TypeError naming the fix for anything else.
+
+    Why: a list of functions failed with dict()'s "cannot convert dictionary update sequence
+    element #0", and a key that is not a call id (the function itself, a number) was taken
+    and matched no PENDING call, so its row showed "no reconciler registered" with no reason.
+    """
+    if reconcilers is None:
+        return {}
+    if not isinstance(reconcilers, Mapping):
+        raise TypeError(
+            f"reconcilers must be a dict {{call_id: reconciler}}, got {type(reconcilers).__name__}"
+            f" {reconcilers!r:.200}; e.g. reconcilers={{'mymodule.charge_card': lambda record: lookup(record)}}."
+        )
+    for key in reconcilers:
+        if not isinstance(key, str):
+            from ..journal.callid import call_identity
+
+            named = f" its call id {call_identity(key)[0]!r}" if callable(key) else " a call id string"
+            raise TypeError(
+                f"reconcilers are keyed by call id (a str, as store.pending() shows it), got {type(key).__name__} "
+                f"{key!r:.200}; use{named} as the key."
+            )
+    return dict(reconcilers)
+
+
 def takes_record(reconciler: Any, call_id: str) -> bool:
     """Whether ``reconciler`` is called with the CallRecord (else with no arguments); TypeError if neither fits.
 
@@ -164,7 +190,7 @@ class ReconcilePanel(W.VBox):
         *,
         page_size: int = 20,
     ) -> None:
-        self.reconcilers: dict[str, Reconciler] = dict(reconcilers or {})
+        self.reconcilers: dict[str, Reconciler] = checked_reconcilers(reconcilers)
         for call_id, reconciler in self.reconcilers.items():
             takes_record(reconciler, call_id)  # a misconfigured panel fails here, not at a click
         self.store = open_own(self, store, existing=True)

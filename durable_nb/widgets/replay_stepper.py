@@ -47,7 +47,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..errors import AwaitingInput, RunBusyError, SimulatedCrash
+from ..errors import AwaitingInput, RunBusyError, SimulatedCrash, refuse_run_id
 from ..journal import codec
 from ..journal.context import RunnerContext, open_run
 from ..journal.records import CallRecord, Status
@@ -154,7 +154,7 @@ class ReplayStepper(W.VBox):
     ) -> None:
         check_action(action, sync=False)  # steps and dry runs run in a worker thread: async is fine in a loop
         if not isinstance(run_id, str) or not run_id:
-            raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+            refuse_run_id("run_id", run_id)
         self.store = open_own(self, store)
         self.run_id = run_id
         self.action = action
