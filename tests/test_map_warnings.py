@@ -205,3 +205,23 @@ def test_texts_that_differ_in_every_record_do_not_flood_the_notebook(store: dnb.
     assert [f"Thing{i}" in s for i, s in enumerate(said[:3])] == [True] * 3  # three texts a category at most
     assert "37 more record(s)" in said[3]
     assert len(said) == 4
+
+
+def test_a_lambda_action_is_warned_about_before_it_takes_another_lambdas_runs(tmp_path):
+    """Every lambda of a module is named ``mod.<lambda>``: mapping a second lambda over the same keys
+    took the first one's runs over, and mapping the first again charged every record twice."""
+    runner = dnb.LocalRunner(dnb.SqliteStore(tmp_path / "j.db"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        runner.map(lambda rec, ctx: ctx.durable_execute(_old, rec), [1, 2], key=lambda r: r)
+    lambdas = [w for w in seen if "the action is a lambda" in str(w.message)]
+    assert len(lambdas) == 1 and lambdas[0].category is UserWarning
+    assert "<lambda>/KEY#SEQ" in str(lambdas[0].message) and "dnb.durable(name=" in str(lambdas[0].message)
+    assert lambdas[0].filename == __file__  # the user's line, not durable_nb's
+
+    named = dnb.durable(name="charge_all")(lambda rec, ctx: ctx.durable_execute(_old, rec))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        frame = runner.map(named, [1, 2], key=lambda r: r)
+    assert not [w for w in seen if "lambda" in str(w.message)]
+    assert list(frame["run_id"]) == ["charge_all/1#0", "charge_all/2#0"]

@@ -30,11 +30,14 @@ Key = str | Callable[[Any], Any] | None
 
 
 def action_name(action: Callable[..., Any]) -> str:
-    """The action's id, the first part of its run ids; one holding ``/`` is warned about.
+    """The action's id, the first part of its run ids; one holding ``/``, or a lambda's, is warned about.
 
     Why: ``shop/eu`` with the key ``c`` and ``shop`` with the key ``eu/c`` both make
     ``shop/eu/c#0``, so one action could replay the other's calls. A warning, not an error:
-    a name that held ``/`` until now names the runs its journal already has.
+    a name that held ``/`` until now names the runs its journal already has. Every lambda of a
+    module has the same name: a second lambda over the same keys took the first one's runs over,
+    and the first one mapped again repeated its side effects. Not made unique by the lambda's
+    code: editing it would then start every record's run afresh.
     """
     name = call_identity(action)[0]
     if "/" in name:  # shown once per place by Python's default filter
@@ -43,6 +46,14 @@ def action_name(action: Callable[..., Any]) -> str:
             f"the record's key ({name}/KEY#SEQ): another action, named {name.split('/')[0]!r} say, could make the "
             f"same run ids and replay this one's calls. Name it without '/' (@dnb.durable(name="
             f"{name.replace('/', '.')!r})) before its journal holds runs you need.", UserWarning)
+    if name.endswith("<lambda>"):  # every lambda of a module: the same name
+        module = name[: -len(".<lambda>")]
+        warn_at_user_code(
+            f"durable_nb: the action is a lambda, so its runs are named {name}/KEY#SEQ, as are those of every "
+            f"other lambda action in {module}: a second lambda mapped (or run) over the same keys takes these "
+            f"runs over (its calls do not match, so theirs are discarded), and mapping this one again repeats its "
+            f"side effects. Name the action: def charge_all(record, ctx): ..., or "
+            f"dnb.durable(name='charge_all')(lambda record, ctx: ...).", UserWarning)
     return name
 
 
