@@ -171,6 +171,48 @@ def test_flink_agents_style_driving_without_an_event_loop_works(store):
 
 
 
+async def fetch_quote(order: str) -> str:
+    """An async client's request: it awaits asyncio (a sleep here), which needs a running loop."""
+    await asyncio.sleep(0.001)
+    ran["quote"] += 1
+    return f"quote-{order}"
+
+
+async def find_quote(order: str) -> str:
+    await asyncio.sleep(0.001)
+    return f"found-{order}"
+
+
+def test_a_coroutine_function_awaited_in_an_action_driven_without_a_loop_runs_on_a_loop_of_its_own(store):
+    """Flink Agents' way of driving (coro.send(None), no loop): a durable coroutine function that awaits
+    asyncio gets a loop of its own in a worker thread, instead of "no running event loop" journaled as
+    its outcome (and replayed forever); its reconciler too."""
+
+    async def action(order, ctx):
+        return await ctx.durable_execute_async(fetch_quote, order, reconciler=lambda: find_quote(order))
+
+    def drive(coro):
+        while True:
+            try:
+                coro.send(None)
+            except StopIteration as done:
+                return done.value
+
+    runner = dnb.LocalRunner(store)
+    for _ in range(2):  # executed, then replayed
+        with runner.context("quote") as ctx:
+            assert drive(action("o8", ctx)) == "quote-o8"
+    assert ran["quote"] == 1
+    assert [(c.status, c.origin) for c in store.calls("quote")] == [(Status.SUCCEEDED, Origin.EXECUTED)]
+
+    with dnb.inject_crash(call=fetch_quote, point="after_call"), pytest.raises(dnb.SimulatedCrash), \
+            runner.context("quote-2") as ctx:
+        drive(action("o9", ctx))
+    with runner.context("quote-2") as ctx:  # recovered by the async reconciler, on a loop of its own too
+        assert drive(action("o9", ctx)) == "found-o9"
+    assert [(c.status, c.origin) for c in store.calls("quote-2")] == [(Status.SUCCEEDED, Origin.RECONCILED)]
+
+
 _started, _release = threading.Event(), threading.Event()
 
 

@@ -53,16 +53,17 @@ if TYPE_CHECKING:
 class UnsupportedFeatureError(DurableError, NotImplementedError):
     """A Flink Agents feature that needs its Java runtime, which ``AgentRunner`` does not start."""
 
-    def __init__(self, feature: str, why: str) -> None:
+    def __init__(self, feature: str, why: str, fix: str | None = None) -> None:
         self.feature = feature
         self.why = why
+        self.fix = fix
         super().__init__(
             f"{feature} is not supported by durable_nb.flink_agents.AgentRunner: {why}. "
-            f"Run this agent on Flink Agents' own runtime (its Java operator) for that feature."
+            + (fix or "Run this agent on Flink Agents' own runtime (its Java operator) for that feature.")
         )
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.feature, self.why))
+        return (type(self), (self.feature, self.why, self.fix))
 
 
 class DurableAsyncResult(AsyncExecutionResult):

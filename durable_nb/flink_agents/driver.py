@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import time
+import traceback
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -157,11 +159,7 @@ def drive(coro: Coroutine[Any, Any, Any]) -> Any:
                     yielded, interrupt = coro.throw(interrupt), None
                 if yielded is not None:
                     coro.close()
-                    raise UnsupportedFeatureError(
-                        f"awaiting {type(yielded).__name__} in an async action",
-                        "Flink Agents drives async actions without an event loop; only "
-                        "`await ctx.durable_execute_async(...)` is supported (no asyncio.sleep/gather/create_task)",
-                    )
+                    raise UnsupportedFeatureError(f"awaiting {type(yielded).__name__} in an async action", *_NO_LOOP)
                 try:
                     time.sleep(pause)
                     pause = min(_MAX_POLL_S, pause + 0.0002)
@@ -169,9 +167,36 @@ def drive(coro: Coroutine[Any, Any, Any]) -> Any:
                     interrupt = exc
         except StopIteration as stop:
             return stop.value
+        except RuntimeError as exc:
+            coro.close()
+            if _asyncio_without_loop(exc):  # asyncio.sleep/create_task in the action: as Flink Agents words it
+                raise UnsupportedFeatureError("asyncio in an async action", *_NO_LOOP) from exc
+            raise
         except BaseException:
             coro.close()  # an interrupt that landed outside the coroutine: closing it waits for the call too
             raise
+
+
+#: Why asyncio cannot be awaited in an action (Flink Agents' own words first), and what to do instead.
+_NO_LOOP = ("asyncio functions (gather/wait/create_task/sleep) are not supported in Flink Agents. "
+            "Only 'await ctx.durable_execute_async(...)' is supported",
+            "Flink Agents drives async actions without an event loop: await durable calls one at a time, and put "
+            "a wait (time.sleep) inside the durable function, which runs in a worker thread.")
+
+
+def _asyncio_without_loop(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is asyncio finding no loop in the action's own code, not a durable call's outcome.
+
+    asyncio's ``get_running_loop`` says "no running event loop" (and a future awaited outside
+    its loop "await wasn't used with future"). The same words from inside a durable call are
+    that call's journaled outcome, to be replayed as it is: its traceback passes through
+    durable_nb's journal, the action's own does not.
+    """
+    if str(exc) not in ("no running event loop", "await wasn't used with future"):
+        return False
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frames = [frame.f_code.co_filename for frame, _ in traceback.walk_tb(exc.__traceback__)][1:]  # [0]: drive
+    return not any(os.path.abspath(name).startswith(package + os.sep) for name in frames)
 
 
 @contextlib.contextmanager

@@ -49,6 +49,17 @@ class _Field:
             ) from None
 
 
+def _key_selector(key: Any) -> Callable[[Any], Any] | None:
+    """The ``get_key`` of a pyflink ``KeySelector`` (how Flink Agents keys a stream), else None.
+
+    Flink Agents takes ``from_datastream(stream, key_selector=MySelector())``; the same
+    object given as ``key=`` keys inputs by what it returns, not by the selector object
+    itself (whose text holds its address: a new run id in every process).
+    """
+    get_key = getattr(key, "get_key", None)
+    return get_key if not callable(key) and callable(get_key) else None
+
+
 def input_key(key: Any, input: Any) -> str:
     """What names an input's run under ``key``: the key and the input's digest (``"p1@22d03495eefda12d"``)."""
     return f"{key_text(key)}@{digest_value(input)[:16]}"
@@ -182,7 +193,8 @@ class AgentRunner:
         the input has a short-term memory of its own.
         """
         input = _row_as_dict(input)
-        return run_id_for(self.name, run_key(key, input), 0)
+        selector = _key_selector(key)
+        return run_id_for(self.name, run_key(key if selector is None else selector(input), input), 0)
 
     def run(self, input: Any, *, key: Any = None, run_id: str | None = None) -> list[Any]:
         """Run the agent on one input; the ``output`` of every ``OutputEvent`` it sent, in order.
@@ -191,20 +203,24 @@ class AgentRunner:
         nothing runs again: every durable call comes from the journal). An exception
         from an action fails the run and propagates. A DataFrame row (``df.iloc[i]``,
         a pandas Series) is the dict ``map`` makes of it: the same input and run.
+        ``key`` is the key's value, or a pyflink ``KeySelector`` that gives it.
         """
         input = _row_as_dict(input)
+        selector = _key_selector(key)
+        key = key if selector is None else selector(input)
         rid = run_id if run_id is not None else self.run_id(input, key)
         return self.runner.run(self.action, KeyedInput(input, key), run_id=rid)  # type: ignore[no-any-return]
 
     def map(self, inputs: Any, *, key: Key = None, **options: Any) -> pd.DataFrame:
         """One run per input (a DataFrame's rows, or a list); a DataFrame ``[key, run_id, status, result, error]``.
 
-        ``key`` is a field name or a function of the input, as in ``LocalRunner.map``
+        ``key`` is a field name or a function of the input, as in ``LocalRunner.map``, or a
+        pyflink ``KeySelector`` (Flink Agents' ``key_selector``)
         (run ids as :meth:`run_id` gives them, the same on both runners); ``result`` is
         the list of outputs of that input. A failing input is a FAILED row.
         ``options`` go to the runner's ``map`` (``progress=`` on ``FlinkRunner``).
         """
-        by: Key | Callable[[Any], Any] = _Field(key) if isinstance(key, str) else key
+        by: Key | Callable[[Any], Any] = _Field(key) if isinstance(key, str) else _key_selector(key) or key
         # Each input travels with the user's key (the key its short-term memory is kept under; None: a
         # memory of its own); the runner names its run by key and digest, as ``run`` does.
         records = records_of(inputs, by)

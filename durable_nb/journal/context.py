@@ -113,7 +113,8 @@ class RunnerContext:
         """Awaitable ``durable_execute``: ``func`` runs off the event loop.
 
         Arguments and the reconciler are checked now; nothing is written until the
-        result is awaited. A coroutine function is awaited on the loop instead.
+        result is awaited. A coroutine function is awaited on the loop instead (driven
+        without a loop, Flink Agents' way: on a loop of its own, in a worker thread).
         """
         check_reconciler(reconciler, awaited=True)
         if inside_call():  # part of the enclosing durable call: a plain call (durable_nb.journal.nesting)
@@ -181,11 +182,13 @@ class RunnerContext:
             # Marked "inside a durable call" in the worker thread / a copied context only,
             # never in this task: other calls of this task (or of coroutines driven
             # alongside it in this thread) stay journaled.
-            if _is_async(bound):
+            looped = _loop_running()  # False: driven by coro.send(None), Flink Agents' way
+            if _is_async(bound) and looped:
                 value = await _InCall(bound())
             else:
                 name = f"call {outcome.index}, {outcome.call_id}"
-                value = await _outlive_cancel(_off_loop(as_call(bound)), cancelled, name)
+                work = bound if looped else functools.partial(_on_own_loop, bound)
+                value = await _outlive_cancel(_off_loop(as_call(work)), cancelled, name)
             return await _InCall(value) if inspect.isawaitable(value) else value
 
         try:
@@ -384,6 +387,32 @@ async def _outlive_cancel(work: Awaitable[Any], cancelled: list[BaseException], 
                 "cannot be stopped; waiting for it to end so its outcome is journaled (a retry then replays it "
                 "instead of reconciling a call still running). Cancel again to stop waiting: the call stays "
                 "PENDING, as after a crash.", CancelledAwaitWarning, stacklevel=2)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _on_own_loop(bound: Callable[[], Any]) -> Any:
+    """Call ``bound``; what it returns to await (a coroutine function's, a reconciler's coroutine) is
+    awaited to its end on an event loop of its own, in the worker thread calling this.
+
+    Why: an action driven by ``coro.send(None)`` has no loop, and a durable coroutine
+    awaited inline there fails at its first ``asyncio.sleep`` or async client request
+    with "no running event loop", which would be journaled as the call's outcome.
+    """
+    value = bound()
+    if not inspect.isawaitable(value):
+        return value
+
+    async def main() -> Any:
+        return await value
+
+    return asyncio.run(main())
 
 
 def _is_async(func: Callable[..., Any]) -> bool:

@@ -179,6 +179,27 @@ class OrderAgent(Agent):
         ctx.send_event(OutputEvent(output={"order": order_id, "receipt": receipt}))
 
 
+class AsyncOrderAgent(Agent):
+    """``OrderAgent`` as async actions: the charge runs in a worker thread, with the same reconciler."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def charge(event: Event, ctx: RunnerContext) -> None:
+        order = InputEvent.from_event(event).input
+        charge_id = await ctx.durable_execute_async(
+            charge_card, order["id"], order["amount"], reconciler=lambda: find_charge(order["id"], order["amount"])
+        )
+        ctx.short_term_memory.set("order_id", order["id"])
+        ctx.send_event(Event(type="charged", attributes={"charge": charge_id}))
+
+    @action("charged")
+    @staticmethod
+    async def receipt(event: Event, ctx: RunnerContext) -> None:
+        order_id = ctx.short_term_memory.get("order_id")
+        receipt = await ctx.durable_execute_async(send_receipt, order_id, event.get_attr("charge"))
+        ctx.send_event(OutputEvent(output={"order": order_id, "receipt": receipt}))
+
+
 # ---------------------------------------------------------------- short-term memory across a key's inputs
 
 

@@ -234,6 +234,92 @@ def test_unsupported_features_raise_errors_that_name_them(store):
         AgentRunner(ForeignAwaitAgent, dnb.LocalRunner(store))  # type: ignore[arg-type]
 
 
+class AsyncioAgent(Agent):
+    """Awaits asyncio's own sleep / create_task, which Flink Agents' async actions do not support."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def process(event: Event, ctx: RunnerContext) -> None:
+        if event.input == "sleep":
+            await asyncio.sleep(0.01)
+        else:
+            await asyncio.create_task(ctx.durable_execute_async(A.compute_value, 1, 2))
+
+
+@pytest.mark.parametrize("what", ["sleep", "create_task"])
+def test_asyncio_in_an_async_action_is_refused_naming_what_is_supported_as_flink_agents_does(store, what):
+    # Flink Agents turns asyncio's bare "no running event loop" into a RuntimeError naming what is supported;
+    # a user porting an agent gets that explanation here too (UnsupportedFeatureError is a RuntimeError).
+    with pytest.raises(RuntimeError, match=r"asyncio functions \(gather/wait/create_task/sleep\) are not supported"
+                       ) as caught, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the coroutine asyncio never got to schedule
+        AgentRunner(AsyncioAgent(), dnb.LocalRunner(store)).run(what, key=what)
+    assert isinstance(caught.value, UnsupportedFeatureError)
+    assert "no running event loop" in str(caught.value.__cause__)
+
+
+def loop_of_call(x: int) -> str:
+    asyncio.get_running_loop()  # a durable function's own error: the call's outcome, journaled as it is
+    return str(x)
+
+
+class OwnRuntimeErrorAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def process(event: Event, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output=await ctx.durable_execute_async(loop_of_call, event.input)))
+
+
+def test_a_durable_calls_own_no_running_loop_error_is_its_journaled_outcome_not_rewritten(store):
+    runner = AgentRunner(OwnRuntimeErrorAgent(), dnb.LocalRunner(store))
+    for _ in range(2):  # executed, then replayed: the same error both times
+        with pytest.raises(RuntimeError, match="^no running event loop$") as caught:
+            runner.run(1, key=1)
+        assert not isinstance(caught.value, UnsupportedFeatureError)
+    assert [c.status for c in store.calls(runner.run_id(1, 1))] == [Status.FAILED]
+
+
+async def ask_llm_async(prompt: str) -> str:
+    """An async LLM client's request (AsyncOpenAI, httpx.AsyncClient ...): it awaits asyncio."""
+    await asyncio.sleep(0.001)
+    A.record(f"ask {prompt}")
+    return f"answer to {prompt}"
+
+
+class AsyncClientAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def process(event: Event, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output=await ctx.durable_execute_async(ask_llm_async, event.input)))
+
+
+def test_an_async_client_function_given_to_durable_execute_async_runs_and_replays(store, ledger):
+    runner = AgentRunner(AsyncClientAgent(), dnb.LocalRunner(store))
+    assert runner.run("hi", key="k") == ["answer to hi"]
+    assert runner.run("hi", key="k") == ["answer to hi"]  # replayed, not failed with "no running event loop"
+    assert A.ledger_lines(ledger) == ["ask hi"]
+    assert [c.status for c in store.calls(runner.run_id("hi", "k"))] == [Status.SUCCEEDED]
+
+
+def test_a_flink_key_selector_keys_inputs_as_flink_agents_key_selector_does(store):
+    """Flink Agents keys a stream with a pyflink ``KeySelector`` (``from_datastream(..., key_selector=...)``):
+    the same object given as ``key=`` keys ``map`` and ``run`` by what its ``get_key`` returns."""
+    from pyflink.datastream import KeySelector
+
+    class UserSelector(KeySelector):
+        def get_key(self, value):  # type: ignore[no-untyped-def]
+            return value["user"]
+
+    by_field = AgentRunner(A.VisitCounterAgent(), dnb.LocalRunner(dnb.MemoryStore())).map(A.VISITS, key="user")
+    runner = AgentRunner(A.VisitCounterAgent(), dnb.LocalRunner(store))
+    by_selector = runner.map(A.VISITS, key=UserSelector())
+    assert list(by_selector["result"]) == list(by_field["result"])
+    assert list(by_selector["run_id"]) == list(by_field["run_id"])
+    assert list(by_selector["key"]) == [v["user"] for v in A.VISITS]
+    assert runner.run_id(A.VISITS[0], key=UserSelector()) == runner.run_id(A.VISITS[0], key="a")
+    assert runner.run(A.VISITS[0], key=UserSelector()) == by_field["result"][0]  # the same run: replayed
+
+
 charges: list[str] = []
 interrupted: list[str] = []
 first_done = threading.Event()

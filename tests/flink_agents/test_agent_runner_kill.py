@@ -73,6 +73,39 @@ def test_sigkill_while_charging_is_reconciled_and_every_side_effect_happens_once
     store.close()
 
 
+@pytest.mark.parametrize("agent", ["OrderAgent", "AsyncOrderAgent"])
+def test_sigkill_while_the_receipt_is_sent_replays_the_charge_and_sends_it_again(tmp_path, ledger, agent):
+    """Killed in the second action: the first action runs again (its charge replays, its memory write and
+    event are made again), the receipt in flight has no reconciler and is sent again (at-least-once)."""
+    order = A.ORDERS[1]
+    run_and_kill(tmp_path, ledger, agent, order, hold="receipt o2 ch-o2-35")
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = AgentRunner(getattr(A, agent)(), dnb.LocalRunner(store))
+    assert [c.status for c in store.calls(runner.run_id(order, "o2"))] == [Status.SUCCEEDED, Status.PENDING]
+
+    assert runner.run(order, key="o2") == [{"order": "o2", "receipt": "receipt for ch-o2-35"}]
+    assert A.ledger_lines(ledger) == ["charge o2 35", "receipt o2 ch-o2-35", "receipt o2 ch-o2-35"]
+    assert runner.run(order, key="o2") == [{"order": "o2", "receipt": "receipt for ch-o2-35"}]
+    assert len(A.ledger_lines(ledger)) == 3
+    store.close()
+
+
+def test_sigkill_while_an_async_action_charges_in_its_worker_thread_is_reconciled_once(tmp_path, ledger):
+    """Flink Agents' ``durable_execute_async(..., reconciler=...)``: the charge is in flight in a worker
+    thread when the process dies; the recovery asks the reconciler, never charges twice."""
+    order = A.ORDERS[0]
+    run_and_kill(tmp_path, ledger, "AsyncOrderAgent", order, hold="charge o1 120")
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = AgentRunner(A.AsyncOrderAgent(), dnb.LocalRunner(store))
+    assert [c.status for c in store.calls(runner.run_id(order, "o1"))] == [Status.PENDING]
+
+    assert runner.run(order, key="o1") == [{"order": "o1", "receipt": "receipt for ch-o1-120"}]
+    assert A.ledger_lines(ledger) == ["charge o1 120", "reconciled o1 120", "receipt o1 ch-o1-120"]
+    assert [(c.status, c.origin) for c in store.calls(runner.run_id(order, "o1"))] == [
+        (Status.SUCCEEDED, Origin.RECONCILED), (Status.SUCCEEDED, Origin.EXECUTED)]
+    store.close()
+
+
 def test_sigkill_during_an_async_llm_request_replays_the_finished_calls(tmp_path, ledger):
     """The chat model's second request (after the tool ran) is in flight in a worker thread when
     the process dies: the first request and the tool replay from the journal; the request in

@@ -88,6 +88,114 @@ def test_the_e2e_agents_output_what_flink_agents_outputs_and_replay_without_runn
     assert [c.status for c in calls] == [Status.FAILED if agent_cls is SyncExceptionAgent else Status.SUCCEEDED] * 2
 
 
+def slow_computation(x: int, y: int) -> int:
+    effects.append(("slow_computation", (x, y)))
+    return x + y
+
+
+def multiply(x: int, y: int) -> int:
+    effects.append(("multiply", (x, y)))
+    return x * y
+
+
+# Flink Agents' runtime/tests/test_runner_context_execute.py, its agents as they are written there.
+
+
+class AgentWithDurableExecute(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        input_val = InputEvent.from_event(event).input
+        result = ctx.durable_execute(slow_computation, input_val, 10)
+        ctx.send_event(OutputEvent(output=result))
+
+
+class AgentWithMultipleDurableExecute(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        input_val = InputEvent.from_event(event).input
+        result1 = ctx.durable_execute(slow_computation, input_val, 5)
+        result2 = ctx.durable_execute(multiply, result1, 2)
+        ctx.send_event(OutputEvent(output=result2))
+
+
+class AgentWithDurableExecuteAndAsync(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def process(event: Event, ctx: RunnerContext) -> None:
+        input_val = InputEvent.from_event(event).input
+        sync_result = ctx.durable_execute(slow_computation, input_val, 5)
+        async_result = await ctx.durable_execute_async(multiply, sync_result, 3)
+        ctx.send_event(OutputEvent(output=async_result))
+
+
+class AgentWithDurableExecuteException(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        input_val = InputEvent.from_event(event).input
+        try:
+            ctx.durable_execute(raise_exception, f"Test error: {input_val}")
+        except ValueError as e:
+            ctx.send_event(OutputEvent(output=f"Caught: {e}"))
+
+
+class AgentWithKwargs(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        input_val = InputEvent.from_event(event).input
+        result = ctx.durable_execute(slow_computation, x=input_val, y=20)
+        ctx.send_event(OutputEvent(output=result))
+
+
+# (agent, [(key, input)], Flink Agents' expected outputs {key: output}, the durable calls of one input)
+RUNNER_CONTEXT_EXECUTE = [
+    (AgentWithDurableExecute, [("alice", 5), ("bob", 15)], [{"alice": 15}, {"bob": 25}], [slow_computation]),
+    (AgentWithMultipleDurableExecute, [("alice", 10)], [{"alice": 30}], [slow_computation, multiply]),
+    (AgentWithDurableExecuteAndAsync, [("alice", 7)], [{"alice": 36}], [slow_computation, multiply]),
+    (AgentWithDurableExecuteException, [("alice", "test")], [{"alice": "Caught: Test error: test"}],
+     [raise_exception]),
+    (AgentWithKwargs, [("alice", 5)], [{"alice": 25}], [slow_computation]),
+]
+
+
+def outputs_by_key(runner: AgentRunner, inputs: list[tuple[str, object]]) -> list[dict[str, object]]:
+    """What Flink Agents' local environment's ``to_list()`` gives: ``{key: output}`` per output."""
+    return [{key: out} for key, value in inputs for out in runner.run(value, key=key)]
+
+
+@pytest.mark.parametrize(("agent_cls", "inputs", "expected", "funcs"), RUNNER_CONTEXT_EXECUTE,
+                         ids=[case[0].__name__ for case in RUNNER_CONTEXT_EXECUTE])
+def test_flink_agents_runner_context_execute_agents_give_its_outputs_and_replay(agent_cls, inputs, expected, funcs):
+    effects.clear()
+    runner = AgentRunner(agent_cls(), dnb.LocalRunner(dnb.MemoryStore()))
+    assert outputs_by_key(runner, inputs) == expected
+    assert len(effects) == len(inputs) * len(funcs)
+    assert outputs_by_key(runner, inputs) == expected  # replayed: nothing runs again
+    assert len(effects) == len(inputs) * len(funcs)
+
+
+@pytest.mark.parametrize("point", ["before_call", "after_call"])
+@pytest.mark.parametrize(("agent_cls", "inputs", "expected", "funcs"), RUNNER_CONTEXT_EXECUTE,
+                         ids=[case[0].__name__ for case in RUNNER_CONTEXT_EXECUTE])
+def test_flink_agents_runner_context_execute_agents_recover_a_crash_at_each_call(
+        agent_cls, inputs, expected, funcs, point, sqlite_store):
+    """A crash at every durable call of every input, each recovered by a new runner on the same journal:
+    Flink Agents' outputs, finished calls never run again, the call in flight runs once more at most."""
+    for func in funcs:
+        effects.clear()
+        name = f"{agent_cls.__name__}-{func.__name__}-{point}"  # one set of runs per crash
+        with dnb.inject_crash(call=func, point=point), pytest.raises(dnb.SimulatedCrash):
+            outputs_by_key(AgentRunner(agent_cls(), dnb.LocalRunner(sqlite_store), name=name), inputs)
+        crashed = list(effects)
+        assert outputs_by_key(AgentRunner(agent_cls(), dnb.LocalRunner(sqlite_store), name=name), inputs) == expected
+        if point == "after_call":  # the call in flight (no reconciler) is the one side effect made twice
+            assert effects[len(crashed)] == crashed[-1]
+        assert len(effects) == len(inputs) * len(funcs) + (point == "after_call")
+
+
 class PaymentClient:
     """A payment service the reconciler can ask what happened."""
 
