@@ -357,8 +357,9 @@ class JournalUnavailableError(DurableError, ConnectionError):
         after = (" Everything committed before stays in the journal: once it can be written again (the server "
                  "is back, or the user may write), run the action again and it replays and recovers from there."
                  if run_id else "")
+        stop = "" if reason.endswith((".", "?", "!")) else "."  # libpq's "... accepting TCP/IP connections?"
         super().__init__(f"could not {doing}{run}: the PostgreSQL journal, {where}, is unavailable: "
-                         f"{reason}. {hint}{after}".rstrip())
+                         f"{reason}{stop} {hint}{after}".rstrip())
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.where, self.doing, self.run_id, self.reason, self.hint))

@@ -218,6 +218,23 @@ def test_a_missing_database_says_to_create_it(pg_server):
         dnb.PostgresStore(pg_server.dsn("nosuchdb"))
 
 
+@pytest.mark.parametrize("user, password, dbname, hint", [
+    ("u", "wrong", "postgres", "check the user and password"),
+    ("auth", "wrong", "postgres", "check the user and password"),
+    ("postgres", None, "data", "create the database first"),
+])
+def test_a_user_or_database_named_like_a_word_of_the_message_gets_the_right_hint(pg_server, user, password,
+                                                                                dbname, hint):
+    """The names were taken out of the server's message unquoted: user ``u`` took every 'u' out of "password
+    authentication failed", and the hint asked whether a server runs at an address where one had answered."""
+    from postgres_server import PASSWORD
+
+    dsn = f"postgresql://{user}:{password or PASSWORD}@{pg_server.host}:{pg_server.port}/{dbname}"
+    with pytest.raises(dnb.JournalUnavailableError) as err:
+        dnb.PostgresStore(dsn)
+    assert hint in str(err.value) and "Is a PostgreSQL server running" not in str(err.value)
+
+
 def test_a_user_who_may_not_create_tables_is_told_how_to_grant_it(pg_server, pg_dsn):
     sql(pg_dsn, "DROP ROLE IF EXISTS reader")
     sql(pg_dsn, "CREATE ROLE reader LOGIN PASSWORD 'pw'")
@@ -550,6 +567,8 @@ def test_a_run_held_by_a_process_that_is_killed_is_taken_over_within_30_seconds(
     with pytest.raises(dnb.RunBusyError, match="order-1"), runner.context("order-1"):
         pass
     assert store.run_is_open("order-1")
+    with pytest.raises(dnb.RunBusyError, match=f"by process {holder.pid} on "):  # who holds it, as SQLite says
+        store.delete_run("order-1")
 
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)
@@ -885,6 +904,42 @@ def test_a_dsn_libpq_cannot_read_keeps_no_error_quoting_the_password_in_its_chai
     assert "percent-encode" in seen[0] and not any("Secret9" in text for text in seen), seen
 
 
+def secrets_in_chain(exc: BaseException | None, secret: str) -> list[str]:
+    """What of ``exc``'s ``__cause__``/``__context__`` chain shows ``secret``: messages, args, and a psycopg
+    error's ``pgconn.info`` (a failed connection keeps libpq's, password included)."""
+    found = []
+    while exc is not None:
+        pgconn = getattr(exc, "pgconn", None)
+        info = [] if pgconn is None else [(o.keyword, o.val) for o in pgconn.info]
+        if secret in f"{exc} {exc.args!r} {info!r}":
+            found.append(type(exc).__name__)
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+@pytest.mark.parametrize("fault", ["wrong password", "missing database", "server down"])
+def test_a_refused_connection_keeps_no_psycopg_error_holding_the_password_in_its_chain(pg_server, fault):
+    """``from None`` hid psycopg's error from tracebacks only: it stayed the ``__context__``, and its
+    ``pgconn.info`` gave the DSN's password to any error reporter or debugger walking the chain."""
+    from postgres_server import PASSWORD, free_port
+
+    dsn = {"wrong password": pg_server.dsn(password="Hunter2wrong"),
+           "missing database": pg_server.dsn("no_such_db"),  # the right password
+           "server down": f"postgresql://postgres:Hunter2wrong@127.0.0.1:{free_port()}/db"}[fault]
+    secret = PASSWORD if fault == "missing database" else "Hunter2wrong"
+    with pytest.raises(dnb.JournalUnavailableError) as err:
+        dnb.PostgresStore(dsn)
+    assert secrets_in_chain(err.value, secret) == []
+    assert err.value.__context__ is None and err.value.__cause__ is None
+    try:  # what the caller was handling stays the context, as before (shown no more than before)
+        raise KeyError("the user's own")
+    except KeyError:
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            dnb.PostgresStore(dsn)
+    assert repr(err.value.__context__) == "KeyError(\"the user's own\")" and err.value.__suppress_context__
+    assert "?." not in str(err.value)  # libpq's "accepting TCP/IP connections?" ends its own sentence
+
+
 def test_a_raw_at_or_slash_in_a_url_password_is_refused_without_showing_any_piece_of_it(pg_dsn: str) -> None:
     """libpq ends ``user:password`` at the first '@' or '/': the rest of the password became the host, the
     port or the database name, and the connection error showed it (``host 'ble@127.0.0.1'``)."""
@@ -981,6 +1036,30 @@ def test_after_a_server_restart_between_cells_the_next_run_and_read_just_work(pg
     reader.join()
     assert [r.run_id for r in other[-1]] == ["before", "after"]
     assert store.run("after").status is dnb.RunStatus.COMPLETED and not store.run_is_open("after")
+
+
+@pytest.mark.parametrize("how", ["restart", "pg_terminate_backend"])
+@pytest.mark.parametrize("first", ["runs", "to_pandas", "fork", "delete_run"])
+def test_the_first_read_or_write_after_the_stores_idle_sessions_ended_just_works(pg_server, pg_dsn, how, first):
+    """A notebook reads the journal (``store.runs()``, a JournalView refresh) after the server restarted or an
+    admin ended idle sessions: the first statement went out on the dead session and failed ("terminating
+    connection due to administrator command ... the next call reconnects"), though nothing had been sent yet.
+    The server says so on the idle socket: the store now sees it and reconnects before the statement."""
+    store = dnb.PostgresStore(pg_dsn)
+    dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(pow, 2, 3), None, run_id="before")
+    if how == "restart":
+        pg_server.restart()
+    else:
+        sql(pg_dsn, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        time.sleep(0.2)  # the FATAL message reaches the store's sockets
+    do = {"runs": lambda: [r.run_id for r in store.runs()], "calls": lambda: len(store.calls("before")),
+          "to_pandas": lambda: len(store.to_pandas()), "run_ids_with_prefix": lambda: store.run_ids_with_prefix("be"),
+          "fork": lambda: store.fork("before", at=1, new_run_id="f"), "delete_run": lambda: store.delete_run("before")}
+    assert do[first]() == {"runs": ["before"], "calls": 1, "to_pandas": 1, "run_ids_with_prefix": ["before"],
+                           "fork": "f", "delete_run": None}[first]
+    assert dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(pow, 2, 4), None, run_id="after") == 16
+    store.close()
 
 
 @pytest.mark.parametrize("dsn, dbname, host", [

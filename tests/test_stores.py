@@ -118,6 +118,21 @@ def test_query_and_count_page_through_calls_in_journal_order(store):
         store.count_calls(status="DONE")
 
 
+@pytest.mark.parametrize("page, error", [
+    ({"offset": -1}, ValueError), ({"limit": -1}, ValueError), ({"offset": 1.5}, TypeError),
+    ({"limit": "2"}, TypeError), ({"offset": True}, TypeError),
+])
+def test_a_page_no_store_can_read_is_refused_alike_by_every_store(store, page, error):
+    """A negative offset was SQLite's 0, memory's slice from the end and a raw psycopg error on PostgreSQL;
+    a float offset made SQLite call its journal damaged."""
+    import numpy as np
+
+    fill(store, runs=1, calls=3)
+    with pytest.raises(error, match=f"query_calls\\({next(iter(page))}=...\\)"):
+        store.query_calls(**page)
+    assert [c.index for c in store.query_calls(offset=np.int64(1), limit=None)] == [1, 2]
+
+
 def test_pending_lists_in_flight_calls_across_runs(store):
     runner = dnb.LocalRunner(store)
     for rid in ("a", "b"):

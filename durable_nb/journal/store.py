@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .queries import check_prefix
 from .records import INPUT_CALL_ID, CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 
 if TYPE_CHECKING:
@@ -357,42 +358,6 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def check_prefix(prefix: object) -> None:
-    """A run-id prefix is a str, like a run id."""
-    if not isinstance(prefix, str):
-        raise TypeError(f"a run-id prefix is a str (e.g. 'order-'), got {type(prefix).__name__} {prefix!r}")
-
-
-def check_status(status: Status | str | None) -> str | None:
-    if status is None:
-        return None
-    try:
-        return Status(status).value
-    except ValueError:
-        raise ValueError(
-            f"status must be one of {[s.value for s in Status]}, got {status!r}"
-        ) from None
-
-
-def calls_where(
-    run_id: str | None, status: Status | str | None, call_id: str | None, mark: str
-) -> tuple[str, list[Any]]:
-    """The ``WHERE`` of a filtered calls query (``mark``: the driver's placeholder, ``?`` or ``%s``)."""
-    clauses, params = [], []
-    if run_id is not None:
-        clauses.append(f"run_id = {mark}")
-        params.append(run_id)
-    st = check_status(status)
-    if st is not None:
-        # Inlined, not bound: the planners only use the partial PENDING index for a literal.
-        # Safe: check_status admits only the three enum values.
-        clauses.append(f"status = '{st}'")
-    if call_id is not None:
-        clauses.append(f"call_id = {mark}")
-        params.append(call_id)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 def _durable_now() -> None:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from ..errors import LeaseLostError, RunBusyError
 from ..journal.history import FreshHead, PruneRule, check_fork, fork_row, forked_calls
 from ..journal.lease import Lease, describe_owner, end_owner
+from ..journal.queries import check_page, check_prefix, check_status
 from ..journal.records import (
     CallRecord,
     DiscardedCall,
@@ -28,7 +29,7 @@ from ..journal.records import (
     Status,
     decode_prompt,
 )
-from ..journal.store import Store, check_prefix, check_run_id, check_status
+from ..journal.store import Store, check_run_id
 
 
 @dataclass
@@ -139,6 +140,7 @@ class MemoryStore(Store):
         offset: int = 0,
         limit: int | None = None,
     ) -> list[CallRecord]:
+        offset, limit = check_page(offset, limit)
         found = self._matching(run_id, status, call_id)
         end = None if limit is None else offset + limit
         return [dataclasses.replace(c, payload=None, payload_left_out=True) for c in found[offset:end]]

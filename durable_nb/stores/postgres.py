@@ -22,8 +22,10 @@ Same contract as :class:`SqliteStore`. What is different, and why:
   run row is claimed (``attempts`` + 1, ``owner``) by the first write.
 
 Connections: one per thread (writes), one per store and process for leases;
-reconnected after a failure. A server that is down or refuses raises
-:class:`JournalUnavailableError` naming host, port, database and what to do.
+reconnected after a failure, and before a statement when the server ended the idle
+session (a restart, ``pg_terminate_backend``). A server that is down or refuses raises
+:class:`JournalUnavailableError` naming host, port, database and what to do; it keeps
+no psycopg error in its ``__context__`` (a failed connection's holds the password).
 
 Over 400 lines because it is the whole Store protocol (twenty methods of a few
 statements each, read and write, leases, time travel); everything that is not a
@@ -36,23 +38,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from ..errors import JournalFormatError, JournalUnavailableError, LeaseLostError, RunBusyError
 from ..journal import codec
 from ..journal.history import FreshHead, PruneRule, check_fork, fork_id_taken, fork_row, prune_batches
-from ..journal.lease import Lease, describe_owner, owner_gone, owner_is_alive
+from ..journal.lease import Lease, describe_lock_holder, describe_owner, owner_gone, owner_is_alive
+from ..journal.queries import calls_where, check_page, check_prefix
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
-from ..journal.store import Store, calls_where, check_prefix, check_run_id
+from ..journal.store import Store, check_run_id
 from . import postgres_sql as q
 from .bad_rows import BadRow, in_order, journal_error, member
 from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
-from .postgres_lease import RELOCK_GRACE, AdvisoryLocks
+from .postgres_lease import RELOCK_GRACE, AdvisoryLocks, readable
 from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn, sql_name
 
 try:
@@ -198,6 +202,13 @@ class PostgresStore(Store):
             self._reset()
         local = self._local
         conn = getattr(local, "conn", None)
+        if conn is not None and not conn.closed and conn.info.transaction_status == IDLE and _told(conn):
+            # The server sent this idle session something unasked: the message ending it (a restart,
+            # pg_terminate_backend). The next statement would fail on it though nothing was sent yet
+            # (the first read after a restart failed): replace it, and every thread's with it.
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._connections_stale()
         if conn is not None and local.epoch != self._epoch and conn.info.transaction_status == IDLE:
             # Another connection of this store was found lost since this one was made (a server
             # restart ends them all): start afresh rather than fail the next call on it as well.
@@ -222,54 +233,62 @@ class PostgresStore(Store):
 
     @contextlib.contextmanager
     def _guard(self, doing: str, run_id: str | None = None) -> Iterator[None]:
-        """Turn a lost or refused connection into JournalUnavailableError (the next call reconnects)."""
+        """Turn a lost or refused connection into JournalUnavailableError (the next call reconnects).
+
+        The error raised keeps no psycopg error as its ``__context__``: ``from None`` only hides the
+        context from tracebacks, and a failed connection's error keeps its libpq connection, whose
+        ``info`` holds the DSN's password, for any error reporter or debugger walking the chain.
+        """
+        outer = sys.exc_info()[1]  # what the caller was handling (its context stays reachable, as before)
+        if isinstance(outer, psycopg.Error):  # a store's own retry after a lost session: not that one either
+            outer = None
         try:
             yield
-        except JournalUnavailableError as exc:
+        except Exception as exc:
+            err = self._translated(exc, doing, run_id)
+            if err is None:
+                raise
+        else:
+            return
+        _raise_alone(err, outer)  # outside the except clause: this frame keeps no reference to psycopg's error
+
+    def _translated(self, exc: Exception, doing: str, run_id: str | None) -> Exception | None:
+        """What :meth:`_guard` raises instead of ``exc`` (checked in this order); None: ``exc`` itself."""
+        if isinstance(exc, JournalUnavailableError):
             if run_id is None or exc.run_id is not None:
-                raise
-            raise JournalUnavailableError(exc.where, doing, run_id, exc.reason, exc.hint) from None
-        except BadRow as exc:  # a row typed in by hand: where, and the statement that fixes it
-            raise self._bad_row(exc) from None
-        except (psycopg.DataError, UnicodeEncodeError) as exc:
+                return None
+            return JournalUnavailableError(exc.where, doing, run_id, exc.reason, exc.hint)
+        if isinstance(exc, BadRow):  # a row typed in by hand: where, and the statement that fixes it
+            return self._bad_row(exc)
+        if isinstance(exc, (psycopg.DataError, UnicodeEncodeError)):
             if isinstance(exc, psycopg.DataError) and "NUL" not in str(exc):
-                raise
-            raise ValueError(unstorable(f"{doing}{'' if run_id is None else f' (run {run_id!r})'}")) from None
-        except psycopg.errors.UndefinedFunction:  # ``text = integer``: a run id that is not a str
+                return None
+            return ValueError(unstorable(f"{doing}{'' if run_id is None else f' (run {run_id!r})'}"))
+        if isinstance(exc, psycopg.errors.UndefinedFunction):  # ``text = integer``: a run id that is not a str
             try:
                 if run_id is not None:
                     check_run_id(run_id)
-            except TypeError as exc:
-                raise exc from None
-            raise
-        except psycopg.errors.ProgramLimitExceeded as exc:  # an OperationalError, but no lost connection
-            reason = " ".join(str(exc).split())
-            raise ValueError(
+            except TypeError as wrong:
+                return wrong
+            return None
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, psycopg.errors.ProgramLimitExceeded):  # an OperationalError, but no lost connection
+            return ValueError(
                 f"PostgreSQL refused to {doing}{'' if run_id is None else f' (run {run_id[:80]!r}...)'}: {reason}. "
                 f"Run ids and call ids are index keys there: keep them under a few kilobytes (a key "
                 f"derived from a record should be its id, not the record). Nothing was written."
-            ) from None
-        except psycopg.errors.InsufficientPrivilege as exc:
-            reason = " ".join(str(exc).split())
-            user, db, schema = self.target.user, self.target.dbname, sql_name(self._schema_named())
-            owner = (f"make it the schema's owner (ALTER SCHEMA {schema} OWNER TO \"{user}\") or " if schema != "public"
-                     else f"make it the database's owner (CREATE DATABASE \"{db}\" OWNER \"{user}\") or ")
-            hint = (f"Let user {user!r} create and write the journal's tables: {owner}GRANT CREATE, USAGE ON SCHEMA "
-                    f"{schema} TO \"{user}\" (PostgreSQL 15 no longer lets every user create tables in public). "
-                    f"If another user created the tables, GRANT USAGE ON SCHEMA {schema} TO \"{user}\" and "
-                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{user}\" (or "
-                    f"make {user!r} their owner).")
-            raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
-        except (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable) as exc:
-            reason = " ".join(str(exc).split())  # the session lives: nothing to reconnect, no lease to doubt
+            )
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+            return JournalUnavailableError(str(self.target), doing, run_id, reason, self._grant_hint())
+        if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)):
+            # The session lives: nothing to reconnect, no lease to doubt.
             hint = (f"PostgreSQL cancelled the statement (statement_timeout or lock_timeout is set for this database "
                     f"or user, or someone cancelled it); the connection is fine and nothing of that statement was "
                     f"written. The journal's statements are short: a long one waited for a lock another session "
                     f"holds on the journal's tables. Let the journal's user wait: ALTER ROLE \"{self.target.user}\" "
                     f"SET statement_timeout = 0 (and lock_timeout), then call again.")
-            raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            reason = " ".join(str(exc).split())
+            return JournalUnavailableError(str(self.target), doing, run_id, reason, hint)
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             if doing == "connect":
                 hint = connect_hint(reason, self.target)
             else:
@@ -277,7 +296,19 @@ class PostgresStore(Store):
                 self._connections_stale()
                 hint = ("The connection was lost (the server restarted, or the network failed); the next "
                         "call reconnects.")
-            raise JournalUnavailableError(str(self.target), doing, run_id, reason, hint) from None
+            return JournalUnavailableError(str(self.target), doing, run_id, reason, hint)
+        return None
+
+    def _grant_hint(self) -> str:
+        """What to grant a user the server refused a statement of the journal's."""
+        user, db, schema = self.target.user, self.target.dbname, sql_name(self._schema_named())
+        owner = (f"make it the schema's owner (ALTER SCHEMA {schema} OWNER TO \"{user}\") or " if schema != "public"
+                 else f"make it the database's owner (CREATE DATABASE \"{db}\" OWNER \"{user}\") or ")
+        return (f"Let user {user!r} create and write the journal's tables: {owner}GRANT CREATE, USAGE ON SCHEMA "
+                f"{schema} TO \"{user}\" (PostgreSQL 15 no longer lets every user create tables in public). "
+                f"If another user created the tables, GRANT USAGE ON SCHEMA {schema} TO \"{user}\" and "
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{user}\" (or "
+                f"make {user!r} their owner).")
 
     def _bad_row(self, exc: BadRow) -> JournalFormatError:
         schema = self._schema_named()
@@ -365,6 +396,7 @@ class PostgresStore(Store):
         limit: int | None = None,
     ) -> list[CallRecord]:
         self.flush()
+        offset, limit = check_page(offset, limit)
         where, params = calls_where(run_id, status, call_id, "%s")
         sql = f"SELECT {q.CALL_COLS} FROM calls{where} ORDER BY seq LIMIT %s OFFSET %s"
         with self._guard("query calls", run_id):
@@ -670,8 +702,9 @@ class PostgresStore(Store):
         """Refused (:class:`RunBusyError`) while a live context holds the run; its lock keeps one out meanwhile."""
         self._outcomes.flush_run(run_id)
         with self._guard("delete the run", run_id), self._conn.transaction():
-            if self._locked_elsewhere(self._conn, run_id):
-                raise RunBusyError(run_id, "a live context")
+            if self._locked_elsewhere(self._conn, run_id):  # who: as SqliteStore and open_run tell it
+                row = self._conn.execute("SELECT owner FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+                raise RunBusyError(run_id, describe_lock_holder(row[0] if row else None) + " (it holds the run's lock)")
             for table in ("calls", "discarded", "runs"):
                 self._conn.execute(f"DELETE FROM {table} WHERE run_id = %s", (run_id,))
 
@@ -829,6 +862,22 @@ class PostgresStore(Store):
             for outcome in run_outcomes:
                 conn.execute(q.COMPLETE_FENCED, outcome.fenced())
             conn.execute(q.CLOSE, close)
+
+
+def _told(conn: Any) -> bool:
+    """Whether the server sent the idle session ``conn`` something unasked (the message ending it)."""
+    try:
+        return readable(conn.fileno())
+    except Exception:  # no socket left: as good as ended
+        return True
+
+
+def _raise_alone(err: BaseException, outer: BaseException | None) -> NoReturn:
+    """Raise ``err`` with ``outer`` as its (hidden) ``__context__``, not psycopg's error Python would set."""
+    try:
+        raise err
+    finally:
+        err.__context__, err.__suppress_context__ = outer, True
 
 
 def unstorable(what: str, fix: str = "") -> str:

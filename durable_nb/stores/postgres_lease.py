@@ -74,7 +74,7 @@ _WATCH_EVERY = 0.25
 """Seconds between the watcher's looks at the lease session: well within :data:`RELOCK_GRACE`."""
 
 
-def _readable(fd: int) -> bool:
+def readable(fd: int) -> bool:
     """Whether the server sent something on ``fd``, without waiting.
 
     ``poll``, not ``select``: select refuses a descriptor numbered 1024 or more (a kernel with
@@ -171,7 +171,7 @@ class AdvisoryLocks:
     def _told(self) -> bool:
         """Whether the server sent the idle lease session something unasked (the message ending it), or may have."""
         try:
-            return _readable(self._conn.fileno())
+            return readable(self._conn.fileno())
         except Exception:  # closed meanwhile (the watcher): not surely held
             return True
 
@@ -287,7 +287,7 @@ class AdvisoryLocks:
         if not self._live:
             return
         try:
-            if not now and not _readable(conn.fileno()):
+            if not now and not readable(conn.fileno()):
                 return  # nothing came unasked
             conn.execute("SELECT 1")
         except Exception:

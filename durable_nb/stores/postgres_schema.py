@@ -162,10 +162,14 @@ def connect_hint(message: str, target: Target) -> str:
 
     The names the message quotes (host, database, user) are taken out before matching
     words in it: a host ``db.invalid`` made a name that does not resolve a "malformed DSN".
+    Only quoted, as libpq and psycopg write them: user ``u`` or ``auth`` taken out bare left
+    "password athentication failed" (or database ``data``: "base ... does not exist"), and
+    the hint sent the user after a server that was up.
     """
     text = message.lower()
     for name in {target.host, target.dbname, target.user} - {""}:
-        text = text.replace(name.lower(), "")
+        for quote in "\"'":
+            text = text.replace(f"{quote}{name.lower()}{quote}", quote * 2)
     if "too many clients" in text or "too many connections" in text or "connection slots are reserved" in text:
         # The server is up and the credentials are right: its (or the role's, or the database's) limit is hit.
         return (f"the server has no connection left for user {target.user!r} on {target.dbname!r}. A PostgresStore "

@@ -63,8 +63,9 @@ from ..journal.lease import (
     end_owner,
     owner_is_alive,
 )
+from ..journal.queries import calls_where, check_page, check_prefix
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
-from ..journal.store import Store, calls_where, check_prefix, check_run_id
+from ..journal.store import Store, check_run_id
 from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema, sqlite_view
 from .bad_rows import BadRow, in_order, member
 from .sqlite_commit import Committer, Op
@@ -719,6 +720,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         offset: int = 0,
         limit: int | None = None,
     ) -> list[CallRecord]:
+        offset, limit = check_page(offset, limit)
         where, params = calls_where(run_id, status, call_id, "?")
         sql = f"SELECT {_CALL_COLS}, {self._prompt_col} FROM calls{where} ORDER BY seq LIMIT ? OFFSET ?"
         rows = self._read().execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
