@@ -5,7 +5,10 @@ Shared by tests/test_magics.py and tests/flink/test_cell_on_flink.py.
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from IPython.core.displaypub import DisplayPublisher
@@ -59,14 +62,30 @@ class _Publisher(DisplayPublisher):
         self.log.items.clear()
 
 
+_removed_at_exit: set[Path] = set()
+
+
 def start_shell() -> Any:
     """The test shell with durable_nb loaded, formatting every MIME type as a kernel does."""
     # the module attribute: after the first start it is the shell's own get_ipython, whichever test file started it
     shell = globalipapp.get_ipython()
+    # IPython's test config puts the history in a NamedTemporaryFile(delete=False) it never removes
+    hist = Path(shell.history_manager.hist_file)
+    if hist.name.endswith("test_hist.sqlite") and hist not in _removed_at_exit:
+        _removed_at_exit.add(hist)
+        atexit.unregister(shell.atexit_operations)  # run by _remove, first: it closes the history
+        atexit.register(_remove, shell, hist, os.getpid())
     # a terminal shell formats text/plain only; a kernel formats every MIME type
     shell.display_formatter.active_types = shell.display_formatter.format_types
     shell.extension_manager.load_extension("durable_nb")
     return shell
+
+
+def _remove(shell: Any, hist: Path, owner: int) -> None:
+    """IPython's own exit hook (it closes the history), then the removal of the history's file."""
+    if os.getpid() == owner:  # a forked child's exit: its parent's shell still writes there
+        shell.atexit_operations()
+        hist.unlink(missing_ok=True)
 
 
 def run(ip: Any, line: str, cell: str, log: _Log | None = None) -> tuple[Any, _Log]:

@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -150,3 +151,15 @@ def test_a_group_writable_folder_whose_group_has_another_member_warns_naming_the
     folder.chmod(0o775)
     with pytest.warns(UserWarning, match=rf"can be written by its group \(gid \d+: .*{OTHER}"):
         dnb.SqliteStore(folder / "orders.db").close()
+
+
+def test_a_dead_sessions_flink_folder_of_another_user_is_never_reclaimed(shared_tmp: Path) -> None:
+    """A new Flink session removes the stale scratch folders of dead durable_nb processes: this user's only."""
+    from durable_nb.runners import flink_scratch
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    theirs, mine = (shared_tmp / f"durable_nb-ship-{int(done.stdout)}-{who}" for who in ("theirs", "mine"))
+    as_other("mkdir", "-m", "0777", str(theirs))
+    mine.mkdir()
+    flink_scratch._reclaim_stale()
+    assert theirs.is_dir() and not mine.exists()

@@ -17,6 +17,10 @@ Python process while the mini-cluster is still shutting down, plus one
   alone; only the zips Flink made of our package in its temp folder are removed.
 * A Jupyter kernel asked to shut down does all of that first (:func:`_hook_kernel_shutdown`).
 * A forked child forgets them: its exit must not remove its parent's folders.
+* A process killed (SIGKILL, as nbval ends its kernels; SIGTERM) runs no exit code: the first folder
+  of the next session reclaims such stale folders (:func:`_reclaim_stale`). Each folder's name holds
+  its process's pid and the process holds an ``flock`` on it while it lives, so a folder is removed
+  only when it is of these kinds, this user's, its pid is gone and nothing holds its lock.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -32,10 +38,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no folder is ever proven stale
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["adopt_jvm", "folder", "jvm_tmpdir"]
 
 _lock = threading.Lock()
 _folders: list[str] = []
+_held: list[int] = []  # the flocked descriptors of our folders: held while this process lives
 _ship_names: list[str] = []
 _jvm_pid: int | None = None
 _registered = False
@@ -50,12 +62,17 @@ def folder(prefix: str, *, shipped: bool = False) -> str:
     into ``flink-distributed-cache-*/<name>.zip`` in the JVM's temp folder.
     """
     global _registered
-    path = tempfile.mkdtemp(prefix=prefix)
     with _lock:
         if not _registered:
+            _reclaim_stale()
             atexit.register(_clean, os.getpid())
             _registered = True
+    path = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+    held = _hold(path)
+    with _lock:
         _folders.append(path)
+        if held is not None:
+            _held.append(held)
         if shipped:
             _ship_names.append(Path(path).name + ".zip")
     return path
@@ -124,9 +141,71 @@ def _hook_kernel_shutdown() -> None:
     kernel.do_shutdown = do_shutdown  # type: ignore[union-attr]
 
 
+def _hold(path: str) -> int | None:
+    """An ``flock`` on the folder for this process's life: proof to later sessions that its owner lives."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # the pid in the name still guards the folder
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without flock: the pid in the name still guards the folder
+        pass
+    return fd
+
+
+#: The folders :func:`folder` makes for Flink (``<prefix><pid>-<random>``); older durable_nb's had no pid.
+_STALE = re.compile(r"durable_nb-(?:ship|checkpoints|jvm)-(\d{1,10})-[A-Za-z0-9_]+\Z")
+
+
+def _reclaim_stale() -> None:
+    """Remove the scratch folders of this user's durable_nb processes that died without their exit hook.
+
+    Why: a kernel SIGKILLed (nbval, ``shutdown_kernel(now=True)``, the OOM killer) or SIGTERMed left its
+    ~25 MB for good. Only a folder proven stale goes: its name is one of ours with a pid, it is a real
+    folder of this user, no process has that pid here and no process (one in another pid namespace
+    sharing this temp folder included) holds its lock.
+    """
+    import psutil
+
+    if fcntl is None:
+        return
+    tmp = tempfile.gettempdir()
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        match = _STALE.match(name)
+        if match is None or psutil.pid_exists(int(match[1])):
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while its owner lives
+            if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def _forget() -> None:
-    """In a forked child: the parent's folders and JVM are not its own."""
+    """In a forked child: the parent's folders and JVM are not its own (nor their locks: closed, not unlocked)."""
     global _registered, _jvm_pid
+    for fd in _held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
     _folders.clear()
     _ship_names.clear()
     _jvm_pid = None
@@ -147,11 +226,15 @@ def _clean(owner: int) -> None:
         _stop(_jvm_pid)
         _jvm_pid = None
     with _lock:
-        paths = list(_folders)
+        paths, held = list(_folders), list(_held)
         _folders.clear()
+        _held.clear()
         _ship_names.clear()
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
+    for fd in held:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _stop(pid: int) -> None:

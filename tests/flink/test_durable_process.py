@@ -18,12 +18,13 @@ from durable_nb.flink import FlinkRunner, FlinkSetupError, MapRow, durable_proce
 pytestmark = pytest.mark.flink
 
 
-def _parsed(records: list[dict[str, Any]]) -> Any:
-    """A file of JSON lines, parsed, in one ordered stream (stable seq per key), from a source that rewinds."""
+def _parsed(records: list[dict[str, Any]], folder: Path) -> Any:
+    """A file of JSON lines in ``folder`` (a test's tmp_path: not left in the temp folder), parsed, in one
+    ordered stream (stable seq per key), from a source that rewinds."""
     from pyflink.common import Types, WatermarkStrategy
     from pyflink.datastream.connectors.file_system import FileSource, StreamFormat
 
-    fd, path = tempfile.mkstemp(suffix=".jsonl")
+    fd, path = tempfile.mkstemp(suffix=".jsonl", dir=folder)
     with os.fdopen(fd, "w") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in records)
     env = environment(parallelism=1)
@@ -33,20 +34,22 @@ def _parsed(records: list[dict[str, Any]]) -> Any:
 
 
 def test_a_source_that_does_not_rewind_with_checkpoints_is_named_when_the_pipeline_is_built(
-    flink: None, tmp_path: Path
+    flink: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PyFlink's from_collection starts again from its first element after a failover while keyed state keeps
     the counts: records already processed came back as new runs (key#1) and ran their side effects again."""
     from pyflink.common import Types
 
     env = environment(parallelism=1)
-    lines = env.from_collection([json.dumps(r) for r in _orders.orders(2)], type_info=Types.STRING())
+    with monkeypatch.context() as patch:  # PyFlink leaves the temp folder of the elements it pickles: in tmp_path
+        patch.setattr(tempfile, "tempdir", str(tmp_path))
+        lines = env.from_collection([json.dumps(r) for r in _orders.orders(2)], type_info=Types.STRING())
     orders = lines.map(json.loads, output_type=Types.PICKLED_BYTE_ARRAY())
     with pytest.warns(UserWarning, match="'Collection Source' keeps no position in Flink's checkpoints"):
         durable_process(orders, _orders.make_action(tmp_path), key="customer", store=dnb.SqliteStore(tmp_path / "j.db"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a FileSource rewinds: nothing to say
-        durable_process(_parsed(_orders.orders(2)), _orders.make_action(tmp_path), key="customer",
+        durable_process(_parsed(_orders.orders(2), tmp_path), _orders.make_action(tmp_path), key="customer",
                         store=dnb.SqliteStore(tmp_path / "j.db"))
 
 
@@ -57,7 +60,7 @@ def _collect(results: Any) -> list[MapRow]:
 
 def _pipeline(records: list[dict[str, Any]], action: Any, journal: Path) -> list[MapRow]:
     """The parsed source, the durable action on 2 slots, and a collect sink."""
-    results = durable_process(_parsed(records), action, key="customer", store=dnb.SqliteStore(journal))
+    results = durable_process(_parsed(records, journal.parent), action, key="customer", store=dnb.SqliteStore(journal))
     results.set_parallelism(2)
     return _collect(results)
 
@@ -99,8 +102,8 @@ def test_durable_process_with_concurrency_overlaps_keys_keeps_each_keys_order_an
     records = _orders.orders(n)
 
     def concurrent() -> list[MapRow]:
-        return _collect(durable_process(_parsed(records), action, key="customer", store=dnb.SqliteStore(journal),
-                                        concurrency=4, parallelism=2))
+        return _collect(durable_process(_parsed(records, tmp_path), action, key="customer",
+                                        store=dnb.SqliteStore(journal), concurrency=4, parallelism=2))
 
     first = concurrent()
     _orders.check_concurrent_and_in_key_order(tmp_path, n)
@@ -119,7 +122,7 @@ def test_a_parallelism_set_on_the_returned_concurrent_stream_alone_is_refused_at
     flink: None, tmp_path: Path
 ) -> None:
     """Two chained operators: another parallelism on the second would split a key's records between instances."""
-    results = durable_process(_parsed(_orders.orders(3)), _orders.make_action(tmp_path), key="customer",
+    results = durable_process(_parsed(_orders.orders(3), tmp_path), _orders.make_action(tmp_path), key="customer",
                               store=dnb.SqliteStore(tmp_path / "journal.db"), concurrency=4)
     results.set_parallelism(2)
     with pytest.raises(Exception, match="Forward partitioning does not allow change of parallelism"):
@@ -134,7 +137,7 @@ def test_durable_process_refuses_a_bad_concurrency_or_parallelism_before_buildin
 ) -> None:
     name = next(iter(options))
     with pytest.raises(ValueError, match=f"{name} must be an int >= 1"):
-        durable_process(_parsed([]), _orders.make_action(tmp_path), key="customer",
+        durable_process(_parsed([], tmp_path), _orders.make_action(tmp_path), key="customer",
                         store=dnb.SqliteStore(tmp_path / "journal.db"), **options)
 
 
@@ -154,7 +157,7 @@ def test_a_sqlite_journal_for_a_pipeline_submitted_to_another_machine_is_refused
     host built the job, whose workers there then failed (or journaled into a network share's SQLite file)."""
     from pyflink.common import Configuration
 
-    stream = _parsed(_orders.orders(2))
+    stream = _parsed(_orders.orders(2), tmp_path)
     remote = Configuration()
     remote.set_string("execution.target", "remote")
     remote.set_string("rest.address", "flink.example.com")
@@ -172,11 +175,11 @@ def test_an_inject_crash_around_the_pipeline_says_it_reaches_no_worker_when_it_i
     """The pipeline's calls run in Flink's worker processes at env.execute(): the block crashed nothing, silently."""
     with dnb.inject_crash(call="x.charge"), pytest.warns(UserWarning, match="durable_process runs the actions in "
                                                                            "Flink worker processes"):
-        durable_process(_parsed(_orders.orders(2)), _orders.make_action(tmp_path), key="customer",
+        durable_process(_parsed(_orders.orders(2), tmp_path), _orders.make_action(tmp_path), key="customer",
                         store=dnb.SqliteStore(tmp_path / "journal.db"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no block active: nothing to say
-        durable_process(_parsed(_orders.orders(2)), _orders.make_action(tmp_path), key="customer",
+        durable_process(_parsed(_orders.orders(2), tmp_path), _orders.make_action(tmp_path), key="customer",
                         store=dnb.SqliteStore(tmp_path / "journal.db"))
 
 
@@ -252,7 +255,7 @@ def test_a_runner_option_of_the_wrong_type_is_refused_naming_it(flink: None, tmp
     with pytest.raises(TypeError, match="jobmanager must be 'host:port' \\(a str\\)"):
         FlinkRunner(store, jobmanager=8081)
     with pytest.raises(TypeError, match="strict must be True or False"):
-        durable_process(_parsed([]), _orders.make_action(tmp_path), key="customer", store=store, strict="no")
+        durable_process(_parsed([], tmp_path), _orders.make_action(tmp_path), key="customer", store=store, strict="no")
 
 
 class _HeldClientError(Exception):
@@ -276,7 +279,8 @@ def test_a_row_whose_exception_or_result_holds_a_lock_crosses_to_another_operato
     from pyflink.common import Types
 
     records = _orders.orders(5)
-    results = durable_process(_parsed(records), _declines, key="customer", store=dnb.SqliteStore(tmp_path / "j.db"))
+    results = durable_process(_parsed(records, tmp_path), _declines, key="customer",
+                              store=dnb.SqliteStore(tmp_path / "j.db"))
     rows = sorted(_collect(results.rebalance().map(lambda row: row, output_type=Types.PICKLED_BYTE_ARRAY())),
                   key=lambda row: row.key)
     assert [row.status.value for row in rows] == ["FAILED", "COMPLETED", "FAILED", "FAILED", "FAILED"]
@@ -305,9 +309,10 @@ def test_an_action_or_key_function_that_cannot_be_pickled_is_named_when_the_pipe
 
     store = dnb.SqliteStore(tmp_path / "j.db")
     with pytest.raises(TypeError, match=r"durable_process: the action '.*locked_action' cannot be pickled.*lock"):
-        durable_process(_parsed(_orders.orders(2)), locked_action, key="customer", store=store)
+        durable_process(_parsed(_orders.orders(2), tmp_path), locked_action, key="customer", store=store)
     with pytest.raises(TypeError, match=r"durable_process: the key function '.*locked_key' cannot be pickled"):
-        durable_process(_parsed(_orders.orders(2)), _orders.make_action(tmp_path), key=locked_key, store=store)
+        durable_process(_parsed(_orders.orders(2), tmp_path), _orders.make_action(tmp_path), key=locked_key,
+                        store=store)
 
 
 def test_a_name_resolving_to_this_machine_is_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:

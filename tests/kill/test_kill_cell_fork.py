@@ -10,6 +10,7 @@ the others a second time).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,11 @@ pytestmark = pytest.mark.kill
 CHILD = Path(__file__).with_name("cell_fork_child.py")
 
 
-def child(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(CHILD), *args], capture_output=True, text=True, timeout=120)
+def child(db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The child, its temp folder the test's: the killed one leaves IPython's test history file there."""
+    env = {**os.environ, "TMPDIR": str(Path(db).parent)}
+    return subprocess.run([sys.executable, str(CHILD), db, *args], capture_output=True, text=True, timeout=120,
+                          env=env)
 
 
 @pytest.mark.parametrize("writes", [1, 2, 3])
