@@ -396,6 +396,69 @@ def test_a_journal_with_a_timestamp_out_of_range_opens_and_shows_it(sqlite_store
     assert "1e+300 (not a time)" in text(view.detail.value)
 
 
+def _hand_edit(store: dnb.SqliteStore, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    store.flush()  # every transition in the SQLite file, not only in the intent log
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+        for sql, params in statements:
+            conn.execute(sql, params)
+
+
+def test_a_call_index_typed_in_by_hand_is_text_on_the_page_not_markup(sqlite_store: dnb.SqliteStore) -> None:
+    # SQLite keeps text in an INTEGER column: an idx of '"><img onerror=...>' went into data-call="run#..."
+    # unescaped and ran in the browser (JournalView table, timeline, detail; ReconcilePanel; InputPrompt).
+    crashed_journal(sqlite_store)
+    with pytest.raises(dnb.AwaitingInput):
+        dnb.LocalRunner(sqlite_store).run(lambda _, ctx: ctx.durable_input("ok?"), None, run_id="ask")
+    bad = '"><img src=x onerror=alert(1)>'
+    _hand_edit(sqlite_store, ("UPDATE calls SET idx = ? WHERE run_id = 'order-2' AND idx = 0", (bad,)),
+               ("UPDATE calls SET idx = ? WHERE run_id = 'ask' AND idx = 0", (bad + "2",)))
+    view = dnb.JournalView(sqlite_store)
+    panel = dnb.ReconcilePanel(sqlite_store)
+    shown = [view.table.value, view.timeline.value]
+    for i in range(len(view.records)):
+        view.selector.value = i
+        shown.append(view.detail.value)
+    shown += [row.info.value for row in panel.rows] + [w.info.value for w in panel.inputs]
+    assert sum(bad in html.unescape(v) for v in shown) >= 5  # each place shows the index, as text
+    for value in shown:
+        assert "<img" not in value, value
+
+
+def test_times_and_lineage_typed_in_as_text_show_as_not_a_time_instead_of_raising(
+        sqlite_store: dnb.SqliteStore) -> None:
+    # started_at = 'garbage' made the view's constructor raise TypeError (fmt_duration, the timeline's
+    # axis); forked_at = 'x' made picking any call of the fork raise TypeError out of the selector.
+    crashed_journal(sqlite_store)
+    fork = sqlite_store.fork("order-1", 1)
+    _hand_edit(sqlite_store, ("UPDATE calls SET started_at = 'garbage' WHERE run_id = 'order-1' AND idx = 0", ()),
+               ("UPDATE calls SET finished_at = 'later' WHERE run_id = 'order-1' AND idx = 1", ()),
+               ("UPDATE runs SET forked_at = 'x' WHERE run_id = ?", (fork,)))
+    view = dnb.JournalView(sqlite_store)
+    assert "'garbage' (not a time)" in text(view.table.value) and "order-2" in text(view.table.value)
+    assert "order-1 #0" in text(view.timeline.value)
+    view.run_filter.value = fork
+    view.selector.value = 0
+    assert "forked from order-1 at call x" in text(view.fork.lineage.value)
+    assert "could not" not in text(view.status_line.value)
+
+
+@pytest.mark.parametrize("how", ["blob", "text"])
+def test_a_preview_of_bytes_that_are_not_utf_8_shows_as_escapes_and_the_journal_stays_readable(
+        sqlite_store: dnb.SqliteStore, how: str) -> None:
+    # Bytes typed in with sqlite3 (a BLOB, or CAST(x'ff' AS TEXT)) made every read of the calls raise
+    # (UnicodeDecodeError, sqlite3 "Could not decode to UTF-8"): no widget could show any of the journal.
+    crashed_journal(sqlite_store)
+    value = "x'ff3c696d67'" if how == "blob" else "CAST(x'ff3c696d67' AS TEXT)"
+    _hand_edit(sqlite_store, (f"UPDATE calls SET result_preview = {value} WHERE run_id = 'order-1' AND idx = 0", ()))
+    view = dnb.JournalView(sqlite_store)
+    assert "could not" not in text(view.status_line.value)
+    assert "\\udcff<img" in text(view.table.value) and "order-2" in text(view.table.value)
+    assert "<img" not in view.table.value
+    assert [r.record.run_id for r in dnb.ReconcilePanel(sqlite_store).rows] == ["order-2"]
+
+
 REMOTE_HOLDER = """
 import sys, time
 import durable_nb.journal.lease as lease

@@ -456,3 +456,20 @@ def test_a_long_runs_plan_and_log_draw_a_bounded_window_around_the_view_position
         stepper.back()
     assert 'class="dnb-plan-row dnb-current" data-index="1997"' in stepper.plan_table.value
     stepper.close()
+
+
+def test_a_run_renumbered_by_hand_says_so_before_a_step_instead_of_raising(sqlite_store: dnb.SqliteStore) -> None:
+    # An idx typed in as text made the constructor raise TypeError while drawing the plan; a gap drew a plan
+    # of replays that the first Step then refused. Both now say at once why the run cannot be recovered.
+    import contextlib
+    import sqlite3
+
+    crashed(sqlite_store)
+    sqlite_store.flush()
+    with contextlib.closing(sqlite3.connect(sqlite_store.path)) as conn, conn:
+        conn.execute("UPDATE calls SET idx = '<b>one</b>' WHERE run_id = 'order-1' AND idx = 1")
+    stepper = dnb.ReplayStepper(sqlite_store, "order-1", place_order, 1)
+    assert "has its calls at indices 0, <b>one</b> instead of 0 to 1" in text(stepper.message.value)
+    assert "<b>one" not in stepper.message.value + stepper.plan_table.value
+    stepper.step()
+    assert "JournalFormatError" in text(stepper.message.value) and ran == {}

@@ -72,7 +72,7 @@ from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
 from .sqlite_intent import IntentLog, LogClosed
 from .sqlite_prefetch import Prefetch
-from .sqlite_text import Connection, prefix_where, text
+from .sqlite_text import Connection, lenient_text, prefix_where, text
 from .sqlite_timetravel import SqliteTimeTravel, delete_runs
 
 _log = logging.getLogger("durable_nb")
@@ -148,7 +148,12 @@ def _explains_damage(read: _Read) -> _Read:
     @functools.wraps(read)
     def reading(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
         try:
-            return read(self, *args, **kwargs)
+            try:
+                return read(self, *args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if not lenient_text(exc, [c for _, c in self._conns]):
+                    raise
+                return read(self, *args, **kwargs)  # a read writes nothing: once more, bad bytes read as escapes
         except sqlite3.DatabaseError as exc:
             raise sqlite_file.damaged(self.path, exc) or exc from exc
         except BadRow as exc:

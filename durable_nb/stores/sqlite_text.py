@@ -35,10 +35,40 @@ def bindable(params: Any) -> Any:
 
 
 def text(value: Any) -> Any:
-    """A value read from a TEXT column: a BLOB written by :func:`bindable` becomes its ``str`` again."""
+    """A value read from a TEXT column: a BLOB written by :func:`bindable` becomes its ``str`` again.
+
+    A BLOB no store wrote (bytes typed in with ``sqlite3``, a damaged page) that is not even
+    ``surrogatepass`` UTF-8 is read with ``surrogateescape``: its bad bytes become lone surrogates the
+    widgets show as escapes, where a ``UnicodeDecodeError`` made a whole journal unreadable.
+    """
     if value.__class__ is bytes:
-        return value.decode("utf-8", "surrogatepass")
+        try:
+            return value.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return value.decode("utf-8", "surrogateescape")
     return value
+
+
+def _lenient(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def lenient_text(exc: sqlite3.OperationalError, conns: Iterable[sqlite3.Connection]) -> bool:
+    """After "Could not decode to UTF-8": read TEXT on ``conns`` with ``surrogateescape`` from now on; False for
+    any other error.
+
+    SQLite keeps whatever bytes a hand edit put in a TEXT column (``CAST(x'ff' AS TEXT)``) and ``sqlite3``
+    then refused every read of that row, so one bad preview made a whole journal unreadable. Only a journal
+    that holds such bytes pays for decoding in Python; the bad bytes become lone surrogates, which the
+    widgets show as escapes.
+    """
+    if "Could not decode to UTF-8" not in str(exc):
+        return False
+    changed = False
+    for conn in conns:
+        if conn.text_factory is not _lenient:
+            conn.text_factory, changed = _lenient, True
+    return changed
 
 
 class Connection(sqlite3.Connection):

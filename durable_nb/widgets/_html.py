@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
+import math
 from collections.abc import Iterable, Sequence
 
 from ..journal import codec
@@ -92,11 +93,21 @@ def fmt_time(ts: float | None) -> str:
         return f"{ts!r} (not a time)"
 
 
+def seconds(ts: object) -> float | None:
+    """``ts`` as a finite number of seconds, or None: a hand-edited journal can hold text where a time goes
+    (``started_at = 'garbage'``), and arithmetic on it raised out of a redraw."""
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool) and math.isfinite(ts):
+        return float(ts)
+    return None
+
+
 def fmt_duration(start: float | None, end: float | None) -> str:
+    """"12.3 ms" / "4.56 s"; empty when either end is missing or not a time (:func:`fmt_time` shows which)."""
+    start, end = seconds(start), seconds(end)
     if start is None or end is None:
         return ""
-    seconds = max(0.0, end - start)
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+    took = max(0.0, end - start)
+    return f"{took * 1000:.1f} ms" if took < 1 else f"{took:.2f} s"
 
 
 def status_cell(status: str, origin: str | None = None) -> str:

@@ -109,9 +109,9 @@ class ForkControl(W.VBox):
         copied = "no calls" if rec.index == 0 else f"calls 0–{rec.index - 1}"
         self.message.value = page(
             f'<div class="dnb-message dnb-ok">forked <span class="dnb-new-run">{esc(new_id)}</span> '
-            f"from {esc(rec.run_id)} at call {rec.index} ({esc(copied)} copied); run it with "
+            f"from {esc(rec.run_id)} at call {esc(rec.index)} ({esc(copied)} copied); run it with "
             f"runner.run(action, value, run_id={esc(repr(new_id))}): the copied calls replay, call "
-            f"{rec.index} and later execute</div>"
+            f"{esc(rec.index)} and later execute</div>"
         )
         if self.on_forked is not None:
             self.on_forked(new_id)

@@ -105,9 +105,9 @@ class InputPrompt(W.VBox):
                     if self.state == "ANSWERED" else "")
         question = r.prompt if r.prompt is not None else NO_QUESTION
         self.info.value = page(
-            f'<div class="dnb-input" data-call="{esc(r.run_id)}#{r.index}">'
+            f'<div class="dnb-input" data-call="{esc(r.run_id)}#{esc(r.index)}">'
             f'<span class="dnb-prompt"><b>{esc(question)}</b></span> '
-            f'<span class="dnb-note">run {esc(r.run_id)} · call {r.index}{esc(choices)}</span> → '
+            f'<span class="dnb-note">run {esc(r.run_id)} · call {esc(r.index)}{esc(choices)}</span> → '
             f'<span class="dnb-state dnb-status-{"SUCCEEDED" if answered else "PENDING"}">{esc(self.state)}</span>'
             f"{answered}</div>"
         )

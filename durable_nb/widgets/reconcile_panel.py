@@ -153,8 +153,8 @@ class PendingRow(W.VBox):
             f'<span class="dnb-outcome">{esc(self.outcome)}</span>' if self.outcome is not None else ""
         )
         self.info.value = page(
-            f'<div class="dnb-pending-row" data-call="{esc(r.run_id)}#{r.index}">'
-            f"<b>{esc(r.run_id)}</b> #{r.index} <code>{esc(r.call_id)}</code> "
+            f'<div class="dnb-pending-row" data-call="{esc(r.run_id)}#{esc(r.index)}">'
+            f"<b>{esc(r.run_id)}</b> #{esc(r.index)} <code>{esc(r.call_id)}</code> "
             f'<span class="dnb-note">args {esc(r.args_digest[:12])} · started {esc(fmt_time(r.started_at))} UTC · '
             f'{"reconciler registered" if self.has_reconciler else "no reconciler registered"}</span> → '
             f'<span class="dnb-state dnb-status-{esc(self.state.split(" ")[0])}">{esc(self.state)}</span> '

@@ -55,7 +55,7 @@ def dry_report_html(report: Any) -> str:
         rec = s.recorded
         current = " dnb-current" if s.index == report.stopped_at else ""
         rows.append(
-            f'<tr class="dnb-dry-row{current}" data-index="{s.index}">' + td(s.index)
+            f'<tr class="dnb-dry-row{current}" data-index="{esc(s.index)}">' + td(s.index)
             + td(s.decision.value, "dnb-decision") + td(s.call_id) + td(str(s.args_digest)[:16])
             + td(rec.call_id if rec else "—") + td(rec.args_digest[:16] if rec else "—")
             + td(f"{rec.status.value}" + (f" · {rec.origin.value}" if rec and rec.origin else "") if rec else "—")

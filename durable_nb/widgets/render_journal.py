@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from ..journal.records import CallRecord, DiscardedCall, RunRecord
-from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, status_cell, table, td
+from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, seconds, status_cell, table, td
 
 
 def page_label(page_index: int, page_count: int, page_size: int, shown: int, total: int) -> str:
@@ -47,7 +47,7 @@ def calls_table(records: Sequence[CallRecord]) -> str:
     for r in records:
         preview = r.result_preview if r.result_preview is not None else r.error_preview
         rows.append(
-            f'<tr class="dnb-call" data-call="{esc(r.run_id)}#{r.index}">'
+            f'<tr class="dnb-call" data-call="{esc(r.run_id)}#{esc(r.index)}">'
             + td(r.run_id) + td(r.index) + td(r.call_id)
             + status_cell(r.status.value, r.origin.value if r.origin else None)
             + td(preview, "dnb-preview", title=preview)
@@ -65,8 +65,9 @@ def timeline(records: Sequence[CallRecord], discarded: Sequence[DiscardedCall]) 
     items += [(d, "DISCARDED") for d in discarded if d.run_id in shown_runs]
     if not items:
         return page('<div class="dnb-note">no calls on this page</div>')
-    t0 = min(r.started_at for r, _ in items)
-    t1 = max(max(r.started_at, r.finished_at or r.started_at) for r, _ in items)
+    # Times that are not numbers (a hand edit) stay off the axis; their bars sit at its left edge.
+    times = [t for r, _ in items for t in (seconds(r.started_at), seconds(r.finished_at)) if t is not None] or [0.0]
+    t0, t1 = min(times), max(times)
     lanes = [_lane(r, status, t0, t1) for r, status in items]
     legend = " ".join(
         f'<span style="color:{c}">■</span> {esc(s.lower())}' for s, c in STATUS_COLORS.items()
@@ -78,9 +79,12 @@ def timeline(records: Sequence[CallRecord], discarded: Sequence[DiscardedCall]) 
 
 def _lane(r: CallRecord | DiscardedCall, status: str, t0: float, t1: float) -> str:
     span = max(t1 - t0, 1e-6)
-    end = r.finished_at if r.finished_at is not None else t1  # in flight: open to the right
-    left = 100.0 * (r.started_at - t0) / span
-    width = max(0.4, 100.0 * (end - r.started_at) / span)
+    start = seconds(r.started_at)
+    start = t0 if start is None else start
+    end = seconds(r.finished_at) if r.finished_at is not None else t1  # in flight: open to the right
+    end = start if end is None else end
+    left = 100.0 * (start - t0) / span
+    width = max(0.4, 100.0 * (end - start) / span)
     width = min(width, 100.0 - left) if left < 100 else 0.4
     origin = r.origin.value if r.origin else ""
     what = "no outcome on record (in flight when it stopped)" if status == "PENDING" else (
@@ -88,7 +92,7 @@ def _lane(r: CallRecord | DiscardedCall, status: str, t0: float, t1: float) -> s
     tip = f"{r.run_id} #{r.index} {r.call_id}: {what}; {fmt_duration(r.started_at, r.finished_at)}"
     mark = {"RECONCILED": " ⟲R", "RESOLVED": " ✎", "": ""}.get(origin, "")
     return (
-        f'<tr><td class="dnb-label" title="{esc(tip)}">{esc(r.run_id)} #{r.index} {esc(r.call_id)}'
+        f'<tr><td class="dnb-label" title="{esc(tip)}">{esc(r.run_id)} #{esc(r.index)} {esc(r.call_id)}'
         f"{esc(mark)}{' ✗' if status == 'DISCARDED' else ''}</td>"
         f'<td style="width:70%"><div class="dnb-lane"><div class="dnb-bar dnb-status-{esc(status)}'
         f'{" dnb-origin-" + esc(origin) if origin else ""}" title="{esc(tip)}" '
@@ -104,7 +108,7 @@ def lineage(run: RunRecord | None, record: CallRecord | None = None) -> str:
         return ""
     at = getattr(run, "forked_at", None)
     text = f"forked from {parent} at call {at}"
-    if record is not None and at is not None and record.index < at:
+    if record is not None and isinstance(at, int) and isinstance(record.index, int) and record.index < at:
         text += f"; this call was copied from {parent} #{record.index}"
     return text
 
@@ -157,6 +161,6 @@ def call_detail(r: CallRecord | None) -> str:
         ("took", fmt_duration(r.started_at, r.finished_at)),
     ]
     rows = "".join(f"<tr><th>{esc(k)}</th>{td(v)}</tr>" for k, v in fields)
-    return page(f'<table class="dnb-detail" data-call="{esc(r.run_id)}#{r.index}">{rows}</table>'
+    return page(f'<table class="dnb-detail" data-call="{esc(r.run_id)}#{esc(r.index)}">{rows}</table>'
                 '<div class="dnb-note">previews were written with the call; the payload is not loaded '
                 "(record.result() unpickles it, for trusted journals only)</div>")

@@ -50,7 +50,7 @@ import ipywidgets as W
 from ..errors import AwaitingInput, RunBusyError, SimulatedCrash, refuse_run_id
 from ..journal import codec
 from ..journal.context import RunnerContext, open_run
-from ..journal.records import CallRecord, Status
+from ..journal.records import CallRecord, Status, misnumbered
 from ..journal.replay import Decision, Planned, StopRecovery, decide
 from ..journal.store import Store
 from ..journal.timetravel import DryRunReport
@@ -199,9 +199,18 @@ class ReplayStepper(W.VBox):
         self.back_button.on_click(lambda _: self.back())
         self.run_button.on_click(lambda _: self.run_to_end())
         self.dry_button.on_click(lambda _: self.dry_run())
-        self._say("before stepping: the plan below is the replay rules applied to the recorded calls; "
-                  "Step performs them one by one.", "note")
+        self._say_first(initial)
         self._draw()
+
+    def _say_first(self, initial: list[CallRecord]) -> None:
+        """What the stepper will do; for a run renumbered by hand, that every step is refused, before the click."""
+        wrong = misnumbered(self.run_id, initial)
+        if wrong is not None:
+            self._say(f"{wrong}: a recovery refuses this run (a replay pairs calls by position); "
+                      "restore the journal from a backup or run the action under a new run id.", "error")
+        else:
+            self._say("before stepping: the plan below is the replay rules applied to the recorded calls; "
+                      "Step performs them one by one.", "note")
 
     def _recorded(self) -> list[CallRecord]:
         """The run's recorded calls; a journal that cannot be read fails the cell, and closes the store opened here."""
@@ -378,7 +387,7 @@ class ReplayStepper(W.VBox):
         snapshot = self._snapshot_at(self.position)
         n = max(len(self.plan), len(snapshot), 0 if self._at_end() else self.position + 1)
         lo, hi = plan_window(n, self.position)
-        now = {r.index: r for r in snapshot if lo <= r.index < hi}
+        now = {r.index: r for r in snapshot if isinstance(r.index, int) and lo <= r.index < hi}  # text: hand edit
         performed = {e.index: e.decision for e in self.history if lo <= e.index < hi}
         rows = [self._plan_row(i, now.get(i), performed.get(i)) for i in range(lo, hi)]
         self.plan_table.value = page(
@@ -391,7 +400,7 @@ class ReplayStepper(W.VBox):
         self.position_label.value = page(f'<span class="dnb-position">{esc(self._position_text())}</span>')
         shown = self.history[-LOG_ROWS:]
         log_rows = [
-            f'<tr class="dnb-log-row" data-index="{e.index}">' + td(e.index) + td(e.call_id)
+            f'<tr class="dnb-log-row" data-index="{esc(e.index)}">' + td(e.index) + td(e.call_id)
             + td(e.decision.value, "dnb-decision") + td(e.outcome, "dnb-preview") + "</tr>"
             for e in shown
         ]
@@ -420,7 +429,7 @@ class ReplayStepper(W.VBox):
         else:
             next_text = ""
         return (
-            f'<tr class="{cls}" data-index="{i}">' + td(i)
+            f'<tr class="{cls}" data-index="{esc(i)}">' + td(i)
             + td(rec.call_id if rec else (current.call_id if current else ""))
             + (status_cell(rec.status.value, rec.origin.value if rec.origin else None) if rec else td("—"))
             + td(plan, "dnb-planned")
