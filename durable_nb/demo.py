@@ -97,9 +97,10 @@ def main() -> int:
         _worker(Path(args.worker))
         return 0
 
+    # The store first: it creates .durable private (0700, journals hold pickles); mkdir would not.
+    store = dnb.open_store()  # the embedded default: .durable/journal.db
     folder = HERE / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     folder.mkdir(parents=True, exist_ok=True)
-    store = dnb.open_store()  # the embedded default: .durable/journal.db
     action_name = f"demo.{folder.name}"
     print(f"durable_nb demo: journal {getattr(store, 'path', store)}, side-effect ledgers in {folder}/")
 

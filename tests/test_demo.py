@@ -21,3 +21,5 @@ def test_demo_kills_a_worker_and_recovers_every_side_effect_exactly_once(tmp_pat
     }
     assert origins[("o2#0", 0)] == "RECONCILED"
     assert origins[("o1#0", 0)] == origins[("o3#0", 0)] == "EXECUTED"
+    # The journal's folder is private, as every folder a store creates for a journal (it holds pickles).
+    assert (tmp_path / ".durable").stat().st_mode & 0o777 == 0o700

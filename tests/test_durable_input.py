@@ -231,7 +231,7 @@ def test_an_answer_must_be_a_choice_of_the_same_type_and_the_widget_answers_with
         with pytest.raises(dnb.AwaitingInput):
             runner.run(ask(choices), None, run_id=rid)
         for value in wrong:
-            with pytest.raises(ValueError, match=f"not one of the choices.*got a {type(value).__module__}"
+            with pytest.raises(ValueError, match=f"not one of the choices.*got {type(value).__module__}"
                                if type(value).__module__ == "numpy" else "not one of the choices.*of the same type"):
                 store.answer(rid, 0, value)
         assert store.calls(rid)[0].status is Status.PENDING  # nothing written

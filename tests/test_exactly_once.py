@@ -351,7 +351,7 @@ def test_plain_str_and_int_keys_keep_the_run_ids_journals_already_have(store):
 
 
 def test_map_over_something_that_is_not_records_names_the_fix(store):
-    with pytest.raises(TypeError, match=r"got a int.*wrap a single record in a list"):
+    with pytest.raises(TypeError, match=r"got int \('42'\); wrap a single record in a list"):
         dnb.LocalRunner(store).map(pay, 42)
 
 

@@ -289,7 +289,7 @@ def check_answer(run_id: str, index: int, value: Any, run: RunRecord | None, rec
     if rec.choices is not None and not any(is_choice(value, c) for c in rec.choices):
         raise ValueError(
             f"{value!r} is not one of the choices of input {index} of run {run_id!r} ({rec.prompt!r}): "
-            f"{', '.join(f'{c!r} ({type_name(c)})' for c in rec.choices)}; got a {type_name(value)}. Answer "
+            f"{', '.join(f'{c!r} ({type_name(c)})' for c in rec.choices)}; got {type_name(value)}. Answer "
             f"with one of them, of the same type (True is not 1, 1.0 is not 1; .item() makes a numpy value plain)."
         )
 

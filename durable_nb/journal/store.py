@@ -23,7 +23,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .queries import check_prefix
@@ -260,7 +260,7 @@ class Store(abc.ABC):
         *,
         older_than: timedelta | None = None,
         keep_last: int | None = None,
-        status: RunStatus | str | None = None,
+        status: RunStatus | str | Collection[RunStatus | str] | None = None,
         include_pending: bool = False,
         dry_run: bool = False,
     ) -> list[RunRecord]:
@@ -268,7 +268,7 @@ class Store(abc.ABC):
 
         A run goes when it is older than ``older_than`` (by its last update), outside
         the ``keep_last`` most recently updated runs of the store (``0`` keeps none),
-        and of ``status`` where given: the filters combine. RUNNING and WAITING runs
+        and of ``status`` (one, or a collection of them) where given: the filters combine. RUNNING and WAITING runs
         and runs with PENDING calls stay unless ``include_pending=True``; a run a live
         process holds open always stays. ``dry_run=True`` returns what would go and
         writes nothing. Runs go in transactions of 1,000 (a store's locks stay bounded):

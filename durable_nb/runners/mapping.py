@@ -155,7 +155,7 @@ def records_of(records: Any, key: Key = None) -> list[Any]:
         return records.to_dict("records")
     if isinstance(records, (str, bytes, dict)) or not _iterable(records):
         raise TypeError(
-            f"map expects a DataFrame or a list of records, got a {type(records).__name__} "
+            f"map expects a DataFrame or a list of records, got {type(records).__name__} "
             f"({str(records)[:40]!r}); wrap a single record in a list: [record]."
         )
     if key is None and isinstance(records, set | frozenset):
