@@ -150,6 +150,23 @@ def test_the_warnings_flink_workers_send_are_summed_up_in_the_notebook_too() -> 
 
 
 
+def test_a_flink_workers_warning_points_at_the_users_map_line_not_at_durable_nb(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """Was: given again with ``stacklevel=3``, it pointed at ``durable_nb/runners/flink_job.py`` (``_execute``):
+    the notebook showed a line of durable_nb's as where the map's warning came from."""
+    monkeypatch.setattr(flink_job, "require_pyflink", lambda: None)
+    monkeypatch.setattr(flink_job, "check_java", lambda: None)
+    runner = flink_job.FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), parallelism=1)
+    rows = [(0, ("orders/0#0", "COMPLETED", None, None), False,
+             (("NonDeterminismWarning", "durable_nb: run 'orders/0#0' is not deterministic"),))]
+    monkeypatch.setattr(runner, "_build", lambda job, path: _Stream(rows))
+    with _shown() as caught:
+        runner.map(_second_batch, [1])
+    [shown] = [w for w in caught if w.category is dnb.NonDeterminismWarning]
+    assert shown.filename == __file__, shown.filename
+
+
 def test_a_map_inside_another_maps_records_is_summed_up_with_it(store: dnb.Store) -> None:
     """Each inner map showed its own first warning and summary: one pair per outer record, and the outer
     summary then counted the inner summaries under the outer runs, which gave no warning of their own."""

@@ -74,7 +74,7 @@ def failure_cause(java_trace: str) -> str:
     """
     python_errors = re.findall(r"^(\w[\w.]*: [^\n]*)$", java_trace, re.MULTILINE)
     if python_errors and not python_errors[-1].endswith("Traceback (most recent call last):"):
-        return python_errors[-1]
+        return _unwrapped_async(python_errors[-1])
     # An exception without a message (a bare KeyboardInterrupt) ends its traceback without ": ".
     bare = re.findall(r"Traceback \(most recent call last\):\n(?:[ \t][^\n]*\n)+(\w[\w.]*)$", java_trace,
                       re.MULTILINE)
@@ -87,6 +87,17 @@ def failure_cause(java_trace: str) -> str:
         return java_causes[-1]
     lines = java_trace.strip().splitlines()
     return lines[0] if lines else "unknown error"
+
+
+def _unwrapped_async(line: str) -> str:
+    """The error inside PyFlink's async I/O wrapper (``concurrency > 1``), as ``Type: message``.
+
+    PyFlink 2.3 reports an ``async_invoke`` failure as ``Exception: ("Error happens inside the class
+    '...' during handling input '<the record's line, base64>'", Inner('message'))``: the record's
+    bytes, then the one part that says what went wrong.
+    """
+    inner = re.search(r"""^Exception: \("Error happens inside the class .*", (\w[\w.]*)\((['"])(.*)\2\)\)$""", line)
+    return f"{inner.group(1)}: {inner.group(3)}" if inner else line
 
 
 def marked_message(java_trace: str, marker: str) -> str | None:

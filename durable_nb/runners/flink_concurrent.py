@@ -87,12 +87,29 @@ def concurrent_function(body: Body, init: Any, concurrency: int) -> Any:
                     await before
                 assert self.worker is not None
                 return [await loop.run_in_executor(self.pool, body, init, self.worker.store, value, seq)]
+            except (SystemExit, KeyboardInterrupt) as exc:
+                raise crashed(exc) from exc
             finally:
                 mine.set_result(None)
                 if self.tails.get(key) is mine:
                     del self.tails[key]
 
     return DurableConcurrent()
+
+
+class ActionCrashed(RuntimeError):
+    """A record's action raised ``SystemExit`` or ``KeyboardInterrupt`` in the thread pool: the task fails.
+
+    Why not let it through: PyFlink's async operator reports only an ``Exception`` to the
+    task; a ``SystemExit`` ended its event loop's thread instead, the record never completed,
+    and with no timeout the map waited forever. As an ``Exception`` it fails the task, and
+    Flink restarts it, as the crash does with ``concurrency=1``.
+    """
+
+
+def crashed(exc: BaseException) -> ActionCrashed:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ActionCrashed(f"{text} (raised by the action in a Flink worker's thread pool, concurrency > 1)")
 
 
 def durable_stage(keyed: Any, body: Body, init: Any, concurrency: int, parallelism: int | None) -> Any:

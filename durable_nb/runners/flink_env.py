@@ -419,6 +419,12 @@ def store_spec(store: Store, *, remote_host: str | None = None) -> StoreSpec:
             f"FlinkRunner: the cluster at {remote_host} runs on another machine, and the journal "
             f"{store.path} is a SQLite file on this one. {_PG_HINT}"
         )
+    if isinstance(store, SqliteStore) and store.read_only:
+        # Every record's run would fail to open in the workers: a job failed after its restarts, 12 s later.
+        raise FlinkSetupError(
+            f"FlinkRunner: the journal {store.path} is open read-only ({store.read_only}): no worker could "
+            f"journal a run in it. Open it writable: dnb.SqliteStore({str(store.path)!r})."
+        )
     path = str(store.path) if isinstance(store, SqliteStore) else None
     try:
         return StoreSpec(path, cloudpickle.dumps(store), socket.gethostname())

@@ -385,13 +385,44 @@ def check_shippable(who: str, what: str, value: Any) -> None:
     """
     with user_modules_by_value():
         try:
-            cloudpickle.dumps(value)
+            size = len(cloudpickle.dumps(value))
         except Exception as exc:
             raise TypeError(
                 f"{who}: {what} cannot be pickled to ship it to the Flink workers "
                 f"({type(exc).__name__}: {exc}). Keep open files, connections and locks out of its closure "
                 f"and globals; open them inside the function instead."
             ) from exc
+        if size > SHIP_WARN:
+            _warn_large(who, what, value, size)
+
+
+SHIP_WARN = 32 << 20
+"""Above this pickled size a function is warned about: 150 MB ran the client JVM out of heap."""
+
+
+def _warn_large(who: str, what: str, value: Any, size: int) -> None:
+    """Name the big values a function carries: Flink's bare ``OutOfMemoryError: Java heap space`` named none.
+
+    Why: the function travels inside the job graph, which the client JVM copies into every
+    operator's configuration on each job; a large object it closes over costs seconds per job
+    and, past the JVM's heap, fails the job with an error that names neither it nor the fix.
+    """
+    code = getattr(value, "__code__", None)
+    cells = dict(zip(code.co_freevars, value.__closure__ or (), strict=False)) if code is not None else {}
+    held = {name: cell.cell_contents for name, cell in cells.items() if cell.cell_contents is not None}
+    scope = getattr(value, "__globals__", {})
+    held.update({name: scope[name] for name in getattr(code, "co_names", ()) if name in scope})
+    sizes = {}
+    for name, obj in held.items():
+        with contextlib.suppress(Exception):
+            sizes[name] = len(cloudpickle.dumps(obj))
+    big = [f"{name!r} ({n / 2**20:.0f} MB)" for name, n in sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+           if n > size // 4]
+    warn_at_user_code(
+        f"{who}: {what} pickles to {size / 2**20:.0f} MB" + (f", mostly {', '.join(big)}" if big else "")
+        + ": it travels inside the job graph, copied by the client JVM on every job (seconds each; past its "
+        "heap the job fails with java.lang.OutOfMemoryError: Java heap space). Load large data inside the "
+        "action instead (once per worker: a functools.cache'd loader), or pass it in the records.", UserWarning)
 
 
 def job_error(exc: Exception, job_name: str, attempts: int) -> Exception:

@@ -61,4 +61,5 @@ def warn_again(relayed: Relayed) -> None:
         category = getattr(errors, name, None)
         if not (isinstance(category, type) and issubclass(category, Warning)):
             category = UserWarning
-        warnings.warn(f"{message} (in a Flink worker)", category, stacklevel=3)
+        # At the user's map line: a fixed stacklevel pointed at durable_nb's own frames (FlinkRunner._execute).
+        errors.warn_at_user_code(f"{message} (in a Flink worker)", category)

@@ -56,3 +56,46 @@ def test_a_concurrency_or_parallelism_that_is_not_a_positive_int_is_refused_nami
     with pytest.raises(ValueError, match=rf"{option} must be an int >= 1") as refused:
         FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"), **{option: bad})  # type: ignore[arg-type]
     assert repr(bad) in str(refused.value)
+
+
+def _exits(init: object, store: object, record: object, seq: int) -> object:
+    raise SystemExit(3)
+
+
+@pytest.mark.timeout(60)
+def test_an_action_raising_system_exit_with_concurrency_fails_the_record_instead_of_hanging_the_map() -> None:
+    """Was: PyFlink's async runner reports only an ``Exception``; a ``SystemExit`` from the action ended its
+    event loop's thread, the record never completed, and (no timeout) the map waited forever."""
+    import threading
+    from types import SimpleNamespace
+
+    pytest.importorskip("pyflink")
+    from pyflink.fn_execution.datastream.process.async_function.operation import AsyncFunctionRunner
+
+    from durable_nb.runners.flink_concurrent import concurrent_function
+
+    function = concurrent_function(_exits, SimpleNamespace(store=SimpleNamespace(open=lambda: None)), 2)
+    function.open(None)
+    runner = AsyncFunctionRunner()  # the event loop thread PyFlink runs async_invoke on
+    runner.start()
+    runner.wait_ready()
+    done = threading.Event()
+    failures: list[BaseException] = []
+
+    class Handler:
+        def complete(self, result: object) -> None:
+            done.set()
+
+        def complete_exceptionally(self, error: BaseException) -> None:
+            failures.append(error)
+            done.set()
+
+    try:
+        runner.run_async(function.async_invoke, ("c1", {"id": 1}, 0), Handler())
+        assert done.wait(10), "the record never completed: the map would wait for it forever"
+        assert runner.is_alive(), "the worker's event loop died with the SystemExit"
+    finally:
+        runner.stop()
+        function.close()
+    [error] = failures
+    assert str(error).startswith("SystemExit: 3 (raised by the action") and isinstance(error.__cause__, SystemExit)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,14 @@ def test_a_memory_store_is_refused_because_workers_cannot_reach_it(flink: None) 
         FlinkRunner(dnb.MemoryStore())
 
 
+def test_a_read_only_journal_is_refused_before_any_job(java: None, tmp_path: Path) -> None:
+    """Was: accepted; every record's run failed to open in the workers, and the map raised a FlinkJobError
+    after three restarts (12 s)."""
+    dnb.SqliteStore(tmp_path / "journal.db").close()
+    with pytest.raises(FlinkSetupError, match=r"journal\.db is open read-only \(.*mode=ro.*\): no worker"):
+        FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db", read_only=True))
+
+
 def test_an_unpicklable_action_or_record_is_named_before_the_job_starts(flink: None, tmp_path: Path) -> None:
     runner = FlinkRunner(dnb.SqliteStore(tmp_path / "journal.db"))
     lock = threading.Lock()
@@ -221,6 +230,25 @@ def test_an_unpicklable_action_or_record_is_named_before_the_job_starts(flink: N
         with pytest.raises(ValueError, match="run_id must be a non-empty string"):
             runner.run(_fails_on_odd, {"id": 2}, run_id=bad)  # type: ignore[arg-type]
     assert runner.store.runs() == []
+
+
+def test_an_action_closing_over_a_large_object_is_warned_about_naming_it_before_the_job() -> None:
+    """Was: silent; a 150 MB closure on a StandaloneCluster failed the job with only
+    ``java.lang.OutOfMemoryError: Java heap space`` (the client JVM copies the action into the job graph)."""
+    from durable_nb.runners.flink_job import SHIP_WARN, check_shippable
+
+    weights = b"w" * (SHIP_WARN + (1 << 20))
+
+    def predict(record: int, ctx: dnb.RunnerContext) -> int:
+        return len(weights) + record
+
+    with pytest.warns(UserWarning, match=r"action 'predict' pickles to 33 MB, mostly 'weights' \(33 MB\).*"
+                                         r"OutOfMemoryError.*Load large data inside the action") as caught:
+        check_shippable("FlinkRunner", "the action 'predict'", predict)
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_shippable("FlinkRunner", "the action '_fails_on_odd'", _fails_on_odd)  # small: nothing to say
 
 
 def test_inject_crash_around_a_flink_job_says_it_cannot_reach_the_workers(flink: None, tmp_path: Path) -> None:
@@ -309,3 +337,10 @@ def test_a_worker_exception_without_a_message_is_still_named() -> None:
              "KeyboardInterrupt\n\tat org.apache.beam.Something(Something.java:1)\n")
     assert failure_cause(trace) == "KeyboardInterrupt"
     assert failure_cause(trace.replace("KeyboardInterrupt\n\tat", "ValueError: odd 3\n\tat")) == "ValueError: odd 3"
+    # With concurrency > 1, PyFlink's async I/O wraps it with the record's line (base64): the error alone is named.
+    wrapped = ("Exception: (\"Error happens inside the class '<class 'durable_nb.runners.flink_concurrent."
+               "DurableConcurrent'>' during handling input '('Mw==', 'Mw==\\tgAWVHQ==', 0)'\", "
+               "ActionCrashed(\"SystemExit: 3 (raised by the action in a Flink "
+               "worker's thread pool, concurrency > 1)\"))")
+    assert failure_cause(trace.replace("KeyboardInterrupt\n\tat", wrapped + "\n\tat")) == (
+        "ActionCrashed: SystemExit: 3 (raised by the action in a Flink worker's thread pool, concurrency > 1)")
