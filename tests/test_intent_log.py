@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -533,7 +534,7 @@ with dnb.LocalRunner(dnb.SqliteStore({str(db)!r})).context("order") as ctx:
                 shutil.copy(p, tmp_path / "elsewhere" / p.name)
         db = tmp_path / "elsewhere" / "j.db"
     else:
-        (tmp_path / "j.db-counters").unlink()
+        (tmp_path / "j.db-counters").unlink(missing_ok=True)
     store = dnb.SqliteStore(db)
     try:
         assert [c.status for c in store.calls("order")] == [dnb.Status.SUCCEEDED] * 2 + [dnb.Status.PENDING]
@@ -617,3 +618,92 @@ with dnb.LocalRunner(store).context("order") as ctx:
     finally:
         store.close()
     assert logs(db) == []
+
+
+def _returns_in_time(fifo: Path, work: Callable[[], object]) -> object:
+    """``work()``'s result or exception; fails (after unblocking it through ``fifo``) if it hangs."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except Exception as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # a reader blocked in open() goes on
+        thread.join(10)
+        pytest.fail("reading the journal blocked on a FIFO named like an intent log")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]
+
+
+@pytest.mark.parametrize("linked", [False, True])
+@pytest.mark.parametrize("registered", [False, True])
+def test_a_fifo_named_like_an_intent_log_never_blocks_a_read(tmp_path: Path, registered: bool, linked: bool) -> None:
+    """A received journal (a tar keeps FIFOs and symlinks) or a shared folder with ``j.db-log.1.abcdef01`` a
+    FIFO, or a link to one: every read of the journal blocked forever in ``open`` (read-only views, and
+    writers once it was registered)."""
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="r")
+    store.close()
+    fifo = tmp_path / ("elsewhere" if linked else "j.db-log.1.abcdef01")
+    os.mkfifo(fifo)
+    name = "j.db-log.1.abcdef01"
+    if linked:
+        (tmp_path / name).symlink_to(fifo)
+    if registered:
+        _registering(db, name)
+    viewer = dnb.SqliteStore(db, read_only=True)
+    try:
+        assert [r.run_id for r in _returns_in_time(fifo, viewer.runs)] == ["r"]  # type: ignore[attr-defined]
+    finally:
+        viewer.close()
+    store = dnb.SqliteStore(db)
+    try:
+        if registered:
+            with pytest.raises(dnb.JournalWriteError, match=rf"{name} .*not a plain file.*Move it away"):
+                _returns_in_time(fifo, store.runs)
+        else:
+            assert [r.run_id for r in _returns_in_time(fifo, store.runs)] == ["r"]  # type: ignore[attr-defined]
+    finally:
+        store.close()
+
+
+def test_a_counters_file_that_is_a_fifo_is_refused_by_name_not_as_a_bare_oserror(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="r")
+    store.close()
+    (tmp_path / "j.db-counters").unlink(missing_ok=True)
+    os.mkfifo(tmp_path / "j.db-counters")
+    store = dnb.SqliteStore(db, read_only=True)  # a view does not need it
+    try:
+        assert [r.run_id for r in store.runs()] == ["r"]
+    finally:
+        store.close()
+    with pytest.raises(dnb.JournalWriteError, match=r"j\.db-counters is not a plain file.*folder only you can write"):
+        dnb.SqliteStore(db).runs()
+
+
+def test_a_registration_naming_a_fifo_as_its_journal_never_blocks_a_read(tmp_path: Path) -> None:
+    """``intent_log:evil-log.1.abcdef01`` names ``evil`` as the log's journal; asking a FIFO ``evil`` whether it
+    registers the log blocked SQLite's open forever, so a read-only view of the journal never came back."""
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id="r")
+    store.close()
+    fifo = tmp_path / "evil"
+    os.mkfifo(fifo)
+    _registering(db, "evil-log.1.abcdef01")
+    for read_only in (True, False):
+        store = dnb.SqliteStore(db, read_only=read_only)
+        try:
+            assert [r.run_id for r in _returns_in_time(fifo, store.runs)] == ["r"]  # type: ignore[attr-defined]
+        finally:
+            store.close()

@@ -237,6 +237,24 @@ def test_a_journal_missing_a_table_is_refused_at_open(tmp_path):
         dnb.SqliteStore(path)
 
 
+@pytest.mark.parametrize("name", ["notes'", 'a"b', "x'\"y", "t\\'); --"])
+def test_a_journal_with_an_extra_table_of_any_name_opens(tmp_path, name):
+    """A table of one's own in the journal file (quotes in its name) is not the journal's concern.
+
+    The schema check read each table's columns with ``PRAGMA table_info({name!r})``: a name holding both
+    quotes made Python's repr an SQL syntax error, and the journal "could not be read" at all.
+    """
+    path = journal_copy(tmp_path)
+    quoted = '"' + name.replace('"', '""') + '"'
+    make_db(path, f"CREATE TABLE {quoted} (a)")
+    for read_only in (True, False):
+        store = dnb.SqliteStore(path, read_only=read_only)
+        try:
+            assert store.runs()
+        finally:
+            store.close()
+
+
 @pytest.mark.parametrize(
     "statement", ["PRAGMA user_version = 0", "UPDATE meta SET value = 'two' WHERE key = 'schema_version'"]
 )

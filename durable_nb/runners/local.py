@@ -159,7 +159,8 @@ class LocalRunner:
         """Run ``action(value, ctx)`` as one run (first attempt or recovery) and return its result.
 
         Without ``run_id`` the id is derived from the action and the input, so a
-        second ``run`` with an equal input recovers/replays the first.
+        second ``run`` with an equal input recovers/replays the first. A replay unpickles
+        the recorded outcomes, which runs code chosen by whoever wrote the journal: trusted journals only.
         """
         __tracebackhide__ = True  # IPython leaves durable_nb's own frames out of a user's traceback
         check_action(action)
@@ -239,7 +240,8 @@ class LocalRunner:
 
         Stops at the first call that would not replay and reports it (see
         :class:`DryRunReport`). Async actions too; inside a running event loop use
-        :meth:`dry_run_async`.
+        :meth:`dry_run_async`. "Nothing run" means no durable function or reconciler: the
+        replayed calls' recorded outcomes are unpickled, as in a real replay (trusted journals only).
         """
         check_action(action, instead=timetravel.DRY_RUN_ASYNC)
         rid = run_id if run_id is not None else default_run_id(action, value)

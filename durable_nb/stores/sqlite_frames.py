@@ -24,6 +24,7 @@ import os
 import pickle
 import re
 import sqlite3
+import stat
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
@@ -263,11 +264,15 @@ def registers(journal: Path, key: str) -> bool:
 
     Read-only, never written. Why True: a reader applies and deletes the logs it takes for its own, so a log
     whose journal cannot be told is left alone (it stays on disk; the journal that registers it applies it).
-    A database without a ``meta`` table (another application's) registers nothing.
+    A database without a ``meta`` table (another application's) registers nothing. Only a plain file is asked:
+    the name comes from the journal's ``meta`` (someone else's journal), and SQLite's open of a FIFO blocks
+    forever.
     """
     try:
+        if not stat.S_ISREG(os.stat(journal).st_mode):
+            return True
         conn = sqlite3.connect(f"{journal.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
-    except (sqlite3.Error, ValueError):
+    except (sqlite3.Error, ValueError, OSError):
         return True
     try:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
@@ -299,6 +304,40 @@ def log_path(journal: Path, key: str) -> Path:
     return journal.with_name(key[len(PREFIX):])
 
 
+class NotALog(OSError):
+    """A file named like an intent log that is no plain file (a FIFO, a device, a folder): durable_nb made none."""
+
+
+def open_log(path: Path | str) -> int:
+    """A read-only descriptor of the log file at ``path``; OSError when there is none (:class:`NotALog` too).
+
+    Why non-blocking, never through a symlink, and only a plain file: the names come from the folder and
+    from the journal's ``meta`` (someone else's journal, a shared folder; a tar keeps FIFOs and symlinks),
+    and a FIFO named like a log made every read of the journal block forever in ``open``, a link to a
+    device (``/dev/zero``) in ``read``. durable_nb writes its logs as plain files and links none.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise NotALog(errno.ELOOP, "a symlink, not a plain file", str(path)) from None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    raise NotALog(errno.EINVAL, "not a plain file", str(path))
+
+
+def read_log(path: Path) -> bytes:
+    """The bytes of the log file at ``path`` (see :func:`open_log`)."""
+    with os.fdopen(open_log(path), "rb") as fh:
+        return fh.read()
+
+
 def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, remove: bool) -> list[Path]:
     """Inside a write transaction: apply these logs (dead ones, or all for a steal) in the order written.
 
@@ -309,7 +348,7 @@ def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, 
     for key in keys:
         path = log_path(journal, key)
         try:
-            data = path.read_bytes()
+            data = read_log(path)
         except FileNotFoundError:
             data = b""
         except OSError as exc:
@@ -329,6 +368,12 @@ def apply_logs(conn: sqlite3.Connection, journal: Path, keys: Sequence[str], *, 
 
 def unreadable(journal: Path, path: Path, exc: OSError) -> JournalWriteError:
     """A registered log this process cannot read (another user's, a permission changed): what to do."""
+    if isinstance(exc, NotALog):
+        return JournalWriteError(
+            f"the intent log {path} registered in the journal {journal} is not a plain file (durable_nb writes "
+            f"its logs as plain files, so someone else put it there): it holds no calls. Move it away to open the "
+            f"journal, and check who can write the folder {journal.parent}. Nothing was written."
+        )
     return JournalWriteError(
         f"the intent log {path} of the journal {journal} cannot be read ({exc.strerror}): it holds the last "
         f"calls of a process that wrote the journal, which every reader must apply first. Give this user "
@@ -385,7 +430,14 @@ class Counters:
                 f"link, and keep journals in a folder only you can write."
             ) from None
         try:
-            if os.fstat(fd).st_size < 16:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # a FIFO: a bare "[Errno 22] Invalid argument" from ftruncate
+                raise JournalWriteError(
+                    f"{journal}-counters is not a plain file; durable_nb makes it as one, so whoever can write the "
+                    f"folder {journal.parent} put it there. Check the folder, remove it, and keep journals in a "
+                    f"folder only you can write."
+                )
+            if st.st_size < 16:
                 os.ftruncate(fd, 16)
             self._map = mmap.mmap(fd, 16)
         finally:
@@ -444,7 +496,7 @@ class Watch:
             if fd is None:
                 path = log_path(self._journal, key)
                 try:
-                    fd = fds[key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    fd = fds[key] = open_log(path)
                 except FileNotFoundError:
                     dead.append(key)
                     continue

@@ -45,7 +45,7 @@ def adopt_logs_beside(link: Path, real: Path) -> None:
         try:
             if target.exists() and os.path.samefile(log, target):
                 continue  # already beside the real file (a symlinked folder, a link of the same folder)
-            fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+            fd = sqlite_frames.open_log(log)
         except OSError:
             continue
         try:

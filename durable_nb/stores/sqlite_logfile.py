@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import JournalFormatError
-from .sqlite_frames import PREFIX, claimed, registered, try_lock, writer_alive
+from .sqlite_frames import PREFIX, claimed, open_log, registered, try_lock, writer_alive
 
 _log = logging.getLogger("durable_nb")
 
@@ -167,7 +167,7 @@ def sweep_orphans(journal: Path, conn: sqlite3.Connection) -> None:
     free = []
     for n in found:
         try:
-            fd = os.open(journal.with_name(n), os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_log(journal.with_name(n))
         except OSError:
             continue
         try:

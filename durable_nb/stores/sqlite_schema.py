@@ -147,7 +147,17 @@ def _migrate_to(conn: sqlite3.Connection, target: int) -> None:
 
 def _columns(conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    return {t: frozenset(r[1] for r in conn.execute(f"PRAGMA table_info({t!r})")) for t in tables}
+    return {t: frozenset(_column_names(conn, t)) for t in tables}
+
+
+def _column_names(conn: sqlite3.Connection, table: str) -> list[str]:
+    """A table's columns, its name bound as a parameter.
+
+    Why bound: the names come from the file (a table of the user's own, or someone else's journal), and
+    one holding both quote characters made ``PRAGMA table_info({name!r})`` an SQL syntax error, so the
+    whole journal "could not be read".
+    """
+    return [r[0] for r in conn.execute("SELECT name FROM pragma_table_info(?)", (table,))]
 
 
 def detect_version(conn: sqlite3.Connection) -> tuple[int | None, str | None]:
@@ -219,4 +229,4 @@ def missing(conn: sqlite3.Connection, version: int) -> list[str]:
 
 
 def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
-    return any(r[1] == column for r in conn.execute(f"PRAGMA table_info({table!r})"))
+    return column in _column_names(conn, table)

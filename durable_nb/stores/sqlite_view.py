@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import JournalFormatError
 from .sqlite_file import logs_beside
-from .sqlite_frames import apply_logs, decode, log_path, registered, writer_alive
+from .sqlite_frames import apply_logs, decode, log_path, open_log, registered, writer_alive
 
 RECHECK = 0.05
 """Seconds between two checks of a read-only store's view (a directory scan and a stat per log): a view
@@ -48,7 +48,7 @@ def _unapplied(journal: Path, conn: sqlite3.Connection) -> list[str]:
     keys = []
     for key, done in registered(conn, journal):
         try:
-            fd = os.open(log_path(journal, key), os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_log(log_path(journal, key))
         except OSError:
             continue  # gone (nothing to show), or not readable by this user: viewed without it
         try:
@@ -79,7 +79,7 @@ def signature(journal: Path) -> tuple[object, ...]:
             parts.append((path.name, st.st_size, st.st_mtime_ns, st.st_ino))
     for path in logs_beside(journal):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = open_log(path)
         except OSError:
             continue
         try:
