@@ -5,11 +5,14 @@ Each test runs a fresh Python process, since what is tested is its exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +25,36 @@ def _child_env(tmp: Path, **more: str) -> dict[str, str]:
     env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": ROOT, **more}
     env.pop("JVM_ARGS", None)
     return env
+
+
+@contextlib.contextmanager
+def _kernel_after_a_flink_map(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    """A real Jupyter kernel, its temp folder ``tmp_path/tmp``, that has run one FlinkRunner map; killed after."""
+    from jupyter_client.manager import KernelManager
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel(env=_child_env(tmp, FLINK_LOG_DIR=str(tmp_path / "logs")), cwd=str(tmp_path))
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        reply = client.execute_interactive(textwrap.dedent("""
+            import durable_nb as dnb
+
+            def absolute(x, ctx):
+                return ctx.durable_execute(abs, -x)
+
+            df = dnb.FlinkRunner(dnb.SqliteStore("journal.db"), parallelism=1).map(absolute, [1, 2])
+            assert list(df["result"]) == [1, 2], df
+        """), timeout=200, output_hook=lambda msg: None)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        yield manager, tmp
+    finally:
+        client.stop_channels()
+        if manager.has_kernel:
+            manager.shutdown_kernel(now=True)
 
 
 @pytest.mark.flink
@@ -89,34 +122,11 @@ def test_a_jupyter_kernel_shut_down_after_a_flink_map_exits_in_time_and_leaves_n
     # shutdown hooks); Jupyter waits 2.5 s, then SIGTERMed the kernel: no exit hook ran, ~25 MB stayed.
     import time
 
-    from jupyter_client.manager import KernelManager
-
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(env=_child_env(tmp, FLINK_LOG_DIR=str(tmp_path / "logs")), cwd=str(tmp_path))
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-        reply = client.execute_interactive(textwrap.dedent("""
-            import durable_nb as dnb
-
-            def absolute(x, ctx):
-                return ctx.durable_execute(abs, -x)
-
-            df = dnb.FlinkRunner(dnb.SqliteStore("journal.db"), parallelism=1).map(absolute, [1, 2])
-            assert list(df["result"]) == [1, 2], df
-        """), timeout=200, output_hook=lambda msg: None)
-        assert reply["content"]["status"] == "ok", reply["content"]
+    with _kernel_after_a_flink_map(tmp_path) as (manager, tmp):
         assert list(tmp.iterdir()), "the map wrote nothing to the temp folder: nothing tested"
         start = time.monotonic()
         manager.shutdown_kernel(now=False)
         took = time.monotonic() - start
-    finally:
-        client.stop_channels()
-        if manager.has_kernel:
-            manager.shutdown_kernel(now=True)
     assert sorted(p.name for p in tmp.iterdir()) == []
     assert took < manager.shutdown_wait_time / 2, f"Jupyter had to SIGTERM the kernel ({took:.1f} s)"
 
@@ -205,31 +215,10 @@ def test_a_kernel_killed_as_nbval_ends_it_after_a_flink_map_leaves_nothing_once_
     tmp_path: Path, java: None,
 ) -> None:
     # nbval ends every kernel with shutdown_kernel(now=True): SIGKILL, no exit hook, ~25 MB per notebook.
-    from jupyter_client.manager import KernelManager
-
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    env = _child_env(tmp, FLINK_LOG_DIR=str(tmp_path / "logs"))
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(env=env, cwd=str(tmp_path))
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-        reply = client.execute_interactive(textwrap.dedent("""
-            import durable_nb as dnb
-
-            def absolute(x, ctx):
-                return ctx.durable_execute(abs, -x)
-
-            df = dnb.FlinkRunner(dnb.SqliteStore("journal.db"), parallelism=1).map(absolute, [1, 2])
-            assert list(df["result"]) == [1, 2], df
-        """), timeout=200, output_hook=lambda msg: None)
-        assert reply["content"]["status"] == "ok", reply["content"]
-    finally:
-        client.stop_channels()
+    with _kernel_after_a_flink_map(tmp_path) as (manager, tmp):
         manager.shutdown_kernel(now=True)
     assert {p.name.split("-")[1] for p in tmp.iterdir()} >= {"ship", "checkpoints", "jvm"}, "nothing tested"
+    env = _child_env(tmp, FLINK_LOG_DIR=str(tmp_path / "logs"))
 
     out = subprocess.run([sys.executable, "-c", _NEXT_SESSION], capture_output=True, text=True, env=env,
                          timeout=60)
