@@ -91,6 +91,30 @@ def snapshot(store: dnb.Store) -> Any:
     return [(r.run_id, r.status, r.attempts, r.n_calls) for r in store.runs()], store.to_pandas().to_dict("records")
 
 
+def test_fork_from_here_on_a_cell_run_names_the_magic_that_forks_it(ip: Any, magics: DurableMagics) -> None:
+    """JournalView's Fork from here on a cell's run made a store fork the cell never reopens: the next run of
+    the cell replayed its record, and the fork (said to "execute call 2 and later") stayed RUNNING forever."""
+    import html
+    import re
+
+    run(ip, "order", ORDER)
+    [source] = cell_runs(magics.store)
+    view = dnb.JournalView(magics.store, run_id=source.run_id)
+    view.selector.value = next(i for i, r in enumerate(view.records) if r.index == 2)
+    runs_before = len(magics.store.runs())
+    assert view.fork.fork() is None
+    said = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", view.fork.message.value.split("</style>")[-1])).split())
+    assert len(magics.store.runs()) == runs_before  # nothing written
+    suggested = re.search(r"%durable_fork (.+?) in the notebook", said)
+    assert suggested is not None and suggested.group(1) == f"order --at 2 --run {source.run_id}"
+    line(ip, "durable_fork", suggested.group(1))  # what it says to do does what it says
+    RAN.clear()
+    run(ip, "order", ORDER)
+    assert dict(RAN) == {"send_receipt": 1}
+    view.selector.value = next(i for i, r in enumerate(view.records) if r.index == 0)
+    assert view.fork.fork() is None and "--rerun" in view.fork.message.value
+
+
 # -- --dry ----------------------------------------------------------------------------------------
 
 
@@ -101,6 +125,20 @@ def test_dry_on_a_finished_cell_says_it_replays_and_runs_nothing(ip: Any, magics
     assert isinstance(report, dnb.DryRunReport)
     assert report.stopped_at is None and "replays as a whole" in report.rule
     assert snapshot(magics.store) == before and dict(RAN) == ran
+
+
+def test_dry_on_a_failed_cell_says_the_replay_raises_its_error_again(ip: Any, magics: DurableMagics) -> None:
+    """It said only "replays as a whole (names, outputs); nothing runs"; the run then raised the recorded error."""
+    failing = ORDER.replace("print(r)", "raise ValueError('receipt lost')")
+    with pytest.raises(ValueError, match="receipt lost"):
+        run(ip, "order", failing)
+    report, _ = run(ip, "order --dry", failing)
+    assert report.stopped_at is None and report.error == "ValueError: receipt lost"
+    assert "FAILED" in report.rule and "raised ValueError: receipt lost" in repr(report)
+    ran = dict(RAN)
+    with pytest.raises(ValueError, match="receipt lost"):  # what the report said: nothing runs, the error again
+        run(ip, "order", failing)
+    assert dict(RAN) == ran
 
 
 def test_dry_on_a_finished_cell_shows_why_it_replays_not_all_1_calls(ip: Any, magics: DurableMagics) -> None:

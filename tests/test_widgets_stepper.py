@@ -473,3 +473,29 @@ def test_a_run_renumbered_by_hand_says_so_before_a_step_instead_of_raising(sqlit
     assert "<b>one" not in stepper.message.value + stepper.plan_table.value
     stepper.step()
     assert "JournalFormatError" in text(stepper.message.value) and ran == {}
+
+
+def test_plan_of_a_waiting_input_says_it_asks_again_as_the_dry_run_does(store: dnb.Store) -> None:
+    """The plan said "reconcile (if the action passes a reconciler) / re-execute" for an unanswered
+    durable_input, which takes no reconciler and runs nothing: a recovery asks again and stops WAITING."""
+    from durable_nb.journal import context as journal_context
+
+    def approve(order: int, ctx: dnb.RunnerContext) -> str:
+        ctx.durable_execute(reserve, order)
+        return ctx.durable_input("Ship it?", choices=["yes", 1, None])
+
+    previous = journal_context.set_input_hook(None)
+    try:
+        with pytest.raises(dnb.AwaitingInput):
+            dnb.LocalRunner(store).run(approve, 1, run_id="w")
+        stepper = dnb.ReplayStepper(store, "w", approve, 1, journal_view=False)
+        plan = text(stepper.plan_table.value)
+        assert "reconcile (if" not in plan
+        assert "durable_nb.durable_input PENDING re-execute: asks again, the run stops WAITING" in plan
+        report = stepper.dry_run()
+        assert report is not None and report.stopped_at == 1 and "not answered yet" in report.rule
+        stepper.step()
+        stepper.step()
+        assert "WAITING at call 1" in text(stepper.message.value)
+    finally:
+        journal_context.set_input_hook(previous)

@@ -391,3 +391,88 @@ def test_closing_an_answer_widget_closes_every_model_it_made(store: dnb.Store) -
     panel.refresh()
     panel.close()
     assert models() - before == collections.Counter()
+
+
+def test_fork_from_here_refuses_a_pending_call_a_live_run_is_executing_now(store: dnb.Store) -> None:
+    """The store forks at a PENDING call ("the fork runs it again"): right after a crash. A live run's PENDING
+    call is running now; forking it from the widget and running the fork charged a second time."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    @dnb.durable(name="slow-charge")
+    def slow_charge(i: int) -> str:
+        count("charge")
+        started.set()
+        release.wait(10)
+        return f"charged {i}"
+
+    def pay(_: Any, ctx: dnb.RunnerContext) -> str:
+        return ctx.durable_execute(step, 0) + ctx.durable_execute(slow_charge, 1)
+
+    runner = dnb.LocalRunner(store)
+    live = threading.Thread(target=runner.run, args=(pay, None), kwargs={"run_id": "live"})
+    live.start()
+    try:
+        assert started.wait(10)
+        assert store.run_is_open("live")
+        view = dnb.JournalView(store, run_id="live")
+        select(view, "live", 1)
+        runs_before = len(store.runs())
+        assert view.fork.fork() is None
+        assert "cannot fork live at call 1 now" in text(view.fork.message.value)
+        assert "PENDING" in text(view.fork.message.value)
+        assert len(store.runs()) == runs_before  # nothing written
+        select(view, "live", 0)  # forking at 0 runs call 1 again too
+        assert view.fork.fork() is None
+    finally:
+        release.set()
+        live.join()
+    # Once the run has ended, the same call forks (and the fork charges once, as asked).
+    view = dnb.JournalView(store, run_id="live")
+    select(view, "live", 1)
+    assert view.fork.fork() is not None
+    assert calls == {"step0": 1, "charge": 1}
+
+
+def test_choice_buttons_of_choices_sharing_a_str_say_which_value_they_answer(store: dnb.Store) -> None:
+    """``[1, "1", None, "None", ""]`` drew buttons "1", "1", "None", "None" and a blank one."""
+    choices = [1, "1", None, "None", "", "yes", 0]
+
+    def pick(_: Any, ctx: dnb.RunnerContext) -> str:
+        return repr(ctx.durable_input("Which?", choices=choices))
+
+    runner, _ = waiting_run(store, pick, None, "pick")
+    prompt = InputPrompt(store, store.waiting("pick")[0])
+    labels = [b.description for b in prompt.choice_buttons]
+    assert labels == ["1", "'1'", "None", "'None'", "''", "yes", "0"]
+    assert len(set(labels)) == len(labels)
+    prompt.choice_buttons[labels.index("None")].click()
+    assert runner.run(pick, None, run_id="pick") == "None"
+
+
+def test_lineage_of_a_fork_of_a_fork_says_when_its_parent_was_pruned_or_its_id_reused(store: dnb.Store) -> None:
+    """The lineage named a pruned parent as if it were there; after a new fork took the freed id it named that
+    run, which never made the calls shown as copied from it."""
+    runner = dnb.LocalRunner(store)
+    runner.run(three_steps, None, run_id="p")
+    child = store.fork("p", at=2)
+    runner.run(three_steps, None, run_id=child)
+    grandchild = store.fork(child, at=2)
+    runner.run(three_steps, None, run_id=grandchild)
+    view = dnb.JournalView(store)
+    select(view, grandchild, 0)
+    assert text(view.fork.lineage.value) == f"forked from {child} at call 2; this call was copied from {child} #0"
+
+    store.delete_run(child)  # what a prune of it does
+    view = dnb.JournalView(store)
+    select(view, grandchild, 0)
+    gone = f"forked from {child} (no longer in the journal) at call 2"
+    assert text(view.fork.lineage.value).startswith(gone)
+    assert gone in text(view.runs_table.value)
+
+    assert store.fork("p", at=1) == child  # the freed id, taken by another run
+    view = dnb.JournalView(store)
+    select(view, grandchild, 0)
+    assert text(view.fork.lineage.value).startswith(gone)
+    assert gone in text(view.runs_table.value)

@@ -24,6 +24,10 @@ journal-level time-travel tools apply to a cell:
   before it. Either way the fork
   records its parent, as ``store.fork`` does.
 * **Retention** (:func:`parse_age`) is ``store.prune`` with notebook spellings.
+
+Over 400 lines because the three tools read one cell shape (call 0 the cell, its calls after it) and a dry
+report must say what a run of *this* cell does in each of its states (finished, FAILED, crashed, forked,
+edited); split apart, each would re-derive that shape.
 """
 
 from __future__ import annotations
@@ -175,6 +179,9 @@ def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str |
 # -- dry replay ---------------------------------------------------------------------------------
 
 
+_FAILED_REPLAY = "the cell's record is FAILED: it replays as a whole, raising the recorded error again; nothing runs"
+
+
 def dry_cell(
     store: Store, name: str, args_digest: str, run_id: str | None, run_body: Callable[[dict[str, Any]], Any],
     namespace: dict[str, Any], has_reconciler: bool, *, same_version: bool = True, inputs: tuple[str, ...] = (),
@@ -197,9 +204,11 @@ def dry_cell(
     decision = decide(recorded, call_id, recorded.args_digest, has_reconciler) if same_version else None
     if decision is Decision.REPLAY:
         step = DryStep(0, Decision.REPLAY, call_id, recorded.args_digest, recorded)
-        return DryRunReport(run_id, None, None, None, None, None,
+        failed = recorded.status is Status.FAILED  # a run raises the recorded error again: said, as dry_run does
+        return DryRunReport(run_id, None, None, None, None, None, _FAILED_REPLAY if failed else
                             "the cell's record is finished: it replays as a whole (names, outputs); nothing runs",
-                            1, result_preview=recorded.result_preview, steps=(step,))
+                            1, result_preview=recorded.result_preview, steps=(step,),
+                            error=(recorded.error_preview or "the recorded error") if failed else None)
     if decision is Decision.RECONCILE:
         step = DryStep(0, Decision.RECONCILE, call_id, recorded.args_digest, recorded)
         return DryRunReport(run_id, 0, Decision.RECONCILE, recorded, call_id, recorded.args_digest, step.rule, 0,

@@ -31,8 +31,16 @@ from .render_journal import lineage
 FORK_TEXT = "Fork from here"
 
 
-def lineage_html(run: RunRecord | None, record: CallRecord | None = None) -> str:
-    text = lineage(run, record)
+def lineage_html(run: RunRecord | None, record: CallRecord | None = None, store: Store | None = None) -> str:
+    """The lineage line; with ``store``, a parent no longer in the journal is said to be gone (``lineage``)."""
+    runs = None
+    parent = getattr(run, "parent_run_id", None)
+    if store is not None and parent is not None:
+        try:
+            runs = {parent: store.run(parent)}
+        except Exception:  # the line is drawn in a click handler: a journal that cannot be read leaves it plain
+            runs = None
+    text = lineage(run, record, runs)
     return page(f'<div class="dnb-lineage dnb-note">{esc(text)}</div>') if text else ""
 
 
@@ -78,7 +86,7 @@ class ForkControl(W.VBox):
         self.record, self.run = record, run
         if picked:
             self.picked()
-        html = lineage_html(run, record)
+        html = lineage_html(run, record, self.store)
         if self.lineage.value != html:
             self.lineage.value = html
         self.button.disabled = record is None
@@ -101,6 +109,10 @@ class ForkControl(W.VBox):
             self._say("select a call first: the fork keeps the calls before it.", "error")
             return None
         try:
+            busy = self._cell_run(rec) or self._in_flight(rec)
+            if busy is not None:
+                self._say(busy, "error")
+                return None
             new_id: str = self.store.fork(rec.run_id, at=rec.index)
         except Exception as exc:  # shown, not raised: a click handler's exception is only logged
             self._say(f"cannot fork {rec.run_id} at call {rec.index}: {type(exc).__name__}: {exc}", "error")
@@ -117,6 +129,46 @@ class ForkControl(W.VBox):
             self.on_forked(new_id)
         self._unpicked = True  # after on_forked: the view moving to the fork is not a person's pick
         return new_id
+
+    def _cell_run(self, rec: CallRecord) -> str | None:
+        """What to do instead when ``rec`` is in the run of a ``%%durable`` cell (call 0 is the cell), or None.
+
+        Why: ``store.fork`` copies call 0, the cell's finished record, into a run the cell never reopens (its
+        runs are named by its code and inputs): the next run of the cell replayed it as a whole, and the fork
+        the widget said would "execute call K and later" stayed RUNNING, run by nothing. ``%durable_fork``
+        keeps call 0 open under the id the cell reopens; the widget sits below the magics, so it names it.
+        """
+        if not rec.run_id.startswith("cell:"):
+            return None
+        head = rec if rec.index == 0 else self.store.call(rec.run_id, 0)
+        if head is None or not head.call_id.startswith("cell:") or not rec.run_id.startswith(head.call_id + ":"):
+            return None
+        name = head.call_id[len("cell:"):]
+        if rec.index == 0:
+            return (f"{rec.run_id} is the run of %%durable cell {name}: call 0 is the cell itself; to run all of "
+                    f"it again, run the cell with --rerun (a fork here would be a run the cell never reopens).")
+        return (f"{rec.run_id} is the run of %%durable cell {name}: fork it with %durable_fork {name} --at "
+                f"{rec.index} --run {rec.run_id} in the notebook; the next run of the cell then replays calls "
+                f"1..{rec.index - 1} and executes from call {rec.index} on (a fork here would copy the cell's "
+                f"finished record into a run the cell never reopens).")
+
+    def _in_flight(self, rec: CallRecord) -> str | None:
+        """Why forking ``rec``'s run at ``rec.index`` now would run a call twice, or None.
+
+        Why: a PENDING call of a run a live context holds (another kernel or process running it) is
+        not a crash's, it may be executing right now; the store allows a fork at it ("the fork runs
+        that call again"), so the fork, run, did the side effect a second time while the original was
+        still doing it. ``%durable_fork`` refuses a live run for the same reason.
+        """
+        if not self.store.run_is_open(rec.run_id):
+            return None
+        pending = self.store.query_calls(run_id=rec.run_id, status="PENDING")
+        running = [c.index for c in pending if c.index >= rec.index]
+        if not running:
+            return None
+        return (f"cannot fork {rec.run_id} at call {rec.index} now: the run is open in a live context (another "
+                f"kernel or process is running it) and call {running[0]} is PENDING there, so it may be executing "
+                f"right now and the fork would run it again. Let that run finish or stop, then fork.")
 
     def _say(self, text: str, kind: str) -> None:
         self.message.value = message(text, kind)

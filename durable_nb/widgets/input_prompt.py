@@ -21,8 +21,8 @@ Stable hooks (for browser tests): the root has class ``dnb-input-prompt``; its
 HTML is ``.dnb-input`` with ``data-call="RUN#INDEX"``, the question in
 ``.dnb-prompt`` and the state in ``.dnb-state`` (``WAITING``, then
 ``ANSWERED``); ``.dnb-message`` holds the last message (``.dnb-ok`` /
-``.dnb-error``). Choice buttons are labelled ``str(choice)``; the free-text
-answer button is "Answer".
+``.dnb-error``). Choice buttons are labelled ``str(choice)`` (``repr(choice)`` when two
+choices share a ``str``: :func:`captions`); the free-text answer button is "Answer".
 """
 
 from __future__ import annotations
@@ -40,6 +40,20 @@ from ._sync import changed, unwatch, watch
 ANSWER_TEXT = "Answer"
 NO_QUESTION = "(no question on record: the run stopped before asking; run the action again so it asks)"
 AFTER_ANSWER = "answered: run the action (or the cell) again to continue from here"
+
+
+def captions(choices: tuple[Any, ...]) -> list[str]:
+    """The choice buttons' labels: ``str(choice)``, but ``repr`` for choices whose ``str`` another choice shares.
+
+    Why: choices may be ints and None, and ``[1, "1", None, "None"]`` drew two buttons "1" and two "None" that
+    answer different values; a person could not tell which one journals what (the tooltip only shows on
+    hover). An empty str is shown as ``''`` too (a blank button), and a label still shared (two long choices
+    cut at the same place) is numbered.
+    """
+    plain = [label(c, 80) for c in choices]
+    shared = {t for t in plain if plain.count(t) > 1}
+    texts = [label(repr(c), 80) if t in shared or t == "" else t for c, t in zip(choices, plain, strict=True)]
+    return [f"{i + 1}. {t}" if texts.count(t) > 1 else t for i, t in enumerate(texts)]
 
 
 class InputPrompt(W.VBox):
@@ -70,8 +84,8 @@ class InputPrompt(W.VBox):
         self.answer_button = W.Button(description=ANSWER_TEXT, button_style="primary",
                                       tooltip="journal this text as the answer (origin RESOLVED)")
         if record.choices is not None:
-            for choice in record.choices:
-                button = W.Button(description=label(choice, 80), tooltip=label(f"answer {choice!r}"))
+            for choice, caption in zip(record.choices, captions(record.choices), strict=True):
+                button = W.Button(description=caption, tooltip=label(f"answer {choice!r}"))
                 button.on_click(lambda _, choice=choice: self.answer(choice))
                 self.choice_buttons.append(button)
             controls: list[W.Widget] = list(self.choice_buttons)

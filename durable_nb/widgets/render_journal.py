@@ -15,7 +15,7 @@ timeline bars are ``.dnb-bar.dnb-status-STATUS`` (``.dnb-origin-RECONCILED`` /
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ..journal.records import CallRecord, DiscardedCall, RunRecord
 from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, seconds, status_cell, table, td
@@ -101,26 +101,49 @@ def _lane(r: CallRecord | DiscardedCall, status: str, t0: float, t1: float) -> s
     )
 
 
-def lineage(run: RunRecord | None, record: CallRecord | None = None) -> str:
-    """Plain text of a run's lineage ("forked from R at call 2; this call was copied from R #1"), or ""."""
+def lineage(run: RunRecord | None, record: CallRecord | None = None,
+            runs: Mapping[str, RunRecord | None] | None = None) -> str:
+    """Plain text of a run's lineage ("forked from R at call 2; this call was copied from R #1"), or "".
+
+    ``runs``: the journal's runs by id, when known; a parent missing there was pruned or forgotten, and one
+    created after its fork is another run that got the freed id. Why: the lineage of a fork of a fork whose
+    parent was pruned named the parent as if it were there, and after a new fork of the grandparent took
+    the freed id (``R.fork-1`` again) it named that new run as the source of calls it never made.
+    """
     parent = getattr(run, "parent_run_id", None)
     if run is None or parent is None:
         return ""
     at = getattr(run, "forked_at", None)
-    text = f"forked from {parent} at call {at}"
+    gone = runs is not None and not _still_there(runs.get(parent), run)
+    text = f"forked from {parent}{GONE if gone else ''} at call {at}"
     if record is not None and isinstance(at, int) and isinstance(record.index, int) and record.index < at:
         text += f"; this call was copied from {parent} #{record.index}"
     return text
 
 
+GONE = " (no longer in the journal)"
+"""What the lineage adds to a parent that was pruned or forgotten (or whose id a later run took)."""
+
+
+def _still_there(parent: RunRecord | None, run: RunRecord) -> bool:
+    """``parent`` is the run ``run`` was forked from: present, and not created after ``run``."""
+    if parent is None:
+        return False
+    made, forked = parent.created_at, run.created_at
+    if isinstance(made, int | float) and isinstance(forked, int | float):  # hand-edited journals hold text too
+        return made <= forked
+    return True
+
+
 def runs_table(runs: Sequence[RunRecord], shown_at_most: int, open_runs: Collection[str]) -> str:
     """The newest ``shown_at_most`` runs, newest first; ``open_runs``: the run ids a live context holds."""
     shown = list(runs[-shown_at_most:])[::-1]
+    by_id: dict[str, RunRecord | None] = {r.run_id: r for r in runs}
     rows = [
         f'<tr class="dnb-run" data-run="{esc(r.run_id)}">' + td(r.run_id)
         + td(r.status.value, f"dnb-run-{r.status.value}")
         + td(r.attempts) + td(r.n_calls) + td(r.n_discarded)
-        + td(lineage(r), "dnb-lineage")
+        + td(lineage(r, runs=by_id), "dnb-lineage")
         + td("open in a live context" if r.run_id in open_runs else "")
         + td(fmt_time(r.created_at)) + td(fmt_time(r.updated_at)) + "</tr>"
         for r in shown

@@ -112,6 +112,10 @@ def planned_decision(rec: CallRecord) -> str:
     A PENDING entry's fate depends on whether the action passes a reconciler, so both
     outcomes of :func:`decide` are named when they differ.
     """
+    if rec.is_input and rec.status is Status.PENDING:
+        # Why: an input takes no reconciler, and "reconcile (if ...) / re-execute" told a person the stepper
+        # might run something there; a recovery asks again and stops WAITING (the dry run says so too).
+        return f"{Decision.REEXECUTE.value}: asks again, the run stops WAITING for an answer"
     with_r = decide(rec, rec.call_id, rec.args_digest, True)
     without_r = decide(rec, rec.call_id, rec.args_digest, False)
     if with_r is without_r:
