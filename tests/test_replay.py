@@ -425,15 +425,32 @@ class _NamedClass:
         return ("called", x)
 
 
-def test_a_callable_instance_takes_its_name_from_its_decorated_call_not_from_a_decorated_class(store):
-    """Decorating ``__call__`` in the class body (as the @durable error message advises) was ignored;
-    an instance of a decorated class took the class's id, so constructing and calling shared one."""
+def test_a_callable_instance_takes_its_name_from_its_decorated_call_else_from_its_decorated_class(store):
+    """Decorating ``__call__`` in the class body (as the @durable error message advises) was ignored.
+    An instance of a decorated class keeps the class's id: the id its calls were always journaled under."""
     with dnb.LocalRunner(store).context("inst") as ctx:
         ctx.durable_execute(_NamedCall(), 1)
         ctx.durable_execute(_NamedClass)
         ctx.durable_execute(_NamedClass(), 2)
-    assert [c.call_id for c in store.calls("inst")] == [
-        "named-call", "named-class", f"{__name__}._NamedClass.__call__"]
+    assert [c.call_id for c in store.calls("inst")] == ["named-call", "named-class", "named-class"]
+
+
+def test_an_instance_of_a_decorated_class_replays_the_calls_journaled_under_the_class_name(store):
+    """Its calls are journaled as ``named-class``; a release that named them ``...._NamedClass.__call__``
+    instead found every recorded call mismatched, discarded it and ran it again (a payment made twice)."""
+    ran = []
+
+    @dnb.durable(name="named-class")  # what the journal holds for `_NamedClass()(7)`, written as before
+    def as_journaled(x):
+        ran.append(x)
+        return ("called", x)
+
+    runner = dnb.LocalRunner(store)
+    with runner.context("old") as ctx:
+        ctx.durable_execute(as_journaled, 7)
+    with runner.context("old") as ctx:
+        assert ctx.durable_execute(_NamedClass(), 7) == ("called", 7)
+    assert ran == [7] and store.discarded("old") == []
 
 
 def test_unserializable_result_warns_returns_the_value_and_leaves_pending(store):

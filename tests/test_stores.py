@@ -295,6 +295,31 @@ def test_a_numpy_str_run_id_is_kept_as_a_plain_str_on_every_store(store):
     assert runner.run(lambda v, ctx: ctx.durable_execute(str, v), 5, run_id=ids[1]) == "5"
 
 
+def test_a_str_enum_run_id_names_the_run_by_its_value_on_every_store(store):
+    """A ``(str, Enum)`` member is a str whose ``str()`` is ``'Kind.A'``: converting run ids with ``str()``
+    journaled a new run under that name, so the run journaled under its value was not found and its calls
+    ran again, and ``store.run(member)`` did not find the run just written."""
+    import enum
+
+    class Kind(str, enum.Enum):
+        A = "order-a"
+        B = "order-b"
+
+    ran = []
+
+    def charge(v):
+        ran.append(v)
+        return v
+
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda v, ctx: ctx.durable_execute(charge, v), 5, run_id="order-a")
+    assert runner.run(lambda v, ctx: ctx.durable_execute(charge, v), 5, run_id=Kind.A) == 5
+    assert ran == [5]
+    assert store.fork(Kind.A, at=1, new_run_id=Kind.B) == "order-b"
+    assert sorted(r.run_id for r in store.runs()) == ["order-a", "order-b"]
+    assert store.run(Kind.A).status is dnb.RunStatus.COMPLETED
+
+
 PREFIX_IDS = [
     "a", "A", "ab", "aB", "a%", "a%b", "a_", "a_b", "axb", "a\\", "a\\b", "a\\\\", "e", "ea", "é", "éa", "f",
     "cell:g:0123", "cell:g:0123#2", "cell:g:0123#11", "cell:g:01234", "\ud7ff", "\ud7ffz", "\ue000",

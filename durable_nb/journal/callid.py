@@ -63,19 +63,41 @@ def explicit_name(func: Callable[..., Any]) -> str | None:
     Why not plain ``getattr(func, "__durable_name__")``: an object whose ``__getattr__``
     answers every name (an ``xmlrpc`` proxy's method, an RPC stub) returned an object,
     which the SQLite intent log could not encode, and the journal then refused to
-    open. A callable instance takes the name from its own attributes or its class's
-    ``__call__`` (decorated in the class body), not from a decorated class: calling
-    an instance is not constructing one.
+    open. A callable instance takes the name from its own attributes, its class's
+    ``__call__`` (decorated in the class body), or else its decorated class: the id
+    such instances always journaled under (dropping it discarded their recorded calls
+    and ran them again).
     """
-    if isinstance(func, (types.FunctionType, types.MethodType, type, functools.partial)):
+    if isinstance(func, _NAMED_BY_ATTR):
         name = getattr(func, _ATTR, None)
     else:
         own = getattr(func, "__dict__", None)
         name = own.get(_ATTR) if isinstance(own, dict) else None
         if name is None:
-            call = next((vars(k)["__call__"] for k in type(func).__mro__ if "__call__" in vars(k)), None)
-            name = getattr(call, _ATTR, None)
+            name = _instance_name(type(func))
     return name if isinstance(name, str) else None
+
+
+_NAMED_BY_ATTR = (types.FunctionType, types.MethodType, type, functools.partial)
+
+
+def _instance_name(cls: type) -> Any:
+    """The name of ``cls``'s own ``__call__`` (the first in its MRO), else of ``cls``; read from the classes'
+    dicts: no instance ``__getattr__`` answers, and no AttributeError raised and caught on every durable call."""
+    mro = cls.__mro__
+    for k in mro:
+        attrs = k.__dict__
+        if "__call__" in attrs:
+            call = attrs["__call__"]
+            own = getattr(call, "__dict__", None)  # a function's: its attributes
+            name = own.get(_ATTR) if isinstance(own, dict) else getattr(call, _ATTR, None)
+            if name is not None:
+                return name
+            break
+    for k in mro:
+        if _ATTR in k.__dict__:
+            return k.__dict__[_ATTR]
+    return None
 
 
 def default_call_id(func: Callable[..., Any]) -> str:
@@ -84,7 +106,7 @@ def default_call_id(func: Callable[..., Any]) -> str:
         target = target.func
     module = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None)
-    if not isinstance(module, str | None) or not isinstance(qualname, str | None):
+    if not (module is None or isinstance(module, str)) or not (qualname is None or isinstance(qualname, str)):
         qualname = None  # a proxy whose __getattr__ answers every name: named by its class
     if qualname is None:  # a callable instance
         cls = type(target)
@@ -94,12 +116,15 @@ def default_call_id(func: Callable[..., Any]) -> str:
 
 def call_identity(func: Callable[..., Any]) -> tuple[str, bytes]:
     """``(call_id, salt)`` where ``salt`` goes into the argument digest (empty when not needed)."""
+    if type(func) is types.FunctionType:  # explicit_name's and default_call_id's answers, inline (every durable call)
+        explicit = getattr(func, _ATTR, None)
+        if isinstance(explicit, str):
+            return explicit, b""
+        call_id = f"{func.__module__}.{func.__qualname__}"
+        return call_id, (fingerprint_code(func) if "<" in call_id else b"")
     explicit = explicit_name(func)
     if explicit is not None:
         return explicit, b""
-    if type(func) is types.FunctionType:  # default_call_id's answer, without the call (every durable call)
-        call_id = f"{func.__module__}.{func.__qualname__}"
-        return call_id, (fingerprint_code(func) if "<" in call_id else b"")
     call_id = default_call_id(func)
     if isinstance(func, functools.partial):
         salt = _encoded((func.args, func.keywords), 0)

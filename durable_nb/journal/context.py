@@ -467,7 +467,8 @@ class open_run:  # lower case: a function to its callers; a class so that enteri
         run_id, store = self.run_id, self._store
         check_open_run_id(run_id)
         if type(run_id) is not str:  # a numpy.str_ (an id read from an array): a MemoryStore kept it as one
-            run_id = self.run_id = str(run_id)
+            # Its characters, as SQLite and PostgreSQL bind it; not str(): a (str, Enum) member's is "Order.A".
+            run_id = self.run_id = str.__str__(run_id)
         owner = self._owner = new_owner()
         # Strict mode keeps the run's status when it raises NonDeterminismError: remember it (a read, strict only).
         self._before = getattr(store.run(run_id), "status", None) if self._strict else None

@@ -235,7 +235,7 @@ class Store(abc.ABC):
 
         index = check_fork_args(run_id, at, new_run_id)
         if type(new_run_id) not in (str, type(None)):  # a numpy.str_: a MemoryStore kept it as one
-            new_run_id = str(new_run_id)
+            new_run_id = str.__str__(new_run_id)  # its characters (open_run's reason)
         return self._fork(run_id, index, new_run_id, time.time())
 
     def fork_reopened(self, run_id: str, at: int, new_run_id: str, head: FreshHead) -> str:

@@ -177,18 +177,21 @@ class LocalRunner:
             result = action(isolated(value), ctx)
             return await _await(result, ctx) if inspect.isawaitable(result) else result
 
-    def map(self, action: Action, records: Any, *, key: Key = None, progress: bool = False) -> pd.DataFrame:
+    def map(self, action: Action, records: Any, *, key: Key = None, progress: bool | None = False) -> pd.DataFrame:
         """One run per record; returns a DataFrame ``[key, run_id, status, result, error]`` in input order.
 
         A record whose action raises is a FAILED row, not an aborted map (so is one
         whose run cannot be opened, e.g. busy elsewhere); a record stopped at an
         unanswered ``durable_input`` is a WAITING row; a crash (``BaseException``)
         stops the map and the next ``map`` recovers. ``progress=True`` shows a
-        tqdm bar (records done, replayed, failed).
+        tqdm bar (records done, replayed, failed); ``None`` is off, as ``FlinkRunner.map``'s default
+        (the runner's setting) is, so code written for either runner runs on both.
         """
         from ..journal.frames import map_frame
 
         check_action(action)
+        if progress is None:
+            progress = False
         check_flag("progress", progress)  # progress="no" showed a bar, as strict="no" once meant strict
         name = action_name(action)
         items = records_of(records, key)
