@@ -247,6 +247,131 @@ def test_a_forked_child_exits_although_the_parents_flusher_was_committing_at_the
         store.close()
 
 
+def _registry_lock(name: str) -> threading.Lock:
+    from durable_nb import stores
+    from durable_nb.journal.lease import FileLocks
+    from durable_nb.stores.sqlite_intent import IntentLog
+
+    return {"IntentLog": IntentLog._all_lock, "FileLocks": FileLocks._all_lock,
+            "default store": stores._defaults_lock}[name]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("lock", ["IntentLog", "FileLocks", "default store"])
+def test_a_child_forked_while_another_thread_held_a_registry_lock_can_write_the_journal(path, lock, monkeypatch):
+    """Found by the SIGKILL soak: a child forked while another thread held a process-wide registry lock
+    (starting the intent log holds it through a synced commit; opening a store, the default store) got
+    it locked, with no thread left to release it: its first write or open waited for ever."""
+    monkeypatch.chdir(path.parent)  # the default store's .durable folder
+    store = dnb.SqliteStore(path)
+    with dnb.LocalRunner(store).context("parent") as ctx:  # the parent's own log exists
+        ctx.durable_execute(abs, -1)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _registry_lock(lock):
+            held.set()
+            release.wait(10.0)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10.0)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                signal.signal(signal.SIGALRM, lambda *_: os._exit(3))  # hung: report it, do not hang pytest
+                signal.alarm(5)
+                child = dnb.open_store() if lock == "default store" else dnb.SqliteStore(path)
+                with dnb.LocalRunner(child).context("child") as ctx:
+                    code = 0 if [ctx.durable_execute(abs, -i) for i in range(3)] == [0, 1, 2] else 2
+            finally:
+                os._exit(code)
+        release.set()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join()
+        store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("child_store", ["its own store", "the inherited store"])
+def test_a_forked_childs_acknowledged_calls_survive_the_parent_closing_its_store(path, child_store):
+    """Found by the SIGKILL soak: a forked child's SQLite counted its parent's reader locks as its own and
+    held none, so the parent's last close (or a killed parent's successor's) checkpointed and deleted the
+    -wal the child was writing: 14 of 20 SUCCEEDED calls (durability "transition") were lost."""
+    store = dnb.SqliteStore(path, durability="transition")
+    with dnb.LocalRunner(store).context("parent") as ctx:  # the parent's SQLite has the journal open
+        ctx.durable_execute(abs, -1)
+    to_parent, from_child = os.pipe()
+    to_child, from_parent = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            signal.signal(signal.SIGALRM, lambda *_: os._exit(3))
+            signal.alarm(20)
+            mine = dnb.SqliteStore(path, durability="transition") if child_store == "its own store" else store
+            with dnb.LocalRunner(mine).context("child") as ctx:
+                for i in range(10):
+                    ctx.durable_execute(abs, -i)
+                    if i == 2:
+                        os.write(from_child, b"x")  # the parent closes its store now
+                        os.read(to_child, 1)
+            mine.close()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.read(to_parent, 1) == b"x"
+    store.close()  # the parent's last connection: it checkpoints and deletes the -wal if no reader shows
+    os.write(from_parent, b"x")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    after = dnb.SqliteStore(path)
+    try:
+        assert [c.status for c in after.calls("child")] == [Status.SUCCEEDED] * 10
+        assert after.run("child").status is RunStatus.COMPLETED
+    finally:
+        after.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_another_thread_was_inside_a_write_transaction_can_write(path):
+    """Found by the SIGKILL soak: the child's SQLite copied the parent's connection holding the WAL write
+    lock and saw it held by a connection of its own process for ever: every write of the child hung. A fork
+    now waits for the process's write transactions to end."""
+    store = dnb.SqliteStore(path)
+    with dnb.LocalRunner(store).context("parent") as ctx:
+        ctx.durable_execute(abs, -1)
+    held = threading.Event()
+
+    def write() -> None:
+        with store._write():  # a write transaction, as the flusher's or another thread's commit
+            held.set()
+            time.sleep(0.3)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert held.wait(10.0)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            signal.alarm(10)  # default action: a child stuck in SQLite's busy wait (C code) dies of it
+            with dnb.LocalRunner(dnb.SqliteStore(path)).context("child") as ctx:
+                code = 0 if ctx.durable_execute(abs, -2) == 2 else 2
+        finally:
+            os._exit(code)
+    writer.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [c.status for c in store.calls("child")] == [Status.SUCCEEDED]
+    store.close()
+
+
 def test_gathered_async_calls_in_one_context_share_commits_and_each_pending_is_durable_first(path):
     """``asyncio.gather`` of durable calls in ONE context: fewer commits than calls, and inside each
     function its own PENDING is already on disk (read by another store object)."""

@@ -20,6 +20,8 @@ All lease logic lives here:
   write requires ``runs.owner`` to still be this context, checked inside the
   store's write transaction; otherwise :class:`~durable_nb.errors.LeaseLostError`
   and nothing is written.
+
+Over 400 lines because these four are one lease: owner ids, liveness, OS locks and fencing read each other's state.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -51,8 +54,49 @@ def current_pid() -> int:
 
 
 _pid = [os.getpid()]
+
+
+FORK_WAIT = 10.0
+"""Seconds a fork waits for this process's write transactions to end (then it forks anyway, as before)."""
+_gate = threading.Condition(threading.Lock())
+_writing = [0, 0]
+"""Write turns held in this process, and whether a fork waits for them (new ones wait for the fork)."""
+
+
+def _before_fork() -> None:
+    """No fork inside a write transaction: the child's SQLite copied the parent's connection holding the WAL
+    write lock, saw it held by a connection of its own process for ever, and every write of the child hung."""
+    _gate.acquire()
+    _writing[1] = 1
+    deadline = time.monotonic() + FORK_WAIT
+    while _writing[0] and (left := deadline - time.monotonic()) > 0:
+        _gate.wait(left)
+
+
+def _after_fork_in_parent() -> None:
+    _writing[1] = 0
+    _gate.notify_all()
+    _gate.release()
+
+
+def _renew_in_child() -> None:
+    """A forked child: its pid, the locks anew (one copied locked by another thread hung the child), and
+    its copies of the parent's lock descriptors closed. Their open-file-description locks (the parent's
+    runs and write turn) are the parent's: a copy kept them held after the parent was killed, so the
+    child's first write waited for ever on the parent's write turn, and other processes on its runs.
+    Closing is safe now: a child holds no POSIX lock yet (SQLite's would go with any close)."""
+    global _gate
+    _pid[0], FileLocks._all_lock = os.getpid(), threading.Lock()
+    _gate, _writing[:] = threading.Condition(threading.Lock()), [0, 0]
+    for files in FileLocks._all.values():
+        fd, files._fd = files._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_renew_in_child)
 _nonces = itertools.count(1)
 
 
@@ -248,6 +292,11 @@ class FileLocks:
         """
         self._writer.acquire()
         self._depth += 1
+        if self._depth == 1:
+            with _gate:  # not while a fork waits (see _before_fork)
+                while _writing[1]:
+                    _gate.wait()
+                _writing[0] += 1
         if self._depth == 1 and self.available and self._fd is not None:
             try:
                 fcntl = self._fcntl
@@ -263,6 +312,10 @@ class FileLocks:
                 with contextlib.suppress(OSError):
                     self._op(self._fcntl.F_UNLCK, _WRITER_BYTE)
         finally:
+            if self._depth == 0:
+                with _gate:
+                    _writing[0] -= 1
+                    _gate.notify_all()
             self._writer.release()
 
     def wrote(self) -> None:

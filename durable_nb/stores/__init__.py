@@ -26,6 +26,17 @@ _defaults: dict[str, Store] = {}
 _defaults_lock = threading.Lock()
 
 
+def _renew_lock_in_child() -> None:
+    """A fork while another thread opened the default store copied this lock locked: the child's
+    ``open_store()`` waited for ever."""
+    global _defaults_lock
+    _defaults_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_lock_in_child)
+
+
 def default_store() -> Store:
     """The embedded default: ``.durable/journal.db`` under the working directory."""
     path = str((Path.cwd() / DEFAULT_PATH).resolve())

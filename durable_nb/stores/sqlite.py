@@ -66,7 +66,7 @@ from ..journal.lease import (
 from ..journal.queries import calls_where, check_page, check_prefix
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
 from ..journal.store import Store, check_run_id
-from . import sqlite_file, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema, sqlite_view
+from . import sqlite_file, sqlite_fork, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema, sqlite_view
 from .bad_rows import BadRow, in_order, member
 from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
@@ -366,6 +366,7 @@ class SqliteStore(SqliteTimeTravel, Store):
     # -- connections ----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        sqlite_fork.connecting(self.path)
         if self.read_only:
             reader: sqlite3.Connection = sqlite3.connect(
                 sqlite_file.ro_uri(self.path), uri=True, timeout=60.0, isolation_level=None, check_same_thread=False,
@@ -1154,6 +1155,7 @@ class _Turn:
 
 def _writer(path: Path) -> sqlite3.Connection:
     """A connection that writes, synced (a store's own; the intent log's applier and synced commits)."""
+    sqlite_fork.connecting(path)
     conn = sqlite3.connect(
         os.fsencode(path), timeout=60.0, isolation_level=None, check_same_thread=False, factory=Connection
     )

@@ -334,7 +334,11 @@ def close_all() -> None:
 
 
 def _forget_in_child() -> None:
-    """A forked child does not own its parent's logs: close them, so the parent's death shows."""
+    """A forked child does not own its parent's logs: close them, so the parent's death shows.
+
+    The registry's lock is made anew: a fork while another thread started a log (it holds the lock
+    through a synced commit) copied it locked, and the child's first logged write waited for ever."""
+    IntentLog._all_lock = threading.Lock()
     for log in IntentLog._all.values():
         if not log.closed:  # a closed log's descriptor number may belong to something else by now
             log.file.forget()
