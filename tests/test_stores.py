@@ -363,3 +363,16 @@ def test_run_ids_with_prefix_read_an_index_not_every_run(store):
         plan = [r[0] for r in store._conn.execute("EXPLAIN " + q.RUN_IDS_LIKE, (q.like_prefix("cell:g:0123"),))]
         store._conn.execute("SET LOCAL enable_seqscan = on")
     assert "Index" in plan[0] and "Index Cond" in plan[1], plan
+
+
+def test_newest_runs_are_the_tail_of_runs_and_their_count(store: dnb.Store) -> None:
+    """What a viewer reads instead of every run: the same records, in the same order, as ``runs()[-n:]``."""
+    runner = dnb.LocalRunner(store)
+    for i in range(7):
+        with runner.context(f"run-{i}") as ctx:
+            ctx.durable_execute(len, "x" * i)
+    store.fork("run-2", at=1)
+    every = store.runs()
+    assert store.newest_runs(3) == (every[-3:], 8)
+    assert store.newest_runs(100) == (every, 8)
+    assert store.newest_runs(0) == ([], 8)

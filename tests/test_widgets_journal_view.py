@@ -610,3 +610,34 @@ def test_a_viewer_given_a_path_with_no_journal_says_so_and_creates_nothing(tmp_p
     path = tmp_path / "journal.db"
     dnb.SqliteStore(path).close()
     getattr(dnb, widget)(str(path)).close()  # an existing journal, even an empty one, opens as before
+
+
+def test_a_view_keeps_only_the_runs_it_shows_and_the_lineage_of_forks_of_older_runs(
+    store: dnb.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It kept every ``RunRecord`` of the journal (~480 MiB per open view of 1,000,000 runs, and page flips
+    slowed by the garbage collector walking them) although it shows at most ``RUN_OPTIONS_LIMIT``."""
+    from durable_nb.widgets import journal_view
+
+    monkeypatch.setattr(journal_view, "RUN_OPTIONS_LIMIT", 4)
+    monkeypatch.setattr(journal_view, "RUNS_SHOWN", 3)
+    runner = dnb.LocalRunner(store)
+    for order in range(10):
+        runner.run(place_order, order, run_id=f"order-{order}")
+    fork = store.fork("order-0", at=1)  # the newest run; its parent is the oldest
+    view = dnb.JournalView(store)
+    assert len(view.runs) == 4 and view.n_runs == 11
+    assert view.runs[-1].run_id == fork
+    assert "11 runs" in text(view.status_line.value)
+    shown = text(view.runs_table.value)
+    assert "forked from order-0 at call 1" in shown and "no longer in the journal" not in shown
+    assert len(view.run_filter.options) == 4
+    if isinstance(store, dnb.SqliteStore):  # it reads the runs it shows, not every run
+        every: list[int] = []
+        runs = store.runs
+        monkeypatch.setattr(store, "runs", lambda: every.append(1) or runs())
+        view.refresh()
+        assert every == [] and len(view.runs) == 4 and view.n_runs == 11
+    store.delete_run("order-0")
+    view.refresh()
+    assert "forked from order-0 (no longer in the journal) at call 1" in text(view.runs_table.value)

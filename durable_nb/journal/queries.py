@@ -41,7 +41,7 @@ def check_status(status: Status | str | None) -> str | None:
 
 
 def calls_where(
-    run_id: str | None, status: Status | str | None, call_id: str | None, mark: str
+    run_id: str | None, status: Status | str | None, call_id: str | None, mark: str, not_call_id: str | None = None
 ) -> tuple[str, list[Any]]:
     """The ``WHERE`` of a filtered calls query (``mark``: the driver's placeholder, ``?`` or ``%s``)."""
     clauses, params = [], []
@@ -56,4 +56,7 @@ def calls_where(
     if call_id is not None:
         clauses.append(f"call_id = {mark}")
         params.append(call_id)
+    if not_call_id is not None:
+        clauses.append(f"call_id <> {mark}")
+        params.append(not_call_id)
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params

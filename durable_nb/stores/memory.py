@@ -114,7 +114,7 @@ class MemoryStore(Store):
             return [d for d in self._discarded if run_id is None or d.run_id == run_id]
 
     def _matching(
-        self, run_id: str | None, status: Status | str | None, call_id: str | None
+        self, run_id: str | None, status: Status | str | None, call_id: str | None, not_call_id: str | None = None
     ) -> list[CallRecord]:
         st = check_status(status)
         with self._lock:
@@ -129,6 +129,7 @@ class MemoryStore(Store):
         return [
             c for _, c in pairs
             if (st is None or c.status.value == st) and (call_id is None or c.call_id == call_id)
+            and (not_call_id is None or c.call_id != not_call_id)
         ]
 
     def query_calls(
@@ -139,16 +140,18 @@ class MemoryStore(Store):
         call_id: str | None = None,
         offset: int = 0,
         limit: int | None = None,
+        not_call_id: str | None = None,
     ) -> list[CallRecord]:
         offset, limit = check_page(offset, limit)
-        found = self._matching(run_id, status, call_id)
+        found = self._matching(run_id, status, call_id, not_call_id)
         end = None if limit is None else offset + limit
         return [dataclasses.replace(c, payload=None, payload_left_out=True) for c in found[offset:end]]
 
     def count_calls(
-        self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None
+        self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None,
+        not_call_id: str | None = None,
     ) -> int:
-        return len(self._matching(run_id, status, call_id))
+        return len(self._matching(run_id, status, call_id, not_call_id))
 
     # -- writing ----------------------------------------------------------------------
 

@@ -394,19 +394,21 @@ class PostgresStore(Store):
         call_id: str | None = None,
         offset: int = 0,
         limit: int | None = None,
+        not_call_id: str | None = None,
     ) -> list[CallRecord]:
         self.flush()
         offset, limit = check_page(offset, limit)
-        where, params = calls_where(run_id, status, call_id, "%s")
+        where, params = calls_where(run_id, status, call_id, "%s", not_call_id)
         sql = f"SELECT {q.CALL_COLS} FROM calls{where} ORDER BY seq LIMIT %s OFFSET %s"
         with self._guard("query calls", run_id):
             return [q.call_record(r) for r in self._conn.execute(sql, [*params, limit, offset])]
 
     def count_calls(
-        self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None
+        self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None,
+        not_call_id: str | None = None,
     ) -> int:
         self.flush()
-        where, params = calls_where(run_id, status, call_id, "%s")
+        where, params = calls_where(run_id, status, call_id, "%s", not_call_id)
         with self._guard("count calls", run_id):
             row = self._conn.execute(f"SELECT count(*) FROM calls{where}", params).fetchone()
         return int(row[0])

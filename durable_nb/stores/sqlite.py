@@ -666,6 +666,14 @@ class SqliteStore(SqliteTimeTravel, Store):
         return [self._run_record(r) for r in rows]
 
     @_explains_damage
+    def newest_runs(self, n: int) -> tuple[list[RunRecord], int]:
+        conn = self._read()
+        total = int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+        rows = conn.execute(self._run_select + " ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
+                            (max(0, n),)).fetchall()
+        return [self._run_record(r) for r in reversed(rows)], total
+
+    @_explains_damage
     def run_ids_with_prefix(self, prefix: str) -> list[str]:
         check_prefix(prefix)
         where, params = prefix_where(prefix)
@@ -725,18 +733,20 @@ class SqliteStore(SqliteTimeTravel, Store):
         call_id: str | None = None,
         offset: int = 0,
         limit: int | None = None,
+        not_call_id: str | None = None,
     ) -> list[CallRecord]:
         offset, limit = check_page(offset, limit)
-        where, params = calls_where(run_id, status, call_id, "?")
+        where, params = calls_where(run_id, status, call_id, "?", not_call_id)
         sql = f"SELECT {_CALL_COLS}, {self._prompt_col} FROM calls{where} ORDER BY seq LIMIT ? OFFSET ?"
         rows = self._read().execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
         return [_call(r, None, r[10], True) for r in rows]
 
     @_explains_damage
     def count_calls(
-        self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None
+        self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None,
+        not_call_id: str | None = None,
     ) -> int:
-        where, params = calls_where(run_id, status, call_id, "?")
+        where, params = calls_where(run_id, status, call_id, "?", not_call_id)
         return int(self._read().execute(f"SELECT count(*) FROM calls{where}", params).fetchone()[0])
 
     # -- leases ---------------------------------------------------------------------------

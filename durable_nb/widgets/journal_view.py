@@ -104,6 +104,10 @@ class JournalView(W.VBox):
         self.records: list[CallRecord] = []
         """The calls on the visible page (no payloads)."""
         self.runs: list[RunRecord] = []
+        """The newest runs at the last refresh (at most ``RUN_OPTIONS_LIMIT``: what the view shows and offers)."""
+        self.n_runs = 0
+        """How many runs the journal held at the last refresh."""
+        self._parents: dict[str, RunRecord] = {}  # parents of shown runs older than ``runs``: their lineage
         self._open_runs: set[str] = set()  # shown runs a live context holds (any machine, on PostgreSQL)
         self.discarded: list[DiscardedCall] = []
         self._lock = threading.RLock()
@@ -288,13 +292,26 @@ class JournalView(W.VBox):
                                               limit=self.page_size)
         if with_runs:
             started = time.perf_counter()
-            self.runs = self.store.runs()
+            self._keep_runs()
             # The store knows if a run's owner lives, even on another machine (PostgreSQL: its lock).
             is_open = self.store.run_is_open
             self._open_runs = {r.run_id for r in self.runs[-RUNS_SHOWN:] if r.owner and is_open(r.run_id)}
             self._runs_read_at = time.monotonic()
             self._runs_cost = time.perf_counter() - started
         self.discarded = self.store.discarded(flt["run_id"])[-DISCARDED_SHOWN:]
+
+    def _keep_runs(self) -> None:
+        """Read and keep the newest runs and the parents their lineage names, not the whole list.
+
+        Why: the view shows at most ``RUN_OPTIONS_LIMIT`` runs; reading and holding every ``RunRecord``
+        took 4 s and kept ~480 MiB per open view of a 1,000,000-run journal (a ``%durable_journal`` in
+        each cell adds one), which also slowed every page flip through the garbage collector."""
+        tail, self.n_runs = self.store.newest_runs(max(RUNS_SHOWN, RUN_OPTIONS_LIMIT))
+        known = {r.run_id for r in tail}
+        wanted = {r.parent_run_id for r in tail[-RUNS_SHOWN:] if r.parent_run_id is not None} - known
+        parents = {p: self.store.run(p) for p in sorted(wanted)}
+        self._parents = {p: r for p, r in parents.items() if r is not None}
+        self.runs = tail
 
     def _draw(self) -> None:
         selected = self.selector.value
@@ -322,11 +339,11 @@ class JournalView(W.VBox):
                 self.next_button.disabled = self.last_button.disabled = self.page_index >= self.page_count - 1
                 self.table.value = render.calls_table(self.records)
                 self.timeline.value = render.timeline(self.records, self.discarded)
-                self.runs_table.value = render.runs_table(self.runs, RUNS_SHOWN, self._open_runs)
+                self.runs_table.value = render.runs_table(self.runs, RUNS_SHOWN, self._open_runs, self._parents)
                 self.discarded_table.value = render.discarded_table(self.discarded)
                 self.detail.value = render.call_detail(self.selected)
                 self._point_fork()
-                self.status_line.value = render.status_note(fmt_time(time.time()), self.live, len(self.runs))
+                self.status_line.value = render.status_note(fmt_time(time.time()), self.live, self.n_runs)
         finally:
             self._quiet = False
 

@@ -261,19 +261,15 @@ class ReconcilePanel(W.VBox):
 
     def _reload(self) -> None:
         # A waiting durable_input is PENDING too, but a person answers it (below), not a reconciler: it is
-        # neither counted nor listed here. Inputs before a page shift where its calls start in the journal
-        # by an unknown number, so the page is cut from the calls read from the start (no payloads): an
-        # offset of page_index * page_size would show a call on two pages and never show another.
+        # neither counted nor listed here. The store leaves inputs out (not_call_id), so a page is read at
+        # its offset: cutting it from the calls read from the start read every PENDING call before the page
+        # (100,001 for the last page of 100,000 with one input waiting; paging through all was quadratic).
         asking = self.store.count_calls(status=Status.PENDING, call_id=INPUT_CALL_ID)
-        self.total = self.store.count_calls(status=Status.PENDING) - asking
+        self.total = self.store.count_calls(status=Status.PENDING, not_call_id=INPUT_CALL_ID)
         pages = max(1, -(-self.total // self.page_size))
         self.page_index = min(self.page_index, pages - 1)
-        start = self.page_index * self.page_size
-        if asking:
-            records = self.store.query_calls(status=Status.PENDING, limit=start + self.page_size + asking)
-            records = [r for r in records if r.call_id != INPUT_CALL_ID][start:start + self.page_size]
-        else:
-            records = self.store.query_calls(status=Status.PENDING, offset=start, limit=self.page_size)
+        records = self.store.query_calls(status=Status.PENDING, not_call_id=INPUT_CALL_ID,
+                                         offset=self.page_index * self.page_size, limit=self.page_size)
         self._refresh_inputs(asking)
         old = self.rows
         self.rows = [PendingRow(r, r.call_id in self.reconcilers) for r in records]

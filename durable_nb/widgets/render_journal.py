@@ -135,10 +135,14 @@ def _still_there(parent: RunRecord | None, run: RunRecord) -> bool:
     return True
 
 
-def runs_table(runs: Sequence[RunRecord], shown_at_most: int, open_runs: Collection[str]) -> str:
-    """The newest ``shown_at_most`` runs, newest first; ``open_runs``: the run ids a live context holds."""
+def runs_table(runs: Sequence[RunRecord], shown_at_most: int, open_runs: Collection[str],
+               older: Mapping[str, RunRecord] | None = None) -> str:
+    """The newest ``shown_at_most`` runs, newest first; ``open_runs``: the run ids a live context holds.
+
+    ``older``: runs older than ``runs`` that the shown runs were forked from (their lineage says whether
+    the parent is still there), so a caller need not keep the whole run list."""
     shown = list(runs[-shown_at_most:])[::-1]
-    by_id: dict[str, RunRecord | None] = {r.run_id: r for r in runs}
+    by_id: dict[str, RunRecord | None] = {**(older or {}), **{r.run_id: r for r in runs}}
     rows = [
         f'<tr class="dnb-run" data-run="{esc(r.run_id)}">' + td(r.run_id)
         + td(r.status.value, f"dnb-run-{r.status.value}")
