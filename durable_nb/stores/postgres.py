@@ -353,6 +353,14 @@ class PostgresStore(Store):
         with self._guard("read runs"):
             return [q.run_record(r) for r in self._conn.execute(q.RUN_SELECT + " ORDER BY r.created_at, r.run_id")]
 
+    def newest_runs(self, n: int) -> tuple[list[RunRecord], int]:
+        self.flush()
+        with self._guard("read runs"):
+            total = int(self._conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+            rows = self._conn.execute(q.RUN_SELECT + " ORDER BY r.created_at DESC, r.run_id DESC LIMIT %s",
+                                      (max(0, n),)).fetchall()
+        return [q.run_record(r) for r in reversed(rows)], total
+
     def run(self, run_id: str) -> RunRecord | None:
         self.flush()
         with self._guard("read a run", run_id):
