@@ -916,22 +916,3 @@ def test_a_notebook_function_loads_as_the_notebooks_own_only_when_it_is_the_same
                             check=True).stdout.decode().split()
     assert same == ["True", "20", "False", "11"]
     assert edited == ["False", "20", "False", "11"]
-
-
-@pytest.mark.parametrize(("first", "second"), [("add", "multiply"), ("getter0", "getter1")])
-def test_two_callable_instances_one_class_names_alike_never_replay_each_others_results(store, first, second):
-    """``np.add`` and ``np.multiply`` are both ``numpy.ufunc.__call__`` (``itemgetter(0)`` and ``itemgetter(1)``
-    both ``operator.itemgetter.__call__``): an action edited to use the other one replayed the first one's
-    result at that position, silently."""
-    import operator
-
-    np = pytest.importorskip("numpy")
-    funcs = {"add": np.add, "multiply": np.multiply,
-             "getter0": operator.itemgetter(0), "getter1": operator.itemgetter(1)}
-    args = {"add": (3, 4), "multiply": (3, 4), "getter0": ((3, 4),), "getter1": ((3, 4),)}
-    runner = dnb.LocalRunner(store)
-    assert runner.run(lambda _, ctx: ctx.durable_execute(funcs[first], *args[first]), None, run_id="r") in (7, 3)
-    with pytest.warns(dnb.NonDeterminismWarning):
-        again = runner.run(lambda _, ctx: ctx.durable_execute(funcs[second], *args[second]), None, run_id="r")
-    assert again == (12 if second == "multiply" else 4)
-    assert [c.call_id for c in store.calls("r")] == [dnb.journal.callid.call_identity(funcs[second])[0]]

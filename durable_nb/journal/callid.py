@@ -5,14 +5,12 @@ restarts. Names that do not identify one function (``<lambda>``, anything under
 ``<locals>``, a ``functools.partial``) get a fingerprint of the code and the
 captured values mixed into the argument digest, so two lambdas at the same
 journal position, or two closures from one factory, never replay each other's
-results; the visible call id stays ``module.qualname``. Callable instances named
-by their class (``numpy.ufunc.__call__``) mix in what names them (:func:`instance_salt`).
+results; the visible call id stays ``module.qualname``.
 """
 
 from __future__ import annotations
 
 import functools
-import operator
 import types
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
@@ -139,27 +137,4 @@ def call_identity(func: Callable[..., Any]) -> tuple[str, bytes]:
         return call_id, salt
     if "<" in call_id:  # <lambda>, <locals>, <genexpr>: not unique by name
         return call_id, fingerprint_code(func)
-    if call_id.endswith(".__call__"):  # an instance named by its class: told apart by what names it
-        return call_id, instance_salt(func)
     return call_id, b""
-
-
-_GETTERS = (operator.itemgetter, operator.attrgetter, operator.methodcaller)
-
-
-def instance_salt(func: Any) -> bytes:
-    """What tells apart two callable instances of one class that the class's id names alike, or ``b""``.
-
-    Why: ``np.add`` and ``np.multiply`` are both ``numpy.ufunc.__call__``, ``itemgetter(0)`` and
-    ``itemgetter(1)`` both ``operator.itemgetter.__call__``: an edited action that swapped one for
-    the other at the same position replayed the other's result silently. A ufunc (any instance
-    with a ``__name__`` of its own) is told apart by that name, an operator getter by its repr
-    (which holds its arguments). Other instances count by class, as captured objects do.
-    """
-    if type(func) in _GETTERS:
-        return b"getter:" + repr(func).encode("utf-8", "surrogatepass")
-    try:
-        name = getattr(func, "__name__", None)
-    except Exception:  # a proxy whose __getattr__ raises: named by its class alone
-        return b""
-    return b"name:" + name.encode("utf-8", "surrogatepass") if isinstance(name, str) else b""
