@@ -372,6 +372,39 @@ def test_a_child_forked_while_another_thread_was_inside_a_write_transaction_can_
     store.close()
 
 
+
+def test_an_interrupted_wait_for_the_write_turn_gives_the_turn_back(path, monkeypatch):
+    """KeyboardInterrupt while the write turn's OS lock waited (a kernel interrupted behind another process's
+    write) left the turn counted and its in-process lock held: every later fork of the process waited
+    FORK_WAIT, and every other thread's write hung."""
+    import fcntl
+    import types
+
+    from durable_nb.journal import lease
+
+    store = dnb.SqliteStore(path)
+    with dnb.LocalRunner(store).context("r") as ctx:
+        ctx.durable_execute(abs, -1)
+    files = store._shared
+    assert files.available
+
+    def interrupted(fd, cmd, arg=0):
+        if cmd == fcntl.F_OFD_SETLKW:
+            raise KeyboardInterrupt
+        return fcntl.fcntl(fd, cmd, arg)
+
+    monkeypatch.setattr(files, "_fcntl", types.SimpleNamespace(**{**vars(fcntl), "fcntl": interrupted}))
+    with pytest.raises(KeyboardInterrupt):
+        files.begin_write()
+    monkeypatch.undo()
+    assert lease._writing[0] == 0
+    other = threading.Thread(target=lambda: store.delete_run("r"), daemon=True)  # a write of another thread
+    other.start()
+    other.join(10.0)
+    assert not other.is_alive()
+    assert store.run("r") is None
+    store.close()
+
 def test_gathered_async_calls_in_one_context_share_commits_and_each_pending_is_durable_first(path):
     """``asyncio.gather`` of durable calls in ONE context: fewer commits than calls, and inside each
     function its own PENDING is already on disk (read by another store object)."""

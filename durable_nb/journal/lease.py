@@ -292,31 +292,51 @@ class FileLocks:
         """
         self._writer.acquire()
         self._depth += 1
-        if self._depth == 1:
+        if self._depth > 1:
+            return
+        counted = False
+        try:
             with _gate:  # not while a fork waits (see _before_fork)
                 while _writing[1]:
                     _gate.wait()
                 _writing[0] += 1
-        if self._depth == 1 and self.available and self._fd is not None:
-            try:
-                fcntl = self._fcntl
-                fcntl.fcntl(self._fd, fcntl.F_OFD_SETLKW, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, _WRITER_BYTE, 1, 0))
-            except OSError:
-                pass  # no OS lock: SQLite's busy handling alone, as without this
+                counted = True
+            if self.available and self._fd is not None:
+                try:
+                    fcntl = self._fcntl
+                    arg = _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, _WRITER_BYTE, 1, 0)
+                    fcntl.fcntl(self._fd, fcntl.F_OFD_SETLKW, arg)
+                except OSError:
+                    pass  # no OS lock: SQLite's busy handling alone, as without this
+        except BaseException:
+            # KeyboardInterrupt in a wait (a kernel interrupted behind another process's write turn): the
+            # caller never calls end_write, so the turn is given back here, or it stayed counted (every
+            # later fork waited FORK_WAIT) and held (every other thread's write hung).
+            self._depth -= 1
+            if counted:
+                self._give_back()
+            self._writer.release()
+            raise
 
     def end_write(self) -> None:
         """Give the write turn back (after ``COMMIT`` or ``ROLLBACK``)."""
         self._depth -= 1
         try:
-            if self._depth == 0 and self.available and self._fd is not None:
+            if self._depth == 0:
+                self._give_back()
+        finally:
+            self._writer.release()
+
+    def _give_back(self) -> None:
+        """The OS lock released (harmless when not taken) and the turn no longer counted."""
+        try:
+            if self.available and self._fd is not None:
                 with contextlib.suppress(OSError):
                     self._op(self._fcntl.F_UNLCK, _WRITER_BYTE)
         finally:
-            if self._depth == 0:
-                with _gate:
-                    _writing[0] -= 1
-                    _gate.notify_all()
-            self._writer.release()
+            with _gate:
+                _writing[0] -= 1
+                _gate.notify_all()
 
     def wrote(self) -> None:
         """Count one commit to the file by this process (no lock: a prefetch only asks whether it moved,
