@@ -71,3 +71,14 @@ def ip() -> Any:
     from shell_harness import start_shell
 
     return start_shell()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The tutorials' kernels end SIGKILLed (nbval): their Flink scratch folders go now, not at the next session.
+
+    The library reclaims a killed session's folders when the next one starts; the suite's last killed kernel
+    has no next session, so the run would leave its ~25 MB in the temp folder.
+    """
+    from durable_nb.runners import flink_scratch
+
+    flink_scratch.reclaim_stale()

@@ -161,5 +161,5 @@ def test_a_dead_sessions_flink_folder_of_another_user_is_never_reclaimed(shared_
     theirs, mine = (shared_tmp / f"durable_nb-ship-{int(done.stdout)}-{who}" for who in ("theirs", "mine"))
     as_other("mkdir", "-m", "0777", str(theirs))
     mine.mkdir()
-    flink_scratch._reclaim_stale()
+    flink_scratch.reclaim_stale()
     assert theirs.is_dir() and not mine.exists()

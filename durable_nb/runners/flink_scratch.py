@@ -18,7 +18,7 @@ Python process while the mini-cluster is still shutting down, plus one
 * A Jupyter kernel asked to shut down does all of that first (:func:`_hook_kernel_shutdown`).
 * A forked child forgets them: its exit must not remove its parent's folders.
 * A process killed (SIGKILL, as nbval ends its kernels; SIGTERM) runs no exit code: the first folder
-  of the next session reclaims such stale folders (:func:`_reclaim_stale`). Each folder's name holds
+  of the next session reclaims such stale folders (:func:`reclaim_stale`). Each folder's name holds
   its process's pid and the process holds an ``flock`` on it while it lives, so a folder is removed
   only when it is of these kinds, this user's, its pid is gone and nothing holds its lock.
 """
@@ -43,7 +43,7 @@ try:
 except ImportError:  # Windows: no flock, so no folder is ever proven stale
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["adopt_jvm", "folder", "jvm_tmpdir"]
+__all__ = ["adopt_jvm", "folder", "jvm_tmpdir", "reclaim_stale"]
 
 _lock = threading.Lock()
 _folders: list[str] = []
@@ -64,7 +64,7 @@ def folder(prefix: str, *, shipped: bool = False) -> str:
     global _registered
     with _lock:
         if not _registered:
-            _reclaim_stale()
+            reclaim_stale()
             atexit.register(_clean, os.getpid())
             _registered = True
     path = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
@@ -160,7 +160,7 @@ def _hold(path: str) -> int | None:
 _STALE = re.compile(r"durable_nb-(?:ship|checkpoints|jvm)-(\d{1,10})-[A-Za-z0-9_]+\Z")
 
 
-def _reclaim_stale() -> None:
+def reclaim_stale() -> None:
     """Remove the scratch folders of this user's durable_nb processes that died without their exit hook.
 
     Why: a kernel SIGKILLed (nbval, ``shutdown_kernel(now=True)``, the OOM killer) or SIGTERMed left its
