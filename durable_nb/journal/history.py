@@ -22,7 +22,6 @@ Decisions, documented in README "Time travel":
 
 from __future__ import annotations
 
-import operator
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 
 from ..errors import RunNotFoundError, refuse_run_id
 from .lease import owner_is_alive
+from .queries import as_int
 from .records import CallRecord, RunRecord, RunStatus, Status, type_name
 
 # ---------------------------------------------------------------- fork
@@ -51,20 +51,6 @@ def check_fork_args(run_id: Any, at: Any, new_run_id: Any) -> int:
     if new_run_id is not None and (not isinstance(new_run_id, str) or not new_run_id):
         refuse_run_id("new_run_id", new_run_id)  # None: a generated id
     return index
-
-
-def as_int(value: Any) -> int | None:
-    """``value`` as a plain int if it is an integer (a numpy one too, not a bool), else None.
-
-    Why: indexes and counts read from ``store.to_pandas()`` are ``numpy.int64``; fork's ``at``,
-    answer's ``index`` and prune's ``keep_last`` take them alike.
-    """
-    if isinstance(value, bool):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,25 @@ one check here gives every store the same error naming the argument and the fix.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from .records import Status
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` as a plain int if it is an integer (a numpy one too, not a bool), else None.
+
+    Why: indexes and counts read from ``store.to_pandas()`` are ``numpy.int64``; fork's ``at``,
+    answer's ``index``, prune's ``keep_last``, a page's offset and limit and a view's page size take
+    them alike.
+    """
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def check_prefix(prefix: object) -> None:
@@ -21,11 +37,11 @@ def check_prefix(prefix: object) -> None:
 def check_page(offset: Any, limit: Any) -> tuple[int, int | None]:
     """``query_calls``'s offset and limit (None: none) as ints: each store read bad ones its own way, or failed."""
     def whole(name: str, value: Any) -> int:
-        ok = hasattr(type(value), "__index__") and not isinstance(value, bool)  # numpy ints too
-        if not ok or int(value) < 0:
-            raise (ValueError if ok else TypeError)(f"query_calls({name}=...) takes an int of at least 0 (or None), "
-                                                    f"got {type(value).__name__} {value!r}")
-        return int(value)
+        number = as_int(value)  # numpy ints too
+        if number is None or number < 0:
+            raise (TypeError if number is None else ValueError)(
+                f"query_calls({name}=...) takes an int of at least 0 (or None), got {type(value).__name__} {value!r}")
+        return number
     return whole("offset", 0 if offset is None else offset), None if limit is None else whole("limit", limit)
 
 

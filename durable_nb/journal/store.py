@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .queries import check_prefix
+from .queries import as_int, check_prefix
 from .records import INPUT_CALL_ID, CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 
 if TYPE_CHECKING:
@@ -329,7 +329,7 @@ class Store(abc.ABC):
         holds (:class:`RunBusyError`).
         """
         from ..errors import RunBusyError, UnserializableResultError
-        from .history import as_int, check_answer
+        from .history import check_answer
         from .replay import settle_pending
 
         position = as_int(index)  # a numpy index read from store.to_pandas() too

@@ -56,7 +56,7 @@ from . import postgres_sql as q
 from .bad_rows import BadRow, in_order, journal_error, member
 from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
-from .postgres_lease import RELOCK_GRACE, AdvisoryLocks, readable
+from .postgres_lease import RELOCK_GRACE, AdvisoryLocks, told
 from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn, sql_name
 
 try:
@@ -202,7 +202,7 @@ class PostgresStore(Store):
             self._reset()
         local = self._local
         conn = getattr(local, "conn", None)
-        if conn is not None and not conn.closed and conn.info.transaction_status == IDLE and _told(conn):
+        if conn is not None and not conn.closed and conn.info.transaction_status == IDLE and told(conn):
             # The server sent this idle session something unasked: the message ending it (a restart,
             # pg_terminate_backend). The next statement would fail on it though nothing was sent yet
             # (the first read after a restart failed): replace it, and every thread's with it.
@@ -872,14 +872,6 @@ class PostgresStore(Store):
             for outcome in run_outcomes:
                 conn.execute(q.COMPLETE_FENCED, outcome.fenced())
             conn.execute(q.CLOSE, close)
-
-
-def _told(conn: Any) -> bool:
-    """Whether the server sent the idle session ``conn`` something unasked (the message ending it)."""
-    try:
-        return readable(conn.fileno())
-    except Exception:  # no socket left: as good as ended
-        return True
 
 
 def _raise_alone(err: BaseException, outer: BaseException | None) -> NoReturn:

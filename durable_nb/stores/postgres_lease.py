@@ -88,6 +88,15 @@ def readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])  # Windows: no poll, and no such limit on socket numbers
 
 
+def told(conn: Any) -> bool:
+    """Whether the server sent the idle session ``conn`` something unasked (the message ending it), or may have:
+    a connection without a socket (closed meanwhile) is as good as ended."""
+    try:
+        return readable(conn.fileno())
+    except Exception:
+        return True
+
+
 def lock_key(namespace: str, run_id: str) -> int:
     """The advisory lock key of a run: a signed 64-bit hash of schema and run id (no collisions in practice)."""
     raw = hashlib.blake2b(f"{namespace}\0{run_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -166,14 +175,7 @@ class AdvisoryLocks:
         two of the watcher's looks left a session that seemed live, and the write went out on
         the store's dead sessions, failing with JournalUnavailableError.
         """
-        return not self._suspect and run_id in self._held and self._live and not self._told()
-
-    def _told(self) -> bool:
-        """Whether the server sent the idle lease session something unasked (the message ending it), or may have."""
-        try:
-            return readable(self._conn.fileno())
-        except Exception:  # closed meanwhile (the watcher): not surely held
-            return True
+        return not self._suspect and run_id in self._held and self._live and not told(self._conn)
 
     def ensure(self, run_id: str) -> bool:
         """Whether this session holds the run's lock now, taking it again if the session was lost.
@@ -183,7 +185,7 @@ class AdvisoryLocks:
         refuses it if another context took the run over in between.
         """
         with self._mu:
-            if self._live and (self._suspect or self._told()):
+            if self._live and (self._suspect or told(self._conn)):
                 now, self._suspect = self._suspect, False
                 self._check_session(self._conn, now=now)  # a session the server lost fails here
             if run_id in self._held and self._live:

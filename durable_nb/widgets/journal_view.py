@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
+from ..journal.queries import as_int
 from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
 from ..journal.store import Store, check_run_id
 from . import render_journal as render
@@ -60,9 +61,9 @@ def _checked_args(run_id: object, page_size: object) -> int:
     'int' has no len()", ``run_id=b'..'`` showed nothing, ``page_size="50"`` failed comparing str and int."""
     if run_id is not None:
         check_run_id(run_id)
-    if isinstance(page_size, bool) or not hasattr(page_size, "__index__"):
+    size = as_int(page_size)
+    if size is None:
         raise TypeError(f"page_size must be an int (rows per page), got {type(page_size).__name__} {page_size!r}")
-    size: int = page_size.__index__()
     if size < 1:
         raise ValueError(f"page_size must be at least 1, got {size}")
     return size
