@@ -34,8 +34,8 @@ _seen: set[str] = set()
 """Journals this process connected to (and, in a forked child, its parent's)."""
 _inherited: set[str] = set()
 """Journals the parent had open at the fork: SQLite's table lists them, without this process's locks."""
-_held: dict[str, list[int]] = {}
-"""Journals whose reader locks this forked child took, with the descriptors holding them (never closed)."""
+_held: set[str] = set()
+"""Journals whose reader locks this forked child took (once each; the descriptors holding them stay open)."""
 
 
 def connecting(path: Path) -> None:
@@ -46,20 +46,21 @@ def connecting(path: Path) -> None:
     with _lock:
         _seen.add(key)
         if key in _inherited and key not in _held:
-            _held[key] = _take(key)
+            _take(key)
+            _held.add(key)
 
 
-def _take(key: str) -> list[int]:
-    """SHARED on the database file and the ``-shm``'s DMS byte, read locks on descriptors of this process."""
+def _take(key: str) -> None:
+    """SHARED on the database file and the ``-shm``'s DMS byte, read locks on descriptors of this process
+    that nothing closes (a close would drop the process's locks on the file); a forked grandchild keeps
+    copies of them open as well."""
     import fcntl
 
-    fds = []
     for name, start, size in ((key, SHARED_FIRST, SHARED_SIZE), (f"{key}-shm", SHM_DMS, 1)):
         try:
             fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             continue  # no -shm: the parent had no WAL open, SQLite opens it (with its lock) itself
-        fds.append(fd)
         deadline = time.monotonic() + WAIT
         while True:
             try:
@@ -69,19 +70,13 @@ def _take(key: str) -> list[int]:
                 if time.monotonic() > deadline:
                     break  # as before: unprotected, not stuck
                 time.sleep(0.005)
-    return fds
-
-
-_keep: list[int] = []
-"""Descriptors the parent held locks with: the child keeps them open (a close would drop its own locks)."""
 
 
 def _in_child() -> None:
     global _lock, _inherited, _held
     _lock = threading.Lock()  # a copy taken locked by another thread would hang the child
     _inherited = _inherited | _seen
-    _keep.extend(fd for fds in _held.values() for fd in fds)
-    _held = {}
+    _held = set()
 
 
 if hasattr(os, "register_at_fork"):
