@@ -149,6 +149,15 @@ def test_sync_run_of_an_async_action_outside_a_loop_works(store):
     assert dnb.LocalRunner(store).run(action, "o5", run_id="s") == {"order": "o5"}
 
 
+def drive(coro):
+    """Drive a coroutine as Flink Agents does: ``coro.send(None)`` until it stops, no asyncio loop."""
+    while True:
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value
+
+
 def test_flink_agents_style_driving_without_an_event_loop_works(store):
     """Flink Agents drives async actions with coro.send(None) and no asyncio loop; same code runs here."""
 
@@ -156,13 +165,6 @@ def test_flink_agents_style_driving_without_an_event_loop_works(store):
         first = await ctx.durable_execute_async(slow_charge, order)
         second = await ctx.durable_execute_async(slow_charge, order + "-b")
         return [first, second]
-
-    def drive(coro):
-        while True:
-            try:
-                coro.send(None)
-            except StopIteration as done:
-                return done.value
 
     for _ in range(2):
         with dnb.LocalRunner(store).context("drive") as ctx:
@@ -190,13 +192,6 @@ def test_a_coroutine_function_awaited_in_an_action_driven_without_a_loop_runs_on
 
     async def action(order, ctx):
         return await ctx.durable_execute_async(fetch_quote, order, reconciler=lambda: find_quote(order))
-
-    def drive(coro):
-        while True:
-            try:
-                coro.send(None)
-            except StopIteration as done:
-                return done.value
 
     runner = dnb.LocalRunner(store)
     for _ in range(2):  # executed, then replayed
