@@ -67,10 +67,17 @@ class UnsupportedFeatureError(DurableError, NotImplementedError):
 
 
 class DurableAsyncResult(AsyncExecutionResult):
-    """What ``ctx.durable_execute_async`` returns: awaitable once, like Flink Agents' own.
+    """What ``ctx.durable_execute_async`` returns: one durable call, made when first awaited.
 
     Driven either by an asyncio event loop or by ``coro.send(None)`` with no loop
     (Flink Agents' way); durable_nb's awaitable already supports both.
+
+    Awaited again, it gives the same outcome (the value, or the same exception)
+    without running or journaling anything: Flink Agents' ``AsyncExecutionResult``
+    may be awaited more than once (its local runner and a replayed call return
+    the one outcome each time), and a second ``await`` is no second call (it
+    would not be one on replay either, so journaling it would make the next
+    recovery a mismatch).
     """
 
     def __init__(self, awaitable: Any, func: Callable[..., Any], args: tuple[Any, ...],
@@ -78,9 +85,21 @@ class DurableAsyncResult(AsyncExecutionResult):
         # No executor: durable_nb decides where func runs (a worker thread) when awaited.
         super().__init__(None, func, args, kwargs)
         self._awaitable = awaitable
+        self._outcome: tuple[bool, Any] | None = None  # (raised, value or exception) once awaited to the end
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return (yield from self._awaitable.__await__())
+        if self._outcome is None:
+            try:
+                value = yield from self._awaitable.__await__()
+            except Exception as exc:  # a BaseException (Ctrl-C, a crash) is no outcome: the call stays PENDING
+                self._outcome = (True, exc)
+                raise
+            self._outcome = (False, value)
+            return value
+        raised, value = self._outcome
+        if raised:
+            raise value
+        return value
 
 
 class AgentContext(FlinkAgentsContext):

@@ -24,12 +24,13 @@ import asyncio
 import contextlib
 import inspect
 import os
+import reprlib
 import time
 import traceback
 from collections.abc import Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
-from flink_agents.api.events.event import InputEvent, OutputEvent
+from flink_agents.api.events.event import Event, InputEvent, OutputEvent
 from flink_agents.plan.function import JavaFunction
 from flink_agents.runtime.resource_cache import ResourceCache
 
@@ -123,15 +124,37 @@ class AgentAction:
         outputs: list[Any] = []
         while agent_ctx.events:
             event = agent_ctx.events.popleft()
-            if isinstance(event, OutputEvent) or event.get_type() == OutputEvent.EVENT_TYPE:
+            if _is_output(event):
                 outputs.append(OutputEvent.from_event(event).output)
                 continue
             for name in self.plan.actions_by_event.get(event.get_type(), ()):
                 agent_ctx.action_name = name
-                result = self.plan.actions[name].exec(event, agent_ctx)
-                if inspect.iscoroutine(result):
-                    drive(result)
+                try:
+                    result = self.plan.actions[name].exec(event, agent_ctx)
+                    if inspect.iscoroutine(result):
+                        drive(result)
+                except Exception as exc:
+                    queued = [OutputEvent.from_event(e).output for e in agent_ctx.events if _is_output(e)]
+                    _note_lost_outputs(exc, outputs + queued, name, agent_ctx.run_id)
+                    raise
         return outputs
+
+
+def _is_output(event: Event) -> bool:
+    return isinstance(event, OutputEvent) or event.get_type() == OutputEvent.EVENT_TYPE
+
+
+def _note_lost_outputs(exc: Exception, outputs: list[Any], action: str, run_id: str) -> None:
+    """Say on a failing action's exception which outputs the input had already sent.
+
+    A failed input gives no outputs (``run`` raises, ``map`` has a FAILED row), as a
+    failure fails Flink Agents' job and its local ``execute``; without this note
+    the outputs its actions sent (the failing one's too) vanish without a word.
+    """
+    if outputs:
+        shown = ", ".join(reprlib.repr(output) for output in outputs[:3]) + (", ..." if len(outputs) > 3 else "")
+        exc.add_note(f"AgentRunner: action {action!r} failed in run {run_id!r} after the input had sent "
+                     f"{len(outputs)} output(s) ({shown}); a failed input returns none of them.")
 
 
 def drive(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -312,6 +312,64 @@ def test_a_call_that_is_never_awaited_is_not_recorded_and_the_next_one_replays()
     assert [c.status for c in store.calls(runner.run_id("x", "k"))] == [Status.SUCCEEDED]
 
 
+class AwaitTwiceAgent(Agent):
+    """Awaits one ``durable_execute_async`` result twice, as an ``AsyncExecutionResult`` allows."""
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    async def process(event: Event, ctx: RunnerContext) -> None:
+        ok = ctx.durable_execute_async(compute_value, 1, 2)
+        first, again = await ok, await ok
+        failing = ctx.durable_execute_async(raise_exception, "no")
+        errors = []
+        for _ in range(2):
+            try:
+                await failing
+            except ValueError as exc:
+                errors.append(str(exc))
+        ctx.send_event(OutputEvent(output=[first, again, errors]))
+
+
+def test_a_durable_async_result_awaited_twice_gives_its_outcome_again_without_a_second_call():
+    """Flink Agents' local runner (and a replayed call) returns the one outcome on every await; a second
+    await is no second call: nothing runs or is journaled again, so a replay matches the journal."""
+    effects.clear()
+    store = dnb.MemoryStore()
+    runner = AgentRunner(AwaitTwiceAgent(), dnb.LocalRunner(store))
+    assert runner.run("x", key="k") == [[3, 3, ["no", "no"]]]
+    assert runner.run("x", key="k") == [[3, 3, ["no", "no"]]]  # replayed
+    assert effects == [("compute", (1, 2)), ("raise", "no")]
+    assert [c.status for c in store.calls(runner.run_id("x", "k"))] == [Status.SUCCEEDED, Status.FAILED]
+
+
+class FailsAfterAnOutputAgent(Agent):
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def process(event: Event, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output={"partial": ctx.durable_execute(compute_value, 1, 2)}))
+        ctx.send_event(Event(type="next", attributes={}))
+
+    @action("next")
+    @staticmethod
+    def later(event: Event, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output="queued"))  # sent by the failing action itself: not returned either
+        ctx.durable_execute(raise_exception, "later failed")
+
+
+def test_a_failing_input_gives_no_outputs_and_its_error_names_the_ones_it_had_sent():
+    """As in Flink Agents (the failure fails the job, and ``execute`` of its local runner), a failed
+    input returns no outputs; the exception says which ones an earlier action had sent, once per run."""
+    effects.clear()
+    runner = AgentRunner(FailsAfterAnOutputAgent(), dnb.LocalRunner(dnb.MemoryStore()))
+    for _ in range(2):  # the second run replays the failure, and says the same once
+        with pytest.raises(ValueError, match="later failed") as info:
+            runner.run("x", key="k")
+        assert len(info.value.__notes__) == 1
+        assert "action 'later' failed" in info.value.__notes__[0] and "2 output(s) ({'partial': 3}, 'queued')" in (
+            info.value.__notes__[0])
+    assert effects == [("compute", (1, 2)), ("raise", "later failed")]
+
+
 def test_agent_context_has_every_runner_context_method_with_its_exact_signature():
     for name, member in vars(RunnerContext).items():
         if name.startswith("_") or not getattr(member, "__isabstractmethod__", False):
