@@ -359,3 +359,26 @@ def test_a_durable_function_that_cannot_be_started_at_interpreter_shutdown_stays
     assert [c.status for c in store.calls("shutdown")] == [Status.PENDING]  # not the function's outcome
     assert runner.run(action, "o1", run_id="shutdown") == {"order": "o1"}  # the next attempt runs it
     assert ran["charge"] == 1
+
+
+def test_async_call_is_digested_with_the_arguments_it_runs_with(store):
+    """Was: digested when ``durable_execute_async`` was called, not when awaited. An action that changed a
+    list in between (``batch.clear()`` after ``tasks.append(...)``) journaled values the function never saw,
+    and a ChangedInputWarning blamed the durable function (here ``len``) for changing its arguments."""
+    import warnings
+
+    runner = dnb.LocalRunner(store)
+
+    async def action(_, ctx):
+        batch = ["a"]
+        pending = ctx.durable_execute_async(len, batch)
+        batch.append("b")
+        return await pending
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.ChangedInputWarning)
+        assert asyncio.run(runner.run_async(action, None, run_id="late")) == 2
+    [call] = store.calls("late")
+    assert call.args_digest == dnb.journal.digest.digest((["a", "b"],), {})
+    assert asyncio.run(runner.run_async(action, None, run_id="late")) == 2
+    assert store.calls("late")[0].origin is Origin.EXECUTED

@@ -70,6 +70,32 @@ def test_dataframes_digest_by_content():
     assert digest_value(a) != digest_value(pd.DataFrame({"y": [1, 2, 3]}))
 
 
+def test_a_categorical_digests_its_categories_and_their_order():
+    # Was: only the values and str(dtype) ("category") were digested, so after
+    # ``reorder_categories(..., ordered=True)`` a durable call replayed the result of the old order.
+    sizes = pd.Series(["S", "M", "L", "S"])
+    plain = sizes.astype("category")
+    ranked = sizes.astype(pd.CategoricalDtype(["S", "M", "L"], ordered=True))
+    unordered = sizes.astype(pd.CategoricalDtype(["S", "M", "L"]))
+    wider = sizes.astype(pd.CategoricalDtype(["L", "M", "S", "XL"]))
+    assert plain.sort_values().tolist() != ranked.sort_values().tolist()
+    assert len({digest_value(v) for v in (plain, ranked, unordered, wider)}) == 4
+    assert digest_value(pd.DataFrame({"size": plain})) != digest_value(pd.DataFrame({"size": ranked}))
+    indexed = pd.DataFrame({"n": [1, 2]}, index=pd.CategoricalIndex(["a", "b"], categories=["b", "a"]))
+    assert digest_value(indexed) != digest_value(indexed.set_axis(pd.CategoricalIndex(["a", "b"])))
+    # the default categories (what astype makes) digest as before: journals written before keep matching
+    assert digest_value(plain) == digest_value(sizes.astype(pd.CategoricalDtype(["L", "M", "S"])))
+    assert digest_value(plain) == "8d0f2b77300066e0935d665c1837e9a1"
+
+
+def test_pandas_values_that_are_not_frames_digest_by_their_pickle():
+    # A Categorical array, a Timestamp or a Period are pandas values with no index: digesting one must not look
+    # for the categorical settings of frames (it raised AttributeError, so the durable call failed).
+    values = [pd.Categorical(["a", "b"]), pd.Categorical(["a", "b"], categories=["b", "a"], ordered=True),
+              pd.Timestamp("2020-01-01", tz="UTC"), pd.Period("2020-01", freq="M"), pd.Interval(0, 1)]
+    assert len({digest_value(v) for v in values}) == len(values)
+
+
 class Color(enum.Enum):
     RED = 1
 

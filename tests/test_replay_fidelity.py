@@ -236,3 +236,30 @@ def test_a_failure_larger_than_the_store_holds_is_journaled_as_its_class_and_arg
     [call] = store.calls("r")
     assert call.status is dnb.Status.FAILED and len(call.payload or b"") <= 20_000
     assert runner.run(act, None, run_id="r") == "the real error"  # replayed: still a ValueError
+
+
+SLOTTED = '''
+class Declined(Exception):
+    __slots__ = ("code",)
+
+    def __init__(self, code):
+        super().__init__("declined")
+        self.code = code
+
+    def __str__(self):
+        return f"declined with code {self.code}"
+
+def failing():
+    raise Declined(51)
+
+with dnb.LocalRunner(store).context("slots") as ctx:
+    kind, exc = outcome(ctx, failing)
+    print(kind, type(exc).__name__, repr(exc.code), str(exc))
+'''
+
+
+def test_a_replayed_exception_keeps_the_values_of_its_slots(tmp_path: Path) -> None:
+    # Was: pickle's default keeps args and __dict__ only, so ``cls(*args)`` rebuilt the exception and
+    # ``self.code`` (a slot) replayed as "declined", the message, instead of 51: wrong data, no error.
+    first, replay = twice(tmp_path, SLOTTED)
+    assert first == replay == ["raised Declined 51 declined with code 51"]

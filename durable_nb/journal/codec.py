@@ -137,11 +137,11 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             # The attributes go as the state pickle sets once the exception exists (``BaseException.__setstate__``,
             # as pickle's default does), not as an argument of its loader: an exception an attribute refers back
             # to (``exc.me = exc``, ``exc.pair = (exc, 1)``) pickled as before instead of recursing to the limit.
-            make, args, state = _rebuild_exception, (cls, exc.args, {}), getattr(exc, "__dict__", None)
+            make, args, state = _rebuild_exception, (cls, exc.args, {}), _attributes(exc)
         elif isinstance(exc, OSError) and _os_error_with_own_init(type(exc)):
             # The same for an OSError subclass with an ``__init__`` of its own: pickle's ``cls(errno, strerror,
             # filename)`` fails to load ``NotFound(path)``. Built as OSError builds it, ``__init__`` not called.
-            make, args, state = _rebuild_os_error, (cls, exc.__reduce__()[1]), getattr(exc, "__dict__", None)
+            make, args, state = _rebuild_os_error, (cls, exc.__reduce__()[1]), _attributes(exc)
         elif cls.__setstate__ is BaseException.__setstate__:  # its own __reduce__ (OSError, ImportError, ...)
             reduced = exc.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
             if isinstance(reduced, tuple) and len(reduced) > 3 and all(x is None for x in reduced[3:]):
@@ -194,6 +194,21 @@ def _chain_state(exc: BaseException, member_of: Callable[[BaseException], Any]) 
     if state.get("__cause__") is not None or state.get("__context__") is not None or exc.__suppress_context__:
         state["__suppress_context__"] = exc.__suppress_context__
     return state
+
+
+def _attributes(exc: BaseException) -> dict[str, Any] | None:
+    """An exception's ``__dict__`` and the values of its class's ``__slots__`` (None: neither has any).
+
+    Why the slots: pickle's default keeps ``args`` and ``__dict__`` only, and rebuilds with ``cls(*args)``:
+    ``self.code`` of ``__slots__ = ("code",)`` replayed as whatever ``__init__`` made of the message
+    (``code == "declined"`` instead of ``51``), silently. ``BaseException.__setstate__`` sets them back.
+    """
+    state = getattr(exc, "__dict__", None)
+    names = [n for n in copyreg._slotnames(type(exc)) if n not in ("__dict__", "__weakref__")]  # type: ignore[attr-defined]
+    if not names:
+        return state
+    slots = {n: getattr(exc, n) for n in names if hasattr(exc, n)}
+    return {**slots, **(state or {})} or None
 
 
 def _memoryview_reduction(view: memoryview) -> tuple[Any, ...] | None:
@@ -306,7 +321,7 @@ def _degraded(exc: BaseException, member_of: Callable[[BaseException], Any] | No
     and its cause and context as ``member_of`` keeps them (:meth:`_Pickler._member`)."""
     args = tuple(_picklable_or_repr(a) for a in exc.args)
     state = {}
-    for name, value in getattr(exc, "__dict__", {}).items():
+    for name, value in (_attributes(exc) or {}).items():
         try:
             dumps(value)
         except Exception:

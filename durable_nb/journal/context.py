@@ -39,10 +39,11 @@ from ..errors import (
     RecordDecodeError,
     refuse_run_id,
 )
+from .digest import digest
 from .lease import end_owner, new_owner
 from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
 from .records import CallRecord, RunStatus
-from .replay import Decision, Journal, Step, StopRecovery, check_reconciler, identify, replay
+from .replay import Decision, Journal, Step, StopRecovery, check_reconciler, identity_of, replay
 from .store import Store
 
 T = TypeVar("T")
@@ -112,15 +113,15 @@ class RunnerContext:
     ) -> Awaitable[T]:
         """Awaitable ``durable_execute``: ``func`` runs off the event loop.
 
-        Arguments and the reconciler are checked now; nothing is written until the
-        result is awaited. A coroutine function is awaited on the loop instead (driven
+        The function and the reconciler are checked now; the arguments are digested, and
+        anything written, when the result is awaited. A coroutine function is awaited on the loop instead (driven
         without a loop, Flink Agents' way: on a loop of its own, in a worker thread).
         """
         check_reconciler(reconciler, awaited=True)
         if inside_call():  # part of the enclosing durable call: a plain call (durable_nb.journal.nesting)
             return _Deferred(functools.partial(_plain_async, functools.partial(func, *args, **kwargs)))
-        call_id, args_digest = identify(func, args, kwargs)
-        return _Deferred(functools.partial(self._execute_async, func, args, kwargs, reconciler, call_id, args_digest))
+        call_id, salt = identity_of(func)
+        return _Deferred(functools.partial(self._execute_async, func, args, kwargs, reconciler, call_id, salt))
 
     async def _execute_async(
         self,
@@ -129,10 +130,14 @@ class RunnerContext:
         kwargs: dict[str, Any],
         reconciler: Callable[[], Any] | None,
         call_id: str,
-        args_digest: str,
+        salt: bytes,
     ) -> Any:
         __tracebackhide__ = True
         journal = self.journal
+        # Digested when awaited, not when called: the function runs with the arguments as they are now, and a
+        # list the action changed in between (``batch.clear()`` after ``tasks.append(...)``) was journaled
+        # with the values it did not run with, and the ChangedInputWarning blamed the durable function.
+        args_digest = digest(args, kwargs, salt)
         if self._cancelled_awaits:
             self._went_on(func)
         # On another thread's event loop (a thread the action started): the run's end waits for it as for

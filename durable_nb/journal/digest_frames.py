@@ -17,8 +17,9 @@ def encode_pandas(obj: Any, out: list[bytes], depth: int = 0) -> None:
     import pandas as pd
 
     if not isinstance(obj, (pd.DataFrame, pd.Series, pd.Index)):
-        _d._encode_pickled(obj, out, depth)
-    elif pandas_exact(obj):
+        _d._encode_pickled(obj, out, depth)  # a Categorical, Timestamp, ...: its pickle holds its categories
+        return
+    if pandas_exact(obj):
         # hash_pandas_object is content-based and seed-fixed: stable across processes,
         # and exact here (str labels, object columns of str only). Kept as it was, so
         # journals written before keep matching.
@@ -44,6 +45,40 @@ def encode_pandas(obj: Any, out: list[bytes], depth: int = 0) -> None:
             _encode_values(obj, out, depth)
         else:
             _encode_labels(obj, out, depth)
+    settings = _category_settings(obj)
+    if settings:
+        out.append(b"K")
+        _d._encode(settings, out, depth + 1)
+
+
+def _category_settings(obj: Any) -> list[Any]:
+    """The categories and order of categorical columns (and labels) where they are not the default ones.
+
+    Why: both digests above see a categorical's values and ``str(dtype)`` ("category"), not its categories, so
+    ``reorder_categories(["S", "M", "L"], ordered=True)`` left the digest as it was and the call replayed
+    the result computed with the old order (``sort_values``, ``min``, ``groupby`` order all differ). Default
+    ones (unordered, categories the sorted values in use, what ``astype("category")`` makes) add nothing:
+    digests journaled before stay the same for them.
+    """
+    import pandas as pd
+
+    columns: list[tuple[Any, Any]] = []
+    if isinstance(obj, pd.DataFrame):
+        columns = [(i, obj.iloc[:, i]) for i, dtype in enumerate(obj.dtypes) if isinstance(dtype, pd.CategoricalDtype)]
+    elif isinstance(obj, pd.Series):
+        columns = [(0, obj)]
+    index = obj if isinstance(obj, pd.Index) else obj.index
+    columns += [(f"index {i}", index.get_level_values(i)) for i in range(index.nlevels)]
+    settings: list[Any] = []
+    for label, values in columns:
+        dtype = values.dtype
+        if not isinstance(dtype, pd.CategoricalDtype):
+            continue
+        codes = pd.Categorical(values).codes
+        inferred = pd.Categorical(dtype.categories[pd.unique(codes[codes >= 0])]).categories  # astype's
+        if dtype.ordered or not inferred.equals(dtype.categories):
+            settings.append((label, list(dtype.categories), dtype.ordered))
+    return settings
 
 
 def _typed_column(values: Any) -> bool:

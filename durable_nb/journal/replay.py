@@ -143,10 +143,15 @@ def check_reconciler(reconciler: Any, *, awaited: bool = False) -> None:
 
 def identify(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
     """``(call_id, args_digest)`` of a call, as matched against the journal."""
+    call_id, salt = identity_of(func)
+    return call_id, digest(args, kwargs, salt)
+
+
+def identity_of(func: Callable[..., Any]) -> tuple[str, bytes]:
+    """``(call_id, salt)`` of a durable function (the salt goes into its arguments' digest)."""
     if not callable(func):
         raise TypeError(f"durable_execute needs a callable first argument, got {type(func).__name__}")
-    call_id, salt = call_identity(func)
-    return call_id, digest(args, kwargs, salt)
+    return call_identity(func)
 
 
 def decide(recorded: CallRecord | None, call_id: str, args_digest: str, has_reconciler: bool) -> Decision:
