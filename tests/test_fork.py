@@ -249,3 +249,71 @@ def test_a_fork_survives_reopening_the_sqlite_file(tmp_path: Path):
         assert ran == {"charge": 1, "reserve": 1, "notify": 2}
     finally:
         again.close()
+
+
+ledger: dict[tuple[str, int], str] = {}
+"""A payments ledger: (run id, call index) -> the charge made."""
+
+
+def pay(key: tuple[str, int], amount: int) -> str:
+    ran["charge"] += 1
+    ledger[key] = f"charge {amount}"
+    return ledger[key]
+
+
+def action(amount: int, ctx: dnb.RunnerContext) -> str:
+    key = (ctx.run_id, 0)
+    return ctx.durable_execute(pay, key, amount, reconciler=lambda: ledger[key])  # did this run's charge happen?
+
+
+def test_a_pruned_or_forgotten_forks_id_is_never_given_to_a_new_fork(store):
+    """A ledger keyed by run id and call index must not take a new fork's charge for a pruned fork's.
+
+    The reconciler asks the ledger whether the charge of *this* run happened. When a new fork got the
+    id of a pruned one, it found the old fork's charge and the new charge was never made.
+    """
+    ledger.clear()
+    runner = dnb.LocalRunner(store)
+    runner.run(action, 10, run_id="r1")
+    first = runner.fork("r1", 0)
+    runner.run(action, 99, run_id=first)
+    assert [r.run_id for r in store.prune(keep_last=1)] == ["r1"]  # the parent goes too: it may come back
+    runner.run(action, 10, run_id="r1")
+    second = runner.fork("r1", 0)
+    store.delete_run(first)
+    with dnb.inject_crash(call=f"{__name__}.pay", point="before_call"), pytest.raises(dnb.SimulatedCrash):
+        runner.run(action, 50, run_id=second)
+    with pytest.raises(KeyError, match="r1.fork-2"):  # no charge of this run in the ledger: recovery says so
+        runner.run(action, 50, run_id=second)
+    store.delete_run(second)
+    assert [first, second, store.fork("r1", 0)] == ["r1.fork-1", "r1.fork-2", "r1.fork-3"]
+    assert store.fork("r1", 0, new_run_id="r1.fork-7") == "r1.fork-7"
+    store.delete_run("r1.fork-7")
+    assert store.fork("r1", 0) == "r1.fork-8"  # an id of that form named by hand is not given either
+    assert ran["charge"] == 3
+
+
+def test_a_journal_from_before_fork_numbers_were_kept_goes_on_after_its_highest_fork(tmp_path: Path):
+    """Its forks open and replay; a new fork takes a number after every fork in it (the gaps were pruned)."""
+    import sqlite3
+
+    path = tmp_path / "journal.db"
+    store = dnb.SqliteStore(path)
+    runner = dnb.LocalRunner(store)
+    runner.run(place_order, "o1", run_id="r1")
+    forks = [store.fork("r1", at=2) for _ in range(3)]
+    runner.run(place_order, "o1", run_id=forks[2])
+    store.delete_run(forks[0])
+    store.delete_run(forks[1])
+    store.close()
+    with sqlite3.connect(path) as conn:  # as a journal written by an older durable_nb: no fork number kept
+        conn.execute("DELETE FROM meta WHERE key LIKE 'fork_seq:%'")
+    conn.close()
+    again = dnb.SqliteStore(path)
+    try:
+        assert dnb.LocalRunner(again).run(place_order, "o1", run_id=forks[2]) == "mail o1 slot-o1"
+        assert ran == {"charge": 1, "reserve": 1, "notify": 2}
+        assert again.fork("r1", at=1) == "r1.fork-4"
+        assert again.fork("r1.fork-3", at=1) == "r1.fork-3.fork-1"
+    finally:
+        again.close()

@@ -14,6 +14,13 @@ Decisions, documented in README "Time travel":
 * **A fork starts RUNNING with no owner** (attempts 0): a run stopped at call
   ``at``, which the next ``runner.run(..., run_id=new_id)`` continues. ``prune``
   leaves it alone like any unfinished run.
+* **A generated fork id is never given twice in one journal**, not even after the fork
+  was pruned or forgotten: a reconciler or an external system that dedupes by run id
+  (a payments ledger keyed by run id and call index) would take the new fork's side
+  effect for the old one's. Each store keeps the last number it generated per forked
+  run (:func:`fork_seq_key`; it stays when the parent is pruned, as a run may be
+  started again under the same id) and goes on after it and after any existing
+  ``<run_id>.fork-<n>`` (a journal written before the number was kept).
 * **prune's "recent"/"older" use ``updated_at``** (the run's last activity); the
   ``keep_last`` most recent are counted over every run in the store, not only the
   ones of ``status``; a run held open by a live process is never removed, even
@@ -96,13 +103,46 @@ def prune_batches(selected: list[RunRecord]) -> Iterator[list[RunRecord]]:
         yield selected[start:start + PRUNE_BATCH]
 
 
+def fork_prefix(run_id: str) -> tuple[str, str]:
+    """``(low, high)``: the run ids ``low <= id < high`` are those starting ``<run_id>.fork-`` (an index range)."""
+    return f"{run_id}.fork-", f"{run_id}.fork."
+
+
+def fork_seq_key(run_id: str) -> str:
+    """The ``meta`` key (SqliteStore, PostgresStore) of the last fork number generated for ``run_id``."""
+    return f"fork_seq:{run_id}"
+
+
+def fork_number(run_id: str, new_id: str) -> int | None:
+    """n when ``new_id`` is ``<run_id>.fork-<n>`` or a run named after it (``<run_id>.fork-<n>.fork-1``)."""
+    low, _ = fork_prefix(run_id)
+    if not new_id.startswith(low):
+        return None
+    tail = new_id[len(low):]
+    digits = len(tail) - len(tail.lstrip("0123456789"))
+    return int(tail[:digits]) if digits and tail[:digits].isascii() else None
+
+
+def forks_issued(run_id: str, recorded: Any, existing: Iterable[str]) -> int:
+    """The highest fork number of ``run_id`` given out: the one kept (``recorded``), or seen in ``existing`` ids.
+
+    ``recorded`` is the kept value as read (a ``meta`` text, None when never kept); one that is not a number
+    (edited by hand) counts as none, the existing ids still keep the numbers in use.
+    """
+    text = str(recorded)
+    kept = int(text) if text.isascii() and text.isdigit() else 0
+    seen = (fork_number(run_id, rid) for rid in existing)
+    return max([kept, *(n for n in seen if n is not None)])
+
+
 def check_fork(
     run_id: str, at: int, new_run_id: str | None, calls: list[CallRecord] | None, exists: Callable[[str], bool],
-    where: str = "", head: FreshHead | None = None,
+    where: str = "", head: FreshHead | None = None, issued: int = 0,
 ) -> str:
     """Validate a fork against the parent's calls (None: no such run); return the new run id.
 
     With ``head`` (a cell fork) call 0 is written afresh, not copied: it may be PENDING, and ``at`` is 1 or more.
+    A generated id takes the number after ``issued`` (:func:`forks_issued`), so none is given twice.
     """
     if calls is None:
         raise RunNotFoundError(run_id, where, "Fork an existing run: see store.runs().")
@@ -122,7 +162,7 @@ def check_fork(
                 f"at={rec.index} so that the fork runs that call again."
             )
     if new_run_id is None:
-        n = 1
+        n = issued + 1
         while exists(f"{run_id}.fork-{n}"):
             n += 1
         return f"{run_id}.fork-{n}"

@@ -240,7 +240,8 @@ class Store(abc.ABC):
         Running the action on the new run replays those ``at`` calls and executes
         from ``at`` on; the original run is untouched. The new run records its
         lineage (``parent_run_id``, ``forked_at``), starts RUNNING with no owner,
-        and gets the id ``f"{run_id}.fork-{n}"`` unless ``new_run_id`` is given.
+        and gets the id ``f"{run_id}.fork-{n}"`` unless ``new_run_id`` is given, ``n`` one never given
+        before in this journal (a pruned fork's id could make a ledger keyed by run id skip the new side effect).
         Refused (nothing written): an unknown run (:class:`RunNotFoundError`), ``at``
         outside ``0..len(calls)``, an existing ``new_run_id``, or a PENDING call
         among the copied ones (two runs would recover one in-flight side effect).

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import LeaseLostError, RunBusyError
-from ..journal.history import FreshHead, PruneRule, check_fork, fork_row, forked_calls
+from ..journal.history import FreshHead, PruneRule, check_fork, fork_number, fork_row, forked_calls, forks_issued
 from ..journal.lease import Lease, describe_owner, end_owner
 from ..journal.queries import check_page, check_prefix, check_status
 from ..journal.records import (
@@ -60,6 +60,7 @@ class MemoryStore(Store):
         self.name: str | None = None
         self._holders: dict[str, str] = {}
         self._leases: dict[str, Lease] = {}
+        self._fork_seq: dict[str, int] = {}  # the last fork number given per run: never given again (history.py)
 
     @classmethod
     def named(cls, name: str) -> MemoryStore:
@@ -290,11 +291,13 @@ class MemoryStore(Store):
     def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
         with self._lock:
             parent = self._runs.get(run_id)
+            issued = forks_issued(run_id, self._fork_seq.get(run_id), self._runs)
             new_id = check_fork(
                 run_id, at, new_run_id, None if parent is None else parent.calls, self._runs.__contains__, repr(self),
-                head,
+                head, issued,
             )
             assert parent is not None
+            self._fork_seq[run_id] = max(issued, fork_number(run_id, new_id) or 0)
             copies = forked_calls(parent.calls[:at], new_id)
             if head is not None:
                 copies[0] = head.first_call(new_id, now)

@@ -47,7 +47,18 @@ from typing import Any, NoReturn
 
 from ..errors import JournalFormatError, JournalUnavailableError, LeaseLostError, RunBusyError
 from ..journal import codec
-from ..journal.history import FreshHead, PruneRule, check_fork, fork_id_taken, fork_row, prune_batches
+from ..journal.history import (
+    FreshHead,
+    PruneRule,
+    check_fork,
+    fork_id_taken,
+    fork_number,
+    fork_prefix,
+    fork_row,
+    fork_seq_key,
+    forks_issued,
+    prune_batches,
+)
 from ..journal.lease import Lease, describe_lock_holder, describe_owner, owner_gone, owner_is_alive
 from ..journal.queries import calls_where, check_page, check_prefix
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
@@ -742,7 +753,14 @@ class PostgresStore(Store):
         def taken(rid: str) -> bool:
             return conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (rid,)).fetchone() is not None
 
-        new_id = check_fork(run_id, at, new_run_id, parent, taken, repr(self), head)
+        key = fork_seq_key(run_id)  # the last number given (history.py): a pruned fork's id is not given again
+        kept = conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        existing = conn.execute(q.RUN_IDS_LIKE, (q.like_prefix(fork_prefix(run_id)[0]),))
+        issued = forks_issued(run_id, kept and kept[0], (r[0] for r in existing))
+        new_id = check_fork(run_id, at, new_run_id, parent, taken, repr(self), head, issued)
+        number = fork_number(run_id, new_id)
+        if number is not None and number > issued:
+            conn.execute(q.KEEP_META, (key, str(number)))
         parent_run_id, forked_at, attempts = fork_row(head, run_id, at)
         conn.execute(q.FORK_RUN, (new_id, now, now, attempts, parent_run_id, forked_at))
         conn.execute(q.FORK_CALLS, (new_id, run_id, at))

@@ -161,6 +161,7 @@ FORK_RUN = (
     "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, owner, n_discarded, parent_run_id, "
     "forked_at) VALUES (%s, 'RUNNING', %s, %s, %s, NULL, 0, %s, %s)"
 )
+KEEP_META = "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
 FORK_CALLS = (
     "INSERT INTO calls (run_id, idx, call_id, args_digest, status, origin, payload, payload_format, "
     "result_preview, error_preview, started_at, finished_at, prompt) SELECT %s, idx, call_id, args_digest, "

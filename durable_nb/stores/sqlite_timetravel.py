@@ -14,7 +14,17 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from ..journal.history import FreshHead, PruneRule, check_fork, fork_row, prune_batches
+from ..journal.history import (
+    FreshHead,
+    PruneRule,
+    check_fork,
+    fork_number,
+    fork_prefix,
+    fork_row,
+    fork_seq_key,
+    forks_issued,
+    prune_batches,
+)
 from ..journal.records import CallRecord, RunRecord, Status
 
 # Columns a fork copies (everything but seq, which orders the journal, and run_id).
@@ -68,7 +78,12 @@ class SqliteTimeTravel:
                         "SELECT idx, call_id, status FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
                     )
                 ]
-            new_id = check_fork(run_id, at, new_run_id, calls, exists, repr(self), head)
+            issued = _forks_issued(conn, run_id)
+            new_id = check_fork(run_id, at, new_run_id, calls, exists, repr(self), head, issued)
+            number = fork_number(run_id, new_id)
+            if number is not None and number > issued:  # kept in meta: never given again, even once pruned
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                             (fork_seq_key(run_id), str(number)))
             parent, forked_at, attempts = fork_row(head, run_id, at)
             conn.execute(
                 "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, parent_run_id, forked_at) "
@@ -154,6 +169,13 @@ class SqliteTimeTravel:
     def set_prompt(self, run_id: str, index: int, prompt: str) -> None:
         with self._write() as conn:
             conn.execute("UPDATE calls SET prompt = ? WHERE run_id = ? AND idx = ?", (prompt, run_id, index))
+
+
+def _forks_issued(conn: sqlite3.Connection, run_id: str) -> int:
+    """Inside the fork's write transaction: the last fork number of ``run_id`` given (``history.forks_issued``)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (fork_seq_key(run_id),)).fetchone()
+    existing = conn.execute("SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ?", fork_prefix(run_id))
+    return forks_issued(run_id, None if row is None else row[0], (r[0] for r in existing))
 
 
 def delete_runs(conn: sqlite3.Connection, run_ids: Iterable[str]) -> None:
