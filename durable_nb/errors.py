@@ -265,15 +265,19 @@ class RunIdTypeError(TypeError, ValueError):
     """A run id that is not a str: a ``TypeError``, and a ``ValueError`` as these refusals always were."""
 
 
-def refuse_run_id(name: str, value: object) -> None:
-    """Raise for a run id argument that is not a non-empty str, naming its type and the fix.
+def check_run_id(value: object, name: str = "run_id", *, empty_ok: bool = False) -> None:
+    """The one check of a run id argument: a str (:class:`RunIdTypeError` naming its type and the fix), and not
+    empty unless ``empty_ok`` (a store's read of '' finds nothing; a run cannot be named '').
 
-    Why: "run_id must be a non-empty string, got 5" was a ValueError only, while the store's
-    reads raised TypeError for the same int; callers catching either now catch it.
+    Why one: the store's reads and ``open_run``/``fork`` checked run ids apart, and said TypeError and
+    ValueError for the same int; an int (a row number, a key) found nothing on one store and failed on another.
     """
+    if isinstance(value, str) and (value or empty_ok):
+        return
     if not isinstance(value, str):
-        raise RunIdTypeError(f"{name} must be a non-empty string, got {type(value).__name__} {value!r:.200}; a run "
-                             f"id is a str (e.g. 'order-42'); convert an id read from a number column with str(...)")
+        raise RunIdTypeError(f"{name} must be a {'' if empty_ok else 'non-empty '}string, got {type(value).__name__} "
+                             f"{value!r:.200}; a run id is a str (e.g. 'order-42'); convert an id read from a number "
+                             f"column with str(...)")
     if not value:
         raise ValueError(f"{name} must be a non-empty string, got ''; name the run, e.g. {name}='order-42'")
 

@@ -157,6 +157,32 @@ def test_an_action_that_stops_early_reports_the_unreached_calls(store):
     assert "never reached" in repr(report)
 
 
+def test_a_strict_runners_dry_run_reports_a_mismatch_as_refused_not_as_a_call_that_runs_again(store):
+    dnb.LocalRunner(store).run(place_order, "o1", run_id="r1")
+    strict = dnb.LocalRunner(store, strict=True)
+    report = strict.dry_run(place_order_edited, "o1", run_id="r1")
+    with pytest.raises(dnb.NonDeterminismError):  # what the dry run must predict
+        strict.run(place_order_edited, "o1", run_id="r1")
+    assert (report.stopped_at, report.decision, report.strict, report.refused) == (0, Decision.MISMATCH, True, True)
+    shown = repr(report)
+    assert "refused" in shown and "NonDeterminismError" in shown and "executed (strict" not in shown
+    assert "discarded and the call executed" not in report.rule
+    lenient = dnb.LocalRunner(store).dry_run(place_order_edited, "o1", run_id="r1")
+    assert not lenient.refused and "would mismatch" in repr(lenient)
+    assert ran == {"charge": 1, "notify": 1}  # the first run only
+
+
+def test_a_strict_runners_dry_run_reports_unreached_calls_as_refused(store):
+    def shorter(order: str, ctx: dnb.RunnerContext) -> dict:
+        return ctx.durable_execute(charge, order, 10, reconciler=lookup)
+
+    dnb.LocalRunner(store).run(place_order, "o1", run_id="r1")
+    report = dnb.LocalRunner(store, strict=True).dry_run(shorter, "o1", run_id="r1")
+    assert report.stopped_at is None and report.unreached == 1 and report.refused
+    assert report.result_preview is None and report.error and report.error.startswith("NonDeterminismError")
+    assert "strict mode refuses" in repr(report) and "would be discarded" not in repr(report)
+
+
 def test_an_unknown_run_stops_at_call_zero_and_is_not_created(store):
     report = dnb.LocalRunner(store).dry_run(place_order, "o1", run_id="never")
     assert (report.stopped_at, report.decision) == (0, Decision.EXECUTE)

@@ -241,3 +241,32 @@ def test_a_payload_that_is_no_outcome_is_named_as_damage_not_blamed_on_a_class(m
         assert "loading code" not in str(err) and "importable" not in str(err) and "without its payload" not in str(err)
     assert j.ran == [], "nothing ran again"
     assert j.snapshot() == before
+
+
+def test_widgets_open_on_a_row_no_one_writes_show_it_escaped_and_refuse_only_its_run(made):
+    j = made("UPDATE calls SET status = '<b>BOGUS</b>' WHERE run_id = 'r' AND idx = 1")
+    store = j.open()
+    try:
+        for rid in ("p1", "p2"):  # two calls in flight; then p1's PENDING row gets an origin typed in
+            with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="charge", point="after_call"):
+                dnb.LocalRunner(store).run(action(j.ran), "o", run_id=rid)
+        j.sql("UPDATE calls SET origin = '<i>MAGIC</i>' WHERE run_id = 'p1'")
+        j.ran.clear()
+        panel = dnb.ReconcilePanel(store, reconcilers={"charge": lambda: "found"})
+        assert [r.record.run_id for r in panel.rows] == ["p2"]
+        bad = "".join(w.value for w in panel._unreadable)
+        assert "run 'p1' has origin '&lt;i&gt;MAGIC" in bad.replace("&#x27;", "'") and "<i>" not in bad
+        assert panel.reconcile(panel.row("p2", 0))  # the other run's call is still settled from the panel
+        panel.close()
+
+        stepper = dnb.ReplayStepper(store, "r", action(j.ran), "o")
+        row = re.search(r'<tr class="[^"]*dnb-unreadable[^"]*" data-index="1">.*?</tr>', stepper.plan_table.value)
+        assert row is not None and "&lt;b&gt;BOGUS" in row.group() and "<b>BOGUS" not in stepper.plan_table.value
+        stepper.step()
+        assert "JournalFormatError" in stepper.message.value and j.ran == []  # the run itself is refused
+        assert stepper.journal_view is not None
+        assert "dnb-unreadable-row" in stepper.journal_view.table.value
+        assert [r.index for r in stepper.journal_view.records] == [0]
+        stepper.close()
+    finally:
+        store.close()

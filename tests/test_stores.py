@@ -258,8 +258,9 @@ def test_a_run_id_that_is_not_a_str_is_a_type_error_on_every_store(store):
     dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 5, run_id="5")
     for read in (lambda: store.calls(5), lambda: store.run(5), lambda: store.to_pandas(run_id=5),
                  lambda: store.waiting(5)):
-        with pytest.raises(TypeError, match="a run id is a str"):
+        with pytest.raises(TypeError, match="a run id is a str") as err:
             read()
+        assert isinstance(err.value, ValueError)  # one check (errors.check_run_id): as runner.run refuses it
     assert len(store.calls("5")) == 1
 
 

@@ -166,6 +166,25 @@ def test_a_changed_action_shows_the_mismatch_and_the_discarded_calls(store: dnb.
     assert "charge_card" in text(stepper.journal_view.discarded_table.value)
 
 
+def test_a_strict_stepper_refuses_a_mismatch_and_its_dry_run_says_refused(store: dnb.Store) -> None:
+    crashed(store)
+
+    def changed(order: int, ctx: dnb.RunnerContext) -> str:
+        return ctx.durable_execute(send_receipt, order, "?")  # a different call at index 0
+
+    before = [(c.call_id, c.status) for c in store.calls("order-1")]
+    stepper = dnb.ReplayStepper(store, "order-1", changed, 1, strict=True)
+    report = stepper.dry_run()
+    assert report is not None and report.refused
+    assert "refused" in text(stepper.dry_html.value) and "would mismatch" not in text(stepper.dry_html.value)
+    stepper.step_button.click()
+    stepper.run_button.click()
+    assert "Refused (strict mode)" in text(stepper.message.value)
+    assert "mismatch: refused" in text(stepper.position_label.value)
+    assert [(c.call_id, c.status) for c in store.calls("order-1")] == before  # nothing discarded
+    assert store.discarded("order-1") == [] and ran == {} and not stepper.done
+
+
 def test_an_action_that_raises_leaves_the_run_failed_and_says_so(store: dnb.Store) -> None:
     def broken(order: int, ctx: dnb.RunnerContext) -> None:
         ctx.durable_execute(reserve, order)

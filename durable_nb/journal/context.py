@@ -37,7 +37,7 @@ from ..errors import (
     JournalWriteError,
     NonDeterminismError,
     RecordDecodeError,
-    refuse_run_id,
+    check_run_id,
 )
 from .digest import digest
 from .lease import end_owner, new_owner
@@ -428,8 +428,7 @@ def _is_async(func: Callable[..., Any]) -> bool:
 
 def check_open_run_id(run_id: object) -> None:
     """The run ids ``open_run`` accepts; ``runner.dry_run`` checks the same, never predicting a refused run."""
-    if not isinstance(run_id, str) or not run_id:
-        refuse_run_id("run_id", run_id)
+    check_run_id(run_id)
 
 
 def refuse_inside_loop(instead: str, awaitable: Any = None) -> None:

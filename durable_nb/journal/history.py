@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from ..errors import RunNotFoundError, refuse_run_id
+from ..errors import RunNotFoundError, check_run_id
 from .lease import owner_is_alive
 from .queries import as_int
 from .records import CallRecord, RunRecord, RunStatus, Status, type_name
@@ -50,13 +50,12 @@ def check_fork_args(run_id: Any, at: Any, new_run_id: Any) -> int:
     ``store.to_pandas()`` or ``report.to_pandas()`` is a ``numpy.int64``, and refusing it
     made the obvious "fork at the failed call" from a DataFrame fail.
     """
-    if not isinstance(run_id, str) or not run_id:
-        refuse_run_id("run_id", run_id)
+    check_run_id(run_id)
     index = as_int(at)
     if index is None:
         raise TypeError(f"at must be a call index (int), got {type(at).__name__} {at!r}")
-    if new_run_id is not None and (not isinstance(new_run_id, str) or not new_run_id):
-        refuse_run_id("new_run_id", new_run_id)  # None: a generated id
+    if new_run_id is not None:  # None: a generated id
+        check_run_id(new_run_id, "new_run_id")
     return index
 
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import check_run_id
 from .queries import as_int, check_prefix
 from .records import INPUT_CALL_ID, CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 
@@ -37,12 +38,6 @@ if TYPE_CHECKING:
     from .history import FreshHead
 
 # ---------------------------------------------------------------- the protocol
-
-
-def check_run_id(run_id: object) -> None:
-    """A run id is a str: an int (a row number, a key) would find nothing on one store and fail on another."""
-    if not isinstance(run_id, str):
-        raise TypeError(f"a run id is a str (e.g. 'order-42'), got {type(run_id).__name__} {run_id!r}")
 
 
 class Store(abc.ABC):
@@ -131,7 +126,7 @@ class Store(abc.ABC):
         from .frames import calls_frame
 
         if run_id is not None:
-            check_run_id(run_id)
+            check_run_id(run_id, empty_ok=True)
         return calls_frame(self.query_calls(run_id=run_id))
 
     # -- writing: the vocabulary of the replay engine -------------------------
@@ -317,7 +312,7 @@ class Store(abc.ABC):
     def waiting(self, run_id: str | None = None) -> list[CallRecord]:
         """Unanswered ``durable_input`` calls (PENDING), journal order, with prompt and choices."""
         if run_id is not None:
-            check_run_id(run_id)
+            check_run_id(run_id, empty_ok=True)
         return self.query_calls(run_id=run_id, status=Status.PENDING, call_id=INPUT_CALL_ID)
 
     def answer(self, run_id: str, index: int, value: Any) -> CallRecord:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import JournalFormatError
+from ..errors import JournalFormatError, NonDeterminismError
 from . import codec
 from .nesting import enter_run, leave_run
 from .records import INPUT_CALL_ID, CallRecord, misnumbered
@@ -51,6 +51,10 @@ _RULES = {
     ),
 }
 _INPUT_RULE = "durable_input not answered yet: the run would stop WAITING for a person's answer"
+_STRICT_MISMATCH = (
+    "rule 2, strict mode: a different call is on record here: the run would be refused with NonDeterminismError "
+    "(nothing discarded, nothing executed)"
+)
 
 
 @dataclass(frozen=True)
@@ -65,10 +69,14 @@ class DryStep:
     """The argument digest the action makes now."""
     recorded: CallRecord | None
     """What the journal holds at this index (None: nothing)."""
+    strict: bool = False
+    """Examined for a strict runner: a mismatch here is refused (NonDeterminismError), not discarded."""
 
     @property
     def rule(self) -> str:
         """The replay rule that applies, in words."""
+        if self.strict and self.decision is Decision.MISMATCH:
+            return _STRICT_MISMATCH
         if self.recorded is not None and self.recorded.is_input and self.decision is not Decision.REPLAY \
                 and self.decision is not Decision.MISMATCH:
             return _INPUT_RULE
@@ -110,6 +118,14 @@ class DryRunReport:
     busy: bool = False
     """A live context holds the run now (another thread, kernel or process): a run now gets ``RunBusyError``,
     and a call the journal shows PENDING may be running there, not crashed."""
+    strict: bool = False
+    """Dry-run for a strict runner: what strict mode refuses (a mismatch, calls never reached) is reported as
+    refused, since a strict run raises NonDeterminismError there instead of discarding and executing."""
+
+    @property
+    def refused(self) -> bool:
+        """A strict run would raise NonDeterminismError: a mismatch at the stop, or recorded calls never reached."""
+        return self.strict and (self.decision is Decision.MISMATCH or (self.stopped_at is None and self.unreached > 0))
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per examined call: the decision, the current and the recorded call id and digest."""
@@ -134,16 +150,20 @@ class DryRunReport:
             # "all 1 calls" of a run whose journal shows three
             lines = [f"dry run of {self.run_id!r}: {'all ' * (self.replayed > 1)}{replayed}; nothing would run",
                      f"  {self.rule}"]
-            if self.unreached:
+            if self.unreached and self.strict:
+                lines.append(f"but {self.unreached} recorded call(s) are never reached: strict mode refuses the "
+                             f"run with NonDeterminismError (nothing discarded)")
+            elif self.unreached:
                 lines.append(f"but {self.unreached} recorded call(s) are never reached and would be discarded "
                              f"(strict mode: NonDeterminismError)")
-            if self.error:
+            if self.error and not self.refused:  # refused: the line above says what a strict run raises
                 lines.append(f"the action raised {self.error}")
             return lines
         assert self.decision is not None
         lines = [
             f"dry run of {self.run_id!r}: {replayed}, then call {self.stopped_at} would "
-            f"{self.decision.value}",
+            + ("be refused: a mismatch, and strict mode raises NonDeterminismError" if self.refused
+               else self.decision.value),
             f"  now:      {self.call_id}  args {str(self.args_digest)[:16]}",
         ]
         rec = self.recorded
@@ -204,7 +224,7 @@ class DryJournal(Journal):
             index = self.cursor
             recorded = self._log[index] if index < len(self._log) else None
             decision = decide(recorded, call_id, args_digest, has_reconciler)
-            step = DryStep(index, decision, call_id, args_digest, recorded)
+            step = DryStep(index, decision, call_id, args_digest, recorded, self.strict)
             self.steps.append(step)
             if decision is not Decision.REPLAY:
                 self.stop = step
@@ -225,14 +245,18 @@ def _report(journal: DryJournal, result: Any, error: BaseException | None) -> Dr
     if stop is not None:
         return DryRunReport(
             journal.run_id, stop.index, stop.decision, stop.recorded, stop.call_id, stop.args_digest,
-            stop.rule, replayed, steps=tuple(journal.steps),
+            stop.rule, replayed, steps=tuple(journal.steps), strict=journal.strict,
         )
     unreached = max(0, len(journal.calls) - journal.cursor) if error is None and not journal.reached_none else 0
+    if unreached and journal.strict:  # a strict run raises this at its end instead of returning the result
+        rec = journal.calls[journal.cursor]
+        error = NonDeterminismError(journal.run_id, journal.cursor, rec.call_id, rec.args_digest, None, None)
     return DryRunReport(
         journal.run_id, None, None, None, None, None,
         "every call replays: the recorded outcomes are returned (or raised); nothing runs", replayed,
         unreached=unreached, error=None if error is None else codec.error_preview(error),
         result_preview=None if error is not None else codec.preview(result), steps=tuple(journal.steps),
+        strict=journal.strict,
     )
 
 
@@ -240,17 +264,21 @@ DRY_RUN_ASYNC = "runner.dry_run_async(action, value)"
 """What ``dry_run`` tells a caller inside a running event loop to use instead."""
 
 
-def dry_run(store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, key: Any = None) -> DryRunReport:
+def dry_run(
+    store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, key: Any = None, strict: bool = False
+) -> DryRunReport:
     """Run ``call(ctx)`` (an action bound to its input) against the journal of ``run_id``, dry.
 
     Refuses what ``runner.run`` refuses, with the same error: a run id ``open_run`` would
     refuse, and (after ``call`` returns a coroutine) a running event loop, where
-    ``asyncio.run`` cannot start; there use :func:`dry_run_async`.
+    ``asyncio.run`` cannot start; there use :func:`dry_run_async`. ``strict``: report what a
+    strict runner does (a mismatch is refused with NonDeterminismError, not discarded).
     """
     from .context import RunnerContext, _current, check_open_run_id, refuse_inside_loop
 
     check_open_run_id(run_id)
     journal = DryJournal(store, run_id, _recorded(store, run_id))
+    journal.strict = strict
     ctx = RunnerContext(journal, key=key)
     token, outside = _current.set(ctx), enter_run()
     try:
@@ -265,13 +293,14 @@ def dry_run(store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, 
 
 
 async def dry_run_async(
-    store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, key: Any = None
+    store: Store, run_id: str, call: Callable[[RunnerContext], Any], *, key: Any = None, strict: bool = False
 ) -> DryRunReport:
     """:func:`dry_run` for code inside a running event loop (notebook cells)."""
     from .context import RunnerContext, _current, check_open_run_id
 
     check_open_run_id(run_id)
     journal = DryJournal(store, run_id, _recorded(store, run_id))
+    journal.strict = strict
     ctx = RunnerContext(journal, key=key)
     token, outside = _current.set(ctx), enter_run()
     try:

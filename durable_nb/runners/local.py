@@ -245,10 +245,11 @@ class LocalRunner:
         :class:`DryRunReport`). Async actions too; inside a running event loop use
         :meth:`dry_run_async`. "Nothing run" means no durable function or reconciler: the
         replayed calls' recorded outcomes are unpickled, as in a real replay (trusted journals only).
+        A strict runner's dry run reports what strict mode refuses (a mismatch) as refused.
         """
         check_action(action, instead=timetravel.DRY_RUN_ASYNC)
         rid = run_id if run_id is not None else default_run_id(action, value)
-        return timetravel.dry_run(self.store, rid, lambda ctx: action(isolated(value), ctx))
+        return timetravel.dry_run(self.store, rid, lambda ctx: action(isolated(value), ctx), strict=self.strict)
 
     async def dry_run_async(
         self, action: Action, value: Any = None, run_id: str | None = None
@@ -256,4 +257,5 @@ class LocalRunner:
         """``dry_run`` for code already inside an event loop (notebook cells)."""
         check_action(action, sync=False)
         rid = run_id if run_id is not None else default_run_id(action, value)
-        return await timetravel.dry_run_async(self.store, rid, lambda ctx: action(isolated(value), ctx))
+        return await timetravel.dry_run_async(self.store, rid, lambda ctx: action(isolated(value), ctx),
+                                              strict=self.strict)

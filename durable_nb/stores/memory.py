@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ..errors import LeaseLostError, RunBusyError
+from ..errors import LeaseLostError, RunBusyError, check_run_id
 from ..journal.history import FreshHead, PruneRule, check_fork, fork_number, fork_row, forked_calls, forks_issued
 from ..journal.lease import Lease, describe_owner, end_owner
 from ..journal.queries import check_page, check_prefix, check_status
@@ -29,7 +29,7 @@ from ..journal.records import (
     Status,
     decode_prompt,
 )
-from ..journal.store import Store, check_run_id
+from ..journal.store import Store
 
 
 @dataclass
@@ -94,7 +94,7 @@ class MemoryStore(Store):
             return [self._record(k, r) for k, r in self._runs.items()]
 
     def run(self, run_id: str) -> RunRecord | None:
-        check_run_id(run_id)
+        check_run_id(run_id, empty_ok=True)
         with self._lock:
             run = self._runs.get(run_id)
             return self._record(run_id, run) if run else None
@@ -105,7 +105,7 @@ class MemoryStore(Store):
             return sorted(k for k in self._runs if k.startswith(prefix))
 
     def calls(self, run_id: str) -> list[CallRecord]:
-        check_run_id(run_id)
+        check_run_id(run_id, empty_ok=True)
         with self._lock:
             run = self._runs.get(run_id)
             return list(run.calls) if run else []

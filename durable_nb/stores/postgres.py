@@ -45,7 +45,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from ..errors import JournalFormatError, JournalUnavailableError, LeaseLostError, RunBusyError
+from ..errors import JournalFormatError, JournalUnavailableError, LeaseLostError, RunBusyError, check_run_id
 from ..journal import codec
 from ..journal.history import (
     FreshHead,
@@ -62,7 +62,7 @@ from ..journal.history import (
 from ..journal.lease import Lease, describe_lock_holder, describe_owner, owner_gone, owner_is_alive
 from ..journal.queries import calls_where, check_page, check_prefix
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
-from ..journal.store import Store, check_run_id
+from ..journal.store import Store
 from . import postgres_sql as q
 from .bad_rows import BadRow, in_order, journal_error, member
 from .dsn import mask_dsn, without_parameter
@@ -278,7 +278,7 @@ class PostgresStore(Store):
         if isinstance(exc, psycopg.errors.UndefinedFunction):  # ``text = integer``: a run id that is not a str
             try:
                 if run_id is not None:
-                    check_run_id(run_id)
+                    check_run_id(run_id, empty_ok=True)
             except TypeError as wrong:
                 return wrong
             return None

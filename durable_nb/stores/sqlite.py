@@ -52,6 +52,7 @@ from ..errors import (
     JournalWriteError,
     LeaseLostError,
     RunBusyError,
+    check_run_id,
     warn_at_user_code,
 )
 from ..journal.lease import (
@@ -65,7 +66,7 @@ from ..journal.lease import (
 )
 from ..journal.queries import calls_where, check_page, check_prefix
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
-from ..journal.store import Store, check_run_id
+from ..journal.store import Store
 from . import sqlite_file, sqlite_fork, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema, sqlite_view
 from .bad_rows import BadRow, in_order, member
 from .sqlite_commit import Committer, Op
@@ -682,7 +683,7 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     @_explains_damage
     def run(self, run_id: str) -> RunRecord | None:
-        check_run_id(run_id)
+        check_run_id(run_id, empty_ok=True)
         row = self._read().execute(self._run_select + " WHERE r.run_id = ?", (run_id,)).fetchone()
         return self._run_record(row) if row else None
 
@@ -693,7 +694,7 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     @_explains_damage
     def calls(self, run_id: str) -> list[CallRecord]:
-        check_run_id(run_id)
+        check_run_id(run_id, empty_ok=True)
         rows = self._read().execute(
             f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
         ).fetchall()

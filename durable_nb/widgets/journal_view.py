@@ -35,13 +35,15 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
+from ..errors import check_run_id
 from ..journal.queries import as_int
 from ..journal.records import CallRecord, DiscardedCall, RunRecord, Status
-from ..journal.store import Store, check_run_id
+from ..journal.store import Store
 from . import render_journal as render
 from ._close import close_children, close_own_store, open_own
 from ._html import fmt_time, label
 from ._poll import Poller
+from ._readable import Unreadable, readable_calls
 from ._sync import changed, unwatch, watch
 from .fork_control import ForkControl
 
@@ -60,7 +62,7 @@ def _checked_args(run_id: object, page_size: object) -> int:
     """The page size as an int, once both arguments are checked: ``run_id=5`` failed with "object of type
     'int' has no len()", ``run_id=b'..'`` showed nothing, ``page_size="50"`` failed comparing str and int."""
     if run_id is not None:
-        check_run_id(run_id)
+        check_run_id(run_id, empty_ok=True)
     size = as_int(page_size)
     if size is None:
         raise TypeError(f"page_size must be an int (rows per page), got {type(page_size).__name__} {page_size!r}")
@@ -84,6 +86,8 @@ class JournalView(W.VBox):
     """
 
     _closed = False  # set by close(): a closed view reads nothing more and cannot go live
+    unreadable: tuple[Unreadable, ...] = ()
+    """Rows of the visible page the store refuses to read (a status typed in by hand), shown under the table."""
 
     def __init__(
         self,
@@ -289,8 +293,9 @@ class JournalView(W.VBox):
         flt = self.filters
         self.total = self.store.count_calls(**flt)
         self.page_index = min(self.page_index, self.page_count - 1)
-        self.records = self.store.query_calls(**flt, offset=self.page_index * self.page_size,
-                                              limit=self.page_size)
+        read = readable_calls(self.store, **flt, offset=self.page_index * self.page_size, limit=self.page_size)
+        self.records = [r for r in read if isinstance(r, CallRecord)]
+        self.unreadable = tuple(r for r in read if isinstance(r, Unreadable))
         if with_runs:
             started = time.perf_counter()
             self._keep_runs()
@@ -338,7 +343,7 @@ class JournalView(W.VBox):
                     self.page_index, self.page_count, self.page_size, len(self.records), self.total)
                 self.first_button.disabled = self.prev_button.disabled = self.page_index == 0
                 self.next_button.disabled = self.last_button.disabled = self.page_index >= self.page_count - 1
-                self.table.value = render.calls_table(self.records)
+                self.table.value = render.calls_table(self.records) + render.unreadable_rows(self.unreadable)
                 self.timeline.value = render.timeline(self.records, self.discarded)
                 self.runs_table.value = render.runs_table(self.runs, RUNS_SHOWN, self._open_runs, self._parents)
                 self.discarded_table.value = render.discarded_table(self.discarded)

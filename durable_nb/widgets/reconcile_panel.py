@@ -20,7 +20,8 @@ each row's HTML is ``.dnb-pending-row`` with ``data-call="RUN#INDEX"``; its
 ``.dnb-state`` text goes from ``PENDING`` to ``SUCCEEDED · RECONCILED``,
 ``FAILED · RECONCILED``, ``SUCCEEDED · RESOLVED`` or
 ``will re-execute on next recovery``; ``.dnb-outcome`` holds the escaped
-preview. The panel's last message is ``.dnb-message`` (``.dnb-ok`` / ``.dnb-error``).
+preview. The panel's last message is ``.dnb-message`` (``.dnb-ok`` / ``.dnb-error``). A PENDING row the store
+refuses to read (a status or origin typed in by hand) is a ``.dnb-unreadable-row`` naming it, without buttons.
 
 Over 400 lines because each of the three buttons must hold up against a stale view (a call
 settled, deleted or replaced meanwhile) and a journal that fails under it, and says which.
@@ -43,6 +44,7 @@ from ..journal.replay import settle_pending
 from ..journal.store import Store
 from ._close import close_children, close_own_store, close_tree, open_own
 from ._html import esc, fmt_time, message, page
+from ._readable import Unreadable, readable_calls
 from ._sync import changed, unwatch, watch
 from .input_prompt import InputPrompt
 
@@ -102,6 +104,12 @@ def takes_record(reconciler: Any, call_id: str) -> bool:
             continue
         return bool(args)
     raise TypeError(f"the reconciler for {call_id!r} must take the CallRecord or no arguments, its signature is {sig}")
+
+
+def unreadable_row(row: Unreadable) -> W.HTML:
+    """A PENDING row the store refuses to read, shown with the store's reason (what is wrong, how to correct it)
+    and no buttons: its run cannot be opened until it is corrected, and the other rows stay usable."""
+    return W.HTML(page(f'<div class="dnb-unreadable-row dnb-error">cannot be read: {esc(row.reason)}</div>'))
 
 
 def call_reconciler(reconciler: Reconciler, record: CallRecord) -> Any:
@@ -199,6 +207,8 @@ class ReconcilePanel(W.VBox):
         self.total = 0
         self.rows: list[PendingRow] = []
         """The rows on the visible page; settled rows stay until the next :meth:`refresh`."""
+        self._unreadable: list[W.HTML] = []  # rows of the page the store refuses to read (a status typed in)
+        self._unreadable_inputs: list[W.HTML] = []
         self.header = W.HTML()
         self.message = W.HTML()
         self.refresh_button = W.Button(description="Refresh", icon="refresh")
@@ -268,17 +278,18 @@ class ReconcilePanel(W.VBox):
         self.total = self.store.count_calls(status=Status.PENDING, not_call_id=INPUT_CALL_ID)
         pages = max(1, -(-self.total // self.page_size))
         self.page_index = min(self.page_index, pages - 1)
-        records = self.store.query_calls(status=Status.PENDING, not_call_id=INPUT_CALL_ID,
-                                         offset=self.page_index * self.page_size, limit=self.page_size)
+        read = readable_calls(self.store, status=Status.PENDING, not_call_id=INPUT_CALL_ID,
+                              offset=self.page_index * self.page_size, limit=self.page_size)
         self._refresh_inputs(asking)
-        old = self.rows
-        self.rows = [PendingRow(r, r.call_id in self.reconcilers) for r in records]
+        old = [*self.rows, *self._unreadable]
+        self.rows = [PendingRow(r, r.call_id in self.reconcilers) for r in read if isinstance(r, CallRecord)]
+        self._unreadable = [unreadable_row(r) for r in read if isinstance(r, Unreadable)]
         for row in self.rows:
             row.reconcile_button.on_click(lambda _, row=row: self.reconcile(row))
             row.reexecute_button.on_click(lambda _, row=row: self.leave(row))
             row.resolve_button.on_click(lambda _, row=row: self.resolve(row, row.resolve_text.value))
         with self.hold_sync():
-            self.rows_box.children = self.rows
+            self.rows_box.children = [*self.rows, *self._unreadable]
             self.header.value = page(
                 f'<span class="dnb-count">{self.total:,} PENDING call{"" if self.total == 1 else "s"}</span>'
                 + (f" · page {self.page_index + 1} of {pages}" if pages > 1 else "")
@@ -294,15 +305,17 @@ class ReconcilePanel(W.VBox):
 
         Only the :data:`INPUTS_SHOWN` listed are read: 5,000 waiting inputs were all read on every refresh to
         list 50, and the count said "50 waiting inputs"."""
-        waiting = self.store.query_calls(status=Status.PENDING, call_id=INPUT_CALL_ID, limit=INPUTS_SHOWN)
+        read = readable_calls(self.store, status=Status.PENDING, call_id=INPUT_CALL_ID, limit=INPUTS_SHOWN)
+        waiting = [r for r in read if isinstance(r, CallRecord)]
         # An input answered here stays listed (ANSWERED) while its run still waits to be run again.
         kept = [p for p in self.inputs if p.state == "ANSWERED" and self._still_waiting(p.record.run_id)]
-        old = [p for p in self.inputs if p not in kept]
+        old: list[W.Widget] = [p for p in self.inputs if p not in kept] + self._unreadable_inputs
         self.inputs = kept + [InputPrompt(self.store, r) for r in waiting]
+        self._unreadable_inputs = [unreadable_row(r) for r in read if isinstance(r, Unreadable)]
         more = (f"; the oldest {len(waiting):,} are listed, store.waiting() lists every one"
-                if n > len(waiting) else "")
+                if n > len(read) else "")
         with self.hold_sync():
-            self.inputs_box.children = self.inputs
+            self.inputs_box.children = [*self.inputs, *self._unreadable_inputs]
             self.inputs_header.value = page(
                 f'<span class="dnb-waiting-count">{n:,} waiting input{"" if n == 1 else "s"}</span>'
                 + (f' <span class="dnb-note">answer one, then run its action or cell again{esc(more)}</span>'

@@ -39,12 +39,16 @@ def _decisions(report: Any) -> str:
     if report.stopped_at is None:
         text = f"every call replays ({report.replayed}); nothing would run"
         if getattr(report, "unreached", 0):
-            text += f"; {report.unreached} recorded call(s) never reached would be discarded"
-        if getattr(report, "error", None):
+            text += (f"; {report.unreached} recorded call(s) never reached: strict mode refuses the run "
+                     "(NonDeterminismError)" if getattr(report, "strict", False)
+                     else f"; {report.unreached} recorded call(s) never reached would be discarded")
+        if getattr(report, "error", None) and not getattr(report, "refused", False):
             text += f"; the action raised {report.error}"
         return text
-    return (f"{report.replayed} call{'' if report.replayed == 1 else 's'} replay, then call {report.stopped_at} "
-            f"would {report.decision.value}")
+    would = ("be refused: a mismatch, and strict mode raises NonDeterminismError" if getattr(report, "refused", False)
+             else report.decision.value)
+    calls = f"{report.replayed} call{'' if report.replayed == 1 else 's'}"
+    return f"{calls} replay, then call {report.stopped_at} would {would}"
 
 
 def dry_report_html(report: Any) -> str:

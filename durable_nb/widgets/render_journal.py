@@ -16,6 +16,7 @@ timeline bars are ``.dnb-bar.dnb-status-STATUS`` (``.dnb-origin-RECONCILED`` /
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from ..journal.records import CallRecord, DiscardedCall, RunRecord
 from ._html import STATUS_COLORS, esc, fmt_duration, fmt_time, page, seconds, status_cell, table, td
@@ -39,6 +40,12 @@ def read_error(exc: BaseException) -> str:
     """Shown instead of raising when the store cannot be read (a locked or removed file)."""
     return page(f'<div class="dnb-message dnb-error">could not read the journal: '
                 f"{esc(type(exc).__name__)}: {esc(exc)}</div>")
+
+
+def unreadable_rows(rows: Sequence[Any]) -> str:
+    """The page's rows the store refuses to read (``_readable.Unreadable``), each with the store's reason."""
+    return "".join(page(f'<div class="dnb-unreadable-row dnb-error">row {esc(r.position)} of this view cannot be '
+                        f"read: {esc(r.reason)}</div>") for r in rows)
 
 
 def calls_table(records: Sequence[CallRecord]) -> str:

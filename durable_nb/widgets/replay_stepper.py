@@ -27,7 +27,8 @@ drawn under the plan (:mod:`durable_nb.widgets.render_dry`).
 
 Stable hooks (for browser tests): buttons "Step", "Back", "Run to end", "Dry run"; the
 position text is ``.dnb-position`` ("position 1 of 3 recorded · next: call 1 ...");
-plan rows are ``tr.dnb-plan-row`` with ``data-index``; the row at the view
+plan rows are ``tr.dnb-plan-row`` with ``data-index`` (``dnb-unreadable`` for a row the store refuses to
+read, e.g. a status typed in by hand); the row at the view
 position has class ``dnb-current``; ``.dnb-performed`` cells hold the decision
 performed in this session ("reconcile", "replay", ...); ``.dnb-message`` holds the
 last outcome; ``.dnb-back-note`` the warning about Back. A long run's plan draws :data:`PLAN_ROWS` rows around
@@ -47,7 +48,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..errors import AwaitingInput, RunBusyError, SimulatedCrash, refuse_run_id
+from ..errors import AwaitingInput, NonDeterminismError, RunBusyError, SimulatedCrash, check_run_id
 from ..journal import codec
 from ..journal.context import RunnerContext, open_run
 from ..journal.records import CallRecord, Status, misnumbered
@@ -56,9 +57,10 @@ from ..journal.store import Store
 from ..journal.timetravel import DryRunReport
 from ..journal.timetravel import dry_run as _dry_run
 from ..runners.isolation import isolated
-from ..runners.local import Action, call_action, check_action, in_fresh_thread
+from ..runners.local import Action, call_action, check_action, check_strict, in_fresh_thread
 from ._close import close_children, close_own_store, open_own
 from ._html import esc, message, page, status_cell, table, td
+from ._readable import Unreadable, readable_calls
 from ._sync import changed
 from .journal_view import JournalView
 from .render_dry import dry_report_html, dry_summary
@@ -141,6 +143,8 @@ class ReplayStepper(W.VBox):
         value: the action's input (the same record the run was started with).
         journal_view: show a :class:`JournalView` of the run under the stepper, refreshed
             after every step.
+        strict: step as a strict runner recovers (``LocalRunner(store, strict=True)``): a call that
+            differs from the journal is refused with NonDeterminismError, nothing discarded or executed.
 
     Buttons: **Step** performs the next call of the recovery, **Back** moves the view
     one call back (nothing is undone), **Run to end** runs the rest of the action to
@@ -155,10 +159,11 @@ class ReplayStepper(W.VBox):
         value: Any = None,
         *,
         journal_view: bool = True,
+        strict: bool = False,
     ) -> None:
         check_action(action, sync=False)  # steps and dry runs run in a worker thread: async is fine in a loop
-        if not isinstance(run_id, str) or not run_id:
-            refuse_run_id("run_id", run_id)
+        self.strict = check_strict(strict)
+        check_run_id(run_id)
         self.store = open_own(self, store)
         self.run_id = run_id
         self.action = action
@@ -173,8 +178,7 @@ class ReplayStepper(W.VBox):
         """What the engine will do with the next call, learned when the action stopped before it."""
         self.next_call_id: str | None = None
         self.history: list[Performed] = []
-        initial = self._recorded()
-        self.plan: list[tuple[CallRecord, str]] = [(r, planned_decision(r)) for r in initial]
+        initial = self._read_plan()
         self.snapshots: list[_Snapshot] = [_Snapshot(initial)]
         """Journal of the run (no payloads) as it stood at each position."""
 
@@ -209,17 +213,31 @@ class ReplayStepper(W.VBox):
     def _say_first(self, initial: list[CallRecord]) -> None:
         """What the stepper will do; for a run renumbered by hand, that every step is refused, before the click."""
         wrong = misnumbered(self.run_id, initial)
-        if wrong is not None:
+        if self.unreadable:
+            self._say(f"{self.unreadable[0].reason} A recovery of this run is refused until then, so a step is "
+                      "too; the plan marks the row.", "error")
+        elif wrong is not None:
             self._say(f"{wrong}: a recovery refuses this run (a replay pairs calls by position); "
                       "restore the journal from a backup or run the action under a new run id.", "error")
         else:
             self._say("before stepping: the plan below is the replay rules applied to the recorded calls; "
                       "Step performs them one by one.", "note")
 
-    def _recorded(self) -> list[CallRecord]:
-        """The run's recorded calls; a journal that cannot be read fails the cell, and closes the store opened here."""
+    def _read_plan(self) -> list[CallRecord]:
+        """Set :attr:`plan` and :attr:`unreadable` from the journal; the readable recorded calls."""
+        read = self._recorded()
+        self.unreadable = [r for r in read if isinstance(r, Unreadable)]
+        """Rows of the run the store refuses to read (a status typed in by hand): shown; a step is refused."""
+        self.plan: list[tuple[CallRecord | None, str]] = [
+            (r, planned_decision(r)) if isinstance(r, CallRecord) else (None, f"cannot be read: {r.reason}")
+            for r in read]
+        return [r for r in read if isinstance(r, CallRecord)]
+
+    def _recorded(self) -> list[CallRecord | Unreadable]:
+        """The run's recorded calls, a row no durable_nb writes in its place (shown in the plan, not raised); a
+        journal that cannot be read at all fails the cell, and closes the store opened here."""
         try:
-            return self.store.query_calls(run_id=self.run_id)
+            return readable_calls(self.store, run_id=self.run_id)
         except BaseException:
             self.close()
             raise
@@ -278,7 +296,8 @@ class ReplayStepper(W.VBox):
         """
         try:
             report = in_fresh_thread(f"durable_nb-dry-run-{self.run_id}", lambda: _dry_run(
-                self.store, self.run_id, lambda ctx: call_action(self.action, isolated(self.value), ctx)))
+                self.store, self.run_id, lambda ctx: call_action(self.action, isolated(self.value), ctx),
+                strict=self.strict))
         except Exception as exc:  # shown, not raised: a click handler's exception is only logged
             self._say(f"dry run failed: {codec.error_preview(exc)}", "error")
             return None
@@ -316,7 +335,7 @@ class ReplayStepper(W.VBox):
                 self.history.append(Performed(planned.index, call_id, planned.decision, after))
                 done_now.append(f"call {planned.index} {call_id}: {planned.decision.value} → {after}.")
         if self.next_call is not None:
-            outcome += f" Next: call {self.next_call.index} {self.next_call_id} → {self.next_call.decision.value}."
+            outcome += f" Next: call {self.next_call.index} {self.next_call_id} → {self._next_decision()}."
         previous = self.snapshots[self.performed].records()
         del self.snapshots[self.performed + 1:]
         for p in range(self.performed + 1, reached + 1):  # in-between positions of a Run to end
@@ -343,6 +362,8 @@ class ReplayStepper(W.VBox):
         except RunBusyError as exc:
             self._say(str(exc), "error")
             return None
+        except NonDeterminismError as exc:  # strict: refused, nothing discarded; the call stays the next one
+            return exc.index, f"Refused (strict mode): {codec.error_preview(exc)}", "error"
         except AwaitingInput as exc:  # WAITING, not FAILED: once answered, the next step goes on
             return (exc.index, f"The run is WAITING at call {exc.index} for an answer to {exc.prompt!r}; answer, "
                     "then Step.", "note")
@@ -371,7 +392,7 @@ class ReplayStepper(W.VBox):
         async actions; a thread has no running loop, so sync and async actions both work.
         """
         def work() -> Any:
-            with open_run(self.store, self.run_id) as ctx:
+            with open_run(self.store, self.run_id, strict=self.strict) as ctx:
                 self._watch(ctx, stop_before, seen)
                 return call_action(self.action, isolated(self.value), ctx)
 
@@ -399,7 +420,9 @@ class ReplayStepper(W.VBox):
                       "store.to_pandas(run_id=...) the journal now")
             + table(["#", "call id", "recorded before", "plan", "performed", "now", "result / error"], rows)
             + '<div class="dnb-note">then: execute any further calls the action makes; a call that differs '
-            "from the recorded one at its position is a mismatch (the rest of the run is discarded).</div>"
+            "from the recorded one at its position is a mismatch "
+            + ("(strict mode: refused with NonDeterminismError, nothing discarded).</div>" if self.strict
+               else "(the rest of the run is discarded).</div>")
         )
         self.position_label.value = page(f'<span class="dnb-position">{esc(self._position_text())}</span>')
         shown = self.history[-LOG_ROWS:]
@@ -426,21 +449,31 @@ class ReplayStepper(W.VBox):
         rec, plan = self.plan[i] if i < len(self.plan) else (None, "execute (not on record yet)")
         cls = "dnb-plan-row" + (" dnb-current" if i == self.position and not self._at_end() else "")
         cls += " dnb-done" if i < self.position else ""
+        cls += " dnb-unreadable dnb-error" if rec is None and i < len(self.plan) else ""
         if i >= self.position:
             decision = None
         if i == self.position and self.next_call is not None and self.position == self.performed:
-            next_text = f"next → {self.next_call.decision.value}"
+            next_text = f"next → {self._next_decision()}"
         else:
             next_text = ""
         return (
             f'<tr class="{cls}" data-index="{esc(i)}">' + td(i)
             + td(rec.call_id if rec else (current.call_id if current else ""))
-            + (status_cell(rec.status.value, rec.origin.value if rec.origin else None) if rec else td("—"))
+            + (status_cell(rec.status.value, rec.origin.value if rec.origin else None) if rec
+               else td("unreadable" if i < len(self.plan) else "—"))
             + td(plan, "dnb-planned")
             + td(decision.value if decision else next_text, "dnb-performed")
             + (status_cell(current.status.value, current.origin.value if current.origin else None)
                if current else td("—")) + td(_preview(current), "dnb-preview") + "</tr>"
         )
+
+    def _next_decision(self) -> str:
+        """The engine's decision for the next call; a strict stepper's mismatch is a refusal, not a discard."""
+        assert self.next_call is not None
+        decision = self.next_call.decision
+        if self.strict and decision is Decision.MISMATCH:
+            return f"{decision.value}: refused (strict mode, NonDeterminismError)"
+        return decision.value
 
     def _at_end(self) -> bool:
         return self.done and self.position == self.performed
@@ -453,8 +486,7 @@ class ReplayStepper(W.VBox):
         if self.position < self.performed:
             return text + f" · viewing the past (performed up to {self.performed})"
         if self.next_call is not None:
-            return text + (f" · next: call {self.next_call.index} {self.next_call_id} → "
-                           f"{self.next_call.decision.value}")
+            return text + f" · next: call {self.next_call.index} {self.next_call_id} → {self._next_decision()}"
         return text + f" · next: call {self.position}"
 
 
