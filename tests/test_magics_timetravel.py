@@ -341,6 +341,43 @@ def test_forking_a_run_this_kernel_holds_open_names_that_way_out_too(ip: Any, ma
     assert "close that context" in str(refused.value)
 
 
+class _ReadsNoEveryRun(dnb.MemoryStore):
+    """A journal on which a magic about one cell may not read every run (``runs()``): on 100,000 runs of other
+    cells and actions, ``%durable_journal``, ``%durable_fork`` and ``%durable_forget`` took 0.4-0.9 s each."""
+
+    def runs(self) -> list[dnb.RunRecord]:
+        raise AssertionError("read every run of the store to find one cell's runs")
+
+    def newest_runs(self, n: int) -> tuple[list[dnb.RunRecord], int]:  # the JournalView's run filter: its own read
+        every = dnb.MemoryStore.runs(self)
+        return every[-n:] if n > 0 else [], len(every)
+
+
+@pytest.mark.parametrize("store", ["memory"], indirect=True)  # the magics' store is replaced below
+def test_magics_on_one_cell_find_its_runs_by_prefix_and_never_those_of_a_cell_whose_name_extends_it(
+    ip: Any, magics: DurableMagics
+) -> None:
+    store = magics.store = _ReadsNoEveryRun()
+    for name in ("orde", "order", "order2", "order_b"):  # each a prefix of the next, or an extension of "order"
+        run(ip, name, ORDER)
+    ip.user_ns["recs"] = [{"id": "a"}, {"id": "b"}]
+    run(ip, "order --map recs --key id", "ctx.durable_execute(charge, record['id'], 1)\n")
+    others = {name: store.run_ids_with_prefix(f"cell:{name}:") for name in ("orde", "order2", "order_b")}
+    [original] = store.run_ids_with_prefix("cell:order:")
+    first, _ = line(ip, "durable_fork", "order --at 3")
+    second, log = line(ip, "durable_fork", "order --at 2")
+    assert store.run(second).parent_run_id == original and store.run(first) is None  # the first fork replaced
+    assert f"replaces fork {first!r}" in log.text()
+    view, _ = line(ip, "durable_journal", "order")
+    assert view.filters["run_id"] == second  # the cell's run written last
+    view.close()
+    _, log = line(ip, "durable_forget", "order")
+    assert "forgot cell 'order' (4 runs)" in log.text()  # the run, its fork and the two --map records
+    assert store.run_ids_with_prefix("cell:order:") == store.run_ids_with_prefix("cell:order/") == []
+    assert {name: store.run_ids_with_prefix(f"cell:{name}:") for name in others} == others
+    assert all(len(ids) == 1 for ids in others.values())
+
+
 def test_fork_usage_errors_name_the_fix(ip: Any, magics: DurableMagics) -> None:
     with pytest.raises(UsageError, match="run the cell first"):
         line(ip, "durable_fork", "order --at 1")

@@ -344,6 +344,25 @@ def test_run_ids_with_prefix_match_exactly_on_every_store(store):
         store.run_ids_with_prefix(None)
 
 
+def test_runs_with_prefix_are_the_records_of_the_ids_with_that_prefix_on_every_store(store):
+    """What a magic on one cell reads instead of every run: the same records ``runs()`` gives, for exactly the
+    ids ``run_ids_with_prefix`` gives (``%``, ``_``, ``\\`` literal; a prefix that is itself a run id)."""
+    assert store.runs_with_prefix("") == []
+    ids = PREFIX_IDS + ([] if isinstance(store, dnb.PostgresStore) else ["a\udc80", "a\udc80b"])
+    runner = dnb.LocalRunner(store)
+    for run_id in ids:
+        runner.run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id=run_id)
+    store.fork("a_b", at=1, new_run_id="a_b.fork-1")  # lineage comes along
+    every = {r.run_id: r for r in store.runs()}
+    for prefix in [*PREFIXES, "a_b"]:
+        found = store.runs_with_prefix(prefix)
+        assert [r.run_id for r in found] == sorted(i for i in every if i.startswith(prefix)), prefix
+        assert found == [every[r.run_id] for r in found], prefix
+    assert store.runs_with_prefix("a_b")[-1].parent_run_id == "a_b"
+    with pytest.raises(TypeError, match="a run-id prefix is a str"):
+        store.runs_with_prefix(None)
+
+
 @pytest.mark.parametrize("store", ["sqlite", "postgres"], indirect=True)  # a MemoryStore has no query plan
 def test_run_ids_with_prefix_read_an_index_not_every_run(store):
     """A cell looks up its attempts at every run: on a journal of many runs that must be an index range."""
@@ -353,17 +372,20 @@ def test_run_ids_with_prefix_read_an_index_not_every_run(store):
 
         for prefix in ("cell:g:0123", "a\udc80"):
             where, params = prefix_where(prefix)
-            plan = store._read().execute("EXPLAIN QUERY PLAN SELECT run_id FROM runs" + where, params).fetchall()
-            assert any("SEARCH" in row[-1] for row in plan) and not any("SCAN" in row[-1] for row in plan), plan
+            for select in ("SELECT run_id FROM runs", store._run_select):  # the ids, and runs_with_prefix's records
+                plan = store._read().execute("EXPLAIN QUERY PLAN " + select + where, params).fetchall()
+                assert any("SEARCH" in row[-1] for row in plan) and not any("SCAN" in row[-1] for row in plan), plan
         return
     from durable_nb.stores import postgres_sql as q
 
     with store._conn.transaction():
         store._conn.execute("SET LOCAL enable_seqscan = off")
         store._conn.execute("SET LOCAL enable_bitmapscan = off")
-        plan = [r[0] for r in store._conn.execute("EXPLAIN " + q.RUN_IDS_LIKE, (q.like_prefix("cell:g:0123"),))]
+        plans = [[r[0] for r in store._conn.execute("EXPLAIN " + sql, (q.like_prefix("cell:g:0123"),))]
+                 for sql in (q.RUN_IDS_LIKE, q.RUNS_LIKE)]
         store._conn.execute("SET LOCAL enable_seqscan = on")
-    assert "Index" in plan[0] and "Index Cond" in plan[1], plan
+    for plan in plans:
+        assert "Index" in plan[0] and "Index Cond" in plan[1], plan
 
 
 def test_newest_runs_are_the_tail_of_runs_and_their_count(store: dnb.Store) -> None:

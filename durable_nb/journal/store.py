@@ -77,6 +77,17 @@ class Store(abc.ABC):
         check_prefix(prefix)
         return sorted(r.run_id for r in self.runs() if r.run_id.startswith(prefix))
 
+    def runs_with_prefix(self, prefix: str) -> list[RunRecord]:
+        """The runs whose id starts with ``prefix`` (as :meth:`run_ids_with_prefix`), in code point order of id.
+
+        Why: the notebook finds a cell's runs (``cell:NAME:`` ...) for ``%durable_journal``,
+        ``%durable_fork`` and ``%durable_forget``; reading every run of the store for them took
+        0.4-0.9 s on a journal of 100,000 runs. The stores answer from the run id's index; this
+        default, for other subclasses, reads :meth:`runs`.
+        """
+        check_prefix(prefix)
+        return sorted((r for r in self.runs() if r.run_id.startswith(prefix)), key=lambda r: r.run_id)
+
     @abc.abstractmethod
     def calls(self, run_id: str) -> list[CallRecord]:
         """The run's live calls in index order (discarded ones excluded), payloads included."""

@@ -37,7 +37,7 @@ from . import inputs
 from .inline_magics import has_top_level_await
 from .kernel import run_cell, run_map
 from .perform import CellAction, CellRun, ParsedCell
-from .runids import belongs_to, latest_run_of
+from .runids import cell_runs, latest_run_of
 from .timetravel import adopt_fork, cell_inputs_digest, run_dry, run_fork, run_prune
 
 if TYPE_CHECKING:
@@ -346,7 +346,7 @@ class DurableMagics(Magics):
         if not name.isidentifier():
             raise UsageError(f"%durable_forget: give the cell's name, got {name!r}. Example: %durable_forget charge")
         store = self.store
-        runs = [r.run_id for r in store.runs() if belongs_to(r.run_id, name)]
+        runs = [r.run_id for r in cell_runs(store, name)]
         for done, run_id in enumerate(runs):
             try:
                 store.delete_run(run_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..journal.records import RunRecord
     from ..journal.store import Store
 
 
@@ -57,7 +58,17 @@ def belongs_to(run_id: str, name: str) -> bool:
     return run_id.startswith((f"cell:{name}:", f"cell:{name}/"))
 
 
+def cell_runs(store: Store, name: str) -> list[RunRecord]:
+    """Every run of cell ``name`` (those :func:`belongs_to` accepts), oldest first.
+
+    Two prefix lookups (an index range each), not a scan of :meth:`Store.runs`: the store may
+    hold 100,000 runs of other cells and actions, and a magic on one cell need not read them.
+    """
+    runs = store.runs_with_prefix(f"cell:{name}:") + store.runs_with_prefix(f"cell:{name}/")
+    return sorted(runs, key=lambda r: r.created_at)
+
+
 def latest_run_of(store: Store, name: str) -> str | None:
     """The run of cell ``name`` written last, or None if the cell never ran in this store."""
-    runs = [r for r in store.runs() if belongs_to(r.run_id, name)]
+    runs = cell_runs(store, name)
     return max(runs, key=lambda r: r.updated_at).run_id if runs else None

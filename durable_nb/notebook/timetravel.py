@@ -93,7 +93,7 @@ def cell_source_run(store: Store, name: str, run_id: str | None = None) -> RunRe
         if run is None or not belongs_to(run_id, name):
             raise ValueError(f"run {run_id!r} is not a run of cell {name!r}; %durable_journal {name} lists them")
         return run
-    runs = [r for r in store.runs() if r.run_id.startswith(f"cell:{name}:")]
+    runs = store.runs_with_prefix(f"cell:{name}:")  # not --map records (cell:NAME/...): no cell to fork
     if not runs:
         raise ValueError(f"no record of cell {name!r} in {store!r}: run the cell first, then fork it")
     ran = [r for r in runs if not unrun_fork(store, r)] or runs
@@ -147,12 +147,13 @@ def superseded_forks(store: Store, name: str, new_id: str, pending: str | None) 
     latest attempt, ``new_id``). Left, each would stay RUNNING with call 0 PENDING, a recovery nobody needs.
     """
     base = new_id.split("#", 1)[0]
-    gone = []
-    for run in store.runs():
-        if run.run_id != new_id and (run.run_id == pending or run.run_id.split("#", 1)[0] == base) \
-                and belongs_to(run.run_id, name) and unrun_fork(store, run):
-            gone.append(run.run_id)
-    return gone
+    # The version's attempts by their prefix (an index range), and the pending fork by its id: not every run.
+    candidates = [r for r in store.runs_with_prefix(base) if r.run_id.split("#", 1)[0] == base]
+    if pending is not None and all(r.run_id != pending for r in candidates) \
+            and (held := store.run(pending)) is not None:
+        candidates.append(held)
+    return [run.run_id for run in sorted(candidates, key=lambda r: r.created_at)
+            if run.run_id != new_id and belongs_to(run.run_id, name) and unrun_fork(store, run)]
 
 
 def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str | None:

@@ -104,6 +104,11 @@ class MemoryStore(Store):
         with self._lock:
             return sorted(k for k in self._runs if k.startswith(prefix))
 
+    def runs_with_prefix(self, prefix: str) -> list[RunRecord]:
+        check_prefix(prefix)
+        with self._lock:
+            return [self._record(k, self._runs[k]) for k in sorted(k for k in self._runs if k.startswith(prefix))]
+
     def calls(self, run_id: str) -> list[CallRecord]:
         check_run_id(run_id, empty_ok=True)
         with self._lock:

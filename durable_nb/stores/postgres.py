@@ -386,6 +386,15 @@ class PostgresStore(Store):
         with self._guard("read run ids"):
             return sorted(r[0] for r in self._conn.execute(q.RUN_IDS_LIKE, (q.like_prefix(prefix),)))
 
+    def runs_with_prefix(self, prefix: str) -> list[RunRecord]:
+        check_prefix(prefix)
+        if codec.sendable(prefix) != prefix:  # as run_ids_with_prefix: no stored id holds one
+            return []
+        self.flush()
+        with self._guard("read runs"):
+            rows = self._conn.execute(q.RUNS_LIKE, (q.like_prefix(prefix),)).fetchall()
+        return sorted((q.run_record(r) for r in rows), key=lambda r: r.run_id)
+
     def calls(self, run_id: str) -> list[CallRecord]:
         self.flush()
         with self._guard("read calls", run_id):

@@ -25,6 +25,7 @@ RUN_SELECT = (
 # start with a prefix need not lie between two strings. A literal prefix lets the planner scan an
 # index: the primary key in a "C" database, else runs_by_prefix (text_pattern_ops, postgres_schema).
 RUN_IDS_LIKE = "SELECT run_id FROM runs WHERE run_id LIKE %s"
+RUNS_LIKE = RUN_SELECT + " WHERE r.run_id LIKE %s"
 
 
 def like_prefix(prefix: str) -> str:

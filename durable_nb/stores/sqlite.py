@@ -670,7 +670,10 @@ class SqliteStore(SqliteTimeTravel, Store):
     def newest_runs(self, n: int) -> tuple[list[RunRecord], int]:
         conn = self._read()
         total = int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
-        rows = conn.execute(self._run_select + " ORDER BY r.created_at DESC, r.rowid DESC LIMIT ?",
+        # The n rows are chosen first, then counted: ORDER BY ... LIMIT over the whole select computed the
+        # per-run count of calls for every run before sorting (100 ms, not 20, at 100,000 runs).
+        newest = "SELECT rowid FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        rows = conn.execute(self._run_select + f" WHERE r.rowid IN ({newest}) ORDER BY r.created_at DESC, r.rowid DESC",
                             (max(0, n),)).fetchall()
         return [self._run_record(r) for r in reversed(rows)], total
 
@@ -680,6 +683,13 @@ class SqliteStore(SqliteTimeTravel, Store):
         where, params = prefix_where(prefix)
         rows = self._read().execute("SELECT run_id FROM runs" + where, params).fetchall()
         return sorted(text(r[0]) for r in rows)
+
+    @_explains_damage
+    def runs_with_prefix(self, prefix: str) -> list[RunRecord]:
+        check_prefix(prefix)
+        where, params = prefix_where(prefix)  # its bare run_id is r.run_id: the count's subquery is not in scope
+        rows = self._read().execute(self._run_select + where, params).fetchall()
+        return sorted((self._run_record(r) for r in rows), key=lambda r: r.run_id)
 
     @_explains_damage
     def run(self, run_id: str) -> RunRecord | None:
