@@ -539,6 +539,25 @@ def test_a_cell_that_crashed_mid_way_recovers_through_its_inner_reconciler(
     assert ip.user_ns["receipt"] == "receipt for ch_9_found" and RAN["send_receipt"] == 1
 
 
+def test_a_recovered_cell_says_which_durable_call_ran_again_for_want_of_a_reconciler(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """The recovery line says the cell's durable calls "replay or reconcile"; one that was in flight when the
+    kernel died and has no reconciler runs again (at-least-once), and nothing on screen said that the
+    receipt (a payment, an e-mail) had just been sent twice."""
+    crash_pay(ip, 6, "test_magics.send_receipt")
+    assert RAN["send_receipt"] == 1
+    _, log = run(ip, "pay", PAY)
+    assert RAN["charge"] == 1 and RAN["send_receipt"] == 2  # the rules: at-least-once without a reconciler
+    text = log.text()
+    assert "replay or reconcile\nreceipt for ch_6_30\n  ran again: call 2 (test_magics.send_receipt) of cell " \
+           "'pay' was in flight when its last attempt stopped and has no reconciler, so it executed again" in text
+    assert "reconciler= to look up what it did instead" in text
+    restart(ip, "charge_id", "receipt", "ctx")
+    _, replayed = run(ip, "pay", PAY)
+    assert "ran again" not in replayed.text() and RAN["send_receipt"] == 2  # not part of the cell's output
+
+
 def test_a_cell_reconciler_of_the_wrong_shape_is_not_journaled_and_a_fixed_one_recovers(
     ip: Any, magics: DurableMagics
 ) -> None:
@@ -1168,6 +1187,47 @@ def test_map_on_flink_runs_the_cell_as_a_job_and_replays_on_the_local_runner(
         assert [(c.run_id, c.finished_at) for c in sqlite_store.query_calls()] == journaled  # replayed, not re-run
     finally:
         m._store = saved
+
+
+def test_the_default_journal_is_in_the_folder_the_extension_was_loaded_in_whatever_cd_came_later(
+    ip: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The default journal was opened under the cwd of the first cell that needed it: run out of order
+    (``%cd data``, then the cell after it), the notebook's journal went to data/; after a restart, Run All
+    opened the notebook folder's journal in the cells before the ``%cd``, and the cell after it found no
+    record there and charged again. The kernel starts in the notebook's folder and ``%load_ext`` comes
+    first, so the journal is there in every session."""
+
+    nb, data = tmp_path / "nb", tmp_path / "nb" / "data"
+    data.mkdir(parents=True)
+    before = magics_of(ip)
+    saved_home, saved_ns = getattr(before, "_home", None), dict(ip.user_ns)
+    ip.user_ns.update(charge=charge, dnb=dnb)
+    RAN.clear()
+    pay = "x = dnb.current_context().durable_execute(charge, 7, 70)\n"
+    try:
+        for session in ("out of order", "restarted, run all"):
+            monkeypatch.chdir(nb)  # a new kernel process, started in the notebook's folder
+            ip.run_line_magic("unload_ext", "durable_nb")
+            ip.run_line_magic("load_ext", "durable_nb")
+            if session == "restarted, run all":
+                run(ip, "first", "y = 1\n")  # a durable cell above the %cd
+            monkeypatch.chdir(data)  # %cd data
+            run(ip, "pay", pay)
+        assert RAN["charge"] == 1  # replayed after the restart, not charged again
+        assert (nb / ".durable" / "journal.db").exists() and not (data / ".durable").exists()
+    finally:
+        m = magics_of(ip)
+        assert m is not None
+        m.store.close()
+        ip.run_line_magic("unload_ext", "durable_nb")
+        ip.run_line_magic("load_ext", "durable_nb")
+        after = magics_of(ip)
+        assert after is not None
+        if saved_home is not None:
+            after._home = saved_home
+        ip.user_ns.clear()
+        ip.user_ns.update(saved_ns)
 
 
 def test_a_relative_store_after_cd_is_the_journal_there_as_after_a_restart(

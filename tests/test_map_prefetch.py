@@ -128,7 +128,7 @@ def test_runs_a_map_has_locked_ahead_are_busy_for_other_processes_until_it_has_p
 def test_a_first_map_gives_back_its_first_chunk_once_it_has_passed_it(tmp_path):
     """A map that writes reads one chunk, then every run on its own; the first chunk's 255 locks were
     given back only when the map returned, so for a long map (an hour of LLM calls) another kernel found
-    runs it finished long ago busy: RunBusyError, FAILED rows in its own map of the same records."""
+    runs it finished long ago busy: RunBusyError, RUNNING rows in its own map of the same records."""
     path = tmp_path / "j.db"
     store = dnb.SqliteStore(path)
     seen: list[str] = []
@@ -141,7 +141,7 @@ def test_a_first_map_gives_back_its_first_chunk_once_it_has_passed_it(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_a_run_another_process_holds_is_a_failed_row_and_the_others_replay(tmp_path):
+def test_a_run_another_process_holds_is_a_running_row_and_the_others_replay(tmp_path):
     path = tmp_path / "j.db"
     store = dnb.SqliteStore(path)
     dnb.LocalRunner(store).map(action, RECORDS, key="id")
@@ -154,7 +154,7 @@ def test_a_run_another_process_holds_is_a_failed_row_and_the_others_replay(tmp_p
         CALLS.clear()
         df = dnb.LocalRunner(store).map(action, RECORDS, key="id")
         assert CALLS == []
-        assert df["status"][7] == "FAILED" and "busy" in df["error"][7].lower()
+        assert df["status"][7] == "RUNNING" and "is running now in " in df["error"][7]
         assert (df.drop(index=7)["status"] == "COMPLETED").all()
     finally:
         assert holder.stdin is not None
@@ -188,7 +188,7 @@ def test_giving_back_locks_in_bulk_keeps_the_runs_still_open_here_locked(tmp_pat
     other.open_run(ids[5], owner)  # open here, in another store object
     try:
         df = dnb.LocalRunner(store).map(action, RECORDS, key="id")
-        assert df["status"][5] == "FAILED"
+        assert df["status"][5] == "RUNNING"
         assert probe(path, [ids[4], ids[5], ids[6], ids[300]]) == ["free", "busy", "free", "free"]
     finally:
         other.close_run(ids[5], owner, None)

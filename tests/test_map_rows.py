@@ -91,7 +91,10 @@ def test_a_key_function_that_raises_keeps_its_error_and_names_the_record(store: 
            ".<locals>.region' on record 1: {'id': 7}" in raised.value.__notes__[0]
     assert store.runs() == []  # keys are worked out before any record runs
 
-def test_a_record_whose_run_is_busy_elsewhere_is_a_failed_row_not_an_aborted_map(store: dnb.Store) -> None:
+def test_a_record_whose_run_is_busy_elsewhere_is_a_running_row_that_the_next_map_replays(store: dnb.Store) -> None:
+    """Two kernels mapping the same records: the second one's rows for the runs the first one holds were
+    FAILED, read as failed charges to retry by hand, with an error about "two recoveries of one run".
+    Nothing failed and nothing ran there: the run is RUNNING elsewhere, and mapping again replays it."""
     runner = dnb.LocalRunner(store)
     first = runner.map(double_unless_three, [5])
     opened, release = threading.Event(), threading.Event()
@@ -110,8 +113,11 @@ def test_a_record_whose_run_is_busy_elsewhere_is_a_failed_row_not_an_aborted_map
     finally:
         release.set()
         holder.join()
-    assert list(frame.status) == ["FAILED", "COMPLETED"]
-    assert "RunBusyError" in frame.error[0]
+    assert list(frame.status) == ["RUNNING", "COMPLETED"]
+    assert frame.error[0].startswith(f"RunBusyError: run {first.run_id[0]!r} is running now in process ")
+    assert "nothing ran here for this record" in frame.error[0] and "two recoveries" not in frame.error[0]
+    again = runner.map(double_unless_three, [5, 6])
+    assert list(again.status) == ["COMPLETED", "COMPLETED"] and list(again.result) == [10, 12]
 
 
 def test_map_progress_counts_done_replayed_and_failed_records(store: dnb.Store, capsys: Any) -> None:

@@ -13,6 +13,9 @@ worker for the run's lease; it restores what the worker journaled with the same
 :func:`restore` that a replay uses.
 
 This module works on an IPython shell; only :mod:`durable_nb.notebook.magics` imports it.
+
+Over 400 lines because what the user sees of each path (replayed, recovered, reconciled, ran again,
+a map refused before any run) is said beside the path that says it.
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ from .perform import (
     ReconcilerResultError,
     cell_traceback,
     keep_cell_details,
+    note_reexecuted,
     perform_cell,
+    reexecuted_notice,
     run_body,
 )
 from .runids import attempts, cell_call_id, cell_run_base
@@ -94,6 +99,7 @@ def run_cell(
     changed: list[list[str]] = []  # the inputs the body changed in place, once it finished
     body = _kernel_body(shell, cell, quiet, inputs, tokens, changed)
     ran: list[bool] = []
+    again: list[str] = []  # its durable calls that executed again (PENDING, no reconciler)
 
     def watched() -> tuple[CellOutcome, Any]:
         __tracebackhide__ = True
@@ -103,14 +109,22 @@ def run_cell(
     try:
         with contextlib.ExitStack() as opened, unwrap_stopped():
             ctx = _open_cell_run(opened, name, store, run_id, strict)
+            note_reexecuted(ctx.journal, again)
             done = perform_cell(ctx.journal, name, args_digest, stoppable(watched), reconciler, announce)
     except ReconcilerResultError as exc:  # the magic's argument is wrong, not the cell
         raise UsageError(f"{exc}. Nothing was journaled: the cell's last attempt stays unfinished, and "
                          f"a fixed --reconciler (or --rerun) recovers it.") from None
     finally:
+        if again:  # after the body's own output, and not part of it (a replay does not say it again)
+            print(reexecuted_notice(name, again))
         if ran:
             _warn_changed(name, changed[0] if changed else
                           changed_in_place(inputs, tokens, shell.user_ns, user_module(shell)))
+    return _performed_result(shell, name, done, quiet)
+
+
+def _performed_result(shell: Any, name: str, done: Performed, quiet: bool) -> Any:
+    """What a cell performed in the kernel shows as its result; its reconciled names bound."""
     if done.outcome is None:  # another kernel finished it since we looked
         assert done.recorded is not None
         return replay_cell(shell, name, done.recorded)

@@ -132,8 +132,10 @@ class DurableMagics(Magics):
     a restarted kernel that loads the extension again sees all earlier cells.
     """
 
-    def __init__(self, shell: InteractiveShell | None = None) -> None:
+    def __init__(self, shell: InteractiveShell | None = None, home: str | None = None) -> None:
         super().__init__(shell)
+        self._home = os.getcwd() if home is None else home
+        """The folder of the notebook's default journal: the working directory when durable_nb was loaded."""
         self._store: Store | None = None
         self._opened: dict[str, Store] = {}
         self._forks: dict[str, str] = {}
@@ -143,8 +145,14 @@ class DurableMagics(Magics):
 
     @property
     def store(self) -> Store:
-        """The notebook's store: ``%durable_store URL``, else ``.durable/journal.db`` under the cwd."""
-        self._store = default_store() if self._store is None else reopened(self._store)
+        """The notebook's store: ``%durable_store URL``, else ``.durable/journal.db`` where durable_nb was loaded.
+
+        Why not under the cwd of the moment: a ``%cd data`` run before the notebook's first durable
+        cell put its journal in data/, and after a restart the cells run in order (the first one
+        before the ``%cd``) found no record there and charged again. The kernel starts in the
+        notebook's folder and ``%load_ext`` comes first, so every session gets the same journal.
+        """
+        self._store = default_store(self._home) if self._store is None else reopened(self._store)
         return self._store
 
     @store.setter
@@ -433,7 +441,7 @@ _magics: dict[int, DurableMagics] = {}
 
 def load(ipython: Any) -> None:
     """Register the magics on a shell (``%load_ext durable_nb``)."""
-    magics = DurableMagics(ipython)
+    magics = DurableMagics(ipython)  # the default journal's folder: the working directory now (DESIGN.md)
     _magics[id(ipython)] = magics
     ipython.register_magics(magics)
     inputs.register()  # a run stopped at a durable_input shows its answer widget in the cell

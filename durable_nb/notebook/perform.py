@@ -29,7 +29,7 @@ from typing import Any
 
 from ..errors import ChangedInputWarning
 from ..journal.records import CallRecord
-from ..journal.replay import Decision, Journal, Step
+from ..journal.replay import Decision, Journal, Planned, Step
 from .cell import CellAnalysis, analyze, split_last_expression
 from .cell_inputs import changed_in_place, changed_values, input_tokens
 from .outcome import CellOutcome, executed_outcome, reconciled_outcome
@@ -144,6 +144,34 @@ def perform_cell(
         raise ReconcilerResultError(str(wrong.error)) from None  # call 0 stays PENDING: a fixed one recovers it
     outcome, value = live[0]
     return Performed(step.decision, outcome, value=value)
+
+
+def note_reexecuted(journal: Journal, into: list[str]) -> None:
+    """Collect in ``into`` the durable calls of the cell's run that execute again (PENDING, no reconciler).
+
+    Why: a recovered cell said its durable calls "replay or reconcile", while a call that was
+    in flight when the kernel died and has no reconciler runs a second time (at-least-once, by
+    the rules): a payment made twice, with nothing on screen saying so. Call 0 (the cell's body
+    running again) is what the recovery line already says.
+    """
+    before = journal.observer
+
+    def observe(planned: Planned, call_id: str) -> None:
+        if planned.decision is Decision.REEXECUTE and planned.index > 0:
+            into.append(f"call {planned.index} ({call_id})")
+        if before is not None:
+            before(planned, call_id)
+
+    journal.observer = observe
+
+
+def reexecuted_notice(name: str, calls: list[str]) -> str:
+    """The line a recovered cell prints after its body when some of its durable calls executed again."""
+    one = len(calls) == 1
+    return (f"  ran again: {', '.join(calls)} of cell {name!r} {'was' if one else 'were'} in flight when its last "
+            f"attempt stopped and {'has' if one else 'have'} no reconciler, so {'it' if one else 'they'} executed "
+            f"again (at-least-once: what {'it does' if one else 'they do'} may now be done twice); give such a "
+            f"call reconciler= to look up what it did instead")
 
 
 class ReconcilerResultError(TypeError):

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ..errors import RunBusyError
 from ..journal import timetravel
 from ..journal.context import RunnerContext, open_run, refuse_inside_loop, settle_calls
 from ..journal.digest import digest_value
@@ -181,7 +182,8 @@ class LocalRunner:
         """One run per record; returns a DataFrame ``[key, run_id, status, result, error]`` in input order.
 
         A record whose action raises is a FAILED row, not an aborted map (so is one
-        whose run cannot be opened, e.g. busy elsewhere); a record stopped at an
+        whose run cannot be opened); a record whose run another process holds is a
+        RUNNING row (nothing ran here; map again later and it replays); a record stopped at an
         unanswered ``durable_input`` is a WAITING row; a crash (``BaseException``)
         stops the map and the next ``map`` recovers. ``progress=True`` shows a
         tqdm bar (records done, replayed, failed); ``None`` is off, as ``FlinkRunner.map``'s default
@@ -221,6 +223,8 @@ class LocalRunner:
 
         try:
             row = apply_action(open_run(self.store, run_id, key=key, strict=self.strict), call, key, run_id)
+        except RunBusyError as exc:  # held by another process: running there, not failed
+            row = MapRow.busy(key, run_id, exc)
         except Exception as exc:  # the run could not be opened or closed: the record's row says why
             row = MapRow.failed(key, run_id, exc)
         # Replayed: the run made durable calls and every one came from the journal.

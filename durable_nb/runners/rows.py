@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AwaitingInput
+from ..errors import AwaitingInput, RunBusyError
 from ..journal import codec
 from ..journal.context import RunnerContext
 from ..journal.records import RunStatus
@@ -33,11 +33,13 @@ class MapRow:
     """The record's key (its position when ``map`` got no ``key=``)."""
     run_id: str
     status: RunStatus
-    """COMPLETED, FAILED (the action raised) or WAITING (stopped at an unanswered ``durable_input``)."""
+    """COMPLETED, FAILED (the action raised), WAITING (stopped at an unanswered ``durable_input``) or RUNNING
+    (another process holds the run: :meth:`busy`)."""
     result: Any = None
     """The action's return value (COMPLETED rows only)."""
     error: str | None = None
-    """``Type: message`` of the exception (FAILED rows); the question asked (WAITING rows)."""
+    """``Type: message`` of the exception (FAILED rows); the question asked (WAITING rows); who holds the run
+    (RUNNING rows)."""
     exception: BaseException | None = field(default=None, repr=False, compare=False)
     """The exception itself when it is at hand (``run`` re-raises it); not a DataFrame column."""
 
@@ -47,6 +49,20 @@ class MapRow:
         if isinstance(exc, AwaitingInput):  # the error column says what is asked, and how to answer
             return cls(key, run_id, RunStatus.WAITING, None, str(exc), exc)
         return cls(key, run_id, RunStatus.FAILED, None, codec.error_preview(exc), exc)
+
+    @classmethod
+    def busy(cls, key: Any, run_id: str, exc: RunBusyError) -> MapRow:
+        """The row of a record whose run another process holds (a second kernel mapping the same records).
+
+        RUNNING, not FAILED: nothing failed and nothing ran here; the run is running there, and
+        the next ``map`` replays its result. A FAILED row read as a failed charge to retry by
+        hand, and its error spoke of "two recoveries of one run".
+        """
+        message = (f"run {run_id!r} is running now in {exc.owner} (another kernel mapping these records, or "
+                   f"a context open there); nothing ran here for this record. Map again once it is done: the "
+                   f"run replays its result.")
+        return cls(key, run_id, RunStatus.RUNNING, None, f"RunBusyError: {message}",
+                   RunBusyError(exc.run_id, exc.owner, message))
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled with its exception as the journal keeps it, so an attribute that cannot be pickled (a
