@@ -408,3 +408,115 @@ def test_sessions_ended_quicker_than_the_watcher_looks_do_not_fail_the_next_call
     assert runner.run(lambda _, ctx: [ctx.durable_execute(cut, 1), ctx.durable_execute(pow, 2, 3)], None,
                       run_id="r") == [1, 8]
     assert [(c.result(), c.origin) for c in store.calls("r")] == [(1, dnb.Origin.EXECUTED), (8, dnb.Origin.EXECUTED)]
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """Every exception reachable from ``err`` by ``__context__``/``__cause__`` (what a debugger walks)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [err.__context__, err.__cause__]
+    while todo:
+        e = todo.pop()
+        if e is not None and e not in seen:
+            seen.append(e)
+            todo += [e.__context__, e.__cause__]
+    return seen
+
+
+def test_a_database_that_only_lets_sessions_read_says_so_and_still_replays(pg_dsn):
+    """A read replica (hot standby) or ``default_transaction_read_only = on``: psycopg's ReadOnlySqlTransaction
+    came out raw, chained to itself, for the open of a new journal and for every first write."""
+
+    def read_only(on: str) -> None:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = off")  # this session may alter the database
+            conn.execute(f"ALTER DATABASE \"{dbname(pg_dsn)}\" SET default_transaction_read_only = {on}")  # type: ignore[arg-type]
+
+    read_only("on")
+    with pytest.raises(dnb.JournalUnavailableError) as err:
+        dnb.PostgresStore(pg_dsn)  # a new journal: its tables cannot be created
+    assert "read-only" in str(err.value) and "default_transaction_read_only" in str(err.value), str(err.value)
+    read_only("off")
+    dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(lambda _, ctx: ctx.durable_execute(pow, 2, 3), run_id="done")
+    read_only("on")
+    runner = dnb.LocalRunner(dnb.PostgresStore(pg_dsn))
+    assert runner.run(lambda _, ctx: ctx.durable_execute(pow, 2, 3), run_id="done") == 8  # a replay writes nothing
+    ran: list[int] = []
+    with pytest.raises(dnb.JournalUnavailableError) as err:
+        runner.run(lambda _, ctx: ctx.durable_execute(ran.append, 1), run_id="new")
+    text = str(err.value)
+    assert "write call 0" in text and "primary" in text and "default_transaction_read_only = off" in text, text
+    assert ran == [] and not [e for e in _chain(err.value) if isinstance(e, psycopg.Error)]
+    def square(r: int, ctx: dnb.RunnerContext) -> int:
+        return ctx.durable_execute(pow, r, 2)
+
+    row = runner.map(square, [3]).iloc[0]
+    assert row.status == "FAILED" and row.error.startswith("JournalUnavailableError") and "ReadOnly" not in row.error
+
+
+def test_a_server_whose_default_isolation_is_serializable_fails_no_write_of_concurrent_runs(pg_dsn):
+    """default_transaction_isolation = serializable (or repeatable read) on the server: the journal's fenced
+    writes of different runs at once failed with "could not serialize access", called a lost connection."""
+    sql(pg_dsn, f"ALTER DATABASE \"{dbname(pg_dsn)}\" SET default_transaction_isolation = serializable")
+    store = dnb.PostgresStore(pg_dsn)
+    runner = dnb.LocalRunner(store)
+    errors: list[BaseException] = []
+
+    def action(i: int, ctx: dnb.RunnerContext) -> list[int]:
+        return [ctx.durable_execute(pow, i, k) for k in range(3)]
+
+    def worker(w: int) -> None:
+        for i in range(25):
+            try:
+                runner.run(action, i, run_id=f"w{w}-{i}")
+            except Exception as exc:  # collected for the assertion
+                errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count_calls(status="SUCCEEDED") == 6 * 25 * 3
+
+
+def _refusing_server(message: str) -> socket.socket:
+    """A port where a PostgreSQL server answers every connection with a FATAL error (as one that is starting
+    up, shutting down or ending sessions does): refuses SSL, reads the startup message, sends ``message``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    fields = b"".join(k + v.encode() + b"\0" for k, v in [(b"S", "FATAL"), (b"V", "FATAL"), (b"C", "57P03"),
+                                                           (b"M", message)]) + b"\0"
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                first = conn.recv(1024)
+                if first[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest: "N", then the startup message
+                    conn.sendall(b"N")
+                    conn.recv(1024)
+                conn.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+
+    threading.Thread(target=answer, daemon=True).start()
+    return listener
+
+
+@pytest.mark.parametrize("message", ["the database system is starting up", "the database system is shutting down",
+                                     "the database system is in recovery mode",
+                                     "terminating connection due to administrator command"])
+def test_a_server_that_is_restarting_is_not_called_down_or_missing(message):
+    """During a restart mid-map every record's open failed with "Is a PostgreSQL server running and reachable?
+    Start one (./dev pg)": the server was running, and the fix is to wait for it, not to start another."""
+    listener = _refusing_server(message)
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            dnb.PostgresStore(f"postgresql://someone:pw@127.0.0.1:{port}/orders")
+    finally:
+        listener.close()
+    text = str(err.value)
+    assert message in text and "./dev pg" not in text and "Start one" not in text, text
+    assert "wait" in text and "again" in text, text

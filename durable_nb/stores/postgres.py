@@ -195,6 +195,10 @@ class PostgresStore(Store):
             # would fail every call longer than it, and free the run to another process meanwhile.
             with contextlib.suppress(psycopg.errors.UndefinedObject):  # an older server has no such setting
                 conn.execute("SET idle_session_timeout = 0")
+            # The fences are statements written for read committed (PostgreSQL's default). A server or database
+            # defaulting to serializable (or repeatable read) failed concurrent writes of different runs with
+            # "could not serialize access", reported as a lost connection.
+            conn.execute("SET default_transaction_isolation = 'read committed'")
         if not register:
             return conn
         with self._cond:
@@ -289,6 +293,8 @@ class PostgresStore(Store):
                 f"Run ids and call ids are index keys there: keep them under a few kilobytes (a key "
                 f"derived from a record should be its id, not the record). Nothing was written."
             )
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):  # a standby, or read-only by default
+            return JournalUnavailableError(str(self.target), doing, run_id, reason, self._read_only_hint())
         if isinstance(exc, psycopg.errors.InsufficientPrivilege):
             return JournalUnavailableError(str(self.target), doing, run_id, reason, self._grant_hint())
         if isinstance(exc, (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)):
@@ -320,6 +326,14 @@ class PostgresStore(Store):
                 f"If another user created the tables, GRANT USAGE ON SCHEMA {schema} TO \"{user}\" and "
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{user}\" (or "
                 f"make {user!r} their owner).")
+
+    def _read_only_hint(self) -> str:
+        """What to do when the server lets the journal's sessions only read (replays of finished runs still work)."""
+        user, db = self.target.user, self.target.dbname
+        return (f"The server lets this session only read: it is a standby (a read replica; point the DSN at the "
+                f"primary), or default_transaction_read_only is on (ALTER DATABASE \"{db}\" SET "
+                f"default_transaction_read_only = off, or ALTER ROLE \"{user}\" SET default_transaction_read_only = "
+                f"off). Replays of finished runs need no write and work meanwhile.")
 
     def _bad_row(self, exc: BadRow) -> JournalFormatError:
         schema = self._schema_named()

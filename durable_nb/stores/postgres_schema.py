@@ -185,6 +185,13 @@ def connect_hint(message: str, target: Target) -> str:
         # no password was tried.
         return (f"something that is not PostgreSQL answers at {target.host}:{target.port}: check the port (and "
                 f"host) in the DSN; PostgreSQL's default port is 5432.")
+    if any(w in text for w in ("starting up", "shutting down", "recovery mode", "not yet accepting connections",
+                                "terminating connection")):
+        # The server runs but takes no session now: a restart, crash recovery, a standby catching up, or
+        # pg_terminate_backend. "Is a server running? Start one" sent the user after a second server.
+        return (f"The server at {target.host}:{target.port} runs but is not taking sessions now (it is restarting, "
+                f"recovering after a crash, or an administrator ended this session): wait until it accepts "
+                f"connections, then run the action again (what was committed replays).")
     if "password authentication failed" in text or "no password supplied" in text or "authentication" in text:
         return (f"the server refused user {target.user!r}: check the user and password in the DSN "
                 f"(postgresql://USER:PASSWORD@{target.host}:{target.port}/{target.dbname}).")
