@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import durable_nb as dnb
+from durable_nb.journal.records import Outcome
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -270,3 +271,46 @@ def test_widgets_open_on_a_row_no_one_writes_show_it_escaped_and_refuse_only_its
         stepper.close()
     finally:
         store.close()
+
+
+HAND_TYPED_ID = ("UPDATE runs SET run_id = CAST(X'72ff' AS TEXT)", "UPDATE calls SET run_id = CAST(X'72ff' AS TEXT)")
+
+
+def test_a_run_id_hand_typed_as_text_that_is_not_utf8_is_read_and_refused_not_run_again(tmp_path):
+    # store.runs() read the id leniently as 'r\udcff', but that str binds as the BLOB 72 ed b3 bf: every read of
+    # the run found nothing, and runner.run / a stepper's Run to end executed every call again in a second run.
+    path, ran = journal(tmp_path, *HAND_TYPED_ID)
+    store = dnb.SqliteStore(path)
+    try:
+        (rid,) = [r.run_id for r in store.runs()]
+        assert rid == "r\udcff"
+        assert store.run(rid).n_calls == 2 and len(store.calls(rid)) == 2 and store.call(rid, 1) is not None
+        assert len(store.query_calls(run_id=rid)) == store.count_calls(run_id=rid) == 2
+        before = path.read_bytes()
+        with pytest.raises(dnb.JournalFormatError, match=r"run 'r\\udcff' has an id typed in as TEXT.*72 ff") as info:
+            dnb.LocalRunner(store).run(action(ran), "o", run_id=rid)
+        with pytest.raises(dnb.JournalFormatError, match="typed in as TEXT"):
+            store.fork(rid, at=1)
+        outcome = Outcome(dnb.Status.SUCCEEDED, pickle.dumps("x"), result_preview="'x'")
+        with pytest.raises(dnb.JournalFormatError, match="typed in as TEXT"):  # the ReconcilePanel's write
+            store.complete_call(rid, 1, outcome, origin=dnb.Origin.RESOLVED, finished_at=0.0, only_if_pending=True)
+        assert ran == [] and [r.run_id for r in store.runs()] == [rid] and path.read_bytes() == before
+        assert not store.run_is_open(rid)
+        fix = re.search(r'sqlite3 \S+ "(UPDATE .*)"', str(info.value))
+        assert fix is not None
+        conn = sqlite3.connect(path)
+        conn.executescript(fix.group(1))
+        conn.close()
+        assert dnb.LocalRunner(store).run(action(ran), "o", run_id=rid) == "charged o1"  # the same id, replayed
+        assert ran == [] and [r.run_id for r in store.runs()] == [rid]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("run_id", "raw"), [
+    ("r\udcff", b"r\xff"), ("\udcc3\udca9", None), ("r\ud800", None), ("r\udcff\ud800", None), ("café", None),
+])
+def test_only_ids_a_lenient_read_can_give_are_taken_for_hand_typed_text(run_id, raw):
+    from durable_nb.stores.sqlite_text import hand_typed  # here: the module's other tests run without it
+
+    assert hand_typed(run_id) == raw  # '\udcc3\udca9' is b'\xc3\xa9', read as 'é': never a lenient read

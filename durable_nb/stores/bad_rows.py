@@ -19,16 +19,17 @@ _E = TypeVar("_E", Status, Origin, RunStatus)
 class BadRow(ValueError):
     """A row holds what durable_nb never writes: :func:`journal_error` words it with the journal's place."""
 
-    def __init__(self, what: str, update: tuple[str, str, str] | None) -> None:
+    def __init__(self, what: str, update: tuple[str, str, str] | str | None) -> None:
         self.what = what
         self.update = update
-        """``(table, SET clause, WHERE clause)`` of the statement that fixes the row, if one does."""
+        """``(table, SET clause, WHERE clause)`` of the statement that fixes the row, if one does; a ``str``:
+        the statements in full (a run id to correct in every table)."""
         super().__init__(what)
 
     def fix(self, schema: str | None = None) -> str | None:
         """The ``UPDATE`` that fixes the row, its table in ``schema`` when one is given."""
-        if self.update is None:
-            return None
+        if self.update is None or isinstance(self.update, str):
+            return self.update
         table, assign, where = self.update
         return f"UPDATE {'' if schema is None else schema + '.'}{table} SET {assign} WHERE {where}"
 

@@ -73,7 +73,7 @@ from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
 from .sqlite_intent import IntentLog, LogClosed
 from .sqlite_prefetch import Prefetch
-from .sqlite_text import Connection, lenient_text, prefix_where, text
+from .sqlite_text import Connection, hand_typed, lenient_text, prefix_where, refuse_hand_typed, run_is, text
 from .sqlite_timetravel import SqliteTimeTravel, delete_runs
 
 _log = logging.getLogger("durable_nb")
@@ -138,6 +138,16 @@ def _seen(run_id: str, rows: list[tuple[Any, ...]]) -> tuple[Any, Any]:
         return None, None
     status = rows[0][2]
     return rows[0][1], status if status in _RUN_STATUS else member(RunStatus, status, "runs", "status", run_id, None)
+
+
+def _calls_where(run_id: str | None, status: Status | str | None, call_id: str | None, not_call_id: str | None,
+                 ) -> tuple[str, list[Any]]:
+    """:func:`calls_where` with :func:`.sqlite_text.run_is` for a run id a lenient read showed (hand-typed)."""
+    if run_id is None or hand_typed(run_id) is None:
+        return calls_where(run_id, status, call_id, "?", not_call_id)
+    where, params = calls_where(None, status, call_id, "?", not_call_id)
+    clause, ids = run_is(run_id)
+    return (" WHERE " + clause + (" AND " + where[len(" WHERE "):] if where else "")), [*ids, *params]
 
 
 _Read = TypeVar("_Read", bound=Callable[..., Any])
@@ -694,7 +704,8 @@ class SqliteStore(SqliteTimeTravel, Store):
     @_explains_damage
     def run(self, run_id: str) -> RunRecord | None:
         check_run_id(run_id, empty_ok=True)
-        row = self._read().execute(self._run_select + " WHERE r.run_id = ?", (run_id,)).fetchone()
+        where, params = run_is(run_id, "r.run_id")
+        row = self._read().execute(self._run_select + " WHERE " + where, params).fetchone()
         return self._run_record(row) if row else None
 
     @property
@@ -705,16 +716,18 @@ class SqliteStore(SqliteTimeTravel, Store):
     @_explains_damage
     def calls(self, run_id: str) -> list[CallRecord]:
         check_run_id(run_id, empty_ok=True)
+        where, params = run_is(run_id)
         rows = self._read().execute(
-            f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE run_id = ? ORDER BY idx", (run_id,)
+            f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE {where} ORDER BY idx", params
         ).fetchall()
         return [_call(r, r[10], r[11]) for r in rows]
 
     @_explains_damage
     def call(self, run_id: str, index: int) -> CallRecord | None:
+        where, params = run_is(run_id)
         row = self._read().execute(
-            f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE run_id = ? AND idx = ?",
-            (run_id, index),
+            f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE {where} AND idx = ?",
+            (*params, index),
         ).fetchone()
         return _call(row, row[10], row[11]) if row else None
 
@@ -723,8 +736,8 @@ class SqliteStore(SqliteTimeTravel, Store):
         sql = f"SELECT {_CALL_COLS}, discarded_at, reason FROM discarded"
         params: tuple[Any, ...] = ()
         if run_id is not None:
-            sql += " WHERE run_id = ?"
-            params = (run_id,)
+            where, params = run_is(run_id)
+            sql += " WHERE " + where
         rows = self._read().execute(sql + " ORDER BY seq", params).fetchall()
         return [
             DiscardedCall(
@@ -747,7 +760,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         not_call_id: str | None = None,
     ) -> list[CallRecord]:
         offset, limit = check_page(offset, limit)
-        where, params = calls_where(run_id, status, call_id, "?", not_call_id)
+        where, params = _calls_where(run_id, status, call_id, not_call_id)
         sql = f"SELECT {_CALL_COLS}, {self._prompt_col} FROM calls{where} ORDER BY seq LIMIT ? OFFSET ?"
         rows = self._read().execute(sql, [*params, -1 if limit is None else limit, offset]).fetchall()
         return [_call(r, None, r[10], True) for r in rows]
@@ -757,7 +770,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         self, *, run_id: str | None = None, status: Status | str | None = None, call_id: str | None = None,
         not_call_id: str | None = None,
     ) -> int:
-        where, params = calls_where(run_id, status, call_id, "?", not_call_id)
+        where, params = _calls_where(run_id, status, call_id, not_call_id)
         return int(self._read().execute(f"SELECT count(*) FROM calls{where}", params).fetchone()[0])
 
     # -- leases ---------------------------------------------------------------------------
@@ -781,6 +794,8 @@ class SqliteStore(SqliteTimeTravel, Store):
             self._refuse_if_read_only(run_id, None)
         if self._pid != current_pid():
             self._reset_process_state()
+        if hand_typed(run_id) is not None:
+            self._refuse_hand_typed(run_id, owner)
         files = self._files or self._shared
         if not (self._boundary and self._boundary_checked):
             self._refuse_if_gone(files, run_id, owner)
@@ -831,6 +846,17 @@ class SqliteStore(SqliteTimeTravel, Store):
             raise sqlite_file.bad_row(self.path, exc) from None
         except BaseException:
             self._drop_lease(lease)
+            raise
+
+    @_explains_damage
+    def _refuse_hand_typed(self, run_id: str, owner: str | None) -> None:
+        """Before the lock and any write: a run id hand-typed as TEXT that is not UTF-8 is refused, its fix named
+        (:func:`.sqlite_text.refuse_hand_typed`); it was opened as a new run and every call executed again."""
+        try:
+            refuse_hand_typed(self._read(), run_id, self._version >= 2)
+        except BaseException:
+            if owner is not None:
+                end_owner(owner)
             raise
 
     def _flush_others(self, files: FileLocks, run_id: str) -> None:
@@ -1084,6 +1110,8 @@ class SqliteStore(SqliteTimeTravel, Store):
         owner: str | None = None,
     ) -> bool:
         lease = self._lease(owner, run_id, index)
+        if lease is None and hand_typed(run_id) is not None:  # the ReconcilePanel, store.answer: not "settled"
+            self._refuse_hand_typed(run_id, None)
         sql = (
             "UPDATE calls SET status = ?, origin = ?, payload = ?, payload_format = 'pickle', "
             "result_preview = ?, error_preview = ?, finished_at = ? WHERE run_id = ? AND idx = ?"

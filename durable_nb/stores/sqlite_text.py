@@ -15,6 +15,8 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from .bad_rows import BadRow
+
 
 def _exact(value: str) -> str | bytes:
     try:
@@ -47,6 +49,67 @@ def text(value: Any) -> Any:
         except UnicodeDecodeError:
             return value.decode("utf-8", "surrogateescape")
     return value
+
+
+def hand_typed(run_id: str) -> bytes | None:
+    """The bytes of a TEXT run id a lenient read (:func:`lenient_text`) turns into ``run_id``; None if none can.
+
+    Why: a hand edit (``UPDATE runs SET run_id = CAST(X'68ff' AS TEXT)``) leaves a TEXT id that is not UTF-8,
+    read as ``'h\\udcff'``; bound again, that ``str`` becomes the BLOB this store writes for it (``68 ed b3 bf``),
+    which never equals the stored ``68 ff``: the run's calls were not found and ran again under a second run
+    shown with the same id. Only ids holding U+DC80..U+DCFF can be such reads, so every other id costs one check.
+    """
+    if run_id.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in run_id):
+        return None
+    try:
+        raw = run_id.encode("utf-8", "surrogateescape")
+        raw.decode("utf-8")
+    except UnicodeEncodeError:  # other lone surrogates too: a BLOB id of this store, never a lenient read
+        return None
+    except UnicodeDecodeError:
+        return raw
+    return None  # valid UTF-8 (e.g. '\udcc3\udca9' is b'\xc3\xa9'): a TEXT holding it reads as 'é', not as this
+
+
+def run_is(run_id: str, column: str = "run_id") -> tuple[str, tuple[Any, ...]]:
+    """A read's condition on ``column`` for ``run_id``: also the hand-typed TEXT a lenient read showed as it.
+
+    So ``store.calls(id)`` of an id ``store.runs()`` listed finds its calls, where it found nothing; opening
+    the run is refused instead (:func:`refuse_hand_typed`), as a write could only bind the other form.
+    """
+    raw = hand_typed(run_id)
+    if raw is None:
+        return f"{column} = ?", (run_id,)
+    return f"{column} IN (?, CAST(? AS TEXT))", (run_id, raw)
+
+
+_HAND_TYPED = (
+    "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = CAST(?1 AS TEXT)) "
+    "OR EXISTS (SELECT 1 FROM calls WHERE run_id = CAST(?1 AS TEXT)) "
+    "OR EXISTS (SELECT 1 FROM discarded WHERE run_id = CAST(?1 AS TEXT))"
+)
+
+
+def refuse_hand_typed(conn: sqlite3.Connection, run_id: str, lineage: bool) -> None:
+    """:class:`~.bad_rows.BadRow` if the journal holds ``run_id`` as hand-typed TEXT that is not UTF-8.
+
+    Refused, not matched: this store can only bind such an id as its BLOB, so the run's calls were not found
+    and executed again. The fix names the statements that store the id the way this store writes it, which
+    keeps the same ``str`` id (what ``store.runs()`` shows) and every journaled call (``lineage``: the journal
+    has ``runs.parent_run_id``, schema 2).
+    """
+    raw = hand_typed(run_id)
+    if raw is None or not conn.execute(_HAND_TYPED, (raw,)).fetchone()[0]:
+        return
+    new, old = f"X'{_exact(run_id).hex()}'", f"CAST(X'{raw.hex()}' AS TEXT)"  # type: ignore[union-attr]
+    columns = [("runs", "run_id"), ("calls", "run_id"), ("discarded", "run_id")]
+    fix = "; ".join(f"UPDATE {t} SET {c} = {new} WHERE {c} = {old}"
+                    for t, c in columns + ([("runs", "parent_run_id")] if lineage else []))
+    raise BadRow(
+        f"run {run_id!r} has an id typed in as TEXT that is not UTF-8 (bytes {raw.hex(' ')}): durable_nb "
+        f"reads it, but a run or write under it would not find its calls and would run them again",
+        fix,
+    )
 
 
 def _lenient(raw: bytes) -> str:

@@ -26,6 +26,7 @@ from ..journal.history import (
     prune_batches,
 )
 from ..journal.records import CallRecord, RunRecord, Status
+from .sqlite_text import hand_typed
 
 # Columns a fork copies (everything but seq, which orders the journal, and run_id).
 _COPIED = (
@@ -65,7 +66,11 @@ class SqliteTimeTravel:
 
         def run_is_open(self, run_id: str) -> bool: ...
 
+        def _refuse_hand_typed(self, run_id: str, owner: str | None) -> None: ...
+
     def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
+        if hand_typed(run_id) is not None:  # said so, not "no run" of an id store.runs() lists
+            self._refuse_hand_typed(run_id, None)
         with self._write() as conn:
             def exists(rid: str) -> bool:
                 return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (rid,)).fetchone() is not None
