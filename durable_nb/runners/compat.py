@@ -193,3 +193,25 @@ def configured(env: Any, key: str) -> str | None:
     """
     value = env._j_stream_execution_environment.getConfiguration().toMap().get(key)
     return None if value is None else str(value)
+
+
+def collect_job_id(iterator: Any) -> str | None:
+    """The id of the job an ``execute_and_collect`` iterator reads, or None when it cannot be read.
+
+    Missing public API: PyFlink's ``CloseableIterator`` hides the ``JobClient`` that Java's
+    ``executeAndCollectWithClient`` hands out. The Java ``CollectResultIterator`` keeps it in
+    its fetcher (private fields ``fetcher`` and ``jobClient`` in Flink 2.3.0), read here by
+    reflection. :mod:`durable_nb.runners.flink_wait` needs the id to see the job's tasks
+    before it cancels the job.
+    """
+    try:
+        fetcher = _private_field(iterator._j_closeable_iterator, "fetcher")
+        return str(_private_field(fetcher, "jobClient").getJobID().toString())
+    except Exception:  # another Flink, or no client yet: the caller cancels without looking
+        return None
+
+
+def _private_field(obj: Any, name: str) -> Any:
+    field = obj.getClass().getDeclaredField(name)
+    field.setAccessible(True)
+    return field.get(obj)

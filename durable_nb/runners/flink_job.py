@@ -257,7 +257,12 @@ class FlinkRunner:
         self.progress = progress
         self.restart_attempts = restart_attempts
         self.restart_delay_ms = restart_delay_ms
-        self.records_dir = Path(records_dir) if records_dir is not None else None
+        # Absolute: the source reads it as a file:// URI, and the JobManager and TaskManagers would
+        # resolve a relative folder against their own working folders ("recs" failed with a ValueError).
+        self.records_dir = Path(records_dir).expanduser().absolute() if records_dir is not None else None
+        if self.records_dir is not None and not self.records_dir.is_dir():
+            raise FlinkSetupError(f"FlinkRunner: records_dir {str(self.records_dir)!r} is not a folder; pass a "
+                                  f"folder that exists and that the JobManager and TaskManagers can read.")
         self._options = EnvOptions(
             checkpoint_interval_ms, restart_attempts, restart_delay_ms,
             python_executable or EnvOptions.python_executable, address,
@@ -332,7 +337,7 @@ class FlinkRunner:
             with user_modules_by_value():  # records, the action and its helpers: the user's modules by value
                 write_records(path, records, keys, groups)
                 stream = self._build(job, path)
-            return _collect(stream, job_name, len(records), self.restart_attempts, show)
+            return _collect(stream, job_name, len(records), self.restart_attempts, show, self._options.address)
         finally:
             path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
@@ -352,18 +357,19 @@ class FlinkRunner:
         return durable_stage(keyed, map_element, job, self.concurrency, self.parallelism).name(job.name)
 
 
-def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool) -> list[Shipped]:
-    """Run the job and gather one outcome per record (the first, whatever failed over)."""
+def _collect(stream: Any, job_name: str, n: int, attempts: int, show: bool,
+             rest: tuple[str, int] | None = None) -> list[Shipped]:
+    """Run the job and gather one outcome per record (the first, whatever failed over); ``rest``: the cluster's."""
     rows: dict[int, Shipped] = {}
     bar = MapProgress(n, job_name, enabled=show)
     try:
-        for wire in collected(stream, job_name):  # Ctrl-C while it waits cancels the job (see flink_wait)
+        for wire in collected(stream, job_name, rest):  # Ctrl-C while it waits cancels the job (see flink_wait)
             shipped = Shipped(*wire)
             if shipped.index not in rows:
                 rows[shipped.index] = shipped
                 bar.record(shipped.status, replayed=shipped.replayed)
     except Exception as exc:
-        raise job_error(exc, job_name, attempts) from exc
+        raise job_error(exc, job_name, attempts, rest) from exc
     finally:
         bar.close()
     missing = [i for i in range(n) if i not in rows]
@@ -425,14 +431,20 @@ def _warn_large(who: str, what: str, value: Any, size: int) -> None:
         "action instead (once per worker: a functools.cache'd loader), or pass it in the records.", UserWarning)
 
 
-def job_error(exc: Exception, job_name: str, attempts: int) -> Exception:
-    """Turn a Py4J/Java failure into one readable error; setup problems keep their own class."""
+def job_error(exc: Exception, job_name: str, attempts: int, rest: tuple[str, int] | None = None) -> Exception:
+    """Turn a Py4J/Java failure into one readable error; setup problems keep their own class.
+
+    On a cluster (``rest``) the workers' logs are the TaskManagers', seen from its web UI: this
+    machine's ``FLINK_LOG_DIR`` holds only the client's.
+    """
     text = str(exc)
     setup = compat.marked_message(text, SETUP_MARKER)
     if setup:
         return FlinkSetupError(setup)
     cause = compat.failure_cause(text) if text.strip() else type(exc).__name__
+    logs = (f"the TaskManagers' logs, in the cluster's web UI (http://{rest[0]}:{rest[1]})" if rest is not None
+            else os.environ.get("FLINK_LOG_DIR", log_dir()))
     return FlinkJobError(
-        f"Flink job {job_name!r} failed (after up to {attempts} restart(s)): {cause[:500]}. "
-        f"Flink's logs: {os.environ.get('FLINK_LOG_DIR', log_dir())}"
+        f"Flink job {job_name!r} failed (after up to {attempts} restart(s)): {cause[:500].rstrip('.')}. "
+        f"Flink's logs: {logs}"
     )

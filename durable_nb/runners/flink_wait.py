@@ -15,20 +15,37 @@ cancelled by closing the collect iterator (Flink cancels a job whose collect
 iterator is closed) and the interrupt goes on. The journal needs nothing more:
 calls in flight stay PENDING and the next map replays, reconciles or re-executes
 them by the replay rules.
+
+On a running cluster the job is cancelled only once none of its tasks is still
+starting (or after ``START_WAIT_S``): Flink 2.3's collect sink, cancelled while it
+deploys or initializes, throws a NullPointerException in its ``close()``
+(FLINK-39330) that the TaskManager treats as fatal. One Ctrl-C right after a job
+was submitted shut down the TaskManager, and every other job it ran with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
+
+from . import compat
 
 POLL_S = 0.1
 """Seconds the main thread waits for a row before it looks at pending signals again."""
 CANCEL_WAIT_S = 10.0
 """Seconds an interrupted wait gives the helper thread to see the job cancelled."""
+START_WAIT_S = 30.0
+"""Seconds a cancel waits for a cluster job's tasks to finish starting (see the module docstring)."""
+STARTING = ("CREATED", "SCHEDULED", "DEPLOYING", "INITIALIZING")
+"""Task states before RUNNING: the collect sink is not safe to cancel in them on a cluster."""
+ENDED = ("FINISHED", "CANCELED", "FAILED", "SUSPENDED")
+"""Job states after which there is nothing left to wait for."""
 
 _ROW, _END, _ERROR = "row", "end", "error"
 
@@ -36,10 +53,11 @@ _ROW, _END, _ERROR = "row", "end", "error"
 class _Collector(threading.Thread):
     """Runs ``execute_and_collect`` and its blocking reads; hands each row (or the error) to the main thread."""
 
-    def __init__(self, stream: Any, job_name: str) -> None:
+    def __init__(self, stream: Any, job_name: str, rest: tuple[str, int] | None = None) -> None:
         super().__init__(name=f"durable_nb collect {job_name}", daemon=True)
         self.stream = stream
         self.job_name = job_name
+        self.rest = rest
         self.items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._iterator: Any = None
@@ -52,7 +70,9 @@ class _Collector(threading.Thread):
                 self._iterator = iterator
                 cancelled = self._cancelled
             with iterator as rows:  # closing cancels the job if it still runs
-                if not cancelled:  # interrupted while the job was being submitted
+                if cancelled:  # interrupted while the job was being submitted
+                    self._before_cancel(iterator)
+                else:
                     for wire in rows:
                         self.items.put((_ROW, wire))
         except BaseException as exc:  # handed to the main thread, which raises it there
@@ -66,33 +86,76 @@ class _Collector(threading.Thread):
             self._cancelled = True
             iterator = self._iterator
         if iterator is not None and self.is_alive():
+            self._before_cancel(iterator)
             with contextlib.suppress(Exception):  # the job may have ended meanwhile; the interrupt matters
                 iterator.close()
-        self.join(CANCEL_WAIT_S)
+        # Interrupted while the job was being submitted, this thread waits for its tasks to start.
+        self.join(CANCEL_WAIT_S + (START_WAIT_S if self.rest is not None else 0.0))
+
+    def _before_cancel(self, iterator: Any) -> None:
+        """Before the job is cancelled: on a cluster, wait until its tasks have started (module docstring)."""
+        if self.rest is not None:
+            wait_until_started(self.rest, compat.collect_job_id(iterator))
 
 
-def collected(stream: Any, job_name: str) -> Iterator[Any]:
+def wait_until_started(rest: tuple[str, int], job_id: str | None) -> None:
+    """Return once the job runs and none of its tasks is starting (or it ended, or ``START_WAIT_S`` passed).
+
+    Asks the cluster's REST API (``/jobs/<id>``). A job still initializing, or restarting, waits too.
+    """
+    if job_id is None:
+        return
+    host, port = rest
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address, as parse_jobmanager left it
+    deadline = time.monotonic() + START_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/jobs/{job_id}", timeout=5) as resp:
+                job = json.load(resp)
+        except Exception:  # the cluster does not answer: cancelling is all that is left
+            return
+        counts = job.get("status-counts") or {}
+        if job.get("state") in ENDED:
+            return
+        # Before RUNNING (INITIALIZING, RESTARTING) its tasks are about to start: their counts say nothing yet.
+        if job.get("state") == "RUNNING" and not any(counts.get(state) for state in STARTING):
+            return
+        time.sleep(POLL_S)
+
+
+def collected(stream: Any, job_name: str, rest: tuple[str, int] | None = None) -> Iterator[Any]:
     """The rows of ``stream.execute_and_collect(job_name)``; an interrupt while waiting cancels the job.
 
     Errors of the job are raised here, in the caller's thread, as they would be by
-    iterating ``execute_and_collect`` directly.
+    iterating ``execute_and_collect`` directly. ``rest``: ``(host, port)`` of the
+    cluster the job runs on, to cancel it only once its tasks have started.
     """
-    collector = _Collector(stream, job_name)
+    collector = _Collector(stream, job_name, rest)
     collector.start()
     finished = False
     try:
         while True:
-            try:
-                kind, value = collector.items.get(timeout=POLL_S)
-            except queue.Empty:
-                continue  # back in the interpreter: a pending SIGINT raises KeyboardInterrupt here
-            if kind == _ROW:
-                yield value
-                continue
-            finished = True
-            if kind == _ERROR:
-                raise value
-            return
+            kind, value = _next_item(collector.items)  # a pending SIGINT raises KeyboardInterrupt in there
+            if kind != _ROW:
+                break
+            yield value
+        finished = True
+        if kind == _ERROR:
+            raise value
     finally:
         if not finished:  # interrupted (or the caller stopped early): the job must not run on
             collector.cancel()
+
+
+def _next_item(items: queue.SimpleQueue[tuple[str, Any]]) -> tuple[str, Any]:
+    """The next item, returning to the interpreter every ``POLL_S`` so that a pending SIGINT is raised.
+
+    A loop of its own: on CPython 3.11 a KeyboardInterrupt raised at the ``continue`` of
+    an ``except queue.Empty:`` inside ``collected``'s try/finally skipped the finally,
+    so the job was never cancelled (raised here, it reaches ``collected`` at this call).
+    """
+    while True:
+        try:
+            return items.get(timeout=POLL_S)
+        except queue.Empty:
+            pass

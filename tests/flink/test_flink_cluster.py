@@ -7,6 +7,8 @@ file: every journal write goes through a real PostgreSQL server (the session's
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ import psutil
 import pytest
 
 import durable_nb as dnb
+from durable_nb.journal.records import RunStatus
 from durable_nb.runners.flink_cluster import StandaloneCluster
 from durable_nb.runners.flink_job import FlinkRunner
 
@@ -81,3 +84,50 @@ def test_a_killed_taskmanager_journaling_in_postgresql_is_replaced_and_every_cha
         cluster.stop()
         store.close()
     assert started and all(_gone(pid) for pid in started)
+
+
+def _slow_charge(record: int, ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(time.sleep, 1.0) or record
+
+
+@pytest.mark.timeout(240)
+def test_ctrl_c_right_after_a_cluster_job_was_submitted_cancels_it_and_leaves_the_taskmanager_running(
+    flink: None, pg_dsn: str
+) -> None:
+    # Flink 2.3's collect sink cancelled while it was still starting threw in close() (FLINK-39330),
+    # which the TaskManager took as fatal: one Ctrl-C shut it down, with every other job it ran.
+    store = dnb.PostgresStore(pg_dsn)
+    cluster = StandaloneCluster(slots=2, config={"web.refresh-interval": 20})  # REST sees task states at once
+    try:
+        cluster.start()
+        [taskmanager] = cluster.taskmanagers
+        runner = FlinkRunner(store, parallelism=2, jobmanager=cluster.jobmanager)
+
+        def interrupt_while_the_sink_starts() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(Exception):
+                    [job] = cluster.jobs()
+                    vertices = cluster._rest(f"/jobs/{job['jid']}")["vertices"]
+                    sink = next(v for v in vertices if "collect sink" in v["name"])["tasks"]
+                    if sink["DEPLOYING"] or sink["INITIALIZING"]:
+                        break
+                time.sleep(0.01)
+            _thread.interrupt_main()  # what Ctrl-C (a kernel interrupt) does to the waiting notebook
+
+        threading.Thread(target=interrupt_while_the_sink_starts, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            runner.map(_slow_charge, list(range(8)))
+        assert len(cluster.jobs()) == 1
+        deadline = time.monotonic() + 60
+        while cluster.jobs()[0]["state"] not in ("CANCELED", "FAILED") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # the fatal error came within a second of the cancel
+        assert not _gone(taskmanager), "the TaskManager died when the job was cancelled"
+        assert cluster.overview()["taskmanagers"] == 1
+        [job] = cluster.jobs()
+        assert job["state"] == "CANCELED", [entry.get("exceptionName") for entry in cluster.failures(job["jid"])]
+        assert all(run.status is not RunStatus.FAILED for run in store.runs())
+    finally:
+        cluster.stop()
+        store.close()

@@ -11,15 +11,22 @@ read ignored Ctrl-C until the job ended.
 
 from __future__ import annotations
 
+import _thread
+import http.server
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from durable_nb.runners import compat
+from durable_nb.runners.flink_wait import collected
 
 pytestmark = pytest.mark.flink
 
@@ -96,3 +103,85 @@ def test_ctrl_c_taken_by_another_thread_stops_the_map_promptly_and_the_next_map_
     assert "SECOND ['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED'] ['ch-0', 'ch-1', 'ch-2', 'ch-3']" in out, out
     # The charge in flight stayed PENDING and its reconciler found it: each order charged once.
     assert Counter(ledger.read_text().split()) == {"0": 1, "1": 1, "2": 1, "3": 1}
+
+
+class _BlockingRows:
+    """A collect iterator whose job runs until it is closed, as Flink's does."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def __enter__(self) -> _BlockingRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> _BlockingRows:
+        return self
+
+    def __next__(self) -> None:
+        self.closed.wait(30)
+        raise StopIteration
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_ctrl_c_that_the_waiting_thread_only_sees_between_polls_still_cancels_the_job() -> None:
+    # interrupt_main is a SIGINT another thread took: the main thread's wait is not woken, the
+    # interrupt surfaces between two polls. On CPython 3.11 it skipped the generator's finally
+    # there, so the job was never cancelled and ran on in the cluster.
+    rows = _BlockingRows()
+
+    class Stream:
+        def execute_and_collect(self, job_name: str) -> _BlockingRows:
+            return rows
+
+    threading.Timer(0.5, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        for _row in collected(Stream(), "job"):
+            pass
+    assert rows.closed.is_set(), "the job was not cancelled"
+
+
+def test_a_cluster_job_is_cancelled_only_once_none_of_its_tasks_is_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Flink 2.3's collect sink cancelled while it deploys or initializes throws in close()
+    # (FLINK-39330) and the TaskManager shuts down on it: the cancel waits for the tasks to run.
+    answers = [{"state": "INITIALIZING", "status-counts": {}},
+               {"state": "RUNNING", "status-counts": {"RUNNING": 2, "DEPLOYING": 1}},
+               {"state": "RUNNING", "status-counts": {"RUNNING": 2, "INITIALIZING": 1}},
+               {"state": "RUNNING", "status-counts": {"RUNNING": 3}}]
+    asked: list[str] = []
+
+    class JobManager(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            body = json.dumps(answers[min(len(asked), len(answers)) - 1]).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobManager)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rows = _BlockingRows()
+    asked_at_close: list[int] = []
+    close = rows.close
+    rows.close = lambda: (asked_at_close.append(len(asked)), close())  # type: ignore[method-assign]
+
+    class Stream:
+        def execute_and_collect(self, job_name: str) -> _BlockingRows:
+            return rows
+
+    monkeypatch.setattr(compat, "collect_job_id", lambda iterator: "f00d")
+    try:
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            for _row in collected(Stream(), "job", ("127.0.0.1", server.server_address[1])):
+                pass
+    finally:
+        server.shutdown()
+    assert asked[0] == "/jobs/f00d" and asked_at_close and asked_at_close[0] >= len(answers)

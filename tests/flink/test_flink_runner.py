@@ -344,3 +344,35 @@ def test_a_worker_exception_without_a_message_is_still_named() -> None:
                "worker's thread pool, concurrency > 1)\"))")
     assert failure_cause(trace.replace("KeyboardInterrupt\n\tat", wrapped + "\n\tat")) == (
         "ActionCrashed: SystemExit: 3 (raised by the action in a Flink worker's thread pool, concurrency > 1)")
+
+
+def _doubled(record: int, ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(int.__mul__, record, 2)
+
+
+@pytest.mark.timeout(120)
+def test_a_relative_records_dir_is_this_folders_and_a_missing_one_is_named(
+    flink: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The records file is read as a file:// URI: "recs" failed with "relative path can't be expressed
+    # as a file URI", and the JobManager and TaskManagers resolve a relative folder against their own.
+    (tmp_path / "recs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    store = dnb.SqliteStore(tmp_path / "journal.db")
+    runner = FlinkRunner(store, parallelism=1, records_dir="recs")
+    assert runner.records_dir == tmp_path / "recs"
+    assert list(runner.map(_doubled, [1, 2])["result"]) == [2, 4]
+    assert not list((tmp_path / "recs").iterdir()), "the records file was left behind"
+    with pytest.raises(FlinkSetupError, match="records_dir .*nowhere.* is not a folder"):
+        FlinkRunner(store, records_dir=tmp_path / "nowhere")
+    store.close()
+
+
+def test_a_cluster_jobs_failure_points_at_the_clusters_logs_not_this_machines() -> None:
+    # The workers ran on the cluster: this machine's FLINK_LOG_DIR holds only the client's logs.
+    from durable_nb.runners.flink_job import job_error
+
+    cause = "Caused by: java.lang.RuntimeException: durable_nb.errors.JournalUnavailableError: check the DSN."
+    message = str(job_error(RuntimeError(cause), "durable_nb map place", 3, ("flink-host", 8081)))
+    assert "TaskManagers' logs" in message and "http://flink-host:8081" in message, message
+    assert "DSN.." not in message, message
