@@ -317,3 +317,46 @@ def test_a_journal_from_before_fork_numbers_were_kept_goes_on_after_its_highest_
         assert again.fork("r1.fork-3", at=1) == "r1.fork-3.fork-1"
     finally:
         again.close()
+
+
+def test_a_kept_number_stays_the_highest_and_outlives_the_runs(store):
+    """``keep_number`` keeps the highest number of a sequence (keeping one again or a lower one changes
+    nothing), per sequence, whatever runs are pruned: what the notebook's attempt ids rely on."""
+    assert store.last_number("cell:a:0123456789abcdef#") == 0
+    for n in (2, 2, 1):
+        store.keep_number("cell:a:0123456789abcdef#", n)
+    assert store.last_number("cell:a:0123456789abcdef#") == 2
+    store.keep_number("cell:a:0123456789abcdef#", 5)
+    store.keep_number("cell:a:0123456789abcdef", 9)  # another sequence, a prefix of the first
+    dnb.LocalRunner(store).run(place_order, "o1", run_id="r1")
+    store.prune(keep_last=0)
+    assert store.last_number("cell:a:0123456789abcdef#") == 5
+    assert store.last_number("cell:a:0123456789abcdef") == 9
+    with pytest.raises(TypeError, match="sequence must be a non-empty str"):
+        store.keep_number("", 1)
+    for bad in (0, -1, True, 1.5, "3"):
+        with pytest.raises((ValueError, TypeError), match="number must be an integer 1 or more"):
+            store.keep_number("s", bad)
+    assert store.last_number("s") == 0
+
+
+def test_two_clients_keeping_numbers_at_once_keep_the_highest(two_clients):
+    a, b = two_clients
+    for n in range(1, 9):  # a fresh sequence each time: both clients may create its row at once
+        _at_once(lambda n=n: a.keep_number(f"seq{n}", 2 * n), lambda n=n: b.keep_number(f"seq{n}", 2 * n - 1))
+        assert a.last_number(f"seq{n}") == b.last_number(f"seq{n}") == 2 * n
+
+
+def test_a_hand_edited_kept_number_counts_as_none(tmp_path: Path):
+    import sqlite3
+
+    path = tmp_path / "journal.db"
+    with dnb.SqliteStore(path) as store:
+        store.keep_number("s", 3)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = 'three' WHERE key = 'issued:s'")
+    conn.close()
+    with dnb.SqliteStore(path) as again:
+        assert again.last_number("s") == 0
+        again.keep_number("s", 1)
+        assert again.last_number("s") == 1

@@ -1277,14 +1277,15 @@ def test_a_store_is_keyed_with_the_working_directory_exactly_when_open_store_rea
 def test_a_cells_attempts_are_only_its_own_numbered_runs() -> None:
     """Every run id starting with the cell's base is read: forks of an attempt and ids made by hand
     (``#02``, ``#²``, ``#1``) are no attempts, and none of them breaks the lookup."""
-    from durable_nb.notebook.runids import attempts
+    from durable_nb.notebook.runids import latest_attempt, new_attempt
 
     store = dnb.MemoryStore()
     base = "cell:g:0123456789abcdef"
-    assert attempts(store, base) == (None, base)
+    assert latest_attempt(store, base) is None
     for suffix in ("#3", "#3.fork-1", "#02", "#\u00b2", "#1", "#7x", "0", ".fork-1", "#"):
         dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), 1, run_id=base + suffix)
-    assert attempts(store, base) == (f"{base}#3", f"{base}#4")
+    assert latest_attempt(store, base) == f"{base}#3"
+    assert new_attempt(store, base) == f"{base}#4"
 
 
 def test_a_first_attempt_kept_with_many_later_ones_pruned_replays_the_newest(ip: Any, magics: DurableMagics) -> None:

@@ -87,6 +87,27 @@ def cell_runs(store: dnb.Store) -> list[dnb.RunRecord]:
     return [r for r in store.runs() if r.run_id.startswith("cell:order:")]
 
 
+def cell_runs_of(store: dnb.Store, name: str) -> list[dnb.RunRecord]:
+    return [r for r in store.runs() if r.run_id.startswith(f"cell:{name}:")]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def two_kernels(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[dnb.Store]]:
+    """Two store objects on one journal, as two kernels have (one MemoryStore.named journal in one process)."""
+    if request.param == "memory":
+        name = f"two-kernels-{tmp_path.name}"
+        yield [dnb.MemoryStore.named(name), dnb.MemoryStore.named(name)]
+        return
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        clients: list[dnb.Store] = [dnb.PostgresStore(dsn), dnb.PostgresStore(dsn)]
+    else:
+        clients = [dnb.SqliteStore(tmp_path / "journal.db"), dnb.SqliteStore(tmp_path / "journal.db")]
+    yield clients
+    for client in clients:
+        client.close()
+
+
 def snapshot(store: dnb.Store) -> Any:
     return [(r.run_id, r.status, r.attempts, r.n_calls) for r in store.runs()], store.to_pandas().to_dict("records")
 
@@ -389,6 +410,102 @@ def test_fork_usage_errors_name_the_fix(ip: Any, magics: DurableMagics) -> None:
     with pytest.raises(UsageError):
         line(ip, "durable_fork", "order")  # --at is required
     assert len(cell_runs(magics.store)) == 1
+
+
+# -- attempt ids ------------------------------------------------------------------------------------
+
+LEDGER: collections.Counter[str] = collections.Counter()
+SETTLES = {"ok": True}
+
+
+def pay(run_id: str) -> str:
+    """A payment provider whose ledger is keyed by the run id, as the idempotency keys of real ones are."""
+    LEDGER[run_id] += 1
+    return f"paid {run_id}"
+
+
+def settle() -> None:
+    if not SETTLES["ok"]:
+        raise RuntimeError("settlement refused")
+
+
+PAY = "ctx = dnb.current_context()\npaid = ctx.durable_execute(pay, ctx.run_id)\nsettle()\n"
+
+
+def test_a_pruned_or_forgotten_attempts_id_is_never_given_to_a_fork_a_rerun_or_a_new_run(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """A ledger keyed by ``ctx.run_id`` showed two charges under one id: ``%durable_fork`` (and ``--rerun``) took
+    the number after the newest *existing* attempt, so once ``%durable_prune --status FAILED`` removed the failed
+    ``#2`` the next fork was ``#2`` again; after ``%durable_forget`` the cell ran again under its first id."""
+    LEDGER.clear()
+    SETTLES["ok"] = True
+    ip.user_ns.update(pay=pay, settle=settle)
+    run(ip, "pay", PAY)
+    [first] = [r.run_id for r in cell_runs_of(magics.store, "pay")]
+    SETTLES["ok"] = False
+    made = []
+    for how in ("fork", "fork", "rerun", "rerun"):
+        if how == "fork":
+            line(ip, "durable_fork", "pay --at 1")
+        with pytest.raises(RuntimeError, match="settlement refused"):
+            run(ip, "pay --rerun" if how == "rerun" else "pay", PAY)
+        made += [r.run_id for r in magics.store.prune(status="FAILED")]
+    assert made == [f"{first}#{n}" for n in (2, 3, 4, 5)]
+    line(ip, "durable_forget", "pay")
+    SETTLES["ok"] = True
+    run(ip, "pay", PAY)  # the cell's record is forgotten: it runs again, under an id never used
+    assert [r.run_id for r in cell_runs_of(magics.store, "pay")] == [f"{first}#6"]
+    assert dict(LEDGER) == {first: 1, **{f"{first}#{n}": 1 for n in range(2, 7)}}  # one charge per id
+
+
+def test_two_kernels_starting_one_attempt_at_once_take_one_id(two_kernels: list[dnb.Store]) -> None:
+    """A kept attempt number whose run a live context holds, not yet written, is another kernel starting that
+    attempt: taken again, the second kernel meets the first's run (RunBusyError, then a replay) rather than
+    running an attempt of its own, as when numbers were not kept. Once the run is gone, the number is not given."""
+    from durable_nb.notebook.runids import keep_attempt, new_attempt
+
+    a, b = two_kernels
+    base = "cell:pay:0123456789abcdef"
+    assert new_attempt(a, base) == new_attempt(b, base) == base
+    with dnb.LocalRunner(a).context(base) as ctx:  # kernel A opened it and kept its number; nothing written yet
+        keep_attempt(a, base, base)
+        assert new_attempt(b, base) == base
+        with pytest.raises(dnb.RunBusyError), dnb.LocalRunner(b).context(base):
+            pass
+        ctx.durable_execute(str, 1)
+    assert new_attempt(b, base) == f"{base}#2"  # a --rerun now
+    a.delete_run(base)  # %durable_forget, or a prune
+    assert new_attempt(b, base) == f"{base}#2"  # not the forgotten run's id
+
+
+def test_a_journal_from_before_attempt_numbers_were_kept_replays_and_goes_on_after_its_newest(
+    ip: Any, magics: DurableMagics, tmp_path: Path
+) -> None:
+    """Its cells replay their newest attempt; a rerun takes the number after it (a pruned one in between is
+    not known to such a journal, as before)."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    magics.store = dnb.SqliteStore(path)
+    try:
+        run(ip, "order", ORDER)
+        run(ip, "order --rerun", ORDER)
+        run(ip, "order --rerun", ORDER)
+        [first, second, third] = sorted(r.run_id for r in cell_runs(magics.store))
+        magics.store.delete_run(second)
+        magics.store.close()
+        with sqlite3.connect(path) as conn:  # as a journal written by an older durable_nb: no number kept
+            conn.execute("DELETE FROM meta WHERE key LIKE 'issued:%'")
+        conn.close()
+        magics.store = dnb.SqliteStore(path)
+        RAN.clear()
+        _, log = run(ip, "order", ORDER)
+        assert "replayed cell" in log.text() and not RAN
+        run(ip, "order --rerun", ORDER)
+        assert sorted(r.run_id for r in cell_runs(magics.store)) == [first, third, f"{first}#4"]
+    finally:
+        magics.store.close()
 
 
 # -- %durable_prune ---------------------------------------------------------------------------------

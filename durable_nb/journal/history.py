@@ -21,6 +21,12 @@ Decisions, documented in README "Time travel":
   run (:func:`fork_seq_key`; it stays when the parent is pruned, as a run may be
   started again under the same id) and goes on after it and after any existing
   ``<run_id>.fork-<n>`` (a journal written before the number was kept).
+* **Numbers of runs opened by id follow the same rule** (:meth:`Store.keep_number`): the
+  highest number of a named sequence used is kept in the journal (:func:`sequence_key`)
+  before the run is opened, and stays when the run goes. A ``%%durable`` cell's attempts
+  (``base``, ``base#2`` ...) are numbered so (:mod:`durable_nb.notebook.runids`). Keeping is
+  idempotent (the highest stays): two kernels starting one attempt at once choose one id,
+  and the second finds the first's run (``RunBusyError``), as before numbers were kept.
 * **prune's "recent"/"older" use ``updated_at``** (the run's last activity); the
   ``keep_last`` most recent are counted over every run in the store, not only the
   ones of ``status``; a run held open by a live process is never removed, even
@@ -128,10 +134,36 @@ def forks_issued(run_id: str, recorded: Any, existing: Iterable[str]) -> int:
     ``recorded`` is the kept value as read (a ``meta`` text, None when never kept); one that is not a number
     (edited by hand) counts as none, the existing ids still keep the numbers in use.
     """
-    text = str(recorded)
-    kept = int(text) if text.isascii() and text.isdigit() else 0
     seen = (fork_number(run_id, rid) for rid in existing)
-    return max([kept, *(n for n in seen if n is not None)])
+    return max([number_kept(recorded), *(n for n in seen if n is not None)])
+
+
+def number_kept(recorded: Any) -> int:
+    """The last number a journal kept as given (a ``meta`` text as read; None, never kept, is 0).
+
+    One that is not a number (edited by hand) counts as none: the run ids still in the journal
+    (``existing``, ``after``) keep the numbers in use.
+    """
+    text = str(recorded)
+    return int(text) if text.isascii() and text.isdigit() else 0
+
+
+def sequence_key(sequence: Any) -> str:
+    """The ``meta`` key (SqliteStore, PostgresStore) of the highest number :meth:`Store.keep_number` kept.
+
+    A sequence is named by a non-empty str (anything else is a TypeError, before a store is touched).
+    """
+    if type(sequence) is not str or not sequence:
+        raise TypeError(f"sequence must be a non-empty str, got {type(sequence).__name__} {sequence!r}")
+    return f"issued:{sequence}"
+
+
+def check_number(number: Any) -> int:
+    """``keep_number``'s number as a plain int, 1 or more."""
+    value = as_int(number)
+    if value is None or value < 1:
+        raise ValueError(f"number must be an integer 1 or more, got {number!r}")
+    return value
 
 
 def check_fork(

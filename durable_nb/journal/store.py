@@ -16,6 +16,9 @@ takes it in the journal. Every write made with ``owner=`` is fenced: if that
 owner's lease was taken over or closed it raises :class:`LeaseLostError` and
 writes nothing. ``owner=None`` writes unfenced (ReconcilePanel, ``answer``: they
 check ``only_if_pending`` instead).
+
+Over 400 lines because it is the whole protocol every store implements (reads, leases, writes, time travel,
+kept numbers), each method with the why its implementations share.
 """
 
 from __future__ import annotations
@@ -275,6 +278,34 @@ class Store(abc.ABC):
     def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
         """Validate (``history.check_fork``) and copy in one transaction (call 0 written afresh with ``head``)."""
         raise NotImplementedError(f"{type(self).__name__} cannot fork runs")
+
+    def last_number(self, sequence: str) -> int:
+        """The highest number :meth:`keep_number` kept for ``sequence`` in this journal (0: none)."""
+        from .history import number_kept, sequence_key
+
+        return number_kept(self._kept(sequence_key(sequence)))
+
+    def keep_number(self, sequence: str, number: int) -> None:
+        """Keep ``number`` as used in ``sequence`` unless a higher one is kept; it stays when runs go.
+
+        Why: a run id made from a number (a cell's rerun ``base#3``) must not be made again once its run
+        was pruned or forgotten: a ledger keyed by run id would take the new run's charge for the old one's.
+        Kept, not counted up: two kernels starting one attempt at once keep one number and meet in one run.
+        """
+        from .history import check_number, sequence_key
+
+        self._keep(sequence_key(sequence), check_number(number))
+
+    def _kept(self, key: str) -> Any:
+        """The value kept under ``key`` as stored (``meta``; None: none); ``_keep`` keeps the higher number.
+
+        This default, for a store of the user's own that keeps nothing, reads none and keeps none: its cells
+        still run, and their numbers come from the runs still in the journal (the rule before numbers were kept).
+        """
+        return None
+
+    def _keep(self, key: str, number: int) -> None:
+        """Keep ``number`` under ``key`` unless a higher one is kept (see :meth:`_kept` for this default)."""
 
     def prune(
         self,

@@ -57,7 +57,7 @@ from .perform import (
     reexecuted_notice,
     run_body,
 )
-from .runids import attempts, cell_call_id, cell_run_base
+from .runids import cell_call_id, cell_run_base, keep_attempt, latest_attempt, new_attempt
 from .timetravel import cell_inputs, stoppable, unwrap_stopped, user_module
 
 if TYPE_CHECKING:
@@ -79,18 +79,20 @@ def run_cell(
     __tracebackhide__ = True
     name = cell.name
     inputs, args_digest, tokens = cell_inputs(shell, cell)
-    latest, following = attempts(store, cell_run_base(name, args_digest))
+    base = cell_run_base(name, args_digest)
+    latest = latest_attempt(store, base)
     if latest is not None and not rerun:
         calls = store.calls(latest)
         recorded = calls[0] if calls else None
         if decide(recorded, cell_call_id(name), args_digest, reconciler is not None) is Decision.REPLAY:
             assert recorded is not None
             return replay_cell(shell, name, recorded)
-    run_id = following if (rerun and latest is not None) or latest is None else latest
+    new_base = base if rerun or latest is None else None  # a new attempt: its number kept once its run is held
+    run_id = new_attempt(store, base) if rerun or latest is None else latest
     quiet = bool(shell.displayhook.semicolon_at_end_of_expression(cell.source))
     if runner == "flink":
         shipped = CellRun(cell, inputs, args_digest, quiet, reconciler, tokens)
-        return _run_on_flink(shell, name, shipped, store, inputs, run_id, strict)
+        return _run_on_flink(shell, name, shipped, store, inputs, run_id, strict, new_base)
 
     def announce() -> None:  # said before the body runs, so it is not part of the cell's recorded output
         print(f"↻ durable: recovering cell {name!r}: its last attempt did not finish; "
@@ -109,6 +111,8 @@ def run_cell(
     try:
         with contextlib.ExitStack() as opened, unwrap_stopped():
             ctx = _open_cell_run(opened, name, store, run_id, strict)
+            if new_base is not None:  # held now: a kernel starting it too meets this run (runids.new_attempt)
+                keep_attempt(store, new_base, run_id)
             note_reexecuted(ctx.journal, again)
             done = perform_cell(ctx.journal, name, args_digest, stoppable(watched), reconciler, announce)
     except ReconcilerResultError as exc:  # the magic's argument is wrong, not the cell
@@ -202,17 +206,28 @@ def _kernel_body(
 
 def _run_on_flink(
     shell: Any, name: str, cell: CellRun, store: Store, inputs: dict[str, Any], run_id: str, strict: bool = False,
+    new_base: str | None = None,
 ) -> Any:
-    """Execute (or recover) the cell as a one-record job on FlinkRunner, then restore what it journaled."""
+    """Execute (or recover) the cell as a one-record job on FlinkRunner, then restore what it journaled.
+
+    ``new_base``: ``run_id`` is a new attempt of that cell version, whose number is kept once the job
+    that held the run ended (:func:`~.runids.keep_attempt`).
+    """
     __tracebackhide__ = True
     _check_shippable(name, inputs)
     action = _durable_name(name=cell_call_id(name))(cell)
     flink = flink_runner(store, parallelism=1, strict=strict)
     try:
         done: Performed = flink.run(action, None, run_id=run_id)
-    except Exception as exc:
-        replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])
+    except BaseException as exc:
+        if new_base is not None:  # the job's error is the one told
+            with contextlib.suppress(Exception):
+                keep_attempt(store, new_base, run_id)
+        if isinstance(exc, Exception):
+            replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])
         raise
+    if new_base is not None:
+        keep_attempt(store, new_base, run_id)
     if done.outcome is None:  # another kernel finished it meanwhile
         return replay_cell(shell, name, store.calls(run_id)[0])
     if done.decision is Decision.REEXECUTE:

@@ -54,7 +54,7 @@ from .cell import source_fingerprint
 from .cell_inputs import input_digest, input_tokens, select_inputs
 from .perform import ParsedCell
 from .perform import run_body as perform_run_body
-from .runids import attempts, belongs_to, cell_call_id, cell_run_base
+from .runids import belongs_to, cell_call_id, cell_run_base, keep_attempt, latest_attempt, new_attempt
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
@@ -131,7 +131,8 @@ def fork_cell(store: Store, name: str, at: int, run_id: str | None = None) -> tu
                 f"runs recover the same side effect. Fork at --at {rec.index}, or settle it first "
                 f"(run the cell again, or ReconcilePanel).")
     base = source.run_id.split("#", 1)[0]
-    _, new_id = attempts(store, base)
+    new_id = new_attempt(store, base)
+    keep_attempt(store, base, new_id)  # before the fork is made: a fork is never a pruned attempt's id
     parent = source
     if unrun_fork(store, source):  # its kept calls are its parent's: the lineage names the run that made them
         parent = store.run(source.parent_run_id) or source  # type: ignore[arg-type]
@@ -163,14 +164,16 @@ def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str |
     version's latest run. Returns None when the fork is gone or has run already
     (it is no longer just a prefix): the cell then runs as usual.
     """
-    latest, following = attempts(store, cell_run_base(name, args_digest))
+    base = cell_run_base(name, args_digest)
+    latest = latest_attempt(store, base)
     if latest == fork_id:
         return fork_id
     calls = store.calls(fork_id)
     run = store.run(fork_id)
     if run is None or not unrun_fork(store, run):
         return None
-    target = following if latest is not None else cell_run_base(name, args_digest)
+    target = new_attempt(store, base)
+    keep_attempt(store, base, target)
     head = FreshHead(cell_call_id(name), args_digest, run.parent_run_id, run.forked_at)
     store.fork_reopened(fork_id, len(calls), target, head)  # whole or not at all, as in fork_cell
     store.delete_run(fork_id)  # killed before this: an unrun fork of the old version, reopened only by it
@@ -238,7 +241,7 @@ def dry_target(store: Store, name: str, args_digest: str, pending_fork: str | No
     The pending fork if there is one; else the latest run of this version; else the
     cell's latest plain run of another version (what ``%durable_fork`` would start from).
     """
-    latest, _ = attempts(store, cell_run_base(name, args_digest))
+    latest = latest_attempt(store, cell_run_base(name, args_digest))
     if pending_fork is not None and store.run(pending_fork) is not None:
         return pending_fork, latest == pending_fork
     if latest is not None:

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import LeaseLostError, RunBusyError, check_run_id
-from ..journal.history import FreshHead, PruneRule, check_fork, fork_number, fork_row, forked_calls, forks_issued
+from ..journal.history import (
+    FreshHead,
+    PruneRule,
+    check_fork,
+    fork_number,
+    fork_row,
+    forked_calls,
+    forks_issued,
+    number_kept,
+)
 from ..journal.lease import Lease, describe_owner, end_owner
 from ..journal.queries import check_page, check_prefix, check_status
 from ..journal.records import (
@@ -61,6 +70,7 @@ class MemoryStore(Store):
         self._holders: dict[str, str] = {}
         self._leases: dict[str, Lease] = {}
         self._fork_seq: dict[str, int] = {}  # the last fork number given per run: never given again (history.py)
+        self._numbers: dict[str, int] = {}  # keep_number's highest number per sequence: never given again
 
     @classmethod
     def named(cls, name: str) -> MemoryStore:
@@ -312,6 +322,13 @@ class MemoryStore(Store):
                 seqs=[next(self._seq) for _ in copies], parent_run_id=parent_run_id, forked_at=forked_at,
             )
             return new_id
+
+    def _kept(self, key: str) -> Any:
+        return self._numbers.get(key)
+
+    def _keep(self, key: str, number: int) -> None:
+        with self._lock:
+            self._numbers[key] = max(number_kept(self._numbers.get(key)), number)
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
         with self._lock:

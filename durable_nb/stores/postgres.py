@@ -57,6 +57,7 @@ from ..journal.history import (
     fork_row,
     fork_seq_key,
     forks_issued,
+    number_kept,
     prune_batches,
 )
 from ..journal.lease import Lease, describe_lock_holder, describe_owner, owner_gone, owner_is_alive
@@ -790,6 +791,21 @@ class PostgresStore(Store):
         if head is not None:
             conn.execute(q.REOPEN_FIRST, (head.call_id, head.args_digest, now, new_id))  # same transaction
         return new_id
+
+    def _kept(self, key: str) -> Any:
+        self.flush()
+        with self._guard("read the journal's numbers"):
+            row = self._conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _keep(self, key: str, number: int) -> None:
+        """The key's row is made if missing, then locked (FOR UPDATE): two clients keeping numbers at once take
+        turns, the second reading the first's once it committed (READ COMMITTED)."""
+        with self._guard("keep a run's number"), self._conn.transaction():
+            self._conn.execute(q.MAKE_META, (key,))
+            row = self._conn.execute(q.LOCK_META, (key,)).fetchone()
+            if number > number_kept(row[0]):
+                self._conn.execute(q.KEEP_META, (key, str(number)))
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
         """Select, then delete in transactions of at most ``history.PRUNE_BATCH`` runs.

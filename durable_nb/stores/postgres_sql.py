@@ -163,6 +163,8 @@ FORK_RUN = (
     "forked_at) VALUES (%s, 'RUNNING', %s, %s, %s, NULL, 0, %s, %s)"
 )
 KEEP_META = "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+MAKE_META = "INSERT INTO meta (key, value) VALUES (%s, '0') ON CONFLICT (key) DO NOTHING"
+LOCK_META = "SELECT value FROM meta WHERE key = %s FOR UPDATE"
 FORK_CALLS = (
     "INSERT INTO calls (run_id, idx, call_id, args_digest, status, origin, payload, payload_format, "
     "result_preview, error_preview, started_at, finished_at, prompt) SELECT %s, idx, call_id, args_digest, "

@@ -1,4 +1,4 @@
-"""SqliteStore's time-travel writes: fork, prune (with space reclaimed), durable_input prompts.
+"""SqliteStore's time-travel writes: fork, prune (with space reclaimed), durable_input prompts, issued numbers.
 
 Kept beside ``sqlite.py`` (the commit machinery and reads) as a mixin: the rules
 are :mod:`durable_nb.journal.history`'s; here they run inside one ``BEGIN
@@ -23,6 +23,7 @@ from ..journal.history import (
     fork_row,
     fork_seq_key,
     forks_issued,
+    number_kept,
     prune_batches,
 )
 from ..journal.records import CallRecord, RunRecord, Status
@@ -55,6 +56,8 @@ class SqliteTimeTravel:
         def _conn(self) -> sqlite3.Connection: ...
 
         def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _read(self) -> sqlite3.Connection: ...
 
         def runs(self) -> list[RunRecord]: ...
 
@@ -103,6 +106,16 @@ class SqliteTimeTravel:
             if head is not None:  # the same transaction: no fork is ever seen with its call 0 copied
                 conn.execute(REOPEN_FIRST, (head.call_id, head.args_digest, now, new_id))
         return new_id
+
+    def _kept(self, key: str) -> object:
+        row = self._read().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def _keep(self, key: str, number: int) -> None:
+        with self._write() as conn:  # BEGIN IMMEDIATE: read and write with no other writer between them
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if number > number_kept(None if row is None else row[0]):
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(number)))
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
         """Select, then delete in transactions of at most ``history.PRUNE_BATCH`` runs.
