@@ -1189,15 +1189,13 @@ def test_map_on_flink_runs_the_cell_as_a_job_and_replays_on_the_local_runner(
         m._store = saved
 
 
-def test_the_default_journal_is_in_the_folder_the_extension_was_loaded_in_whatever_cd_came_later(
+def test_a_default_journal_opened_after_a_cd_says_it_is_not_where_durable_nb_was_loaded(
     ip: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    """The default journal was opened under the cwd of the first cell that needed it: run out of order
-    (``%cd data``, then the cell after it), the notebook's journal went to data/; after a restart, Run All
-    opened the notebook folder's journal in the cells before the ``%cd``, and the cell after it found no
-    record there and charged again. The kernel starts in the notebook's folder and ``%load_ext`` comes
-    first, so the journal is there in every session."""
-
+    """The default journal is opened under the working directory of the first cell that needs it (DESIGN.md):
+    a ``%cd data`` run before that cell puts it in data/, and after a restart the cells before the ``%cd`` would
+    open the notebook folder's journal and charge again. Moving it would do that to every notebook that always
+    ran ``%cd`` first, so the journal stays and the first cell warns, naming both folders and the pin."""
     nb, data = tmp_path / "nb", tmp_path / "nb" / "data"
     data.mkdir(parents=True)
     before = magics_of(ip)
@@ -1206,16 +1204,28 @@ def test_the_default_journal_is_in_the_folder_the_extension_was_loaded_in_whatev
     RAN.clear()
     pay = "x = dnb.current_context().durable_execute(charge, 7, 70)\n"
     try:
-        for session in ("out of order", "restarted, run all"):
-            monkeypatch.chdir(nb)  # a new kernel process, started in the notebook's folder
-            ip.run_line_magic("unload_ext", "durable_nb")
-            ip.run_line_magic("load_ext", "durable_nb")
-            if session == "restarted, run all":
-                run(ip, "first", "y = 1\n")  # a durable cell above the %cd
-            monkeypatch.chdir(data)  # %cd data
+        monkeypatch.chdir(nb)  # a kernel started in the notebook's folder
+        ip.run_line_magic("unload_ext", "durable_nb")
+        ip.run_line_magic("load_ext", "durable_nb")
+        monkeypatch.chdir(data)  # %cd data, then the first durable cell
+        with pytest.warns(UserWarning, match=r"default journal is .*data/\.durable/journal\.db.*not under .*nb "
+                                             r"where durable_nb was loaded.*%durable_store sqlite:///"):
             run(ip, "pay", pay)
-        assert RAN["charge"] == 1  # replayed after the restart, not charged again
-        assert (nb / ".durable" / "journal.db").exists() and not (data / ".durable").exists()
+        assert (data / ".durable" / "journal.db").exists() and not (nb / ".durable").exists()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once, when the journal is opened
+            run(ip, "pay", pay)
+        assert RAN["charge"] == 1
+        m = magics_of(ip)
+        assert m is not None
+        m.store.close()
+        monkeypatch.chdir(nb)  # loaded and run in one folder: nothing to say
+        ip.run_line_magic("unload_ext", "durable_nb")
+        ip.run_line_magic("load_ext", "durable_nb")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            run(ip, "pay", pay)
+        assert RAN["charge"] == 2  # a new journal in nb/: the call is new there
     finally:
         m = magics_of(ip)
         assert m is not None

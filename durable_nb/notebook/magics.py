@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from ..errors import DurableError, RunBusyError
 from ..journal.replay import check_reconciler
 from ..journal.store import Store
-from ..stores import default_store, file_of, open_store, reopened
+from ..stores import DEFAULT_PATH, default_store, file_of, open_store, reopened
 from ..stores.dsn import mask_dsn
 from . import inputs
 from .inline_magics import has_top_level_await
@@ -135,7 +136,7 @@ class DurableMagics(Magics):
     def __init__(self, shell: InteractiveShell | None = None, home: str | None = None) -> None:
         super().__init__(shell)
         self._home = os.getcwd() if home is None else home
-        """The folder of the notebook's default journal: the working directory when durable_nb was loaded."""
+        """The working directory when durable_nb was loaded: the notebook's folder, as a kernel starts there."""
         self._store: Store | None = None
         self._opened: dict[str, Store] = {}
         self._forks: dict[str, str] = {}
@@ -145,14 +146,20 @@ class DurableMagics(Magics):
 
     @property
     def store(self) -> Store:
-        """The notebook's store: ``%durable_store URL``, else ``.durable/journal.db`` where durable_nb was loaded.
+        """The notebook's store: ``%durable_store URL``, else ``.durable/journal.db`` under the working directory
+        when a cell first needs it (DESIGN.md), with a warning when that is not where durable_nb was loaded.
 
-        Why not under the cwd of the moment: a ``%cd data`` run before the notebook's first durable
-        cell put its journal in data/, and after a restart the cells run in order (the first one
-        before the ``%cd``) found no record there and charged again. The kernel starts in the
-        notebook's folder and ``%load_ext`` comes first, so every session gets the same journal.
+        Why the warning: a ``%cd data`` run before the notebook's first durable cell puts its journal
+        in data/; after a restart, cells run before the ``%cd`` open the notebook folder's journal and
+        find no record there, so a cell that charged in one journal charges again in the other. Moving
+        the default to the load folder would do the same to every notebook that always ran ``%cd``
+        first (its journal is in data/), so the journal stays where it is and the user is told.
         """
-        self._store = default_store(self._home) if self._store is None else reopened(self._store)
+        if self._store is None:
+            self._store = default_store()
+            _warn_if_not_home(self._home)
+        else:
+            self._store = reopened(self._store)
         return self._store
 
     @store.setter
@@ -434,6 +441,20 @@ class DurableMagics(Magics):
         if url:
             self._store = self._open(url)
         print(f"durable: store {self.store!r}")
+
+
+def _warn_if_not_home(home: str) -> None:
+    """Say so when the default journal opens outside the folder durable_nb was loaded in (see ``store``)."""
+    here = os.path.realpath(os.getcwd())
+    if here == os.path.realpath(home):
+        return
+    path = os.path.join(here, DEFAULT_PATH)
+    warnings.warn(
+        f"durable_nb: the notebook's default journal is {path}, under the working directory, not under {home} "
+        f"where durable_nb was loaded (a %cd ran before the first durable cell). After a restart, cells run "
+        f"before that %cd would use the journal there and run their durable calls again. Pin one journal for "
+        f"every session with %durable_store sqlite:///{path} as the notebook's first line.", UserWarning,
+        stacklevel=2)
 
 
 _magics: dict[int, DurableMagics] = {}

@@ -37,9 +37,9 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_renew_lock_in_child)
 
 
-def default_store(folder: str | os.PathLike[str] | None = None) -> Store:
-    """The embedded default: ``.durable/journal.db`` under ``folder`` (the working directory when None)."""
-    path = str(((Path.cwd() if folder is None else Path(folder)) / DEFAULT_PATH).resolve())
+def default_store() -> Store:
+    """The embedded default: ``.durable/journal.db`` under the working directory."""
+    path = str((Path.cwd() / DEFAULT_PATH).resolve())
     with _defaults_lock:
         store = _defaults.get(path)
         store = _defaults[path] = SqliteStore(path) if store is None else reopened(store)
