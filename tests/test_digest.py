@@ -77,15 +77,27 @@ def test_a_categorical_digests_its_categories_and_their_order():
     plain = sizes.astype("category")
     ranked = sizes.astype(pd.CategoricalDtype(["S", "M", "L"], ordered=True))
     unordered = sizes.astype(pd.CategoricalDtype(["S", "M", "L"]))
-    wider = sizes.astype(pd.CategoricalDtype(["L", "M", "S", "XL"]))
     assert plain.sort_values().tolist() != ranked.sort_values().tolist()
-    assert len({digest_value(v) for v in (plain, ranked, unordered, wider)}) == 4
+    assert len({digest_value(v) for v in (plain, ranked, unordered)}) == 3
     assert digest_value(pd.DataFrame({"size": plain})) != digest_value(pd.DataFrame({"size": ranked}))
     indexed = pd.DataFrame({"n": [1, 2]}, index=pd.CategoricalIndex(["a", "b"], categories=["b", "a"]))
     assert digest_value(indexed) != digest_value(indexed.set_axis(pd.CategoricalIndex(["a", "b"])))
     # the default categories (what astype makes) digest as before: journals written before keep matching
     assert digest_value(plain) == digest_value(sizes.astype(pd.CategoricalDtype(["L", "M", "S"])))
     assert digest_value(plain) == "8d0f2b77300066e0935d665c1837e9a1"
+
+
+def test_a_filtered_categorical_frame_digests_as_journals_written_before_it():
+    # Was: categories in sorted order that the values do not all use (what ``astype("category")`` then a
+    # filter makes) counted as set by hand, so a call journaled before categories were digested did not
+    # match after the upgrade: discarded and executed again (a second charge). The digests of 07208f4.
+    orders = pd.DataFrame({"size": ["S", "M", "L", "S"], "n": [1, 2, 3, 4]}).astype({"size": "category"})
+    small = orders[orders["size"] != "L"]
+    assert digest_value(small) == "d9ec24be4ae05adbb9fb8f1d8c052e54"
+    assert digest_value(small["size"]) == "97f11a141e3ebe95e73023a5f04592b5"
+    assert digest_value(small.set_index("size")) == "b68bddd8f45e7ec11b07d78e32f55fe0"
+    wider = pd.Series(["S", "M", "L", "S"]).astype(pd.CategoricalDtype(["L", "M", "S", "XL"]))
+    assert digest_value(wider) == "8d0f2b77300066e0935d665c1837e9a1"
 
 
 def test_pandas_values_that_are_not_frames_digest_by_their_pickle():

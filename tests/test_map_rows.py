@@ -120,6 +120,35 @@ def test_a_record_whose_run_is_busy_elsewhere_is_a_running_row_that_the_next_map
     assert list(again.status) == ["COMPLETED", "COMPLETED"] and list(again.result) == [10, 12]
 
 
+def test_map_progress_counts_the_records_whose_runs_another_process_holds(store: dnb.Store, capsys: Any) -> None:
+    """Was: a busy record (now a RUNNING row, not FAILED) was neither failed nor replayed on the bar, so a long
+    map ended "3/3, replayed=2 failed=0" with one record not run at all, and nothing on screen said so."""
+    runner = dnb.LocalRunner(store)
+    first = runner.map(double_unless_three, [1, 2, 4])
+    opened, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with runner.context(first.run_id[1]) as ctx:
+            opened.set()
+            release.wait(10)
+            ctx.journal.keep_rest()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    opened.wait(10)
+    capsys.readouterr()
+    try:
+        frame = runner.map(double_unless_three, [1, 2, 4], progress=True)
+    finally:
+        release.set()
+        holder.join()
+    assert list(frame.status) == ["COMPLETED", "RUNNING", "COMPLETED"]
+    bar = capsys.readouterr().err
+    assert "3/3" in bar and "replayed=2 failed=0 running elsewhere=1" in bar
+    runner.map(double_unless_three, [1, 2, 4], progress=True)
+    assert "running elsewhere" not in capsys.readouterr().err  # said only when some record was
+
+
 def test_map_progress_counts_done_replayed_and_failed_records(store: dnb.Store, capsys: Any) -> None:
     runner = dnb.LocalRunner(store)
     runner.map(double_unless_three, [1, 2, 3, 4], progress=True)

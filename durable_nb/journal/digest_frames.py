@@ -57,8 +57,9 @@ def _category_settings(obj: Any) -> list[Any]:
     Why: both digests above see a categorical's values and ``str(dtype)`` ("category"), not its categories, so
     ``reorder_categories(["S", "M", "L"], ordered=True)`` left the digest as it was and the call replayed
     the result computed with the old order (``sort_values``, ``min``, ``groupby`` order all differ). Default
-    ones (unordered, categories the sorted values in use, what ``astype("category")`` makes) add nothing:
-    digests journaled before stay the same for them.
+    ones (unordered, categories in the order ``astype("category")`` gives them) add nothing: digests journaled
+    before stay the same for them. Unused ones too: ``astype("category")`` then a filter keeps every category,
+    and counting the unused ones made a call journaled before with such a frame a mismatch, executed again.
     """
     import pandas as pd
 
@@ -74,8 +75,7 @@ def _category_settings(obj: Any) -> list[Any]:
         dtype = values.dtype
         if not isinstance(dtype, pd.CategoricalDtype):
             continue
-        codes = pd.Categorical(values).codes
-        inferred = pd.Categorical(dtype.categories[pd.unique(codes[codes >= 0])]).categories  # astype's
+        inferred = pd.Categorical(dtype.categories).categories  # the order astype gives these categories
         if dtype.ordered or not inferred.equals(dtype.categories):
             settings.append((label, list(dtype.categories), dtype.ordered))
     return settings

@@ -1,4 +1,4 @@
-"""Progress of a ``map``: records done, replayed and failed, and the rate (``tqdm.auto``).
+"""Progress of a ``map``: records done, replayed and failed (and running elsewhere), and the rate (``tqdm.auto``).
 
 ``tqdm.auto`` draws a notebook widget in Jupyter and a text bar in a terminal.
 The counters are plain integers; the bar is redrawn at most every ``REFRESH_S``
@@ -45,7 +45,7 @@ class MapProgress:
 
     def __init__(self, total: int, desc: str = "map", *, enabled: bool = True) -> None:
         self.total = total
-        self.done = self.replayed = self.failed = 0
+        self.done = self.replayed = self.failed = self.elsewhere = 0
         self._bar: Any = None
         self._pending = 0
         self._countdown = 1
@@ -60,12 +60,15 @@ class MapProgress:
         self.record(getattr(row, "status", row), replayed=replayed)
 
     def record(self, status: Any, *, replayed: bool = False) -> None:
-        """One record finished with run status ``status`` (``COMPLETED``/``FAILED``/``WAITING``)."""
+        """One record finished with run status ``status`` (``COMPLETED``/``FAILED``/``WAITING``; ``RUNNING``: its run
+        is held by another process, nothing ran here, and the bar says how many, as it says the failed ones)."""
         self.done += 1
         if replayed:
             self.replayed += 1
         if status == "FAILED":  # RunStatus is a str enum: equal to its name
             self.failed += 1
+        elif status == "RUNNING":
+            self.elsewhere += 1
         if self._bar is None:
             return
         self._pending += 1
@@ -77,7 +80,8 @@ class MapProgress:
                 self._flush(now)
 
     def _flush(self, now: float) -> None:
-        self._bar.set_postfix_str(f"replayed={self.replayed} failed={self.failed}", refresh=False)
+        elsewhere = f" running elsewhere={self.elsewhere}" if self.elsewhere else ""
+        self._bar.set_postfix_str(f"replayed={self.replayed} failed={self.failed}{elsewhere}", refresh=False)
         self._bar.update(self._pending)
         self._pending = 0
         self._last = now
