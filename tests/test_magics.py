@@ -558,6 +558,37 @@ def test_a_recovered_cell_says_which_durable_call_ran_again_for_want_of_a_reconc
     assert "ran again" not in replayed.text() and RAN["send_receipt"] == 2  # not part of the cell's output
 
 
+def test_a_cell_edited_after_it_crashed_is_refused_before_it_charges_again(ip: Any, magics: DurableMagics) -> None:
+    """Found in real kernels: killed mid-cell with the charge in flight, the user removed a sleep from the
+    cell and ran it again; the edit made a new version, a new run, and the charge was made again without a
+    word (ledger ['charge 1', 'charge 1']). Refused before the body runs; undoing the edit recovers."""
+    slow = "tick('sleep')\n" + PAY
+    ip.user_ns["order_id"] = 1
+    with dnb.inject_crash(call="test_magics.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        run(ip, "pay", slow)
+    with pytest.raises(UsageError, match=r"call 1 \(test_magics.charge\) PENDING.* Nothing was run"):
+        run(ip, "pay", PAY)  # the sleep removed
+    assert LEDGER == ["charge 1"] and RAN["sleep"] == 1
+    _, log = run(ip, "pay", slow)
+    assert "recovering cell 'pay'" in log.text() and LEDGER == ["charge 1"] and RAN["lookup"] == 1
+
+
+def test_a_recovered_map_says_which_record_call_ran_again_for_want_of_a_reconciler(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """A recovered plain cell says which call ran again (at-least-once); a --map record's did so silently."""
+    ip.user_ns["orders"] = [{"id": 1}, {"id": 2}]
+    cell = "ctx.durable_execute(charge, record['id'], 5)\n"
+    with dnb.inject_crash(call="test_magics.charge", point="after_call"), pytest.raises(dnb.SimulatedCrash):
+        run(ip, "paid --map orders --key id", cell)
+    _, log = run(ip, "paid --map orders --key id", cell)
+    assert LEDGER == ["charge 1", "charge 1", "charge 2"]
+    assert ("  ran again: call 0 (test_magics.charge) of run 'cell:paid/1#0' of cell 'paid' was in flight when its "
+            "last attempt stopped and has no reconciler, so it executed again") in log.text()
+    _, replayed = run(ip, "paid --map orders --key id", cell)
+    assert "ran again" not in replayed.text() and len(LEDGER) == 3
+
+
 def test_a_cell_reconciler_of_the_wrong_shape_is_not_journaled_and_a_fixed_one_recovers(
     ip: Any, magics: DurableMagics
 ) -> None:

@@ -508,6 +508,109 @@ def test_a_journal_from_before_attempt_numbers_were_kept_replays_and_goes_on_aft
         magics.store.close()
 
 
+# -- an edited cell whose earlier version did not finish -------------------------------------------
+
+
+def test_an_edited_cell_whose_last_run_crashed_is_refused_and_a_fork_carries_the_charge_over(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """The edited cell is a new version with a new run id: it executed every call again (charged twice) while
+    the crashed run, the one whose calls replay, stayed behind, and nothing said so. Refused before the body runs,
+    naming each way on; the fork it names keeps the charge."""
+    crash_in_receipt(ip)
+    before = snapshot(magics.store)
+    _, dry = run(ip, "order --dry", EDITED)  # a dry run says so too
+    assert "durable: a run of this version now is refused:\n%%durable order: this cell changed" in dry.text()
+    with pytest.raises(UsageError) as refused:
+        run(ip, "order", EDITED)
+    said = str(refused.value)
+    assert RAN == {"charge": 1} and snapshot(magics.store) == before  # nothing ran, nothing written
+    [crashed] = cell_runs(magics.store)
+    assert f"since its last run {crashed.run_id!r}, which did not finish" in said
+    assert f"call 1 ({__name__}.charge) SUCCEEDED, call 2 ({__name__}.send_receipt) PENDING" in said
+    for way in ("undo the edit and run the cell", "%durable_fork order --at 2", "%%durable order --rerun",
+                "%durable_forget order"):
+        assert way in said
+    line(ip, "durable_fork", "order --at 2")
+    _, log = run(ip, "order", EDITED)
+    assert "edited: receipt for ch_1_10" in log.text() and RAN == {"charge": 1, "send_receipt": 1}
+
+
+def test_a_fork_the_kernel_forgot_in_a_restart_is_not_passed_over_by_the_edited_cell(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """``%durable_fork order --at 2``, a kernel restart (the magics forget the pending fork), then the edited
+    cell: it did not take the fork's kept charge over and charged again. Refused; forking again works."""
+    run(ip, "order", ORDER)
+    line(ip, "durable_fork", "order --at 2")
+    magics._forks.clear()  # the restart
+    with pytest.raises(UsageError, match="is a fork that has not run yet, holding durable calls"):
+        run(ip, "order", EDITED)
+    line(ip, "durable_fork", "order --at 2")
+    _, log = run(ip, "order", EDITED)
+    assert "edited: receipt for ch_1_10" in log.text() and RAN == {"charge": 1, "send_receipt": 2}
+
+
+def test_an_edited_cell_goes_on_with_rerun_and_is_not_refused_again_for_the_run_it_went_past(
+    ip: Any, magics: DurableMagics
+) -> None:
+    crash_in_receipt(ip)
+    run(ip, "order --rerun", EDITED)  # the user read the refusal and goes on, knowingly
+    assert RAN == {"charge": 2, "send_receipt": 1}
+    run(ip, "order", EDITED.replace("edited:", "again:"))  # the latest run finished: nothing to refuse
+    assert RAN == {"charge": 3, "send_receipt": 2}
+
+
+def test_undoing_the_edit_recovers_the_crashed_run(ip: Any, magics: DurableMagics) -> None:
+    crash_in_receipt(ip)
+    with pytest.raises(UsageError):
+        run(ip, "order", EDITED)
+    _, log = run(ip, "order", ORDER)
+    assert "recovering cell 'order'" in log.text() and RAN == {"charge": 1, "send_receipt": 1}
+
+
+def test_an_edited_cell_on_flink_is_refused_before_any_job(ip: Any, magics: DurableMagics) -> None:
+    crash_in_receipt(ip)
+    with pytest.raises(UsageError, match="did not finish"):
+        run(ip, "order --runner flink", EDITED)
+    assert RAN == {"charge": 1}
+
+
+def test_an_edited_cell_waiting_for_an_answer_is_refused(ip: Any, magics: DurableMagics) -> None:
+    cell = """\
+c = dnb.current_context().durable_execute(charge, 1, amount())
+answer = dnb.current_context().durable_input("Send the receipt?", choices=["yes", "no"])
+"""
+    with pytest.raises(dnb.AwaitingInput):
+        run(ip, "approve", cell)
+    with pytest.raises(UsageError, match=r"is waiting for an answer \(durable_input\)"):
+        run(ip, "approve", cell.replace("Send the receipt?", "Send it?"))
+    assert RAN == {"charge": 1}
+
+
+def test_an_edited_cell_is_not_refused_when_its_last_run_made_no_durable_call_or_raised(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """Only a run whose durable calls a new version would repeat is worth stopping for: a cell interrupted
+    before its first call, or one that raised (a bug fixed by an edit: its run is finished), runs as before."""
+    with pytest.raises(KeyboardInterrupt):
+        run(ip, "slow", "raise KeyboardInterrupt\n")
+    run(ip, "slow", "x = 1\n")
+    assert ip.user_ns["x"] == 1
+    with pytest.raises(ZeroDivisionError):
+        run(ip, "order", ORDER + "1 / 0\n")
+    run(ip, "order", ORDER)
+    assert RAN == {"charge": 2, "send_receipt": 2}
+
+
+def test_an_edited_cell_is_not_refused_for_a_run_another_kernel_is_running(ip: Any, magics: DurableMagics) -> None:
+    crash_in_receipt(ip)
+    [crashed] = cell_runs(magics.store)
+    with dnb.LocalRunner(magics.store).context(crashed.run_id):  # the other kernel's live context: not a crash
+        run(ip, "order", EDITED)
+    assert RAN == {"charge": 2, "send_receipt": 1}
+
+
 # -- %durable_prune ---------------------------------------------------------------------------------
 
 

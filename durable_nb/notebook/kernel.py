@@ -59,11 +59,14 @@ from .perform import (
 )
 from .runids import cell_call_id, cell_run_base, keep_attempt, latest_attempt, new_attempt
 from .timetravel import cell_inputs, stoppable, unwrap_stopped, user_module
+from .unfinished import check_no_unfinished
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FLINK_HINT = "pip install 'durable_nb[flink]'"
+RECOVERING = "↻ durable: recovering cell {!r}: its last attempt did not finish; its durable calls replay or reconcile"
+"""Said before a recovered cell's body runs, so it is not part of the cell's recorded output."""
 
 
 def run_cell(
@@ -81,6 +84,8 @@ def run_cell(
     inputs, args_digest, tokens = cell_inputs(shell, cell)
     base = cell_run_base(name, args_digest)
     latest = latest_attempt(store, base)
+    if latest is None and not rerun:  # a new version: refused while an earlier one's run is unfinished
+        check_no_unfinished(store, name, base)
     if latest is not None and not rerun:
         calls = store.calls(latest)
         recorded = calls[0] if calls else None
@@ -94,9 +99,8 @@ def run_cell(
         shipped = CellRun(cell, inputs, args_digest, quiet, reconciler, tokens)
         return _run_on_flink(shell, name, shipped, store, inputs, run_id, strict, new_base)
 
-    def announce() -> None:  # said before the body runs, so it is not part of the cell's recorded output
-        print(f"↻ durable: recovering cell {name!r}: its last attempt did not finish; "
-              f"its durable calls replay or reconcile")
+    def announce() -> None:
+        print(RECOVERING.format(name))
 
     changed: list[list[str]] = []  # the inputs the body changed in place, once it finished
     body = _kernel_body(shell, cell, quiet, inputs, tokens, changed)
@@ -338,7 +342,12 @@ def run_map(
         from ..runners.local import LocalRunner
 
         mapper = LocalRunner(store, strict=strict)
-    frame = mapper.map(action, records, key=key, progress=progress)  # off unless --progress, on every runner
+        cell_action.reexecuted = []  # said after the map: a record's call in flight at a crash ran again
+    try:
+        frame = mapper.map(action, records, key=key, progress=progress)  # off unless --progress, on every runner
+    finally:
+        if cell_action.reexecuted:  # --runner local: what the map's recovered records executed again
+            print(reexecuted_notice(name, cell_action.reexecuted))
     shell.user_ns[name] = frame
     return frame
 

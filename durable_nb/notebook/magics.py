@@ -200,8 +200,8 @@ class DurableMagics(Magics):
     )
     @magic_arguments.argument(
         "--rerun", action="store_true",
-        help="execute in a new run even if a record exists (its durable calls execute again too); "
-        "the old record stays in the journal",
+        help="execute in a new run even if a record exists (its durable calls execute again too), or though "
+        "an earlier version's run did not finish; the old record stays in the journal",
     )
     @magic_arguments.argument(
         "--map", metavar="VAR", dest="map_var",

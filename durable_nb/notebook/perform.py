@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ChangedInputWarning
+from ..journal import codec
 from ..journal.records import CallRecord
 from ..journal.replay import Decision, Journal, Planned, Step
 from .cell import CellAnalysis, analyze, split_last_expression
@@ -146,29 +147,36 @@ def perform_cell(
     return Performed(step.decision, outcome, value=value)
 
 
-def note_reexecuted(journal: Journal, into: list[str]) -> None:
+def note_reexecuted(journal: Journal, into: list[str], *, first: int = 1, where: str = "") -> None:
     """Collect in ``into`` the durable calls of the cell's run that execute again (PENDING, no reconciler).
 
     Why: a recovered cell said its durable calls "replay or reconcile", while a call that was
     in flight when the kernel died and has no reconciler runs a second time (at-least-once, by
     the rules): a payment made twice, with nothing on screen saying so. Call 0 (the cell's body
-    running again) is what the recovery line already says.
+    running again) is what the recovery line already says; a ``--map`` record's run has no such
+    call (``first=0``), and ``where`` names the record's run.
     """
     before = journal.observer
 
     def observe(planned: Planned, call_id: str) -> None:
-        if planned.decision is Decision.REEXECUTE and planned.index > 0:
-            into.append(f"call {planned.index} ({call_id})")
+        if planned.decision is Decision.REEXECUTE and planned.index >= first:
+            into.append(f"call {planned.index} ({call_id}){where}")
         if before is not None:
             before(planned, call_id)
 
     journal.observer = observe
 
 
+REEXECUTED_LISTED = 5
+"""Calls the "ran again" line names one by one (a map crashed over many records: it counts the rest)."""
+
+
 def reexecuted_notice(name: str, calls: list[str]) -> str:
     """The line a recovered cell prints after its body when some of its durable calls executed again."""
     one = len(calls) == 1
-    return (f"  ran again: {', '.join(calls)} of cell {name!r} {'was' if one else 'were'} in flight when its last "
+    listed = ", ".join(calls[:REEXECUTED_LISTED]) + (
+        f" and {len(calls) - REEXECUTED_LISTED} more" if len(calls) > REEXECUTED_LISTED else "")
+    return (f"  ran again: {listed} of cell {name!r} {'was' if one else 'were'} in flight when its last "
             f"attempt stopped and {'has' if one else 'have'} no reconciler, so {'it' if one else 'they'} executed "
             f"again (at-least-once: what {'it does' if one else 'they do'} may now be done twice); give such a "
             f"call reconciler= to look up what it did instead")
@@ -299,6 +307,9 @@ class CellAction:
         self.watch = remote
         """Run in Flink workers, on copies of ``env``: the first record a worker runs is checked for
         changes made in place to them, which never reach the notebook (see :meth:`_lost_changes`)."""
+        self.reexecuted: list[str] | None = None
+        """A list (set by the kernel for ``--runner local``) collects the durable calls of the records that executed
+        again for want of a reconciler (:func:`note_reexecuted`), for the line the map prints after it."""
 
     def __repr__(self) -> str:
         return f"<CellAction cell:{self.name}>"
@@ -308,6 +319,8 @@ class CellAction:
         ns: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__", **self.env}
         ns["record"] = record
         ns["ctx"] = ctx
+        if self.reexecuted is not None:
+            note_reexecuted(ctx.journal, self.reexecuted, first=0, where=f" of run {codec.shown(ctx.run_id)!r}")
         before = None
         if self.watch:  # once per worker: two digests of the inputs, not two per record
             self.watch = False

@@ -55,6 +55,7 @@ from .cell_inputs import input_digest, input_tokens, select_inputs
 from .perform import ParsedCell
 from .perform import run_body as perform_run_body
 from .runids import belongs_to, cell_call_id, cell_run_base, keep_attempt, latest_attempt, new_attempt
+from .unfinished import refusal, unfinished_run
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "days"}
@@ -357,6 +358,10 @@ def run_dry(shell: Any, cell: ParsedCell, store: Store, has_reconciler: bool, pe
     hint = None if run_id == pending_fork else fork_hint(name, report, same)
     if hint:
         print(hint)
+    if not same and run_id != pending_fork:  # what the run after this dry one meets first
+        found = unfinished_run(store, name, cell_run_base(name, args_digest))
+        if found is not None:
+            print("durable: a run of this version now is refused:\n" + refusal(name, *found))
     return report
 
 
