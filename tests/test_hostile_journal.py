@@ -118,6 +118,7 @@ def test_listing_pandas_and_pruning_a_hostile_journal_unpickle_nothing(hostile, 
             repr(calls), [str(c) for c in calls], store.call(r.run_id, 0), store.run(r.run_id)
         store.to_pandas(), store.to_pandas(run_id="order-1"), store.pending(), store.waiting()
         store.discarded(), store.query_calls(), store.run_ids_with_prefix("order")
+        store.runs_with_prefix("order"), store.runs_with_prefix("cell:")
         store.prune(keep_last=0, include_pending=True, dry_run=True)
         if not read_only:
             store.fork("cell:" + store.run_ids_with_prefix("cell:cellname:")[0][5:], at=1)

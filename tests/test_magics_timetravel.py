@@ -243,6 +243,22 @@ def test_dry_cannot_be_combined_with_rerun_or_map(ip: Any, magics: DurableMagics
         run(ip, "order --dry --map rows", ORDER)
 
 
+def test_dry_strict_reports_the_mismatch_a_strict_run_refuses(ip: Any, magics: DurableMagics) -> None:
+    """``--dry --strict`` was refused ("--dry executes nothing"), so a strict cell could not be checked
+    before its real run raised; a strict runner's ``dry_run`` reports the refusal, and so does the cell."""
+    crash_in_receipt(ip)
+    AMOUNT["value"] = 99  # call 1 (the charge) now has other arguments
+    before, ran = snapshot(magics.store), dict(RAN)
+    report, _ = run(ip, "order --dry --strict", ORDER)
+    assert (report.stopped_at, report.decision, report.strict, report.refused) == (1, dnb.Decision.MISMATCH, True, True)
+    assert "refused" in str(report)
+    loose, _ = run(ip, "order --dry", ORDER)
+    assert not loose.refused  # without --strict the run would discard and go on
+    assert snapshot(magics.store) == before and dict(RAN) == ran  # nothing ran, nothing written
+    with pytest.raises(dnb.NonDeterminismError):  # what the report said
+        run(ip, "order --strict", ORDER)
+
+
 # -- --strict ---------------------------------------------------------------------------------------
 
 

@@ -225,7 +225,7 @@ class DurableMagics(Magics):
     @magic_arguments.argument(
         "--strict", action="store_true",
         help="strict mode: a replay mismatch raises NonDeterminismError instead of discarding the rest of the "
-        "cell's journal",
+        "cell's journal (with --dry: the report says what it would refuse)",
     )
     @no_var_expand
     @cell_magic
@@ -257,7 +257,8 @@ class DurableMagics(Magics):
                 f"Nothing was journaled."
             )
         if args.dry:
-            return run_dry(self.shell, parsed, store, reconciler is not None, self._forks.get(name))
+            return run_dry(self.shell, parsed, store, reconciler is not None, self._forks.get(name),
+                           strict=args.strict)
         if args.map_var:
             key = _strip_quotes(args.key) if args.key else None
             concurrency = 1 if args.concurrency is None else args.concurrency
@@ -289,7 +290,7 @@ class DurableMagics(Magics):
                 raise UsageError(f"%%durable: {flag} needs a value, got an empty one; give one, or leave {flag} out. "
                                  f"Example: %%durable charge --store sqlite:///journal.db")
         if args.dry:
-            for flag, value in (("--rerun", args.rerun), ("--map", args.map_var), ("--strict", args.strict)):
+            for flag, value in (("--rerun", args.rerun), ("--map", args.map_var)):  # --strict: what it refuses
                 if value:
                     raise UsageError(f"%%durable: --dry cannot be combined with {flag} (--dry executes nothing "
                                      f"and writes nothing). Example: %%durable charge --dry")

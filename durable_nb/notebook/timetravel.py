@@ -190,6 +190,7 @@ _FAILED_REPLAY = "the cell's record is FAILED: it replays as a whole, raising th
 def dry_cell(
     store: Store, name: str, args_digest: str, run_id: str | None, run_body: Callable[[dict[str, Any]], Any],
     namespace: dict[str, Any], has_reconciler: bool, *, same_version: bool = True, inputs: tuple[str, ...] = (),
+    strict: bool = False,
 ) -> DryRunReport:
     """What running cell ``name`` now would do with run ``run_id``, with nothing executed and nothing written.
 
@@ -198,6 +199,7 @@ def dry_cell(
     fork), and only the calls inside the body are compared. ``run_body(ns)`` runs
     the cell's statements in ``ns`` (a copy of ``namespace``, the cell's ``inputs`` copied too: changed in
     place, ``orders.append(...)``, they would make the real run after it a new run that executes again).
+    ``strict``: report what a ``--strict`` run refuses, as a strict runner's ``dry_run`` does.
     """
     call_id = cell_call_id(name)
     recorded = store.call(run_id, 0) if run_id is not None else None
@@ -228,7 +230,7 @@ def dry_cell(
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return run_body(ns)
 
-    report = dry_run(store, run_id, body)
+    report = dry_run(store, run_id, body, strict=strict)
     if shared:  # what the body did to these (next(gen), fh.read()) the notebook's own objects kept
         print(f"--dry: {', '.join(shared)} cannot be copied, so the dry body used the notebook's own "
               f"object{'s' if len(shared) > 1 else ''}: what it consumed or changed there (next(gen), "
@@ -327,15 +329,22 @@ def cell_inputs_digest(shell: Any, cell: ParsedCell) -> str:
     return cell_inputs(shell, cell)[1]
 
 
-def run_dry(shell: Any, cell: ParsedCell, store: Store, has_reconciler: bool, pending_fork: str | None) -> DryRunReport:
-    """``%%durable NAME --dry``: the report (the cell's result); a hint line when comparing with another version."""
+def run_dry(
+    shell: Any, cell: ParsedCell, store: Store, has_reconciler: bool, pending_fork: str | None, *, strict: bool = False
+) -> DryRunReport:
+    """``%%durable NAME --dry``: the report (the cell's result); a hint line when comparing with another version.
+
+    ``--dry --strict`` reports what a ``--strict`` run would refuse (it was refused as a combination, so a
+    strict cell could not be checked before its run raised). Against a run of another version strict mode
+    changes nothing: a run now starts a new run of its own.
+    """
     name = cell.name
     inputs, args_digest, _ = cell_inputs(shell, cell)
     run_id, same = dry_target(store, name, args_digest, pending_fork)
     filename = f"<durable cell {name} (dry)>"
     report = dry_cell(store, name, args_digest, run_id,
                       lambda ns: perform_run_body(cell.tree, filename, ns)[1], dict(shell.user_ns), has_reconciler,
-                      same_version=same, inputs=tuple(inputs))
+                      same_version=same, inputs=tuple(inputs), strict=strict and (same or run_id == pending_fork))
     if not same and run_id != pending_fork and report.stopped_at is None and report.error is None:
         # Every call of the other version's run matched; this version still has no run of its own,
         # so a run now executes the cell: say where a fork of that run would go on executing.
