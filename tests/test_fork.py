@@ -360,3 +360,23 @@ def test_a_hand_edited_kept_number_counts_as_none(tmp_path: Path):
         assert again.last_number("s") == 0
         again.keep_number("s", 1)
         assert again.last_number("s") == 1
+
+
+def test_a_fork_number_edited_by_hand_to_thousands_of_digits_does_not_stop_forks(tmp_path: Path):
+    """A hand-edited ``fork_seq`` meta value (or a run named ``r1.fork-`` and 5,000 digits) failed every fork of
+    the run with Python's "Exceeds the limit (4300 digits) for integer string conversion"."""
+    import sqlite3
+
+    path = tmp_path / "journal.db"
+    with dnb.SqliteStore(path) as store:
+        dnb.LocalRunner(store).run(place_order, "o1", run_id="r1")
+        assert store.fork("r1", at=1) == "r1.fork-1"
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'fork_seq:r1'", ("9" * 5000,))
+    conn.close()
+    with dnb.SqliteStore(path) as store:
+        assert store.fork("r1", at=1) == "r1.fork-2"  # not a number a store gives: the forks in the journal count
+    memory = dnb.MemoryStore()
+    dnb.LocalRunner(memory).run(place_order, "o1", run_id="r1")
+    memory.fork("r1", at=1, new_run_id="r1.fork-" + "7" * 5000)
+    assert memory.fork("r1", at=1) == "r1.fork-1"

@@ -314,3 +314,56 @@ def test_only_ids_a_lenient_read_can_give_are_taken_for_hand_typed_text(run_id, 
     from durable_nb.stores.sqlite_text import hand_typed  # here: the module's other tests run without it
 
     assert hand_typed(run_id) == raw  # '\udcc3\udca9' is b'\xc3\xa9', read as 'é': never a lenient read
+
+
+def _suggested_command(error: BaseException) -> str:
+    """The shell command a JournalFormatError of a SQLite journal tells the user to paste."""
+    found = re.search(r"correct it with sqlite3: (sqlite3 .*)\.$", str(error), re.S)
+    assert found is not None, str(error)
+    return found.group(1)
+
+
+HOSTILE_ID = "q'\"$(touch PWNED)`touch PWNED2`!x"
+
+
+@pytest.mark.parametrize("idx", ["'1; DROP TABLE runs; --'", "1"])
+def test_the_pasted_fix_of_a_hostile_row_runs_that_update_and_nothing_else(tmp_path, idx):
+    # The fix quoted the row's values as they were: an index typed in as text made it `... AND idx = 1; DROP TABLE
+    # runs; --`, and the shell command `sqlite3 PATH "..."` ran the $(...) and `...` of a run id chosen by the
+    # journal's sender in the shell of the person fixing the file.
+    folder = tmp_path / "my $HOME dir"
+    folder.mkdir()
+    path = folder / "j.db"
+    ran: list[str] = []
+    with dnb.SqliteStore(path) as store:
+        dnb.LocalRunner(store).run(action(ran), "o", run_id=HOSTILE_ID)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"UPDATE calls SET status = 'DONE', idx = {idx} WHERE idx = 1")
+    conn.close()
+    with dnb.SqliteStore(path) as store, pytest.raises(dnb.JournalFormatError) as info:
+        store.calls(HOSTILE_ID)
+    import subprocess
+
+    subprocess.run(["bash", "-c", _suggested_command(info.value)], cwd=tmp_path, check=True, timeout=60)
+    assert not (tmp_path / "PWNED").exists() and not (tmp_path / "PWNED2").exists()
+    with dnb.SqliteStore(path) as store:
+        assert [r.run_id for r in store.runs()] == [HOSTILE_ID]  # the runs table is still there
+        assert [c.status for c in store.calls(HOSTILE_ID)] == [dnb.Status.SUCCEEDED, dnb.Status.PENDING]
+
+
+def test_the_fix_of_a_bad_row_of_a_run_id_kept_as_a_blob_matches_that_row(tmp_path):
+    # A run id that is not UTF-8 (a file name's bytes) is kept as a BLOB; the fix said run_id = 'b''r\xed...''',
+    # which matches no row.
+    rid, path, ran = "r\udcff", tmp_path / "j.db", []
+    with dnb.SqliteStore(path) as store:
+        dnb.LocalRunner(store).run(action(ran), "o", run_id=rid)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE calls SET status = 'DONE' WHERE idx = 1")
+    conn.close()
+    with dnb.SqliteStore(path) as store:
+        with pytest.raises(dnb.JournalFormatError) as info:
+            store.calls(rid)
+        import subprocess
+
+        subprocess.run(["bash", "-c", _suggested_command(info.value)], check=True, timeout=60)
+        assert [c.status for c in store.calls(rid)] == [dnb.Status.SUCCEEDED, dnb.Status.PENDING]

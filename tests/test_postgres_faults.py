@@ -520,3 +520,28 @@ def test_a_server_that_is_restarting_is_not_called_down_or_missing(message):
     text = str(err.value)
     assert message in text and "./dev pg" not in text and "Start one" not in text, text
     assert "wait" in text and "again" in text, text
+
+
+def test_the_statements_a_hint_names_work_for_a_database_named_with_quotes(pg_server):
+    """The read-only hint wrote ``ALTER DATABASE "{db}"``: a name holding ``"`` made the pasted statement a
+    syntax error (or another statement); the name is quoted as SQL quotes it, ``"`` doubled."""
+    import re
+    import urllib.parse
+
+    name = 'q"db\'x'
+    quoted = '"' + name.replace('"', '""') + '"'
+    pg_server.admin(f"CREATE DATABASE {quoted}")
+    dsn = pg_server.dsn(urllib.parse.quote(name, safe=""))
+    try:
+        sql(dsn, f"ALTER DATABASE {quoted} SET default_transaction_read_only = on")
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            dnb.PostgresStore(dsn)
+        fix = re.search(r"ALTER DATABASE .* SET default_transaction_read_only = off(?=, or ALTER ROLE)", str(err.value))
+        assert fix is not None, str(err.value)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SET default_transaction_read_only = off")  # this session may alter the database
+            conn.execute(fix.group())  # type: ignore[arg-type]
+        with dnb.PostgresStore(dsn) as store:  # writable again: the statement named this database
+            assert dnb.LocalRunner(store).run(lambda _, ctx: ctx.durable_execute(pow, 2, 3), run_id="r") == 8
+    finally:
+        pg_server.drop_database(name.replace('"', '""'))

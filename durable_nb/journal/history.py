@@ -118,6 +118,19 @@ def fork_seq_key(run_id: str) -> str:
     return f"fork_seq:{run_id}"
 
 
+FORK_DIGITS = 18
+"""Most digits of a fork number: more is no number a store gave (it counts from 1), so it is not one."""
+
+
+def _fork_count(text: str) -> int | None:
+    """``text`` as a fork number, None if it is not one (empty, not ASCII digits, more than :data:`FORK_DIGITS`).
+
+    Why the bound: a meta value edited by hand, or a run named ``r.fork-`` and 5,000 digits, failed every fork
+    of ``r`` with Python's "Exceeds the limit (4300 digits) for integer string conversion".
+    """
+    return int(text) if 0 < len(text) <= FORK_DIGITS and text.isascii() and text.isdigit() else None
+
+
 def fork_number(run_id: str, new_id: str) -> int | None:
     """n when ``new_id`` is ``<run_id>.fork-<n>`` or a run named after it (``<run_id>.fork-<n>.fork-1``)."""
     low, _ = fork_prefix(run_id)
@@ -125,7 +138,7 @@ def fork_number(run_id: str, new_id: str) -> int | None:
         return None
     tail = new_id[len(low):]
     digits = len(tail) - len(tail.lstrip("0123456789"))
-    return int(tail[:digits]) if digits and tail[:digits].isascii() else None
+    return _fork_count(tail[:digits])
 
 
 def forks_issued(run_id: str, recorded: Any, existing: Iterable[str]) -> int:
@@ -144,8 +157,7 @@ def number_kept(recorded: Any) -> int:
     One that is not a number (edited by hand) counts as none: the run ids still in the journal
     (``existing``, ``after``) keep the numbers in use.
     """
-    text = str(recorded)
-    return int(text) if text.isascii() and text.isdigit() else 0
+    return _fork_count(str(recorded)) or 0
 
 
 def sequence_key(sequence: Any) -> str:

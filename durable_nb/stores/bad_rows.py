@@ -8,6 +8,7 @@ typed in by hand reads the same on both, and neither store imports the other's i
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, TypeVar
 
 from ..errors import JournalFormatError
@@ -34,13 +35,35 @@ class BadRow(ValueError):
         return f"UPDATE {'' if schema is None else schema + '.'}{table} SET {assign} WHERE {where}"
 
 
-def _sql(value: object) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
+def _is(column: str, value: object) -> str:
+    """``column`` equal to ``value`` as the row holds it, in SQL that stays one condition whatever the value.
+
+    Why: the values come from the row, which a hand edit or a hostile journal wrote. An index typed in as
+    text (SQLite keeps it in an INTEGER column) was pasted as is: ``idx = 1; DROP TABLE runs; --`` made the
+    suggested fix drop the journal's runs. A run id SQLite holds as a BLOB (a str that is not UTF-8) read
+    ``run_id = 'b''...'''``, matching nothing; one read leniently from a TEXT that is not UTF-8 (lone
+    surrogates) may be stored either way, so both forms are named.
+    """
+    if value is None:
+        return f"{column} IS NULL"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{column} = {int(value)}"
+    if isinstance(value, bytes):
+        return f"{column} = X'{value.hex()}'"
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        forms = [f"X'{text.encode('utf-8', 'surrogatepass').hex()}'"]
+        with contextlib.suppress(UnicodeEncodeError):
+            forms.append(f"CAST(X'{text.encode('utf-8', 'surrogateescape').hex()}' AS TEXT)")
+        return f"{column} IN ({', '.join(forms)})"
+    return f"{column} = '" + text.replace("'", "''") + "'"
 
 
 def bad_value(table: str, column: str, value: object, run_id: object, index: object, allowed: list[str]) -> BadRow:
     """A status or origin no durable_nb writes, with the ``UPDATE`` that makes the row valid again."""
-    where = f"run_id = {_sql(run_id)}" + (f" AND idx = {index}" if table != "runs" else "")
+    where = _is("run_id", run_id) + (f" AND {_is('idx', index)}" if table != "runs" else "")
     to = "NULL" if column != "status" else "'FAILED'" if table == "runs" else "'PENDING'"
     kind = "discarded call" if table == "discarded" else "call"
     call = f"run {run_id!r}" if table == "runs" else f"{kind} {index} of run {run_id!r}"

@@ -69,7 +69,7 @@ from .bad_rows import BadRow, in_order, journal_error, member
 from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import RELOCK_GRACE, AdvisoryLocks, told
-from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn, sql_name
+from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn, role_name, sql_name
 
 try:
     import psycopg
@@ -303,8 +303,8 @@ class PostgresStore(Store):
             hint = (f"PostgreSQL cancelled the statement (statement_timeout or lock_timeout is set for this database "
                     f"or user, or someone cancelled it); the connection is fine and nothing of that statement was "
                     f"written. The journal's statements are short: a long one waited for a lock another session "
-                    f"holds on the journal's tables. Let the journal's user wait: ALTER ROLE \"{self.target.user}\" "
-                    f"SET statement_timeout = 0 (and lock_timeout), then call again.")
+                    f"holds on the journal's tables. Let the journal's user wait: ALTER ROLE "
+                    f"{role_name(self.target.user)} SET statement_timeout = 0 (and lock_timeout), then call again.")
             return JournalUnavailableError(str(self.target), doing, run_id, reason, hint)
         if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             if doing == "connect":
@@ -319,21 +319,21 @@ class PostgresStore(Store):
 
     def _grant_hint(self) -> str:
         """What to grant a user the server refused a statement of the journal's."""
-        user, db, schema = self.target.user, self.target.dbname, sql_name(self._schema_named())
-        owner = (f"make it the schema's owner (ALTER SCHEMA {schema} OWNER TO \"{user}\") or " if schema != "public"
-                 else f"make it the database's owner (CREATE DATABASE \"{db}\" OWNER \"{user}\") or ")
-        return (f"Let user {user!r} create and write the journal's tables: {owner}GRANT CREATE, USAGE ON SCHEMA "
-                f"{schema} TO \"{user}\" (PostgreSQL 15 no longer lets every user create tables in public). "
-                f"If another user created the tables, GRANT USAGE ON SCHEMA {schema} TO \"{user}\" and "
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO \"{user}\" (or "
-                f"make {user!r} their owner).")
+        user, db, schema = role_name(self.target.user), role_name(self.target.dbname), sql_name(self._schema_named())
+        owner = (f"make it the schema's owner (ALTER SCHEMA {schema} OWNER TO {user}) or " if schema != "public"
+                 else f"make it the database's owner (CREATE DATABASE {db} OWNER {user}) or ")
+        return (f"Let user {self.target.user!r} create and write the journal's tables: {owner}GRANT CREATE, USAGE "
+                f"ON SCHEMA {schema} TO {user} (PostgreSQL 15 no longer lets every user create tables in public). "
+                f"If another user created the tables, GRANT USAGE ON SCHEMA {schema} TO {user} and "
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {user} (or "
+                f"make {self.target.user!r} their owner).")
 
     def _read_only_hint(self) -> str:
         """What to do when the server lets the journal's sessions only read (replays of finished runs still work)."""
-        user, db = self.target.user, self.target.dbname
+        user, db = role_name(self.target.user), role_name(self.target.dbname)
         return (f"The server lets this session only read: it is a standby (a read replica; point the DSN at the "
-                f"primary), or default_transaction_read_only is on (ALTER DATABASE \"{db}\" SET "
-                f"default_transaction_read_only = off, or ALTER ROLE \"{user}\" SET default_transaction_read_only = "
+                f"primary), or default_transaction_read_only is on (ALTER DATABASE {db} SET "
+                f"default_transaction_read_only = off, or ALTER ROLE {user} SET default_transaction_read_only = "
                 f"off). Replays of finished runs need no write and work meanwhile.")
 
     def _bad_row(self, exc: BadRow) -> JournalFormatError:

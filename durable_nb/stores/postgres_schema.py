@@ -14,6 +14,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -176,8 +177,8 @@ def connect_hint(message: str, target: Target) -> str:
                 f"keeps one connection per thread that uses it plus one for its runs' leases, in every process "
                 f"(each kernel, each Flink worker): close stores no longer used (store.close()), run fewer threads "
                 f"or processes at once (a lower parallelism), or raise the limit (max_connections in "
-                f"postgresql.conf, ALTER ROLE \"{target.user}\" CONNECTION LIMIT n, ALTER DATABASE "
-                f"\"{target.dbname}\" CONNECTION LIMIT n); then run the action again.")
+                f"postgresql.conf, ALTER ROLE {role_name(target.user)} CONNECTION LIMIT n, ALTER DATABASE "
+                f"{role_name(target.dbname)} CONNECTION LIMIT n); then run the action again.")
     if "ssl negotiation" in text or "gssapi negotiation" in text or "expected authentication request" in text:
         # Checked before "authentication" and "invalid": libpq's "received invalid response to SSL
         # negotiation" (or "expected authentication request from server, but received H") is a port that
@@ -196,8 +197,9 @@ def connect_hint(message: str, target: Target) -> str:
         return (f"the server refused user {target.user!r}: check the user and password in the DSN "
                 f"(postgresql://USER:PASSWORD@{target.host}:{target.port}/{target.dbname}).")
     if "does not exist" in text and "database" in text:
-        return (f"create the database first: createdb -h {target.host} -p {target.port} -U {target.user} "
-                f"{target.dbname} (or CREATE DATABASE \"{target.dbname}\"), or point the DSN at an existing one.")
+        createdb = " ".join(shlex.quote(a) for a in ("-h", target.host, "-p", target.port, "-U", target.user))
+        return (f"create the database first: createdb {createdb} {shlex.quote(target.dbname)} (or CREATE DATABASE "
+                f"{role_name(target.dbname)}), or point the DSN at an existing one.")
     if "permission denied" in text or "not permitted" in text or "pg_hba" in text:
         return "the server does not let this user connect here: check pg_hba.conf and the role's privileges."
     if "invalid" in text or "syntax" in text or "missing" in text:
@@ -235,6 +237,15 @@ def create_or_check(conn: psycopg.Connection[Any], where: str) -> tuple[str, boo
             return name, True
         _check(conn, name, tables, where)
         return name, _complete(conn)
+
+
+def role_name(name: str) -> str:
+    """A role or database name in double quotes as SQL writes it: ``"`` doubled, so a pasted hint names it.
+
+    Why: hints wrote ``ALTER ROLE "{user}"``; a name holding ``"`` (``ALTER ROLE "a"b"``) made the statement a
+    syntax error, or another statement (a name is any text the DSN gives). Always quoted, so case is kept.
+    """
+    return '"' + name.replace('"', '""') + '"'
 
 
 def sql_name(name: str) -> str:

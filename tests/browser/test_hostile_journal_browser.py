@@ -186,3 +186,72 @@ def test_a_hostile_journal_runs_no_script_unpickles_nothing_and_keeps_the_contro
         row.hover(timeout=2000)  # the onmouseover payload in a title or data attribute would fire here
     _assert_nothing_ran(nb, marker)
     assert nb.page_errors == [], nb.page_errors
+
+
+_UNREADABLE = r'''
+import sqlite3
+from pathlib import Path
+import durable_nb as dnb
+
+JOURNAL = Path({journal!r})
+X = '<img src=x onerror="window.__pwned=1">'
+Q = '" onmouseover="window.__pwned=2" x="'
+S = '</style><script>window.__pwned=3</script><style>'
+RID = "run" + X + Q + "\x1b[31m\u202e"
+
+
+@dnb.durable(name="c" + X)
+def c(i):
+    return i
+
+
+def act(v, ctx):
+    return [ctx.durable_execute(c, i, reconciler=lambda: X) for i in range(3)]
+
+
+store = dnb.SqliteStore(JOURNAL)
+for rid in (RID, "p" + Q):
+    try:
+        with dnb.inject_crash(call="c" + X, point="after_call"):
+            dnb.LocalRunner(store).run(act, 1, run_id=rid)
+    except dnb.SimulatedCrash:
+        pass
+store.flush()
+with sqlite3.connect(JOURNAL) as conn:  # a status and an origin no durable_nb writes, typed in as markup
+    conn.execute("UPDATE calls SET origin = ? WHERE run_id = ?", ("O" + X + Q + S, "p" + Q))
+    conn.execute("UPDATE calls SET status = ?, idx = ? WHERE run_id = ?", ("S" + X + Q + S + "\x1b[2J", "0" + X, RID))
+conn.close()
+print("journal built")
+'''
+
+
+def test_rows_no_durable_nb_writes_show_as_text_in_every_widget(jupyter_server, open_notebook):
+    """The widgets show a row the store refuses to read (a status, origin and index typed in as markup) with the
+    store's reason, which quotes those values and the SQL that fixes them: as text, no script run."""
+    journal = jupyter_server.root_dir / "unreadable.db"
+    cells = [new_code_cell(_UNREADABLE.format(journal=str(journal))), new_code_cell("dnb.JournalView(store)"),
+             new_code_cell("dnb.ReconcilePanel(store)"), new_code_cell("dnb.ReplayStepper(store, RID, act, 1)")]
+    nbformat.write(new_notebook(cells=cells, metadata={
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}),
+        str(jupyter_server.root_dir / "unreadable.ipynb"))
+    nb = open_notebook("unreadable.ipynb", viewport=VIEWPORT)
+    nb.run_all()
+    page = nb.page
+    page.locator(".dnb-replay-stepper").wait_for()
+    text = nb.output_text()
+    assert "journal built" in text and "Traceback" not in text, text[-2000:]
+    assert text.count("cannot be read") >= 2 and "O<img src=x" in text and "S<img src=x" in text, text[-3000:]
+    buttons = page.locator(".jp-OutputArea-output button.jupyter-button")
+    for i in range(buttons.count()):
+        button = buttons.nth(i)
+        if button.is_visible() and button.is_enabled():
+            try:
+                button.click(timeout=3000)
+            except PlaywrightTimeout:
+                continue
+            nb.wait_idle()
+    for row in page.locator(".jp-OutputArea-output tr:visible, .dnb-unreadable-row").all()[:100]:
+        row.hover(timeout=2000)
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator(".jp-OutputArea-output img, .jp-OutputArea-output script").count() == 0
+    assert nb.dialogs == [] and nb.page_errors == [], (nb.dialogs, nb.page_errors)
