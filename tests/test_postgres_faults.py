@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -184,19 +185,11 @@ def test_a_pending_committed_before_its_connection_was_lost_does_not_refuse_the_
 def test_a_port_where_something_else_than_postgresql_answers_is_named_not_called_a_malformed_dsn(sslmode):
     """An HTTP server on the DSN's port made libpq say "received invalid response to SSL negotiation", and
     the hint, matching "invalid", told the user to fix the syntax of a DSN that was well formed."""
-    listener = socket.create_server(("127.0.0.1", 0))
+    def answer(conn: socket.socket) -> None:
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
 
-    def answer() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(1024)
-                conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
-
-    threading.Thread(target=answer, daemon=True).start()
+    listener = _fake_server(answer)
     port = listener.getsockname()[1]
     try:
         with pytest.raises(dnb.JournalUnavailableError) as err:
@@ -483,24 +476,33 @@ def test_a_server_whose_default_isolation_is_serializable_fails_no_write_of_conc
 def _refusing_server(message: str) -> socket.socket:
     """A port where a PostgreSQL server answers every connection with a FATAL error (as one that is starting
     up, shutting down or ending sessions does): refuses SSL, reads the startup message, sends ``message``."""
-    listener = socket.create_server(("127.0.0.1", 0))
     fields = b"".join(k + v.encode() + b"\0" for k, v in [(b"S", "FATAL"), (b"V", "FATAL"), (b"C", "57P03"),
                                                            (b"M", message)]) + b"\0"
 
-    def answer() -> None:
+    def answer(conn: socket.socket) -> None:
+        first = conn.recv(1024)
+        if first[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest: "N", then the startup message
+            conn.sendall(b"N")
+            conn.recv(1024)
+        conn.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+
+    return _fake_server(answer)
+
+
+def _fake_server(answer: Callable[[socket.socket], None]) -> socket.socket:
+    """A loopback port whose every connection ``answer`` handles (in a daemon thread), until the port is closed."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:
                 return
             with conn:
-                first = conn.recv(1024)
-                if first[4:8] == (80877103).to_bytes(4, "big"):  # SSLRequest: "N", then the startup message
-                    conn.sendall(b"N")
-                    conn.recv(1024)
-                conn.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+                answer(conn)
 
-    threading.Thread(target=answer, daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
     return listener
 
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     pytest.skip("flink-agents is not installed: see durable_nb.flink_agents.INSTALL_HINT", allow_module_level=True)
 
 import _fa_agents as A
+from _killing import run_and_kill_when_held
 
 import durable_nb as dnb
 from durable_nb import Origin, Status
@@ -44,18 +41,7 @@ def run_and_kill(tmp_path: Path, ledger: Path, agent: str, record: dict, hold: s
     """Start the agent in a child, SIGKILL it while the side effect ``hold`` is in flight."""
     code = CHILD.format(here=str(Path(__file__).parent), ledger=str(ledger), hold=hold, agent=agent,
                         db=str(tmp_path / "journal.db"), record=record, key=record["id"])
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    held = Path(str(ledger) + ".held")
-    deadline = time.monotonic() + 120
-    try:
-        while not held.exists():
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the child never reached the side effect"
-            time.sleep(0.05)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait(timeout=60)
-    assert child.returncode == -signal.SIGKILL
+    run_and_kill_when_held(code, Path(str(ledger) + ".held"), "the side effect")
 
 
 def test_sigkill_while_charging_is_reconciled_and_every_side_effect_happens_once(tmp_path, ledger):

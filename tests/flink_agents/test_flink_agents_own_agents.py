@@ -18,9 +18,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import types
 from pathlib import Path
@@ -34,6 +31,8 @@ except ImportError:  # pragma: no cover - depends on the machine
     if os.environ.get("CI"):
         raise
     pytest.skip("flink-agents is not installed: see durable_nb.flink_agents.INSTALL_HINT", allow_module_level=True)
+
+from _killing import run_and_kill_when_held
 
 import durable_nb as dnb
 from durable_nb import Status
@@ -158,17 +157,7 @@ def test_sigkill_mid_map_then_a_new_map_logs_each_review_once_and_rebuilds_each_
     memory writes made again, so each key's counter is right), the sixth and the rest run once."""
     db = tmp_path / "journal.db"
     code = CHILD.format(here=str(Path(__file__).parent), ledger=str(instrumented), hold=6, db=str(db))
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    held, deadline = Path(str(instrumented) + ".held"), time.monotonic() + 120
-    try:
-        while not held.exists():
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "the child never reached the sixth review"
-            time.sleep(0.05)
-        child.send_signal(signal.SIGKILL)
-    finally:
-        child.wait(timeout=60)
-    assert child.returncode == -signal.SIGKILL
+    run_and_kill_when_held(code, Path(str(instrumented) + ".held"), "the sixth review")
     assert len(instrumented.read_text().splitlines()) == 5
 
     store = dnb.SqliteStore(db)
