@@ -191,12 +191,7 @@ def test_a_port_where_something_else_than_postgresql_answers_is_named_not_called
 
     listener = _fake_server(answer)
     port = listener.getsockname()[1]
-    try:
-        with pytest.raises(dnb.JournalUnavailableError) as err:
-            dnb.PostgresStore(f"postgresql://someone:pw@127.0.0.1:{port}/orders?sslmode={sslmode}")
-    finally:
-        listener.close()
-    text = str(err.value)
+    text = _refusal_at(listener, f"?sslmode={sslmode}")
     assert f"not PostgreSQL answers at 127.0.0.1:{port}" in text and "malformed" not in text
 
 
@@ -489,6 +484,17 @@ def _refusing_server(message: str) -> socket.socket:
     return _fake_server(answer)
 
 
+def _refusal_at(listener: socket.socket, query: str = "") -> str:
+    """The JournalUnavailableError a PostgresStore opened on ``listener``'s port says (the port closed after)."""
+    port = listener.getsockname()[1]
+    try:
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            dnb.PostgresStore(f"postgresql://someone:pw@127.0.0.1:{port}/orders{query}")
+    finally:
+        listener.close()
+    return str(err.value)
+
+
 def _fake_server(answer: Callable[[socket.socket], None]) -> socket.socket:
     """A loopback port whose every connection ``answer`` handles (in a daemon thread), until the port is closed."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -512,14 +518,7 @@ def _fake_server(answer: Callable[[socket.socket], None]) -> socket.socket:
 def test_a_server_that_is_restarting_is_not_called_down_or_missing(message):
     """During a restart mid-map every record's open failed with "Is a PostgreSQL server running and reachable?
     Start one (./dev pg)": the server was running, and the fix is to wait for it, not to start another."""
-    listener = _refusing_server(message)
-    port = listener.getsockname()[1]
-    try:
-        with pytest.raises(dnb.JournalUnavailableError) as err:
-            dnb.PostgresStore(f"postgresql://someone:pw@127.0.0.1:{port}/orders")
-    finally:
-        listener.close()
-    text = str(err.value)
+    text = _refusal_at(_refusing_server(message))
     assert message in text and "./dev pg" not in text and "Start one" not in text, text
     assert "wait" in text and "again" in text, text
 
