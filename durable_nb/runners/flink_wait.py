@@ -81,16 +81,30 @@ class _Collector(threading.Thread):
             self.items.put((_END, None))
 
     def cancel(self) -> None:
-        """Close the iterator (Flink cancels the job) and give the thread a bounded time to end."""
+        """Close the iterator (Flink cancels the job) and give the thread a bounded time to end.
+
+        The close runs in a thread of its own: on a cluster it first waits (up to ``START_WAIT_S``,
+        silently) for the job's tasks to start, and a second Ctrl-C meanwhile stopped that wait in
+        this thread before the close, so the job ran on in the cluster. Now it only ends this wait.
+        """
         with self._lock:
             self._cancelled = True
             iterator = self._iterator
         if iterator is not None and self.is_alive():
+            threading.Thread(target=self._close, args=(iterator,), name=f"durable_nb cancel {self.job_name}",
+                             daemon=True).start()
+        # Interrupted while the job was being submitted, this thread waits for its tasks to start.
+        deadline = time.monotonic() + CANCEL_WAIT_S + (START_WAIT_S if self.rest is not None else 0.0)
+        while self.is_alive() and time.monotonic() < deadline:
+            self.join(POLL_S)  # back to the interpreter between polls: a second Ctrl-C ends the wait at once
+
+    def _close(self, iterator: Any) -> None:
+        """Cancel the job: wait for its tasks to start (on a cluster), then close its collect iterator."""
+        try:
             self._before_cancel(iterator)
+        finally:
             with contextlib.suppress(Exception):  # the job may have ended meanwhile; the interrupt matters
                 iterator.close()
-        # Interrupted while the job was being submitted, this thread waits for its tasks to start.
-        self.join(CANCEL_WAIT_S + (START_WAIT_S if self.rest is not None else 0.0))
 
     def _before_cancel(self, iterator: Any) -> None:
         """Before the job is cancelled: on a cluster, wait until its tasks have started (module docstring)."""

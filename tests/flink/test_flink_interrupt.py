@@ -185,3 +185,46 @@ def test_a_cluster_job_is_cancelled_only_once_none_of_its_tasks_is_starting(monk
     finally:
         server.shutdown()
     assert asked[0] == "/jobs/f00d" and asked_at_close and asked_at_close[0] >= len(answers)
+
+
+def test_a_second_ctrl_c_while_a_cluster_job_s_tasks_start_still_cancels_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cancel of a cluster job waits (up to START_WAIT_S, saying nothing) for its tasks to start. A user
+    # who pressed Ctrl-C again meanwhile stopped that wait in the main thread, before the iterator was
+    # closed: the job was never cancelled and ran on in the cluster, charging.
+    started = threading.Event()
+
+    class JobManager(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state = {"state": "RUNNING", "status-counts": {"RUNNING": 2 if started.is_set() else 1, "DEPLOYING": 0
+                                                           if started.is_set() else 1}}
+            body = json.dumps(state).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobManager)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rows = _BlockingRows()
+    closed_after_start: list[bool] = []
+    close = rows.close
+    rows.close = lambda: (closed_after_start.append(started.is_set()), close())  # type: ignore[method-assign]
+
+    class Stream:
+        def execute_and_collect(self, job_name: str) -> _BlockingRows:
+            return rows
+
+    monkeypatch.setattr(compat, "collect_job_id", lambda iterator: "f00d")
+    try:
+        threading.Timer(0.3, _thread.interrupt_main).start()
+        threading.Timer(1.0, _thread.interrupt_main).start()  # the second Ctrl-C, during the wait
+        threading.Timer(2.0, started.set).start()
+        with pytest.raises(KeyboardInterrupt):
+            for _row in collected(Stream(), "job", ("127.0.0.1", server.server_address[1])):
+                pass
+        assert rows.closed.wait(10), "the job was not cancelled"
+    finally:
+        server.shutdown()
+    assert closed_after_start and all(closed_after_start)  # still only once its tasks had started (FLINK-39330)
