@@ -547,6 +547,7 @@ def test_an_edited_cell_whose_last_run_crashed_is_refused_and_a_fork_carries_the
     for way in ("undo the edit and run the cell", "%durable_fork order --at 2", "%%durable order --rerun",
                 "%durable_forget order"):
         assert way in said
+    assert "another notebook's cell named 'order'" in said and "give this cell another name" in said
     line(ip, "durable_fork", "order --at 2")
     _, log = run(ip, "order", EDITED)
     assert "edited: receipt for ch_1_10" in log.text() and RAN == {"charge": 1, "send_receipt": 1}

@@ -86,5 +86,7 @@ def refusal(name: str, run: RunRecord, calls: list[CallRecord]) -> str:
                      + (f" (call {at}, unfinished in that run, runs again)" if pending is not None else ""))
     lines += [f"  - %%durable {name} --rerun: run this version anyway, executing its calls again (the old run stays "
               f"in the journal, unfinished);",
-              f"  - %durable_forget {name}: forget every run of the cell, then run it."]
+              f"  - %durable_forget {name}: forget every run of the cell, then run it.",
+              f"If that run is another notebook's cell named {name!r} (notebooks in one folder share a journal), "
+              f"give this cell another name instead: forgetting would lose the run that notebook recovers from."]
     return "\n".join(lines)
