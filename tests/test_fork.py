@@ -340,6 +340,21 @@ def test_a_kept_number_stays_the_highest_and_outlives_the_runs(store):
     assert store.last_number("s") == 0
 
 
+def test_a_number_too_long_to_read_back_is_refused_and_the_kept_ones_stay(store):
+    """A number of more than 18 digits was kept, then read back as none: ``last_number`` fell to 0 and the
+    attempts kept before it could be given again. Refused now, before the store is touched (a number of
+    thousands of digits too, whose repr alone raises); a ``numpy.str_`` names the same sequence as its str."""
+    import numpy as np
+
+    store.keep_number("s", 3)
+    for huge in (10**18, 10**30, np.uint64(2**64 - 1), 10**5000, -(10**5000)):
+        with pytest.raises(ValueError, match="number must be an integer 1 or more, of at most 18 digits"):
+            store.keep_number("s", huge)
+    assert store.last_number("s") == 3
+    store.keep_number(np.str_("s"), 10**18 - 1)  # the largest that reads back
+    assert store.last_number("s") == store.last_number(np.str_("s")) == 10**18 - 1
+
+
 def test_two_clients_keeping_numbers_at_once_keep_the_highest(two_clients):
     a, b = two_clients
     for n in range(1, 9):  # a fresh sequence each time: both clients may create its row at once

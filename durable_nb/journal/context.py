@@ -73,10 +73,12 @@ class RunnerContext:
 
     @property
     def run_id(self) -> str:
+        """The run this context journals into (Flink Agents' actions read it to key their own side effects)."""
         return self.journal.run_id
 
     @property
     def store(self) -> Store:
+        """The journal's store: an action may read its own run's history (``ctx.store.calls(ctx.run_id)``)."""
         return self.journal.store
 
     def __repr__(self) -> str:

@@ -163,18 +163,27 @@ def number_kept(recorded: Any) -> int:
 def sequence_key(sequence: Any) -> str:
     """The ``meta`` key (SqliteStore, PostgresStore) of the highest number :meth:`Store.keep_number` kept.
 
-    A sequence is named by a non-empty str (anything else is a TypeError, before a store is touched).
+    A sequence is named by a non-empty str (anything else is a TypeError, before a store is touched); a str
+    subclass (``numpy.str_`` read from a DataFrame) names the same sequence as its plain str, as run ids do.
     """
-    if type(sequence) is not str or not sequence:
-        raise TypeError(f"sequence must be a non-empty str, got {type(sequence).__name__} {sequence!r}")
-    return f"issued:{sequence}"
+    if not isinstance(sequence, str) or not sequence:
+        raise TypeError(f"sequence must be a non-empty str, got {type(sequence).__name__} {sequence!r:.200}")
+    return "issued:" + str.__str__(sequence)
 
 
 def check_number(number: Any) -> int:
-    """``keep_number``'s number as a plain int, 1 or more."""
+    """``keep_number``'s number as a plain int, 1 or more, of at most :data:`FORK_DIGITS` digits.
+
+    Why the bound: a kept number is read back as a number only up to that many digits (:func:`number_kept`),
+    so a longer one was kept, then read as none: ``last_number`` fell to 0 and the numbers kept before it were
+    lost, letting an attempt id be given twice. Refused instead, before the store is touched.
+    """
     value = as_int(number)
-    if value is None or value < 1:
-        raise ValueError(f"number must be an integer 1 or more, got {number!r}")
+    if value is None or value < 1 or value >= 10**FORK_DIGITS:
+        # repr of an int over 4,300 digits raises ValueError itself: name its size instead
+        size = 0 if value is None else abs(value).bit_length()
+        got = f"an integer of about {int(size * 0.30103) + 1} digits" if size >= 60 else f"{number!r:.200}"
+        raise ValueError(f"number must be an integer 1 or more, of at most {FORK_DIGITS} digits, got {got}")
     return value
 
 

@@ -31,7 +31,7 @@ def as_int(value: Any) -> int | None:
 def check_prefix(prefix: object) -> None:
     """A run-id prefix is a str, like a run id."""
     if not isinstance(prefix, str):
-        raise TypeError(f"a run-id prefix is a str (e.g. 'order-'), got {type(prefix).__name__} {prefix!r}")
+        raise TypeError(f"a run-id prefix is a str (e.g. 'order-'), got {type(prefix).__name__} {prefix!r:.200}")
 
 
 def check_page(offset: Any, limit: Any) -> tuple[int, int | None]:

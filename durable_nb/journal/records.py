@@ -218,6 +218,7 @@ class CallRecord:
         return self.payload
 
     def matches(self, call_id: str, args_digest: str) -> bool:
+        """Whether this record is the call ``(call_id, args_digest)``: replay rule 1 (match) versus rule 2."""
         return self.call_id == call_id and self.args_digest == args_digest
 
 

@@ -179,12 +179,14 @@ class SqliteTimeTravel:
             conn.execute("PRAGMA busy_timeout = 60000")
 
     def set_lineage(self, run_id: str, parent_run_id: str, forked_at: int) -> None:
+        """Record that ``run_id`` is a fork of ``parent_run_id`` at ``forked_at`` (see :meth:`Store.set_lineage`)."""
         with self._write() as conn:
             conn.execute(
                 "UPDATE runs SET parent_run_id = ?, forked_at = ? WHERE run_id = ?", (parent_run_id, forked_at, run_id)
             )
 
     def set_prompt(self, run_id: str, index: int, prompt: str) -> None:
+        """Store a waiting ``durable_input``'s question: widgets show it unpickling nothing (``Store.set_prompt``)."""
         with self._write() as conn:
             conn.execute("UPDATE calls SET prompt = ? WHERE run_id = ? AND idx = ?", (prompt, run_id, index))
 

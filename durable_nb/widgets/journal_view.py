@@ -228,6 +228,7 @@ class JournalView(W.VBox):
 
     @property
     def page_count(self) -> int:
+        """Pages of ``page_size`` calls under the current filters, at least 1 (an empty journal shows one page)."""
         return max(1, -(-self.total // self.page_size))
 
     def go_to_page(self, index: int) -> None:
