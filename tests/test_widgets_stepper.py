@@ -111,6 +111,36 @@ def test_each_step_performs_exactly_one_call(store: dnb.Store) -> None:
     assert ran.get("charge_card") is None  # never re-executed
 
 
+def test_a_double_click_on_step_performs_one_call(store: dnb.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page sends both clicks of a double click (3 ms apart by its clock); the kernel handles the second after
+    the first performed its call, and it performed the next call too. Clicks 0.8 s apart are two steps."""
+    import datetime as dt
+    import types
+
+    import IPython
+
+    sent = [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)]
+    kernel = types.SimpleNamespace(get_parent=lambda: {"msg_type": "comm_msg", "header": {"date": sent[0]}})
+    monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=kernel))
+    crashed(store)
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1)
+    stepper.step_button.click()  # call 0: replay
+    for ms in (800, 3, 3):  # a new click (call 1: reconcile), then the rest of a triple click
+        sent[0] += dt.timedelta(milliseconds=ms)
+        stepper.step_button.click()
+    assert ran == {"reconciler": 1}  # send_receipt not executed by the extra clicks
+    assert store.count_calls(run_id="order-1") == 2 and stepper.performed == 2
+    said = text(stepper.message.value)
+    assert "call 1 charge_card: reconcile → SUCCEEDED · RECONCILED" in said  # the performed step's outcome stays
+    assert said.count("second click of a double click on Step was ignored") == 1
+    sent[0] += dt.timedelta(seconds=1)
+    stepper.run_button.click()
+    sent[0] += dt.timedelta(milliseconds=3)
+    stepper.run_button.click()
+    assert ran == {"reconciler": 1, "send_receipt": 1} and stepper.done
+    assert "ignored" in text(stepper.message.value)
+
+
 def test_back_moves_the_view_and_undoes_nothing(store: dnb.Store) -> None:
     crashed(store)
     stepper = dnb.ReplayStepper(store, "order-1", place_order, 1)

@@ -31,8 +31,10 @@ STATUS_COLORS = {
     "DISCARDED": "#9e9e9e",
 }
 
-#: One style sheet, emitted once per HTML value, so class names carry the look.
+#: One style sheet, emitted once per HTML value, so class names carry the look. ``.dnb`` scrolls sideways: a
+#: table wider than the output area (the journal table at 1024 px with the file browser open) lost its last columns.
 STYLE = """<style>
+.dnb{overflow-x:auto}
 .dnb table{border-collapse:collapse;font-size:12px;font-family:var(--jp-code-font-family,monospace)}
 .dnb th,.dnb td{border-bottom:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
 .dnb th{background:#f5f5f5}

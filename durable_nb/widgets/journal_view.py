@@ -42,6 +42,7 @@ from ..journal.store import Store
 from . import render_journal as render
 from ._close import close_children, close_own_store, open_own
 from ._html import fmt_time, label
+from ._layout import row
 from ._poll import Poller
 from ._readable import Unreadable, readable_calls
 from ._sync import changed, unwatch, watch
@@ -135,10 +136,10 @@ class JournalView(W.VBox):
         )
         super().__init__(
             [
-                W.HBox([self.run_filter, self.status_filter, self.call_filter, self.refresh_button,
-                        self.live_toggle]),
-                W.HBox([self.first_button, self.prev_button, self.next_button, self.last_button,
-                        self.page_label]),
+                row([self.run_filter, self.status_filter, self.call_filter, self.refresh_button,
+                     self.live_toggle]),
+                row([self.first_button, self.prev_button, self.next_button, self.last_button,
+                     self.page_label]),
                 self.tabs,
                 self.status_line,
             ]
@@ -165,7 +166,7 @@ class JournalView(W.VBox):
             value="", placeholder="call id (exact)", description="call id",
             continuous_update=False, layout=W.Layout(width="240px"),
         )
-        self.refresh_button = W.Button(description="Refresh", icon="refresh", layout=W.Layout(width="90px"))
+        self.refresh_button = W.Button(description="Refresh", icon="refresh", layout=W.Layout(width="auto"))
         self.live_toggle = W.ToggleButton(value=False, description="Live", tooltip="poll the store",
                                           layout=W.Layout(width="70px"))
         self.first_button = W.Button(description="First", layout=W.Layout(width="60px"))

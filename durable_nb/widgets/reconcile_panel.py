@@ -44,6 +44,7 @@ from ..journal.replay import settle_pending
 from ..journal.store import Store
 from ._close import close_children, close_own_store, close_tree, open_own
 from ._html import esc, fmt_time, message, page
+from ._layout import row as control_row
 from ._readable import Unreadable, readable_calls
 from ._sync import changed, unwatch, watch
 from .input_prompt import InputPrompt
@@ -141,7 +142,7 @@ class PendingRow(W.VBox):
         self.resolve_button = W.Button(description="Resolve", tooltip="persist this value as the call's result")
         super().__init__([
             self.info,
-            W.HBox([self.reconcile_button, self.reexecute_button, self.resolve_text, self.resolve_button]),
+            control_row([self.reconcile_button, self.reexecute_button, self.resolve_text, self.resolve_button]),
         ])
         self.add_class("dnb-pending-widget")  # scope: .dnb-pending-widget:has([data-call="RUN#0"])
         self.draw()
@@ -220,7 +221,7 @@ class ReconcilePanel(W.VBox):
         self.inputs_header = W.HTML()
         self.inputs_box = W.VBox()
         super().__init__([
-            W.HBox([self.header, self.refresh_button, self.prev_button, self.next_button]),
+            control_row([self.header, self.refresh_button, self.prev_button, self.next_button]),
             self.message,
             self.rows_box,
             self.inputs_header,

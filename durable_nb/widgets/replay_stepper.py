@@ -58,8 +58,10 @@ from ..journal.timetravel import DryRunReport
 from ..journal.timetravel import dry_run as _dry_run
 from ..runners.isolation import isolated
 from ..runners.local import Action, call_action, check_action, check_strict, in_fresh_thread
+from ._clicks import ClickGuard
 from ._close import close_children, close_own_store, open_own
 from ._html import esc, message, page, status_cell, table, td
+from ._layout import row
 from ._readable import Unreadable, readable_calls
 from ._sync import changed
 from .journal_view import JournalView
@@ -196,16 +198,16 @@ class ReplayStepper(W.VBox):
         self.note = W.HTML(page(f'<div class="dnb-note dnb-back-note">{esc(BACK_NOTE)}</div>'))
         self.journal_view = JournalView(self.store, run_id=run_id) if journal_view else None
         children: list[W.Widget] = [
-            W.HBox([self.step_button, self.back_button, self.run_button, self.dry_button, self.position_label]),
+            row([self.step_button, self.back_button, self.run_button, self.dry_button, self.position_label]),
             self.note, self.message, self.plan_table, self.log_html, self.dry_html,
         ]
         if self.journal_view is not None:
             children.append(self.journal_view)
         super().__init__(children)
         self.add_class("dnb-replay-stepper")
-        self.step_button.on_click(lambda _: self.step())
+        self.step_button.on_click(self._guarded(self.step, "Step"))
         self.back_button.on_click(lambda _: self.back())
-        self.run_button.on_click(lambda _: self.run_to_end())
+        self.run_button.on_click(self._guarded(self.run_to_end, "Run to end"))
         self.dry_button.on_click(lambda _: self.dry_run())
         self._say_first(initial)
         self._draw()
@@ -254,6 +256,25 @@ class ReplayStepper(W.VBox):
         close_own_store(self)
 
     # -- buttons ---------------------------------------------------------------------
+
+    def _guarded(self, then: Any, name: str) -> Any:
+        """A click handler for a button that performs calls: the second click of a double click does nothing.
+
+        Why: its two clicks reach the kernel one after the other, and the second one performed the next call
+        too, a side effect the person never saw planned (``_clicks``).
+        """
+        guard = ClickGuard()
+
+        def handler(_button: Any) -> None:
+            if guard.second_of_double():
+                note = esc(f" (The second click of a double click on {name} was ignored: nothing more was "
+                           f"performed; click {name} again to go on.)")
+                shown = self.message.value  # the first click's outcome stays in view, the note inside its message
+                if note not in shown and shown.endswith("</div></div>"):
+                    self.message.value = shown[:-len("</div></div>")] + note + "</div></div>"
+                return
+            then()
+        return handler
 
     def step(self) -> None:
         """Perform the next call of the recovery (or walk forward through calls already performed)."""

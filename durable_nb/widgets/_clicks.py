@@ -1,0 +1,58 @@
+"""Tell the second click of a double click from a new click, by the browser's own clock.
+
+Why: a double click on a widget button sends two click messages. The kernel handles them one
+after the other, so the second one arrives after the first one's work is done and looks like a
+fresh click: a double click on the ReplayStepper's **Step** performed two calls of the recovery
+(the second one, a real side effect, before the person had seen the first one's outcome). The
+front end stamps every message with the time it made it (``header.date``), which queueing in the
+kernel does not change: two clicks of one double click are a few milliseconds apart, two clicks
+a person means are at least a reaction time apart.
+
+A click made from code (``button.click()`` in a cell or a test) is not a comm message from the
+page, so it is never taken for a double click.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+DOUBLE_CLICK_S = 0.5
+"""Clicks on one button sent less than this apart are one double click (the usual desktop default)."""
+
+
+def _sent_at() -> datetime | None:
+    """When the page sent the click being handled; None when it does not come from a page."""
+    try:
+        import IPython
+
+        kernel = getattr(IPython.get_ipython(), "kernel", None)
+        parent = kernel.get_parent() if kernel is not None else None
+    except Exception:  # no kernel, or one without get_parent: nothing to compare
+        return None
+    if not isinstance(parent, dict) or parent.get("msg_type") != "comm_msg":
+        return None
+    date = (parent.get("header") or {}).get("date")
+    if isinstance(date, str):
+        try:
+            date = datetime.fromisoformat(date.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return date if isinstance(date, datetime) else None
+
+
+class ClickGuard:
+    """One button's last click time; :meth:`second_of_double` says whether this click repeats it."""
+
+    def __init__(self) -> None:
+        self._last: datetime | None = None
+
+    def second_of_double(self) -> bool:
+        """True for the second click of a double click on this button (it should do nothing)."""
+        sent = _sent_at()
+        if sent is None:
+            return False
+        last, self._last = self._last, sent
+        try:
+            return last is not None and timedelta(0) <= sent - last < timedelta(seconds=DOUBLE_CLICK_S)
+        except TypeError:  # one naive, one aware date: not comparable, so not a double click
+            return False
