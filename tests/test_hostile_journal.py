@@ -176,3 +176,15 @@ def test_result_and_a_replay_are_the_trusted_loads_that_do_run_it(hostile):
         assert marker.exists()
     finally:
         store.close()
+
+
+def test_an_owner_written_into_the_journal_is_shown_escaped_and_cut():
+    """A run's owner is journal text: its host went into RunBusyError and busy map rows as written, so
+    ANSI escapes in it cleared or recoloured the terminal of whoever ran the map, at any length."""
+    from durable_nb.journal.lease import describe_owner
+
+    shown = describe_owner("\x1b[2J\x1b[31mevil" + "x" * 5000 + ":123:0:1")
+    assert shown.startswith("process 123 on \\x1b[2J\\x1b[31mevil") and shown.endswith("...")
+    assert "\x1b" not in shown and len(shown) < 300
+    assert describe_owner("host-a:123:0:1") == "process 123 on host-a"  # what durable_nb writes reads as before
+    assert "\x07" not in describe_owner("\x07not an owner") and describe_owner(None) == "another process"

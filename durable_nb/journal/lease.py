@@ -161,8 +161,22 @@ def owner_gone(owner: str) -> bool:
 
 
 def describe_owner(owner: str | None) -> str:
+    """Who an owner string names, for messages (``RunBusyError``, a busy map row).
+
+    The owner is read from the journal, which anyone may have written: its text is shown with control
+    characters escaped and cut at 200 characters, so a hand-written owner cannot move a terminal's cursor,
+    recolour its output or flood the message.
+    """
     parts = parse_owner(owner) if owner else None
-    return f"process {parts[1]} on {parts[0]}" if parts else (owner or "another process")
+    return f"process {parts[1]} on {_shown(parts[0])}" if parts else (_shown(owner) if owner else "another process")
+
+
+def _shown(text: str) -> str:
+    """``text`` as it is when printable and short, else escaped (``\\x1b``) and cut, marked with an ellipsis."""
+    if len(text) <= 200 and text.isprintable():
+        return text
+    cut = text[:200]
+    return cut.encode("unicode_escape").decode("ascii") + ("..." if len(text) > 200 else "")
 
 
 def describe_lock_holder(recorded: str | None) -> str:
