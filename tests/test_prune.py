@@ -336,3 +336,30 @@ def test_a_sqlite_prune_of_many_runs_locks_them_a_batch_at_a_time(tmp_path, monk
     assert 0 < most[0] <= 8
     assert len(store.runs()) == 2
     store.close()
+
+
+def test_a_sqlite_prune_reads_the_runs_once_and_checks_a_batch_in_a_few_queries(tmp_path, monkeypatch):
+    """A prune of 1,000,000 runs read each run's row again (``run_is_open``) to learn its owner, then ran two
+    queries per run under the write lock (43 s, writers waiting on every batch). The selection answers from
+    the records it read; a batch's re-check reads its runs a few hundred per query."""
+    from durable_nb.stores import sqlite_text
+
+    store = dnb.SqliteStore(tmp_path / "j.db")
+    dnb.LocalRunner(store).map(ok, list(range(40)))
+    make_runs(store, "P")  # a crashed run: its PENDING call keeps it
+    monkeypatch.setattr(dnb.SqliteStore, "run", lambda self, run_id: pytest.fail(f"run({run_id!r}) read again"))
+    statements: list[str] = []
+    execute = sqlite_text.Connection.execute
+
+    def counting(self: sqlite_text.Connection, sql: str, parameters: object = (), /) -> object:
+        statements.append(sql)
+        return execute(self, sql, parameters)
+
+    monkeypatch.setattr(sqlite_text.Connection, "execute", counting)
+    assert len(store.prune(keep_last=0, dry_run=True)) == 40
+    removed = store.prune(keep_last=0)
+    assert len(removed) == 40
+    assert len(statements) < 40  # not one (or two) per run
+    monkeypatch.undo()
+    assert [r.run_id for r in store.runs()] == ["P0"]
+    store.close()

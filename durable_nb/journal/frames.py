@@ -17,12 +17,16 @@ CALL_COLUMNS = [
 
 
 def calls_frame(records: Iterable[CallRecord]) -> pd.DataFrame:
-    """One row per call; times as UTC timestamps; payloads never included."""
+    """One row per call; times as UTC timestamps; payloads never included.
+
+    ``records`` may be an iterator: each record can go as soon as its row is made (``SqliteStore.to_pandas``).
+    """
     import pandas as pd
 
+    ids: dict[str, str] = {}  # a map's million calls have a few call ids: one str each, not one per row
     rows = [
-        (r.run_id, r.index, r.call_id, r.args_digest, r.status.value, r.origin.value if r.origin else None,
-         r.result_preview, r.error_preview, r.started_at, r.finished_at)
+        (r.run_id, r.index, ids.setdefault(r.call_id, r.call_id), r.args_digest, r.status.value,
+         r.origin.value if r.origin else None, r.result_preview, r.error_preview, r.started_at, r.finished_at)
         for r in records
     ]
     frame = pd.DataFrame.from_records(rows, columns=CALL_COLUMNS)

@@ -332,8 +332,16 @@ class Store(abc.ABC):
         check_flag("dry_run", dry_run)
         if dry_run:
             with_pending = {c.run_id for c in self.query_calls(status=Status.PENDING)}
-            return rule.select(self.runs(), with_pending, time.time(), lambda r: self.run_is_open(r.run_id))
+            return rule.select(self.runs(), with_pending, time.time(), self._open_as_read)
         return self._prune(rule, time.time())
+
+    def _open_as_read(self, run: RunRecord) -> bool:
+        """:meth:`run_is_open` for a run record just read (``prune``'s selection asks it of every candidate).
+
+        Why a hook: the default asks by id; a store that would read the run's row again to learn its owner
+        (SqliteStore) answers from the record instead: a prune of 1,000,000 runs otherwise read each one twice.
+        """
+        return self.run_is_open(run.run_id)
 
     def _prune(self, rule: Any, now: float) -> list[RunRecord]:
         """Select with ``rule.select`` and delete (in transactions of a bounded number of runs)."""

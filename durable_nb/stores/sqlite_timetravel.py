@@ -69,6 +69,8 @@ class SqliteTimeTravel:
 
         def run_is_open(self, run_id: str) -> bool: ...
 
+        def _open_as_read(self, run: RunRecord) -> bool: ...
+
         def _refuse_hand_typed(self, run_id: str, owner: str | None) -> None: ...
 
     def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
@@ -125,7 +127,7 @@ class SqliteTimeTravel:
         thousands of selected runs at once made a prune quadratic (80,000 runs: 3 minutes).
         """
         with_pending = {c.run_id for c in self.query_calls(status=Status.PENDING)}
-        selected = rule.select(self.runs(), with_pending, now, lambda r: self.run_is_open(r.run_id))
+        selected = rule.select(self.runs(), with_pending, now, self._open_as_read)
         chosen: list[RunRecord] = []
         for batch in prune_batches(selected):
             chosen += self._prune_batch(rule, batch)
@@ -135,23 +137,18 @@ class SqliteTimeTravel:
 
     def _prune_batch(self, rule: PruneRule, selected: list[RunRecord]) -> list[RunRecord]:
         """In one transaction: delete those of ``selected`` still free, unchanged and without PENDING calls."""
-        chosen = []
         with self._kept_out([r.run_id for r in selected]) as free, self._write() as conn:
             # Checked again under the write lock: a run written since the selection (run
             # again: status or updated_at changed) or that gained a PENDING call stays, and so
             # does one a live context holds; the run's OS lock keeps any context out until the
-            # delete commits.
-            for run in selected:
-                if run.run_id not in free:
-                    continue
-                row = conn.execute("SELECT status, updated_at FROM runs WHERE run_id = ?", (run.run_id,)).fetchone()
-                if row is None or (row[0], row[1]) != (run.status.value, run.updated_at):
-                    continue
-                if not rule.include_pending and conn.execute(
-                    "SELECT 1 FROM calls WHERE run_id = ? AND status = 'PENDING' LIMIT 1", (run.run_id,)
-                ).fetchone():
-                    continue
-                chosen.append(run)
+            # delete commits. Read a few hundred runs per query, not two queries per run: the
+            # write lock (every writer of the file waits) is held for the whole batch.
+            state, pending = _prune_state(conn, [r.run_id for r in selected if r.run_id in free])
+            chosen = [
+                run for run in selected
+                if run.run_id in free and state.get(run.run_id) == (run.status.value, run.updated_at)
+                and (rule.include_pending or run.run_id not in pending)
+            ]
             delete_runs(conn, [r.run_id for r in chosen])
         return chosen
 
@@ -196,6 +193,26 @@ def _forks_issued(conn: sqlite3.Connection, run_id: str) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (fork_seq_key(run_id),)).fetchone()
     existing = conn.execute("SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ?", fork_prefix(run_id))
     return forks_issued(run_id, None if row is None else row[0], (r[0] for r in existing))
+
+
+_STATE_CHUNK = 256
+"""Runs whose state one query of a prune's batch reads (well under SQLite's bound-parameter limit)."""
+
+
+def _prune_state(conn: sqlite3.Connection, run_ids: Sequence[str]) -> tuple[dict[str, tuple[object, object]], set[str]]:
+    """Inside the prune's write transaction: ``(status, updated_at)`` of each of ``run_ids`` that exists, and those
+    of them with a PENDING call."""
+    state: dict[str, tuple[object, object]] = {}
+    pending: set[str] = set()
+    for start in range(0, len(run_ids), _STATE_CHUNK):
+        chunk = list(run_ids[start:start + _STATE_CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        for rid, status, updated in conn.execute(
+                f"SELECT run_id, status, updated_at FROM runs WHERE run_id IN ({marks})", chunk):
+            state[rid] = (status, updated)
+        pending.update(r[0] for r in conn.execute(
+            f"SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING' AND run_id IN ({marks})", chunk))
+    return state, pending
 
 
 def delete_runs(conn: sqlite3.Connection, run_ids: Iterable[str]) -> None:
