@@ -56,6 +56,7 @@ from .perform import (
     perform_cell,
     reexecuted_notice,
     run_body,
+    shipped_reexecuted,
 )
 from .runids import cell_call_id, cell_run_base, keep_attempt, latest_attempt, new_attempt
 from .timetravel import cell_inputs, stoppable, unwrap_stopped, user_module
@@ -123,8 +124,7 @@ def run_cell(
         raise UsageError(f"{exc}. Nothing was journaled: the cell's last attempt stays unfinished, and "
                          f"a fixed --reconciler (or --rerun) recovers it.") from None
     finally:
-        if again:  # after the body's own output, and not part of it (a replay does not say it again)
-            print(reexecuted_notice(name, again))
+        _say_reexecuted(name, again)  # after the body's own output, and not part of it (a replay does not say it)
         if ran:
             _warn_changed(name, changed[0] if changed else
                           changed_in_place(inputs, tokens, shell.user_ns, user_module(shell)))
@@ -229,6 +229,7 @@ def _run_on_flink(
                 keep_attempt(store, new_base, run_id)
         if isinstance(exc, Exception):
             replay_outputs(shell, getattr(exc, WORKER_OUTPUTS, None) or [])
+            _say_reexecuted(name, shipped_reexecuted(flink.reexecuted))
         raise
     if new_base is not None:
         keep_attempt(store, new_base, run_id)
@@ -239,6 +240,7 @@ def _run_on_flink(
               f"its durable calls replayed or reconciled")
     _warn_skipped(name, done.outcome.skipped, flink=True)
     result = restore(shell, done.outcome, notice=None)
+    _say_reexecuted(name, shipped_reexecuted(flink.reexecuted))  # after the body's output, as on --runner local
     _warn_changed(name, list(done.outcome.changed))  # in the worker's copy; not the inputs it rebound
     if done.decision is Decision.RECONCILE:
         _say_reconciled(name, done.outcome)
@@ -345,9 +347,9 @@ def run_map(
         cell_action.reexecuted = []  # said after the map: a record's call in flight at a crash ran again
     try:
         frame = mapper.map(action, records, key=key, progress=progress)  # off unless --progress, on every runner
-    finally:
-        if cell_action.reexecuted:  # --runner local: what the map's recovered records executed again
-            print(reexecuted_notice(name, cell_action.reexecuted))
+    finally:  # what the map's recovered records executed again: seen here (local), or shipped by the workers
+        _say_reexecuted(name, cell_action.reexecuted if runner != "flink" else
+                        shipped_reexecuted(mapper.reexecuted, first=0, per_run=True))
     shell.user_ns[name] = frame
     return frame
 
@@ -422,6 +424,12 @@ def _warn_cell(name: str, message: str, category: type[Warning]) -> None:
     """Warn from the cell: with a stacklevel the warning named durable_nb/notebook/magics.py and showed the
     magic's own line (``return run_cell(self.shell, ...``) under it, library source on the user's screen."""
     warnings.warn_explicit(message, category, f"<durable cell {name}>", 1, module="__main__")
+
+
+def _say_reexecuted(name: str, calls: list[str] | None) -> None:
+    """The "ran again" line, after the cell's own output, when some durable calls executed again."""
+    if calls:
+        print(reexecuted_notice(name, calls))
 
 
 def _say_reconciled(name: str, outcome: CellOutcome) -> None:

@@ -160,11 +160,24 @@ def note_reexecuted(journal: Journal, into: list[str], *, first: int = 1, where:
 
     def observe(planned: Planned, call_id: str) -> None:
         if planned.decision is Decision.REEXECUTE and planned.index >= first:
-            into.append(f"call {planned.index} ({call_id}){where}")
+            into.append(reexecuted_call(planned.index, call_id, where))
         if before is not None:
             before(planned, call_id)
 
     journal.observer = observe
+
+
+def reexecuted_call(index: int, call_id: str, where: str = "") -> str:
+    """One call of the "ran again" line; the same words whether the kernel saw it or a Flink worker shipped it."""
+    return f"call {index} ({call_id}){where}"
+
+
+def shipped_reexecuted(calls: list[tuple[str, int, str]], *, first: int = 1, per_run: bool = False) -> list[str]:
+    """The "ran again" calls from ``FlinkRunner.reexecuted`` (``(run_id, index, call_id)``), as
+    :func:`note_reexecuted` collects them in the kernel: ``first`` and ``per_run`` (a ``--map``) as its
+    ``first`` and ``where``."""
+    return [reexecuted_call(index, call_id, f" of run {codec.shown(run_id)!r}" if per_run else "")
+            for run_id, index, call_id in calls if index >= first]
 
 
 REEXECUTED_LISTED = 5

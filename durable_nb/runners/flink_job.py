@@ -268,6 +268,10 @@ class FlinkRunner:
             python_executable or EnvOptions.python_executable, address,
         )
         self.python_executable = self._options.python_executable
+        self.reexecuted: list[tuple[str, int, str]] = []
+        """``(run_id, index, call_id)`` of the durable calls the last ``map`` or ``run`` executed again: in flight
+        (PENDING) when a worker died, with no reconciler, so what they do may have been done twice. Why: the
+        workers' own words reach Flink's log only; the notebook's ``--runner flink`` cells say "ran again"."""
 
     def __repr__(self) -> str:
         where = f"jobmanager={self.jobmanager!r}" if self.jobmanager else "mini-cluster"
@@ -330,6 +334,7 @@ class FlinkRunner:
 
     def _execute(self, job: MapJob, records: list[Any], keys: list[Any], job_name: str,
                  show: bool, groups: list[Any] | None = None) -> list[Shipped]:
+        self.reexecuted = []
         check_shippable("FlinkRunner", f"the action {job.name!r}", job.action)  # before Flink's Java stack trace
         folder = Path(tempfile.mkdtemp(prefix="durable_nb-records-", dir=self.records_dir))
         path = folder / f"{uuid.uuid4().hex}.txt"
@@ -337,7 +342,9 @@ class FlinkRunner:
             with user_modules_by_value():  # records, the action and its helpers: the user's modules by value
                 write_records(path, records, keys, groups)
                 stream = self._build(job, path)
-            return _collect(stream, job_name, len(records), self.restart_attempts, show, self._options.address)
+            shipped = _collect(stream, job_name, len(records), self.restart_attempts, show, self._options.address)
+            self.reexecuted = [(s.wire[0], index, call_id) for s in shipped for index, call_id in s.again]
+            return shipped
         finally:
             path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):

@@ -70,9 +70,14 @@ class open_run_when_free:  # a class, not a generator context manager: it runs o
         self._run.__exit__(*exc)
 
 
+Again = tuple[tuple[int, str], ...]
+"""``(index, call_id)`` of each durable call of a record's run that executed again (PENDING, no reconciler)."""
+
+
 def perform(store: Store, action: Action, record: Any, run_id: str, key: Any, *,
-            strict: bool) -> tuple[MapRow, bool]:
-    """One record in a worker: its :class:`MapRow` (the rule LocalRunner.map follows), and whether it only replayed.
+            strict: bool) -> tuple[MapRow, bool, Again]:
+    """One record in a worker: its :class:`MapRow` (the rule LocalRunner.map follows), whether it only replayed,
+    and the calls it executed again (a task that died mid-call, restarted by Flink).
 
     An ``Exception`` from the action is the record's FAILED (or WAITING) row, see
     :func:`~durable_nb.runners.rows.apply_action`; so is a ``ValueError`` from the
@@ -92,14 +97,14 @@ def perform(store: Store, action: Action, record: Any, run_id: str, key: Any, *,
         row = apply_action(open_run_when_free(store, run_id, key, strict), call, key, run_id)
     except ValueError as exc:  # the same on every attempt: the record's row says why (as on LocalRunner)
         row = MapRow.failed(key, run_id, exc)
-    return row, row.status is RunStatus.COMPLETED and counter.replayed
+    return row, row.status is RunStatus.COMPLETED and counter.replayed, tuple(counter.reexecuted)
 
 
 @dataclass(frozen=True, slots=True)
 class Shipped:
     """A record's outcome on its way from a worker to the notebook (``FlinkRunner``'s collect sink).
 
-    It travels as the plain tuple ``(index, wire, replayed, warned)``: PyFlink pickles every output
+    It travels as the plain tuple ``(index, wire, replayed, warned, again)``: PyFlink pickles every output
     with cloudpickle, and an instance of a class costs 5 µs there and 2 µs to load, a tuple 1.5 and 0.3.
     """
 
@@ -111,6 +116,9 @@ class Shipped:
     """Every durable call of the run replayed (for the progress bar)."""
     warned: Relayed = ()
     """durable_nb's warnings the run gave in the worker (:mod:`.worker_warnings`)."""
+    again: Again = ()
+    """The run's durable calls that executed again (:attr:`FlinkRunner.reexecuted`): the notebook says "ran again"
+    for them, as it does on ``--runner local``, where the worker's own output would only reach Flink's log."""
 
     @property
     def status(self) -> str:
@@ -253,13 +261,13 @@ def keyed_function(body: Body, init: Any) -> Any:
     return DurableKeyedProcess(init)
 
 
-def map_element(job: MapJob, store: Store, line: str, seq: int) -> tuple[int, WireRow, bool, Relayed]:
+def map_element(job: MapJob, store: Store, line: str, seq: int) -> tuple[int, WireRow, bool, Relayed, Again]:
     """One record of ``FlinkRunner.map``: its :class:`Shipped` outcome, as the tuple that travels."""
     index, key, record, counted = line_record(line)
     run_id = job.run_id or run_id_for(job.name, key, seq if counted is None else counted)
     with worker_warnings.collecting() as warned:
-        row, replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
-    return index, within_collect_limit(row.to_wire()), replayed, tuple(warned)
+        row, replayed, again = perform(store, job.action, record, run_id, key, strict=job.strict)
+    return index, within_collect_limit(row.to_wire()), replayed, tuple(warned), again
 
 
 def within_collect_limit(wire: WireRow) -> WireRow:
@@ -289,7 +297,7 @@ class StreamJob:
 def stream_element(job: StreamJob, store: Store, record: Any, seq: int) -> MapRow:
     key = key_of(record, job.key, seq)
     run_id = run_id_for(job.name, key, seq)
-    row, _replayed = perform(store, job.action, record, run_id, key, strict=job.strict)
+    row, _replayed, _again = perform(store, job.action, record, run_id, key, strict=job.strict)
     return row.portable()  # FlinkRunner's rule: a result that cannot travel is a FAILED row, not a failed job
 
 

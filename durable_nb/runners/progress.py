@@ -27,12 +27,17 @@ class ReplayCounter:
         """True once a call was executed, re-executed, reconciled or mismatched."""
         self.replayed_any = False
         """True once a call was replayed."""
+        self.reexecuted: list[tuple[int, str]] = []
+        """``(index, call_id)`` of the calls that executed again: in flight (PENDING) when an attempt died, and no
+        reconciler. A Flink worker ships them with the record's row, so the notebook can say "ran again"."""
 
     def __call__(self, planned: Planned, call_id: str) -> None:
         if planned.decision is Decision.REPLAY:
             self.replayed_any = True
         else:
             self.performed = True
+            if planned.decision is Decision.REEXECUTE:
+                self.reexecuted.append((planned.index, call_id))
 
     @property
     def replayed(self) -> bool:

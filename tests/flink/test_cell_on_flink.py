@@ -203,6 +203,40 @@ def test_worker_crash_recovers_with_inner_calls_replayed_and_a_failing_cell_repl
     assert lines(tmp_path / "body.txt") == ["ran", "ran"]
 
 
+def charge_in_flight(ledger: str, order_id: int, flag: str) -> str:
+    """The worker dies inside the charge the first time: the call stays PENDING and, with no reconciler,
+    executes again when Flink restarts the task."""
+    import os
+
+    append(ledger, f"charge {order_id}")
+    if not os.path.exists(flag):
+        append(flag, "crashed")
+        os._exit(17)
+    return f"ch_{order_id}"
+
+
+@pytest.mark.timeout(240)
+def test_a_call_in_flight_when_a_worker_died_says_ran_again_in_the_notebook_as_on_the_local_runner(
+    flink: None, ip: Any, magics: DurableMagics, tmp_path: Path
+) -> None:
+    """A plain cell and a ``--map`` cell: the worker ships the calls it executed again with the record's row."""
+    ip.user_ns.update(order_id=4, items=[{"id": 6}], charge_in_flight=charge_in_flight,
+                      flag=str(tmp_path / "cell.flag"), map_flag=str(tmp_path / "map.flag"))
+    magics.store = dnb.SqliteStore(tmp_path / "transition.db", durability="transition")  # PENDING is durable
+
+    result, log = run(ip, "inflight --runner flink",
+                      "dnb.current_context().durable_execute(charge_in_flight, ledger, order_id, flag)\n")
+    assert result == "ch_4" and lines(tmp_path / "ledger.txt") == ["charge 4", "charge 4"]
+    assert re.search(r"ran again: call 1 \(\S*charge_in_flight\) of cell 'inflight' was in flight", log.text()), \
+        log.items
+
+    frame, log = run(ip, "paid --map items --key id --runner flink", "dnb.current_context().durable_execute("
+                     "charge_in_flight, ledger, record['id'], map_flag)\n")
+    assert frame["result"].tolist() == ["ch_6"] and lines(tmp_path / "ledger.txt")[2:] == ["charge 6", "charge 6"]
+    assert re.search(r"ran again: call 0 \(\S*charge_in_flight\) of run '[^']+' of cell 'paid' was in flight",
+                     log.text()), log.items
+
+
 @pytest.mark.timeout(60)
 def test_a_memory_store_is_a_usage_error_before_any_job(flink: None, ip: Any, magics: DurableMagics) -> None:
     magics.store = dnb.MemoryStore()
