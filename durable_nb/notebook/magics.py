@@ -133,9 +133,9 @@ class DurableMagics(Magics):
     a restarted kernel that loads the extension again sees all earlier cells.
     """
 
-    def __init__(self, shell: InteractiveShell | None = None, home: str | None = None) -> None:
+    def __init__(self, shell: InteractiveShell | None = None) -> None:
         super().__init__(shell)
-        self._home = os.getcwd() if home is None else home
+        self._home = os.getcwd()
         """The working directory when durable_nb was loaded: the notebook's folder, as a kernel starts there."""
         self._store: Store | None = None
         self._opened: dict[str, Store] = {}
