@@ -363,3 +363,23 @@ def test_a_sqlite_prune_reads_the_runs_once_and_checks_a_batch_in_a_few_queries(
     monkeypatch.undo()
     assert [r.run_id for r in store.runs()] == ["P0"]
     store.close()
+
+
+def test_a_sqlite_prune_deletes_runs_whose_ids_hold_lone_surrogates_and_keeps_their_pending(tmp_path):
+    """A run id with a lone surrogate is stored as a BLOB; the batch re-check read it back as bytes, so the dry
+    run listed the run and the prune kept it (and a PENDING call of such a run went unseen)."""
+    store = dnb.SqliteStore(tmp_path / "j.db")
+    runner = dnb.LocalRunner(store)
+    for run_id in ("plain", "s\ud800x", "t\udcffy"):
+        with runner.context(run_id) as ctx:
+            ctx.durable_execute(pow, 2, 3)
+    with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call="builtins.pow", point="before_call"), \
+            runner.context("p\ud801") as ctx:
+        ctx.durable_execute(pow, 2, 2)
+    listed = [r.run_id for r in store.prune(keep_last=0, dry_run=True)]
+    assert listed == ["plain", "s\ud800x", "t\udcffy"]
+    assert [r.run_id for r in store.prune(keep_last=0)] == listed
+    assert [r.run_id for r in store.runs()] == ["p\ud801"]  # its PENDING call keeps it
+    assert [r.run_id for r in store.prune(keep_last=0, include_pending=True)] == ["p\ud801"]
+    assert store.runs() == []
+    store.close()

@@ -120,10 +120,13 @@ def test_a_double_click_on_step_performs_one_call(store: dnb.Store, monkeypatch:
     import IPython
 
     sent = [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)]
-    kernel = types.SimpleNamespace(get_parent=lambda: {"msg_type": "comm_msg", "header": {"date": sent[0]}})
+    clicked: list[Any] = []  # the button the page's message is for
+    kernel = types.SimpleNamespace(get_parent=lambda: {
+        "msg_type": "comm_msg", "header": {"date": sent[0]}, "content": {"comm_id": clicked[0].model_id}})
     monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=kernel))
     crashed(store)
     stepper = dnb.ReplayStepper(store, "order-1", place_order, 1)
+    clicked.append(stepper.step_button)
     stepper.step_button.click()  # call 0: replay
     for ms in (800, 3, 3):  # a new click (call 1: reconcile), then the rest of a triple click
         sent[0] += dt.timedelta(milliseconds=ms)
@@ -134,11 +137,38 @@ def test_a_double_click_on_step_performs_one_call(store: dnb.Store, monkeypatch:
     assert "call 1 charge_card: reconcile → SUCCEEDED · RECONCILED" in said  # the performed step's outcome stays
     assert said.count("second click of a double click on Step was ignored") == 1
     sent[0] += dt.timedelta(seconds=1)
+    clicked[0] = stepper.run_button
     stepper.run_button.click()
     sent[0] += dt.timedelta(milliseconds=3)
     stepper.run_button.click()
     assert ran == {"reconciler": 1, "send_receipt": 1} and stepper.done
     assert "ignored" in text(stepper.message.value)
+
+
+def test_clicks_made_by_another_widgets_handler_are_never_taken_for_a_double_click(
+        store: dnb.Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person's own "Finish recovery" button whose handler clicks Step twice: both clicks run under that button's
+    one comm message (one page time), and the second was dropped as "the second click of a double click on Step"
+    though no one clicked Step. Only a click the page sent for this very button can be the second of a double."""
+    import datetime as dt
+    import types
+
+    import IPython
+    import ipywidgets as W
+
+    mine = W.Button(description="Finish recovery")
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    parent = {"msg_type": "comm_msg", "header": {"date": at},
+              "content": {"comm_id": mine.model_id, "data": {"method": "custom", "content": {"event": "click"}}}}
+    kernel = types.SimpleNamespace(get_parent=lambda: parent)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(kernel=kernel))
+    crashed(store)
+    stepper = dnb.ReplayStepper(store, "order-1", place_order, 1)
+    mine.on_click(lambda _: [stepper.step_button.click() for _ in range(3)])
+    mine.click()
+    assert stepper.performed == 3 and stepper.done
+    assert ran == {"reconciler": 1, "send_receipt": 1}
+    assert "ignored" not in text(stepper.message.value)
 
 
 def test_back_moves_the_view_and_undoes_nothing(store: dnb.Store) -> None:

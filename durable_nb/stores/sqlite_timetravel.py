@@ -27,7 +27,7 @@ from ..journal.history import (
     prune_batches,
 )
 from ..journal.records import CallRecord, RunRecord, Status
-from .sqlite_text import hand_typed
+from .sqlite_text import hand_typed, text
 
 # Columns a fork copies (everything but seq, which orders the journal, and run_id).
 _COPIED = (
@@ -201,7 +201,8 @@ _STATE_CHUNK = 256
 
 def _prune_state(conn: sqlite3.Connection, run_ids: Sequence[str]) -> tuple[dict[str, tuple[object, object]], set[str]]:
     """Inside the prune's write transaction: ``(status, updated_at)`` of each of ``run_ids`` that exists, and those
-    of them with a PENDING call."""
+    of them with a PENDING call. Ids read back go through :func:`.sqlite_text.text`: an id with a lone surrogate
+    is stored as a BLOB and read as bytes, which matched no run (the dry run listed it, the prune kept it)."""
     state: dict[str, tuple[object, object]] = {}
     pending: set[str] = set()
     for start in range(0, len(run_ids), _STATE_CHUNK):
@@ -209,8 +210,8 @@ def _prune_state(conn: sqlite3.Connection, run_ids: Sequence[str]) -> tuple[dict
         marks = ", ".join("?" * len(chunk))
         for rid, status, updated in conn.execute(
                 f"SELECT run_id, status, updated_at FROM runs WHERE run_id IN ({marks})", chunk):
-            state[rid] = (status, updated)
-        pending.update(r[0] for r in conn.execute(
+            state[text(rid)] = (status, updated)
+        pending.update(text(r[0]) for r in conn.execute(
             f"SELECT DISTINCT run_id FROM calls WHERE status = 'PENDING' AND run_id IN ({marks})", chunk))
     return state, pending
 

@@ -8,20 +8,23 @@ front end stamps every message with the time it made it (``header.date``), which
 kernel does not change: two clicks of one double click are a few milliseconds apart, two clicks
 a person means are at least a reaction time apart.
 
-A click made from code (``button.click()`` in a cell or a test) is not a comm message from the
-page, so it is never taken for a double click.
+A click made from code (``button.click()`` in a cell, a test, or the click handler of another widget) is
+not the page's click message for this button, so it is never taken for a double click: only a comm message
+addressed to the button itself (its ``comm_id``) counts.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 DOUBLE_CLICK_S = 0.5
 """Clicks on one button sent less than this apart are one double click (the usual desktop default)."""
 
 
-def _sent_at() -> datetime | None:
-    """When the page sent the click being handled; None when it does not come from a page."""
+def _sent_at(button: Any) -> datetime | None:
+    """When the page sent the click on ``button`` being handled; None when the click does not come from the page
+    for this button (a person's own button whose handler clicks Step twice ran both under its one message)."""
     try:
         import IPython
 
@@ -30,6 +33,9 @@ def _sent_at() -> datetime | None:
     except Exception:  # no kernel, or one without get_parent: nothing to compare
         return None
     if not isinstance(parent, dict) or parent.get("msg_type") != "comm_msg":
+        return None
+    content = parent.get("content")
+    if not isinstance(content, dict) or content.get("comm_id") != getattr(button, "model_id", None):
         return None
     date = (parent.get("header") or {}).get("date")
     if isinstance(date, str):
@@ -46,9 +52,9 @@ class ClickGuard:
     def __init__(self) -> None:
         self._last: datetime | None = None
 
-    def second_of_double(self) -> bool:
-        """True for the second click of a double click on this button (it should do nothing)."""
-        sent = _sent_at()
+    def second_of_double(self, button: Any) -> bool:
+        """True for the second click of a double click on ``button`` (it should do nothing)."""
+        sent = _sent_at(button)
         if sent is None:
             return False
         last, self._last = self._last, sent

@@ -265,8 +265,8 @@ class ReplayStepper(W.VBox):
         """
         guard = ClickGuard()
 
-        def handler(_button: Any) -> None:
-            if guard.second_of_double():
+        def handler(button: Any) -> None:
+            if guard.second_of_double(button):
                 note = esc(f" (The second click of a double click on {name} was ignored: nothing more was "
                            f"performed; click {name} again to go on.)")
                 shown = self.message.value  # the first click's outcome stays in view, the note inside its message
