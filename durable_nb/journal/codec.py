@@ -17,7 +17,7 @@ Previews are produced once, at write time, so nothing that displays a journal
 ever needs to unpickle it.
 
 Over 400 lines because the loaders a payload names (``_rebuild_exception``,
-``_main_class_or``, ``_NotJournaled``, ...) must stay at these names for every journal already
+``_main_class_or``, ...) must stay at these names for every journal already
 written, and the pickler that chooses them (an exception with its chain, a
 memoryview, a notebook's classes) belongs beside them.
 """
@@ -313,27 +313,20 @@ def dumps_exception_bare(exc: BaseException) -> bytes:
     Why: a replay must still raise the class the first run raised (``except ValueError:`` takes the same branch)
     when what made the pickle too large is an attribute or a member of its chain (a context holding a DataFrame).
     """
-    dropped = {name: (type(value).__qualname__, "the failure was too large for the store")
-               for name, value in (_attributes(exc) or {}).items()}
-    state = {_NOT_JOURNALED: dropped} if dropped else {}
-    return dumps(_ExceptionPayload(type(exc), tuple(_picklable_or_repr(a) for a in exc.args), state))
+    return dumps(_ExceptionPayload(type(exc), tuple(_picklable_or_repr(a) for a in exc.args), {}))
 
 
 def _degraded(exc: BaseException, member_of: Callable[[BaseException], Any] | None = None) -> _ExceptionPayload:
     """What of ``exc`` pickles: its class, its args (a preview for those that do not), its picklable attributes,
     and its cause and context as ``member_of`` keeps them (:meth:`_Pickler._member`)."""
     args = tuple(_picklable_or_repr(a) for a in exc.args)
-    state: dict[str, Any] = {}
-    dropped = {}
+    state = {}
     for name, value in (_attributes(exc) or {}).items():
         try:
             dumps(value)
-        except Exception:  # dropped: only this attribute is lost on replay, where a placeholder says so
-            dropped[name] = (type(value).__qualname__, "could not be pickled")
-            continue
+        except Exception:
+            continue  # dropped: only this attribute is lost on replay
         state[name] = value
-    if dropped:
-        state[_NOT_JOURNALED] = dropped
     if member_of is not None:
         state.update(_chain_state(exc, member_of))
     return _ExceptionPayload(type(exc), args, state)
@@ -370,93 +363,12 @@ def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], state: d
         # take other arguments: ``ExceptionGroup`` subclasses whose ``__new__`` fixes the message).
         exc = next(c for c in cls.__mro__ if not c.__flags__ & _HEAPTYPE).__new__(cls, *args)
     exc.args = args
-    state = dict(state)
-    dropped = state.pop(_NOT_JOURNALED, {})  # after what ``__init__`` made of the args' previews: a placeholder
-    state.update((name, _NotJournaled(name, kind, reason)) for name, (kind, reason) in dropped.items())
     for name, value in state.items():
         try:
             setattr(exc, name, value)
         except Exception:
             exc.__dict__[name] = value
     return exc
-
-
-_NOT_JOURNALED = "_durable_nb_not_journaled"
-"""The state entry naming the attributes :func:`_degraded` left out: ``{name: (type name, why)}``.
-
-An entry of the state rather than placeholders in it: a durable_nb from before placeholders (a journal is
-shared while users upgrade) still loads the payload, and sets this entry as one more attribute.
-"""
-
-
-class _NotJournaled:
-    """At replay, an exception's attribute that was not journaled (``path`` is ``conn``, or ``conn.host``).
-
-    Why: ``__str__`` methods read their attributes (``f"db {self.conn.host} failed"``); without the attribute,
-    ``str(e)`` raised AttributeError on replay only: the traceback read ``<exception str() failed>`` and an
-    ``except DbError as e: log(str(e))`` crashed. So it reads as text saying what is missing, its attributes are
-    placeholders too, and any other use (a call, arithmetic, truth, comparison) raises a TypeError naming the
-    attribute and why, rather than giving a value the first run never had. It pickles as itself.
-    """
-
-    __slots__ = ("_kind", "_path", "_reason")
-    _kind: str
-    _path: str
-    _reason: str
-
-    def __init__(self, path: str, kind: str, reason: str) -> None:
-        for name, value in (("_path", path), ("_kind", kind), ("_reason", reason)):
-            object.__setattr__(self, name, value)  # its own __setattr__ refuses
-
-    def __str__(self) -> str:
-        root = "." not in self._path
-        return f"<{self._path}: not journaled{f' ({self._reason})' if root else ''}>"
-
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        try:
-            return format(str(self), spec)
-        except ValueError:
-            self._refuse(f"formatted with {spec!r}")
-            raise
-
-    def __getattr__(self, name: str) -> _NotJournaled:
-        if name.startswith("_"):  # protocols (``__array__``, IPython's ``_repr_html_``) see an ordinary object
-            raise AttributeError(name)
-        return _NotJournaled(f"{self._path}.{name}", self._kind, self._reason)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return _NotJournaled, (self._path, self._kind, self._reason)
-
-    def __copy__(self) -> _NotJournaled:
-        return self
-
-    def __deepcopy__(self, memo: Any) -> _NotJournaled:
-        return self
-
-    def _refuse(self, use: str) -> None:
-        root = self._path.split(".")[0]
-        raise TypeError(f"{self._path} cannot be {use}: it was not journaled ({root}, a {self._kind}, "
-                        f"{self._reason} when the call failed), so this replay has a placeholder in its place")
-
-
-def _refusing(use: str) -> Callable[..., Any]:
-    def refuse(self: _NotJournaled, *args: Any, **kwargs: Any) -> Any:
-        self._refuse(use)
-
-    return refuse
-
-
-for _use, _names in {
-    "called": "call", "tested for truth": "bool", "compared": "eq ne lt le gt ge", "hashed": "hash",
-    "used as a number": "int float complex index round neg pos abs invert add radd sub rsub mul rmul truediv "
-                        "rtruediv floordiv rfloordiv mod rmod pow rpow and rand or ror xor rxor lshift rshift",
-    "used as a container": "len iter getitem setitem delitem contains", "awaited": "await",
-    "used as a context manager": "enter exit", "changed": "setattr delattr",
-}.items():
-    for _name in _names.split():
-        setattr(_NotJournaled, f"__{_name}__", _refusing(_use))
 
 
 def not_a_pickle(data: bytes) -> str | None:
