@@ -21,7 +21,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,19 +156,11 @@ def test_a_cluster_job_is_cancelled_only_once_none_of_its_tasks_is_starting(monk
                {"state": "RUNNING", "status-counts": {"RUNNING": 3}}]
     asked: list[str] = []
 
-    class JobManager(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            body = json.dumps(answers[min(len(asked), len(answers)) - 1]).encode()
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> dict[str, Any]:
+        asked.append(path)
+        return answers[min(len(asked), len(answers)) - 1]
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _job_manager(answer)
     rows = _BlockingRows()
     asked_at_close: list[int] = []
     close = rows.close
@@ -192,21 +186,8 @@ def test_a_second_ctrl_c_while_a_cluster_job_s_tasks_start_still_cancels_it(monk
     # who pressed Ctrl-C again meanwhile stopped that wait in the main thread, before the iterator was
     # closed: the job was never cancelled and ran on in the cluster, charging.
     started = threading.Event()
-
-    class JobManager(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state = {"state": "RUNNING", "status-counts": {"RUNNING": 2 if started.is_set() else 1, "DEPLOYING": 0
-                                                           if started.is_set() else 1}}
-            body = json.dumps(state).encode()
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _job_manager(lambda path: {"state": "RUNNING", "status-counts": {
+        "RUNNING": 2 if started.is_set() else 1, "DEPLOYING": 0 if started.is_set() else 1}})
     rows = _BlockingRows()
     closed_after_start: list[bool] = []
     close = rows.close
@@ -228,3 +209,21 @@ def test_a_second_ctrl_c_while_a_cluster_job_s_tasks_start_still_cancels_it(monk
     finally:
         server.shutdown()
     assert closed_after_start and all(closed_after_start)  # still only once its tasks had started (FLINK-39330)
+
+
+def _job_manager(answer: Callable[[str], dict[str, Any]]) -> http.server.ThreadingHTTPServer:
+    """A fake JobManager REST API on a free loopback port: each GET is answered with ``answer(path)`` as JSON."""
+
+    class JobManager(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answer(self.path)).encode()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobManager)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
