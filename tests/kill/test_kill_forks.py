@@ -37,13 +37,6 @@ CHILD = Path(__file__).with_name("fork_child.py")
 CYCLES = 8
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def journal(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("pg_dsn"))
-    return str(tmp_path / "journal.db")
-
-
 def open_journal(journal: str) -> dnb.Store:
     return dnb.PostgresStore(journal) if journal.startswith("postgresql://") else dnb.SqliteStore(journal)
 

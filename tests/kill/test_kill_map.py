@@ -32,13 +32,6 @@ CHILD = Path(__file__).with_name("map_child.py")
 RECORDS = 200
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def journal(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("pg_dsn"))
-    return str(tmp_path / "journal.db")
-
-
 def command(journal: str, tmp_path: Path, *extra: str) -> list[str]:
     return [sys.executable, str(CHILD), "--db", journal, "--ledger", str(tmp_path / "ledger"),
             "--touched", str(tmp_path / "touched"), "--ack", str(tmp_path / "ack"),
