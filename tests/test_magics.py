@@ -1014,6 +1014,27 @@ def test_a_cell_another_kernel_is_running_says_so_and_that_its_result_will_repla
         run(ip, "inner", "open_held()\n")
 
 
+def test_a_rerun_another_kernel_is_running_does_not_say_that_running_it_again_replays(
+    ip: Any, magics: DurableMagics
+) -> None:
+    """Two kernels on one journal ran ``%%durable pay --rerun`` at once: the second was refused with "Once it
+    finishes, run this cell again: it replays that result", but that cell (still ``--rerun``) executes again
+    as a new attempt, charging once more. The refusal says to drop --rerun to replay the other kernel's run;
+    and a journal that is not the default SQLite file is not told as ".durable/journal.db"."""
+    ip.user_ns.update(order_id=4)
+    run(ip, "pay", PAY)
+    [first] = cell_runs(magics.store, "pay")
+    other = f"{first.run_id}#2"  # the attempt the other kernel's --rerun took, its number kept, its run held
+    magics.store.keep_number(f"{first.run_id}#", 2)
+    with dnb.LocalRunner(magics.store).context(other), pytest.raises(dnb.RunBusyError) as refused:
+        run(ip, "pay --rerun", PAY)
+    message = str(refused.value)
+    assert "Nothing was run here" in message and "without --rerun" in message
+    assert "run this cell again: it replays" not in message
+    assert ("share .durable/journal.db" in message) == isinstance(magics.store, dnb.SqliteStore)
+    assert RAN["charge"] == 1
+
+
 HELD: list[dnb.Store] = []
 
 

@@ -115,7 +115,7 @@ def run_cell(
 
     try:
         with contextlib.ExitStack() as opened, unwrap_stopped():
-            ctx = _open_cell_run(opened, name, store, run_id, strict)
+            ctx = _open_cell_run(opened, name, store, run_id, strict, rerun=rerun)
             if new_base is not None:  # held now: a kernel starting it too meets this run (runids.new_attempt)
                 keep_attempt(store, new_base, run_id)
             note_reexecuted(ctx.journal, again)
@@ -144,26 +144,41 @@ def _performed_result(shell: Any, name: str, done: Performed, quiet: bool) -> An
     return None if quiet else done.value
 
 
-def _open_cell_run(opened: contextlib.ExitStack, name: str, store: Store, run_id: str, strict: bool) -> Any:
+def _open_cell_run(
+    opened: contextlib.ExitStack, name: str, store: Store, run_id: str, strict: bool, *, rerun: bool = False
+) -> Any:
     """The cell's run opened on ``opened``; a run open elsewhere is told as what it is: this cell, running now.
 
     The store's text spoke of "two recoveries of one run"; the common case is two
     notebooks in one folder (one default journal) running the same cell, and the
     user needs to know that nothing ran here and that the other kernel's result
     replays here once it is done. Only the open is translated: a RunBusyError the
-    cell's own code raises is the cell's.
+    cell's own code raises is the cell's. ``rerun``: the run is a new attempt (a ``--rerun``
+    two kernels started at once); run again as it is, that cell executes again as the next
+    attempt, so the refusal says to drop ``--rerun`` to replay the other kernel's run.
     """
     __tracebackhide__ = True
     try:
         return opened.enter_context(open_run(store, run_id, strict=strict))
     except RunBusyError as exc:
+        plain = " without --rerun" if rerun else ""
+        shared = " (notebooks in one folder share .durable/journal.db by default)" if _is_sqlite(store) else ""
+        again = ("run this cell again without --rerun: it replays that result (names and output) without executing "
+                 "the cell (with --rerun it executes again, as a new attempt)" if rerun else
+                 "run this cell again: it replays that result (names and output) without executing the cell")
         raise RunBusyError(exc.run_id, exc.owner, (
             f"%%durable {name}: this cell, with the same code and inputs (run {exc.run_id!r}), is running now in "
-            f"{exc.owner}: another kernel using the journal {store!r} (notebooks in one folder share "
-            f".durable/journal.db by default), or a context left open in this kernel. Nothing was run here. Once it "
-            f"finishes, run this cell again: it replays that result (names and output) without executing the cell. "
-            f"If that kernel is stuck, stop it (or restart it) and run this cell again to recover the run here."
+            f"{exc.owner}: another kernel using the journal {store!r}{shared}, or a context left open in this "
+            f"kernel. Nothing was run here. Once it finishes, {again}. "
+            f"If that kernel is stuck, stop it (or restart it) and run this cell again{plain} to recover the run here."
         )) from None
+
+
+def _is_sqlite(store: Store) -> bool:
+    """Whether ``store`` is a journal file, the one kind two notebooks share just by sitting in one folder."""
+    from ..stores.sqlite import SqliteStore  # stores sit below the notebook layer; imported when a refusal is told
+
+    return isinstance(store, SqliteStore)
 
 
 def _kernel_body(
