@@ -22,6 +22,7 @@ from ..journal.history import (
     check_fork,
     fork_number,
     fork_row,
+    fork_seq_key,
     forked_calls,
     forks_issued,
     number_kept,
@@ -69,8 +70,7 @@ class MemoryStore(Store):
         self.name: str | None = None
         self._holders: dict[str, str] = {}
         self._leases: dict[str, Lease] = {}
-        self._fork_seq: dict[str, int] = {}  # the last fork number given per run: never given again (history.py)
-        self._numbers: dict[str, int] = {}  # keep_number's highest number per sequence: never given again
+        self._numbers: dict[str, int] = {}  # meta's numbers: a fork's or a sequence's last, never given again
 
     @classmethod
     def named(cls, name: str) -> MemoryStore:
@@ -309,13 +309,13 @@ class MemoryStore(Store):
     def _fork(self, run_id: str, at: int, new_run_id: str | None, now: float, head: FreshHead | None = None) -> str:
         with self._lock:
             parent = self._runs.get(run_id)
-            issued = forks_issued(run_id, self._fork_seq.get(run_id), self._runs)
+            issued = forks_issued(run_id, self._numbers.get(fork_seq_key(run_id)), self._runs)
             new_id = check_fork(
                 run_id, at, new_run_id, None if parent is None else parent.calls, self._runs.__contains__, repr(self),
                 head, issued,
             )
             assert parent is not None
-            self._fork_seq[run_id] = max(issued, fork_number(run_id, new_id) or 0)
+            self._numbers[fork_seq_key(run_id)] = max(issued, fork_number(run_id, new_id) or 0)
             copies = forked_calls(parent.calls[:at], new_id)
             if head is not None:
                 copies[0] = head.first_call(new_id, now)

@@ -778,7 +778,7 @@ class PostgresStore(Store):
             return conn.execute("SELECT 1 FROM runs WHERE run_id = %s", (rid,)).fetchone() is not None
 
         key = fork_seq_key(run_id)  # the last number given (history.py): a pruned fork's id is not given again
-        kept = conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        kept = conn.execute(q.META_VALUE, (key,)).fetchone()
         existing = conn.execute(q.RUN_IDS_LIKE, (q.like_prefix(fork_prefix(run_id)[0]),))
         issued = forks_issued(run_id, kept and kept[0], (r[0] for r in existing))
         new_id = check_fork(run_id, at, new_run_id, parent, taken, repr(self), head, issued)
@@ -795,7 +795,7 @@ class PostgresStore(Store):
     def _kept(self, key: str) -> Any:
         self.flush()
         with self._guard("read the journal's numbers"):
-            row = self._conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+            row = self._conn.execute(q.META_VALUE, (key,)).fetchone()
         return None if row is None else row[0]
 
     def _keep(self, key: str, number: int) -> None:

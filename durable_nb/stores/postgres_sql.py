@@ -163,6 +163,7 @@ FORK_RUN = (
     "forked_at) VALUES (%s, 'RUNNING', %s, %s, %s, NULL, 0, %s, %s)"
 )
 KEEP_META = "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+META_VALUE = "SELECT value FROM meta WHERE key = %s"
 MAKE_META = "INSERT INTO meta (key, value) VALUES (%s, '0') ON CONFLICT (key) DO NOTHING"
 LOCK_META = "SELECT value FROM meta WHERE key = %s FOR UPDATE"
 FORK_CALLS = (

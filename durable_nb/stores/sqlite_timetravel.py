@@ -92,8 +92,7 @@ class SqliteTimeTravel:
             new_id = check_fork(run_id, at, new_run_id, calls, exists, repr(self), head, issued)
             number = fork_number(run_id, new_id)
             if number is not None and number > issued:  # kept in meta: never given again, even once pruned
-                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                             (fork_seq_key(run_id), str(number)))
+                _set_meta(conn, fork_seq_key(run_id), number)
             parent, forked_at, attempts = fork_row(head, run_id, at)
             conn.execute(
                 "INSERT INTO runs (run_id, status, created_at, updated_at, attempts, parent_run_id, forked_at) "
@@ -110,14 +109,12 @@ class SqliteTimeTravel:
         return new_id
 
     def _kept(self, key: str) -> object:
-        row = self._read().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
+        return _meta_value(self._read(), key)
 
     def _keep(self, key: str, number: int) -> None:
         with self._write() as conn:  # BEGIN IMMEDIATE: read and write with no other writer between them
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            if number > number_kept(None if row is None else row[0]):
-                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(number)))
+            if number > number_kept(_meta_value(conn, key)):
+                _set_meta(conn, key, number)
 
     def _prune(self, rule: PruneRule, now: float) -> list[RunRecord]:
         """Select, then delete in transactions of at most ``history.PRUNE_BATCH`` runs.
@@ -190,9 +187,19 @@ class SqliteTimeTravel:
 
 def _forks_issued(conn: sqlite3.Connection, run_id: str) -> int:
     """Inside the fork's write transaction: the last fork number of ``run_id`` given (``history.forks_issued``)."""
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (fork_seq_key(run_id),)).fetchone()
     existing = conn.execute("SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ?", fork_prefix(run_id))
-    return forks_issued(run_id, None if row is None else row[0], (r[0] for r in existing))
+    return forks_issued(run_id, _meta_value(conn, fork_seq_key(run_id)), (r[0] for r in existing))
+
+
+def _meta_value(conn: sqlite3.Connection, key: str) -> object:
+    """The ``meta`` value kept under ``key`` as stored (None: none): a fork's or a cell attempt's last number."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def _set_meta(conn: sqlite3.Connection, key: str, number: int) -> None:
+    """Inside the caller's write transaction: keep ``number`` under ``key`` (the caller checked it is higher)."""
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(number)))
 
 
 _STATE_CHUNK = 256
