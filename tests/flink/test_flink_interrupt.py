@@ -161,20 +161,12 @@ def test_a_cluster_job_is_cancelled_only_once_none_of_its_tasks_is_starting(monk
         return answers[min(len(asked), len(answers)) - 1]
 
     server = _job_manager(answer)
-    rows = _BlockingRows()
     asked_at_close: list[int] = []
-    close = rows.close
-    rows.close = lambda: (asked_at_close.append(len(asked)), close())  # type: ignore[method-assign]
-
-    class Stream:
-        def execute_and_collect(self, job_name: str) -> _BlockingRows:
-            return rows
-
-    monkeypatch.setattr(compat, "collect_job_id", lambda iterator: "f00d")
+    stream, _ = _cluster_stream(monkeypatch, lambda: asked_at_close.append(len(asked)))
     try:
         threading.Timer(0.3, _thread.interrupt_main).start()
         with pytest.raises(KeyboardInterrupt):
-            for _row in collected(Stream(), "job", ("127.0.0.1", server.server_address[1])):
+            for _row in collected(stream, "job", ("127.0.0.1", server.server_address[1])):
                 pass
     finally:
         server.shutdown()
@@ -188,22 +180,14 @@ def test_a_second_ctrl_c_while_a_cluster_job_s_tasks_start_still_cancels_it(monk
     started = threading.Event()
     server = _job_manager(lambda path: {"state": "RUNNING", "status-counts": {
         "RUNNING": 2 if started.is_set() else 1, "DEPLOYING": 0 if started.is_set() else 1}})
-    rows = _BlockingRows()
     closed_after_start: list[bool] = []
-    close = rows.close
-    rows.close = lambda: (closed_after_start.append(started.is_set()), close())  # type: ignore[method-assign]
-
-    class Stream:
-        def execute_and_collect(self, job_name: str) -> _BlockingRows:
-            return rows
-
-    monkeypatch.setattr(compat, "collect_job_id", lambda iterator: "f00d")
+    stream, rows = _cluster_stream(monkeypatch, lambda: closed_after_start.append(started.is_set()))
     try:
         threading.Timer(0.3, _thread.interrupt_main).start()
         threading.Timer(1.0, _thread.interrupt_main).start()  # the second Ctrl-C, during the wait
         threading.Timer(2.0, started.set).start()
         with pytest.raises(KeyboardInterrupt):
-            for _row in collected(Stream(), "job", ("127.0.0.1", server.server_address[1])):
+            for _row in collected(stream, "job", ("127.0.0.1", server.server_address[1])):
                 pass
         assert rows.closed.wait(10), "the job was not cancelled"
     finally:
@@ -227,3 +211,17 @@ def _job_manager(answer: Callable[[str], dict[str, Any]]) -> http.server.Threadi
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobManager)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def _cluster_stream(monkeypatch: pytest.MonkeyPatch, on_close: Callable[[], object]) -> tuple[Any, _BlockingRows]:
+    """A stream whose collect iterator (returned too) blocks until closed (``on_close`` runs first), job id ``f00d``."""
+    rows = _BlockingRows()
+    close = rows.close
+    rows.close = lambda: (on_close(), close())  # type: ignore[method-assign]
+
+    class Stream:
+        def execute_and_collect(self, job_name: str) -> _BlockingRows:
+            return rows
+
+    monkeypatch.setattr(compat, "collect_job_id", lambda iterator: "f00d")
+    return Stream(), rows
