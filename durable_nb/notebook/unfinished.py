@@ -25,7 +25,7 @@ from IPython.core.error import UsageError
 
 from ..journal import codec
 from ..journal.records import RunStatus, Status
-from .runids import belongs_to, cell_call_id
+from .runids import cell_call_id
 
 if TYPE_CHECKING:
     from ..journal.records import CallRecord, RunRecord
@@ -43,7 +43,7 @@ def unfinished_run(store: Store, name: str, base: str) -> tuple[RunRecord, list[
     when its record says it is unfinished with calls after call 0. Called only when the cell
     has no run of its current version, that is when its body is about to execute anyway.
     """
-    runs = [r for r in store.runs_with_prefix(f"cell:{name}:") if belongs_to(r.run_id, name)]
+    runs = store.runs_with_prefix(f"cell:{name}:")  # not --map records (cell:NAME/...)
     if not runs:
         return None
     latest = max(runs, key=lambda r: (r.updated_at, r.created_at))
