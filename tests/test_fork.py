@@ -395,3 +395,18 @@ def test_a_fork_number_edited_by_hand_to_thousands_of_digits_does_not_stop_forks
     dnb.LocalRunner(memory).run(place_order, "o1", run_id="r1")
     memory.fork("r1", at=1, new_run_id="r1.fork-" + "7" * 5000)
     assert memory.fork("r1", at=1) == "r1.fork-1"
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"], indirect=True)  # PostgreSQL refuses such an id at open
+def test_a_run_id_with_a_lone_surrogate_forks_again_and_keeps_its_lineage(store):
+    """A run id from a non-UTF-8 file name (SQLite keeps it as a BLOB): the fork's parent_run_id read back as
+    bytes, and the second fork of the run failed with "sqlite3.DatabaseError: another row available"."""
+    runner = dnb.LocalRunner(store)
+    parent = "order-\udcff"
+    runner.run(place_order, "o1", run_id=parent)
+    first, second = store.fork(parent, 1), store.fork(parent, 2)
+    assert (first, second) == (f"{parent}.fork-1", f"{parent}.fork-2")
+    assert store.run(first).parent_run_id == parent and store.run(second).parent_run_id == parent
+    ran.clear()
+    runner.run(place_order, "o1", run_id=second)
+    assert ran == {"notify": 1}  # calls 0 and 1 replay

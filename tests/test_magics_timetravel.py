@@ -7,6 +7,7 @@ journal is read back with the store after every step.
 from __future__ import annotations
 
 import collections
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -350,6 +351,88 @@ def test_fork_then_edit_moves_the_kept_calls_to_the_edited_cell(ip: Any, magics:
     assert len(finished) == 1 and not finished[0].run_id.endswith("#2")  # the edited version's own run
     assert finished[0].parent_run_id is not None and finished[0].forked_at == 2  # lineage moved with the fork
     assert len(cell_runs(magics.store)) == 2  # the crashed original and the edited run; the fork moved
+
+
+_HOLD_RUN = """
+import sys, time, pathlib, durable_nb as dnb
+store = dnb.SqliteStore(sys.argv[1])
+with dnb.LocalRunner(store).context(sys.argv[2]):  # the unedited cell, reopening the fork, in another kernel
+    pathlib.Path(sys.argv[3]).touch()
+    while not pathlib.Path(sys.argv[4]).exists():
+        time.sleep(0.01)
+store.close()
+"""
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_an_edited_cell_does_not_move_a_fork_another_kernel_is_running(
+    ip: Any, magics: DurableMagics, tmp_path: Path
+) -> None:
+    """Kernel A forks the cell and edits it; kernel B, running the unedited cell, has reopened the fork. A's
+    run copied the fork to the edited version, then failed removing the fork (RunBusyError about a run it
+    never named): B's fork and A's copy both went on from the fork point, executing its calls twice."""
+    import subprocess
+    import sys
+
+    crash_in_receipt(ip)
+    fork_id, _ = line(ip, "durable_fork", "order --at 2")
+    opened, done = tmp_path / "opened", tmp_path / "done"
+    other = subprocess.Popen([sys.executable, "-c", _HOLD_RUN, str(magics.store.path), fork_id,  # type: ignore[attr-defined]
+                              str(opened), str(done)])
+    try:
+        for _ in range(3000):
+            if opened.exists() or other.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert opened.exists()
+        before = sorted(r.run_id for r in cell_runs(magics.store))
+        with pytest.raises(dnb.RunBusyError, match="the fork .* is running now .* Nothing was run or written"):
+            run(ip, "order", EDITED)
+        assert sorted(r.run_id for r in cell_runs(magics.store)) == before  # no second copy of the fork
+        assert RAN == {"charge": 1}
+    finally:
+        done.touch()
+        other.wait(60)
+    _, log = run(ip, "order", EDITED)  # once B is gone, the fork still goes on, in the edited cell
+    assert "edited: receipt for ch_1_10" in log.text()
+    assert RAN == {"charge": 1, "send_receipt": 1}
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_a_fork_another_kernel_reopens_while_the_edited_cell_copies_it_is_left_to_that_kernel(
+    ip: Any, magics: DurableMagics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race, with kernel B reopening the fork after A checked it and before A removed it: A's copy
+    is removed again (one of the two goes on from the fork point, B's), and A's cell says why."""
+    import subprocess
+    import sys
+
+    crash_in_receipt(ip)
+    fork_id, _ = line(ip, "durable_fork", "order --at 2")
+    store = magics.store
+    opened, done = tmp_path / "opened", tmp_path / "done"
+    procs: list[subprocess.Popen[bytes]] = []
+    copy = store.fork_reopened
+
+    def copy_while_b_opens(*args: Any) -> str:
+        procs.append(subprocess.Popen([sys.executable, "-c", _HOLD_RUN, str(store.path), fork_id,  # type: ignore[attr-defined]
+                                       str(opened), str(done)]))
+        for _ in range(3000):
+            if opened.exists():
+                break
+            time.sleep(0.01)
+        return copy(*args)
+
+    monkeypatch.setattr(store, "fork_reopened", copy_while_b_opens)
+    before = sorted(r.run_id for r in cell_runs(store))
+    try:
+        with pytest.raises(dnb.RunBusyError, match="the fork .* is running now"):
+            run(ip, "order", EDITED)
+        assert opened.exists() and sorted(r.run_id for r in cell_runs(store)) == before
+    finally:
+        done.touch()
+        for proc in procs:
+            proc.wait(60)
 
 
 def test_forking_a_run_another_kernel_is_running_is_refused(ip: Any, magics: DurableMagics) -> None:

@@ -266,7 +266,11 @@ class DurableMagics(Magics):
                            progress=args.progress, strict=args.strict, concurrency=concurrency)
         fork = None if args.rerun else self._forks.pop(name, None)
         if fork is not None:  # %durable_fork NAME: the cell, maybe edited since, continues from the fork
-            adopt_fork(store, name, fork, cell_inputs_digest(self.shell, parsed))
+            try:
+                adopt_fork(store, name, fork, cell_inputs_digest(self.shell, parsed))
+            except RunBusyError:
+                self._forks[name] = fork  # still pending: the next run of the cell moves it
+                raise
         return run_cell(self.shell, parsed, store, reconciler, rerun=args.rerun, runner=args.runner,
                         strict=args.strict)
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from ..errors import AwaitingInput, NonDeterminismError
+from ..errors import AwaitingInput, NonDeterminismError, RunBusyError
 from ..journal import codec
 from ..journal.history import FreshHead
 from ..journal.records import RunRecord, RunStatus, Status
@@ -163,7 +163,10 @@ def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str |
 
     Nothing to do (returns ``fork_id``) when the fork already is the current
     version's latest run. Returns None when the fork is gone or has run already
-    (it is no longer just a prefix): the cell then runs as usual.
+    (it is no longer just a prefix): the cell then runs as usual. :class:`RunBusyError`,
+    nothing left written, when a live context holds the fork (another kernel running the
+    unedited cell reopens it): the copy and the fork would both go on from the fork
+    point, executing its calls twice.
     """
     base = cell_run_base(name, args_digest)
     latest = latest_attempt(store, base)
@@ -173,12 +176,26 @@ def adopt_fork(store: Store, name: str, fork_id: str, args_digest: str) -> str |
     run = store.run(fork_id)
     if run is None or not unrun_fork(store, run):
         return None
+    if store.run_is_open(fork_id):
+        raise _fork_busy(name, fork_id)
     target = new_attempt(store, base)
     keep_attempt(store, base, target)
     head = FreshHead(cell_call_id(name), args_digest, run.parent_run_id, run.forked_at)
     store.fork_reopened(fork_id, len(calls), target, head)  # whole or not at all, as in fork_cell
-    store.delete_run(fork_id)  # killed before this: an unrun fork of the old version, reopened only by it
+    try:
+        store.delete_run(fork_id)  # killed before this: an unrun fork of the old version, reopened only by it
+    except RunBusyError:  # opened since the check above: one of the two may go on, the one already running
+        store.delete_run(target)
+        raise _fork_busy(name, fork_id) from None
     return target
+
+
+def _fork_busy(name: str, fork_id: str) -> RunBusyError:
+    return RunBusyError(fork_id, "a live context", (
+        f"%%durable {name}: the fork {fork_id!r} of this cell is running now (the unedited cell in another "
+        f"kernel, or a `with runner.context({fork_id!r})` left open here); moving it to the edited cell would "
+        f"let both go on from the fork point and execute its calls twice. Nothing was run or written: run this "
+        f"cell again once that run has finished (it then continues from the fork if that run did not)."))
 
 
 # -- dry replay ---------------------------------------------------------------------------------

@@ -663,7 +663,7 @@ class SqliteStore(SqliteTimeTravel, Store):
     def _run_record(self, row: tuple[Any, ...]) -> RunRecord:
         return RunRecord(
             text(row[0]), member(RunStatus, row[1], "runs", "status", row[0], None), row[2], row[3], row[4], row[7],
-            row[6], row[5], row[8], row[9],
+            row[6], row[5], text(row[8]), row[9],
         )
 
     @property

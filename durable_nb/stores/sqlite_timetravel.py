@@ -187,8 +187,9 @@ class SqliteTimeTravel:
 
 def _forks_issued(conn: sqlite3.Connection, run_id: str) -> int:
     """Inside the fork's write transaction: the last fork number of ``run_id`` given (``history.forks_issued``)."""
-    existing = conn.execute("SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ?", fork_prefix(run_id))
-    return forks_issued(run_id, _meta_value(conn, fork_seq_key(run_id)), (r[0] for r in existing))
+    existing = [text(r[0]) for r in conn.execute(
+        "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ?", fork_prefix(run_id))]
+    return forks_issued(run_id, _meta_value(conn, fork_seq_key(run_id)), existing)
 
 
 def _meta_value(conn: sqlite3.Connection, key: str) -> object:
