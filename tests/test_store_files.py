@@ -717,3 +717,37 @@ def test_the_default_store_after_its_folder_was_removed_is_a_new_journal_there(
     assert [r.run_id for r in again.store.runs()] == ["b"]
     again.store.close()
     first.store.close()
+
+
+def test_a_full_disk_at_fork_prune_forget_or_close_is_a_journal_write_error_naming_the_fix(tmp_path):
+    """fork, prune and delete_run write in a transaction of their own, and close() commits the held-back
+    outcome: on a full disk each raised a bare sqlite3.OperationalError('database or disk is full'), naming
+    neither the journal nor the fix, while a durable call's write said both. Nothing is lost either way."""
+    with tmpfs(tmp_path / "mnt", "2m") as mnt:
+        path = mnt / "j.db"
+        store = dnb.SqliteStore(path)
+        runner = dnb.LocalRunner(store)
+        for k in range(3):
+            runner.run(lambda _, ctx, k=k: [ctx.durable_execute(str, (k, i)) for i in range(3)], None, run_id=f"r{k}")
+        store.flush()
+        open_run = runner.context("open")
+        ctx = open_run.__enter__()
+        store.flush()
+        filler = fill(mnt)
+        for write in (lambda: store.fork("r1", at=2), lambda: store.prune(keep_last=0),
+                      lambda: store.delete_run("r0")):
+            with pytest.raises(dnb.JournalWriteError, match=rf"{path}.*disk is full.*Free disk space"):
+                write()
+        filler.unlink()
+        ctx.durable_execute(os.urandom, 20_000)  # too large for the intent log: held back for SQLite itself
+        filler = fill(mnt)
+        with pytest.raises(dnb.JournalWriteError, match=rf"{path}.*disk is full.*Free disk space"):
+            store.close()
+        filler.unlink()
+        open_run.__exit__(None, None, None)
+        store.close()
+        again = dnb.SqliteStore(path)
+        assert [r.run_id for r in again.runs()] == ["r0", "r1", "r2", "open"]
+        assert [c.status for c in again.calls("open")] == [Status.SUCCEEDED]
+        assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        again.close()

@@ -42,7 +42,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -312,9 +312,10 @@ class SqliteStore(SqliteTimeTravel, Store):
         try:
             with self._write():
                 pass
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, JournalWriteError) as exc:
+            cause = exc.__cause__ if isinstance(exc, JournalWriteError) and exc.__cause__ else exc
             raise JournalWriteError(
-                f"could not create a journal at {self.path} ({exc}). Give a path to a new or existing journal "
+                f"could not create a journal at {self.path} ({cause}). Give a path to a new or existing journal "
                 f"file in a folder you can write, e.g. SqliteStore('.durable/journal.db')."
             ) from None
 
@@ -422,18 +423,27 @@ class SqliteStore(SqliteTimeTravel, Store):
             conns.append((threading.current_thread(), conn))
         return conn
 
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        """One write transaction of the caller's own (carrying any held-back writes)."""
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction of the caller's own (carrying any held-back writes).
+
+        A failed write (disk full, read-only) is a :class:`JournalWriteError` naming the journal and the
+        fix, as a durable call's is: fork, prune and delete_run raised a bare ``sqlite3.OperationalError``.
+        """
         self._refuse_if_read_only(None, None)
         self._here()
         self._settle(None)  # a dead process's logged transitions go first (a fork, a delete must see them)
-        return self._committer.exclusive()
+        try:
+            with self._committer.exclusive() as conn:
+                yield conn
+        except sqlite3.OperationalError as exc:
+            raise self._write_error(exc, None, None) from exc
 
     def close(self) -> None:
         """Flush, close every connection of this store (all threads'), release the file; reopens on use."""
         if self._pid != current_pid():
             return
-        self._committer.close()
+        self._committed(self._committer.close, None, None)  # a full disk: JournalWriteError, the store stays open
         log = self._log()
         if log is not None:  # the last store object on the file removes the log; any other applies it
             self._committed(log.close if log.files.users <= 1 else log.drain, None, None)
