@@ -152,6 +152,46 @@ def test_editing_a_notebook_helper_invalidates_the_cell(ip: Any, magics: Durable
     assert RAN["h"] == 2 and ip.user_ns["y"] == 101
 
 
+def test_a_helper_reading_a_changed_plain_global_runs_the_cell_again(ip: Any, magics: DurableMagics) -> None:
+    """``rate = 3`` after ``rate = 2`` (an edited cell, or papermill's injected parameters): the helper's source
+    is the same, and the cell replayed the result of the old rate."""
+    ip.run_cell("rate = 2\ndef priced(x):\n    return x * rate\n")
+    cell = 'tick("p")\ny = priced(10)\n'
+    run(ip, "pricing", cell)
+    ip.user_ns["rate"] = 3
+    run(ip, "pricing", cell)
+    assert RAN["p"] == 2 and ip.user_ns["y"] == 30
+    ip.user_ns["rate"] = 2
+    run(ip, "pricing", cell)
+    assert RAN["p"] == 2 and ip.user_ns["y"] == 20  # back to the recorded rate: replayed
+
+
+def test_a_cell_recorded_before_helper_globals_counted_replays_after_the_upgrade(
+    ip: Any, magics: DurableMagics, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A journal from a durable_nb that did not count the globals a helper reads has the cell under the digest
+    without them: the upgraded kernel must replay it, not charge again, and say what it could not check."""
+    from durable_nb.notebook import cell_inputs
+
+    ip.run_cell("rate = 2\ndef priced(x):\n    return x * rate\n")
+    cell = 'tick("p")\ny = charge(1, priced(10))\n'
+    with monkeypatch.context() as earlier:
+        earlier.setattr(cell_inputs, "_global_settings", lambda func: ())
+        run(ip, "bill", cell)
+    restart(ip, "y")
+
+    report, log = run(ip, "bill --dry", cell)
+    assert "earlier durable_nb" in log.items[0][1]
+    assert report.run_id == cell_runs(magics.store, "bill")[0].run_id and RAN["p"] == 1
+    _, log = run(ip, "bill", cell)
+    assert RAN["p"] == 1 and LEDGER == ["charge 1"] and ip.user_ns["y"] == "ch_1_20"
+    assert "earlier durable_nb" in log.items[0][1] and "(rate)" in log.items[0][1] and "--rerun" in log.items[0][1]
+    run(ip, "bill --rerun", cell)
+    assert RAN["p"] == 2 and len(cell_runs(magics.store, "bill")) == 2
+    _, log = run(ip, "bill", cell)  # the new record counts rate: no notice any more
+    assert RAN["p"] == 2 and "earlier durable_nb" not in str(log.items)
+
+
 def test_comment_and_whitespace_edits_do_not_invalidate_the_cell(ip: Any, magics: DurableMagics) -> None:
     run(ip, "c", 'tick("c")\nx = 1\n')
     run(ip, "c", '# a comment\ntick( "c" )\n\nx = 1   # same code\n')

@@ -8,6 +8,8 @@ goes from names to values to a digest that is equal in every process.
 from __future__ import annotations
 
 import builtins
+import dis
+import functools
 import importlib
 import inspect
 import sys
@@ -69,11 +71,44 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
             return (*token, settings) if settings else token
         if value.__defaults__ or value.__kwdefaults__ or value.__closure__:
             # make_scaler(3) after make_scaler(2), or def g(k=K) after K changed: same source, another function
-            return (*token, fingerprint_code(value))
-        return token
+            token = (*token, fingerprint_code(value))
+        settings = _global_settings(value)  # amount = 30 injected by papermill, read by a helper the cell calls
+        return (*token, ("globals", settings)) if settings else token
     if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
         return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
     return ("value", digest_value(value))
+
+
+def _global_settings(func: types.FunctionType) -> tuple[tuple[str, Any], ...]:
+    """The notebook globals holding immutable values that a notebook function's code reads, by name.
+
+    A parameter a helper reads (``amount``, set again by papermill or an edited cell) changes what the
+    cell does although no source changed; counted by value, like a closure's captured values, it runs the
+    cell again instead of replaying the outcome of the old value. Mutable globals (a client, a cache)
+    do not count, as a closure's do not, nor do globals the function rebinds itself (``global n; n += 1``:
+    its state, as a closure's ``nonlocal`` is). Nothing is added for a function reading none, so such cells
+    keep the digest they were recorded with.
+    """
+    scope = func.__globals__
+    reads, own_state = _global_names(func.__code__)
+    return tuple(sorted(
+        (name, scope[name]) for name in reads - own_state if name in scope and is_plain_value(scope[name])
+    ))
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_names(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    """Names a code object and the code nested in it (a comprehension, an inner function) may read
+    globally, and those it rebinds globally. Cached per code object: a cell digests its helpers on every run."""
+    names, stored = set(code.co_names), {
+        op.argval for op in dis.get_instructions(code) if op.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")
+    }
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            inner, inner_stored = _global_names(const)
+            names |= inner
+            stored |= inner_stored
+    return frozenset(names), frozenset(stored)
 
 
 def _class_settings(cls: type) -> tuple[tuple[str, Any], ...]:
@@ -87,6 +122,24 @@ def _class_settings(cls: type) -> tuple[tuple[str, Any], ...]:
 def input_tokens(inputs: Mapping[str, Any], user_module: str = "__main__") -> dict[str, Any]:
     """Each input's :func:`value_token`, by name."""
     return {name: value_token(inputs[name], user_module) for name in inputs}
+
+
+def helper_globals(tokens: Mapping[str, Any]) -> tuple[str, ...]:
+    """The globals the notebook functions among the inputs read whose values count (:func:`_global_settings`)."""
+    return tuple(sorted({name for t in tokens.values() if _counts_globals(t) for name, _ in t[-1][1]}))
+
+
+def without_helper_globals(tokens: Mapping[str, Any]) -> dict[str, Any]:
+    """The tokens as durable_nb counted them before the globals a helper reads counted (:func:`_global_settings`).
+
+    Why: a cell recorded then has that digest; looked up under it, it replays (with a notice) instead
+    of executing its side effects once more after an upgrade.
+    """
+    return {name: t[:-1] if _counts_globals(t) else t for name, t in tokens.items()}
+
+
+def _counts_globals(token: Any) -> bool:
+    return isinstance(token, tuple) and isinstance(token[-1], tuple) and token[-1][:1] == ("globals",)
 
 
 def input_digest(
