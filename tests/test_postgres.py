@@ -125,6 +125,43 @@ def test_a_journal_can_live_in_its_own_schema_of_a_shared_database(pg_dsn):
     assert [c.result() for c in store.calls("r0")] == [1, 2, 4]
 
 
+def test_a_journal_in_a_sql_ascii_database_opens_again_and_reads_text_as_text(pg_server, pg_dsn):
+    """Old clusters (initdb without a locale) and some hosted ones make SQL_ASCII databases. psycopg hands
+    their text columns back as bytes: current_schema() read as "b'public'" found no journal there, so the
+    second open of the journal tried to create it again (DuplicateTable) and no one could open it again."""
+    name = pg_dsn.rsplit("/", 1)[1][:50] + "_ascii"
+    pg_server.admin(f'CREATE DATABASE "{name}" ENCODING \'SQL_ASCII\' LC_COLLATE \'C\' LC_CTYPE \'C\' '
+                    f"TEMPLATE template0")
+    try:
+        dsn = pg_server.dsn(name)
+        act = lambda _, ctx: [ctx.durable_execute(str.upper, s) for s in ("a", "é", "日本")]  # noqa: E731
+        assert dnb.LocalRunner(dnb.PostgresStore(dsn)).run(act, None, run_id="ré") == ["A", "É", "日本"]
+        store = dnb.PostgresStore(dsn)
+        assert store.schema == "public"
+        assert [r.run_id for r in store.runs()] == ["ré"]
+        assert dnb.LocalRunner(store).run(act, None, run_id="ré") == ["A", "É", "日本"]
+        assert [c.origin for c in store.calls("ré")] == [dnb.Origin.EXECUTED] * 3
+        store.close()
+    finally:
+        pg_server.drop_database(name)
+
+
+def test_a_database_in_a_single_language_encoding_is_refused_naming_a_utf8_database(pg_server, pg_dsn):
+    """A LATIN1 database took a journal: the first preview or error message outside Latin-1 failed its write
+    with psycopg's UntranslatableCharacter, and every later statement of the store (reads too) carried that
+    held outcome again and failed alike."""
+    name = pg_dsn.rsplit("/", 1)[1][:50] + "_latin1"
+    pg_server.admin(f'CREATE DATABASE "{name}" ENCODING \'LATIN1\' LC_COLLATE \'C\' LC_CTYPE \'C\' '
+                    f"TEMPLATE template0")
+    try:
+        with pytest.raises(dnb.JournalUnavailableError) as err:
+            dnb.PostgresStore(pg_server.dsn(name))
+        assert "encoded in LATIN1" in str(err.value) and "ENCODING 'UTF8' TEMPLATE template0" in str(err.value)
+        assert tables(pg_server.dsn(name)) == {}
+    finally:
+        pg_server.drop_database(name)
+
+
 def test_a_journal_missing_columns_or_from_a_newer_version_is_refused(pg_dsn):
     fill(dnb.PostgresStore(pg_dsn))
     sql(pg_dsn, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")

@@ -69,7 +69,17 @@ from .bad_rows import BadRow, in_order, journal_error, member
 from .dsn import mask_dsn, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import RELOCK_GRACE, AdvisoryLocks, told
-from .postgres_schema import Target, connect_hint, create_or_check, parse_dsn, role_name, sql_name
+from .postgres_schema import (
+    Target,
+    connect_hint,
+    create_or_check,
+    dropped_search_path,
+    parse_dsn,
+    role_name,
+    sql_name,
+    unpinned_session,
+    wrong_encoding,
+)
 
 try:
     import psycopg
@@ -84,6 +94,16 @@ IDLE = TransactionStatus.IDLE
 
 FORK_ATTEMPTS = 5
 """Transactions a fork with a generated id tries before giving up (another parent's fork may take an id)."""
+POOLED = (
+    "the DSN leads to a connection pooler in transaction or statement pooling mode (PgBouncer's pool_mode = "
+    "transaction or statement, a managed database's 'transaction pooler' port), which gives each transaction "
+    "whichever server session is free",
+    "A run's lease is a session-level advisory lock: through such a pool another kernel is given the session "
+    "holding it, takes the run while it runs and executes its calls a second time. Point the DSN at a pool in "
+    "session mode (PgBouncer: pool_mode = session for this database; a managed database's 'session pooler') "
+    "or at the server itself (its own host and port). Nothing was written.",
+)
+"""Reason and hint of the error refusing a pool that does not keep a client's server session (see unpinned_session)."""
 HOLD_MAX = 2**20
 """Larger outcomes are committed at once, not held: held ones ride together in one statement, which
 must stay under PostgreSQL's 1 GiB message limit (a large payload's own round trip costs little extra)."""
@@ -113,6 +133,7 @@ class PostgresStore(Store):
         self._reset()
         try:
             with self._guard("open the journal"):
+                self._refuse_unfit()
                 self.schema, self._one_trip_open = create_or_check(self._conn, str(self.target))
         except BaseException:
             conn = getattr(self._local, "conn", None)
@@ -184,8 +205,11 @@ class PostgresStore(Store):
         return self._connect(register=False)  # lives as long as the store, whichever thread made it
 
     def _connect(self, register: bool = True) -> Any:
+        # client_encoding: a SQL_ASCII database (no locale at initdb) otherwise speaks SQL_ASCII, and psycopg
+        # hands its text back as bytes: current_schema() read as "b'public'" hid the journal from its next open.
         defaults: dict[str, Any] = {"connect_timeout": 10, "application_name": "durable_nb", "keepalives": 1,
-                    "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+                    "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                    "client_encoding": "UTF8"}
         extra = {k: v for k, v in defaults.items() if k not in self._conninfo}
         with self._guard("connect"):
             conn = psycopg.connect(self.dsn, autocommit=True, **extra)
@@ -327,6 +351,36 @@ class PostgresStore(Store):
                 f"If another user created the tables, GRANT USAGE ON SCHEMA {schema} TO {user} and "
                 f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {user} (or "
                 f"make {self.target.user!r} their owner).")
+
+    def _refuse_unfit(self) -> None:
+        """Refuse, before anything is written, a DSN whose sessions cannot hold leases or a journal's text."""
+        if unpinned_session(self._conn, self._lease_connect):
+            raise JournalUnavailableError(str(self.target), "open the journal", None, *POOLED)
+        dropped = dropped_search_path(self._conn, self._conninfo.get("options"))
+        if dropped is not None:
+            raise JournalUnavailableError(str(self.target), "open the journal", None, *self._path_refusal(*dropped))
+        encoding = wrong_encoding(self._conn)
+        if encoding is not None:
+            raise JournalUnavailableError(str(self.target), "open the journal", None, *self._encoding_refusal(encoding))
+
+    def _path_refusal(self, asked: str, got: str, database: str) -> tuple[str, str]:
+        """Reason and hint when the DSN's search_path did not reach the session (see dropped_search_path)."""
+        return (f"the session's search_path is {got!r}, not the {asked!r} the DSN's options ask for: a connection "
+                f"pooler between dropped them (PgBouncer's ignore_startup_parameters = options), and the journal "
+                f"would go to another schema",
+                f"Set the schema on the role instead, which a pooler passes on: ALTER ROLE "
+                f"{role_name(self.target.user)} IN DATABASE {role_name(database)} SET search_path = "
+                f"{asked} (then drop options from the DSN), or point the DSN at the server itself. Nothing was "
+                f"written.")
+
+    def _encoding_refusal(self, encoding: str) -> tuple[str, str]:
+        """Reason and hint when the database's encoding cannot hold a journal's text (see wrong_encoding)."""
+        db = role_name(self.target.dbname)
+        return (f"the database is encoded in {encoding}, which cannot hold most text a journal keeps (arguments, "
+                f"results and error messages of calls, run ids)",
+                f"Keep the journal in a UTF8 database: CREATE DATABASE {role_name(self.target.dbname + '_utf8')} "
+                f"ENCODING 'UTF8' TEMPLATE template0 (pick any name), and point the DSN at it instead of {db}. "
+                f"Nothing was written.")
 
     def _read_only_hint(self) -> str:
         """What to do when the server lets the journal's sessions only read (replays of finished runs still work)."""

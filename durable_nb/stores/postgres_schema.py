@@ -15,7 +15,7 @@ import getpass
 import os
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -179,6 +179,11 @@ def connect_hint(message: str, target: Target) -> str:
                 f"or processes at once (a lower parallelism), or raise the limit (max_connections in "
                 f"postgresql.conf, ALTER ROLE {role_name(target.user)} CONNECTION LIMIT n, ALTER DATABASE "
                 f"{role_name(target.dbname)} CONNECTION LIMIT n); then run the action again.")
+    if "unsupported startup parameter" in text:  # PgBouncer's word for the DSN's options=...
+        return (f"a connection pooler (PgBouncer) at {target.host}:{target.port} refuses a parameter of the DSN "
+                f"(options=..., unless its ignore_startup_parameters lists it). Drop options from the DSN and set the "
+                f"schema on the role instead (ALTER ROLE {role_name(target.user)} IN DATABASE "
+                f"{role_name(target.dbname)} SET search_path = name), or point the DSN at the server itself.")
     if "ssl negotiation" in text or "gssapi negotiation" in text or "expected authentication request" in text:
         # Checked before "authentication" and "invalid": libpq's "received invalid response to SSL
         # negotiation" (or "expected authentication request from server, but received H") is a port that
@@ -207,6 +212,58 @@ def connect_hint(message: str, target: Target) -> str:
                 "number) or host=... port=... dbname=... user=...")
     return (f"Is a PostgreSQL server running and reachable at {target.host}:{target.port}? Start one (from a "
             f"checkout of durable_nb: `./dev pg`, which prints a DSN), or fix host and port in the DSN.")
+
+
+def dropped_search_path(conn: psycopg.Connection[Any], options: str | None) -> tuple[str, str, str] | None:
+    """``(asked, got, database)`` when the DSN's ``options`` set a search_path the session does not have.
+
+    ``database`` is the server's name of it (a pooler's alias may differ); None when the path arrived.
+
+    A connection pooler may drop the options startup parameter (PgBouncer's
+    ``ignore_startup_parameters = options``, set because it refuses the parameter otherwise): the
+    journal then went to the role's default schema (public), another notebook's journal maybe,
+    whose runs of the same ids it replayed. One round trip, only when the DSN names a search_path.
+    """
+    found = re.search(r"(?:-c\s*|--)search_path=((?:\\.|\S)+)", options or "")
+    if found is None:
+        return None
+    asked = re.sub(r"\\(.)", r"\1", found.group(1))
+    # set_config (local to this statement) spells the asked path as the server would have: compared alike.
+    row = conn.execute("SELECT current_setting('search_path'), set_config('search_path', %s, true), "
+                       "current_database()", (asked,)).fetchone()
+    return None if row is None or row[0] == row[1] else (asked, str(row[0]), str(row[2]))
+
+
+def wrong_encoding(conn: psycopg.Connection[Any]) -> str | None:
+    """The database's encoding if it cannot hold every text a journal keeps, else None.
+
+    A journal keeps whatever text its calls see (argument and result previews, error messages,
+    run ids): a LATIN1 (or any other single-language) database refused the first that did not fit,
+    and every later statement of the store carried that held outcome again and failed alike. UTF8
+    holds all of it; SQL_ASCII keeps the bytes it is given (the sessions speak UTF8 to it).
+    """
+    encoding = conn.info.parameter_status("server_encoding") or "UTF8"
+    return None if encoding.upper() in ("UTF8", "SQL_ASCII") else encoding
+
+
+def unpinned_session(conn: psycopg.Connection[Any], connect: Callable[[], psycopg.Connection[Any]]) -> bool:
+    """Whether ``conn`` goes through a pooler that hands each statement whichever server session is free.
+
+    PgBouncer in transaction or statement pooling (and managed "transaction poolers") does that:
+    a run's lease, a session-level advisory lock, then stays on a server session that the next
+    client is given, and that client's lock on the same run is granted (locks are re-entrant
+    within a session), so a second kernel ran a PENDING call again while the first still ran it.
+    A pooler shows as a backend pid unlike the server's (it makes its own up); behind one, a
+    second client's statement is given our server session (or ours another) unless ours is pinned
+    to us. One round trip when nothing is in between.
+    """
+    pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+    if pid is None or pid[0] == conn.info.backend_pid:
+        return False  # talking to the server itself
+    with connect() as other:
+        theirs = other.execute("SELECT pg_backend_pid()").fetchone()
+    again = conn.execute("SELECT pg_backend_pid()").fetchone()
+    return bool(theirs == pid or again != pid)
 
 
 def create_or_check(conn: psycopg.Connection[Any], where: str) -> tuple[str, bool]:
