@@ -167,7 +167,8 @@ class RecordDecodeError(DurableError):
     """
 
     def __init__(
-        self, run_id: str, index: int, call_id: str, class_name: str | None, reason: str, damage: bool = False
+        self, run_id: str, index: int, call_id: str, class_name: str | None, reason: str, damage: bool = False,
+        packages: tuple[str, ...] = (),
     ) -> None:
         self.run_id = run_id
         self.index = index
@@ -178,6 +179,8 @@ class RecordDecodeError(DurableError):
         self.damage = damage
         """Whether the row holds what durable_nb never writes (bytes that are not a pickle, no payload at all,
         a FAILED call's payload that is no exception): ``reason`` says which; no loading code is to blame."""
+        self.packages = tuple(packages)
+        """``name version`` of the installed packages whose classes the payload names (pandas, cloudpickle...)."""
         fork = f"fork the run before this call (store.fork({run_id!r}, at={index})) and run the fork."
         if damage:  # edited by hand, or damaged: nothing to fix in the code, and no class to restore
             super().__init__(
@@ -186,18 +189,38 @@ class RecordDecodeError(DurableError):
                 f"unchanged. Restore it from a backup, or {fork[:-1]}, where that call runs again."
             )
             return
+        super().__init__(f"cannot replay call {index} ({call_id!r}) of run {run_id!r}: {self._cause(fork)}")
+
+    def _cause(self, fork: str) -> str:
+        """Why the payload does not load, and the fix. Why a version mismatch is named: a payload pickled by
+        another pandas or cloudpickle (a journal written before an upgrade, or by a Flink job's environment)
+        fails in their loading code or lacks one of their functions, and blaming that code, or asking to
+        "re-install" a module that is installed, sent the user the wrong way."""
+        class_name, reason = self.class_name, self.reason
+        shown = ", ".join(sorted(self.packages))
+        versions = (f"pickled with other versions of {shown} than those installed here (a journal written before "
+                    f"an upgrade or a downgrade, or by another environment, a Flink job's): replay it with the "
+                    f"versions that wrote it (pip install them in this environment)")
+        if class_name is not None and class_name.partition(".")[0] in {p.partition(" ")[0] for p in self.packages}:
+            return (f"its recorded outcome names {class_name}, which cannot be loaded ({reason}): this version "
+                    f"of its package does not have it. The outcome was most likely {versions}. The journal was "
+                    f"left unchanged. Or {fork}")
+        if class_name is None and self.packages:
+            return (f"its recorded outcome cannot be loaded ({reason}), although every class it names can be "
+                    f"imported. Either it was {versions}; or the loading code of one of its classes (its "
+                    f"__reduce__, __setstate__ or __init__) fails: fix that code. The journal was left unchanged. "
+                    f"Or {fork}")
         if class_name is None:  # everything it names exists: its own loading code fails
-            cause = (f"its recorded outcome cannot be loaded ({reason}), although every class it names can be "
-                     f"imported: the loading code of one of them (its __reduce__, __setstate__ or __init__) "
-                     f"fails. The journal was left unchanged. Fix that loading code, or {fork}")
-        else:
-            cause = (f"its recorded outcome is a {class_name}, which cannot be loaded ({reason}). The journal "
-                     f"was left unchanged. Make {class_name} importable again (restore or re-install its "
-                     f"module), or {fork}")
-        super().__init__(f"cannot replay call {index} ({call_id!r}) of run {run_id!r}: {cause}")
+            return (f"its recorded outcome cannot be loaded ({reason}), although every class it names can be "
+                    f"imported: the loading code of one of them (its __reduce__, __setstate__ or __init__) "
+                    f"fails. The journal was left unchanged. Fix that loading code, or {fork}")
+        return (f"its recorded outcome is a {class_name}, which cannot be loaded ({reason}). The journal "
+                f"was left unchanged. Make {class_name} importable again (restore or re-install its "
+                f"module), or {fork}")
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.run_id, self.index, self.call_id, self.class_name, self.reason, self.damage))
+        return (type(self), (self.run_id, self.index, self.call_id, self.class_name, self.reason, self.damage,
+                             self.packages))
 
 
 class NonDeterminismError(DurableError):

@@ -632,6 +632,59 @@ def test_a_result_whose_own_loading_code_fails_names_that_code_not_a_class_to_re
     assert "loading code" in str(err.value) and "type." not in str(err.value)
 
 
+class _OtherPandas:
+    """Pickles as pandas 3 pickles a ``str`` column's dtype, which pandas 2's ``StringDtype`` cannot load."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import pandas as pd
+
+        return (pd.StringDtype, ("python", float("nan"), "a third argument neither pandas takes"))
+
+
+def test_a_result_pickled_by_another_pandas_names_the_call_the_versions_and_the_fix(store):
+    # Was: "the loading code of one of them fails. Fix that loading code" for a frame journaled under pandas 3
+    # and replayed under pandas 2 (a Flink job's environment), and record.result() raised the bare TypeError.
+    import pandas as pd
+
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda v, ctx: ctx.durable_execute(lambda: [_OtherPandas()]), run_id="upgraded")
+    before = store.calls("upgraded")
+    with pytest.raises(dnb.RecordDecodeError) as err:
+        runner.run(lambda v, ctx: ctx.durable_execute(lambda: [_OtherPandas()]), run_id="upgraded")
+    text = str(err.value)
+    assert f"pandas {pd.__version__}" in err.value.packages and f"pandas {pd.__version__}" in text, text
+    assert "call 0" in text and "other versions" in text and "store.fork('upgraded', at=0)" in text
+    with pytest.raises(dnb.RecordDecodeError, match="other versions of .*pandas"):
+        store.calls("upgraded")[0].result()
+    assert store.calls("upgraded") == before
+
+
+def test_a_result_naming_a_function_its_package_no_longer_has_blames_the_version_not_an_install(
+        store, monkeypatch):
+    # Was: "Make cloudpickle.cloudpickle._class_setstate importable again (restore or re-install its module)"
+    # for a notebook class journaled under cloudpickle 3 and replayed under 2.2.1, whose module is installed.
+    import cloudpickle
+
+    def gone():  # type: ignore[no-untyped-def]
+        return None
+
+    gone.__module__, gone.__qualname__ = "cloudpickle.cloudpickle", "_dnb_gone"
+    monkeypatch.setattr(cloudpickle.cloudpickle, "_dnb_gone", gone, raising=False)
+
+    class Made:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (gone, ())
+
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda v, ctx: ctx.durable_execute(lambda: [Made()]), run_id="downgraded")
+    monkeypatch.undo()
+    with pytest.raises(dnb.RecordDecodeError) as err:
+        runner.run(lambda v, ctx: ctx.durable_execute(lambda: [Made()]), run_id="downgraded")
+    text = str(err.value)
+    assert err.value.class_name == "cloudpickle.cloudpickle._dnb_gone", text
+    assert f"cloudpickle {cloudpickle.__version__}" in text and "re-install" not in text, text
+
+
 def test_run_opened_twice_at_once_is_refused(store):
     runner = dnb.LocalRunner(store)
     with runner.context("busy") as ctx:

@@ -392,6 +392,43 @@ def not_a_pickle(data: bytes) -> str | None:
 def missing_global(data: bytes) -> str | None:
     """The first ``module.qualname`` a pickle refers to that cannot be imported now (for error messages)."""
     import importlib
+
+    for name in _globals_named(data):
+        module, _, qualname = name.partition(" ")
+        try:
+            target: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                target = getattr(target, part)
+        except Exception:
+            return f"{module}.{qualname}"
+    return None
+
+
+def packages_named(data: bytes) -> list[str]:
+    """``name version`` of each installed package (not the standard library's, not the user's) a pickle names.
+
+    Why: a payload pickled by another version of pandas or cloudpickle (a journal written before an upgrade,
+    or by a Flink job's environment) may not load with the one installed here, and the loader's own error
+    (``StringDtype.__init__() takes ... arguments``) names neither the package nor the mismatch.
+    """
+    from importlib import metadata
+
+    from .usercode import is_user_module
+
+    found: dict[str, str] = {}
+    for name in _globals_named(data):
+        top = name.partition(" ")[0].partition(".")[0]
+        if top in found or top in sys.stdlib_module_names or top in sys.builtin_module_names or is_user_module(top):
+            continue
+        try:
+            found[top] = f"{top} {metadata.version(top)}"
+        except Exception:  # a module no distribution of that name installs: no version to name
+            continue
+    return list(found.values())
+
+
+def _globals_named(data: bytes) -> list[str]:
+    """``"module qualname"`` of every global (class, function) a pickle refers to, in order."""
     import pickletools
 
     names: list[str] = []
@@ -418,15 +455,7 @@ def missing_global(data: bytes) -> str | None:
             del pushed[:-2]
     except Exception:
         pass
-    for name in names:
-        module, _, qualname = name.partition(" ")
-        try:
-            target: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                target = getattr(target, part)
-        except Exception:
-            return f"{module}.{qualname}"
-    return None
+    return names
 
 
 def sendable(text: str) -> str:

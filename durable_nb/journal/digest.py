@@ -59,6 +59,7 @@ import enum
 import hashlib
 import io
 import pickle
+import sys
 import types
 from typing import Any
 
@@ -103,7 +104,7 @@ class _Walk:
         if t in _ATOMS or depth > _MAX_DEPTH:
             return False
         if isinstance(obj, _GLOBALS):
-            return _by_code(obj)
+            return _by_code(obj) or _by_value(obj)
         if id(obj) in self.path:
             self.cyclic = True
             return False
@@ -140,7 +141,7 @@ class _Walk:
             return True  # Counter, defaultdict: equal whatever their order
         if t.__module__ == "numpy" and hasattr(obj, "dtype"):
             return bool(getattr(obj.dtype, "hasobject", False))
-        if t.__module__.startswith("pandas"):
+        if t.__module__.startswith("pandas") and not _by_value(t):  # (itertuples' rows are walked on)
             # A frame's pickle follows its internal block layout, not just its content.
             from .digest_frames import is_frame, pandas_exact
 
@@ -171,6 +172,21 @@ def _by_code(obj: Any) -> bool:
     changes (``/tmp/ipykernel_<pid>/...``), turning a recovery into a mismatch.
     """
     return type(obj) is types.FunctionType and (obj.__module__ == "__main__" or "<" in obj.__qualname__)
+
+
+def _by_value(obj: Any) -> bool:
+    """A class that cannot be found by its name (``itertuples``' ``Pandas`` namedtuple, a class made in a function).
+
+    Why: pickle refuses it, and cloudpickle holds it by value with a tracker id new in every process, so a
+    call passed an ``itertuples()`` row digested otherwise after a restart: its recovery executed it again.
+    Encoded canonically instead, the class counts by its name (no digest that was stable before changes).
+    """
+    if not isinstance(obj, type):
+        return False
+    found: Any = sys.modules.get(obj.__module__)
+    for part in obj.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is not obj
 
 
 def _encode_function(obj: Any, out: list[bytes]) -> None:

@@ -4,6 +4,11 @@
 columns through ``str()``: exact only when those hold nothing but ``str``. Such
 frames keep that digest (journals written before keep matching); any other frame
 is digested label by label and, for object columns, element by element.
+
+Pandas 3 gives the same data other dtypes (``str`` for text, ``datetime64[us]`` for
+parsed dates); :func:`as_pandas2` turns them back into pandas 2's before digesting,
+so a journal outlives a pandas upgrade (and a Flink job on pandas 2 reads a
+notebook's journal written on pandas 3).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ def encode_pandas(obj: Any, out: list[bytes], depth: int = 0) -> None:
     if not isinstance(obj, (pd.DataFrame, pd.Series, pd.Index)):
         _d._encode_pickled(obj, out, depth)  # a Categorical, Timestamp, ...: its pickle holds its categories
         return
+    obj = as_pandas2(obj)
     if pandas_exact(obj):
         # hash_pandas_object is content-based and seed-fixed: stable across processes,
         # and exact here (str labels, object columns of str only). Kept as it was, so
@@ -49,6 +55,71 @@ def encode_pandas(obj: Any, out: list[bytes], depth: int = 0) -> None:
     if settings:
         out.append(b"K")
         _d._encode(settings, out, depth + 1)
+
+
+def as_pandas2(obj: Any) -> Any:
+    """``obj`` with pandas 3's default dtypes turned into the ones pandas 2 gives the same data (a copy).
+
+    Why: pandas 3 reads text into the ``str`` dtype (pandas 2: ``object``) and parses dates to
+    ``datetime64[us]`` (pandas 2: ``[ns]``), and both dtype name and hash went into the digest: after a
+    pandas upgrade (or between a notebook on pandas 3 and a Flink job on pandas 2) every call taking such a
+    frame was a mismatch, discarded and executed again (a second charge). Text becomes ``object`` with NaN for
+    missing values (pandas 3 keeps no ``None``; NaN is what ``read_csv`` gives on pandas 2); a datetime or
+    timedelta in a unit other than ``ns`` becomes ``ns`` where that is exact. A no-op on pandas 2 (which
+    never names a dtype ``str`` and whose digests stay as they are), and on any frame with neither.
+    """
+    import pandas as pd
+
+    if _PANDAS2 or isinstance(obj, pd.MultiIndex):
+        return obj
+    if isinstance(obj, pd.Index):
+        return _pandas2_values(obj)
+    index = obj.index if isinstance(obj.index, pd.MultiIndex) else _pandas2_values(obj.index)
+    if isinstance(obj, pd.Series):
+        values = _pandas2_values(obj)  # astype keeps name and index
+        return values if index is obj.index else values.set_axis(index)
+    columns = [obj.iloc[:, i] for i in range(obj.shape[1])]
+    changed = {i: v for i, column in enumerate(columns) if (v := _pandas2_values(column)) is not column}
+    if not changed and index is obj.index:
+        return obj
+    copy = obj.copy(deep=False)
+    copy.index = index
+    for i, values in changed.items():
+        copy.isetitem(i, values)
+    return copy
+
+
+def _pandas2_values(values: Any) -> Any:
+    """One column or index as pandas 2 would hold it (see :func:`as_pandas2`), or ``values`` itself."""
+    import numpy as np
+    import pandas as pd
+
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype) and str(dtype) == "str":
+        return values.astype(object)
+    if isinstance(dtype, pd.CategoricalDtype):
+        categories = _pandas2_values(dtype.categories)
+        if categories is dtype.categories:
+            return values
+        return values.astype(pd.CategoricalDtype(categories, ordered=dtype.ordered))
+    unit = getattr(dtype, "unit", None) if isinstance(dtype, pd.DatetimeTZDtype) else None
+    if isinstance(dtype, np.dtype) and dtype.kind in "mM":
+        unit = np.datetime_data(dtype)[0]
+    if unit in ("s", "ms", "us"):
+        try:  # from a coarser unit: exact, unless out of the ns range (years 1677 to 2262)
+            return values.astype(str(dtype).replace(f"[{unit}", "[ns"))
+        except (OverflowError, ValueError):
+            return values
+    return values
+
+
+def _pandas_major() -> int:
+    import pandas as pd
+
+    return int(pd.__version__.split(".")[0])
+
+
+_PANDAS2 = _pandas_major() < 3
 
 
 def _category_settings(obj: Any) -> list[Any]:

@@ -200,10 +200,10 @@ class CallRecord:
     def _load(self, data: bytes) -> Any:
         try:
             return codec.loads(data)
-        except Exception:
+        except Exception as exc:
             why = codec.not_a_pickle(data)  # only after a failure: loading valid payloads costs nothing more
-            if why is None:
-                raise  # a pickle whose class or loading code fails: the caller's to explain
+            if why is None:  # a pickle whose class or loading code fails
+                raise undecodable(self, exc) from exc
             raise damaged(self, why) from None
 
     def _payload_loaded(self) -> bytes:
@@ -234,6 +234,18 @@ def misnumbered(run_id: str, calls: list[CallRecord]) -> str | None:
         return None
     shown = ", ".join(str(c.index) for c in calls[:12]) + (", ..." if n > 12 else "")
     return f"run {run_id!r} has its calls at indices {shown} instead of 0 to {n - 1}"
+
+
+def undecodable(record: CallRecord, exc: Exception) -> RecordDecodeError:
+    """The error for a payload that is a pickle but does not load: naming the call, the class that is missing
+    (or none), and the installed packages the pickle names (another version of them may have written it).
+
+    Why here: ``record.result()`` raised the loader's bare error (``TypeError: StringDtype.__init__() ...``),
+    which names neither the call nor the cause; a replay and ``record.result()`` now say the same.
+    """
+    data = record.payload or b""
+    return RecordDecodeError(record.run_id, record.index, record.call_id, codec.missing_global(data),
+                             f"{type(exc).__name__}: {exc}", packages=tuple(codec.packages_named(data)))
 
 
 def damaged(record: CallRecord, why: str) -> RecordDecodeError:

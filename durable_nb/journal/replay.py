@@ -56,7 +56,18 @@ from . import codec, faults
 from .callid import call_identity
 from .digest import digest, type_name
 from .nesting import as_call, check_sync, inside_call, is_async_callable
-from .records import INPUT_CALL_ID, CallRecord, Origin, Outcome, Status, _Name, check_choices, damaged, encode_prompt
+from .records import (
+    INPUT_CALL_ID,
+    CallRecord,
+    Origin,
+    Outcome,
+    Status,
+    _Name,
+    check_choices,
+    damaged,
+    encode_prompt,
+    undecodable,
+)
 from .store import Store
 
 
@@ -680,10 +691,7 @@ def replay(recorded: CallRecord) -> Any:
         why = None if recorded.payload is None else codec.not_a_pickle(recorded.payload)
         if why is not None:
             raise damaged(recorded, why) from None
-        missing = codec.missing_global(recorded.payload or b"")
-        raise RecordDecodeError(
-            recorded.run_id, recorded.index, recorded.call_id, missing, f"{type(exc).__name__}: {exc}"
-        ) from exc
+        raise undecodable(recorded, exc) from exc
     if recorded.status is Status.SUCCEEDED:
         return outcome
     raise outcome
