@@ -166,6 +166,20 @@ def test_a_helper_reading_a_changed_plain_global_runs_the_cell_again(ip: Any, ma
     assert RAN["p"] == 2 and ip.user_ns["y"] == 20  # back to the recorded rate: replayed
 
 
+def test_a_cell_setting_the_global_its_helper_reads_replays_when_run_again(ip: Any, magics: DurableMagics) -> None:
+    """The cell binds ``rate`` and then calls a helper reading it: the value before the cell runs is the last
+    run's, not an input (the cell sets it), so running the cell again in the same kernel replays, with no
+    word of an earlier durable_nb and no warning that the cell changed ``priced`` in place."""
+    ip.run_cell("def priced(x):\n    return x * rate\n")
+    cell = 'tick("s")\nrate = 2\ny = priced(10)\n'
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.ChangedInputWarning)
+        run(ip, "setter", cell)
+        _, again = run(ip, "setter", cell)
+    assert RAN["s"] == 1 and ip.user_ns["y"] == 20
+    assert "earlier durable_nb" not in str(again.items) and len(cell_runs(magics.store, "setter")) == 1
+
+
 def test_a_cell_recorded_before_helper_globals_counted_replays_after_the_upgrade(
     ip: Any, magics: DurableMagics, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -176,7 +190,7 @@ def test_a_cell_recorded_before_helper_globals_counted_replays_after_the_upgrade
     ip.run_cell("rate = 2\ndef priced(x):\n    return x * rate\n")
     cell = 'tick("p")\ny = charge(1, priced(10))\n'
     with monkeypatch.context() as earlier:
-        earlier.setattr(cell_inputs, "_global_settings", lambda func: ())
+        earlier.setattr(cell_inputs, "_global_settings", lambda func, cell_binds=(): ())
         run(ip, "bill", cell)
     restart(ip, "y")
 

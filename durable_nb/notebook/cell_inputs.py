@@ -14,7 +14,7 @@ import importlib
 import inspect
 import sys
 import types
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..journal.digest import digest_value
@@ -41,7 +41,7 @@ def _is_notebook_defined(obj: Any, user_module: str) -> bool:
     return module in (None, "__main__", user_module)
 
 
-def value_token(value: Any, user_module: str = "__main__") -> Any:
+def value_token(value: Any, user_module: str = "__main__", cell_binds: Collection[str] = ()) -> Any:
     """What stands for one input value in the cell's digest.
 
     Modules count by name, and so do functions and classes imported from
@@ -49,7 +49,8 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
     defined in the notebook count by their source, so editing a helper the cell
     calls invalidates the cell; a function's defaults and captured values count
     too (as a closure's do in a call's identity), and so do a class's attributes
-    holding immutable values (``Settings.rate = 3``). Everything else counts by value.
+    holding immutable values (``Settings.rate = 3``), and the plain globals it reads, except
+    ``cell_binds``: the cell sets those itself before its helper reads them. Everything else counts by value.
     """
     if isinstance(value, types.ModuleType):
         return ("module", value.__name__)
@@ -72,27 +73,29 @@ def value_token(value: Any, user_module: str = "__main__") -> Any:
         if value.__defaults__ or value.__kwdefaults__ or value.__closure__:
             # make_scaler(3) after make_scaler(2), or def g(k=K) after K changed: same source, another function
             token = (*token, fingerprint_code(value))
-        settings = _global_settings(value)  # amount = 30 injected by papermill, read by a helper the cell calls
+        settings = _global_settings(value, cell_binds)  # amount = 30 from papermill, read by a helper
         return (*token, ("globals", settings)) if settings else token
     if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
         return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
     return ("value", digest_value(value))
 
 
-def _global_settings(func: types.FunctionType) -> tuple[tuple[str, Any], ...]:
+def _global_settings(func: types.FunctionType, cell_binds: Collection[str] = ()) -> tuple[tuple[str, Any], ...]:
     """The notebook globals holding immutable values that a notebook function's code reads, by name.
 
     A parameter a helper reads (``amount``, set again by papermill or an edited cell) changes what the
     cell does although no source changed; counted by value, like a closure's captured values, it runs the
     cell again instead of replaying the outcome of the old value. Mutable globals (a client, a cache)
     do not count, as a closure's do not, nor do globals the function rebinds itself (``global n; n += 1``:
-    its state, as a closure's ``nonlocal`` is). Nothing is added for a function reading none, so such cells
-    keep the digest they were recorded with.
+    its state, as a closure's ``nonlocal`` is), nor those the cell binds (``rate = 2`` then ``priced(10)``:
+    the value before the cell is its last run's, and counting it ran the cell again in the same kernel).
+    Nothing is added for a function reading none, so such cells keep the digest they were recorded with.
     """
     scope = func.__globals__
     reads, own_state = _global_names(func.__code__)
     return tuple(sorted(
-        (name, scope[name]) for name in reads - own_state if name in scope and is_plain_value(scope[name])
+        (name, scope[name]) for name in reads - own_state
+        if name in scope and name not in cell_binds and is_plain_value(scope[name])
     ))
 
 
@@ -119,9 +122,11 @@ def _class_settings(cls: type) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in vars(cls).items() if not k.startswith("__") and is_plain_value(v)))
 
 
-def input_tokens(inputs: Mapping[str, Any], user_module: str = "__main__") -> dict[str, Any]:
+def input_tokens(
+    inputs: Mapping[str, Any], user_module: str = "__main__", cell_binds: Collection[str] = (),
+) -> dict[str, Any]:
     """Each input's :func:`value_token`, by name."""
-    return {name: value_token(inputs[name], user_module) for name in inputs}
+    return {name: value_token(inputs[name], user_module, cell_binds) for name in inputs}
 
 
 def helper_globals(tokens: Mapping[str, Any]) -> tuple[str, ...]:
@@ -153,7 +158,8 @@ def input_digest(
 
 
 def changed_in_place(
-    inputs: Mapping[str, Any], tokens: Mapping[str, Any], ns: Mapping[str, Any], user_module: str = "__main__"
+    inputs: Mapping[str, Any], tokens: Mapping[str, Any], ns: Mapping[str, Any], user_module: str = "__main__",
+    cell_binds: Collection[str] = (),
 ) -> list[str]:
     """The inputs still bound to the same object whose value changed since ``tokens`` were taken.
 
@@ -168,7 +174,7 @@ def changed_in_place(
         value = inputs[name]
         if ns.get(name) is not value or before[0] in ("module", "ref") or immutable(type(value)):
             continue
-        if value_token(value, user_module) != before:
+        if value_token(value, user_module, cell_binds) != before:
             changed.append(name)
     return changed
 

@@ -128,7 +128,7 @@ def run_cell(
         _say_reexecuted(name, again)  # after the body's own output, and not part of it (a replay does not say it)
         if ran:
             _warn_changed(name, changed[0] if changed else
-                          changed_in_place(inputs, tokens, shell.user_ns, user_module(shell)))
+                          changed_in_place(inputs, tokens, shell.user_ns, user_module(shell), cell.analysis.binds))
     return _performed_result(shell, name, done, quiet)
 
 
@@ -216,7 +216,7 @@ def _kernel_body(
             raise
         fmt = None if quiet else shell.display_formatter.format
         binds = analysis.binds + tuple(n for n, was in globals_before.items() if ns.get(n, ABSENT) is not was)
-        changed.append(changed_in_place(inputs, tokens, ns, user_module(shell)))
+        changed.append(changed_in_place(inputs, tokens, ns, user_module(shell), analysis.binds))
         outcome = executed_outcome(binds, analysis.deletes, ns, recorder.outputs, last, result, fmt,
                                    analysis.star_imports, changed_values(changed[0], tokens, binds))
         return outcome, result

@@ -332,7 +332,7 @@ def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict
     """The notebook values the cell reads, the digest of its code and those values (its args digest), and
     each value's token (:func:`~.cell_inputs.input_tokens`, to tell afterwards which changed in place)."""
     inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden, cell.analysis.star_imports)
-    tokens = input_tokens(inputs, user_module(shell))
+    tokens = input_tokens(inputs, user_module(shell), cell.analysis.binds)
     return inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens
 
 
