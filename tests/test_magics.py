@@ -180,6 +180,35 @@ def test_a_cell_setting_the_global_its_helper_reads_replays_when_run_again(ip: A
     assert "earlier durable_nb" not in str(again.items) and len(cell_runs(magics.store, "setter")) == 1
 
 
+def test_an_attribute_named_like_a_global_is_no_input_of_the_helper(ip: Any, magics: DurableMagics) -> None:
+    """``o.amount`` in a helper is an attribute, not the notebook's ``amount`` (a loop variable, another cell's
+    setting): changing that global charged the card again, as ``co_names`` holds attribute names too."""
+    ip.run_cell("class Order:\n    id, amount = 1, 5\norder = Order()\namount = 100\n"
+                "def pay(o):\n    return charge(o.id, o.amount)\n")
+    cell = 'tick("pay")\ny = pay(order)\n'
+    run(ip, "pay", cell)
+    ip.user_ns["amount"] = 200
+    run(ip, "pay", cell)
+    assert RAN["pay"] == 1 and LEDGER == ["charge 1"] and ip.user_ns["y"] == "ch_1_5"
+
+
+@pytest.mark.parametrize("cell", [
+    'tick("c")\nadvance()\ny = charge(1, report())\n',  # two helpers of the cell
+    'tick("c")\ny = charge(1, advance_and_report())\n',  # the helper calls the one rebinding it
+], ids=["two_helpers", "nested"])
+def test_a_global_a_helper_rebinds_is_no_input_of_the_helper_reading_it(
+    ip: Any, magics: DurableMagics, cell: str,
+) -> None:
+    """``advance()`` rebinds ``step`` (``global step``) and ``report()`` reads it: the value before the cell is
+    the state its last run left, so counting it executed the cell again on every run in the same kernel."""
+    ip.run_cell("step = 0\ndef advance():\n    global step\n    step += 1\n"
+                "def report():\n    return f'step {step}'\n"
+                "def advance_and_report():\n    advance()\n    return f'step {step}'\n")
+    run(ip, "steps", cell)
+    run(ip, "steps", cell)
+    assert RAN["c"] == 1 and LEDGER == ["charge 1"] and ip.user_ns["y"] == "ch_1_step 1"
+
+
 def test_a_cell_recorded_before_helper_globals_counted_replays_after_the_upgrade(
     ip: Any, magics: DurableMagics, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

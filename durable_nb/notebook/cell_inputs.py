@@ -103,9 +103,13 @@ def _global_settings(func: types.FunctionType, cell_binds: Collection[str] = ())
 def _global_names(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
     """Names a code object and the code nested in it (a comprehension, an inner function) may read
     globally, and those it rebinds globally. Cached per code object: a cell digests its helpers on every run."""
-    names, stored = set(code.co_names), {
-        op.argval for op in dis.get_instructions(code) if op.opname in ("STORE_GLOBAL", "DELETE_GLOBAL")
-    }
+    names: set[str] = set()  # not co_names: it also holds attribute names (o.amount is no read of a global amount)
+    stored: set[str] = set()
+    for op in dis.get_instructions(code):
+        if op.opname in ("LOAD_GLOBAL", "LOAD_NAME"):  # LOAD_NAME: a class body nested in the function
+            names.add(op.argval)
+        elif op.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
+            stored.add(op.argval)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             inner, inner_stored = _global_names(const)
@@ -126,7 +130,32 @@ def input_tokens(
     inputs: Mapping[str, Any], user_module: str = "__main__", cell_binds: Collection[str] = (),
 ) -> dict[str, Any]:
     """Each input's :func:`value_token`, by name."""
-    return {name: value_token(inputs[name], user_module, cell_binds) for name in inputs}
+    state = _cell_state(inputs, user_module, cell_binds)
+    return {name: value_token(inputs[name], user_module, state) for name in inputs}
+
+
+def _cell_state(inputs: Mapping[str, Any], user_module: str, cell_binds: Collection[str]) -> frozenset[str]:
+    """The globals the cell binds, and those any notebook function it reaches rebinds (``global step``).
+
+    Why: ``advance()`` then ``report()``, one rebinding ``step`` and the other reading it: the value
+    before the cell is the state its last run left, not an input, so counting it ran the cell again
+    each time in the same kernel, as one function's own ``global n`` would (:func:`_global_settings`).
+    """
+    state, seen, todo = set(cell_binds), set(), list(inputs.values())
+    while todo:
+        value = todo.pop()
+        if not isinstance(value, (types.FunctionType, type)) or id(value) in seen \
+                or not _is_notebook_defined(value, user_module):
+            continue
+        seen.add(id(value))
+        if isinstance(value, type):
+            todo.extend(v for v in vars(value).values() if isinstance(v, types.FunctionType))
+        else:
+            reads, stored = _global_names(value.__code__)
+            state |= stored
+            scope = value.__globals__
+            todo.extend(scope[n] for n in reads if isinstance(scope.get(n), (types.FunctionType, type)))
+    return frozenset(state)
 
 
 def helper_globals(tokens: Mapping[str, Any]) -> tuple[str, ...]:
@@ -169,12 +198,12 @@ def changed_in_place(
     count by name, so they are left out; a notebook class whose settings the cell
     changed (``Stats.runs += 1``) is another input next time, as a changed dict is.
     """
-    changed = []
+    changed, state = [], _cell_state(inputs, user_module, cell_binds)
     for name, before in tokens.items():
         value = inputs[name]
         if ns.get(name) is not value or before[0] in ("module", "ref") or immutable(type(value)):
             continue
-        if value_token(value, user_module, cell_binds) != before:
+        if value_token(value, user_module, state) != before:
             changed.append(name)
     return changed
 
