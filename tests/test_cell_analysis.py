@@ -273,6 +273,29 @@ def _notebook_function_in(src: str, name: str, filename: str) -> Any:
     return ns[name]
 
 
+def test_notebook_functions_restored_in_a_new_kernel_digest_as_the_live_ones_did() -> None:
+    """cloudpickle 3.1 journals code as ``<dynamic-code>``; the restored function's source (kept beside it in the
+    journal) must still be found under the old cell file, or every cell reading it runs again after a restart."""
+    import linecache
+
+    filename = "/nonexistent/ipykernel_1/1234.py"  # a cell file of the kernel that recorded the cell
+    src = ("def price(n):\n    def cents(m):\n        return m * 100\n    return cents(n)\n\n"
+           "discount = lambda a: a - 1\n")
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(src, filename, "exec"), ns)
+    live = {name: value_token(ns[name]) for name in ("price", "discount")}
+    assert live["price"][0] == "source"
+    packed = pack_namespace(["price", "discount"], ns)
+    del linecache.cache[filename]  # a new kernel: only the journal knows the cell's text
+    restored, failed = unpack_namespace(packed.values, packed.modules)
+    assert not failed
+    assert {name: value_token(restored[name]) for name in live} == live
+    nested = next(c for c in restored["price"].__code__.co_consts if isinstance(c, types.CodeType))
+    assert (restored["price"].__code__.co_filename, nested.co_filename) == (filename, filename)
+    assert restored["price"](2) == 200
+
+
 def test_input_digest_depends_on_values_and_code() -> None:
     base = input_digest("code", {"n": 1, "rows": [1, 2]})
     assert base == input_digest("code", {"rows": [1, 2], "n": 1})

@@ -29,6 +29,20 @@ def test_map_rows_keep_input_order_and_a_raising_record_is_a_failed_row(store: d
     assert store.run(frame.run_id[1]).status is dnb.RunStatus.FAILED  # open_run recorded the run FAILED
 
 
+def shout_unless_empty(word: str, ctx: dnb.RunnerContext) -> str | None:
+    if not word:
+        raise ValueError("nothing to shout")
+    return None if word == "quiet" else word.upper()
+
+
+def test_text_results_keep_a_failed_or_returned_none_as_none_on_every_pandas(store: dnb.Store) -> None:
+    """pandas 3 infers text as its ``str`` dtype, turning None into nan; the column holds the values as returned."""
+    frame = dnb.LocalRunner(store).map(shout_unless_empty, ["a", "", "quiet"])
+    assert list(frame.status) == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert list(frame.result) == ["A", None, None]
+    assert dnb.LocalRunner(store).map(shout_unless_empty, ["a", "b"]).result.tolist() == ["A", "B"]
+
+
 def test_a_key_field_named_like_a_result_column_comes_back_as_key(store: dnb.Store) -> None:
     import pandas as pd
 

@@ -100,6 +100,9 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             reduced = _memoryview_reduction(obj)
             if reduced is not None:
                 return reduced
+        if type(obj) is types.CodeType and _DROPS_FILE_NAMES:
+            make, args = self.dispatch_table[types.CodeType](obj)
+            return _code_in_file, (obj.co_filename, make, args)
         reduced = super().reducer_override(obj)
         # Also a copy this process rebuilt (a Flink worker runs the notebook's classes as copies): the
         # notebook that loads the row gets its own class back.
@@ -249,6 +252,29 @@ def _rebuild_os_error(cls: type[OSError], args: tuple[Any, ...]) -> OSError:
     exc = OSError.__new__(cls, *args)
     OSError.__init__(exc, *args)
     return exc
+
+
+def _code_in_file(filename: str, make: Any, args: tuple[Any, ...]) -> types.CodeType:
+    """At load: cloudpickle's copy of a code object, with the file name it had (see :data:`_DROPS_FILE_NAMES`)."""
+    code: types.CodeType = make(*args)
+    return code.replace(co_filename=filename)
+
+
+def _drops_file_names() -> bool:
+    """Whether this cloudpickle journals a function's code without its file name (3.1 writes ``<dynamic-code>``).
+
+    Why it matters: a notebook function restored in a new kernel is digested by its source
+    (``cell_inputs.value_token``), which ``inspect`` finds through the code's file name (the old
+    kernel's cell file, whose text the journal keeps beside it). Without it every cell reading a
+    function another cell defined ran again after a restart, repeating its side effects.
+    Where cloudpickle keeps the name (2.x, which apache-flink pins), payloads stay as they were.
+    """
+    code = (lambda: None).__code__
+    copy: types.CodeType = pickle.loads(cloudpickle.dumps(code))
+    return copy.co_filename != code.co_filename
+
+
+_DROPS_FILE_NAMES = _drops_file_names()
 
 
 def _main_class_or(qualname: str, make: Any, *args: Any) -> Any:

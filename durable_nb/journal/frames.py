@@ -51,7 +51,12 @@ def map_frame(key_name: str, rows: Sequence[MapRowLike | tuple[Any, str, str, An
     records = [r if isinstance(r, tuple) else r.as_tuple() for r in rows]
     frame = pd.DataFrame.from_records(records, columns=[key_name, *MAP_COLUMNS])
     results = [r[3] for r in records]
-    if frame["result"].dtype.kind == "f" and not all(isinstance(v, float) for v in results if v is not None):
-        # ints beside a failed record's None would come back as floats (1.0, nan): keep the values as returned
+    dtype = frame["result"].dtype
+    if (dtype.kind == "f" and not all(isinstance(v, float) for v in results if v is not None)) or (
+        isinstance(dtype, pd.StringDtype) and any(v is None for v in results)
+    ):
+        # ints beside a failed record's None would come back as floats (1.0, nan), and pandas 3 infers text
+        # results as its `str` dtype, where a None (a failed record's, or returned) becomes nan: keep the
+        # values as returned, as pandas 2 always did for text
         frame["result"] = pd.Series(results, index=frame.index, dtype=object)
     return frame
