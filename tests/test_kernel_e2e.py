@@ -316,24 +316,3 @@ def test_a_call_taking_a_lambda_replays_in_a_new_kernel_after_a_kill(tmp_path: P
         assert check.strip() == "CH-42-126", text
     finally:
         second.close()
-
-
-def test_a_helper_reading_a_new_papermill_parameter_runs_the_cell_again_in_a_new_kernel(tmp_path: Path) -> None:
-    """Papermill injects ``amount = 30`` after the parameters cell; a durable cell calls a notebook helper
-    that reads ``amount``. The helper's source is unchanged, so the cell replayed the charge made with the
-    old parameter, silently. A plain value a notebook function reads counts as the cell's input, as a
-    closure's captured value does; the same parameters still replay after a restart."""
-    setup = "import os\n" + SETUP.format(dir=tmp_path) + "\ndef total():\n    return amount * 2\n"
-    cell = "%%durable bill\nctx = dnb.current_context()\nbilled = ctx.durable_execute(charge, total())\n"
-    ledger = tmp_path / "ledger.txt"
-    for amount in (20, 20, 30):
-        kernel = Kernel(tmp_path)
-        try:
-            for code in (setup, f"amount = {amount}", cell):
-                text, _, reply = kernel.run(code)
-                assert reply["status"] == "ok", text
-            check, _, _ = kernel.run("print(billed)")
-            assert check.strip() == f"ch-{2 * amount}"
-        finally:
-            kernel.close()
-    assert ledger.read_text().splitlines() == ["charge 40", "charge 60"]

@@ -8,13 +8,11 @@ goes from names to values to a digest that is equal in every process.
 from __future__ import annotations
 
 import builtins
-import dis
-import functools
 import importlib
 import inspect
 import sys
 import types
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..journal.digest import digest_value
@@ -41,7 +39,7 @@ def _is_notebook_defined(obj: Any, user_module: str) -> bool:
     return module in (None, "__main__", user_module)
 
 
-def value_token(value: Any, user_module: str = "__main__", cell_binds: Collection[str] = ()) -> Any:
+def value_token(value: Any, user_module: str = "__main__") -> Any:
     """What stands for one input value in the cell's digest.
 
     Modules count by name, and so do functions and classes imported from
@@ -49,8 +47,7 @@ def value_token(value: Any, user_module: str = "__main__", cell_binds: Collectio
     defined in the notebook count by their source, so editing a helper the cell
     calls invalidates the cell; a function's defaults and captured values count
     too (as a closure's do in a call's identity), and so do a class's attributes
-    holding immutable values (``Settings.rate = 3``), and the plain globals it reads, except
-    ``cell_binds``: the cell sets those itself before its helper reads them. Everything else counts by value.
+    holding immutable values (``Settings.rate = 3``). Everything else counts by value.
     """
     if isinstance(value, types.ModuleType):
         return ("module", value.__name__)
@@ -72,50 +69,11 @@ def value_token(value: Any, user_module: str = "__main__", cell_binds: Collectio
             return (*token, settings) if settings else token
         if value.__defaults__ or value.__kwdefaults__ or value.__closure__:
             # make_scaler(3) after make_scaler(2), or def g(k=K) after K changed: same source, another function
-            token = (*token, fingerprint_code(value))
-        settings = _global_settings(value, cell_binds)  # amount = 30 from papermill, read by a helper
-        return (*token, ("globals", settings)) if settings else token
+            return (*token, fingerprint_code(value))
+        return token
     if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
         return ("ref", f"{getattr(value, '__module__', '')}.{value.__qualname__}")
     return ("value", digest_value(value))
-
-
-def _global_settings(func: types.FunctionType, cell_binds: Collection[str] = ()) -> tuple[tuple[str, Any], ...]:
-    """The notebook globals holding immutable values that a notebook function's code reads, by name.
-
-    A parameter a helper reads (``amount``, set again by papermill or an edited cell) changes what the
-    cell does although no source changed; counted by value, like a closure's captured values, it runs the
-    cell again instead of replaying the outcome of the old value. Mutable globals (a client, a cache)
-    do not count, as a closure's do not, nor do globals the function rebinds itself (``global n; n += 1``:
-    its state, as a closure's ``nonlocal`` is), nor those the cell binds (``rate = 2`` then ``priced(10)``:
-    the value before the cell is its last run's, and counting it ran the cell again in the same kernel).
-    Nothing is added for a function reading none, so such cells keep the digest they were recorded with.
-    """
-    scope = func.__globals__
-    reads, own_state = _global_names(func.__code__)
-    return tuple(sorted(
-        (name, scope[name]) for name in reads - own_state
-        if name in scope and name not in cell_binds and is_plain_value(scope[name])
-    ))
-
-
-@functools.lru_cache(maxsize=4096)
-def _global_names(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
-    """Names a code object and the code nested in it (a comprehension, an inner function) may read
-    globally, and those it rebinds globally. Cached per code object: a cell digests its helpers on every run."""
-    names: set[str] = set()  # not co_names: it also holds attribute names (o.amount is no read of a global amount)
-    stored: set[str] = set()
-    for op in dis.get_instructions(code):
-        if op.opname in ("LOAD_GLOBAL", "LOAD_NAME"):  # LOAD_NAME: a class body nested in the function
-            names.add(op.argval)
-        elif op.opname in ("STORE_GLOBAL", "DELETE_GLOBAL"):
-            stored.add(op.argval)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            inner, inner_stored = _global_names(const)
-            names |= inner
-            stored |= inner_stored
-    return frozenset(names), frozenset(stored)
 
 
 def _class_settings(cls: type) -> tuple[tuple[str, Any], ...]:
@@ -126,54 +84,9 @@ def _class_settings(cls: type) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in vars(cls).items() if not k.startswith("__") and is_plain_value(v)))
 
 
-def input_tokens(
-    inputs: Mapping[str, Any], user_module: str = "__main__", cell_binds: Collection[str] = (),
-) -> dict[str, Any]:
+def input_tokens(inputs: Mapping[str, Any], user_module: str = "__main__") -> dict[str, Any]:
     """Each input's :func:`value_token`, by name."""
-    state = _cell_state(inputs, user_module, cell_binds)
-    return {name: value_token(inputs[name], user_module, state) for name in inputs}
-
-
-def _cell_state(inputs: Mapping[str, Any], user_module: str, cell_binds: Collection[str]) -> frozenset[str]:
-    """The globals the cell binds, and those any notebook function it reaches rebinds (``global step``).
-
-    Why: ``advance()`` then ``report()``, one rebinding ``step`` and the other reading it: the value
-    before the cell is the state its last run left, not an input, so counting it ran the cell again
-    each time in the same kernel, as one function's own ``global n`` would (:func:`_global_settings`).
-    """
-    state, seen, todo = set(cell_binds), set(), list(inputs.values())
-    while todo:
-        value = todo.pop()
-        if not isinstance(value, (types.FunctionType, type)) or id(value) in seen \
-                or not _is_notebook_defined(value, user_module):
-            continue
-        seen.add(id(value))
-        if isinstance(value, type):
-            todo.extend(v for v in vars(value).values() if isinstance(v, types.FunctionType))
-        else:
-            reads, stored = _global_names(value.__code__)
-            state |= stored
-            scope = value.__globals__
-            todo.extend(scope[n] for n in reads if isinstance(scope.get(n), (types.FunctionType, type)))
-    return frozenset(state)
-
-
-def helper_globals(tokens: Mapping[str, Any]) -> tuple[str, ...]:
-    """The globals the notebook functions among the inputs read whose values count (:func:`_global_settings`)."""
-    return tuple(sorted({name for t in tokens.values() if _counts_globals(t) for name, _ in t[-1][1]}))
-
-
-def without_helper_globals(tokens: Mapping[str, Any]) -> dict[str, Any]:
-    """The tokens as durable_nb counted them before the globals a helper reads counted (:func:`_global_settings`).
-
-    Why: a cell recorded then has that digest; looked up under it, it replays (with a notice) instead
-    of executing its side effects once more after an upgrade.
-    """
-    return {name: t[:-1] if _counts_globals(t) else t for name, t in tokens.items()}
-
-
-def _counts_globals(token: Any) -> bool:
-    return isinstance(token, tuple) and isinstance(token[-1], tuple) and token[-1][:1] == ("globals",)
+    return {name: value_token(inputs[name], user_module) for name in inputs}
 
 
 def input_digest(
@@ -187,8 +100,7 @@ def input_digest(
 
 
 def changed_in_place(
-    inputs: Mapping[str, Any], tokens: Mapping[str, Any], ns: Mapping[str, Any], user_module: str = "__main__",
-    cell_binds: Collection[str] = (),
+    inputs: Mapping[str, Any], tokens: Mapping[str, Any], ns: Mapping[str, Any], user_module: str = "__main__"
 ) -> list[str]:
     """The inputs still bound to the same object whose value changed since ``tokens`` were taken.
 
@@ -198,12 +110,12 @@ def changed_in_place(
     count by name, so they are left out; a notebook class whose settings the cell
     changed (``Stats.runs += 1``) is another input next time, as a changed dict is.
     """
-    changed, state = [], _cell_state(inputs, user_module, cell_binds)
+    changed = []
     for name, before in tokens.items():
         value = inputs[name]
         if ns.get(name) is not value or before[0] in ("module", "ref") or immutable(type(value)):
             continue
-        if value_token(value, user_module, state) != before:
+        if value_token(value, user_module) != before:
             changed.append(name)
     return changed
 

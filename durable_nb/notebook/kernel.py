@@ -59,7 +59,7 @@ from .perform import (
     shipped_reexecuted,
 )
 from .runids import cell_call_id, cell_run_base, keep_attempt, latest_attempt, new_attempt
-from .timetravel import cell_inputs, recorded_digest, stoppable, unwrap_stopped, user_module
+from .timetravel import cell_inputs, stoppable, unwrap_stopped, user_module
 from .unfinished import check_no_unfinished
 
 if TYPE_CHECKING:
@@ -83,7 +83,6 @@ def run_cell(
     __tracebackhide__ = True
     name = cell.name
     inputs, args_digest, tokens = cell_inputs(shell, cell)
-    args_digest = args_digest if rerun else recorded_digest(store, cell, inputs, tokens, args_digest)
     base = cell_run_base(name, args_digest)
     latest = latest_attempt(store, base)
     if latest is None and not rerun:  # a new version: refused while an earlier one's run is unfinished
@@ -128,7 +127,7 @@ def run_cell(
         _say_reexecuted(name, again)  # after the body's own output, and not part of it (a replay does not say it)
         if ran:
             _warn_changed(name, changed[0] if changed else
-                          changed_in_place(inputs, tokens, shell.user_ns, user_module(shell), cell.analysis.binds))
+                          changed_in_place(inputs, tokens, shell.user_ns, user_module(shell)))
     return _performed_result(shell, name, done, quiet)
 
 
@@ -216,7 +215,7 @@ def _kernel_body(
             raise
         fmt = None if quiet else shell.display_formatter.format
         binds = analysis.binds + tuple(n for n, was in globals_before.items() if ns.get(n, ABSENT) is not was)
-        changed.append(changed_in_place(inputs, tokens, ns, user_module(shell), analysis.binds))
+        changed.append(changed_in_place(inputs, tokens, ns, user_module(shell)))
         outcome = executed_outcome(binds, analysis.deletes, ns, recorder.outputs, last, result, fmt,
                                    analysis.star_imports, changed_values(changed[0], tokens, binds))
         return outcome, result

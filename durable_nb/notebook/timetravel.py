@@ -51,7 +51,7 @@ from ..journal.store import Store
 from ..journal.timetravel import DryRunReport, DryStep, dry_run
 from ..runners.isolation import isolated_together
 from .cell import source_fingerprint
-from .cell_inputs import helper_globals, input_digest, input_tokens, select_inputs, without_helper_globals
+from .cell_inputs import input_digest, input_tokens, select_inputs
 from .perform import ParsedCell
 from .perform import run_body as perform_run_body
 from .runids import belongs_to, cell_call_id, cell_run_base, keep_attempt, latest_attempt, new_attempt
@@ -332,30 +332,8 @@ def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict
     """The notebook values the cell reads, the digest of its code and those values (its args digest), and
     each value's token (:func:`~.cell_inputs.input_tokens`, to tell afterwards which changed in place)."""
     inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden, cell.analysis.star_imports)
-    tokens = input_tokens(inputs, user_module(shell), cell.analysis.binds)
+    tokens = input_tokens(inputs, user_module(shell))
     return inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens
-
-
-def recorded_digest(
-    store: Store, cell: ParsedCell, inputs: dict[str, Any], tokens: dict[str, Any], args_digest: str,
-) -> str:
-    """The digest the cell's record is under: ``args_digest``, or the one an earlier durable_nb gave it.
-
-    A cell recorded by a durable_nb that did not count the values of the globals its helpers read
-    (:func:`~.cell_inputs.helper_globals`) is under the digest without them: found there, it replays or
-    recovers instead of executing its side effects once more after the upgrade, and a line says so,
-    naming those globals, whose values then it cannot know.
-    """
-    counted = helper_globals(tokens)
-    if not counted or latest_attempt(store, cell_run_base(cell.name, args_digest)) is not None:
-        return args_digest
-    earlier = input_digest(source_fingerprint(cell.tree), inputs, tokens=without_helper_globals(tokens))
-    if latest_attempt(store, cell_run_base(cell.name, earlier)) is None:
-        return args_digest
-    print(f"durable: cell {cell.name!r} goes on from its record made by an earlier durable_nb, which did not "
-          f"count the values of the globals its helpers read ({', '.join(counted)}); if they changed since, run "
-          f"it with --rerun.")
-    return earlier
 
 
 def user_module(shell: Any) -> str:
@@ -378,8 +356,7 @@ def run_dry(
     changes nothing: a run now starts a new run of its own.
     """
     name = cell.name
-    inputs, args_digest, tokens = cell_inputs(shell, cell)
-    args_digest = recorded_digest(store, cell, inputs, tokens, args_digest)
+    inputs, args_digest, _ = cell_inputs(shell, cell)
     run_id, same = dry_target(store, name, args_digest, pending_fork)
     filename = f"<durable cell {name} (dry)>"
     report = dry_cell(store, name, args_digest, run_id,
