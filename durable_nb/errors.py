@@ -197,10 +197,11 @@ class RecordDecodeError(DurableError):
         fails in their loading code or lacks one of their functions, and blaming that code, or asking to
         "re-install" a module that is installed, sent the user the wrong way."""
         class_name, reason = self.class_name, self.reason
-        shown = ", ".join(sorted(self.packages))
-        versions = (f"pickled with other versions of {shown} than those installed here (a journal written before "
-                    f"an upgrade or a downgrade, or by another environment, a Flink job's): replay it with the "
-                    f"versions that wrote it (pip install them in this environment)")
+        shown = ", ".join(sorted(self.packages))  # the installed versions: the payload's are not known
+        names = " or ".join(sorted(p.partition(" ")[0] for p in self.packages))
+        versions = (f"pickled with other versions of {names} than those installed here ({shown}; a journal "
+                    f"written before an upgrade or a downgrade, or by another environment, a Flink job's): replay "
+                    f"it with the versions that wrote it (pip install them in this environment)")
         if class_name is not None and class_name.partition(".")[0] in {p.partition(" ")[0] for p in self.packages}:
             return (f"its recorded outcome names {class_name}, which cannot be loaded ({reason}): this version "
                     f"of its package does not have it. The outcome was most likely {versions}. The journal was "

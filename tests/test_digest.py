@@ -450,6 +450,12 @@ PANDAS2_DIGESTS = [
     (lambda: pd.Series(pd.date_range("2020-01-01", periods=3, freq="D")), "b394a33b5723b21c5354058481472687"),
     (lambda: pd.DataFrame({"id": ["o1", "o2"], "amount": [10, 20]}).iloc[0], "81d143ee58824b12932586cea66f557a"),
     (lambda: pd.read_csv(io.StringIO("id,name\n1,a\n2,\n")), "b4d2b05214115282bacc522ce588dba0"),
+    # A unit asked for explicitly (or numpy's) is the same on both: pandas 3 must not turn it into ns.
+    (lambda: pd.Series(np.array(["2021-01-01", "2021-01-02"], dtype="datetime64[s]")),
+     "c6e591327522b921df1e0f540d611a49"),
+    (lambda: pd.DataFrame({"t": np.array(["2021-01-01T10:00:00.250"], dtype="datetime64[ms]")}),
+     "d3c2d8c2dd581672594965e98e471588"),
+    (lambda: pd.Series(np.array([1, 2], dtype="timedelta64[s]")), "3cfb8f6b701548b198f56b2ad645381b"),
 ]
 
 

@@ -125,6 +125,16 @@ def test_a_journal_can_live_in_its_own_schema_of_a_shared_database(pg_dsn):
     assert [c.result() for c in store.calls("r0")] == [1, 2, 4]
 
 
+def test_options_naming_the_search_path_twice_open_the_journal_in_the_last_one_as_the_server_does(pg_dsn):
+    """A DSN whose options were built by appending (-c search_path=public -c search_path=journal) was refused
+    at open as if a pooler had dropped the path: the check read the first, the server applies the last."""
+    sql(pg_dsn, "CREATE SCHEMA journal")
+    store = dnb.PostgresStore(pg_dsn + "?options=-csearch_path%3Dpublic%20-csearch_path%3Djournal")
+    fill(store)
+    assert store.schema == "journal" and tables(pg_dsn) == {}
+    store.close()
+
+
 def test_a_journal_in_a_sql_ascii_database_opens_again_and_reads_text_as_text(pg_server, pg_dsn):
     """Old clusters (initdb without a locale) and some hosted ones make SQL_ASCII databases. psycopg hands
     their text columns back as bytes: current_schema() read as "b'public'" found no journal there, so the

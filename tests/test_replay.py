@@ -969,3 +969,16 @@ def test_a_notebook_function_loads_as_the_notebooks_own_only_when_it_is_the_same
                             check=True).stdout.decode().split()
     assert same == ["True", "20", "False", "11"]
     assert edited == ["False", "20", "False", "11"]
+
+
+def test_a_version_mismatch_names_the_installed_versions_as_installed_and_survives_pickling():
+    """The message said "pickled with other versions of cloudpickle 3.1.3, pandas 3.1.1 than those installed
+    here": the versions it named are the installed ones, which read as if the payload's own were named."""
+    import pickle
+
+    err = dnb.RecordDecodeError("r", 0, "f", None, "TypeError: x", packages=("pandas 3.1.1", "cloudpickle 3.1.3"))
+    text = str(err)
+    assert "other versions of cloudpickle or pandas than those installed here (cloudpickle 3.1.3, pandas 3.1.1;" \
+        in text, text
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == text and again.packages == err.packages

@@ -751,3 +751,25 @@ def test_a_full_disk_at_fork_prune_forget_or_close_is_a_journal_write_error_nami
         assert [c.status for c in again.calls("open")] == [Status.SUCCEEDED]
         assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         again.close()
+
+
+def test_a_lock_timeout_at_fork_or_forget_is_a_journal_write_error_naming_the_lock_not_the_disk(tmp_path):
+    """A write transaction held by another connection (a sqlite3 shell, a DB browser) past the busy timeout
+    made fork and delete_run raise a JournalWriteError saying "Check the disk and the file": the disk was
+    fine, the fix is to end the other transaction."""
+    store = dnb.SqliteStore(tmp_path / "j.db")
+    runner = dnb.LocalRunner(store)
+    runner.run(lambda _, ctx: ctx.durable_execute(str, 1), None, run_id="r0")
+    store.flush()
+    store._conn.execute("PRAGMA busy_timeout = 100")  # not the 60 s a test would wait
+    other = sqlite3.connect(tmp_path / "j.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    for write in (lambda: store.fork("r0", at=0), lambda: store.delete_run("r0")):
+        with pytest.raises(dnb.JournalWriteError, match="database is locked") as raised:
+            write()
+        assert "disk" not in str(raised.value) and "write lock" in str(raised.value)
+    other.execute("ROLLBACK")
+    other.close()
+    store.delete_run("r0")
+    assert store.runs() == []
+    store.close()

@@ -65,8 +65,10 @@ def as_pandas2(obj: Any) -> Any:
     pandas upgrade (or between a notebook on pandas 3 and a Flink job on pandas 2) every call taking such a
     frame was a mismatch, discarded and executed again (a second charge). Text becomes ``object`` with NaN for
     missing values (pandas 3 keeps no ``None``; NaN is what ``read_csv`` gives on pandas 2); a datetime or
-    timedelta in a unit other than ``ns`` becomes ``ns`` where that is exact. A no-op on pandas 2 (which
-    never names a dtype ``str`` and whose digests stay as they are), and on any frame with neither.
+    timedelta in ``us`` becomes ``ns`` where that is exact. ``s`` and ``ms`` stay: both pandas give them only
+    when asked (``astype``, numpy's arrays), and turned into ``ns`` such a frame no longer digested as on
+    pandas 2. A no-op on pandas 2 (which never names a dtype ``str`` and whose digests stay as they are), and
+    on any frame with neither.
     """
     import pandas as pd
 
@@ -105,7 +107,7 @@ def _pandas2_values(values: Any) -> Any:
     unit = getattr(dtype, "unit", None) if isinstance(dtype, pd.DatetimeTZDtype) else None
     if isinstance(dtype, np.dtype) and dtype.kind in "mM":
         unit = np.datetime_data(dtype)[0]
-    if unit in ("s", "ms", "us"):
+    if unit == "us":  # pandas 3's default where pandas 2 gives ns; "s" and "ms" are only ever asked for, on both
         try:  # from a coarser unit: exact, unless out of the ns range (years 1677 to 2262)
             return values.astype(str(dtype).replace(f"[{unit}", "[ns"))
         except (OverflowError, ValueError):

@@ -224,10 +224,11 @@ def dropped_search_path(conn: psycopg.Connection[Any], options: str | None) -> t
     journal then went to the role's default schema (public), another notebook's journal maybe,
     whose runs of the same ids it replayed. One round trip, only when the DSN names a search_path.
     """
-    found = re.search(r"(?:-c\s*|--)search_path=((?:\\.|\S)+)", options or "")
-    if found is None:
+    # The last one: the server applies them in order (options built by appending name it twice).
+    found = re.findall(r"(?:-c\s*|--)search_path=((?:\\.|\S)+)", options or "")
+    if not found:
         return None
-    asked = re.sub(r"\\(.)", r"\1", found.group(1))
+    asked = re.sub(r"\\(.)", r"\1", found[-1])
     # set_config (local to this statement) spells the asked path as the server would have: compared alike.
     row = conn.execute("SELECT current_setting('search_path'), set_config('search_path', %s, true), "
                        "current_database()", (asked,)).fetchone()

@@ -1066,6 +1066,10 @@ class SqliteStore(SqliteTimeTravel, Store):
             fix = "Free disk space (or move the journal: SqliteStore('other/disk/journal.db')), then run again"
         elif "readonly" in text:
             fix = "Make the journal and its folder writable, or open it read-only to view it"
+        elif "locked" in text or "busy" in text:  # the disk is fine: another connection kept its write lock
+            fix = ("Another connection held the journal's write lock longer than the busy timeout (a sqlite3 shell "
+                   "or a DB browser with a transaction open, a process stopped in a debugger): end that "
+                   "transaction or close it, then run again")
         else:
             fix = "Check the disk and the file, then run again"
         return JournalWriteError(
