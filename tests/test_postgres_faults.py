@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -265,6 +266,24 @@ except dnb.DurableError as exc:
 """
 
 
+def refused_while_held(dsn: str, holder: Any, effects: Path, release: Path, calls: int) -> None:
+    """A second process running the held run ``order`` is refused; released, the holder finishes it, each call once."""
+
+    @dnb.durable(name="charge")
+    def charge(i: int) -> int:
+        with effects.open("a") as f:
+            f.write(f"B:{i}\n")
+        return i
+
+    with pytest.raises(dnb.RunBusyError, match="order"):
+        dnb.LocalRunner(dnb.PostgresStore(dsn)).run(
+            lambda _, ctx: [ctx.durable_execute(charge, i) for i in range(calls)], None, run_id="order")
+    release.touch()
+    out, err = holder.communicate(timeout=60)
+    assert out.splitlines()[-1] == "done", out + err
+    assert effects.read_text().split() == [f"A:{i}" for i in range(calls)]
+
+
 @pytest.mark.parametrize("how", ["terminate its lease session", "restart the server"])
 def test_a_run_whose_live_holder_lost_its_lock_to_the_server_is_not_taken_over_mid_call(pg_server, pg_dsn,
                                                                                        tmp_path, how):
@@ -285,19 +304,7 @@ def test_a_run_whose_live_holder_lost_its_lock_to_the_server_is_not_taken_over_m
         with psycopg.connect(pg_dsn, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'")
 
-    @dnb.durable(name="charge")
-    def charge(i: int) -> int:
-        with effects.open("a") as f:
-            f.write(f"B:{i}\n")
-        return i
-
-    with pytest.raises(dnb.RunBusyError, match="order"):
-        dnb.LocalRunner(dnb.PostgresStore(pg_dsn)).run(
-            lambda _, ctx: [ctx.durable_execute(charge, i) for i in range(3)], None, run_id="order")
-    release.touch()
-    out, err = holder.communicate(timeout=60)
-    assert out.splitlines()[-1] == "done", out + err
-    assert effects.read_text().split() == ["A:0", "A:1", "A:2"]
+    refused_while_held(pg_dsn, holder, effects, release, 3)
     calls = dnb.PostgresStore(pg_dsn).calls("order")
     assert [(c.result(), c.origin) for c in calls] == [(i, dnb.Origin.EXECUTED) for i in range(3)]
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from test_postgres_faults import refused_while_held
 
 import durable_nb as dnb
 
@@ -140,19 +141,7 @@ def test_through_a_session_pool_a_second_process_is_refused_a_running_run(pgboun
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline().strip() == "inside", holder.communicate()
 
-    @dnb.durable(name="charge")
-    def charge(i: int) -> int:
-        with effects.open("a") as f:
-            f.write(f"B:{i}\n")
-        return i
-
-    with pytest.raises(dnb.RunBusyError, match="order"):
-        dnb.LocalRunner(dnb.PostgresStore(dsn)).run(
-            lambda _, ctx: [ctx.durable_execute(charge, i) for i in range(2)], None, run_id="order")
-    release.touch()
-    out, err = holder.communicate(timeout=60)
-    assert out.splitlines()[-1] == "done", out + err
-    assert effects.read_text().split() == ["A:0", "A:1"]
+    refused_while_held(dsn, holder, effects, release, 2)
 
 
 def test_a_pool_that_drops_the_dsns_search_path_is_refused_not_given_another_schemas_journal(pgbouncer, pg_dsn):
