@@ -53,15 +53,28 @@ _repr.maxlist = _repr.maxtuple = _repr.maxset = _repr.maxdict = 12
 _repr.maxlevel = 4
 
 
-def _main_attr(qualname: str) -> Any:
-    """``__main__.<qualname>`` now, or None."""
-    target: Any = sys.modules.get("__main__")
+NOT_FOUND: Any = object()
+"""What :func:`found_by_name` returns when the name leads nowhere (None may be what a name holds)."""
+
+
+def found_by_name(root: Any, qualname: str) -> Any:
+    """``root.<qualname>``, dotted names followed attribute by attribute (``Outer.Inner``), or :data:`NOT_FOUND`.
+
+    How pickle finds a class or function again by its module and qualified name: a payload names what it
+    needs that way (:func:`missing_global`), and an object that cannot be found so travels by value.
+    """
     try:
         for part in qualname.split("."):
-            target = getattr(target, part)
+            root = getattr(root, part)
     except Exception:
-        return None
-    return target
+        return NOT_FOUND
+    return root
+
+
+def _main_attr(qualname: str) -> Any:
+    """``__main__.<qualname>`` now, or None."""
+    target = found_by_name(sys.modules.get("__main__"), qualname)
+    return None if target is NOT_FOUND else target
 
 
 _DATACLASS_MARKERS = {
@@ -422,10 +435,10 @@ def missing_global(data: bytes) -> str | None:
     for name in _globals_named(data):
         module, _, qualname = name.partition(" ")
         try:
-            target: Any = importlib.import_module(module)
-            for part in qualname.split("."):
-                target = getattr(target, part)
+            found = found_by_name(importlib.import_module(module), qualname)
         except Exception:
+            found = NOT_FOUND
+        if found is NOT_FOUND:
             return f"{module}.{qualname}"
     return None
 

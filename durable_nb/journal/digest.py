@@ -181,12 +181,9 @@ def _by_value(obj: Any) -> bool:
     call passed an ``itertuples()`` row digested otherwise after a restart: its recovery executed it again.
     Encoded canonically instead, the class counts by its name (no digest that was stable before changes).
     """
-    if not isinstance(obj, type):
-        return False
-    found: Any = sys.modules.get(obj.__module__)
-    for part in obj.__qualname__.split("."):
-        found = getattr(found, part, None)
-    return found is not obj
+    from .codec import found_by_name  # imported here: codec imports this module (through fingerprint)
+
+    return isinstance(obj, type) and found_by_name(sys.modules.get(obj.__module__), obj.__qualname__) is not obj
 
 
 def _encode_function(obj: Any, out: list[bytes]) -> None:
