@@ -289,6 +289,11 @@ class RunIdTypeError(TypeError, ValueError):
     """A run id that is not a str: a ``TypeError``, and a ``ValueError`` as these refusals always were."""
 
 
+class OptionTypeError(TypeError, ValueError):
+    """A runner option that is not an int at all: a ``TypeError`` as Python's own, and a ``ValueError`` as these
+    refusals always were (``except ValueError`` around a runner's options keeps catching it)."""
+
+
 def check_run_id(value: object, name: str = "run_id", *, empty_ok: bool = False) -> None:
     """The one check of a run id argument: a str (:class:`RunIdTypeError` naming its type and the fix), and not
     empty unless ``empty_ok`` (a store's read of '' finds nothing; a run cannot be named '').

@@ -30,6 +30,8 @@ def calls_frame(records: Iterable[CallRecord]) -> pd.DataFrame:
         for r in records
     ]
     frame = pd.DataFrame.from_records(rows, columns=CALL_COLUMNS)
+    # no rows, nothing to infer from: without this an empty run's "index" was object and a found one's int64
+    frame["index"] = frame["index"].astype("int64")
     for col in ("started_at", "finished_at"):
         frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
     return frame

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from ..errors import OptionTypeError
 from .flink_worker import Body, WorkerStore, next_seq
 
 
@@ -134,8 +135,14 @@ def durable_stage(keyed: Any, body: Body, init: Any, concurrency: int, paralleli
 
 
 def positive_int(name: str, value: Any, what: str) -> int:
-    """``value`` if it is an int >= 1 (not a bool), else a ValueError naming ``name`` and what it sets."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """``value`` if it is an int >= 1 (not a bool), else an error naming ``name`` and what it sets.
+
+    Why two classes: ``parallelism="2"`` or ``1.5`` is the wrong type (:class:`OptionTypeError`), ``0`` a wrong
+    value (ValueError); the runner's other options (``strict``, ``jobmanager``) already said TypeError for a type.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionTypeError(f"{name} must be an int >= 1 ({what}), got {type(value).__name__} {value!r}")
+    if value < 1:
         raise ValueError(f"{name} must be an int >= 1 ({what}), got {value!r}")
     return value
 
