@@ -121,7 +121,9 @@ class NonDeterminismWarning(UserWarning):
     """A recovery met a call that differs from the journal at that position.
 
     The rest of the run's journal was discarded (kept in the discarded history)
-    and execution went on from there.
+    and execution went on from there. Also warned, before anything runs, by a ``map``
+    (or ``AgentRunner.run``) whose key function keys the same record differently when
+    asked again (``uuid4()``): its runs would never be found again.
     """
 
 

@@ -283,7 +283,20 @@ def raise_key_error() -> None:
     raise KeyError("missing_key")
 
 
-@pytest.mark.parametrize("func", [raise_with_attributes, raise_none_message, raise_key_error])
+def raise_type_error() -> None:
+    raise TypeError("Expected int, got str")
+
+
+def raise_attribute_error() -> None:
+    raise AttributeError("Object has no attribute 'foo'")
+
+
+def raise_quoted() -> None:
+    raise Exception("Generic exception with special chars: \"quotes\" and 'apostrophes'")
+
+
+@pytest.mark.parametrize("func", [raise_with_attributes, raise_none_message, raise_key_error, raise_type_error,
+                                  raise_attribute_error, raise_quoted])
 def test_an_exception_of_the_function_is_journaled_and_replayed_with_its_class_message_and_attributes(runner, func):
     """Flink Agents persists the function's exception and re-raises it on replay (``cloudpickle`` round trip)."""
     raised = []

@@ -95,6 +95,26 @@ def test_an_action_name_holding_a_slash_is_warned_about_since_another_actions_ru
     assert first.run_id[0] == second.run_id[0] == "shop/eu/c#0"  # the collision the warning is about
 
 
+def test_a_key_function_that_keys_a_record_differently_each_time_is_warned_about(store: dnb.Store) -> None:
+    """``key=lambda r: uuid.uuid4()`` (as Flink Agents' e2e tests key a stream): every map made new runs, so a
+    second map charged every card again, silently. The warning names the fix; a field key stays quiet."""
+    import uuid
+    import warnings
+
+    charges: list[int] = []
+
+    def charge(order: int, ctx: dnb.RunnerContext) -> int:
+        return ctx.durable_execute(charges.append, order) or order
+
+    for _ in range(2):
+        with pytest.warns(dnb.NonDeterminismWarning, match=r"two different keys .*key=None") as caught:
+            dnb.LocalRunner(store).map(charge, [1, 2], key=lambda r: uuid.uuid4(), progress=False)
+        assert len(caught) == 1 and caught[0].filename == __file__  # once per map, at the user's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        dnb.LocalRunner(store).map(charge, [1, 2], key=lambda r: r, progress=False)
+
+
 def test_a_key_function_that_raises_keeps_its_error_and_names_the_record(store: dnb.Store) -> None:
     def region(rec: dict[str, Any]) -> str:
         return rec["region"]

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import warn_at_user_code
+from ..errors import NonDeterminismWarning, warn_at_user_code
 from ..journal.callid import call_identity
 from ..journal.frames import MAP_COLUMNS
 
@@ -205,6 +205,27 @@ def key_of(record: Any, key: Key, position: int) -> Any:
         ) from None
 
 
+def stable_key(record: Any, key: Key, position: int) -> Any:
+    """:func:`key_of` where run ids are made: a key function that keys the same record differently when
+    asked again (``uuid.uuid4()``, a clock, a counter) is warned about, with what to give instead.
+
+    Why: a record's run id is made of its key, so such a key names a new run each time the records are
+    mapped (or an input is run) again: nothing replays or recovers, and every durable call (a charge, an
+    LLM request) is made again without a word. Flink Agents' own tests key a stream by ``uuid4()``
+    (there a checkpoint restore, not the key, recovers an input); the intent, an input that shares
+    nothing, is ``key=None`` here. Asked twice for the first record only: such keys differ at once.
+    """
+    first = key_of(record, key, position)
+    if callable(key) and key_text(again := key_of(record, key, position)) != key_text(first):
+        name = getattr(key, "__qualname__", None) or repr(key)
+        warn_at_user_code(
+            f"the key function {name} gave the same record two different keys ({first!r}, then {again!r}): "
+            f"run ids are made of the key, so each map or run of these records starts new runs, nothing "
+            f"replays or recovers, and every durable call is made again. Key by a field of the record, or "
+            f"give no key (key=None) for records that share nothing.", NonDeterminismWarning)
+    return first
+
+
 @dataclass(frozen=True)
 class GroupedKey:
     """A map's key function whose records also fall into groups: FlinkRunner runs a group's records in one
@@ -243,5 +264,5 @@ def keyed(records: Iterable[Any], key: Key) -> Iterator[tuple[Any, int, Any]]:
     """``(key, seq, record)`` for each record, seq counting earlier records with that key."""
     seen: dict[str, int] = {}
     for position, record in enumerate(records):
-        k = key_of(record, key, position)
+        k = (stable_key if position == 0 else key_of)(record, key, position)
         yield k, _count(seen, k), record

@@ -287,6 +287,49 @@ class StandInChatModel(BaseChatModelSetup):
         return {}
 
 
+FLAKY: dict[str, int] = {"failures": 0}
+"""How many chat requests ``FlakyChatConnection`` still fails (Flink Agents' retry tests: "fail once")."""
+
+
+class FlakyChatConnection(BaseChatModelConnection):
+    """A chat model whose first ``FLAKY["failures"]`` requests fail with a transient error."""
+
+    def chat(self, messages: Sequence[ChatMessage], tools: list | None = None, **kwargs: Any) -> ChatMessage:
+        record(f"llm {messages[-1].content}")
+        if FLAKY["failures"] > 0:
+            FLAKY["failures"] -= 1
+            raise RuntimeError("transient error")
+        return ChatMessage(role=MessageRole.ASSISTANT, content=f"answer to {messages[-1].content}")
+
+
+class RetryingChatAgent(Agent):
+    """A chat request through the built-in chat-model action, as in Flink Agents' chat retry tests."""
+
+    @chat_model_connection
+    @staticmethod
+    def flaky_connection() -> ResourceDescriptor:
+        return ResourceDescriptor(clazz=f"{FlakyChatConnection.__module__}.{FlakyChatConnection.__name__}")
+
+    @chat_model_setup
+    @staticmethod
+    def flaky_model() -> ResourceDescriptor:
+        return ResourceDescriptor(clazz=f"{StandInChatModel.__module__}.{StandInChatModel.__name__}",
+                                  connection="flaky_connection", model="flaky")
+
+    @action(InputEvent.EVENT_TYPE)
+    @staticmethod
+    def ask(event: Event, ctx: RunnerContext) -> None:
+        question = InputEvent.from_event(event).input
+        ctx.send_event(ChatRequestEvent(model="flaky_model",
+                                        messages=[ChatMessage(role=MessageRole.USER, content=question)]))
+
+    @action(ChatResponseEvent.EVENT_TYPE)
+    @staticmethod
+    def answer(event: Event, ctx: RunnerContext) -> None:
+        response = ChatResponseEvent.from_event(event)
+        ctx.send_event(OutputEvent(output={"content": response.response.content, "retries": response.retry_count}))
+
+
 class ReviewAnalysisAgent(Agent):
     """Flink Agents' quickstart agent; only the chat model is the stand-in (was Ollama qwen3:8b)."""
 

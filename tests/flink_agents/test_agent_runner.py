@@ -320,6 +320,58 @@ def test_a_flink_key_selector_keys_inputs_as_flink_agents_key_selector_does(stor
     assert runner.run(A.VISITS[0], key=UserSelector()) == by_field["result"][0]  # the same run: replayed
 
 
+@pytest.mark.parametrize("chat_async", [False, True], ids=["sync-chat", "async-chat"])
+def test_a_chat_request_retried_by_flink_agents_error_strategy_replays_its_failed_attempt_and_its_answer(
+        store, ledger, chat_async):
+    """Flink Agents' ``test_chat_model_action_retry.py``: with ``error-handling-strategy: RETRY`` a request
+    that fails once is retried (``retry_count`` 1). Each attempt is a durable call with the same arguments:
+    the failure and the answer are journaled in order, and a replay makes no request and gives the same
+    output. A request that fails every attempt fails the input, and its replay raises the same error."""
+    from flink_agents.api.core_options import ErrorHandlingStrategy
+
+    config = {"error-handling-strategy": ErrorHandlingStrategy.RETRY, "retry-wait-interval": 0,
+              "max-retries": 2, "chat.async": chat_async}
+    runner = AgentRunner(A.RetryingChatAgent(), dnb.LocalRunner(store), config=config)
+    A.FLAKY["failures"] = 1
+    for _ in range(2):
+        assert runner.run("hi", key="k") == [{"content": "answer to hi", "retries": 1}]
+        assert A.ledger_lines(ledger) == ["llm hi", "llm hi"]
+    assert [c.status for c in store.calls(runner.run_id("hi", "k"))] == [Status.FAILED, Status.SUCCEEDED]
+    A.FLAKY["failures"] = 9
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="transient error"):
+            runner.run("ho", key="k")
+        assert A.ledger_lines(ledger)[2:] == ["llm ho"] * 3  # max-retries 2: three attempts, made once
+    A.FLAKY["failures"] = 0
+
+
+def test_a_key_selector_that_gives_each_call_a_new_key_is_warned_about_naming_key_none(store, ledger):
+    """Flink Agents' e2e ``built_in_action_async_execution_test`` keys its stream with
+    ``key_selector=lambda x: uuid.uuid4()``. Here the run id is made of the key, so each map (or run) of
+    such inputs started new runs: mapped again, every call was made again, silently. Its intent, inputs
+    that share nothing, is ``key=None``: replayed, with a memory each."""
+    import uuid
+
+    from pyflink.datastream import KeySelector
+
+    class RandomKey(KeySelector):
+        def get_key(self, value):  # type: ignore[no-untyped-def]
+            return uuid.uuid4()
+
+    runner = AgentRunner(A.ExecuteMultipleTestAgent(), dnb.LocalRunner(store))
+    for key in (lambda x: uuid.uuid4(), RandomKey()):
+        with pytest.warns(dnb.NonDeterminismWarning, match=r"two different keys .*key=None"):
+            runner.map(A.NUMBERS, key=key)
+    with pytest.warns(dnb.NonDeterminismWarning, match="two different keys"):
+        runner.run(A.NUMBERS[0], key=RandomKey())
+    calls = len(A.ledger_lines(ledger))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        first = runner.map(A.NUMBERS)
+        assert list(runner.map(A.NUMBERS)["result"]) == list(first["result"])
+    assert len(A.ledger_lines(ledger)) == calls + 2 * len(A.NUMBERS)  # once per input, the second map replayed
+
+
 charges: list[str] = []
 interrupted: list[str] = []
 first_done = threading.Event()

@@ -166,3 +166,40 @@ def test_sigkill_mid_map_then_a_new_map_logs_each_review_once_and_rebuilds_each_
     logged = instrumented.read_text().splitlines()
     assert len(logged) == 10 and len(set(logged)) == 10  # each review (and its count) logged once
     store.close()
+
+
+def runtime_test_agents() -> list[tuple[str, str, list[tuple[str, object]], list[dict[str, object]]]]:
+    """(module, agent, [(key, input)], Flink Agents' expected ``to_list()``) of its own local-runner tests.
+
+    ``runtime/tests/test_local_execution_environment.py`` and ``test_get_resource_in_action.py`` ship with
+    flink-agents 0.3.1; the inputs and expected outputs are theirs, the agents are imported unchanged: a
+    durable_execute_async of a function defined inside the async action, unified ``Event(type=...)``
+    routing, a class event mixed with string-typed ones, the chat-model / tool built-in actions with a
+    ToolRequestEvent, and ``ctx.get_resource`` of a chat model and a tool in an action.
+    """
+    env, res = "test_local_execution_environment", "test_get_resource_in_action"
+    two = [("bob", 1), ("john", 2)]
+    return [(env, "Agent1", two, [{"bob": 2}, {"john": 3}]),
+            (env, "Agent1WithAsync", two, [{"bob": 2}, {"john": 3}]),
+            (env, "UnifiedEventAgent", [("alice", "hello")], [{"alice": "processed:hello"}]),
+            (env, "MixedEventAgent", [("bob", 42)], [{"bob": "done:42"}]),
+            (env, "ToolRequestAgent", [("0001", "add 1 and 2")], [{"0001": "3"}]),
+            (res, "MyAgent", [("bob", "the first message.")],
+             [{"bob": "the first message. 8.8.8.8 mock chat model just for testing. "
+                      "call mock tools just for testing."}])]
+
+
+@pytest.mark.parametrize(("module", "agent", "inputs", "expected"), runtime_test_agents(),
+                         ids=[case[1] for case in runtime_test_agents()])
+def test_flink_agents_local_runner_test_agents_give_its_outputs_and_replay(module, agent, inputs, expected,
+                                                                             monkeypatch):
+    import importlib
+
+    tests = importlib.import_module(f"flink_agents.runtime.tests.{module}")
+    if hasattr(tests, "time"):  # Agent1WithAsync's my_func sleeps 1 s per input
+        monkeypatch.setattr(tests.time, "sleep", lambda s: None)
+    runner = AgentRunner(getattr(tests, agent)(), dnb.LocalRunner(dnb.MemoryStore()))
+    assert [{k: out} for k, value in inputs for out in runner.run(value, key=k)] == expected
+    recorded = {run.run_id: runner.store.calls(run.run_id) for run in runner.store.runs()}
+    assert [{k: out} for k, value in inputs for out in runner.run(value, key=k)] == expected  # replayed
+    assert {run.run_id: runner.store.calls(run.run_id) for run in runner.store.runs()} == recorded
