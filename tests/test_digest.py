@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from durable_nb.errors import UnpicklableArgumentWarning
 from durable_nb.journal.digest import digest, digest_value
 
 SAMPLE = textwrap.dedent(
@@ -489,3 +491,86 @@ def test_an_itertuples_row_digests_equal_in_every_process():
     assert len(runs) == 1
     row = next(pd.DataFrame({"id": ["o1"], "amount": [10]}).itertuples(index=False))
     assert digest_value(row) != digest_value(row._replace(amount=11))
+
+
+NESTED_ORDERED = "import collections; from durable_nb.journal.digest import digest_value; " \
+    "OD = collections.OrderedDict; print(digest_value(OD(a=OD(k=[1j]), b=OD(y={'p', 'q', 'r', 's'}))))"
+
+
+def test_nested_ordered_dicts_holding_a_set_digest_equal_in_every_process():
+    # Was: the walk deciding whether an object needs the canonical encoding remembered the ids of the
+    # temporaries __reduce_ex__ makes (item lists, state dicts) without holding them; a later temporary
+    # reusing a freed id counted as seen, the set behind it was missed, and the object digested by its
+    # pickle, whose set order follows PYTHONHASHSEED: every recovery was a mismatch, executed again. A
+    # requests.Session (its retry policy holds frozensets) passed to a call did the same.
+    env = dict(os.environ)
+    runs = {subprocess.run([sys.executable, "-c", NESTED_ORDERED], env={**env, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3", "4")}
+    assert len(runs) == 1
+
+
+def test_frames_with_nested_arrow_columns_digest_by_content():
+    # Was: hash_pandas_object cannot hash list, struct or map values, so a call passed such a frame
+    # (pd.read_parquet(..., dtype_backend="pyarrow") of nested data) raised TypeError before it ran.
+    pa = pytest.importorskip("pyarrow")
+    kinds = {"list": (pa.list_(pa.int64()), [[1, 2], [3]], [[1, 2], [4]]),
+             "struct": (pa.struct([("k", pa.int64())]), [{"k": 1}, {"k": 2}], [{"k": 1}, {"k": 3}]),
+             "map": (pa.map_(pa.string(), pa.int64()), [[("k", 1)], []], [[("k", 2)], []])}
+    for kind, (typ, values, other) in kinds.items():
+        frame = pd.DataFrame({"a": pd.array(values, dtype=pd.ArrowDtype(typ)), "n": [1, 2]})
+        changed = pd.DataFrame({"a": pd.array(other, dtype=pd.ArrowDtype(typ)), "n": [1, 2]})
+        assert digest_value(frame) == digest_value(frame.copy()), kind
+        assert digest_value(frame) != digest_value(changed), kind
+        assert digest_value(frame["a"]) != digest_value(changed["a"]), kind
+
+
+@dataclasses.dataclass(frozen=True)
+class Stamped:
+    id: str
+    created: float = dataclasses.field(default=0.0, compare=False)
+    cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+
+def test_a_dataclass_field_left_out_of_equality_is_left_out_of_the_digest():
+    # Was: every field counted, so an order whose ``created`` stamp (default_factory=time.time) or cache is
+    # excluded from ``==`` digested otherwise when the notebook built it again after a restart: its
+    # recovery was a mismatch and the call executed again (a second charge). Equal arguments digest equal.
+    first, rebuilt = Stamped("o1", created=1.0), Stamped("o1", created=2.0, cache={"k": 1})
+    assert first == rebuilt
+    assert digest_value(first) == digest_value(rebuilt)
+    assert digest_value(first) != digest_value(Stamped("o2", created=1.0))
+
+
+BOUND = "from durable_nb.journal.digest import digest_value\n" \
+    "class Customer:\n    def __init__(self, tags): self.tags = tags\n    def notify(self, x): return x\n" \
+    "print(digest_value(Customer({'vip', 'eu', 'new', 'b2b'}).notify))"
+
+
+def test_a_bound_method_argument_digests_equal_in_every_process():
+    # Was: a bound method counted as a global, its object was not walked, and the method digested by its
+    # pickle, which holds the object's sets in PYTHONHASHSEED's order: a call passed callback=customer.notify
+    # was a mismatch at every recovery in a new kernel, and executed again.
+    runs = {subprocess.run([sys.executable, "-c", BOUND], env={**os.environ, "PYTHONHASHSEED": seed},
+                           capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
+    assert len(runs) == 1
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def charge(self, amount: int) -> int:
+        return amount
+
+    def refund(self, amount: int) -> int:
+        return amount
+
+
+def test_methods_of_an_unpicklable_client_digest_by_their_names():
+    # Was: such a method counted by its type only ("builtins.method"), so callback=client.charge and
+    # callback=client.refund were the same argument and a call replayed the other's result.
+    client = _Client()
+    with pytest.warns(UnpicklableArgumentWarning):
+        charge, refund = digest_value(client.charge), digest_value(client.refund)
+    assert charge != refund
+    assert charge == digest_value(_Client().charge)  # a new client after a restart: the same argument

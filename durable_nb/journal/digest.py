@@ -95,7 +95,10 @@ def _needs_canonical(obj: Any, depth: int = 0) -> bool:
 
 class _Walk:
     def __init__(self) -> None:
-        self.seen: set[int] = set()
+        # Holding what it saw, by id: the item lists and state dicts ``__reduce_ex__`` makes are freed
+        # once walked, and a later one given a freed id counted as seen, so the set behind it was missed
+        # and the object digested by its pickle, in PYTHONHASHSEED's set order (a recovery re-executed).
+        self.seen: dict[int, Any] = {}
         self.path: set[int] = set()
         self.cyclic = False
 
@@ -103,6 +106,8 @@ class _Walk:
         t = type(obj)
         if t in _ATOMS or depth > _MAX_DEPTH:
             return False
+        if _bound_to_object(obj):
+            return self.needs(obj.__self__, depth + 1, True)
         if isinstance(obj, _GLOBALS):
             return _by_code(obj) or _by_value(obj)
         if id(obj) in self.path:
@@ -110,7 +115,7 @@ class _Walk:
             return False
         if id(obj) in self.seen:
             return False
-        self.seen.add(id(obj))
+        self.seen[id(obj)] = obj
         self.path.add(id(obj))
         try:
             return self._needs(obj, t, depth, inside)
@@ -161,6 +166,16 @@ def _reduced_parts(reduced: tuple[Any, ...]) -> list[Any]:
     parts.append(None if len(reduced) < 4 or reduced[3] is None else list(reduced[3]))
     parts.append(None if len(reduced) < 5 or reduced[4] is None else list(reduced[4]))
     return parts
+
+
+def _bound_to_object(obj: Any) -> bool:
+    """A method bound to an object (not a class or module): it counts by that object, not as a global.
+
+    Why: its pickle holds the object, sets in the hash seed's order included, so ``callback=customer.notify``
+    digested otherwise in every kernel (its recovery executed again); and unpicklable (a client holding a
+    lock), it counted by its type alone, so ``client.charge`` and ``client.refund`` were the same argument.
+    """
+    return type(obj) is types.MethodType and not isinstance(obj.__self__, (type, types.ModuleType))
 
 
 def _by_code(obj: Any) -> bool:
@@ -218,7 +233,7 @@ def _encode_reduced(obj: Any, out: list[bytes], depth: int) -> None:
     args, state, listitems, dictitems = _reduced_parts(reduced)
     parts: list[bytes] = [b"R" + _global_name(reduced[0]) + b";(%d:" % len(args)]
     for part in (*args, state, listitems):
-        if isinstance(part, _GLOBALS) and not _by_code(part):
+        if isinstance(part, _GLOBALS) and not _by_code(part) and not _bound_to_object(part):
             parts.append(b"g" + _global_name(part) + b";")
         else:
             _encode(part, parts, depth + 1)
@@ -308,7 +323,7 @@ def _encode_pickled(obj: Any, out: list[bytes], depth: int = 0) -> None:
         except Exception as exc:
             if _vouched.get():
                 raise _Unpicklable from exc
-            name = type_name(obj)
+            name = type_name(obj.__self__) + "." + obj.__name__ if _bound_to_object(obj) else type_name(obj)
             if name not in _warned_types:
                 _warned_types.add(name)
                 warn_at_user_code(
@@ -345,7 +360,12 @@ _dataclass_path: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar
 
 def _encode_dataclass(obj: Any, out: list[bytes], depth: int) -> None:
     """Field by field; a dataclass met again inside itself (a parent link) is a marker, not a walk
-    to the depth limit, which branched exponentially (a root, a child and two grandchildren hung)."""
+    to the depth limit, which branched exponentially (a root, a child and two grandchildren hung).
+
+    A ``field(compare=False)`` is left out, as ``==`` leaves it out: such a field is typically when the
+    object was made (``default_factory=time.time``) or a cache, and counting it made the order the
+    notebook builds again after a restart another argument, so its recovery charged a second time.
+    """
     path = _dataclass_path.get()
     if id(obj) in path:
         out.append(b"^" + type_name(obj).encode() + b";")
@@ -354,6 +374,8 @@ def _encode_dataclass(obj: Any, out: list[bytes], depth: int) -> None:
     try:
         out.append(b"d" + type_name(obj).encode() + b";")
         for f in dataclasses.fields(obj):
+            if not f.compare:
+                continue
             _encode(f.name, out, depth + 1)
             _encode(getattr(obj, f.name), out, depth + 1)
     finally:

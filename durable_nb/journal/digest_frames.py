@@ -155,12 +155,19 @@ def _category_settings(obj: Any) -> list[Any]:
 
 
 def _typed_column(values: Any) -> bool:
-    """Whether a column's hash is exact: not object/category typed, or only ``str`` inside."""
+    """Whether a column's hash is exact: not object/category typed, or only ``str`` inside.
+
+    A nested Arrow column (list, struct, map) is not: ``hash_pandas_object`` raises on its values.
+    """
     import pandas as pd
 
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         return _typed_column(dtype.categories)
+    if isinstance(dtype, pd.ArrowDtype):
+        import pyarrow as pa
+
+        return not pa.types.is_nested(dtype.pyarrow_dtype)
     if pd.api.types.is_object_dtype(dtype):
         return len(values) == 0 or pd.api.types.infer_dtype(values, skipna=False) == "string"
     return True
@@ -210,8 +217,7 @@ def _encode_values(values: Any, out: list[bytes], depth: int) -> None:
     import pandas as pd
 
     out.append(b"V" + str(values.dtype).encode() + b";")
-    categorical = isinstance(values.dtype, pd.CategoricalDtype)
-    if pd.api.types.is_object_dtype(values.dtype) or (categorical and not _typed_column(values)):
+    if pd.api.types.is_object_dtype(values.dtype) or not _typed_column(values):
         _d._encode(list(values), out, depth + 1)
         return
     data = pd.util.hash_pandas_object(values.reset_index(drop=True), index=False).to_numpy().tobytes()
