@@ -509,10 +509,12 @@ def test_nested_ordered_dicts_holding_a_set_digest_equal_in_every_process():
     assert len(runs) == 1
 
 
+@pytest.mark.pyarrow
 def test_frames_with_nested_arrow_columns_digest_by_content():
     # Was: hash_pandas_object cannot hash list, struct or map values, so a call passed such a frame
     # (pd.read_parquet(..., dtype_backend="pyarrow") of nested data) raised TypeError before it ran.
-    pa = pytest.importorskip("pyarrow")
+    import pyarrow as pa
+
     kinds = {"list": (pa.list_(pa.int64()), [[1, 2], [3]], [[1, 2], [4]]),
              "struct": (pa.struct([("k", pa.int64())]), [{"k": 1}, {"k": 2}], [{"k": 1}, {"k": 3}]),
              "map": (pa.map_(pa.string(), pa.int64()), [[("k", 1)], []], [[("k", 2)], []])}
