@@ -74,6 +74,56 @@ def test_a_store_used_from_a_new_thread_each_time_keeps_no_connection_per_ended_
         store.close()
 
 
+def _appliers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "durable_nb-apply"]
+
+
+def _logs_under(folder: Path) -> list[object]:
+    from durable_nb.stores.sqlite_intent import IntentLog
+
+    return [log for log in list(IntentLog._all.values()) if str(log.path).startswith(str(folder))]
+
+
+@needs_proc
+def test_stores_dropped_without_close_on_many_journals_give_back_their_logs_threads_and_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store collected without ``close()`` closed its connections but kept its intent log (its applier thread
+    asleep for ever, the log's file, connection and counters) and its file's lock descriptor: a kernel making a
+    journal per test folder, day or job and dropping it grew by a thread and 7 descriptors per journal."""
+    from durable_nb.stores import sqlite_intent
+
+    monkeypatch.setattr(sqlite_intent, "REAP_EVERY", 0.2, raising=False)
+    before = len(_appliers())
+    for i in range(20):
+        store = dnb.SqliteStore(tmp_path / f"j{i}.db")
+        with dnb.LocalRunner(store).context("r") as ctx:
+            ctx.durable_execute(str, 1)
+            ctx.durable_execute(str, 2)
+        del store, ctx
+
+    def released() -> bool:
+        gc.collect()
+        return len(_appliers()) <= before and descriptors_on(tmp_path) == 0
+    _until(released)
+    assert len(_appliers()) <= before
+    assert descriptors_on(tmp_path) == 0
+    assert _logs_under(tmp_path) == []
+    assert not list(tmp_path.glob("*-log.*"))  # applied and removed, as close() does
+    for i in range(20):  # nothing lost: every call is in its journal
+        with dnb.SqliteStore(tmp_path / f"j{i}.db") as store:
+            assert [c.status.value for c in store.calls("r")] == ["SUCCEEDED", "SUCCEEDED"]
+
+
+def test_closed_stores_on_many_journals_leave_no_log_registered(tmp_path: Path) -> None:
+    """Every closed log stayed in the process's registry of logs: one object per journal ever written."""
+    for i in range(20):
+        store = dnb.SqliteStore(tmp_path / f"j{i}.db")
+        dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), i, run_id="r")
+        store.close()
+    assert _logs_under(tmp_path) == []
+
+
 def _sessions(dsn: str) -> int:
     """Server sessions on the database of ``dsn`` (pg_stat_activity), this probe's own excluded."""
     import psycopg
@@ -118,6 +168,21 @@ def test_a_postgres_store_dropped_without_close_ends_its_sessions(pg_dsn: str) -
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_postgres_stores_opened_and_closed_in_a_loop_keep_no_idle_flusher(pg_dsn: str) -> None:
+    """``close()`` left the held-outcome flusher waiting 5 s with nothing to do: a service opening and closing a
+    store per request kept one idle thread per store closed in the last 5 s (~60 at 12 stores a second)."""
+    def flushers() -> int:
+        return sum(t.name == "durable_nb-pg-flush" for t in threading.enumerate())
+    before = flushers()
+    for i in range(10):
+        store = dnb.PostgresStore(pg_dsn)
+        dnb.LocalRunner(store).run(lambda v, ctx: ctx.durable_execute(str, v), i, run_id=f"r{i}")  # held: a flusher
+        store.close()
+        assert flushers() <= before
+    with dnb.PostgresStore(pg_dsn) as store:
+        assert [r.status.value for r in store.runs()] == ["COMPLETED"] * 10
+
+
 def test_a_forked_child_closing_an_inherited_postgres_store_keeps_the_parents_sessions(pg_dsn: str) -> None:
     """``close()`` in a forked child closed the connections it inherited: libpq ended the parent's sessions,
     its lease session among them, and another process could open a run the parent still had open."""

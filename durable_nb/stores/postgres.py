@@ -414,6 +414,7 @@ class PostgresStore(Store):
             self._reset()
         with contextlib.suppress(Exception):
             self.flush()
+        self._outcomes.end()
         with self._cond:
             conns = [c for _, c in self._all_conns]
             self._all_conns.clear()

@@ -66,6 +66,7 @@ class HeldOutcomes:
         self._since: dict[str, float] = {}  # run_id -> when its oldest held outcome was held
         self._flusher: threading.Thread | None = None
         self._idle = False  # the flusher waits with nothing held: only then does a new hold wake it
+        self._ending = False  # the store was closed: an idle flusher ends now, not 5 s later (see end)
 
     def __bool__(self) -> bool:
         return bool(self._held) or bool(self._closes) or bool(self._busy)
@@ -94,6 +95,7 @@ class HeldOutcomes:
         deadline is later, and a thread switch per durable call costs a worker more
         than the call's own statement.
         """
+        self._ending = False
         if self._flusher is None or not self._flusher.is_alive():
             self._flusher = threading.Thread(target=self._loop, name="durable_nb-pg-flush", daemon=True)
             self._flusher.start()
@@ -212,6 +214,16 @@ class HeldOutcomes:
             raise ReferenceError("the PostgresStore was collected")
         return write
 
+    def end(self) -> None:
+        """The store was closed: an idle flusher ends now. Why: it waited 5 s first, so a service opening and
+        closing a store per request (2,000 times) kept ~60 idle threads; a later hold starts a new one."""
+        with self._cond:
+            flusher = self._flusher
+            self._ending = True
+            self._cond.notify_all()
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join(timeout=1.0)  # still committing (the server is slow): it ends after, by itself
+
     def _loop(self) -> None:
         """Commit outcomes held for FLUSH_DELAY seconds with no next write to carry them.
 
@@ -227,6 +239,9 @@ class HeldOutcomes:
             del keep  # outside the lock: the store's finalizer may run here
             with self._cond:
                 if self._write_of() is None:  # collected: nothing can be held any more
+                    self._flusher = None
+                    return
+                if not self._held and not self._closes and self._ending:
                     self._flusher = None
                     return
                 if not self._held and not self._closes:

@@ -225,6 +225,7 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"durability must be one of {', '.join(map(repr, DURABILITY))}, got {durability!r}: 'call' (default, "
                 f"one fsync per call), 'transition' (every transition on its own), 'relaxed' (no fsync)."
             )
+        sqlite_intent.reap()  # files of store objects dropped without close() (sqlite_intent.dropped)
         check_path_type(path)
         if os.fspath(path) in (":memory:", ""):
             raise ValueError(
@@ -244,7 +245,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         """A run open inside the current boundary (a map, a Flink bundle) asked :meth:`FileLocks.deleted`: an fstat
         per record cost ~4% of a replayed map's throughput; once per map or bundle is enough."""
         self._wal = False
-        self._files: FileLocks | None = None
+        self._box: list[FileLocks | None] = [None]  # _files, also seen by the finalizer (sqlite_intent.dropped)
         self._reset_process_state()
         if given != self.path and not read_only and _CAN_LOG:
             sqlite_links.adopt_logs_beside(given, self.path)
@@ -331,7 +332,7 @@ class SqliteStore(SqliteTimeTravel, Store):
         finalizer = getattr(self, "_finalizer", None)
         if finalizer is not None:
             finalizer.detach()  # a forked child must not close its parent's connections
-        self._finalizer = weakref.finalize(self, _close_connections, self._conns, current_pid())
+        self._finalizer = weakref.finalize(self, _collected, self._conns, current_pid(), self._box)
         self._finalizer.atexit = False  # at exit the held-back writes commit first (sqlite_commit)
         self._committer = Committer(
             self._conn_fn, self._begin, FLUSH_DELAY, self._wrote, _Turn(self),
@@ -343,6 +344,15 @@ class SqliteStore(SqliteTimeTravel, Store):
         self._watch: Watch | None = None
         if forked and self._files is not None:  # the parent's descriptor and leases are not ours
             self._files = None
+
+    @property
+    def _files(self) -> FileLocks | None:
+        """This store object's use of its file's :class:`FileLocks` (None: not yet, or released)."""
+        return self._box[0]
+
+    @_files.setter
+    def _files(self, files: FileLocks | None) -> None:
+        self._box[0] = files
 
     @property
     def _shared(self) -> FileLocks:
@@ -1265,6 +1275,12 @@ def _close_connections(conns: list[Any], pid: int | None = None) -> None:
             conn = conn[1]
         with contextlib.suppress(sqlite3.Error):
             conn.close()
+
+
+def _collected(conns: list[Any], pid: int, box: list[FileLocks | None]) -> None:
+    """A store object collected without ``close()``: its connections now, its file at the next store made."""
+    _close_connections(conns, pid)
+    sqlite_intent.dropped(box, pid)
 
 
 def _reopen(path: str, durability: str, read_only: bool) -> SqliteStore:

@@ -66,6 +66,8 @@ calls already, and through the log each would be encoded, written and applied in
 TRUNCATE_AT = 256 << 10
 """Bytes after which an applied log is truncated (after a synced commit); an idle one is truncated too.
 The log holds a second copy of each payload until then: it must stay small on a small disk."""
+REAP_EVERY = 5.0
+"""Seconds an idle applier sleeps between looks for store objects collected without ``close()`` (:func:`reap`)."""
 
 
 # ---------------------------------------------------------------- this process's log
@@ -263,7 +265,8 @@ class IntentLog:
             self.file.reset(shrink_above=2 * TRUNCATE_AT)  # a log grown while the applier lagged gives space back
 
     def _loop(self) -> None:
-        """Apply frames ``DELAY`` after they come (in batches); truncate the log once idle; then sleep."""
+        """Apply frames ``DELAY`` after they come (in batches); truncate the log once idle; then sleep, waking
+        every :data:`REAP_EVERY` to release what collected store objects left (its own log's last one too)."""
         idle = 0.0
         failing = False  # a full disk fails every retry: warn once, not several times a second until it is freed
         while True:
@@ -274,11 +277,13 @@ class IntentLog:
                     idle, work = 0.0, self._apply_later
                 elif self.file.size and idle >= 0.1:
                     work = self._truncate
+                elif idle >= 1.0 and _dropped:
+                    work = reap  # collected stores' files (see dropped): this one's own log too
                 elif idle >= 1.0:
                     self._asleep = True
-                    self._cond.wait()
+                    self._cond.wait(REAP_EVERY)
                     self._asleep = False
-                    idle = 0.0
+                    idle = 1.0 if _dropped else 0.0
                     continue
                 else:
                     self._cond.wait(DELAY)
@@ -306,6 +311,8 @@ class IntentLog:
         if self.closed or self._pid != current_pid():
             return
         with self._append_lock:  # no frame may land in a log being removed: a later append starts a new log
+            if self.closed:  # closed meanwhile by another thread (a store's close(), reap, close_all at exit)
+                return
             self.drain()
             with self._transaction(synced=True) as conn:
                 conn.execute("DELETE FROM meta WHERE key = ?", (self.key,))
@@ -319,6 +326,9 @@ class IntentLog:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
+        with IntentLog._all_lock:  # a closed log is never used again: kept, one per journal ever closed stayed
+            if IntentLog._all.get(self.files._key) is self:
+                del IntentLog._all[self.files._key]
 
 
 def close_all() -> None:
@@ -333,6 +343,42 @@ def close_all() -> None:
                          log.path, exc)
 
 
+_dropped: list[FileLocks] = []
+"""Files of store objects collected without ``close()``, not yet released (see :func:`reap`)."""
+
+
+def dropped(box: list[FileLocks | None], pid: int) -> None:
+    """A store object was collected without ``close()`` (its finalizer): have its file released by :func:`reap`.
+
+    Why not release it here: a finalizer runs in whichever thread the GC interrupts, maybe one inside
+    ``FileLocks``' or a log's lock, which are not re-entrant. Why at all: nothing else released it, so
+    a kernel that dropped stores on many journals (one per test's temp folder, per day, per job) kept each
+    one's log, its applier thread and ~7 descriptors until it died.
+    """
+    files = box[0]
+    if files is not None and pid == current_pid():
+        _dropped.append(files)  # list.append is atomic: no lock taken in a finalizer
+
+
+def reap() -> None:
+    """Release the files of collected store objects; the last user of a file closes its log (as ``close()`` does).
+
+    Called when a store object is made (a top-level call: no lock of ours is held), so what dropped stores
+    keep is bounded by the stores dropped since the last one was made."""
+    while _dropped:
+        try:
+            files = _dropped.pop()
+        except IndexError:  # another thread took the last one
+            return
+        log = IntentLog.existing(files)
+        if log is not None and files.users <= 1:
+            try:
+                log.close()
+            except Exception as exc:  # its frames stay in the log file: the next open applies them
+                _log.warning("durable_nb: could not close the intent log %s of a collected store: %s", log.path, exc)
+        files.release()
+
+
 def _forget_in_child() -> None:
     """A forked child does not own its parent's logs: close them, so the parent's death shows.
 
@@ -344,6 +390,7 @@ def _forget_in_child() -> None:
             log.file.forget()
         log.closed = True
     IntentLog._all = {}
+    _dropped.clear()  # the parent's files: its own finalizers release them
 
 
 if hasattr(os, "register_at_fork"):
