@@ -115,6 +115,31 @@ def test_a_key_function_that_keys_a_record_differently_each_time_is_warned_about
         dnb.LocalRunner(store).map(charge, [1, 2], key=lambda r: r, progress=False)
 
 
+def test_a_key_drawing_from_state_keeps_every_record_s_key(store: dnb.Store) -> None:
+    """A key function drawing from state (ids of a parallel list, a field popped): asked twice for the first
+    record before the others, it gave record 1 record 2's id (its run, journaled before: another record's
+    calls) and the last record a StopIteration as a RuntimeError; a pop raised KeyError. Asked again only
+    once every record has its key, the keys are those they always were, and a second ask that fails is quiet."""
+    import warnings
+
+    def name(order: dict[str, Any], ctx: dnb.RunnerContext) -> str:
+        return str(ctx.durable_execute(str.upper, order["name"]))
+
+    orders = [{"id": i, "name": n} for i, n in enumerate("abc")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", dnb.NonDeterminismWarning)
+        ids = iter(["o-10", "o-11", "o-12"])
+        frame = dnb.LocalRunner(store).map(name, orders, key=lambda order: next(ids), progress=False)
+        assert [rid.rsplit("/", 1)[1] for rid in frame.run_id] == ["o-10#0", "o-11#0", "o-12#0"]
+        assert list(frame.result) == ["A", "B", "C"]
+        popped = dnb.LocalRunner(store).map(name, [dict(o) for o in orders], key=lambda o: o.pop("id"))
+        assert list(popped.key) == [0, 1, 2]
+        from durable_nb.runners.mapping import keys_of  # FlinkRunner.map's and AgentRunner.map's keys
+
+        ids = iter(["o-10", "o-11", "o-12"])
+        assert keys_of(orders, lambda order: next(ids)) == ["o-10", "o-11", "o-12"]
+
+
 def test_a_key_function_that_raises_keeps_its_error_and_names_the_record(store: dnb.Store) -> None:
     def region(rec: dict[str, Any]) -> str:
         return rec["region"]

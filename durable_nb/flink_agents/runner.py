@@ -13,7 +13,7 @@ from flink_agents.plan.configuration import AgentConfiguration
 from ..journal.digest import digest_value
 from ..journal.store import Store
 from ..runners.local import LocalRunner
-from ..runners.mapping import GroupedKey, Key, key_name, key_of, key_text, records_of, run_id_for, stable_key
+from ..runners.mapping import GroupedKey, Key, key_name, key_text, keys_of, records_of, run_id_for, stable_key
 from .driver import AgentAction, KeyedInput
 from .memory import memory_of
 
@@ -224,8 +224,8 @@ class AgentRunner:
         # Each input travels with the user's key (the key its short-term memory is kept under; None: a
         # memory of its own); the runner names its run by key and digest, as ``run`` does.
         records = records_of(inputs, by)
-        keyed = [KeyedInput(record, None if by is None else (stable_key if i == 0 else key_of)(record, by, i))
-                 for i, record in enumerate(records)]
+        keys = [None] * len(records) if by is None else keys_of(records, by)
+        keyed = [KeyedInput(record, k) for record, k in zip(records, keys, strict=True)]
         # Grouped by memory: on FlinkRunner a key's inputs then run in one worker, in order, each seeing the
         # memory the key's earlier inputs left (partitioned by run key, they were spread over the workers).
         frame = self.runner.map(self.action, keyed, key=GroupedKey(_run_key, _memory_key), **options)

@@ -98,7 +98,7 @@ from .flink_worker import (
     write_records,
 )
 from .local import Action, check_action, check_strict, default_run_id
-from .mapping import GroupedKey, Key, action_name, key_name, key_of, records_of, stable_key
+from .mapping import GroupedKey, Key, action_name, key_name, key_of, keys_of, records_of
 from .progress import MapProgress
 from .rows import MapRow
 
@@ -298,7 +298,7 @@ class FlinkRunner:
             check_flag("progress", progress)
         faults.warn_out_of_reach("FlinkRunner")
         items = records_of(records, key)
-        keys = [(stable_key if i == 0 else key_of)(record, key, i) for i, record in enumerate(items)]
+        keys = keys_of(items, key)
         name = action_name(action)
         if not items:
             return map_frame(key_name(key), [])

@@ -206,24 +206,46 @@ def key_of(record: Any, key: Key, position: int) -> Any:
 
 
 def stable_key(record: Any, key: Key, position: int) -> Any:
-    """:func:`key_of` where run ids are made: a key function that keys the same record differently when
-    asked again (``uuid.uuid4()``, a clock, a counter) is warned about, with what to give instead.
+    """:func:`key_of` for a single input (``AgentRunner.run``), checked by :func:`check_stable_key`."""
+    first = key_of(record, key, position)
+    check_stable_key(record, key, first)
+    return first
+
+
+def keys_of(records: list[Any], key: Key) -> list[Any]:
+    """:func:`key_of` of every record, then the first one's key checked by :func:`check_stable_key`."""
+    keys = [key_of(record, key, position) for position, record in enumerate(records)]
+    if keys:
+        check_stable_key(records[0], key, keys[0])
+    return keys
+
+
+def check_stable_key(record: Any, key: Key, first: Any) -> None:
+    """Warn about a key function that keys ``record`` (whose key was ``first``) differently when asked again
+    (``uuid.uuid4()``, a clock), with what to give instead.
 
     Why: a record's run id is made of its key, so such a key names a new run each time the records are
     mapped (or an input is run) again: nothing replays or recovers, and every durable call (a charge, an
     LLM request) is made again without a word. Flink Agents' own tests key a stream by ``uuid4()``
     (there a checkpoint restore, not the key, recovers an input); the intent, an input that shares
-    nothing, is ``key=None`` here. Asked twice for the first record only: such keys differ at once.
+    nothing, is ``key=None`` here. Asked once more, for the first record only (such keys differ at once),
+    and only after every record has its key: a key drawing from state (``next(ids)`` over a parallel list
+    of ids, a ``pop``) asked twice in the middle gave every later record another record's key, and run.
+    A key function that fails when asked again tells nothing: no warning, the keys stand.
     """
-    first = key_of(record, key, position)
-    if callable(key) and key_text(again := key_of(record, key, position)) != key_text(first):
+    if not callable(key):
+        return
+    try:
+        again = key(record)
+    except Exception:
+        return
+    if key_text(again) != key_text(first):
         name = getattr(key, "__qualname__", None) or repr(key)
         warn_at_user_code(
             f"the key function {name} gave the same record two different keys ({first!r}, then {again!r}): "
             f"run ids are made of the key, so each map or run of these records starts new runs, nothing "
             f"replays or recovers, and every durable call is made again. Key by a field of the record, or "
             f"give no key (key=None) for records that share nothing.", NonDeterminismWarning)
-    return first
 
 
 @dataclass(frozen=True)
@@ -263,6 +285,10 @@ def _count(seen: dict[str, int], key: Any) -> int:
 def keyed(records: Iterable[Any], key: Key) -> Iterator[tuple[Any, int, Any]]:
     """``(key, seq, record)`` for each record, seq counting earlier records with that key."""
     seen: dict[str, int] = {}
+    first: tuple[Any, Any] | None = None
     for position, record in enumerate(records):
-        k = (stable_key if position == 0 else key_of)(record, key, position)
+        k = key_of(record, key, position)
+        first = first or (record, k)
         yield k, _count(seen, k), record
+    if first is not None:  # once every record has its key (check_stable_key says why)
+        check_stable_key(first[0], key, first[1])
