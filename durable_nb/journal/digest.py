@@ -106,8 +106,8 @@ class _Walk:
         t = type(obj)
         if t in _ATOMS or depth > _MAX_DEPTH:
             return False
-        if _bound_to_object(obj):
-            return self.needs(obj.__self__, depth + 1, True)
+        if _bound_to_object(obj):  # as its object on its own: a method of an exactly hashed frame keeps its pickle
+            return self.needs(obj.__self__, depth + 1, False)
         if isinstance(obj, _GLOBALS):
             return _by_code(obj) or _by_value(obj)
         if id(obj) in self.path:
