@@ -146,6 +146,13 @@ def test_a_call_beyond_the_journal_would_execute(store):
     assert frame["recorded_call_id"].isna().tolist() == [False, False, True]  # None on pandas 2, nan on 3
 
 
+def test_a_dry_run_of_an_action_making_no_call_has_an_int_index_column(store):
+    # Was: object, as calls_frame's was for an empty run: concatenating it with a report of calls changed types.
+    report = dnb.LocalRunner(store).dry_run(lambda order, ctx: order, "o1", run_id="none")
+    frame = report.to_pandas()
+    assert frame.empty and str(frame["index"].dtype) == "int64"
+
+
 def test_an_action_that_stops_early_reports_the_unreached_calls(store):
     def shorter(order: str, ctx: dnb.RunnerContext) -> dict:
         return ctx.durable_execute(charge, order, 10, reconciler=lookup)

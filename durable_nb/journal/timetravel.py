@@ -141,7 +141,9 @@ class DryRunReport:
              s.recorded.result_preview if s.recorded else None, s.rule)
             for s in self.steps
         ]
-        return pd.DataFrame.from_records(rows, columns=columns)
+        frame = pd.DataFrame.from_records(rows, columns=columns)
+        frame["index"] = frame["index"].astype("int64")  # an action making no call: object otherwise (calls_frame)
+        return frame
 
     def _summary(self) -> list[str]:
         replayed = f"{self.replayed} call replays" if self.replayed == 1 else f"{self.replayed} calls replay"
