@@ -1,5 +1,8 @@
 """Exceptions and warnings raised by durable_nb.
 
+Over 400 lines because each class carries its own message, naming the fix, and its ``__reduce__``: one
+module keeps the whole tree, which users import from, in one place.
+
 Every message names what went wrong, where (run id, call index, call id) and
 what to do about it. Exceptions that can be journaled define ``__reduce__`` so
 they survive the pickle round trip into and out of a journal.
@@ -115,6 +118,15 @@ class SimulatedCrash(BaseException):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.call_id, self.point))
+
+
+class CrashNotInjectedWarning(UserWarning):
+    """An ``inject_crash`` block ended without crashing anything: no durable call with its id executed in it.
+
+    Raised at the block's exit, naming the id given and the ids of the calls that did execute, so that a
+    tutorial or test meant to crash (a typo in the id, a module-qualified id, a run that only replayed) does
+    not go on to "recover" a run that never crashed.
+    """
 
 
 class NonDeterminismWarning(UserWarning):
@@ -289,6 +301,11 @@ class AwaitingInput(DurableError):
 
 class RunIdTypeError(TypeError, ValueError):
     """A run id that is not a str: a ``TypeError``, and a ``ValueError`` as these refusals always were."""
+
+
+class EmptyDsnError(TypeError, ValueError):
+    """``PostgresStore("")``: a ``ValueError`` as ``SqliteStore("")`` raises, and a ``TypeError`` as this refusal
+    always was (``except TypeError`` around it keeps catching it)."""
 
 
 class OptionTypeError(TypeError, ValueError):

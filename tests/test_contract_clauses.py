@@ -420,3 +420,48 @@ def test_a_flink_runner_option_of_the_wrong_type_is_a_type_error(tmp_path: Path,
             dnb.FlinkRunner(store, **{option: 0})
     finally:
         store.close()
+
+
+def test_a_generator_function_action_is_refused_before_its_run_opens() -> None:
+    """Its body ran only when its result was iterated: the run was COMPLETED with no call journaled, and the
+    durable calls then made were refused (the run was closed)."""
+    store = dnb.MemoryStore()
+
+    def charge_all(order: Any, ctx: dnb.RunnerContext) -> Any:
+        yield ctx.durable_execute(abs, order)
+
+    for call in (lambda: dnb.LocalRunner(store).run(charge_all, -1, run_id="g"),
+                 lambda: dnb.LocalRunner(store).map(charge_all, [-1, -2])):
+        with pytest.raises(TypeError, match=r"'.*charge_all' is a generator function .*return its result"):
+            call()
+    assert store.runs() == []
+
+
+def test_a_runner_context_used_without_with_says_how_to_open_it() -> None:
+    """``ctx = runner.context("r1"); ctx.durable_execute(...)`` said "'_GeneratorContextManager' object has
+    no attribute 'durable_execute'"."""
+    runner = dnb.LocalRunner(dnb.MemoryStore())
+    with pytest.raises(AttributeError, match=r"write `with runner.context\('r1'\) as ctx:` and use "
+                                             r"ctx.durable_execute inside it"):
+        runner.context("r1").durable_execute(abs, -1)
+    with pytest.raises(AttributeError, match="^nothing$"):
+        runner.context("r1").nothing  # noqa: B018  # not a context's name: the plain error
+    with runner.context("r1") as ctx:
+        assert ctx.durable_execute(abs, -1) == 1
+    assert runner.store.calls("r1")[0].result() == 1
+
+
+def test_durable_given_its_name_positionally_says_to_pass_it_as_name() -> None:
+    """``@dnb.durable("charge")`` said "@durable decorates a function, got str"."""
+    with pytest.raises(TypeError, match=r"write @dnb.durable\(name='charge'\), not @dnb.durable\('charge'\)"):
+        dnb.durable("charge")  # type: ignore[arg-type]
+
+
+def test_a_sqlite_read_only_flag_that_is_no_bool_is_refused(tmp_path: Path) -> None:
+    """``read_only="false"`` (read from a config file) was true: the journal opened read-only."""
+    path = tmp_path / "j.db"
+    dnb.SqliteStore(path).close()
+    with pytest.raises(TypeError, match="read_only must be True or False, got str 'false'"):
+        dnb.SqliteStore(path, read_only="false")  # type: ignore[arg-type]
+    with pytest.raises(dnb.JournalReadOnlyError, match=r"read_only=True"):
+        dnb.SqliteStore(tmp_path / "none.db", read_only=True)

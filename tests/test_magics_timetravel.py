@@ -511,6 +511,14 @@ def test_fork_usage_errors_name_the_fix(ip: Any, magics: DurableMagics) -> None:
     assert len(cell_runs(magics.store)) == 1
 
 
+def test_fork_outside_the_calls_of_a_cell_without_inner_calls_names_the_one_fork_point(
+        ip: Any, magics: DurableMagics) -> None:
+    """It said "--at 1 keeps none of its calls, --at 1 keeps them all"."""
+    run(ip, "plain", "total = 1 + 1\n")
+    with pytest.raises(UsageError, match=r"outside 1\.\.1 .*made no durable calls inside, so --at 1.*only one"):
+        line(ip, "durable_fork", "plain --at 2")
+
+
 # -- attempt ids ------------------------------------------------------------------------------------
 
 LEDGER: collections.Counter[str] = collections.Counter()

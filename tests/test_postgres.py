@@ -1138,3 +1138,45 @@ def test_a_url_split_inside_its_password_is_still_refused_without_a_server(dsn: 
 
     with pytest.raises(ValueError, match="Percent-encode"):
         parse_dsn(dsn)
+
+
+def test_an_empty_dsn_is_a_value_error_as_an_empty_sqlite_path_is_and_still_a_type_error() -> None:
+    for make in (dnb.SqliteStore, dnb.PostgresStore):
+        with pytest.raises(ValueError, match="MemoryStore"):
+            make("")
+    with pytest.raises(TypeError, match=r"the DSN is empty.*'postgresql://' for libpq's defaults"):
+        dnb.PostgresStore("  ")  # libpq would read blanks as "every default" and connect somewhere
+    with pytest.raises(TypeError, match="got NoneType None"):
+        dnb.PostgresStore(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("dsn", "said"), [
+    ("sqlite:///x.db", r"'sqlite:///x.db' is the URL of a SQLite journal.*open_store\(url\).*SqliteStore\(path\)"),
+    ("file:///tmp/x.db", r"SQLite journal"),
+    ("x.db", r"'x.db' is neither a URL nor key=value pairs.*SqliteStore\(path\)"),
+    ("/data/journal.db", r"neither a URL nor key=value pairs.*SqliteStore\(path\)"),
+    ("memory://", r"memory store's URL.*MemoryStore\(\)"),
+    ("mysql://bob:Zq9Secret@h/db", r"'mysql://bob:\*\*\*@h/db' is a 'mysql' URL, not a PostgreSQL one.*open_store"),
+    ("postgressql://bob:Zq9Secret@h/db", r"did you mean 'postgresql://'"),
+    ("postgresql+psycopg://bob:Zq9Secret@h/db", r"SQLAlchemy URL: drop the driver suffix"),
+    ("jdbc:postgresql://h/db?user=bob&password=Zq9Secret", r"JDBC URL: drop 'jdbc:'"),
+    ("postgresql:bob:Zq9Secret@h/db", r"a PostgreSQL URL starts 'postgresql://'"),
+    ("bob:Zq9Secret@h/db", r"a URL without its scheme"),
+    ("POSTGRESQL://bob:Zq9Secret@h/db", r"lower case.*open_store"),
+    ("host=h passwd=Zq9Secret", r"not one of libpq's keywords.*check the spelling"),
+])
+def test_a_dsn_for_another_store_or_no_dsn_at_all_is_refused_naming_it_and_the_fix_never_the_password(
+        dsn: str, said: str) -> None:
+    """``PostgresStore("sqlite:///x.db")`` (a path, ``memory://``, ``mysql://``) said "cannot read the DSN: missing;
+    percent-encode special characters of a password", which sent the user to a password they never wrote; a
+    URL without its scheme, or a misspelt ``passwd=``, showed the password itself."""
+    with pytest.raises(ValueError, match=said) as err:
+        dnb.PostgresStore(dsn)
+    assert "Zq9Secret" not in str(err.value) and "percent-encode" not in str(err.value).split(";")[0]
+
+
+def test_key_value_pairs_with_a_url_in_a_value_are_read_by_libpq_not_refused_as_another_stores_url() -> None:
+    from durable_nb.stores.dsn import refuse_foreign
+
+    refuse_foreign("host=h dbname=db sslrootcert=file:///etc/ca.pem")
+    refuse_foreign("  host=h password=a@b:c")

@@ -46,6 +46,10 @@ def charge_card(order: str, amount: int) -> dict:
     return {"order": order, "charged": amount}
 
 
+def send_receipt(order: str, text: str) -> str:
+    return text
+
+
 def summary(store: dnb.Store, run_id: str) -> list[tuple]:
     return [(c.index, c.call_id.rsplit(".", 1)[-1], c.status.value, c.origin and c.origin.value)
             for c in store.calls(run_id)]
@@ -903,14 +907,46 @@ def test_inject_crash_with_a_short_name_that_crashed_nothing_says_the_id_to_pass
         return ctx.durable_execute(charge_card, order, 1)
 
     said = rf"inject_crash\(call='charge_card'\) crashed nothing.*'{__name__}.charge_card' ran.*pass the full id"
-    with pytest.warns(UserWarning, match=said), dnb.inject_crash(call="charge_card", point="after_call"):
+    with pytest.warns(dnb.CrashNotInjectedWarning, match=said), dnb.inject_crash(call="charge_card"):
         runner.run(action, "a", run_id="a")
+
+
+def test_inject_crash_that_crashed_nothing_warns_at_its_end_naming_the_id_and_the_calls_that_ran(store):
+    """A typo in the id, or a block around a run that only replays (a tutorial cell run twice), crashed
+    nothing, silently: the test or tutorial then "recovered" a run that never crashed, and tested nothing."""
+    runner = dnb.LocalRunner(store)
+
+    def action(order, ctx):
+        ctx.durable_execute(charge_card, order, 1)
+        return ctx.durable_execute(send_receipt, order, "ok")
+
+    said = (rf"inject_crash\(call='charge_crad'\) crashed nothing: no durable call with that id executed in the "
+            rf"block, these did: '{__name__}.charge_card', '{__name__}.send_receipt'.*store.calls")
+    with pytest.warns(dnb.CrashNotInjectedWarning, match=said) as seen, dnb.inject_crash(call="charge_crad"):
+        assert runner.run(action, "a", run_id="a") == "ok"
+    assert len(seen) == 1 and seen[0].filename == __file__  # at the user's `with`, once
+    replayed = r"inject_crash\(call='.*charge_card'\) crashed nothing: no durable call executed.*replayed"
+    with pytest.warns(dnb.CrashNotInjectedWarning, match=replayed), dnb.inject_crash(call=charge_card):
+        assert runner.run(action, "a", run_id="a") == "ok"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        with dnb.inject_crash(call="charge_card", point="after_call"):
-            runner.run(action, "a", run_id="a")  # a replay runs no call: nothing to say
-        with dnb.inject_crash(call="other", point="after_call"):
-            runner.run(action, "b", run_id="b")  # no call named like it ran: nothing to say either
+        with pytest.raises(dnb.SimulatedCrash), dnb.inject_crash(call=charge_card):
+            runner.run(action, "b", run_id="b")  # it crashed: nothing to say
+        with pytest.raises(ZeroDivisionError), dnb.inject_crash(call="charge_crad"):
+            raise ZeroDivisionError  # an error leaving the block says enough on its own
+
+
+def test_an_inject_crash_block_already_told_it_reaches_no_flink_worker_is_not_warned_about_again() -> None:
+    from durable_nb.journal import faults
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with dnb.inject_crash(call="x.charge"):
+            faults.warn_out_of_reach("FlinkRunner")  # what FlinkRunner.map says at its start
+            faults.warn_out_of_reach("FlinkRunner")
+        with dnb.inject_crash(call="x.charge"):  # the same block again, around no Flink job: warned at its end
+            pass
+    assert [type(w.message) for w in seen] == [UserWarning, UserWarning, dnb.CrashNotInjectedWarning]
 
 
 def _add_tax(order: dict) -> float:

@@ -89,6 +89,20 @@ def test_open_store_urls(tmp_path, monkeypatch):
         dnb.open_store("redis://x")
 
 
+def test_a_misspelt_store_url_or_a_runner_where_a_store_goes_names_the_fix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for url, meant in [("sqlte:///a.db", "sqlite:///"), ("memroy://", "memory://"), ("postgressql://h/db", "postgresql://")]:
+        with pytest.raises(ValueError, match=f"did you mean '{meant}'"):
+            dnb.open_store(url)
+    runner = dnb.LocalRunner(dnb.MemoryStore())
+    with pytest.raises(TypeError, match=r"got LocalRunner .*pass its .store instead \(runner.store\)"):
+        dnb.open_store(runner)  # what a widget does with what it is given: dnb.JournalView(runner)
+    with pytest.raises(TypeError) as err:
+        dnb.open_store(runner.store.to_pandas())
+    assert "\n" not in str(err.value)  # a DataFrame's repr ran over many lines of the message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_local_runner_defaults_to_the_embedded_journal_under_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = dnb.LocalRunner()
@@ -294,6 +308,27 @@ def test_a_numpy_str_run_id_is_kept_as_a_plain_str_on_every_store(store):
     assert sorted((type(r.run_id), r.run_id) for r in store.runs()) == [(str, "np-fork"), (str, "np-run")]
     assert {type(c.run_id) for rid in ("np-run", "np-fork") for c in store.calls(rid)} == {str}
     assert runner.run(lambda v, ctx: ctx.durable_execute(str, v), 5, run_id=ids[1]) == "5"
+
+
+def test_store_call_takes_an_index_read_from_to_pandas_and_refuses_one_that_is_no_int_on_every_store(store):
+    """SQLite found no call for a ``numpy.int64`` index (the 'index' column of ``to_pandas()``) and call 0
+    for ``'0'``; the memory store did the opposite: one read, two answers."""
+    fill(store, runs=1, calls=2)
+    index = store.to_pandas(run_id="r0")["index"].iloc[1]
+    assert store.call("r0", index) == store.calls("r0")[1]
+    for wrong in ("1", 1.0, True, None):
+        with pytest.raises(TypeError, match=r"store.call\(run_id, index\) takes the call's index as an int"):
+            store.call("r0", wrong)  # type: ignore[arg-type]
+    assert store.call("r0", -1) is None and store.call("r0", 2**70) is None and store.call("r0", 2) is None
+
+
+def test_delete_run_given_a_run_id_that_is_no_str_is_refused_alike_on_every_store(store):
+    """An int deleted nothing, silently, on the memory store and failed with "'int' object has no attribute
+    'encode'" on SQLite."""
+    fill(store, runs=1, calls=1)
+    with pytest.raises(TypeError, match="run_id must be a string, got int 0"):
+        store.delete_run(0)  # type: ignore[arg-type]
+    assert [r.run_id for r in store.runs()] == ["r0"]
 
 
 def test_a_str_enum_run_id_names_the_run_by_its_value_on_every_store(store):

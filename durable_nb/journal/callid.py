@@ -41,6 +41,9 @@ def durable(func: F | None = None, /, *, name: str | None = None) -> F | Callabl
         raise ValueError(f"durable(name=...) must be a non-empty string, got {name!r}")
 
     def mark(f: F) -> F:
+        if isinstance(f, str):  # @dnb.durable("charge"): the name given where the function goes
+            raise TypeError(f"@durable takes the name as a keyword: write @dnb.durable(name={f!r}), not "
+                            f"@dnb.durable({f!r})")
         if not callable(f):
             raise TypeError(f"@durable decorates a function, got {type(f).__name__}")
         try:

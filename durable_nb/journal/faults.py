@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-from ..errors import SimulatedCrash, warn_at_user_code
+from ..errors import CrashNotInjectedWarning, SimulatedCrash, warn_at_user_code
 from .callid import call_identity
 
 #: Public points: PENDING is durable and the function has not run / the function
@@ -27,6 +27,7 @@ Hook = Callable[[str, str], None]
 _hooks: list[Hook] = []
 _lock = threading.Lock()
 _injections: list[str] = []  # what the active inject_crash blocks crash, for runners whose calls run elsewhere
+_out_of_reach: list[str] = []  # of those, the ones already told they reach no worker (no second warning at exit)
 
 
 def fire(point: str, call_id: str) -> None:
@@ -54,6 +55,8 @@ def warn_out_of_reach(runner: str) -> None:
     """
     active = active_injections()
     if active:
+        with _lock:
+            _out_of_reach.extend(a for a in active if a not in _out_of_reach)
         warn_at_user_code(
             f"{', '.join(active)} is active, but {runner} runs the actions in Flink worker processes, which "
             f"it does not reach: no durable call of this job will crash. To provoke a failover, make the "
@@ -105,7 +108,7 @@ def inject_crash(
 def _crashing(call: str, point: str, times: int | None) -> Iterator[None]:
     remaining = [times]
     crashed = [False]
-    near: list[str] = []  # ids of calls that ran whose last name parts are ``call``: a short name was meant
+    ran: list[str] = []  # ids of the durable calls that executed in the block, first seen first
 
     def hook(at: str, call_id: str) -> None:
         if at == point and call_id == call and (remaining[0] is None or remaining[0] > 0):
@@ -113,25 +116,49 @@ def _crashing(call: str, point: str, times: int | None) -> Iterator[None]:
                 remaining[0] -= 1
             crashed[0] = True
             raise SimulatedCrash(call_id, point)
-        if at == point and call_id.endswith("." + call) and call_id not in near:
-            near.append(call_id)
+        if call_id not in ran:
+            ran.append(call_id)
 
     what = f"inject_crash(call={call!r}, point={point!r})"
     add_hook(hook)
     with _lock:
         _injections.append(what)
+    completed = False
     try:
         yield
+        completed = True
     finally:
         remove_hook(hook)
         with _lock:
             _injections.remove(what)
-        if near and not crashed[0]:
-            # inject_crash(call="charge_card") for a call journaled as "__main__.charge_card" crashed nothing,
-            # silently: the tutorial or test then "recovers" a run that never crashed.
-            warn_at_user_code(
-                f"inject_crash(call={call!r}) crashed nothing: no durable call has that id, but "
-                f"{', '.join(map(repr, near))} ran. Call ids are module.qualname: pass the full id, the "
-                f"function itself (inject_crash(call=charge_card)), or name it with @dnb.durable(name={call!r}).",
-                UserWarning,
-            )
+            told = what in _out_of_reach
+            if told and what not in _injections:  # no same block still open (nested) that it speaks for
+                _out_of_reach.remove(what)
+        if completed and not crashed[0] and not told:  # an error leaving the block says enough on its own
+            _warn_crashed_nothing(call, ran)
+
+
+def _warn_crashed_nothing(call: str, ran: list[str]) -> None:
+    """Warn that the block of ``inject_crash(call=call)`` crashed nothing, naming the calls that did execute.
+
+    Why: a typo in the id, a short name for a module-qualified id, or a run that only replayed crashed
+    nothing, silently; the tutorial or test then "recovered" a run that never crashed, and tested nothing.
+    """
+    near = [c for c in ran if c.endswith("." + call)]  # "charge_card" for a call journaled "__main__.charge_card"
+    if near:
+        warn_at_user_code(
+            f"inject_crash(call={call!r}) crashed nothing: no durable call has that id, but "
+            f"{', '.join(map(repr, near))} ran. Call ids are module.qualname: pass the full id, the "
+            f"function itself (inject_crash(call=charge_card)), or name it with @dnb.durable(name={call!r}).",
+            CrashNotInjectedWarning,
+        )
+        return
+    if not ran:
+        what = ("no durable call executed in the block: a call replayed from the journal does not run, so it "
+                "cannot crash (crash a new run id, or a fork made before that call: store.fork(run_id, at=index))")
+    else:
+        shown = ", ".join(map(repr, ran[:10])) + (f" and {len(ran) - 10} more" if len(ran) > 10 else "")
+        what = (f"no durable call with that id executed in the block, these did: {shown}. Pass the id a call is "
+                f"journaled under (store.calls(run_id) lists them), or the function itself "
+                f"(inject_crash(call=charge_card))")
+    warn_at_user_code(f"inject_crash(call={call!r}) crashed nothing: {what}.", CrashNotInjectedWarning)

@@ -28,6 +28,21 @@ def as_int(value: Any) -> int | None:
         return None
 
 
+def check_call_index(index: Any) -> int | None:
+    """``store.call``'s index as a plain int (a numpy one too), or None for one no call can have (negative, or
+    past 64 bits); a TypeError naming the fix for what is no integer.
+
+    Why: SQLite found no call for a ``numpy.int64`` index (the 'index' column of ``store.to_pandas()``) and
+    found call 0 for ``'0'``, where the memory store did the opposite: the same read said "no such call" on
+    one store and returned it on another.
+    """
+    number = as_int(index)
+    if number is None:
+        raise TypeError(f"store.call(run_id, index) takes the call's index as an int (CallRecord.index, or the "
+                        f"'index' column of store.to_pandas()), got {type(index).__name__} {index!r:.200}")
+    return number if 0 <= number < 2**63 else None
+
+
 def check_prefix(prefix: object) -> None:
     """A run-id prefix is a str, like a run id."""
     if not isinstance(prefix, str):

@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import check_run_id
-from .queries import as_int, check_prefix
+from .queries import as_int, check_call_index, check_prefix
 from .records import INPUT_CALL_ID, CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 
 if TYPE_CHECKING:
@@ -126,6 +126,9 @@ class Store(abc.ABC):
 
     def call(self, run_id: str, index: int) -> CallRecord | None:
         """One call with its payload, or None."""
+        index = check_call_index(index)  # type: ignore[assignment]
+        if index is None:
+            return None
         for rec in self.calls(run_id):
             if rec.index == index:
                 return rec

@@ -115,8 +115,11 @@ def fork_cell(store: Store, name: str, at: int, run_id: str | None = None) -> tu
         raise ValueError(f"run {source.run_id!r} is not a plain %%durable {name} cell run (a --map record?); "
                          f"fork it with store.fork({source.run_id!r}, at=...) and run the action on the fork")
     if not 1 <= at <= len(calls):
+        # A cell without durable calls inside said "--at 1 keeps none of its calls, --at 1 keeps them all".
+        where = (f"--at 1 keeps none of its calls, --at {len(calls)} keeps them all" if len(calls) > 1 else
+                 "it made no durable calls inside, so --at 1, which runs the whole cell again, is the only one")
         raise ValueError(f"--at {at} is outside 1..{len(calls)} for run {source.run_id!r} (call 0 is the cell "
-                         f"itself; --at 1 keeps none of its calls, --at {len(calls)} keeps them all)")
+                         f"itself; {where})")
     if store.run_is_open(source.run_id):  # its PENDING call K is not a crash's: it may be running right now
         # Not always another kernel: this one holds it while a `with runner.context(...)` on it is left open.
         raise ValueError(

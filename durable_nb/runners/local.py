@@ -17,7 +17,7 @@ import builtins
 import inspect
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RunBusyError
@@ -116,6 +116,13 @@ def check_action(action: Any, *, sync: bool = True, instead: str | None = None) 
     if not callable(action):
         raise TypeError(f"an action must be a function action(input, ctx), got {type(action).__name__}")
     _check_takes_input_and_ctx(action)
+    if inspect.isgeneratorfunction(action) or inspect.isasyncgenfunction(action):
+        # Its body runs only when its result is iterated: after its run ended, so its run was COMPLETED
+        # with no call journaled, and the durable calls it then made were refused (the run was closed).
+        name = getattr(action, "__qualname__", None) or type(action).__name__
+        raise TypeError(f"the action {name!r} is a generator function (it has `yield`): its body would run only "
+                        f"when its result is iterated, after its run has ended, outside the journal. Make it "
+                        f"return its result instead, e.g. collect the values and `return [...]`.")
     if sync and inspect.iscoroutinefunction(action):
         refuse_inside_loop(instead or _RUN_ASYNC)
 
@@ -230,9 +237,12 @@ class LocalRunner:
         # Replayed: the run made durable calls and every one came from the journal.
         return row, bool(journals) and journals[0].replayed > 0 and journals[0].performed == 0
 
-    @contextmanager
-    def context(self, run_id: str) -> Iterator[RunnerContext]:
+    def context(self, run_id: str) -> AbstractContextManager[RunnerContext]:
         """A run without an action function: ``with runner.context("r1") as ctx: ctx.durable_execute(...)``."""
+        return _ContextBlock(self._context(run_id), run_id)
+
+    @contextmanager
+    def _context(self, run_id: str) -> Iterator[RunnerContext]:
         with open_run(self.store, run_id, strict=self.strict) as ctx:
             yield ctx
 
@@ -263,3 +273,30 @@ class LocalRunner:
         rid = run_id if run_id is not None else default_run_id(action, value)
         return await timetravel.dry_run_async(self.store, rid, lambda ctx: action(isolated(value), ctx),
                                               strict=self.strict)
+
+
+class _ContextBlock(AbstractContextManager):  # type: ignore[type-arg]
+    """What ``runner.context(run_id)`` returns: the run opens at ``with``, and the block's ``as`` is the context.
+
+    Why not the bare ``@contextmanager`` object: ``ctx = runner.context("r1"); ctx.durable_execute(...)``
+    failed with "'_GeneratorContextManager' object has no attribute 'durable_execute'", which names
+    neither the mistake nor the fix.
+    """
+
+    def __init__(self, block: AbstractContextManager[RunnerContext], run_id: str) -> None:
+        self._block = block
+        self._run_id = run_id
+
+    def __enter__(self) -> RunnerContext:
+        return self._block.__enter__()
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return self._block.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or not hasattr(RunnerContext, name):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"runner.context({self._run_id!r}) opens the run only in a with block, and the context is what the "
+            f"block gives: write `with runner.context({self._run_id!r}) as ctx:` and use ctx.{name} inside it."
+        )

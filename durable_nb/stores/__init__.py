@@ -7,6 +7,7 @@ Backends persist what the replay rules tell them to and nothing else:
 
 from __future__ import annotations
 
+import difflib
 import os
 import threading
 import urllib.parse
@@ -66,9 +67,13 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
         return url
     text = os.fspath(url) if isinstance(url, str | os.PathLike) else None
     if not isinstance(text, str):
+        # A runner (or a context) handed to a widget where its store goes: say which attribute to pass.
+        held = "" if not isinstance(getattr(url, "store", None), Store) else (
+            f" A {type(url).__name__} is not a store: pass its .store instead (runner.store).")
+        shown = " ".join(repr(url).split())  # a DataFrame's repr runs over many lines
         raise TypeError(
-            f"open_store expects a URL or path string (or a Store), got {type(url).__name__} {url!r}; "
-            f"e.g. open_store('sqlite:///journal.db') or open_store('memory://')."
+            f"open_store expects a URL or path string (or a Store), got {type(url).__name__} {shown[:120]}; "
+            f"e.g. open_store('sqlite:///journal.db') or open_store('memory://').{held}"
         )
     text = _normalized(text)
     if text.startswith("memory:") and not text.startswith("memory://"):
@@ -94,7 +99,11 @@ def open_store(url: str | os.PathLike[str] | Store | None = None) -> Store:
         return PostgresStore.from_url(text) if "://" in text else PostgresStore(text)
     if "://" in text:
         shown = mask_dsn(text)
-        dialect = " (drop the SQLAlchemy driver suffix '+...')" if text.lower().startswith("postgres") else ""
+        scheme = text.partition("://")[0].lower()
+        dialect = " (drop the SQLAlchemy driver suffix '+...')" if scheme.partition("+")[2] else ""
+        near = difflib.get_close_matches(scheme, sorted(_SCHEMES - {"file"}), n=1)
+        if near and not dialect:  # 'sqlte://', 'memroy://', 'postgressql://': a typo, not another kind of store
+            dialect = f" (did you mean '{near[0]}:{'///' if near[0] == 'sqlite' else '//'}'?)"
         raise ValueError(
             f"open_store: unsupported URL {shown!r}{dialect}; use 'sqlite:///path/to/journal.db', "
             f"a plain file path, 'memory://', or 'postgresql://user@host:5432/db'."

@@ -298,6 +298,7 @@ class MemoryStore(Store):
             run.n_discarded += len(dropped)
 
     def delete_run(self, run_id: str) -> None:
+        check_run_id(run_id, empty_ok=True)  # an int deleted nothing, silently, where SQLite failed
         with self._lock:
             if run_id in self._holders:
                 raise RunBusyError(run_id, describe_owner(self._holders[run_id]))

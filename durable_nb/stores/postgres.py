@@ -61,12 +61,12 @@ from ..journal.history import (
     prune_batches,
 )
 from ..journal.lease import Lease, describe_lock_holder, describe_owner, owner_gone, owner_is_alive
-from ..journal.queries import calls_where, check_page, check_prefix
+from ..journal.queries import calls_where, check_call_index, check_page, check_prefix
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status
 from ..journal.store import Store
 from . import postgres_sql as q
 from .bad_rows import BadRow, in_order, journal_error, member
-from .dsn import mask_dsn, without_parameter
+from .dsn import mask_dsn, refuse_foreign, without_parameter
 from .postgres_commit import Closing, HeldOutcomes, closed_runs
 from .postgres_lease import RELOCK_GRACE, AdvisoryLocks, told
 from .postgres_schema import (
@@ -122,10 +122,18 @@ class PostgresStore(Store):
     """PostgreSQL takes no message (statement and parameters) over 1 GiB; 1 MiB is left for the rest."""
 
     def __init__(self, dsn: str, *, durability: str = "call") -> None:
-        if not isinstance(dsn, str) or not dsn:
-            raise TypeError(f"PostgresStore needs a DSN string like 'postgresql://user@host/db', got {dsn!r}")
+        if not isinstance(dsn, str):
+            raise TypeError(f"PostgresStore needs a DSN string like 'postgresql://user@host/db', got "
+                            f"{type(dsn).__name__} {mask_dsn(repr(dsn))[:200]}"
+                            + ("; a path is a SQLite journal's: dnb.SqliteStore(path)"
+                               if isinstance(dsn, os.PathLike) else ""))
+        refuse_foreign(dsn)
         if durability not in DURABILITY:
-            raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
+            raise ValueError(
+                f"durability must be one of {', '.join(map(repr, DURABILITY))}, got {durability!r}: 'call' (default, "
+                f"the outcome of a call committed with the next call), 'transition' (every transition committed on "
+                f"its own), 'relaxed' (synchronous_commit off: survives a process crash, not a server crash)."
+            )
         self._conninfo = parse_dsn(dsn)  # parsed once: every connection is made from the same DSN
         self.dsn = dsn
         self.durability = durability
@@ -471,6 +479,9 @@ class PostgresStore(Store):
             return [q.call_record(r, True) for r in self._conn.execute(q.CALLS_OF_RUN, (run_id,))]
 
     def call(self, run_id: str, index: int) -> CallRecord | None:
+        index = check_call_index(index)  # type: ignore[assignment]
+        if index is None:
+            return None
         self.flush()
         with self._guard("read a call", run_id):
             row = self._conn.execute(q.ONE_CALL, (run_id, index)).fetchone()
@@ -800,6 +811,7 @@ class PostgresStore(Store):
 
     def delete_run(self, run_id: str) -> None:
         """Refused (:class:`RunBusyError`) while a live context holds the run; its lock keeps one out meanwhile."""
+        check_run_id(run_id, empty_ok=True)
         self._outcomes.flush_run(run_id)
         with self._guard("delete the run", run_id), self._conn.transaction():
             if self._locked_elsewhere(self._conn, run_id):  # who: as SqliteStore and open_run tell it

@@ -99,7 +99,7 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    from .dsn import mask_dsn
+    from .dsn import UNKNOWN_KEYWORD, mask_dsn
 
     try:
         parsed, error = conninfo_to_dict(dsn), ""
@@ -107,8 +107,9 @@ def parse_dsn(dsn: str) -> dict[str, Any]:
         parsed, error = {}, str(exc)
     if error:  # raised outside the except: psycopg's error, which may quote the password, is not kept as context
         reason = error.split('"', 1)[0].strip().rstrip(":")  # what follows may be a piece of the password
-        hint = ("percent-encode special characters of a password in a URL (urllib.parse.quote(password, "
-                "safe='')), or write key=value pairs: host=... dbname=... user=... password='...'")
+        hint = UNKNOWN_KEYWORD if reason == "invalid connection option" else (  # its name may be a password's piece
+            "percent-encode special characters of a password in a URL (urllib.parse.quote(password, "
+            "safe='')), or write key=value pairs: host=... dbname=... user=... password='...'")
         if "query parameter" in reason:
             reason = error.strip()  # the parameter's name (libpq's message ends in a newline)
             hint = ("URL parameters are libpq's keywords (sslmode=, connect_timeout=, ...); "

@@ -64,7 +64,7 @@ from ..journal.lease import (
     end_owner,
     owner_is_alive,
 )
-from ..journal.queries import calls_where, check_page, check_prefix
+from ..journal.queries import calls_where, check_call_index, check_page, check_prefix
 from ..journal.records import CallRecord, DiscardedCall, Origin, Outcome, RunRecord, RunStatus, Status, decode_prompt
 from ..journal.store import Store
 from . import sqlite_file, sqlite_fork, sqlite_frames, sqlite_intent, sqlite_links, sqlite_schema, sqlite_view
@@ -226,6 +226,8 @@ class SqliteStore(SqliteTimeTravel, Store):
                 f"one fsync per call), 'transition' (every transition on its own), 'relaxed' (no fsync)."
             )
         sqlite_intent.reap()  # files of store objects dropped without close() (sqlite_intent.dropped)
+        if not isinstance(read_only, bool):  # read_only="false" (a config string) opened it read-only
+            raise TypeError(f"read_only must be True or False, got {type(read_only).__name__} {read_only!r}")
         check_path_type(path)
         if os.fspath(path) in (":memory:", ""):
             raise ValueError(
@@ -276,8 +278,8 @@ class SqliteStore(SqliteTimeTravel, Store):
         if not path.exists() or path.stat().st_size == 0:
             if read_only:
                 raise JournalReadOnlyError(
-                    f"there is no journal at {path} to open read-only (mode=ro). Check the path, or drop "
-                    f"mode=ro to create a new journal there."
+                    f"there is no journal at {path} to open read-only (read_only=True, mode=ro in a URL). Check the "
+                    f"path, or drop read_only=True (mode=ro) to create a new journal there."
                 )
             self._files = sqlite_file.create(path)
             self.read_only: str | None = None
@@ -748,6 +750,9 @@ class SqliteStore(SqliteTimeTravel, Store):
     @_explains_damage
     def call(self, run_id: str, index: int) -> CallRecord | None:
         where, params = run_is(run_id)
+        index = check_call_index(index)  # type: ignore[assignment]
+        if index is None:
+            return None
         row = self._read().execute(
             f"SELECT {_CALL_COLS}, payload, {self._prompt_col} FROM calls WHERE {where} AND idx = ?",
             (*params, index),
@@ -1205,6 +1210,7 @@ class SqliteStore(SqliteTimeTravel, Store):
 
     def delete_run(self, run_id: str) -> None:
         """Refused (:class:`RunBusyError`) while a live context holds the run; its OS lock keeps one out meanwhile."""
+        check_run_id(run_id, empty_ok=True)  # an int failed with "'int' object has no attribute 'encode'"
         self._refuse_if_read_only(run_id, None)
         with self._kept_out([run_id]) as free:
             if not free:  # the other process named as open_run names it (%durable_forget from another kernel)
