@@ -39,7 +39,7 @@ from ..errors import (
     RecordDecodeError,
     check_run_id,
 )
-from .digest import digest
+from .digest import digest, earlier_digest
 from .lease import end_owner, new_owner
 from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
 from .records import CallRecord, RunStatus
@@ -146,7 +146,8 @@ class RunnerContext:
         # a sync call (wait_running). Not on the run's own thread: its end would block the loop the call needs.
         count = threading.get_ident() != journal.home
         try:
-            outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None, count=count)
+            outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None, count=count,
+                                                    earlier=lambda: earlier_digest(args, kwargs, salt))
         except StopRecovery:
             # A step of the ReplayStepper ends here: calls gathered with this one that began before it
             # finish and journal their outcomes first, or the loop's end would cancel one whose function

@@ -61,6 +61,7 @@ import io
 import pickle
 import sys
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -125,7 +126,7 @@ class _Walk:
     def _needs(self, obj: Any, t: type, depth: int, inside: bool) -> bool:
         if isinstance(obj, (set, frozenset)):
             return True
-        if is_user_class(t):
+        if is_user_class(t) and not _earlier.get():
             # An instance of a notebook's (or a helper module's) class: pickle holds its class by name
             # in the notebook, but a process running a copy of the class (a Flink worker) can only
             # pickle it by value, with a tracker id that changes with the notebook's process. Walked to
@@ -493,6 +494,34 @@ def digest(args: tuple[Any, ...], kwargs: dict[str, Any], salt: bytes = b"") -> 
     finally:
         _memo.reset(token)
     return hashlib.blake2b(b"".join(parts), digest_size=16).hexdigest()
+
+
+_earlier: contextvars.ContextVar[bool] = contextvars.ContextVar("durable_nb_digest_earlier", default=False)
+"""Set by :func:`digests_as_before`: an instance of the user's class digests by its pickle when nothing else
+inside it needs the canonical walk, as every durable_nb did before such instances counted by their state."""
+
+
+@contextlib.contextmanager
+def digests_as_before() -> Iterator[None]:
+    """Inside it, digests are the ones durable_nb gave before instances of the user's classes counted by state.
+
+    Why: in the notebook, such an instance (``Customer`` from a helpers module next to it, a namedtuple,
+    an exception class of the user's) pickled by its class's name, a stable digest, which calls and cells
+    journaled then are recorded under. Without a second look under it each of them mismatched once after
+    the upgrade and ran again (a charge made twice); equal pickles are equal arguments, so a record found
+    under it is the same call.
+    """
+    token = _earlier.set(True)
+    try:
+        yield
+    finally:
+        _earlier.reset(token)
+
+
+def earlier_digest(args: tuple[Any, ...], kwargs: dict[str, Any], salt: bytes = b"") -> str:
+    """:func:`digest` as before instances of the user's classes counted by state (:func:`digests_as_before`)."""
+    with digests_as_before():
+        return digest(args, kwargs, salt)
 
 
 def digest_value(obj: Any) -> str:

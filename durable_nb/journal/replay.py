@@ -54,7 +54,7 @@ from ..errors import (
 )
 from . import codec, faults
 from .callid import call_identity
-from .digest import digest, type_name
+from .digest import digest, earlier_digest, type_name
 from .nesting import as_call, check_sync, inside_call, is_async_callable
 from .records import (
     INPUT_CALL_ID,
@@ -165,11 +165,18 @@ def identity_of(func: Callable[..., Any]) -> tuple[str, bytes]:
     return call_identity(func)
 
 
-def decide(recorded: CallRecord | None, call_id: str, args_digest: str, has_reconciler: bool) -> Decision:
-    """Rules 1-3 for one position of the journal."""
+def decide(recorded: CallRecord | None, call_id: str, args_digest: str, has_reconciler: bool,
+           earlier: Callable[[], str] | None = None) -> Decision:
+    """Rules 1-3 for one position of the journal.
+
+    ``earlier``: the digest an earlier durable_nb gave the same arguments (:func:`.digest.earlier_digest`),
+    asked only when the call id matches and the digest does not: a record journaled under it is this call.
+    """
     if recorded is None:
         return Decision.EXECUTE
-    if not recorded.matches(call_id, args_digest):
+    if not recorded.matches(call_id, args_digest) and not (
+        earlier is not None and recorded.call_id == call_id and recorded.matches(call_id, earlier())
+    ):
         return Decision.MISMATCH
     if recorded.status is not Status.PENDING:
         return Decision.REPLAY
@@ -222,14 +229,15 @@ class Journal:
 
     # -- performing -------------------------------------------------------------------
 
-    def begin(self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False) -> Step | CallRecord:
+    def begin(self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False,
+              earlier: Callable[[], str] | None = None) -> Step | CallRecord:
         """Apply the rules at the cursor and advance it.
 
         Returns the recorded call to replay, or a :class:`Step` to run. For a new
         call, PENDING is durable when this returns. ``count``: a Step counts in
         :attr:`running` from the moment it is decided (the caller calls :meth:`done_running`).
         """
-        outcome, durable = self.begin_queued(call_id, args_digest, has_reconciler, count=count)
+        outcome, durable = self.begin_queued(call_id, args_digest, has_reconciler, count=count, earlier=earlier)
         if durable is not None:
             # Outside the lock: calls begun meanwhile (other threads) join the same commit.
             try:
@@ -249,7 +257,8 @@ class Journal:
             raise
 
     def begin_queued(
-        self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False
+        self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False,
+        earlier: Callable[[], str] | None = None,
     ) -> tuple[Step | CallRecord, Callable[[], None] | None]:
         """:meth:`begin` without the wait: a new call's PENDING is queued, and what waits for it returned."""
         with self._lock:
@@ -268,7 +277,7 @@ class Journal:
                 self._unwritten = None
             index = self.cursor
             recorded = self._log[index] if index < len(self._log) else None
-            decision = decide(recorded, call_id, args_digest, has_reconciler)
+            decision = decide(recorded, call_id, args_digest, has_reconciler, earlier)
             if decision is Decision.REPLAY:
                 self.replayed += 1
             else:
@@ -481,9 +490,11 @@ class Journal:
         check_sync(func)
         if inside_call():  # part of the enclosing durable call: a plain call (module docstring)
             return func(*args, **kwargs)
-        call_id, args_digest = identify(func, args, kwargs)
+        call_id, salt = identity_of(func)
+        args_digest = digest(args, kwargs, salt)
         # counted from its decision on (its PENDING being written too): the run's end waits for it
-        outcome = self.begin(call_id, args_digest, reconciler is not None, count=True)
+        outcome = self.begin(call_id, args_digest, reconciler is not None, count=True,
+                             earlier=lambda: earlier_digest(args, kwargs, salt))
         if isinstance(outcome, CallRecord):
             return replay(outcome)  # a replay costs nothing
         try:

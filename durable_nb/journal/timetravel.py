@@ -214,7 +214,8 @@ class DryJournal(Journal):
         self.stop: DryStep | None = None
 
     def begin_queued(
-        self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False
+        self, call_id: str, args_digest: str, has_reconciler: bool, *, count: bool = False,
+        earlier: Callable[[], str] | None = None,
     ) -> tuple[Any, None]:
         """Replay, or stop before anything is decided for real: the one door of sync and async calls.
 
@@ -225,7 +226,7 @@ class DryJournal(Journal):
                 raise _DryStop(self.stop)
             index = self.cursor
             recorded = self._log[index] if index < len(self._log) else None
-            decision = decide(recorded, call_id, args_digest, has_reconciler)
+            decision = decide(recorded, call_id, args_digest, has_reconciler, earlier)
             step = DryStep(index, decision, call_id, args_digest, recorded, self.strict)
             self.steps.append(step)
             if decision is not Decision.REPLAY:

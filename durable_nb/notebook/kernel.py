@@ -59,7 +59,7 @@ from .perform import (
     shipped_reexecuted,
 )
 from .runids import cell_call_id, cell_run_base, keep_attempt, latest_attempt, new_attempt
-from .timetravel import cell_inputs, stoppable, unwrap_stopped, user_module
+from .timetravel import cell_inputs, recorded_digest, stoppable, unwrap_stopped, user_module
 from .unfinished import check_no_unfinished
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ def run_cell(
     __tracebackhide__ = True
     name = cell.name
     inputs, args_digest, tokens = cell_inputs(shell, cell)
+    args_digest = args_digest if rerun else recorded_digest(store, shell, cell, inputs, args_digest)
     base = cell_run_base(name, args_digest)
     latest = latest_attempt(store, base)
     if latest is None and not rerun:  # a new version: refused while an earlier one's run is unfinished

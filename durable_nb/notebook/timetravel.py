@@ -44,6 +44,7 @@ from IPython.core.error import UsageError
 
 from ..errors import AwaitingInput, NonDeterminismError, RunBusyError
 from ..journal import codec
+from ..journal.digest import digests_as_before
 from ..journal.history import FreshHead
 from ..journal.records import RunRecord, RunStatus, Status
 from ..journal.replay import Decision, decide
@@ -339,6 +340,22 @@ def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict
     return inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens
 
 
+def recorded_digest(store: Store, shell: Any, cell: ParsedCell, inputs: dict[str, Any], args_digest: str) -> str:
+    """The digest the cell's record is under: ``args_digest``, or the one an earlier durable_nb gave its inputs.
+
+    Why: a cell reading an instance of the user's class (``cust = Customer(...)`` from a helpers module)
+    was recorded under the digest its pickle gave (:func:`~durable_nb.journal.digest.digests_as_before`);
+    found only there, it replays (or recovers) instead of running its side effects once more after the upgrade.
+    """
+    if latest_attempt(store, cell_run_base(cell.name, args_digest)) is not None:
+        return args_digest
+    with digests_as_before():
+        earlier = input_digest(source_fingerprint(cell.tree), inputs, user_module(shell))
+    if earlier != args_digest and latest_attempt(store, cell_run_base(cell.name, earlier)) is not None:
+        return earlier
+    return args_digest
+
+
 def user_module(shell: Any) -> str:
     """The name of the module the notebook's functions and classes say they come from."""
     return getattr(shell.user_module, "__name__", "__main__")
@@ -360,6 +377,7 @@ def run_dry(
     """
     name = cell.name
     inputs, args_digest, _ = cell_inputs(shell, cell)
+    args_digest = recorded_digest(store, shell, cell, inputs, args_digest)
     run_id, same = dry_target(store, name, args_digest, pending_fork)
     filename = f"<durable cell {name} (dry)>"
     report = dry_cell(store, name, args_digest, run_id,
