@@ -425,6 +425,14 @@ def store_spec(store: Store, *, remote_host: str | None = None) -> StoreSpec:
             f"FlinkRunner: the journal {store.path} is open read-only ({store.read_only}): no worker could "
             f"journal a run in it. Open it writable: dnb.SqliteStore({str(store.path)!r})."
         )
+    loopback = _machine_local_db_host(store) if remote_host is not None else None
+    if loopback is not None:
+        raise FlinkSetupError(
+            f"FlinkRunner: the cluster at {remote_host} runs on another machine, and the journal {store!r} is "
+            f"reached at {loopback!r}, which on each TaskManager is that machine itself: its workers would not "
+            f"reach this PostgreSQL (or would journal into another one). Name the database server by an address "
+            f"the TaskManagers reach, e.g. dnb.PostgresStore('postgresql://user@db-host:5432/journal')."
+        )
     path = str(store.path) if isinstance(store, SqliteStore) else None
     try:
         return StoreSpec(path, cloudpickle.dumps(store), socket.gethostname())
@@ -432,6 +440,27 @@ def store_spec(store: Store, *, remote_host: str | None = None) -> StoreSpec:
         raise FlinkSetupError(
             f"FlinkRunner: the store {store!r} cannot be pickled to reach the Flink workers ({exc})."
         ) from exc
+
+
+def _machine_local_db_host(store: Store) -> str | None:
+    """The host of a PostgresStore's DSN that names the machine it is read on (loopback, a socket folder), or None.
+
+    Why: workers reopen the store from its DSN on their own machine, so ``localhost`` there is not the
+    notebook's database; a SQLite file on a remote cluster was refused, this one failed every task later.
+    """
+    target = getattr(store, "target", None)
+    if target is None or not any(c.__name__ == "PostgresStore" for c in type(store).__mro__):  # psycopg unloaded
+        return None
+    for host in str(target.host).split(","):
+        host = host.strip().strip("[]")
+        if not host or host.startswith(("/", "@")) or host.rstrip(".").lower() == "localhost":
+            return host or "localhost"
+        try:
+            if ipaddress.ip_address(host.split("%")[0]).is_loopback:
+                return host
+        except ValueError:
+            continue
+    return None
 
 
 # ---------------------------------------------------------------- the user's code, by value

@@ -123,7 +123,7 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     Args:
         stream: any DataStream (any source). Its records must be picklable.
         action: ``action(record, ctx)``, as for ``FlinkRunner.map``.
-        key: a field name of the records or a function of a record.
+        key: a field name of the records, a function of a record, or a ``KeySelector`` (its ``get_key`` alone).
         store: a :class:`Store` or URL the workers can reach (a ``PostgresStore`` for a
             cluster on other machines, a SQLite file for the local mini-cluster).
         strict: a replay mismatch raises ``NonDeterminismError`` instead of discarding.
@@ -151,6 +151,7 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     check_strict(strict)
     if key is None:
         raise ValueError("durable_process needs key=: a field name of the records or a function of a record")
+    key = _key_function(key)
     check_concurrency(concurrency)
     if parallelism is not None:
         positive_int("parallelism", parallelism, "instances of the durable stage; None keeps the environment's")
@@ -167,6 +168,17 @@ def durable_process(stream: Any, action: Action, *, key: Key, store: Any, strict
     with user_modules_by_value():  # the action and key function are pickled here
         keyed = stream.key_by(KeyText(key), key_type=Types.STRING())
         return durable_stage(keyed, stream_element, job, concurrency, parallelism).name(f"durable {job.name}")
+
+
+def _key_function(key: Any) -> Key:
+    """A PyFlink ``KeySelector`` as the function of a record it stands for; any other key as given.
+
+    Why: ``key_by`` takes one, so a PyFlink user passes one here too; it is not callable (its
+    ``get_key`` is), and was read as a field name: every record failed the job with "no field".
+    """
+    from pyflink.datastream.functions import KeySelector
+
+    return key.get_key if isinstance(key, KeySelector) else key
 
 
 def _warn_unrewound(stream: Any) -> None:

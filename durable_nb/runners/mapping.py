@@ -189,7 +189,7 @@ def key_of(record: Any, key: Key, position: int) -> Any:
             raise
     try:
         return record[key]
-    except (KeyError, TypeError, IndexError):
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError):  # PyFlink's Row: ValueError, AttributeError
         where = f"record {position}" if position >= 0 else "a record"
         if isinstance(key, str) and not isinstance(record, dict) and hasattr(record, key):
             # A dataclass or an object: the field is there, but key= names are looked up by indexing.
@@ -198,7 +198,8 @@ def key_of(record: Any, key: Key, position: int) -> Any:
                 f"key= a name reads record[{key!r}]: {str(record)[:80]}. Pass key=lambda r: r.{key} "
                 f"(or operator.attrgetter({key!r})) instead."
             ) from None
-        fields = f" (its fields: {', '.join(map(str, list(record)[:20]))})" if isinstance(record, dict) else ""
+        names = list(record) if isinstance(record, dict) else getattr(record, "_fields", None)  # a Row, a namedtuple
+        fields = f" (its fields: {', '.join(map(str, list(names)[:20]))})" if names else ""
         raise KeyError(
             f"map(key={key!r}): {where} has no field {key!r}{fields}: {str(record)[:80]}. "
             f"Pass key= the name of a field every record has, or a function of the record."

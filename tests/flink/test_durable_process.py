@@ -333,3 +333,61 @@ def test_a_name_resolving_to_this_machine_is_this_machine(monkeypatch: pytest.Mo
     assert is_this_machine("flink-local") and not is_this_machine("flink-remote")
     assert not is_this_machine("flink.example.com")  # does not resolve: no name of this machine
     assert is_this_machine("[::1]") and is_this_machine("::ffff:127.0.0.1")
+
+
+def _customer_selector() -> Any:
+    """A PyFlink ``KeySelector`` (what ``key_by`` takes) keying orders by customer; built lazily (pyflink)."""
+    from pyflink.datastream.functions import KeySelector
+
+    class ByCustomer(KeySelector):  # type: ignore[misc]
+        def get_key(self, value: Any) -> Any:
+            return value["customer"]
+
+    return ByCustomer()
+
+
+@pytest.mark.timeout(180)
+def test_a_pyflink_key_selector_keys_each_record_by_its_get_key(flink: None, tmp_path: Path) -> None:
+    """key_by takes a KeySelector, so a PyFlink user passes one: it is not callable and was read as a field
+    name, and the job failed with "a record has no field <ByCustomer object>"."""
+    journal = tmp_path / "journal.db"
+    action = _orders.make_action(tmp_path)
+    records = _orders.orders(4)
+    rows = _collect(durable_process(_parsed(records, tmp_path), action, key=_customer_selector(),
+                                    store=dnb.SqliteStore(journal)))
+    local = dnb.LocalRunner(dnb.SqliteStore(journal)).map(action, records, key="customer")
+    assert {row.run_id for row in rows} == set(local["run_id"])
+    assert {row.key for row in rows} == {r["customer"] for r in records}
+    assert all(row.status is dnb.RunStatus.COMPLETED for row in rows)
+    assert sum(_orders.ledger_counts(tmp_path).values()) == 4, "the local map replayed the pipeline's runs"
+
+
+def test_a_postgresql_journal_on_loopback_for_a_cluster_on_another_machine_is_refused(
+    flink: None, pg_dsn: str
+) -> None:
+    """Workers reopen the store from its DSN on their machine, where 127.0.0.1 is not the notebook's database:
+    a SQLite journal was refused for such a cluster, this one failed every task after Flink's restarts."""
+    store = dnb.PostgresStore(pg_dsn)
+    try:
+        with pytest.raises(FlinkSetupError, match=r"flink.example.com runs on another machine.*db-host") as refused:
+            FlinkRunner(store, jobmanager="flink.example.com:8081")
+        assert store.target.host in str(refused.value)
+        FlinkRunner(store, jobmanager="127.0.0.1:8081")  # a cluster on this machine reaches it
+    finally:
+        store.close()
+
+
+def test_a_key_naming_a_field_a_pyflink_row_lacks_says_so_with_its_fields() -> None:
+    """A Row without the field raised a bare ``ValueError: customer`` (and one without names
+    ``AttributeError: _fields``), failing the job with neither the key nor the record named."""
+    from pyflink.common import Row
+
+    def order_id(row: Any, ctx: Any) -> Any:
+        return row["id"]
+
+    runner = dnb.LocalRunner(dnb.MemoryStore())  # the same key lookup the Flink workers make
+    with pytest.raises(KeyError, match=r"key='customer'.*has no field 'customer' \(its fields: id, cust\)"):
+        runner.map(order_id, [Row(id=1, cust="c1")], key="customer")
+    with pytest.raises(KeyError, match=r"has no field 'customer'.*Row\(1, 'c1'\)"):
+        runner.map(order_id, [Row(1, "c1")], key="customer")
+    assert list(runner.map(order_id, [Row(id=7, cust="c1")], key="cust")["result"]) == [7]
