@@ -125,3 +125,56 @@ def test_every_option_of_the_public_constructors_is_in_the_readme():
             if optional and p.name not in documented_positionally and not re.search(rf"\b{p.name}=", README):
                 missing.append(f"{obj.__name__}({p.name}=)")
     assert missing == [], f"explain in README.md: {missing}"
+
+
+def test_every_public_name_is_explained_in_the_reference_table():
+    """Mentioned somewhere is not explained: each ``__all__`` name needs a row saying what it is for."""
+    reference = README.split("\n## Reference\n", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in dnb.__all__ if not re.search(rf"`[^`]*\b{re.escape(name)}\b", reference)]
+    assert missing == [], f"add to README.md's Reference table: {missing}"
+
+
+def _top_level_names(path: Path) -> set[str]:
+    """Names a module defines or imports at top level, read without importing it (pyflink stays unloaded)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names |= {a.asname or a.name.split(".")[0] for a in node.names}
+    return names
+
+
+def _all_of(path: Path) -> list[str]:
+    import ast
+
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+            return list(ast.literal_eval(node.value))
+    raise AssertionError(f"{path} has no __all__")
+
+
+def test_every_dotted_name_the_readme_gives_exists():
+    """``dnb.X`` and ``durable_nb.module.X`` in the README must exist: a rename leaves users an AttributeError."""
+    stale = sorted(f"dnb.{n}" for n in set(re.findall(r"\bdnb\.(\w+)", README)) if not hasattr(dnb, n))
+    for dotted in set(re.findall(r"\bdurable_nb\.(\w+(?:\.\w+)*)", README)):
+        parts, base = dotted.split("."), ROOT / "durable_nb"
+        while parts and ((base / parts[0]).is_dir() or (base / f"{parts[0]}.py").is_file()):
+            base = base / parts.pop(0)
+        module = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+        if base == ROOT / "durable_nb" or (parts and parts[0] not in _top_level_names(module)):
+            stale.append(f"durable_nb.{dotted}")
+    assert stale == [], f"README.md names what does not exist: {stale}"
+
+
+def test_the_public_names_of_the_flink_modules_are_in_the_readme():
+    """``from durable_nb.flink import *`` and ``durable_nb.flink_agents`` export names users find only here."""
+    missing = [f"{path.parent.name if path.name == '__init__.py' else path.stem}.{name}"
+               for path in (ROOT / "durable_nb" / "flink.py", ROOT / "durable_nb" / "flink_agents" / "__init__.py")
+               for name in _all_of(path) if not re.search(rf"\b{re.escape(name)}\b", README)]
+    assert missing == [], f"mention in README.md: {missing}"

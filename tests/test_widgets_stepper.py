@@ -578,3 +578,16 @@ def test_plan_of_a_waiting_input_says_it_asks_again_as_the_dry_run_does(store: d
         assert "WAITING at call 1" in text(stepper.message.value)
     finally:
         journal_context.set_input_hook(previous)
+
+
+def test_a_stepper_given_a_path_with_no_journal_says_so_and_creates_nothing(tmp_path: Path) -> None:
+    # A mistyped path created an empty journal there and planned "execute" for every call: Step charged again,
+    # beside the real journal, instead of replaying the run it was meant to walk through.
+    missing = tmp_path / "no-such-dir" / "jounral.db"
+    for given in (str(missing), missing, f"sqlite:///{missing}"):
+        with pytest.raises(FileNotFoundError, match=rf"ReplayStepper: no journal at '{re.escape(str(missing))}'"):
+            dnb.ReplayStepper(given, "order-1", place_order, 1)
+    assert list(tmp_path.iterdir()) == []
+    path = tmp_path / "journal.db"
+    dnb.SqliteStore(path).close()
+    dnb.ReplayStepper(str(path), "order-1", place_order, 1).close()  # an existing journal, even an empty one

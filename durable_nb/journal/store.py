@@ -44,7 +44,13 @@ if TYPE_CHECKING:
 
 
 class Store(abc.ABC):
-    """Where journals live. See :class:`SqliteStore` and :class:`MemoryStore`."""
+    """Where journals live: the type to annotate with, or to check a runner's ``store`` against.
+
+    Make one with :class:`SqliteStore` (one machine, the default), :class:`PostgresStore` (many
+    machines, a Flink cluster), :class:`MemoryStore` (tests, demos) or :func:`open_store` (a URL).
+    Its read methods (``runs``, ``calls``, ``to_pandas``, ``pending``, ``waiting``) unpickle nothing;
+    ``fork``, ``prune`` and ``answer`` edit the history (README "Time travel").
+    """
 
     max_payload: int | None = None
     """The largest pickled outcome this journal can hold (bytes; None: no limit). A larger result is

@@ -139,7 +139,8 @@ class ReplayStepper(W.VBox):
     """Step through the recovery of one run of ``action``, one durable call per click.
 
     Args:
-        store: a :class:`~durable_nb.Store`, or anything :func:`~durable_nb.open_store` takes.
+        store: a :class:`~durable_nb.Store`, or anything :func:`~durable_nb.open_store` takes; a path
+            must name an existing journal (``FileNotFoundError``), as Step on a new one executes again.
         run_id: the run to recover (usually one a crash left RUNNING with a PENDING call).
         action: the run's action, ``action(value, ctx)``, exactly as given to ``LocalRunner.run``.
         value: the action's input (the same record the run was started with).
@@ -166,7 +167,7 @@ class ReplayStepper(W.VBox):
         check_action(action, sync=False)  # steps and dry runs run in a worker thread: async is fine in a loop
         self.strict = check_strict(strict)
         check_run_id(run_id)
-        self.store = open_own(self, store)
+        self.store = open_own(self, store, existing=True)  # a mistyped path: no new journal, no re-charge
         self.run_id = run_id
         self.action = action
         self.value = value
