@@ -9,6 +9,7 @@ so a rename that every behavioural test survives must still fail here.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from pathlib import Path
@@ -435,6 +436,29 @@ def test_a_generator_function_action_is_refused_before_its_run_opens() -> None:
         with pytest.raises(TypeError, match=r"'.*charge_all' is a generator function .*return its result"):
             call()
     assert store.runs() == []
+
+
+def test_an_action_object_whose_call_is_a_generator_is_refused_and_one_returning_a_generator_is_not() -> None:
+    """An instance of a class whose ``__call__`` has ``yield`` ran as the generator function did: its run
+    COMPLETED with no call journaled, its result a generator whose durable calls were then refused."""
+    store = dnb.MemoryStore()
+
+    class ChargeAll:
+        def __call__(self, order: Any, ctx: dnb.RunnerContext) -> Any:
+            yield ctx.durable_execute(abs, order)
+
+    def charge_all(order: Any, ctx: dnb.RunnerContext, fee: int = 0) -> Any:
+        yield ctx.durable_execute(abs, order + fee)
+
+    for action in (ChargeAll(), functools.partial(charge_all, fee=1)):
+        with pytest.raises(TypeError, match=r"'.*(ChargeAll.__call__|charge_all)' is a generator function"):
+            dnb.LocalRunner(store).run(action, -1, run_id="g")
+    assert store.runs() == []
+
+    def returns_one(order: Any, ctx: dnb.RunnerContext) -> Any:  # a generator as its result: its own business
+        return (n for n in [ctx.durable_execute(abs, order)])
+
+    assert list(dnb.LocalRunner(store).run(returns_one, -1, run_id="r")) == [1]
 
 
 def test_a_runner_context_used_without_with_says_how_to_open_it() -> None:

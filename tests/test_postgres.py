@@ -892,6 +892,28 @@ def test_mask_dsn_hides_every_password_form() -> None:
     assert shown[6] == "postgresql://bob:***@host/db"
 
 
+
+def test_mask_dsn_hides_a_query_password_holding_an_at_sign() -> None:
+    """libpq reads a raw '@' in a query value (the authority ends at the first '/'); masking up to the last
+    '@' took ``host/db?password=p`` for the user name, found no ':' in it, and showed the whole password,
+    in the refusal of a misspelt scheme too."""
+    from durable_nb.stores.dsn import mask_dsn
+
+    shown = [
+        mask_dsn("postgresql://host/db?password=Se@cret"),
+        mask_dsn("postgresql://alice@host/db?sslmode=require&password=Se@cret&port=5"),
+        mask_dsn("postgresql://alice:pw@host/db?sslpassword=Se@cret"),
+        mask_dsn("postgres://host/db?pass%77ord=Se@cret"),
+        mask_dsn("host/db?password=Se@cret"),  # no scheme: the refusal of a URL without one shows it
+    ]
+    assert not any("cret" in text for text in shown), shown
+    assert shown[0] == "postgresql://host/db?password=***"
+    assert shown[1] == "postgresql://alice@host/db?sslmode=require&password=***&port=5"
+    for dsn in ("postgresqll://host/db?password=Se@cret", "mysql://host/db?password=Se@cret"):
+        with pytest.raises(ValueError) as refused:
+            dnb.PostgresStore(dsn)
+        assert "cret" not in str(refused.value)
+
 def test_open_store_reads_what_libpq_reads(alice_dsn: str, tmp_path: Path, monkeypatch: Any) -> None:
     from psycopg.conninfo import conninfo_to_dict
 

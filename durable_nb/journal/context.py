@@ -39,7 +39,7 @@ from ..errors import (
     RecordDecodeError,
     check_run_id,
 )
-from .digest import digest, earlier_digest
+from .digest import digest_and_earlier
 from .lease import end_owner, new_owner
 from .nesting import as_call, enter_run, inside_call, leave_run, mark_in_call
 from .records import CallRecord, RunStatus
@@ -139,7 +139,7 @@ class RunnerContext:
         # Digested when awaited, not when called: the function runs with the arguments as they are now, and a
         # list the action changed in between (``batch.clear()`` after ``tasks.append(...)``) was journaled
         # with the values it did not run with, and the ChangedInputWarning blamed the durable function.
-        args_digest = digest(args, kwargs, salt)
+        args_digest, earlier = digest_and_earlier(args, kwargs, salt)
         if self._cancelled_awaits:
             self._went_on(func)
         # On another thread's event loop (a thread the action started): the run's end waits for it as for
@@ -147,7 +147,7 @@ class RunnerContext:
         count = threading.get_ident() != journal.home
         try:
             outcome, durable = journal.begin_queued(call_id, args_digest, reconciler is not None, count=count,
-                                                    earlier=lambda: earlier_digest(args, kwargs, salt))
+                                                    earlier=earlier)
         except StopRecovery:
             # A step of the ReplayStepper ends here: calls gathered with this one that began before it
             # finish and journal their outcomes first, or the loop's end would cancel one whose function

@@ -54,7 +54,7 @@ from ..errors import (
 )
 from . import codec, faults
 from .callid import call_identity
-from .digest import digest, earlier_digest, type_name
+from .digest import digest, digest_and_earlier, type_name
 from .nesting import as_call, check_sync, inside_call, is_async_callable
 from .records import (
     INPUT_CALL_ID,
@@ -491,10 +491,9 @@ class Journal:
         if inside_call():  # part of the enclosing durable call: a plain call (module docstring)
             return func(*args, **kwargs)
         call_id, salt = identity_of(func)
-        args_digest = digest(args, kwargs, salt)
+        args_digest, earlier = digest_and_earlier(args, kwargs, salt)
         # counted from its decision on (its PENDING being written too): the run's end waits for it
-        outcome = self.begin(call_id, args_digest, reconciler is not None, count=True,
-                             earlier=lambda: earlier_digest(args, kwargs, salt))
+        outcome = self.begin(call_id, args_digest, reconciler is not None, count=True, earlier=earlier)
         if isinstance(outcome, CallRecord):
             return replay(outcome)  # a replay costs nothing
         try:

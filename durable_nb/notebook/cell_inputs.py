@@ -15,7 +15,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from ..journal.digest import digest_value
+from ..journal.digest import digest_value, noting_user_instances
 from ..journal.fingerprint import fingerprint_code, is_plain_value
 from ..runners.isolation import immutable
 
@@ -84,9 +84,23 @@ def _class_settings(cls: type) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, v) for k, v in vars(cls).items() if not k.startswith("__") and is_plain_value(v)))
 
 
-def input_tokens(inputs: Mapping[str, Any], user_module: str = "__main__") -> dict[str, Any]:
-    """Each input's :func:`value_token`, by name."""
-    return {name: value_token(inputs[name], user_module) for name in inputs}
+def input_tokens(
+    inputs: Mapping[str, Any], user_module: str = "__main__", by_state: set[str] | None = None
+) -> dict[str, Any]:
+    """Each input's :func:`value_token`, by name.
+
+    ``by_state``: gets the names of the inputs holding an instance of the user's class, the only ones whose
+    token an earlier durable_nb gave otherwise (:func:`~durable_nb.journal.digest.digests_as_before`).
+    """
+    if by_state is None:
+        return {name: value_token(inputs[name], user_module) for name in inputs}
+    tokens = {}
+    for name in inputs:
+        with noting_user_instances() as met:
+            tokens[name] = value_token(inputs[name], user_module)
+        if met[0]:
+            by_state.add(name)
+    return tokens
 
 
 def input_digest(

@@ -82,8 +82,8 @@ def run_cell(
     """
     __tracebackhide__ = True
     name = cell.name
-    inputs, args_digest, tokens = cell_inputs(shell, cell)
-    args_digest = args_digest if rerun else recorded_digest(store, shell, cell, inputs, args_digest)
+    inputs, _, tokens, _ = found = cell_inputs(shell, cell)
+    args_digest = found.digest if rerun else recorded_digest(store, shell, cell, found)
     base = cell_run_base(name, args_digest)
     latest = latest_attempt(store, base)
     if latest is None and not rerun:  # a new version: refused while an earlier one's run is unfinished

@@ -38,7 +38,7 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from IPython.core.error import UsageError
 
@@ -332,25 +332,41 @@ def unwrap_stopped() -> Iterator[None]:
 # -- what the magics call (parsed arguments in, printed lines out) --------------------------------
 
 
-def cell_inputs(shell: Any, cell: ParsedCell) -> tuple[dict[str, Any], str, dict[str, Any]]:
+class CellInputs(NamedTuple):
+    """What :func:`cell_inputs` finds: the values the cell reads, their digest (with its code's), each value's
+    token, and the names of those holding an instance of the user's class (:func:`recorded_digest`)."""
+
+    values: dict[str, Any]
+    digest: str
+    tokens: dict[str, Any]
+    by_state: frozenset[str]
+
+
+def cell_inputs(shell: Any, cell: ParsedCell) -> CellInputs:
     """The notebook values the cell reads, the digest of its code and those values (its args digest), and
     each value's token (:func:`~.cell_inputs.input_tokens`, to tell afterwards which changed in place)."""
     inputs = select_inputs(cell.analysis.reads, shell.user_ns, shell.user_ns_hidden, cell.analysis.star_imports)
-    tokens = input_tokens(inputs, user_module(shell))
-    return inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens
+    by_state: set[str] = set()
+    tokens = input_tokens(inputs, user_module(shell), by_state)
+    return CellInputs(inputs, input_digest(source_fingerprint(cell.tree), inputs, tokens=tokens), tokens,
+                      frozenset(by_state))
 
 
-def recorded_digest(store: Store, shell: Any, cell: ParsedCell, inputs: dict[str, Any], args_digest: str) -> str:
-    """The digest the cell's record is under: ``args_digest``, or the one an earlier durable_nb gave its inputs.
+def recorded_digest(store: Store, shell: Any, cell: ParsedCell, found: CellInputs) -> str:
+    """The digest the cell's record is under: its inputs' digest, or the one an earlier durable_nb gave them.
 
     Why: a cell reading an instance of the user's class (``cust = Customer(...)`` from a helpers module)
     was recorded under the digest its pickle gave (:func:`~durable_nb.journal.digest.digests_as_before`);
     found only there, it replays (or recovers) instead of running its side effects once more after the upgrade.
+    Only the inputs holding such an instance are digested again: every other one (a large frame) gives the
+    same token, and digesting it twice made every new version of the cell cost twice its digest.
     """
-    if latest_attempt(store, cell_run_base(cell.name, args_digest)) is not None:
+    args_digest = found.digest
+    if not found.by_state or latest_attempt(store, cell_run_base(cell.name, args_digest)) is not None:
         return args_digest
     with digests_as_before():
-        earlier = input_digest(source_fingerprint(cell.tree), inputs, user_module(shell))
+        again = input_tokens({name: found.values[name] for name in found.by_state}, user_module(shell))
+    earlier = input_digest(source_fingerprint(cell.tree), found.values, tokens={**found.tokens, **again})
     if earlier != args_digest and latest_attempt(store, cell_run_base(cell.name, earlier)) is not None:
         return earlier
     return args_digest
@@ -363,7 +379,7 @@ def user_module(shell: Any) -> str:
 
 def cell_inputs_digest(shell: Any, cell: ParsedCell) -> str:
     """The cell's input digest (:func:`cell_inputs`)."""
-    return cell_inputs(shell, cell)[1]
+    return cell_inputs(shell, cell).digest
 
 
 def run_dry(
@@ -376,8 +392,8 @@ def run_dry(
     changes nothing: a run now starts a new run of its own.
     """
     name = cell.name
-    inputs, args_digest, _ = cell_inputs(shell, cell)
-    args_digest = recorded_digest(store, shell, cell, inputs, args_digest)
+    read = cell_inputs(shell, cell)
+    inputs, args_digest = read.values, recorded_digest(store, shell, cell, read)
     run_id, same = dry_target(store, name, args_digest, pending_fork)
     filename = f"<durable cell {name} (dry)>"
     report = dry_cell(store, name, args_digest, run_id,

@@ -451,7 +451,7 @@ def _machine_local_db_host(store: Store) -> str | None:
     target = getattr(store, "target", None)
     if target is None or not any(c.__name__ == "PostgresStore" for c in type(store).__mro__):  # psycopg unloaded
         return None
-    for host in str(target.host).split(","):
+    for host in _connected_hosts(str(target.host), str(getattr(store, "dsn", ""))):
         host = host.strip().strip("[]")
         if not host or host.startswith(("/", "@")) or host.rstrip(".").lower() == "localhost":
             return host or "localhost"
@@ -461,6 +461,23 @@ def _machine_local_db_host(store: Store) -> str | None:
         except ValueError:
             continue
     return None
+
+
+def _connected_hosts(hosts: str, dsn: str) -> list[str]:
+    """The addresses libpq connects to: each ``hostaddr`` given, else its ``host`` (paired by position).
+
+    Why: ``host`` only names the server (TLS, auth) where a ``hostaddr`` is given: ``hostaddr=10.0.0.5``
+    alone (host: ``localhost`` by default) was refused, and ``host=db hostaddr=127.0.0.1`` let through.
+    """
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        addrs = str(conninfo_to_dict(dsn).get("hostaddr") or "").split(",")
+    except Exception:  # not readable here: the host alone, as before
+        addrs = []
+    names = hosts.split(",")
+    return [addrs[i].strip() if i < len(addrs) and addrs[i].strip() else names[min(i, len(names) - 1)]
+            for i in range(max(len(names), len(addrs)))]
 
 
 # ---------------------------------------------------------------- the user's code, by value

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import inspect
 import threading
 from collections.abc import Callable, Iterator
@@ -116,10 +117,14 @@ def check_action(action: Any, *, sync: bool = True, instead: str | None = None) 
     if not callable(action):
         raise TypeError(f"an action must be a function action(input, ctx), got {type(action).__name__}")
     _check_takes_input_and_ctx(action)
-    if inspect.isgeneratorfunction(action) or inspect.isasyncgenfunction(action):
+    body = action if inspect.isroutine(action) or isinstance(action, (functools.partial, type)) else (
+        type(action).__call__)  # an instance of a class: its __call__ is the body
+    if inspect.isgeneratorfunction(body) or inspect.isasyncgenfunction(body):
         # Its body runs only when its result is iterated: after its run ended, so its run was COMPLETED
         # with no call journaled, and the durable calls it then made were refused (the run was closed).
-        name = getattr(action, "__qualname__", None) or type(action).__name__
+        while isinstance(body, functools.partial):  # named by its function, not 'partial'
+            body = body.func
+        name = getattr(body, "__qualname__", None) or type(action).__name__
         raise TypeError(f"the action {name!r} is a generator function (it has `yield`): its body would run only "
                         f"when its result is iterated, after its run has ended, outside the journal. Make it "
                         f"return its result instead, e.g. collect the values and `return [...]`.")

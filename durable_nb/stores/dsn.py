@@ -37,11 +37,17 @@ def mask_dsn(text: str) -> str:
     too much rather than too little (anything between ``user:`` and the last ``@``)."""
     if "://" not in text:
         if "@" in text and not _KV_START.match(text):  # a URL without its '//' (or scheme): user:PASSWORD@host
-            creds, _, rest = text.rpartition("@")
-            return f"{creds.split(':', 1)[0]}:***@{rest}" if ":" in creds else text
+            creds, _, rest = _QUERY_SECRET.sub(_masked_parameter, text).rpartition("@")
+            return f"{creds.split(':', 1)[0]}:***@{rest}" if ":" in creds else creds + _ + rest
         return _KV_SECRET.sub(lambda m: m.group(1) + m.group(2) + "***", text)
     scheme, rest = text.split("://", 1)
-    creds, at, rest = rest.rpartition("@")  # a password may hold a raw '?' or '/': mask up to the last '@'
+    # Query secrets first: libpq reads a raw '@' in a query value (?password=Se@cret), which the last '@' below
+    # would take for the end of the credentials, showing the password as part of the user name.
+    masked = _QUERY_SECRET.sub(_masked_parameter, rest)
+    head = masked.partition("?")[0]
+    if "@" in rest and "@" not in masked and ":" in head and "/" not in head:
+        masked = head.split(":", 1)[0] + ":***" + masked[len(head):]  # user:pa?password=x@h: a password's start
+    creds, at, rest = masked.rpartition("@")  # a password may hold a raw '?' or '/': mask up to the last '@'
     shown = f"{creds.split(':', 1)[0]}:***@" if at and ":" in creds else (f"{creds}@" if at else "")
     before, q, query = rest.partition("?")
     if q:
@@ -51,6 +57,15 @@ def mask_dsn(text: str) -> str:
             for pair in pairs
         )
     return f"{scheme}://{shown}{before}{q}{query}"
+
+
+_QUERY_SECRET = re.compile(r"([?&])([^=&?#]*)=([^&]*)")
+"""A URL query parameter, its value up to the next '&' (a raw '@' or '?' included)."""
+
+
+def _masked_parameter(m: re.Match[str]) -> str:
+    """A query parameter as shown: its value ``***`` when it is a secret (a percent-encoded key too)."""
+    return f"{m.group(1)}{m.group(2)}=***" if unquote(m.group(2)).strip().lower() in SECRETS else m.group(0)
 
 
 def without_parameter(url: str, name: str) -> tuple[str, list[str]]:

@@ -391,3 +391,25 @@ def test_a_key_naming_a_field_a_pyflink_row_lacks_says_so_with_its_fields() -> N
     with pytest.raises(KeyError, match=r"has no field 'customer'.*Row\(1, 'c1'\)"):
         runner.map(order_id, [Row(1, "c1")], key="customer")
     assert list(runner.map(order_id, [Row(id=7, cust="c1")], key="cust")["result"]) == [7]
+
+
+def test_a_postgresql_journal_reached_by_hostaddr_is_judged_by_that_address() -> None:
+    """libpq connects to ``hostaddr`` when it is given (``host`` then only names the server for TLS and auth):
+    ``hostaddr=10.0.0.5`` alone was read as ``localhost`` and refused for a cluster on another machine, and
+    ``host=db.example.com hostaddr=127.0.0.1``, which each TaskManager reaches as itself, was let through."""
+    from durable_nb.runners.flink_env import _machine_local_db_host
+    from durable_nb.stores.postgres_schema import Target
+
+    def seen_from_workers(dsn: str) -> str | None:
+        store = object.__new__(dnb.PostgresStore)  # the DSN alone decides: no server needed
+        store.dsn = dsn
+        store.target = Target.of(dict(part.split("=", 1) for part in dsn.split()))
+        return _machine_local_db_host(store)
+
+    assert seen_from_workers("hostaddr=10.0.0.5 dbname=journal") is None
+    assert seen_from_workers("host=db.example.com hostaddr=10.0.0.5 dbname=journal") is None
+    assert seen_from_workers("host=db.example.com hostaddr=127.0.0.1 dbname=journal") == "127.0.0.1"
+    assert seen_from_workers("host=db1.example.com,db2.example.com hostaddr=10.0.0.5, dbname=journal") is None
+    assert seen_from_workers("host=db1.example.com,localhost hostaddr=10.0.0.5, dbname=journal") == "localhost"
+    assert seen_from_workers("host=localhost dbname=journal") == "localhost"
+    assert seen_from_workers("host=db.example.com dbname=journal") is None
