@@ -115,6 +115,52 @@ def test_stores_dropped_without_close_on_many_journals_give_back_their_logs_thre
             assert [c.status.value for c in store.calls("r")] == ["SUCCEEDED", "SUCCEEDED"]
 
 
+def test_a_collected_stores_log_that_fails_to_close_keeps_its_file_so_later_runs_are_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log of a collected store failed to close once (disk full); its file was released anyway, so the next
+    store on the journal got a new lease state while the still open log unlocked runs in the old one: every run
+    this process finished afterwards stayed locked, and other processes got RunBusyError for completed runs."""
+    import subprocess
+    import sys
+
+    from durable_nb.stores import sqlite_intent
+
+    db = tmp_path / "j.db"
+    store = dnb.SqliteStore(db)
+    with dnb.LocalRunner(store).context("r0") as ctx:
+        ctx.durable_execute(str, 1)
+    ref = weakref.ref(store)
+    del store, ctx
+    _until(lambda: gc.collect() >= 0 and ref() is None)  # the flusher holds it a second after its last write
+    assert ref() is None
+    drain = sqlite_intent.IntentLog.drain
+
+    failed = []
+
+    def full(self: object) -> None:
+        failed.append(self)
+        raise sqlite3.OperationalError("database or disk is full")
+    monkeypatch.setattr(sqlite_intent.IntentLog, "drain", full)
+    store = dnb.SqliteStore(db)  # reaps the collected store: its log's close fails
+    monkeypatch.setattr(sqlite_intent.IntentLog, "drain", drain)
+    assert failed
+    try:
+        with dnb.LocalRunner(store).context("x") as ctx:
+            assert ctx.durable_execute(str, 2) == "2"
+        store.flush()
+        code = ("import durable_nb as dnb, sys\n"
+                "with dnb.SqliteStore(sys.argv[1]) as s, dnb.LocalRunner(s).context('x') as ctx:\n"
+                "    print(ctx.durable_execute(str, 2))\n")
+        out = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-600:]
+        assert out.stdout.split() == ["2"]
+    finally:
+        store.close()
+    with dnb.SqliteStore(db) as store:  # the log stays open (as before stores were reaped) and loses nothing
+        assert [c.status.value for c in store.calls("x")] == ["SUCCEEDED"]
+
+
 def test_closed_stores_on_many_journals_leave_no_log_registered(tmp_path: Path) -> None:
     """Every closed log stayed in the process's registry of logs: one object per journal ever written."""
     for i in range(20):

@@ -374,8 +374,9 @@ def reap() -> None:
         if log is not None and files.users <= 1:
             try:
                 log.close()
-            except Exception as exc:  # its frames stay in the log file: the next open applies them
+            except Exception as exc:  # the log stays open, as a failed close() leaves its store open
                 _log.warning("durable_nb: could not close the intent log %s of a collected store: %s", log.path, exc)
+                continue  # released, the file's next FileLocks kept its runs locked under this log (RunBusyError)
         files.release()
 
 
