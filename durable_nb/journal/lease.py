@@ -88,11 +88,16 @@ def _renew_in_child() -> None:
     global _gate
     _pid[0], FileLocks._all_lock = os.getpid(), threading.Lock()
     _gate, _writing[:] = threading.Condition(threading.Lock()), [0, 0]
+    FileLocks._pins = {}  # the parent's connections: their copies here are never closed (see SqliteStore)
+    parked = [fd for fds in FileLocks._parked.values() for fd in fds]
+    FileLocks._parked = {}
     for files in FileLocks._all.values():
         fd, files._fd = files._fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            parked.append(fd)
+    for fd in parked:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 if hasattr(os, "register_at_fork"):
@@ -244,13 +249,76 @@ class FileLocks:
     locks are missing :attr:`available` is False and only this process is excluded.
 
     The descriptor is closed only when no store object of this process uses the file
-    any more (:meth:`release`): closing *any* descriptor of a file drops every POSIX
-    lock the process holds on it, SQLite's included, and an SQLite connection whose
-    locks vanished can delete a WAL another process is writing.
+    any more (:meth:`release`) and no SQLite connection of this process is open on it
+    (:meth:`pin`): closing *any* descriptor of a file drops every POSIX lock the process
+    holds on it, SQLite's included, and an SQLite connection whose locks vanished can
+    delete a WAL another process is writing. A writable store's close dropped a read-only
+    store's lock so: another process's close then found itself the last connection,
+    checkpointed and deleted the ``-wal`` and ``-shm`` under it, and this process's next
+    writes went to the new WAL through the deleted ``-shm`` (database disk image is malformed).
     """
 
     _all: ClassVar[dict[tuple[int, int, int], FileLocks]] = {}
     _all_lock: ClassVar[threading.Lock] = threading.Lock()
+    _pins: ClassVar[dict[tuple[int, int, int], int]] = {}
+    """SQLite connections of this process open on each file (:meth:`pin`), read-only ones too."""
+    _parked: ClassVar[dict[tuple[int, int, int], list[int]]] = {}
+    """Descriptors of a pinned file whose close waits for its last connection (:meth:`read_head`)."""
+
+    @classmethod
+    def pin(cls, path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+        """Before an SQLite connection to ``path`` opens: no descriptor of the file closes until :meth:`unpin`.
+
+        Returns the key to unpin with (None: no such file yet; SQLite creates none for a reader)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (current_pid(), st.st_dev, st.st_ino)
+        with cls._all_lock:
+            cls._pins[key] = cls._pins.get(key, 0) + 1
+        return key
+
+    @classmethod
+    def unpin(cls, key: tuple[int, int, int] | None) -> None:
+        """After that connection closed: the last one closes what waited for it (a released descriptor)."""
+        if key is None:
+            return
+        with cls._all_lock:
+            n = cls._pins.get(key, 0) - 1
+            if n > 0:
+                cls._pins[key] = n
+                return
+            cls._pins.pop(key, None)
+            for fd in cls._parked.pop(key, []):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            it = cls._all.get(key)
+            if it is not None and it.users <= 0:
+                it._close_unused()
+
+    @classmethod
+    def read_head(cls, path: str | os.PathLike[str], size: int) -> bytes:
+        """The first ``size`` bytes of ``path``, never closing a descriptor under a connection of this process:
+        through the file's lock descriptor if open, else a descriptor whose close waits for the last pin."""
+        st = os.stat(path)
+        with cls._all_lock:
+            key = (current_pid(), st.st_dev, st.st_ino)
+            it = cls._all.get(key)
+            kept = [fd for fd in (it._fd if it is not None else None, *cls._parked.get(key, ())) if fd is not None]
+            if kept:
+                return os.pread(kept[0], size, 0)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(fd)
+            key = (current_pid(), st.st_dev, st.st_ino)
+            return os.pread(fd, size, 0)
+        finally:
+            with cls._all_lock:
+                if cls._pins.get(key):
+                    cls._parked.setdefault(key, []).append(fd)
+                else:
+                    os.close(fd)
 
     @classmethod
     def of(cls, path: str, *, create: bool = False) -> FileLocks:
@@ -472,12 +540,21 @@ class FileLocks:
             start = end + 1
 
     def release(self) -> None:
-        """One store object stopped using the file; the last one closes the descriptor if no run is held."""
+        """One store object stopped using the file; the last one closes the descriptor if no run is held and
+        no connection of this process is open on the file (else the last :meth:`unpin` closes it)."""
         with FileLocks._all_lock:
             self.users -= 1
-            if self.users > 0 or self.holders or self.counts or self._fd is None:
-                return
-            FileLocks._all.pop(self._key, None)
+            if self.users <= 0:
+                self._close_unused()
+
+    def _close_unused(self) -> None:
+        """Close the descriptor of a file no store object uses (call under ``_all_lock``), unless it must stay."""
+        if self.holders or self.counts or self._fd is None or FileLocks._pins.get(self._key):
+            return  # kept in _all: a store opened meanwhile reuses it (a second descriptor's close drops locks)
+        FileLocks._all.pop(self._key, None)
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd = None
+        for fd in FileLocks._parked.pop(self._key, []):
             with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
+                os.close(fd)

@@ -73,7 +73,7 @@ from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
 from .sqlite_intent import IntentLog, LogClosed
 from .sqlite_prefetch import Prefetch
-from .sqlite_text import Connection, hand_typed, lenient_text, prefix_where, refuse_hand_typed, run_is, text
+from .sqlite_text import hand_typed, lenient_text, prefix_where, refuse_hand_typed, run_is, text
 from .sqlite_timetravel import SqliteTimeTravel, delete_runs
 
 if TYPE_CHECKING:
@@ -395,9 +395,9 @@ class SqliteStore(SqliteTimeTravel, Store):
     def _connect(self) -> sqlite3.Connection:
         sqlite_fork.connecting(self.path)
         if self.read_only:
-            reader: sqlite3.Connection = sqlite3.connect(
-                sqlite_file.ro_uri(self.path), uri=True, timeout=60.0, isolation_level=None, check_same_thread=False,
-                factory=Connection,
+            reader: sqlite3.Connection = sqlite_file.connect(
+                self.path, sqlite_file.ro_uri(self.path), uri=True, timeout=60.0, isolation_level=None,
+                check_same_thread=False,
             )
             if not self._version:
                 return reader
@@ -1264,9 +1264,7 @@ class _Turn:
 def _writer(path: Path) -> sqlite3.Connection:
     """A connection that writes, synced (a store's own; the intent log's applier and synced commits)."""
     sqlite_fork.connecting(path)
-    conn = sqlite3.connect(
-        os.fsencode(path), timeout=60.0, isolation_level=None, check_same_thread=False, factory=Connection
-    )
+    conn = sqlite_file.connect(path, os.fsencode(path), timeout=60.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 60000")
     conn.execute("PRAGMA synchronous = FULL")
     return conn

@@ -20,11 +20,13 @@ import stat
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import JournalFormatError, JournalReadOnlyError
 from ..journal.lease import FileLocks
 from . import sqlite_schema as schema
 from .bad_rows import BadRow, journal_error
+from .sqlite_text import Connection
 
 HINT = (
     "Pass the path of a durable_nb journal, or a new path to create one "
@@ -53,6 +55,24 @@ def ro_uri(path: Path) -> str:
     if Path(f"{path}-wal").exists():
         return uri + "?mode=ro"
     return uri + "?immutable=1"
+
+
+def connect(path: Path, target: str | bytes, **kwargs: Any) -> sqlite3.Connection:
+    """``sqlite3.connect(target, **kwargs)`` to the journal ``path``, pinned until it is closed.
+
+    Why: closing any descriptor of the file drops every POSIX lock of this process on it, SQLite's too;
+    a pinned file's descriptors wait for its last connection (:meth:`FileLocks.pin`).
+    """
+    kwargs.setdefault("factory", Connection)
+    key = FileLocks.pin(path)
+    try:
+        conn = sqlite3.connect(target, **kwargs)
+    except BaseException:
+        FileLocks.unpin(key)
+        raise
+    assert isinstance(conn, Connection)
+    conn.pinned = key
+    return conn
 
 
 def _writable(path: Path) -> tuple[FileLocks | None, str | None]:
@@ -202,7 +222,7 @@ def _other_members(gid: int, me: int) -> tuple[str, ...]:
 def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
     """Validate an existing, non-empty journal file read-only; never writes to it."""
     try:
-        ro = sqlite3.connect(ro_uri(path), uri=True)
+        ro = connect(path, ro_uri(path), uri=True)
         try:
             version, problem = schema.detect_version(ro)
             gaps = schema.missing(ro, version) if problem is None and version and version <= schema.LATEST else []
@@ -241,8 +261,7 @@ def inspect(path: Path, *, want_read_only: bool = False) -> FileState:
 def _header(path: Path) -> bytes:
     """The first 100 bytes of the file (SQLite's header), or none if it cannot be read."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(100)
+        return FileLocks.read_head(path, 100)  # never open-and-close a journal: see FileLocks
     except OSError:
         return b""
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..errors import JournalFormatError, JournalWriteError
 from ..journal.lease import _FLOCK
-from .sqlite_file import is_sqlite
+from .sqlite_file import connect, is_sqlite
 
 _log = logging.getLogger("durable_nb")
 
@@ -271,7 +271,7 @@ def registers(journal: Path, key: str) -> bool:
     try:
         if not stat.S_ISREG(os.stat(journal).st_mode):
             return True
-        conn = sqlite3.connect(f"{journal.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
+        conn = connect(journal, f"{journal.absolute().as_uri()}?mode=ro", uri=True, timeout=1.0)
     except (sqlite3.Error, ValueError, OSError):
         return True
     try:
@@ -294,9 +294,14 @@ def claimed(journal: Path, name: str, logs: list[str]) -> bool:
     (the default store makes one) found that log free and unregistered, and deleted old.db's acknowledged calls.
     """
     try:
-        others = [e.path for e in os.scandir(journal.parent) if e.name not in {journal.name, *logs} and e.is_file()]
+        with os.scandir(journal.parent) as entries:
+            files = {e.name: e.path for e in entries if e.name not in {journal.name, *logs} and e.is_file()}
     except OSError:
         return True
+    # Not the -wal, -shm or -journal of a database (this journal's above all): no journal, and opening one
+    # to read its header dropped, at its close, this process's SQLite locks on it (the -shm's DMS byte).
+    side = {f"{db}{suffix}" for db in [journal.name, *files] for suffix in ("-wal", "-shm", "-journal")}
+    others = [p for n, p in files.items() if n not in side]
     return any(is_sqlite(p) and registers(Path(p), PREFIX + name) for p in others)
 
 

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from ..journal.lease import FileLocks
 from .bad_rows import BadRow
 
 
@@ -135,7 +136,16 @@ def lenient_text(exc: sqlite3.OperationalError, conns: Iterable[sqlite3.Connecti
 
 
 class Connection(sqlite3.Connection):
-    """A connection whose statements accept strings with lone surrogates."""
+    """A connection whose statements accept strings with lone surrogates (and that unpins its journal file)."""
+
+    pinned: tuple[int, int, int] | None = None
+    """The journal file this connection pinned (:func:`.sqlite_file.connect`), unpinned once it is closed."""
+
+    def close(self) -> None:
+        super().close()
+        key, self.pinned = self.pinned, None
+        if key is not None:
+            FileLocks.unpin(key)
 
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         # sqlite3 refuses such a string while binding, before the statement runs: nothing

@@ -17,7 +17,7 @@ import sqlite3
 from pathlib import Path
 
 from ..errors import JournalFormatError
-from .sqlite_file import logs_beside, ro_uri
+from .sqlite_file import connect, logs_beside, ro_uri
 from .sqlite_frames import apply_logs, decode, log_path, open_log, registered, writer_alive
 
 RECHECK = 0.05
@@ -51,8 +51,8 @@ def applied(journal: Path, conn: sqlite3.Connection) -> sqlite3.Connection:
         view.close()
         factory = type(conn)
         conn.close()  # read again through a new connection: the writer's close may have removed the -wal it read
-        conn = sqlite3.connect(ro_uri(journal), uri=True, timeout=60.0, isolation_level=None,
-                               check_same_thread=False, factory=factory)
+        conn = connect(journal, ro_uri(journal), uri=True, timeout=60.0, isolation_level=None,
+                       check_same_thread=False, factory=factory)
     else:
         return conn  # logs applied by others as fast as we look: the journal itself is the view
     conn.close()
