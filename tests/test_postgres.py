@@ -237,6 +237,36 @@ def test_a_role_that_may_not_create_functions_opens_runs_with_two_round_trips(pg
         sql(pg_dsn, "DROP ROLE journal_user")
 
 
+def test_a_role_that_may_not_execute_the_open_function_opens_runs_with_two_round_trips(pg_dsn):
+    """The function exists (its owner opened the journal first) but EXECUTE was revoked from PUBLIC (a hardened
+    server's default privileges): a role with the table grants the hint names opens runs as before the function.
+
+    Why: the open asked only whether the function existed, so after the owner's first open with a version that
+    adds it, every run of every other role failed with 'permission denied for function', whose hint (GRANT on
+    the tables) did not help; the same role had opened runs with the version before.
+    """
+    fill(dnb.PostgresStore(pg_dsn))
+    sql(pg_dsn, f"REVOKE EXECUTE ON FUNCTION {LOCK_OPEN} FROM PUBLIC")
+    sql(pg_dsn, "DROP ROLE IF EXISTS journal_worker")
+    sql(pg_dsn, "CREATE ROLE journal_worker LOGIN PASSWORD 'pw'")
+    try:
+        sql(pg_dsn, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        sql(pg_dsn, "GRANT USAGE ON SCHEMA public TO journal_worker")
+        sql(pg_dsn, "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO journal_worker")
+        store = dnb.PostgresStore(pg_dsn.replace("postgres:durable@", "journal_worker:pw@"))
+        with dnb.LocalRunner(store).context("r0") as ctx:
+            assert [ctx.durable_execute(pow, 2, i) for i in range(4)] == [1, 2, 4, 8]
+            assert ctx.journal.replayed == 3
+        with pytest.raises(dnb.RunBusyError), dnb.LocalRunner(store).context("r0"), open_run(
+            dnb.PostgresStore(pg_dsn), "r0"
+        ):
+            pass  # the owner's store (one round trip) is refused the run the worker holds (two round trips)
+        store.close()
+    finally:
+        sql(pg_dsn, "DROP OWNED BY journal_worker")
+        sql(pg_dsn, "DROP ROLE journal_worker")
+
+
 # ---------------------------------------------------------------- errors that say what to do
 
 

@@ -338,16 +338,15 @@ def _complete(conn: psycopg.Connection[Any]) -> bool:
 
     The prefix index and the function (:data:`postgres_sql.CREATE_LOCK_OPEN`) are created where
     missing, each in a savepoint: a role that may not create them does without (a scan of the runs
-    for a prefix, two round trips to open a run).
+    for a prefix, two round trips to open a run), as does one that may not execute the function
+    (EXECUTE revoked from PUBLIC: its mere existence sent every open into 'permission denied').
     """
-    row = conn.execute(
-        "SELECT to_regprocedure(%s) IS NOT NULL, to_regclass('runs_by_prefix') IS NOT NULL",
-        (q.LOCK_OPEN_SIGNATURE,),
-    ).fetchone()
-    has_open, has_index = (bool(row[0]), bool(row[1])) if row else (False, False)
+    row = conn.execute("SELECT f IS NOT NULL, coalesce(has_function_privilege(f, 'EXECUTE'), false), to_regclass("
+                       "'runs_by_prefix') IS NOT NULL FROM to_regprocedure(%s) AS f", (q.LOCK_OPEN_SIGNATURE,))
+    has_open, may_run, has_index = (bool(v) for v in row.fetchone() or (False, False, False))
     if not has_index:
         _try(conn, PREFIX_INDEX)
-    return has_open or _try(conn, q.CREATE_LOCK_OPEN)
+    return may_run if has_open else _try(conn, q.CREATE_LOCK_OPEN)
 
 
 def _try(conn: psycopg.Connection[Any], statement: str) -> bool:
