@@ -47,6 +47,15 @@ def raw_count(db: Path, run_id: str) -> int:
         conn.close()
 
 
+def raw_status(db: Path, run_id: str) -> str | None:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else str(row[0])
+    finally:
+        conn.close()
+
+
 def test_a_frame_round_trips_plain_values_including_lone_surrogates() -> None:
     ops = [("pending", "run-\udcff", "owner", 3, "mod.f", "d1g", 1.5), ("outcome", "r", "o", 0, "SUCCEEDED",
             "EXECUTED", b"\x80\x05payload", "'ok'", None, 2.25)]
@@ -136,6 +145,31 @@ def test_reads_in_this_process_see_every_durable_call_before_sqlite_is_written_f
         assert conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'intent_log:%'").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_a_read_only_store_of_this_process_sees_the_run_a_writer_of_it_just_ended(
+    tmp_path: Path, lagging: None
+) -> None:
+    """A read-only view applies dead writers' logs and leaves a live one to its writer: a writer in the same
+    kernel had just ended a run whose frames were still in its log, and a read-only store (or a JournalView
+    of ``?mode=ro``) did not show it; one opened before the writer read the file as it was, for ever."""
+    db = tmp_path / "j.db"
+    with dnb.SqliteStore(db) as first:
+        dnb.LocalRunner(first).run(lambda x, ctx: ctx.durable_execute(abs, x), 0, run_id="r0")
+    before = dnb.SqliteStore(db, read_only=True)  # no writer yet: it reads the file as a complete one
+    assert [r.run_id for r in before.runs()] == ["r0"]
+    store = dnb.SqliteStore(db)
+    runner = dnb.LocalRunner(store)
+    for i in (1, 2):
+        runner.run(lambda x, ctx: ctx.durable_execute(abs, x), -i, run_id=f"r{i}")
+        assert raw_status(db, f"r{i}") != "COMPLETED", "SQLite was written from the log: the test proves nothing"
+        after = dnb.SqliteStore(db, read_only=True)
+        for viewer in (before, after):
+            assert [r.run_id for r in viewer.runs()] == [f"r{n}" for n in range(i + 1)]
+            assert [c.result() for c in viewer.calls(f"r{i}")] == [i]
+        after.close()
+    before.close()
+    store.close()
 
 
 def test_a_large_result_is_a_synced_commit_not_a_frame(tmp_path: Path, lagging: None) -> None:

@@ -21,6 +21,10 @@ from descriptors import descriptors_on, needs_proc
 import durable_nb as dnb
 
 
+def _job(x: int, ctx: dnb.RunnerContext) -> int:
+    return ctx.durable_execute(abs, x)
+
+
 def _flushers() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "durable_nb-flush"]
 
@@ -113,6 +117,39 @@ def test_stores_dropped_without_close_on_many_journals_give_back_their_logs_thre
     for i in range(20):  # nothing lost: every call is in its journal
         with dnb.SqliteStore(tmp_path / f"j{i}.db") as store:
             assert [c.status.value for c in store.calls("r")] == ["SUCCEEDED", "SUCCEEDED"]
+
+
+@needs_proc
+def test_a_store_collected_inside_the_file_registrys_lock_does_not_hang_its_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GC runs a dropped store's finalizer in whichever thread it interrupts, maybe one inside
+    ``FileLocks.of`` (any allocation there can start it) holding ``FileLocks._all_lock``: closing the store's
+    connections unpinned the file under that lock again, and the thread (a kernel's cell) hung for ever."""
+    from durable_nb.journal.lease import FileLocks
+
+    with dnb.SqliteStore(tmp_path / "j.db") as store:
+        dnb.LocalRunner(store).run(_job, -1, run_id="r")
+    store = dnb.SqliteStore(tmp_path / "j.db")
+    assert [r.run_id for r in store.runs()] == ["r"]  # its connection pins the file
+    monkeypatch.setattr(FileLocks, "_all_lock", threading.Lock())  # a hang holds this test's lock only
+    gc.disable()
+    try:
+        del store  # garbage (the store and its committer refer to each other) until the GC below
+
+        def collect_under_the_lock() -> None:
+            with FileLocks._all_lock:
+                gc.collect()
+        thread = threading.Thread(target=collect_under_the_lock, daemon=True)
+        thread.start()
+        thread.join(10)
+        assert not thread.is_alive()
+    finally:
+        gc.enable()
+    dnb.SqliteStore(tmp_path / "j.db", read_only=True).close()  # the next store gives the pins back
+    gc.collect()
+    _until(lambda: descriptors_on(tmp_path) == 0)
+    assert descriptors_on(tmp_path) == 0
 
 
 def test_a_collected_stores_log_that_fails_to_close_keeps_its_file_so_later_runs_are_released(

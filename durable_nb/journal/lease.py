@@ -88,7 +88,7 @@ def _renew_in_child() -> None:
     global _gate
     _pid[0], FileLocks._all_lock = os.getpid(), threading.Lock()
     _gate, _writing[:] = threading.Condition(threading.Lock()), [0, 0]
-    FileLocks._pins = {}  # the parent's connections: their copies here are never closed (see SqliteStore)
+    FileLocks._pins, FileLocks._unpins = {}, []  # the parent's connections: their copies here are never closed
     parked = [fd for fds in FileLocks._parked.values() for fd in fds]
     FileLocks._parked = {}
     for files in FileLocks._all.values():
@@ -264,12 +264,15 @@ class FileLocks:
     """SQLite connections of this process open on each file (:meth:`pin`), read-only ones too."""
     _parked: ClassVar[dict[tuple[int, int, int], list[int]]] = {}
     """Descriptors of a pinned file whose close waits for its last connection (:meth:`read_head`)."""
+    _unpins: ClassVar[list[tuple[int, int, int]]] = []
+    """Pins of connections a finalizer closed, given back by the next :meth:`pin` (:meth:`unpin_later`)."""
 
     @classmethod
     def pin(cls, path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
         """Before an SQLite connection to ``path`` opens: no descriptor of the file closes until :meth:`unpin`.
 
         Returns the key to unpin with (None: no such file yet; SQLite creates none for a reader)."""
+        cls.unpin_deferred()
         try:
             st = os.stat(path)
         except OSError:
@@ -278,6 +281,24 @@ class FileLocks:
         with cls._all_lock:
             cls._pins[key] = cls._pins.get(key, 0) + 1
         return key
+
+    @classmethod
+    def unpin_later(cls, key: tuple[int, int, int] | None) -> None:
+        """:meth:`unpin` from a finalizer (a store collected without ``close()``), done by the next :meth:`pin`
+        or :meth:`unpin_deferred`. Why: the GC runs a finalizer in whichever thread it interrupts, maybe one
+        holding ``_all_lock`` (any allocation in :meth:`of` can start it), which is not re-entrant: it hung."""
+        if key is not None:
+            cls._unpins.append(key)  # list.append is atomic: no lock taken in a finalizer
+
+    @classmethod
+    def unpin_deferred(cls) -> None:
+        """Give back the pins :meth:`unpin_later` left (call with no lock of durable_nb's held)."""
+        while cls._unpins:
+            try:
+                key = cls._unpins.pop()
+            except IndexError:  # another thread took the last one
+                return
+            cls.unpin(key)
 
     @classmethod
     def unpin(cls, key: tuple[int, int, int] | None) -> None:

@@ -73,7 +73,7 @@ from .sqlite_commit import Committer, Op
 from .sqlite_frames import LOGS, STEALS, Watch
 from .sqlite_intent import IntentLog, LogClosed
 from .sqlite_prefetch import Prefetch
-from .sqlite_text import hand_typed, lenient_text, prefix_where, refuse_hand_typed, run_is, text
+from .sqlite_text import Connection, hand_typed, lenient_text, prefix_where, refuse_hand_typed, run_is, text
 from .sqlite_timetravel import SqliteTimeTravel, delete_runs
 
 if TYPE_CHECKING:
@@ -526,9 +526,10 @@ class SqliteStore(SqliteTimeTravel, Store):
     def _settle(self, run_id: str | None) -> None:
         """Before a read: dead processes' logs applied, and this process's (all, or ``run_id``'s transitions)."""
         if self.read_only:
+            drained = sqlite_view.drain_own(self.path)  # a writer of this process: what it just logged
             local = self._local
             view = getattr(local, "view", None)
-            if view is None or time.monotonic() - local.view_at < sqlite_view.RECHECK:
+            if view is None or (not drained and time.monotonic() - local.view_at < sqlite_view.RECHECK):
                 return
             local.view_at = time.monotonic()
             if view != sqlite_view.signature(self.path):
@@ -1278,7 +1279,11 @@ def _close_connections(conns: list[Any], pid: int | None = None) -> None:
         if isinstance(conn, tuple):
             conn = conn[1]
         with contextlib.suppress(sqlite3.Error):
-            conn.close()
+            # A finalizer takes no lock: the GC may run it in a thread inside FileLocks' (it hung there).
+            if pid is not None and isinstance(conn, Connection):
+                conn.close_in_finalizer()
+            else:
+                conn.close()
 
 
 def _collected(conns: list[Any], pid: int, box: list[FileLocks | None]) -> None:

@@ -365,6 +365,7 @@ def reap() -> None:
 
     Called when a store object is made (a top-level call: no lock of ours is held), so what dropped stores
     keep is bounded by the stores dropped since the last one was made."""
+    FileLocks.unpin_deferred()  # their connections' pins: a finalizer closed them without taking a lock
     while _dropped:
         try:
             files = _dropped.pop()

@@ -147,6 +147,12 @@ class Connection(sqlite3.Connection):
         if key is not None:
             FileLocks.unpin(key)
 
+    def close_in_finalizer(self) -> None:
+        """:meth:`close` for a store's finalizer: it takes no lock (see :meth:`FileLocks.unpin_later`)."""
+        super().close()
+        key, self.pinned = self.pinned, None
+        FileLocks.unpin_later(key)
+
     def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
         # sqlite3 refuses such a string while binding, before the statement runs: nothing
         # happened, so binding again with the exact BLOB form is safe (and most statements,

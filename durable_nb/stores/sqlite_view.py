@@ -6,19 +6,25 @@ read the file alone: a killed kernel's acknowledged calls were missing (a whole 
 read-only disk for good, and a copy made from what it showed ran their side effects again. So when a dead
 writer's log holds frames the journal lacks, a read-only store reads an in-memory copy of the journal with
 them applied. Nothing on disk changes; a log whose writer lives is left to it (it applies it within
-milliseconds), and one this user cannot read is left out (:func:`.sqlite_frames.unreadable` says so).
+milliseconds; a writer of this process is asked to at once, :func:`drain_own`), and one this user cannot
+read is left out (:func:`.sqlite_frames.unreadable` says so).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 from pathlib import Path
 
 from ..errors import JournalFormatError
+from ..journal.lease import current_pid
 from .sqlite_file import connect, logs_beside, ro_uri
 from .sqlite_frames import apply_logs, decode, log_path, open_log, registered, writer_alive
+from .sqlite_intent import IntentLog
+
+_log = logging.getLogger("durable_nb")
 
 RECHECK = 0.05
 """Seconds between two checks of a read-only store's view (a directory scan and a stat per log): a view
@@ -104,3 +110,27 @@ def signature(journal: Path) -> tuple[object, ...]:
         finally:
             os.close(fd)
     return tuple(parts)
+
+
+def drain_own(journal: Path) -> bool:
+    """Apply this process's pending frames of ``journal`` now (for a read-only store); whether there were any.
+
+    Why: a read-only view applies only dead writers' logs, and leaves a live writer's to it (it applies them
+    within milliseconds). A writer in the *same* process had just ended a run: a read-only store or widget of
+    the kernel read at once and did not show it. The writer is here, so its applier's transaction runs now.
+    A failure (a full disk) is the writer's to report: the view reads the journal as it is.
+    """
+    if not IntentLog._all:
+        return False  # the hot path: no writer in this process
+    try:
+        st = os.stat(journal)
+    except OSError:
+        return False
+    log = IntentLog._all.get((current_pid(), st.st_dev, st.st_ino))
+    if log is None or log.closed or not log.pending:
+        return False
+    try:
+        log.drain()
+    except (sqlite3.Error, OSError, JournalFormatError) as exc:
+        _log.debug("durable_nb: a read-only store could not apply this process's log %s: %s", log.path, exc)
+    return True
