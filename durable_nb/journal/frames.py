@@ -30,11 +30,24 @@ def calls_frame(records: Iterable[CallRecord]) -> pd.DataFrame:
         for r in records
     ]
     frame = pd.DataFrame.from_records(rows, columns=CALL_COLUMNS)
-    # no rows, nothing to infer from: without this an empty run's "index" was object and a found one's int64
-    frame["index"] = frame["index"].astype("int64")
+    # Typed, not inferred: with no rows (an empty run) pandas infers nothing, so "index" was object where a
+    # found run's was int64; pandas 3 also gave text columns str (object when empty or all None) and times
+    # ns (s when empty). Every frame of the journal now has the same dtypes, whatever it holds.
+    text = pd.Series(["x"]).dtype  # object on pandas 2 (left as is: astype(str) would write None as 'None')
+    typed: dict[str, Any] = {"index": "int64"}
+    if not pd.api.types.is_object_dtype(text):  # only where pandas inferred none: astype copies every str
+        typed.update({col: text for col in _TEXT_COLUMNS if frame[col].dtype != text})
+    frame = frame.astype(typed)
     for col in ("started_at", "finished_at"):
-        frame[col] = pd.to_datetime(frame[col], unit="s", utc=True)
+        times = pd.to_datetime(frame[col], unit="s", utc=True)
+        frame[col] = times if times.dtype == _UTC_NS else times.astype(_UTC_NS)
     return frame
+
+
+_UTC_NS = "datetime64[ns, UTC]"
+
+
+_TEXT_COLUMNS = ("run_id", "call_id", "args_digest", "status", "origin", "result_preview", "error_preview")
 
 
 MAP_COLUMNS = ["run_id", "status", "result", "error"]
