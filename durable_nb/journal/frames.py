@@ -14,6 +14,8 @@ CALL_COLUMNS = [
     "run_id", "index", "call_id", "args_digest", "status", "origin",
     "result_preview", "error_preview", "started_at", "finished_at",
 ]
+_TEXT_COLUMNS = ("run_id", "call_id", "args_digest", "status", "origin", "result_preview", "error_preview")
+_UTC_NS = "datetime64[ns, UTC]"
 
 
 def calls_frame(records: Iterable[CallRecord]) -> pd.DataFrame:
@@ -42,12 +44,6 @@ def calls_frame(records: Iterable[CallRecord]) -> pd.DataFrame:
         times = pd.to_datetime(frame[col], unit="s", utc=True)
         frame[col] = times if times.dtype == _UTC_NS else times.astype(_UTC_NS)
     return frame
-
-
-_UTC_NS = "datetime64[ns, UTC]"
-
-
-_TEXT_COLUMNS = ("run_id", "call_id", "args_digest", "status", "origin", "result_preview", "error_preview")
 
 
 MAP_COLUMNS = ["run_id", "status", "result", "error"]
